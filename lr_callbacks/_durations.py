@@ -1,0 +1,203 @@
+"""Durations with visible units: optimizer steps, epochs, or a fraction of the run.
+
+A schedule's phase lengths, periods and milestones are :class:`Duration` values. They are resolved to
+optimizer steps only when the run's length is known (at fit start), from a :class:`Run`.
+
+>>> Steps(500).to_steps(Run(total_steps=1000))
+500
+>>> RunFraction(0.05).to_steps(Run(total_steps=1000))
+50
+>>> Epochs(2).to_steps(Run(total_steps=1000, steps_per_epoch=30))
+60
+>>> parse_duration("5%"), parse_duration("2 epochs"), parse_duration("100 steps")
+(RunFraction(fraction=0.05), Epochs(epochs=2.0), Steps(steps=100))
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+__all__ = ["Duration", "Epochs", "Run", "RunFraction", "Steps", "parse_duration"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a schedule needs to know about the run it drives.
+
+    Args:
+        total_steps: optimizer steps in the whole run, or ``None`` when the length is unknown (an
+            iterable dataset with no ``max_steps``).
+        steps_per_epoch: optimizer steps in one epoch, or ``None`` when unknown.
+    """
+
+    total_steps: int | None = None
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"`{name}` must be a non-negative int or None, got {value!r}")
+
+
+class Duration(ABC):
+    """A length of training with its unit. Resolve it with :meth:`to_steps`."""
+
+    @abstractmethod
+    def to_steps(self, run: Run) -> int:
+        """The duration in optimizer steps for ``run``.
+
+        Raises:
+            ValueError: if ``run`` lacks what the unit needs (the total for a fraction, the epoch length
+                for epochs).
+        """
+
+    @abstractmethod
+    def needs_total(self) -> bool:
+        """Whether resolving needs the run's total length."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A short human-readable form, e.g. ``"500 steps"``."""
+
+
+@dataclass(frozen=True)
+class Steps(Duration):
+    """A number of optimizer steps (not batches: with gradient accumulation, one step is several batches).
+
+    >>> Steps(10).describe()
+    '10 steps'
+    """
+
+    steps: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool):
+            raise TypeError(f"Steps takes a whole number of optimizer steps, got {self.steps!r}")
+        if self.steps < 0:
+            raise ValueError(f"Steps must be >= 0, got {self.steps}")
+
+    def to_steps(self, run: Run) -> int:
+        return self.steps
+
+    def needs_total(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"{self.steps} steps"
+
+
+@dataclass(frozen=True)
+class Epochs(Duration):
+    """A number of epochs (fractions allowed), resolved as ``ceil(epochs × steps_per_epoch)`` steps.
+
+    >>> Epochs(0.5).to_steps(Run(steps_per_epoch=11))
+    6
+    """
+
+    epochs: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool):
+            raise TypeError(f"Epochs takes a number of epochs, got {self.epochs!r}")
+        if not math.isfinite(self.epochs) or self.epochs < 0:
+            raise ValueError(f"Epochs must be finite and >= 0, got {self.epochs}")
+        object.__setattr__(self, "epochs", float(self.epochs))
+
+    def to_steps(self, run: Run) -> int:
+        if run.steps_per_epoch is None:
+            raise ValueError(
+                f"a duration of {self.describe()} needs the epoch length, but this run's is unknown "
+                "(an iterable dataset?); give the duration in Steps(...) instead"
+            )
+        return math.ceil(self.epochs * run.steps_per_epoch - 1e-9)
+
+    def needs_total(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"{self.epochs:g} epochs"
+
+
+@dataclass(frozen=True)
+class RunFraction(Duration):
+    """A fraction of the whole run, in ``[0, 1]``, resolved as ``ceil(fraction × total_steps)`` steps.
+
+    The rounding up matches transformers' ``warmup_steps`` given as a ratio.
+
+    >>> RunFraction(0.1).to_steps(Run(total_steps=15))
+    2
+    """
+
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fraction, (int, float)) or isinstance(self.fraction, bool):
+            raise TypeError(f"RunFraction takes a number in [0, 1], got {self.fraction!r}")
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(
+                f"RunFraction must be in [0, 1], got {self.fraction}; for a length in steps use Steps(...)"
+            )
+        object.__setattr__(self, "fraction", float(self.fraction))
+
+    def to_steps(self, run: Run) -> int:
+        if run.total_steps is None:
+            raise ValueError(
+                f"a duration of {self.describe()} needs the run's total length, which is unknown; "
+                "set Trainer(max_steps=...) or give the duration in Steps(...)"
+            )
+        return math.ceil(self.fraction * run.total_steps - 1e-9)
+
+    def needs_total(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"{self.fraction:.4g} of the run"
+
+
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(steps?|epochs?|%)\s*$")
+
+
+def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
+    """Turn ``"500 steps"``, ``"2 epochs"``, ``"2.5 epochs"`` or ``"5%"`` into a :class:`Duration`.
+
+    A bare number is rejected: ``100`` could mean steps, epochs or a percentage.
+
+    Args:
+        value: a :class:`Duration` (returned as is) or a string with its unit.
+        name: the argument's name, for the error message.
+
+    Raises:
+        TypeError: for a bare number or another type.
+        ValueError: for a string that is not of the forms above.
+
+    >>> parse_duration("250 steps")
+    Steps(steps=250)
+    """
+    if isinstance(value, Duration):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` needs its unit: got the bare number {value!r}. Write Steps({value!r}), "
+            f"Epochs({value!r}) or RunFraction({value!r}), or a string such as '{value} steps', "
+            f"'{value} epochs' or '{value}%'"
+        )
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a Duration or a string such as '500 steps', got {value!r}")
+    match = _PATTERN.match(value)
+    if match is None:
+        raise ValueError(
+            f"`{name}` could not be read: {value!r}. Use '<n> steps', '<n> epochs' or '<p>%' "
+            "(e.g. '500 steps', '2 epochs', '5%')"
+        )
+    number, unit = match.group(1), match.group(2)
+    if unit.startswith("step"):
+        if not float(number).is_integer():
+            raise ValueError(f"`{name}` must be a whole number of steps, got {value!r}")
+        return Steps(int(float(number)))
+    if unit.startswith("epoch"):
+        return Epochs(float(number))
+    return RunFraction(float(number) / 100.0)

@@ -1,0 +1,76 @@
+"""The planned LR curve of a schedule: sampled points, a table of key steps, and an image.
+
+Shared by :class:`~lr_callbacks.LRSchedule` (``lr_schedule/plan`` at fit start) and the
+``python -m lr_callbacks plot`` preview, so both draw the same picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from lr_callbacks._composites import Phases
+from lr_callbacks._durations import Run
+from lr_callbacks._plot import Line, Marker, render
+from lr_callbacks._shapes import Schedule
+
+__all__ = ["UNKNOWN_LENGTH_PREVIEW", "key_steps", "plan_image", "plan_table", "sample_steps"]
+
+#: How many steps the plan shows when the run's length is unknown.
+UNKNOWN_LENGTH_PREVIEW = 10_000
+
+
+def evaluate(schedule: Schedule, step: int, run: Run) -> float:
+    """The multiplier at ``step`` of the run; past the planned end it holds the end value."""
+    total = run.total_steps
+    return schedule.at(step if total is None else min(step, total), total, run)
+
+
+def sample_steps(total: int, points: int = 1000) -> list[int]:
+    """Up to ``points`` steps spread over ``[0, total)``, always including the first and the last."""
+    if total <= points:
+        return list(range(total))
+    return sorted({round(x) for x in np.linspace(0, total - 1, points)})
+
+
+def key_steps(schedule: Schedule, run: Run) -> list[int]:
+    """Step 0, each phase's first and last step, a few steps in between, and the run's last step."""
+    total = run.total_steps if run.total_steps is not None else UNKNOWN_LENGTH_PREVIEW
+    steps = {0, max(total - 1, 0)}
+    steps.update(int(total * f) for f in (0.25, 0.5, 0.75))
+    if isinstance(schedule, Phases):
+        start = 0.0
+        for length in schedule._lengths(run.total_steps, run):
+            if length is None:
+                break
+            steps.update({int(start), max(int(start + length) - 1, 0)})
+            start += length
+    return sorted(s for s in steps if 0 <= s < max(total, 1))
+
+
+def plan_table(schedule: Schedule, run: Run, peaks: Mapping[str, float]) -> str:
+    """A markdown table of the LR of each group at the key steps.
+
+    >>> from lr_callbacks import Cosine
+    >>> print(plan_table(Cosine(), Run(total_steps=4), {"group0": 0.1}))
+    | step | group0 |
+    |---:|---:|
+    | 0 | 0.1 |
+    | 1 | 0.08536 |
+    | 2 | 0.05 |
+    | 3 | 0.01464 |
+    """
+    names = list(peaks)
+    rows = ["| step | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    for step in key_steps(schedule, run):
+        multiplier = evaluate(schedule, step, run)
+        rows.append(f"| {step} | " + " | ".join(f"{peaks[n] * multiplier:.4g}" for n in names) + " |")
+    return "\n".join(rows)
+
+
+def plan_image(curves: Mapping[str, tuple[list[int], list[float]]], title: str) -> np.ndarray:
+    """Render each group's planned LR over the steps as an ``H×W×3`` image."""
+    lines = [Line(xs, ys, label=name) for name, (xs, ys) in curves.items()]
+    markers: list[Marker] = []
+    return render(lines, title=title, xlabel="optimizer step", ylabel="learning rate", markers=markers)

@@ -1,0 +1,589 @@
+"""``LRSchedule``: the callback that writes ``peak(g) × schedule(k) × scale(g)`` into the optimizers.
+
+The clock ``k`` counts real optimizer updates, one clock per optimizer: it advances when the optimizer's
+``step()`` actually runs (a step post-hook), so
+
+- with gradient accumulation it advances once per accumulated step, not per batch;
+- a step that mixed precision skips (the ``GradScaler`` found inf/NaN and did not call ``step()``) does not
+  advance it: the schedule waits for the first real update;
+- a step the watchdog skips still runs ``step()`` (with no gradients), and advances it: the batch was spent.
+
+The LR of step ``k`` is written before the step runs (after the previous step, and again at each batch
+start), so a torch optimizer uses exactly ``lr(g, k)``; that value is what ``lr/<group>`` shows at ``k``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lr_callbacks._checks import check_choice, check_int, check_number
+from lr_callbacks._compat import Callback
+from lr_callbacks._durations import Run
+from lr_callbacks._logging import log_image, log_scalars, log_text
+from lr_callbacks._lr_control import _as_float, _set_lr
+from lr_callbacks._plan import UNKNOWN_LENGTH_PREVIEW, evaluate, plan_image, plan_table, sample_steps
+from lr_callbacks._presets import preset
+from lr_callbacks._shapes import Schedule
+from lr_callbacks._transformers import TransformersSchedule
+
+__all__ = ["LRSchedule"]
+
+log = logging.getLogger("lr_callbacks")
+
+_LENGTH_POLICIES = ("keep", "rescale", "error")
+
+
+@dataclass
+class _Group:
+    """What the schedule knows of one parameter group."""
+
+    tag: str  # "group0", "head", or "Adam/head" with several optimizers
+    name: str  # param_group["name"] or "group<i>"
+    schedule: Schedule
+    peak: float
+    scale: float = 1.0
+    lr: float = math.nan  # the LR last written
+
+
+class LRSchedule(Callback):
+    """Drive every parameter group's LR with a closed-form schedule, exact on resume.
+
+    The LR used by optimizer step ``k`` is ``peak(g) × schedule(k) × scale(g)``:
+
+    - ``peak(g)``: the group's LR from ``configure_optimizers`` (so ratios between groups are kept),
+      unless ``peak_lrs`` or :class:`~lr_callbacks.LRFinder` sets it;
+    - ``schedule(k)``: the multiplier, resolved against the run's length at fit start
+      (``trainer.estimated_stepping_batches``);
+    - ``scale(g)``: the :class:`~lr_callbacks.DivergenceWatchdog`'s multiplier, 1 until it intervenes.
+
+    Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) for every optimizer step, at x = ``k``;
+    with several optimizers, ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an
+    image of the whole planned curve, and ``lr_schedule/summary``, a table of key steps.
+
+    Args:
+        schedule: a :class:`~lr_callbacks.Schedule` (e.g. ``Phases([...])``), or a preset name
+            (``"cosine"``, ``"wsd"``, ``"one_cycle"``, … see :func:`~lr_callbacks.preset`).
+        group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]``.
+        peak_lrs: a peak LR for named groups, overriding the configured one.
+        on_length_change: on resume with a different run length (``max_steps``/``max_epochs``):
+            ``"keep"`` follows the original plan (past its end the LR holds its last value),
+            ``"rescale"`` re-resolves the schedule against the new length (fractions of the run move, the
+            LR may jump), ``"error"`` refuses. A warning names the change in the first two cases.
+        log_every_n_steps: log ``lr/<group>`` every this many optimizer steps.
+        log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` at fit start.
+        **preset_kwargs: the preset's arguments, when ``schedule`` is a name.
+
+    Raises:
+        ValueError, TypeError: at construction, for a bad argument; at fit start, for a run the schedule
+            does not fit, an unknown group name, or a torch scheduler returned by ``configure_optimizers``.
+
+    Example::
+
+        trainer = Trainer(max_steps=1000, callbacks=[LRSchedule("cosine", warmup="5%", end=0.1)])
+
+    >>> print(LRSchedule("wsd", warmup="100 steps", decay="20%").schedule.describe())
+    Phases(Warmup() for 100 steps; Constant() for the rest of the run; OneMinusSqrt() for 0.2 of the run)
+    """
+
+    _trainer: Any
+    _optimizers: list[Any]
+    _handles: list[Any]
+
+    def __init__(
+        self,
+        schedule: Schedule | str = "cosine",
+        *,
+        group_schedules: Mapping[str, Schedule | str] | None = None,
+        peak_lrs: Mapping[str, float] | None = None,
+        on_length_change: str = "keep",
+        log_every_n_steps: int = 1,
+        log_plan: bool = True,
+        **preset_kwargs: Any,
+    ) -> None:
+        self._schedule = self._to_schedule(schedule, preset_kwargs, "schedule")
+        self._group_schedules = {
+            str(name): self._to_schedule(value, {}, f"group_schedules[{name!r}]")
+            for name, value in (group_schedules or {}).items()
+        }
+        self._peak_overrides = {
+            str(name): check_number(f"peak_lrs[{name!r}]", value, low=0.0, low_open=True, owner="LRSchedule")
+            for name, value in (peak_lrs or {}).items()
+        }
+        self._on_length_change = check_choice(
+            "on_length_change", on_length_change, _LENGTH_POLICIES, owner="LRSchedule"
+        )
+        self._log_every = check_int("log_every_n_steps", log_every_n_steps, low=1, owner="LRSchedule")
+        if not isinstance(log_plan, bool):
+            raise TypeError(f"LRSchedule: `log_plan` must be a bool, got {log_plan!r}")
+        self._log_plan = log_plan
+        self._reset_runtime()
+        self._restored: dict[str, Any] | None = None
+
+    @staticmethod
+    def _to_schedule(value: Schedule | str, kwargs: dict[str, Any], name: str) -> Schedule:
+        if isinstance(value, Schedule):
+            if kwargs:
+                raise TypeError(
+                    f"LRSchedule: preset arguments ({', '.join(sorted(kwargs))}) go with a preset name, "
+                    f"not with a Schedule object; put them in the schedule's constructor"
+                )
+            return value
+        if isinstance(value, str):
+            return preset(value, **kwargs)
+        raise TypeError(f"LRSchedule: `{name}` must be a Schedule or a preset name such as 'cosine', got {value!r}")
+
+    @classmethod
+    def from_transformers(cls, name: str, num_warmup_steps: int = 0, **kwargs: Any) -> LRSchedule:
+        """A drop-in for ``transformers.get_scheduler(name, ...)``, by its names and arguments.
+
+        ``num_training_steps`` comes from the trainer. Every optimizer step then gets, in every group, the
+        LR that transformers' scheduler gives it; see :class:`~lr_callbacks.TransformersSchedule` for the
+        two deliberate differences past the end of the run.
+
+        Args:
+            name: ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial``, ``constant``,
+                ``constant_with_warmup``, ``inverse_sqrt``, ``cosine_with_min_lr`` or ``warmup_stable_decay``.
+            num_warmup_steps: the warmup, in optimizer steps.
+            **kwargs: transformers' scheduler-specific arguments (``num_cycles``, ``lr_end``, ``power``,
+                ``timescale``, ``min_lr``, ``min_lr_rate``, ``num_stable_steps``, ``num_decay_steps``,
+                ``warmup_type``, ``decay_type``, ``min_lr_ratio``), or LRSchedule's own keyword arguments.
+
+        >>> print(LRSchedule.from_transformers("cosine", num_warmup_steps=100).schedule.describe())
+        transformers 'cosine'(num_warmup_steps=100)
+        """
+        own = {"group_schedules", "peak_lrs", "on_length_change", "log_every_n_steps", "log_plan"}
+        callback_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+        schedule = TransformersSchedule(name, num_warmup_steps, tuple(sorted(kwargs.items())))
+        return cls(schedule, **callback_kwargs)
+
+    # --- public read-outs ------------------------------------------------------------------------------
+
+    @property
+    def schedule(self) -> Schedule:
+        """The default schedule (groups without their own in ``group_schedules``)."""
+        return self._schedule
+
+    @property
+    def run(self) -> Run | None:
+        """The run the schedule was resolved against at fit start (``None`` before)."""
+        return self._run
+
+    @property
+    def steps(self) -> list[int]:
+        """Each optimizer's clock: the optimizer steps taken under this schedule."""
+        return list(self._clocks)
+
+    @property
+    def peak_lrs(self) -> list[list[float]]:
+        """``peak(g)`` of each group of each optimizer."""
+        return [[g.peak for g in groups] for groups in self._table]
+
+    @property
+    def scales(self) -> list[list[float]]:
+        """``scale(g)`` of each group of each optimizer."""
+        return [[g.scale for g in groups] for groups in self._table]
+
+    @property
+    def group_tags(self) -> list[list[str]]:
+        """The TensorBoard name of each group: ``lr/<tag>``."""
+        return [[g.tag for g in groups] for groups in self._table]
+
+    def lr_at(self, step: int, optimizer: int = 0, group: int = 0) -> float:
+        """The LR that ``group`` of ``optimizer`` gets at ``step`` under the current peak and scale."""
+        g = self._table[optimizer][group]
+        return g.peak * evaluate(g.schedule, step, self._require_run()) * g.scale
+
+    # --- used by the finder and the watchdog ------------------------------------------------------------
+
+    def set_peak_lr(self, lr: float) -> None:
+        """Make ``lr`` the reference group's peak (first group, first optimizer); others keep their ratio."""
+        check_number("lr", lr, low=0.0, low_open=True, owner="LRSchedule.set_peak_lr")
+        factor = lr / self._table[0][0].peak
+        for groups in self._table:
+            for g in groups:
+                g.peak *= factor
+        self._write_all()
+
+    def set_scale(self, scale: float) -> None:
+        """Set ``scale(g)`` of every group (the watchdog's multiplier) and apply it at once."""
+        check_number("scale", scale, low=0.0, low_open=True, owner="LRSchedule.set_scale")
+        for groups in self._table:
+            for g in groups:
+                g.scale = scale
+        self._write_all()
+
+    def pause(self) -> None:
+        """Stop writing LRs and counting steps (while the finder sweeps)."""
+        self._paused = True
+
+    def resume(self, trainer: Any) -> None:
+        """Start again: write the LR of the current step into every group."""
+        self._paused = False
+        self._write_all()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A context in which the schedule neither writes LRs nor counts steps."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume(self._trainer)
+
+    # --- Lightning hooks -------------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self.setup_for(trainer)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if not self._paused:
+            self._write_all()
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._flush_logs()
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._flush_logs()
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Detach from the trainer; the clocks, peaks and scales stay readable until the next fit."""
+        self._flush_logs()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._trainer = None
+        self._optimizers = []
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self._table:
+            return dict(self._restored or {})
+        assert self._run is not None
+        return {
+            "steps": list(self._clocks),
+            "peaks": self.peak_lrs,
+            "scales": self.scales,
+            "names": [[g.name for g in groups] for groups in self._table],
+            "total_steps": self._run.total_steps,
+            "steps_per_epoch": self._run.steps_per_epoch,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = {"steps", "peaks", "scales", "names", "total_steps", "steps_per_epoch"} - set(state_dict)
+        if missing:
+            raise ValueError(
+                f"LRSchedule: the checkpoint's state lacks {sorted(missing)}; was it written by LRSchedule?"
+            )
+        self._restored = dict(state_dict)
+
+    # --- set-up at fit start ---------------------------------------------------------------------------
+
+    def _reset_runtime(self) -> None:
+        self._trainer = None
+        self._run: Run | None = None
+        self._table: list[list[_Group]] = []
+        self._clocks: list[int] = []
+        self._optimizers = []
+        self._handles = []
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._paused = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_trainer=None, _optimizers=[], _handles=[])
+        return state
+
+    def setup_for(self, trainer: Any) -> None:
+        """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""
+        if self._trainer is trainer and self._optimizers:
+            return
+        if trainer.lr_scheduler_configs:
+            names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
+            raise ValueError(
+                f"LRSchedule drives the learning rate, but configure_optimizers also returned a torch scheduler "
+                f"({names}) that would overwrite it at every step. Return only the optimizer(s), or drop LRSchedule "
+                "and keep your scheduler (LRFinder and DivergenceWatchdog work with it)"
+            )
+        if not trainer.optimizers:
+            raise ValueError("LRSchedule found no optimizer: configure_optimizers must return one")
+        self._trainer = trainer
+        self._optimizers = list(trainer.optimizers)
+        run = self._resolve_run(trainer)
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            self._check_restored_shape(restored)
+            run = self._apply_length_policy(restored, run)
+        self._run = run
+        self._table = self._build_table(trainer, restored)
+        self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
+        for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
+            self._check(schedule, run)
+        self._check_momentum()
+        for index, optimizer in enumerate(self._optimizers):
+            self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
+        self._write_all()
+        if self._log_plan:
+            self._log_the_plan(trainer)
+
+    @staticmethod
+    def _resolve_run(trainer: Any) -> Run:
+        total = trainer.estimated_stepping_batches
+        total_steps = None if total is None or math.isinf(total) else int(total)
+        batches = trainer.num_training_batches
+        per_epoch = None
+        if batches is not None and not math.isinf(batches) and batches > 0:
+            per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
+        return Run(total_steps=total_steps, steps_per_epoch=per_epoch)
+
+    def _apply_length_policy(self, restored: dict[str, Any], run: Run) -> Run:
+        before = Run(total_steps=restored["total_steps"], steps_per_epoch=restored["steps_per_epoch"])
+        if before.total_steps == run.total_steps:
+            return run
+        change = (
+            f"the run had {before.total_steps} optimizer steps when the checkpoint was written, "
+            f"it now has {run.total_steps}"
+        )
+        if self._on_length_change == "error":
+            raise ValueError(
+                f"LRSchedule: {change}. Resume with the original max_steps/max_epochs, or set "
+                "on_length_change='keep' (follow the original plan) or 'rescale' (re-plan for the new length)"
+            )
+        if self._on_length_change == "keep":
+            warnings.warn(
+                f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so past "
+                f"step {before.total_steps} the LR holds its last value",
+                UserWarning,
+                stacklevel=2,
+            )
+            return before
+        warnings.warn(
+            f"LRSchedule: {change}; re-planning the schedule for the new length "
+            "(on_length_change='rescale'): boundaries given as fractions of the run move",
+            UserWarning,
+            stacklevel=2,
+        )
+        return run
+
+    def _build_table(self, trainer: Any, restored: dict[str, Any] | None) -> list[list[_Group]]:
+        several = len(self._optimizers) > 1
+        optimizer_names = _unique([type(o).__name__ for o in self._optimizers])
+        table: list[list[_Group]] = []
+        known: set[str] = set()
+        for index, optimizer in enumerate(self._optimizers):
+            groups = []
+            names = _unique([str(g.get("name", f"group{j}")) for j, g in enumerate(optimizer.param_groups)])
+            for j, (group, name) in enumerate(zip(optimizer.param_groups, names)):
+                tag = f"{optimizer_names[index]}/{name}" if several else name
+                known.update({name, tag})
+                schedule = self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule))
+                schedule = self._bind(schedule, optimizer)
+                peak = self._peak_overrides.get(tag, self._peak_overrides.get(name, _as_float(group["lr"])))
+                if restored is not None:
+                    peak, scale = self._restored_group(restored, index, j, name)
+                else:
+                    scale = 1.0
+                groups.append(_Group(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
+            table.append(groups)
+        unknown = sorted((set(self._group_schedules) | set(self._peak_overrides)) - known)
+        if unknown:
+            raise ValueError(
+                f"LRSchedule: no parameter group is named {', '.join(map(repr, unknown))}; the groups are "
+                f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers"
+            )
+        return table
+
+    @staticmethod
+    def _restored_group(restored: dict[str, Any], index: int, j: int, name: str) -> tuple[float, float]:
+        saved = restored["names"][index][j]
+        if saved != name:
+            raise ValueError(
+                f"LRSchedule: group {j} of optimizer {index} was {saved!r} in the checkpoint and is {name!r} now; "
+                "resume with the same configure_optimizers"
+            )
+        return float(restored["peaks"][index][j]), float(restored["scales"][index][j])
+
+    def _check_restored_shape(self, restored: dict[str, Any]) -> None:
+        saved = [len(names) for names in restored["names"]]
+        now = [len(o.param_groups) for o in self._optimizers]
+        if saved != now:
+            raise ValueError(
+                f"LRSchedule: the checkpoint has {saved} parameter groups per optimizer, this run has {now}; "
+                "resume with the same configure_optimizers"
+            )
+
+    @staticmethod
+    def _bind(schedule: Schedule, optimizer: Any) -> Schedule:
+        if (
+            isinstance(schedule, TransformersSchedule)
+            and schedule.needs_reference_lr()
+            and schedule.reference_lr is None
+        ):
+            return replace(schedule, reference_lr=float(optimizer.defaults["lr"]))
+        return schedule
+
+    @staticmethod
+    def _check(schedule: Schedule, run: Run) -> None:
+        if run.total_steps is None and schedule.needs_total():
+            raise ValueError(
+                f"LRSchedule needs a run of known length for {schedule.describe()}, but this run's length is "
+                "unknown (an iterable dataset with no max_steps?). Set Trainer(max_steps=...), or use a schedule "
+                "that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
+            )
+        try:
+            schedule.check(run.total_steps, run)
+        except ValueError as error:
+            raise ValueError(f"LRSchedule: {error}") from None
+
+    def _check_momentum(self) -> None:
+        for optimizer, groups in zip(self._optimizers, self._table):
+            for group, g in zip(optimizer.param_groups, groups):
+                if g.schedule.co_schedules_momentum() and "momentum" not in group and "betas" not in group:
+                    raise ValueError(
+                        f"LRSchedule: {g.schedule.describe()} co-schedules the momentum, but "
+                        f"{type(optimizer).__name__} has neither `momentum` nor `betas`; pass momentum=None to "
+                        "the schedule, or use SGD(momentum=...) or Adam/AdamW"
+                    )
+
+    # --- the per-step work -----------------------------------------------------------------------------
+
+    def _require_run(self) -> Run:
+        if self._run is None:
+            raise ValueError("LRSchedule has not started: the run's length is known only once fit starts")
+        return self._run
+
+    def _sync_groups(self, index: int) -> None:
+        """Take in groups added during the fit (e.g. by BackboneFinetuning), at their own LR."""
+        optimizer, groups = self._optimizers[index], self._table[index]
+        for j in range(len(groups), len(optimizer.param_groups)):
+            group = optimizer.param_groups[j]
+            name = str(group.get("name", f"group{j}"))
+            tag = f"{type(optimizer).__name__}/{name}" if len(self._optimizers) > 1 else name
+            schedule = self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule))
+            groups.append(
+                _Group(
+                    tag=tag,
+                    name=name,
+                    schedule=self._bind(schedule, optimizer),
+                    peak=_as_float(group["lr"]),
+                    scale=groups[0].scale if groups else 1.0,
+                )
+            )
+
+    def _write(self, index: int) -> None:
+        run = self._run
+        assert run is not None
+        self._sync_groups(index)
+        step = self._clocks[index]
+        multipliers: dict[int, tuple[float, float | None]] = {}
+        for group, g in zip(self._optimizers[index].param_groups, self._table[index]):
+            key = id(g.schedule)
+            if key not in multipliers:
+                local = step if run.total_steps is None else min(step, run.total_steps)
+                multipliers[key] = (
+                    g.schedule.at(local, run.total_steps, run),
+                    g.schedule.momentum_at(local, run.total_steps, run),
+                )
+            multiplier, momentum = multipliers[key]
+            g.lr = g.peak * multiplier * g.scale
+            _set_lr(group, g.lr)
+            if momentum is not None:
+                if "betas" in group:
+                    group["betas"] = (momentum, *tuple(group["betas"])[1:])
+                else:
+                    group["momentum"] = momentum
+
+    def _write_all(self) -> None:
+        if self._paused:
+            return
+        for index in range(len(self._optimizers)):
+            self._write(index)
+
+    def _after_step(self, index: int) -> None:
+        """The optimizer's ``step()`` ran: log the LR it used, advance its clock, write the next LR."""
+        if self._paused or not self._table:
+            return
+        step = self._clocks[index]
+        if step % self._log_every == 0:
+            metrics = {f"lr/{g.tag}": g.lr for g in self._table[index]}
+            optimizer = self._optimizers[index]
+            for group, g in zip(optimizer.param_groups, self._table[index]):
+                if g.schedule.co_schedules_momentum():
+                    metrics[f"momentum/{g.tag}"] = float(group["betas"][0] if "betas" in group else group["momentum"])
+            self._pending.append((step, metrics))
+        self._clocks[index] = step + 1
+        self._write(index)
+
+    def _flush_logs(self) -> None:
+        if not self._pending or self._trainer is None:
+            return
+        pending, self._pending = self._pending, []
+        for step, metrics in pending:
+            log_scalars(self._trainer, metrics, step)
+
+    # --- the plan --------------------------------------------------------------------------------------
+
+    def plan(self, points: int = 1000) -> dict[str, tuple[list[int], list[float]]]:
+        """The planned LR of every group over the run: ``{tag: (steps, lrs)}``, up to ``points`` each."""
+        run = self._require_run()
+        total = run.total_steps if run.total_steps is not None else UNKNOWN_LENGTH_PREVIEW
+        steps = sample_steps(max(total, 1), points)
+        curves = {}
+        for groups in self._table:
+            for g in groups:
+                curves[g.tag] = (steps, [g.peak * evaluate(g.schedule, k, run) * g.scale for k in steps])
+        return curves
+
+    def plan_table(self) -> str:
+        """A markdown table of every group's LR at the key steps of the plan (phase boundaries, end)."""
+        run = self._require_run()
+        tables = []
+        by_schedule: dict[int, tuple[Schedule, dict[str, float]]] = {}
+        for groups in self._table:
+            for g in groups:
+                by_schedule.setdefault(id(g.schedule), (g.schedule, {}))[1][g.tag] = g.peak * g.scale
+        for schedule, peaks in by_schedule.values():
+            tables.append(f"**{schedule.describe()}**\n\n{plan_table(schedule, run, peaks)}")
+        return "\n\n".join(tables)
+
+    def _log_the_plan(self, trainer: Any) -> None:
+        if not trainer.is_global_zero or not trainer.loggers:
+            return
+        run = self._require_run()
+        length = (
+            f"{run.total_steps} optimizer steps"
+            if run.total_steps is not None
+            else (f"unknown length, first {UNKNOWN_LENGTH_PREVIEW} steps shown")
+        )
+        step = self._clocks[0] if self._clocks else 0
+        log_image(trainer, "lr_schedule/plan", plan_image(self.plan(), f"LR plan ({length})"), step)
+        log_text(trainer, "lr_schedule/summary", f"Run: {length}.\n\n{self.plan_table()}", step)
+        log.info("LRSchedule plan (%s):\n%s", length, self.plan_table())
+
+
+class _StepHook:
+    """The optimizer step post-hook; a small class (not a closure) so that nothing unpicklable is held."""
+
+    def __init__(self, owner: LRSchedule, index: int) -> None:
+        self.owner, self.index = owner, index
+
+    def __call__(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.owner._after_step(self.index)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Make repeated names distinct, as LearningRateMonitor does: ``Adam``, ``Adam-1``."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            out.append(f"{name}-{seen[name]}")
+        else:
+            seen[name] = 0
+            out.append(name)
+    return out

@@ -1,0 +1,230 @@
+"""transformers' scheduler names and arguments, expressed in our shapes.
+
+``TransformersSchedule("cosine", num_warmup_steps=100)`` gives, at every step of the run, the multiplier
+that ``transformers.get_scheduler("cosine", ...)`` gives, with ``num_training_steps`` taken from the run.
+Two deliberate differences, both only past the end of the planned run:
+
+- transformers' ``cosine``, ``cosine_with_min_lr`` (and their ``num_cycles``) keep following the cosine
+  after ``num_training_steps``, so the LR climbs again; ours holds the end value.
+- ``polynomial`` returns ``lr_end / lr`` after the end, as ours does; identical.
+
+Absolute floors (``lr_end``, ``min_lr``) are converted to multipliers with the *first* optimizer's
+``defaults["lr"]``, exactly as transformers does; other groups keep their ratio to it, so their floors are
+not ``lr_end`` itself (research: transformers applies one multiplier to every group).
+
+Like transformers, the warmup runs step 0 at LR 0. Our own presets (``LRSchedule("cosine",
+warmup=...)``) train from the first step instead.
+
+>>> s = TransformersSchedule("linear", num_warmup_steps=2)
+>>> [s(k, total_steps=6) for k in range(6)]
+[0.0, 0.5, 1.0, 0.75, 0.5, 0.25]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from lr_callbacks._checks import check_choice, check_int, check_number
+from lr_callbacks._composites import CosineRestarts, Phase, Phases, Reversed
+from lr_callbacks._durations import Run, Steps
+from lr_callbacks._shapes import (
+    Constant,
+    Cosine,
+    InverseSqrt,
+    Linear,
+    OneMinusSqrt,
+    Polynomial,
+    Schedule,
+)
+
+__all__ = ["TRANSFORMERS_ARGUMENTS", "TransformersSchedule"]
+
+#: The scheduler-specific arguments each transformers name takes, with transformers' defaults.
+TRANSFORMERS_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "linear": {},
+    "cosine": {"num_cycles": 0.5},
+    "cosine_with_restarts": {"num_cycles": 1},
+    "polynomial": {"lr_end": 1e-7, "power": 1.0},
+    "constant": {},
+    "constant_with_warmup": {},
+    "inverse_sqrt": {"timescale": None},
+    "cosine_with_min_lr": {"num_cycles": 0.5, "min_lr": None, "min_lr_rate": None},
+    "warmup_stable_decay": {
+        "num_decay_steps": None,
+        "num_stable_steps": None,
+        "warmup_type": "linear",
+        "decay_type": "cosine",
+        "min_lr_ratio": 0.0,
+        "num_cycles": 0.5,
+    },
+}
+
+_WSD_TYPES = ("linear", "cosine", "1-sqrt")
+
+
+@dataclass(frozen=True)
+class TransformersSchedule(Schedule):
+    """A transformers scheduler by its name and arguments, as a schedule of ours.
+
+    Args:
+        name: a transformers scheduler name (see :data:`TRANSFORMERS_ARGUMENTS`).
+        num_warmup_steps: the warmup, in optimizer steps.
+        arguments: the scheduler-specific arguments, by transformers' names.
+        reference_lr: ``optimizer.defaults["lr"]``, which transformers divides absolute floors by; set at
+            fit start by :class:`~lr_callbacks.LRSchedule`. Needed only for ``lr_end`` and ``min_lr``.
+
+    Raises:
+        ValueError: for an unknown name or a value transformers would reject.
+        TypeError: for an argument the named scheduler does not take.
+    """
+
+    name: str
+    num_warmup_steps: int = 0
+    arguments: tuple[tuple[str, Any], ...] = ()
+    reference_lr: float | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("name", self.name, TRANSFORMERS_ARGUMENTS, owner="from_transformers")
+        if isinstance(self.num_warmup_steps, float):
+            raise TypeError(
+                f"from_transformers: `num_warmup_steps` is a number of steps, got {self.num_warmup_steps!r}; "
+                "for a ratio of the run use LRSchedule('cosine', warmup='5%') instead"
+            )
+        check_int("num_warmup_steps", self.num_warmup_steps, low=0, owner="from_transformers")
+        args = dict(self.arguments)
+        allowed = TRANSFORMERS_ARGUMENTS[self.name]
+        unknown = sorted(set(args) - set(allowed))
+        if "num_training_steps" in args:
+            raise TypeError(
+                "from_transformers: `num_training_steps` comes from the trainer "
+                "(trainer.estimated_stepping_batches); drop it, and set Trainer(max_steps=...) to change it"
+            )
+        if unknown:
+            takes = ", ".join(allowed) or "no other arguments"
+            raise TypeError(
+                f"from_transformers: {self.name!r} does not take {', '.join(map(repr, unknown))}; it takes: {takes}"
+            )
+        if self.reference_lr is not None:
+            check_number("reference_lr", self.reference_lr, low=0.0, low_open=True, owner="from_transformers")
+        self._validate({**allowed, **args})
+
+    def _validate(self, a: dict[str, Any]) -> None:
+        owner = f"from_transformers({self.name!r})"
+        if self.name == "warmup_stable_decay":
+            check_choice("warmup_type", a["warmup_type"], _WSD_TYPES, owner=owner)
+            check_choice("decay_type", a["decay_type"], _WSD_TYPES, owner=owner)
+            if a["num_decay_steps"] is None:
+                raise TypeError(f"{owner}: `num_decay_steps` is required")
+            check_int("num_decay_steps", a["num_decay_steps"], low=0, owner=owner)
+            if a["num_stable_steps"] is not None:
+                check_int("num_stable_steps", a["num_stable_steps"], low=0, owner=owner)
+            check_number("min_lr_ratio", a["min_lr_ratio"], low=0.0, high=1.0, owner=owner)
+        if self.name == "cosine_with_min_lr":
+            if (a["min_lr"] is None) == (a["min_lr_rate"] is None):
+                raise ValueError(f"{owner}: set exactly one of `min_lr` (absolute) or `min_lr_rate` (a ratio)")
+            if a["min_lr_rate"] is not None:
+                check_number("min_lr_rate", a["min_lr_rate"], low=0.0, owner=owner)
+            else:
+                check_number("min_lr", a["min_lr"], low=0.0, owner=owner)
+        if self.name == "polynomial":
+            check_number("lr_end", a["lr_end"], low=0.0, owner=owner)
+            check_number("power", a["power"], low=0.0, low_open=True, owner=owner)
+        if "num_cycles" in a:
+            check_number("num_cycles", a["num_cycles"], low=0.0, low_open=True, owner=owner)
+        if self.name == "cosine_with_restarts":
+            check_int("num_cycles", a["num_cycles"], low=1, owner=owner)
+        if self.name == "inverse_sqrt" and a["timescale"] is not None:
+            check_int("timescale", a["timescale"], low=1, owner=owner)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The scheduler-specific arguments with transformers' defaults filled in."""
+        return {**TRANSFORMERS_ARGUMENTS[self.name], **dict(self.arguments)}
+
+    def needs_reference_lr(self) -> bool:
+        """Whether an absolute floor must be divided by ``optimizer.defaults["lr"]``."""
+        return self.name == "polynomial" or (self.name == "cosine_with_min_lr" and self.args["min_lr"] is not None)
+
+    def _ratio(self, absolute: float) -> float:
+        if self.reference_lr is None:
+            raise ValueError(
+                f"from_transformers({self.name!r}): an absolute floor needs the optimizer's defaults['lr']; "
+                "LRSchedule sets it at fit start"
+            )
+        return absolute / self.reference_lr
+
+    @cached_property
+    def _body(self) -> Schedule:
+        """The decay after the warmup (for WSD: the stable and decay phases too)."""
+        a = self.args
+        if self.name == "linear":
+            return Linear(1.0, 0.0)
+        if self.name == "cosine":
+            return Cosine(1.0, 0.0, cycles=a["num_cycles"])
+        if self.name == "cosine_with_restarts":
+            return CosineRestarts(cycles=a["num_cycles"], end=0.0)
+        if self.name == "polynomial":
+            lr_end = a["lr_end"]
+            if self.reference_lr is not None and not self.reference_lr > lr_end:
+                raise ValueError(
+                    f"from_transformers('polynomial'): `lr_end` ({lr_end}) must be smaller than the optimizer's "
+                    f"lr ({self.reference_lr}), as in transformers"
+                )
+            return Polynomial(1.0, self._ratio(lr_end), power=a["power"])
+        if self.name in ("constant", "constant_with_warmup"):
+            return Constant()
+        if self.name == "inverse_sqrt":
+            return InverseSqrt(Steps(a["timescale"] or self.num_warmup_steps or 10_000))
+        if self.name == "cosine_with_min_lr":
+            rate = a["min_lr_rate"] if a["min_lr_rate"] is not None else self._ratio(a["min_lr"])
+            return Cosine(1.0, rate, cycles=a["num_cycles"])
+        return self._wsd_body(a)
+
+    def _wsd_body(self, a: dict[str, Any]) -> Schedule:
+        m = float(a["min_lr_ratio"])
+        decay = {
+            "linear": Linear(1.0, m),
+            "cosine": Cosine(1.0, m, cycles=a["num_cycles"]),
+            "1-sqrt": OneMinusSqrt(1.0, m),
+        }[a["decay_type"]]
+        stable = Steps(a["num_stable_steps"]) if a["num_stable_steps"] is not None else None
+        tail = [Phase(Constant(), stable), Phase(decay, Steps(a["num_decay_steps"]))]
+        if stable is not None:
+            tail.append(Phase(Constant(m), None))
+        return Phases(tuple(tail))
+
+    @cached_property
+    def _warmup(self) -> Schedule:
+        if self.name != "warmup_stable_decay":
+            return Linear(0.0, 1.0)
+        m = float(self.args["min_lr_ratio"])
+        return {
+            "linear": Linear(m, 1.0),
+            "cosine": Cosine(m, 1.0),
+            "1-sqrt": Reversed(OneMinusSqrt(1.0, m)),
+        }[self.args["warmup_type"]]
+
+    @cached_property
+    def _schedule(self) -> Schedule:
+        if self.name == "constant" or self.num_warmup_steps == 0:
+            return self._body
+        return Phases((Phase(self._warmup, Steps(self.num_warmup_steps)), Phase(self._body, None)))
+
+    def needs_span(self) -> bool:
+        return self._schedule.needs_span()
+
+    def needs_total(self) -> bool:
+        return self._schedule.needs_total()
+
+    def check(self, span: float | None, run: Run) -> None:
+        self._schedule.check(span, run)
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        return self._schedule.at(step, span, run)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments)
+        extra = f", {args}" if args else ""
+        return f"transformers {self.name!r}(num_warmup_steps={self.num_warmup_steps}{extra})"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install into .venv (once) and run the demo: a real training run with the callbacks, logged to TensorBoard.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import lr_callbacks, sklearn" 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
+    .venv/bin/python -m pip install --quiet torch==2.13.0
+    .venv/bin/python -m pip install --quiet -e ".[demo]"
+fi
+.venv/bin/python examples/demo.py "$@"

@@ -1,0 +1,134 @@
+"""Small real parts for the tests: a tiny LightningModule, a Trainer factory, TensorBoard read-back."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def regression_data(n: int = 64, features: int = 4, seed: int = 0) -> TensorDataset:
+    """A fixed linear-regression data set with a little noise."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=generator)
+    w = torch.randn(features, 1, generator=generator)
+    y = x @ w + 0.1 * torch.randn(n, 1, generator=generator)
+    return TensorDataset(x, y)
+
+
+class TinyModel(pl.LightningModule):
+    """A two-layer regression model.
+
+    Args:
+        optimizer: a function of the module returning the optimizer (default: SGD, lr 0.1, two named
+            groups "body" at 0.1 and "head" at 0.01).
+        scheduler: an optional function of the optimizer returning a torch scheduler (stepped per step).
+        loss_hook: an optional function ``(step, loss) -> loss`` to script faults.
+    """
+
+    def __init__(
+        self,
+        optimizer: Callable[[TinyModel], torch.optim.Optimizer] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+        features: int = 4,
+    ) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(features, 8)
+        self.head = torch.nn.Linear(8, 1)
+        self._optimizer = optimizer
+        self._scheduler = scheduler
+        self._loss_hook = loss_hook
+        self.seen_lrs: list[list[float]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.body(x)))
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self(x), y)
+        if self._loss_hook is not None:
+            loss = self._loss_hook(self.trainer.global_step, loss)
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls the module's hook after the callbacks': this is the LR the update uses.
+        self.seen_lrs.append([float(g["lr"]) for g in optimizer.param_groups])
+
+    def configure_optimizers(self) -> Any:
+        if self._optimizer is not None:
+            optimizer = self._optimizer(self)
+        else:
+            optimizer = torch.optim.SGD(
+                [
+                    {"params": self.body.parameters(), "name": "body"},
+                    {"params": self.head.parameters(), "lr": 0.01, "name": "head"},
+                ],
+                lr=0.1,
+                momentum=0.9,
+            )
+        if self._scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self._scheduler(optimizer), "interval": "step"},
+        }
+
+
+def make_trainer(root: os.PathLike[str] | str, **kwargs: Any) -> pl.Trainer:
+    """A quiet CPU Trainer logging to TensorBoard under ``root``."""
+    options: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(root), name="tb"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def loader(dataset: TensorDataset | None = None, batch_size: int = 8, shuffle: bool = False) -> DataLoader:
+    return DataLoader(dataset if dataset is not None else regression_data(), batch_size=batch_size, shuffle=shuffle)
+
+
+def event_dirs(root: os.PathLike[str] | str) -> list[str]:
+    """Every directory under ``root`` holding TensorBoard event files."""
+    files = glob.glob(os.path.join(str(root), "**", "events.out.tfevents.*"), recursive=True)
+    return sorted({os.path.dirname(f) for f in files})
+
+
+def read_events(root: os.PathLike[str] | str) -> Any:
+    """An EventAccumulator over the single TensorBoard run under ``root`` (all data kept)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dirs = event_dirs(root)
+    assert len(dirs) == 1, f"expected one TensorBoard run under {root}, found {dirs}"
+    accumulator = EventAccumulator(dirs[0], size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def read_scalars(root: os.PathLike[str] | str, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every event of ``tag``, in step order."""
+    return [(e.step, e.value) for e in read_events(root).Scalars(tag)]
+
+
+def read_text(root: os.PathLike[str] | str, tag: str) -> list[str]:
+    """The strings written with ``add_text(tag, ...)``."""
+    events = read_events(root).Tensors(f"{tag}/text_summary")
+    return [e.tensor_proto.string_val[0].decode() for e in events]
