@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== ruff (lint)";   ruff check lr_callbacks tests benchmarks examples
-echo "== ruff (format)"; ruff format --check lr_callbacks tests benchmarks examples
+paths=()
+for dir in lr_callbacks tests benchmarks examples docs; do
+    [ -d "$dir" ] && paths+=("$dir")
+done
+echo "== ruff (lint)";   ruff check "${paths[@]}" conftest.py
+echo "== ruff (format)"; ruff format --check "${paths[@]}" conftest.py
 echo "== mypy";          mypy lr_callbacks
 echo "== pytest"
 status=0
