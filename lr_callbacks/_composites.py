@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lr_callbacks._checks import check_choice, check_int, check_number
-from lr_callbacks._durations import Duration, Run, parse_duration
+from lr_callbacks._durations import Duration, Run, Steps, is_zero, parse_duration
 from lr_callbacks._shapes import Schedule
 
 __all__ = ["CosineRestarts", "Cyclic", "OneCycle", "Phase", "Phases", "Reversed"]
@@ -116,12 +116,15 @@ class Phases(Schedule):
         fixed = sum(length for p, length in zip(self.phases, lengths) if p.duration is not None and length)
         if span is not None and fixed > span:
             parts = " + ".join(
-                f"{p.duration.describe()} = {length:g}"  # type: ignore[union-attr]
+                p.duration.describe()
+                if isinstance(p.duration, Steps)
+                else f"{p.duration.describe()} = {length:g} steps"  # type: ignore[union-attr]
                 for p, length in zip(self.phases, lengths)
                 if p.duration is not None
             )
+            room = "the run has" if span == run.total_steps else "the enclosing phase has"
             raise ValueError(
-                f"the phases add up to {fixed:g} steps ({parts}), but the run has {span:g} steps; "
+                f"the phases add up to {fixed:g} steps ({parts}), but {room} {span:g} steps; "
                 "shorten the phases or give them as fractions of the run (e.g. '10%')"
             )
         for phase, length in zip(self.phases, lengths):
@@ -225,6 +228,11 @@ class CosineRestarts(Schedule):
             )
         if self.period is not None:
             object.__setattr__(self, "period", parse_duration(self.period, "period"))
+            if is_zero(self.period):  # type: ignore[arg-type]
+                raise ValueError(
+                    f"CosineRestarts: `period` must be longer than zero, got {self.period.describe()}; "  # type: ignore[union-attr]
+                    "e.g. '1000 steps'"
+                )
         if self.cycles is not None:
             check_int("cycles", self.cycles, low=1, owner="CosineRestarts")
             if self.period_mult != 1.0:
@@ -245,7 +253,10 @@ class CosineRestarts(Schedule):
     def check(self, span: float | None, run: Run) -> None:
         super().check(span, run)
         if self.period is not None and self.period.to_steps(run) <= 0:  # type: ignore[union-attr]
-            raise ValueError("CosineRestarts: `period` must be at least one step")
+            raise ValueError(
+                f"CosineRestarts: `period` must be at least one step, got {self.period.describe()} = 0 steps "  # type: ignore[union-attr]
+                "for this run; give it in steps"
+            )
 
     def at(self, step: int, span: float | None, run: Run) -> float:
         step = max(step, 0)
@@ -265,13 +276,32 @@ class CosineRestarts(Schedule):
                 index = math.floor(step / period)
                 within = (step - index * period) / period
             else:
-                index = math.floor(math.log(1.0 - step / period * (1.0 - mult), mult))
+                index = _cycle_index(step, period, mult)
                 length = mult**index * period
-                within = (step - (1.0 - mult**index) / (1.0 - mult) * period) / length
+                within = (step - _cycle_start(index, period, mult)) / length
         if limit is not None and index >= limit:
             return self.end
         peak = self.start * self.decay**index
         return self.end + (peak - self.end) * 0.5 * (1.0 + math.cos(math.pi * within))
+
+
+def _cycle_start(index: int, period: float, mult: float) -> float:
+    """The first step of cycle ``index`` when cycle ``i`` lasts ``period·mult^i`` steps (``mult > 1``)."""
+    return period * (mult**index - 1.0) / (mult - 1.0)
+
+
+def _cycle_index(step: int, period: float, mult: float) -> int:
+    """The cycle that ``step`` falls in (``mult > 1``).
+
+    The closed form ``⌊log_mult(1 + step·(mult − 1)/period)⌋`` can land one cycle short at a boundary
+    (``math.log(1000, 10)`` is ``2.9999999999999996``), so it is corrected against the cycles' start steps.
+    """
+    index = max(math.floor(math.log(1.0 + step * (mult - 1.0) / period, mult)), 0)
+    while _cycle_start(index + 1, period, mult) <= step:
+        index += 1
+    while index > 0 and _cycle_start(index, period, mult) > step:
+        index -= 1
+    return index
 
 
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
@@ -314,8 +344,15 @@ class Cyclic(Schedule):
         check_number("low", self.low, low=0.0, owner="Cyclic")
         check_number("high", self.high, low=0.0, owner="Cyclic")
         if self.high < self.low:
-            raise ValueError(f"Cyclic: `high` ({self.high}) must be >= `low` ({self.low})")
+            raise ValueError(
+                f"Cyclic: `high` must be >= `low`, got high={self.high}, low={self.low}; swap them or raise `high`"
+            )
         object.__setattr__(self, "up", parse_duration(self.up, "up"))
+        if is_zero(self.up):  # type: ignore[arg-type]
+            raise ValueError(
+                f"Cyclic: `up` must be longer than zero (the rising half of each cycle), got {self.up.describe()}; "  # type: ignore[union-attr]
+                "e.g. '2000 steps'"
+            )
         if self.down is not None:
             object.__setattr__(self, "down", parse_duration(self.down, "down"))
         check_choice("mode", self.mode, _CYCLIC_MODES, owner="Cyclic")
@@ -329,9 +366,12 @@ class Cyclic(Schedule):
 
     def check(self, span: float | None, run: Run) -> None:
         super().check(span, run)
-        up, down = self._sizes(run)
-        if up + down <= 0:
-            raise ValueError("Cyclic: a cycle (`up` + `down`) must be at least one step")
+        up, _ = self._sizes(run)
+        if up <= 0:
+            raise ValueError(
+                f"Cyclic: `up` must be at least one step, got {self.up.describe()} = 0 steps for this run; "  # type: ignore[union-attr]
+                "give it in steps"
+            )
 
     def co_schedules_momentum(self) -> bool:
         return self.momentum is not None
@@ -403,6 +443,11 @@ class OneCycle(Schedule):
         check_choice("anneal", self.anneal, _ANNEALS, owner="OneCycle")
         if not isinstance(self.three_phase, bool):
             raise TypeError(f"OneCycle: `three_phase` must be a bool, got {self.three_phase!r}")
+        if self.three_phase and self.pct_start > 0.5:
+            raise ValueError(
+                f"OneCycle: with three_phase=True the rise and the fall back each take `pct_start` of the run, so "
+                f"it must be <= 0.5, got {self.pct_start}; lower it (torch's default is 0.3)"
+            )
         object.__setattr__(self, "momentum", _check_momentum(self.momentum, "OneCycle"))
 
     def needs_span(self) -> bool:

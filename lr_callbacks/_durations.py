@@ -20,7 +20,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-__all__ = ["Duration", "Epochs", "Run", "RunFraction", "Steps", "parse_duration"]
+__all__ = ["Duration", "Epochs", "Run", "RunFraction", "Steps", "is_zero", "parse_duration"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Steps(Duration):
         if not isinstance(self.steps, int) or isinstance(self.steps, bool):
             raise TypeError(f"Steps takes a whole number of optimizer steps, got {self.steps!r}")
         if self.steps < 0:
-            raise ValueError(f"Steps must be >= 0, got {self.steps}")
+            raise ValueError(f"Steps: `steps` must be >= 0, got {self.steps}")
 
     def to_steps(self, run: Run) -> int:
         return self.steps
@@ -104,7 +104,7 @@ class Epochs(Duration):
         if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool):
             raise TypeError(f"Epochs takes a number of epochs, got {self.epochs!r}")
         if not math.isfinite(self.epochs) or self.epochs < 0:
-            raise ValueError(f"Epochs must be finite and >= 0, got {self.epochs}")
+            raise ValueError(f"Epochs: `epochs` must be finite and >= 0, got {self.epochs}")
         object.__setattr__(self, "epochs", float(self.epochs))
 
     def to_steps(self, run: Run) -> int:
@@ -139,7 +139,7 @@ class RunFraction(Duration):
             raise TypeError(f"RunFraction takes a number in [0, 1], got {self.fraction!r}")
         if not 0.0 <= self.fraction <= 1.0:
             raise ValueError(
-                f"RunFraction must be in [0, 1], got {self.fraction}; for a length in steps use Steps(...)"
+                f"RunFraction: `fraction` must be in [0, 1], got {self.fraction}; for a length in steps use Steps(...)"
             )
         object.__setattr__(self, "fraction", float(self.fraction))
 
@@ -186,8 +186,12 @@ def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
             f"'{value} epochs' or '{value}%'"
         )
     if not isinstance(value, str):
-        raise TypeError(f"`{name}` must be a Duration or a string such as '500 steps', got {value!r}")
+        raise TypeError(
+            f"`{name}` must be a Duration or a string such as '500 steps', '2 epochs' or '5%', got {value!r}"
+        )
     match = _PATTERN.match(value)
+    if match is None and value.strip().startswith("-"):
+        raise ValueError(f"`{name}` must not be negative, got {value!r}")
     if match is None:
         raise ValueError(
             f"`{name}` could not be read: {value!r}. Use '<n> steps', '<n> epochs' or '<p>%' "
@@ -196,8 +200,25 @@ def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
     number, unit = match.group(1), match.group(2)
     if unit.startswith("step"):
         if not float(number).is_integer():
-            raise ValueError(f"`{name}` must be a whole number of steps, got {value!r}")
+            raise ValueError(f"`{name}` must be a whole number of steps, got {value!r}; e.g. '500 steps'")
         return Steps(int(float(number)))
     if unit.startswith("epoch"):
         return Epochs(float(number))
+    if float(number) > 100.0:
+        raise ValueError(f"`{name}` is a fraction of the run, so at most 100%, got {value!r}")
     return RunFraction(float(number) / 100.0)
+
+
+def is_zero(duration: Duration) -> bool:
+    """Whether ``duration`` is zero whatever the run: ``Steps(0)``, ``Epochs(0)`` or ``RunFraction(0)``.
+
+    >>> is_zero(Steps(0)), is_zero(RunFraction(0.01))
+    (True, False)
+    """
+    if isinstance(duration, Steps):
+        return duration.steps == 0
+    if isinstance(duration, Epochs):
+        return duration.epochs == 0.0
+    if isinstance(duration, RunFraction):
+        return duration.fraction == 0.0
+    return False

@@ -5,7 +5,11 @@ The clock ``k`` counts real optimizer updates, one clock per optimizer: it advan
 
 - with gradient accumulation it advances once per accumulated step, not per batch;
 - a step that mixed precision skips (the ``GradScaler`` found inf/NaN and did not call ``step()``) does not
-  advance it: the schedule waits for the first real update;
+  advance it: the schedule waits for the first real update. Lightning still counts the skipped step in
+  ``trainer.global_step`` (and in ``max_steps``), so after ``s`` skipped steps the clock is ``s`` behind
+  ``global_step`` and a run that stops at ``max_steps`` ends ``s`` steps short of its plan: its last LR is
+  ``lr(T − 1 − s)``. A ``GradScaler`` often skips its first step or two while it lowers its initial scale
+  (``2**16`` by default) to one that fits float16;
 - a step the watchdog skips still runs ``step()`` (with no gradients), and advances it: the batch was spent.
 
 The LR of step ``k`` is written before the step runs (after the previous step, and again at each batch
@@ -62,6 +66,17 @@ class LRSchedule(Callback):
       (``trainer.estimated_stepping_batches``);
     - ``scale(g)``: the :class:`~lr_callbacks.DivergenceWatchdog`'s multiplier, 1 until it intervenes.
 
+    The clock ``k`` counts the optimizer's real updates (see the module's notes): with gradient
+    accumulation it advances once per accumulated step; a step that a mixed-precision ``GradScaler`` skips
+    (inf/NaN gradients) does not advance it, and is not logged, so the next real update uses the LR the
+    skipped one would have. Lightning counts skipped steps in ``global_step`` and ``max_steps``, so a run
+    with ``s`` skipped steps ends ``s`` steps before the end of its plan.
+
+    A parameter group added during the fit (``optimizer.add_param_group``, e.g. by ``BackboneFinetuning``)
+    joins at the next batch: the LR it was added with is its LR at that step, and it follows the schedule
+    from there, keeping its ratio to the other groups (its peak is that LR over ``schedule(k)·scale``). Its LR
+    is then this callback's to write: ``BackboneFinetuning``'s own later LR changes to it are overwritten.
+
     Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) for every optimizer step, at x = ``k``;
     with several optimizers, ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an
     image of the whole planned curve, and ``lr_schedule/summary``, a table of key steps.
@@ -107,6 +122,12 @@ class LRSchedule(Callback):
         **preset_kwargs: Any,
     ) -> None:
         self._schedule = self._to_schedule(schedule, preset_kwargs, "schedule")
+        for name, mapping in (("group_schedules", group_schedules), ("peak_lrs", peak_lrs)):
+            if mapping is not None and not isinstance(mapping, Mapping):
+                raise TypeError(
+                    f"LRSchedule: `{name}` must be a dict keyed by param_group['name'], e.g. {{'head': ...}}, "
+                    f"got {mapping!r}"
+                )
         self._group_schedules = {
             str(name): self._to_schedule(value, {}, f"group_schedules[{name!r}]")
             for name, value in (group_schedules or {}).items()
@@ -289,6 +310,7 @@ class LRSchedule(Callback):
         self._table: list[list[_Group]] = []
         self._clocks: list[int] = []
         self._optimizers = []
+        self._optimizer_names: list[str] = []
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._paused = False
@@ -309,8 +331,11 @@ class LRSchedule(Callback):
                 f"({names}) that would overwrite it at every step. Return only the optimizer(s), or drop LRSchedule "
                 "and keep your scheduler (LRFinder and DivergenceWatchdog work with it)"
             )
-        if not trainer.optimizers:
-            raise ValueError("LRSchedule found no optimizer: configure_optimizers must return one")
+        if not trainer.optimizers or any(not o.param_groups for o in trainer.optimizers):
+            raise ValueError(
+                "LRSchedule found no optimizer to drive: configure_optimizers returned none (or one without "
+                "parameter groups); return an optimizer from configure_optimizers"
+            )
         self._trainer = trainer
         self._optimizers = list(trainer.optimizers)
         run = self._resolve_run(trainer)
@@ -333,7 +358,8 @@ class LRSchedule(Callback):
     @staticmethod
     def _resolve_run(trainer: Any) -> Run:
         total = trainer.estimated_stepping_batches
-        total_steps = None if total is None or math.isinf(total) else int(total)
+        # inf: no max_steps and max_epochs=-1; -1: an iterable dataset with no max_steps (Lightning returns it)
+        total_steps = None if total is None or math.isinf(total) or total < 0 else int(total)
         batches = trainer.num_training_batches
         per_epoch = None
         if batches is not None and not math.isinf(batches) and batches > 0:
@@ -371,7 +397,7 @@ class LRSchedule(Callback):
 
     def _build_table(self, trainer: Any, restored: dict[str, Any] | None) -> list[list[_Group]]:
         several = len(self._optimizers) > 1
-        optimizer_names = _unique([type(o).__name__ for o in self._optimizers])
+        optimizer_names = self._optimizer_names = _unique([type(o).__name__ for o in self._optimizers])
         table: list[list[_Group]] = []
         known: set[str] = set()
         for index, optimizer in enumerate(self._optimizers):
@@ -457,22 +483,31 @@ class LRSchedule(Callback):
         return self._run
 
     def _sync_groups(self, index: int) -> None:
-        """Take in groups added during the fit (e.g. by BackboneFinetuning), at their own LR."""
+        """Take in groups added during the fit (e.g. by BackboneFinetuning).
+
+        A group is added with the LR it should train at now, at step ``k``: its peak is that LR divided by
+        ``schedule(k) × scale``, so it keeps its ratio to the other groups from then on (if the schedule is
+        at 0 at step ``k``, the LR it was added with is its peak).
+        """
         optimizer, groups = self._optimizers[index], self._table[index]
+        run = self._require_run()
         for j in range(len(groups), len(optimizer.param_groups)):
             group = optimizer.param_groups[j]
+            taken = {g.name for g in groups}
             name = str(group.get("name", f"group{j}"))
-            tag = f"{type(optimizer).__name__}/{name}" if len(self._optimizers) > 1 else name
-            schedule = self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule))
-            groups.append(
-                _Group(
-                    tag=tag,
-                    name=name,
-                    schedule=self._bind(schedule, optimizer),
-                    peak=_as_float(group["lr"]),
-                    scale=groups[0].scale if groups else 1.0,
-                )
+            base, suffix = name, 0
+            while name in taken:
+                suffix += 1
+                name = f"{base}-{suffix}"
+            tag = f"{self._optimizer_names[index]}/{name}" if len(self._optimizers) > 1 else name
+            schedule = self._bind(
+                self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule)), optimizer
             )
+            scale = groups[0].scale if groups else 1.0
+            multiplier = evaluate(schedule, self._clocks[index], run) * scale
+            lr = _as_float(group["lr"])
+            peak = lr / multiplier if multiplier > 0 else lr
+            groups.append(_Group(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
 
     def _write(self, index: int) -> None:
         run = self._run

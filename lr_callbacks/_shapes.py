@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from lr_callbacks._checks import check_number
-from lr_callbacks._durations import Duration, Run, parse_duration
+from lr_callbacks._durations import Duration, Epochs, Run, RunFraction, Steps, is_zero, parse_duration
 
 __all__ = [
     "Constant",
@@ -275,11 +275,24 @@ class Exponential(Schedule):
     def __post_init__(self) -> None:
         check_number("start", self.start, low=0.0, low_open=True, owner="Exponential")
         if self.end is None and self.gamma is None:
-            raise ValueError("Exponential needs `end` (interpolate over the span) or `gamma` (per step)")
+            raise ValueError(
+                "Exponential needs `end` (interpolate over the span, e.g. end=0.01) or `gamma` (a factor per step, "
+                "e.g. gamma=0.999), got neither"
+            )
         if self.end is not None:
             check_number("end", self.end, low=0.0, low_open=self.gamma is None, owner="Exponential")
         if self.gamma is not None:
             check_number("gamma", self.gamma, low=0.0, low_open=True, owner="Exponential")
+            if self.end is not None and self.gamma < 1.0 and self.end > self.start:
+                raise ValueError(
+                    f"Exponential: with gamma={self.gamma} < 1 the multiplier decays, so `end` is its floor and must "
+                    f"be <= start={self.start}, got end={self.end}; lower `end`, or use gamma > 1 to grow towards it"
+                )
+            if self.end is not None and self.gamma > 1.0 and self.end < self.start:
+                raise ValueError(
+                    f"Exponential: with gamma={self.gamma} > 1 the multiplier grows, so `end` is its ceiling and "
+                    f"must be >= start={self.start}, got end={self.end}; raise `end`, or use gamma < 1 to decay"
+                )
 
     def needs_span(self) -> bool:
         return self.gamma is None
@@ -363,12 +376,17 @@ class Step(Schedule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "every", parse_duration(self.every, "every"))
+        if is_zero(self.every):  # type: ignore[arg-type]
+            raise ValueError(f"Step: `every` must be longer than zero, got {self.every.describe()}; e.g. '1 epochs'")  # type: ignore[union-attr]
         check_number("gamma", self.gamma, low=0.0, owner="Step")
 
     def check(self, span: float | None, run: Run) -> None:
         super().check(span, run)
         if self._every(run) <= 0:
-            raise ValueError(f"Step: `every` must be at least one step, got {self.every.describe()}")  # type: ignore[union-attr]
+            raise ValueError(
+                f"Step: `every` must be at least one step, got {self.every.describe()} = 0 steps for this run; "  # type: ignore[union-attr]
+                "give it in steps"
+            )
 
     def _every(self, run: Run) -> int:
         assert isinstance(self.every, Duration)
@@ -401,6 +419,10 @@ class MultiStep(Schedule):
         parsed = tuple(parse_duration(m, "milestones") for m in self.milestones)
         object.__setattr__(self, "milestones", parsed)
         check_number("gamma", self.gamma, low=0.0, owner="MultiStep")
+        amounts = [_amount(m) for m in parsed]
+        if len({type(m) for m in parsed}) == 1 and amounts != sorted(amounts):  # one unit: the order is known now
+            shown = ", ".join(m.describe() for m in parsed)
+            raise ValueError(f"MultiStep: `milestones` must not decrease, got ({shown}); sort them")
 
     def _steps(self, run: Run) -> list[int]:
         return [m.to_steps(run) for m in self.milestones]  # type: ignore[union-attr]
@@ -409,10 +431,21 @@ class MultiStep(Schedule):
         super().check(span, run)
         steps = self._steps(run)
         if steps != sorted(steps):
-            raise ValueError(f"MultiStep: `milestones` must increase, got {steps} steps")
+            raise ValueError(f"MultiStep: `milestones` must not decrease, got {steps} steps for this run; sort them")
 
     def at(self, step: int, span: float | None, run: Run) -> float:
         return float(self.gamma ** bisect.bisect_right(self._steps(run), step))
+
+
+def _amount(duration: Duration) -> float:
+    """The number in a duration, in its own unit (to compare durations of one unit)."""
+    if isinstance(duration, Steps):
+        return float(duration.steps)
+    if isinstance(duration, Epochs):
+        return duration.epochs
+    if isinstance(duration, RunFraction):
+        return duration.fraction
+    return math.nan
 
 
 @dataclass(frozen=True)
@@ -430,6 +463,11 @@ class InverseSqrt(Schedule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timescale", parse_duration(self.timescale, "timescale"))
+        if is_zero(self.timescale):  # type: ignore[arg-type]
+            raise ValueError(
+                f"InverseSqrt: `timescale` must be longer than zero, got {self.timescale.describe()}; "  # type: ignore[union-attr]
+                "e.g. '1000 steps'"
+            )
 
     def _tau(self, run: Run) -> int:
         assert isinstance(self.timescale, Duration)
@@ -438,7 +476,10 @@ class InverseSqrt(Schedule):
     def check(self, span: float | None, run: Run) -> None:
         super().check(span, run)
         if self._tau(run) <= 0:
-            raise ValueError("InverseSqrt: `timescale` must be at least one step")
+            raise ValueError(
+                f"InverseSqrt: `timescale` must be at least one step, got {self.timescale.describe()} = 0 steps "  # type: ignore[union-attr]
+                "for this run; give it in steps"
+            )
 
     def at(self, step: int, span: float | None, run: Run) -> float:
         tau = self._tau(run)

@@ -2,13 +2,19 @@
 
 ``TransformersSchedule("cosine", num_warmup_steps=100)`` gives, at every step of the run, the multiplier
 that ``transformers.get_scheduler("cosine", ...)`` gives, with ``num_training_steps`` taken from the run.
-Two deliberate differences, both only past the end of the planned run:
+Within the run the two agree step for step, in every group (tested side by side). The deliberate
+differences:
 
-- transformers' ``cosine``, ``cosine_with_min_lr`` (and their ``num_cycles``) keep following the cosine
-  after ``num_training_steps``, so the LR climbs again; ours holds the end value.
-- ``polynomial`` returns ``lr_end / lr`` after the end, as ours does; identical.
+- Past the end of the planned run (only reachable when a resumed run is longer, see
+  ``LRSchedule(on_length_change="keep")``), ours holds the value of step ``num_training_steps``.
+  transformers' ``cosine`` and ``cosine_with_min_lr`` keep following the cosine, so the LR climbs back
+  up (with ``num_cycles=0.5``, to the peak at step ``2·num_training_steps − num_warmup_steps``), and
+  ``inverse_sqrt`` keeps decaying; ``linear``, ``polynomial``, ``cosine_with_restarts`` and
+  ``warmup_stable_decay`` already hold their end value there, as ours do.
+- A plan longer than the run is refused at fit start instead of being cut short silently: a warmup longer
+  than the run, and for ``warmup_stable_decay`` warmup + stable + decay steps beyond it.
 
-Absolute floors (``lr_end``, ``min_lr``) are converted to multipliers with the *first* optimizer's
+Absolute floors (``lr_end``, ``min_lr``) are converted to multipliers with the optimizer's
 ``defaults["lr"]``, exactly as transformers does; other groups keep their ratio to it, so their floors are
 not ``lr_end`` itself (research: transformers applies one multiplier to every group).
 
@@ -219,6 +225,23 @@ class TransformersSchedule(Schedule):
         return self._schedule.needs_total()
 
     def check(self, span: float | None, run: Run) -> None:
+        owner = f"from_transformers({self.name!r})"
+        if span is not None and self.name != "constant" and self.num_warmup_steps > span:
+            raise ValueError(
+                f"{owner}: num_warmup_steps={self.num_warmup_steps} is longer than the run's {span:g} optimizer "
+                "steps, so the LR would never reach its peak (transformers runs it silently); lower "
+                "num_warmup_steps or lengthen the run (Trainer(max_steps=...))"
+            )
+        if span is not None and self.name == "warmup_stable_decay":
+            a = self.args
+            stable = a["num_stable_steps"]
+            planned = self.num_warmup_steps + a["num_decay_steps"] + (stable or 0)
+            if planned > span:
+                parts = "num_warmup_steps + num_decay_steps" + (" + num_stable_steps" if stable is not None else "")
+                raise ValueError(
+                    f"{owner}: {parts} = {planned} is more than the run's {span:g} optimizer steps, so the decay "
+                    "would be cut short (transformers runs it silently); shorten the phases or lengthen the run"
+                )
         self._schedule.check(span, run)
 
     def at(self, step: int, span: float | None, run: Run) -> float:
