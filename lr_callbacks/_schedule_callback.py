@@ -92,6 +92,8 @@ class LRSchedule(Callback):
             LR may jump), ``"error"`` refuses. A warning names the change in the first two cases.
         log_every_n_steps: log ``lr/<group>`` every this many optimizer steps.
         log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` at fit start.
+        preset_args: the preset's arguments as one mapping, the same as ``**preset_kwargs``; the form a
+            YAML config can give (LightningCLI: ``init_args: {schedule: cosine, preset_args: {warmup: 5%}}``).
         **preset_kwargs: the preset's arguments, when ``schedule`` is a name.
 
     Raises:
@@ -119,8 +121,20 @@ class LRSchedule(Callback):
         on_length_change: str = "keep",
         log_every_n_steps: int = 1,
         log_plan: bool = True,
+        preset_args: Mapping[str, Any] | None = None,
         **preset_kwargs: Any,
     ) -> None:
+        if preset_args is not None:
+            if not isinstance(preset_args, Mapping):
+                raise TypeError(
+                    f"LRSchedule: `preset_args` must be a mapping such as {{'warmup': '5%'}}, got {preset_args!r}"
+                )
+            twice = sorted(set(preset_args) & set(preset_kwargs))
+            if twice:
+                raise TypeError(
+                    f"LRSchedule: {', '.join(twice)} given both in `preset_args` and as keywords; give each once"
+                )
+            preset_kwargs = {**preset_args, **preset_kwargs}
         self._schedule = self._to_schedule(schedule, preset_kwargs, "schedule")
         for name, mapping in (("group_schedules", group_schedules), ("peak_lrs", peak_lrs)):
             if mapping is not None and not isinstance(mapping, Mapping):
