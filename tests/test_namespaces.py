@@ -1,0 +1,165 @@
+"""Both Lightning namespaces: ``pytorch_lightning`` and ``lightning.pytorch`` (the unified ``lightning`` package).
+
+The two ship distinct ``Callback``, ``LightningModule`` and ``Trainer`` classes, and a Trainer of one refuses
+the other's objects. Our callbacks derive from both ``Callback`` classes: these tests run each one under a
+real Trainer of each namespace, through Lightning's own checks (``isinstance`` on callbacks, the
+``state_dict`` override check that decides what a checkpoint saves), and resume from a real checkpoint.
+
+The modules here are defined once per namespace, at module level, so LightningCLI and pickling can use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import lightning.pytorch
+import pytest
+import pytorch_lightning
+import torch
+from torch.utils.data import DataLoader
+
+from lr_callbacks import LRSchedule
+from tests.helpers import read_events, read_scalars, regression_data
+
+NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
+
+
+class _Tiny:
+    """The body of the test module, shared by both namespaces: two named SGD groups, body 0.1, head 0.01."""
+
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__()
+        self.lr = lr
+        self.body = torch.nn.Linear(4, 8)
+        self.head = torch.nn.Linear(8, 1)
+        self.seen_lrs: list[float] = []  # the first group's LR at each optimizer step
+        self.seen_group_lrs: list[list[float]] = []  # every group's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.body(x)))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.mse_loss(self(x), y)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.seen_group_lrs.append([float(g["lr"]) for g in optimizer.param_groups])
+        self.seen_lrs.append(self.seen_group_lrs[-1][0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            [
+                {"params": self.body.parameters(), "name": "body"},
+                {"params": self.head.parameters(), "lr": self.lr / 10, "name": "head"},
+            ],
+            lr=self.lr,
+            momentum=0.9,
+        )
+
+
+class _Data:
+    """64 regression samples in batches of 8: 8 steps per epoch."""
+
+    def __init__(self, batch_size: int = 8) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(regression_data(), batch_size=self.batch_size)
+
+
+class PLTiny(_Tiny, pytorch_lightning.LightningModule):
+    """The test module, as a ``pytorch_lightning.LightningModule``."""
+
+
+class LTiny(_Tiny, lightning.pytorch.LightningModule):
+    """The test module, as a ``lightning.pytorch.LightningModule``."""
+
+
+class PLData(_Data, pytorch_lightning.LightningDataModule):
+    """The test data, as a ``pytorch_lightning.LightningDataModule``."""
+
+
+class LData(_Data, lightning.pytorch.LightningDataModule):
+    """The test data, as a ``lightning.pytorch.LightningDataModule``."""
+
+
+MODULES = {"pytorch_lightning": (PLTiny, PLData), "lightning.pytorch": (LTiny, LData)}
+
+
+def trainer_in(namespace: str, root: Any, **kwargs: Any) -> Any:
+    """A quiet CPU Trainer of ``namespace``, logging to TensorBoard under ``root``."""
+    pl = importlib.import_module(namespace)
+    loggers = importlib.import_module(f"{namespace}.loggers")
+    options: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=loggers.TensorBoardLogger(str(root), name="tb"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+        default_root_dir=str(root),
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_our_callbacks_are_callbacks_of_both_namespaces(namespace: str) -> None:
+    pl = importlib.import_module(namespace)
+    assert isinstance(LRSchedule(), pl.Callback)
+    assert issubclass(LRSchedule, pl.Callback)
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_lr_schedule_drives_a_trainer_of_each_namespace(namespace: str, tmp_path) -> None:
+    model_class, data_class = MODULES[namespace]
+    schedule = LRSchedule("cosine", warmup="2 steps", end=0.1)
+    trainer = trainer_in(namespace, tmp_path, max_steps=8, callbacks=[schedule])
+    assert schedule in trainer.callbacks
+    model = model_class()
+    trainer.fit(model, datamodule=data_class())
+    expected = [schedule.lr_at(k) for k in range(8)]
+    assert model.seen_lrs == pytest.approx(expected, rel=1e-12)
+    assert [v for _, v in read_scalars(tmp_path, "lr/body")] == pytest.approx(expected, rel=1e-6)
+    tags = read_events(tmp_path).Tags()
+    assert "lr_schedule/plan" in tags["images"]
+    assert "lr_schedule/summary/text_summary" in tags["tensors"]
+
+
+@pytest.mark.filterwarnings("ignore:.*resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_checkpoint_saves_our_state_and_resume_is_exact_in_each_namespace(namespace: str, tmp_path) -> None:
+    """Lightning decides what to checkpoint by ``is_overridden("state_dict", cb, parent=<its Callback>)``."""
+    pl = importlib.import_module(namespace)
+    model_class, data_class = MODULES[namespace]
+    torch.manual_seed(0)
+    whole = LRSchedule("wsd", warmup="3 steps", decay="50%")
+    full_model = model_class()
+    trainer_in(namespace, tmp_path / "whole", max_steps=16, callbacks=[whole]).fit(full_model, datamodule=data_class())
+
+    torch.manual_seed(0)
+    first = LRSchedule("wsd", warmup="3 steps", decay="50%")
+    trainer = trainer_in(namespace, tmp_path / "first", max_steps=16, callbacks=[first])
+    half = model_class()
+
+    class StopAt(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step == 5:  # mid-epoch (8 steps per epoch)
+                trainer.save_checkpoint(tmp_path / "half.ckpt")
+                trainer.should_stop = True
+
+    trainer.callbacks.append(StopAt())
+    trainer.fit(half, datamodule=data_class())
+    checkpoint = torch.load(tmp_path / "half.ckpt", weights_only=False)
+    assert checkpoint["callbacks"][first.state_key]["steps"] == [5]
+
+    resumed = LRSchedule("wsd", warmup="3 steps", decay="50%")
+    rest = model_class()
+    trainer = trainer_in(namespace, tmp_path / "rest", max_steps=16, callbacks=[resumed])
+    trainer.fit(rest, datamodule=data_class(), ckpt_path=tmp_path / "half.ckpt")
+    assert resumed.steps == [16]
+    assert half.seen_lrs + rest.seen_lrs == pytest.approx(full_model.seen_lrs, rel=1e-12)
+    assert len(full_model.seen_lrs) == 16
