@@ -100,12 +100,6 @@ class Phases(Schedule):
             return False
         return index < len(self.phases) - 1 or self.phases[index].schedule.needs_span()
 
-    def needs_total(self) -> bool:
-        return self.needs_span() or any(
-            p.schedule.needs_total() or (p.duration is not None and p.duration.needs_total())  # type: ignore[union-attr]
-            for p in self.phases
-        )
-
     def co_schedules_momentum(self) -> bool:
         return any(p.schedule.co_schedules_momentum() for p in self.phases)
 
@@ -286,8 +280,15 @@ class CosineRestarts(Schedule):
 
 
 def _cycle_start(index: int, period: float, mult: float) -> float:
-    """The first step of cycle ``index`` when cycle ``i`` lasts ``period·mult^i`` steps (``mult > 1``)."""
-    return period * (mult**index - 1.0) / (mult - 1.0)
+    """The first step of cycle ``index`` when cycle ``i`` lasts ``period·mult^i`` steps (``mult > 1``).
+
+    ``period·(mult^i − 1)/(mult − 1)``, computed with ``expm1``/``log1p`` so that it stays accurate for a
+    ``mult`` just above 1, and snapped to the nearest whole step when within float noise of it (the exact
+    value is then that step: ``mult=10`` gives ``1.0000000000000002`` for ``1``).
+    """
+    start = period * math.expm1(index * math.log1p(mult - 1.0)) / (mult - 1.0)
+    nearest = round(start)
+    return float(nearest) if abs(start - nearest) <= 1e-9 * max(1.0, start) else start
 
 
 def _cycle_index(step: int, period: float, mult: float) -> int:
@@ -296,7 +297,7 @@ def _cycle_index(step: int, period: float, mult: float) -> int:
     The closed form ``⌊log_mult(1 + step·(mult − 1)/period)⌋`` can land one cycle short at a boundary
     (``math.log(1000, 10)`` is ``2.9999999999999996``), so it is corrected against the cycles' start steps.
     """
-    index = max(math.floor(math.log(1.0 + step * (mult - 1.0) / period, mult)), 0)
+    index = max(math.floor(math.log1p(step * (mult - 1.0) / period) / math.log1p(mult - 1.0)), 0)
     while _cycle_start(index + 1, period, mult) <= step:
         index += 1
     while index > 0 and _cycle_start(index, period, mult) > step:

@@ -78,10 +78,26 @@ class Schedule(ABC):
         return False
 
     def needs_total(self) -> bool:
-        """Whether resolving this schedule needs the run's total length."""
-        return self.needs_span() or any(
-            isinstance(value, Duration) and value.needs_total() for value in _field_values(self)
-        )
+        """Whether resolving this schedule over a whole run needs the run's total length."""
+        return self.needs_span() or self.durations_need_total()
+
+    def durations_need_total(self) -> bool:
+        """Whether a duration inside this schedule (a fraction of the run) needs the total, whatever its span.
+
+        A shape that only needs its span (a cosine) needs no total inside a phase of fixed length.
+        """
+        for value in _field_values(self):
+            if isinstance(value, Duration) and value.needs_total():
+                return True
+            if isinstance(value, Schedule) and value.durations_need_total():
+                return True
+            duration = getattr(value, "duration", None)  # a Phase: its length, and its schedule's durations
+            schedule = getattr(value, "schedule", None)
+            if isinstance(duration, Duration) and duration.needs_total():
+                return True
+            if isinstance(schedule, Schedule) and schedule.durations_need_total():
+                return True
+        return False
 
     def check(self, span: float | None, run: Run) -> None:
         """Check that this schedule fits a span of ``span`` steps of ``run``.

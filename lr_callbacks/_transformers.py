@@ -224,6 +224,9 @@ class TransformersSchedule(Schedule):
     def needs_total(self) -> bool:
         return self._schedule.needs_total()
 
+    def durations_need_total(self) -> bool:
+        return self._schedule.durations_need_total()
+
     def check(self, span: float | None, run: Run) -> None:
         owner = f"from_transformers({self.name!r})"
         if span is not None and self.name != "constant" and self.num_warmup_steps > span:

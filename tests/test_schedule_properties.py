@@ -1,0 +1,318 @@
+"""Properties of the schedule core over random valid shapes and compositions (hypothesis).
+
+Bounded, monotone where it decays or warms, continuous at joins where the phases meet, deterministic
+(no hidden counters), held after the end, and equal after pickling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lr_callbacks import (
+    Constant,
+    Cosine,
+    CosineRestarts,
+    Cyclic,
+    Exponential,
+    InverseSqrt,
+    Linear,
+    MultiStep,
+    OneCycle,
+    OneMinusSqrt,
+    Phase,
+    Phases,
+    Polynomial,
+    Reversed,
+    Run,
+    Schedule,
+    Step,
+    Steps,
+    Warmup,
+)
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+EPS = 1e-12
+
+levels = st.floats(min_value=0.0, max_value=2.0, allow_nan=False)
+positive_levels = st.floats(min_value=0.01, max_value=2.0, allow_nan=False)
+powers = st.floats(min_value=0.5, max_value=4.0, allow_nan=False)
+spans = st.integers(min_value=1, max_value=60)
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A shape from ``start`` to ``end`` over its span, monotone in that direction."""
+
+    schedule: Schedule
+    start: float
+    end: float
+
+
+RAMP_KINDS = ("linear", "cosine", "polynomial", "1-sqrt", "exponential", "warmup", "reversed")
+
+
+@st.composite
+def ramps(
+    draw: st.DrawFn, start: float | None = None, end: float | None = None, kinds: tuple[str, ...] = RAMP_KINDS
+) -> Ramp:
+    """A random monotone ramp (linear, cosine, polynomial, 1-sqrt, exponential, warmup or reversed).
+
+    All but the warmup are at ``start`` on their first step; a warmup is there one step *before* its first
+    (its first step already trains above ``start``), and at ``end`` on its last.
+    """
+    a = draw(positive_levels) if start is None else start
+    b = draw(positive_levels) if end is None else end
+    kind = draw(st.sampled_from(kinds))
+    if kind == "linear":
+        shape: Schedule = Linear(a, b)
+    elif kind == "cosine":
+        shape = Cosine(a, b, exponent=draw(powers), k_decay=draw(powers))
+    elif kind == "polynomial":
+        shape = Polynomial(a, b, power=draw(powers))
+    elif kind == "1-sqrt":
+        shape = OneMinusSqrt(a, b)
+    elif kind == "exponential":
+        shape = Exponential(start=a, end=b)
+    elif kind == "warmup":
+        shape = Warmup(draw(st.sampled_from(["linear", "cosine", "exponential"])), start=a, end=b)
+    else:
+        shape = Reversed(Linear(b, a))
+    return Ramp(shape, a, b)
+
+
+def values(schedule: Schedule, total: int, extra: int = 0, per_epoch: int | None = None) -> list[float]:
+    return [schedule(k, total_steps=total, steps_per_epoch=per_epoch) for k in range(total + 1 + extra)]
+
+
+def is_monotone(xs: list[float], direction: int) -> bool:
+    return all(direction * (b - a) >= -EPS for a, b in itertools.pairwise(xs))
+
+
+@SETTINGS
+@given(ramp=ramps(), total=spans)
+def test_ramps_stay_between_their_ends_and_move_one_way(ramp: Ramp, total: int) -> None:
+    xs = values(ramp.schedule, total, extra=5)
+    low, high = min(ramp.start, ramp.end), max(ramp.start, ramp.end)
+    assert all(low - EPS <= x <= high + EPS for x in xs)
+    assert is_monotone(xs, 1 if ramp.end >= ramp.start else -1)
+    assert xs[total:] == pytest.approx([ramp.end] * 6, abs=1e-12)  # the end value, held
+
+
+@st.composite
+def chains(draw: st.DrawFn) -> tuple[Phases, list[Ramp], list[int]]:
+    """Phases of random ramps that meet: each starts at the value where the one before ends."""
+    count = draw(st.integers(min_value=2, max_value=4))
+    points = draw(st.lists(positive_levels, min_size=count + 1, max_size=count + 1))
+    pieces = [draw(ramps(start=a, end=b)) for a, b in itertools.pairwise(points)]
+    lengths = draw(st.lists(st.integers(min_value=1, max_value=30), min_size=count, max_size=count))
+    phases = Phases(tuple(Phase(p.schedule, Steps(n)) for p, n in zip(pieces, lengths)))
+    return phases, pieces, lengths
+
+
+@SETTINGS
+@given(chain=chains())
+def test_phases_are_bounded_and_continuous_where_they_meet(chain: tuple[Phases, list[Ramp], list[int]]) -> None:
+    phases, pieces, lengths = chain
+    total = sum(lengths)
+    run = Run(total_steps=total)
+    xs = values(phases, total, extra=3)
+    ends = [p.start for p in pieces] + [pieces[-1].end]
+    assert all(min(ends) - EPS <= x <= max(ends) + EPS for x in xs)
+    boundary = 0
+    for piece, length in zip(pieces, lengths):
+        # Within its phase each piece runs on its own clock from 0 ...
+        assert xs[boundary : boundary + length] == pytest.approx(
+            [piece.schedule.at(k, length, run) for k in range(length)], abs=EPS
+        )
+        boundary += length
+    # ... and across each join the composite moves only by the shapes' own steps: the last step of the phase
+    # before (to where it would have gone next, which is where the next one starts), plus for a warmup after
+    # the join its own first step (a warmup's first step already trains above its start).
+    joins = list(itertools.accumulate(lengths))[:-1]
+    for join, before, after, length, next_length in zip(joins, pieces, pieces[1:], lengths, lengths[1:]):
+        own = before.schedule.at(length, length, run) - before.schedule.at(length - 1, length, run)
+        own += after.schedule.at(0, next_length, run) - after.start if isinstance(after.schedule, Warmup) else 0.0
+        assert xs[join] - xs[join - 1] == pytest.approx(own, abs=1e-9), f"join at step {join}"
+    assert xs[total:] == pytest.approx([pieces[-1].end] * 4, abs=EPS)
+
+
+@SETTINGS
+@given(
+    start=positive_levels,
+    end=positive_levels,
+    power=st.floats(min_value=0.5, max_value=4.0),
+    kind=st.sampled_from(["linear", "cosine", "polynomial", "1-sqrt", "warmup"]),
+)
+def test_joins_are_continuous_as_the_phases_lengthen(start: float, end: float, power: float, kind: str) -> None:
+    """With long phases the step across a join shrinks towards zero: no jump is built into the join."""
+    first = {
+        "linear": Linear(start, end),
+        "cosine": Cosine(start, end),
+        "polynomial": Polynomial(start, end, power=power),
+        "1-sqrt": OneMinusSqrt(start, end),
+        "warmup": Warmup(start=start, end=end),
+    }[kind]
+    n = 20_000
+    joined = Phases([(first, Steps(n)), (Constant(end), None)])
+    jump = abs(joined(n, total_steps=2 * n) - joined(n - 1, total_steps=2 * n))
+    assert jump <= 0.01 * abs(start - end) + EPS
+
+
+@SETTINGS
+@given(
+    warm=st.integers(min_value=1, max_value=20),
+    decay=st.integers(min_value=1, max_value=40),
+    peak=positive_levels,
+    data=st.data(),
+)
+def test_warmup_then_decay_rises_to_the_peak_then_never_climbs(
+    warm: int, decay: int, peak: float, data: st.DataObject
+) -> None:
+    floor = data.draw(st.floats(min_value=0.0, max_value=peak))
+    up = data.draw(ramps(start=data.draw(st.floats(min_value=0.01, max_value=peak)), end=peak))
+    no_warmup = tuple(k for k in RAMP_KINDS if k != "warmup")  # a decay that starts at the peak on its first step
+    down = data.draw(ramps(start=peak, end=max(floor, 0.01 * peak), kinds=no_warmup))
+    schedule = Phases([(up.schedule, Steps(warm)), (down.schedule, None)])
+    total = warm + decay
+    xs = values(schedule, total, extra=10)
+    assert is_monotone(xs[:warm], 1) and is_monotone(xs[warm:], -1)
+    assert max(xs) == pytest.approx(peak, abs=1e-12)
+    assert xs[total:] == pytest.approx([xs[total]] * 11, abs=0.0)  # past the end: held, never climbing again
+
+
+@st.composite
+def any_schedule(draw: st.DrawFn) -> Schedule:
+    """A random valid schedule of any kind, possibly composed."""
+    kind = draw(st.sampled_from(["ramp", "step", "multistep", "inverse_sqrt", "restarts", "cyclic", "one_cycle"]))
+    if kind == "ramp":
+        return draw(ramps()).schedule
+    if kind == "step":
+        return Step(Steps(draw(st.integers(1, 10))), gamma=draw(st.floats(0.0, 1.0)))
+    if kind == "multistep":
+        marks = sorted(draw(st.lists(st.integers(0, 40), min_size=1, max_size=4)))
+        return MultiStep(tuple(Steps(m) for m in marks), gamma=draw(st.floats(0.0, 1.0)))
+    if kind == "inverse_sqrt":
+        return InverseSqrt(Steps(draw(st.integers(1, 50))))
+    if kind == "restarts":
+        return CosineRestarts(
+            Steps(draw(st.integers(1, 12))),
+            period_mult=draw(st.floats(1.0, 3.0)),
+            decay=draw(st.floats(0.1, 1.0)),
+            start=draw(positive_levels),
+            end=draw(st.floats(0.0, 0.5)),
+        )
+    if kind == "cyclic":
+        low = draw(st.floats(0.0, 1.0))
+        return Cyclic(
+            low=low,
+            high=low + draw(st.floats(0.0, 1.0)),
+            up=Steps(draw(st.integers(1, 8))),
+            down=Steps(draw(st.integers(0, 8))),
+            mode=draw(st.sampled_from(["triangular", "triangular2", "exp_range"])),
+            gamma=draw(st.floats(0.5, 1.0)),
+            momentum=(0.8, 0.9),
+        )
+    return OneCycle(
+        pct_start=draw(st.floats(0.3, 0.5)),
+        div_factor=draw(st.floats(2.0, 50.0)),
+        three_phase=draw(st.booleans()),
+        anneal=draw(st.sampled_from(["cos", "linear"])),
+    )
+
+
+@st.composite
+def maybe_composed(draw: st.DrawFn) -> Schedule:
+    first = draw(any_schedule())
+    if not draw(st.booleans()):
+        return first
+    return Phases([(draw(ramps()).schedule, Steps(draw(st.integers(1, 10)))), (first, None)])
+
+
+@SETTINGS
+@given(schedule=maybe_composed(), total=st.integers(min_value=20, max_value=60))
+def test_deterministic_without_hidden_counters_and_held_after_the_end(schedule: Schedule, total: int) -> None:
+    forward = values(schedule, total, extra=20)
+    backward = [schedule(k, total_steps=total) for k in reversed(range(total + 21))][::-1]
+    assert forward == backward  # same floats in any order of evaluation: a pure function of the step
+    assert all(math.isfinite(x) and x >= 0.0 for x in forward)
+    assert forward[total:] == [forward[total]] * 21  # never climbs (or moves at all) past the end
+
+
+@SETTINGS
+@given(schedule=maybe_composed(), total=st.integers(min_value=20, max_value=60))
+def test_pickles_to_an_equal_schedule_with_equal_values(schedule: Schedule, total: int) -> None:
+    restored = pickle.loads(pickle.dumps(schedule))
+    assert restored == schedule and hash(restored) == hash(schedule)
+    assert values(restored, total) == values(schedule, total)
+    run = Run(total_steps=total)
+    assert [restored.momentum_at(k, total, run) for k in range(total)] == [
+        schedule.momentum_at(k, total, run) for k in range(total)
+    ]
+
+
+@SETTINGS
+@given(
+    start=positive_levels,
+    end=st.floats(0.0, 0.5),
+    decay=st.floats(0.1, 1.0),
+    data=st.data(),
+)
+def test_other_shapes_stay_within_their_levels(start: float, end: float, decay: float, data: st.DataObject) -> None:
+    total = 80
+    step = Step(Steps(data.draw(st.integers(1, 10))), gamma=data.draw(st.floats(0.0, 1.0)))
+    assert all(0.0 <= x <= 1.0 for x in values(step, total)) and is_monotone(values(step, total), -1)
+    inverse = InverseSqrt(Steps(data.draw(st.integers(1, 50))))
+    assert all(0.0 < x <= 1.0 for x in values(inverse, total)) and is_monotone(values(inverse, total), -1)
+    restarts = CosineRestarts(Steps(data.draw(st.integers(1, 12))), decay=decay, start=start, end=end)
+    assert all(min(end, start * decay**total) - EPS <= x <= max(start, end) + EPS for x in values(restarts, total))
+    low = data.draw(st.floats(0.0, 1.0))
+    high = low + data.draw(st.floats(0.0, 1.0))
+    cyclic = Cyclic(low=low, high=high, up=Steps(data.draw(st.integers(1, 8))), mode="triangular2")
+    assert all(low - EPS <= x <= high + EPS for x in values(cyclic, total))
+    one_cycle = OneCycle(div_factor=data.draw(st.floats(2.0, 50.0)), three_phase=data.draw(st.booleans()))
+    xs = values(one_cycle, total)
+    assert min(xs) >= 1 / one_cycle.div_factor / one_cycle.final_div_factor - EPS and max(xs) <= 1.0 + EPS
+
+
+@SETTINGS
+@given(
+    period=st.integers(1, 20),
+    mult=st.sampled_from([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 10.0]),
+    steps=st.integers(50, 400),
+)
+def test_restart_cycles_start_where_the_cycle_lengths_add_up(period: int, mult: float, steps: int) -> None:
+    """Against torch's iterative bookkeeping (T_cur, T_i): no cycle slips at a boundary through log rounding."""
+    restarts = CosineRestarts(Steps(period), period_mult=mult)
+    t_cur, t_i = 0.0, float(period)
+    for k in range(steps):
+        expected = 0.5 * (1.0 + math.cos(math.pi * t_cur / t_i))
+        assert restarts(k) == pytest.approx(expected, abs=1e-9), f"step {k}"
+        t_cur += 1.0
+        if t_cur >= t_i:
+            t_cur -= t_i
+            t_i *= mult
+
+
+@SETTINGS
+@given(up=st.integers(1, 8), down=st.integers(0, 8), low=st.floats(0.0, 1.0))
+def test_triangular_cycles_repeat_exactly(up: int, down: int, low: float) -> None:
+    cyclic = Cyclic(low=low, up=Steps(up), down=Steps(down))
+    period = up + down
+    xs = [cyclic(k) for k in range(4 * period)]
+    assert xs[period:] == pytest.approx(xs[:-period], abs=1e-12)
+    assert xs[0] == pytest.approx(low)
+    if down:  # with no falling half it is a sawtooth, reset to `low` before it reaches `high` (as torch's)
+        assert xs[up] == pytest.approx(1.0)
+
+
+def test_restart_cycles_growing_by_a_hair_behave_like_equal_cycles() -> None:
+    equal = CosineRestarts("10 steps")
+    grown = CosineRestarts("10 steps", period_mult=1.0 + 1e-12)
+    assert [grown(k) for k in range(1000)] == pytest.approx([equal(k) for k in range(1000)], abs=1e-6)
