@@ -1,0 +1,138 @@
+"""TensorBoard for real: a ``tensorboard`` server on localhost serves what the callbacks logged.
+
+The test trains a run with the callbacks, starts the ``tensorboard`` program that ships with the package's
+dependencies (``--logdir <run> --host 127.0.0.1 --port <free port>``), waits until it has loaded the run,
+and reads the scalars, images and text back through TensorBoard's HTTP API, the one its web page uses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lr_callbacks import LRSchedule
+from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
+
+READY_TIMEOUT = 90.0  # seconds: a cold start imports a lot on a busy machine
+
+
+def tensorboard_program() -> str:
+    """The ``tensorboard`` program beside this Python (the venv's), else the one on ``PATH``."""
+    beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    found = beside if os.path.exists(beside) else shutil.which("tensorboard")
+    if found is None:
+        raise RuntimeError("the `tensorboard` program is not installed (pip install tensorboard)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """A running ``tensorboard`` process and its HTTP API."""
+
+    def __init__(self, logdir: str, log_path: str) -> None:
+        self.port = free_port()
+        self.log = open(log_path, "w+b")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [tensorboard_program(), "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def get(self, path: str, **query: Any) -> bytes:
+        url = f"http://127.0.0.1:{self.port}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return bytes(response.read())
+
+    def json(self, path: str, **query: Any) -> Any:
+        return json.loads(self.get(path, **query))
+
+    def wait_for(self, ready: Any, timeout: float = READY_TIMEOUT) -> None:
+        """Poll until ``ready(self)`` is true; fail with the server's output if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tensorboard exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if ready(self):
+                    return
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass  # not listening yet, or still loading
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tensorboard was not ready after {timeout:g} s:\n{self.output()}")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def served_run(tmp_path) -> Iterator[tuple[Server, str, Any, str]]:
+    """A run trained with the callbacks, and a tensorboard server over it: ``(server, run, schedule, root)``."""
+    root = str(tmp_path / "logs")
+    schedule = LRSchedule("cosine", warmup="3 steps", end=0.1)
+    trainer = make_trainer(root, max_steps=12, callbacks=[schedule])
+    trainer.fit(TinyModel(), loader())
+    run = os.path.relpath(trainer.logger.log_dir, root)
+    server = Server(root, str(tmp_path / "tensorboard.log"))
+    try:
+        server.wait_for(lambda s: "lr_schedule/plan" in s.json("/data/plugin/images/tags").get(run, {}))
+        yield server, run, schedule, root
+    finally:
+        server.stop()
+    assert server.process.returncode is not None  # the server is gone
+
+
+def test_tensorboard_serves_the_schedule_scalars_plan_and_summary(served_run) -> None:
+    server, run, schedule, root = served_run
+    assert server.json("/data/runs") == [run]
+
+    scalar_tags = server.json("/data/plugin/scalars/tags")[run]
+    assert {"lr/body", "lr/head"} <= set(scalar_tags)
+    served = server.json("/data/plugin/scalars/scalars", run=run, tag="lr/body")
+    assert [step for _, step, _ in served] == list(range(12))
+    assert [lr for _, _, lr in served] == pytest.approx([schedule.lr_at(k) for k in range(12)], rel=1e-6)
+    assert [(s, v) for _, s, v in served] == read_scalars(root, "lr/body")
+
+    images = server.json("/data/plugin/images/images", run=run, tag="lr_schedule/plan", sample=0)
+    assert [image["step"] for image in images] == [0]
+    png = server.get("/data/plugin/images/individualImage?" + images[0]["query"])
+    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    logged = read_events(root).Images("lr_schedule/plan")[0].encoded_image_string
+    assert np.array_equal(shown, np.asarray(Image.open(io.BytesIO(logged)).convert("RGB")))
+    assert shown.shape[0] > 100 and shown.std() > 10  # a drawing, not a blank image
+
+    assert "lr_schedule/summary/text_summary" in server.json("/data/plugin/text/tags")[run]
+    (text,) = server.json("/data/plugin/text/text", run=run, tag="lr_schedule/summary/text_summary")
+    assert "Run: 12 optimizer steps." in text["text"]
+    assert "<th>body</th>" in text["text"] and f"<td>{schedule.lr_at(11):.4g}</td>" in text["text"]
