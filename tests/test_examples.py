@@ -1,0 +1,58 @@
+"""The examples run, at a small size, and do what their docstrings say.
+
+Each example is a script with a ``main(argv)``; the tests import it from ``examples/`` and call ``main`` with
+small sizes, in this process (a fresh interpreter would spend seconds importing torch and Lightning again).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import sys
+from types import ModuleType
+
+import pytest
+
+from tests.helpers import read_events, read_scalars
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", os.path.join(EXAMPLES, f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_example_is_short_and_tested() -> None:
+    scripts = sorted(f[:-3] for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "demo.py")
+    with open(__file__, encoding="utf-8") as file:
+        this = file.read()
+    for name in scripts:
+        assert f'example("{name}")' in this, f"examples/{name}.py has no test here"
+        with open(os.path.join(EXAMPLES, f"{name}.py"), encoding="utf-8") as file:
+            source = file.read()
+        code = [line for line in source.split('"""', 2)[2].splitlines() if line.strip()]
+        assert len(code) <= 110, f"examples/{name}.py has {len(code)} lines of code; keep examples short"
+
+
+def test_charlm_wsd_decays_at_the_end_and_learns(tmp_path, capsys) -> None:
+    logdir = tmp_path / "logs"
+    val_losses = example("charlm_wsd").main(
+        ["--steps", "20", "--chars", "60000", "--width", "32", "--val-batches", "2", "--logdir", str(logdir)]
+    )
+    assert sorted(val_losses) == [4, 8, 12, 16, 20]  # every gcd(16, 20) steps: the decay's start and the end
+    assert val_losses[20] < val_losses[4]
+    lrs = [lr for _, lr in read_scalars(logdir, "lr/group0")]
+    assert len(lrs) == 20
+    assert lrs[0] == pytest.approx(3e-3 / 1)  # warmup of ceil(5% of 20) = 1 step: the peak at once
+    assert lrs[1:17] == pytest.approx([3e-3] * 16)  # stable, and the decay's first step is still at the peak
+    assert all(a > b for a, b in itertools.pairwise(lrs[16:]))  # then the last 20% decays
+    assert "lr_schedule/plan" in read_events(logdir).Tags()["images"]
+    printed = capsys.readouterr().out
+    assert "<- the decay starts" in printed and "<- the end of the run" in printed
