@@ -231,8 +231,9 @@ class LRSchedule(Callback):
 
     def lr_at(self, step: int, optimizer: int = 0, group: int = 0) -> float:
         """The LR that ``group`` of ``optimizer`` gets at ``step`` under the current peak and scale."""
+        run = self._require_run()
         g = self._table[optimizer][group]
-        return g.peak * evaluate(g.schedule, step, self._require_run()) * g.scale
+        return g.peak * evaluate(g.schedule, step, run) * g.scale
 
     # --- used by the finder and the watchdog ------------------------------------------------------------
 
