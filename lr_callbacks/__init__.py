@@ -12,6 +12,9 @@
 
 from lr_callbacks._composites import CosineRestarts, Cyclic, OneCycle, Phase, Phases, Reversed
 from lr_callbacks._durations import Duration, Epochs, Run, RunFraction, Steps, parse_duration
+from lr_callbacks._finder import LRFinder, find_lr
+from lr_callbacks._finder_analysis import Suggestion, suggest_lr
+from lr_callbacks._finder_result import FinderResult, Trial
 from lr_callbacks._presets import PRESETS, preset
 from lr_callbacks._schedule_callback import LRSchedule
 from lr_callbacks._shapes import (
@@ -41,7 +44,9 @@ __all__ = [
     "Duration",
     "Epochs",
     "Exponential",
+    "FinderResult",
     "InverseSqrt",
+    "LRFinder",
     "LRSchedule",
     "Linear",
     "MultiStep",
@@ -56,9 +61,13 @@ __all__ = [
     "Schedule",
     "Step",
     "Steps",
+    "Suggestion",
     "TransformersSchedule",
+    "Trial",
     "Warmup",
     "__version__",
+    "find_lr",
     "parse_duration",
     "preset",
+    "suggest_lr",
 ]
