@@ -28,7 +28,7 @@ from typing import Any
 
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._compat import Callback
-from lr_callbacks._durations import Run
+from lr_callbacks._durations import Epochs, Run
 from lr_callbacks._logging import log_image, log_scalars, log_text
 from lr_callbacks._lr_control import _as_float, _set_lr
 from lr_callbacks._plan import UNKNOWN_LENGTH_PREVIEW, evaluate, plan_image, plan_table, sample_steps
@@ -370,11 +370,17 @@ class LRSchedule(Callback):
         if self._log_plan:
             self._log_the_plan(trainer)
 
-    @staticmethod
-    def _resolve_run(trainer: Any) -> Run:
+    def _resolve_run(self, trainer: Any) -> Run:
         total = trainer.estimated_stepping_batches
         # inf: no max_steps and max_epochs=-1; -1: an iterable dataset with no max_steps (Lightning returns it)
         total_steps = None if total is None or math.isinf(total) or total < 0 else int(total)
+        schedules = [self._schedule, *self._group_schedules.values()]
+        if trainer.train_dataloader is None and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
+            # With max_steps (max_epochs=-1), estimated_stepping_batches answers without loading the data, so
+            # the epoch length is unknown at fit start. Load it, as estimated_stepping_batches does with max_epochs,
+            # only when a duration is in epochs: loaded before the checkpoint's loop state is restored, a stateful
+            # dataloader does not get its state back.
+            trainer.fit_loop.setup_data()
         batches = trainer.num_training_batches
         per_epoch = None
         if batches is not None and not math.isinf(batches) and batches > 0:

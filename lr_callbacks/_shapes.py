@@ -81,23 +81,32 @@ class Schedule(ABC):
         """Whether resolving this schedule over a whole run needs the run's total length."""
         return self.needs_span() or self.durations_need_total()
 
+    def durations(self) -> list[Duration]:
+        """Every duration in this schedule: its own, its phases' lengths, and those of the schedules inside it.
+
+        >>> [d.describe() for d in Phases([(Warmup(), "5%"), (Step("2 epochs"), None)]).durations()]
+        ['0.05 of the run', '2 epochs']
+        """
+        found: list[Duration] = []
+        for value in _field_values(self):
+            if isinstance(value, Duration):
+                found.append(value)
+            elif isinstance(value, Schedule):
+                found.extend(value.durations())
+            else:  # a Phase: its length, then its schedule's durations
+                duration, schedule = getattr(value, "duration", None), getattr(value, "schedule", None)
+                if isinstance(duration, Duration):
+                    found.append(duration)
+                if isinstance(schedule, Schedule):
+                    found.extend(schedule.durations())
+        return found
+
     def durations_need_total(self) -> bool:
         """Whether a duration inside this schedule (a fraction of the run) needs the total, whatever its span.
 
         A shape that only needs its span (a cosine) needs no total inside a phase of fixed length.
         """
-        for value in _field_values(self):
-            if isinstance(value, Duration) and value.needs_total():
-                return True
-            if isinstance(value, Schedule) and value.durations_need_total():
-                return True
-            duration = getattr(value, "duration", None)  # a Phase: its length, and its schedule's durations
-            schedule = getattr(value, "schedule", None)
-            if isinstance(duration, Duration) and duration.needs_total():
-                return True
-            if isinstance(schedule, Schedule) and schedule.durations_need_total():
-                return True
-        return False
+        return any(duration.needs_total() for duration in self.durations())
 
     def check(self, span: float | None, run: Run) -> None:
         """Check that this schedule fits a span of ``span`` steps of ``run``.

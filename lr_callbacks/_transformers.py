@@ -34,7 +34,7 @@ from typing import Any
 
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._composites import CosineRestarts, Phase, Phases, Reversed
-from lr_callbacks._durations import Run, Steps
+from lr_callbacks._durations import Duration, Run, Steps
 from lr_callbacks._shapes import (
     Constant,
     Cosine,
@@ -224,8 +224,10 @@ class TransformersSchedule(Schedule):
     def needs_total(self) -> bool:
         return self._schedule.needs_total()
 
-    def durations_need_total(self) -> bool:
-        return self._schedule.durations_need_total()
+    def durations(self) -> list[Duration]:
+        a = self.args
+        lengths = [self.num_warmup_steps, a.get("num_decay_steps"), a.get("num_stable_steps"), a.get("timescale")]
+        return [Steps(n) for n in lengths if n is not None]  # all in steps: none needs the total or the epoch
 
     def check(self, span: float | None, run: Run) -> None:
         owner = f"from_transformers({self.name!r})"

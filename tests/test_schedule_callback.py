@@ -299,6 +299,15 @@ def test_log_every_n_steps_logs_every_nth_optimizer_step(tmp_path: Any) -> None:
     assert steps == [0, 3, 6, 9] and values == pytest.approx([body(model)[k] for k in steps], rel=1e-6)
 
 
+@pytest.mark.parametrize("limit", [{"max_steps": 10}, {"max_epochs": 3, "max_steps": 10}])
+def test_durations_in_epochs_resolve_with_max_steps_or_max_epochs(tmp_path: Any, limit: dict[str, int]) -> None:
+    """8 batches per epoch, accumulated by 2: an epoch is 4 optimizer steps, whichever limit the run has."""
+    schedule = LRSchedule("step", every="1 epochs", gamma=0.5, warmup="0.5 epochs")
+    model = fit(tmp_path, schedule, accumulate_grad_batches=2, **limit)
+    assert schedule.run == Run(total_steps=10, steps_per_epoch=4)
+    assert body(model) == pytest.approx([0.05, 0.1] + [0.1] * 4 + [0.05] * 4, rel=1e-12)
+
+
 def test_preset_arguments_change_the_lrs(tmp_path: Any) -> None:
     plain = fit(tmp_path / "plain", LRSchedule("cosine"))
     floored = fit(tmp_path / "floored", LRSchedule("cosine", end=0.5))
