@@ -156,8 +156,8 @@ class Reversed(Schedule):
     A decay reversed is the matching warmup: ``Reversed(OneMinusSqrt())`` rises as ``1 − √(1 − p)``,
     transformers' ``1-sqrt`` warmup.
 
-    >>> Reversed(Linear(1.0, 0.0))(25, total_steps=100)
-    0.25
+    >>> [Reversed(Linear(1.0, 0.0))(k, total_steps=100) for k in (0, 25, 100)]
+    [0.0, 0.25, 1.0]
     """
 
     inner: Schedule
@@ -201,9 +201,11 @@ class CosineRestarts(Schedule):
         start: the first cycle's peak multiplier.
         end: the floor, as a fraction of each group's peak.
 
+    Cycles of 10, 20, 40 … steps restart at steps 0, 10, 30, 70 …:
+
     >>> sgdr = CosineRestarts(period="10 steps", period_mult=2.0)
-    >>> [round(sgdr(k), 3) for k in (0, 5, 9, 10, 20, 30)]
-    [1.0, 0.5, 0.024, 1.0, 0.5, 1.0]
+    >>> [round(sgdr(k), 3) for k in (0, 5, 9, 10, 20, 29, 30)]
+    [1.0, 0.5, 0.024, 1.0, 0.5, 0.006, 1.0]
     """
 
     period: Duration | str | None = None

@@ -14,6 +14,7 @@ from lr_callbacks._composites import Phases
 from lr_callbacks._durations import Run
 from lr_callbacks._plot import Line, Marker, render
 from lr_callbacks._shapes import Schedule
+from lr_callbacks._transformers import TransformersSchedule
 
 __all__ = ["UNKNOWN_LENGTH_PREVIEW", "key_steps", "plan_image", "plan_table", "sample_steps"]
 
@@ -35,18 +36,34 @@ def sample_steps(total: int, points: int = 1000) -> list[int]:
 
 
 def key_steps(schedule: Schedule, run: Run) -> list[int]:
-    """Step 0, each phase's first and last step, a few steps in between, and the run's last step."""
+    """Step 0, each phase's first and last step (nested phases too), a few steps between, and the last step.
+
+    >>> from lr_callbacks import TransformersSchedule
+    >>> wsd = TransformersSchedule("warmup_stable_decay", 2, (("num_decay_steps", 3),))
+    >>> key_steps(wsd, Run(total_steps=12))
+    [0, 1, 2, 3, 6, 8, 9, 11]
+    """
     total = run.total_steps if run.total_steps is not None else UNKNOWN_LENGTH_PREVIEW
     steps = {0, max(total - 1, 0)}
     steps.update(int(total * f) for f in (0.25, 0.5, 0.75))
-    if isinstance(schedule, Phases):
-        start = 0.0
-        for length in schedule._lengths(run.total_steps, run):
-            if length is None:
-                break
-            steps.update({int(start), max(int(start + length) - 1, 0)})
-            start += length
+    steps.update(_boundaries(schedule, 0.0, run.total_steps, run))
     return sorted(s for s in steps if 0 <= s < max(total, 1))
+
+
+def _boundaries(schedule: Schedule, start: float, span: float | None, run: Run) -> set[int]:
+    """The first and last step of every phase of ``schedule``, which starts at ``start`` and lasts ``span``."""
+    if isinstance(schedule, TransformersSchedule):
+        return _boundaries(schedule.phases_schedule, start, span, run)
+    if not isinstance(schedule, Phases):
+        return set()
+    found: set[int] = set()
+    for phase, length in zip(schedule.phases, schedule._lengths(span, run)):
+        if length is None:
+            break
+        found.update({int(start), max(int(start + length) - 1, 0)})
+        found.update(_boundaries(phase.schedule, start, length, run))
+        start += length
+    return found
 
 
 def plan_table(schedule: Schedule, run: Run, peaks: Mapping[str, float]) -> str:

@@ -72,6 +72,12 @@ class LRSchedule(Callback):
     skipped one would have. Lightning counts skipped steps in ``global_step`` and ``max_steps``, so a run
     with ``s`` skipped steps ends ``s`` steps before the end of its plan.
 
+    Manual optimization works, with one clock per optimizer (each counts its own ``step()`` calls), but the
+    run's length is Lightning's ``estimated_stepping_batches``: batches per epoch × epochs, capped by
+    ``max_steps``, which Lightning counts over the steps of *all* optimizers. An optimizer that steps on only
+    some batches, or every optimizer of a ``max_steps`` run with several (a warning says so at fit start),
+    covers only part of its plan; use ``max_epochs`` and durations in steps for such schedules.
+
     A parameter group added during the fit (``optimizer.add_param_group``, e.g. by ``BackboneFinetuning``)
     joins at the next batch: the LR it was added with is its LR at that step, and it follows the schedule
     from there, keeping its ratio to the other groups (its peak is that LR over ``schedule(k)·scale``). Its LR
@@ -364,6 +370,7 @@ class LRSchedule(Callback):
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             self._check(schedule, run)
         self._check_momentum()
+        self._warn_manual_max_steps(trainer)
         for index, optimizer in enumerate(self._optimizers):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
@@ -495,6 +502,19 @@ class LRSchedule(Callback):
                         f"{type(optimizer).__name__} has neither `momentum` nor `betas`; pass momentum=None to "
                         "the schedule, or use SGD(momentum=...) or Adam/AdamW"
                     )
+
+    def _warn_manual_max_steps(self, trainer: Any) -> None:
+        module = trainer.lightning_module
+        if len(self._optimizers) < 2 or getattr(module, "automatic_optimization", True) or trainer.max_steps == -1:
+            return
+        warnings.warn(
+            f"LRSchedule: under manual optimization Lightning counts max_steps={trainer.max_steps} over the steps of "
+            f"all {len(self._optimizers)} optimizers, but plans each optimizer's schedule over {trainer.max_steps} of "
+            "its own steps, so each covers only part of its plan (half, with two optimizers stepping every batch). "
+            "Set Trainer(max_epochs=...) instead of max_steps, or give the schedule's durations in steps",
+            UserWarning,
+            stacklevel=2,
+        )
 
     # --- the per-step work -----------------------------------------------------------------------------
 

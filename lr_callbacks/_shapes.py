@@ -162,8 +162,8 @@ class Constant(Schedule):
     Args:
         value: the multiplier, >= 0.
 
-    >>> Constant(0.5)(10)
-    0.5
+    >>> [Constant(0.5)(k) for k in (0, 10)]
+    [0.5, 0.5]
     """
 
     value: float = 1.0
@@ -221,8 +221,10 @@ class Cosine(_Ramp):
         k_decay: k-decay (timm's ``k_decay``): the angle uses ``p^k``; > 1 keeps the LR high for longer.
         cycles: the number of periods over the span (transformers' ``num_cycles``); 0.5 is a half-cosine.
 
-    >>> Cosine()(0, total_steps=3), round(Cosine()(1, total_steps=3), 12)
-    (1.0, 0.75)
+    Step 0 is ``start``, a third of the way is 0.75 of the way from ``end`` to ``start``, step ``n`` is ``end``:
+
+    >>> [round(Cosine()(k, total_steps=3), 12) for k in (0, 1, 2, 3, 9)]
+    [1.0, 0.75, 0.25, 0.0, 0.0]
     >>> Cosine(start=0.0, end=1.0)(50, total_steps=100)  # a cosine warmup
     0.5
     """
@@ -247,8 +249,8 @@ class Cosine(_Ramp):
 class Polynomial(_Ramp):
     """Polynomial decay: ``end + (start − end)·(1 − p)^power``.
 
-    >>> Polynomial(power=2.0)(50, total_steps=100)
-    0.25
+    >>> [Polynomial(power=2.0)(k, total_steps=4) for k in (0, 2, 4, 9)]  # step 0, half way, the end, held
+    [1.0, 0.25, 0.0, 0.0]
     """
 
     power: float = 1.0
@@ -265,8 +267,8 @@ class Polynomial(_Ramp):
 class OneMinusSqrt(_Ramp):
     """The 1-sqrt cooldown (Hägele et al. 2024): ``end + (start − end)·(1 − √p)``.
 
-    >>> OneMinusSqrt()(25, total_steps=100)
-    0.5
+    >>> [OneMinusSqrt()(k, total_steps=100) for k in (0, 25, 100, 200)]  # step 0, a quarter, the end, held
+    [1.0, 0.5, 0.0, 0.0]
     """
 
     def at(self, step: int, span: float | None, run: Run) -> float:
@@ -287,10 +289,10 @@ class Exponential(Schedule):
         end: the multiplier at the end of the span (interpolation), or the bound (with ``gamma``).
         gamma: the factor per step, > 0.
 
-    >>> Exponential(start=1.0, end=0.01)(50, total_steps=100)
-    0.1
-    >>> Exponential(gamma=0.5, end=0.2)(3)
-    0.2
+    >>> [round(Exponential(start=1.0, end=0.01)(k, total_steps=100), 12) for k in (0, 50, 100, 150)]
+    [1.0, 0.1, 0.01, 0.01]
+    >>> [Exponential(gamma=0.5, end=0.2)(k) for k in (0, 1, 2, 3, 10)]  # floored at `end` from step 3
+    [1.0, 0.5, 0.25, 0.2, 0.2]
     """
 
     start: float = 1.0
@@ -353,8 +355,8 @@ class Warmup(Schedule):
         start: the multiplier the ramp starts from (reached at ``q = 0``, one step before the first).
         end: the multiplier reached on the last warmup step.
 
-    >>> [Warmup()(k, total_steps=4) for k in range(4)]
-    [0.25, 0.5, 0.75, 1.0]
+    >>> [Warmup()(k, total_steps=4) for k in range(5)]  # step 0 already trains; the last step is the peak
+    [0.25, 0.5, 0.75, 1.0, 1.0]
     """
 
     curve: str = "linear"
@@ -392,8 +394,8 @@ class Step(Schedule):
             ``"2 epochs"``).
         gamma: the factor at each decay.
 
-    >>> Step("10 steps", gamma=0.5)(25)
-    0.25
+    >>> [Step("10 steps", gamma=0.5)(k) for k in (0, 9, 10, 19, 20, 25)]
+    [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     """
 
     every: Duration | str = field(default_factory=lambda: parse_duration("1 epochs"))
@@ -429,8 +431,8 @@ class MultiStep(Schedule):
         milestones: the steps at which the LR is multiplied by ``gamma``, in increasing order.
         gamma: the factor at each milestone.
 
-    >>> MultiStep(("10 steps", "20 steps"), gamma=0.5)(15)
-    0.5
+    >>> [MultiStep(("10 steps", "20 steps"), gamma=0.5)(k) for k in (0, 9, 10, 19, 20)]
+    [1.0, 1.0, 0.5, 0.5, 0.25]
     """
 
     milestones: tuple[Duration | str, ...] = ()
@@ -480,8 +482,8 @@ class InverseSqrt(Schedule):
     Args:
         timescale: ``τ``, the steps over which the LR falls to ``1/√2``.
 
-    >>> InverseSqrt("100 steps")(300)
-    0.5
+    >>> [InverseSqrt("100 steps")(k) for k in (0, 300, 800)]
+    [1.0, 0.5, 0.3333333333333333]
     """
 
     timescale: Duration | str = field(default_factory=lambda: parse_duration("10000 steps"))

@@ -218,6 +218,11 @@ class TransformersSchedule(Schedule):
             return self._body
         return Phases((Phase(self._warmup, Steps(self.num_warmup_steps)), Phase(self._body, None)))
 
+    @property
+    def phases_schedule(self) -> Schedule:
+        """The same schedule written in our shapes (e.g. ``Phases`` of a warmup and a cosine)."""
+        return self._schedule
+
     def needs_span(self) -> bool:
         return self._schedule.needs_span()
 

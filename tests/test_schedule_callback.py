@@ -7,6 +7,7 @@ and every logged value is read back from the TensorBoard event file.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -197,7 +198,9 @@ def test_several_optimizers_under_manual_optimization_have_their_own_clocks_and_
     schedule = LRSchedule("cosine", group_schedules={"Adam/group0": "linear"})
     model = ThreeOptimizers()
     trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[schedule])
-    trainer.fit(model, loader())  # 8 batches; the run is 8 steps long (estimated_stepping_batches)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="LRSchedule", category=UserWarning)  # max_epochs: no warning
+        trainer.fit(model, loader())  # 8 batches; the run is 8 steps long (estimated_stepping_batches)
     assert schedule.steps == [8, 4, 8]
     assert schedule.group_tags == [["SGD/body", "SGD/head"], ["Adam/group0"], ["SGD-1/group0"]]
     cosine = [Cosine()(k, total_steps=8) for k in range(8)]
@@ -210,6 +213,16 @@ def test_several_optimizers_under_manual_optimization_have_their_own_clocks_and_
     )
     assert logged(tmp_path, "lr/SGD/head")[0] == list(range(8))
     assert logged(tmp_path, "lr/SGD-1/group0")[1] == pytest.approx([0.05 * c for c in cosine], rel=1e-6)
+
+
+def test_max_steps_under_manual_optimization_with_several_optimizers_warns_of_the_partial_plan(tmp_path: Any) -> None:
+    schedule = LRSchedule("linear")
+    model = ThreeOptimizers()
+    with pytest.warns(UserWarning, match=r"counts max_steps=10 over the steps of all 3 optimizers.*max_epochs"):
+        make_trainer(tmp_path, max_steps=10, callbacks=[schedule]).fit(model, loader())
+    # Lightning stops after 4 batches (4 + 2 + 4 = 10 steps): each optimizer covered under half of its 10-step plan
+    assert schedule.steps == [4, 2, 4] and schedule.run == Run(total_steps=10, steps_per_epoch=None)
+    assert [lrs[0] for lrs in model.seen[0]] == pytest.approx([0.1, 0.09, 0.08, 0.07], rel=1e-12)
 
 
 def test_momentum_and_beta1_are_co_scheduled_and_logged(tmp_path: Any) -> None:
