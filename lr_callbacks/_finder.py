@@ -253,12 +253,16 @@ class LRFinder(Callback):
                     break
                 assert step_batches is not None
                 driver.set_lr(lr)
-                loss, norm = trainer.strategy.reduce(driver.step(step_batches, index), reduce_op="mean").tolist()
+                output = driver.step(step_batches, index)
+                if bar is not None:
+                    bar.update(1)
+                if output is None:  # training_step skipped the batch: no point, the ramp goes on
+                    continue
+                loss, norm = trainer.strategy.reduce(output, reduce_op="mean").tolist()
                 lrs.append(lr)
                 losses.append(loss)
                 norms.append(norm)
                 if bar is not None:
-                    bar.update(1)
                     bar.set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.4g}")
                 if diverged(losses, self.divergence_threshold):
                     stop = "diverged"
@@ -334,6 +338,8 @@ class LRFinder(Callback):
                 output = driver.step(step_batches, step)
                 if schedule is None:
                     _step_schedulers(trainer, step)
+                if output is None:
+                    continue
                 losses.append(trainer.strategy.reduce(output, reduce_op="mean").tolist()[0])
                 if not math.isfinite(losses[-1]):
                     return Trial(lr, math.inf, tuple(losses))

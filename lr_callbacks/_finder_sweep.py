@@ -15,9 +15,9 @@ through the public strategy API, keeps the user's whole training recipe and touc
 - ``accumulate_grad_batches`` micro-batches make one optimizer step, their loss divided as Lightning does.
 
 While steps are driven, the trainer's callbacks are set aside (the sweep's steps are not training: no
-checkpoint, no early stop, no LR monitor, no progress bar update) and ``self.log`` in the user's hooks is
-made a no-op (so the sweep's losses do not leak into epoch metrics). With manual optimization each
-``training_step`` call is one step; it must return the loss.
+checkpoint, no early stop, no LR monitor, no gradient logger; the progress bar stays, idle) and
+``self.log`` in the user's hooks is made a no-op (so the sweep's losses do not leak into epoch metrics).
+With manual optimization each ``training_step`` call is one step; it must return the loss.
 """
 
 from __future__ import annotations
@@ -209,7 +209,9 @@ class Driver:
 
     def __enter__(self) -> Driver:
         callbacks = self.trainer.callbacks
-        self.trainer.callbacks = [self._probe]
+        # The progress bar stays: it has none of the hooks driven here, and a live display (Rich) reads it.
+        bar = self.trainer.progress_bar_callback
+        self.trainer.callbacks = [self._probe] + ([bar] if bar is not None else [])
         self._stack.callback(setattr, self.trainer, "callbacks", callbacks)
         self._stack.enter_context(_module_logging(self.module, _discard, _discard))
         self._stack.enter_context(torch.enable_grad())
@@ -230,11 +232,12 @@ class Driver:
             for group, value in zip(optimizer.param_groups, values):
                 _set_lr(group, value)
 
-    def step(self, batches: Sequence[Any], index: int) -> torch.Tensor:
+    def step(self, batches: Sequence[Any], index: int) -> torch.Tensor | None:
         """One optimizer step on ``batches`` (``accumulate`` micro-batches); returns ``[loss, grad_norm]``.
 
         The loss is the mean of the micro-batches' losses as ``training_step`` returned them (not divided
-        by the accumulation), as a device tensor: nothing here waits for the device.
+        by the accumulation), as a device tensor: nothing here waits for the device. ``None`` when every
+        ``training_step`` returned ``None`` (Lightning's way to skip a batch; single process only).
         """
         trainer, module = self.trainer, self.module
         losses: list[torch.Tensor] = []
@@ -256,8 +259,10 @@ class Driver:
                     with block():
                         closure()
         device = trainer.strategy.root_device
-        loss = torch.stack([x.float() for x in losses]).mean().to(device) if losses else torch.tensor(math.nan)
-        return torch.stack([loss.to(device), self._probe.take(device)])
+        norm = self._probe.take(device)
+        if not losses:
+            return None
+        return torch.stack([torch.stack([x.float() for x in losses]).mean().to(device), norm])
 
     def _closure(
         self, batch: Any, batch_idx: int, optimizer: Any, first: bool, losses: list[torch.Tensor]

@@ -121,7 +121,7 @@ class BatchRecorder(Callback):
 
 def tree(root: os.PathLike[str] | str) -> list[str]:
     """Every path under ``root``."""
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs + [""])
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in [*fs, ""])
 
 
 def sgd(lr: float = 0.1, head: float = 0.01) -> Callable[[TinyModel], torch.optim.Optimizer]:

@@ -135,7 +135,9 @@ def test_no_file_is_written(tmp_path):
 def test_on_resume_the_finder_does_not_run_again(tmp_path):
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     first = LRFinder(num_steps=20)
-    trainer = make_trainer(tmp_path, max_epochs=1, logger=False, enable_checkpointing=True, callbacks=[first, checkpoints])
+    trainer = make_trainer(
+        tmp_path, max_epochs=1, logger=False, enable_checkpointing=True, callbacks=[first, checkpoints]
+    )
     trainer.fit(FinderModel(optimizer=sgd()), shuffled())
 
     again = LRFinder(num_steps=20)
