@@ -184,8 +184,11 @@ class LRSchedule(Callback):
         """A drop-in for ``transformers.get_scheduler(name, ...)``, by its names and arguments.
 
         ``num_training_steps`` comes from the trainer. Every optimizer step then gets, in every group, the
-        LR that transformers' scheduler gives it; see :class:`~lr_callbacks.TransformersSchedule` for the
-        two deliberate differences past the end of the run.
+        LR that transformers' scheduler gives it (tested side by side, with accumulation). The deliberate
+        differences (also in :class:`~lr_callbacks.TransformersSchedule`): past the end of the planned run the LR holds
+        where transformers' ``cosine`` and ``cosine_with_min_lr`` climb back up and ``inverse_sqrt`` keeps
+        decaying; and a warmup (or a WSD plan) longer than the run is refused at fit start instead of being
+        cut short silently. As in transformers, the warmup trains step 0 at LR 0.
 
         Args:
             name: ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial``, ``constant``,

@@ -74,6 +74,11 @@ _WSD_TYPES = ("linear", "cosine", "1-sqrt")
 class TransformersSchedule(Schedule):
     """A transformers scheduler by its name and arguments, as a schedule of ours.
 
+    Within the run it gives every step the multiplier ``transformers.get_scheduler`` gives it. Past the end
+    it holds (transformers' ``cosine`` and ``cosine_with_min_lr`` climb back up, ``inverse_sqrt`` keeps
+    decaying), and a warmup or WSD plan longer than the run is refused by :meth:`check` (transformers cuts
+    it short silently).
+
     Args:
         name: a transformers scheduler name (see :data:`TRANSFORMERS_ARGUMENTS`).
         num_warmup_steps: the warmup, in optimizer steps.

@@ -416,6 +416,12 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
         (lambda: LRSchedule(log_every_n_steps=0), ValueError, r"`log_every_n_steps` must be >= 1, got 0"),
         (lambda: LRSchedule(log_every_n_steps=2.0), TypeError, r"`log_every_n_steps` must be a whole number"),
         (lambda: LRSchedule(log_plan="yes"), TypeError, r"`log_plan` must be a bool, got 'yes'"),
+        (lambda: LRSchedule(preset_args=["end"]), TypeError, r"`preset_args` must be a mapping.*got \['end'\]"),
+        (
+            lambda: LRSchedule("cosine", preset_args={"end": 0.1}, end=0.2),
+            TypeError,
+            r"end given both in `preset_args` and as keywords; give each once",
+        ),
         (lambda: LRSchedule.from_transformers("onecycle"), ValueError, r"unknown `name` 'onecycle'"),
         (lambda: LRSchedule.from_transformers("cosine", lr_end=0.1), TypeError, r"'cosine' does not take 'lr_end'"),
     ],
@@ -423,6 +429,13 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
 def test_bad_constructor_arguments_are_refused(build: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         build()
+
+
+def test_preset_args_are_the_preset_keywords_as_one_mapping() -> None:
+    assert LRSchedule("wsd", preset_args={"decay": "50%"}, warmup="2 steps").schedule == (
+        LRSchedule("wsd", decay="50%", warmup="2 steps").schedule
+    )
+    assert LRSchedule("cosine", preset_args={"end": 0.5}).schedule != LRSchedule("cosine").schedule
 
 
 def test_from_transformers_separates_its_own_arguments_from_the_callbacks() -> None:

@@ -617,6 +617,14 @@ def test_what_does_not_fit_the_run_is_refused_by_check(schedule: Schedule, run: 
         schedule.check(run.total_steps, run)
 
 
+@pytest.mark.parametrize(
+    "schedule", [Linear(), Warmup(), Reversed(Linear()), CosineRestarts(cycles=2), OneCycle()], ids=type
+)
+def test_a_shape_that_needs_its_span_refuses_to_evaluate_without_one(schedule: Schedule) -> None:
+    with pytest.raises(ValueError, match=r"needs a (span|run) of known length"):
+        schedule.at(3, None, Run())
+
+
 def test_schedules_that_fit_pass_check() -> None:
     run = Run(total_steps=10, steps_per_epoch=4)
     for schedule in (
