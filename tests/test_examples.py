@@ -13,6 +13,7 @@ import sys
 from types import ModuleType
 
 import pytest
+from PIL import Image
 
 from tests.helpers import read_events, read_scalars
 
@@ -56,3 +57,25 @@ def test_charlm_wsd_decays_at_the_end_and_learns(tmp_path, capsys) -> None:
     assert "lr_schedule/plan" in read_events(logdir).Tags()["images"]
     printed = capsys.readouterr().out
     assert "<- the decay starts" in printed and "<- the end of the run" in printed
+
+
+def test_find_lr_sets_the_lr_it_found_and_trains_from_it(tmp_path, capsys) -> None:
+    plot = tmp_path / "curve.png"
+    out = example("find_lr").main(["--num-steps", "40", "--epochs", "1", "--plot", str(plot)])
+    result = out["result"]
+    assert 8 <= len(result.lrs) <= 40
+    assert result.suggestion is not None and out["lr"] == result.suggestion
+    assert out["accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert Image.open(plot).size[0] > 100
+    printed = capsys.readouterr().out
+    assert "**LR finder**" in printed and f"trained from a peak lr={result.suggestion:.3g}" in printed
+
+
+def test_find_lr_method_chooses_the_rule(tmp_path) -> None:
+    module = example("find_lr")
+    default = module.main(["--num-steps", "40", "--epochs", "1", "--plot", str(tmp_path / "a.png")])["result"]
+    valley = module.main(
+        ["--num-steps", "40", "--epochs", "1", "--method", "valley", "--plot", str(tmp_path / "b.png")]
+    )
+    assert valley["result"].method == "valley" and default.method == "default"
+    assert valley["lr"] == default.alternatives()["valley"] != default.suggestion
