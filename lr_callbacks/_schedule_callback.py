@@ -95,7 +95,9 @@ class LRSchedule(Callback):
         on_length_change: on resume with a different run length (``max_steps``/``max_epochs``):
             ``"keep"`` follows the original plan (past its end the LR holds its last value),
             ``"rescale"`` re-resolves the schedule against the new length (fractions of the run move, the
-            LR may jump), ``"error"`` refuses. A warning names the change in the first two cases.
+            LR may jump), ``"error"`` refuses. A warning names the change in the first two cases. Resuming
+            from a checkpoint written without LRSchedule, the plan covers the whole run from step 0 and the
+            clock starts at the checkpoint's ``global_step``.
         log_every_n_steps: log ``lr/<group>`` every this many optimizer steps.
         log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` at fit start.
         preset_args: the preset's arguments as one mapping, the same as ``**preset_kwargs``; the form a
@@ -286,6 +288,14 @@ class LRSchedule(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self.setup_for(trainer)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # Resuming from a checkpoint that holds no LRSchedule state: the loops are restored only after
+        # on_fit_start, so the clock takes the restored global_step now (one optimizer: global_step is its steps).
+        if self._clock_from_trainer and len(self._optimizers) == 1 and self._clocks[0] < trainer.global_step:
+            self._clocks[0] = int(trainer.global_step)
+            self._write_all()
+        self._clock_from_trainer = False
+
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if not self._paused:
             self._write_all()
@@ -338,6 +348,7 @@ class LRSchedule(Callback):
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._paused = False
+        self._clock_from_trainer = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -370,6 +381,7 @@ class LRSchedule(Callback):
         self._run = run
         self._table = self._build_table(trainer, restored)
         self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
+        self._clock_from_trainer = restored is None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             self._check(schedule, run)
         self._check_momentum()

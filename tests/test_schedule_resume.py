@@ -134,6 +134,21 @@ def test_load_state_dict_refuses_a_foreign_state() -> None:
         make_schedule().load_state_dict({"steps": [3], "scales": [[1.0]], "total_steps": 10, "steps_per_epoch": 2})
 
 
+def test_resuming_a_checkpoint_written_without_the_schedule_starts_at_its_global_step(tmp_path: Path) -> None:
+    """e.g. a run that used a torch scheduler before: the plan covers the run from step 0, resumed at step 6."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1, filename="{step}")
+    make_trainer(tmp_path / "before", max_steps=6, enable_checkpointing=True, callbacks=[checkpoints]).fit(
+        TinyModel(), loader()
+    )
+    callback = LRSchedule("linear")
+    model = TinyModel()
+    trainer = make_trainer(tmp_path / "after", max_steps=TOTAL, callbacks=[callback])
+    trainer.fit(model, loader(), ckpt_path=str(tmp_path / "ckpt" / "step=6.ckpt"))
+    assert callback.steps == [TOTAL]
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx([0.1 * (1 - k / TOTAL) for k in range(6, TOTAL)])
+    assert [step for step, _ in read_scalars(tmp_path / "after", "lr/body")] == list(range(6, TOTAL))
+
+
 # --- resuming into a run of another length: the policy --------------------------------------------------------
 
 
