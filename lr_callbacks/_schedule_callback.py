@@ -119,6 +119,7 @@ class LRSchedule(Callback):
     _trainer: Any
     _optimizers: list[Any]
     _handles: list[Any]
+    _clock_from_trainer: bool
 
     def __init__(
         self,
