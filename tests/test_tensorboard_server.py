@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from lr_callbacks import LRSchedule
+from lr_callbacks import LRFinder, LRSchedule
 from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
 
 READY_TIMEOUT = 90.0  # seconds: a cold start imports a lot on a busy machine
@@ -96,43 +97,92 @@ class Server:
         self.log.close()
 
 
-@pytest.fixture
-def served_run(tmp_path) -> Iterator[tuple[Server, str, Any, str]]:
-    """A run trained with the callbacks, and a tensorboard server over it: ``(server, run, schedule, root)``."""
+@pytest.fixture(scope="module")
+def served_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, dict[str, Any], str]]:
+    """A run trained with the callbacks, and a tensorboard server over it: ``(server, run, callbacks, root)``.
+
+    One server for the module's tests: starting it is the slow part.
+    """
+    tmp_path = tmp_path_factory.mktemp("tensorboard")
+    torch.manual_seed(0)  # module-scoped: set up before the per-test seeding of conftest.py
     root = str(tmp_path / "logs")
-    schedule = LRSchedule("cosine", warmup="3 steps", end=0.1)
-    trainer = make_trainer(root, max_steps=12, callbacks=[schedule])
+    callbacks = {
+        "finder": LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10),
+        "schedule": LRSchedule("cosine", warmup="3 steps", end=0.1),
+    }
+    trainer = make_trainer(root, max_steps=12, callbacks=list(callbacks.values()))
     trainer.fit(TinyModel(), loader())
     run = os.path.relpath(trainer.logger.log_dir, root)
     server = Server(root, str(tmp_path / "tensorboard.log"))
+    images = ("lr_schedule/plan", "lr_finder/curve")
     try:
-        server.wait_for(lambda s: "lr_schedule/plan" in s.json("/data/plugin/images/tags").get(run, {}))
-        yield server, run, schedule, root
+        server.wait_for(lambda s: set(images) <= set(s.json("/data/plugin/images/tags").get(run, {})))
+        yield server, run, callbacks, root
     finally:
         server.stop()
     assert server.process.returncode is not None  # the server is gone
 
 
+def served_image(server: Server, run: str, tag: str) -> np.ndarray:
+    (image,) = server.json("/data/plugin/images/images", run=run, tag=tag, sample=0)
+    return np.asarray(Image.open(io.BytesIO(server.get("/data/plugin/images/individualImage?" + image["query"]))))
+
+
+def logged_image(root: str, tag: str) -> np.ndarray:
+    (image,) = read_events(root).Images(tag)
+    return np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
+
+
+def served_text(server: Server, run: str, tag: str) -> str:
+    assert f"{tag}/text_summary" in server.json("/data/plugin/text/tags")[run]
+    (text,) = server.json("/data/plugin/text/text", run=run, tag=f"{tag}/text_summary")
+    return str(text["text"])
+
+
 def test_tensorboard_serves_the_schedule_scalars_plan_and_summary(served_run) -> None:
-    server, run, schedule, root = served_run
+    server, run, callbacks, root = served_run
+    schedule = callbacks["schedule"]
     assert server.json("/data/runs") == [run]
 
-    scalar_tags = server.json("/data/plugin/scalars/tags")[run]
-    assert {"lr/body", "lr/head"} <= set(scalar_tags)
+    assert {"lr/body", "lr/head"} <= set(server.json("/data/plugin/scalars/tags")[run])
     served = server.json("/data/plugin/scalars/scalars", run=run, tag="lr/body")
     assert [step for _, step, _ in served] == list(range(12))
     assert [lr for _, _, lr in served] == pytest.approx([schedule.lr_at(k) for k in range(12)], rel=1e-6)
     assert [(s, v) for _, s, v in served] == read_scalars(root, "lr/body")
 
-    images = server.json("/data/plugin/images/images", run=run, tag="lr_schedule/plan", sample=0)
-    assert [image["step"] for image in images] == [0]
-    png = server.get("/data/plugin/images/individualImage?" + images[0]["query"])
-    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-    logged = read_events(root).Images("lr_schedule/plan")[0].encoded_image_string
-    assert np.array_equal(shown, np.asarray(Image.open(io.BytesIO(logged)).convert("RGB")))
+    shown = served_image(server, run, "lr_schedule/plan")
+    assert np.array_equal(shown, logged_image(root, "lr_schedule/plan"))
     assert shown.shape[0] > 100 and shown.std() > 10  # a drawing, not a blank image
 
-    assert "lr_schedule/summary/text_summary" in server.json("/data/plugin/text/tags")[run]
-    (text,) = server.json("/data/plugin/text/text", run=run, tag="lr_schedule/summary/text_summary")
-    assert "Run: 12 optimizer steps." in text["text"]
-    assert "<th>body</th>" in text["text"] and f"<td>{schedule.lr_at(11):.4g}</td>" in text["text"]
+    text = served_text(server, run, "lr_schedule/summary")
+    assert "Run: 12 optimizer steps." in text and "<th>body</th>" in text
+
+
+def test_tensorboard_serves_the_finder_sweep_curve_and_summary(served_run) -> None:
+    server, run, callbacks, root = served_run
+    result = callbacks["finder"].result
+    assert {"lr_finder/loss", "lr_finder/lr", "lr_finder/suggestion"} <= set(
+        server.json("/data/plugin/scalars/tags")[run]
+    )
+    lrs = server.json("/data/plugin/scalars/scalars", run=run, tag="lr_finder/lr")
+    assert [lr for _, _, lr in lrs] == pytest.approx(result.lrs, rel=1e-6)
+    losses = server.json("/data/plugin/scalars/scalars", run=run, tag="lr_finder/loss")
+    assert [loss for _, _, loss in losses] == pytest.approx(result.losses, rel=1e-6)
+    (suggestion,) = server.json("/data/plugin/scalars/scalars", run=run, tag="lr_finder/suggestion")
+    assert suggestion[2] == pytest.approx(result.suggestion, rel=1e-6)
+
+    shown = served_image(server, run, "lr_finder/curve")
+    assert np.array_equal(shown, logged_image(root, "lr_finder/curve"))
+    assert shown.shape[0] > 100 and shown.std() > 10
+    assert "LR finder" in served_text(server, run, "lr_finder/summary")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LRSchedule logs lr_schedule/plan and lr_schedule/summary at fit start, before LRFinder sets the "
+    "peak, so both show the configured peak rather than the one the run uses (reported to the lead)",
+)
+def test_the_schedule_summary_shows_the_peak_the_finder_chose(served_run) -> None:
+    server, run, callbacks, _ = served_run
+    text = served_text(server, run, "lr_schedule/summary")
+    assert f"<td>{callbacks['schedule'].lr_at(3):.4g}</td>" in text
