@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lr_callbacks import Cosine, LRSchedule, Phase, Phases, TransformersSchedule, Warmup, preset
+from lr_callbacks import Cosine, LRFinder, LRSchedule, Phase, Phases, TransformersSchedule, Warmup, preset
 from tests.test_namespaces import MODULES, NAMESPACES
 
 # Lightning 2.6's LightningCLI calls jsonargparse APIs that jsonargparse 4.49+ deprecates: theirs, not ours.
@@ -150,3 +150,21 @@ def test_a_bad_value_in_the_yaml_raises_our_message(tmp_path) -> None:
               init_args: {schedule: cosine, preset_args: {warmup: 20}}
             """,
         )
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_finder_and_schedule_from_yaml(namespace: str, tmp_path) -> None:
+    cli = fit_from_yaml(
+        namespace,
+        tmp_path,
+        """\
+        - class_path: lr_callbacks.LRFinder
+          init_args: {min_lr: 1.0e-4, max_lr: 1.0, num_steps: 10, mode: exponential, method: steepest}
+        - class_path: lr_callbacks.LRSchedule
+          init_args: {schedule: cosine}
+        """,
+    )
+    finder, schedule = only(cli, LRFinder), only(cli, LRSchedule)
+    assert finder.result is not None and finder.result.method == "steepest"
+    assert finder.result.lrs[0] == pytest.approx(1e-4) and len(finder.result.lrs) <= 10
+    assert schedule.peak_lrs[0][0] == pytest.approx(finder.result.chosen_lr)

@@ -19,7 +19,7 @@ import pytorch_lightning
 import torch
 from torch.utils.data import DataLoader
 
-from lr_callbacks import LRSchedule
+from lr_callbacks import LRFinder, LRSchedule
 from tests.helpers import read_events, read_scalars, regression_data
 
 NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
@@ -106,11 +106,15 @@ def trainer_in(namespace: str, root: Any, **kwargs: Any) -> Any:
     return pl.Trainer(**options)
 
 
+CALLBACKS = [LRSchedule, LRFinder]
+
+
 @pytest.mark.parametrize("namespace", NAMESPACES)
-def test_our_callbacks_are_callbacks_of_both_namespaces(namespace: str) -> None:
+@pytest.mark.parametrize("callback", CALLBACKS, ids=lambda c: c.__name__)
+def test_our_callbacks_are_callbacks_of_both_namespaces(namespace: str, callback: type) -> None:
     pl = importlib.import_module(namespace)
-    assert isinstance(LRSchedule(), pl.Callback)
-    assert issubclass(LRSchedule, pl.Callback)
+    assert isinstance(callback(), pl.Callback)
+    assert issubclass(callback, pl.Callback)
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES)
@@ -163,3 +167,31 @@ def test_checkpoint_saves_our_state_and_resume_is_exact_in_each_namespace(namesp
     assert resumed.steps == [16]
     assert half.seen_lrs + rest.seen_lrs == pytest.approx(full_model.seen_lrs, rel=1e-12)
     assert len(full_model.seen_lrs) == 16
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_finder_sets_the_schedule_peak_in_each_namespace_and_not_again_on_resume(namespace: str, tmp_path) -> None:
+    pl = importlib.import_module(namespace)
+    model_class, data_class = MODULES[namespace]
+    finder, schedule = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10), LRSchedule("cosine")
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = trainer_in(
+        namespace, tmp_path, max_steps=8, callbacks=[finder, schedule, checkpoint], enable_checkpointing=True
+    )
+    model = model_class()
+    trainer.fit(model, datamodule=data_class())
+    assert finder.result is not None and finder.result.suggestion is not None
+    assert schedule.peak_lrs[0] == pytest.approx([finder.result.chosen_lr, finder.result.chosen_lr / 10])
+    assert len(model.seen_lrs) == 10 + 8  # the sweep's steps, then training's
+    assert model.seen_lrs[10] == pytest.approx(finder.result.chosen_lr)  # cosine at step 0: the peak
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    assert finder.state_key in state and schedule.state_key in state
+
+    again = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10)
+    resumed = LRSchedule("cosine")
+    trainer = trainer_in(namespace, tmp_path / "resumed", max_steps=12, callbacks=[again, resumed])
+    rest = model_class()
+    trainer.fit(rest, datamodule=data_class(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert len(rest.seen_lrs) == 4  # no sweep on resume: the four steps left
+    assert again.result == finder.result
+    assert resumed.peak_lrs == schedule.peak_lrs
