@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from PIL import Image
 from lr_callbacks import LRFinder, LRSchedule
 from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_TIMEOUT = 90.0  # seconds: a cold start imports a lot on a busy machine
 
 
@@ -186,3 +188,21 @@ def test_the_schedule_summary_shows_the_peak_the_finder_chose(served_run) -> Non
     server, run, callbacks, _ = served_run
     text = served_text(server, run, "lr_schedule/summary")
     assert f"<td>{callbacks['schedule'].lr_at(3):.4g}</td>" in text
+
+
+def documented_tags() -> list[re.Pattern[str]]:
+    """The tags in ``docs/tensorboard.md``'s tables, as patterns: ``<group>`` is one path part, ``...`` any."""
+    with open(os.path.join(ROOT, "docs", "tensorboard.md"), encoding="utf-8") as file:
+        cells = [line.split("|")[1] for line in file if line.startswith("| `")]
+    tags = [tag for cell in cells for tag in re.findall(r"`([^`]+)`", cell)]
+    return [re.compile(re.sub(r"<[^>]+>", "[^/]+", re.escape(t).replace(r"\.\.\.", ".+")) + "$") for t in tags]
+
+
+def test_every_served_tag_is_documented(served_run) -> None:
+    server, run, _, _ = served_run
+    served = set(server.json("/data/plugin/scalars/tags")[run]) | set(server.json("/data/plugin/images/tags")[run])
+    served |= {tag.removesuffix("/text_summary") for tag in server.json("/data/plugin/text/tags")[run]}
+    patterns = documented_tags()
+    undocumented = sorted(tag for tag in served if not any(p.match(tag) for p in patterns))
+    assert undocumented == [], "add these tags to docs/tensorboard.md"
+    assert len(served) >= 10
