@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._compat import Callback
-from lr_callbacks._durations import Duration, Run, parse_duration
+from lr_callbacks._durations import Duration, parse_duration
 from lr_callbacks._finder_analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, MODES, diverged, suggest_lr, sweep_lrs
+from lr_callbacks._finder_confirm import candidates, run_trials
 from lr_callbacks._finder_result import FinderResult, Trial
 from lr_callbacks._finder_state import RngState, Snapshot, loader_generators
-from lr_callbacks._finder_sweep import Batches, Driver, evaluate
+from lr_callbacks._finder_sweep import Batches, Driver
 from lr_callbacks._logging import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks._lr_control import _as_float, find_lr_schedule, paused, set_peak_lr
 
@@ -32,7 +31,6 @@ __all__ = ["LRFinder", "find_lr"]
 log = logging.getLogger("lr_callbacks")
 
 _FIT_START = "fit_start"
-_CONFIRM_FACTORS = (0.5, 1.0, 2.0)
 
 
 class LRFinder(Callback):
@@ -215,9 +213,11 @@ class LRFinder(Callback):
                     lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, show)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
                     trials: tuple[Trial, ...] = ()
-                    candidates = self._candidates(analysis.lr)
-                    if candidates:
-                        trials = self._trials(trainer, module, driver, snapshot, candidates, peaks, schedule)
+                    lrs_to_try = candidates(self.confirm, analysis.lr)
+                    if lrs_to_try:
+                        trials = run_trials(
+                            trainer, module, driver, snapshot, lrs_to_try, self.confirm_length, self.monitor, schedule
+                        )
             finally:
                 snapshot.restore()
         return FinderResult(
@@ -272,96 +272,6 @@ class LRFinder(Callback):
                 bar.close()
             batches.close()
         return lrs, losses, norms, stop
-
-    def _candidates(self, suggestion: float | None) -> tuple[float, ...]:
-        if self.confirm is False:
-            return ()
-        if self.confirm is True:
-            if suggestion is None:
-                log.warning("LRFinder: no suggestion, so no confirm trials (see the flags)")
-                return ()
-            return tuple(suggestion * f for f in _CONFIRM_FACTORS)
-        return tuple(self.confirm)
-
-    def _trials(
-        self,
-        trainer: Any,
-        module: Any,
-        driver: Driver,
-        snapshot: Snapshot,
-        candidates: Sequence[float],
-        peaks: list[list[float]],
-        schedule: Any,
-    ) -> tuple[Trial, ...]:
-        val_loaders = trainer.val_dataloaders
-        if val_loaders is None or not trainer.num_val_batches or not trainer.num_val_batches[0]:
-            raise ValueError(
-                "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
-                "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
-            )
-        length = self.confirm_length.to_steps(_run_of(trainer))
-        if length < 1:
-            raise ValueError(f"LRFinder: `confirm_length` {self.confirm_length.describe()} is 0 steps for this run")
-        if schedule is not None:
-            self._warn_if_short(schedule, length, peaks)
-        trials = []
-        for index, lr in enumerate(candidates):
-            snapshot.restore()
-            trials.append(self._trial(trainer, module, driver, lr, length, peaks, schedule))
-            log.info(
-                "LRFinder: trial %d at peak LR %.3g: validation %s %.6g", index, lr, self.monitor, trials[-1].val_loss
-            )
-        return tuple(trials)
-
-    def _trial(
-        self, trainer: Any, module: Any, driver: Driver, lr: float, length: int, peaks: list[list[float]], schedule: Any
-    ) -> Trial:
-        batches = Batches(trainer.train_dataloader, trainer.num_training_batches)
-        if schedule is None:
-            set_peak_lr(trainer, lr)  # the optimizer's groups and the user's schedulers, restored afterwards
-        factor = lr / peaks[0][0]
-        losses: list[float] = []
-        try:
-            for step in range(length):
-                step_batches = batches.take(driver.accumulate)
-                if trainer.strategy.reduce_boolean_decision(step_batches is None, all=False):
-                    break
-                assert step_batches is not None
-                if schedule is not None:
-                    k = schedule.steps
-                    driver.set_lrs(
-                        [
-                            [schedule.lr_at(k[i] + step, i, j) * factor for j in range(len(row))]
-                            for i, row in enumerate(peaks)
-                        ]
-                    )
-                output = driver.step(step_batches, step)
-                if schedule is None:
-                    _step_schedulers(trainer, step)
-                if output is None:
-                    continue
-                losses.append(trainer.strategy.reduce(output, reduce_op="mean").tolist()[0])
-                if not math.isfinite(losses[-1]):
-                    return Trial(lr, math.inf, tuple(losses))
-        finally:
-            batches.close()
-        total = trainer.strategy.reduce(
-            evaluate(trainer, module, trainer.val_dataloaders, trainer.num_val_batches[0], self.monitor),
-            reduce_op="sum",
-        ).tolist()
-        value = total[0] / total[1] if total[1] else math.nan
-        return Trial(lr, value if math.isfinite(value) else math.inf, tuple(losses))
-
-    @staticmethod
-    def _warn_if_short(schedule: Any, length: int, peaks: list[list[float]]) -> None:
-        reached = schedule.lr_at(schedule.steps[0] + length - 1, 0, 0) / peaks[0][0]
-        if reached < 0.5:
-            warnings.warn(
-                f"LRFinder: the confirm trials ({length} steps) end at {reached:.0%} of the peak LR, inside the "
-                "schedule's warmup; they compare warmups, not peaks. Lengthen confirm_length past the warmup",
-                UserWarning,
-                stacklevel=2,
-            )
 
     def _report(self, trainer: Any, result: FinderResult, prefix: str) -> None:
         for index, (lr, loss, norm) in enumerate(zip(result.lrs, result.losses, result.grad_norms)):
@@ -480,21 +390,6 @@ def _exit_fit(trainer: Any) -> NoReturn:
 
 def _optimizer_peaks(trainer: Any) -> list[list[float]]:
     return [[_as_float(g.get("initial_lr", g["lr"])) for g in o.param_groups] for o in trainer.optimizers]
-
-
-def _step_schedulers(trainer: Any, step: int) -> None:
-    for config in trainer.lr_scheduler_configs:
-        if config.interval == "step" and not config.reduce_on_plateau and (step + 1) % config.frequency == 0:
-            config.scheduler.step()
-
-
-def _run_of(trainer: Any) -> Run:
-    total = trainer.estimated_stepping_batches
-    batches = trainer.num_training_batches
-    per_epoch = None
-    if batches is not None and not math.isinf(batches) and batches > 0:
-        per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
-    return Run(total_steps=None if math.isinf(total) else int(total), steps_per_epoch=per_epoch)
 
 
 def _progress_enabled(trainer: Any) -> bool:

@@ -24,10 +24,10 @@ class FinderModel(TinyModel):
     """TinyModel plus BatchNorm (buffers), Dropout (RNG), ``self.log`` with ``on_step=True``, and a record
     of every ``training_step`` call: ``(lr of group 0, loss)``."""
 
-    def __init__(self, *args: Any, raise_at_call: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, raise_at_call: int | None = None, dropout: float = 0.1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.norm = torch.nn.BatchNorm1d(8)
-        self.drop = torch.nn.Dropout(0.1)
+        self.drop = torch.nn.Dropout(dropout)
         self.calls: list[tuple[float, float]] = []
         self.raise_at_call = raise_at_call
 
