@@ -11,6 +11,8 @@ The modules here are defined once per namespace, at module level, so LightningCL
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch
@@ -195,3 +197,42 @@ def test_finder_sets_the_schedule_peak_in_each_namespace_and_not_again_on_resume
     assert len(rest.seen_lrs) == 4  # no sweep on resume: the four steps left
     assert again.result == finder.result
     assert resumed.peak_lrs == schedule.peak_lrs
+
+
+class RecordPerRank(lightning.pytorch.Callback):
+    """Writes, per rank, what the callbacks decided and the LR of every optimizer step of training."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.lrs: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: torch.optim.Optimizer) -> None:
+        self.lrs.append(float(optimizer.param_groups[0]["lr"]))
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        finder = next(c for c in trainer.callbacks if isinstance(c, LRFinder))
+        schedule = next(c for c in trainer.callbacks if isinstance(c, LRSchedule))
+        record = {
+            "world_size": trainer.world_size,
+            "suggestion": finder.result.suggestion,
+            "sweep_lrs": list(finder.result.lrs),
+            "peaks": schedule.peak_lrs,
+            "lrs": self.lrs,
+        }
+        (Path(self.directory) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_finder_and_schedule_under_ddp_in_the_lightning_namespace(tmp_path) -> None:
+    """Two CPU processes (gloo) of a ``lightning.pytorch`` Trainer take the same decisions and LRs."""
+    callbacks = [LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10), LRSchedule("cosine"), RecordPerRank(str(tmp_path))]
+    trainer = trainer_in(
+        "lightning.pytorch", tmp_path, devices=2, strategy="ddp_spawn", max_steps=6, callbacks=callbacks
+    )
+    trainer.fit(LTiny(), datamodule=LData())
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["suggestion"] is not None and ranks[0]["suggestion"] == ranks[1]["suggestion"]
+    assert ranks[0]["sweep_lrs"] == ranks[1]["sweep_lrs"] and len(ranks[0]["sweep_lrs"]) == 10
+    assert ranks[0]["peaks"] == ranks[1]["peaks"] and ranks[0]["peaks"][0][0] == ranks[0]["suggestion"]
+    assert ranks[0]["lrs"][-6:] == ranks[1]["lrs"][-6:]
+    assert ranks[0]["lrs"][-6] == pytest.approx(ranks[0]["suggestion"])  # cosine at step 0: the peak
