@@ -8,6 +8,7 @@ TensorBoard as ``lr_schedule/plan`` at fit start, and prints the same table of k
     python -m lr_callbacks plot wsd --steps 20000 --warmup "500 steps" --decay 20% --peak-lr 3e-4
     python -m lr_callbacks plot step --epochs 30 --steps-per-epoch 390 --every "10 epochs" --gamma 0.1
     python -m lr_callbacks plot --transformers cosine --num-warmup-steps 100 --steps 1000
+    python -m lr_callbacks plot --config config.yaml --peak-lr 3e-4   # the LRSchedule of a LightningCLI config
     python -m lr_callbacks plot cosine --help        # the preset's own arguments and their defaults
     python -m lr_callbacks presets                   # every preset and its arguments
 
@@ -123,7 +124,8 @@ def _schedule_options(parser: argparse.ArgumentParser, schedule: str | None, tra
 def _plot_parser(schedule: str | None = None, transformers: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{_PROG} plot",
-        usage=f"{_PROG} plot SCHEDULE [options]  |  {_PROG} plot --transformers NAME [options]",
+        usage=f"{_PROG} plot SCHEDULE [options]\n       {_PROG} plot --transformers NAME [options]\n"
+        f"       {_PROG} plot --config YAML [options]",
         description="Draw a schedule before training, as LRSchedule's lr_schedule/plan image, and print "
         "the LR at its key steps.",
         epilog=f"presets: {', '.join(PRESETS)}. transformers names: {', '.join(TRANSFORMERS_ARGUMENTS)}. "
@@ -131,6 +133,12 @@ def _plot_parser(schedule: str | None = None, transformers: str | None = None) -
     )
     parser.add_argument("schedule", nargs="?", help="a preset name (see `presets`)")
     parser.add_argument("--transformers", metavar="NAME", help="a transformers scheduler name, instead of a preset")
+    parser.add_argument(
+        "--config",
+        metavar="YAML",
+        help="a LightningCLI config: plot the LRSchedule in its trainer.callbacks, as LightningCLI builds it; "
+        "the run's length defaults to its trainer.max_steps (or max_epochs × --steps-per-epoch)",
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps in the run (trainer.estimated_stepping_batches)")
     parser.add_argument("--epochs", type=float, help="epochs in the run, with --steps-per-epoch, instead of --steps")
     parser.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (for durations in epochs)")
@@ -149,8 +157,10 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
         UsageError: for no schedule or both forms, an unknown name, or an argument the schedule rejects.
     """
     kwargs = {k[len("arg_") :]: v for k, v in vars(args).items() if k.startswith("arg_") and v is not None}
-    if (args.schedule is None) == (args.transformers is None):
-        raise UsageError("name one schedule: a preset (e.g. `plot cosine`) or `--transformers NAME`, not both")
+    if [args.schedule, args.transformers, args.config].count(None) != 2:
+        raise UsageError(
+            "name one schedule: a preset (e.g. `plot cosine`), `--transformers NAME` or `--config YAML`, not several"
+        )
     try:
         if args.transformers is not None:
             if args.transformers not in TRANSFORMERS_ARGUMENTS:
@@ -165,13 +175,21 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
         raise UsageError(str(error)) from None
 
 
-def build_run(args: argparse.Namespace) -> Run:
+def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -> Run:
     """The run's length from ``--steps``, or ``--epochs`` × ``--steps-per-epoch``.
+
+    With a config's ``trainer`` section and neither option given, its ``max_steps`` (if > 0), else its
+    ``max_epochs`` × ``--steps-per-epoch``.
 
     Raises:
         UsageError: when the length is missing, given twice, or not positive.
     """
     per_epoch = args.steps_per_epoch
+    if trainer and args.steps is None and args.epochs is None:
+        if isinstance(trainer.get("max_steps"), int) and trainer["max_steps"] > 0:
+            args.steps = trainer["max_steps"]
+        elif trainer.get("max_epochs") is not None and per_epoch is not None:
+            args.epochs = float(trainer["max_epochs"])
     if per_epoch is not None and per_epoch < 1:
         raise UsageError(f"--steps-per-epoch must be >= 1, got {per_epoch}")
     if (args.steps is None) == (args.epochs is None):
@@ -188,16 +206,73 @@ def build_run(args: argparse.Namespace) -> Run:
 
 
 def plan_curves(
-    schedule: Schedule, run: Run, peaks: dict[str, float], points: int = 1000
+    schedules: dict[str, Schedule], run: Run, peaks: dict[str, float], points: int = 1000
 ) -> dict[str, tuple[list[int], list[float]]]:
     """Each group's planned LR at up to ``points`` steps, sampled as :meth:`LRSchedule.plan` samples them.
 
-    >>> plan_curves(Linear(), Run(total_steps=4), {"group0": 2.0})
+    >>> plan_curves({"group0": Linear()}, Run(total_steps=4), {"group0": 2.0})
     {'group0': ([0, 1, 2, 3], [2.0, 1.5, 1.0, 0.5])}
     """
     steps = sample_steps(max(run.total_steps or 1, 1), points)
-    multipliers = [evaluate(schedule, k, run) for k in steps]
-    return {name: (steps, [peak * m for m in multipliers]) for name, peak in peaks.items()}
+    return {name: (steps, [peak * evaluate(schedules[name], k, run) for k in steps]) for name, peak in peaks.items()}
+
+
+def load_config(path: str) -> tuple[Any, dict[str, Any]]:
+    """The ``LRSchedule`` in a LightningCLI config's ``trainer.callbacks``, built as LightningCLI builds it
+    (with jsonargparse), and the config's ``trainer`` section.
+
+    Raises:
+        UsageError: for a file that cannot be read, no or several LRSchedule callbacks, or a bad value.
+    """
+    import yaml
+
+    from lr_callbacks._schedule_callback import LRSchedule
+
+    try:
+        from jsonargparse import ArgumentParser
+    except ImportError:
+        raise UsageError("--config needs jsonargparse, as LightningCLI does: pip install 'lr_callbacks[cli]'") from None
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.safe_load(file) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise UsageError(f"--config: cannot read {path}: {error}") from None
+    trainer = config.get("trainer") or {} if isinstance(config, dict) else {}
+    callbacks = trainer.get("callbacks") or []
+    callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
+    paths = [str(c.get("class_path")) if isinstance(c, dict) else str(c) for c in callbacks]
+    found = [c for c, p in zip(callbacks, paths) if p.rsplit(".", 1)[-1] == "LRSchedule"]
+    if len(found) != 1:
+        raise UsageError(
+            f"--config: {path} must have one LRSchedule in trainer.callbacks, it has {len(found)} "
+            f"(callbacks: {', '.join(paths) or 'none'})"
+        )
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--callback", type=LRSchedule)
+    try:
+        namespace = parser.parse_object({"callback": found[0]})
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+        return instantiate(namespace).callback, trainer
+    except Exception as error:  # jsonargparse wraps the constructor's error; show its message
+        raise UsageError(f"--config: the LRSchedule in {path} cannot be built: {error}") from None
+
+
+def group_schedules(callback: Any, peaks: dict[str, float]) -> tuple[dict[str, Schedule], dict[str, float]]:
+    """Each group's schedule and peak under a configured LRSchedule: its ``group_schedules`` and ``peak_lrs``.
+
+    Raises:
+        UsageError: when the config names a group that ``--peak-lr`` does not.
+    """
+    named = dict(callback._group_schedules)  # the configuration, as LRSchedule resolves it at fit start
+    overrides = dict(callback._peak_overrides)
+    unknown = sorted((set(named) | set(overrides)) - set(peaks))
+    if unknown:
+        raise UsageError(
+            f"the config gives the groups {', '.join(map(repr, unknown))} their own schedule or peak; name every "
+            f"group with its configured LR: --peak-lr NAME=LR (e.g. --peak-lr {unknown[0]}=0.001)"
+        )
+    schedules = {name: named.get(name, callback.schedule) for name in peaks}
+    return schedules, {name: overrides.get(name, peak) for name, peak in peaks.items()}
 
 
 def _plot(argv: list[str]) -> int:
@@ -205,7 +280,9 @@ def _plot(argv: list[str]) -> int:
     name = argv[0] if argv and not argv[0].startswith("-") else None
     probe = argparse.ArgumentParser(add_help=False)
     probe.add_argument("--transformers")
-    transformers = probe.parse_known_args(argv)[0].transformers
+    probe.add_argument("--config")
+    known = probe.parse_known_args(argv)[0]
+    transformers = known.transformers
     parser = _plot_parser(name, transformers)
     args, unknown = parser.parse_known_args(argv)
     if args.schedule != name:  # a stray value, e.g. of an unknown option
@@ -215,29 +292,49 @@ def _plot(argv: list[str]) -> int:
         what = f"the {name!r} preset" if name else f"transformers' {transformers!r}"
         parser.error(
             f"unrecognized arguments: {' '.join(unknown)}"
-            + (f"; {what} takes: {', '.join(takes)}" if takes else "; name the schedule first: plot SCHEDULE ...")
+            + (
+                f"; {what} takes: {', '.join(takes)}"
+                if takes
+                else "; with --config the schedule's arguments come from the file"
+                if known.config
+                else "; name the schedule first: plot SCHEDULE ..."
+            )
         )
     try:
         peaks = parse_peak_lrs(args.peak_lr)
-        run = build_run(args)
-        schedule = build_schedule(args)
-        if isinstance(schedule, TransformersSchedule) and schedule.needs_reference_lr():
-            schedule = replace(schedule, reference_lr=next(iter(peaks.values())))
-        schedule.check(run.total_steps, run)
+        trainer: dict[str, Any] = {}
+        if args.config is not None and args.schedule is None and args.transformers is None:
+            callback, trainer = load_config(args.config)
+            schedules, peaks = group_schedules(callback, peaks)
+        else:
+            schedule = build_schedule(args)
+            schedules = dict.fromkeys(peaks, schedule)
+        run = build_run(args, trainer)
+        reference = next(iter(peaks.values()))  # LRSchedule divides absolute floors by the optimizer's lr
+        for name, schedule in schedules.items():
+            if isinstance(schedule, TransformersSchedule) and schedule.needs_reference_lr():
+                schedules[name] = replace(schedule, reference_lr=reference)
+        for schedule in {id(s): s for s in schedules.values()}.values():
+            schedule.check(run.total_steps, run)
     except UsageError as error:
         parser.error(str(error))
     except (ValueError, TypeError) as error:
         parser.error(f"the schedule does not fit this run: {error}")
     length = f"{run.total_steps} optimizer steps"
-    print(
-        f"{schedule.describe()}\nRun: {length}" + (f", {run.steps_per_epoch} per epoch" if run.steps_per_epoch else "")
-    )
-    print()
-    print(plan_table(schedule, run, peaks))
+    by_schedule: dict[int, tuple[Schedule, dict[str, float]]] = {}
+    for name, peak in peaks.items():
+        by_schedule.setdefault(id(schedules[name]), (schedules[name], {}))[1][name] = peak
+    run_line = f"Run: {length}" + (f", {run.steps_per_epoch} per epoch" if run.steps_per_epoch else "")
+    if len(by_schedule) == 1:
+        ((schedule, _),) = by_schedule.values()
+        print(f"{schedule.describe()}\n{run_line}\n\n{plan_table(schedule, run, peaks)}")
+    else:  # as LRSchedule's lr_schedule/summary: one table per schedule
+        tables = [f"**{s.describe()}**\n\n{plan_table(s, run, p)}" for s, p in by_schedule.values()]
+        print(f"{run_line}\n\n" + "\n\n".join(tables))
     if args.output:
         from PIL import Image
 
-        image = plan_image(plan_curves(schedule, run, peaks), f"LR plan ({length})")
+        image = plan_image(plan_curves(schedules, run, peaks), f"LR plan ({length})")
         Image.fromarray(image).save(args.output, format="PNG")
         print(f"\nwrote {args.output}")
     return 0

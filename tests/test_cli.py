@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -198,3 +199,98 @@ def test_errors_name_the_problem_and_exit_with_status_2(capsys, argv, message) -
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+CONFIG = """\
+trainer:
+  max_steps: 12
+  accelerator: cpu
+  enable_checkpointing: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: pytorch_lightning.loggers.TensorBoardLogger
+    init_args: {save_dir: LOGS, name: tb}
+  callbacks:
+    - class_path: pytorch_lightning.callbacks.LearningRateMonitor
+    - class_path: lr_callbacks.LRSchedule
+      init_args:
+        schedule: wsd
+        preset_args: {warmup: 2 steps, decay: 25%}
+        group_schedules:
+          head: {class_path: lr_callbacks.Cosine, init_args: {end: 0.5}}
+        peak_lrs: {head: 0.05}
+"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pytorch_lightning.cli")
+def test_config_previews_what_lightning_cli_runs(tmp_path, capsys, monkeypatch) -> None:
+    """``plot --config`` draws, pixel for pixel, the plan a LightningCLI run of that config logs."""
+    from pytorch_lightning.cli import LightningCLI
+
+    from tests.test_namespaces import PLData, PLTiny
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.replace("LOGS", str(tmp_path / "logs")))
+    monkeypatch.setattr(sys, "argv", ["lightning-cli"])
+    LightningCLI(PLTiny, PLData, args=["fit", "--config", str(config)], save_config_callback=None)
+    logged = read_events(tmp_path / "logs").Images("lr_schedule/plan")[0].encoded_image_string
+    summary = read_text(tmp_path / "logs", "lr_schedule/summary")[0]
+    capsys.readouterr()
+
+    out = tmp_path / "plan.png"
+    printed = run_cli(
+        capsys, "plot", "--config", str(config), "--peak-lr", "body=0.1", "--peak-lr", "head=0.01", "-o", str(out)
+    )
+    assert np.array_equal(png(out), png(io.BytesIO(logged)))
+    assert printed.startswith("Run: 12 optimizer steps\n")  # trainer.max_steps
+    for block in printed.split("\n\n")[1:-1]:
+        assert block in summary  # both schedules' headings and tables
+    head_at_11 = 0.05 * (0.5 + 0.5 * 0.5 * (1 + math.cos(math.pi * 11 / 12)))  # Cosine(end=0.5), its own peak
+    assert "| step | head |" in printed and table(printed)[11][-1] == pytest.approx(head_at_11, rel=1e-3)
+
+
+def test_config_length_comes_from_the_options_or_the_trainer(tmp_path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("trainer:\n  max_epochs: 3\n  callbacks:\n    - class_path: lr_callbacks.LRSchedule\n")
+    by_epochs = run_cli(capsys, "plot", "--config", str(config), "--steps-per-epoch", "5")
+    assert "Run: 15 optimizer steps, 5 per epoch" in by_epochs and by_epochs.startswith("Cosine()")
+    assert "Run: 7 optimizer steps" in run_cli(capsys, "plot", "--config", str(config), "--steps", "7")
+
+
+@pytest.mark.parametrize(
+    ("config", "argv", "message"),
+    [
+        (
+            "trainer: {callbacks: [{class_path: pytorch_lightning.callbacks.LearningRateMonitor}]}",
+            [],
+            r"one LRSchedule in trainer.callbacks, it has 0 \(callbacks: pytorch_lightning.callbacks.LearningRate",
+        ),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {preset_args: {warmup: 20}}}]}",
+            ["--steps", "9"],
+            "cannot be built: .*`warmup` needs its unit",
+        ),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {peak_lrs: {head: 0.1}}}]}",
+            ["--steps", "9"],
+            "the groups 'head' their own schedule or peak; name every group",
+        ),
+        ("trainer: {callbacks: [{class_path: LRSchedule}]}", [], "give the run's length"),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule}]}",
+            ["--steps", "9", "--end", "0.1"],
+            "unrecognized arguments: --end 0.1; with --config the schedule's arguments come from the file",
+        ),
+        ("trainer: {callbacks: [{class_path: LRSchedule}]}", ["cosine", "--steps", "9"], "name one schedule"),
+        ("trainer: [unclosed", ["--steps", "9"], "--config: cannot read"),
+    ],
+)
+def test_config_errors(tmp_path, capsys, config, argv, message) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    argv = [*argv[:1], "--config", str(path), *argv[1:]] if argv[:1] == ["cosine"] else ["--config", str(path), *argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", *argv])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
