@@ -18,8 +18,9 @@ from typing import Any, NoReturn
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._compat import Callback
 from lr_callbacks._durations import Duration, parse_duration
-from lr_callbacks._finder_analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, MODES, diverged, suggest_lr, sweep_lrs
+from lr_callbacks._finder_analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks._finder_confirm import candidates, run_trials
+from lr_callbacks._finder_ramp import MODES, diverged, sweep_lrs
 from lr_callbacks._finder_result import FinderResult, Trial
 from lr_callbacks._finder_state import RngState, Snapshot, loader_generators
 from lr_callbacks._finder_sweep import Batches, Driver

@@ -5,7 +5,8 @@ What is saved, and how it comes back:
 - parameters, their gradients, and buffers (persistent or not, e.g. BatchNorm's running statistics): copied
   to the CPU; restored *in place* into the same tensor objects, so the optimizer, DDP's buckets and any user
   reference keep pointing at the live tensors;
-- each module's train/eval mode;
+- each module's train/eval mode, and the state of its torchmetrics ``Metric``s (the sweep runs
+  ``training_step``, which may update them);
 - each optimizer's state and param groups: the same tensor objects and group dicts are put back, their
   values copied in (a state created during the sweep, e.g. Adam's first moments, is removed again);
 - the LR schedulers (``state_dict``), the mixed-precision ``GradScaler`` (``state_dict``, and its
@@ -25,7 +26,7 @@ import copy
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -195,6 +196,20 @@ def _reset_scaler_step_state(scaler: Any) -> None:
         states.clear()
 
 
+def _metric_states(module: torch.nn.Module) -> list[tuple[Any, dict[str, Any]]]:
+    # torchmetrics ``Metric``s accumulate in ``update()``, which a sweep through ``training_step`` calls.
+    # Their state is public (``metric_state``), but the two counters kept beside it (``_update_count``,
+    # ``_computed``, which ``compute()`` reads) have no public setter. Duck-typed, so torchmetrics stays
+    # optional. Metric states are small (sums, counts), so they are deep-copied where they live.
+    saved = []
+    for submodule in module.modules():
+        if isinstance(getattr(type(submodule), "metric_state", None), property) and hasattr(submodule, "_computed"):
+            state = cast(dict[str, Any], submodule.metric_state)
+            names = [*state, "_update_count", "_computed"]
+            saved.append((submodule, {name: copy.deepcopy(getattr(submodule, name)) for name in names}))
+    return saved
+
+
 @dataclass
 class Snapshot:
     """Everything the sweep may change; :meth:`restore` puts it back exactly, and can be called repeatedly."""
@@ -207,6 +222,7 @@ class Snapshot:
     schedulers: list[tuple[Any, dict[str, Any]]]
     scaler: tuple[Any, dict[str, Any]] | None
     rng: RngState
+    metrics: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
 
     @classmethod
     def capture(cls, trainer: Any, module: torch.nn.Module, loaders: Any = None) -> Snapshot:
@@ -223,6 +239,7 @@ class Snapshot:
             schedulers=[(c.scheduler, copy.deepcopy(c.scheduler.state_dict())) for c in trainer.lr_scheduler_configs],
             scaler=(scaler, scaler.state_dict()) if scaler is not None and hasattr(scaler, "state_dict") else None,
             rng=RngState.capture(loader_generators(loaders)),
+            metrics=_metric_states(module),
         )
         _synchronize()
         return snapshot
@@ -249,5 +266,8 @@ class Snapshot:
             _reset_scaler_step_state(scaler)
             if state:
                 scaler.load_state_dict(state)
+        for metric, values in self.metrics:
+            for name, value in values.items():
+                setattr(metric, name, copy.deepcopy(value))
         self.rng.restore()
         _synchronize()

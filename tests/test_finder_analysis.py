@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lr_callbacks import FinderResult, Suggestion, Trial, suggest_lr
-from lr_callbacks._finder_analysis import FLAGS, METHODS, diverged, effective_window, smooth, sweep_lrs
+from lr_callbacks._finder_analysis import FLAGS, METHODS, effective_window, smooth
+from lr_callbacks._finder_ramp import diverged, sweep_lrs
 
 
 def curve(lrs, centre=1e-3, explode=0.3, noise=0.0, seed=0, scale=1.0, offset=0.0):

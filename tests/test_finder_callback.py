@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
 from lr_callbacks import LRFinder, LRSchedule
-from lr_callbacks._finder_analysis import sweep_lrs
+from lr_callbacks._finder_ramp import sweep_lrs
 from tests.helpers import loader, make_trainer, read_events, read_scalars, read_text, regression_data
 from tests.test_finder_helpers import BatchRecorder, Capture, FinderModel, sgd, shuffled
 

@@ -147,3 +147,24 @@ def test_on_resume_the_finder_does_not_run_again(tmp_path):
     assert len(model.calls) == 8  # epoch 1 only: no sweep
     assert again.results == first.results
     assert model.calls[0][0] == pytest.approx(first.result.suggestion, rel=1e-12)  # the LR came from the checkpoint
+
+
+def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):
+    import torchmetrics
+
+    class Metered(FinderModel):
+        def __init__(self):
+            super().__init__(optimizer=sgd())
+            self.mean_loss = torchmetrics.MeanMetric()
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.mean_loss.update(loss.detach())
+            return loss
+
+    model = Metered()
+    finder = LRFinder(num_steps=20, apply=False)
+    make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(model, shuffled())
+    assert len(model.calls) == len(finder.result.lrs) + 2
+    real = [loss for _, loss in model.calls[-2:]]
+    assert float(model.mean_loss.compute()) == pytest.approx(sum(real) / 2, rel=1e-6)
