@@ -1,0 +1,409 @@
+"""Benchmark 2: how good is each LR finder's suggestion, measured against a grid trained to the end.
+
+Protocol (``research/lr_finder_anchors.md`` §11.2, scaled to a 2-core CPU):
+
+1. **Ground truth.** For each sample model and optimizer, train a grid of peak LRs ``low × 2^(k/2)`` over at
+   least four decades, with several seeds, each for the full budget under the task's real schedule
+   (:func:`benchmarks.models.train`). The best LR is the grid point of lowest mean validation loss ``L*``;
+   ``LR*`` refines it with a quadratic fit of mean loss against log10(LR) over the five points around it.
+2. **Candidates.** Every finder (:mod:`benchmarks.finders`) sweeps a fresh model of seed ``s`` on the data
+   order of seed ``s``; its suggestion is then trained *the same way* as the grid, with seed ``s``.
+3. **Metrics**, per finder over every (model, optimizer, seed):
+
+   - normalized regret ``(L(suggestion) − L*) / (L(default) − L*)``, where the default is the optimizer's own
+     default LR in torch (1e-3 for SGD and AdamW): 0 is the grid's best, 1 is no better than not tuning;
+   - log-LR error ``log10(suggestion / LR*)`` (its sign tells over- from under-shooting);
+   - diverged: training at the suggestion diverged (see :func:`benchmarks.models.train`);
+   - failed: the finder gave no suggestion (the run then keeps the default LR: regret 1);
+   - cost: optimizer steps the finder spent, as a fraction of the training budget;
+   - repeatability: the standard deviation of log10(suggestion) over seeds, per model and optimizer.
+
+Training runs are cached by (task fingerprint, optimizer, LR, seed) in ``cache/runs.json`` under the output
+directory, so a rerun only trains what changed; delete the file for a cold run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import Context, fmt, grid_lrs, log, markdown_table, median, quiet, stamp, write_json
+from benchmarks.finders import FINDERS, Suggestion, run_finder
+from benchmarks.models import Task, make_task, train
+
+__all__ = ["RunCache", "Scale", "best_lr", "regret", "run"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much to run."""
+
+    tasks: dict[str, int]  # task name -> training budget (steps)
+    seeds: int  # ground-truth seeds per grid LR
+    finder_seeds: int
+    grid_step: float  # grid spacing in powers of two (0.5: half-octaves)
+    finders: tuple[str, ...] = FINDERS
+    confirm: bool = True
+
+
+FULL = Scale(
+    tasks={"digits-mlp": 300, "digits-cnn": 300, "charlm": 200, "minilm": 60}, seeds=3, finder_seeds=3, grid_step=0.5
+)
+QUICK = Scale(tasks={"digits-mlp": 40}, seeds=1, finder_seeds=1, grid_step=2.0, confirm=False)
+
+
+class RunCache:
+    """Training results on disk, keyed by task fingerprint, optimizer, LR and seed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.data: dict[str, dict[str, Any]] = {}
+        if os.path.exists(path):
+            with open(path) as handle:
+                self.data = json.load(handle)
+        self.trained = 0
+
+    @staticmethod
+    def key(task: Task, optimizer: str, lr: float, seed: int) -> str:
+        return f"{task.name}|{task.fingerprint()}|{optimizer}|{lr:.6e}|{seed}"
+
+    def get(self, task: Task, optimizer: str, lr: float, seed: int) -> dict[str, Any]:
+        key = self.key(task, optimizer, lr, seed)
+        if key not in self.data:
+            result, _ = train(task, optimizer, lr, seed)
+            self.data[key] = {
+                "loss": result.loss,
+                "accuracy": result.accuracy,
+                "diverged": result.diverged,
+                **result.extra,
+            }
+            self.trained += 1
+            if self.trained % 10 == 0:
+                self.save()
+        return self.data[key]
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(self.data, handle, indent=0, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def best_lr(lrs: Sequence[float], losses: Sequence[float]) -> tuple[int, float]:
+    """The grid index of the lowest loss, and ``LR*``: the vertex of a quadratic in log10(LR) fitted to the five
+    points around it (the grid point itself when it lies on the grid's edge or the fit is not convex).
+
+    >>> lrs = [10.0 ** (k / 2) for k in range(-6, 1)]
+    >>> losses = [(math.log10(lr) + 1.5) ** 2 for lr in lrs]
+    >>> index, lr = best_lr(lrs, losses)
+    >>> index, round(math.log10(lr), 6)
+    (3, -1.5)
+    """
+    finite = [v if math.isfinite(v) else math.inf for v in losses]
+    index = int(np.argmin(finite))
+    lo, hi = index - 2, index + 3
+    if lo < 0 or hi > len(lrs) or not all(math.isfinite(v) for v in finite[lo:hi]):
+        return index, lrs[index]
+    x = np.log10(np.asarray(lrs[lo:hi]))
+    a, b, _ = np.polyfit(x, np.asarray(finite[lo:hi]), 2)
+    if a <= 0:
+        return index, lrs[index]
+    vertex = float(np.clip(-b / (2 * a), x[0], x[-1]))
+    return index, 10.0**vertex
+
+
+def regret(loss: float, best: float, default: float) -> float:
+    """``(loss − best) / (default − best)``: 0 at the grid's best, 1 at the default LR.
+
+    >>> regret(0.25, best=0.0, default=1.0), regret(1.5, best=0.5, default=1.0)
+    (0.25, 2.0)
+    """
+    span = default - best
+    if span <= 0:
+        return math.nan
+    return (loss - best) / span
+
+
+def _ground_truth(cache: RunCache, task: Task, optimizer: str, scale: Scale) -> dict[str, Any]:
+    low, high = task.grid[optimizer]
+    lrs = grid_lrs(low, high) if scale.grid_step == 0.5 else _coarse(low, high, scale.grid_step)
+    runs = [[cache.get(task, optimizer, lr, s) for s in range(scale.seeds)] for lr in lrs]
+    means = [statistics.mean(r["loss"] for r in per) for per in runs]
+    spreads = [statistics.stdev(r["loss"] for r in per) if len(per) > 1 else 0.0 for per in runs]
+    index, lr_star = best_lr(lrs, means)
+    default = [cache.get(task, optimizer, task.default_lr[optimizer], s) for s in range(scale.seeds)]
+    return {
+        "lrs": lrs,
+        "mean_loss": means,
+        "std_loss": spreads,
+        "diverged": [sum(r["diverged"] for r in per) for per in runs],
+        "runs": runs,
+        "best_index": index,
+        "best_lr": lrs[index],
+        "lr_star": lr_star,
+        "best_loss": means[index],
+        "best_std": spreads[index],
+        "default_lr": task.default_lr[optimizer],
+        "default_loss": statistics.mean(r["loss"] for r in default),
+        "default_runs": default,
+    }
+
+
+def _coarse(low: float, high: float, step: float) -> list[float]:
+    count = math.ceil(math.log2(high / low) / step - 1e-9) + 1
+    return [low * 2 ** (k * step) for k in range(count)]
+
+
+def _evaluate(
+    cache: RunCache, task: Task, optimizer: str, truth: dict[str, Any], suggestion: Suggestion, seed: int
+) -> dict[str, Any]:
+    failed = suggestion.lr is None
+    lr = truth["default_lr"] if failed else float(suggestion.lr)  # type: ignore[arg-type]
+    result = cache.get(task, optimizer, lr, seed)
+    return {
+        "finder": suggestion.finder,
+        "seed": seed,
+        "lr": None if failed else lr,
+        "failed": failed,
+        "note": suggestion.note,
+        "loss": result["loss"],
+        "accuracy": result["accuracy"],
+        "diverged": bool(result["diverged"]),
+        "regret": regret(result["loss"], truth["best_loss"], truth["default_loss"]),
+        "log_lr_error": None if failed else math.log10(lr / truth["lr_star"]),
+        "cost": suggestion.steps / task.steps,
+        "steps": suggestion.steps,
+        **{k: v for k, v in result.items() if k in ("forgetting", "test_accuracy")},
+    }
+
+
+def _finders(scale: Scale) -> list[str]:
+    names = list(scale.finders)
+    if scale.confirm and _has_confirm():
+        names.insert(1, "lr_callbacks.confirm")
+    return names
+
+
+def _has_confirm() -> bool:
+    import inspect
+
+    try:
+        from lr_callbacks import LRFinder
+    except ImportError:
+        return False
+    return "confirm" in inspect.signature(LRFinder).parameters
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Run the finder benchmark; write ``finder.md``/``.json`` and plots; return the summary part."""
+    scale = QUICK if ctx.quick else FULL
+    started = time.perf_counter()
+    cache = RunCache(ctx.path("cache", "runs.json"))
+    results: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        with ctx.scratch() as root, quiet():
+            for name, steps in scale.tasks.items():
+                task = make_task(name, steps)
+                for optimizer in task.optimizers:
+                    key = f"{name}/{optimizer}"
+                    log(f"finder: ground truth {key}")
+                    truth = _ground_truth(cache, task, optimizer, scale)
+                    entries = []
+                    for seed in range(scale.finder_seeds):
+                        for finder in _finders(scale):
+                            log(f"finder: {key} seed {seed} {finder}")
+                            for suggestion in run_finder(finder, task, optimizer, seed, os.path.join(root, finder)):
+                                entry = _evaluate(cache, task, optimizer, truth, suggestion, seed)
+                                entry["sweep"] = {"lrs": suggestion.lrs, "losses": suggestion.losses}
+                                entries.append(entry)
+                    results[key] = {"task": task.describe, "truth": truth, "suggestions": entries}
+                    rows += [{"task": key, **{k: v for k, v in e.items() if k != "sweep"}} for e in entries]
+    finally:
+        cache.save()
+    table = _aggregate(rows, results)
+    seconds = time.perf_counter() - started
+    write_json(ctx.path("finder.json"), {"scale": asdict(scale), "table": table, "tasks": results})
+    _report(ctx, scale, results, table, seconds)
+    return {
+        method: {"median_regret": t["median_regret"], "worst_regret": t["worst_regret"], "diverged": t["diverged"]}
+        for method, t in table.items()
+    }
+
+
+def _aggregate(rows: Sequence[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for method in dict.fromkeys(r["finder"] for r in rows):
+        mine = [r for r in rows if r["finder"] == method]
+        regrets = [r["regret"] for r in mine if r["regret"] is not None and math.isfinite(r["regret"])]
+        errors = [r["log_lr_error"] for r in mine if r["log_lr_error"] is not None]
+        spread = []
+        for key in results:
+            logs = [math.log10(r["lr"]) for r in mine if r["task"] == key and r["lr"]]
+            if len(logs) > 1:
+                spread.append(statistics.stdev(logs))
+        success = [
+            r["loss"]
+            <= results[r["task"]]["truth"]["best_loss"]
+            + max(2 * results[r["task"]]["truth"]["best_std"], 0.01 * results[r["task"]]["truth"]["best_loss"])
+            for r in mine
+        ]
+        table[method] = {
+            "median_regret": median(regrets),
+            "worst_regret": max(regrets) if regrets else math.nan,
+            "diverged": sum(r["diverged"] for r in mine),
+            "failed": sum(r["failed"] for r in mine),
+            "runs": len(mine),
+            "success": sum(success),
+            "median_log_lr_error": median(errors),
+            "median_abs_log_lr_error": median([abs(e) for e in errors]),
+            "repeatability_std_log10": median(spread) if spread else math.nan,
+            "median_cost": median([r["cost"] for r in mine]),
+        }
+    return table
+
+
+def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str, Any], seconds: float) -> None:
+    from lr_callbacks._plot import Line, Marker, save_png
+
+    header = [
+        "finder",
+        "median regret",
+        "worst regret",
+        "within noise of best",
+        "diverged",
+        "no suggestion",
+        "median log10(LR/LR*)",
+        "median abs log-LR error",
+        "seed spread (std log10 LR)",
+        "cost (× budget)",
+    ]
+    order = sorted(table, key=lambda m: (table[m]["median_regret"], table[m]["worst_regret"]))
+    rows = [
+        [
+            m,
+            fmt(table[m]["median_regret"]),
+            fmt(table[m]["worst_regret"]),
+            f"{table[m]['success']}/{table[m]['runs']}",
+            table[m]["diverged"],
+            table[m]["failed"],
+            fmt(table[m]["median_log_lr_error"]),
+            fmt(table[m]["median_abs_log_lr_error"]),
+            fmt(table[m]["repeatability_std_log10"]),
+            fmt(table[m]["median_cost"]),
+        ]
+        for m in order
+    ]
+    colors = [
+        "tab:red",
+        "tab:blue",
+        "tab:green",
+        "tab:orange",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:olive",
+        "tab:cyan",
+    ]
+    per_task = []
+    for key, r in results.items():
+        truth = r["truth"]
+        file = f"finder_{key.replace('/', '_')}.png"
+        methods = list(dict.fromkeys(s["finder"] for s in r["suggestions"]))
+        markers = []
+        for i, m in enumerate(methods):
+            lrs = [s["lr"] for s in r["suggestions"] if s["finder"] == m and s["lr"]]
+            if lrs:
+                markers.append(Marker(float(np.exp(np.mean(np.log(lrs)))), m, color=colors[i % len(colors)]))
+        lines = [Line(truth["lrs"], truth["mean_loss"], "grid: mean final val loss", "k.-")]
+        for s in range(len(truth["runs"][0])):
+            lines.append(Line(truth["lrs"], [per[s]["loss"] for per in truth["runs"]], "", ":"))
+        save_png(
+            ctx.path(file),
+            lines,
+            title=f"{key}: final validation loss vs peak LR (grid) and suggestions (geometric mean over seeds)",
+            xlabel="peak LR",
+            ylabel="final validation loss",
+            logx=True,
+            markers=markers,
+        )
+        task_rows = []
+        for m in methods:
+            mine = [s for s in r["suggestions"] if s["finder"] == m]
+            task_rows.append(
+                [
+                    m,
+                    ", ".join(fmt(s["lr"]) for s in mine),
+                    ", ".join(fmt(s["loss"]) for s in mine),
+                    fmt(median([s["regret"] for s in mine if s["regret"] is not None])),
+                    sum(s["diverged"] for s in mine),
+                ]
+            )
+        per_task.append(
+            f"### {key}\n\n{r['task']}. Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
+            f"{fmt(truth['lrs'][-1])}, {len(truth['runs'][0])} seeds. Best grid LR {fmt(truth['best_lr'])} "
+            f"(LR* = {fmt(truth['lr_star'])}), loss {fmt(truth['best_loss'])} ± {fmt(truth['best_std'])}; "
+            f"default LR {fmt(truth['default_lr'])}: loss {fmt(truth['default_loss'])}.\n\n"
+            + markdown_table(
+                ["finder", "suggestions (per seed)", "final val loss", "median regret", "diverged"], task_rows
+            )
+            + f"\n\n![{key}]({file})\n"
+        )
+    profile = []
+    taus = [10 ** (k / 10) for k in range(-30, 11)]
+    for m in order:
+        regrets = [
+            s["regret"]
+            for r in results.values()
+            for s in r["suggestions"]
+            if s["finder"] == m and s["regret"] is not None
+        ]
+        if regrets:
+            profile.append(Line(taus, [sum(v <= t for v in regrets) / len(regrets) for t in taus], m, "-"))
+    save_png(
+        ctx.path("finder_profile.png"),
+        profile,
+        title="Performance profile: fraction of runs with normalized regret ≤ τ",
+        xlabel="τ (normalized regret)",
+        ylabel="fraction of runs",
+        logx=True,
+    )
+    tasks = ", ".join(f"{k} ({v} steps)" for k, v in scale.tasks.items())
+    text = f"""# LR finder quality
+
+{stamp(ctx, seconds)}
+
+Tasks: {tasks}. Ground truth: a grid of peak LRs spaced by 2^{scale.grid_step} over ≥ 4 decades, {scale.seeds}
+seed(s) each, trained for the full budget under each task's real schedule. Every finder then runs on
+{scale.finder_seeds} seed(s) (model initialisation and data order), and its suggestion is trained the same way
+as the grid, with the same seed. Normalized regret = (loss at the suggestion − best grid loss) / (loss at
+torch's default LR 1e-3 − best grid loss): 0 is the grid's best, 1 is no better than not tuning; lower is
+better. "Within noise of best": final loss ≤ best + max(2σ of the best grid point's seeds, 1%). LR* is the
+best grid LR refined by a quadratic fit in log10(LR). A finder that gives no suggestion leaves the default LR.
+
+Finders: `lr_callbacks` (our default method; `lr_callbacks.<method>` re-analyses the same sweep with
+`suggest_lr`; `lr_callbacks.confirm` adds the confirm trials), Lightning `Tuner.lr_find` (defaults),
+torch-lr-finder (README's "fastai approach": 1e-7 → 100 in 100 steps, steepest gradient), fastai's
+`lr_find` + `valley` (reimplemented from fastai's source, see `benchmarks/finders.py`).
+
+## Summary over every model, optimizer and seed
+
+{markdown_table(header, rows)}
+
+![performance profile](finder_profile.png)
+
+## Per model and optimizer
+
+{chr(10).join(per_task)}
+"""
+    with open(ctx.path("finder.md"), "w") as handle:
+        handle.write(text)

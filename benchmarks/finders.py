@@ -1,0 +1,270 @@
+"""The LR finders the quality benchmark compares, each run the way its documentation says, at its defaults.
+
+Every finder sweeps a fresh model of the same seed, on the same seeded data order (:func:`train_loader`), and
+returns a :class:`Suggestion`. What each one is:
+
+- ``lr_callbacks`` (and ``lr_callbacks.<method>``): our :class:`~lr_callbacks.LRFinder`, through
+  :func:`~lr_callbacks.find_lr` inside a real ``Trainer`` that carries the task's :class:`~lr_callbacks.LRSchedule`;
+  the other methods re-analyse the same sweep with :func:`~lr_callbacks.suggest_lr`. ``lr_callbacks.confirm``
+  is the finder's confirm mode (short trials of the real schedule around the suggestion).
+- ``lightning``: Lightning's ``Tuner(trainer).lr_find(model)`` at its defaults (1e-8 to 1, 100 steps), then
+  ``.suggestion()``.
+- ``torch_lr_finder``: ``torch_lr_finder.LRFinder`` as its README's "fastai approach" says (optimizer LR 1e-7,
+  ``range_test(end_lr=100, num_iter=100)``), suggestion from ``plot(suggest_lr=True)`` (steepest gradient).
+- ``fastai_valley``: fastai's ``Learner.lr_find`` reimplemented from its source (fastai
+  ``nbs/14_callback.schedule.ipynb``: ``LRFinder``, ``lr_find``, ``valley``; ``AvgSmoothLoss`` in
+  ``fastai/learner.py``) because fastai is not installed: ``lr_i = 1e-7 · (10/1e-7)^(i/100)`` for i < 100, the
+  loss smoothed by a debiased EMA (β = 0.98), stop when the smoothed loss exceeds 4× its best, trim
+  ``[num_it//10 : -5]``, cut at the first NaN, then ``valley``: the longest strictly decreasing subsequence
+  (an O(n²) DP) and the point ``start + int(L/3) + int(L/6)`` of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmarks._common import no_stdout, quiet
+from benchmarks.models import Task, TaskModule, make_optimizer, train_loader
+
+__all__ = [
+    "FINDERS",
+    "OUR_METHODS",
+    "Suggestion",
+    "fastai_sweep",
+    "fastai_valley",
+    "lightning_finder",
+    "run_finder",
+    "torch_lr_finder",
+    "valley",
+]
+
+OUR_METHODS = ("default", "steepest", "min_div_10", "valley")
+FINDERS = ("lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley")
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A finder's answer: the LR (``None`` when it gave none), the steps its sweep cost, and the curve it saw."""
+
+    finder: str
+    lr: float | None
+    steps: int
+    lrs: tuple[float, ...] = ()
+    losses: tuple[float, ...] = ()
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def trainer(root: str, max_steps: int, callbacks: Sequence[Any] = (), **kwargs: Any) -> Any:
+    """A quiet CPU ``Trainer`` with no logger, checkpoints or validation unless asked."""
+    import pytorch_lightning as pl
+
+    options: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=root,
+        callbacks=list(callbacks),
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+# --- fastai (reimplemented) -------------------------------------------------------------------------------
+
+
+def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """fastai's ``valley`` rule, line for line: the longest valley's start plus int(L/3) + int(L/6)."""
+    n = len(losses)
+    if n == 0:
+        raise ValueError("valley needs at least one point")
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return float(lrs[max_start + int(sections) + int(sections / 2)])
+
+
+def fastai_sweep(
+    task: Task, optimizer: str, seed: int, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100
+) -> tuple[list[float], list[float]]:
+    """fastai's ``LRFinder`` sweep on a fresh model: the LRs and the *smoothed* losses it records."""
+    torch.manual_seed(seed)
+    model = task.build()
+    model.train()
+    groups = task.groups(model)
+    opt = make_optimizer(optimizer, [{k: v for k, v in g.items() if k != "lr"} for g in groups], start_lr)
+    loader = train_loader(task, seed)
+    lrs: list[float] = []
+    losses: list[float] = []
+    best, average, count, it = math.inf, 0.0, 0, 0
+    beta = 0.98
+    while it < num_it:
+        for x, y in loader:
+            lr = start_lr * (end_lr / start_lr) ** (it / num_it)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = task.loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            count += 1
+            average = beta * average + (1 - beta) * float(loss.detach())  # torch.lerp(loss, val, beta)
+            smooth = average / (1 - beta**count)
+            lrs.append(lr)
+            losses.append(smooth)
+            best = min(best, smooth)
+            if smooth > 4 * best or it >= num_it:  # NaN compares False, as in fastai
+                return lrs, losses
+    return lrs, losses
+
+
+def fastai_valley(task: Task, optimizer: str, seed: int, num_it: int = 100) -> Suggestion:
+    """fastai's ``lr_find()`` at its defaults, with its default ``valley`` suggestion."""
+    lrs, losses = fastai_sweep(task, optimizer, seed, num_it=num_it)
+    cut_lrs, cut_losses = lrs[num_it // 10 : -5], losses[num_it // 10 : -5]
+    nan = [i for i, v in enumerate(cut_losses) if math.isnan(v)]
+    if nan:
+        cut_lrs, cut_losses = cut_lrs[: nan[0]], cut_losses[: nan[0]]
+    if not cut_losses:
+        return Suggestion("fastai_valley", None, len(lrs), tuple(lrs), tuple(losses), "too few points after trimming")
+    return Suggestion("fastai_valley", valley(cut_lrs, cut_losses), len(lrs), tuple(lrs), tuple(losses))
+
+
+# --- torch-lr-finder --------------------------------------------------------------------------------------
+
+
+def torch_lr_finder(task: Task, optimizer: str, seed: int) -> Suggestion:
+    """torch-lr-finder's README "fastai approach": start at 1e-7, ``range_test(end_lr=100, num_iter=100)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from torch_lr_finder import LRFinder as TorchLRFinder
+
+    torch.manual_seed(seed)
+    model = task.build()
+    groups = task.groups(model)
+    opt = make_optimizer(optimizer, [{k: v for k, v in g.items() if k != "lr"} for g in groups], 1e-7)
+    finder = TorchLRFinder(model, opt, task.loss, device="cpu")
+    with no_stdout():
+        finder.range_test(train_loader(task, seed), end_lr=100, num_iter=100)
+    lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
+    try:
+        with no_stdout():
+            _, lr = finder.plot(ax=Figure().add_subplot(1, 1, 1), suggest_lr=True)
+        suggestion, note = float(lr), ""
+    except (RuntimeError, ValueError) as error:
+        suggestion, note = None, f"no suggestion: {error}"
+    finder.reset()
+    return Suggestion("torch_lr_finder", suggestion, len(lrs), tuple(lrs), tuple(losses), note)
+
+
+# --- Lightning --------------------------------------------------------------------------------------------
+
+
+def lightning_finder(task: Task, optimizer: str, seed: int, root: str) -> Suggestion:
+    """Lightning's ``Tuner.lr_find`` at its defaults, suggestion from ``.suggestion()``."""
+    from pytorch_lightning.tuner import Tuner
+
+    module = TaskModule(task, optimizer, task.default_lr[optimizer], seed=seed, log_loss=False)
+    with quiet():
+        tr = trainer(root, task.steps)
+        result = Tuner(tr).lr_find(module, train_dataloaders=train_loader(task, seed), update_attr=False)
+    if result is None:
+        return Suggestion("lightning", None, 0, note="lr_find returned None")
+    lrs, losses = list(result.results["lr"]), list(result.results["loss"])
+    with quiet():
+        suggestion = result.suggestion()
+    note = "" if suggestion is not None else "suggestion() returned None"
+    return Suggestion("lightning", suggestion, len(lrs), tuple(lrs), tuple(losses), note)
+
+
+# --- ours -------------------------------------------------------------------------------------------------
+
+
+def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False) -> list[Suggestion]:
+    """Our finder through ``find_lr`` in a Trainer carrying the task's schedule; one suggestion per method.
+
+    With ``confirm=True`` the sweep is followed by the finder's confirm mode (trials at ×0.5, ×1, ×2 the
+    suggestion, compared on the validation loss) and only its choice is returned; the trials' steps count in
+    the cost.
+    """
+    from torch.utils.data import DataLoader
+
+    from lr_callbacks import LRSchedule, find_lr, suggest_lr
+
+    module = TaskModule(task, optimizer, task.default_lr[optimizer], seed=seed, log_loss=False)
+    with quiet():
+        if confirm:
+            tr = trainer(
+                root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)], limit_val_batches=None
+            )
+            result = find_lr(
+                tr,
+                module,
+                train_dataloaders=train_loader(task, seed),
+                val_dataloaders=DataLoader(task.val_set, batch_size=256),
+                confirm=True,
+            )
+        else:
+            tr = trainer(root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)])
+            result = find_lr(tr, module, train_dataloaders=train_loader(task, seed))
+    lrs, losses = tuple(float(v) for v in result.lrs), tuple(float(v) for v in result.losses)
+    sweep = len(lrs)
+    note = ",".join(result.flags)
+    if confirm:
+        trials = sum(len(t.losses) for t in result.trials)
+        extra = {"trials": [(t.lr, t.val_loss) for t in result.trials], "suggestion": result.suggestion}
+        return [
+            Suggestion("lr_callbacks.confirm", _or_none(result.chosen_lr), sweep + trials, lrs, losses, note, extra)
+        ]
+    out = [Suggestion("lr_callbacks", _or_none(result.suggestion), sweep, lrs, losses, note)]
+    for method in OUR_METHODS[1:]:
+        answer = suggest_lr(lrs, losses, method=method)
+        out.append(
+            Suggestion(f"lr_callbacks.{method}", _or_none(answer.lr), sweep, lrs, losses, ",".join(answer.flags))
+        )
+    return out
+
+
+def _or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> list[Suggestion]:
+    """Run one finder by name (see :data:`FINDERS`, plus ``"lr_callbacks.confirm"``)."""
+    os.makedirs(root, exist_ok=True)
+    if name == "lr_callbacks":
+        return ours(task, optimizer, seed, root)
+    if name == "lr_callbacks.confirm":
+        return ours(task, optimizer, seed, root, confirm=True)
+    if name == "lightning":
+        return [lightning_finder(task, optimizer, seed, root)]
+    if name == "torch_lr_finder":
+        return [torch_lr_finder(task, optimizer, seed)]
+    if name == "fastai_valley":
+        return [fastai_valley(task, optimizer, seed)]
+    raise ValueError(f"finder must be one of {', '.join((*FINDERS, 'lr_callbacks.confirm'))}; got {name!r}")

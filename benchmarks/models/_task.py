@@ -1,0 +1,263 @@
+"""What every sample model shares: a :class:`Task`, its optimizers, a plain training loop and a Lightning module.
+
+A task is data (real, bundled with an installed package), a model factory, a loss, a training budget and the
+schedule the run really uses. Both sides of every benchmark train a task through the code here:
+
+- :func:`train` is a plain torch loop that follows ``lr × schedule(k)`` exactly; the finder benchmark trains
+  its LR grid *and* every finder's suggestion with it, so both are trained the same way;
+- :class:`TaskModule` is the same model, loss and optimizer as a ``LightningModule``, for the benchmarks that
+  need a real ``Trainer`` (overhead, the finders themselves, the watchdog).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lr_callbacks import Schedule
+
+__all__ = [
+    "OPTIMIZERS",
+    "Task",
+    "TaskModule",
+    "TrainResult",
+    "evaluate",
+    "make_optimizer",
+    "train",
+    "train_loader",
+]
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.Optimizer:
+    """The two optimizers of every benchmark: ``"sgd"`` (momentum 0.9) and ``"adamw"`` (weight decay 0.01).
+
+    ``params`` may be parameters or parameter groups (``{"params": ..., "name": ..., "lr": ...}``).
+    """
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A sample model with its data, budget and schedule.
+
+    Attributes:
+        name: e.g. ``"digits-mlp"``.
+        build: makes a fresh model (call it under a seeded RNG).
+        train_set, val_set: ``(input, target)`` datasets.
+        loss: ``loss(output, target) -> scalar``.
+        batch_size: training batch size.
+        steps: the training budget, in optimizer steps.
+        schedule: the LR multiplier the run follows (the "real schedule").
+        default_lr: the fixed reference LR of each optimizer (the regret's denominator).
+        grid: the ground-truth LR grid's ``(lowest, highest)`` for each optimizer.
+        optimizers: the optimizers benchmarked on this task.
+        param_groups: optional ``model -> groups`` (e.g. to freeze parts or name groups); default: all
+            parameters in one group.
+        chance_loss: the loss of a model that knows nothing (used for runs that diverge).
+        describe: one line of what the task is, for the reports.
+        metrics: optional extra metrics of a trained model (e.g. minilm's test accuracy and forgetting).
+        extra: anything else (``classes``: the number of classes).
+    """
+
+    name: str
+    build: Callable[[], torch.nn.Module]
+    train_set: Dataset[Any]
+    val_set: Dataset[Any]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batch_size: int
+    steps: int
+    schedule: Schedule
+    default_lr: Mapping[str, float]
+    grid: Mapping[str, tuple[float, float]]
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    param_groups: Callable[[torch.nn.Module], list[dict[str, Any]]] | None = None
+    chance_loss: float = math.nan
+    describe: str = ""
+    metrics: Callable[[torch.nn.Module], dict[str, float]] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that decides a training run's outcome (for caching results)."""
+        text = f"{self.describe}|{self.schedule.describe()}|{self.steps}|{self.batch_size}|{torch.__version__}"
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """The parameter groups the optimizer gets."""
+        if self.param_groups is not None:
+            return self.param_groups(model)
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def steps_per_epoch(self) -> int:
+        return max(len(self.train_set) // self.batch_size, 1)  # type: ignore[arg-type]
+
+
+def train_loader(task: Task, seed: int, batch_size: int | None = None) -> DataLoader[Any]:
+    """The training loader: shuffled with a generator seeded by ``seed``, last partial batch dropped."""
+    return DataLoader(
+        task.train_set,
+        batch_size=batch_size or task.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _val_loader(task: Task) -> DataLoader[Any]:
+    return DataLoader(task.val_set, batch_size=256)
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: torch.nn.Module) -> dict[str, float]:
+    """Validation loss and accuracy (the arg-max of the last dimension against the target)."""
+    was_training = model.training
+    model.eval()
+    total, correct, count = 0.0, 0.0, 0
+    for x, y in _val_loader(task):
+        out = model(x)
+        n = int(y.numel())
+        total += float(task.loss(out, y)) * n
+        correct += float((out.argmax(-1) == y).sum())
+        count += n
+    model.train(was_training)
+    return {"loss": total / count, "accuracy": correct / count}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of one training run: final validation loss and accuracy, and whether it diverged."""
+
+    loss: float
+    accuracy: float
+    diverged: bool
+    steps: int
+    train_losses: tuple[float, ...] = ()
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+
+def train(
+    task: Task,
+    optimizer: str,
+    lr: float,
+    seed: int,
+    *,
+    schedule: Schedule | None = None,
+    steps: int | None = None,
+    model: torch.nn.Module | None = None,
+) -> tuple[TrainResult, torch.nn.Module]:
+    """Train ``task`` from a fresh model (seed ``seed``) at peak LR ``lr`` under its schedule.
+
+    Step ``k`` uses ``lr × schedule(k)`` for every group, times the group's own ratio to the first group
+    (groups that set their own ``lr`` keep their ratio).
+
+    A run **diverged** when its loss turns non-finite (it stops there and is scored at the task's
+    ``chance_loss``: the model learned nothing usable), or when it ends no better than chance after its
+    training loss rose above twice its first value (it blew up, then stalled).
+
+    Args:
+        task: the sample model.
+        optimizer: ``"sgd"`` or ``"adamw"``.
+        lr: the peak LR of the first parameter group.
+        seed: the model's initialisation and the data order.
+        schedule: overrides the task's schedule.
+        steps: overrides the task's budget.
+        model: train this model instead of a fresh one.
+
+    Returns:
+        The result and the trained model.
+    """
+    schedule = schedule if schedule is not None else task.schedule
+    steps = steps if steps is not None else task.steps
+    torch.manual_seed(seed)
+    if model is None:
+        model = task.build()
+    model.train()
+    groups = task.groups(model)
+    reference = groups[0].get("lr", lr)
+    ratios = [g.get("lr", reference) / reference for g in groups]
+    opt = make_optimizer(optimizer, [{k: v for k, v in g.items() if k != "lr"} for g in groups], lr)
+    loader = train_loader(task, seed)
+    per_epoch = len(loader)
+    losses: list[float] = []
+    diverged = False
+    k = 0
+    while k < steps and not diverged:
+        for x, y in loader:
+            if k >= steps:
+                break
+            multiplier = schedule(k, steps, per_epoch)
+            for group, ratio in zip(opt.param_groups, ratios):
+                group["lr"] = lr * ratio * multiplier
+            loss = task.loss(model(x), y)
+            value = float(loss.detach())
+            losses.append(value)
+            if not math.isfinite(value):
+                diverged = True
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            k += 1
+    metrics = evaluate(task, model) if not diverged else {"loss": math.nan, "accuracy": math.nan}
+    if not math.isfinite(metrics["loss"]):
+        diverged = True
+        metrics = {"loss": task.chance_loss, "accuracy": 1.0 / task.extra.get("classes", 1)}
+    elif metrics["loss"] >= task.chance_loss and losses and max(losses) > 2 * losses[0]:
+        diverged = True
+    extra = task.metrics(model) if task.metrics is not None and not diverged else {}
+    return TrainResult(metrics["loss"], metrics["accuracy"], diverged, k, tuple(losses), extra), model
+
+
+class TaskModule(pl.LightningModule):
+    """A task's model, loss and optimizer as a ``LightningModule``.
+
+    Args:
+        task: the sample model.
+        optimizer: ``"sgd"`` or ``"adamw"``.
+        lr: the peak LR of the first group (``self.lr``, so Lightning's ``Tuner.lr_find`` can set it).
+        seed: the model's initialisation.
+        log_loss: log ``train_loss`` with ``self.log`` (Lightning's default cadence).
+    """
+
+    def __init__(self, task: Task, optimizer: str, lr: float, seed: int = 0, log_loss: bool = True) -> None:
+        super().__init__()
+        self.task = task
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.log_loss = log_loss
+        torch.manual_seed(seed)
+        self.model = task.build()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.task.loss(self.model(x), y)
+        if self.log_loss:
+            self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        out = self.model(x)
+        self.log("val_loss", self.task.loss(out, y), batch_size=int(y.shape[0]))
+        self.log("val_acc", (out.argmax(-1) == y).float().mean(), batch_size=int(y.shape[0]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = self.task.groups(self.model)
+        reference = groups[0].get("lr", self.lr)
+        scaled = [{**g, "lr": self.lr * g.get("lr", reference) / reference} for g in groups]
+        return make_optimizer(self.optimizer_name, scaled, self.lr)

@@ -1,0 +1,100 @@
+"""The sample models: real bundled data, deterministic selections and splits, and the forgetting metric."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+
+import pytest
+import torch
+
+from benchmarks.models import TaskModule, charlm, digits, evaluate, make_task, minilm
+from tests.helpers import make_trainer
+
+
+def test_digits_are_sklearns_images_split_80_20_the_same_way_every_time() -> None:
+    train, val = digits.digits_data()
+    assert len(train) == 1437 and len(val) == 360
+    x, y = train.tensors
+    assert x.shape == (1437, 64) and float(x.min()) >= 0.0 and float(x.max()) == 1.0
+    assert set(y.tolist()) == set(range(10))
+    digits.digits_data.cache_clear()
+    again, _ = digits.digits_data()
+    assert torch.equal(again.tensors[0], x)
+    for name in ("mlp", "cnn"):
+        assert digits.digits_task(name).build()(x[:5]).shape == (5, 10)
+    with pytest.raises(ValueError, match="model must be one of mlp, cnn; got 'rnn'"):
+        digits.digits_task("rnn")
+
+
+def test_charlm_reads_whole_stdlib_files_with_disjoint_train_and_validation_files() -> None:
+    files = charlm.corpus_files()
+    stdlib = sysconfig.get_paths()["stdlib"]
+    assert all(os.path.dirname(f) == stdlib and f.endswith(".py") for f in files)
+    assert files == charlm.corpus_files()  # a fixed order, whatever the directory listing
+    task = charlm.charlm_task(train_files=4, val_files=2)
+    x, y = task.train_set[0]
+    assert x.shape == y.shape == (64,) and torch.equal(x[1:], y[:-1])  # next-character targets
+    with open(files[0], encoding="utf-8", errors="replace") as handle:
+        assert torch.equal(task.train_set.tensors[0][0], charlm.encode(handle.read()[:64]))
+    assert task.build()(x[None]).shape == (1, 64, len(charlm.VOCAB) + 1)
+    assert charlm.encode("é\n").tolist() == [len(charlm.VOCAB), 0]
+    with pytest.raises(FileNotFoundError, match=r"no \*\.py files in the standard library directory"):
+        charlm.corpus_files(os.path.dirname(os.path.abspath(__file__)) + "/nowhere")
+
+
+def test_minilm_task_text_labels_and_splits() -> None:
+    texts = minilm.docstrings("json")
+    assert texts and all(len(t.split()) >= 4 and "\n" not in t for t in texts)
+    train, val, test, held_out = minilm._examples()
+    assert len(train) > 3 * len(val) // 2 and len(val) > 150 and len(test) > 150 and len(held_out) == 128
+    sets = [{t for t, _ in split} for split in (train, val, test)]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert {y for _, y in train} == set(range(len(minilm.PACKAGES)))
+    for text, label in train:
+        assert minilm.PACKAGES[label] not in text.lower()  # the label is masked out of its text
+    assert not {t for t in held_out} & (sets[0] | sets[1] | sets[2])
+    assert os.path.isfile(os.path.join(minilm.model_dir(), "model.safetensors"))
+
+
+def test_minilm_forgetting_is_zero_for_the_original_and_grows_with_the_change() -> None:
+    task = minilm.minilm_task(steps=2, limit=24)
+    model = task.build()
+    assert task.metrics is not None
+    start = task.metrics(model)
+    assert start["forgetting"] == pytest.approx(0.0, abs=1e-9) and 0.0 <= start["test_accuracy"] <= 1.0
+    layer = model.encoder.encoder.layer[0].attention.self.query
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        layer.weight.add_(0.02 * torch.randn(layer.weight.shape, generator=generator))
+        small = minilm.forgetting(model, limit=24)["forgetting"]
+        layer.weight.add_(0.5 * torch.randn(layer.weight.shape, generator=generator))
+        large = minilm.forgetting(model, limit=24)["forgetting"]
+    assert 0.0 < small < large
+    assert model.encoder.embeddings.word_embeddings.weight.requires_grad is False  # frozen, documented
+    names = [g["name"] for g in task.groups(model)]
+    assert names == ["encoder", "head"]
+
+
+def test_minilm_lora_trains_adapters_and_head_in_a_real_trainer(tmp_path) -> None:
+    task = minilm.minilm_task(steps=2, batch_size=4, lora=True, limit=24)
+    module = TaskModule(task, "adamw", 1e-3, seed=0, log_loss=False)
+    groups = task.groups(module.model)
+    assert [g["name"] for g in groups] == ["lora", "head"]
+    trainable = {id(p) for g in groups for p in g["params"]}
+    assert all(p.requires_grad == (id(p) in trainable) for p in module.model.parameters())
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    trainer = make_trainer(tmp_path, max_steps=2, logger=False)
+    trainer.fit(module, torch.utils.data.DataLoader(task.train_set, batch_size=4))
+    moved = {n for n, p in module.model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all("lora_" in n or n.startswith("head.") for n in moved)
+    assert evaluate(task, module.model)["loss"] > 0
+
+
+def test_every_task_builds_and_evaluates() -> None:
+    for name in ("digits-mlp", "digits-cnn", "charlm"):
+        task = make_task(name, steps=3)
+        torch.manual_seed(0)
+        metrics = evaluate(task, task.build())
+        assert abs(metrics["loss"] - task.chance_loss) < 1.0  # an untrained model is near chance
+        assert task.steps == 3 and task.fingerprint() != make_task(name).fingerprint()

@@ -1,0 +1,287 @@
+"""The benchmark's parts, one by one: the baselines' rules, the faults, the counters, the metrics and the tasks."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import math
+
+import pytest
+import torch
+
+import benchmarks._common
+import benchmarks.faults
+import benchmarks.finder_quality
+import benchmarks.overhead
+import benchmarks.spike_baselines
+from benchmarks._common import grid_lrs
+from benchmarks.faults import FaultyLoader, LRFault, fault
+from benchmarks.finder_quality import RunCache, best_lr, regret
+from benchmarks.finders import fastai_sweep, fastai_valley, valley
+from benchmarks.models import TASKS, Task, make_task, train, train_loader
+from benchmarks.overhead import HostReads, StepTimer
+from benchmarks.spike_baselines import HighLossError, KillLossSpike, LossSpikeError
+from lr_callbacks import LRSchedule, preset
+from tests.helpers import TinyModel, loader, make_trainer, regression_data
+
+
+@pytest.mark.parametrize(
+    "module",
+    [benchmarks._common, benchmarks.faults, benchmarks.finder_quality, benchmarks.overhead, benchmarks.spike_baselines],
+)
+def test_doctests(module) -> None:
+    failed, attempted = doctest.testmod(module, globs={"math": math, **vars(module)})
+    assert attempted > 0 and failed == 0
+
+
+# --- fastai's valley, reimplemented -----------------------------------------------------------------------
+
+
+def test_valley_picks_about_half_way_along_the_longest_decreasing_run() -> None:
+    # A strictly decreasing run of 31 points, then a rise: fastai's longest decreasing subsequence ends at
+    # index 30 with length 31, its start is estimated as 30 − 31 = −1 (one too early), and the pick is
+    # start + int(31/3) + int(31/6) = −1 + 10 + 5 = 14.
+    losses = [100.0 - i for i in range(31)] + [70.0 + i for i in range(1, 10)]
+    lrs = [float(i) for i in range(len(losses))]
+    assert valley(lrs, losses) == 14.0
+
+
+def test_valley_skips_noise_bumps_as_fastai_does() -> None:
+    # A bump inside the descent does not break a subsequence (it is not a contiguous run).
+    losses = [10.0, 9.0, 9.5, 8.0, 7.0, 7.5, 6.0, 5.0, 6.0, 7.0]
+    lrs = [float(i) for i in range(len(losses))]
+    # LDS ends at index 7 (10, 9, 8, 7, 6, 5: length 6); start 7 − 6 = 1; pick 1 + int(2) + int(1) = 4.
+    assert valley(lrs, losses) == 4.0
+    with pytest.raises(ValueError, match="valley needs at least one point"):
+        valley([], [])
+
+
+def _exploding_task() -> Task:
+    """Linear regression: plain SGD's loss grows without bound once the LR passes 2/λmax."""
+    data = regression_data(n=64)
+    return Task(
+        name="toy",
+        build=lambda: torch.nn.Linear(4, 1),
+        train_set=data,
+        val_set=data,
+        loss=torch.nn.functional.mse_loss,
+        batch_size=8,
+        steps=10,
+        schedule=preset("constant"),
+        default_lr={"sgd": 1e-3},
+        grid={"sgd": (1e-4, 1.0)},
+        optimizers=("sgd",),
+    )
+
+
+def test_fastai_sweep_follows_its_exponential_schedule_and_stops_at_four_times_the_best() -> None:
+    task = _exploding_task()
+    lrs, losses = fastai_sweep(task, "sgd", seed=0)
+    expected = [1e-7 * (10 / 1e-7) ** (i / 100) for i in range(len(lrs))]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert len(lrs) < 100
+    assert losses[-1] > 4 * min(losses) and all(v <= 4 * min(losses[: i + 1]) for i, v in enumerate(losses[:-1]))
+    # The first smoothed value is the first raw loss (the EMA is debiased).
+    torch.manual_seed(0)
+    model = task.build()
+    x, y = next(iter(train_loader(task, 0)))
+    assert losses[0] == pytest.approx(float(task.loss(model(x), y)), rel=1e-5)
+    # Digits: the lagging EMA never reaches 4× its best before the sweep ends.
+    assert len(fastai_sweep(make_task("digits-mlp", steps=20), "adamw", seed=0)[0]) == 100
+
+
+def test_fastai_valley_suggestion_lies_inside_its_sweep() -> None:
+    task = make_task("digits-mlp", steps=20)
+    suggestion = fastai_valley(task, "adamw", seed=0)
+    assert suggestion.finder == "fastai_valley" and suggestion.lr is not None
+    assert suggestion.lrs[10] <= suggestion.lr <= suggestion.lrs[-6]
+    assert fastai_valley(task, "adamw", seed=1).losses != suggestion.losses  # the seed sets model and data order
+
+
+# --- KillLossSpike ----------------------------------------------------------------------------------------
+
+
+def _feed(rule: KillLossSpike, losses: list[float], total: int = 1000, start: int = 1) -> int:
+    for i, loss in enumerate(losses):
+        if rule.observe(loss, current_step=start + i, total_steps=total):
+            return start + i
+    return -1
+
+
+def test_kill_loss_spike_fires_on_the_fifth_outlier_in_a_row() -> None:
+    rule = KillLossSpike()
+    _feed(rule, [1.0] * 100)
+    with pytest.raises(LossSpikeError, match=r"5 consecutive losses ≥ 2\.0× the running mean"):
+        _feed(rule, [3.0] * 5, start=101)
+
+
+def test_kill_loss_spike_patience_resets_and_nan_is_never_an_outlier() -> None:
+    rule = KillLossSpike(log_only=True)
+    assert _feed(rule, [1.0] * 100 + [3.0] * 4 + [1.0] + [3.0] * 4 + [math.nan] * 20) == -1
+    assert _feed(KillLossSpike(log_only=True, patience=2), [1.0] * 100 + [3.0] * 3) == 103
+
+
+def test_kill_loss_spike_window_grows_to_five_percent_of_the_run() -> None:
+    rule = KillLossSpike(log_only=True)
+    # 4,000 steps: the window becomes 200 when the first 100 are in, and detection waits for it to fill.
+    assert _feed(rule, [1.0] * 100 + [5.0] * 99, total=4000) == -1
+    assert rule.window_size == 200
+
+
+def test_kill_loss_spike_high_loss_rule_uses_the_cap_of_ten() -> None:
+    rule = KillLossSpike()
+    with pytest.raises(HighLossError, match="half of the last 100 losses above 10"):
+        _feed(rule, [20.0] * 300)
+    assert rule.loss_cap == 10.0  # the cap check first runs one step after the window fills, as in the original
+    calm = KillLossSpike(log_only=True)
+    assert _feed(calm, [9.0] * 300) == -1
+
+
+def test_kill_loss_spike_halts_a_real_trainer_at_the_expected_step(tmp_path) -> None:
+    model = TinyModel(loss_hook=lambda step, loss: loss * 100 if step >= 110 else loss.detach() * 0 + 1.0 + loss * 0)
+    trainer = make_trainer(tmp_path, max_steps=200, callbacks=[KillLossSpike()], logger=False)
+    with pytest.raises(LossSpikeError):
+        trainer.fit(model, loader(batch_size=1))
+    assert trainer.global_step == 115  # steps 110–114 are outliers; the fifth raises after its update
+
+
+# --- faults -----------------------------------------------------------------------------------------------
+
+
+def test_faulty_loader_corrupts_exactly_the_batches_of_the_fault_across_epochs() -> None:
+    data = loader(batch_size=8)  # 8 batches per epoch
+    x_clean = torch.cat([x for x, _ in data])
+    nan = FaultyLoader(data, fault("nan_batch", start=10), classes=10)
+    batches = [x for _ in range(2) for x, _ in nan]
+    assert [i for i, x in enumerate(batches) if torch.isnan(x).any()] == [10]
+    assert torch.isnan(batches[10][0]).all() and not torch.isnan(batches[10][1:]).any()
+    scaled = FaultyLoader(data, fault("inputs_x1e3", start=3), classes=10)
+    assert torch.equal(list(scaled)[3][0], x_clean[24:32] * 1e3)
+    assert len(scaled) == 8
+
+
+def test_label_noise_is_seeded_and_covers_its_window() -> None:
+    ys = torch.zeros(64, dtype=torch.long)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(64, 64), ys), batch_size=4)
+    first = [y for _, y in FaultyLoader(data, fault("label_noise_10", start=2, seed=3), classes=10)]
+    again = [y for _, y in FaultyLoader(data, fault("label_noise_10", start=2, seed=3), classes=10)]
+    other = [y for _, y in FaultyLoader(data, fault("label_noise_10", start=2, seed=4), classes=10)]
+    changed = [i for i, y in enumerate(first) if y.any()]
+    assert min(changed) >= 2 and max(changed) <= 11 and len(changed) >= 8
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_data_switch_lowers_the_contrast_from_its_start_on() -> None:
+    data = loader(torch.utils.data.TensorDataset(torch.ones(32, 64), torch.zeros(32)), batch_size=8)
+    batches = [x for x, _ in FaultyLoader(data, fault("data_switch", start=2), classes=10)]
+    assert [float(x.mean()) for x in batches] == pytest.approx([1.0, 1.0, 0.75, 0.75])
+
+
+def test_lr_fault_multiplies_the_lr_of_exactly_its_steps(tmp_path) -> None:
+    model = TinyModel()
+    pulse = LRFault(fault("lr_pulse_x30", start=3))
+    trainer = make_trainer(tmp_path, max_steps=30, callbacks=[LRSchedule("constant"), pulse], logger=False)
+    trainer.fit(model, loader(batch_size=2))
+    body = [lrs[0] for lrs in model.seen_lrs]
+    assert body == pytest.approx([0.1] * 3 + [3.0] * 20 + [0.1] * 7)
+    persistent = TinyModel()
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=8,
+        callbacks=[LRSchedule("constant"), LRFault(fault("lr_x5_persistent", start=5))],
+        logger=False,
+    )
+    trainer.fit(persistent, loader(batch_size=2))
+    assert [lrs[1] for lrs in persistent.seen_lrs] == pytest.approx([0.01] * 5 + [0.05] * 3)
+
+
+def test_unknown_fault_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"fault must be one of nan_batch, .*, clean, data_switch; got 'gremlins'"):
+        fault("gremlins", start=0)
+
+
+# --- counters ---------------------------------------------------------------------------------------------
+
+
+class _Reader(TinyModel):
+    """Reads its loss back to the host once per step (``loss.item()``), like a progress print would."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        loss.item()
+        return loss
+
+
+@pytest.mark.parametrize(("model", "extra"), [(TinyModel, 0.0), (_Reader, 1.0)])
+def test_host_reads_per_step_count_what_the_step_reads(tmp_path, model, extra) -> None:
+    def reads_per_step(module) -> float:
+        counter = HostReads()
+        timer = StepTimer(warmup=2, reads=counter)
+        trainer = make_trainer(tmp_path, max_steps=12, callbacks=[timer], logger=False)
+        with counter:
+            trainer.fit(module, loader(batch_size=4))
+        assert len(timer.times) == 12 and timer.seconds_per_step() > 0
+        return timer.reads_per_step()
+
+    assert reads_per_step(model()) - reads_per_step(TinyModel()) == extra
+
+
+def test_step_timer_waits_until_ready() -> None:
+    state = {"ready": False}
+    timer = StepTimer(ready=lambda: state["ready"], warmup=0)
+    timer.on_train_batch_start(None, None, None, 0)
+    state["ready"] = True
+    timer.on_train_batch_start(None, None, None, 1)
+    assert len(timer.times) == 1 and math.isnan(timer.seconds_per_step())
+
+
+# --- metrics and the grid ---------------------------------------------------------------------------------
+
+
+def test_every_task_grid_spans_four_decades_in_half_octaves() -> None:
+    for name in TASKS[:3]:
+        task = make_task(name)
+        for optimizer in task.optimizers:
+            lrs = grid_lrs(*task.grid[optimizer])
+            assert lrs[-1] / lrs[0] >= 1e4, (name, optimizer)
+            assert all(b / a == pytest.approx(2**0.5) for a, b in itertools.pairwise(lrs))
+            assert lrs[0] < task.default_lr[optimizer] < lrs[-1]
+    assert len(grid_lrs(1e-3, 10.0)) == 28
+
+
+def test_best_lr_keeps_the_grid_point_at_an_edge_or_on_a_concave_fit() -> None:
+    lrs = [10.0**k for k in range(-5, 0)]
+    assert best_lr(lrs, [1.0, 2.0, 3.0, 4.0, 5.0]) == (0, 1e-5)
+    assert best_lr(lrs, [5.0, 4.0, 1.0, 4.0, math.nan]) == (2, 1e-3)  # a NaN in the window: no fit
+    assert math.isnan(regret(0.5, best=0.5, default=0.5))  # no span between the default and the best
+
+
+def test_run_cache_trains_once_and_survives_a_reload(tmp_path) -> None:
+    task = make_task("digits-mlp", steps=5)
+    cache = RunCache(str(tmp_path / "cache" / "runs.json"))
+    first = cache.get(task, "sgd", 0.1, 0)
+    assert cache.get(task, "sgd", 0.1, 0) == first and cache.trained == 1
+    cache.get(task, "sgd", 0.1, 1)
+    cache.save()
+    again = RunCache(str(tmp_path / "cache" / "runs.json"))
+    assert again.get(task, "sgd", 0.1, 0) == first and again.trained == 0
+    longer = make_task("digits-mlp", steps=6)
+    assert RunCache.key(longer, "sgd", 0.1, 0) != RunCache.key(task, "sgd", 0.1, 0)
+
+
+def test_train_follows_the_schedule_and_flags_divergence() -> None:
+    task = make_task("digits-mlp", steps=30)
+    calm, _ = train(task, "adamw", 3e-3, seed=0)
+    assert not calm.diverged and calm.steps == 30 and calm.loss < calm.train_losses[0]
+    same, _ = train(task, "adamw", 3e-3, seed=0)
+    assert same == calm
+    blown, _ = train(task, "sgd", 1e4, seed=0)
+    assert blown.diverged and blown.loss == pytest.approx(task.chance_loss)
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw; got 'lamb'"):
+        train(task, "lamb", 1e-3, seed=0)
+
+
+def test_unknown_task_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="task must be one of digits-mlp, digits-cnn, charlm, minilm; got 'mnist'"):
+        make_task("mnist")
