@@ -31,6 +31,8 @@ from lr_callbacks._shapes import (
     Warmup,
 )
 from lr_callbacks._transformers import TRANSFORMERS_ARGUMENTS, TransformersSchedule
+from lr_callbacks._watchdog import DivergenceWatchdog
+from lr_callbacks._watchdog_policy import Incident
 
 __version__ = "0.1.0"
 
@@ -41,10 +43,12 @@ __all__ = [
     "Cosine",
     "CosineRestarts",
     "Cyclic",
+    "DivergenceWatchdog",
     "Duration",
     "Epochs",
     "Exponential",
     "FinderResult",
+    "Incident",
     "InverseSqrt",
     "LRFinder",
     "LRSchedule",

@@ -1,0 +1,177 @@
+"""Models with scripted faults for the DivergenceWatchdog tests, and tests that the faults do what they say.
+
+``DigitsModel`` is a small MLP on scikit-learn's bundled 8×8 handwritten digits (real data, no download). A
+:class:`Faults` value scripts what goes wrong at which optimizer step: a NaN or ×1000 loss, infinite
+gradients, a burst of random labels, an LR pulse, a slowly growing LR.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tests.helpers import make_trainer
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What goes wrong, by optimizer step (``trainer.global_step``)."""
+
+    nan_loss: Sequence[int] = ()
+    loss_times: dict[int, float] = field(default_factory=dict)
+    inf_grad: Sequence[int] = ()
+    label_noise: Sequence[int] = ()
+    lr_times: dict[int, float] = field(default_factory=dict)
+    lr_growth_from: int | None = None
+    lr_growth: float = 1.0
+    lr_growth_max: float = math.inf
+    nan_from: int | None = None
+    rank: int | None = None  # inject on this global rank only (DDP)
+
+
+def digits_data(seed: int = 0) -> TensorDataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    return TensorDataset(x[order], y[order])
+
+
+def digits_loader(seed: int = 0, batch_size: int = 32) -> DataLoader:
+    return DataLoader(
+        digits_data(seed), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+class DigitsModel(pl.LightningModule):
+    """A 64-64-10 MLP on the digits, with scripted faults; records the LR each update used."""
+
+    def __init__(
+        self, optimizer: str = "sgd", lr: float | None = None, faults: Faults | None = None, seed: int = 0
+    ) -> None:
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.faults = faults or Faults()
+        self.seen_lrs: list[float] = []
+        self.losses: list[float] = []
+        self._pulse: tuple[list[float], list[float]] | None = None
+
+    def _mine(self) -> bool:
+        return self.faults.rank is None or self.faults.rank == self.global_rank
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        step, f = self.global_step, self.faults
+        if step in f.label_noise and self._mine():
+            y = torch.randint(0, 10, y.shape, generator=torch.Generator().manual_seed(step))
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        if self._mine():
+            if step in f.nan_loss or (f.nan_from is not None and step >= f.nan_from):
+                loss = loss * math.nan
+            loss = loss * f.loss_times.get(step, 1.0)
+            if step in f.inf_grad:
+                loss = _InfGradient.apply(loss)
+        self.losses.append(float(loss.detach()))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after the callbacks' hook (after the watchdog judged the step), just before the
+        # update: a faulty LR set here reaches the update the way a misconfigured schedule's would.
+        step, f = self.global_step, self.faults
+        factor = f.lr_times.get(step, 1.0)
+        if f.lr_growth_from is not None and step >= f.lr_growth_from:
+            factor *= min(f.lr_growth ** (step - f.lr_growth_from + 1), f.lr_growth_max)
+        before = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * factor
+        self._pulse = (before, [group["lr"] for group in optimizer.param_groups])
+        self.seen_lrs.append(float(optimizer.param_groups[0]["lr"]))
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        self._pulse = None
+        optimizer.step(closure=optimizer_closure)
+        if self._pulse is not None:
+            before, scaled = self._pulse
+            for group, old, new in zip(optimizer.param_groups, before, scaled):
+                if group["lr"] == new:  # nobody (LRSchedule's post-hook) wrote the next LR: undo the pulse
+                    group["lr"] = old
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=self.lr or 0.1, momentum=0.9)
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(self.parameters(), lr=self.lr or 3e-3, weight_decay=0.01)
+        if self.optimizer_name == "adamw_fused":
+            return torch.optim.AdamW(self.parameters(), lr=self.lr or 3e-3, weight_decay=0.01, fused=True)
+        raise ValueError(self.optimizer_name)
+
+
+class _InfGradient(torch.autograd.Function):
+    """Identity forward; infinite gradient backward (a finite loss with an overflowing backward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, loss: torch.Tensor) -> torch.Tensor:
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * math.inf
+
+
+def fit(tmp_path: Any, model: pl.LightningModule, callbacks: list[Any], steps: int, seed: int = 0, **kw: Any) -> Any:
+    """Fit ``model`` on the digits for ``steps`` optimizer steps; return the trainer."""
+    pl.seed_everything(seed, verbose=False)
+    trainer = make_trainer(tmp_path, max_steps=steps, callbacks=callbacks, **kw)
+    trainer.fit(model, digits_loader(seed))
+    return trainer
+
+
+def mean_loss(model: DigitsModel) -> float:
+    """The model's cross-entropy over the whole digits set."""
+    data = digits_data()
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model.net(data.tensors[0]), data.tensors[1]))
+
+
+# --- the faults do what they say --------------------------------------------------------------------------
+
+
+def test_clean_digits_model_learns(tmp_path):
+    model = DigitsModel()
+    fit(tmp_path, model, [], 120)
+    assert model.losses[0] > 2.0 and mean_loss(model) < 0.4
+
+
+def test_lr_faults_reach_the_update_and_are_undone(tmp_path):
+    model = DigitsModel(faults=Faults(lr_times={5: 30.0}, lr_growth_from=8, lr_growth=2.0))
+    fit(tmp_path, model, [], 10, logger=False)
+    assert model.seen_lrs == pytest.approx([0.1] * 5 + [3.0, 0.1, 0.1, 0.2, 0.4])
+    assert [g["lr"] for g in model.trainer.optimizers[0].param_groups] == [0.1]
+
+
+def test_inf_gradient_keeps_the_loss_finite(tmp_path):
+    model = DigitsModel(faults=Faults(inf_grad=[3]))
+    fit(tmp_path, model, [], 4, logger=False)
+    assert all(math.isfinite(v) for v in model.losses)
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_label_noise_raises_the_loss(tmp_path):
+    clean, noisy = DigitsModel(), DigitsModel(faults=Faults(label_noise=[60]))
+    fit(tmp_path, clean, [], 61, logger=False)
+    fit(tmp_path, noisy, [], 61, logger=False)
+    assert noisy.losses[:60] == clean.losses[:60]
+    assert noisy.losses[60] > 3 * clean.losses[60]
