@@ -42,11 +42,18 @@ class LRFinder(Callback):
     own training recipe (precision and ``GradScaler``, gradient accumulation, gradient clipping, DDP),
     recording each step's raw loss (averaged across ranks) and gradient norm. It stops early when the loss
     diverges (a rule that works for negative losses and NaN/inf; see
-    :func:`~lr_callbacks._finder_analysis.diverged`) or when the data runs out. Then it restores, bit for
-    bit, the parameters and buffers, gradients, optimizer and scheduler state, ``GradScaler``, the random
-    number generators (Python, NumPy, torch, CUDA, the data loaders' own) and thus the order in which
-    training then sees its data; nothing is written to disk, snapshots live in host memory. Training after
-    the finder is exactly the training you would get by setting its LR by hand.
+    :func:`~lr_callbacks._finder_ramp.diverged`) or when the data runs out. Then it restores, bit for
+    bit, the parameters and buffers, gradients, optimizer and scheduler state, ``GradScaler``, torchmetrics
+    states, the random number generators (Python, NumPy, torch, CUDA, the data loaders' own) and thus the
+    order in which training then sees its data; nothing is written to disk, snapshots live in host memory.
+    Training after the finder is exactly the training you would get by setting its LR by hand.
+
+    "Fit start" is ``on_train_start``: after every callback's ``on_fit_start`` (``LRSchedule`` is set up,
+    ``BackboneFinetuning`` has frozen its backbone) and after a resumed run's optimizer and loops are
+    restored. The sweep takes its batches from a fresh pass over the training data (with shuffling, a
+    different order from the epoch's, which it leaves untouched), pass after pass if the data is short.
+    With manual optimization each ``training_step`` call is one sweep step (it must return the loss), and
+    the LRs of all optimizers move together. Under ``ddp_spawn`` the result lives in the worker processes.
 
     The curve is analysed without smoothing lag (:func:`~lr_callbacks.suggest_lr`): a suggestion, a range
     and flags. With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the
@@ -328,8 +335,8 @@ def find_lr(
     Raises:
         ValueError: if the trainer already has an LRFinder, for ``epochs``/``at_fit_start``, or with
             ``apply=True`` when the model has no such attribute.
-        RuntimeError: under a strategy that runs the fit in other processes (``ddp_spawn``), where the
-            result cannot come back; use ``strategy="ddp"`` or the callback.
+        RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
+            strategy ran it in other processes (``ddp_spawn``), from which the result cannot come back.
     """
     if any(isinstance(c, LRFinder) for c in trainer.callbacks):
         raise ValueError("find_lr: the trainer already has an LRFinder callback; use one or the other")
@@ -351,8 +358,10 @@ def find_lr(
     result = finder.result
     if result is None:
         raise RuntimeError(
-            f"find_lr: the sweep ran in other processes ({type(trainer.strategy).__name__} launches the fit "
-            "there), so its result cannot come back; use strategy='ddp', or the LRFinder callback"
+            "find_lr: no sweep ran in this process. Either the fit ended before training started "
+            "(limit_train_batches=0, max_steps=0, max_epochs reached), or the strategy "
+            f"({type(trainer.strategy).__name__}) ran the fit in other processes, from which the result cannot "
+            "come back (ddp_spawn): use strategy='ddp', or the LRFinder callback"
         )
     if apply and result.chosen_lr is not None:
         name = _lr_attribute(model, attr_name)

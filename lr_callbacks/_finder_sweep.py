@@ -77,6 +77,9 @@ class _CombinedBatches:
 class Batches:
     """Training batches, pass after pass over the data, each pass as long as one of the trainer's epochs.
 
+    An optimizer step never spans two passes: a pass's last batches, too few for a whole step under
+    gradient accumulation, are left out. When a fresh pass cannot fill one step, the data is exhausted.
+
     Args:
         loaders: ``trainer.train_dataloader`` (one loader, or a dict/list of them).
         per_pass: batches per pass (``trainer.num_training_batches``; ``inf`` for a stream).

@@ -4,6 +4,7 @@ argument, and every error."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -373,3 +374,36 @@ def test_the_finder_works_with_the_unified_lightning_package(tmp_path):
 
     trainer.fit(Model(), shuffled())
     assert len(finder.result.lrs) > 8
+
+
+def test_skipping_a_batch_under_a_distributed_strategy_is_refused(tmp_path):
+    two_ranks = SingleDeviceStrategy(device=torch.device("cpu"))
+    two_ranks.world_size = 2  # one process that reports two ranks: enough to reach the finder's check
+
+    class Skips(FinderModel):
+        def training_step(self, batch, batch_idx):
+            return None
+
+    with pytest.raises(RuntimeError, match=r"training_step returned None \(skip\) under a distributed strategy"):
+        fit(tmp_path, LRFinder(), Skips(optimizer=sgd()), strategy=two_ranks, logger=False)
+
+
+def test_a_state_not_written_by_the_finder_is_refused():
+    with pytest.raises(ValueError, match=r"the checkpoint's state lacks 'results'/'done'; was it written by LRFinder"):
+        LRFinder().load_state_dict({"steps": [3]})
+
+
+def test_the_state_round_trips_into_a_fresh_finder(tmp_path):
+    finder = LRFinder(num_steps=20)
+    fit(tmp_path, finder, logger=False)
+    fresh = LRFinder()
+    fresh.load_state_dict(finder.state_dict())
+    assert fresh.results == finder.results and fresh.state_dict() == finder.state_dict()
+    assert pickle.loads(pickle.dumps(fresh)).results == finder.results  # (after a fit, Lightning attaches log)
+
+
+def test_no_training_data_is_an_error():
+    from lr_callbacks._finder_sweep import Batches
+
+    with pytest.raises(ValueError, match=r"LRFinder found no training data: pass train_dataloaders"):
+        Batches(None, 10)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
 from lr_callbacks import LRFinder, find_lr
-from tests.helpers import make_trainer
+from tests.helpers import loader, make_trainer, regression_data
 from tests.test_finder_helpers import BatchRecorder, FinderModel, assert_same, sgd, shuffled, tree
 
 
@@ -122,3 +123,28 @@ def test_a_trainer_that_already_has_a_finder_is_refused(tmp_path):
     trainer = make_trainer(tmp_path, logger=False, callbacks=[LRFinder()])
     with pytest.raises(ValueError, match=r"the trainer already has an LRFinder callback; use one or the other"):
         find_lr(trainer, WithLR(), shuffled())
+
+
+def test_a_datamodule_and_validation_data_reach_the_fit(tmp_path):
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return shuffled()
+
+        def val_dataloader(self):
+            return loader(regression_data(16, seed=1), batch_size=8)
+
+    result = find_lr(
+        make_trainer(tmp_path, logger=False), WithLR(), datamodule=Data(), num_steps=30, confirm=[0.01, 0.02],
+        confirm_length="2 steps",
+    )  # fmt: skip
+    assert [t.lr for t in result.trials] == [0.01, 0.02]
+    by_loaders = find_lr(
+        make_trainer(tmp_path, logger=False), WithLR(), shuffled(), loader(regression_data(16, seed=1), batch_size=8),
+        num_steps=30, confirm=[0.01, 0.02], confirm_length="2 steps",
+    )  # fmt: skip
+    assert len(by_loaders.trials) == 2
+
+
+def test_no_sweep_in_this_process_is_an_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"no sweep ran in this process. Either the fit ended before training"):
+        find_lr(make_trainer(tmp_path, logger=False, limit_train_batches=0), WithLR(), shuffled())
