@@ -337,6 +337,24 @@ def find_lr(
             ``apply=True`` when the model has no such attribute.
         RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
             strategy ran it in other processes (``ddp_spawn``), from which the result cannot come back.
+
+    >>> import pytorch_lightning as pl, torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> class Net(pl.LightningModule):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.lr, self.layer = 0.1, torch.nn.Linear(4, 1)
+    ...     def training_step(self, batch, batch_idx):
+    ...         return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+    ...     def configure_optimizers(self):
+    ...         return torch.optim.SGD(self.parameters(), lr=self.lr)
+    >>> _ = torch.manual_seed(0)
+    >>> data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+    >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    >>> model = Net()
+    >>> result = find_lr(trainer, model, data, num_steps=40, apply=True)
+    >>> model.lr == result.suggestion, result.stop_reason
+    (True, 'diverged')
     """
     if any(isinstance(c, LRFinder) for c in trainer.callbacks):
         raise ValueError("find_lr: the trainer already has an LRFinder callback; use one or the other")

@@ -81,6 +81,10 @@ class Suggestion:
         flags: names from :data:`FLAGS`, in a fixed order; empty for a clean curve.
         method: the rule that chose ``lr``.
         smoothed: the zero-lag smoothed loss at every input point (NaN where it was not analysed).
+
+    >>> s = suggest_lr([1e-4, 1e-3, 1e-2, 1e-1], [1.0, 1.0, 1.0, 1.0])
+    >>> s.lr, s.range, s.flags
+    (None, None, ('too_short',))
     """
 
     lr: float | None
