@@ -7,6 +7,7 @@ import math
 import pickle
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
@@ -407,3 +408,25 @@ def test_no_training_data_is_an_error():
 
     with pytest.raises(ValueError, match=r"LRFinder found no training data: pass train_dataloaders"):
         Batches(None, 10)
+
+
+def test_a_datamodules_batch_transfer_hook_applies_to_the_sweep(tmp_path):
+    seen: list[float] = []
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return shuffled()
+
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            x, y = batch
+            return x * 0.0 + 1.0, y
+
+    class Records(FinderModel):
+        def training_step(self, batch, batch_idx):
+            seen.append(float(batch[0].abs().sum() / batch[0].numel()))
+            return super().training_step(batch, batch_idx)
+
+    finder = LRFinder(num_steps=10, min_lr=1e-4, max_lr=1e-3, apply=False)
+    trainer = make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder])
+    trainer.fit(Records(optimizer=sgd()), datamodule=Data())
+    assert seen == [1.0] * 11

@@ -32,8 +32,10 @@ def test_everything_is_restored_at_fit_start(tmp_path):
     model = FinderModel(optimizer=sgd(), scheduler=decay)
     trainer = make_trainer(tmp_path, max_steps=1, callbacks=[before, finder, after])
     trainer.fit(model, shuffled())
-    assert len(finder.result.lrs) >= 8  # the sweep really ran ...
-    assert len(model.calls) == len(finder.result.lrs) + 1  # ... through the model's training_step
+    n = len(finder.result.lrs)
+    assert n >= 8  # the sweep really ran ...
+    assert len(model.calls) == n + 1  # ... through the model's training_step
+    assert [lr for lr, _ in model.calls[:n]] == pytest.approx(finder.result.lrs, rel=1e-12)  # LambdaLR stood still
     assert_same(before.states[0], after.states[0])
 
 
@@ -168,3 +170,20 @@ def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):
     assert len(model.calls) == len(finder.result.lrs) + 2
     real = [loss for _, loss in model.calls[-2:]]
     assert float(model.mean_loss.compute()) == pytest.approx(sum(real) / 2, rel=1e-6)
+
+
+def test_a_sweep_that_raises_between_unscale_and_update_leaves_the_scaler_usable(tmp_path):
+    """The GradScaler marks an optimizer "unscaled" until ``update()``; a failure in between must not leave it."""
+
+    class FailsBeforeTheStep(FinderModel):
+        def on_before_optimizer_step(self, optimizer):  # after scaler.unscale_, before scaler.step/update
+            if len(self.calls) == 4:
+                raise RuntimeError("scripted failure after unscaling")
+
+    precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    model = FailsBeforeTheStep(optimizer=sgd())
+    trainer = make_trainer(tmp_path, max_steps=1, logger=False, plugins=[precision], callbacks=[LRFinder()])
+    with pytest.raises(RuntimeError, match="scripted failure after unscaling"):
+        trainer.fit(model, shuffled())
+    optimizer = trainer.optimizers[0]
+    precision.scaler.unscale_(optimizer)  # raises "unscale_() has already been called" if the mark was left
