@@ -1,4 +1,4 @@
-"""The LR finder's mathematics: the sweep's LRs, its stop rule, and the analysis of its curve.
+"""The LR finder's curve analysis: from a range test's raw losses to a suggestion, a range and flags.
 
 Pure functions of plain numbers (stdlib only: no torch, no Lightning, no numpy), so every rule can be
 checked with made-up curves.
