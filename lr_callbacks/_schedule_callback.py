@@ -99,7 +99,8 @@ class LRSchedule(Callback):
             from a checkpoint written without LRSchedule, the plan covers the whole run from step 0 and the
             clock starts at the checkpoint's ``global_step``.
         log_every_n_steps: log ``lr/<group>`` every this many optimizer steps.
-        log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` at fit start.
+        log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` before the first step (after the
+            finder, if any, has set the peak), and again after any later change of the peak.
         preset_args: the preset's arguments as one mapping, the same as ``**preset_kwargs``; the form a
             YAML config can give (LightningCLI: ``init_args: {schedule: cosine, preset_args: {warmup: 5%}}``).
         **preset_kwargs: the preset's arguments, when ``schedule`` is a name.
@@ -256,6 +257,7 @@ class LRSchedule(Callback):
         for groups in self._table:
             for g in groups:
                 g.peak *= factor
+        self._plan_due = self._log_plan
         self._write_all()
 
     def set_scale(self, scale: float) -> None:
@@ -298,8 +300,13 @@ class LRSchedule(Callback):
         self._clock_from_trainer = False
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if not self._paused:
-            self._write_all()
+        if self._paused:
+            return
+        self._write_all()
+        if self._plan_due:
+            # Before the first step, and after the finder (which runs at on_train_start) has set the peak.
+            self._plan_due = False
+            self._log_the_plan(trainer)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._flush_logs()
@@ -349,6 +356,7 @@ class LRSchedule(Callback):
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._paused = False
+        self._plan_due = False
         self._clock_from_trainer = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -390,8 +398,7 @@ class LRSchedule(Callback):
         for index, optimizer in enumerate(self._optimizers):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
-        if self._log_plan:
-            self._log_the_plan(trainer)
+        self._plan_due = self._log_plan
 
     def _resolve_run(self, trainer: Any) -> Run:
         total = trainer.estimated_stepping_batches

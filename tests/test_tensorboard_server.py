@@ -179,11 +179,6 @@ def test_tensorboard_serves_the_finder_sweep_curve_and_summary(served_run) -> No
     assert "LR finder" in served_text(server, run, "lr_finder/summary")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LRSchedule logs lr_schedule/plan and lr_schedule/summary at fit start, before LRFinder sets the "
-    "peak, so both show the configured peak rather than the one the run uses (reported to the lead)",
-)
 def test_the_schedule_summary_shows_the_peak_the_finder_chose(served_run) -> None:
     server, run, callbacks, _ = served_run
     text = served_text(server, run, "lr_schedule/summary")
