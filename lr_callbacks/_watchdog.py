@@ -193,6 +193,7 @@ class DivergenceWatchdog(Callback):
         self._sync_every_arg = sync_every_n_steps
         self._log_every_arg = log_every_n_steps
         self._halt_checkpoint = None if halt_checkpoint is None else os.fspath(halt_checkpoint)
+        self._halt_path = self._halt_checkpoint
         self._policy = WatchdogPolicy(self.config)
         self._signals = StepSignals()
         self._snapshot = Snapshot()
@@ -227,12 +228,8 @@ class DivergenceWatchdog(Callback):
 
     @property
     def halt_checkpoint_path(self) -> str | None:
-        """Where a halt saves (or saved) the last good state, once fit has started."""
-        if self._halt_checkpoint is not None:
-            return self._halt_checkpoint
-        if self._trainer is None:
-            return None
-        return os.path.join(self._trainer.default_root_dir, "watchdog-last-good.ckpt")
+        """Where a halt saves the last good state (``None`` before the first fit without ``halt_checkpoint``)."""
+        return self._halt_path
 
     @property
     def sync_every_n_steps(self) -> int:
@@ -264,6 +261,8 @@ class DivergenceWatchdog(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._reset_fit()
         self._trainer = trainer
+        default = os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
+        self._halt_path = self._halt_checkpoint or default
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if self._sync_every_arg is not None:
             self._sync_every = self._sync_every_arg
@@ -379,8 +378,7 @@ class DivergenceWatchdog(Callback):
 
     def _halt(self, trainer: Any) -> None:
         reason, self._halt_pending = self._halt_pending, None
-        path = self.halt_checkpoint_path
-        assert path is not None
+        path = self._halt_path or os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
         trainer.save_checkpoint(path)
         trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
         message = f"{_OWNER} halted the run: {reason}, and saved to {path}"

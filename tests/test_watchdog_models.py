@@ -85,6 +85,7 @@ class DigitsModel(pl.LightningModule):
             if step in f.inf_grad:
                 loss = _InfGradient.apply(loss)
         self.losses.append(float(loss.detach()))
+        self.log("train_loss", loss)  # for EarlyStopping
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
