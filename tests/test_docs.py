@@ -26,11 +26,8 @@ MISSING_EXAMPLES = {
     "Phase": "_composites",
     "Run": "_durations",
     "Schedule": "_shapes",
-    "Suggestion": "_finder_analysis",
     "TRANSFORMERS_ARGUMENTS": "_transformers",
     "TransformersSchedule": "_transformers",
-    "Trial": "_finder_result",
-    "find_lr": "_finder",
     "__version__": "__init__",
 }
 
