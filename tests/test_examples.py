@@ -79,3 +79,41 @@ def test_find_lr_method_chooses_the_rule(tmp_path) -> None:
     )
     assert valley["result"].method == "valley" and default.method == "default"
     assert valley["lr"] == default.alternatives()["valley"] != default.suggestion
+
+
+def test_quickstart_finds_the_lr_schedules_from_it_and_skips_the_bad_batch(tmp_path, capsys) -> None:
+    logdir = tmp_path / "logs"
+    argv = ["--epochs", "3", "--finder-steps", "20", "--bad-batch", "60", "--logdir", str(logdir)]
+    out = example("quickstart").main(argv)
+    assert out["lr"] is not None and out["schedule"].peak_lrs[0][0] == pytest.approx(out["lr"])
+    assert {(i.step, i.action) for i in out["events"]} == {(60, "skip")}  # one incident per signal that saw it
+    assert {i.signal for i in out["events"]} <= {"loss", "grad_norm"}
+    assert out["accuracy"] > 0.8
+    tags = read_events(logdir).Tags()
+    assert {"lr_schedule/plan", "lr_finder/curve"} <= set(tags["images"])
+    assert {"lr/group0", "lr_finder/loss", "watchdog/loss", "watchdog/lr_scale"} <= set(tags["scalars"])
+    assert "watchdog/events/text_summary" in tags["tensors"]
+    printed = capsys.readouterr().out
+    assert "== LRFinder ==" in printed and "step 60: " in printed and "-> skip" in printed
+
+
+def test_quickstart_without_a_bad_batch_has_no_incident(tmp_path) -> None:
+    argv = ["--epochs", "3", "--finder-steps", "20", "--bad-batch", "-1", "--logdir", str(tmp_path)]
+    assert example("quickstart").main(argv)["events"] == []
+
+
+def test_minilm_finetune_warms_up_and_decays_both_groups(tmp_path, capsys) -> None:
+    out = example("minilm_finetune").main(
+        ["--epochs", "1", "--per-class", "12", "--batch-size", "8", "--logdir", str(tmp_path)]
+    )
+    schedule = out["schedule"]
+    steps = schedule.steps[0]
+    assert steps == 5  # 48 docstrings, 38 to train on, batches of 8
+    encoder = [lr for _, lr in read_scalars(tmp_path, "lr/encoder")]
+    head = [lr for _, lr in read_scalars(tmp_path, "lr/head")]
+    assert encoder == pytest.approx([schedule.lr_at(k, 0, 0) for k in range(steps)], rel=1e-6)
+    assert head == pytest.approx([20 * lr for lr in encoder], rel=1e-6)  # the ratio is kept: 1e-3 / 5e-5
+    assert encoder[0] == pytest.approx(5e-5) and encoder[-1] < encoder[0]  # 10% of 5 steps: 1 step of warmup
+    assert out["events"] == []
+    assert 0.0 <= out["before"] <= 1.0 and 0.0 <= out["after"] <= 1.0
+    assert "validation accuracy:" in capsys.readouterr().out
