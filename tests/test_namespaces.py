@@ -21,18 +21,22 @@ import pytorch_lightning
 import torch
 from torch.utils.data import DataLoader
 
-from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from tests.helpers import read_events, read_scalars, regression_data
 
 NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
 
 
 class _Tiny:
-    """The body of the test module, shared by both namespaces: two named SGD groups, body 0.1, head 0.01."""
+    """The body of the test module, shared by both namespaces: two named SGD groups, body 0.1, head 0.01.
 
-    def __init__(self, lr: float = 0.1) -> None:
+    ``spike_at``: the optimizer step whose loss is multiplied by 1000 (on ``spike_rank`` only, if given).
+    """
+
+    def __init__(self, lr: float = 0.1, spike_at: int | None = None, spike_rank: int | None = None) -> None:
         super().__init__()
         self.lr = lr
+        self.spike_at, self.spike_rank = spike_at, spike_rank
         self.body = torch.nn.Linear(4, 8)
         self.head = torch.nn.Linear(8, 1)
         self.seen_lrs: list[float] = []  # the first group's LR at each optimizer step
@@ -43,7 +47,10 @@ class _Tiny:
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return torch.nn.functional.mse_loss(self(x), y)
+        loss = torch.nn.functional.mse_loss(self(x), y)
+        if self.trainer.global_step == self.spike_at and self.spike_rank in (None, self.global_rank):
+            loss = loss * 1000.0
+        return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.seen_group_lrs.append([float(g["lr"]) for g in optimizer.param_groups])
@@ -108,7 +115,7 @@ def trainer_in(namespace: str, root: Any, **kwargs: Any) -> Any:
     return pl.Trainer(**options)
 
 
-CALLBACKS = [LRSchedule, LRFinder]
+CALLBACKS = [LRSchedule, LRFinder, DivergenceWatchdog]
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES)
@@ -212,7 +219,10 @@ class RecordPerRank(lightning.pytorch.Callback):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         finder = next(c for c in trainer.callbacks if isinstance(c, LRFinder))
         schedule = next(c for c in trainer.callbacks if isinstance(c, LRSchedule))
+        watchdog = next(c for c in trainer.callbacks if isinstance(c, DivergenceWatchdog))
         record = {
+            "events": [[i.step, i.action] for i in watchdog.events],
+            "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()],
             "world_size": trainer.world_size,
             "suggestion": finder.result.suggestion,
             "sweep_lrs": list(finder.result.lrs),
@@ -222,17 +232,47 @@ class RecordPerRank(lightning.pytorch.Callback):
         (Path(self.directory) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-def test_finder_and_schedule_under_ddp_in_the_lightning_namespace(tmp_path) -> None:
-    """Two CPU processes (gloo) of a ``lightning.pytorch`` Trainer take the same decisions and LRs."""
-    callbacks = [LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10), LRSchedule("cosine"), RecordPerRank(str(tmp_path))]
+def test_the_three_callbacks_under_ddp_in_the_lightning_namespace(tmp_path) -> None:
+    """Two CPU processes (gloo) of a ``lightning.pytorch`` Trainer take the same decisions and LRs.
+
+    The loss spikes on rank 1 only, at step 12: both ranks must skip that step together, or DDP's weights
+    would part.
+    """
+    callbacks = [
+        LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10),
+        LRSchedule("cosine"),
+        DivergenceWatchdog(warmup_steps=3, window=8),
+        RecordPerRank(str(tmp_path)),
+    ]
     trainer = trainer_in(
-        "lightning.pytorch", tmp_path, devices=2, strategy="ddp_spawn", max_steps=6, callbacks=callbacks
+        "lightning.pytorch", tmp_path, devices=2, strategy="ddp_spawn", max_steps=14, callbacks=callbacks
     )
-    trainer.fit(LTiny(), datamodule=LData())
+    trainer.fit(LTiny(spike_at=12, spike_rank=1), datamodule=LData())
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["suggestion"] is not None and ranks[0]["suggestion"] == ranks[1]["suggestion"]
     assert ranks[0]["sweep_lrs"] == ranks[1]["sweep_lrs"] and len(ranks[0]["sweep_lrs"]) == 10
     assert ranks[0]["peaks"] == ranks[1]["peaks"] and ranks[0]["peaks"][0][0] == ranks[0]["suggestion"]
-    assert ranks[0]["lrs"][-6:] == ranks[1]["lrs"][-6:]
-    assert ranks[0]["lrs"][-6] == pytest.approx(ranks[0]["suggestion"])  # cosine at step 0: the peak
+    assert ranks[0]["lrs"][-14:] == ranks[1]["lrs"][-14:]
+    assert ranks[0]["lrs"][-14] == pytest.approx(ranks[0]["suggestion"])  # cosine at step 0: the peak
+    assert ranks[0]["events"] == ranks[1]["events"] and {tuple(e) for e in ranks[0]["events"]} == {(12, "skip")}
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+@pytest.mark.filterwarnings("ignore:.*resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_watchdog_skips_a_spike_and_resumes_with_its_state_in_each_namespace(namespace: str, tmp_path) -> None:
+    pl = importlib.import_module(namespace)
+    model_class, data_class = MODULES[namespace]
+    watchdog = DivergenceWatchdog(warmup_steps=4, window=8)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = trainer_in(namespace, tmp_path, max_steps=14, callbacks=[watchdog, checkpoint], enable_checkpointing=True)
+    model = model_class(spike_at=10)
+    trainer.fit(model, datamodule=data_class())
+    assert {(i.step, i.action) for i in watchdog.events} == {(10, "skip")}
+    assert "watchdog/events/text_summary" in read_events(tmp_path).Tags()["tensors"]
+
+    resumed = DivergenceWatchdog(warmup_steps=4, window=8)
+    trainer = trainer_in(namespace, tmp_path / "resumed", max_steps=16, callbacks=[resumed])
+    trainer.fit(model_class(), datamodule=data_class(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed.events == watchdog.events  # restored from the checkpoint, and nothing new
