@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 
-from lr_callbacks import Cosine, LRFinder, LRSchedule, Phase, Phases, TransformersSchedule, Warmup, preset
+from lr_callbacks import (
+    Cosine,
+    DivergenceWatchdog,
+    LRFinder,
+    LRSchedule,
+    Phase,
+    Phases,
+    TransformersSchedule,
+    Warmup,
+    preset,
+)
 from tests.test_namespaces import MODULES, NAMESPACES
 
 # Lightning 2.6's LightningCLI calls jsonargparse APIs that jsonargparse 4.49+ deprecates: theirs, not ours.
@@ -168,3 +178,25 @@ def test_finder_and_schedule_from_yaml(namespace: str, tmp_path) -> None:
     assert finder.result is not None and finder.result.method == "steepest"
     assert finder.result.lrs[0] == pytest.approx(1e-4) and len(finder.result.lrs) <= 10
     assert schedule.peak_lrs[0][0] == pytest.approx(finder.result.chosen_lr)
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_the_three_callbacks_from_yaml(namespace: str, tmp_path) -> None:
+    cli = fit_from_yaml(
+        namespace,
+        tmp_path,
+        """\
+        - class_path: lr_callbacks.LRFinder
+          init_args: {min_lr: 1.0e-4, max_lr: 1.0, num_steps: 10}
+        - class_path: lr_callbacks.LRSchedule
+          init_args: {schedule: cosine, preset_args: {warmup: 2 steps}}
+        - class_path: lr_callbacks.DivergenceWatchdog
+          init_args: {warmup_steps: 4, window: 8, outlier_action: clip, halt_checkpoint: HALT}
+        """.replace("HALT", str(tmp_path / "halt.ckpt")),
+        14,
+        "--model.spike_at=10",
+    )
+    finder, schedule, watchdog = only(cli, LRFinder), only(cli, LRSchedule), only(cli, DivergenceWatchdog)
+    assert schedule.peak_lrs[0][0] == pytest.approx(finder.result.chosen_lr)
+    assert {(i.step, i.action) for i in watchdog.events} == {(10, "clip")}  # outlier_action from the YAML
+    assert watchdog.halt_checkpoint_path == str(tmp_path / "halt.ckpt")

@@ -30,7 +30,7 @@ NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
 class _Tiny:
     """The body of the test module, shared by both namespaces: two named SGD groups, body 0.1, head 0.01.
 
-    ``spike_at``: the optimizer step whose loss is multiplied by 1000 (on ``spike_rank`` only, if given).
+    ``spike_at``: the optimizer step whose loss is multiplied by a million (on ``spike_rank`` only, if given).
     """
 
     def __init__(self, lr: float = 0.1, spike_at: int | None = None, spike_rank: int | None = None) -> None:
@@ -49,7 +49,7 @@ class _Tiny:
         x, y = batch
         loss = torch.nn.functional.mse_loss(self(x), y)
         if self.trainer.global_step == self.spike_at and self.spike_rank in (None, self.global_rank):
-            loss = loss * 1000.0
+            loss = loss * 1e6
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
