@@ -27,11 +27,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_TIMEOUT = 90.0  # seconds: a cold start imports a lot on a busy machine
+SPIKE = 11  # the training step whose loss spikes (the finder's sweep, before it, has steps 0-9)
 
 
 def tensorboard_program() -> str:
@@ -111,14 +112,20 @@ def served_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     callbacks = {
         "finder": LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=10),
         "schedule": LRSchedule("cosine", warmup="3 steps", end=0.1),
+        "watchdog": DivergenceWatchdog(warmup_steps=4, window=8, log_every_n_steps=1),
     }
     trainer = make_trainer(root, max_steps=12, callbacks=list(callbacks.values()))
-    trainer.fit(TinyModel(), loader())
+    trainer.fit(TinyModel(loss_hook=lambda step, loss: loss * 1e6 if step == SPIKE else loss), loader())
     run = os.path.relpath(trainer.logger.log_dir, root)
     server = Server(root, str(tmp_path / "tensorboard.log"))
     images = ("lr_schedule/plan", "lr_finder/curve")
     try:
-        server.wait_for(lambda s: set(images) <= set(s.json("/data/plugin/images/tags").get(run, {})))
+        server.wait_for(
+            lambda s: (
+                set(images) <= set(s.json("/data/plugin/images/tags").get(run, {}))
+                and "watchdog/events/text_summary" in s.json("/data/plugin/text/tags").get(run, [])
+            )
+        )
         yield server, run, callbacks, root
     finally:
         server.stop()
@@ -183,6 +190,20 @@ def test_the_schedule_summary_shows_the_peak_the_finder_chose(served_run) -> Non
     server, run, callbacks, _ = served_run
     text = served_text(server, run, "lr_schedule/summary")
     assert f"<td>{callbacks['schedule'].lr_at(3):.4g}</td>" in text
+
+
+def test_tensorboard_serves_the_watchdog_statistics_and_events(served_run) -> None:
+    server, run, callbacks, _ = served_run
+    watchdog = callbacks["watchdog"]
+    assert {(i.step, i.action) for i in watchdog.events} == {(SPIKE, "skip")}
+    scalars = set(server.json("/data/plugin/scalars/tags")[run])
+    assert {"watchdog/loss", "watchdog/grad_norm", "watchdog/loss_z", "watchdog/lr_scale", "watchdog/cusum"} <= scalars
+    losses = server.json("/data/plugin/scalars/scalars", run=run, tag="watchdog/loss")
+    assert [step for _, step, _ in losses] == list(range(12))
+    assert max(losses, key=lambda row: row[2])[1] == SPIKE
+    assert {lr for _, _, lr in server.json("/data/plugin/scalars/scalars", run=run, tag="watchdog/lr_scale")} == {1.0}
+    text = served_text(server, run, "watchdog/events")
+    assert f"<td>{SPIKE}</td>" in text and "<td>skip</td>" in text
 
 
 def documented_tags() -> list[re.Pattern[str]]:
