@@ -26,6 +26,7 @@ class Faults:
 
     nan_loss: Sequence[int] = ()
     loss_times: dict[int, float] = field(default_factory=dict)
+    reading_times: dict[int, float] = field(default_factory=dict)  # the loss reads ×k, its gradient does not move
     inf_grad: Sequence[int] = ()
     label_noise: Sequence[int] = ()
     lr_times: dict[int, float] = field(default_factory=dict)
@@ -56,9 +57,17 @@ class DigitsModel(pl.LightningModule):
     """A 64-64-10 MLP on the digits, with scripted faults; records the LR each update used."""
 
     def __init__(
-        self, optimizer: str = "sgd", lr: float | None = None, faults: Faults | None = None, seed: int = 0
+        self,
+        optimizer: str = "sgd",
+        lr: float | None = None,
+        faults: Faults | None = None,
+        seed: int = 0,
+        batch_by_step: bool = False,
     ) -> None:
         super().__init__()
+        # batch_by_step: step k trains on batch k mod 57 of the digits whatever the loader yields, so that a run
+        # resumed from a checkpoint sees exactly the batches the uninterrupted run saw
+        self.by_step = digits_data(seed).tensors if batch_by_step else None
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
@@ -75,6 +84,9 @@ class DigitsModel(pl.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         step, f = self.global_step, self.faults
+        if self.by_step is not None:
+            start = (step * 32) % (len(self.by_step[1]) - 31)
+            x, y = self.by_step[0][start : start + 32], self.by_step[1][start : start + 32]
         if step in f.label_noise and self._mine():
             y = torch.randint(0, 10, y.shape, generator=torch.Generator().manual_seed(step))
         loss = torch.nn.functional.cross_entropy(self.net(x), y)
@@ -82,6 +94,7 @@ class DigitsModel(pl.LightningModule):
             if step in f.nan_loss or (f.nan_from is not None and step >= f.nan_from):
                 loss = loss * math.nan
             loss = loss * f.loss_times.get(step, 1.0)
+            loss = loss + (f.reading_times.get(step, 1.0) - 1.0) * loss.detach()
             if step in f.inf_grad:
                 loss = _InfGradient.apply(loss)
         self.losses.append(float(loss.detach()))
