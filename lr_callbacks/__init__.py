@@ -32,7 +32,7 @@ from lr_callbacks._shapes import (
 )
 from lr_callbacks._transformers import TRANSFORMERS_ARGUMENTS, TransformersSchedule
 from lr_callbacks._watchdog import DivergenceWatchdog
-from lr_callbacks._watchdog_policy import Incident
+from lr_callbacks._watchdog_config import Incident
 
 __version__ = "0.1.0"
 

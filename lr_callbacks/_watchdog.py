@@ -25,8 +25,12 @@ from lr_callbacks._watchdog_actions import (
     all_reduce_mean,
     clip_gradients,
     drop_gradients,
+    row_from_state,
+    row_state,
 )
-from lr_callbacks._watchdog_policy import Decision, Incident, Verdict, WatchdogConfig, WatchdogPolicy
+from lr_callbacks._watchdog_config import Incident, WatchdogConfig
+from lr_callbacks._watchdog_policy import Decision, WatchdogPolicy
+from lr_callbacks._watchdog_stats import Verdict
 
 __all__ = ["DivergenceWatchdog"]
 
@@ -198,6 +202,7 @@ class DivergenceWatchdog(Callback):
         self._signals = StepSignals()
         self._snapshot = Snapshot()
         self._live: dict[str, Any] | None = None
+        self._held: list[tuple[int, Verdict, float, float]] = []  # device rows read early (at a checkpoint)
         self._paused = False
         self._reset_fit()
 
@@ -307,7 +312,8 @@ class DivergenceWatchdog(Callback):
         step = int(trainer.global_step)
         judge = self._judge
         if judge is not None and (step + 1) % self._sync_every != 0:
-            if self._policy.state.skip_pending > judge.forced_pending:
+            held_forced = sum(verdict.signals == ("after_rollback",) for _, verdict, _, _ in self._held)
+            if self._policy.state.skip_pending > judge.forced_pending + held_forced:
                 drop_gradients(optimizer)
                 judge.forced(values, step)
             else:
@@ -320,9 +326,10 @@ class DivergenceWatchdog(Callback):
 
     def _host_step(self, trainer: Any, pl_module: Any, optimizer: Any, values: torch.Tensor, step: int) -> None:
         """Read the signals back (one transfer), replay the device's steps, decide and act on this one."""
-        rows: list[tuple[int, Verdict, float, float]] = []
+        rows, self._held = self._held, []
         if self._judge is not None:
-            rows, current = self._judge.read(values)
+            device_rows, current = self._judge.read(values)
+            rows += device_rows
         else:
             current = values.tolist()
         scale_before = self._policy.scale
@@ -368,11 +375,7 @@ class DivergenceWatchdog(Callback):
             self._halt_pending = halt
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        optimizer, self._found_inf_set = self._found_inf_set, None
-        if optimizer is not None:
-            for name in ("found_inf", "grad_scale"):
-                if hasattr(optimizer, name):
-                    delattr(optimizer, name)
+        self._clear_found_inf()
         if self._halt_pending is not None:
             self._halt(trainer)
 
@@ -390,33 +393,34 @@ class DivergenceWatchdog(Callback):
         """Never write poisoned weights: while an incident is open, save the last clean snapshot instead."""
         if self._policy.incident_open and self._snapshot.step is not None:
             own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
-            optimizer_states = checkpoint.get("optimizer_states") or [{}]
-            own["live"] = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
-            checkpoint["state_dict"] = self._snapshot.model_state()
-            if checkpoint.get("optimizer_states"):
-                checkpoint["optimizer_states"][0] = {
-                    **checkpoint["optimizer_states"][0],
-                    "state": self._snapshot.optimizer_state(),
-                }
+            own["live"] = self._snapshot.substitute(checkpoint)
         elif not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        optimizer, self._found_inf_set = self._found_inf_set, None
-        if optimizer is not None:
-            for name in ("found_inf", "grad_scale"):
-                if hasattr(optimizer, name):
-                    delattr(optimizer, name)
+        self._clear_found_inf()
         self._trainer = None
 
+    def _clear_found_inf(self) -> None:
+        """Remove the ``found_inf`` flag a device-judged step left on a fused optimizer (or it would skip on)."""
+        optimizer, self._found_inf_set = self._found_inf_set, None
+        for name in ("found_inf", "grad_scale"):
+            if optimizer is not None and hasattr(optimizer, name):
+                delattr(optimizer, name)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self._policy.state_dict()}
+        """The policy's state, and the steps judged on the device since the last read (read now, replayed at
+        the next read as they would have been, so a resumed run decides exactly as the uninterrupted one)."""
+        if self._judge is not None and self._judge.steps:
+            self._held += self._judge.read(None)[0]
+        return {"policy": self._policy.state_dict(), "pending": [row_state(*row) for row in self._held]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "policy" not in state_dict:
             raise ValueError(f"{_OWNER}: the checkpoint's state lacks 'policy'; was it written by {_OWNER}?")
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
+        self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
         if self._policy.state.halted:
             log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", _OWNER, self.halt_reason)
             self._policy.state.halted = None

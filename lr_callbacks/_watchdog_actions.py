@@ -9,13 +9,23 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from lr_callbacks._watchdog_policy import Gate, Verdict
+from lr_callbacks._watchdog_stats import Gate, Verdict
 
-__all__ = ["DeviceJudge", "Snapshot", "StepSignals", "all_reduce_mean", "clip_gradients", "drop_gradients"]
+__all__ = [
+    "DeviceJudge",
+    "Snapshot",
+    "StepSignals",
+    "all_reduce_mean",
+    "clip_gradients",
+    "drop_gradients",
+    "row_from_state",
+    "row_state",
+]
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
@@ -168,21 +178,34 @@ class DeviceJudge:
         """Stored rows of host-forced skips that the host has not read yet."""
         return self._forced
 
-    def read(self, current: torch.Tensor) -> tuple[list[tuple[int, Verdict, float, float]], list[float]]:
+    def read(self, current: torch.Tensor | None) -> tuple[list[tuple[int, Verdict, float, float]], list[float]]:
         """Read every stored row and ``current`` (this step's ``[loss, grad_norm]``) with one host transfer.
 
-        Returns the stored steps with their verdicts and values, oldest first, and the current values.
+        Returns the stored steps with their verdicts and values, oldest first, and the current values (empty
+        without ``current``). The device rows are cleared.
         """
         used = len(self.steps)
-        flat = torch.cat([self.rows[:used].reshape(-1), current.reshape(-1).float()]).tolist()
+        parts = [self.rows[:used].reshape(-1)]
+        if current is not None:
+            parts.append(current.reshape(-1).float())
+        flat = torch.cat(parts).tolist()
         rows = []
         for index, step in enumerate(self.steps):
-            loss, norm, loss_out, grad_out, skip, factor, forced = flat[
-                index * self.COLUMNS : (index + 1) * self.COLUMNS
-            ]
-            rows.append((step, _verdict(loss, norm, loss_out, grad_out, skip, factor, forced), loss, norm))
+            row = flat[index * self.COLUMNS : (index + 1) * self.COLUMNS]
+            rows.append((step, _verdict(*row), row[0], row[1]))
         self.steps, self._forced = [], 0
         return rows, flat[used * self.COLUMNS :]
+
+
+def row_state(step: int, verdict: Verdict, loss: float, norm: float) -> dict[str, Any]:
+    """A judged step as plain data, for a checkpoint."""
+    return {"step": step, "verdict": asdict(verdict), "loss": loss, "grad_norm": norm}
+
+
+def row_from_state(row: dict[str, Any]) -> tuple[int, Verdict, float, float]:
+    """The inverse of :func:`row_state`."""
+    verdict = Verdict(**{**row["verdict"], "signals": tuple(row["verdict"]["signals"])})
+    return int(row["step"]), verdict, float(row["loss"]), float(row["grad_norm"])
 
 
 def _verdict(
@@ -290,6 +313,18 @@ class Snapshot:
                             live[key] = value.detach().clone().to(device)
                     else:
                         live[key] = copy.deepcopy(value)
+
+    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """Put the snapshot's module and optimizer state into ``checkpoint``; return the live ones it replaced.
+
+        The optimizer keeps its current param groups (LR, momentum): only the per-parameter state is replaced.
+        """
+        optimizer_states = checkpoint.get("optimizer_states") or [{}]
+        live = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
+        checkpoint["state_dict"] = self.model_state()
+        if checkpoint.get("optimizer_states"):
+            checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": self.optimizer_state()}
+        return live
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """A copy of the module's state, for a checkpoint."""

@@ -8,6 +8,7 @@ the same ``log 2``, so one threshold fits every loss scale and every model (a mu
   non-finite values never enter it, so a spike cannot hide the next one), with a floor on the spread.
 - :class:`Cusum`: a one-sided CUSUM of the robust residuals, for a slow climb that never spikes. Its
   reference is frozen while the sum is above zero, so a climb cannot drag its own reference up.
+- :func:`judge` gives a step its verdict against the limits of a :class:`Gate` (skip, clip or take it).
 - :func:`trend` tells a climb (still rising) from a level shift (a step up, then flat or falling): the first is
   divergence, the second a change of data that deserves a new baseline, not an action.
 """
@@ -18,9 +19,10 @@ import math
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAD_TO_SIGMA", "Cusum", "RollingBaseline", "log_value", "trend"]
+__all__ = ["MAD_TO_SIGMA", "Cusum", "Gate", "RollingBaseline", "Verdict", "judge", "log_value", "trend"]
 
 MAD_TO_SIGMA = 1.4826
 """The factor that makes the median absolute deviation estimate a Gaussian's standard deviation."""
@@ -229,3 +231,56 @@ def trend(values: Sequence[float], spread: float) -> str:
         return "flat"
     rise = statistics.median(values[-half:]) - statistics.median(values[:half])
     return "rising" if rise > spread else "flat"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What judging a step needs, in log space: a step is an outlier above these limits (``inf``: not judged).
+
+    The callback hands it to the device as a small tensor, so that steps can be judged there without
+    reading anything back (see ``sync_every_n_steps``).
+    """
+
+    loss_limit: float = math.inf
+    grad_limit: float = math.inf
+    clip: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one step is treated before its update: taken, skipped, or clipped by ``clip_factor``."""
+
+    skip: bool = False
+    clip_factor: float = 1.0
+    signals: tuple[str, ...] = ()
+
+
+def judge(gate: Gate, loss: float, grad_norm: float) -> Verdict:
+    """Judge one step against ``gate``: non-finite values are skipped, outliers skipped or clipped.
+
+    The clip factor is ``min(limit / value)`` over the outlying signals (in linear units), so a clipped step
+    is no larger than one at the threshold.
+
+    >>> judge(Gate(loss_limit=math.log(2.0), grad_limit=math.log(10.0)), loss=1.0, grad_norm=3.0)
+    Verdict(skip=False, clip_factor=1.0, signals=())
+    >>> judge(Gate(math.log(2.0), math.log(10.0)), loss=8.0, grad_norm=3.0)
+    Verdict(skip=True, clip_factor=1.0, signals=('loss',))
+    >>> clipped = judge(Gate(math.log(2.0), math.log(10.0), clip=True), loss=1.0, grad_norm=40.0)
+    >>> clipped.skip, round(clipped.clip_factor, 12), clipped.signals
+    (False, 0.25, ('grad_norm',))
+    >>> judge(Gate(), loss=float("nan"), grad_norm=3.0)
+    Verdict(skip=True, clip_factor=1.0, signals=('non_finite',))
+    """
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return Verdict(skip=True, signals=("non_finite",))
+    signals, factor = [], 1.0
+    for name, value, limit in (("loss", loss, gate.loss_limit), ("grad_norm", grad_norm, gate.grad_limit)):
+        x = log_value(value)
+        if x is not None and x > limit:
+            signals.append(name)
+            factor = min(factor, math.exp(limit - x))
+    if not signals:
+        return Verdict()
+    if gate.clip:
+        return Verdict(clip_factor=factor, signals=tuple(signals))
+    return Verdict(skip=True, signals=tuple(signals))

@@ -313,12 +313,16 @@ def same(a: list[Incident], b: list[Incident]) -> bool:
         (Faults(nan_loss=list(range(70, 76))), {}),
         # written mid-warmup: the resumed run finishes the same warmup and catches the same spike
         (Faults(loss_times={80: 1000.0}), {"warmup_steps": 70, "window": 80}),
+        # judged on the device, read every 4 steps: step 56 was judged but not read yet when step 57 saved
+        (Faults(loss_times={k: 1000.0 for k in range(53, 62)}), {"sync_every_n_steps": 4}),
     ],
-    ids=["mid-incident", "clean", "mid-warmup"],
+    ids=["mid-incident", "clean", "mid-warmup", "between-reads"],
 )
 def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, faults, kwargs):
     full_model, full = run(tmp_path / "full", faults, 90, **kwargs)
     ckpt = str(tmp_path / "full" / "ckpt" / "epoch=0-step=57.ckpt")
+    pending = torch.load(ckpt, weights_only=False)["callbacks"]["DivergenceWatchdog"]["pending"]
+    assert [row["step"] for row in pending] == ([56] if "sync_every_n_steps" in kwargs else [])
     resumed_model, resumed = run(tmp_path / "resumed", faults, 90, ckpt_path=ckpt, **kwargs)
     assert same(resumed.events, full.events) and resumed.scale == full.scale
     assert any(e.step > 57 and e.action in ("rollback", "skip") for e in full.events)

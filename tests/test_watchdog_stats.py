@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lr_callbacks import DivergenceWatchdog
-from lr_callbacks._watchdog_policy import Decision, Gate, Incident, WatchdogConfig, WatchdogPolicy, judge
-from lr_callbacks._watchdog_stats import Cusum, RollingBaseline, log_value, trend
+from lr_callbacks._watchdog_config import Incident, WatchdogConfig
+from lr_callbacks._watchdog_policy import Decision, WatchdogPolicy
+from lr_callbacks._watchdog_stats import Cusum, Gate, RollingBaseline, judge, log_value, trend
 
 # --- helpers ------------------------------------------------------------------------------------------------
 

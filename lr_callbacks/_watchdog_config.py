@@ -1,0 +1,110 @@
+"""What the watchdog is told and what it tells: its validated settings and the record of one intervention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lr_callbacks._checks import check_choice, check_int, check_number
+
+__all__ = ["OUTLIER_ACTIONS", "Incident", "WatchdogConfig"]
+
+_OWNER = "DivergenceWatchdog"
+OUTLIER_ACTIONS = ("skip", "clip")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One intervention of the watchdog.
+
+    Attributes:
+        step: the optimizer step (``trainer.global_step`` before the update) it concerns.
+        signal: what triggered it: ``"non_finite"``, ``"loss"``, ``"grad_norm"``, ``"repeated_outliers"``,
+            ``"persistent_outliers"``, ``"loss_trend"``, ``"clean_stretch"``, ``"after_rollback"``,
+            ``"flat_loss"``.
+        value: the signal's value (the loss, the gradient norm, a count, the CUSUM sum, a relative drop).
+        threshold: the value it was compared with (``nan`` where there is none, e.g. non-finite values).
+        action: ``"skip"``, ``"clip"``, ``"lower_lr"``, ``"raise_lr"``, ``"rollback"``, ``"rebaseline"``,
+            ``"halt"`` or ``"warn"``.
+        detail: a sentence for humans (what changed, from what to what).
+
+    >>> Incident(step=12, signal="loss", value=950.0, threshold=2.5, action="skip").row()
+    '| 12 | loss | 950 | 2.5 | skip |  |'
+    """
+
+    step: int
+    signal: str
+    value: float
+    threshold: float
+    action: str
+    detail: str = ""
+
+    def row(self) -> str:
+        """The incident as a markdown table row: step, signal, value, threshold, action, detail."""
+        cells = (self.step, self.signal, f"{self.value:.4g}", f"{self.threshold:.4g}", self.action, self.detail)
+        return "| " + " | ".join(map(str, cells)) + " |"
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """The thresholds, cooldowns and budgets of the ladder; validated at construction.
+
+    See :class:`~lr_callbacks.DivergenceWatchdog` for the meaning of each field; the defaults are its defaults.
+    """
+
+    z_threshold: float = 6.0
+    grad_z_threshold: float = 10.0
+    window: int = 100
+    warmup_steps: int = 50
+    min_spread: float = 0.02
+    outlier_action: str = "skip"
+    patience: int = 10
+    lower_after: int = 3
+    lower_window: int = 200
+    lr_factor: float = 0.5
+    min_lr_scale: float = 0.05
+    cooldown_steps: int = 50
+    recover_after: int | None = 1000
+    cusum_drift: float = 1.0
+    cusum_threshold: float = 25.0
+    max_level_shift: float = 1.5
+    snapshot_every: int = 100
+    max_rollbacks: int = 3
+    skip_after_rollback: int = 0
+    flat_loss_steps: int | None = 300
+    flat_loss_drop: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_number("z_threshold", self.z_threshold, low=0.0, low_open=True, owner=_OWNER)
+        check_number("grad_z_threshold", self.grad_z_threshold, low=0.0, low_open=True, owner=_OWNER)
+        check_int("window", self.window, low=3, owner=_OWNER)
+        check_int("warmup_steps", self.warmup_steps, low=3, owner=_OWNER)
+        if self.warmup_steps > self.window:
+            raise ValueError(
+                f"{_OWNER}: `warmup_steps` must be <= `window` (the baseline cannot hold more steps than the "
+                f"window), got warmup_steps={self.warmup_steps} and window={self.window}; raise window or lower "
+                "warmup_steps"
+            )
+        check_number("min_spread", self.min_spread, low=0.0, low_open=True, owner=_OWNER)
+        check_choice("outlier_action", self.outlier_action, OUTLIER_ACTIONS, owner=_OWNER)
+        check_int("patience", self.patience, low=2, owner=_OWNER)
+        check_int("lower_after", self.lower_after, low=1, owner=_OWNER)
+        check_int("lower_window", self.lower_window, low=1, owner=_OWNER)
+        check_number("lr_factor", self.lr_factor, low=0.0, low_open=True, owner=_OWNER)
+        if self.lr_factor >= 1.0:
+            raise ValueError(
+                f"{_OWNER}: `lr_factor` multiplies the LR scale at each cut and must be < 1, got "
+                f"{self.lr_factor!r}; use e.g. 0.5 to halve the LR"
+            )
+        check_number("min_lr_scale", self.min_lr_scale, low=0.0, low_open=True, high=1.0, owner=_OWNER)
+        check_int("cooldown_steps", self.cooldown_steps, low=0, owner=_OWNER)
+        if self.recover_after is not None:
+            check_int("recover_after", self.recover_after, low=1, owner=_OWNER)
+        check_number("cusum_drift", self.cusum_drift, low=0.0, owner=_OWNER)
+        check_number("cusum_threshold", self.cusum_threshold, low=0.0, low_open=True, owner=_OWNER)
+        check_number("max_level_shift", self.max_level_shift, low=1.0, owner=_OWNER)
+        check_int("snapshot_every", self.snapshot_every, low=1, owner=_OWNER)
+        check_int("max_rollbacks", self.max_rollbacks, low=0, owner=_OWNER)
+        check_int("skip_after_rollback", self.skip_after_rollback, low=0, owner=_OWNER)
+        if self.flat_loss_steps is not None:
+            check_int("flat_loss_steps", self.flat_loss_steps, low=10, owner=_OWNER)
+        check_number("flat_loss_drop", self.flat_loss_drop, low=0.0, low_open=True, high=1.0, owner=_OWNER)
