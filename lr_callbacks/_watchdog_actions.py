@@ -124,7 +124,8 @@ class DeviceJudge:
 
     COLUMNS = 7
 
-    def __init__(self, device: torch.device, rows: int) -> None:
+    def __init__(self, device: torch.device, rows: int, clip: bool) -> None:
+        self.clip = clip
         self.gate = torch.full((3,), math.inf, device=device)
         self.rows = torch.zeros((rows, self.COLUMNS), device=device)
         self.steps: list[int] = []
@@ -156,7 +157,8 @@ class DeviceJudge:
         else:
             for gradient in _gradients(optimizer):
                 gradient.masked_fill_(skip, 0.0)
-        clip_gradients(optimizer, clip_factor)
+        if self.clip:  # in "skip" mode the factor is always 1: spare the pass over the gradients
+            clip_gradients(optimizer, clip_factor)
         zero = torch.zeros((), device=loss.device)
         self._store(
             torch.stack([loss, norm, loss_out.float(), grad_out.float(), skip.float(), clip_factor, zero]), step

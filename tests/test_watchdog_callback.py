@@ -255,6 +255,18 @@ def test_manual_optimization_is_refused_with_the_reason(tmp_path):
         fit(tmp_path, Manual(), [small()], 5, logger=False)
 
 
+def test_a_sharded_strategy_is_refused_with_the_reason():
+    # Lightning refuses FSDP on the CPU ("requires a GPU accelerator"), so the trainer is a stand-in holding a
+    # strategy of that name: the kind of strategy is all that setup looks at
+    class FSDPStrategy:
+        pass
+
+    trainer = type("Trainer", (), {"strategy": FSDPStrategy()})()
+    module = type("Module", (), {"automatic_optimization": True})()
+    with pytest.raises(ValueError, match=r"does not support sharded strategies yet \(FSDPStrategy\).*Use DDP"):
+        DivergenceWatchdog().setup(trainer, module, "fit")
+
+
 # --- checkpoints, resume, halt -----------------------------------------------------------------------------------
 
 
