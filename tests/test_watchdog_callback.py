@@ -364,3 +364,37 @@ def test_resuming_a_halted_run_renews_the_rollback_budget(tmp_path, caplog):
     assert resumed.halt_reason is None and trainer.global_step == 50
     assert same(resumed.events[: len(watchdog.events)], watchdog.events)
     assert math.isclose(resumed.scale, watchdog.scale)
+
+
+def test_a_snapshot_restores_in_place_and_keeps_the_current_hyperparameters():
+    from lr_callbacks._watchdog_actions import Snapshot
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    snapshot = Snapshot()
+    snapshot.take(model, optimizer, step=1)
+    saved = state_of(model, optimizer)
+    tensors = [id(t) for t in [*model.parameters(), *optimizer.state[model.weight].values()]]
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3)).sum().backward()
+        optimizer.step()
+    optimizer.param_groups[0]["lr"] = 0.05  # e.g. the schedule moved on
+    snapshot.restore(model, optimizer)
+    assert all(map(torch.equal, state_of(model, optimizer), saved))
+    assert [id(t) for t in [*model.parameters(), *optimizer.state[model.weight].values()]] == tensors
+    assert optimizer.param_groups[0]["lr"] == 0.05
+    with pytest.raises(ValueError, match="no snapshot to restore yet"):
+        Snapshot().restore(model, optimizer)
+
+
+def test_the_lr_finder_sweep_does_not_trigger_the_watchdog(tmp_path):
+    from lr_callbacks import LRFinder
+
+    # the sweep drives the LR up to 10, where the loss explodes; the watchdog is paused meanwhile
+    finder, watchdog = LRFinder(num_steps=30, max_lr=10.0), small()
+    fit(tmp_path, DigitsModel(), [finder, watchdog], 30, logger=False)
+    assert finder.result is not None and finder.result.stop_reason == "diverged"
+    assert watchdog.events == [] and watchdog._policy.state.accepted == 30
