@@ -89,9 +89,13 @@ class DivergenceWatchdog(Callback):
     1 on the CPU (there is no device to wait for) and under a ``GradScaler`` (it synchronises every step
     anyway), else 8.
 
-    **Checkpoints.** Statistics, scale, incidents and budgets round-trip through ``state_dict``. A checkpoint
-    written while an incident is open holds the last clean snapshot as its weights (never poisoned ones), and the
-    live weights in the watchdog's state, so resuming from it continues exactly as the uninterrupted run.
+    **Checkpoints.** Statistics, scale, incidents, budgets and the steps judged on the device but not read yet
+    round-trip through ``state_dict``. A checkpoint written while an incident is open holds the last clean
+    snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
+    it continues exactly as the uninterrupted run. Snapshots are not saved otherwise (they would double the
+    checkpoint): after any checkpoint both runs take a fresh snapshot at the next clean step, and only an
+    incident that begins at the very first step after a resume rolls back to the checkpoint's weights rather
+    than to the older snapshot the uninterrupted run held.
 
     Only automatic optimization with one optimizer, on one device or under DDP, is supported: under manual
     optimization or a sharded strategy (FSDP, DeepSpeed, ModelParallel) the callback raises at setup.
