@@ -94,8 +94,8 @@ class DivergenceWatchdog(Callback):
     snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
     it continues exactly as the uninterrupted run. Snapshots are not saved otherwise (they would double the
     checkpoint): after any checkpoint both runs take a fresh snapshot at the next clean step, and only an
-    incident that begins at the very first step after a resume rolls back to the checkpoint's weights rather
-    than to the older snapshot the uninterrupted run held.
+    incident that begins before it (usually: at the first step after the resume) rolls back to the checkpoint's
+    weights rather than to the older snapshot the uninterrupted run held.
 
     Only automatic optimization with one optimizer, on one device or under DDP, is supported: under manual
     optimization or a sharded strategy (FSDP, DeepSpeed, ModelParallel) the callback raises at setup.
