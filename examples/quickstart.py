@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print("no incident")
     accuracy = float(trainer.callback_metrics["val_acc"])
     print(f"\nvalidation accuracy after {args.epochs} epochs: {accuracy:.3f}")
+    print(f"TensorBoard logs in {trainer.log_dir}: tensorboard --logdir {args.logdir}")
     return {"lr": finder.result.chosen_lr, "accuracy": accuracy, "events": watchdog.events, "schedule": schedule}
 
 

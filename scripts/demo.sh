@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install into .venv (once) and run the demo: a real training run with the callbacks, logged to TensorBoard.
+# Install into .venv (once) and run the demo, examples/quickstart.py: a real training run on the digits with
+# the three callbacks, logged to TensorBoard under quickstart_logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,4 @@ if ! .venv/bin/python -c "import lr_callbacks, sklearn" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet torch==2.13.0
     .venv/bin/python -m pip install --quiet -e ".[demo]"
 fi
-.venv/bin/python examples/demo.py "$@"
+.venv/bin/python examples/quickstart.py "$@"
