@@ -1,5 +1,6 @@
 """The docs cannot rot: ``docs/api.md`` is what the docstrings give, every public object has a doctested
-example, every link inside the docs resolves, and ``docs/tensorboard.md`` names every tag a run writes.
+example, every link inside the docs resolves, and the commands and the YAML of ``docs/README.md`` run.
+(``tests/test_tensorboard_server.py`` checks that ``docs/tensorboard.md`` names every tag a run writes.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import inspect
 import os
 import pkgutil
 import re
+import shlex
+import sys
 from types import ModuleType
+
+import pytest
 
 import lr_callbacks
 
@@ -94,3 +99,59 @@ def test_every_link_in_the_docs_resolves() -> None:
                 assert os.path.exists(os.path.join(DOCS, path)), f"{name} links to a missing file: {target}"
             elif fragment:
                 assert fragment in anchors, f"{name} links to a missing heading: #{fragment}"
+
+
+def readme_blocks(language: str) -> list[str]:
+    with open(os.path.join(DOCS, "README.md"), encoding="utf-8") as file:
+        return re.findall(rf"```{language}\n(.*?)```", file.read(), flags=re.DOTALL)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pytorch_lightning.cli")
+def test_readme_yaml_runs_with_lightning_cli(tmp_path, monkeypatch) -> None:
+    from pytorch_lightning.cli import LightningCLI
+
+    from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule, preset
+    from tests.test_namespaces import PLData, PLTiny
+
+    (config,) = readme_blocks("yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    monkeypatch.setattr(sys, "argv", ["lightning-cli"])
+    args = ["fit", "--config", str(path), "--trainer.max_steps=20", f"--trainer.default_root_dir={tmp_path}"]
+    cli = LightningCLI(PLTiny, PLData, args=args, save_config_callback=None)
+    kinds = {type(c) for c in cli.trainer.callbacks}
+    assert {LRFinder, LRSchedule, DivergenceWatchdog} <= kinds
+    schedule = next(c for c in cli.trainer.callbacks if isinstance(c, LRSchedule))
+    assert schedule.schedule == preset("cosine", warmup="5%", end=0.1)
+    body, head = cli.model.seen_group_lrs[-1]  # the last step: the body's cosine is near its floor,
+    assert head == pytest.approx(schedule.peak_lrs[0][1])  # the head's own schedule holds its peak
+    assert body < schedule.peak_lrs[0][0] / 2
+
+
+def test_readme_commands_run(tmp_path, monkeypatch, capsys) -> None:
+    from lr_callbacks._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text(readme_blocks("yaml")[0])
+    commands = [line for block in readme_blocks("bash") for line in block.splitlines() if line.strip()]
+    assert len(commands) >= 8
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "lr_callbacks"], command
+        try:
+            status = main(argv[3:])
+        except SystemExit as done:  # --help
+            status = done.code
+        assert status == 0, (command, capsys.readouterr().err)
+    assert (tmp_path / "plan.png").exists()
+
+
+def test_readme_error_example_is_what_the_command_prints(capsys) -> None:
+    from lr_callbacks._cli import main
+
+    (text,) = readme_blocks("text")
+    command, shown = text.strip().splitlines()
+    with pytest.raises(SystemExit):
+        main(shlex.split(command.removeprefix("$ "))[3:])
+    printed = capsys.readouterr().err.strip().splitlines()[-1]
+    assert printed.startswith(shown.removesuffix("..."))
