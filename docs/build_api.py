@@ -220,8 +220,9 @@ def _list_section(body: list[str], public: list[str]) -> list[str]:
 
 def _default(cls: Any, parameter: inspect.Parameter) -> str:
     if dataclasses.is_dataclass(cls) and repr(parameter.default) == "<factory>":
-        field = next(f for f in dataclasses.fields(cls) if f.name == parameter.name)
-        return repr(field.default_factory())  # type: ignore[misc]
+        factory = next(f for f in dataclasses.fields(cls) if f.name == parameter.name).default_factory
+        if callable(factory):
+            return repr(factory())
     return repr(parameter.default)
 
 
@@ -241,7 +242,13 @@ def signature(name: str, obj: Any, wrap: bool = True) -> str:
             star_done = True
         if parameter.kind is parameter.VAR_POSITIONAL:
             star_done = True
-        prefix = {parameter.VAR_POSITIONAL: "*", parameter.VAR_KEYWORD: "**"}.get(parameter.kind, "")
+        prefix = (
+            "*"
+            if parameter.kind is parameter.VAR_POSITIONAL
+            else "**"
+            if parameter.kind is parameter.VAR_KEYWORD
+            else ""
+        )
         text = prefix + parameter.name
         if parameter.annotation is not parameter.empty:
             annotation = parameter.annotation
@@ -325,7 +332,7 @@ def entry(name: str, obj: Any, module: str, public: list[str]) -> list[str]:
                 out += [f"#### `{name}.{key}` (property)", ""]
             else:
                 out += [f"#### `{signature(f'{name}.{key}', target, wrap=False)}`", ""]
-            out.append(docstring_markdown(target.__doc__, public))
+            out.append(docstring_markdown(target.__doc__ or "", public))
     return out
 
 
