@@ -6,7 +6,7 @@
 - ``DivergenceWatchdog`` judges every step before the update. One corrupted batch (its pixels ×1000, as
   from a broken data pipeline) arrives at step ``--bad-batch``: the watchdog skips that update.
 
-    python examples/quickstart.py
+    python examples/quickstart.py             # or `bash scripts/demo.sh`, which installs, then runs it
     tensorboard --logdir quickstart_logs      # lr/..., lr_finder/curve, lr_schedule/plan, watchdog/events
 """
 
