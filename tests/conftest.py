@@ -8,6 +8,11 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import settings
+
+# The same examples on every run: a property test that fails, fails again, on any machine.
+settings.register_profile("deterministic", derandomize=True, deadline=None)
+settings.load_profile("deterministic")
 
 os.environ.setdefault("PL_DISABLE_FORK", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -104,7 +104,7 @@ def test_z_scores_in_log_space_do_not_depend_on_the_loss_scale(factor, losses):
             baseline.add(math.log(v))
         return [baseline.z(math.log(values[-1]))]
 
-    assert zs([v * factor for v in losses]) == pytest.approx(zs(losses), abs=1e-6)
+    assert zs([v * factor for v in losses]) == pytest.approx(zs(losses), rel=1e-9, abs=1e-6)
 
 
 # --- Cusum, trend ------------------------------------------------------------------------------------------
