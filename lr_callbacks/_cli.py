@@ -263,8 +263,8 @@ def group_schedules(callback: Any, peaks: dict[str, float]) -> tuple[dict[str, S
     Raises:
         UsageError: when the config names a group that ``--peak-lr`` does not.
     """
-    named = dict(callback._group_schedules)  # the configuration, as LRSchedule resolves it at fit start
-    overrides = dict(callback._peak_overrides)
+    named = callback.group_schedules  # the configuration, as LRSchedule resolves it at fit start
+    overrides = callback.peak_overrides
     unknown = sorted((set(named) | set(overrides)) - set(peaks))
     if unknown:
         raise UsageError(

@@ -124,7 +124,7 @@ def multistep(
     warmup_start: float = 0.0,
 ) -> Schedule:
     """Multiply by ``gamma`` at each milestone (counted from the end of the warmup)."""
-    return _with_warmup(MultiStep(tuple(milestones), gamma), warmup, warmup_curve, warmup_start)
+    return _with_warmup(MultiStep(milestones, gamma), warmup, warmup_curve, warmup_start)  # type: ignore[arg-type]
 
 
 def inverse_sqrt(

@@ -218,6 +218,16 @@ class LRSchedule(Callback):
         return self._schedule
 
     @property
+    def group_schedules(self) -> dict[str, Schedule]:
+        """The schedules given for named groups (``group_schedules``), preset names built."""
+        return dict(self._group_schedules)
+
+    @property
+    def peak_overrides(self) -> dict[str, float]:
+        """The peak LRs given for named groups (``peak_lrs``)."""
+        return dict(self._peak_overrides)
+
+    @property
     def run(self) -> Run | None:
         """The run the schedule was resolved against at fit start (``None`` before)."""
         return self._run

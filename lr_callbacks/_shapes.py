@@ -440,7 +440,10 @@ class MultiStep(Schedule):
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, (str, Duration)) or not isinstance(self.milestones, Sequence):
-            raise TypeError(f"MultiStep: `milestones` must be a sequence of durations, got {self.milestones!r}")
+            raise TypeError(
+                f"MultiStep: `milestones` must be a sequence of durations, got {self.milestones!r}; "
+                "write a list such as ['10 epochs', '20 epochs']"
+            )
         if not self.milestones:
             raise ValueError("MultiStep: `milestones` must not be empty; for no decay use Constant()")
         parsed = tuple(parse_duration(m, "milestones") for m in self.milestones)

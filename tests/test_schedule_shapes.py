@@ -713,3 +713,9 @@ def test_momentum_arguments_change_the_momentum() -> None:
             **{**{f.name: getattr(schedule, f.name) for f in fields(schedule)}, "momentum": (0.7, 0.9)}
         )
         assert [other.momentum_at(k, 24, run) for k in range(24)] != base
+
+
+def test_the_multistep_preset_refuses_a_single_string_for_its_milestones() -> None:
+    with pytest.raises(TypeError, match=r"`milestones` must be a sequence.*'10 epochs', '20 epochs'"):
+        preset("multistep", milestones="10 epochs")
+    assert preset("multistep", milestones=["10 steps", "20 steps"], gamma=0.5)(15) == 0.5
