@@ -8,6 +8,8 @@
 >>> import lr_callbacks
 >>> lr_callbacks.Cosine(end=0.1)(50, total_steps=100)
 0.55
+>>> lr_callbacks.__version__
+'0.1.0'
 """
 
 from lr_callbacks._composites import CosineRestarts, Cyclic, OneCycle, Phase, Phases, Reversed

@@ -27,7 +27,10 @@ class Phase:
     Args:
         schedule: the shape of this phase; its step 0 is the phase's first step.
         duration: how long the phase lasts (a :class:`~lr_callbacks.Duration` or a string such as
-            ``"500 steps"``, ``"2 epochs"``, ``"5%"``), or ``None`` for the rest of the run (last phase only).
+            ``"500 steps"``, ``"2 epochs"``, ``"5%"``), or ``None`` for what the other phases leave of the run.
+
+    >>> print(Phase(Warmup(), "500 steps").describe())
+    Warmup() for 500 steps
     """
 
     schedule: Schedule

@@ -31,6 +31,10 @@ class Run:
         total_steps: optimizer steps in the whole run, or ``None`` when the length is unknown (an
             iterable dataset with no ``max_steps``).
         steps_per_epoch: optimizer steps in one epoch, or ``None`` when unknown.
+
+    >>> run = Run(total_steps=1000, steps_per_epoch=100)
+    >>> Epochs(2).to_steps(run), RunFraction(0.25).to_steps(run)
+    (200, 250)
     """
 
     total_steps: int | None = None
@@ -44,7 +48,13 @@ class Run:
 
 
 class Duration(ABC):
-    """A length of training with its unit. Resolve it with :meth:`to_steps`."""
+    """A length of training with its unit: :class:`Steps`, :class:`Epochs` or :class:`RunFraction`.
+
+    Resolve it with :meth:`to_steps` against a :class:`Run`.
+
+    >>> [d.to_steps(Run(total_steps=400, steps_per_epoch=50)) for d in (Steps(30), Epochs(1.5), RunFraction(0.1))]
+    [30, 75, 40]
+    """
 
     @abstractmethod
     def to_steps(self, run: Run) -> int:

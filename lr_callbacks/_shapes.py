@@ -57,6 +57,14 @@ class Schedule(ABC):
 
     Subclasses implement :meth:`at`. Call a schedule directly to evaluate it over a whole run:
     ``schedule(step, total_steps=..., steps_per_epoch=...)``.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Halving(Schedule):
+    ...     def at(self, step, span, run):
+    ...         return 0.5 ** (step // 100)
+    >>> Halving()(250)
+    0.25
     """
 
     @abstractmethod

@@ -24,6 +24,11 @@ warmup=...)``) train from the first step instead.
 >>> s = TransformersSchedule("linear", num_warmup_steps=2)
 >>> [s(k, total_steps=6) for k in range(6)]
 [0.0, 0.5, 1.0, 0.75, 0.5, 0.25]
+
+The scheduler-specific arguments each name takes, with transformers' defaults:
+
+>>> TRANSFORMERS_ARGUMENTS["polynomial"]
+{'lr_end': 1e-07, 'power': 1.0}
 """
 
 from __future__ import annotations
@@ -89,6 +94,10 @@ class TransformersSchedule(Schedule):
     Raises:
         ValueError: for an unknown name or a value transformers would reject.
         TypeError: for an argument the named scheduler does not take.
+
+    >>> cosine = TransformersSchedule("cosine", num_warmup_steps=10)
+    >>> [round(cosine(k, total_steps=110), 3) for k in (0, 5, 10, 60, 109, 200)]
+    [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
     """
 
     name: str
