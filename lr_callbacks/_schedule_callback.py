@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
+from lr_callbacks import _schedule_setup as setup
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._compat import Callback
-from lr_callbacks._durations import Epochs, Run
+from lr_callbacks._durations import Run
 from lr_callbacks._logging import log_image, log_scalars, log_text
 from lr_callbacks._lr_control import _as_float, _set_lr
 from lr_callbacks._plan import UNKNOWN_LENGTH_PREVIEW, evaluate, plan_image, plan_table, sample_steps
@@ -39,20 +37,6 @@ from lr_callbacks._transformers import TransformersSchedule
 __all__ = ["LRSchedule"]
 
 log = logging.getLogger("lr_callbacks")
-
-_LENGTH_POLICIES = ("keep", "rescale", "error")
-
-
-@dataclass
-class _Group:
-    """What the schedule knows of one parameter group."""
-
-    tag: str  # "group0", "head", or "Adam/head" with several optimizers
-    name: str  # param_group["name"] or "group<i>"
-    schedule: Schedule
-    peak: float
-    scale: float = 1.0
-    lr: float = math.nan  # the LR last written
 
 
 class LRSchedule(Callback):
@@ -161,7 +145,7 @@ class LRSchedule(Callback):
             for name, value in (peak_lrs or {}).items()
         }
         self._on_length_change = check_choice(
-            "on_length_change", on_length_change, _LENGTH_POLICIES, owner="LRSchedule"
+            "on_length_change", on_length_change, setup.LENGTH_POLICIES, owner="LRSchedule"
         )
         self._log_every = check_int("log_every_n_steps", log_every_n_steps, low=1, owner="LRSchedule")
         if not isinstance(log_plan, bool):
@@ -359,7 +343,7 @@ class LRSchedule(Callback):
     def _reset_runtime(self) -> None:
         self._trainer = None
         self._run: Run | None = None
-        self._table: list[list[_Group]] = []
+        self._table: list[list[setup.GroupState]] = []
         self._clocks: list[int] = []
         self._optimizers = []
         self._optimizer_names: list[str] = []
@@ -378,176 +362,28 @@ class LRSchedule(Callback):
         """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""
         if self._trainer is trainer and self._optimizers:
             return
-        if trainer.lr_scheduler_configs:
-            names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
-            raise ValueError(
-                f"LRSchedule drives the learning rate, but configure_optimizers also returned a torch scheduler "
-                f"({names}) that would overwrite it at every step. Return only the optimizer(s), or drop LRSchedule "
-                "and keep your scheduler (LRFinder and DivergenceWatchdog work with it)"
-            )
-        if not trainer.optimizers or any(not o.param_groups for o in trainer.optimizers):
-            raise ValueError(
-                "LRSchedule found no optimizer to drive: configure_optimizers returned none (or one without "
-                "parameter groups); return an optimizer from configure_optimizers"
-            )
+        setup.refuse_unusable(trainer)
         self._trainer = trainer
         self._optimizers = list(trainer.optimizers)
-        run = self._resolve_run(trainer)
+        run = setup.resolve_run(trainer, [self._schedule, *self._group_schedules.values()])
         restored, self._restored = self._restored, None
         if restored is not None:
-            self._check_restored_shape(restored)
-            run = self._apply_length_policy(restored, run)
+            setup.check_restored_shape(restored, self._optimizers)
+            run = setup.apply_length_policy(restored, run, self._on_length_change)
         self._run = run
-        self._table = self._build_table(trainer, restored)
+        self._table, self._optimizer_names = setup.build_table(
+            self._optimizers, self._schedule, self._group_schedules, self._peak_overrides, restored
+        )
         self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
         self._clock_from_trainer = restored is None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
-            self._check(schedule, run)
-        self._check_momentum()
-        self._warn_manual_max_steps(trainer)
+            setup.check_schedule(schedule, run)
+        setup.check_momentum(self._optimizers, self._table)
+        setup.warn_manual_max_steps(trainer, self._optimizers)
         for index, optimizer in enumerate(self._optimizers):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
         self._plan_due = self._log_plan
-
-    def _resolve_run(self, trainer: Any) -> Run:
-        total = trainer.estimated_stepping_batches
-        # inf: no max_steps and max_epochs=-1; -1: an iterable dataset with no max_steps (Lightning returns it)
-        total_steps = None if total is None or math.isinf(total) or total < 0 else int(total)
-        schedules = [self._schedule, *self._group_schedules.values()]
-        if trainer.train_dataloader is None and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
-            # With max_steps (max_epochs=-1), estimated_stepping_batches answers without loading the data, so
-            # the epoch length is unknown at fit start. Load it, as estimated_stepping_batches does with max_epochs,
-            # only when a duration is in epochs: loaded before the checkpoint's loop state is restored, a stateful
-            # dataloader does not get its state back.
-            trainer.fit_loop.setup_data()
-        batches = trainer.num_training_batches
-        per_epoch = None
-        if batches is not None and not math.isinf(batches) and batches > 0:
-            per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
-        return Run(total_steps=total_steps, steps_per_epoch=per_epoch)
-
-    def _apply_length_policy(self, restored: dict[str, Any], run: Run) -> Run:
-        before = Run(total_steps=restored["total_steps"], steps_per_epoch=restored["steps_per_epoch"])
-        if before.total_steps == run.total_steps:
-            return run
-        change = (
-            f"the run had {before.total_steps} optimizer steps when the checkpoint was written, "
-            f"it now has {run.total_steps}"
-        )
-        if self._on_length_change == "error":
-            raise ValueError(
-                f"LRSchedule: {change}. Resume with the original max_steps/max_epochs, or set "
-                "on_length_change='keep' (follow the original plan) or 'rescale' (re-plan for the new length)"
-            )
-        if self._on_length_change == "keep":
-            warnings.warn(
-                f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so past "
-                f"step {before.total_steps} the LR holds its last value",
-                UserWarning,
-                stacklevel=2,
-            )
-            return before
-        warnings.warn(
-            f"LRSchedule: {change}; re-planning the schedule for the new length "
-            "(on_length_change='rescale'): boundaries given as fractions of the run move",
-            UserWarning,
-            stacklevel=2,
-        )
-        return run
-
-    def _build_table(self, trainer: Any, restored: dict[str, Any] | None) -> list[list[_Group]]:
-        several = len(self._optimizers) > 1
-        optimizer_names = self._optimizer_names = _unique([type(o).__name__ for o in self._optimizers])
-        table: list[list[_Group]] = []
-        known: set[str] = set()
-        for index, optimizer in enumerate(self._optimizers):
-            groups = []
-            names = _unique([str(g.get("name", f"group{j}")) for j, g in enumerate(optimizer.param_groups)])
-            for j, (group, name) in enumerate(zip(optimizer.param_groups, names)):
-                tag = f"{optimizer_names[index]}/{name}" if several else name
-                known.update({name, tag})
-                schedule = self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule))
-                schedule = self._bind(schedule, optimizer)
-                peak = self._peak_overrides.get(tag, self._peak_overrides.get(name, _as_float(group["lr"])))
-                if restored is not None:
-                    peak, scale = self._restored_group(restored, index, j, name)
-                else:
-                    scale = 1.0
-                groups.append(_Group(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
-            table.append(groups)
-        unknown = sorted((set(self._group_schedules) | set(self._peak_overrides)) - known)
-        if unknown:
-            raise ValueError(
-                f"LRSchedule: no parameter group is named {', '.join(map(repr, unknown))}; the groups are "
-                f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers"
-            )
-        return table
-
-    @staticmethod
-    def _restored_group(restored: dict[str, Any], index: int, j: int, name: str) -> tuple[float, float]:
-        saved = restored["names"][index][j]
-        if saved != name:
-            raise ValueError(
-                f"LRSchedule: group {j} of optimizer {index} was {saved!r} in the checkpoint and is {name!r} now; "
-                "resume with the same configure_optimizers"
-            )
-        return float(restored["peaks"][index][j]), float(restored["scales"][index][j])
-
-    def _check_restored_shape(self, restored: dict[str, Any]) -> None:
-        saved = [len(names) for names in restored["names"]]
-        now = [len(o.param_groups) for o in self._optimizers]
-        if saved != now:
-            raise ValueError(
-                f"LRSchedule: the checkpoint has {saved} parameter groups per optimizer, this run has {now}; "
-                "resume with the same configure_optimizers"
-            )
-
-    @staticmethod
-    def _bind(schedule: Schedule, optimizer: Any) -> Schedule:
-        if (
-            isinstance(schedule, TransformersSchedule)
-            and schedule.needs_reference_lr()
-            and schedule.reference_lr is None
-        ):
-            return replace(schedule, reference_lr=float(optimizer.defaults["lr"]))
-        return schedule
-
-    @staticmethod
-    def _check(schedule: Schedule, run: Run) -> None:
-        if run.total_steps is None and schedule.needs_total():
-            raise ValueError(
-                f"LRSchedule needs a run of known length for {schedule.describe()}, but this run's length is "
-                "unknown (an iterable dataset with no max_steps?). Set Trainer(max_steps=...), or use a schedule "
-                "that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
-            )
-        try:
-            schedule.check(run.total_steps, run)
-        except ValueError as error:
-            raise ValueError(f"LRSchedule: {error}") from None
-
-    def _check_momentum(self) -> None:
-        for optimizer, groups in zip(self._optimizers, self._table):
-            for group, g in zip(optimizer.param_groups, groups):
-                if g.schedule.co_schedules_momentum() and "momentum" not in group and "betas" not in group:
-                    raise ValueError(
-                        f"LRSchedule: {g.schedule.describe()} co-schedules the momentum, but "
-                        f"{type(optimizer).__name__} has neither `momentum` nor `betas`; pass momentum=None to "
-                        "the schedule, or use SGD(momentum=...) or Adam/AdamW"
-                    )
-
-    def _warn_manual_max_steps(self, trainer: Any) -> None:
-        module = trainer.lightning_module
-        if len(self._optimizers) < 2 or getattr(module, "automatic_optimization", True) or trainer.max_steps == -1:
-            return
-        warnings.warn(
-            f"LRSchedule: under manual optimization Lightning counts max_steps={trainer.max_steps} over the steps of "
-            f"all {len(self._optimizers)} optimizers, but plans each optimizer's schedule over {trainer.max_steps} of "
-            "its own steps, so each covers only part of its plan (half, with two optimizers stepping every batch). "
-            "Set Trainer(max_epochs=...) instead of max_steps, or give the schedule's durations in steps",
-            UserWarning,
-            stacklevel=2,
-        )
 
     # --- the per-step work -----------------------------------------------------------------------------
 
@@ -574,14 +410,14 @@ class LRSchedule(Callback):
                 suffix += 1
                 name = f"{base}-{suffix}"
             tag = f"{self._optimizer_names[index]}/{name}" if len(self._optimizers) > 1 else name
-            schedule = self._bind(
+            schedule = setup.bind(
                 self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule)), optimizer
             )
             scale = groups[0].scale if groups else 1.0
             multiplier = evaluate(schedule, self._clocks[index], run) * scale
             lr = _as_float(group["lr"])
             peak = lr / multiplier if multiplier > 0 else lr
-            groups.append(_Group(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
+            groups.append(setup.GroupState(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
 
     def _write(self, index: int) -> None:
         run = self._run
@@ -682,17 +518,3 @@ class _StepHook:
 
     def __call__(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.owner._after_step(self.index)
-
-
-def _unique(names: list[str]) -> list[str]:
-    """Make repeated names distinct, as LearningRateMonitor does: ``Adam``, ``Adam-1``."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        if name in seen:
-            seen[name] += 1
-            out.append(f"{name}-{seen[name]}")
-        else:
-            seen[name] = 0
-            out.append(name)
-    return out
