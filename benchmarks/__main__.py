@@ -45,20 +45,71 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}"
     )
     parser.add_argument("--out", default=None, help="output directory (default: benchmarks/results[/quick])")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 quick, 2 full)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in only if name not in BENCHMARKS]
     if unknown or not only:
         parser.error(f"--only takes names among {', '.join(BENCHMARKS)}; got {args.only!r}")
     args.only = [name for name in BENCHMARKS if name in only]
-    if args.threads is None:
-        args.threads = 1 if args.quick else min(2, os.cpu_count() or 1)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}")
     if args.out is None:
         args.out = os.path.join(HERE, "results", "quick") if args.quick else os.path.join(HERE, "results")
     return args
+
+
+def summary_markdown(summary: dict[str, Any], header: str) -> str:
+    """``summary.json`` as markdown tables (what the README links to)."""
+    from benchmarks._common import fmt, markdown_table
+
+    parts = [f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, `finetune.md`."]
+    if "overhead" in summary:
+        rows = [
+            [name, f"{(r['ratio'] - 1) * 100:+.2f}%", f"{r['us_per_step']:.0f}", fmt(r["host_reads_per_step"])]
+            for name, r in summary["overhead"].items()
+        ]
+        header_row = ["model", "step time vs bare Trainer", "added µs/step", "added host reads/step"]
+        parts.append("## Overhead (LRSchedule + LRFinder + DivergenceWatchdog)\n\n" + markdown_table(header_row, rows))
+    if "finder" in summary:
+        order = sorted(summary["finder"], key=lambda m: summary["finder"][m]["median_regret"] or 0.0)
+        rows = [
+            [
+                m,
+                fmt(summary["finder"][m]["median_regret"]),
+                fmt(summary["finder"][m]["worst_regret"]),
+                summary["finder"][m]["diverged"],
+            ]
+            for m in order
+        ]
+        parts.append(
+            "## LR finder quality (normalized regret: 0 = grid best, 1 = torch's default LR)\n\n"
+            + markdown_table(["finder", "median regret", "worst regret", "diverged runs"], rows)
+        )
+    if "watchdog" in summary:
+        rows = [
+            [m, f"{r['recovered']}/{r['runs']}", fmt(r["false_interventions_per_1k"])]
+            for m, r in summary["watchdog"].items()
+        ]
+        parts.append(
+            "## Watchdog recovery\n\n"
+            + markdown_table(["method", "recovered runs", "false interventions / 1k clean steps"], rows)
+        )
+    if "finetune" in summary:
+        rows = [
+            [
+                r["setup"],
+                fmt(r["lr"]),
+                fmt(r["val_loss"]),
+                f"{r['test_accuracy'] * 100:.1f}%",
+                fmt(r["forgetting"]),
+                {True: "yes", False: "no"}.get(r.get("in_good_region"), "-"),
+            ]
+            for r in summary["finetune"]
+        ]
+        header_row = ["setup", "peak LR", "val loss", "test accuracy", "forgetting", "in the good region"]
+        parts.append("## Fine-tuning MiniLM\n\n" + markdown_table(header_row, rows))
+    return "\n\n".join(parts) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -93,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     lines = [f"- {name}: {seconds / 60:.1f} min" for name, seconds in times.items()]
     with open(os.path.join(ctx.out, "timing.md"), "w") as handle:
         handle.write(f"# Wall time\n\n{stamp(ctx, total)}\n\n" + "\n".join(lines) + "\n")
+    with open(os.path.join(ctx.out, "summary.md"), "w") as handle:
+        handle.write(summary_markdown(summary, stamp(ctx)))
     log(f"== done in {total / 60:.1f} min; results in {ctx.out}")
     return summary
 

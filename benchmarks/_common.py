@@ -170,8 +170,18 @@ def write_json(path: str, data: Any) -> None:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence Lightning's and transformers' chatter and the warnings a tiny CPU run provokes."""
-    names = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+    """Silence Lightning's, transformers' and our callbacks' chatter, and the warnings a tiny CPU run provokes.
+
+    The benchmarks record what the callbacks did from their results (``finder.result``, ``watchdog.events``).
+    """
+    names = (
+        "pytorch_lightning",
+        "lightning",
+        "lightning.pytorch",
+        "lightning_fabric",
+        "lightning.fabric",
+        "lr_callbacks",
+    )
     levels = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.ERROR)

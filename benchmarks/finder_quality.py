@@ -55,7 +55,7 @@ class Scale:
 
 
 FULL = Scale(
-    tasks={"digits-mlp": 300, "digits-cnn": 300, "charlm": 200, "minilm": 60}, seeds=3, finder_seeds=3, grid_step=0.5
+    tasks={"digits-mlp": 300, "digits-cnn": 300, "charlm": 120, "minilm": 48}, seeds=3, finder_seeds=3, grid_step=0.5
 )
 QUICK = Scale(tasks={"digits-mlp": 40}, seeds=1, finder_seeds=1, grid_step=2.0, confirm=False)
 

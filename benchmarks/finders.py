@@ -6,7 +6,8 @@ returns a :class:`Suggestion`. What each one is:
 - ``lr_callbacks`` (and ``lr_callbacks.<method>``): our :class:`~lr_callbacks.LRFinder`, through
   :func:`~lr_callbacks.find_lr` inside a real ``Trainer`` that carries the task's :class:`~lr_callbacks.LRSchedule`;
   the other methods re-analyse the same sweep with :func:`~lr_callbacks.suggest_lr`. ``lr_callbacks.confirm``
-  is the finder's confirm mode (short trials of the real schedule around the suggestion).
+  is the finder's confirm mode (trials of the real schedule at ×0.5, ×1, ×2 the suggestion, 15% of the run
+  each).
 - ``lightning``: Lightning's ``Tuner(trainer).lr_find(model)`` at its defaults (1e-8 to 1, 100 steps), then
   ``.suggestion()``.
 - ``torch_lr_finder``: ``torch_lr_finder.LRFinder`` as its README's "fastai approach" says (optimizer LR 1e-7,
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 OUR_METHODS = ("default", "steepest", "min_div_10", "valley")
+CONFIRM_LENGTH = "15%"  # each confirm trial runs past the tasks' warmups (≤ 10%), as the finder's warning asks
 FINDERS = ("lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley")
 
 
@@ -206,8 +208,9 @@ def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False
     """Our finder through ``find_lr`` in a Trainer carrying the task's schedule; one suggestion per method.
 
     With ``confirm=True`` the sweep is followed by the finder's confirm mode (trials at ×0.5, ×1, ×2 the
-    suggestion, compared on the validation loss) and only its choice is returned; the trials' steps count in
-    the cost.
+    suggestion, compared on the validation loss, each :data:`CONFIRM_LENGTH` of the run: its default 5% ends
+    inside a 10% warmup, and the finder then warns that the trials compare warmups) and only its choice is
+    returned; the trials' steps count in the cost.
     """
     from torch.utils.data import DataLoader
 
@@ -225,6 +228,7 @@ def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False
                 train_dataloaders=train_loader(task, seed),
                 val_dataloaders=DataLoader(task.val_set, batch_size=256),
                 confirm=True,
+                confirm_length=CONFIRM_LENGTH,
             )
         else:
             tr = trainer(root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)])

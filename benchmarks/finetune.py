@@ -8,8 +8,8 @@ Every run fine-tunes all-MiniLM-L6-v2 on the docstring task (:mod:`benchmarks.mo
 - ``sweep``: 1e-4, 1e-5 and 1e-6 with the same warmup and decay, one order of magnitude apart; the sweep's
   pick is the one of lowest validation loss;
 - ``LRFinder``: our finder at its defaults sets the peak, then the same warmup and decay;
-- ``LRFinder confirm``: the finder's confirm mode (short trials of the real schedule), default candidates,
-  and again with the practitioners' candidates 1e-4, 1e-5, 1e-6;
+- ``LRFinder confirm``: the finder's confirm mode (trials of the real schedule, 15% of the run each so that
+  they pass the warmup), default candidates, and again with the practitioners' candidates 1e-4, 1e-5, 1e-6;
 - ``LoRA``: adapters (rank 8) in a frozen encoder at 1e-3 under warmup and decay, the head at 1e-4 under a
   constant schedule: two groups, two schedules, through ``LRSchedule(group_schedules=..., peak_lrs=...)``.
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
+from benchmarks.finders import CONFIRM_LENGTH
 from benchmarks.models import Task, TaskModule, evaluate, make_task, train_loader
 
 __all__ = ["Scale", "run"]
@@ -46,7 +47,7 @@ class Scale:
     skip: tuple[str, ...] = ()  # setups left out (a smoke size)
 
 
-FULL = Scale(steps=60, seeds=3)
+FULL = Scale(steps=48, seeds=3, confirm_length=CONFIRM_LENGTH)
 QUICK = Scale(
     steps=3,
     seeds=1,
@@ -82,8 +83,13 @@ def _fit(task: Task, seed: int, lr: float, callbacks: list[Any], root: str) -> d
     val = DataLoader(task.val_set, batch_size=256)
     trainer.fit(module, train_dataloaders=train_loader(task, seed), val_dataloaders=val)
     metrics = evaluate(task, module.model)
-    assert task.metrics is not None
-    return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], **task.metrics(module.model)}
+    return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], **_metrics(task, module.model)}
+
+
+def _metrics(task: Task, model: Any) -> dict[str, float]:
+    from benchmarks.models.minilm import finetune_metrics
+
+    return finetune_metrics(model, limit=task.extra.get("limit"))
 
 
 def _setups(scale: Scale) -> list[tuple[str, str, Any]]:
@@ -160,7 +166,7 @@ def _good_region(ctx: Context, task: Task) -> dict[str, Any] | None:
     bound = truth["best_loss"] + max(2 * truth["best_std"], 0.01 * truth["best_loss"])
     inside = [lr for lr, loss in zip(truth["lrs"], truth["mean_loss"]) if loss <= bound]
     forgetting = [statistics.mean(r.get("forgetting", math.nan) for r in per) for per in truth["runs"]]
-    accuracy = [statistics.mean(r.get("test_accuracy", math.nan) for r in per) for per in truth["runs"]]
+    accuracy = [statistics.mean(r["accuracy"] for r in per) for per in truth["runs"]]
     return {
         "low": min(inside),
         "high": max(inside),
@@ -170,7 +176,7 @@ def _good_region(ctx: Context, task: Task) -> dict[str, Any] | None:
         "lrs": truth["lrs"],
         "mean_loss": truth["mean_loss"],
         "forgetting": forgetting,
-        "test_accuracy": accuracy,
+        "val_accuracy": accuracy,
     }
 
 
@@ -186,10 +192,15 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
     setups = [setup for setup in setups if setup[0] not in scale.skip]
     runs: dict[str, list[dict[str, Any]]] = {}
     probe = task.build()
-    assert task.metrics is not None
     start = evaluate(task, probe)
     runs["linear probe only (no fine-tuning)"] = [
-        {"seed": 0, "val_loss": start["loss"], "val_accuracy": start["accuracy"], "lr": math.nan, **task.metrics(probe)}
+        {
+            "seed": 0,
+            "val_loss": start["loss"],
+            "val_accuracy": start["accuracy"],
+            "lr": math.nan,
+            **_metrics(task, probe),
+        }
     ]
     with ctx.scratch() as root, quiet():
         for name, _label, make in setups:
@@ -273,9 +284,9 @@ def _report(
             [
                 Line(region["lrs"], region["mean_loss"], "val loss", "k.-"),
                 Line(region["lrs"], region["forgetting"], "forgetting (1 − Spearman)", "r.-"),
-                Line(region["lrs"], [1 - a for a in region["test_accuracy"]], "test error", "b.-"),
+                Line(region["lrs"], [1 - a for a in region["val_accuracy"]], "validation error", "b.-"),
             ],
-            title="MiniLM: loss, test error and forgetting vs peak LR (grid, warmup + linear decay)",
+            title="MiniLM: validation loss and error, forgetting vs peak LR (grid, warmup + linear decay)",
             xlabel="peak LR",
             ylabel="value",
             logx=True,

@@ -109,7 +109,7 @@ class Scale:
     finder_steps: int | None = None  # the finder's sweep (None: its default)
 
 
-FULL = Scale(rounds=7, steps={"digits": 600, "charlm": 300})
+FULL = Scale(rounds=6, steps={"digits": 600, "charlm": 300})
 QUICK = Scale(rounds=2, steps={"digits": 40, "charlm": 15}, warmup=3, finder_steps=10)
 ARMS = ("bare", "LRSchedule", "DivergenceWatchdog", "all")
 

@@ -48,6 +48,7 @@ class Scale:
     """How much to run: optimizers, budget, seeds, validation cadence."""
 
     optimizers: tuple[str, ...]
+    lrs: dict[str, float]  # the (tuned) peak LR of each optimizer
     steps: int
     fault_seeds: int
     clean_seeds: int
@@ -55,9 +56,11 @@ class Scale:
     faults: tuple[str, ...] = FAULTS
 
 
-FULL = Scale(optimizers=("sgd", "adamw"), steps=400, fault_seeds=3, clean_seeds=4, val_every=50)
+LRS = {"sgd": 0.1, "adamw": 5e-3}  # near the best of the finder benchmark's digits-mlp grids
+FULL = Scale(optimizers=("sgd", "adamw"), lrs=LRS, steps=400, fault_seeds=3, clean_seeds=5, val_every=50)
 QUICK = Scale(
     optimizers=("sgd",),
+    lrs=LRS,
     steps=40,
     fault_seeds=1,
     clean_seeds=2,
@@ -112,15 +115,18 @@ def _method(name: str) -> tuple[list[Any], Any]:
 def _incidents(callback: Any) -> tuple[int, int, list[str]]:
     """Our watchdog's interventions, the steps it skipped or rolled back, and its event log.
 
-    Interventions are the actions that change training (:data:`INTERVENTIONS`); ``raise_lr`` (undoing a cut),
-    ``rebaseline`` and ``warn`` are not. A rollback wastes the steps between its snapshot and the incident
-    (read from the incident's detail, "back to the snapshot before step N").
+    Interventions are the actions that change training (:data:`INTERVENTIONS`), counted once per step and
+    action (a step skipped for its loss and its gradient norm is one skip); ``raise_lr`` (undoing a cut),
+    ``rebaseline`` and ``warn`` are not. A skip wastes its step; a rollback wastes the steps between its
+    snapshot and the incident (read from the incident's detail, "back to the snapshot before step N").
     """
     interventions, wasted, lines = 0, 0, []
+    seen: set[tuple[int, str]] = set()
     for incident in callback.events:
         lines.append(f"step {incident.step}: {incident.signal} → {incident.action}")
-        if incident.action not in INTERVENTIONS:
+        if incident.action not in INTERVENTIONS or (incident.step, incident.action) in seen:
             continue
+        seen.add((incident.step, incident.action))
         interventions += 1
         if incident.action == "skip":
             wasted += 1
@@ -141,7 +147,7 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
     the_fault = fault(fault_name, start, seed)
     callbacks, handle = _method(method)
     timer = StepTimer(warmup=5)
-    module = TaskModule(task, optimizer, task.default_lr[optimizer], seed=seed, log_loss=False)
+    module = TaskModule(task, optimizer, scale.lrs[optimizer], seed=seed, log_loss=False)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,

@@ -60,9 +60,9 @@ def test_minilm_task_text_labels_and_splits() -> None:
 def test_minilm_forgetting_is_zero_for_the_original_and_grows_with_the_change() -> None:
     task = minilm.minilm_task(steps=2, limit=24)
     model = task.build()
-    assert task.metrics is not None
-    start = task.metrics(model)
+    start = minilm.finetune_metrics(model, limit=24)
     assert start["forgetting"] == pytest.approx(0.0, abs=1e-9) and 0.0 <= start["test_accuracy"] <= 1.0
+    assert task.metrics is not None and set(task.metrics(model)) == {"forgetting"}  # what the grid records
     layer = model.encoder.encoder.layer[0].attention.self.query
     with torch.no_grad():
         generator = torch.Generator().manual_seed(0)

@@ -116,7 +116,7 @@ class _GPT(GPT):
         super().__init__(context=64, width=64, layers=2, heads=4)
 
 
-def charlm_task(steps: int = 200, batch_size: int = 16, train_files: int = 40, val_files: int = 8) -> Task:
+def charlm_task(steps: int = 120, batch_size: int = 16, train_files: int = 40, val_files: int = 8) -> Task:
     """A 2-layer, 64-wide GPT over 64-character windows, AdamW or SGD, warmup + cosine."""
     train, val = _windows(64, train_files, val_files, 2_000_000)
     return Task(

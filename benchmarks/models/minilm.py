@@ -19,10 +19,10 @@ A docstring found in two packages (copied code) is left out: it has no single la
 similarity ranking is untouched; the pretrained model's value is 0 by construction.
 
 **Cost on a 2-core CPU.** The word, position and type embeddings (11.9M parameters, half the model) are
-frozen, so the optimizer updates the six transformer layers (10.6M) and the head; sequences are cut at 32
-tokens. The head starts as a linear probe (logistic regression on the frozen pretrained embeddings, as in
-LP-FT, Kumar et al. 2022), so a short budget measures how fine-tuning the encoder helps or harms, not how
-fast a random head learns.
+frozen, so the optimizer updates the six transformer layers (10.6M) and the head; sequences are cut at 24
+tokens (the median docstring has 14). The head starts as a linear probe (logistic regression on the frozen
+pretrained embeddings, as in LP-FT, Kumar et al. 2022), so a short budget measures how fine-tuning the encoder
+helps or harms, not how fast a random head learns.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ __all__ = [
 
 PACKAGES = ("asyncio", "email", "logging", "multiprocessing", "unittest", "xml")
 HELD_OUT = ("concurrent", "importlib", "json", "urllib", "wsgiref", "encodings")
-MAX_TOKENS = 32
+MAX_TOKENS = 24
 PER_CLASS = 200
 HELD_OUT_SENTENCES = 128
 
@@ -275,7 +275,7 @@ def finetune_metrics(model: torch.nn.Module, limit: int | None = None) -> dict[s
     return {**test_accuracy(model, limit), **forgetting(model, limit)}
 
 
-def minilm_task(steps: int = 60, batch_size: int = 8, lora: bool = False, limit: int | None = None) -> Task:
+def minilm_task(steps: int = 48, batch_size: int = 8, lora: bool = False, limit: int | None = None) -> Task:
     """all-MiniLM-L6-v2 fine-tuned to tell six stdlib packages apart from docstrings, AdamW, warmup + linear decay.
 
     With ``lora=True`` the encoder is frozen and LoRA adapters (group ``"lora"``) train with the head.
@@ -296,12 +296,12 @@ def minilm_task(steps: int = 60, batch_size: int = 8, lora: bool = False, limit:
         optimizers=("adamw",),
         param_groups=_lora_groups if lora else _groups,
         chance_loss=math.log(len(PACKAGES)),
-        metrics=partial(finetune_metrics, limit=limit),
+        metrics=partial(forgetting, limit=limit),
         describe=(
             f"all-MiniLM-L6-v2{' with LoRA (r 8, query/value)' if lora else ''} + linear-probe head, "
             f"{len(PACKAGES)} stdlib packages from docstrings "
             f"({len(train)} train / {len(val)} val / {len(test)} test; forgetting on {len(held_out)} held-out "
             f"docstrings), batch {batch_size}, {steps} steps"
         ),
-        extra={"classes": len(PACKAGES)},
+        extra={"classes": len(PACKAGES), "limit": limit},
     )
