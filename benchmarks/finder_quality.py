@@ -330,7 +330,7 @@ def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str
         save_png(
             ctx.path(file),
             lines,
-            title=f"{key}: final validation loss vs peak LR (grid) and suggestions (geometric mean over seeds)",
+            title=f"{key}: grid ({len(truth['runs'][0])} seeds) and suggestions (geometric mean of seeds)",
             xlabel="peak LR",
             ylabel="final validation loss",
             logx=True,

@@ -15,9 +15,9 @@ Every run fine-tunes all-MiniLM-L6-v2 on the docstring task (:mod:`benchmarks.mo
 
 Reported per setup: validation loss, test accuracy (a split nothing is tuned on) and forgetting
 (``1 − Spearman`` of the held-out similarity structure against the original model). The **good region** is
-the LR range of the finder benchmark's MiniLM grid (same task, budget and schedule) whose mean validation
-loss is within noise of the grid's best (≤ best + max(2σ, 1%)); the table says whether the finder's and the
-confirm mode's LRs fall inside it.
+the LR range of the finder benchmark's MiniLM grid (same task, budget and schedule, 3 seeds) around its best
+where fine-tuning buys at least half of the best LR's gain over the starting point: mean validation loss
+≤ L* + (L_probe − L*) / 2. The table says whether each setup's LR (every seed's) falls inside it.
 """
 
 from __future__ import annotations
@@ -150,8 +150,14 @@ def _lora(task: Task) -> tuple[float, list[Any], Any]:
     return 1e-3, [schedule], None
 
 
-def _good_region(ctx: Context, task: Task) -> dict[str, Any] | None:
-    """The LRs of the finder benchmark's MiniLM grid within noise of its best, from the run cache."""
+def _good_region(ctx: Context, task: Task, start_loss: float) -> dict[str, Any] | None:
+    """The LRs of the finder benchmark's MiniLM grid that get at least half of the best gain, from the run cache.
+
+    The region is the contiguous range of LRs around the grid's best whose mean validation loss is at most
+    ``L* + (L_start − L*) / 2``: fine-tuning there buys at least half of what the best LR buys over the
+    starting point (the linear probe, ``L_start``). Its edges are where the grid's curve, interpolated
+    linearly in log10(LR), crosses that bound.
+    """
     from benchmarks.finder_quality import FULL as FINDER_FULL
     from benchmarks.finder_quality import QUICK as FINDER_QUICK
     from benchmarks.finder_quality import RunCache, _ground_truth
@@ -163,13 +169,18 @@ def _good_region(ctx: Context, task: Task) -> dict[str, Any] | None:
     cache = RunCache(ctx.path("cache", "runs.json"))
     truth = _ground_truth(cache, task, "adamw", finder_scale)
     cache.save()
-    bound = truth["best_loss"] + max(2 * truth["best_std"], 0.01 * truth["best_loss"])
-    inside = [lr for lr, loss in zip(truth["lrs"], truth["mean_loss"]) if loss <= bound]
+    bound = truth["best_loss"] + (start_loss - truth["best_loss"]) / 2
+    low = high = truth["best_index"]
+    while low > 0 and truth["mean_loss"][low - 1] <= bound:
+        low -= 1
+    while high + 1 < len(truth["lrs"]) and truth["mean_loss"][high + 1] <= bound:
+        high += 1
     forgetting = [statistics.mean(r.get("forgetting", math.nan) for r in per) for per in truth["runs"]]
     accuracy = [statistics.mean(r["accuracy"] for r in per) for per in truth["runs"]]
     return {
-        "low": min(inside),
-        "high": max(inside),
+        "low": _crossing(truth["lrs"], truth["mean_loss"], low, low - 1, bound),
+        "high": _crossing(truth["lrs"], truth["mean_loss"], high, high + 1, bound),
+        "start_loss": start_loss,
         "best_lr": truth["best_lr"],
         "best_loss": truth["best_loss"],
         "bound": bound,
@@ -178,6 +189,19 @@ def _good_region(ctx: Context, task: Task) -> dict[str, Any] | None:
         "forgetting": forgetting,
         "val_accuracy": accuracy,
     }
+
+
+def _crossing(lrs: list[float], losses: list[float], inside: int, outside: int, bound: float) -> float:
+    """Where the loss curve, linear in log10(LR) between two grid points, crosses ``bound``.
+
+    >>> _crossing([1e-5, 1e-4], [0.4, 0.6], inside=0, outside=1, bound=0.5)  # half-way on the log axis
+    3.1622776601683795e-05
+    """
+    if outside < 0 or outside >= len(lrs) or not math.isfinite(losses[outside]):
+        return lrs[inside]
+    a, b = math.log10(lrs[inside]), math.log10(lrs[outside])
+    t = (bound - losses[inside]) / (losses[outside] - losses[inside])
+    return float(10 ** (a + t * (b - a)))
 
 
 def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
@@ -215,7 +239,7 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
                 else:
                     result["lr"] = peak
                 runs.setdefault(name, []).append({"seed": seed, **result})
-        region = _good_region(ctx, task)
+        region = _good_region(ctx, task, start["loss"])
     rows = _table(runs, region)
     seconds = time.perf_counter() - started
     write_json(ctx.path("finetune.json"), {"rows": rows, "runs": runs, "good_region": region})
@@ -270,8 +294,9 @@ def _report(
     plot = ""
     if region is not None:
         region_text = (
-            f"{fmt(region['low'])} to {fmt(region['high'])} (grid best {fmt(region['best_lr'])}, "
-            f"loss {fmt(region['best_loss'])}; bound {fmt(region['bound'])})"
+            f"{fmt(region['low'])} to {fmt(region['high'])}: mean validation loss ≤ {fmt(region['bound'])}, half-way "
+            f"from the probe's {fmt(region['start_loss'])} to the grid's best {fmt(region['best_loss'])} "
+            f"(at {fmt(region['best_lr'])})"
         )
         markers = [Marker(region["low"], "good region", x_end=region["high"], color="tab:green")]
         for r in rows:
@@ -286,7 +311,7 @@ def _report(
                 Line(region["lrs"], region["forgetting"], "forgetting (1 − Spearman)", "r.-"),
                 Line(region["lrs"], [1 - a for a in region["val_accuracy"]], "validation error", "b.-"),
             ],
-            title="MiniLM: validation loss and error, forgetting vs peak LR (grid, warmup + linear decay)",
+            title="MiniLM grid: validation loss and error, forgetting",
             xlabel="peak LR",
             ylabel="value",
             logx=True,

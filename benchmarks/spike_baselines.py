@@ -12,6 +12,9 @@ Lightning's: ``batch_end`` → ``on_train_batch_end``, ``state.loss`` → the st
 - High loss: after ``2 × window_size`` steps, at least half the window above ``loss_cap``. The cap is meant to
   become the first window's maximum (at most 10) when ``current_step == window_size``; as in the original,
   that check first runs one step after the window fills, so with the defaults the cap stays at 10.
+- A ``window_size`` the user sets (not the default 100) never gets a ``maxlen``, as in the original, so
+  the window keeps growing and the rules run only at the one step when it holds exactly ``window_size``
+  losses. The benchmark uses the default.
 - With ``log_only=False`` (the setting benchmarked: the default only logs), it raises
   :class:`LossSpikeError` / :class:`HighLossError`, which ends the run. A NaN loss compares false, as in the
   original, so it is neither an outlier nor a high loss.

