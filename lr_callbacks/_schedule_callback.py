@@ -23,6 +23,8 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import torch
+
 from lr_callbacks import _schedule_setup as setup
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._compat import Callback
@@ -296,7 +298,11 @@ class LRSchedule(Callback):
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._paused:
             return
-        self._write_all()
+        for index in range(len(self._optimizers)):
+            # The LR of this step was written after the last one; write again only if something else
+            # (a restored checkpoint, another callback, the user) changed a group since, or added one.
+            if self._stale(index):
+                self._write(index)
         if self._plan_due:
             # Before the first step, and after the finder (which runs at on_train_start) has set the peak.
             self._plan_due = False
@@ -419,19 +425,30 @@ class LRSchedule(Callback):
             peak = lr / multiplier if multiplier > 0 else lr
             groups.append(setup.GroupState(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
 
+    def _stale(self, index: int) -> bool:
+        """Whether a group of optimizer ``index`` no longer holds the LR last written, or is new."""
+        groups = self._optimizers[index].param_groups
+        if len(groups) != len(self._table[index]):
+            return True
+        for group, g in zip(groups, self._table[index]):
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor) or lr != g.lr:  # a tensor LR is not read back: that would sync
+                return True
+        return False
+
     def _write(self, index: int) -> None:
         run = self._run
         assert run is not None
         self._sync_groups(index)
         step = self._clocks[index]
+        local = step if run.total_steps is None else min(step, run.total_steps)
         multipliers: dict[int, tuple[float, float | None]] = {}
         for group, g in zip(self._optimizers[index].param_groups, self._table[index]):
             key = id(g.schedule)
             if key not in multipliers:
-                local = step if run.total_steps is None else min(step, run.total_steps)
                 multipliers[key] = (
                     g.schedule.at(local, run.total_steps, run),
-                    g.schedule.momentum_at(local, run.total_steps, run),
+                    g.schedule.momentum_at(local, run.total_steps, run) if g.momentum else None,
                 )
             multiplier, momentum = multipliers[key]
             g.lr = g.peak * multiplier * g.scale
@@ -457,7 +474,7 @@ class LRSchedule(Callback):
             metrics = {f"lr/{g.tag}": g.lr for g in self._table[index]}
             optimizer = self._optimizers[index]
             for group, g in zip(optimizer.param_groups, self._table[index]):
-                if g.schedule.co_schedules_momentum():
+                if g.momentum:
                     metrics[f"momentum/{g.tag}"] = float(group["betas"][0] if "betas" in group else group["momentum"])
             self._pending.append((step, metrics))
         self._clocks[index] = step + 1

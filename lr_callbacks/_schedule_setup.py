@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lr_callbacks._durations import Epochs, Run
@@ -43,6 +43,10 @@ class GroupState:
     peak: float
     scale: float = 1.0
     lr: float = math.nan  # the LR last written
+    momentum: bool = field(init=False)  # whether the schedule co-schedules the momentum (asked once)
+
+    def __post_init__(self) -> None:
+        self.momentum = self.schedule.co_schedules_momentum()
 
 
 def refuse_unusable(trainer: Any) -> None:
