@@ -103,7 +103,7 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
                 fmt(r["val_loss"]),
                 f"{r['test_accuracy'] * 100:.1f}%",
                 fmt(r["forgetting"]),
-                {True: "yes", False: "no"}.get(r.get("in_good_region"), "-"),
+                r.get("in_good_region", "-"),
             ]
             for r in summary["finetune"]
         ]

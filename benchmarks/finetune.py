@@ -17,7 +17,7 @@ Reported per setup: validation loss, test accuracy (a split nothing is tuned on)
 (``1 − Spearman`` of the held-out similarity structure against the original model). The **good region** is
 the LR range of the finder benchmark's MiniLM grid (same task, budget and schedule, 3 seeds) around its best
 where fine-tuning buys at least half of the best LR's gain over the starting point: mean validation loss
-≤ L* + (L_probe − L*) / 2. The table says whether each setup's LR (every seed's) falls inside it.
+≤ L* + (L_probe − L*) / 2. The table says on how many seeds each setup's LR falls inside it.
 """
 
 from __future__ import annotations
@@ -268,7 +268,8 @@ def _table(runs: dict[str, list[dict[str, Any]]], region: dict[str, Any] | None)
             "seeds": len(results),
         }
         if region is not None and not name.startswith(("LoRA", "linear probe")):
-            row["in_good_region"] = all(region["low"] <= v <= region["high"] for v in lrs)
+            inside = sum(region["low"] <= v <= region["high"] for v in lrs)
+            row["in_good_region"] = f"{inside}/{len(lrs)} seeds"
         rows.append(row)
     return rows
 
@@ -286,7 +287,7 @@ def _report(
             fmt(r["val_loss"]),
             f"{r['test_accuracy'] * 100:.1f}%",
             fmt(r["forgetting"]),
-            "-" if "in_good_region" not in r else ("yes" if r["in_good_region"] else "no"),
+            r.get("in_good_region", "-"),
         ]
         for r in rows
     ]

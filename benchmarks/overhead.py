@@ -231,12 +231,22 @@ def _report(ctx: Context, results: dict[str, Any], seconds: float) -> None:
                     arm,
                     f"{a['us_per_step']:.0f}",
                     f"{(a['ratio'] - 1) * 100:+.2f}%",
+                    f"{(min(a['ratios']) - 1) * 100:+.1f}% to {(max(a['ratios']) - 1) * 100:+.1f}%",
                     f"{a['added_us_per_step']:+.0f}",
                     fmt(a["host_reads_per_step"]),
                     fmt(a["added_host_reads_per_step"]),
                 ]
             )
-    header = ["model", "arm", "µs/step", "overhead vs bare", "added µs/step", "host reads/step", "added reads/step"]
+    header = [
+        "model",
+        "arm",
+        "µs/step",
+        "overhead vs bare",
+        "range over rounds",
+        "added µs/step",
+        "host reads/step",
+        "added reads/step",
+    ]
     tasks = "\n".join(
         f"- **{name}**: {r['task']}; AdamW; {r['rounds']} rounds of {r['steps']} timed steps"
         for name, r in results.items()
@@ -247,7 +257,8 @@ def _report(ctx: Context, results: dict[str, Any], seconds: float) -> None:
 
 What it measures: the time per optimizer step of a real `Trainer` with our callbacks, against the same
 `Trainer` without them (bare), in one process; the arms run in rotated order every round and the table shows
-medians over rounds (time per step, ratio to the bare arm of the same round, added µs). Steps are timed from
+medians over rounds (time per step, ratio to the bare arm of the same round, added µs), and the lowest and
+highest per-round ratio: the noise of a CPU shared with other work is of that order. Steps are timed from
 one `on_train_batch_start` to the next, after the finder's sweep and a warm-up. Host reads (`item`, `cpu`,
 `tolist`, `numpy`, `bool`, `float`, `int` on tensors) are counted in separate untimed runs by a
 `TorchFunctionMode`; the bare arm's are Lightning's own. The goal is at most +1% on charlm.

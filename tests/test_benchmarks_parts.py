@@ -335,3 +335,17 @@ def test_unknown_finder_and_method_list_the_valid_ones(tmp_path) -> None:
         run_finder("oracle", task, "sgd", 0, str(tmp_path))
     with pytest.raises(ValueError, match=r"method must be one of none, early_stopping, .*; got 'prayer'"):
         _method("prayer")
+
+
+def test_success_bar_is_the_worst_of_the_best_and_its_neighbours_on_the_same_seed() -> None:
+    from benchmarks.finder_quality import _near_best
+
+    runs = [
+        [{"loss": 0.9}, {"loss": 0.8}],
+        [{"loss": 0.5}, {"loss": 0.7}],
+        [{"loss": 0.6}, {"loss": 0.4}],
+        [{"loss": 2.0}, {"loss": 2.0}],
+    ]
+    truth = {"best_index": 1, "runs": runs}
+    assert _near_best(truth, 0) == 0.9 and _near_best(truth, 1) == 0.8
+    assert _near_best({"best_index": 0, "runs": runs}, 1) == 0.8  # at the edge: one neighbour
