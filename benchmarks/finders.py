@@ -32,6 +32,7 @@ import torch
 
 from benchmarks._common import no_stdout, quiet
 from benchmarks.models import Task, TaskModule, make_optimizer, train_loader
+from lr_callbacks._finder_analysis import valley_rule as valley
 
 __all__ = [
     "FINDERS",
@@ -85,24 +86,6 @@ def trainer(root: str, max_steps: int, callbacks: Sequence[Any] = (), **kwargs: 
 
 
 # --- fastai (reimplemented) -------------------------------------------------------------------------------
-
-
-def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
-    """fastai's ``valley`` rule, line for line: the longest valley's start plus int(L/3) + int(L/6)."""
-    n = len(losses)
-    if n == 0:
-        raise ValueError("valley needs at least one point")
-    max_start, max_end = 0, 0
-    lds = [1] * n
-    for i in range(1, n):
-        for j in range(0, i):
-            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
-    sections = (max_end - max_start) / 3
-    return float(lrs[max_start + int(sections) + int(sections / 2)])
 
 
 def fastai_sweep(

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[int, float]:
     train = DataLoader(windows(codes[:cut], args.context), batch_size=32, shuffle=True, drop_last=True)
     val = DataLoader(windows(codes[cut:], args.context), batch_size=64)
 
-    schedule = LRSchedule("wsd", warmup="5%", decay="20%")
+    schedule = LRSchedule("wsd", warmup="5%", decay="20%", log_every_n_steps=1)  # the whole curve in TensorBoard
     decay_start = args.steps - -(-args.steps * 20 // 100)  # the decay is the last ceil(20%) of the steps
     trainer = pl.Trainer(
         max_steps=args.steps,

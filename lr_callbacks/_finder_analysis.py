@@ -41,6 +41,7 @@ __all__ = [
     "effective_window",
     "smooth",
     "suggest_lr",
+    "valley_rule",
 ]
 
 METHODS = ("default", "steepest", "min_div_10", "valley")
@@ -360,12 +361,25 @@ def _fastai_valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
     lrs, smoothed = lrs[:cut], smoothed[:cut]
     if not smoothed:
         return lrs[0] if lrs else math.nan
-    n = len(smoothed)
+    return valley_rule(lrs, smoothed)
+
+
+def valley_rule(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """fastai's ``valley`` rule, line for line: the longest valley's start plus int(L/3) + int(L/6).
+
+    The valley is the longest strictly decreasing subsequence of ``losses`` (fastai smooths them first).
+
+    >>> valley_rule([1, 2, 3, 4, 5, 6, 7], [5, 4, 3, 2, 1, 0, 9])
+    3.0
+    """
+    n = len(losses)
+    if n == 0:
+        raise ValueError("valley_rule needs at least one point")
     max_start = max_end = 0
     lds = [1] * n
     for i in range(1, n):
         for j in range(i):
-            if smoothed[i] < smoothed[j] and lds[i] < lds[j] + 1:
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
                 lds[i] = lds[j] + 1
             if lds[max_end] < lds[i]:
                 max_end = i

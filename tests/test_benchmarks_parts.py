@@ -60,7 +60,7 @@ def test_valley_skips_noise_bumps_as_fastai_does() -> None:
     lrs = [float(i) for i in range(len(losses))]
     # LDS ends at index 7 (10, 9, 8, 7, 6, 5: length 6); start 7 − 6 = 1; pick 1 + int(2) + int(1) = 4.
     assert valley(lrs, losses) == 4.0
-    with pytest.raises(ValueError, match="valley needs at least one point"):
+    with pytest.raises(ValueError, match="needs at least one point"):
         valley([], [])
 
 

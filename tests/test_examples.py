@@ -109,11 +109,14 @@ def test_minilm_finetune_warms_up_and_decays_both_groups(tmp_path, capsys) -> No
     schedule = out["schedule"]
     steps = schedule.steps[0]
     assert steps == 5  # 48 docstrings, 38 to train on, batches of 8
-    encoder = [lr for _, lr in read_scalars(tmp_path, "lr/encoder")]
-    head = [lr for _, lr in read_scalars(tmp_path, "lr/head")]
-    assert encoder == pytest.approx([schedule.lr_at(k, 0, 0) for k in range(steps)], rel=1e-6)
+    logged = read_scalars(tmp_path, "lr/encoder")  # at the trainer's log_every_n_steps (5): step 0
+    encoder, head = [lr for _, lr in logged], [lr for _, lr in read_scalars(tmp_path, "lr/head")]
+    assert [k for k, _ in logged] == list(range(0, steps, 5))
+    assert encoder == pytest.approx([schedule.lr_at(k, 0, 0) for k, _ in logged], rel=1e-6)
     assert head == pytest.approx([20 * lr for lr in encoder], rel=1e-6)  # the ratio is kept: 1e-3 / 5e-5
-    assert encoder[0] == pytest.approx(5e-5) and encoder[-1] < encoder[0]  # 10% of 5 steps: 1 step of warmup
+    plan = [schedule.lr_at(k, 0, 0) for k in range(steps)]
+    assert plan[0] == pytest.approx(5e-5) and plan == sorted(plan, reverse=True)  # 10% of 5 steps: 1 of warmup
+    assert schedule.lr_at(0, 0, 1) == pytest.approx(1e-3)
     assert out["events"] == []
     assert 0.0 <= out["before"] <= 1.0 and 0.0 <= out["after"] <= 1.0
     assert "validation accuracy:" in capsys.readouterr().out

@@ -312,6 +312,13 @@ def test_log_every_n_steps_logs_every_nth_optimizer_step(tmp_path: Any) -> None:
     assert steps == [0, 3, 6, 9] and values == pytest.approx([body(model)[k] for k in steps], rel=1e-6)
 
 
+def test_by_default_lrs_are_logged_at_the_trainers_cadence(tmp_path: Any) -> None:
+    """Like Lightning's own metrics and LearningRateMonitor: the trainer's ``log_every_n_steps`` (here 4)."""
+    model = fit(tmp_path, LRSchedule("cosine"), log_every_n_steps=4)
+    steps, values = logged(tmp_path, "lr/body")
+    assert steps == [0, 4, 8] and values == pytest.approx([body(model)[k] for k in steps], rel=1e-6)
+
+
 @pytest.mark.parametrize("limit", [{"max_steps": 10}, {"max_epochs": 3, "max_steps": 10}])
 def test_durations_in_epochs_resolve_with_max_steps_or_max_epochs(tmp_path: Any, limit: dict[str, int]) -> None:
     """8 batches per epoch, accumulated by 2: an epoch is 4 optimizer steps, whichever limit the run has."""
