@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from lr_callbacks._compat import Callback
+from lr_callbacks._grads import global_norm
 from lr_callbacks._lr_control import _set_lr
 
 __all__ = ["Batches", "Driver", "evaluate", "fresh_loaders"]
@@ -129,7 +130,7 @@ class _Probe(Callback):
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         grads = [p.grad.detach() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
-            self.norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+            self.norms.append(global_norm(grads, grads[0].device))
 
     def take(self, device: torch.device) -> torch.Tensor:
         norms, self.norms = self.norms, []

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from lr_callbacks._grads import global_norm
 from lr_callbacks._watchdog_stats import Gate, Verdict
 
 __all__ = [
@@ -65,13 +66,10 @@ class StepSignals:
         """
         if self._loss is None:
             return None
-        loss = self._loss.reshape(()) * (accumulate / self._micro_batches)
-        gradients = _gradients(optimizer)
-        if gradients:
-            norm = torch.nn.utils.get_total_norm(gradients, 2.0).to(device=loss.device, dtype=torch.float32)
-        else:
-            norm = torch.zeros((), device=loss.device)
-        return torch.stack([loss, norm.reshape(())])
+        loss = self._loss.reshape(())
+        if accumulate != self._micro_batches:
+            loss = loss * (accumulate / self._micro_batches)
+        return torch.stack([loss, global_norm(_gradients(optimizer), loss.device)])
 
 
 def all_reduce_mean(tensor: torch.Tensor, world_size: int, strategy: Any) -> torch.Tensor:

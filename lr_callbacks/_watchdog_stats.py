@@ -15,6 +15,7 @@ the same ``log 2``, so one threshold fits every loss scale and every model (a mu
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import deque
@@ -61,6 +62,7 @@ class RollingBaseline:
         self.window = window
         self.min_spread = min_spread
         self._values: deque[float] = deque(maxlen=window)
+        self._sorted: list[float] = []  # the same values, in order: the median and the MAD need no sort
         self._floor = min_spread
         self._refill = 0
         self._cache: tuple[float, float] | None = None
@@ -75,7 +77,10 @@ class RollingBaseline:
 
     def add(self, value: float) -> None:
         """Accept ``value`` into the baseline."""
+        if len(self._values) == self.window:
+            del self._sorted[bisect.bisect_left(self._sorted, self._values[0])]
         self._values.append(value)
+        bisect.insort(self._sorted, value)
         self._cache = None
         if self._refill and len(self._values) >= self._refill:
             self._floor, self._refill = self.min_spread, 0
@@ -84,6 +89,7 @@ class RollingBaseline:
         """Start a new baseline from ``values``; keep the current spread as a floor for ``refill`` values."""
         old_spread = self.spread if self._values else self.min_spread
         self._values = deque(values, maxlen=self.window)
+        self._sorted = sorted(self._values)
         self._cache = None
         self._floor, self._refill = max(old_spread, self.min_spread), refill
         if len(self._values) >= refill:
@@ -93,9 +99,8 @@ class RollingBaseline:
         if self._cache is None:
             if not self._values:
                 raise ValueError("RollingBaseline: no value accepted yet, so there is no center or spread")
-            center = statistics.median(self._values)
-            mad = statistics.median(abs(v - center) for v in self._values)
-            self._cache = (center, max(MAD_TO_SIGMA * mad, self._floor))
+            center = _median(self._sorted)
+            self._cache = (center, max(MAD_TO_SIGMA * _median_distance(self._sorted, center), self._floor))
         return self._cache
 
     @property
@@ -123,8 +128,45 @@ class RollingBaseline:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._values = deque((float(v) for v in state["values"]), maxlen=self.window)
+        self._sorted = sorted(self._values)
         self._floor, self._refill = float(state["floor"]), int(state["refill"])
         self._cache = None
+
+
+def _median(ordered: Sequence[float]) -> float:
+    """The median of sorted values, as ``statistics.median`` computes it."""
+    n = len(ordered)
+    middle = n // 2
+    if n % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _median_distance(ordered: Sequence[float], center: float) -> float:
+    """``statistics.median(abs(v - center) for v in ordered)`` for sorted values, without a sort.
+
+    The distances grow outward from ``center`` on both sides, so the smallest half of them is a merge of two
+    sorted runs, walked from the middle out (half the values, no allocation).
+
+    >>> import random, statistics
+    >>> values = sorted(random.Random(0).gauss(0, 1) for _ in range(101))
+    >>> c = statistics.median(values)
+    >>> _median_distance(values, c) == statistics.median(abs(v - c) for v in values)
+    True
+    """
+    n = len(ordered)
+    right = bisect.bisect_left(ordered, center)
+    left = right - 1
+    wanted = n // 2  # the index of the upper middle distance; with an even n the one before it too
+    previous = current = 0.0
+    for _ in range(wanted + 1):
+        if left < 0 or (right < n and ordered[right] - center <= center - ordered[left]):
+            previous, current = current, abs(ordered[right] - center)
+            right += 1
+        else:
+            previous, current = current, abs(ordered[left] - center)
+            left -= 1
+    return current if n % 2 else (previous + current) / 2
 
 
 class Cusum:

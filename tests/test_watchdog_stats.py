@@ -6,6 +6,7 @@ import copy
 import math
 import pickle
 import random
+import statistics
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from lr_callbacks import DivergenceWatchdog
 from lr_callbacks._watchdog_config import Incident, WatchdogConfig
 from lr_callbacks._watchdog_policy import Decision, WatchdogPolicy
-from lr_callbacks._watchdog_stats import Cusum, Gate, RollingBaseline, judge, log_value, trend
+from lr_callbacks._watchdog_stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -463,3 +464,23 @@ def test_watchdog_pickles_and_round_trips_its_state():
     assert fresh.state_dict() == watchdog.state_dict()
     with pytest.raises(ValueError, match="lacks 'policy'"):
         fresh.load_state_dict({"running": {}})
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.floats(-5, 5, allow_nan=False) | st.sampled_from([0.0, 1.0, -1.0]), min_size=1, max_size=60),
+    st.integers(1, 25),
+)
+def test_rolling_baseline_keeps_statistics_medians_while_it_slides(values: list[float], window: int) -> None:
+    """The baseline keeps its values sorted as they come and go; its numbers stay exactly ``statistics``'s."""
+    baseline = RollingBaseline(window=window, min_spread=0.0)
+    for index, value in enumerate(values):
+        baseline.add(value)
+        kept = values[max(0, index + 1 - window) : index + 1]
+        center = statistics.median(kept)
+        assert baseline.values == kept
+        assert baseline.center == center
+        assert baseline.spread == MAD_TO_SIGMA * statistics.median(abs(v - center) for v in kept)
+    restored = RollingBaseline(window=window, min_spread=0.0)
+    restored.load_state_dict(baseline.state_dict())
+    assert (restored.center, restored.spread) == (baseline.center, baseline.spread)
