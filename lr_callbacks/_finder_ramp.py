@@ -17,6 +17,7 @@ MODES = ("exponential", "linear")
 
 _MEDIAN_WINDOW = 5
 _STOP_NOISE = 4.0
+_FLAT_STOP_NOISE = 6.0
 
 
 def sweep_lrs(min_lr: float, max_lr: float, num_steps: int, mode: str = "exponential") -> tuple[float, ...]:
@@ -57,18 +58,21 @@ def diverged(losses: Sequence[float], threshold: float | None = 1.0) -> bool:
 
     It stops at once on a NaN/inf loss. Otherwise, with ``m`` the median of the last 5 losses (robust to a
     spiky batch or two), ``best`` the lowest ``m`` so far, ``start`` the median of the first 5 and ``s`` the
-    noise (the robust spread of step-to-step changes), it stops when::
+    noise (the robust spread of step-to-step changes, measured up to the best point so that the rise does
+    not inflate it), it stops when::
 
-        m > best + max(threshold · (start − best), 4 · s)
+        m > best + max(threshold · (start − best), 4 · s)      if start − best > 4 · s
+        m > best + 6 · s                                        otherwise
 
     i.e. when the loss has given back ``threshold`` times what it gained (1.0: it is back where it
-    started), or, if it never gained anything, when it has risen clearly above its noise. The noise is
-    measured on the losses up to the best point, so that the rise itself does not inflate it. Only differences
-    of losses appear, so the rule works for negative losses and is unmoved by the loss's scale and offset
+    started), or, if it has not clearly gained anything, when it has risen far above its noise (a flat,
+    noisy curve wanders by a few times its step-to-step noise without diverging). Only differences of
+    losses appear, so the rule works for negative losses and is unmoved by the loss's scale and offset
     (a ``loss > 4 × best`` rule breaks on both). ``threshold=None`` stops only on NaN/inf.
 
-    >>> diverged([3.0, 2.0, 1.0, 0.5, 0.4, 0.5, 2.0, 4.0, 6.0, 9.0])
-    True
+    >>> curve = [3.0, 3.01, 2.99, 3.0, 2.98, 2.9, 2.5, 2.0, 1.5, 1.0, 0.8, 0.7, 0.75, 1.2, 2.0, 3.5, 5.0, 7.0]
+    >>> diverged(curve[:-1]), diverged(curve)  # the median of the last 5 passes 3.0, where it started
+    (False, True)
     >>> diverged([-3.0, -4.0, -5.0, -5.5, -5.6, -5.5, -5.6, -5.4])
     False
     >>> diverged([1.0, float("nan")])
@@ -86,7 +90,10 @@ def diverged(losses: Sequence[float], threshold: float | None = 1.0) -> bool:
     i_best = min(range(_MEDIAN_WINDOW - 1, len(values)), key=medians.__getitem__)
     best = medians[i_best]
     noise = _difference_noise(values[: i_best + 1])  # not from the rise, which would hide itself
-    return medians[-1] > best + max(threshold * (start - best), _STOP_NOISE * noise)
+    gain = start - best
+    if gain <= _STOP_NOISE * noise:  # no clear gain yet: a flat curve's slow wander is not a divergence
+        return medians[-1] > best + _FLAT_STOP_NOISE * noise
+    return medians[-1] > best + max(threshold * gain, _STOP_NOISE * noise)
 
 
 def _difference_noise(values: Sequence[float]) -> float:

@@ -78,7 +78,7 @@ def test_gradient_clipping_applies_and_the_norm_is_read_before_it(tmp_path):
 
 
 def test_it_stops_when_the_loss_diverges(tmp_path):
-    finder = LRFinder(num_steps=60, apply=False)
+    finder = LRFinder(num_steps=60, max_lr=100.0, apply=False)
     fit(tmp_path, finder, logger=False)
     result = finder.result
     assert result.stop_reason == "diverged" and len(result.lrs) < 60
@@ -233,7 +233,7 @@ def test_mode_linear_spaces_the_lrs_evenly(tmp_path):
 def test_method_window_and_divergence_threshold_change_the_answer(tmp_path):
     def result(**kwargs):
         torch.manual_seed(0)
-        finder = LRFinder(num_steps=60, apply=False, **kwargs)
+        finder = LRFinder(num_steps=60, max_lr=100.0, apply=False, **kwargs)
         fit(tmp_path, finder, logger=False)
         return finder.result
 
