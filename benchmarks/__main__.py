@@ -69,7 +69,7 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             [name, f"{(r['ratio'] - 1) * 100:+.2f}%", f"{r['us_per_step']:.0f}", fmt(r["host_reads_per_step"])]
             for name, r in summary["overhead"].items()
         ]
-        header_row = ["model", "step time vs bare Trainer", "added µs/step", "added host reads/step"]
+        header_row = ["model", "CPU time per step vs bare Trainer", "µs/step in our hooks", "added host reads/step"]
         parts.append("## Overhead (LRSchedule + LRFinder + DivergenceWatchdog)\n\n" + markdown_table(header_row, rows))
     if "finder" in summary:
         order = sorted(summary["finder"], key=lambda m: summary["finder"][m]["median_regret"] or 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -10,6 +11,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -87,12 +89,32 @@ class Context:
         return tempfile.TemporaryDirectory(prefix="lr_callbacks_bench_")
 
 
+@functools.cache
+def _commit() -> str:
+    """The repository's commit, with ``+changes`` if the working tree differs from it; ``""`` outside git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True)
+        code = ("lr_callbacks", "benchmarks", ":!benchmarks/results")
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *code],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def stamp(ctx: Context, seconds: float | None = None) -> str:
     """The markdown header every result file carries: command, machine, versions (and run time)."""
     m = machine()
     v = versions()
     lines = [
-        f"- command: `{ctx.command}`",
+        f"- command: `{ctx.command}`" + (f" at commit `{_commit()}`" if _commit() else ""),
         f"- machine: {m['cpus']} CPUs ({m['processor']}), torch threads {m['torch_threads']}, {m['platform']}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
     ]

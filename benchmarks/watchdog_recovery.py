@@ -216,8 +216,10 @@ def _score(outcomes: Sequence[Outcome], scale: Scale) -> dict[str, Any]:
             controls = [o for o in mine if o.fault in CONTROLS]
             recovered, diverged = 0, 0
             by_fault: dict[str, list[int]] = {}
+            excess = []
             for o in faulted:
                 reference = clean[o.seed % len(clean)] if o.seed not in clean else clean[o.seed]
+                excess.append(o.loss / reference - 1 if math.isfinite(o.loss) else math.inf)
                 tolerance = max(2 * sigma, 0.005 * reference)
                 ok = math.isfinite(o.loss) and o.loss <= reference + tolerance
                 bad = not math.isfinite(o.loss) or o.loss > 1.5 * reference
@@ -236,6 +238,7 @@ def _score(outcomes: Sequence[Outcome], scale: Scale) -> dict[str, Any]:
                 "clean_steps": clean_steps,
                 "false_interventions_per_1k": 1000 * false / max(clean_steps, 1),
                 "wasted_steps": sum(o.wasted for o in faulted),
+                "median_excess_loss": statistics.median(excess) if excess else math.nan,
                 "overhead": statistics.median(o.seconds_per_step for o in controls) / none_time - 1,
                 "by_fault": {k: f"{v[0]}/{v[1]}" for k, v in by_fault.items()},
                 "clean_loss": statistics.mean(o.loss for o in controls if o.fault == "clean"),
@@ -285,6 +288,7 @@ def _report(
         "optimizer",
         "recovered",
         "diverged",
+        "median final loss vs clean",
         "false interventions / 1k clean steps",
         "wasted steps",
         "overhead",
@@ -298,6 +302,7 @@ def _report(
                     optimizer,
                     f"{t['recovered']}/{t['runs']}",
                     t["diverged"],
+                    f"{t['median_excess_loss'] * 100:+.1f}%",
                     fmt(t["false_interventions_per_1k"]),
                     t["wasted_steps"],
                     f"{t['overhead'] * 100:+.1f}%",
@@ -324,7 +329,9 @@ fault starts at 40% of the run (+7 steps per seed), is seeded, and is the same f
 switch, per method and optimizer.
 
 A run **recovered** when its final validation loss is at most the clean run's (no watchdog, same seed) plus
-max(2σ of the clean seeds, 0.5%). **Diverged**: non-finite, or above 1.5× the clean run's. **False
+max(2σ of the clean seeds, 0.5%). **Diverged**: non-finite, or above 1.5× the clean run's. **Median final
+loss vs clean**: over the faulted runs, how far the final validation loss ends above the clean run's (+inf
+for a non-finite one): how much of the damage was undone, where "recovered" is all or nothing. **False
 interventions**: halts, skips, clips, LR cuts or rollbacks on the clean and data-switch runs. **Wasted
 steps**: steps not trained after a halt, plus steps skipped or rolled back, summed over the faulted runs.
 **Overhead**: median time per step on the control runs against `none` (noisy on a shared CPU; see the
