@@ -66,10 +66,22 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
     parts = [f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, `finetune.md`."]
     if "overhead" in summary:
         rows = [
-            [name, f"{(r['ratio'] - 1) * 100:+.2f}%", f"{r['us_per_step']:.0f}", fmt(r["host_reads_per_step"])]
+            [
+                name,
+                f"{(r['ratio'] - 1) * 100:+.2f}%",
+                f"{r['us_per_step']:.0f}",
+                f"{(r['ab_ratio'] - 1) * 100:+.2f}%" if "ab_ratio" in r else "-",
+                fmt(r["host_reads_per_step"]),
+            ]
             for name, r in summary["overhead"].items()
         ]
-        header_row = ["model", "CPU time per step vs bare Trainer", "µs/step in our hooks", "added host reads/step"]
+        header_row = [
+            "model",
+            "added step time (in our hooks)",
+            "µs/step in our hooks",
+            "A/B median, CPU time (noise ±10%)",
+            "added host reads/step",
+        ]
         parts.append("## Overhead (LRSchedule + LRFinder + DivergenceWatchdog)\n\n" + markdown_table(header_row, rows))
     if "finder" in summary:
         order = sorted(summary["finder"], key=lambda m: summary["finder"][m]["median_regret"] or 0.0)

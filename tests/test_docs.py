@@ -147,3 +147,15 @@ def test_readme_error_example_is_what_the_command_prints(capsys) -> None:
         main(shlex.split(command.removeprefix("$ "))[3:])
     printed = capsys.readouterr().err.strip().splitlines()[-1]
     assert printed.startswith(shown.removesuffix("..."))
+
+
+def test_readme_shows_the_committed_benchmark_summary() -> None:
+    """The README's benchmark tables are those of ``benchmarks/results/summary.md``, line for line."""
+    with open(os.path.join(ROOT, "benchmarks", "results", "summary.md"), encoding="utf-8") as handle:
+        rows = [line for line in handle.read().splitlines() if line.startswith("|")]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read().splitlines()
+    assert rows, "summary.md has no table"
+    missing = [row for row in rows if row not in readme]
+    assert not missing, f"README.md lacks these rows of benchmarks/results/summary.md: {missing[:3]}"
+    assert "[benchmarks/results/summary.md](benchmarks/results/summary.md)" in "\n".join(readme)
