@@ -154,8 +154,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         write_json(summary_path, {k: summary[k] for k in BENCHMARKS if k in summary})
     total = time.perf_counter() - started
     lines = [f"- {name}: {seconds / 60:.1f} min" for name, seconds in times.items()]
-    with open(os.path.join(ctx.out, "timing.md"), "w") as handle:
-        handle.write(f"# Wall time\n\n{stamp(ctx, total)}\n\n" + "\n".join(lines) + "\n")
+    timing_path = os.path.join(ctx.out, "timing.md")
+    if list(args.only) == list(BENCHMARKS) or not os.path.exists(timing_path):
+        with open(timing_path, "w") as handle:
+            handle.write(f"# Wall time\n\n{stamp(ctx, total)}\n\n" + "\n".join(lines) + "\n")
+    else:  # a partial rerun keeps the record of the whole run and adds its own
+        with open(timing_path) as handle:
+            text = handle.read()
+        if "\n## Partial reruns\n" not in text:
+            text += "\n## Partial reruns\n\nTheir results replace the whole run's for the benchmarks they ran.\n"
+        with open(timing_path, "w") as handle:
+            handle.write(text + f"\n{stamp(ctx, total)}\n\n" + "\n".join(lines) + "\n")
     with open(os.path.join(ctx.out, "summary.md"), "w") as handle:
         handle.write(summary_markdown(summary, stamp(ctx)))
     log(f"== done in {total / 60:.1f} min; results in {ctx.out}")

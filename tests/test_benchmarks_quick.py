@@ -133,9 +133,13 @@ def test_only_keeps_the_other_sections(tmp_path) -> None:
     finetune = [{"setup": "kept", "lr": 1e-3, "val_loss": 0.5, "test_accuracy": 0.9, "forgetting": 0.1}]
     with open(tmp_path / "summary.json", "w") as handle:
         json.dump({"overhead": overhead, "finetune": finetune, "stale": 3}, handle)
+    whole = "# Wall time\n\n- wall time of this benchmark: 54.4 min\n"
+    (tmp_path / "timing.md").write_text(whole)
     from benchmarks.__main__ import main
 
     summary = main(["--quick", "--only", "finder", "--out", str(tmp_path)])
+    timing = (tmp_path / "timing.md").read_text()
+    assert timing.startswith(whole) and "## Partial reruns" in timing and "--only finder" in timing
     assert summary["overhead"] == overhead and summary["finetune"] == finetune
     with open(tmp_path / "summary.json") as handle:
         written = json.load(handle)
