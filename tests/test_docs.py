@@ -77,10 +77,11 @@ def test_every_public_object_has_a_doctested_example() -> None:
 
 
 def test_every_link_in_the_docs_resolves() -> None:
-    for name in sorted(os.listdir(DOCS)):
-        if not name.endswith(".md"):
-            continue
-        with open(os.path.join(DOCS, name), encoding="utf-8") as file:
+    pages = [os.path.join(DOCS, name) for name in sorted(os.listdir(DOCS)) if name.endswith(".md")]
+    pages += [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md")]
+    for page in pages:
+        name, here = os.path.relpath(page, ROOT), os.path.dirname(page)
+        with open(page, encoding="utf-8") as file:
             text = file.read()
         anchors = {build_api().anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
         for target in re.findall(r"\]\(([^)]+)\)", text):
@@ -88,7 +89,7 @@ def test_every_link_in_the_docs_resolves() -> None:
             if path.startswith("http"):
                 continue
             if path:
-                assert os.path.exists(os.path.join(DOCS, path)), f"{name} links to a missing file: {target}"
+                assert os.path.exists(os.path.join(here, path)), f"{name} links to a missing file: {target}"
             elif fragment:
                 assert fragment in anchors, f"{name} links to a missing heading: #{fragment}"
 
