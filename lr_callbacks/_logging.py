@@ -11,7 +11,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["log_image", "log_scalars", "log_text", "summary_writers"]
+__all__ = ["log_cadence", "log_image", "log_scalars", "log_text", "summary_writers"]
+
+
+def log_cadence(trainer: Any, chosen: int | None) -> int:
+    """Log every ``chosen`` steps; ``None``: the trainer's ``log_every_n_steps``, Lightning's own cadence.
+
+    >>> class Trainer:
+    ...     log_every_n_steps = 50
+    >>> log_cadence(Trainer(), None), log_cadence(Trainer(), 1)
+    (50, 1)
+    """
+    return chosen or max(int(getattr(trainer, "log_every_n_steps", 1) or 1), 1)
 
 
 def log_scalars(trainer: Any, metrics: dict[str, float], step: int) -> None:

@@ -29,7 +29,7 @@ from lr_callbacks import _schedule_setup as setup
 from lr_callbacks._checks import check_choice, check_int, check_number
 from lr_callbacks._compat import Callback
 from lr_callbacks._durations import Run
-from lr_callbacks._logging import log_image, log_scalars, log_text
+from lr_callbacks._logging import log_cadence, log_image, log_scalars, log_text
 from lr_callbacks._lr_control import _as_float, _set_lr
 from lr_callbacks._plan import UNKNOWN_LENGTH_PREVIEW, evaluate, plan_image, plan_table, sample_steps
 from lr_callbacks._presets import preset
@@ -377,7 +377,7 @@ class LRSchedule(Callback):
         setup.refuse_unusable(trainer)
         self._trainer = trainer
         self._optimizers = list(trainer.optimizers)
-        self._log_every = self._log_every_arg or max(int(getattr(trainer, "log_every_n_steps", 1) or 1), 1)
+        self._log_every = log_cadence(trainer, self._log_every_arg)
         run = setup.resolve_run(trainer, [self._schedule, *self._group_schedules.values()])
         restored, self._restored = self._restored, None
         if restored is not None:

@@ -16,7 +16,7 @@ import torch
 
 from lr_callbacks._checks import check_int
 from lr_callbacks._compat import Callback
-from lr_callbacks._logging import log_scalars, log_text
+from lr_callbacks._logging import log_cadence, log_scalars, log_text
 from lr_callbacks._lr_control import set_lr_scale
 from lr_callbacks._watchdog_actions import (
     DeviceJudge,
@@ -292,7 +292,7 @@ class DivergenceWatchdog(Callback):
             self._sync_every = self._sync_every_arg
         else:
             self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
-        self._log_every = self._log_every_arg or max(int(getattr(trainer, "log_every_n_steps", 1) or 1), 1)
+        self._log_every = log_cadence(trainer, self._log_every_arg)
         if self._sync_every > 1:
             self._judge = DeviceJudge(pl_module.device, self._sync_every, self.config.outlier_action == "clip")
         self._signals.reset()
