@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from lr_callbacks._compat import Callback
+from lr_callbacks.core.compat import Callback
 
 __all__ = ["CONTROLS", "FAULTS", "Fault", "FaultyLoader", "LRFault", "fault"]
 

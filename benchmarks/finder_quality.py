@@ -274,23 +274,34 @@ def _aggregate(rows: Sequence[dict[str, Any]], results: dict[str, Any]) -> dict[
     return table
 
 
-def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str, Any], seconds: float) -> None:
-    from lr_callbacks._plot import Line, Marker, save_png
+_HEADER = [
+    "finder",
+    "median regret",
+    "worst regret",
+    "as good as the best ±½ octave",
+    "diverged",
+    "no suggestion",
+    "median log10(LR/LR*)",
+    "median abs log-LR error",
+    "seed spread (std log10 LR)",
+    "cost (× budget)",
+]
+_COLORS = [
+    "tab:red",
+    "tab:blue",
+    "tab:green",
+    "tab:orange",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+]
 
-    header = [
-        "finder",
-        "median regret",
-        "worst regret",
-        "as good as the best ±½ octave",
-        "diverged",
-        "no suggestion",
-        "median log10(LR/LR*)",
-        "median abs log-LR error",
-        "seed spread (std log10 LR)",
-        "cost (× budget)",
-    ]
-    order = sorted(table, key=lambda m: (table[m]["median_regret"], table[m]["worst_regret"]))
-    rows = [
+
+def _summary_rows(table: dict[str, Any], order: Sequence[str]) -> list[list[Any]]:
+    """One row of the summary table per finder, in ``order``."""
+    return [
         [
             m,
             fmt(table[m]["median_regret"]),
@@ -305,61 +316,58 @@ def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str
         ]
         for m in order
     ]
-    colors = [
-        "tab:red",
-        "tab:blue",
-        "tab:green",
-        "tab:orange",
-        "tab:purple",
-        "tab:brown",
-        "tab:pink",
-        "tab:olive",
-        "tab:cyan",
-    ]
-    per_task = []
-    for key, r in results.items():
-        truth = r["truth"]
-        file = f"finder_{key.replace('/', '_')}.png"
-        methods = list(dict.fromkeys(s["finder"] for s in r["suggestions"]))
-        markers = []
-        for i, m in enumerate(methods):
-            lrs = [s["lr"] for s in r["suggestions"] if s["finder"] == m and s["lr"]]
-            if lrs:
-                markers.append(Marker(float(np.exp(np.mean(np.log(lrs)))), m, color=colors[i % len(colors)]))
-        lines = [Line(truth["lrs"], truth["mean_loss"], "grid: mean final val loss", "k.-")]
-        for s in range(len(truth["runs"][0])):
-            lines.append(Line(truth["lrs"], [per[s]["loss"] for per in truth["runs"]], "", ":"))
-        save_png(
-            ctx.path(file),
-            lines,
-            title=f"{key}: grid ({len(truth['runs'][0])} seeds) and suggestions (geometric mean of seeds)",
-            xlabel="peak LR",
-            ylabel="final validation loss",
-            logx=True,
-            markers=markers,
+
+
+def _task_section(ctx: Context, key: str, r: dict[str, Any]) -> str:
+    """One model/optimizer pair: its grid and suggestions as a plot, a table and a paragraph."""
+    from lr_callbacks.core.plot import Line, Marker, save_png
+
+    truth = r["truth"]
+    file = f"finder_{key.replace('/', '_')}.png"
+    methods = list(dict.fromkeys(s["finder"] for s in r["suggestions"]))
+    markers = []
+    for i, m in enumerate(methods):
+        lrs = [s["lr"] for s in r["suggestions"] if s["finder"] == m and s["lr"]]
+        if lrs:
+            markers.append(Marker(float(np.exp(np.mean(np.log(lrs)))), m, color=_COLORS[i % len(_COLORS)]))
+    lines = [Line(truth["lrs"], truth["mean_loss"], "grid: mean final val loss", "k.-")]
+    for s in range(len(truth["runs"][0])):
+        lines.append(Line(truth["lrs"], [per[s]["loss"] for per in truth["runs"]], "", ":"))
+    save_png(
+        ctx.path(file),
+        lines,
+        title=f"{key}: grid ({len(truth['runs'][0])} seeds) and suggestions (geometric mean of seeds)",
+        xlabel="peak LR",
+        ylabel="final validation loss",
+        logx=True,
+        markers=markers,
+    )
+    task_rows = []
+    for m in methods:
+        mine = [s for s in r["suggestions"] if s["finder"] == m]
+        task_rows.append(
+            [
+                m,
+                ", ".join(fmt(s["lr"]) for s in mine),
+                ", ".join(fmt(s["loss"]) for s in mine),
+                fmt(median([s["regret"] for s in mine if s["regret"] is not None])),
+                sum(s["diverged"] for s in mine),
+            ]
         )
-        task_rows = []
-        for m in methods:
-            mine = [s for s in r["suggestions"] if s["finder"] == m]
-            task_rows.append(
-                [
-                    m,
-                    ", ".join(fmt(s["lr"]) for s in mine),
-                    ", ".join(fmt(s["loss"]) for s in mine),
-                    fmt(median([s["regret"] for s in mine if s["regret"] is not None])),
-                    sum(s["diverged"] for s in mine),
-                ]
-            )
-        per_task.append(
-            f"### {key}\n\n{r['task']}. Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
-            f"{fmt(truth['lrs'][-1])}, {len(truth['runs'][0])} seeds. Best grid LR {fmt(truth['best_lr'])} "
-            f"(LR* = {fmt(truth['lr_star'])}), loss {fmt(truth['best_loss'])} ± {fmt(truth['best_std'])}; "
-            f"default LR {fmt(truth['default_lr'])}: loss {fmt(truth['default_loss'])}.\n\n"
-            + markdown_table(
-                ["finder", "suggestions (per seed)", "final val loss", "median regret", "diverged"], task_rows
-            )
-            + f"\n\n![{key}]({file})\n"
-        )
+    return (
+        f"### {key}\n\n{r['task']}. Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
+        f"{fmt(truth['lrs'][-1])}, {len(truth['runs'][0])} seeds. Best grid LR {fmt(truth['best_lr'])} "
+        f"(LR* = {fmt(truth['lr_star'])}), loss {fmt(truth['best_loss'])} ± {fmt(truth['best_std'])}; "
+        f"default LR {fmt(truth['default_lr'])}: loss {fmt(truth['default_loss'])}.\n\n"
+        + markdown_table(["finder", "suggestions (per seed)", "final val loss", "median regret", "diverged"], task_rows)
+        + f"\n\n![{key}]({file})\n"
+    )
+
+
+def _profile(ctx: Context, order: Sequence[str], results: dict[str, Any]) -> None:
+    """The performance profile: for each finder, the fraction of runs with normalized regret ≤ τ."""
+    from lr_callbacks.core.plot import Line, save_png
+
     profile = []
     taus = [10 ** (k / 10) for k in range(-30, 11)]
     for m in order:
@@ -379,6 +387,13 @@ def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str
         ylabel="fraction of runs",
         logx=True,
     )
+
+
+def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str, Any], seconds: float) -> None:
+    order = sorted(table, key=lambda m: (table[m]["median_regret"], table[m]["worst_regret"]))
+    rows = _summary_rows(table, order)
+    per_task = [_task_section(ctx, key, r) for key, r in results.items()]
+    _profile(ctx, order, results)
     tasks = ", ".join(f"{k} ({v} steps)" for k, v in scale.tasks.items())
     text = f"""# LR finder quality
 
@@ -400,7 +415,7 @@ torch-lr-finder (README's "fastai approach": 1e-7 → 100 in 100 steps, steepest
 
 ## Summary over every model, optimizer and seed
 
-{markdown_table(header, rows)}
+{markdown_table(_HEADER, rows)}
 
 ![performance profile](finder_profile.png)
 

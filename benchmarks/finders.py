@@ -32,7 +32,7 @@ import torch
 
 from benchmarks._common import no_stdout, quiet
 from benchmarks.models import Task, TaskModule, make_optimizer, train_loader
-from lr_callbacks._finder_analysis import valley_rule as valley
+from lr_callbacks.finder.analysis import valley_rule as valley
 
 __all__ = [
     "FINDERS",

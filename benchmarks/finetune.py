@@ -277,7 +277,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], region: dict[str, Any] | None)
 def _report(
     ctx: Context, task: Task, scale: Scale, rows: list[dict[str, Any]], region: dict[str, Any] | None, seconds: float
 ) -> None:
-    from lr_callbacks._plot import Line, Marker, save_png
+    from lr_callbacks.core.plot import Line, Marker, save_png
 
     header = ["setup", "peak LR", "val loss", "test accuracy", "forgetting", "in the good region"]
     table = [

@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
 from benchmarks.models import Task, TaskModule, train_loader
-from lr_callbacks._compat import Callback
+from lr_callbacks.core.compat import Callback
 
 __all__ = ["HookClock", "HostReads", "Scale", "StepTimer", "run"]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from lr_callbacks._compat import Callback
+from lr_callbacks.core.compat import Callback
 
 __all__ = ["HighLossError", "KillLossSpike", "LossSpikeError"]
 

@@ -25,7 +25,6 @@ Metrics:
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -118,7 +117,7 @@ def _incidents(callback: Any) -> tuple[int, int, list[str]]:
     Interventions are the actions that change training (:data:`INTERVENTIONS`), counted once per step and
     action (a step skipped for its loss and its gradient norm is one skip); ``raise_lr`` (undoing a cut),
     ``rebaseline`` and ``warn`` are not. A skip wastes its step; a rollback wastes the steps between its
-    snapshot and the incident (read from the incident's detail, "back to the snapshot before step N").
+    snapshot and the incident (``Incident.rollback_to``).
     """
     interventions, wasted, lines = 0, 0, []
     seen: set[tuple[int, str]] = set()
@@ -130,9 +129,8 @@ def _incidents(callback: Any) -> tuple[int, int, list[str]]:
         interventions += 1
         if incident.action == "skip":
             wasted += 1
-        match = re.search(r"before step (\d+)", incident.detail)
-        if incident.action == "rollback" and match:
-            wasted += max(incident.step - int(match.group(1)), 0)
+        if incident.action == "rollback" and incident.rollback_to is not None:
+            wasted += max(incident.step - incident.rollback_to, 0)
     return interventions, wasted, lines
 
 

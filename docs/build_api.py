@@ -5,7 +5,7 @@
 
 The docstrings are Google style with reST roles; this turns them into GitHub markdown: ``Args:``,
 ``Returns:`` and ``Raises:`` become lists, ``>>>`` examples and ``Example::`` blocks become code blocks,
-``:class:`~lr_callbacks.X``` becomes a link to ``X``'s entry. ``tests/test_docs.py`` checks that the
+``:class:`~lr_callbacks.X``` becomes a link to ``X``'s entry. ``tests/integration/test_docs.py`` checks that the
 committed file is up to date, so the reference cannot drift from the code.
 """
 
@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import pkgutil
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -34,12 +35,12 @@ SECTIONS: list[tuple[str, str, Callable[[str, Any, str], bool]]] = [
     (
         "LR finder: functions and results",
         "Run the range test without the callback, or analyse a curve you already have.",
-        lambda name, obj, module: module.startswith("lr_callbacks._finder"),
+        lambda name, obj, module: module.startswith("lr_callbacks.finder."),
     ),
     (
         "Divergence watchdog: records",
         "What the watchdog keeps of each intervention.",
-        lambda name, obj, module: module.startswith("lr_callbacks._watchdog"),
+        lambda name, obj, module: module.startswith("lr_callbacks.watchdog."),
     ),
     (
         "Schedules",
@@ -48,30 +49,32 @@ SECTIONS: list[tuple[str, str, Callable[[str, Any, str], bool]]] = [
         lambda name, obj, module: (
             module
             in (
-                "lr_callbacks._presets",
-                "lr_callbacks._shapes",
-                "lr_callbacks._composites",
-                "lr_callbacks._transformers",
+                "lr_callbacks.schedule.presets",
+                "lr_callbacks.schedule.shapes",
+                "lr_callbacks.schedule.composites",
+                "lr_callbacks.schedule.transformers",
             )
         ),
     ),
     (
         "Durations",
         "Lengths of training with their unit; resolved to optimizer steps at fit start.",
-        lambda name, obj, module: module == "lr_callbacks._durations",
+        lambda name, obj, module: module == "lr_callbacks.core.durations",
     ),
     ("Package", "", lambda name, obj, module: True),
 ]
 
 _MODULE_ORDER = [
-    "lr_callbacks._schedule_callback",
-    "lr_callbacks._finder",
-    "lr_callbacks._watchdog",
-    "lr_callbacks._presets",
-    "lr_callbacks._shapes",
-    "lr_callbacks._composites",
-    "lr_callbacks._transformers",
-    "lr_callbacks._durations",
+    "lr_callbacks.schedule.callback",
+    "lr_callbacks.finder.callback",
+    "lr_callbacks.finder.",
+    "lr_callbacks.watchdog.callback",
+    "lr_callbacks.watchdog.",
+    "lr_callbacks.schedule.presets",
+    "lr_callbacks.schedule.shapes",
+    "lr_callbacks.schedule.composites",
+    "lr_callbacks.schedule.transformers",
+    "lr_callbacks.core.durations",
 ]
 _SECTION_HEADERS = {
     "Args": "Arguments",
@@ -90,24 +93,22 @@ _LIST_SECTIONS = {"Arguments", "Attributes", "Raises"}
 
 
 def _is_callback(cls: type) -> bool:
-    from lr_callbacks._compat import Callback
+    from lr_callbacks.core.compat import Callback
 
     return issubclass(cls, Callback)
 
 
 def defining_module(name: str, obj: Any) -> str:
-    """The private module that defines ``obj`` (for a constant, the module whose ``__all__`` names it)."""
+    """The module that defines ``obj`` (for a constant, the module whose ``__all__`` names it)."""
     module = getattr(obj, "__module__", None)
     if (inspect.isclass(obj) or inspect.isfunction(obj)) and module:
         return str(module)
     import lr_callbacks
 
-    package_dir = os.path.dirname(lr_callbacks.__file__)
-    for file in sorted(os.listdir(package_dir)):
-        if file.startswith("_") and file.endswith(".py") and not file.startswith("__"):
-            candidate = importlib.import_module(f"lr_callbacks.{file[:-3]}")
-            if name in getattr(candidate, "__all__", ()):
-                return candidate.__name__
+    for info in sorted(pkgutil.walk_packages(lr_callbacks.__path__, "lr_callbacks."), key=lambda i: i.name):
+        candidate = importlib.import_module(info.name)
+        if name in getattr(candidate, "__all__", ()):
+            return candidate.__name__
     return "lr_callbacks"
 
 
@@ -268,7 +269,7 @@ def _members(cls: type) -> list[tuple[str, Any]]:
     """Public methods and properties a class defines itself, with their own docstring (no Lightning hooks)."""
     hooks: set[str] = set()
     if _is_callback(cls):
-        from lr_callbacks._compat import callback_bases
+        from lr_callbacks.core.compat import callback_bases
 
         for base in callback_bases():
             hooks.update(dir(base))

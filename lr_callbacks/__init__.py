@@ -9,17 +9,20 @@
 >>> lr_callbacks.Cosine(end=0.1)(50, total_steps=100)
 0.55
 >>> lr_callbacks.__version__
-'0.1.0'
+'0.2.0'
 """
 
-from lr_callbacks._composites import CosineRestarts, Cyclic, OneCycle, Phase, Phases, Reversed
-from lr_callbacks._durations import Duration, Epochs, Run, RunFraction, Steps, parse_duration
-from lr_callbacks._finder import LRFinder, find_lr
-from lr_callbacks._finder_analysis import Suggestion, suggest_lr
-from lr_callbacks._finder_result import FinderResult, Trial
-from lr_callbacks._presets import PRESETS, preset
-from lr_callbacks._schedule_callback import LRSchedule
-from lr_callbacks._shapes import (
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lr_callbacks.core.durations import Duration, Epochs, Run, RunFraction, Steps, parse_duration
+from lr_callbacks.finder.analysis import Suggestion, suggest_lr
+from lr_callbacks.finder.result import FinderResult, Trial
+from lr_callbacks.schedule.composites import CosineRestarts, Cyclic, OneCycle, Phase, Phases, Reversed
+from lr_callbacks.schedule.presets import PRESETS, preset
+from lr_callbacks.schedule.shapes import (
     Constant,
     Cosine,
     Exponential,
@@ -32,11 +35,38 @@ from lr_callbacks._shapes import (
     Step,
     Warmup,
 )
-from lr_callbacks._transformers import TRANSFORMERS_ARGUMENTS, TransformersSchedule
-from lr_callbacks._watchdog import DivergenceWatchdog
-from lr_callbacks._watchdog_config import Incident
+from lr_callbacks.schedule.transformers import TRANSFORMERS_ARGUMENTS, TransformersSchedule
+from lr_callbacks.watchdog.config import Incident
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from lr_callbacks.finder.callback import LRFinder, find_lr
+    from lr_callbacks.schedule.callback import LRSchedule
+    from lr_callbacks.watchdog.callback import DivergenceWatchdog
+
+__version__ = "0.2.0"
+
+# The callbacks import Lightning (seconds); they are imported when first used, so that the pure parts (schedules,
+# durations, the curve analysis) and the command line (`python -m lr_callbacks`) start at once.
+_LAZY = {
+    "LRSchedule": "lr_callbacks.schedule.callback",
+    "LRFinder": "lr_callbacks.finder.callback",
+    "find_lr": "lr_callbacks.finder.callback",
+    "DivergenceWatchdog": "lr_callbacks.watchdog.callback",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lr_callbacks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "PRESETS",

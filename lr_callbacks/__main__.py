@@ -1,6 +1,6 @@
-"""``python -m lr_callbacks``: the command line (see :mod:`lr_callbacks._cli`)."""
+"""``python -m lr_callbacks``: the command line (see :mod:`lr_callbacks.cli`)."""
 
-from lr_callbacks._cli import main
+from lr_callbacks.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

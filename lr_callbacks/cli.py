@@ -1,0 +1,414 @@
+"""The ``python -m lr_callbacks`` command line: preview a schedule before training.
+
+``plot`` draws a schedule as the same image that :class:`~lr_callbacks.LRSchedule` writes to
+TensorBoard as ``lr_schedule/plan`` at fit start, and prints the same table of key steps as its
+``lr_schedule/summary``. A preset is named with its arguments as options, in the units the callback takes::
+
+    python -m lr_callbacks plot cosine --steps 1000 --warmup 5% --end 0.1 -o plan.png
+    python -m lr_callbacks plot wsd --steps 20000 --warmup "500 steps" --decay 20% --peak-lr 3e-4
+    python -m lr_callbacks plot step --epochs 30 --steps-per-epoch 390 --every "10 epochs" --gamma 0.1
+    python -m lr_callbacks plot --transformers cosine --num-warmup-steps 100 --steps 1000
+    python -m lr_callbacks plot --config config.yaml --peak-lr 3e-4   # the LRSchedule of a LightningCLI config
+    python -m lr_callbacks plot cosine --help        # the preset's own arguments and their defaults
+    python -m lr_callbacks presets                   # every preset and its arguments
+
+Option values are read as: ``none``, ``true``/``false``, numbers, comma-separated lists (``--momentum
+0.85,0.95``, ``--milestones "10 epochs,20 epochs"``), otherwise strings. ``--peak-lr`` takes one LR, or a
+``name=lr`` per parameter group (repeat it) to see the groups together, as LRSchedule shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from lr_callbacks.core.durations import Run
+from lr_callbacks.schedule.plan import by_schedule, plan_image, plan_table, plan_tables, sample_steps
+from lr_callbacks.schedule.presets import PRESETS, preset
+from lr_callbacks.schedule.shapes import Schedule
+from lr_callbacks.schedule.transformers import TRANSFORMERS_ARGUMENTS, TransformersSchedule
+
+__all__ = ["main"]
+
+_PROG = "python -m lr_callbacks"
+
+
+class UsageError(Exception):
+    """A mistake in the command line; ``main`` prints it after the usage and exits with status 2."""
+
+
+def parse_value(text: str) -> Any:
+    """Read an option's value: ``none``, a bool, a number, a comma-separated list, else the string itself.
+
+    >>> parse_value("5%"), parse_value("0.1"), parse_value("3"), parse_value("none"), parse_value("true")
+    ('5%', 0.1, 3, None, True)
+    >>> parse_value("0.85,0.95"), parse_value("10 epochs,20 epochs")
+    ((0.85, 0.95), ('10 epochs', '20 epochs'))
+    """
+    if "," in text:
+        return tuple(parse_value(part.strip()) for part in text.split(",") if part.strip())
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _as_tuple(text: str) -> Any:
+    """For an argument that takes a list: one value is a list of one (``--milestones "10 epochs"``)."""
+    value = parse_value(text)
+    return value if isinstance(value, tuple) or value is None else (value,)
+
+
+def parse_peak_lrs(values: Sequence[str] | None) -> dict[str, float]:
+    """``--peak-lr`` values to ``{group: lr}``: one bare LR names the group ``group0``, as LRSchedule does.
+
+    >>> parse_peak_lrs(None), parse_peak_lrs(["3e-4"]), parse_peak_lrs(["body=0.1", "head=0.01"])
+    ({'group0': 1.0}, {'group0': 0.0003}, {'body': 0.1, 'head': 0.01})
+    """
+    if not values:
+        return {"group0": 1.0}
+    peaks: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        if (not name and len(values) > 1) or name in peaks:
+            raise UsageError(
+                f"--peak-lr: give one LR, or one name=lr per parameter group with distinct names; got {list(values)}"
+            )
+        try:
+            lr = float(number)
+        except ValueError:
+            raise UsageError(f"--peak-lr: {value!r} is not an LR; write e.g. --peak-lr 3e-4 or body=0.1") from None
+        if not lr > 0:
+            raise UsageError(f"--peak-lr must be > 0, got {value!r}")
+        peaks[name or "group0"] = lr
+    return peaks
+
+
+def _option_help(default: Any) -> str:
+    text = f"default: {default!r}" if default is not inspect.Parameter.empty else "required"
+    return text.replace("%", "%%")  # argparse formats help strings with %
+
+
+def _schedule_options(parser: argparse.ArgumentParser, schedule: str | None, transformers: str | None) -> None:
+    """Add the chosen preset's (or transformers scheduler's) own arguments as ``--name`` options."""
+    if schedule is not None and schedule in PRESETS:
+        group = parser.add_argument_group(f"arguments of the {schedule!r} preset")
+        for name, parameter in inspect.signature(PRESETS[schedule]).parameters.items():
+            flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+            kind = _as_tuple if isinstance(parameter.default, tuple) else parse_value
+            group.add_argument(
+                *flags, dest=f"arg_{name}", metavar="VALUE", type=kind, help=_option_help(parameter.default)
+            )
+    elif transformers is not None and transformers in TRANSFORMERS_ARGUMENTS:
+        group = parser.add_argument_group(f"arguments of transformers' {transformers!r} scheduler")
+        arguments = {"num_warmup_steps": 0, **TRANSFORMERS_ARGUMENTS[transformers]}
+        for name, default in arguments.items():
+            flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+            group.add_argument(
+                *flags, dest=f"arg_{name}", metavar="VALUE", type=parse_value, help=_option_help(default)
+            )
+
+
+def _plot_parser(schedule: str | None = None, transformers: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{_PROG} plot",
+        usage=f"{_PROG} plot SCHEDULE [options]\n       {_PROG} plot --transformers NAME [options]\n"
+        f"       {_PROG} plot --config YAML [options]",
+        description="Draw a schedule before training, as LRSchedule's lr_schedule/plan image, and print "
+        "the LR at its key steps.",
+        epilog=f"presets: {', '.join(PRESETS)}. transformers names: {', '.join(TRANSFORMERS_ARGUMENTS)}. "
+        f"Give a preset to see its arguments: {_PROG} plot cosine --help",
+    )
+    parser.add_argument("schedule", nargs="?", help="a preset name (see `presets`)")
+    parser.add_argument("--transformers", metavar="NAME", help="a transformers scheduler name, instead of a preset")
+    parser.add_argument(
+        "--config",
+        metavar="YAML",
+        help="a LightningCLI config: plot the LRSchedule in its trainer.callbacks, as LightningCLI builds it; "
+        "the run's length defaults to its trainer.max_steps (or max_epochs × --steps-per-epoch)",
+    )
+    parser.add_argument("--steps", type=int, help="optimizer steps in the run (trainer.estimated_stepping_batches)")
+    parser.add_argument("--epochs", type=float, help="epochs in the run, with --steps-per-epoch, instead of --steps")
+    parser.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (for durations in epochs)")
+    parser.add_argument(
+        "--peak-lr", action="append", metavar="LR|NAME=LR", help="the peak LR (default 1: the multiplier itself)"
+    )
+    parser.add_argument("-o", "--output", metavar="PNG", help="write the plan image to this PNG file")
+    _schedule_options(parser, schedule, transformers)
+    return parser
+
+
+def build_schedule(args: argparse.Namespace) -> Schedule:
+    """The schedule named on the command line, built with its arguments.
+
+    Raises:
+        UsageError: for no schedule or both forms, an unknown name, or an argument the schedule rejects.
+    """
+    kwargs = {k[len("arg_") :]: v for k, v in vars(args).items() if k.startswith("arg_") and v is not None}
+    if [args.schedule, args.transformers, args.config].count(None) != 2:
+        raise UsageError(
+            "name one schedule: a preset (e.g. `plot cosine`), `--transformers NAME` or `--config YAML`, not several"
+        )
+    try:
+        if args.transformers is not None:
+            if args.transformers not in TRANSFORMERS_ARGUMENTS:
+                raise ValueError(
+                    f"unknown transformers scheduler {args.transformers!r}; "
+                    f"choose one of: {', '.join(TRANSFORMERS_ARGUMENTS)}"
+                )
+            warmup = kwargs.pop("num_warmup_steps", 0)
+            return TransformersSchedule(args.transformers, warmup, tuple(sorted(kwargs.items())))
+        return preset(args.schedule, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
+
+
+def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -> Run:
+    """The run's length from ``--steps``, or ``--epochs`` × ``--steps-per-epoch``.
+
+    With a config's ``trainer`` section and neither option given, its ``max_steps`` (if > 0), else its
+    ``max_epochs`` × ``--steps-per-epoch``.
+
+    Raises:
+        UsageError: when the length is missing, given twice, or not positive.
+    """
+    per_epoch = args.steps_per_epoch
+    if trainer and args.steps is None and args.epochs is None:
+        if isinstance(trainer.get("max_steps"), int) and trainer["max_steps"] > 0:
+            args.steps = trainer["max_steps"]
+        elif trainer.get("max_epochs") is not None and per_epoch is not None:
+            args.epochs = float(trainer["max_epochs"])
+    if per_epoch is not None and per_epoch < 1:
+        raise UsageError(f"--steps-per-epoch must be >= 1, got {per_epoch}")
+    if (args.steps is None) == (args.epochs is None):
+        raise UsageError("give the run's length: --steps N, or --epochs E with --steps-per-epoch M (not both)")
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {args.steps}")
+        return Run(total_steps=args.steps, steps_per_epoch=per_epoch)
+    if per_epoch is None:
+        raise UsageError("--epochs needs --steps-per-epoch to count the run's optimizer steps")
+    if not args.epochs > 0:
+        raise UsageError(f"--epochs must be > 0, got {args.epochs:g}")
+    return Run(total_steps=max(round(args.epochs * per_epoch), 1), steps_per_epoch=per_epoch)
+
+
+def plan_curves(
+    schedules: dict[str, Schedule], run: Run, peaks: dict[str, float], points: int = 1000
+) -> dict[str, tuple[list[int], list[float]]]:
+    """Each group's planned LR at up to ``points`` steps, sampled as :meth:`LRSchedule.plan` samples them.
+
+    >>> plan_curves({"group0": Linear()}, Run(total_steps=4), {"group0": 2.0})
+    {'group0': ([0, 1, 2, 3], [2.0, 1.5, 1.0, 0.5])}
+    """
+    steps = sample_steps(max(run.total_steps or 1, 1), points)
+    return {name: (steps, [peak * schedules[name].multiplier(k, run) for k in steps]) for name, peak in peaks.items()}
+
+
+def load_config(path: str) -> tuple[Any, dict[str, Any]]:
+    """The ``LRSchedule`` in a LightningCLI config's ``trainer.callbacks``, built as LightningCLI builds it
+    (with jsonargparse), and the config's ``trainer`` section.
+
+    Raises:
+        UsageError: for a file that cannot be read, no or several LRSchedule callbacks, or a bad value.
+    """
+    import yaml
+
+    from lr_callbacks.schedule.callback import LRSchedule
+
+    try:
+        from jsonargparse import ArgumentParser
+    except ImportError:
+        raise UsageError("--config needs jsonargparse, as LightningCLI does: pip install 'lr_callbacks[cli]'") from None
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.safe_load(file) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise UsageError(f"--config: cannot read {path}: {error}") from None
+    trainer = config.get("trainer") or {} if isinstance(config, dict) else {}
+    callbacks = trainer.get("callbacks") or []
+    callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
+    paths = [str(c.get("class_path")) if isinstance(c, dict) else str(c) for c in callbacks]
+    found = [c for c, p in zip(callbacks, paths) if p.rsplit(".", 1)[-1] == "LRSchedule"]
+    if len(found) != 1:
+        raise UsageError(
+            f"--config: {path} must have one LRSchedule in trainer.callbacks, it has {len(found)} "
+            f"(callbacks: {', '.join(paths) or 'none'})"
+        )
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--callback", type=LRSchedule)
+    try:
+        namespace = parser.parse_object({"callback": found[0]})
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+        return instantiate(namespace).callback, trainer
+    except Exception as error:  # jsonargparse wraps the constructor's error; show its message
+        raise UsageError(f"--config: the LRSchedule in {path} cannot be built: {error}") from None
+
+
+def group_schedules(callback: Any, peaks: dict[str, float]) -> tuple[dict[str, Schedule], dict[str, float]]:
+    """Each group's schedule and peak under a configured LRSchedule: its ``group_schedules`` and ``peak_lrs``.
+
+    Raises:
+        UsageError: when the config names a group that ``--peak-lr`` does not.
+    """
+    named = callback.group_schedules  # the configuration, as LRSchedule resolves it at fit start
+    overrides = callback.peak_overrides
+    unknown = sorted((set(named) | set(overrides)) - set(peaks))
+    if unknown:
+        raise UsageError(
+            f"the config gives the groups {', '.join(map(repr, unknown))} their own schedule or peak; name every "
+            f"group with its configured LR: --peak-lr NAME=LR (e.g. --peak-lr {unknown[0]}=0.001)"
+        )
+    schedules = {name: named.get(name, callback.schedule) for name in peaks}
+    return schedules, {name: overrides.get(name, peak) for name, peak in peaks.items()}
+
+
+def _plot(argv: list[str]) -> int:
+    parser, args = _parse_plot(argv)
+    try:
+        schedules, peaks, run = _resolve_plot(args)
+    except UsageError as error:
+        parser.error(str(error))
+    except (ValueError, TypeError) as error:
+        parser.error(f"the schedule does not fit this run: {error}")
+    length = f"{run.total_steps} optimizer steps"
+    print(_plan_text(schedules, peaks, run, length))
+    if args.output:
+        from PIL import Image
+
+        image = plan_image(plan_curves(schedules, run, peaks), f"LR plan ({length})")
+        Image.fromarray(image).save(args.output, format="PNG")
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def _parse_plot(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Parse ``plot``'s arguments; the preset comes first (``plot cosine --steps 1000 ...``), so its own options
+    are added to the parser before the rest is parsed. An unknown option exits with the ones that are known."""
+    name = argv[0] if argv and not argv[0].startswith("-") else None
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--transformers")
+    probe.add_argument("--config")
+    known = probe.parse_known_args(argv)[0]
+    parser = _plot_parser(name, known.transformers)
+    args, unknown = parser.parse_known_args(argv)
+    if args.schedule != name:  # a stray value, e.g. of an unknown option
+        unknown.append(args.schedule)
+    if unknown:
+        takes = [a.option_strings[0] for a in parser._actions if a.dest.startswith("arg_")]
+        what = f"the {name!r} preset" if name else f"transformers' {known.transformers!r}"
+        if takes:
+            hint = f"; {what} takes: {', '.join(takes)}"
+        elif known.config:
+            hint = "; with --config the schedule's arguments come from the file"
+        else:
+            hint = "; name the schedule first: plot SCHEDULE ..."
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return parser, args
+
+
+def _resolve_plot(args: argparse.Namespace) -> tuple[dict[str, Schedule], dict[str, float], Run]:
+    """Each group's schedule and peak, and the run, as ``LRSchedule`` resolves them at fit start.
+
+    Raises:
+        UsageError: for options that do not go together; ValueError or TypeError: for a schedule that does not
+            fit the run.
+    """
+    peaks = parse_peak_lrs(args.peak_lr)
+    trainer: dict[str, Any] = {}
+    if args.config is not None and args.schedule is None and args.transformers is None:
+        callback, trainer = load_config(args.config)
+        schedules, peaks = group_schedules(callback, peaks)
+    else:
+        schedules = dict.fromkeys(peaks, build_schedule(args))
+    run = build_run(args, trainer)
+    reference = next(iter(peaks.values()))  # the optimizer's lr, which LRSchedule divides absolute floors by
+    for name, schedule in schedules.items():
+        if isinstance(schedule, TransformersSchedule):
+            schedules[name] = schedule.bound_to(reference)
+    for schedule in {id(s): s for s in schedules.values()}.values():
+        schedule.check(run.total_steps, run)
+    return schedules, peaks, run
+
+
+def _plan_text(schedules: dict[str, Schedule], peaks: dict[str, float], run: Run, length: str) -> str:
+    """The run and the table of key steps; with several schedules one table each, as ``lr_schedule/summary``."""
+    run_line = f"Run: {length}" + (f", {run.steps_per_epoch} per epoch" if run.steps_per_epoch else "")
+    groups = [(name, schedules[name], peak) for name, peak in peaks.items()]
+    grouped = by_schedule(groups)
+    if len(grouped) == 1:
+        ((schedule, _),) = grouped
+        return f"{schedule.describe()}\n{run_line}\n\n{plan_table(schedule, run, peaks)}"
+    return f"{run_line}\n\n{plan_tables(groups, run)}"
+
+
+def _presets(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"{_PROG} presets", description="List the presets and their arguments.")
+    parser.parse_args(argv)
+    for name, builder in PRESETS.items():
+        summary = re.sub(r":\w+:`~?(?:lr_callbacks\.)?([^`]+)`", r"\1", (inspect.getdoc(builder) or "").splitlines()[0])
+        summary = summary.replace("``", "")
+        options = [
+            f"--{key.replace('_', '-')} {_shown(p.default)}" for key, p in inspect.signature(builder).parameters.items()
+        ]
+        print(f"{name}: {summary}\n    " + "  ".join(options))
+    print(f"\ntransformers names (plot --transformers NAME): {', '.join(TRANSFORMERS_ARGUMENTS)}")
+    return 0
+
+
+def _shown(value: Any) -> str:
+    """A default as it would be typed on the command line."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value) or "''"
+    if isinstance(value, str) and " " in value:
+        return repr(value)
+    return str(value)
+
+
+_COMMANDS = {
+    "plot": (_plot, "draw a schedule before training and print the LR at its key steps"),
+    "presets": (_presets, "list the presets and their arguments"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    >>> main(["plot", "linear", "--steps", "4"])
+    Linear()
+    Run: 4 optimizer steps
+    <BLANKLINE>
+    | step | group0 |
+    |---:|---:|
+    | 0 | 1 |
+    | 1 | 0.75 |
+    | 2 | 0.5 |
+    | 3 | 0.25 |
+    0
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="lr_callbacks from the command line. Run a command with --help for its options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (_, summary) in _COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    if not arguments or arguments[0] not in _COMMANDS:
+        parser.parse_args(arguments[:1])  # --help, or an error naming the valid commands
+        parser.error(f"choose a command: {', '.join(_COMMANDS)}")
+    command, _ = _COMMANDS[arguments[0]]
+    return command(arguments[1:])

@@ -1,0 +1,75 @@
+"""Argument checks shared by the public constructors: each error names the argument, the value and the fix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+
+def check_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    owner: str = "",
+) -> float:
+    """Validate a finite real number within bounds; return it as a float.
+
+    Raises:
+        TypeError: if ``value`` is not a real number.
+        ValueError: if it is not finite or out of bounds; the message names the argument and the value.
+    """
+    where = f"{owner}: " if owner else ""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{where}`{name}` must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{where}`{name}` must be finite, got {value!r}")
+    if low is not None and (number <= low if low_open else number < low):
+        bound = ">" if low_open else ">="
+        raise ValueError(f"{where}`{name}` must be {bound} {low:g}, got {value!r}")
+    if high is not None and number > high:
+        raise ValueError(f"{where}`{name}` must be <= {high:g}, got {value!r}")
+    return number
+
+
+def check_int(name: str, value: object, *, low: int | None = None, owner: str = "") -> int:
+    """Validate a whole number (not a bool) >= ``low``; return it.
+
+    Raises:
+        TypeError: if ``value`` is not an int.
+        ValueError: if it is below ``low``.
+    """
+    where = f"{owner}: " if owner else ""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{where}`{name}` must be a whole number, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{where}`{name}` must be >= {low}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: object, *, owner: str = "") -> bool:
+    """Validate a bool (not a number standing in for one); return it.
+
+    Raises:
+        TypeError: if ``value`` is not ``True`` or ``False``.
+    """
+    if not isinstance(value, bool):
+        where = f"{owner}: " if owner else ""
+        raise TypeError(f"{where}`{name}` must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Iterable[str], *, owner: str = "") -> str:
+    """Validate that ``value`` is one of ``choices``; the error lists the valid names.
+
+    Raises:
+        ValueError: if it is not.
+    """
+    options = list(choices)
+    if value not in options:
+        where = f"{owner}: " if owner else ""
+        raise ValueError(f"{where}unknown `{name}` {value!r}; choose one of: {', '.join(map(repr, options))}")
+    return str(value)

@@ -1,0 +1,131 @@
+"""The Lightning/torch compatibility layer: one callback base for both Lightning namespaces, and every private
+third-party internal the package touches, each in one function that says why (``tests/core/test_compat.py``
+fails when an installed version changes one of them).
+
+Lightning ships twice: ``pytorch_lightning`` and ``lightning.pytorch`` (the unified ``lightning``
+package). Their ``Callback`` classes are distinct, and a Trainer (and LightningCLI) from one namespace
+does not accept a callback built on the other. Our callbacks derive from both bases where both are
+installed, so they work, and pass Lightning's ``isinstance`` checks, whichever namespace the user imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import torch
+
+__all__ = [
+    "Callback",
+    "callback_bases",
+    "clear_found_inf",
+    "exit_fit",
+    "fresh_iterator",
+    "metric_states",
+    "reset_scaler_step_state",
+    "set_found_inf",
+    "supports_found_inf",
+    "transfer_hook",
+]
+
+
+def callback_bases() -> tuple[type, ...]:
+    """The installed Lightning ``Callback`` classes: ``pytorch_lightning``'s, then ``lightning.pytorch``'s."""
+    bases: list[type] = []
+    if importlib.util.find_spec("pytorch_lightning") is not None:
+        from pytorch_lightning import Callback as PLCallback
+
+        bases.append(PLCallback)
+    if importlib.util.find_spec("lightning") is not None:
+        from lightning.pytorch import Callback as LCallback
+
+        bases.append(LCallback)
+    if not bases:
+        raise ImportError("lr_callbacks needs PyTorch Lightning: pip install pytorch-lightning")
+    return tuple(bases)
+
+
+if TYPE_CHECKING:
+    from pytorch_lightning import Callback
+else:
+    _bases = callback_bases()
+    Callback = _bases[0] if len(_bases) == 1 else type("Callback", _bases, {"__module__": __name__})
+
+
+def exit_fit(trainer: Any) -> NoReturn:
+    """End ``trainer``'s fit from a hook, before any epoch, as ``Tuner.lr_find`` does.
+
+    Lightning's ``_TunerExitException`` (private) makes the Trainer tear down and finish cleanly; the public
+    ``trainer.should_stop`` would still train a whole epoch when ``min_epochs``/``min_steps`` are set. Taken from
+    the namespace of this trainer.
+    """
+    package = "lightning.pytorch" if type(trainer).__module__.startswith("lightning.") else "pytorch_lightning"
+    raise importlib.import_module(f"{package}.utilities.exceptions")._TunerExitException()
+
+
+def transfer_hook(module: Any, batch: Any) -> Any:
+    """Run the ``on_before_batch_transfer`` hook on ``batch`` as Lightning's loop does.
+
+    The loop calls the module's private ``_on_before_batch_transfer``, which routes the hook to a DataModule that
+    overrides it; the public ``on_before_batch_transfer`` cannot route.
+    """
+    before = getattr(module, "_on_before_batch_transfer", None)
+    return before(batch, dataloader_idx=0) if before is not None else module.on_before_batch_transfer(batch, 0)
+
+
+def fresh_iterator(loader: torch.utils.data.DataLoader) -> None:
+    """Forget a (shallow-copied) ``DataLoader``'s cached persistent iterator, so that it starts its own workers.
+
+    ``_iterator`` is torch's cache of the persistent-workers iterator: private, and nothing public clears it.
+    """
+    loader._iterator = None
+
+
+def reset_scaler_step_state(scaler: Any) -> None:
+    """Forget a ``GradScaler``'s per-step bookkeeping (``_per_optimizer_states``, private).
+
+    A step that raised between ``scaler.unscale_`` and ``scaler.update`` leaves the optimizer marked as
+    "unscaled", and the next real step would fail with "unscale_() has already been called"; torch has no public
+    way to clear the mark. The bookkeeping is a defaultdict that ``update()`` itself empties.
+    """
+    states = getattr(scaler, "_per_optimizer_states", None)
+    if isinstance(states, dict):
+        states.clear()
+
+
+#: torchmetrics' counters kept beside a ``Metric``'s public ``metric_state``; ``compute()`` reads them.
+METRIC_COUNTERS = ("_update_count", "_computed")
+
+
+def metric_states(module: torch.nn.Module) -> list[tuple[Any, dict[str, Any]]]:
+    """Every torchmetrics ``Metric`` in ``module`` with the names of its state (public ``metric_state`` and the
+    private :data:`METRIC_COUNTERS`, which have no public setter). Duck-typed, so torchmetrics stays optional."""
+    found = []
+    for submodule in module.modules():
+        if isinstance(getattr(type(submodule), "metric_state", None), property) and hasattr(submodule, "_computed"):
+            state = cast(dict[str, Any], submodule.metric_state)
+            found.append((submodule, {name: getattr(submodule, name) for name in [*state, *METRIC_COUNTERS]}))
+    return found
+
+
+def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` honours a ``found_inf`` flag (torch's fused Adam, AdamW, SGD, Adagrad).
+
+    ``_step_supports_amp_scaling`` is the private marker torch's ``GradScaler`` checks for the same purpose.
+    """
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def set_found_inf(optimizer: torch.optim.Optimizer, flag: torch.Tensor) -> None:
+    """Make the next ``step()`` of a fused optimizer skip when ``flag`` is 1, on the device, as a ``GradScaler``
+    does after an overflow (weights, moments and step count do not move); ``grad_scale=None``: no unscaling."""
+    optimizer.found_inf = flag  # type: ignore[attr-defined]
+    optimizer.grad_scale = None  # type: ignore[attr-defined]
+
+
+def clear_found_inf(optimizer: torch.optim.Optimizer) -> None:
+    """Remove what :func:`set_found_inf` set (or every later step would be judged by the stale flag)."""
+    for name in ("found_inf", "grad_scale"):
+        if hasattr(optimizer, name):
+            delattr(optimizer, name)

@@ -1,0 +1,179 @@
+"""The one LR model the three callbacks share: ``lr(g, k) = peak(g) × schedule(k) × scale(g)``.
+
+A :class:`ScheduleOwner` (:class:`~lr_callbacks.LRSchedule`) owns the formula when it is present: the finder
+writes ``peak`` through :func:`set_peak_lr`, the watchdog writes ``scale`` through :func:`set_lr_scale`, and the
+schedule writes the product into the optimizer. This module knows the schedule callback only through that
+protocol, so ``core`` imports no callback. When the user drives the LR with their own torch scheduler instead, the
+same functions rescale the scheduler's ``base_lrs`` (and ``max_lrs``, and the ``initial_lr``, ``max_lr``
+and ``min_lr`` that OneCycleLR keeps in each group) together with ``group["lr"]``, so that the next
+``scheduler.step()`` keeps the change instead of undoing it.
+
+Ratios between parameter groups are always kept: the *reference group* is the first group of the first
+optimizer, and every LR the finder reports or sets is that group's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = [
+    "Pausable",
+    "ScheduleOwner",
+    "as_float",
+    "find_lr_schedule",
+    "paused",
+    "reference_lr",
+    "rescale_lrs",
+    "set_lr",
+    "set_lr_scale",
+    "set_peak_lr",
+]
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    """A callback that stops acting on the LR while another one (the finder's sweep) has the controls.
+
+    The methods are private to the package: users never call them, the finder does through :func:`paused`.
+    """
+
+    def _pause(self) -> None: ...
+
+    def _resume(self, trainer: Any) -> None: ...
+
+
+@runtime_checkable
+class ScheduleOwner(Protocol):
+    """The callback that writes ``peak(g) × schedule(k) × scale(g)`` into the optimizers (``LRSchedule``).
+
+    The finder sets its peak and the watchdog its scale through these methods, never through the optimizer,
+    so that the next step's write keeps them. Private to the package, like :class:`Pausable`'s.
+    """
+
+    @property
+    def peak_lrs(self) -> list[list[float]]: ...
+
+    def _setup_for(self, trainer: Any) -> None: ...
+
+    def _set_peak_lr(self, lr: float) -> None: ...
+
+    def _set_scale(self, scale: float) -> None: ...
+
+
+def find_lr_schedule(trainer: Any) -> ScheduleOwner | None:
+    """The trainer's :class:`ScheduleOwner` (its ``LRSchedule``), set up for this fit, or ``None``.
+
+    Raises:
+        ValueError: if there are several (they would fight over the LR).
+    """
+    schedules = [c for c in trainer.callbacks if isinstance(c, ScheduleOwner)]
+    if len(schedules) > 1:
+        raise ValueError(
+            f"found {len(schedules)} LRSchedule callbacks; they would overwrite each other's LR. Use one, "
+            "with `group_schedules` for groups that need their own schedule"
+        )
+    if not schedules:
+        return None
+    schedules[0]._setup_for(trainer)
+    return schedules[0]
+
+
+@contextlib.contextmanager
+def paused(trainer: Any) -> Iterator[None]:
+    """Pause every :class:`Pausable` callback of ``trainer`` (LRSchedule, the watchdog) for a while."""
+    callbacks = [c for c in trainer.callbacks if isinstance(c, Pausable)]
+    for callback in callbacks:
+        callback._pause()
+    try:
+        yield
+    finally:
+        for callback in callbacks:
+            callback._resume(trainer)
+
+
+def reference_lr(trainer: Any) -> float:
+    """The reference group's peak LR: LRSchedule's ``peak``, or the user scheduler's base LR, or the LR."""
+    schedule = find_lr_schedule(trainer)
+    if schedule is not None:
+        return schedule.peak_lrs[0][0]
+    group = _first_optimizer(trainer).param_groups[0]
+    for config in trainer.lr_scheduler_configs:
+        base_lrs = getattr(config.scheduler, "base_lrs", None)
+        if base_lrs and config.scheduler.optimizer is _first_optimizer(trainer):
+            return float(base_lrs[0])
+    return float(group.get("initial_lr", as_float(group["lr"])))
+
+
+def set_peak_lr(trainer: Any, lr: float) -> None:
+    """Make ``lr`` the reference group's peak; every other group keeps its ratio to it.
+
+    With :class:`~lr_callbacks.LRSchedule` this sets its peaks; otherwise it rescales the optimizers'
+    LRs and the user's schedulers by ``lr / reference_lr(trainer)``.
+    """
+    schedule = find_lr_schedule(trainer)
+    if schedule is not None:
+        schedule._set_peak_lr(lr)
+        return
+    rescale_lrs(trainer, lr / reference_lr(trainer))
+
+
+def set_lr_scale(trainer: Any, scale: float, previous: float) -> None:
+    """Move the watchdog's multiplier from ``previous`` to ``scale``, for every group.
+
+    With :class:`~lr_callbacks.LRSchedule` this sets its ``scale``; otherwise it rescales the optimizers'
+    LRs and the user's schedulers by ``scale / previous``.
+    """
+    schedule = find_lr_schedule(trainer)
+    if schedule is not None:
+        schedule._set_scale(scale)
+        return
+    rescale_lrs(trainer, scale / previous)
+
+
+def rescale_lrs(trainer: Any, factor: float) -> None:
+    """Multiply every group's LR by ``factor``, in the optimizers and in the user's torch schedulers.
+
+    Scheduler fields that are absolute floors (``eta_min``, ReduceLROnPlateau's ``min_lrs``) are left alone.
+    """
+    if factor == 1.0:
+        return
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            set_lr(group, as_float(group["lr"]) * factor)
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] = group[key] * factor
+    for config in trainer.lr_scheduler_configs:
+        _rescale_scheduler(config.scheduler, factor)
+
+
+def _rescale_scheduler(scheduler: Any, factor: float) -> None:
+    for child in getattr(scheduler, "_schedulers", ()):  # SequentialLR, ChainedScheduler
+        _rescale_scheduler(child, factor)
+    for attribute in ("base_lrs", "max_lrs", "_last_lr"):
+        values = getattr(scheduler, attribute, None)
+        if isinstance(values, list):
+            setattr(scheduler, attribute, [v * factor for v in values])
+
+
+def _first_optimizer(trainer: Any) -> torch.optim.Optimizer:
+    if not trainer.optimizers:
+        raise ValueError("the trainer has no optimizer yet; the LR can be read only once fit has started")
+    return trainer.optimizers[0]
+
+
+def as_float(value: Any) -> float:
+    """A group's LR (or any hyperparameter) as a float, whether it is a float or a tensor."""
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def set_lr(group: dict[str, Any], value: float) -> None:
+    """Write a group's LR, in place if it is a tensor (capturable or compiled optimizers)."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value

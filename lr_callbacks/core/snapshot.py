@@ -1,0 +1,382 @@
+"""Host-memory snapshots, restored in place: one mechanism for the finder and the watchdog.
+
+- :func:`to_host` makes every host copy (pinned and without blocking when the tensor is on an accelerator,
+  into a buffer of an earlier snapshot when one fits); :func:`synchronize` waits for the copies.
+- :class:`OptimizerState`: an optimizer's per-parameter state by position (and, if asked, its param groups),
+  restored in place: the live tensors keep their identity (fused and capturable optimizers, schedulers and hooks
+  hold references to them).
+- :class:`ModelSnapshot`: the module's ``state_dict`` and an :class:`OptimizerState`, taken again and again into
+  the same buffers: the watchdog's rollback target, and what a checkpoint written mid-incident holds.
+- :class:`TrainingSnapshot`: everything an LR finder sweep touches, restored exactly (below).
+
+What :class:`TrainingSnapshot` saves, and how it comes back:
+
+- parameters, their gradients, and buffers (persistent or not, e.g. BatchNorm's running statistics): copied
+  to the CPU; restored *in place* into the same tensor objects, so the optimizer, DDP's buckets and any user
+  reference keep pointing at the live tensors;
+- each module's train/eval mode, and the state of its torchmetrics ``Metric``s (the sweep runs
+  ``training_step``, which may update them);
+- each optimizer's state and param groups: the same tensor objects and group dicts are put back, their
+  values copied in (a state created during the sweep, e.g. Adam's first moments, is removed again);
+- the LR schedulers (``state_dict``), the mixed-precision ``GradScaler`` (``state_dict``, and its
+  per-step bookkeeping, so a sweep that raised between ``unscale_`` and ``update`` leaves no trace);
+- the random number generators: Python's, NumPy's global one, torch's CPU and CUDA ones, and every
+  ``torch.Generator`` a data loader or its sampler owns (they decide the data order).
+
+Nothing is written to disk. CUDA tensors are copied into pinned host memory without blocking, with one
+synchronisation at the end, so a snapshot never doubles GPU memory. The loop counters (``global_step``,
+epoch and batch progress) are not saved because the sweep never moves them: it drives the steps itself,
+outside Lightning's loops.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lr_callbacks.core.compat import metric_states, reset_scaler_step_state
+
+__all__ = [
+    "ModelSnapshot",
+    "OptimizerState",
+    "RngState",
+    "TrainingSnapshot",
+    "copy_into",
+    "loader_generators",
+    "restore_optimizer_state",
+    "synchronize",
+    "to_host",
+]
+
+
+def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """A host copy of ``tensor``, written into ``buffer`` when it fits (same shape and dtype, on the CPU).
+
+    From an accelerator the copy goes to pinned memory without blocking (call :func:`synchronize` before reading
+    it); on the CPU it is a plain copy.
+    """
+    tensor = tensor.detach()
+    on_accelerator = tensor.device.type != "cpu"
+    if not (
+        isinstance(buffer, torch.Tensor)
+        and buffer.shape == tensor.shape
+        and buffer.dtype == tensor.dtype
+        and buffer.device.type == "cpu"
+    ):
+        pinned = on_accelerator and torch.cuda.is_available()
+        buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=pinned)
+    return buffer.copy_(tensor, non_blocking=on_accelerator)
+
+
+def copy_into(live: torch.Tensor, saved: torch.Tensor) -> None:
+    """Copy a host copy back into the live tensor, in place."""
+    with torch.no_grad():
+        live.copy_(saved, non_blocking=saved.is_pinned())
+
+
+def synchronize() -> None:
+    """Wait for the copies to and from pinned memory (nothing to wait for without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _saved(value: Any, buffer: Any = None) -> Any:
+    return to_host(value, buffer) if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+
+class OptimizerState:
+    """An optimizer's per-parameter state by position, and with ``groups=True`` its param groups, on the host.
+
+    :meth:`capture` can be called again and again: it reuses the host buffers of the previous capture.
+    :meth:`restore` copies the values back *in place* and can be called repeatedly. A state the optimizer did not
+    have when captured (e.g. Adam's moments created since) is removed again; a tensor the optimizer no longer
+    holds is recreated on the device it came from.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[int, dict[str, Any]] = {}
+        self.devices: dict[tuple[int, str], torch.device] = {}
+        self.groups: list[tuple[dict[str, Any], dict[str, Any]]] | None = None  # (live group dict, saved values)
+
+    def capture(self, optimizer: torch.optim.Optimizer, *, groups: bool = False) -> OptimizerState:
+        """Copy ``optimizer``'s state (and param groups) to the host; return ``self``."""
+        taken: dict[int, dict[str, Any]] = {}
+        with torch.no_grad():
+            for index, parameter in enumerate(_parameters(optimizer)):
+                old = self.state.get(index, {})
+                state = optimizer.state.get(parameter, {})
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor):
+                        self.devices[index, key] = value.device
+                taken[index] = {key: _saved(value, old.get(key)) for key, value in state.items()}
+            if groups:
+                self.groups = [
+                    (group, {k: (v, _saved(v)) for k, v in group.items() if k != "params"})
+                    for group in optimizer.param_groups
+                ]
+        self.state = taken
+        return self
+
+    def restore(self, optimizer: torch.optim.Optimizer) -> None:
+        """Put the captured state (and param groups) back into ``optimizer``, in place."""
+        if self.groups is not None:
+            optimizer.param_groups[:] = [group for group, _ in self.groups]
+            for group, values in self.groups:
+                for key in [k for k in group if k != "params" and k not in values]:
+                    del group[key]
+                for key, (original, saved) in values.items():
+                    if isinstance(original, torch.Tensor) and original.shape == saved.shape:
+                        copy_into(original, saved)
+                        group[key] = original
+                    else:
+                        group[key] = copy.deepcopy(saved)
+        restore_optimizer_state(optimizer, self.state, self.devices)
+
+    def for_checkpoint(self) -> dict[int, dict[str, Any]]:
+        """A copy of the per-parameter state, in ``Optimizer.state_dict()["state"]`` form."""
+        return {
+            index: {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in state.items()}
+            for index, state in self.state.items()
+            if state
+        }
+
+
+def restore_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    saved: dict[int, dict[str, Any]],
+    devices: dict[tuple[int, str], torch.device] | None = None,
+) -> None:
+    """Put ``saved`` (per-parameter state by position) into ``optimizer``, in place where shapes allow.
+
+    A tensor the optimizer no longer holds is recreated on the device it came from (``devices``), or, for lack
+    of it, on the parameter's device (Adam's ``step`` on the CPU, as torch keeps it unless fused).
+    """
+    with torch.no_grad():
+        for index, parameter in enumerate(_parameters(optimizer)):
+            state = saved.get(index, {})
+            if not state:
+                optimizer.state.pop(parameter, None)
+                continue
+            live = optimizer.state[parameter]
+            for key in [k for k in live if k not in state]:
+                del live[key]
+            for key, value in state.items():
+                current = live.get(key)
+                if isinstance(value, torch.Tensor):
+                    if isinstance(current, torch.Tensor) and current.shape == value.shape:
+                        current.copy_(value, non_blocking=value.is_pinned())
+                    else:
+                        default = torch.device("cpu") if key == "step" else parameter.device
+                        device = (devices or {}).get((index, key), default)
+                        live[key] = value.detach().clone().to(device)
+                else:
+                    live[key] = copy.deepcopy(value)
+
+
+class ModelSnapshot:
+    """The module's ``state_dict`` and the optimizer's per-parameter state at a clean step, on the host.
+
+    Buffers are allocated once and reused, so taking a snapshot every few steps costs a copy, not an allocation.
+    Restoring copies back *in place*, and the groups keep their current hyperparameters (the LR is the
+    schedule's, not the snapshot's).
+    """
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.model: dict[str, torch.Tensor] = {}
+        self.optimizer = OptimizerState()
+
+    def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Copy the module's ``state_dict`` and the optimizer's per-parameter state."""
+        with torch.no_grad():
+            self.model = {name: to_host(t, self.model.get(name)) for name, t in module.state_dict().items()}
+        self.optimizer.capture(optimizer)
+        self.step = step
+
+    def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Copy the snapshot back into ``module`` and ``optimizer``, in place."""
+        if self.step is None:
+            raise ValueError("there is no snapshot to restore yet")
+        synchronize()
+        with torch.no_grad():
+            module.load_state_dict(self.model)
+        self.optimizer.restore(optimizer)
+        synchronize()
+
+    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """Put the snapshot's module and optimizer state into ``checkpoint``; return the live ones it replaced.
+
+        The optimizer keeps its current param groups (LR, momentum): only the per-parameter state is replaced.
+        """
+        synchronize()
+        optimizer_states = checkpoint.get("optimizer_states") or [{}]
+        live = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
+        checkpoint["state_dict"] = {name: tensor.clone() for name, tensor in self.model.items()}
+        if checkpoint.get("optimizer_states"):
+            state = self.optimizer.for_checkpoint()
+            checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": state}
+        return live
+
+
+@dataclass
+class RngState:
+    """The global random number generators (Python, NumPy, torch CPU and CUDA) and given ``torch.Generator``s."""
+
+    python: Any
+    numpy: Any
+    torch_cpu: torch.Tensor
+    torch_cuda: list[torch.Tensor] | None
+    generators: list[tuple[torch.Generator, torch.Tensor]] = field(default_factory=list)
+
+    @classmethod
+    def capture(cls, generators: Iterable[torch.Generator] = ()) -> RngState:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return cls(
+            python=random.getstate(),
+            numpy=np.random.get_state(),
+            torch_cpu=torch.get_rng_state(),
+            torch_cuda=cuda,
+            generators=[(g, g.get_state()) for g in _unique(generators)],
+        )
+
+    def restore(self) -> None:
+        random.setstate(self.python)
+        np.random.set_state(self.numpy)
+        torch.set_rng_state(self.torch_cpu)
+        if self.torch_cuda is not None:
+            torch.cuda.set_rng_state_all(self.torch_cuda)
+        for generator, state in self.generators:
+            generator.set_state(state)
+
+
+def loader_generators(loaders: Any) -> list[torch.Generator]:
+    """The ``torch.Generator``s of data loaders (their own, their sampler's, their batch sampler's sampler's)."""
+    found: list[torch.Generator] = []
+    for loader in _flatten(loaders):
+        sampler = getattr(loader, "sampler", None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for owner in (loader, sampler, getattr(batch_sampler, "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator):
+                found.append(generator)
+    return _unique(found)
+
+
+def _flatten(loaders: Any) -> list[Any]:
+    if loaders is None:
+        return []
+    if isinstance(loaders, dict):
+        return [x for value in loaders.values() for x in _flatten(value)]
+    if isinstance(loaders, (list, tuple)):
+        return [x for value in loaders for x in _flatten(value)]
+    return [loaders]
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for item in items:
+        seen.setdefault(id(item), item)
+    return list(seen.values())
+
+
+@dataclass
+class _Tensors:
+    """Tensors owned by modules, by ``(module, name)``, with one host copy per distinct tensor."""
+
+    owners: list[tuple[torch.nn.Module, str, torch.Tensor]]
+    saved: dict[int, torch.Tensor]
+
+    @classmethod
+    def capture(cls, module: torch.nn.Module, kind: str) -> _Tensors:
+        owners, saved = [], {}
+        for submodule in module.modules():
+            named = submodule.named_parameters if kind == "parameters" else submodule.named_buffers
+            for name, tensor in named(recurse=False):
+                if tensor is None:
+                    continue
+                owners.append((submodule, name, tensor))
+                if id(tensor) not in saved:
+                    saved[id(tensor)] = to_host(tensor)
+        return cls(owners, saved)
+
+    def restore(self) -> None:
+        done: set[int] = set()
+        for owner, name, tensor in self.owners:
+            if id(tensor) not in done:
+                copy_into(tensor, self.saved[id(tensor)])
+                done.add(id(tensor))
+            if getattr(owner, name, None) is not tensor:
+                setattr(owner, name, tensor)
+
+
+@dataclass
+class TrainingSnapshot:
+    """Everything the sweep may change; :meth:`restore` puts it back exactly, and can be called repeatedly."""
+
+    parameters: _Tensors
+    buffers: _Tensors
+    grads: list[tuple[torch.Tensor, torch.Tensor | None]]
+    modes: list[tuple[torch.nn.Module, bool]]
+    optimizers: list[tuple[torch.optim.Optimizer, OptimizerState]]
+    schedulers: list[tuple[Any, dict[str, Any]]]
+    scaler: tuple[Any, dict[str, Any]] | None
+    rng: RngState
+    metrics: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+
+    @classmethod
+    def capture(cls, trainer: Any, module: torch.nn.Module, loaders: Any = None) -> TrainingSnapshot:
+        """Snapshot ``module``, ``trainer``'s optimizers, schedulers and GradScaler, and the RNGs."""
+        parameters = _Tensors.capture(module, "parameters")
+        grads = [(p, None if p.grad is None else to_host(p.grad)) for _, _, p in parameters.owners]
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        snapshot = cls(
+            parameters=parameters,
+            buffers=_Tensors.capture(module, "buffers"),
+            grads=grads,
+            modes=[(m, m.training) for m in module.modules()],
+            optimizers=[(o, OptimizerState().capture(o, groups=True)) for o in trainer.optimizers],
+            schedulers=[(c.scheduler, copy.deepcopy(c.scheduler.state_dict())) for c in trainer.lr_scheduler_configs],
+            scaler=(scaler, scaler.state_dict()) if scaler is not None and hasattr(scaler, "state_dict") else None,
+            rng=RngState.capture(loader_generators(loaders)),
+            metrics=[(m, copy.deepcopy(values)) for m, values in metric_states(module)],
+        )
+        synchronize()
+        return snapshot
+
+    def restore(self) -> None:
+        """Put everything back; the snapshot stays valid for another restore."""
+        self.parameters.restore()
+        self.buffers.restore()
+        for param, grad in self.grads:
+            if grad is None:
+                param.grad = None
+            elif param.grad is not None and param.grad.shape == grad.shape:
+                copy_into(param.grad, grad)
+            else:
+                param.grad = grad.to(param.device)
+        for module, training in self.modes:
+            module.training = training
+        for optimizer, saved in self.optimizers:
+            saved.restore(optimizer)
+        for scheduler, state in self.schedulers:
+            scheduler.load_state_dict(copy.deepcopy(state))
+        if self.scaler is not None:
+            scaler, state = self.scaler
+            reset_scaler_step_state(scaler)
+            if state:
+                scaler.load_state_dict(state)
+        for metric, values in self.metrics:
+            for name, value in values.items():
+                setattr(metric, name, copy.deepcopy(value))
+        self.rng.restore()
+        synchronize()

@@ -1,0 +1,456 @@
+"""``LRFinder``: an LR range test inside the user's own trainer, restored exactly; and ``find_lr``.
+
+The callback is a thin adapter: :mod:`lr_callbacks.finder.driver` drives the steps through the trainer's
+strategy, :mod:`lr_callbacks.core.snapshot` snapshots and restores, :mod:`lr_callbacks.finder.analysis`
+reads the curve, and the answer goes into the shared LR model (:func:`lr_callbacks.core.lr_model.set_peak_lr`):
+``LRSchedule``'s peak when it is present, otherwise the optimizer's groups *and* the user's torch scheduler
+(``base_lrs``, ``initial_lr``, ``max_lr``), so that the scheduler does not throw it away.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import override
+
+from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
+from lr_callbacks.core.compat import Callback, exit_fit
+from lr_callbacks.core.durations import Duration, parse_duration
+from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
+from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, set_peak_lr
+from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, loader_generators
+from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
+from lr_callbacks.finder.driver import Batches, Driver
+from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
+from lr_callbacks.finder.result import FinderResult, Trial
+from lr_callbacks.finder.trials import candidates, run_trials
+
+if TYPE_CHECKING:
+    from pytorch_lightning import LightningModule, Trainer
+
+_OWNER = "LRFinder"
+
+__all__ = ["LRFinder", "find_lr"]
+
+log = logging.getLogger("lr_callbacks")
+
+_FIT_START = "fit_start"
+
+
+class LRFinder(Callback):
+    """Find the peak LR with a range test inside your own trainer, then put everything back exactly.
+
+    At fit start (and, if asked, at the start of given epochs) it raises the LR of every parameter group
+    together, their ratios kept, from ``min_lr`` to ``max_lr`` over ``num_steps`` optimizer steps of your
+    own training recipe (precision and ``GradScaler``, gradient accumulation, gradient clipping, DDP),
+    recording each step's raw loss (averaged across ranks) and gradient norm. It stops early when the loss
+    diverges (a rule that works for negative losses and NaN/inf; see
+    :func:`~lr_callbacks.finder.ramp.diverged`) or when the data runs out. Then it restores, bit for
+    bit, the parameters and buffers, gradients, optimizer and scheduler state, ``GradScaler``, torchmetrics
+    states, the random number generators (Python, NumPy, torch, CUDA, the data loaders' own) and thus the
+    order in which training then sees its data; nothing is written to disk, snapshots live in host memory.
+    Training after the finder is exactly the training you would get by setting its LR by hand.
+
+    "Fit start" is ``on_train_start``: after every callback's ``on_fit_start`` (``LRSchedule`` is set up,
+    ``BackboneFinetuning`` has frozen its backbone) and after a resumed run's optimizer and loops are
+    restored. The sweep takes its batches from a fresh pass over the training data (with shuffling, a
+    different order from the epoch's, which it leaves untouched), pass after pass if the data is short.
+    With manual optimization each ``training_step`` call is one sweep step (it must return the loss), and
+    the LRs of all optimizers move together. Under ``ddp_spawn`` the result lives in the worker processes.
+
+    The curve is analysed without smoothing lag (:func:`~lr_callbacks.suggest_lr`): a suggestion, a range
+    and flags. With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the
+    first optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the
+    optimizer's groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
+
+    Confirm mode (``confirm=True`` or a list of LRs) then runs a short trial of the real schedule at each
+    candidate (×0.5, ×1 and ×2 the suggestion by default), each from the same restored state, compares
+    them on the validation loss, and applies the best.
+
+    Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
+    (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
+    ``e`` logs its curve under ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss``
+    (x = trial) and ``.../trial<k>/loss``. A progress bar shows when the trainer shows one.
+
+    On resume from a checkpoint it does not run again: its results are in its ``state_dict``.
+
+    Args:
+        min_lr: the first LR of the sweep (reference group).
+        max_lr: the last; the sweep usually stops before, when the loss diverges.
+        num_steps: optimizer steps of the sweep (at least 8).
+        mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"``.
+        method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
+            (see :func:`~lr_callbacks.suggest_lr`).
+        apply: write the answer into the LR; ``False`` only reports.
+        at_fit_start: run when training starts.
+        epochs: also run at the start of these epochs (the weights are those of that moment).
+        divergence_threshold: stop when the loss has given back this many times what it gained
+            (1.0: back to where it started); ``None`` stops only on NaN/inf.
+        window: the smoothing width of the analysis, in decades of LR.
+        confirm: ``False``; ``True`` for trials at ×0.5, ×1, ×2 the suggestion; or a list of peak LRs.
+        confirm_length: each trial's length: ``"5%"`` of the run, ``"200 steps"``, ``"1 epochs"``.
+        monitor: the validation value the trials are compared on (logged or returned by
+            ``validation_step``).
+
+    Raises:
+        ValueError, TypeError: at construction, for a bad argument; when it runs, for a trainer it cannot
+            work with (DeepSpeed, no training data, a reference LR of 0, no validation data in confirm mode).
+
+    Example::
+
+        trainer = Trainer(max_epochs=10, callbacks=[LRFinder(), LRSchedule("cosine", warmup="5%")])
+
+    >>> finder = LRFinder(num_steps=50, confirm=[1e-4, 1e-5, 1e-6], confirm_length="100 steps")
+    >>> finder.result is None
+    True
+    """
+
+    def __init__(
+        self,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        num_steps: int = 100,
+        mode: str = "exponential",
+        method: str = "default",
+        apply: bool = True,
+        *,
+        at_fit_start: bool = True,
+        epochs: Sequence[int] = (),
+        divergence_threshold: float | None = 1.0,
+        window: float = DEFAULT_WINDOW,
+        confirm: bool | Sequence[float] = False,
+        confirm_length: Duration | str = "5%",
+        monitor: str = "val_loss",
+    ) -> None:
+        self.min_lr = check_number("min_lr", min_lr, low=0.0, low_open=True, owner=_OWNER)
+        self.max_lr = check_number("max_lr", max_lr, low=0.0, low_open=True, owner=_OWNER)
+        if self.max_lr <= self.min_lr:
+            raise ValueError(f"LRFinder: `max_lr` must be above `min_lr`, got min_lr={min_lr!r}, max_lr={max_lr!r}")
+        self.num_steps = check_int("num_steps", num_steps, low=MIN_POINTS, owner=_OWNER)
+        self.mode = check_choice("mode", mode, MODES, owner=_OWNER)
+        self.method = check_choice("method", method, METHODS, owner=_OWNER)
+        self.apply = check_bool("apply", apply, owner=_OWNER)
+        self.at_fit_start = check_bool("at_fit_start", at_fit_start, owner=_OWNER)
+        self.epochs = _check_epochs(epochs)
+        if not self.at_fit_start and not self.epochs:
+            raise ValueError("LRFinder would never run: at_fit_start=False and no `epochs`; give one of them")
+        if self.at_fit_start and 0 in self.epochs:
+            raise ValueError("LRFinder: epoch 0 starts at fit start; drop 0 from `epochs` or set at_fit_start=False")
+        self.divergence_threshold = (
+            None
+            if divergence_threshold is None
+            else check_number("divergence_threshold", divergence_threshold, low=0.0, low_open=True, owner=_OWNER)
+        )
+        self.window = check_number("window", window, low=0.0, low_open=True, owner=_OWNER)
+        self.confirm = _check_confirm(confirm)
+        self.confirm_length = parse_duration(confirm_length, "confirm_length")
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
+        self.monitor = monitor
+        self._results: list[FinderResult] = []
+        self._done: set[str] = set()
+        self._exit_after_run = False
+
+    # --- results ---------------------------------------------------------------------------------------
+
+    @property
+    def result(self) -> FinderResult | None:
+        """The latest run's result (``None`` before the first run)."""
+        return self._results[-1] if self._results else None
+
+    @property
+    def results(self) -> tuple[FinderResult, ...]:
+        """Every run's result in this fit, in order (fit start, then each epoch in ``epochs``)."""
+        return tuple(self._results)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"results": [r.to_dict() for r in self._results], "done": sorted(self._done)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not {"results", "done"} <= set(state_dict):
+            raise ValueError("LRFinder: the checkpoint's state lacks 'results'/'done'; was it written by LRFinder?")
+        self._results = [FinderResult.from_dict(r) for r in state_dict["results"]]
+        self._done = set(state_dict["done"])
+
+    # --- hooks -----------------------------------------------------------------------------------------
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":  # a new fit starts afresh; on resume, load_state_dict (called after) fills these
+            self._results, self._done = [], set()
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.at_fit_start and _FIT_START not in self._done:
+            self._run(trainer, pl_module, _FIT_START)
+        if self._exit_after_run:
+            exit_fit(trainer)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        key = f"epoch{trainer.current_epoch}"
+        if trainer.current_epoch in self.epochs and key not in self._done:
+            self._run(trainer, pl_module, key)
+
+    # --- one run ---------------------------------------------------------------------------------------
+
+    def _run(self, trainer: Any, module: Any, key: str) -> None:
+        if getattr(trainer.strategy, "handles_gradient_accumulation", False):
+            raise ValueError(
+                f"LRFinder cannot drive the optimizer under {type(trainer.strategy).__name__}, which steps and "
+                "accumulates itself (DeepSpeed); find the LR once with strategy='ddp', then set it"
+            )
+        result = trainer.strategy.broadcast(self._find(trainer, module))
+        self._results.append(result)
+        self._done.add(key)
+        self._report(trainer, result, "lr_finder" if key == _FIT_START else f"lr_finder/{key}")
+        if self.apply and result.chosen_lr is not None:
+            set_peak_lr(trainer, result.chosen_lr)
+
+    def _find(self, trainer: Any, module: Any) -> FinderResult:
+        schedule = find_lr_schedule(trainer)
+        peaks = schedule.peak_lrs if schedule is not None else _optimizer_peaks(trainer)
+        if peaks[0][0] <= 0:
+            raise ValueError(
+                "LRFinder: the reference group (first group of the first optimizer) has LR 0, so the other "
+                "groups' ratios to it are undefined; give it a positive LR in configure_optimizers"
+            )
+        ratios = [[p / peaks[0][0] for p in row] for row in peaks]
+        loaders = trainer.train_dataloader
+        val_loaders = trainer.val_dataloaders
+        with paused(trainer):
+            snapshot = TrainingSnapshot.capture(trainer, module, loaders=[loaders, val_loaders])
+            try:
+                with Driver(trainer, module, ratios) as driver:
+                    show = trainer.is_global_zero and _progress_enabled(trainer)
+                    lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, show)
+                    analysis = suggest_lr(lrs, losses, self.method, window=self.window)
+                    trials: tuple[Trial, ...] = ()
+                    lrs_to_try = candidates(self.confirm, analysis.lr)
+                    if lrs_to_try:
+                        trials = run_trials(
+                            trainer, module, driver, snapshot, lrs_to_try, self.confirm_length, self.monitor, schedule
+                        )
+            finally:
+                snapshot.restore()
+        return FinderResult(
+            lrs=tuple(lrs),
+            losses=tuple(losses),
+            grad_norms=tuple(norms),
+            suggestion=analysis.lr,
+            range=analysis.range,
+            flags=analysis.flags,
+            method=self.method,
+            stop_reason=stop,
+            smoothed=analysis.smoothed,
+            trials=trials,
+            global_step=int(trainer.global_step),
+            epoch=int(trainer.current_epoch),
+        )
+
+    def _sweep(
+        self, trainer: Any, driver: Driver, loaders: Any, show: bool
+    ) -> tuple[list[float], list[float], list[float], str]:
+        plan = sweep_lrs(self.min_lr, self.max_lr, self.num_steps, self.mode)
+        batches = Batches(loaders, trainer.num_training_batches)
+        lrs: list[float] = []
+        losses: list[float] = []
+        norms: list[float] = []
+        stop = "completed"
+        bar = _progress_bar(self.num_steps, show)
+        try:
+            for index, lr in enumerate(plan):
+                step_batches = batches.take(driver.accumulate)
+                if trainer.strategy.reduce_boolean_decision(step_batches is None, all=False):
+                    stop = "data_exhausted"
+                    break
+                assert step_batches is not None
+                driver.set_lr(lr)
+                output = driver.step(step_batches, index)
+                if bar is not None:
+                    bar.update(1)
+                if output is None:  # training_step skipped the batch: no point, the ramp goes on
+                    continue
+                loss, norm = trainer.strategy.reduce(output, reduce_op="mean").tolist()
+                lrs.append(lr)
+                losses.append(loss)
+                norms.append(norm)
+                if bar is not None:
+                    bar.set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.4g}")
+                if diverged(losses, self.divergence_threshold):
+                    stop = "diverged"
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            batches.close()
+        return lrs, losses, norms, stop
+
+    def _report(self, trainer: Any, result: FinderResult, prefix: str) -> None:
+        for index, (lr, loss, norm) in enumerate(zip(result.lrs, result.losses, result.grad_norms)):
+            log_scalars(trainer, {f"{prefix}/loss": loss, f"{prefix}/lr": lr, f"{prefix}/grad_norm": norm}, index)
+        for index, trial in enumerate(result.trials):
+            log_scalars(trainer, {f"{prefix}/trial_lr": trial.lr, f"{prefix}/trial_val_loss": trial.val_loss}, index)
+            for step, loss in enumerate(trial.losses):
+                log_scalars(trainer, {f"{prefix}/trial{index}/loss": loss}, step)
+        if result.suggestion is not None:
+            log_scalars(trainer, {"lr_finder/suggestion": result.suggestion}, result.global_step)
+        if summary_writers(trainer):
+            log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
+            log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
+        if trainer.is_global_zero:
+            flags = f" (flags: {', '.join(result.flags)})" if result.flags else ""
+            log.info(
+                "LRFinder: suggestion %s, range %s, stopped: %s%s",
+                result.suggestion,
+                result.range,
+                result.stop_reason,
+                flags,
+            )
+
+
+def find_lr(
+    trainer: Any,
+    model: Any,
+    train_dataloaders: Any = None,
+    val_dataloaders: Any = None,
+    datamodule: Any = None,
+    *,
+    attr_name: str | None = None,
+    **finder_kwargs: Any,
+) -> FinderResult:
+    """Run the range test outside ``fit`` (like ``Tuner.lr_find``), and return the same result as :class:`LRFinder`.
+
+    It runs a fit that ends right after the sweep, in the very state where the callback would sweep, so
+    the result is the callback's. Afterwards the model and the random number generators are as before the
+    call, so a ``trainer.fit`` that follows is the one you would run without it.
+
+    Args:
+        trainer: the trainer you will train with (its precision, accumulation, clipping and strategy apply).
+        model: the LightningModule.
+        train_dataloaders, val_dataloaders, datamodule: as for ``trainer.fit``.
+        attr_name: with ``apply=True``, the model attribute (or ``hparams`` key) that
+            ``configure_optimizers`` reads the LR from; by default ``lr`` or ``learning_rate``.
+        **finder_kwargs: :class:`LRFinder`'s arguments. ``apply`` here means: set the chosen LR on the
+            model's attribute (default ``False``: only report); ``epochs`` and ``at_fit_start`` do not apply.
+
+    Returns:
+        The :class:`~lr_callbacks.FinderResult`.
+
+    Raises:
+        ValueError: if the trainer already has an LRFinder, for ``epochs``/``at_fit_start``, or with
+            ``apply=True`` when the model has no such attribute.
+        RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
+            strategy ran it in other processes (``ddp_spawn``), from which the result cannot come back.
+
+    >>> import pytorch_lightning as pl, torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> class Net(pl.LightningModule):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.lr, self.layer = 0.1, torch.nn.Linear(4, 1)
+    ...     def training_step(self, batch, batch_idx):
+    ...         return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+    ...     def configure_optimizers(self):
+    ...         return torch.optim.SGD(self.parameters(), lr=self.lr)
+    >>> _ = torch.manual_seed(0)
+    >>> data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+    >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    >>> model = Net()
+    >>> result = find_lr(trainer, model, data, num_steps=40, apply=True)
+    >>> model.lr == result.suggestion, result.stop_reason
+    (True, 'diverged')
+    """
+    if any(isinstance(c, LRFinder) for c in trainer.callbacks):
+        raise ValueError("find_lr: the trainer already has an LRFinder callback; use one or the other")
+    for name in ("epochs", "at_fit_start"):
+        if name in finder_kwargs:
+            raise ValueError(f"find_lr runs once, before training; `{name}` is for the LRFinder callback")
+    apply = check_bool("apply", finder_kwargs.pop("apply", False), owner="find_lr")
+    if apply:
+        _lr_attribute(model, attr_name)  # fail before the sweep, not after
+    finder = LRFinder(**finder_kwargs, apply=False)
+    finder._exit_after_run = True
+    rng = RngState.capture(loader_generators([train_dataloaders, val_dataloaders]))
+    trainer.callbacks.append(finder)
+    try:
+        trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
+    finally:
+        trainer.callbacks.remove(finder)
+        rng.restore()
+    result = finder.result
+    if result is None:
+        raise RuntimeError(
+            "find_lr: no sweep ran in this process. Either the fit ended before training started "
+            "(limit_train_batches=0, max_steps=0, max_epochs reached), or the strategy "
+            f"({type(trainer.strategy).__name__}) ran the fit in other processes, from which the result cannot "
+            "come back (ddp_spawn): use strategy='ddp', or the LRFinder callback"
+        )
+    if apply and result.chosen_lr is not None:
+        name = _lr_attribute(model, attr_name)
+        if _has_attribute(model, name):
+            setattr(model, name, result.chosen_lr)
+        hparams = getattr(model, "hparams", None)
+        if hparams is not None and name in hparams:
+            hparams[name] = result.chosen_lr
+    return result
+
+
+def _has_attribute(model: Any, name: str) -> bool:
+    return name in vars(model) or (hasattr(type(model), name) and not callable(getattr(type(model), name)))
+
+
+def _lr_attribute(model: Any, attr_name: str | None) -> str:
+    """The model attribute or ``hparams`` key holding the LR (both are set when both exist)."""
+    names = [attr_name] if attr_name else ["lr", "learning_rate"]
+    hparams = getattr(model, "hparams", None)
+    for name in names:
+        if _has_attribute(model, name) or (hparams is not None and name in hparams):
+            return name
+    raise ValueError(
+        f"find_lr(apply=True) sets the LR on the model, but it has no attribute or hparams key "
+        f"{' or '.join(map(repr, names))}; pass attr_name= the one configure_optimizers reads, or apply=False"
+    )
+
+
+def _optimizer_peaks(trainer: Any) -> list[list[float]]:
+    return [[as_float(g.get("initial_lr", g["lr"])) for g in o.param_groups] for o in trainer.optimizers]
+
+
+def _progress_enabled(trainer: Any) -> bool:
+    bar = trainer.progress_bar_callback
+    return bar is not None and bool(getattr(bar, "is_enabled", True))
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="LRFinder", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _check_epochs(epochs: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Sequence):
+        raise TypeError(f"LRFinder: `epochs` must be a list of epoch numbers such as [3, 6], got {epochs!r}")
+    return tuple(sorted({check_int(f"epochs[{i}]", e, low=0, owner=_OWNER) for i, e in enumerate(epochs)}))
+
+
+def _check_confirm(confirm: bool | Sequence[float]) -> bool | tuple[float, ...]:
+    if isinstance(confirm, bool):
+        return confirm
+    if isinstance(confirm, (str, bytes)) or not isinstance(confirm, Sequence):
+        raise TypeError(
+            f"LRFinder: `confirm` must be True/False or a list of LRs such as [1e-4, 1e-5], got {confirm!r}"
+        )
+    values = tuple(
+        check_number(f"confirm[{i}]", v, low=0.0, low_open=True, owner=_OWNER) for i, v in enumerate(confirm)
+    )
+    if len(values) < 2:
+        raise ValueError(f"LRFinder: `confirm` needs at least two LRs to compare, got {list(confirm)!r}")
+    return values

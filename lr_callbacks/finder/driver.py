@@ -1,0 +1,345 @@
+"""Driving training steps from inside a hook, through the trainer's own strategy and precision plugin.
+
+Why not a nested ``fit`` (Lightning's ``Tuner.lr_find``)? A nested fit has to save a checkpoint file and
+restore the loops from it, which loses a resumed run's optimizer state, and works only at fit start
+(research ``lightning_builtins.md`` §3.3-3.4). Driving the steps directly, one optimizer step at a time,
+through the public strategy API, keeps the user's whole training recipe and touches no loop state:
+
+- ``strategy.training_step`` runs the user's ``training_step`` inside the precision plugin's autocast and
+  through the DDP wrapper;
+- ``strategy.backward`` scales the loss for the ``GradScaler`` and syncs gradients across ranks (blocked on
+  the micro-batches that only accumulate, as Lightning does);
+- ``LightningModule.optimizer_step`` with the ``LightningOptimizer`` goes through the precision plugin:
+  unscaling, ``on_before_optimizer_step``, gradient clipping (``gradient_clip_val`` and
+  ``configure_gradient_clipping``), the scaler's skip of non-finite steps;
+- ``accumulate_grad_batches`` micro-batches make one optimizer step, their loss divided as Lightning does.
+
+While steps are driven, the trainer's callbacks are set aside (the sweep's steps are not training: no
+checkpoint, no early stop, no LR monitor, no gradient logger; the progress bar stays, idle) and
+``self.log`` in the user's hooks is made a no-op (so the sweep's losses do not leak into epoch metrics).
+With manual optimization each ``training_step`` call is one step; it must return the loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from typing_extensions import override
+
+from lr_callbacks.core.compat import Callback, fresh_iterator, transfer_hook
+from lr_callbacks.core.grads import global_norm
+from lr_callbacks.core.lr_model import set_lr
+
+if TYPE_CHECKING:
+    from pytorch_lightning import LightningModule, Trainer
+
+__all__ = ["Batches", "Driver", "evaluate", "fresh_loaders"]
+
+
+def fresh_loaders(loaders: Any) -> Any:
+    """Loaders that can be iterated without disturbing the trainer's own iteration of ``loaders``.
+
+    A ``DataLoader`` with ``persistent_workers`` hands out one shared iterator (and the same worker
+    processes, whose random state carries on); iterating it here would reset the epoch the trainer is in.
+    A shallow copy with its iterator cleared gets its own workers, which end with it.
+    """
+    if isinstance(loaders, dict):
+        return {key: fresh_loaders(value) for key, value in loaders.items()}
+    if isinstance(loaders, (list, tuple)):
+        return type(loaders)(fresh_loaders(value) for value in loaders)
+    if isinstance(loaders, torch.utils.data.DataLoader) and loaders.persistent_workers:
+        loader = copy.copy(loaders)
+        fresh_iterator(loader)
+        return loader
+    return loaders
+
+
+def _combined(loaders: Any) -> Any:
+    if isinstance(loaders, (dict, list, tuple)):
+        from pytorch_lightning.utilities import CombinedLoader
+
+        return _CombinedBatches(CombinedLoader(loaders, mode="max_size_cycle"))
+    return loaders
+
+
+class _CombinedBatches:
+    """Batches of several training loaders, combined as Lightning does by default (``max_size_cycle``)."""
+
+    def __init__(self, combined: Any) -> None:
+        self.combined = combined
+
+    def __iter__(self) -> Iterator[Any]:
+        iter(self.combined)
+        for batch, _, _ in self.combined:
+            yield batch
+
+
+class Batches:
+    """Training batches, pass after pass over the data, each pass as long as one of the trainer's epochs.
+
+    An optimizer step never spans two passes: a pass's last batches, too few for a whole step under
+    gradient accumulation, are left out. When a fresh pass cannot fill one step, the data is exhausted.
+
+    Args:
+        loaders: ``trainer.train_dataloader`` (one loader, or a dict/list of them).
+        per_pass: batches per pass (``trainer.num_training_batches``; ``inf`` for a stream).
+    """
+
+    def __init__(self, loaders: Any, per_pass: float) -> None:
+        if loaders is None:
+            raise ValueError("LRFinder found no training data: pass train_dataloaders (or a datamodule) to fit")
+        self._loaders = fresh_loaders(loaders)
+        self._per_pass = per_pass
+        self._iterator: Iterator[Any] | None = None
+        self._taken = 0
+
+    def take(self, count: int) -> list[Any] | None:
+        """The next ``count`` batches, starting a new pass if this one has fewer left; ``None`` if none has."""
+        for fresh in (False, True):
+            if fresh or self._iterator is None:
+                self._iterator, self._taken = iter(_combined(self._loaders)), 0
+            batches: list[Any] = []
+            while len(batches) < count and self._taken < self._per_pass:
+                try:
+                    batches.append(next(self._iterator))
+                except StopIteration:
+                    break
+                self._taken += 1
+            if len(batches) == count:
+                return batches
+            if not fresh and self._taken == 0:
+                break
+        return None
+
+    def close(self) -> None:
+        self._iterator = None
+        self._loaders = None
+
+
+class _Probe(Callback):
+    """Stands in for the trainer's callbacks while steps are driven: reads the gradient norm.
+
+    ``on_before_optimizer_step`` runs after unscaling (AMP) and before clipping: the norm is that of the
+    gradients the optimizer would get without clipping. It stays a device tensor (no host sync here).
+    """
+
+    def __init__(self) -> None:
+        self.norms: list[torch.Tensor] = []
+
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        grads = [p.grad.detach() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            self.norms.append(global_norm(grads, grads[0].device))
+
+    def take(self, device: torch.device) -> torch.Tensor:
+        norms, self.norms = self.norms, []
+        if not norms:
+            return torch.tensor(math.nan, device=device)
+        return torch.linalg.vector_norm(torch.stack([n.float().to(device) for n in norms]))
+
+
+def _discard(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _Recorder:
+    """Catches ``self.log(name, value, batch_size=...)`` calls of a validation step."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def log(self, name: str, value: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> None:
+        self.values[name] = (torch.as_tensor(value).detach(), batch_size or 1)
+
+    def log_dict(self, dictionary: Mapping[str, Any], *args: Any, batch_size: int | None = None, **kw: Any) -> None:
+        for name, value in dictionary.items():
+            self.log(name, value, batch_size=batch_size)
+
+
+@contextlib.contextmanager
+def _module_logging(module: Any, log: Callable[..., None], log_dict: Callable[..., None]) -> Iterator[None]:
+    """Route ``module.log``/``module.log_dict`` elsewhere for a while (instance attributes shadow the methods)."""
+    saved = {name: module.__dict__.get(name) for name in ("log", "log_dict")}
+    module.log, module.log_dict = log, log_dict
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del module.__dict__[name]
+            else:
+                module.__dict__[name] = value
+
+
+def _to_device(trainer: Any, module: Any, batch: Any) -> Any:
+    return trainer.strategy.batch_to_device(transfer_hook(module, batch), dataloader_idx=0)
+
+
+def _loss_of(output: Any, manual: bool) -> torch.Tensor | None:
+    if isinstance(output, Mapping):
+        if "loss" not in output:
+            raise ValueError(
+                "LRFinder: training_step returned a dict without a 'loss' key; return the loss under 'loss'"
+            )
+        output = output["loss"]
+    if output is None or isinstance(output, torch.Tensor):
+        if output is None and manual:
+            raise ValueError(
+                "LRFinder with manual optimization needs training_step to return the loss (a tensor); it "
+                "returned None. Return the loss you pass to manual_backward"
+            )
+        return output
+    raise TypeError(f"LRFinder: training_step must return a tensor, a dict with 'loss', or None; got {output!r}")
+
+
+class Driver:
+    """Runs optimizer steps of the user's training recipe at LRs it sets, from inside a hook.
+
+    Use as a context manager: on entry the trainer's callbacks are replaced by a probe and ``self.log`` is
+    silenced; on exit both come back.
+    """
+
+    def __init__(self, trainer: Any, module: Any, ratios: Sequence[Sequence[float]]) -> None:
+        self.trainer, self.module, self.ratios = trainer, module, ratios
+        self.manual = not module.automatic_optimization
+        self.accumulate = 1 if self.manual else max(int(trainer.accumulate_grad_batches), 1)
+        self._probe = _Probe()
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Driver:
+        callbacks = self.trainer.callbacks
+        # The progress bar stays: it has none of the hooks driven here, and a live display (Rich) reads it.
+        bar = self.trainer.progress_bar_callback
+        self.trainer.callbacks = [self._probe] + ([bar] if bar is not None else [])
+        self._stack.callback(setattr, self.trainer, "callbacks", callbacks)
+        self._stack.enter_context(_module_logging(self.module, _discard, _discard))
+        self._stack.enter_context(torch.enable_grad())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def set_lr(self, lr: float) -> None:
+        """Set the reference group's LR to ``lr``, every other group to ``lr × ratio``."""
+        for optimizer, ratios in zip(self.trainer.optimizers, self.ratios):
+            for group, ratio in zip(optimizer.param_groups, ratios):
+                set_lr(group, lr * ratio)
+
+    def set_lrs(self, lrs: Sequence[Sequence[float]]) -> None:
+        """Set every group's LR (one list per optimizer)."""
+        for optimizer, values in zip(self.trainer.optimizers, lrs):
+            for group, value in zip(optimizer.param_groups, values):
+                set_lr(group, value)
+
+    def step(self, batches: Sequence[Any], index: int) -> torch.Tensor | None:
+        """One optimizer step on ``batches`` (``accumulate`` micro-batches); returns ``[loss, grad_norm]``.
+
+        The loss is the mean of the micro-batches' losses as ``training_step`` returned them (not divided
+        by the accumulation), as a device tensor: nothing here waits for the device. ``None`` when every
+        ``training_step`` returned ``None`` (Lightning's way to skip a batch; single process only).
+        """
+        trainer, module = self.trainer, self.module
+        losses: list[torch.Tensor] = []
+        if self.manual:
+            batch = _to_device(trainer, module, batches[0])
+            loss = _loss_of(trainer.strategy.training_step(batch, index), manual=True)
+            assert loss is not None
+            losses.append(loss.detach())
+        else:
+            optimizer = trainer.optimizers[0]
+            lightning_optimizer = module.optimizers()
+            for m, raw_batch in enumerate(batches):
+                batch_idx = index * self.accumulate + m
+                closure = self._closure(_to_device(trainer, module, raw_batch), batch_idx, optimizer, m == 0, losses)
+                if m == len(batches) - 1:
+                    module.optimizer_step(trainer.current_epoch, batch_idx, lightning_optimizer, closure)
+                else:
+                    block = getattr(trainer.strategy, "block_backward_sync", contextlib.nullcontext)
+                    with block():
+                        closure()
+        device = trainer.strategy.root_device
+        norm = self._probe.take(device)
+        if not losses:
+            return None
+        return torch.stack([torch.stack([x.float() for x in losses]).mean().to(device), norm])
+
+    def _closure(
+        self, batch: Any, batch_idx: int, optimizer: Any, first: bool, losses: list[torch.Tensor]
+    ) -> Callable[[], torch.Tensor | None]:
+        trainer, module = self.trainer, self.module
+
+        def closure() -> torch.Tensor | None:
+            loss = _loss_of(trainer.strategy.training_step(batch, batch_idx), manual=False)
+            if first:
+                module.on_before_zero_grad(optimizer)
+                module.optimizer_zero_grad(trainer.current_epoch, batch_idx, optimizer)
+            if loss is None:
+                if trainer.world_size > 1:
+                    raise RuntimeError(
+                        "LRFinder: training_step returned None (skip) under a distributed strategy, which "
+                        "Lightning does not support either; return the loss on every rank"
+                    )
+                return None
+            losses.append(loss.detach())
+            scaled = loss / self.accumulate
+            trainer.strategy.backward(scaled, optimizer)
+            return scaled.detach()
+
+        return closure
+
+
+def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monitor: str) -> torch.Tensor:
+    """The validation loss named ``monitor``, averaged over up to ``max_batches`` batches of the first loader.
+
+    The value is what ``validation_step`` logs under ``monitor`` (``self.log``, weighted by ``batch_size``
+    when given), or returns (a tensor, or a dict with ``monitor`` or ``"loss"``). Returns a device tensor
+    ``[sum, count]`` so that several ranks can be summed before dividing.
+
+    Raises:
+        ValueError: if ``validation_step`` neither logs nor returns ``monitor``.
+    """
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0]
+    recorder = _Recorder()
+    device = trainer.strategy.root_device
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with _module_logging(module, recorder.log, recorder.log_dict), torch.no_grad():
+            for index, raw_batch in enumerate(fresh_loaders(loaders)):
+                if index >= max_batches:
+                    break
+                recorder.values.clear()
+                output = trainer.strategy.validation_step(_to_device(trainer, module, raw_batch), index)
+                value, weight = _monitored(output, recorder, monitor)
+                total += torch.stack([value.to(device, torch.float64) * weight, _scalar(weight, device)])
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+    return total
+
+
+def _scalar(value: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor(float(value), dtype=torch.float64, device=device)
+
+
+def _monitored(output: Any, recorder: _Recorder, monitor: str) -> tuple[torch.Tensor, int]:
+    if monitor in recorder.values:
+        return recorder.values[monitor]
+    if isinstance(output, Mapping) and (monitor in output or "loss" in output):
+        return torch.as_tensor(output.get(monitor, output.get("loss"))).detach(), 1
+    if isinstance(output, torch.Tensor):
+        return output.detach(), 1
+    logged = ", ".join(sorted(recorder.values)) or "nothing"
+    raise ValueError(
+        f"LRFinder(confirm=...) compares trials on `monitor`={monitor!r}, but validation_step logged {logged} "
+        f"and returned {type(output).__name__}; set monitor= to one of the logged names, or self.log({monitor!r}, "
+        "loss) in validation_step"
+    )

@@ -1,0 +1,538 @@
+"""``LRSchedule``: the callback that writes ``peak(g) × schedule(k) × scale(g)`` into the optimizers.
+
+The clock ``k`` counts real optimizer updates, one clock per optimizer: it advances when the optimizer's
+``step()`` actually runs (a step post-hook), so
+
+- with gradient accumulation it advances once per accumulated step, not per batch;
+- a step that mixed precision skips (the ``GradScaler`` found inf/NaN and did not call ``step()``) does not
+  advance it: the schedule waits for the first real update. Lightning still counts the skipped step in
+  ``trainer.global_step`` (and in ``max_steps``), so after ``s`` skipped steps the clock is ``s`` behind
+  ``global_step`` and a run that stops at ``max_steps`` ends ``s`` steps short of its plan: its last LR is
+  ``lr(T − 1 − s)``. A ``GradScaler`` often skips its first step or two while it lowers its initial scale
+  (``2**16`` by default) to one that fits float16;
+- a step the watchdog skips still runs ``step()`` (with no gradients), and advances it: the batch was spent.
+
+The LR of step ``k`` is written before the step runs (after the previous step, and again at each batch
+start), so a torch optimizer uses exactly ``lr(g, k)``; that value is what ``lr/<group>`` shows at ``k``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from typing_extensions import override
+
+from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
+from lr_callbacks.core.compat import Callback
+from lr_callbacks.core.durations import Run
+from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
+from lr_callbacks.core.lr_model import as_float, set_lr
+from lr_callbacks.schedule import setup
+from lr_callbacks.schedule.plan import UNKNOWN_LENGTH_PREVIEW, plan_image, plan_tables, sample_steps
+from lr_callbacks.schedule.presets import preset
+from lr_callbacks.schedule.shapes import Schedule
+from lr_callbacks.schedule.transformers import TransformersSchedule
+
+if TYPE_CHECKING:
+    from pytorch_lightning import LightningModule, Trainer
+
+_OWNER = "LRSchedule"
+
+__all__ = ["LRSchedule"]
+
+log = logging.getLogger("lr_callbacks")
+
+
+class LRSchedule(Callback):
+    """Drive every parameter group's LR with a closed-form schedule, exact on resume.
+
+    The LR used by optimizer step ``k`` is ``peak(g) × schedule(k) × scale(g)``:
+
+    - ``peak(g)``: the group's LR from ``configure_optimizers`` (so ratios between groups are kept),
+      unless ``peak_lrs`` or :class:`~lr_callbacks.LRFinder` sets it;
+    - ``schedule(k)``: the multiplier, resolved against the run's length at fit start
+      (``trainer.estimated_stepping_batches``);
+    - ``scale(g)``: the :class:`~lr_callbacks.DivergenceWatchdog`'s multiplier, 1 until it intervenes.
+
+    The clock ``k`` counts the optimizer's real updates (see the module's notes): with gradient
+    accumulation it advances once per accumulated step; a step that a mixed-precision ``GradScaler`` skips
+    (inf/NaN gradients) does not advance it, and is not logged, so the next real update uses the LR the
+    skipped one would have. Lightning counts skipped steps in ``global_step`` and ``max_steps``, so a run
+    with ``s`` skipped steps ends ``s`` steps before the end of its plan.
+
+    Manual optimization works, with one clock per optimizer (each counts its own ``step()`` calls), but the
+    run's length is Lightning's ``estimated_stepping_batches``: batches per epoch × epochs, capped by
+    ``max_steps``, which Lightning counts over the steps of *all* optimizers. An optimizer that steps on only
+    some batches, or every optimizer of a ``max_steps`` run with several (a warning says so at fit start),
+    covers only part of its plan; use ``max_epochs`` and durations in steps for such schedules.
+
+    A parameter group added during the fit (``optimizer.add_param_group``, e.g. by ``BackboneFinetuning``)
+    joins at the next batch: the LR it was added with is its LR at that step, and it follows the schedule
+    from there, keeping its ratio to the other groups (its peak is that LR over ``schedule(k)·scale``). Its LR
+    is then this callback's to write: ``BackboneFinetuning``'s own later LR changes to it are overwritten.
+
+    Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) for every optimizer step, at x = ``k``;
+    with several optimizers, ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an
+    image of the whole planned curve, and ``lr_schedule/summary``, a table of key steps.
+
+    Args:
+        schedule: a :class:`~lr_callbacks.Schedule` (e.g. ``Phases([...])``), or a preset name
+            (``"cosine"``, ``"wsd"``, ``"one_cycle"``, … see :func:`~lr_callbacks.preset`).
+        group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]``.
+        peak_lrs: a peak LR for named groups, overriding the configured one.
+        on_length_change: on resume with a different run length (``max_steps``/``max_epochs``):
+            ``"keep"`` follows the original plan (past its end the LR holds its last value),
+            ``"rescale"`` re-resolves the schedule against the new length (fractions of the run move, the
+            LR may jump), ``"error"`` refuses. A warning names the change in the first two cases. Resuming
+            from a checkpoint written without LRSchedule, the plan covers the whole run from step 0 and the
+            clock starts at the checkpoint's ``global_step``.
+        log_every_n_steps: log ``lr/<group>`` every this many optimizer steps (each point the exact LR that
+            step used); ``None``: the trainer's ``log_every_n_steps``, the cadence of Lightning's own metrics
+            and of ``LearningRateMonitor``. ``1`` logs every step, at a host cost of about 50 µs per step
+            with TensorBoard (the benchmarks measure it).
+        log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` before the first step (after the
+            finder, if any, has set the peak), and again after any later change of the peak.
+        preset_args: the preset's arguments as one mapping, the same as ``**preset_kwargs``; the form a
+            YAML config can give (LightningCLI: ``init_args: {schedule: cosine, preset_args: {warmup: 5%}}``).
+        **preset_kwargs: the preset's arguments, when ``schedule`` is a name.
+
+    Raises:
+        ValueError, TypeError: at construction, for a bad argument; at fit start, for a run the schedule
+            does not fit, an unknown group name, or a torch scheduler returned by ``configure_optimizers``.
+
+    Example::
+
+        trainer = Trainer(max_steps=1000, callbacks=[LRSchedule("cosine", warmup="5%", end=0.1)])
+
+    >>> print(LRSchedule("wsd", warmup="100 steps", decay="20%").schedule.describe())
+    Phases(Warmup() for 100 steps; Constant() for the rest of the run; OneMinusSqrt() for 0.2 of the run)
+    """
+
+    _trainer: Any
+    _optimizers: list[Any]
+    _handles: list[Any]
+    _clock_from_trainer: bool
+
+    def __init__(
+        self,
+        schedule: Schedule | str = "cosine",
+        *,
+        group_schedules: Mapping[str, Schedule | str] | None = None,
+        peak_lrs: Mapping[str, float] | None = None,
+        on_length_change: str = "keep",
+        log_every_n_steps: int | None = None,
+        log_plan: bool = True,
+        preset_args: Mapping[str, Any] | None = None,
+        **preset_kwargs: Any,
+    ) -> None:
+        if preset_args is not None:
+            if not isinstance(preset_args, Mapping):
+                raise TypeError(
+                    f"LRSchedule: `preset_args` must be a mapping such as {{'warmup': '5%'}}, got {preset_args!r}"
+                )
+            twice = sorted(set(preset_args) & set(preset_kwargs))
+            if twice:
+                raise TypeError(
+                    f"LRSchedule: {', '.join(twice)} given both in `preset_args` and as keywords; give each once"
+                )
+            preset_kwargs = {**preset_args, **preset_kwargs}
+        self._schedule = self._to_schedule(schedule, preset_kwargs, "schedule")
+        for name, mapping in (("group_schedules", group_schedules), ("peak_lrs", peak_lrs)):
+            if mapping is not None and not isinstance(mapping, Mapping):
+                raise TypeError(
+                    f"LRSchedule: `{name}` must be a dict keyed by param_group['name'], e.g. {{'head': ...}}, "
+                    f"got {mapping!r}"
+                )
+        self._group_schedules = {
+            str(name): self._to_schedule(value, {}, f"group_schedules[{name!r}]")
+            for name, value in (group_schedules or {}).items()
+        }
+        self._peak_overrides = {
+            str(name): check_number(f"peak_lrs[{name!r}]", value, low=0.0, low_open=True, owner=_OWNER)
+            for name, value in (peak_lrs or {}).items()
+        }
+        self._on_length_change = check_choice("on_length_change", on_length_change, setup.LENGTH_POLICIES, owner=_OWNER)
+        if log_every_n_steps is not None:
+            check_int("log_every_n_steps", log_every_n_steps, low=1, owner=_OWNER)
+        self._log_every_arg = log_every_n_steps
+        self._log_every = log_every_n_steps or 1
+        self._log_plan = check_bool("log_plan", log_plan, owner=_OWNER)
+        self._reset_runtime()
+        self._restored: dict[str, Any] | None = None
+
+    @staticmethod
+    def _to_schedule(value: Schedule | str, kwargs: dict[str, Any], name: str) -> Schedule:
+        if isinstance(value, Schedule):
+            if kwargs:
+                raise TypeError(
+                    f"LRSchedule: preset arguments ({', '.join(sorted(kwargs))}) go with a preset name, "
+                    f"not with a Schedule object; put them in the schedule's constructor"
+                )
+            return value
+        if isinstance(value, str):
+            return preset(value, **kwargs)
+        raise TypeError(f"LRSchedule: `{name}` must be a Schedule or a preset name such as 'cosine', got {value!r}")
+
+    @classmethod
+    def from_transformers(cls, name: str, num_warmup_steps: int = 0, **kwargs: Any) -> LRSchedule:
+        """A drop-in for ``transformers.get_scheduler(name, ...)``, by its names and arguments.
+
+        ``num_training_steps`` comes from the trainer. Every optimizer step then gets, in every group, the
+        LR that transformers' scheduler gives it (tested side by side, with accumulation). The deliberate
+        differences (also in :class:`~lr_callbacks.TransformersSchedule`): past the end of the planned run the LR holds
+        where transformers' ``cosine`` and ``cosine_with_min_lr`` climb back up and ``inverse_sqrt`` keeps
+        decaying; and a warmup (or a WSD plan) longer than the run is refused at fit start instead of being
+        cut short silently. As in transformers, the warmup trains step 0 at LR 0.
+
+        Args:
+            name: ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial``, ``constant``,
+                ``constant_with_warmup``, ``inverse_sqrt``, ``cosine_with_min_lr`` or ``warmup_stable_decay``.
+            num_warmup_steps: the warmup, in optimizer steps.
+            **kwargs: transformers' scheduler-specific arguments (``num_cycles``, ``lr_end``, ``power``,
+                ``timescale``, ``min_lr``, ``min_lr_rate``, ``num_stable_steps``, ``num_decay_steps``,
+                ``warmup_type``, ``decay_type``, ``min_lr_ratio``), or LRSchedule's own keyword arguments.
+
+        >>> print(LRSchedule.from_transformers("cosine", num_warmup_steps=100).schedule.describe())
+        transformers 'cosine'(num_warmup_steps=100)
+        """
+        own = {"group_schedules", "peak_lrs", "on_length_change", "log_every_n_steps", "log_plan"}
+        callback_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+        schedule = TransformersSchedule(name, num_warmup_steps, tuple(sorted(kwargs.items())))
+        return cls(schedule, **callback_kwargs)
+
+    # --- public read-outs ------------------------------------------------------------------------------
+
+    @property
+    def schedule(self) -> Schedule:
+        """The default schedule (groups without their own in ``group_schedules``)."""
+        return self._schedule
+
+    @property
+    def group_schedules(self) -> dict[str, Schedule]:
+        """The schedules given for named groups (``group_schedules``), preset names built."""
+        return dict(self._group_schedules)
+
+    @property
+    def peak_overrides(self) -> dict[str, float]:
+        """The peak LRs given for named groups (``peak_lrs``)."""
+        return dict(self._peak_overrides)
+
+    @property
+    def run(self) -> Run | None:
+        """The run the schedule was resolved against at fit start (``None`` before)."""
+        return self._run
+
+    @property
+    def steps(self) -> list[int]:
+        """Each optimizer's clock: the optimizer steps taken under this schedule."""
+        return list(self._clocks)
+
+    @property
+    def peak_lrs(self) -> list[list[float]]:
+        """``peak(g)`` of each group of each optimizer."""
+        return [[g.peak for g in groups] for groups in self._table]
+
+    @property
+    def scales(self) -> list[list[float]]:
+        """``scale(g)`` of each group of each optimizer."""
+        return [[g.scale for g in groups] for groups in self._table]
+
+    @property
+    def group_tags(self) -> list[list[str]]:
+        """The TensorBoard name of each group: ``lr/<tag>``."""
+        return [[g.tag for g in groups] for groups in self._table]
+
+    def lr_at(self, step: int, optimizer: int = 0, group: int = 0) -> float:
+        """The LR that ``group`` of ``optimizer`` gets at ``step`` under the current peak and scale."""
+        run = self._require_run()
+        g = self._table[optimizer][group]
+        return g.peak * g.schedule.multiplier(step, run) * g.scale
+
+    # --- the ScheduleOwner and Pausable protocols (core.lr_model): used by the finder and the watchdog -----
+
+    def _set_peak_lr(self, lr: float) -> None:
+        """Make ``lr`` the reference group's peak (first group, first optimizer); others keep their ratio."""
+        check_number("lr", lr, low=0.0, low_open=True, owner=_OWNER)
+        factor = lr / self._table[0][0].peak
+        for groups in self._table:
+            for g in groups:
+                g.peak *= factor
+        self._plan_due = self._log_plan
+        self._write_all()
+
+    def _set_scale(self, scale: float) -> None:
+        """Set ``scale(g)`` of every group (the watchdog's multiplier) and apply it at once."""
+        check_number("scale", scale, low=0.0, low_open=True, owner=_OWNER)
+        for groups in self._table:
+            for g in groups:
+                g.scale = scale
+        self._write_all()
+
+    def _pause(self) -> None:
+        """Stop writing LRs and counting steps (while the finder sweeps)."""
+        self._paused = True
+
+    def _resume(self, trainer: Any) -> None:
+        """Start again: write the LR of the current step into every group."""
+        self._paused = False
+        self._write_all()
+
+    # --- Lightning hooks -------------------------------------------------------------------------------
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._setup_for(trainer)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Resuming from a checkpoint that holds no LRSchedule state: the loops are restored only after
+        # on_fit_start, so the clock takes the restored global_step now (one optimizer: global_step is its steps).
+        if self._clock_from_trainer and len(self._optimizers) == 1 and self._clocks[0] < trainer.global_step:
+            self._clocks[0] = int(trainer.global_step)
+            self._write_all()
+        self._clock_from_trainer = False
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._paused:
+            return
+        for index in range(len(self._optimizers)):
+            # The LR of this step was written after the last one; write again only if something else
+            # (a restored checkpoint, another callback, the user) changed a group since, or added one.
+            if self._stale(index):
+                self._write(index)
+        if self._plan_due:
+            # Before the first step, and after the finder (which runs at on_train_start) has set the peak.
+            self._plan_due = False
+            self._log_the_plan(trainer)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._flush_logs()
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush_logs()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Detach from the trainer; the clocks, peaks and scales stay readable until the next fit."""
+        self._flush_logs()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._trainer = None
+        self._optimizers = []
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if not self._table:
+            return dict(self._restored or {})
+        assert self._run is not None
+        return {
+            "steps": list(self._clocks),
+            "peaks": self.peak_lrs,
+            "scales": self.scales,
+            "names": [[g.name for g in groups] for groups in self._table],
+            "total_steps": self._run.total_steps,
+            "steps_per_epoch": self._run.steps_per_epoch,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = {"steps", "peaks", "scales", "names", "total_steps", "steps_per_epoch"} - set(state_dict)
+        if missing:
+            raise ValueError(
+                f"LRSchedule: the checkpoint's state lacks {sorted(missing)}; was it written by LRSchedule?"
+            )
+        self._restored = dict(state_dict)
+
+    # --- set-up at fit start ---------------------------------------------------------------------------
+
+    def _reset_runtime(self) -> None:
+        self._trainer = None
+        self._run: Run | None = None
+        self._table: list[list[setup.GroupState]] = []
+        self._clocks: list[int] = []
+        self._optimizers = []
+        self._optimizer_names: list[str] = []
+        self._handles = []
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._paused = False
+        self._plan_due = False
+        self._clock_from_trainer = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_trainer=None, _optimizers=[], _handles=[])
+        return state
+
+    def _setup_for(self, trainer: Any) -> None:
+        """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""
+        if self._trainer is trainer and self._optimizers:
+            return
+        setup.refuse_unusable(trainer)
+        self._trainer = trainer
+        self._optimizers = list(trainer.optimizers)
+        self._log_every = log_cadence(trainer, self._log_every_arg)
+        run = setup.resolve_run(trainer, [self._schedule, *self._group_schedules.values()])
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            setup.check_restored_shape(restored, self._optimizers)
+            run = setup.apply_length_policy(restored, run, self._on_length_change)
+        self._run = run
+        self._table, self._optimizer_names = setup.build_table(
+            self._optimizers, self._schedule, self._group_schedules, self._peak_overrides, restored
+        )
+        self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
+        self._clock_from_trainer = restored is None
+        for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
+            setup.check_schedule(schedule, run)
+        setup.check_momentum(self._optimizers, self._table)
+        setup.warn_manual_max_steps(trainer, self._optimizers)
+        for index, optimizer in enumerate(self._optimizers):
+            self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
+        self._write_all()
+        self._plan_due = self._log_plan
+
+    # --- the per-step work -----------------------------------------------------------------------------
+
+    def _require_run(self) -> Run:
+        if self._run is None:
+            raise ValueError("LRSchedule has not started: the run's length is known only once fit starts")
+        return self._run
+
+    def _sync_groups(self, index: int) -> None:
+        """Take in groups added during the fit (e.g. by BackboneFinetuning).
+
+        A group is added with the LR it should train at now, at step ``k``: its peak is that LR divided by
+        ``schedule(k) × scale``, so it keeps its ratio to the other groups from then on (if the schedule is
+        at 0 at step ``k``, the LR it was added with is its peak).
+        """
+        optimizer, groups = self._optimizers[index], self._table[index]
+        run = self._require_run()
+        for j in range(len(groups), len(optimizer.param_groups)):
+            group = optimizer.param_groups[j]
+            taken = {g.name for g in groups}
+            name = str(group.get("name", f"group{j}"))
+            base, suffix = name, 0
+            while name in taken:
+                suffix += 1
+                name = f"{base}-{suffix}"
+            tag = f"{self._optimizer_names[index]}/{name}" if len(self._optimizers) > 1 else name
+            schedule = setup.bind(
+                self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule)), optimizer
+            )
+            scale = groups[0].scale if groups else 1.0
+            multiplier = schedule.multiplier(self._clocks[index], run) * scale
+            lr = as_float(group["lr"])
+            peak = lr / multiplier if multiplier > 0 else lr
+            groups.append(setup.GroupState(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
+
+    def _stale(self, index: int) -> bool:
+        """Whether a group of optimizer ``index`` no longer holds the LR last written, or is new."""
+        groups = self._optimizers[index].param_groups
+        if len(groups) != len(self._table[index]):
+            return True
+        for group, g in zip(groups, self._table[index]):
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor) or lr != g.lr:  # a tensor LR is not read back: that would sync
+                return True
+        return False
+
+    def _write(self, index: int) -> None:
+        run = self._run
+        assert run is not None
+        self._sync_groups(index)
+        step = self._clocks[index]
+        multipliers: dict[int, tuple[float, float | None]] = {}
+        for group, g in zip(self._optimizers[index].param_groups, self._table[index]):
+            key = id(g.schedule)
+            if key not in multipliers:
+                multipliers[key] = (
+                    g.schedule.multiplier(step, run),
+                    g.schedule.momentum_for(step, run) if g.momentum else None,
+                )
+            multiplier, momentum = multipliers[key]
+            g.lr = g.peak * multiplier * g.scale
+            set_lr(group, g.lr)
+            if momentum is not None:
+                if "betas" in group:
+                    group["betas"] = (momentum, *tuple(group["betas"])[1:])
+                else:
+                    group["momentum"] = momentum
+
+    def _write_all(self) -> None:
+        if self._paused:
+            return
+        for index in range(len(self._optimizers)):
+            self._write(index)
+
+    def _after_step(self, index: int) -> None:
+        """The optimizer's ``step()`` ran: log the LR it used, advance its clock, write the next LR."""
+        if self._paused or not self._table:
+            return
+        step = self._clocks[index]
+        if step % self._log_every == 0:
+            metrics = {f"lr/{g.tag}": g.lr for g in self._table[index]}
+            optimizer = self._optimizers[index]
+            for group, g in zip(optimizer.param_groups, self._table[index]):
+                if g.momentum:
+                    metrics[f"momentum/{g.tag}"] = float(group["betas"][0] if "betas" in group else group["momentum"])
+            self._pending.append((step, metrics))
+        self._clocks[index] = step + 1
+        self._write(index)
+
+    def _flush_logs(self) -> None:
+        if not self._pending or self._trainer is None:
+            return
+        pending, self._pending = self._pending, []
+        for step, metrics in pending:
+            log_scalars(self._trainer, metrics, step)
+
+    # --- the plan --------------------------------------------------------------------------------------
+
+    def plan(self, points: int = 1000) -> dict[str, tuple[list[int], list[float]]]:
+        """The planned LR of every group over the run: ``{tag: (steps, lrs)}``, up to ``points`` each."""
+        run = self._require_run()
+        total = run.total_steps if run.total_steps is not None else UNKNOWN_LENGTH_PREVIEW
+        steps = sample_steps(max(total, 1), points)
+        curves = {}
+        for groups in self._table:
+            for g in groups:
+                curves[g.tag] = (steps, [g.peak * g.schedule.multiplier(k, run) * g.scale for k in steps])
+        return curves
+
+    def plan_table(self) -> str:
+        """A markdown table of every group's LR at the key steps of the plan (phase boundaries, end)."""
+        run = self._require_run()
+        return plan_tables(((g.tag, g.schedule, g.peak * g.scale) for groups in self._table for g in groups), run)
+
+    def _log_the_plan(self, trainer: Any) -> None:
+        if not trainer.is_global_zero or not trainer.loggers:
+            return
+        run = self._require_run()
+        length = (
+            f"{run.total_steps} optimizer steps"
+            if run.total_steps is not None
+            else (f"unknown length, first {UNKNOWN_LENGTH_PREVIEW} steps shown")
+        )
+        step = self._clocks[0] if self._clocks else 0
+        log_image(trainer, "lr_schedule/plan", plan_image(self.plan(), f"LR plan ({length})"), step)
+        log_text(trainer, "lr_schedule/summary", f"Run: {length}.\n\n{self.plan_table()}", step)
+        log.info("LRSchedule plan (%s):\n%s", length, self.plan_table())
+
+
+class _StepHook:
+    """The optimizer step post-hook; a small class (not a closure) so that nothing unpicklable is held."""
+
+    def __init__(self, owner: LRSchedule, index: int) -> None:
+        self.owner, self.index = owner, index
+
+    def __call__(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.owner._after_step(self.index)

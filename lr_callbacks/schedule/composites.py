@@ -1,0 +1,520 @@
+"""Composite schedules: phases in sequence, warm restarts, cyclical LR and one-cycle.
+
+Each is a frozen dataclass over the shapes of :mod:`lr_callbacks.schedule.shapes`, closed-form in the step.
+
+>>> wsd = Phases([Phase(Warmup(), "10 steps"), Phase(Constant(), "70%"), Phase(OneMinusSqrt(end=0.0))])
+>>> [round(wsd(k, total_steps=100), 3) for k in (0, 9, 10, 79, 80, 90, 99)]
+[0.1, 1.0, 1.0, 1.0, 1.0, 0.293, 0.025]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
+from lr_callbacks.core.durations import Duration, Run, Steps, is_zero, parse_duration
+from lr_callbacks.schedule.shapes import Schedule
+
+__all__ = ["CosineRestarts", "Cyclic", "OneCycle", "Phase", "Phases", "Reversed"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of :class:`Phases`: a schedule that runs on its own clock for ``duration``.
+
+    Args:
+        schedule: the shape of this phase; its step 0 is the phase's first step.
+        duration: how long the phase lasts (a :class:`~lr_callbacks.Duration` or a string such as
+            ``"500 steps"``, ``"2 epochs"``, ``"5%"``), or ``None`` for what the other phases leave of the run.
+
+    >>> print(Phase(Warmup(), "500 steps").describe())
+    Warmup() for 500 steps
+    """
+
+    schedule: Schedule
+    duration: Duration | str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(f"Phase: `schedule` must be a Schedule (e.g. Cosine()), got {self.schedule!r}")
+        if self.duration is not None:
+            object.__setattr__(self, "duration", parse_duration(self.duration, "duration"))
+
+    def describe(self) -> str:
+        length = "the rest of the run" if self.duration is None else self.duration.describe()  # type: ignore[union-attr]
+        return f"{self.schedule.describe()} for {length}"
+
+
+@dataclass(frozen=True)
+class Phases(Schedule):
+    """Phases in sequence, each on its own local clock (optax's ``join_schedules``).
+
+    Warmup, then stable, then decay (WSD) is three phases. A phase holds its final value after its
+    duration. One phase may be open-ended (``duration=None``): it fills what the others leave of the run,
+    so ``[warmup "5%", stable None, decay "20%"]`` decays over the last fifth whatever the run's length.
+
+    Args:
+        phases: the phases, in order (:class:`Phase` objects, or ``(schedule, duration)`` pairs).
+
+    Raises:
+        ValueError: at construction for more than one open phase; at fit start, if the phases add up to
+            more than the run.
+
+    >>> warm_cos = Phases([(Warmup(), "4 steps"), (Cosine(end=0.1), None)])
+    >>> [round(warm_cos(k, total_steps=8), 3) for k in range(9)]
+    [0.25, 0.5, 0.75, 1.0, 1.0, 0.868, 0.55, 0.232, 0.1]
+    """
+
+    phases: tuple[Phase, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.phases, (Phase, Schedule)) or not isinstance(self.phases, Sequence):
+            raise TypeError(f"Phases takes a list of Phase(schedule, duration), got {self.phases!r}")
+        if not self.phases:
+            raise ValueError("Phases needs at least one phase")
+        phases = tuple(p if isinstance(p, Phase) else Phase(*p) for p in self.phases)
+        open_phases = [i for i, p in enumerate(phases) if p.duration is None]
+        if len(open_phases) > 1:
+            raise ValueError(
+                f"Phases: at most one phase may be open-ended (duration=None), but phases {open_phases} are; "
+                "give all but one a duration, e.g. '10%'"
+            )
+        object.__setattr__(self, "phases", phases)
+
+    def _open_index(self) -> int | None:
+        return next((i for i, p in enumerate(self.phases) if p.duration is None), None)
+
+    def _lengths(self, span: float | None, run: Run) -> list[float | None]:
+        lengths: list[float | None] = [
+            None if p.duration is None else float(p.duration.to_steps(run))  # type: ignore[union-attr]
+            for p in self.phases
+        ]
+        index = self._open_index()
+        if index is not None and span is not None:
+            fixed = sum(length for length in lengths if length is not None)
+            lengths[index] = max(span - fixed, 0.0)
+        return lengths
+
+    def needs_span(self) -> bool:
+        index = self._open_index()
+        if index is None:
+            return False
+        return index < len(self.phases) - 1 or self.phases[index].schedule.needs_span()
+
+    def co_schedules_momentum(self) -> bool:
+        return any(p.schedule.co_schedules_momentum() for p in self.phases)
+
+    def check(self, span: float | None, run: Run) -> None:
+        if span is None and self.needs_span():
+            super().check(span, run)
+        lengths = self._lengths(span, run)
+        fixed = sum(length for p, length in zip(self.phases, lengths) if p.duration is not None and length)
+        if span is not None and fixed > span:
+            parts = " + ".join(
+                p.duration.describe()
+                if isinstance(p.duration, Steps)
+                else f"{p.duration.describe()} = {length:g} steps"  # type: ignore[union-attr]
+                for p, length in zip(self.phases, lengths)
+                if p.duration is not None
+            )
+            room = "the run has" if span == run.total_steps else "the enclosing phase has"
+            raise ValueError(
+                f"the phases add up to {fixed:g} steps ({parts}), but {room} {span:g} steps; "
+                "shorten the phases or give them as fractions of the run (e.g. '10%')"
+            )
+        for phase, length in zip(self.phases, lengths):
+            phase.schedule.check(length, run)
+
+    def _locate(self, step: int, span: float | None, run: Run) -> tuple[Phase, int, float | None]:
+        start = 0.0
+        lengths = self._lengths(span, run)
+        last = len(self.phases) - 1
+        for i, (phase, length) in enumerate(zip(self.phases, lengths)):
+            if i == last or length is None or step < start + length:
+                local = step - start
+                if length is not None:
+                    local = min(local, length)
+                return phase, int(local), length
+            start += length
+        raise AssertionError("unreachable: the last phase always matches")
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        phase, local, length = self._locate(step, span, run)
+        return phase.schedule.at(local, length, run)
+
+    def momentum_at(self, step: int, span: float | None, run: Run) -> float | None:
+        phase, local, length = self._locate(step, span, run)
+        return phase.schedule.momentum_at(local, length, run)
+
+    def describe(self) -> str:
+        return "Phases(" + "; ".join(p.describe() for p in self.phases) + ")"
+
+
+@dataclass(frozen=True)
+class Reversed(Schedule):
+    """A schedule played backwards over its span: ``inner(n − k)``.
+
+    A decay reversed is the matching warmup: ``Reversed(OneMinusSqrt())`` rises as ``1 − √(1 − p)``,
+    transformers' ``1-sqrt`` warmup.
+
+    >>> [Reversed(Linear(1.0, 0.0))(k, total_steps=100) for k in (0, 25, 100)]
+    [0.0, 0.25, 1.0]
+    """
+
+    inner: Schedule
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inner, Schedule):
+            raise TypeError(f"Reversed: `inner` must be a Schedule, got {self.inner!r}")
+
+    def needs_span(self) -> bool:
+        return True
+
+    def check(self, span: float | None, run: Run) -> None:
+        super().check(span, run)
+        self.inner.check(span, run)
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        if span is None:
+            raise ValueError("Reversed needs a span of known length")
+        return self.inner.at(max(round(span) - max(step, 0), 0), span, run)
+
+    def describe(self) -> str:
+        return f"Reversed({self.inner.describe()})"
+
+
+@dataclass(frozen=True)
+class CosineRestarts(Schedule):
+    """Cosine annealing with warm restarts (SGDR): cosine cycles that restart at ``start``.
+
+    Cycle ``i`` lasts ``period·period_mult^i`` steps and peaks at ``start·decay^i``; within it the
+    multiplier is ``end + (start·decay^i − end)·½(1 + cos(π·t/T_i))``. After ``limit`` cycles it holds
+    ``end``. Give either ``period`` (a duration) or ``cycles`` (equal cycles that fill the span, as
+    transformers' ``cosine_with_restarts``; they may fall between steps).
+
+    Args:
+        period: the first cycle's length.
+        cycles: the number of equal cycles over the span (instead of ``period``).
+        period_mult: each cycle is this much longer than the one before (torch's ``T_mult``, any float >= 1).
+        decay: each cycle's peak is this fraction of the one before (timm's ``cycle_decay``).
+        limit: the number of cycles after which the multiplier holds ``end`` (``None``: no limit;
+            with ``cycles`` the limit is ``cycles``).
+        start: the first cycle's peak multiplier.
+        end: the floor, as a fraction of each group's peak.
+
+    Cycles of 10, 20, 40 … steps restart at steps 0, 10, 30, 70 …:
+
+    >>> sgdr = CosineRestarts(period="10 steps", period_mult=2.0)
+    >>> [round(sgdr(k), 3) for k in (0, 5, 9, 10, 20, 29, 30)]
+    [1.0, 0.5, 0.024, 1.0, 0.5, 0.006, 1.0]
+    """
+
+    period: Duration | str | None = None
+    cycles: int | None = None
+    period_mult: float = 1.0
+    decay: float = 1.0
+    limit: int | None = None
+    start: float = 1.0
+    end: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.period is None) == (self.cycles is None):
+            raise ValueError(
+                "CosineRestarts needs exactly one of `period` (e.g. '1000 steps') or `cycles` (e.g. 3), "
+                f"got period={self.period!r}, cycles={self.cycles!r}"
+            )
+        if self.period is not None:
+            object.__setattr__(self, "period", parse_duration(self.period, "period"))
+            if is_zero(self.period):  # type: ignore[arg-type]
+                raise ValueError(
+                    f"CosineRestarts: `period` must be longer than zero, got {self.period.describe()}; "  # type: ignore[union-attr]
+                    "e.g. '1000 steps'"
+                )
+        if self.cycles is not None:
+            check_int("cycles", self.cycles, low=1, owner="CosineRestarts")
+            if self.period_mult != 1.0:
+                raise ValueError(
+                    f"CosineRestarts: `cycles` splits the span into equal cycles, so `period_mult` must be 1, "
+                    f"got {self.period_mult!r}; give `period` instead to grow the cycles"
+                )
+        check_number("period_mult", self.period_mult, low=1.0, owner="CosineRestarts")
+        check_number("decay", self.decay, low=0.0, owner="CosineRestarts")
+        if self.limit is not None:
+            check_int("limit", self.limit, low=1, owner="CosineRestarts")
+        check_number("start", self.start, low=0.0, owner="CosineRestarts")
+        check_number("end", self.end, low=0.0, owner="CosineRestarts")
+
+    def needs_span(self) -> bool:
+        return self.cycles is not None
+
+    def check(self, span: float | None, run: Run) -> None:
+        super().check(span, run)
+        if self.period is not None and self.period.to_steps(run) <= 0:  # type: ignore[union-attr]
+            raise ValueError(
+                f"CosineRestarts: `period` must be at least one step, got {self.period.describe()} = 0 steps "  # type: ignore[union-attr]
+                "for this run; give it in steps"
+            )
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        step = max(step, 0)
+        limit = self.limit
+        if self.cycles is not None:
+            if span is None:
+                raise ValueError("CosineRestarts(cycles=...) needs a span of known length")
+            if span <= 0:
+                return self.end
+            u = step * self.cycles / span
+            index, within = math.floor(u), u - math.floor(u)
+            limit = self.cycles if limit is None else min(limit, self.cycles)
+        else:
+            period = float(self.period.to_steps(run))  # type: ignore[union-attr]
+            mult = self.period_mult
+            if mult == 1.0:
+                index = math.floor(step / period)
+                within = (step - index * period) / period
+            else:
+                index = _cycle_index(step, period, mult)
+                length = mult**index * period
+                within = (step - _cycle_start(index, period, mult)) / length
+        if limit is not None and index >= limit:
+            return self.end
+        peak = self.start * self.decay**index
+        return self.end + (peak - self.end) * 0.5 * (1.0 + math.cos(math.pi * within))
+
+
+def _cycle_start(index: int, period: float, mult: float) -> float:
+    """The first step of cycle ``index`` when cycle ``i`` lasts ``period·mult^i`` steps (``mult > 1``).
+
+    ``period·(mult^i − 1)/(mult − 1)``, computed with ``expm1``/``log1p`` so that it stays accurate for a
+    ``mult`` just above 1, and snapped to the nearest whole step when within float noise of it (the exact
+    value is then that step: ``mult=10`` gives ``1.0000000000000002`` for ``1``).
+    """
+    start = period * math.expm1(index * math.log1p(mult - 1.0)) / (mult - 1.0)
+    nearest = round(start)
+    return float(nearest) if abs(start - nearest) <= 1e-9 * max(1.0, start) else start
+
+
+def _cycle_index(step: int, period: float, mult: float) -> int:
+    """The cycle that ``step`` falls in (``mult > 1``).
+
+    The closed form ``⌊log_mult(1 + step·(mult − 1)/period)⌋`` can land one cycle short at a boundary
+    (``math.log(1000, 10)`` is ``2.9999999999999996``), so it is corrected against the cycles' start steps.
+    """
+    index = max(math.floor(math.log1p(step * (mult - 1.0) / period) / math.log1p(mult - 1.0)), 0)
+    while _cycle_start(index + 1, period, mult) <= step:
+        index += 1
+    while index > 0 and _cycle_start(index, period, mult) > step:
+        index -= 1
+    return index
+
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+@dataclass(frozen=True)
+class Cyclic(Schedule):
+    """Cyclical learning rates (Smith 2017), as torch's ``CyclicLR``, as multipliers of each group's peak.
+
+    The multiplier climbs from ``low`` to ``high`` over ``up`` and falls back over ``down``:
+    ``low + (high − low)·s·f``, with ``s`` the triangle wave and ``f`` the amplitude scale: 1
+    (``triangular``), ``1/2^(cycle−1)`` (``triangular2``) or ``gamma^k`` (``exp_range``). With
+    ``momentum=(base, max)`` the momentum (Adam ``beta1``) moves inversely: ``max − (max − base)·s·f``.
+
+    The group's configured LR is torch's ``max_lr``; ``low`` is ``base_lr / max_lr``.
+
+    Args:
+        low: the multiplier at the bottom of each cycle.
+        high: the multiplier at the top of each cycle.
+        up: the length of the rising half.
+        down: the length of the falling half (``None``: the same as ``up``).
+        mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
+        gamma: the per-step amplitude factor in ``exp_range`` mode.
+        momentum: ``(base_momentum, max_momentum)`` to co-schedule, or ``None``.
+
+    >>> clr = Cyclic(low=0.1, up="4 steps")
+    >>> [round(clr(k), 3) for k in range(9)]
+    [0.1, 0.325, 0.55, 0.775, 1.0, 0.775, 0.55, 0.325, 0.1]
+    """
+
+    low: float = 0.1
+    high: float = 1.0
+    up: Duration | str = "2000 steps"
+    down: Duration | str | None = None
+    mode: str = "triangular"
+    gamma: float = 1.0
+    momentum: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        check_number("low", self.low, low=0.0, owner="Cyclic")
+        check_number("high", self.high, low=0.0, owner="Cyclic")
+        if self.high < self.low:
+            raise ValueError(
+                f"Cyclic: `high` must be >= `low`, got high={self.high}, low={self.low}; swap them or raise `high`"
+            )
+        object.__setattr__(self, "up", parse_duration(self.up, "up"))
+        if is_zero(self.up):  # type: ignore[arg-type]
+            raise ValueError(
+                f"Cyclic: `up` must be longer than zero (the rising half of each cycle), got {self.up.describe()}; "  # type: ignore[union-attr]
+                "e.g. '2000 steps'"
+            )
+        if self.down is not None:
+            object.__setattr__(self, "down", parse_duration(self.down, "down"))
+        check_choice("mode", self.mode, _CYCLIC_MODES, owner="Cyclic")
+        check_number("gamma", self.gamma, low=0.0, low_open=True, owner="Cyclic")
+        object.__setattr__(self, "momentum", _check_momentum(self.momentum, "Cyclic"))
+
+    def _sizes(self, run: Run) -> tuple[int, int]:
+        up = self.up.to_steps(run)  # type: ignore[union-attr]
+        down = up if self.down is None else self.down.to_steps(run)  # type: ignore[union-attr]
+        return up, down
+
+    def check(self, span: float | None, run: Run) -> None:
+        super().check(span, run)
+        up, _ = self._sizes(run)
+        if up <= 0:
+            raise ValueError(
+                f"Cyclic: `up` must be at least one step, got {self.up.describe()} = 0 steps for this run; "  # type: ignore[union-attr]
+                "give it in steps"
+            )
+
+    def co_schedules_momentum(self) -> bool:
+        return self.momentum is not None
+
+    def _wave(self, step: int, run: Run) -> tuple[float, float]:
+        up, down = self._sizes(run)
+        total = float(up + down)
+        ratio = up / total
+        step = max(step, 0)
+        cycle = math.floor(1 + step / total)
+        x = 1.0 + step / total - cycle
+        s = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+        if self.mode == "triangular":
+            f = 1.0
+        elif self.mode == "triangular2":
+            f = 1 / (2.0 ** (cycle - 1))
+        else:
+            f = self.gamma**step
+        return s, f
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        s, f = self._wave(step, run)
+        return self.low + (self.high - self.low) * s * f
+
+    def momentum_at(self, step: int, span: float | None, run: Run) -> float | None:
+        if self.momentum is None:
+            return None
+        s, f = self._wave(step, run)
+        base, top = self.momentum
+        return top - (top - base) * s * f
+
+
+_ANNEALS = ("cos", "linear")
+
+
+@dataclass(frozen=True)
+class OneCycle(Schedule):
+    """The one-cycle policy (Smith & Topin 2018), as torch's ``OneCycleLR``, as multipliers of the peak.
+
+    Two phases: from ``1/div_factor`` up to 1 until step ``pct_start·n − 1``, then down to
+    ``1/(div_factor·final_div_factor)`` at step ``n − 1``. Three phases (``three_phase=True``): up, back
+    down to ``1/div_factor`` by step ``2·pct_start·n − 2``, then down to the minimum. With
+    ``momentum=(base, max)`` the momentum (Adam ``beta1``) moves inversely, from ``max`` to ``base`` and
+    back. The group's configured LR is torch's ``max_lr``.
+
+    Args:
+        pct_start: the fraction of the span spent rising.
+        div_factor: the start is ``1/div_factor`` of the peak.
+        final_div_factor: the end is ``1/(div_factor·final_div_factor)`` of the peak.
+        three_phase: use torch's three-phase variant.
+        anneal: ``"cos"`` or ``"linear"``.
+        momentum: ``(base_momentum, max_momentum)`` to co-schedule, or ``None``.
+
+    >>> [round(OneCycle(momentum=None)(k, total_steps=10), 2) for k in range(10)]
+    [0.04, 0.52, 1.0, 0.95, 0.81, 0.61, 0.39, 0.19, 0.05, 0.0]
+    """
+
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    three_phase: bool = False
+    anneal: str = "cos"
+    momentum: tuple[float, float] | None = (0.85, 0.95)
+
+    def __post_init__(self) -> None:
+        check_number("pct_start", self.pct_start, low=0.0, high=1.0, low_open=True, owner="OneCycle")
+        check_number("div_factor", self.div_factor, low=0.0, low_open=True, owner="OneCycle")
+        check_number("final_div_factor", self.final_div_factor, low=0.0, low_open=True, owner="OneCycle")
+        check_choice("anneal", self.anneal, _ANNEALS, owner="OneCycle")
+        check_bool("three_phase", self.three_phase, owner="OneCycle")
+        if self.three_phase and self.pct_start > 0.5:
+            raise ValueError(
+                f"OneCycle: with three_phase=True the rise and the fall back each take `pct_start` of the run, so "
+                f"it must be <= 0.5, got {self.pct_start}; lower it (torch's default is 0.3)"
+            )
+        object.__setattr__(self, "momentum", _check_momentum(self.momentum, "OneCycle"))
+
+    def needs_span(self) -> bool:
+        return True
+
+    def co_schedules_momentum(self) -> bool:
+        return self.momentum is not None
+
+    def check(self, span: float | None, run: Run) -> None:
+        super().check(span, run)
+        if span is not None and self.pct_start * span - 1 <= 0:
+            raise ValueError(
+                f"OneCycle: the rising phase is empty (pct_start={self.pct_start} of {span:g} steps); "
+                "raise `pct_start` or lengthen the run"
+            )
+
+    def _phase(self, step: int, span: float | None) -> tuple[float, int, int]:
+        """(progress in the phase, its start level, its end level), levels 0 = initial, 1 = max, 2 = min."""
+        if span is None:
+            raise ValueError("OneCycle needs a run of known length")
+        n = float(span)
+        if self.three_phase:
+            ends = [self.pct_start * n - 1, 2 * self.pct_start * n - 2, n - 1]
+            points = [(0, 1), (1, 0), (0, 2)]
+        else:
+            ends = [self.pct_start * n - 1, n - 1]
+            points = [(0, 1), (1, 2)]
+        begin = 0.0
+        for i, end in enumerate(ends):
+            if step <= end or i == len(ends) - 1:
+                pct = (step - begin) / (end - begin) if end > begin else 1.0
+                a, b = points[i]
+                return min(max(pct, 0.0), 1.0), a, b
+            begin = end
+        raise AssertionError("unreachable")
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        pct, a, b = self._phase(max(step, 0), span)
+        levels = (1.0 / self.div_factor, 1.0, 1.0 / self.div_factor / self.final_div_factor)
+        return self._anneal(levels[a], levels[b], pct)
+
+    def momentum_at(self, step: int, span: float | None, run: Run) -> float | None:
+        if self.momentum is None:
+            return None
+        pct, a, b = self._phase(max(step, 0), span)
+        base, top = self.momentum
+        levels = (top, base, top)
+        return self._anneal(levels[a], levels[b], pct)
+
+
+def _check_momentum(momentum: object, owner: str) -> tuple[float, float] | None:
+    if momentum is None:
+        return None
+    if not isinstance(momentum, Sequence) or isinstance(momentum, str) or len(momentum) != 2:
+        raise TypeError(f"{owner}: `momentum` must be a pair (base, max) or None, got {momentum!r}")
+    base = check_number("momentum[0]", momentum[0], low=0.0, high=1.0, owner=owner)
+    top = check_number("momentum[1]", momentum[1], low=0.0, high=1.0, owner=owner)
+    if base > top:
+        raise ValueError(f"{owner}: `momentum` is (base, max) with base <= max, got {momentum!r}")
+    return (base, top)

@@ -1,0 +1,260 @@
+"""What :class:`~lr_callbacks.LRSchedule` does once at fit start: resolve the run, build its table of
+parameter groups, and check that the schedule fits; every refusal names the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lr_callbacks.core.durations import Epochs, Run
+from lr_callbacks.core.lr_model import as_float
+from lr_callbacks.schedule.shapes import Schedule
+from lr_callbacks.schedule.transformers import TransformersSchedule
+
+__all__ = [
+    "LENGTH_POLICIES",
+    "GroupState",
+    "apply_length_policy",
+    "bind",
+    "build_table",
+    "check_momentum",
+    "check_restored_shape",
+    "check_schedule",
+    "refuse_unusable",
+    "resolve_run",
+    "unique",
+    "warn_manual_max_steps",
+]
+
+LENGTH_POLICIES = ("keep", "rescale", "error")
+
+
+@dataclass
+class GroupState:
+    """What the schedule knows of one parameter group."""
+
+    tag: str  # "group0", "head", or "Adam/head" with several optimizers
+    name: str  # param_group["name"] or "group<i>"
+    schedule: Schedule
+    peak: float
+    scale: float = 1.0
+    lr: float = math.nan  # the LR last written
+    momentum: bool = field(init=False)  # whether the schedule co-schedules the momentum (asked once)
+
+    def __post_init__(self) -> None:
+        self.momentum = self.schedule.co_schedules_momentum()
+
+
+def refuse_unusable(trainer: Any) -> None:
+    """Refuse a run with a torch scheduler (it would fight over the LR) or with no optimizer to drive.
+
+    Raises:
+        ValueError: naming the scheduler, or the missing optimizer, and the fix.
+    """
+    if trainer.lr_scheduler_configs:
+        names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
+        raise ValueError(
+            f"LRSchedule drives the learning rate, but configure_optimizers also returned a torch scheduler "
+            f"({names}) that would overwrite it at every step. Return only the optimizer(s), or drop LRSchedule "
+            "and keep your scheduler (LRFinder and DivergenceWatchdog work with it)"
+        )
+    if not trainer.optimizers or any(not o.param_groups for o in trainer.optimizers):
+        raise ValueError(
+            "LRSchedule found no optimizer to drive: configure_optimizers returned none (or one without "
+            "parameter groups); return an optimizer from configure_optimizers"
+        )
+
+
+def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:
+    """The run's length in optimizer steps and its epoch length, from the trainer."""
+    total = trainer.estimated_stepping_batches
+    # inf: no max_steps and max_epochs=-1; -1: an iterable dataset with no max_steps (Lightning returns it)
+    total_steps = None if total is None or math.isinf(total) or total < 0 else int(total)
+    if trainer.train_dataloader is None and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
+        # With max_steps (max_epochs=-1), estimated_stepping_batches answers without loading the data, so
+        # the epoch length is unknown at fit start. Load it, as estimated_stepping_batches does with max_epochs,
+        # only when a duration is in epochs: loaded before the checkpoint's loop state is restored, a stateful
+        # dataloader does not get its state back.
+        trainer.fit_loop.setup_data()
+    batches = trainer.num_training_batches
+    per_epoch = None
+    if batches is not None and not math.isinf(batches) and batches > 0:
+        per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
+    return Run(total_steps=total_steps, steps_per_epoch=per_epoch)
+
+
+def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> Run:
+    """The run to plan for on resume, when its length differs from the checkpoint's (see ``on_length_change``).
+
+    Raises:
+        ValueError: under ``"error"``, when the length changed.
+    """
+    before = Run(total_steps=restored["total_steps"], steps_per_epoch=restored["steps_per_epoch"])
+    if before.total_steps == run.total_steps:
+        return run
+    change = (
+        f"the run had {before.total_steps} optimizer steps when the checkpoint was written, "
+        f"it now has {run.total_steps}"
+    )
+    if policy == "error":
+        raise ValueError(
+            f"LRSchedule: {change}. Resume with the original max_steps/max_epochs, or set "
+            "on_length_change='keep' (follow the original plan) or 'rescale' (re-plan for the new length)"
+        )
+    if policy == "keep":
+        warnings.warn(
+            f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so past "
+            f"step {before.total_steps} the LR holds its last value",
+            UserWarning,
+            stacklevel=3,
+        )
+        return before
+    warnings.warn(
+        f"LRSchedule: {change}; re-planning the schedule for the new length "
+        "(on_length_change='rescale'): boundaries given as fractions of the run move",
+        UserWarning,
+        stacklevel=3,
+    )
+    return run
+
+
+def build_table(
+    optimizers: Sequence[Any],
+    schedule: Schedule,
+    group_schedules: Mapping[str, Schedule],
+    peak_overrides: Mapping[str, float],
+    restored: Mapping[str, Any] | None,
+) -> tuple[list[list[GroupState]], list[str]]:
+    """Every group of every optimizer with its tag, schedule, peak and scale; and the optimizers' names.
+
+    Raises:
+        ValueError: if ``group_schedules`` or ``peak_overrides`` name a group that does not exist, or a restored
+            group's name differs from this run's.
+    """
+    several = len(optimizers) > 1
+    optimizer_names = unique([type(o).__name__ for o in optimizers])
+    table: list[list[GroupState]] = []
+    known: set[str] = set()
+    for index, optimizer in enumerate(optimizers):
+        groups = []
+        names = unique([str(g.get("name", f"group{j}")) for j, g in enumerate(optimizer.param_groups)])
+        for j, (group, name) in enumerate(zip(optimizer.param_groups, names)):
+            tag = f"{optimizer_names[index]}/{name}" if several else name
+            known.update({name, tag})
+            chosen = bind(group_schedules.get(tag, group_schedules.get(name, schedule)), optimizer)
+            peak = peak_overrides.get(tag, peak_overrides.get(name, as_float(group["lr"])))
+            scale = 1.0
+            if restored is not None:
+                peak, scale = _restored_group(restored, index, j, name)
+            groups.append(GroupState(tag=tag, name=name, schedule=chosen, peak=peak, scale=scale))
+        table.append(groups)
+    unknown = sorted((set(group_schedules) | set(peak_overrides)) - known)
+    if unknown:
+        raise ValueError(
+            f"LRSchedule: no parameter group is named {', '.join(map(repr, unknown))}; the groups are "
+            f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers"
+        )
+    return table, optimizer_names
+
+
+def _restored_group(restored: Mapping[str, Any], index: int, j: int, name: str) -> tuple[float, float]:
+    saved = restored["names"][index][j]
+    if saved != name:
+        raise ValueError(
+            f"LRSchedule: group {j} of optimizer {index} was {saved!r} in the checkpoint and is {name!r} now; "
+            "resume with the same configure_optimizers"
+        )
+    return float(restored["peaks"][index][j]), float(restored["scales"][index][j])
+
+
+def check_restored_shape(restored: Mapping[str, Any], optimizers: Sequence[Any]) -> None:
+    """Refuse a checkpoint whose optimizers had other numbers of parameter groups.
+
+    Raises:
+        ValueError: naming both shapes.
+    """
+    saved = [len(names) for names in restored["names"]]
+    now = [len(o.param_groups) for o in optimizers]
+    if saved != now:
+        raise ValueError(
+            f"LRSchedule: the checkpoint has {saved} parameter groups per optimizer, this run has {now}; "
+            "resume with the same configure_optimizers"
+        )
+
+
+def bind(schedule: Schedule, optimizer: Any) -> Schedule:
+    """Give a transformers schedule with an absolute floor the optimizer's ``defaults["lr"]``, as transformers does."""
+    if isinstance(schedule, TransformersSchedule):
+        return schedule.bound_to(float(optimizer.defaults["lr"]))
+    return schedule
+
+
+def check_schedule(schedule: Schedule, run: Run) -> None:
+    """Check that ``schedule`` fits ``run``.
+
+    Raises:
+        ValueError: for a run of unknown length the schedule needs, or a plan that does not fit it.
+    """
+    if run.total_steps is None and schedule.needs_total():
+        raise ValueError(
+            f"LRSchedule needs a run of known length for {schedule.describe()}, but this run's length is "
+            "unknown (an iterable dataset with no max_steps?). Set Trainer(max_steps=...), or use a schedule "
+            "that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
+        )
+    try:
+        schedule.check(run.total_steps, run)
+    except ValueError as error:
+        raise ValueError(f"LRSchedule: {error}") from None
+
+
+def check_momentum(optimizers: Sequence[Any], table: Sequence[Sequence[GroupState]]) -> None:
+    """Refuse to co-schedule the momentum of an optimizer that has none.
+
+    Raises:
+        ValueError: naming the optimizer and the fix.
+    """
+    for optimizer, groups in zip(optimizers, table):
+        for group, g in zip(optimizer.param_groups, groups):
+            if g.schedule.co_schedules_momentum() and "momentum" not in group and "betas" not in group:
+                raise ValueError(
+                    f"LRSchedule: {g.schedule.describe()} co-schedules the momentum, but "
+                    f"{type(optimizer).__name__} has neither `momentum` nor `betas`; pass momentum=None to "
+                    "the schedule, or use SGD(momentum=...) or Adam/AdamW"
+                )
+
+
+def warn_manual_max_steps(trainer: Any, optimizers: Sequence[Any]) -> None:
+    """Warn that ``max_steps`` under manual optimization with several optimizers cuts every plan short."""
+    module = trainer.lightning_module
+    if len(optimizers) < 2 or getattr(module, "automatic_optimization", True) or trainer.max_steps == -1:
+        return
+    warnings.warn(
+        f"LRSchedule: under manual optimization Lightning counts max_steps={trainer.max_steps} over the steps of "
+        f"all {len(optimizers)} optimizers, but plans each optimizer's schedule over {trainer.max_steps} of "
+        "its own steps, so each covers only part of its plan (half, with two optimizers stepping every batch). "
+        "Set Trainer(max_epochs=...) instead of max_steps, or give the schedule's durations in steps",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def unique(names: list[str]) -> list[str]:
+    """Make repeated names distinct, as LearningRateMonitor does: ``Adam``, ``Adam-1``.
+
+    >>> unique(["Adam", "SGD", "Adam"])
+    ['Adam', 'SGD', 'Adam-1']
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            out.append(f"{name}-{seen[name]}")
+        else:
+            seen[name] = 0
+            out.append(name)
+    return out

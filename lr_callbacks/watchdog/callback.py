@@ -1,0 +1,507 @@
+"""``DivergenceWatchdog``: the Lightning adapter around the pure ladder of ``watchdog/policy.py``.
+
+Each hook is a few lines: read the step's signals (``watchdog.device.StepSignals``), ask the policy, and
+apply its answer (skip, clip, LR scale, rollback, halt) through ``watchdog.device`` and ``core.lr_model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+from typing_extensions import override
+
+from lr_callbacks.core.checks import check_int
+from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
+from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
+from lr_callbacks.core.lr_model import set_lr_scale
+from lr_callbacks.core.snapshot import ModelSnapshot, restore_optimizer_state
+from lr_callbacks.watchdog.config import OWNER, Action, Incident, WatchdogConfig
+from lr_callbacks.watchdog.device import (
+    DeviceJudge,
+    StepSignals,
+    all_reduce_mean,
+    clip_gradients,
+    drop_gradients,
+    row_from_state,
+    row_state,
+)
+from lr_callbacks.watchdog.policy import Decision, WatchdogPolicy
+from lr_callbacks.watchdog.stats import Verdict
+
+if TYPE_CHECKING:
+    from pytorch_lightning import LightningModule, Trainer
+
+__all__ = ["DivergenceWatchdog"]
+
+log = logging.getLogger("lr_callbacks")
+
+_HEADER = "| step | signal | value | threshold | action | detail |\n|---|---|---|---|---|---|\n"
+_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
+DEVICE_SYNC_EVERY = 8
+"""``sync_every_n_steps`` chosen on an accelerator without a ``GradScaler``."""
+
+
+class DivergenceWatchdog(Callback):
+    """Catch loss spikes, non-finite values and slow divergence before the update; answer with the least drastic
+    action that works: skip the step, lower the LR, roll back, or halt with nothing lost.
+
+    **Signals**, read before the update, for every optimizer step ``k``: the step's loss (from
+    ``on_before_backward``, its micro-batches combined under gradient accumulation) and the global gradient norm
+    before clipping (``on_before_optimizer_step``, after AMP unscaling). Both are averaged over ranks with one
+    small all-reduce and no barrier, so every rank takes the same decision at the same step.
+
+    **Statistics**, in log space so that one threshold fits every loss scale: the median and MAD of the last
+    ``window`` *accepted* steps (outliers never enter), ``z = (log v − median) / max(1.4826·MAD, min_spread)``;
+    nothing but non-finite values is judged during the first ``warmup_steps``. A one-sided CUSUM of the loss's
+    residuals catches a slow climb that never spikes; a step up that stays flat is a change of data and gets a
+    new baseline instead of an action.
+
+    **The ladder** (each rung with its threshold, cooldown and budget):
+
+    1. non-finite loss or gradient norm: skip the step;
+    2. an outlier (``z > z_threshold`` on the loss, ``grad_z_threshold`` on the gradient norm): skip the step
+       (``outlier_action="skip"``) or scale its gradient down to the threshold (``"clip"``);
+    3. ``lower_after`` outlier runs within ``lower_window`` steps, or a slow climb: multiply the LR scale by
+       ``lr_factor`` (through ``scale(g)`` of the shared LR model, so a schedule keeps its shape and a user's
+       torch scheduler its ``base_lrs``), at most once per ``cooldown_steps``, down to ``min_lr_scale``; after
+       ``recover_after`` steps without incident, one cut is undone;
+    4. ``patience`` outliers in a row, a climb that survives a cut, or a cut below the floor: roll back to the last
+       clean snapshot (model and optimizer, on the CPU, taken every ``snapshot_every`` clean steps), skip
+       ``skip_after_rollback`` batches and lower the LR, at most ``max_rollbacks`` times;
+    5. the budget is spent: halt. The last good state is restored and saved to ``halt_checkpoint``, every rank
+       stops at the same step, and :attr:`halt_reason` (and the log) says why.
+
+    A skipped step is a true no-op for the optimizer: gradients are dropped (``p.grad = None``), so weights,
+    moments and step counts do not move; this is safe under a ``GradScaler``, which has recorded its inf checks
+    by then. The step still counts: ``trainer.global_step`` and :class:`~lr_callbacks.LRSchedule`'s clock
+    advance (the batch was spent; ``optimizer.step()`` runs, with nothing to do), and Lightning steps a user's
+    torch scheduler as usual. (A step that the ``GradScaler`` itself skips never calls ``optimizer.step()``:
+    ``LRSchedule``'s clock waits for it, see there.)
+
+    **Cost.** With ``sync_every_n_steps=1`` the host reads two floats per step (one synchronisation) and decides
+    exactly. With ``N > 1`` steps are judged on the device against the limits of the last read and the host reads
+    every ``N`` steps (counted in the tests with a ``TorchFunctionMode``); between reads a skipped step is exact
+    for torch's fused optimizers (``fused=True``, through their ``found_inf`` flag) and, for the others, a
+    zero-gradient step (one pass over the gradients each step; momentum and Adam's moments then decay by one
+    step and weight decay applies), and LR cuts and rollbacks happen at the next read. The default (``None``) is
+    1 on the CPU (there is no device to wait for) and under a ``GradScaler`` (it synchronises every step
+    anyway), else 8.
+
+    **Checkpoints.** Statistics, scale, incidents, budgets and the steps judged on the device but not read yet
+    round-trip through ``state_dict``. A checkpoint written while an incident is open holds the last clean
+    snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
+    it continues exactly as the uninterrupted run. Snapshots are not saved otherwise (they would double the
+    checkpoint): after any checkpoint both runs take a fresh snapshot at the next clean step, and only an
+    incident that begins before it (usually: at the first step after the resume) rolls back to the checkpoint's
+    weights rather than to the older snapshot the uninterrupted run held.
+
+    Only automatic optimization with one optimizer, on one device or under DDP, is supported: under manual
+    optimization or a sharded strategy (FSDP, DeepSpeed, ModelParallel) the callback raises at setup.
+
+    Logs ``watchdog/loss``, ``watchdog/grad_norm``, ``watchdog/loss_z``, ``watchdog/grad_norm_z``,
+    ``watchdog/cusum`` and ``watchdog/lr_scale`` at x = step, and ``watchdog/events``, a text table of each
+    intervention; :attr:`events` lists them as :class:`~lr_callbacks.Incident` objects.
+
+    Args:
+        z_threshold: the robust z-score above which a step's loss is an outlier.
+        grad_z_threshold: the same for the gradient norm, whose tail is heavier: on 12 clean runs of AdamW on
+            the digits (800 steps each) the gradient norm's z reached 7.2, the loss's 4.3.
+        window: how many accepted steps the baseline keeps.
+        warmup_steps: accepted steps before outliers and trends are judged.
+        min_spread: the floor on the baseline's spread, in log units (0.02 ≈ 2%).
+        outlier_action: ``"skip"`` or ``"clip"`` an outlier step.
+        patience: outliers in a row that make an incident persistent (rollback, or new baseline).
+        lower_after: outlier runs within ``lower_window`` steps that lower the LR.
+        lower_window: the window, in steps, for ``lower_after``.
+        lr_factor: the LR scale's multiplier at each cut (< 1).
+        min_lr_scale: the lowest LR scale; a cut that would go below escalates to a rollback.
+        cooldown_steps: steps after a cut before the next one.
+        recover_after: steps without incident after which one cut is undone; ``None`` keeps cuts.
+        cusum_drift: the slow-climb detector's allowance, in spreads per step.
+        cusum_threshold: the slow-climb detector's alarm level.
+        max_level_shift: the largest factor by which the loss may step up and stay flat and still count as a
+            change of data (a new baseline) rather than divergence (an LR cut).
+        snapshot_every: steps between clean snapshots.
+        max_rollbacks: rollbacks allowed before the run halts.
+        skip_after_rollback: batches skipped after a rollback (PaLM skipped 200–500 because its restart replayed
+            them; an in-loop rollback does not rewind the data, so the incident's batches are already dropped).
+        flat_loss_steps: after this many accepted steps, warn if the loss fell less than ``flat_loss_drop``
+            (the LR may be too low); ``None`` disables it. It only warns.
+        flat_loss_drop: the relative drop below which the loss counts as flat.
+        sync_every_n_steps: read the signals back every this many steps (see *Cost*); ``None`` chooses.
+        halt_checkpoint: where a halt saves the last good state; ``None``:
+            ``<default_root_dir>/watchdog-last-good.ckpt``.
+        log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
+
+    Raises:
+        ValueError, TypeError: at construction, for a bad argument; at setup, under manual optimization or a
+            sharded strategy.
+
+    Example::
+
+        trainer = Trainer(max_steps=10_000, callbacks=[LRSchedule("cosine", warmup="2%"), DivergenceWatchdog()])
+
+    >>> watchdog = DivergenceWatchdog(outlier_action="clip")
+    >>> watchdog.scale, watchdog.events, watchdog.halt_reason
+    (1.0, [], None)
+    """
+
+    def __init__(
+        self,
+        *,
+        z_threshold: float = 6.0,
+        grad_z_threshold: float = 10.0,
+        window: int = 100,
+        warmup_steps: int = 50,
+        min_spread: float = 0.02,
+        outlier_action: str = "skip",
+        patience: int = 10,
+        lower_after: int = 3,
+        lower_window: int = 200,
+        lr_factor: float = 0.5,
+        min_lr_scale: float = 0.05,
+        cooldown_steps: int = 50,
+        recover_after: int | None = 1000,
+        cusum_drift: float = 1.0,
+        cusum_threshold: float = 25.0,
+        max_level_shift: float = 1.5,
+        snapshot_every: int = 100,
+        max_rollbacks: int = 3,
+        skip_after_rollback: int = 0,
+        flat_loss_steps: int | None = 300,
+        flat_loss_drop: float = 0.01,
+        sync_every_n_steps: int | None = None,
+        halt_checkpoint: str | os.PathLike[str] | None = None,
+        log_every_n_steps: int | None = None,
+    ) -> None:
+        self.config = WatchdogConfig(
+            z_threshold=z_threshold,
+            grad_z_threshold=grad_z_threshold,
+            window=window,
+            warmup_steps=warmup_steps,
+            min_spread=min_spread,
+            outlier_action=outlier_action,
+            patience=patience,
+            lower_after=lower_after,
+            lower_window=lower_window,
+            lr_factor=lr_factor,
+            min_lr_scale=min_lr_scale,
+            cooldown_steps=cooldown_steps,
+            recover_after=recover_after,
+            cusum_drift=cusum_drift,
+            cusum_threshold=cusum_threshold,
+            max_level_shift=max_level_shift,
+            snapshot_every=snapshot_every,
+            max_rollbacks=max_rollbacks,
+            skip_after_rollback=skip_after_rollback,
+            flat_loss_steps=flat_loss_steps,
+            flat_loss_drop=flat_loss_drop,
+        )
+        if sync_every_n_steps is not None:
+            check_int("sync_every_n_steps", sync_every_n_steps, low=1, owner=OWNER)
+        if log_every_n_steps is not None:
+            check_int("log_every_n_steps", log_every_n_steps, low=1, owner=OWNER)
+        if halt_checkpoint is not None and not isinstance(halt_checkpoint, (str, os.PathLike)):
+            raise TypeError(f"{OWNER}: `halt_checkpoint` must be a path or None, got {halt_checkpoint!r}")
+        self._sync_every_arg = sync_every_n_steps
+        self._log_every_arg = log_every_n_steps
+        self._halt_checkpoint = None if halt_checkpoint is None else os.fspath(halt_checkpoint)
+        self._halt_path = self._halt_checkpoint
+        self._policy = WatchdogPolicy(self.config)
+        self._signals = StepSignals()
+        self._snapshot = ModelSnapshot()
+        self._live: dict[str, Any] | None = None
+        self._held: list[tuple[int, Verdict, float, float]] = []  # device rows read early (at a checkpoint)
+        self._paused = False
+        self._reset_fit()
+
+    def _reset_fit(self) -> None:
+        self._trainer: Any = None
+        self._judge: DeviceJudge | None = None
+        self._sync_every = 1
+        self._log_every = 1
+        self._halt_pending: str | None = None
+        self._found_inf_set: Any = None
+
+    # --- public read-outs ----------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[Incident]:
+        """Every intervention so far, oldest first."""
+        return list(self._policy.events)
+
+    @property
+    def scale(self) -> float:
+        """The current LR multiplier ``scale(g)`` (1.0 until the watchdog lowers it)."""
+        return self._policy.scale
+
+    @property
+    def halt_reason(self) -> str | None:
+        """Why the run was halted, or ``None``."""
+        return self._policy.state.halted
+
+    @property
+    def halt_checkpoint_path(self) -> str | None:
+        """Where a halt saves the last good state (``None`` before the first fit without ``halt_checkpoint``)."""
+        return self._halt_path
+
+    @property
+    def sync_every_n_steps(self) -> int:
+        """How often the host reads the signals in this fit (resolved at fit start)."""
+        return self._sync_every
+
+    # --- the Pausable protocol (core.lr_model): the finder pauses the watchdog during its sweep -----------
+
+    def _pause(self) -> None:
+        """Stop judging steps (while the LR finder sweeps)."""
+        self._paused = True
+        self._signals.reset()
+
+    def _resume(self, trainer: Any) -> None:
+        """Judge steps again, from the next one."""
+        self._paused = False
+        self._signals.reset()
+
+    # --- Lightning hooks -----------------------------------------------------------------------------
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if not pl_module.automatic_optimization:
+            raise ValueError(
+                f"{OWNER} supports automatic optimization only: under manual optimization it cannot tell which "
+                "backward belongs to which optimizer step, so it could not skip or judge an update. Remove it, or "
+                "set `self.automatic_optimization = True`"
+            )
+        strategy = type(trainer.strategy).__name__
+        if any(name in strategy for name in _SHARDED):
+            raise ValueError(
+                f"{OWNER} does not support sharded strategies yet ({strategy}): each rank holds a shard of the "
+                "gradients, so its gradient norm and its snapshots would be a shard's. Use DDP (or a single device)"
+            )
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset_fit()
+        self._trainer = trainer
+        default = os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
+        self._halt_path = self._halt_checkpoint or default
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if self._sync_every_arg is not None:
+            self._sync_every = self._sync_every_arg
+        else:
+            self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
+        self._log_every = log_cadence(trainer, self._log_every_arg)
+        if self._sync_every > 1:
+            self._judge = DeviceJudge(pl_module.device, self._sync_every, self.config.outlier_action == "clip")
+        self._signals.reset()
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        optimizer = self._optimizer(trainer)
+        step = int(trainer.global_step)
+        restored_step = self._policy.state.snapshot_step
+        self._snapshot.take(pl_module, optimizer, step if restored_step is None else restored_step)
+        if restored_step is None:
+            self._policy.snapshot_taken(step)
+        live, self._live = self._live, None
+        if live is not None:
+            pl_module.load_state_dict(live["model"])
+            restore_optimizer_state(optimizer, live["optimizer"])
+        elif self._policy.state.accepted:
+            self._policy.request_snapshot()
+        if self._judge is not None:
+            self._judge.set_gate(self._policy.gate())
+
+    @override
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        if not self._paused:
+            self._signals.add_loss(loss)
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._paused:
+            return
+        values = self._signals.collect(optimizer, max(int(trainer.accumulate_grad_batches), 1))
+        self._signals.reset()
+        if values is None:
+            return
+        if self._policy.state.halted:
+            drop_gradients(optimizer)  # Lightning may not stop at once (min_steps): no update after a halt
+            return
+        values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
+        step = int(trainer.global_step)
+        judge = self._judge
+        if judge is not None and (step + 1) % self._sync_every != 0:
+            held_forced = sum(verdict.forced for _, verdict, _, _ in self._held)
+            if self._policy.state.skip_pending > judge.forced_pending + held_forced:
+                drop_gradients(optimizer)
+                judge.forced(values, step)
+            else:
+                exact = supports_found_inf(optimizer) and not self._has_scaler(trainer)
+                judge.judge(optimizer, values, step, exact)
+                if exact:
+                    self._found_inf_set = optimizer
+            return
+        self._host_step(trainer, pl_module, optimizer, values, step)
+
+    def _host_step(self, trainer: Any, pl_module: Any, optimizer: Any, values: torch.Tensor, step: int) -> None:
+        """Read the signals back (one transfer), replay the device's steps, decide and act on this one."""
+        rows, self._held = self._held, []
+        if self._judge is not None:
+            device_rows, current = self._judge.read(values)
+            rows += device_rows
+        else:
+            current = values.tolist()
+        scale_before = self._policy.scale
+        decisions = [self._record(*row) for row in rows]
+        loss, norm = current
+        verdict = self._policy.judge(loss, norm)
+        if verdict.skip:
+            drop_gradients(optimizer)
+        elif verdict.clip_factor != 1.0:
+            clip_gradients(optimizer, verdict.clip_factor)
+        decisions.append(self._record(step, verdict, loss, norm))
+        self._apply(trainer, pl_module, optimizer, decisions, scale_before)
+        if self._policy.wants_snapshot(step):
+            self._snapshot.take(pl_module, optimizer, step)
+            self._policy.snapshot_taken(step)
+        if self._judge is not None:
+            self._judge.set_gate(self._policy.gate())
+
+    def _record(self, step: int, verdict: Verdict, loss: float, norm: float) -> Decision:
+        scores = self._policy.z_scores(loss, norm) if self._policy.ready else {}
+        decision = self._policy.record(step, loss, norm, verdict)
+        if step % self._log_every == 0:
+            metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm, "watchdog/lr_scale": self._policy.scale}
+            metrics.update({f"watchdog/{name}": value for name, value in scores.items()})
+            metrics["watchdog/cusum"] = self._policy.cusum.value
+            log_scalars(self._trainer, metrics, step)
+        for incident in decision.incidents:
+            self._report(incident)
+        return decision
+
+    def _apply(
+        self, trainer: Any, pl_module: Any, optimizer: Any, decisions: list[Decision], scale_before: float
+    ) -> None:
+        """Apply the rollback, LR scale and halt that the steps just recorded call for."""
+        if any(d.rollback for d in decisions) and self._snapshot.step is not None:
+            self._snapshot.restore(pl_module, optimizer)
+            drop_gradients(optimizer)
+        if self._policy.scale != scale_before:
+            set_lr_scale(trainer, self._policy.scale, scale_before)
+        halt = next((d.halt for d in decisions if d.halt is not None), None)
+        if halt is not None:
+            drop_gradients(optimizer)
+            self._halt_pending = halt
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._clear_found_inf()
+        if self._halt_pending is not None:
+            self._halt(trainer)
+
+    def _halt(self, trainer: Any) -> None:
+        reason, self._halt_pending = self._halt_pending, None
+        path = self._halt_path or os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
+        trainer.save_checkpoint(path)
+        trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
+        message = f"{OWNER} halted the run: {reason}, and saved to {path}"
+        log.error(message)
+        if trainer.is_global_zero:
+            log_text(trainer, "watchdog/events", f"**halt**: {message}", int(trainer.global_step))
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Never write poisoned weights: while an incident is open, save the last clean snapshot instead."""
+        if self._policy.incident_open and self._snapshot.step is not None:
+            own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
+            own["live"] = self._snapshot.substitute(checkpoint)
+        elif not self._policy.state.halted and self._halt_pending is None:
+            self._policy.request_snapshot()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._clear_found_inf()
+        self._trainer = None
+
+    def _clear_found_inf(self) -> None:
+        """Remove the ``found_inf`` flag a device-judged step left on a fused optimizer (or it would skip on)."""
+        optimizer, self._found_inf_set = self._found_inf_set, None
+        if optimizer is not None:
+            clear_found_inf(optimizer)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's state, and the steps judged on the device since the last read (read now, replayed at
+        the next read as they would have been, so a resumed run decides exactly as the uninterrupted one)."""
+        if self._judge is not None and self._judge.steps:
+            self._held += self._judge.read(None)[0]
+        return {"policy": self._policy.state_dict(), "pending": [row_state(*row) for row in self._held]}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "policy" not in state_dict:
+            raise ValueError(f"{OWNER}: the checkpoint's state lacks 'policy'; was it written by {OWNER}?")
+        self._policy.load_state_dict(state_dict["policy"])
+        self._live = state_dict.get("live")
+        self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
+        if self._policy.state.halted:
+            log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", OWNER, self.halt_reason)
+            self._policy.state.halted = None
+            self._policy.state.rollbacks = 0
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _optimizer(trainer: Any) -> torch.optim.Optimizer:
+        if len(trainer.optimizers) != 1:
+            raise ValueError(
+                f"{OWNER} needs exactly one optimizer (automatic optimization), found {len(trainer.optimizers)}"
+            )
+        optimizer: torch.optim.Optimizer = trainer.optimizers[0]
+        return optimizer
+
+    @staticmethod
+    def _has_scaler(trainer: Any) -> bool:
+        return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+
+    def _report(self, incident: Incident) -> None:
+        trainer = self._trainer
+        level = logging.INFO if incident.action in (Action.SKIP, Action.CLIP) else logging.WARNING
+        if trainer is None or trainer.is_global_zero:
+            log.log(
+                level,
+                "%s at step %d: %s %s → %s. %s",
+                OWNER,
+                incident.step,
+                incident.signal,
+                f"{incident.value:.4g}",
+                incident.action,
+                incident.detail,
+            )
+        if trainer is not None:
+            log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
+        if incident.action is Action.WARN and (trainer is None or trainer.is_global_zero):
+            lr = _reference_lr_text(trainer)
+            warnings.warn(
+                f"{OWNER}: {incident.detail}{lr}; try LRFinder or a higher peak LR", UserWarning, stacklevel=2
+            )
+
+
+def _reference_lr_text(trainer: Any) -> str:
+    if trainer is None or not trainer.optimizers:
+        return ""
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    value = float(lr) if not isinstance(lr, torch.Tensor) else math.nan
+    return f" (LR {value:.3g})"

@@ -1,0 +1,216 @@
+"""What :class:`~lr_callbacks.DivergenceWatchdog` does to tensors: read a step's signals, skip or clip its update,
+and judge it on the device. Its snapshots are :class:`lr_callbacks.core.snapshot.ModelSnapshot`.
+
+Nothing here imports Lightning; the callback passes in the module, the optimizer and the trainer's world size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from lr_callbacks.core.compat import set_found_inf
+from lr_callbacks.core.grads import global_norm
+from lr_callbacks.watchdog.config import Signal
+from lr_callbacks.watchdog.stats import Gate, Verdict
+
+__all__ = [
+    "DeviceJudge",
+    "StepSignals",
+    "all_reduce_mean",
+    "clip_gradients",
+    "drop_gradients",
+    "row_from_state",
+    "row_state",
+]
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for group in optimizer.param_groups:
+        yield from group["params"]
+
+
+def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p.grad for p in _parameters(optimizer) if p.grad is not None]
+
+
+class StepSignals:
+    """One optimizer step's loss (its micro-batches combined) and its gradient norm before clipping.
+
+    Everything stays on the device: nothing here reads a value back to the host.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._loss: torch.Tensor | None = None
+        self._micro_batches = 0
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """Add a micro-batch's loss, as Lightning passes it to ``on_before_backward`` (divided by the
+        accumulation factor)."""
+        value = loss.detach().float()
+        self._loss = value if self._loss is None else self._loss + value
+        self._micro_batches += 1
+
+    def collect(self, optimizer: torch.optim.Optimizer, accumulate: int) -> torch.Tensor | None:
+        """``[loss, grad_norm]`` of the step as a float32 tensor on the loss's device; ``None`` without a loss.
+
+        The loss is the mean over the step's micro-batches: Lightning divides each by ``accumulate``, so the
+        sum is rescaled by ``accumulate / micro_batches`` for a shorter last group of an epoch.
+        """
+        if self._loss is None:
+            return None
+        loss = self._loss.reshape(())
+        if accumulate != self._micro_batches:
+            loss = loss * (accumulate / self._micro_batches)
+        return torch.stack([loss, global_norm(_gradients(optimizer), loss.device)])
+
+
+def all_reduce_mean(tensor: torch.Tensor, world_size: int, strategy: Any) -> torch.Tensor:
+    """The mean of ``tensor`` over all ranks: one ``all_reduce``, and no barrier.
+
+    Lightning's ``strategy.reduce`` puts a ``barrier()`` before every all-reduce
+    (``lightning_fabric/utilities/distributed.py``, ``_sync_ddp``); a step needs only the collective itself,
+    so this calls ``torch.distributed.all_reduce`` when a process group is up, and the strategy otherwise.
+    A non-finite value on any rank makes the mean non-finite on every rank.
+    """
+    if world_size <= 1:
+        return tensor
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor / world_size
+    reduced: torch.Tensor = strategy.reduce(tensor, reduce_op="mean")
+    return reduced
+
+
+def drop_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Skip the coming update: torch optimizers leave a parameter without a gradient untouched.
+
+    Weights, moments and Adam's step count do not move. Under a ``GradScaler`` this is safe too, because
+    Lightning unscales (and the scaler records its inf checks) before ``on_before_optimizer_step``.
+    """
+    for parameter in _parameters(optimizer):
+        parameter.grad = None
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, factor: float | torch.Tensor) -> None:
+    """Multiply every gradient by ``factor``: the step keeps its direction and shrinks to the threshold."""
+    gradients = _gradients(optimizer)
+    if gradients:
+        torch._foreach_mul_(gradients, factor)
+
+
+class DeviceJudge:
+    """Judge steps on the device against a :class:`Gate`, and keep the rows until the host reads them.
+
+    A step judged here is made harmless without the host knowing its verdict:
+
+    - optimizers that accept a ``found_inf`` flag (torch's fused Adam, AdamW, SGD, Adagrad) skip it exactly, as
+      for a ``GradScaler`` overflow: weights, moments and step count do not move;
+    - any other optimizer gets zero gradients: no bad value reaches the weights, but momentum and Adam's
+      moments decay by one step and weight decay applies. Only a host that knows the verdict before the
+      update can make such a step a true no-op.
+
+    Each row holds ``[loss, grad_norm, loss_outlier, grad_outlier, skip, clip_factor, forced_skip]``.
+    """
+
+    COLUMNS = 7
+
+    def __init__(self, device: torch.device, rows: int, clip: bool) -> None:
+        self.clip = clip
+        self.gate = torch.full((3,), math.inf, device=device)
+        self.rows = torch.zeros((rows, self.COLUMNS), device=device)
+        self.steps: list[int] = []
+        self._forced = 0
+
+    def set_gate(self, gate: Gate) -> None:
+        """Hand the host's current limits to the device (a 3-float copy, at host steps only)."""
+        self.gate.copy_(torch.tensor([gate.loss_limit, gate.grad_limit, float(gate.clip)]))
+
+    def judge(self, optimizer: torch.optim.Optimizer, values: torch.Tensor, step: int, exact_skip: bool) -> None:
+        """Judge the step of ``values`` (``[loss, grad_norm]``), apply the verdict, and store its row."""
+        loss, norm = values[0], values[1]
+        non_finite = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        x, y = torch.log(loss), torch.log(norm)
+        loss_out = (x > self.gate[0]) & ~non_finite
+        grad_out = (y > self.gate[1]) & ~non_finite
+        outlier = loss_out | grad_out
+        clip = self.gate[2] > 0
+        one = torch.ones((), device=loss.device)
+        factor = torch.minimum(
+            torch.where(loss_out, torch.exp(self.gate[0] - x), one),
+            torch.where(grad_out, torch.exp(self.gate[1] - y), one),
+        )
+        skip = non_finite | (outlier & ~clip)
+        clip_factor = torch.where(outlier & clip & ~non_finite, factor, one)
+        if exact_skip:
+            set_found_inf(optimizer, skip.float())
+        else:
+            for gradient in _gradients(optimizer):
+                gradient.masked_fill_(skip, 0.0)
+        if self.clip:  # in "skip" mode the factor is always 1: spare the pass over the gradients
+            clip_gradients(optimizer, clip_factor)
+        zero = torch.zeros((), device=loss.device)
+        self._store(
+            torch.stack([loss, norm, loss_out.float(), grad_out.float(), skip.float(), clip_factor, zero]), step
+        )
+
+    def forced(self, values: torch.Tensor, step: int) -> None:
+        """Store the row of a step the host skipped itself (after a rollback)."""
+        zero = torch.zeros((), device=values.device)
+        one = torch.ones((), device=values.device)
+        self._store(torch.stack([values[0], values[1], zero, zero, one, one, one]), step)
+        self._forced += 1
+
+    def _store(self, row: torch.Tensor, step: int) -> None:
+        self.rows[len(self.steps)].copy_(row)
+        self.steps.append(step)
+
+    @property
+    def forced_pending(self) -> int:
+        """Stored rows of host-forced skips that the host has not read yet."""
+        return self._forced
+
+    def read(self, current: torch.Tensor | None) -> tuple[list[tuple[int, Verdict, float, float]], list[float]]:
+        """Read every stored row and ``current`` (this step's ``[loss, grad_norm]``) with one host transfer.
+
+        Returns the stored steps with their verdicts and values, oldest first, and the current values (empty
+        without ``current``). The device rows are cleared.
+        """
+        used = len(self.steps)
+        parts = [self.rows[:used].reshape(-1)]
+        if current is not None:
+            parts.append(current.reshape(-1).float())
+        flat = torch.cat(parts).tolist()
+        rows = []
+        for index, step in enumerate(self.steps):
+            row = flat[index * self.COLUMNS : (index + 1) * self.COLUMNS]
+            rows.append((step, _verdict(*row), row[0], row[1]))
+        self.steps, self._forced = [], 0
+        return rows, flat[used * self.COLUMNS :]
+
+
+def row_state(step: int, verdict: Verdict, loss: float, norm: float) -> dict[str, Any]:
+    """A judged step as plain data, for a checkpoint."""
+    return {"step": step, "verdict": verdict.state(), "loss": loss, "grad_norm": norm}
+
+
+def row_from_state(row: dict[str, Any]) -> tuple[int, Verdict, float, float]:
+    """The inverse of :func:`row_state`."""
+    return int(row["step"]), Verdict.from_state(row["verdict"]), float(row["loss"]), float(row["grad_norm"])
+
+
+def _verdict(
+    loss: float, norm: float, loss_out: float, grad_out: float, skip: float, factor: float, forced: float
+) -> Verdict:
+    if forced:
+        return Verdict(skip=True, forced=True)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        return Verdict(skip=True, signals=(Signal.NON_FINITE,))
+    signals = tuple(name for name, flag in ((Signal.LOSS, loss_out), (Signal.GRAD_NORM, grad_out)) if flag)
+    return Verdict(skip=bool(skip), clip_factor=factor, signals=signals)

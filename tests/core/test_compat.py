@@ -1,0 +1,136 @@
+"""Every private third-party internal the package touches, checked against the installed versions.
+
+Each lives in one function of :mod:`lr_callbacks.core.compat`; each test here fails when an installed version of
+Lightning, torch or torchmetrics changes what that function relies on, so an upgrade breaks a named test instead
+of a user's run.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from lr_callbacks.core import compat
+
+NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_exit_fit_raises_the_tuner_exit_that_ends_a_fit_cleanly(namespace, tmp_path):
+    pl = importlib.import_module(namespace)
+    exceptions = importlib.import_module(f"{namespace}.utilities.exceptions")
+    assert issubclass(exceptions._TunerExitException, Exception)
+
+    class Stop(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            compat.exit_fit(trainer)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("the fit should have ended before the first step")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+    trainer = pl.Trainer(
+        max_epochs=1, callbacks=[Stop()], default_root_dir=tmp_path, logger=False, enable_progress_bar=False
+    )
+    trainer.fit(Module(), data)  # no exception reaches the caller
+    assert trainer.global_step == 0 and trainer.state.finished
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_transfer_hook_routes_to_a_datamodule_that_overrides_it(namespace, tmp_path):
+    pl = importlib.import_module(namespace)
+    assert callable(getattr(pl.LightningModule, "_on_before_batch_transfer", None))
+    seen = []
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            return [x * 10 for x in batch]
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append(compat.transfer_hook(pl_module, [torch.ones(2)])[0].tolist())
+            compat.exit_fit(trainer)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("the fit should have ended before the first step")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(
+        max_epochs=1, callbacks=[Probe()], default_root_dir=tmp_path, logger=False, enable_progress_bar=False
+    )
+    trainer.fit(Module(), datamodule=Data())
+    assert seen == [[10.0, 10.0]]  # the DataModule's hook, which the module's public hook would not have run
+
+
+def test_fresh_iterator_clears_the_cached_persistent_iterator():
+    data = torch.utils.data.TensorDataset(torch.arange(4.0))
+    loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1, persistent_workers=True)
+    assert loader._iterator is None
+    next(iter(loader))
+    assert loader._iterator is not None  # torch caches the persistent iterator here
+    compat.fresh_iterator(loader)
+    assert loader._iterator is None
+
+
+def test_reset_scaler_step_state_clears_the_scalers_per_optimizer_bookkeeping():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    parameter = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scaler.scale(parameter.sum()).backward()
+    scaler.unscale_(optimizer)
+    assert isinstance(scaler._per_optimizer_states, dict) and scaler._per_optimizer_states
+    with pytest.raises(RuntimeError, match="unscale_"):
+        scaler.unscale_(optimizer)
+    compat.reset_scaler_step_state(scaler)
+    scaler.unscale_(optimizer)  # allowed again
+
+
+def test_metric_states_sees_a_torchmetrics_metric_and_its_counters():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    module = torch.nn.Module()
+    module.metric = torchmetrics.MeanMetric()
+    module.metric.update(torch.tensor([1.0, 3.0]))
+    ((metric, values),) = compat.metric_states(module)
+    assert metric is module.metric
+    assert set(compat.METRIC_COUNTERS) <= set(values) and set(module.metric.metric_state) <= set(values)
+    assert values["_update_count"] == 1
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD"])
+def test_a_fused_optimizer_skips_its_step_on_found_inf(name):
+    parameter = torch.nn.Parameter(torch.ones(3))
+    kwargs = {"momentum": 0.9} if name == "SGD" else {}
+    try:
+        optimizer = getattr(torch.optim, name)([parameter], lr=0.1, fused=True, **kwargs)
+    except RuntimeError as error:  # a torch build without fused kernels for this device
+        pytest.skip(str(error))
+    assert compat.supports_found_inf(optimizer)
+    assert not compat.supports_found_inf(torch.optim.Adam([torch.nn.Parameter(torch.ones(1))]))
+    parameter.grad = torch.ones(3)
+    compat.set_found_inf(optimizer, torch.ones(()))
+    optimizer.step()
+    assert torch.equal(parameter.detach(), torch.ones(3)) and not optimizer.state.get(parameter, {}).get("step")
+    compat.clear_found_inf(optimizer)
+    assert not hasattr(optimizer, "found_inf")
+    optimizer.step()
+    assert not torch.equal(parameter.detach(), torch.ones(3))

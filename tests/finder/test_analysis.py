@@ -1,0 +1,384 @@
+"""The finder's pure analysis: the ramp, the stop rule and the suggestion, on made-up curves.
+
+The curves are sigmoid descents centred at a known LR followed by an explosion, as in research
+``lr_finder_anchors.md`` §10.3, so that each feature's true position is known.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lr_callbacks import FinderResult, Suggestion, Trial, suggest_lr
+from lr_callbacks.finder.analysis import FLAGS, METHODS, effective_window, smooth
+from lr_callbacks.finder.ramp import diverged, sweep_lrs
+
+
+def curve(lrs, centre=1e-3, explode=0.3, noise=0.0, seed=0, scale=1.0, offset=0.0):
+    """A descent of 2 (a tanh centred at ``centre``) then a quadratic explosion around ``explode``."""
+    rng = random.Random(seed)
+    out = []
+    for lr in lrs:
+        x = math.log10(lr)
+        y = 2.0 - math.tanh(2.0 * (x - math.log10(centre))) + (lr / explode) ** 2 + rng.gauss(0.0, noise)
+        out.append(scale * y + offset)
+    return out
+
+
+def swept(min_lr=1e-7, max_lr=10.0, n=100, threshold=1.0, **kwargs):
+    """A sweep as the callback records it: cut where the stop rule fires."""
+    lrs = sweep_lrs(min_lr, max_lr, n)
+    losses = curve(lrs, **kwargs)
+    for i in range(1, len(losses) + 1):
+        if diverged(losses[:i], threshold):
+            return lrs[:i], losses[:i]
+    return lrs, losses
+
+
+def log10(value):
+    return math.log10(value)
+
+
+# --- the ramp --------------------------------------------------------------------------------------------
+
+
+def test_the_exponential_ramp_is_even_on_the_log_axis_from_its_first_step():
+    lrs = sweep_lrs(1e-8, 1.0, 9)
+    assert lrs == (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    ratios = [b / a for a, b in itertools.pairwise(lrs)]
+    assert ratios == pytest.approx([10.0] * 8, rel=1e-12)  # Lightning's first step is 1.445×, then 1.202×
+
+
+def test_the_linear_ramp_and_its_end_points():
+    assert sweep_lrs(0.1, 0.5, 5, "linear") == (0.1, 0.2, 0.3, 0.4, 0.5)
+    lrs = sweep_lrs(3e-7, 7.0, 101)
+    assert lrs[0] == 3e-7 and lrs[-1] == 7.0
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((1e-3, 1.0, 10, "log"), r"unknown `mode` 'log'; choose one of: 'exponential', 'linear'"),
+        ((1e-3, 1.0, 1), r"`num_steps` must be >= 2, got 1"),
+        ((1.0, 1e-3, 10), r"`min_lr` must be > 0 and below `max_lr`, got min_lr=1.0, max_lr=0.001"),
+        ((0.0, 1.0, 10), r"`min_lr` must be > 0 and below `max_lr`, got min_lr=0.0"),
+    ],
+)
+def test_bad_ramps_are_refused(args, match):
+    with pytest.raises(ValueError, match=match):
+        sweep_lrs(*args)
+
+
+# --- the stop rule ---------------------------------------------------------------------------------------
+
+
+def first_stop(losses, threshold=1.0):
+    return next((i for i in range(1, len(losses) + 1) if diverged(losses[:i], threshold)), None)
+
+
+def test_the_stop_rule_fires_when_the_loss_has_given_back_threshold_times_its_gain():
+    plateau = [3.0 + 0.001 * (-1) ** i for i in range(10)]
+    descent = [3.0 - 0.25 * i for i in range(1, 11)]  # to 0.5
+    rise = [0.5 + 0.25 * i for i in range(1, 20)]  # back up, past 3.0
+    losses = plateau + descent + rise
+    # start 3.0 and best 0.5 (medians of 5): it stops when the median of the last 5 exceeds 3.0, or 1.75
+    for threshold, level in [(1.0, 3.0), (0.5, 1.75)]:
+        stop = first_stop(losses, threshold)
+        assert statistics.median(losses[stop - 5 : stop]) > level >= statistics.median(losses[stop - 6 : stop - 1])
+    assert first_stop(losses, threshold=None) is None
+
+
+def test_the_stop_rule_is_unmoved_by_scale_and_offset_and_works_for_negative_losses():
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    losses = curve(lrs, noise=0.05, seed=3)
+    where = first_stop(losses)
+    assert where is not None and 60 < where < 100
+    for scale, offset in [(100.0, 0.0), (1e-3, 0.0), (1.0, -50.0), (7.0, -1e4)]:
+        assert first_stop([scale * v + offset for v in losses]) == where
+
+
+def test_a_k_times_best_rule_breaks_where_ours_does_not():
+    """fastai/Lightning stop at ``loss > 4 × best``: for losses near zero that fires on noise, and for negative
+    losses it fires at once."""
+    losses = [0.010, 0.008, 0.012, 0.006, 0.011, 0.002, 0.009, 0.010, 0.008, 0.011, 0.009, 0.010]
+    assert first_stop(losses) is None
+    assert any(v > 4 * min(losses[: i + 1]) for i, v in enumerate(losses))
+    negative = [-5.0, -5.2, -5.1, -5.3, -5.4, -5.35, -5.5, -5.45]
+    assert first_stop(negative) is None
+
+
+def test_the_stop_rule_ignores_a_spike_and_stops_on_nan_and_inf_at_once():
+    flat = [1.0, 1.01, 0.99, 1.0, 0.98, 1.02, 1.0, 0.99]
+    assert first_stop([*flat, 50.0, *flat]) is None
+    assert first_stop([*flat[:2], float("nan")]) == 3
+    assert first_stop([float("inf")], threshold=None) == 1
+
+
+def test_a_flat_noisy_loss_does_not_stop_the_sweep():
+    """A flat curve whose first points happen to be calm (a digits CNN under SGD at LRs below 1e-4, seen in the
+    benchmark): the stop rule must not read its later noise as a rise."""
+    seen = [2.3136, 2.2925, 2.2861, 2.2881, 2.2947, 2.2965, 2.3032, 2.2999, 2.3232, 2.3090, 2.3112, 2.3153, 2.3113]
+    seen += [2.2966, 2.2782, 2.2998, 2.2759, 2.2807, 2.2937, 2.2841, 2.2739, 2.2790, 2.2921, 2.3137, 2.3147]
+    seen += [2.2852, 2.2903, 2.2791, 2.2958, 2.2989, 2.3002, 2.3016, 2.3043, 2.3007, 2.3094, 2.3092, 2.3052, 2.3134]
+    assert first_stop(seen) is None
+    for seed in range(20):
+        rng = random.Random(seed)
+        assert first_stop([2.3 + rng.gauss(0, 0.012) for _ in range(100)]) is None, seed
+
+
+def test_a_loss_that_rises_from_the_start_stops_once_above_its_noise():
+    rng = random.Random(0)
+    losses = [1.0 + 0.02 * i * i / 10 + rng.gauss(0, 0.01) for i in range(40)]
+    where = first_stop(losses)
+    assert where is not None and where < 40
+
+
+# --- smoothing -------------------------------------------------------------------------------------------
+
+
+def test_smoothing_keeps_a_straight_line_and_has_no_lag():
+    lrs = sweep_lrs(1e-6, 1.0, 61)
+    line = [3.0 - 0.5 * log10(lr) for lr in lrs]
+    assert smooth(lrs, line) == pytest.approx(line, rel=1e-9)
+    bump = [math.exp(-(((log10(lr) + 3.0) / 0.5) ** 2)) for lr in lrs]
+    smoothed = smooth(lrs, bump)
+    assert log10(lrs[max(range(61), key=smoothed.__getitem__)]) == pytest.approx(-3.0)  # an EMA moves it right
+
+
+def test_the_window_is_widened_only_for_sparse_sweeps():
+    dense = [log10(lr) for lr in sweep_lrs(1e-7, 10.0, 100)]
+    sparse = [log10(lr) for lr in sweep_lrs(1e-7, 10.0, 20)]
+    assert effective_window(dense, 0.2) == 0.2
+    assert effective_window(sparse, 0.2) == pytest.approx(5.0 / (2 * math.sqrt(math.pi) * 19 / 8))
+
+
+# --- the suggestion: position, invariance ----------------------------------------------------------------
+
+
+def test_on_a_clean_curve_the_features_sit_where_they_are():
+    lrs, losses = swept(n=200)
+    s = suggest_lr(lrs, losses)
+    lower, upper = s.range
+    assert log10(lower) == pytest.approx(-3.0, abs=0.05)  # the middle of the descent
+    assert log10(suggest_lr(lrs, losses, "steepest").lr) == pytest.approx(-3.0, abs=0.05)
+    exact_min = min(lrs, key=lambda lr: curve([lr])[0])
+    assert log10(upper) == pytest.approx(log10(exact_min), abs=0.1)
+    assert s.lr == pytest.approx(math.sqrt(lower * upper)) and s.flags == ()
+    assert suggest_lr(lrs, losses, "min_div_10").lr == pytest.approx(upper / 10)
+
+
+def test_an_ema_lags_by_decades_and_our_smoothing_not_at_all():
+    """fastai's and Lightning's debiased EMA (β = 0.98), computed here as they do, against ours."""
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    losses = curve(lrs, explode=100.0)  # no explosion within the sweep: the descent alone
+    ema, average = [], 0.0
+    for count, loss in enumerate(losses, start=1):
+        average = 0.98 * average + 0.02 * loss
+        ema.append(average / (1 - 0.98**count))
+
+    def steepest(values):
+        return log10(lrs[min(range(1, 99), key=lambda i: values[i + 1] - values[i - 1])])
+
+    assert steepest(losses) == pytest.approx(-3.0, abs=0.05)
+    assert steepest(ema) > -3.0 + 0.4  # the EMA moves the steepest point half a decade to the right
+    assert steepest(smooth(lrs, losses)) == pytest.approx(-3.0, abs=0.05)
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(100.0, 0.0), (0.01, 0.0), (1.0, -10.0), (3.0, 1e3), (0.5, -2.5)])
+@pytest.mark.parametrize("method", METHODS)
+def test_the_answer_does_not_move_when_the_loss_is_scaled_or_shifted(scale, offset, method):
+    lrs, losses = swept(noise=0.08, seed=1)
+    base = suggest_lr(lrs, losses, method)
+    moved = suggest_lr(lrs, [scale * v + offset for v in losses], method)
+    assert moved.lr == pytest.approx(base.lr, rel=1e-12) and moved.flags == base.flags
+    assert moved.range == pytest.approx(base.range, rel=1e-12)
+
+
+def test_the_answer_does_not_move_with_the_number_of_steps():
+    answers = [log10(suggest_lr(*swept(n=n)).lr) for n in (100, 300, 1000)]
+    assert max(answers) - min(answers) < 0.05
+
+
+def test_the_answer_does_not_move_with_the_lr_range():
+    wide = suggest_lr(*swept(1e-8, 1.0, n=120)).lr
+    narrow = suggest_lr(*swept(1e-6, 10.0, n=105)).lr
+    assert abs(log10(wide) - log10(narrow)) < 0.05
+
+
+def test_moving_the_curve_by_a_decade_and_a_half_moves_the_answer_by_as_much():
+    base = suggest_lr(*swept(centre=1e-3, explode=0.3)).lr
+    moved = suggest_lr(*swept(centre=10**-4.5, explode=0.3 * 10**-1.5)).lr
+    assert log10(moved) - log10(base) == pytest.approx(-1.5, abs=0.06)
+
+
+def test_noise_and_spikes_move_it_little():
+    clean = log10(suggest_lr(*swept()).lr)
+    noisy = [log10(suggest_lr(*swept(noise=0.15, seed=s)).lr) for s in range(10)]
+    assert sorted(noisy)[5] == pytest.approx(clean, abs=0.15)
+    lrs, losses = swept()
+    spiky = [v + (3.0 if i % 9 == 4 else 0.0) for i, v in enumerate(losses)]
+    assert log10(suggest_lr(lrs, spiky).lr) == pytest.approx(clean, abs=0.1)
+
+
+# --- the edges and the flags -----------------------------------------------------------------------------
+
+
+def test_empty_all_nan_and_too_short_curves_are_flagged():
+    assert suggest_lr([], []) == Suggestion(None, None, ("empty",), "default")
+    nan = float("nan")
+    all_nan = suggest_lr(sweep_lrs(1e-3, 1.0, 20), [nan] * 20)
+    assert all_nan.lr is None and all_nan.flags == ("too_short", "nonfinite")
+    short = suggest_lr(sweep_lrs(1e-3, 1.0, 7), [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert short.lr is None and short.flags == ("too_short",)
+
+
+def test_a_nan_tail_is_cut_and_flagged():
+    lrs, losses = swept()
+    tail = [*losses, float("nan"), float("inf")]
+    more = [*lrs, lrs[-1] * 1.1, lrs[-1] * 1.2]
+    s = suggest_lr(more, tail)
+    assert s.lr == suggest_lr(lrs, losses).lr and s.flags == ("nonfinite",)
+    assert math.isnan(s.smoothed[-1]) and len(s.smoothed) == len(tail)
+
+
+def test_negative_losses_gaussian_nll_style():
+    lrs, losses = swept(noise=0.05, seed=4)
+    nll = [v - 10.0 for v in losses]  # the whole curve below zero
+    assert max(nll) < 0 and suggest_lr(lrs, nll).lr == suggest_lr(lrs, losses).lr
+
+
+def test_a_flat_curve_gives_no_answer_or_a_tenth_of_where_it_rises():
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    rng = random.Random(0)
+    flat = [0.3 + rng.gauss(0, 0.02) for _ in lrs]
+    assert suggest_lr(lrs, flat) == Suggestion(None, None, ("flat_curve",), "default", suggest_lr(lrs, flat).smoothed)
+    trained = [0.3 + (lr / 0.1) ** 2 + rng.gauss(0, 0.02) for lr in lrs]  # a trained model: flat, then explodes
+    s = suggest_lr(lrs, trained)
+    assert s.flags == ("flat_curve",)
+    lower, upper = s.range
+    assert upper / lower == pytest.approx(10.0) and s.lr == pytest.approx(math.sqrt(lower * upper))
+    assert -2.5 < log10(upper) < -0.5
+
+
+def test_a_loss_that_rises_from_the_start_is_flagged_diverged_at_once():
+    lrs = sweep_lrs(1e-2, 10.0, 40)
+    s = suggest_lr(lrs, [1.0 + (lr / 0.05) for lr in lrs])
+    assert s.lr is None and s.flags == ("diverged_at_once",)
+
+
+def test_a_loss_still_falling_at_max_lr_is_flagged_min_at_end():
+    lrs = sweep_lrs(1e-7, 1e-2, 60)
+    s = suggest_lr(lrs, curve(lrs))
+    assert "min_at_end" in s.flags and s.range[1] == lrs[-1]
+
+
+def test_a_broad_bottom_is_flagged_no_clear_valley():
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    broad = [2.0 - math.tanh(2.0 * (log10(lr) + 5.0)) + (lr / 0.5) ** 2 for lr in lrs]  # flat from 1e-4 to 0.1
+    assert "no_clear_valley" in suggest_lr(lrs, broad).flags
+
+
+def test_fastai_valley_picks_about_half_way_along_the_longest_decrease():
+    """A strictly decreasing run of 60 points after 10 flat ones (trimmed by fastai's first tenth)."""
+    lrs = sweep_lrs(1e-5, 1.0, 100)
+    losses = [10.0] * 10 + [10.0 - 0.1 * i for i in range(60)] + [4.0 + 0.5 * i for i in range(30)]
+    pick = suggest_lr(lrs, losses, "valley").lr
+    assert lrs.index(pick) == pytest.approx(10 + 30, abs=6)  # ½ of the valley, not the documented ⅔
+
+
+def test_every_flag_is_documented():
+    assert set(FLAGS) == {
+        "empty",
+        "too_short",
+        "nonfinite",
+        "diverged_at_once",
+        "flat_curve",
+        "no_clear_valley",
+        "min_at_end",
+    }
+
+
+@pytest.mark.parametrize(
+    ("lrs", "losses", "kwargs", "match"),
+    [
+        ([1e-3, 1e-2], [1.0], {}, r"`lrs` and `losses` must have the same length, got 2 and 1"),
+        ([1e-3, 1e-3], [1.0, 1.0], {}, r"`lrs` must be strictly increasing"),
+        ([0.0, 1e-3], [1.0, 1.0], {}, r"every LR must be positive and finite; lrs\[0\] is 0.0"),
+        ([1e-3, 1e-2], [1.0, 1.0], {"method": "slide"}, r"unknown `method` 'slide'; choose one of: 'default'"),
+        ([1e-3, 1e-2], [1.0, 1.0], {"window": 0}, r"`window` must be a positive number of decades"),
+    ],
+)
+def test_bad_input_is_refused(lrs, losses, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        suggest_lr(lrs, losses, **kwargs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    centre=st.floats(-6.0, -1.0),
+    noise=st.floats(0.0, 0.3),
+    scale=st.floats(0.01, 100.0),
+    offset=st.floats(-100.0, 100.0),
+    seed=st.integers(0, 10**6),
+)
+def test_properties_inside_the_sweep_inside_the_range_deterministic_invariant(centre, noise, scale, offset, seed):
+    lrs, losses = swept(centre=10**centre, explode=10 ** (centre + 2.5), noise=noise, seed=seed)
+    s = suggest_lr(lrs, losses)
+    assert s == suggest_lr(lrs, losses)
+    if s.lr is not None:
+        assert lrs[0] <= s.range[0] <= s.lr <= s.range[1] <= lrs[-1]
+    moved = suggest_lr(lrs, [scale * v + offset for v in losses])
+    assert (moved.lr, moved.flags) == (pytest.approx(s.lr, rel=1e-9) if s.lr else None, s.flags)
+
+
+# --- the result ------------------------------------------------------------------------------------------
+
+
+def result(**kwargs):
+    lrs, losses = swept(noise=0.05)
+    s = suggest_lr(lrs, losses)
+    fields = dict(
+        lrs=lrs, losses=tuple(losses), grad_norms=tuple(1.0 for _ in lrs), suggestion=s.lr, range=s.range,
+        flags=s.flags, method="default", stop_reason="diverged", smoothed=s.smoothed,
+    )  # fmt: skip
+    fields.update(kwargs)
+    return FinderResult(**fields)
+
+
+def test_the_result_round_trips_and_chooses_the_best_finite_trial():
+    trials = (Trial(1e-3, 0.5, (1.0, 0.9)), Trial(2e-3, 0.3, (1.0, 0.8)), Trial(4e-3, math.inf, (1.0, math.nan)))
+    r = result(trials=trials, global_step=7, epoch=2)
+    assert r.chosen_lr == 2e-3
+    back = FinderResult.from_dict(r.to_dict())
+    assert back.to_dict() == r.to_dict()
+    assert result(trials=(Trial(1e-3, math.inf),)).chosen_lr == result().suggestion
+
+
+def test_the_summary_explains_the_answer_the_flags_and_the_alternatives():
+    r = result(flags=("no_clear_valley",), trials=(Trial(1e-3, 0.5), Trial(2e-3, 0.25)))
+    text = r.summary()
+    assert f"**{r.suggestion:.3g}**" in text and "stopped: diverged" in text
+    assert FLAGS["no_clear_valley"] in text
+    for method in METHODS:
+        assert f"| {method} |" in text
+    assert "chosen after the trials: **0.002**" in text and "| 1 | 0.002 | 0.25 |" in text
+
+
+def test_plot_gives_a_figure_and_image_an_rgb_array():
+    r = result(trials=(Trial(1e-3, 0.5), Trial(2e-3, 0.25)))
+    figure = r.plot()
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "log"
+    labels = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert any(label.startswith("suggestion") for label in labels) and "range" in labels
+    assert sum(label.startswith("trial") for label in labels) == 2
+    _low, high = axes.get_ylim()
+    assert high < max(r.losses)  # the explosion does not flatten the valley
+    image = r.image()
+    assert image.dtype.name == "uint8" and image.shape[2] == 3 and image.shape[0] > 200

@@ -1,0 +1,432 @@
+"""LRFinder through a real Trainer: the sweep, its stop reasons, its logs, where the answer goes, every
+argument, and every error."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
+
+from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks.finder.ramp import sweep_lrs
+from tests.finder.helpers import BatchRecorder, Capture, FinderModel, sgd, shuffled
+from tests.helpers import loader, make_trainer, read_events, read_scalars, read_text, regression_data
+
+
+def fit(tmp_path, finder, model=None, data=None, **trainer_kwargs):
+    model = model if model is not None else FinderModel(optimizer=sgd())
+    trainer_kwargs.setdefault("max_steps", 1)
+    trainer = make_trainer(tmp_path, callbacks=[finder, *trainer_kwargs.pop("callbacks", [])], **trainer_kwargs)
+    trainer.fit(model, data if data is not None else shuffled())
+    return model, trainer
+
+
+# --- the sweep -------------------------------------------------------------------------------------------
+
+
+def test_the_sweep_ramps_every_group_together_and_records_the_raw_loss(tmp_path):
+    finder = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=9, divergence_threshold=None, apply=False)
+    model, _ = fit(tmp_path, finder, logger=False)
+    result = finder.result
+    assert result.lrs == sweep_lrs(1e-4, 1.0, 9) and result.stop_reason == "completed"
+    sweep = model.calls[:9]
+    assert [lr for lr, _ in sweep] == pytest.approx(result.lrs, rel=1e-12)
+    assert result.losses == pytest.approx([loss for _, loss in sweep], rel=1e-6)
+    assert all(n > 0 and math.isfinite(n) for n in result.grad_norms)
+
+
+def test_group_ratios_are_kept_during_the_sweep(tmp_path):
+    seen: list[list[float]] = []
+
+    class Groups(FinderModel):
+        def on_before_optimizer_step(self, optimizer):
+            seen.append([float(g["lr"]) for g in optimizer.param_groups])
+
+    fit(tmp_path, LRFinder(num_steps=10, min_lr=1e-3, max_lr=1.0, apply=False), Groups(optimizer=sgd()), logger=False)
+    assert all(head == pytest.approx(body / 10, rel=1e-12) for body, head in seen[:10])
+
+
+def test_gradient_accumulation_makes_one_sweep_step_of_several_batches(tmp_path):
+    finder = LRFinder(num_steps=8, min_lr=1e-4, max_lr=1e-2, divergence_threshold=None, apply=False)
+    model, _ = fit(tmp_path, finder, accumulate_grad_batches=3, logger=False)
+    calls = model.calls[:24]
+    assert [lr for lr, _ in calls] == pytest.approx([lr for lr in finder.result.lrs for _ in range(3)], rel=1e-12)
+    means = [sum(loss for _, loss in calls[i : i + 3]) / 3 for i in range(0, 24, 3)]
+    assert finder.result.losses == pytest.approx(means, rel=1e-6)  # the step's loss, not a third of the last batch
+
+
+def test_gradient_clipping_applies_and_the_norm_is_read_before_it(tmp_path):
+    clipped: list[float] = []
+
+    class Norms(FinderModel):
+        def on_before_optimizer_step(self, optimizer):  # Lightning clips right after this hook
+            clipped.append(0.0)
+
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            clipped[-1] = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    finder = LRFinder(num_steps=20, min_lr=1e-2, max_lr=10.0, divergence_threshold=None, apply=False)
+    fit(tmp_path, finder, Norms(optimizer=sgd()), gradient_clip_val=0.05, logger=False)
+    assert max(clipped[:20]) <= 0.05 + 1e-6
+    assert max(finder.result.grad_norms) > 0.05  # the recorded norm is the unclipped one
+
+
+def test_it_stops_when_the_loss_diverges(tmp_path):
+    finder = LRFinder(num_steps=60, max_lr=100.0, apply=False)
+    fit(tmp_path, finder, logger=False)
+    result = finder.result
+    assert result.stop_reason == "diverged" and len(result.lrs) < 60
+    assert result.losses[-1] > 5 * min(result.losses)
+
+
+def test_it_stops_at_once_on_nan(tmp_path):
+    model = FinderModel(optimizer=sgd(), loss_hook=lambda step, loss: loss * float("nan") if loss > 0 else loss)
+    finder = LRFinder(num_steps=20, apply=False)
+    fit(tmp_path, finder, model, logger=False)
+    assert finder.result.stop_reason == "diverged" and len(finder.result.lrs) == 1
+    assert finder.result.suggestion is None and finder.result.flags == ("too_short", "nonfinite")
+
+
+def test_it_stops_when_the_data_runs_out(tmp_path):
+    """Two batches, three per optimizer step: not one complete step in a pass."""
+    finder = LRFinder(num_steps=20, apply=False)
+    fit(tmp_path, finder, data=loader(regression_data(16), batch_size=8), accumulate_grad_batches=3, logger=False)
+    assert finder.result.stop_reason == "data_exhausted" and finder.result.lrs == ()
+    assert finder.result.flags == ("empty",)
+
+
+def test_it_runs_pass_after_pass_over_short_data(tmp_path):
+    finder = LRFinder(num_steps=20, min_lr=1e-4, max_lr=1e-3, apply=False)
+    _model, _ = fit(tmp_path, finder, data=loader(regression_data(24), batch_size=8), logger=False)
+    assert finder.result.stop_reason == "completed" and len(finder.result.lrs) == 20
+
+
+def test_it_respects_limit_train_batches(tmp_path):
+    recorder = BatchRecorder()
+
+    class Seen(FinderModel):
+        def training_step(self, batch, batch_idx):
+            recorder.seen.append(float(batch[0][0, 0]))
+            return super().training_step(batch, batch_idx)
+
+    data = loader(regression_data(64), batch_size=8)
+    fit(tmp_path, LRFinder(num_steps=8, apply=False), Seen(optimizer=sgd()), data, limit_train_batches=3, logger=False)
+    firsts = [float(x[0, 0]) for x, _ in data][:3]
+    assert recorder.seen[:8] == firsts + firsts + firsts[:2]
+
+
+def test_self_log_in_the_users_hooks_does_not_break_or_leak(tmp_path):
+    """FinderModel logs with on_step=True, which Lightning refuses outside training_step."""
+    model, trainer = fit(tmp_path, LRFinder(num_steps=20), max_steps=2)
+    steps = [s for s, _ in read_scalars(tmp_path, "train_loss_step")]
+    assert steps == [0, 1]
+    assert float(trainer.callback_metrics["train_loss_epoch"]) == pytest.approx(
+        sum(loss for _, loss in model.calls[-2:]) / 2, rel=1e-6
+    )
+
+
+def test_data_loaders_with_persistent_workers_and_their_own_generator(tmp_path):
+    def data():
+        generator = torch.Generator().manual_seed(7)
+        return torch.utils.data.DataLoader(
+            regression_data(32), batch_size=8, shuffle=True, generator=generator, num_workers=1, persistent_workers=True
+        )
+
+    def run(finder):
+        recorder = BatchRecorder()
+        torch.manual_seed(0)
+        callbacks = [finder, recorder] if finder else [recorder]
+        trainer = make_trainer(tmp_path, max_epochs=2, logger=False, callbacks=callbacks)
+        trainer.fit(FinderModel(optimizer=sgd()), data())
+        return recorder.seen
+
+    assert run(LRFinder(num_steps=10, apply=False, epochs=[1])) == run(None) == run(LRFinder(num_steps=10, apply=False))
+
+
+# --- where the answer goes -------------------------------------------------------------------------------
+
+
+def test_apply_writes_the_answer_and_apply_false_only_reports(tmp_path):
+    applied = Capture()
+    finder = LRFinder(num_steps=30)
+    fit(tmp_path / "a", finder, callbacks=[applied], logger=False)
+    body, head = (g["lr"] for g in applied.states[0]["groups"][0])
+    assert body == pytest.approx(finder.result.suggestion, rel=1e-12) and head == pytest.approx(body / 10)
+
+    kept = Capture()
+    fit(tmp_path / "b", LRFinder(num_steps=30, apply=False), callbacks=[kept], logger=False)
+    assert [g["lr"] for g in kept.states[0]["groups"][0]] == [0.1, 0.01]
+
+
+def test_with_lrschedule_it_is_paused_during_the_sweep_and_the_answer_becomes_its_peak(tmp_path):
+    schedule = LRSchedule("constant", log_plan=False)
+    finder = LRFinder(num_steps=30)
+    model, _ = fit(tmp_path, finder, callbacks=[schedule], max_steps=3, logger=False)
+    assert schedule.steps == [3]  # the sweep's steps did not move its clock
+    assert schedule.peak_lrs[0] == pytest.approx([finder.result.suggestion, finder.result.suggestion / 10])
+    assert [lr for lr, _ in model.calls[-3:]] == pytest.approx([finder.result.suggestion] * 3, rel=1e-12)
+    assert [lr for lr, _ in model.calls[: len(finder.result.lrs)]] == pytest.approx(finder.result.lrs, rel=1e-12)
+
+
+def test_it_runs_again_at_given_epochs_without_breaking_the_loop(tmp_path):
+    finder = LRFinder(num_steps=20, epochs=[1, 2])
+    _model, trainer = fit(tmp_path, finder, max_steps=-1, max_epochs=3)
+    assert [r.epoch for r in finder.results] == [0, 1, 2]
+    assert [r.global_step for r in finder.results] == [0, 8, 16]
+    assert trainer.global_step == 24
+    tags = read_events(tmp_path).Tags()["scalars"]
+    assert {"lr_finder/loss", "lr_finder/epoch1/loss", "lr_finder/epoch2/loss"} <= set(tags)
+    answered = [r.global_step for r in finder.results if r.suggestion is not None]
+    assert answered[0] == 0 and [s for s, _ in read_scalars(tmp_path, "lr_finder/suggestion")] == answered
+
+
+def test_at_fit_start_false_runs_only_at_the_epochs(tmp_path):
+    finder = LRFinder(num_steps=20, at_fit_start=False, epochs=[1])
+    fit(tmp_path, finder, max_steps=-1, max_epochs=2, logger=False)
+    assert [r.epoch for r in finder.results] == [1]
+
+
+# --- reporting -------------------------------------------------------------------------------------------
+
+
+def test_tensorboard_gets_the_curve_the_answer_an_image_and_a_summary(tmp_path):
+    finder = LRFinder(num_steps=40)
+    fit(tmp_path, finder)
+    result = finder.result
+    n = len(result.lrs)
+    assert read_scalars(tmp_path, "lr_finder/loss") == [
+        (i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(result.losses)
+    ]
+    assert read_scalars(tmp_path, "lr_finder/lr") == [(i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(result.lrs)]
+    assert len(read_scalars(tmp_path, "lr_finder/grad_norm")) == n
+    assert read_scalars(tmp_path, "lr_finder/suggestion") == [(0, pytest.approx(result.suggestion, rel=1e-6))]
+    events = read_events(tmp_path)
+    assert "lr_finder/curve" in events.Tags()["images"]
+    image = events.Images("lr_finder/curve")[0]
+    assert image.width > 300 and image.height > 200
+    (text,) = read_text(tmp_path, "lr_finder/summary")
+    assert f"{result.suggestion:.3g}" in text and result.stop_reason in text
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_progress_respects_enable_progress_bar(tmp_path, capfd, enabled):
+    fit(tmp_path, LRFinder(num_steps=10, min_lr=1e-4, max_lr=1e-3), logger=False, enable_progress_bar=enabled)
+    captured = capfd.readouterr()
+    assert ("LRFinder" in captured.err + captured.out) is enabled
+
+
+# --- every argument changes something --------------------------------------------------------------------
+
+
+def test_mode_linear_spaces_the_lrs_evenly(tmp_path):
+    finder = LRFinder(min_lr=0.01, max_lr=0.1, num_steps=10, mode="linear", divergence_threshold=None, apply=False)
+    fit(tmp_path, finder, logger=False)
+    assert finder.result.lrs == pytest.approx([0.01 * (i + 1) for i in range(10)])
+
+
+def test_method_window_and_divergence_threshold_change_the_answer(tmp_path):
+    def result(**kwargs):
+        torch.manual_seed(0)
+        finder = LRFinder(num_steps=60, max_lr=100.0, apply=False, **kwargs)
+        fit(tmp_path, finder, logger=False)
+        return finder.result
+
+    default = result()
+    assert result(method="min_div_10").suggestion == pytest.approx(default.range[1] / 10)
+    assert result(method="steepest").method == "steepest"
+    assert result(window=0.6).smoothed != default.smoothed
+    run_on = result(divergence_threshold=None)
+    assert run_on.stop_reason == "completed" and len(run_on.lrs) == 60 > len(default.lrs)
+
+
+# --- manual optimization ---------------------------------------------------------------------------------
+
+
+class Manual(FinderModel):
+    def __init__(self, returns_loss: bool = True) -> None:
+        super().__init__(optimizer=sgd())
+        self.automatic_optimization = False
+        self.returns_loss = returns_loss
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        loss = torch.nn.functional.mse_loss(self(batch[0]), batch[1])
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.calls.append((float(optimizer.param_groups[0]["lr"]), float(loss)))
+        return loss if self.returns_loss else None
+
+
+def test_manual_optimization_sweeps_one_step_per_training_step(tmp_path):
+    finder = LRFinder(num_steps=30)
+    model, _ = fit(tmp_path, finder, Manual(), max_steps=2, logger=False)
+    n = len(finder.result.lrs)
+    assert [lr for lr, _ in model.calls[:n]] == pytest.approx(finder.result.lrs, rel=1e-12)
+    assert finder.result.suggestion is not None
+    assert [lr for lr, _ in model.calls[n:]] == pytest.approx([finder.result.suggestion] * 2, rel=1e-12)
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"min_lr": 0.0}, ValueError, r"`min_lr` must be > 0, got 0.0"),
+        ({"max_lr": "1"}, TypeError, r"`max_lr` must be a number"),
+        ({"min_lr": 1.0, "max_lr": 0.1}, ValueError, r"`max_lr` must be above `min_lr`, got min_lr=1.0, max_lr=0.1"),
+        ({"num_steps": 5}, ValueError, r"`num_steps` must be >= 8, got 5"),
+        ({"num_steps": 10.0}, TypeError, r"`num_steps` must be a whole number"),
+        ({"mode": "log"}, ValueError, r"unknown `mode` 'log'; choose one of: 'exponential', 'linear'"),
+        ({"method": "fastai"}, ValueError, r"unknown `method` 'fastai'; choose one of: 'default', 'steepest'"),
+        ({"apply": 1}, TypeError, r"`apply` must be True or False, got 1"),
+        ({"at_fit_start": "yes"}, TypeError, r"`at_fit_start` must be True or False"),
+        ({"epochs": 3}, TypeError, r"`epochs` must be a list of epoch numbers such as \[3, 6\], got 3"),
+        ({"epochs": [-1]}, ValueError, r"`epochs\[0\]` must be >= 0, got -1"),
+        ({"at_fit_start": False}, ValueError, r"would never run: at_fit_start=False and no `epochs`"),
+        ({"epochs": [0, 2]}, ValueError, r"epoch 0 starts at fit start; drop 0 from `epochs`"),
+        ({"divergence_threshold": 0}, ValueError, r"`divergence_threshold` must be > 0, got 0"),
+        ({"window": -0.2}, ValueError, r"`window` must be > 0, got -0.2"),
+        ({"confirm": "yes"}, TypeError, r"`confirm` must be True/False or a list of LRs"),
+        ({"confirm": [1e-4]}, ValueError, r"`confirm` needs at least two LRs to compare, got \[0.0001\]"),
+        ({"confirm": [1e-4, -1.0]}, ValueError, r"`confirm\[1\]` must be > 0, got -1.0"),
+        ({"confirm_length": 50}, TypeError, r"`confirm_length` needs its unit: got the bare number 50"),
+        ({"confirm_length": "5 batches"}, ValueError, r"`confirm_length` could not be read: '5 batches'"),
+        ({"monitor": ""}, TypeError, r"`monitor` must be the name of a validation value, got ''"),
+    ],
+)
+def test_bad_arguments_are_refused_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LRFinder(**kwargs)
+
+
+def test_a_strategy_that_accumulates_itself_is_refused(tmp_path):
+    class Accumulating(SingleDeviceStrategy):
+        @property
+        def handles_gradient_accumulation(self) -> bool:
+            return True
+
+    with pytest.raises(ValueError, match=r"cannot drive the optimizer under Accumulating, which steps and accumul"):
+        fit(tmp_path, LRFinder(), strategy=Accumulating(device=torch.device("cpu")), logger=False)
+
+
+def test_a_reference_group_at_lr_zero_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"reference group \(first group of the first optimizer\) has LR 0"):
+        fit(tmp_path, LRFinder(), FinderModel(optimizer=sgd(lr=0.0)), logger=False)
+
+
+def test_manual_optimization_must_return_the_loss(tmp_path):
+    with pytest.raises(ValueError, match=r"manual optimization needs training_step to return the loss"):
+        fit(tmp_path, LRFinder(), Manual(returns_loss=False), logger=False)
+
+
+@pytest.mark.parametrize(
+    ("output", "error", "match"),
+    [
+        ({"logits": 1}, ValueError, r"training_step returned a dict without a 'loss' key"),
+        ("loss", TypeError, r"training_step must return a tensor, a dict with 'loss', or None; got 'loss'"),
+    ],
+)
+def test_a_training_step_output_without_a_loss_is_refused(tmp_path, output, error, match):
+    class Odd(FinderModel):
+        def training_step(self, batch, batch_idx):
+            return output
+
+    with pytest.raises(error, match=match):
+        fit(tmp_path, LRFinder(), Odd(optimizer=sgd()), logger=False)
+
+
+def test_a_training_step_that_skips_a_batch_is_left_out_of_the_curve(tmp_path):
+    class Skips(FinderModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return None if len(self.calls) == 3 else loss
+
+    finder = LRFinder(num_steps=10, min_lr=1e-4, max_lr=1e-3, apply=False)
+    fit(tmp_path, finder, Skips(optimizer=sgd()), logger=False)
+    assert len(finder.result.lrs) == 9 and finder.result.lrs[2] < finder.result.lrs[3] / 1.2
+
+
+def test_the_finder_works_with_the_unified_lightning_package(tmp_path):
+    import lightning
+
+    trainer = lightning.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, max_steps=1, callbacks=[finder := LRFinder(num_steps=20)],
+    )  # fmt: skip
+
+    class Model(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer.fit(Model(), shuffled())
+    assert len(finder.result.lrs) > 8
+
+
+def test_skipping_a_batch_under_a_distributed_strategy_is_refused(tmp_path):
+    two_ranks = SingleDeviceStrategy(device=torch.device("cpu"))
+    two_ranks.world_size = 2  # one process that reports two ranks: enough to reach the finder's check
+
+    class Skips(FinderModel):
+        def training_step(self, batch, batch_idx):
+            return None
+
+    with pytest.raises(RuntimeError, match=r"training_step returned None \(skip\) under a distributed strategy"):
+        fit(tmp_path, LRFinder(), Skips(optimizer=sgd()), strategy=two_ranks, logger=False)
+
+
+def test_a_state_not_written_by_the_finder_is_refused():
+    with pytest.raises(ValueError, match=r"the checkpoint's state lacks 'results'/'done'; was it written by LRFinder"):
+        LRFinder().load_state_dict({"steps": [3]})
+
+
+def test_the_state_round_trips_into_a_fresh_finder(tmp_path):
+    finder = LRFinder(num_steps=20)
+    fit(tmp_path, finder, logger=False)
+    fresh = LRFinder()
+    fresh.load_state_dict(finder.state_dict())
+    assert fresh.results == finder.results and fresh.state_dict() == finder.state_dict()
+    assert pickle.loads(pickle.dumps(fresh)).results == finder.results  # (after a fit, Lightning attaches log)
+
+
+def test_no_training_data_is_an_error():
+    from lr_callbacks.finder.driver import Batches
+
+    with pytest.raises(ValueError, match=r"LRFinder found no training data: pass train_dataloaders"):
+        Batches(None, 10)
+
+
+def test_a_datamodules_batch_transfer_hook_applies_to_the_sweep(tmp_path):
+    seen: list[float] = []
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return shuffled()
+
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            x, y = batch
+            return x * 0.0 + 1.0, y
+
+    class Records(FinderModel):
+        def training_step(self, batch, batch_idx):
+            seen.append(float(batch[0].abs().sum() / batch[0].numel()))
+            return super().training_step(batch, batch_idx)
+
+    finder = LRFinder(num_steps=10, min_lr=1e-4, max_lr=1e-3, apply=False)
+    trainer = make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder])
+    trainer.fit(Records(optimizer=sgd()), datamodule=Data())
+    assert seen == [1.0] * 11

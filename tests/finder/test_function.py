@@ -1,0 +1,150 @@
+"""``find_lr``: the range test outside ``fit``; the same result as the callback; nothing left behind."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from lr_callbacks import LRFinder, find_lr
+from tests.finder.helpers import BatchRecorder, FinderModel, assert_same, sgd, shuffled, tree
+from tests.helpers import loader, make_trainer, regression_data
+
+
+class WithLR(FinderModel):
+    """``configure_optimizers`` reads ``self.lr`` (and the head gets a tenth of it)."""
+
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__()
+        self.lr = lr
+        self._optimizer = lambda module: sgd(module.lr, module.lr / 10)(module)
+
+
+def test_the_same_result_as_the_callback(tmp_path):
+    torch.manual_seed(0)
+    by_function = find_lr(make_trainer(tmp_path / "f", logger=False), WithLR(), shuffled(), num_steps=40)
+    torch.manual_seed(0)
+    finder = LRFinder(num_steps=40, apply=False)
+    make_trainer(tmp_path / "c", max_steps=1, logger=False, callbacks=[finder]).fit(WithLR(), shuffled())
+    assert by_function == finder.result
+
+
+def test_it_leaves_the_model_the_rngs_and_the_disk_as_they_were_and_the_next_fit_is_unchanged(tmp_path):
+    def train(use_find_lr: bool):
+        torch.manual_seed(0)
+        model = WithLR()
+        trainer = make_trainer(tmp_path, max_epochs=2, logger=False, callbacks=[recorder := BatchRecorder()])
+        if use_find_lr:
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            rng = torch.get_rng_state()
+            files = tree(tmp_path)
+            result = find_lr(trainer, model, shuffled(), num_steps=30)
+            assert result.suggestion is not None and trainer.global_step == 0
+            assert_same(before, {n: p.detach() for n, p in model.named_parameters()})
+            assert torch.equal(rng, torch.get_rng_state()) and tree(tmp_path) == files
+            assert not any(isinstance(c, LRFinder) for c in trainer.callbacks)
+        trainer.fit(model, shuffled())
+        return recorder.seen, dict(model.named_parameters())
+
+    seen, weights = train(True)
+    seen_plain, weights_plain = train(False)
+    assert seen == seen_plain and len(seen) == 16
+    assert_same(weights, weights_plain)
+
+
+def test_apply_sets_the_models_lr_attribute_or_hparam(tmp_path):
+    model = WithLR()
+    result = find_lr(make_trainer(tmp_path, logger=False), model, shuffled(), num_steps=30, apply=True)
+    assert model.lr == result.chosen_lr
+
+    class HParams(FinderModel):
+        def __init__(self, learning_rate: float = 0.1) -> None:
+            super().__init__(optimizer=lambda m: sgd(m.hparams.learning_rate)(m))
+            self.save_hyperparameters()
+
+    hp = HParams()
+    result = find_lr(make_trainer(tmp_path, logger=False), hp, shuffled(), num_steps=30, apply=True)
+    assert hp.hparams.learning_rate == result.chosen_lr
+
+    named = WithLR()
+    named.base_lr = 1.0
+    result = find_lr(
+        make_trainer(tmp_path, logger=False), named, shuffled(), num_steps=30, apply=True, attr_name="base_lr"
+    )
+    assert named.base_lr == result.chosen_lr and named.lr == 0.1
+
+
+def test_apply_false_is_the_default_and_changes_nothing(tmp_path):
+    model = WithLR()
+    find_lr(make_trainer(tmp_path, logger=False), model, shuffled(), num_steps=30)
+    assert model.lr == 0.1
+
+
+def test_finder_arguments_reach_the_finder(tmp_path):
+    result = find_lr(make_trainer(tmp_path, logger=False), WithLR(), shuffled(), num_steps=12, min_lr=1e-4, max_lr=1e-2)
+    assert len(result.lrs) == 12 and result.lrs[0] == 1e-4 and result.lrs[-1] == 1e-2
+
+
+def test_it_ends_the_fit_right_after_the_sweep_even_with_min_epochs(tmp_path):
+    steps: list[int] = []
+
+    class Count(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            steps.append(batch_idx)
+
+    trainer = make_trainer(tmp_path, logger=False, min_epochs=2, callbacks=[Count()])
+    find_lr(trainer, WithLR(), shuffled(), num_steps=20)
+    assert steps == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": [2]}, r"find_lr runs once, before training; `epochs` is for the LRFinder callback"),
+        ({"at_fit_start": False}, r"`at_fit_start` is for the LRFinder callback"),
+        ({"apply": True, "attr_name": "rate"}, r"has no attribute or hparams key 'rate'; pass attr_name="),
+        ({"num_steps": 3}, r"`num_steps` must be >= 8, got 3"),
+    ],
+)
+def test_bad_calls_are_refused_before_any_work(tmp_path, kwargs, match):
+    model = WithLR()
+    with pytest.raises((ValueError, TypeError), match=match):
+        find_lr(make_trainer(tmp_path, logger=False), model, shuffled(), **kwargs)
+    assert model.calls == []
+
+
+def test_a_model_without_an_lr_attribute_cannot_apply(tmp_path):
+    with pytest.raises(ValueError, match=r"has no attribute or hparams key 'lr' or 'learning_rate'"):
+        find_lr(make_trainer(tmp_path, logger=False), FinderModel(optimizer=sgd()), shuffled(), apply=True)
+
+
+def test_a_trainer_that_already_has_a_finder_is_refused(tmp_path):
+    trainer = make_trainer(tmp_path, logger=False, callbacks=[LRFinder()])
+    with pytest.raises(ValueError, match=r"the trainer already has an LRFinder callback; use one or the other"):
+        find_lr(trainer, WithLR(), shuffled())
+
+
+def test_a_datamodule_and_validation_data_reach_the_fit(tmp_path):
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return shuffled()
+
+        def val_dataloader(self):
+            return loader(regression_data(16, seed=1), batch_size=8)
+
+    result = find_lr(
+        make_trainer(tmp_path, logger=False), WithLR(), datamodule=Data(), num_steps=30, confirm=[0.01, 0.02],
+        confirm_length="2 steps",
+    )  # fmt: skip
+    assert [t.lr for t in result.trials] == [0.01, 0.02]
+    by_loaders = find_lr(
+        make_trainer(tmp_path, logger=False), WithLR(), shuffled(), loader(regression_data(16, seed=1), batch_size=8),
+        num_steps=30, confirm=[0.01, 0.02], confirm_length="2 steps",
+    )  # fmt: skip
+    assert len(by_loaders.trials) == 2
+
+
+def test_no_sweep_in_this_process_is_an_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"no sweep ran in this process. Either the fit ended before training"):
+        find_lr(make_trainer(tmp_path, logger=False, limit_train_batches=0), WithLR(), shuffled())

@@ -1,0 +1,189 @@
+"""LRFinder restores everything it touches, bit for bit, writes no file, and training after it is the
+training you would get by setting its LR by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.precision import MixedPrecision
+
+from lr_callbacks import LRFinder, LRSchedule
+from tests.finder.helpers import (
+    BatchRecorder,
+    Capture,
+    FinderModel,
+    assert_same,
+    sgd,
+    shuffled,
+    state_of,
+    tree,
+)
+from tests.helpers import make_trainer
+
+
+def decay(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 / (1.0 + 0.1 * k))
+
+
+def test_everything_is_restored_at_fit_start(tmp_path):
+    before, after = Capture(), Capture()
+    finder = LRFinder(num_steps=30, apply=False)
+    model = FinderModel(optimizer=sgd(), scheduler=decay)
+    trainer = make_trainer(tmp_path, max_steps=1, callbacks=[before, finder, after])
+    trainer.fit(model, shuffled())
+    n = len(finder.result.lrs)
+    assert n >= 8  # the sweep really ran ...
+    assert len(model.calls) == n + 1  # ... through the model's training_step
+    assert [lr for lr, _ in model.calls[:n]] == pytest.approx(finder.result.lrs, rel=1e-12)  # LambdaLR stood still
+    assert_same(before.states[0], after.states[0])
+
+
+def test_everything_is_restored_mid_training_with_amp_and_accumulation(tmp_path):
+    """At epoch 1: momentum buffers, gradients, GradScaler state and loop counters are all non-trivial."""
+    before, after = Capture("on_train_epoch_start", 1), Capture("on_train_epoch_start", 1)
+    finder = LRFinder(num_steps=12, apply=False, at_fit_start=False, epochs=[1])
+    precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    model = FinderModel(optimizer=sgd(), scheduler=decay)
+    trainer = make_trainer(
+        tmp_path,
+        max_epochs=2,
+        plugins=[precision],
+        accumulate_grad_batches=2,
+        gradient_clip_val=0.5,
+        callbacks=[before, finder, after],
+    )
+    trainer.fit(model, shuffled())
+    state = before.states[0]
+    assert state["global_step"] == 4 and state["scaler"]["_growth_tracker"] > 0
+    assert all(g is not None for g in state["grads"].values())
+    assert finder.result.epoch == 1 and finder.result.global_step == 4
+    assert_same(state, after.states[0])
+
+
+def test_a_sweep_that_raises_halfway_restores_everything(tmp_path):
+    before = Capture()
+    model = FinderModel(optimizer=sgd(), scheduler=decay, raise_at_call=5)
+    trainer = make_trainer(tmp_path, max_steps=1, callbacks=[before, LRFinder(num_steps=30)])
+    with pytest.raises(RuntimeError, match="scripted failure"):
+        trainer.fit(model, shuffled())
+    assert len(model.calls) == 5
+    saved = before.states[0]
+    now = state_of(trainer, model)
+    for key in ("params", "grads", "buffers", "training", "optimizers", "groups", "schedulers", "torch_rng"):
+        assert_same(saved[key], now[key], key)
+
+
+@pytest.mark.parametrize("lr_model", ["optimizer", "torch scheduler", "LRSchedule"])
+def test_training_after_the_finder_equals_training_with_its_lr_set_by_hand(tmp_path, lr_model):
+    """Same final weights bitwise, same data order: the finder leaves nothing behind but the LR."""
+
+    def run(finder: LRFinder | None, body: float, head: float) -> tuple[FinderModel, list[float], Capture]:
+        torch.manual_seed(0)
+        model = FinderModel(optimizer=sgd(body, head), scheduler=decay if lr_model == "torch scheduler" else None)
+        recorder, applied = BatchRecorder(), Capture()
+        callbacks: list = [recorder]
+        if lr_model == "LRSchedule":
+            peaks = None if finder is not None else {"body": body, "head": head}
+            callbacks.append(LRSchedule("cosine", peak_lrs=peaks, log_plan=False))
+        callbacks += [finder, applied] if finder is not None else [applied]
+        trainer = make_trainer(tmp_path / str(finder is None), max_steps=12, logger=False, callbacks=callbacks)
+        trainer.fit(model, shuffled())
+        return model, recorder.seen, applied
+
+    finder = LRFinder(num_steps=30)
+    with_finder, seen, applied = run(finder, 0.1, 0.01)
+    if lr_model == "LRSchedule":
+        schedule = next(c for c in finder_trainer_callbacks(with_finder) if isinstance(c, LRSchedule))
+        body, head = schedule.peak_lrs[0]
+    else:
+        groups = applied.states[0]["groups"][0]
+        body, head = (g.get("initial_lr", g["lr"]) for g in groups)
+    assert body == pytest.approx(finder.result.suggestion, rel=1e-12)
+    assert head == pytest.approx(body / 10, rel=1e-12)  # the ratio between the groups is kept
+    by_hand, seen_by_hand, _ = run(None, body, head)
+    assert seen == seen_by_hand
+    assert_same(dict(with_finder.named_parameters()), dict(by_hand.named_parameters()))
+    assert_same(dict(with_finder.named_buffers()), dict(by_hand.named_buffers()))
+
+
+def finder_trainer_callbacks(model: FinderModel) -> list:
+    return model.trainer.callbacks
+
+
+def test_the_user_scheduler_keeps_the_answer(tmp_path):
+    """Lightning's finder sets only group['lr'] and LambdaLR throws it away at the next step; ours sticks."""
+    finder = LRFinder(num_steps=30)
+    model = FinderModel(optimizer=sgd(), scheduler=decay)
+    trainer = make_trainer(tmp_path, max_steps=5, logger=False, callbacks=[finder])
+    trainer.fit(model, shuffled())
+    used = [lr for lr, _ in model.calls[len(finder.result.lrs) :]]
+    assert used == pytest.approx([finder.result.suggestion / (1 + 0.1 * k) for k in range(5)], rel=1e-12)
+
+
+def test_no_file_is_written(tmp_path):
+    seen_during: list[list[str]] = []
+
+    class Look(Capture):
+        def on_train_start(self, trainer, pl_module):
+            seen_during.append(tree(tmp_path))
+
+    trainer = make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[LRFinder(num_steps=20), Look()])
+    before = tree(tmp_path)
+    trainer.fit(FinderModel(optimizer=sgd()), shuffled())
+    assert seen_during == [before] and tree(tmp_path) == before == ["."]
+
+
+def test_on_resume_the_finder_does_not_run_again(tmp_path):
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = LRFinder(num_steps=20)
+    trainer = make_trainer(
+        tmp_path, max_epochs=1, logger=False, enable_checkpointing=True, callbacks=[first, checkpoints]
+    )
+    trainer.fit(FinderModel(optimizer=sgd()), shuffled())
+
+    again = LRFinder(num_steps=20)
+    model = FinderModel(optimizer=sgd())
+    trainer = make_trainer(tmp_path, max_epochs=2, logger=False, callbacks=[again])
+    trainer.fit(model, shuffled(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert len(model.calls) == 8  # epoch 1 only: no sweep
+    assert again.results == first.results
+    assert model.calls[0][0] == pytest.approx(first.result.suggestion, rel=1e-12)  # the LR came from the checkpoint
+
+
+def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):
+    import torchmetrics
+
+    class Metered(FinderModel):
+        def __init__(self):
+            super().__init__(optimizer=sgd())
+            self.mean_loss = torchmetrics.MeanMetric()
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.mean_loss.update(loss.detach())
+            return loss
+
+    model = Metered()
+    finder = LRFinder(num_steps=20, apply=False)
+    make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(model, shuffled())
+    assert len(model.calls) == len(finder.result.lrs) + 2
+    real = [loss for _, loss in model.calls[-2:]]
+    assert float(model.mean_loss.compute()) == pytest.approx(sum(real) / 2, rel=1e-6)
+
+
+def test_a_sweep_that_raises_between_unscale_and_update_leaves_the_scaler_usable(tmp_path):
+    """The GradScaler marks an optimizer "unscaled" until ``update()``; a failure in between must not leave it."""
+
+    class FailsBeforeTheStep(FinderModel):
+        def on_before_optimizer_step(self, optimizer):  # after scaler.unscale_, before scaler.step/update
+            if len(self.calls) == 4:
+                raise RuntimeError("scripted failure after unscaling")
+
+    precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    model = FailsBeforeTheStep(optimizer=sgd())
+    trainer = make_trainer(tmp_path, max_steps=1, logger=False, plugins=[precision], callbacks=[LRFinder()])
+    with pytest.raises(RuntimeError, match="scripted failure after unscaling"):
+        trainer.fit(model, shuffled())
+    optimizer = trainer.optimizers[0]
+    precision.scaler.unscale_(optimizer)  # raises "unscale_() has already been called" if the mark was left

@@ -1,0 +1,171 @@
+"""``python -m benchmarks --quick`` runs all four benchmarks end to end and writes well-formed, sane results.
+
+The run is real (a subprocess, as a user would start it) at the smoke size; the checks are on structure and
+sanity, not on exact numbers. The committed full results are checked for the same structure, so they cannot
+drift away from the code that writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.__main__ import BENCHMARKS, parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+STAMP = ("- command: `python -m benchmarks", "- machine: ", "- versions: ", "torch ", "pytorch-lightning ")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = str(tmp_path_factory.mktemp("bench"))
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", out],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _summary_structure(summary: dict) -> None:
+    assert list(summary) == list(BENCHMARKS)
+    assert set(summary["overhead"]) == {"digits", "charlm"}
+    for entry in summary["overhead"].values():
+        assert set(entry) == {"ratio", "ab_ratio", "us_per_step", "host_reads_per_step"}
+        assert math.isfinite(entry["ratio"]) and entry["ratio"] >= 1.0  # bare + the time inside our hooks
+        assert math.isfinite(entry["ab_ratio"]) and entry["ab_ratio"] > 0
+        assert math.isfinite(entry["us_per_step"]) and entry["us_per_step"] > 0
+        assert entry["host_reads_per_step"] is not None
+    assert {"lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley"} <= set(summary["finder"])
+    for entry in summary["finder"].values():
+        assert set(entry) == {"median_regret", "worst_regret", "diverged"}
+        assert entry["median_regret"] <= entry["worst_regret"]
+        assert isinstance(entry["diverged"], int) and entry["diverged"] >= 0
+    assert set(summary["watchdog"]) == {"none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"}
+    for entry in summary["watchdog"].values():
+        assert set(entry) == {"recovered", "runs", "false_interventions_per_1k"}
+        assert 0 <= entry["recovered"] <= entry["runs"] and entry["runs"] > 0
+        assert entry["false_interventions_per_1k"] >= 0
+    rows = summary["finetune"]
+    assert rows[0]["setup"].startswith("linear probe only") and rows[0]["forgetting"] == pytest.approx(0.0, abs=1e-9)
+    setups = [r["setup"] for r in rows]
+    assert any(s.startswith("pretraining LR") for s in setups) and any(s.startswith("LRFinder") for s in setups)
+    assert any(s.startswith("LoRA") for s in setups)
+    assert sum("the sweep's pick" in s for s in setups) == 1
+    for row in rows:
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert 0.0 <= row["forgetting"] <= 2.0
+        assert math.isfinite(row["val_loss"])
+
+
+def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
+    with open(os.path.join(quick, "summary.json")) as handle:
+        summary = json.load(handle)
+    _summary_structure(summary)
+    for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
+        with open(os.path.join(quick, f"{name}.md")) as handle:
+            text = handle.read()
+        for part in STAMP:
+            assert part in text, f"{name}.md lacks {part!r}"
+        assert "--quick" in text
+    pngs = [f for f in os.listdir(quick) if f.endswith(".png")]
+    assert {"finder_profile.png", "finder_digits-mlp_sgd.png", "finder_digits-mlp_adamw.png"} <= set(pngs)
+    for name in pngs:
+        with open(os.path.join(quick, name), "rb") as handle:
+            head = handle.read(8)
+        assert head == b"\x89PNG\r\n\x1a\n"
+        assert os.path.getsize(os.path.join(quick, name)) > 5000
+
+
+def test_quick_run_details_are_consistent(quick: str) -> None:
+    with open(os.path.join(quick, "finder.json")) as handle:
+        finder = json.load(handle)
+    for key, task in finder["tasks"].items():
+        truth = task["truth"]
+        assert truth["best_loss"] == min(truth["mean_loss"])
+        assert truth["lrs"][-1] / truth["lrs"][0] >= 1e4, key  # at least four decades
+        for entry in task["suggestions"]:
+            assert entry["failed"] == (entry["lr"] is None)
+            assert entry["steps"] > 0
+    with open(os.path.join(quick, "watchdog.json")) as handle:
+        watchdog = json.load(handle)
+    runs = watchdog["runs"]
+    faults = {(r["fault"], r["seed"]) for r in runs}
+    for method in ("none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"):
+        assert {(r["fault"], r["seed"]) for r in runs if r["method"] == method} == faults  # same faults for all
+    unguarded = next(r for r in runs if r["fault"] == "nan_batch" and r["method"] == "none")
+    assert unguarded["loss"] is None  # NaN weights: JSON has no NaN, it is written as null
+    with open(os.path.join(quick, "overhead.json")) as handle:
+        overhead = json.load(handle)
+    for result in overhead.values():
+        assert result["bare"]["ratio"] == pytest.approx(1.0)
+        assert result["bare"]["added_host_reads_per_step"] == 0
+
+
+def test_committed_full_results_have_the_same_structure() -> None:
+    path = os.path.join(RESULTS, "summary.json")
+    if not os.path.exists(path):
+        pytest.fail("benchmarks/results/summary.json is missing: run `python -m benchmarks` and commit its results")
+    with open(path) as handle:
+        _summary_structure(json.load(handle))
+    for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
+        with open(os.path.join(RESULTS, f"{name}.md")) as handle:
+            text = handle.read()
+        assert "--quick" not in text
+        assert "at commit `" in text and "+changes" not in text, f"{name}.md: run the benchmarks on committed code"
+        for part in STAMP:
+            assert part in text
+
+
+def test_only_keeps_the_other_sections(tmp_path) -> None:
+    overhead = {"digits": {"ratio": 1.5, "us_per_step": 7.0, "host_reads_per_step": 0.0}}
+    finetune = [{"setup": "kept", "lr": 1e-3, "val_loss": 0.5, "test_accuracy": 0.9, "forgetting": 0.1}]
+    with open(tmp_path / "summary.json", "w") as handle:
+        json.dump({"overhead": overhead, "finetune": finetune, "stale": 3}, handle)
+    whole = "# Wall time\n\n- wall time of this benchmark: 54.4 min\n"
+    (tmp_path / "timing.md").write_text(whole)
+    from benchmarks.__main__ import main
+
+    summary = main(["--quick", "--only", "finder", "--out", str(tmp_path)])
+    timing = (tmp_path / "timing.md").read_text()
+    assert timing.startswith(whole) and "## Partial reruns" in timing and "--only finder" in timing
+    assert summary["overhead"] == overhead and summary["finetune"] == finetune
+    with open(tmp_path / "summary.json") as handle:
+        written = json.load(handle)
+    assert list(written) == ["overhead", "finder", "finetune"]
+    assert "lr_callbacks" in written["finder"]
+    with open(tmp_path / "summary.md") as handle:
+        text = handle.read()
+    assert "| digits | +50.00% | 7 | - | 0 |" in text and "| kept | 1.00e-03 | 0.5 | 90.0% | 0.1 | - |" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--only", "bogus"], "--only takes names among overhead, finder, watchdog, finetune; got 'bogus'"),
+        (["--only", ","], "--only takes names among"),
+        (["--threads", "0"], "--threads must be at least 1; got 0"),
+    ],
+)
+def test_bad_command_lines_are_refused_with_the_fix(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit):
+        parse(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_defaults_depend_on_quick() -> None:
+    full, quick = parse([]), parse(["--quick"])
+    assert full.out == RESULTS and quick.out == os.path.join(RESULTS, "quick")
+    assert quick.threads == 1 and full.threads >= 1
+    assert parse(["--only", "watchdog,overhead"]).only == ["overhead", "watchdog"]

@@ -1,0 +1,296 @@
+"""``python -m lr_callbacks``: the schedule preview draws what LRSchedule logs, and every option counts."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lr_callbacks import LRSchedule
+from lr_callbacks.cli import main
+from tests.helpers import TinyModel, loader, make_trainer, read_events, read_text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def table(output: str) -> dict[int, list[float]]:
+    """``{step: [lr of each group]}`` from the markdown table the command prints."""
+    rows = [line for line in output.splitlines() if line.startswith("| ") and not line.startswith("| step")]
+    return {int(r.split("|")[1]): [float(v) for v in r.split("|")[2:-1]] for r in rows}
+
+
+def png(path: os.PathLike[str] | str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_help_lists_the_commands(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["python -m lr_callbacks", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("lr_callbacks", run_name="__main__")  # what `python -m lr_callbacks` runs
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "plot      draw a schedule before training" in out
+    assert "presets   list the presets and their arguments" in out
+
+
+def test_an_error_exits_non_zero_with_a_message_and_no_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lr_callbacks", "plot", "cosinus", "--steps", "100"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown `schedule` 'cosinus'; choose one of: 'constant', 'linear', 'cosine'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_plot_draws_the_same_image_and_table_as_lr_schedule(tmp_path, capsys) -> None:
+    """The preview of a run is pixel for pixel the ``lr_schedule/plan`` LRSchedule logs for it."""
+    trainer = make_trainer(tmp_path / "run", max_steps=12, callbacks=[LRSchedule("cosine", warmup="3 steps", end=0.1)])
+    trainer.fit(TinyModel(), loader())
+    logged = read_events(tmp_path / "run").Images("lr_schedule/plan")[0].encoded_image_string
+    summary = read_text(tmp_path / "run", "lr_schedule/summary")[0]
+
+    out = tmp_path / "plan.png"
+    argv = ["plot", "cosine", "--steps", "12", "--warmup", "3 steps", "--end", "0.1", "-o", str(out)]
+    printed = run_cli(capsys, *argv, "--peak-lr", "body=0.1", "--peak-lr", "head=0.01")
+
+    assert np.array_equal(png(out), png(io.BytesIO(logged)))
+    table_text = printed.split("\n\n")[1].strip()
+    assert table_text.startswith("| step | body | head |")
+    assert table_text in summary
+    assert printed.splitlines()[0] in summary  # the schedule's description
+    assert f"wrote {out}" in printed
+
+
+def test_without_output_no_file_is_written(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    printed = run_cli(capsys, "plot", "linear", "--steps", "4")
+    assert os.listdir(tmp_path) == []
+    assert "wrote" not in printed
+    assert table(printed) == {0: [1.0], 1: [0.75], 2: [0.5], 3: [0.25]}
+
+
+def test_steps_sets_the_length_of_the_run(capsys) -> None:
+    short = table(run_cli(capsys, "plot", "linear", "--steps", "4"))
+    long = table(run_cli(capsys, "plot", "linear", "--steps", "8"))
+    assert max(short) == 3 and max(long) == 7
+    assert long[2] == [0.75]
+
+
+def test_preset_arguments_are_options(capsys) -> None:
+    plain = table(run_cli(capsys, "plot", "cosine", "--steps", "100"))
+    floored = table(run_cli(capsys, "plot", "cosine", "--steps", "100", "--end", "0.1"))
+    assert plain[99][0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.99)), rel=1e-3)
+    assert floored[99][0] == pytest.approx(0.1 + 0.9 * plain[99][0], rel=1e-3)
+    warm = table(run_cli(capsys, "plot", "cosine", "--steps", "100", "--warmup", "10%", "--warmup_start", "0.5"))
+    assert warm[0] == [pytest.approx(0.55)]  # trains from its first step: 0.5 + 0.5 × 1/10
+    assert 9 in warm and 10 in warm  # the warmup's last step and the decay's first are key steps
+
+
+def test_list_arguments_take_one_value_or_several(capsys) -> None:
+    one = table(run_cli(capsys, "plot", "multistep", "--steps", "30", "--milestones", "10 steps", "--gamma", "0.5"))
+    two = table(run_cli(capsys, "plot", "multistep", "--steps", "30", "--milestones", "10 steps,20 steps"))
+    assert one[29] == [0.5]
+    assert two[29] == [pytest.approx(0.01)]
+
+
+def test_peak_lr_scales_the_curve_and_names_the_groups(capsys) -> None:
+    one = run_cli(capsys, "plot", "linear", "--steps", "4", "--peak-lr", "0.5")
+    assert "| step | group0 |" in one and table(one)[1] == [0.375]
+    two = table(run_cli(capsys, "plot", "linear", "--steps", "4", "--peak-lr", "body=0.1", "--peak-lr", "head=0.01"))
+    assert two[1] == [0.075, 0.0075]
+
+
+def test_epochs_and_steps_per_epoch_resolve_durations_in_epochs(capsys) -> None:
+    argv = ["plot", "step", "--every", "1 epochs", "--gamma", "0.5"]
+    by_epochs = run_cli(capsys, *argv, "--epochs", "3", "--steps-per-epoch", "4")
+    assert "Run: 12 optimizer steps, 4 per epoch" in by_epochs
+    assert table(by_epochs)[11] == [0.25]
+    longer_epochs = table(run_cli(capsys, *argv, "--steps", "12", "--steps-per-epoch", "6"))
+    assert longer_epochs[11] == [0.5]
+
+
+def test_transformers_form_matches_transformers(capsys) -> None:
+    import torch
+    from transformers import get_scheduler
+
+    printed = run_cli(capsys, "plot", "--transformers", "cosine", "--num-warmup-steps", "10", "--steps", "100")
+    assert printed.startswith("transformers 'cosine'(num_warmup_steps=10)")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = get_scheduler("cosine", optimizer, num_warmup_steps=10, num_training_steps=100)
+    expected = [reference.lr_lambdas[0](k) for k in range(100)]
+    for step, (lr,) in table(printed).items():
+        assert lr == pytest.approx(expected[step], rel=1e-3, abs=1e-9)
+    # an absolute floor is divided by the peak LR, as transformers divides it by the optimizer's lr
+    poly = run_cli(
+        capsys, "plot", "--transformers", "polynomial", "--steps", "10", "--peak-lr", "0.1", "--lr-end", "0.01"
+    )
+    assert "lr_end=0.01" in poly.splitlines()[0]
+    assert table(poly)[9] == [pytest.approx(0.1 - 0.09 * 9 / 10, rel=1e-3)]
+
+
+def test_presets_lists_every_preset_with_its_arguments(capsys) -> None:
+    from lr_callbacks import PRESETS
+
+    printed = run_cli(capsys, "presets")
+    for name in PRESETS:
+        assert f"\n{name}: " in f"\n{printed}"
+    assert "--decay 20%  --decay-shape 1-sqrt" in printed
+    assert "--momentum 0.85,0.95" in printed
+
+
+def test_a_preset_help_shows_its_own_arguments(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", "wsd", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "arguments of the 'wsd' preset" in out and "--decay-shape VALUE" in out and "default: '1-sqrt'" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "choose a command: plot, presets"),
+        (["draw"], "invalid choice: 'draw'"),
+        (["plot", "cosinus", "--steps", "10"], "unknown `schedule` 'cosinus'; choose one of: 'constant'"),
+        (["plot", "--transformers", "cosinus", "--steps", "10"], "unknown transformers scheduler 'cosinus'; choose"),
+        (["plot", "--steps", "10"], "name one schedule: a preset"),
+        (["plot", "cosine", "--transformers", "cosine", "--steps", "10"], "name one schedule"),
+        (
+            ["plot", "cosine", "--steps", "10", "--bogus", "3"],
+            "unrecognized arguments: --bogus 3; the 'cosine' preset takes: --end",
+        ),
+        (["plot", "--steps", "10", "cosine"], "unrecognized arguments: cosine; name the schedule first"),
+        (["plot", "cosine"], "give the run's length: --steps N, or --epochs E"),
+        (["plot", "cosine", "--steps", "10", "--epochs", "2"], "give the run's length"),
+        (["plot", "cosine", "--epochs", "2"], "--epochs needs --steps-per-epoch"),
+        (["plot", "cosine", "--steps", "0"], "--steps must be >= 1, got 0"),
+        (["plot", "cosine", "--epochs", "0", "--steps-per-epoch", "3"], "--epochs must be > 0, got 0"),
+        (["plot", "cosine", "--steps", "10", "--steps-per-epoch", "0"], "--steps-per-epoch must be >= 1, got 0"),
+        (["plot", "cosine", "--steps", "10", "--peak-lr", "fast"], "'fast' is not an LR"),
+        (["plot", "cosine", "--steps", "10", "--peak-lr", "-1"], "--peak-lr must be > 0, got '-1'"),
+        (["plot", "cosine", "--steps", "10", "--peak-lr", "a=1", "--peak-lr", "a=2"], "distinct names"),
+        (["plot", "cosine", "--steps", "10", "--peak-lr", "1", "--peak-lr", "a=2"], "one name=lr per parameter group"),
+        (["plot", "cosine", "--steps", "10", "--warmup", "20"], "`warmup` needs its unit: got the bare number 20"),
+        (["plot", "cosine", "--steps", "10", "--warmup", "20 steps"], "does not fit this run: the phases add up to 20"),
+        (["plot", "step", "--steps", "10"], "needs the epoch length"),
+        (["plot", "wsd", "--steps", "10", "--decay-shape", "square"], "unknown `decay_shape` 'square'; choose one"),
+        (["plot", "--transformers", "cosine", "--steps", "10", "--num-warmup-steps", "0.1"], "is a number of steps"),
+    ],
+)
+def test_errors_name_the_problem_and_exit_with_status_2(capsys, argv, message) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+CONFIG = """\
+trainer:
+  max_steps: 12
+  accelerator: cpu
+  enable_checkpointing: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: pytorch_lightning.loggers.TensorBoardLogger
+    init_args: {save_dir: LOGS, name: tb}
+  callbacks:
+    - class_path: pytorch_lightning.callbacks.LearningRateMonitor
+    - class_path: lr_callbacks.LRSchedule
+      init_args:
+        schedule: wsd
+        preset_args: {warmup: 2 steps, decay: 25%}
+        group_schedules:
+          head: {class_path: lr_callbacks.Cosine, init_args: {end: 0.5}}
+        peak_lrs: {head: 0.05}
+"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pytorch_lightning.cli")
+def test_config_previews_what_lightning_cli_runs(tmp_path, capsys, monkeypatch) -> None:
+    """``plot --config`` draws, pixel for pixel, the plan a LightningCLI run of that config logs."""
+    from pytorch_lightning.cli import LightningCLI
+
+    from tests.integration.test_namespaces import PLData, PLTiny
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.replace("LOGS", str(tmp_path / "logs")))
+    monkeypatch.setattr(sys, "argv", ["lightning-cli"])
+    LightningCLI(PLTiny, PLData, args=["fit", "--config", str(config)], save_config_callback=None)
+    logged = read_events(tmp_path / "logs").Images("lr_schedule/plan")[0].encoded_image_string
+    summary = read_text(tmp_path / "logs", "lr_schedule/summary")[0]
+    capsys.readouterr()
+
+    out = tmp_path / "plan.png"
+    printed = run_cli(
+        capsys, "plot", "--config", str(config), "--peak-lr", "body=0.1", "--peak-lr", "head=0.01", "-o", str(out)
+    )
+    assert np.array_equal(png(out), png(io.BytesIO(logged)))
+    assert printed.startswith("Run: 12 optimizer steps\n")  # trainer.max_steps
+    for block in printed.split("\n\n")[1:-1]:
+        assert block in summary  # both schedules' headings and tables
+    head_at_11 = 0.05 * (0.5 + 0.5 * 0.5 * (1 + math.cos(math.pi * 11 / 12)))  # Cosine(end=0.5), its own peak
+    assert "| step | head |" in printed and table(printed)[11][-1] == pytest.approx(head_at_11, rel=1e-3)
+
+
+def test_config_length_comes_from_the_options_or_the_trainer(tmp_path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("trainer:\n  max_epochs: 3\n  callbacks:\n    - class_path: lr_callbacks.LRSchedule\n")
+    by_epochs = run_cli(capsys, "plot", "--config", str(config), "--steps-per-epoch", "5")
+    assert "Run: 15 optimizer steps, 5 per epoch" in by_epochs and by_epochs.startswith("Cosine()")
+    assert "Run: 7 optimizer steps" in run_cli(capsys, "plot", "--config", str(config), "--steps", "7")
+
+
+@pytest.mark.parametrize(
+    ("config", "argv", "message"),
+    [
+        (
+            "trainer: {callbacks: [{class_path: pytorch_lightning.callbacks.LearningRateMonitor}]}",
+            [],
+            r"one LRSchedule in trainer.callbacks, it has 0 \(callbacks: pytorch_lightning.callbacks.LearningRate",
+        ),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {preset_args: {warmup: 20}}}]}",
+            ["--steps", "9"],
+            "cannot be built: .*`warmup` needs its unit",
+        ),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {peak_lrs: {head: 0.1}}}]}",
+            ["--steps", "9"],
+            "the groups 'head' their own schedule or peak; name every group",
+        ),
+        ("trainer: {callbacks: [{class_path: LRSchedule}]}", [], "give the run's length"),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule}]}",
+            ["--steps", "9", "--end", "0.1"],
+            "unrecognized arguments: --end 0.1; with --config the schedule's arguments come from the file",
+        ),
+        ("trainer: {callbacks: [{class_path: LRSchedule}]}", ["cosine", "--steps", "9"], "name one schedule"),
+        ("trainer: [unclosed", ["--steps", "9"], "--config: cannot read"),
+    ],
+)
+def test_config_errors(tmp_path, capsys, config, argv, message) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    argv = [*argv[:1], "--config", str(path), *argv[1:]] if argv[:1] == ["cosine"] else ["--config", str(path), *argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", *argv])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -1,0 +1,162 @@
+"""The docs cannot rot: ``docs/api.md`` is what the docstrings give, every public object has a doctested
+example, every link inside the docs resolves, and the commands and the YAML of ``docs/README.md`` run.
+(``tests/integration/test_tensorboard_server.py`` checks that ``docs/tensorboard.md`` names every tag a run writes.)
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import importlib.util
+import inspect
+import os
+import pkgutil
+import re
+import shlex
+import sys
+from types import ModuleType
+
+import pytest
+
+import lr_callbacks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCS = os.path.join(ROOT, "docs")
+
+#: Public objects that still lack a ``>>>`` example in their own docstring (or, for a constant, in any
+#: doctest), with the module that owns them. The test below fails when one gains an example, so that it is
+#: taken off this list, and when a new public object comes without one.
+MISSING_EXAMPLES: dict[str, str] = {}
+
+
+def build_api() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_build_api", os.path.join(DOCS, "build_api.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_api_reference_is_up_to_date() -> None:
+    with open(os.path.join(DOCS, "api.md"), encoding="utf-8") as file:
+        committed = file.read()
+    assert committed == build_api().render(), "docs/api.md is out of date: run `python docs/build_api.py`"
+
+
+def test_api_reference_covers_every_public_object() -> None:
+    with open(os.path.join(DOCS, "api.md"), encoding="utf-8") as file:
+        headings = set(re.findall(r"^### (\S+)$", file.read(), flags=re.MULTILINE))
+    assert headings == set(lr_callbacks.__all__)
+
+
+def doctest_sources() -> str:
+    """The source of every ``>>>`` example in the package, as pytest's ``--doctest-modules`` collects them."""
+    finder = doctest.DocTestFinder()
+    sources = []
+    for info in pkgutil.walk_packages(lr_callbacks.__path__, "lr_callbacks."):
+        module = importlib.import_module(info.name)
+        for test in finder.find(module):
+            sources.extend(example.source for example in test.examples)
+    sources.extend(e.source for t in finder.find(lr_callbacks) for e in t.examples)
+    return "\n".join(sources)
+
+
+def test_every_public_object_has_a_doctested_example() -> None:
+    sources = doctest_sources()
+    missing = set()
+    for name in lr_callbacks.__all__:
+        obj = getattr(lr_callbacks, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            has_example = ">>>" in (obj.__doc__ or "")  # its own docstring, not one it inherits
+        else:
+            has_example = re.search(rf"\b{re.escape(name)}\b", sources) is not None
+        if not has_example:
+            missing.add(name)
+    assert missing - set(MISSING_EXAMPLES) == set(), "these public objects need a >>> example in their docstring"
+    assert set(MISSING_EXAMPLES) - missing == set(), "these now have an example: take them off MISSING_EXAMPLES"
+
+
+def test_every_link_in_the_docs_resolves() -> None:
+    pages = [os.path.join(DOCS, name) for name in sorted(os.listdir(DOCS)) if name.endswith(".md")]
+    pages += [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md")]
+    for page in pages:
+        name, here = os.path.relpath(page, ROOT), os.path.dirname(page)
+        with open(page, encoding="utf-8") as file:
+            text = file.read()
+        anchors = {build_api().anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
+        for target in re.findall(r"\]\(([^)]+)\)", text):
+            path, _, fragment = target.partition("#")
+            if path.startswith("http"):
+                continue
+            if path:
+                assert os.path.exists(os.path.join(here, path)), f"{name} links to a missing file: {target}"
+            elif fragment:
+                assert fragment in anchors, f"{name} links to a missing heading: #{fragment}"
+
+
+def readme_blocks(language: str) -> list[str]:
+    with open(os.path.join(DOCS, "README.md"), encoding="utf-8") as file:
+        return re.findall(rf"```{language}\n(.*?)```", file.read(), flags=re.DOTALL)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pytorch_lightning.cli")
+def test_readme_yaml_runs_with_lightning_cli(tmp_path, monkeypatch) -> None:
+    from pytorch_lightning.cli import LightningCLI
+
+    from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule, preset
+    from tests.integration.test_namespaces import PLData, PLTiny
+
+    (config,) = readme_blocks("yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    monkeypatch.setattr(sys, "argv", ["lightning-cli"])
+    args = ["fit", "--config", str(path), "--trainer.max_steps=20", f"--trainer.default_root_dir={tmp_path}"]
+    cli = LightningCLI(PLTiny, PLData, args=args, save_config_callback=None)
+    kinds = {type(c) for c in cli.trainer.callbacks}
+    assert {LRFinder, LRSchedule, DivergenceWatchdog} <= kinds
+    schedule = next(c for c in cli.trainer.callbacks if isinstance(c, LRSchedule))
+    assert schedule.schedule == preset("cosine", warmup="5%", end=0.1)
+    body, head = cli.model.seen_group_lrs[-1]  # the last step: the body's cosine is near its floor,
+    assert head == pytest.approx(schedule.peak_lrs[0][1])  # the head's own schedule holds its peak
+    assert body < schedule.peak_lrs[0][0] / 2
+
+
+def test_readme_commands_run(tmp_path, monkeypatch, capsys) -> None:
+    from lr_callbacks.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text(readme_blocks("yaml")[0])
+    commands = [line for block in readme_blocks("bash") for line in block.splitlines() if line.strip()]
+    assert len(commands) >= 8
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "lr_callbacks"], command
+        try:
+            status = main(argv[3:])
+        except SystemExit as done:  # --help
+            status = done.code
+        assert status == 0, (command, capsys.readouterr().err)
+    assert (tmp_path / "plan.png").exists()
+
+
+def test_readme_error_example_is_what_the_command_prints(capsys) -> None:
+    from lr_callbacks.cli import main
+
+    (text,) = readme_blocks("text")
+    command, shown = text.strip().splitlines()
+    with pytest.raises(SystemExit):
+        main(shlex.split(command.removeprefix("$ "))[3:])
+    printed = capsys.readouterr().err.strip().splitlines()[-1]
+    assert printed.startswith(shown.removesuffix("..."))
+
+
+def test_readme_shows_the_committed_benchmark_summary() -> None:
+    """The README's benchmark tables are those of ``benchmarks/results/summary.md``, line for line."""
+    with open(os.path.join(ROOT, "benchmarks", "results", "summary.md"), encoding="utf-8") as handle:
+        rows = [line for line in handle.read().splitlines() if line.startswith("|")]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read().splitlines()
+    assert rows, "summary.md has no table"
+    missing = [row for row in rows if row not in readme]
+    assert not missing, f"README.md lacks these rows of benchmarks/results/summary.md: {missing[:3]}"
+    assert "[benchmarks/results/summary.md](benchmarks/results/summary.md)" in "\n".join(readme)

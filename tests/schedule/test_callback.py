@@ -1,0 +1,450 @@
+"""LRSchedule through a real Trainer: what it writes, counts, logs and refuses.
+
+Every LR asserted here is the one the update used (read in ``on_before_optimizer_step``, after the callbacks),
+and every logged value is read back from the TensorBoard event file.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BackboneFinetuning
+from pytorch_lightning.plugins.precision import MixedPrecision
+from torch.utils.data import DataLoader, IterableDataset
+
+from lr_callbacks import Cosine, Linear, LRSchedule, Phases, Run, Warmup
+from lr_callbacks.core.lr_model import find_lr_schedule, paused, reference_lr, set_lr_scale, set_peak_lr
+from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars, read_text
+
+
+def fit(tmp_path: Any, callback: LRSchedule, model: pl.LightningModule | None = None, **kwargs: Any) -> TinyModel:
+    model = model if model is not None else TinyModel()
+    data = kwargs.pop("train_dataloaders", None)
+    data = loader() if data is None else data
+    trainer = make_trainer(tmp_path, **{"max_steps": 10, "callbacks": [callback], **kwargs})
+    trainer.fit(model, data)
+    return model  # type: ignore[return-value]
+
+
+def body(model: TinyModel) -> list[float]:
+    return [lrs[0] for lrs in model.seen_lrs]
+
+
+def logged(root: Any, tag: str) -> tuple[list[int], list[float]]:
+    events = read_scalars(root, tag)
+    return [step for step, _ in events], [value for _, value in events]
+
+
+# --- wiring errors ---------------------------------------------------------------------------------------------
+
+
+def test_a_torch_scheduler_from_configure_optimizers_is_refused(tmp_path: Any) -> None:
+    model = TinyModel(scheduler=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 2))
+    with pytest.raises(ValueError, match=r"also returned a torch scheduler \(StepLR\).*Return only the optimizer"):
+        fit(tmp_path, LRSchedule("cosine"), model)
+
+
+class Stream(IterableDataset):
+    """An iterable dataset: Lightning cannot know the run's length from it."""
+
+    def __iter__(self) -> Any:
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(6):
+            x = torch.randn(8, 4, generator=generator)
+            yield x, x.sum(1, keepdim=True)
+
+
+def stream() -> DataLoader:
+    return DataLoader(Stream(), batch_size=None)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "match"),
+    [
+        (LRSchedule("cosine"), r"needs a run of known length for Cosine\(\).*Set Trainer\(max_steps=\.\.\.\)"),
+        (LRSchedule("linear", warmup="5%"), r"needs a run of known length"),
+        (LRSchedule("step"), r"1 epochs needs the epoch length.*give the duration in Steps"),
+    ],
+)
+def test_a_run_of_unknown_length_is_refused_with_the_fix(tmp_path: Any, schedule: LRSchedule, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, schedule, max_steps=-1, max_epochs=2, train_dataloaders=stream())
+
+
+def test_a_run_of_unknown_length_works_when_the_schedule_needs_no_total(tmp_path: Any) -> None:
+    schedule = LRSchedule("inverse_sqrt", warmup="4 steps")
+    model = fit(tmp_path, schedule, max_steps=-1, max_epochs=2, train_dataloaders=stream())
+    assert schedule.run == Run(total_steps=None, steps_per_epoch=None) and schedule.steps == [12]
+    expected = [0.1 * (k + 1) / 4 for k in range(4)] + [0.1 / math.sqrt((k - 4 + 4) / 4) for k in range(4, 12)]
+    assert body(model) == pytest.approx(expected, rel=1e-12)
+    assert "unknown length" in read_text(tmp_path, "lr_schedule/summary")[0]
+
+
+def test_an_iterable_dataset_with_max_steps_has_a_known_length(tmp_path: Any) -> None:
+    schedule = LRSchedule("cosine")
+    model = fit(tmp_path, schedule, max_steps=6, train_dataloaders=stream())
+    assert schedule.run == Run(total_steps=6, steps_per_epoch=None)
+    assert body(model) == pytest.approx([0.1 * Cosine()(k, total_steps=6) for k in range(6)], rel=1e-12)
+
+
+def test_no_optimizer_is_refused(tmp_path: Any) -> None:
+    class NoOptimizer(TinyModel):
+        def configure_optimizers(self) -> None:
+            return None
+
+    with pytest.raises(ValueError, match=r"LRSchedule found no optimizer to drive.*return an optimizer"):
+        fit(tmp_path, LRSchedule("constant"), NoOptimizer())
+
+
+def test_momentum_co_scheduling_needs_an_optimizer_with_momentum(tmp_path: Any) -> None:
+    model = TinyModel(optimizer=lambda m: torch.optim.Adagrad(m.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=r"co-schedules the momentum, but Adagrad has neither.*momentum=None"):
+        fit(tmp_path, LRSchedule("one_cycle"), model)
+
+
+def test_phases_longer_than_the_run_are_refused_at_fit_start(tmp_path: Any) -> None:
+    schedule = LRSchedule(Phases([(Warmup(), "8 steps"), (Cosine(), "4 steps")]))
+    with pytest.raises(ValueError, match=r"LRSchedule: the phases add up to 12 steps.*the run has 10 steps"):
+        fit(tmp_path, schedule)
+
+
+def test_a_transformers_warmup_longer_than_the_run_is_refused_at_fit_start(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match=r"num_warmup_steps=20 is longer than the run's 10 optimizer steps"):
+        fit(tmp_path, LRSchedule.from_transformers("linear", num_warmup_steps=20))
+
+
+# --- per group -------------------------------------------------------------------------------------------------
+
+
+def test_group_schedules_and_peak_lrs_by_param_group_name(tmp_path: Any) -> None:
+    schedule = LRSchedule("cosine", end=0.1, group_schedules={"head": Linear(1.0, 0.5)}, peak_lrs={"body": 0.2})
+    model = fit(tmp_path, schedule)
+    cosine = [Cosine(end=0.1)(k, total_steps=10) for k in range(10)]
+    linear = [Linear(1.0, 0.5)(k, total_steps=10) for k in range(10)]
+    assert body(model) == pytest.approx([0.2 * c for c in cosine], rel=1e-12)
+    assert [lrs[1] for lrs in model.seen_lrs] == pytest.approx([0.01 * f for f in linear], rel=1e-12)
+    assert logged(tmp_path, "lr/head") == (list(range(10)), pytest.approx([0.01 * f for f in linear], rel=1e-6))
+    assert schedule.peak_lrs == [[0.2, 0.01]] and schedule.group_tags == [["body", "head"]]
+    assert schedule.lr_at(5, 0, 1) == pytest.approx(0.01 * linear[5])
+    summary = read_text(tmp_path, "lr_schedule/summary")[0]
+    assert "Cosine(end=0.1)" in summary and "Linear(end=0.5)" in summary
+
+
+@pytest.mark.parametrize("option", ["group_schedules", "peak_lrs"])
+def test_an_unknown_group_name_is_refused_with_the_groups_listed(tmp_path: Any, option: str) -> None:
+    value = {"neck": "constant"} if option == "group_schedules" else {"neck": 0.1}
+    with pytest.raises(ValueError, match=r"no parameter group is named 'neck'; the groups are body, head"):
+        fit(tmp_path, LRSchedule("cosine", **{option: value}))
+
+
+def test_unnamed_groups_are_group_i_and_a_group_schedule_can_name_them(tmp_path: Any) -> None:
+    model = TinyModel(
+        optimizer=lambda m: torch.optim.SGD(
+            [{"params": m.body.parameters()}, {"params": m.head.parameters(), "lr": 0.01}], lr=0.1
+        )
+    )
+    schedule = LRSchedule("constant", group_schedules={"group1": "linear"})
+    fit(tmp_path, schedule, model)
+    assert schedule.group_tags == [["group0", "group1"]]
+    assert logged(tmp_path, "lr/group1")[1][-1] == pytest.approx(0.01 * 0.1, rel=1e-6)  # linear to 0 at step 9/10
+
+
+class ThreeOptimizers(pl.LightningModule):
+    """Manual optimization: SGD (two named groups) and SGD every batch, Adam every other batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.body, self.head = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
+        self.aux, self.extra = torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)
+        self.seen: list[list[list[float]]] = [[], [], []]
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        losses = [
+            torch.nn.functional.mse_loss(self.head(torch.tanh(self.body(x))), y),
+            torch.nn.functional.mse_loss(self.aux(x), y),
+            torch.nn.functional.mse_loss(self.extra(x), y),
+        ]
+        for index, (optimizer, loss) in enumerate(zip(self.optimizers(), losses)):
+            if index == 1 and batch_idx % 2:
+                continue
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self.seen[index].append([float(g["lr"]) for g in optimizer.optimizer.param_groups])
+            optimizer.step()
+
+    def configure_optimizers(self) -> Any:
+        return [
+            torch.optim.SGD(
+                [
+                    {"params": self.body.parameters(), "name": "body"},
+                    {"params": self.head.parameters(), "lr": 0.01, "name": "head"},
+                ],
+                lr=0.1,
+            ),
+            torch.optim.Adam(self.aux.parameters(), lr=0.001),
+            torch.optim.SGD(self.extra.parameters(), lr=0.05),
+        ]
+
+
+def test_several_optimizers_under_manual_optimization_have_their_own_clocks_and_tags(tmp_path: Any) -> None:
+    schedule = LRSchedule("cosine", group_schedules={"Adam/group0": "linear"})
+    model = ThreeOptimizers()
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[schedule])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="LRSchedule", category=UserWarning)  # max_epochs: no warning
+        trainer.fit(model, loader())  # 8 batches; the run is 8 steps long (estimated_stepping_batches)
+    assert schedule.steps == [8, 4, 8]
+    assert schedule.group_tags == [["SGD/body", "SGD/head"], ["Adam/group0"], ["SGD-1/group0"]]
+    cosine = [Cosine()(k, total_steps=8) for k in range(8)]
+    assert model.seen[0] == [pytest.approx([0.1 * c, 0.01 * c], rel=1e-12) for c in cosine]
+    assert [lrs[0] for lrs in model.seen[1]] == pytest.approx([0.001 * (1 - k / 8) for k in range(4)], rel=1e-12)
+    assert [lrs[0] for lrs in model.seen[2]] == pytest.approx([0.05 * c for c in cosine], rel=1e-12)
+    assert logged(tmp_path, "lr/Adam/group0") == (
+        [0, 1, 2, 3],
+        pytest.approx([0.001 * (1 - k / 8) for k in range(4)], rel=1e-6),
+    )
+    assert logged(tmp_path, "lr/SGD/head")[0] == list(range(8))
+    assert logged(tmp_path, "lr/SGD-1/group0")[1] == pytest.approx([0.05 * c for c in cosine], rel=1e-6)
+
+
+def test_max_steps_under_manual_optimization_with_several_optimizers_warns_of_the_partial_plan(tmp_path: Any) -> None:
+    schedule = LRSchedule("linear")
+    model = ThreeOptimizers()
+    with pytest.warns(UserWarning, match=r"counts max_steps=10 over the steps of all 3 optimizers.*max_epochs"):
+        make_trainer(tmp_path, max_steps=10, callbacks=[schedule]).fit(model, loader())
+    # Lightning stops after 4 batches (4 + 2 + 4 = 10 steps): each optimizer covered under half of its 10-step plan
+    assert schedule.steps == [4, 2, 4] and schedule.run == Run(total_steps=10, steps_per_epoch=None)
+    assert [lrs[0] for lrs in model.seen[0]] == pytest.approx([0.1, 0.09, 0.08, 0.07], rel=1e-12)
+
+
+def test_momentum_and_beta1_are_co_scheduled_and_logged(tmp_path: Any) -> None:
+    model = TinyModel(optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=0.1, betas=(0.9, 0.98)))
+    schedule = LRSchedule("one_cycle", momentum=(0.8, 0.9))
+    fit(tmp_path, schedule, model)
+    steps, momenta = logged(tmp_path, "momentum/group0")
+    one_cycle = schedule.schedule
+    expected = [one_cycle.momentum_at(k, 10, Run(total_steps=10)) for k in range(10)]
+    assert steps == list(range(10)) and momenta == pytest.approx(expected, rel=1e-6)
+    assert momenta[0] == pytest.approx(0.9) and min(momenta) == pytest.approx(0.8, abs=0.01)
+    assert model.trainer.optimizers[0].param_groups[0]["betas"][1] == 0.98  # beta2 untouched
+
+
+class Backbone(TinyModel):
+    """TinyModel whose ``body`` is a frozen backbone that BackboneFinetuning unfreezes at epoch 1."""
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return self.body
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD([{"params": self.head.parameters(), "name": "head"}], lr=0.01)
+
+
+def test_a_group_added_mid_fit_joins_at_its_lr_and_keeps_its_ratio(tmp_path: Any) -> None:
+    """BackboneFinetuning adds the backbone at 0.1 × the head's current LR; from then on the schedule keeps that."""
+    schedule = LRSchedule("cosine", end=0.1)
+    model = Backbone()
+    finetuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1)
+    trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[schedule, finetuning])
+    trainer.fit(model, loader())  # 8 steps per epoch: the backbone joins at step 8
+    cosine = [0.01 * Cosine(end=0.1)(k, total_steps=24) for k in range(24)]
+    assert [len(lrs) for lrs in model.seen_lrs] == [1] * 8 + [2] * 16
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx(cosine, rel=1e-12)
+    assert [lrs[1] for lrs in model.seen_lrs[8:]] == pytest.approx([0.1 * lr for lr in cosine[8:]], rel=1e-12)
+    assert schedule.group_tags == [["head", "group1"]]
+    assert schedule.peak_lrs[0] == pytest.approx([0.01, 0.001])
+    assert logged(tmp_path, "lr/group1")[0] == list(range(8, 24))
+
+
+# --- logging ---------------------------------------------------------------------------------------------------
+
+
+class PlanProbe(pl.Callback):
+    """Reads the event file at the first batch, before any optimizer step."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.tags: dict[str, list[str]] | None = None
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self.tags is None:
+            self.tags = read_events(self.root).Tags()
+
+
+def test_the_plan_image_and_summary_are_written_before_the_first_step(tmp_path: Any) -> None:
+    probe = PlanProbe(tmp_path)
+    schedule = LRSchedule("wsd", warmup="2 steps", decay="40%")
+    fit(tmp_path, schedule, callbacks=[schedule, probe])
+    assert probe.tags is not None
+    assert "lr_schedule/plan" in probe.tags["images"]
+    assert "lr_schedule/summary/text_summary" in probe.tags["tensors"]
+    assert not [tag for tag in probe.tags["scalars"] if tag.startswith("lr/")]  # no step taken yet
+    image = read_events(tmp_path).Images("lr_schedule/plan")
+    assert len(image) == 1 and image[0].step == 0 and image[0].width > 200 and image[0].height > 100
+    summary = read_text(tmp_path, "lr_schedule/summary")
+    assert len(summary) == 1 and summary[0].startswith("Run: 10 optimizer steps.")
+    for row in ("| 0 | 0.05 | 0.005 |", "| 1 | 0.1 | 0.01 |", "| 5 | 0.1 | 0.01 |", "| 6 | 0.1 | 0.01 |"):
+        assert row in summary[0]  # step 0, the warmup's last step, the stable phase's last step, the decay's first
+    curves = schedule.plan()
+    assert list(curves) == ["body", "head"] and curves["body"][0] == list(range(10))
+    assert curves["head"][1] == pytest.approx([schedule.lr_at(k, 0, 1) for k in range(10)])
+
+
+def test_log_plan_false_writes_no_plan(tmp_path: Any) -> None:
+    fit(tmp_path, LRSchedule("cosine", log_plan=False))
+    tags = read_events(tmp_path).Tags()
+    assert tags["images"] == [] and "lr_schedule/summary/text_summary" not in tags["tensors"]
+    assert "lr/body" in tags["scalars"]
+
+
+def test_log_every_n_steps_logs_every_nth_optimizer_step(tmp_path: Any) -> None:
+    schedule = LRSchedule("cosine", log_every_n_steps=3)
+    model = fit(tmp_path, schedule, accumulate_grad_batches=2)
+    steps, values = logged(tmp_path, "lr/body")
+    assert steps == [0, 3, 6, 9] and values == pytest.approx([body(model)[k] for k in steps], rel=1e-6)
+
+
+def test_by_default_lrs_are_logged_at_the_trainers_cadence(tmp_path: Any) -> None:
+    """Like Lightning's own metrics and LearningRateMonitor: the trainer's ``log_every_n_steps`` (here 4)."""
+    model = fit(tmp_path, LRSchedule("cosine"), log_every_n_steps=4)
+    steps, values = logged(tmp_path, "lr/body")
+    assert steps == [0, 4, 8] and values == pytest.approx([body(model)[k] for k in steps], rel=1e-6)
+
+
+@pytest.mark.parametrize("limit", [{"max_steps": 10}, {"max_epochs": 3, "max_steps": 10}])
+def test_durations_in_epochs_resolve_with_max_steps_or_max_epochs(tmp_path: Any, limit: dict[str, int]) -> None:
+    """8 batches per epoch, accumulated by 2: an epoch is 4 optimizer steps, whichever limit the run has."""
+    schedule = LRSchedule("step", every="1 epochs", gamma=0.5, warmup="0.5 epochs")
+    model = fit(tmp_path, schedule, accumulate_grad_batches=2, **limit)
+    assert schedule.run == Run(total_steps=10, steps_per_epoch=4)
+    assert body(model) == pytest.approx([0.05, 0.1] + [0.1] * 4 + [0.05] * 4, rel=1e-12)
+
+
+def test_preset_arguments_change_the_lrs(tmp_path: Any) -> None:
+    plain = fit(tmp_path / "plain", LRSchedule("cosine"))
+    floored = fit(tmp_path / "floored", LRSchedule("cosine", end=0.5))
+    assert body(plain)[-1] == pytest.approx(0.1 * Cosine()(9, total_steps=10))
+    assert body(floored)[-1] == pytest.approx(0.1 * Cosine(end=0.5)(9, total_steps=10))
+
+
+# --- the API the finder and the watchdog use -------------------------------------------------------------------
+
+
+class Driver(pl.Callback):
+    """Acts on the schedule as the finder and the watchdog do, at fixed steps, through core.lr_model."""
+
+    def __init__(self) -> None:
+        self.reference_lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        self.reference_lrs.append(reference_lr(trainer))
+        if step == 2:
+            set_peak_lr(trainer, 0.2)  # the finder: the reference group's peak; the head keeps its ratio
+        if step == 4:
+            set_lr_scale(trainer, 0.5, 1.0)  # the watchdog: every group
+        if step == 6:
+            with paused(trainer):  # the finder's sweep: neither writes nor counts
+                for group in trainer.optimizers[0].param_groups:
+                    group["lr"] = 1e-3
+                torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]).step()  # another optimizer: not counted
+                trainer.optimizers[0].step()  # a sweep step: not counted
+                assert find_lr_schedule(trainer).steps == [6]
+
+
+def test_peak_scale_and_pause_as_the_finder_and_watchdog_use_them(tmp_path: Any) -> None:
+    schedule = LRSchedule("linear")
+    driver = Driver()
+    model = fit(tmp_path, schedule, callbacks=[schedule, driver])
+    linear = [1 - k / 10 for k in range(10)]
+    peaks = [0.1] * 2 + [0.2] * 8
+    scales = [1.0] * 4 + [0.5] * 6
+    expected = [p * f * s for p, f, s in zip(peaks, linear, scales)]
+    assert body(model) == pytest.approx(expected, rel=1e-12)
+    assert [lrs[1] for lrs in model.seen_lrs] == pytest.approx([lr / 10 for lr in expected], rel=1e-12)
+    assert schedule.steps == [10] and schedule.peak_lrs == [[0.2, 0.02]] and schedule.scales == [[0.5, 0.5]]
+    assert driver.reference_lrs == pytest.approx([0.1] * 3 + [0.2] * 7)  # read before the step-2 change
+    assert logged(tmp_path, "lr/body") == (list(range(10)), pytest.approx(expected, rel=1e-6))
+
+
+def test_public_methods_refuse_bad_values_and_use_before_fit() -> None:
+    schedule = LRSchedule("cosine")
+    with pytest.raises(ValueError, match=r"LRSchedule has not started.*once fit starts"):
+        schedule.lr_at(3)
+    with pytest.raises(ValueError, match=r"has not started"):
+        schedule.plan()
+    with pytest.raises(ValueError, match=r"LRSchedule: `lr` must be > 0, got 0"):
+        schedule._set_peak_lr(0)
+    with pytest.raises(ValueError, match=r"LRSchedule: `scale` must be > 0, got -1"):
+        schedule._set_scale(-1)
+    assert schedule.run is None and schedule.steps == [] and schedule.state_dict() == {}
+
+
+# --- mixed precision -------------------------------------------------------------------------------------------
+
+
+def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) -> None:
+    """An inf loss at step 3: the GradScaler skips that update; Lightning still counts it in global_step."""
+    schedule = LRSchedule("linear", warmup="2 steps")
+    model = TinyModel(loss_hook=lambda step, loss: loss * math.inf if step == 3 else loss)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # small enough that no other step overflows
+    fit(tmp_path, schedule, model, max_steps=8, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert model.trainer.global_step == 8 and schedule.steps == [7] and scaler.get_scale() == 512.0
+    plan = [schedule.lr_at(k) for k in range(8)]
+    assert body(model) == pytest.approx([plan[k] for k in (0, 1, 2, 3, 3, 4, 5, 6)], rel=1e-12)
+    # The skipped update is not logged; the run ends one step before its plan does (lr(7) is never used).
+    assert logged(tmp_path, "lr/body") == (list(range(7)), pytest.approx(plan[:7], rel=1e-6))
+
+
+# --- constructor arguments -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: LRSchedule(Cosine(), end=0.1), TypeError, r"preset arguments \(end\) go with a preset name"),
+        (lambda: LRSchedule(3), TypeError, r"`schedule` must be a Schedule or a preset name.*got 3"),
+        (lambda: LRSchedule("cosinus"), ValueError, r"unknown `schedule` 'cosinus'; choose one of: 'constant'"),
+        (lambda: LRSchedule("cosine", floor=0.1), TypeError, r"'cosine' schedule does not take 'floor'"),
+        (lambda: LRSchedule(group_schedules=["head"]), TypeError, r"`group_schedules` must be a dict.*\['head'\]"),
+        (lambda: LRSchedule(peak_lrs=0.1), TypeError, r"`peak_lrs` must be a dict keyed by param_group\['name'\]"),
+        (lambda: LRSchedule(group_schedules={"head": 3}), TypeError, r"`group_schedules\['head'\]` must be a Schedule"),
+        (lambda: LRSchedule(peak_lrs={"head": 0.0}), ValueError, r"`peak_lrs\['head'\]` must be > 0, got 0\.0"),
+        (lambda: LRSchedule(peak_lrs={"head": "1e-3"}), TypeError, r"`peak_lrs\['head'\]` must be a number"),
+        (lambda: LRSchedule(on_length_change="stretch"), ValueError, r"unknown `on_length_change` 'stretch'.*'keep'"),
+        (lambda: LRSchedule(log_every_n_steps=0), ValueError, r"`log_every_n_steps` must be >= 1, got 0"),
+        (lambda: LRSchedule(log_every_n_steps=2.0), TypeError, r"`log_every_n_steps` must be a whole number"),
+        (lambda: LRSchedule(log_plan="yes"), TypeError, r"`log_plan` must be True or False, got 'yes'"),
+        (lambda: LRSchedule(preset_args=["end"]), TypeError, r"`preset_args` must be a mapping.*got \['end'\]"),
+        (
+            lambda: LRSchedule("cosine", preset_args={"end": 0.1}, end=0.2),
+            TypeError,
+            r"end given both in `preset_args` and as keywords; give each once",
+        ),
+        (lambda: LRSchedule.from_transformers("onecycle"), ValueError, r"unknown `name` 'onecycle'"),
+        (lambda: LRSchedule.from_transformers("cosine", lr_end=0.1), TypeError, r"'cosine' does not take 'lr_end'"),
+    ],
+)
+def test_bad_constructor_arguments_are_refused(build: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_preset_args_are_the_preset_keywords_as_one_mapping() -> None:
+    assert LRSchedule("wsd", preset_args={"decay": "50%"}, warmup="2 steps").schedule == (
+        LRSchedule("wsd", decay="50%", warmup="2 steps").schedule
+    )
+    assert LRSchedule("cosine", preset_args={"end": 0.5}).schedule != LRSchedule("cosine").schedule
+
+
+def test_from_transformers_separates_its_own_arguments_from_the_callbacks() -> None:
+    schedule = LRSchedule.from_transformers("cosine", num_warmup_steps=3, num_cycles=1.0, log_every_n_steps=2)
+    assert schedule.schedule.describe() == "transformers 'cosine'(num_warmup_steps=3, num_cycles=1.0)"
+    assert schedule.schedule.multiplier(7, Run(total_steps=11)) == pytest.approx(0.5 * (1 + math.cos(math.pi)))

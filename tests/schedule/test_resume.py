@@ -1,0 +1,231 @@
+"""State and resume: LRSchedule's state round-trips, and a real checkpoint resumes the LR sequence exactly.
+
+One uninterrupted run (cosine with a 5-step warmup, gradient accumulation 2, 4 optimizer steps per epoch,
+14 steps) writes a checkpoint every 3 optimizer steps: step 3 is mid-warmup and mid-epoch, step 6 is
+mid-epoch. Resuming from them with ``Trainer.fit(ckpt_path=...)`` must give the same LR, step for step, as
+the uninterrupted run, read from the optimizer as the update uses it and from TensorBoard.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lr_callbacks import LRSchedule
+from tests.helpers import TinyModel, loader, make_trainer, read_scalars
+
+TOTAL = 14
+
+
+def make_schedule(**kwargs: Any) -> LRSchedule:
+    return LRSchedule("cosine", warmup="5 steps", end=0.1, **kwargs)
+
+
+@dataclass
+class Uninterrupted:
+    lrs: list[list[float]]  # per step, per group, as the update used them
+    logged: list[tuple[int, float]]  # lr/body from TensorBoard
+    checkpoints: Path
+    callback: LRSchedule
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Uninterrupted:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    torch.manual_seed(0)
+    model, callback = TinyModel(), make_schedule()
+    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    trainer = make_trainer(
+        root, max_steps=TOTAL, accumulate_grad_batches=2, enable_checkpointing=True, callbacks=[callback, checkpoints]
+    )
+    trainer.fit(model, loader())
+    assert sorted(p.name for p in (root / "ckpt").iterdir()) == [
+        "step=12.ckpt",
+        "step=3.ckpt",
+        "step=6.ckpt",
+        "step=9.ckpt",
+    ]
+    return Uninterrupted(model.seen_lrs, read_scalars(root, "lr/body"), root / "ckpt", callback)
+
+
+def resume(
+    root: Path, checkpoint: Path, callback: LRSchedule, model: pl.LightningModule | None = None, **kwargs: Any
+) -> TinyModel:
+    model = model if model is not None else TinyModel()
+    trainer = make_trainer(
+        root, **{"max_steps": TOTAL, "accumulate_grad_batches": 2, "callbacks": [callback], **kwargs}
+    )
+    trainer.fit(model, loader(), ckpt_path=str(checkpoint))
+    return model  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("step", [3, 6])
+def test_resume_from_a_real_checkpoint_reproduces_the_lr_sequence(
+    tmp_path: Path, uninterrupted: Uninterrupted, step: int
+) -> None:
+    checkpoint = uninterrupted.checkpoints / f"step={step}.ckpt"
+    saved = torch.load(checkpoint, weights_only=False)
+    state = saved["callbacks"]["LRSchedule"]
+    # max_steps and no duration in epochs: the epoch length is neither needed nor loaded at fit start
+    assert state["steps"] == [step] and state["total_steps"] == TOTAL and state["steps_per_epoch"] is None
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] % 8 != 0  # mid-epoch
+
+    callback = make_schedule()
+    model = resume(tmp_path, checkpoint, callback)
+    assert callback.steps == [TOTAL]
+    assert model.seen_lrs == uninterrupted.lrs[step:]  # exactly: the same floats
+    assert read_scalars(tmp_path, "lr/body") == uninterrupted.logged[step:]
+    assert [lr for lr, _ in uninterrupted.lrs[:6]] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1])
+
+
+def test_state_dict_round_trips_into_a_fresh_instance_and_continues_the_plan(tmp_path: Path) -> None:
+    """Without a checkpoint: a fresh callback loaded with another's state picks up its clock, peaks and scales."""
+
+    class StopAt(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step == 5:
+                trainer.should_stop = True
+
+    first = make_schedule()
+    make_trainer(tmp_path / "first", max_steps=TOTAL, callbacks=[first, StopAt()]).fit(TinyModel(), loader())
+    first._set_scale(0.5)  # as the watchdog would have, before the state is saved
+    state = first.state_dict()
+    assert state == {
+        "steps": [5],
+        "peaks": [[0.1, 0.01]],
+        "scales": [[0.5, 0.5]],
+        "names": [["body", "head"]],
+        "total_steps": TOTAL,
+        "steps_per_epoch": None,
+    }
+    assert json.loads(json.dumps(state)) == state  # plain data, safe in any checkpoint
+
+    second = make_schedule()
+    second.load_state_dict(copy.deepcopy(state))
+    assert second.state_dict() == state  # before fit: the loaded state, unchanged
+    model = TinyModel()
+    make_trainer(tmp_path / "second", max_steps=TOTAL, callbacks=[second]).fit(model, loader())
+    reference = make_schedule()
+    make_trainer(tmp_path / "reference", max_steps=TOTAL, callbacks=[reference]).fit(TinyModel(), loader())
+    expected = [0.5 * reference.lr_at(k) for k in range(5, TOTAL)] + [0.5 * reference.lr_at(TOTAL)] * 5
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx(expected, rel=1e-12)
+    assert second.steps == [5 + TOTAL] and second.scales == [[0.5, 0.5]]
+
+
+def test_the_callback_pickles_before_and_after_a_fit(tmp_path: Path) -> None:
+    fresh = make_schedule(log_every_n_steps=2)
+    assert pickle.loads(pickle.dumps(fresh)).schedule == fresh.schedule
+    make_trainer(tmp_path, max_steps=6, callbacks=[fresh]).fit(TinyModel(), loader())
+    restored = pickle.loads(pickle.dumps(fresh))
+    assert restored.state_dict() == fresh.state_dict() and restored.steps == [6]
+
+
+def test_load_state_dict_refuses_a_foreign_state() -> None:
+    with pytest.raises(ValueError, match=r"the checkpoint's state lacks \['names', 'peaks'.*written by LRSchedule"):
+        make_schedule().load_state_dict({"steps": [3], "scales": [[1.0]], "total_steps": 10, "steps_per_epoch": 2})
+
+
+def test_resuming_a_checkpoint_written_without_the_schedule_starts_at_its_global_step(tmp_path: Path) -> None:
+    """e.g. a run that used a torch scheduler before: the plan covers the run from step 0, resumed at step 6."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1, filename="{step}")
+    make_trainer(tmp_path / "before", max_steps=6, enable_checkpointing=True, callbacks=[checkpoints]).fit(
+        TinyModel(), loader()
+    )
+    callback = LRSchedule("linear")
+    model = TinyModel()
+    trainer = make_trainer(tmp_path / "after", max_steps=TOTAL, callbacks=[callback])
+    trainer.fit(model, loader(), ckpt_path=str(tmp_path / "ckpt" / "step=6.ckpt"))
+    assert callback.steps == [TOTAL]
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx([0.1 * (1 - k / TOTAL) for k in range(6, TOTAL)])
+    assert [step for step, _ in read_scalars(tmp_path / "after", "lr/body")] == list(range(6, TOTAL))
+
+
+# --- resuming into a run of another length: the policy --------------------------------------------------------
+
+
+def test_on_length_change_keep_follows_the_original_plan(tmp_path: Path, uninterrupted: Uninterrupted) -> None:
+    callback = make_schedule(on_length_change="keep")
+    with pytest.warns(UserWarning, match=r"the run had 14 optimizer steps.*now has 20; following the original plan"):
+        model = resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, max_steps=20)
+    original = uninterrupted.callback
+    expected = [original.lr_at(k) for k in range(6, TOTAL)] + [original.lr_at(TOTAL)] * 6
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx(expected, rel=1e-12)
+    assert callback.run is not None and callback.run.total_steps == TOTAL
+
+
+def test_on_length_change_rescale_replans_for_the_new_length(tmp_path: Path, uninterrupted: Uninterrupted) -> None:
+    callback = make_schedule(on_length_change="rescale")
+    with pytest.warns(UserWarning, match=r"now has 20; re-planning the schedule for the new length"):
+        model = resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, max_steps=20)
+    fresh = make_schedule()
+    make_trainer(tmp_path / "fresh", max_steps=20, accumulate_grad_batches=2, callbacks=[fresh]).fit(
+        TinyModel(), loader()
+    )
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx([fresh.lr_at(k) for k in range(6, 20)], rel=1e-12)
+    assert callback.run is not None and callback.run.total_steps == 20
+
+
+def test_on_length_change_error_refuses_with_the_fix(tmp_path: Path, uninterrupted: Uninterrupted) -> None:
+    with pytest.raises(ValueError, match=r"had 14 optimizer steps.*now has 20\. Resume with the original.*'keep'"):
+        resume(
+            tmp_path, uninterrupted.checkpoints / "step=6.ckpt", make_schedule(on_length_change="error"), max_steps=20
+        )
+
+
+def test_the_same_length_resumes_silently_under_every_policy(tmp_path: Path, uninterrupted: Uninterrupted) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r"LRSchedule.*", category=UserWarning)
+        model = resume(tmp_path, uninterrupted.checkpoints / "step=9.ckpt", make_schedule(on_length_change="error"))
+    assert model.seen_lrs == uninterrupted.lrs[9:]
+
+
+class ThreeGroups(TinyModel):
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(
+            [
+                {"params": self.body.weight, "name": "body"},
+                {"params": self.body.bias, "name": "bias"},
+                {"params": self.head.parameters(), "lr": 0.01, "name": "head"},
+            ],
+            lr=0.1,
+            momentum=0.9,
+        )
+
+
+class RenamedHead(TinyModel):
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(
+            [
+                {"params": self.body.parameters(), "name": "body"},
+                {"params": self.head.parameters(), "lr": 0.01, "name": "neck"},
+            ],
+            lr=0.1,
+            momentum=0.9,
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        (ThreeGroups(), r"the checkpoint has \[2\] parameter groups per optimizer, this run has \[3\]"),
+        (RenamedHead(), r"group 1 of optimizer 0 was 'head' in the checkpoint and is 'neck' now"),
+    ],
+)
+def test_resuming_into_other_parameter_groups_is_refused(
+    tmp_path: Path, uninterrupted: Uninterrupted, model: TinyModel, match: str
+) -> None:
+    callback = make_schedule()
+    with pytest.raises(ValueError, match=match):
+        # the optimizer state would not load either; ours is checked first, at fit start, with a clearer message
+        resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, model=model)

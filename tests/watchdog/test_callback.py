@@ -1,0 +1,400 @@
+"""DivergenceWatchdog's mechanics with a real Trainer: exact skips (also under a GradScaler and on the device),
+host synchronisations, the shared LR model, TensorBoard, pausing, accumulation, checkpoints and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.precision import MixedPrecision
+from torch.overrides import TorchFunctionMode
+from torch.utils.data import DataLoader
+
+from lr_callbacks import DivergenceWatchdog, Incident, LRSchedule
+from lr_callbacks.core.lr_model import paused
+from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
+from tests.helpers import TinyModel, loader, make_trainer, read_scalars, read_text, regression_data
+from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit
+
+
+def small(**kwargs: object) -> DivergenceWatchdog:
+    """A watchdog that judges from step 10 and snapshots every 10 clean steps, for short runs."""
+    options: dict[str, object] = dict(warmup_steps=10, window=20, snapshot_every=10, flat_loss_steps=None)
+    options.update(kwargs)
+    return DivergenceWatchdog(**options)  # type: ignore[arg-type]
+
+
+def state_of(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    tensors = [p.detach().clone() for p in module.parameters()]
+    for p in module.parameters():
+        tensors += [v.detach().clone() for v in optimizer.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+class StepSpy(pl.Callback):
+    """Placed after the watchdog: the state an update starts from, and the state after it, at one step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.before: list[torch.Tensor] | None = None
+        self.after: list[torch.Tensor] | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            self.before = state_of(pl_module, optimizer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step + 1 and self.after is None:
+            self.after = state_of(pl_module, trainer.optimizers[0])
+
+    def unchanged(self) -> bool:
+        assert self.before is not None and self.after is not None
+        return len(self.before) == len(self.after) and all(map(torch.equal, self.before, self.after))
+
+
+# --- the skip is a true no-op ---------------------------------------------------------------------------------
+
+
+def test_a_skipped_step_leaves_weights_moments_and_step_count_alone(tmp_path):
+    spy, schedule, watchdog = StepSpy(30), LRSchedule("constant"), small()
+    trainer = fit(tmp_path, DigitsModel("adamw", faults=Faults(nan_loss=[30])), [schedule, watchdog, spy], 40)
+    assert [(e.step, e.action) for e in watchdog.events] == [(30, "skip")]
+    assert spy.unchanged()
+    assert watchdog.sync_every_n_steps == 1  # on the CPU the host decides every step
+    # the step still counts: the batch was spent, and the schedule's clock moves with trainer.global_step
+    assert trainer.global_step == 40 and schedule.steps == [40]
+
+
+def test_the_skip_is_exact_under_a_grad_scaler(tmp_path):
+    spy, watchdog = StepSpy(30), small()
+    # a small loss scale, so that the ×1000 loss stays finite in float16: the skip is the watchdog's, not the scaler's
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0, growth_interval=10_000)
+    model = DigitsModel("adamw", faults=Faults(loss_times={30: 1000.0}))
+    fit(tmp_path, model, [watchdog, spy], 40, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert (30, "loss", "skip") in [(e.step, e.signal, e.action) for e in watchdog.events]
+    assert spy.unchanged()  # no "No inf checks were recorded for this optimizer": the scaler unscaled first
+    assert scaler.get_scale() == 4.0  # the scaler found nothing to skip
+    assert watchdog.sync_every_n_steps == 1  # the scaler reads its inf flag every step anyway
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_on_the_device_a_fused_optimizer_skips_exactly_through_found_inf(tmp_path):
+    spy, watchdog = StepSpy(30), small(sync_every_n_steps=4)
+    model = DigitsModel("adamw_fused", faults=Faults(nan_loss=[30]))
+    fit(tmp_path, model, [watchdog, spy], 40)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(30, "non_finite", "skip")]
+    assert spy.unchanged()
+    assert not hasattr(model.trainer.optimizers[0], "found_inf")
+
+
+def test_on_the_device_another_optimizer_gets_zero_gradients_instead(tmp_path):
+    spy, watchdog = StepSpy(30), small(sync_every_n_steps=4)
+    model = DigitsModel("sgd", faults=Faults(nan_loss=[30]))
+    fit(tmp_path, model, [watchdog, spy], 40)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(30, "non_finite", "skip")]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert spy.before is not None and spy.after is not None
+    # SGD's momentum buffers decay by 0.9 and the weights move by the old momentum: documented, not a no-op
+    weights, buffers = len(list(model.parameters())), spy.before[len(list(model.parameters())) :]
+    assert all(torch.allclose(a, 0.9 * b) for a, b in zip(spy.after[weights:], buffers))
+
+
+class SyncCounter(TorchFunctionMode):
+    """Counts the calls that make the host wait for the device: ``item``, ``tolist``, ``cpu``, ``bool(t)``..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.syncs = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.syncs:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("sync_every", "reads"), [(DEVICE_SYNC_EVERY, 64 // DEVICE_SYNC_EVERY), (1, 64)])
+def test_host_reads_once_every_sync_every_n_steps(tmp_path, sync_every, reads):
+    counts = []
+    for callbacks in ([], [small(sync_every_n_steps=sync_every)]):
+        with SyncCounter() as counter:
+            fit(tmp_path, DigitsModel(), callbacks, 64, logger=False)
+        counts.append(counter.count)
+    # what the watchdog adds to a bare Trainer: one read of its signals per `sync_every` steps, nothing else
+    assert counts[1] - counts[0] == reads
+
+
+def test_auto_sync_every_is_8_on_an_accelerator_and_1_on_the_cpu():
+    assert DEVICE_SYNC_EVERY == 8
+    assert DivergenceWatchdog().sync_every_n_steps == 1  # before fit: not resolved yet
+
+
+def test_clip_scales_the_gradient_down_to_the_threshold(tmp_path):
+    norms: dict[int, float] = {}
+
+    class Norm(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            norms[trainer.global_step] = float(torch.nn.utils.get_total_norm(grads))
+
+    watchdog = small(outlier_action="clip", grad_z_threshold=6.0)
+    model = DigitsModel(faults=Faults(loss_times={30: 1000.0}))
+    fit(tmp_path, model, [watchdog, Norm()], 40)
+    clipped = [e for e in watchdog.events if e.step == 30]
+    assert {e.action for e in clipped} == {"clip"}
+    loss_limit, grad_limit = (next(e.threshold for e in clipped if e.signal == s) for s in ("loss", "grad_norm"))
+    # min(limit / value) over the two signals: the step is no larger than one at the threshold
+    assert norms[30] <= grad_limit * (1 + 1e-5)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert loss_limit < 1000.0
+
+
+# --- the shared LR model --------------------------------------------------------------------------------------
+
+
+def test_lowering_the_lr_goes_through_lr_schedule_scale(tmp_path):
+    schedule = LRSchedule("cosine", warmup="5 steps")
+    watchdog = small(lower_after=2, lower_window=20, recover_after=15)
+    model = DigitsModel(faults=Faults(loss_times={20: 1000.0, 25: 1000.0}))
+    fit(tmp_path, model, [schedule, watchdog], 60)
+    kinds = [(e.step, e.action) for e in watchdog.events if e.action != "skip"]
+    assert kinds == [(25, "lower_lr"), (40, "raise_lr")]
+    expected = [schedule.lr_at(k) * (0.5 if 25 <= k < 40 else 1.0) for k in range(60)]
+    assert model.seen_lrs == pytest.approx(expected, rel=1e-12)
+    assert [v for _, v in read_scalars(tmp_path, "watchdog/lr_scale")][24:27] == [1.0, 0.5, 0.5]
+    assert schedule.scales == [[1.0]] and schedule.steps == [60]
+
+
+def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
+    def hook(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * 1000.0 if step in (20, 22) else loss
+
+    model = TinyModel(
+        scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 / (1.0 + 0.01 * k)),
+        loss_hook=hook,
+    )
+    watchdog = small(lower_after=2, min_spread=0.05)
+    trainer = make_trainer(tmp_path, max_steps=30, callbacks=[watchdog])
+    trainer.fit(model, loader(regression_data(n=256)))
+    assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(22, "lower_lr")]
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.base_lrs == pytest.approx([0.05, 0.005])
+    for k, (body, head) in enumerate(model.seen_lrs):
+        scale = 0.5 if k >= 22 else 1.0
+        assert body == pytest.approx(0.1 * scale / (1 + 0.01 * k)) and head == pytest.approx(body / 10)
+
+
+# --- reporting --------------------------------------------------------------------------------------------------
+
+
+def test_tensorboard_gets_the_statistics_and_a_row_per_intervention(tmp_path):
+    watchdog = small()
+    fit(tmp_path, DigitsModel(faults=Faults(loss_times={30: 1000.0})), [watchdog], 40)
+    losses = dict(read_scalars(tmp_path, "watchdog/loss"))
+    assert sorted(losses) == list(range(40)) and losses[30] > 100 * losses[29]
+    z = dict(read_scalars(tmp_path, "watchdog/loss_z"))
+    assert min(z) == 10 and z[30] > 6.0 > max(v for k, v in z.items() if k != 30)
+    assert {k for k, _ in read_scalars(tmp_path, "watchdog/grad_norm_z")} == set(z)
+    assert [v for _, v in read_scalars(tmp_path, "watchdog/lr_scale")] == [1.0] * 40
+    assert len(read_scalars(tmp_path, "watchdog/cusum")) == 40
+    texts = read_text(tmp_path, "watchdog/events")
+    assert len(texts) == 2 and "| step | signal | value | threshold | action |" in texts[0]
+    assert "| 30 | loss |" in texts[0] and "| skip |" in texts[0]
+
+
+def test_log_every_n_steps_thins_the_scalars(tmp_path):
+    fit(tmp_path, DigitsModel(), [small(log_every_n_steps=5)], 20)
+    assert [k for k, _ in read_scalars(tmp_path, "watchdog/loss")] == [0, 5, 10, 15]
+
+
+def test_a_flat_loss_is_reported_with_its_numbers(tmp_path):
+    with pytest.warns(UserWarning, match=r"the loss went from .* over the first 40 steps: .* \(LR 1e-05\)"):
+        fit(tmp_path, DigitsModel(lr=1e-5), [small(flat_loss_steps=40)], 50, logger=False)
+
+
+# --- pausing, accumulation, manual optimization ------------------------------------------------------------------
+
+
+def test_a_paused_watchdog_neither_judges_nor_learns(tmp_path):
+    class Sweep(pl.Callback):
+        """Pauses the Pausable callbacks over steps 20-25, as the LR finder does during its sweep."""
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.global_step == 20:
+                self.context = paused(trainer)
+                self.context.__enter__()
+            if trainer.global_step == 26:
+                self.context.__exit__(None, None, None)
+
+    watchdog = small()
+    faults = Faults(reading_times={22: 1000.0, 30: 1000.0})  # the loss reads ×1000; the gradient is the true one
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog, Sweep()], 35)
+    assert [(e.step, e.signal) for e in watchdog.events] == [(30, "loss")]
+    assert watchdog._policy.state.accepted == 35 - 6 - 1  # not the 6 paused steps, not the outlier
+
+
+def test_micro_batches_of_one_step_are_combined(tmp_path):
+    model = DigitsModel()
+    fit(tmp_path, model, [small()], 12, accumulate_grad_batches=3)
+    logged = [v for _, v in read_scalars(tmp_path, "watchdog/loss")]
+    means = [sum(model.losses[3 * k : 3 * k + 3]) / 3 for k in range(12)]
+    assert logged == pytest.approx(means, rel=1e-6)
+
+
+def test_manual_optimization_is_refused_with_the_reason(tmp_path):
+    class Manual(DigitsModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+
+    with pytest.raises(ValueError, match=r"supports automatic optimization only.*automatic_optimization = True"):
+        fit(tmp_path, Manual(), [small()], 5, logger=False)
+
+
+def test_a_sharded_strategy_is_refused_with_the_reason():
+    # Lightning refuses FSDP on the CPU ("requires a GPU accelerator"), so the trainer is a stand-in holding a
+    # strategy of that name: the kind of strategy is all that setup looks at
+    class FSDPStrategy:
+        pass
+
+    trainer = type("Trainer", (), {"strategy": FSDPStrategy()})()
+    module = type("Module", (), {"automatic_optimization": True})()
+    with pytest.raises(ValueError, match=r"does not support sharded strategies yet \(FSDPStrategy\).*Use DDP"):
+        DivergenceWatchdog().setup(trainer, module, "fit")
+
+
+# --- checkpoints, resume, halt -----------------------------------------------------------------------------------
+
+
+class Weights(pl.Callback):
+    """Placed after the watchdog: the module's weights each update starts from, by step."""
+
+    def __init__(self) -> None:
+        self.before: dict[int, list[torch.Tensor]] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.before[trainer.global_step] = [t.detach().clone() for t in pl_module.state_dict().values()]
+
+
+def test_a_checkpoint_written_during_an_incident_holds_the_clean_snapshot(tmp_path):
+    weights, watchdog = Weights(), small()
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    faults = Faults(loss_times={k: 1000.0 for k in range(30, 34)})
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog, weights, checkpoints], 36, enable_checkpointing=True)
+    snapshot = watchdog._policy.state.snapshot_step
+    assert snapshot is not None and snapshot < 30
+    during = torch.load(tmp_path / "ckpt" / "epoch=0-step=32.ckpt", weights_only=False)  # after steps 30, 31
+    after = torch.load(tmp_path / "ckpt" / "epoch=0-step=35.ckpt", weights_only=False)  # after step 34: clean
+    assert all(map(torch.equal, during["state_dict"].values(), weights.before[snapshot]))
+    own = during["callbacks"]["DivergenceWatchdog"]
+    assert all(map(torch.equal, own["live"]["model"].values(), weights.before[30]))  # both steps were skipped
+    assert "live" not in after["callbacks"]["DivergenceWatchdog"]
+    assert all(map(torch.equal, after["state_dict"].values(), weights.before[35]))
+
+
+def epochs_loader() -> DataLoader:
+    return DataLoader(digits_data(), batch_size=32, shuffle=False)
+
+
+def run(tmp_path, faults: Faults, steps: int, ckpt_path: str | None = None, **kwargs):
+    """A run whose step ``k`` trains on a batch fixed by ``k`` (Lightning restarts a plain DataLoader from its first
+    batch on a mid-epoch resume), checkpointed at step 57."""
+    pl.seed_everything(0, verbose=False)
+    model, watchdog = DigitsModel(faults=faults, batch_by_step=True), small(patience=6, **kwargs)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=57, save_top_k=-1)
+    trainer = make_trainer(tmp_path, max_steps=steps, callbacks=[watchdog, saver], enable_checkpointing=True)
+    trainer.fit(model, epochs_loader(), ckpt_path=ckpt_path)
+    return model, watchdog
+
+
+def same(a: list[Incident], b: list[Incident]) -> bool:
+    return [repr(e) for e in a] == [repr(e) for e in b]  # repr: NaN values compare equal
+
+
+@pytest.mark.parametrize(
+    ("faults", "kwargs"),
+    [
+        # the checkpoint at the end of epoch 0 (step 57) is written in the middle of a run of outliers, which
+        # ends in a rollback at step 58 (6 in a row) back to the snapshot before step 50
+        (Faults(loss_times={k: 1000.0 for k in range(53, 62)}), {}),
+        # written in a clean stretch: the next rollback (step 75) goes back to a snapshot taken after the resume
+        (Faults(nan_loss=list(range(70, 76))), {}),
+        # written mid-warmup: the resumed run finishes the same warmup and catches the same spike
+        (Faults(loss_times={80: 1000.0}), {"warmup_steps": 70, "window": 80}),
+        # judged on the device, read every 4 steps: step 56 was judged but not read yet when step 57 saved
+        (Faults(loss_times={k: 1000.0 for k in range(53, 62)}), {"sync_every_n_steps": 4}),
+    ],
+    ids=["mid-incident", "clean", "mid-warmup", "between-reads"],
+)
+def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, faults, kwargs):
+    full_model, full = run(tmp_path / "full", faults, 90, **kwargs)
+    ckpt = str(tmp_path / "full" / "ckpt" / "epoch=0-step=57.ckpt")
+    pending = torch.load(ckpt, weights_only=False)["callbacks"]["DivergenceWatchdog"]["pending"]
+    assert [row["step"] for row in pending] == ([56] if "sync_every_n_steps" in kwargs else [])
+    resumed_model, resumed = run(tmp_path / "resumed", faults, 90, ckpt_path=ckpt, **kwargs)
+    assert same(resumed.events, full.events) and resumed.scale == full.scale
+    assert any(e.step > 57 and e.action in ("rollback", "skip") for e in full.events)
+    assert repr(resumed.state_dict()) == repr(full.state_dict())
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+
+
+def test_after_a_halt_no_update_happens_even_if_lightning_runs_on(tmp_path):
+    watchdog = small(patience=3, max_rollbacks=0)
+    model = DigitsModel(faults=Faults(nan_from=30))
+    trainer = fit(tmp_path, model, [watchdog], 40, min_steps=40)  # min_steps: should_stop is not honoured yet
+    assert watchdog.halt_reason is not None and trainer.global_step == 40
+    assert [e.action for e in watchdog.events][-1] == "halt"
+    saved = torch.load(watchdog.halt_checkpoint_path, weights_only=False)["state_dict"]
+    assert all(map(torch.equal, saved.values(), model.state_dict().values()))
+
+
+def test_resuming_a_halted_run_renews_the_rollback_budget(tmp_path, caplog):
+    watchdog = small(patience=3, max_rollbacks=0)
+    fit(tmp_path, DigitsModel(faults=Faults(nan_from=30)), [watchdog], 40)
+    resumed = small(patience=3, max_rollbacks=0)
+    with caplog.at_level(logging.WARNING, logger="lr_callbacks"):
+        trainer = make_trainer(tmp_path / "again", max_steps=50, callbacks=[resumed], logger=False)
+        pl.seed_everything(0, verbose=False)
+        trainer.fit(DigitsModel(), epochs_loader(), ckpt_path=watchdog.halt_checkpoint_path)
+    assert "resuming a halted run" in caplog.text and "rollback budget is renewed" in caplog.text
+    assert resumed.halt_reason is None and trainer.global_step == 50
+    assert same(resumed.events[: len(watchdog.events)], watchdog.events)
+    assert math.isclose(resumed.scale, watchdog.scale)
+
+
+def test_a_snapshot_restores_in_place_and_keeps_the_current_hyperparameters():
+    from lr_callbacks.core.snapshot import ModelSnapshot
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    snapshot = ModelSnapshot()
+    snapshot.take(model, optimizer, step=1)
+    saved = state_of(model, optimizer)
+    tensors = [id(t) for t in [*model.parameters(), *optimizer.state[model.weight].values()]]
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3)).sum().backward()
+        optimizer.step()
+    optimizer.param_groups[0]["lr"] = 0.05  # e.g. the schedule moved on
+    snapshot.restore(model, optimizer)
+    assert all(map(torch.equal, state_of(model, optimizer), saved))
+    assert [id(t) for t in [*model.parameters(), *optimizer.state[model.weight].values()]] == tensors
+    assert optimizer.param_groups[0]["lr"] == 0.05
+    with pytest.raises(ValueError, match="no snapshot to restore yet"):
+        ModelSnapshot().restore(model, optimizer)
+
+
+def test_the_lr_finder_sweep_does_not_trigger_the_watchdog(tmp_path):
+    from lr_callbacks import LRFinder
+
+    # the sweep drives the LR up to 10, where the loss explodes; the watchdog is paused meanwhile
+    finder, watchdog = LRFinder(num_steps=30, max_lr=10.0), small()
+    fit(tmp_path, DigitsModel(), [finder, watchdog], 30, logger=False)
+    assert finder.result is not None and finder.result.stop_reason == "diverged"
+    assert watchdog.events == [] and watchdog._policy.state.accepted == 30

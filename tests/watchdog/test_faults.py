@@ -1,0 +1,216 @@
+"""DivergenceWatchdog on scripted faults with a real Trainer, at its defaults, next to Lightning's own tools.
+
+Each fault hits a 64-64-10 MLP on the digits (SGD, momentum 0.9) at step ``T = 120``: past the watchdog's
+warmup (50 accepted steps) and its first clean snapshot (step 100). For each fault the same run is repeated
+with Lightning's ``SpikeDetection`` and ``EarlyStopping(check_finite=True)``, and what they do is asserted
+too, so the comparison is in one place:
+
+- ``SpikeDetection`` judges in ``on_train_batch_end``, after the update: it raises with the bad step already
+  applied (NaN weights), and misses what builds up slowly;
+- ``EarlyStopping`` looks at the end of the epoch: every NaN step until then runs, and it can only stop.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from lightning_fabric.utilities.spike import TrainingSpikeException
+from pytorch_lightning.callbacks import EarlyStopping, SpikeDetection
+
+from lr_callbacks import DivergenceWatchdog
+from tests.helpers import read_text
+from tests.watchdog.test_models import DigitsModel, Faults, fit, mean_loss
+
+T = 120
+STEPS = 160
+EPOCH = 57  # batches of 32 in the 1,797 digits
+
+
+def finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def watched(tmp_path, faults: Faults, steps: int = STEPS, **kwargs) -> tuple[DigitsModel, DivergenceWatchdog, object]:
+    model, watchdog = DigitsModel(faults=faults), DivergenceWatchdog(**kwargs)
+    trainer = fit(tmp_path, model, [watchdog], steps)
+    return model, watchdog, trainer
+
+
+def events(watchdog: DivergenceWatchdog) -> list[tuple[int, str, str]]:
+    return [(e.step, e.signal, e.action) for e in watchdog.events]
+
+
+@pytest.fixture(scope="module")
+def clean_loss(tmp_path_factory) -> dict[int, float]:
+    """The loss over the digits of the clean run without any callback, after 160 and 240 steps."""
+    losses = {}
+    for steps in (STEPS, 240):
+        model = DigitsModel()
+        fit(tmp_path_factory.mktemp("clean"), model, [], steps, logger=False)
+        losses[steps] = mean_loss(model)
+    return losses
+
+
+def spike_detection(tmp_path, faults: Faults, steps: int = STEPS) -> tuple[int | None, DigitsModel]:
+    """Run Lightning's SpikeDetection; return the optimizer steps done when it raised (None: never) and the model."""
+    model = DigitsModel(faults=faults)
+    try:
+        fit(tmp_path, model, [SpikeDetection()], steps, logger=False)
+    except TrainingSpikeException:
+        return model.trainer.global_step, model
+    return None, model
+
+
+def early_stopping(tmp_path, faults: Faults, steps: int = 200) -> tuple[int, DigitsModel]:
+    """Run Lightning's EarlyStopping(check_finite=True) on the step loss; return the steps done and the model."""
+    model = DigitsModel(faults=faults)
+    stop = EarlyStopping(monitor="train_loss", check_finite=True, patience=1000, check_on_train_epoch_end=True)
+    trainer = fit(tmp_path, model, [stop], steps, logger=False)
+    return trainer.global_step, model
+
+
+# --- one bad step ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected", "spike_raises_after"),
+    [
+        (Faults(nan_loss=[T]), [(T, "non_finite", "skip")], T + 1),
+        (Faults(loss_times={T: 1000.0}), [(T, "loss", "skip"), (T, "grad_norm", "skip")], T + 1),
+        # the loss of step 120 is finite: SpikeDetection sees the NaN loss the poisoned weights give at 121
+        (Faults(inf_grad=[T]), [(T, "non_finite", "skip")], T + 2),
+    ],
+    ids=["nan_loss", "loss_x1000", "inf_gradients"],
+)
+def test_one_bad_step_is_skipped_before_the_update(tmp_path, clean_loss, faults, expected, spike_raises_after):
+    model, watchdog, _ = watched(tmp_path / "ours", faults)
+    assert events(watchdog) == expected
+    assert finite(model) and watchdog.scale == 1.0
+    assert mean_loss(model) < 1.25 * clean_loss[STEPS]
+
+    raised_at, spiked = spike_detection(tmp_path / "spike", faults)
+    assert raised_at == spike_raises_after  # the bad update was applied before it looked
+    if faults.loss_times:
+        assert finite(spiked) and mean_loss(spiked) > 10 * clean_loss[STEPS]
+    else:
+        assert not finite(spiked)
+
+    stopped_at, stopped = early_stopping(tmp_path / "early", faults)
+    if faults.loss_times:  # a finite spike is not its business: the run goes on, wrecked
+        assert stopped_at == 200 and mean_loss(stopped) > 3 * clean_loss[STEPS]
+    else:  # it stops at the end of the epoch, after every step since the fault ran on NaN weights
+        assert stopped_at == 3 * EPOCH and not finite(stopped)
+
+
+# --- a burst of bad data, an LR pulse, a slow climb -----------------------------------------------------------
+
+
+def test_a_burst_of_label_noise_is_caught_and_undone(tmp_path, clean_loss):
+    faults = Faults(label_noise=range(T, T + 6))
+    model, watchdog, _ = watched(tmp_path / "ours", faults)
+    without = DigitsModel(faults=faults)
+    fit(tmp_path / "without", without, [], STEPS, logger=False)
+    kinds = events(watchdog)
+    # SGD at step 120 is noisy enough (log-loss spread ≈ 1) that a noisy batch (×30 loss) stays under 6σ: the
+    # climb it causes is caught by the CUSUM, the LR cut, then the run rolled back to the clean snapshot
+    assert kinds[0][1:] == ("loss_trend", "lower_lr") and T < kinds[0][0] <= T + 12
+    assert ("loss_trend", "rollback") in [k[1:] for k in kinds]
+    assert watchdog.events[1].detail.count("before step 100") == 1
+    assert mean_loss(model) < 0.4 * mean_loss(without)
+
+    raised_at, _ = spike_detection(tmp_path / "spike", faults)
+    assert raised_at == T + 1
+
+
+def test_an_lr_pulse_is_rolled_back(tmp_path, clean_loss):
+    faults = Faults(lr_times={k: 30.0 for k in range(T, T + 5)})
+    model, watchdog, _ = watched(tmp_path / "ours", faults)
+    kinds = events(watchdog)
+    # the loss of step 120 is normal (the LR acts on the update): the damage shows from step 121 on, every
+    # later step is skipped (so the pulse does no more harm), and the run goes back to the snapshot of step 100
+    assert kinds[0] == (T + 1, "loss", "skip")
+    assert [k for k in kinds if k[2] != "skip"] == [(T + 10, "persistent_outliers", "rollback")]
+    assert watchdog.scale == 0.5
+    assert mean_loss(model) < 1.5 * clean_loss[STEPS]
+
+    raised_at, spiked = spike_detection(tmp_path / "spike", faults)
+    assert raised_at == T + 2 and mean_loss(spiked) > 5 * clean_loss[STEPS]
+
+
+def test_a_slow_climb_that_never_spikes_lowers_the_lr(tmp_path, clean_loss):
+    # the LR grows 5% per step from step 120, up to ×20: the loss climbs without a single outlier
+    faults = Faults(lr_growth_from=T, lr_growth=1.05, lr_growth_max=20.0)
+    model, watchdog, _ = watched(tmp_path / "ours", faults, steps=240)
+    without = DigitsModel(faults=faults)
+    fit(tmp_path / "without", without, [], 240, logger=False)
+    kinds = events(watchdog)
+    assert all(signal == "loss_trend" for _, signal, _ in kinds)
+    assert kinds[0][2] == "lower_lr" and "rollback" in [k[2] for k in kinds]
+    assert watchdog.scale <= 0.25
+    assert mean_loss(without) > 2.0  # diverged: worse than chance (ln 10 ≈ 2.3 at best)
+    assert mean_loss(model) < 0.25 * mean_loss(without)
+
+    # SpikeDetection stops the run once the climb turns into a jump (3× the mean of 10 losses): too late to keep
+    # the model, which it leaves wrecked, and with nothing to resume from
+    raised_at, spiked = spike_detection(tmp_path / "spike", faults, steps=240)
+    assert raised_at is not None and mean_loss(spiked) > 5 * clean_loss[STEPS]
+
+
+# --- a loss that stays NaN: graceful halt ---------------------------------------------------------------------
+
+
+class _Weights:
+    """Record the weights the update of one step starts from (after the watchdog had its say)."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.weights = step, None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            self.weights = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+
+def test_a_loss_that_stays_nan_halts_with_the_last_good_state_saved(tmp_path):
+    from lr_callbacks.core.compat import Callback
+
+    spy = type("Spy", (_Weights, Callback), {})(100)
+    model, watchdog = DigitsModel(faults=Faults(nan_from=T)), DivergenceWatchdog()
+    trainer = fit(tmp_path, model, [watchdog, spy], 400)
+    # 10 NaN steps in a row, a rollback (3 of them), then the budget is spent
+    rollbacks = [e.step for e in watchdog.events if e.action == "rollback"]
+    assert rollbacks == [T + 9, T + 19, T + 29]
+    assert events(watchdog)[-1] == (T + 39, "persistent_outliers", "halt")
+    assert trainer.global_step == T + 40 and trainer.should_stop
+    assert "all 3 rollbacks (max_rollbacks) are used" in watchdog.halt_reason
+    path = os.path.join(tmp_path, "watchdog-last-good.ckpt")
+    assert watchdog.halt_checkpoint_path == path
+    saved = torch.load(path, weights_only=False)
+    assert saved["state_dict"].keys() == spy.weights.keys()
+    assert all(torch.equal(saved["state_dict"][k], spy.weights[k]) for k in spy.weights)
+    assert all(torch.equal(v, spy.weights[k]) for k, v in model.state_dict().items())
+    assert any("halt" in text for text in read_text(tmp_path, "watchdog/events"))
+
+    stopped_at, stopped = early_stopping(tmp_path / "early", Faults(nan_from=T))
+    assert stopped_at == 3 * EPOCH and not finite(stopped)
+
+
+def test_halt_checkpoint_sets_where_the_last_good_state_goes(tmp_path):
+    path = tmp_path / "elsewhere" / "good.ckpt"
+    watchdog = DivergenceWatchdog(warmup_steps=10, patience=3, max_rollbacks=0, halt_checkpoint=path)
+    fit(tmp_path, DigitsModel(faults=Faults(nan_from=30)), [watchdog], 60, logger=False)
+    assert watchdog.halt_checkpoint_path == str(path) and path.exists()
+    assert events(watchdog)[-1] == (32, "persistent_outliers", "halt")
+
+
+# --- clean runs -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_clean_runs_see_no_intervention(tmp_path, optimizer):
+    for seed in (0, 1, 2):
+        model, watchdog = DigitsModel(optimizer, seed=seed), DivergenceWatchdog()
+        fit(tmp_path / str(seed), model, [watchdog], 300, seed=seed, logger=False)
+        assert watchdog.events == [], (seed, watchdog.events)
+        assert watchdog.scale == 1.0

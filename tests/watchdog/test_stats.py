@@ -1,0 +1,486 @@
+"""The watchdog's pure core with made-up numbers: robust statistics, CUSUM, trend, and every rung of the ladder."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+import random
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lr_callbacks import DivergenceWatchdog
+from lr_callbacks.watchdog.config import Incident, WatchdogConfig
+from lr_callbacks.watchdog.policy import Decision, WatchdogPolicy
+from lr_callbacks.watchdog.stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def noisy(n: int, level: float = 1.0, noise: float = 0.05, seed: int = 0) -> list[float]:
+    """``n`` losses around ``level`` with multiplicative noise of about ``noise``."""
+    rng = random.Random(seed)
+    return [level * math.exp(rng.gauss(0.0, noise)) for _ in range(n)]
+
+
+def feed(
+    policy: WatchdogPolicy, losses: list[float], grads: list[float] | None = None, start: int | None = None
+) -> list[Decision]:
+    """Judge and record one step per loss (gradient norm 1.0 unless given), as the callback does."""
+    first = start if start is not None else (policy.state.last_accepted or -1) + 1 + len(policy.state.run)
+    decisions = []
+    for offset, loss in enumerate(losses):
+        grad = grads[offset] if grads is not None else 1.0
+        verdict = policy.judge(loss, grad)
+        decisions.append(policy.record(first + offset, loss, grad, verdict))
+    return decisions
+
+
+def actions(policy: WatchdogPolicy) -> list[tuple[int, str, str]]:
+    return [(e.step, e.signal, e.action) for e in policy.events]
+
+
+def warm(**overrides: object) -> WatchdogPolicy:
+    """A policy past a 20-step warmup on losses around 1.0 (noise 5%)."""
+    config = dict(warmup_steps=20, window=50, recover_after=None, flat_loss_steps=None)
+    config.update(overrides)
+    policy = WatchdogPolicy(WatchdogConfig(**config))  # type: ignore[arg-type]
+    feed(policy, noisy(30), start=0)
+    policy.snapshot_taken(29)
+    return policy
+
+
+# --- log_value, RollingBaseline ----------------------------------------------------------------------------
+
+
+def test_log_value_rejects_what_log_space_cannot_judge():
+    assert log_value(1.0) == 0.0
+    assert [log_value(v) for v in (0.0, -1.0, math.inf, math.nan)] == [None, None, None, None]
+
+
+def test_baseline_is_median_and_scaled_mad_of_the_last_window_values():
+    baseline = RollingBaseline(window=4, min_spread=0.001)
+    for value in [100.0, 1.0, 2.0, 3.0, 4.0]:  # 100 falls out of the window
+        baseline.add(value)
+    assert baseline.values == [1.0, 2.0, 3.0, 4.0]
+    assert baseline.center == 2.5
+    assert baseline.spread == pytest.approx(1.4826 * 1.0)
+    assert baseline.z(2.5 + 2 * 1.4826) == pytest.approx(2.0)
+    assert baseline.limit(3.0) == pytest.approx(2.5 + 3 * 1.4826)
+
+
+def test_baseline_spread_never_falls_below_the_floor():
+    baseline = RollingBaseline(window=10, min_spread=0.02)
+    for _ in range(10):
+        baseline.add(0.5)
+    assert baseline.spread == 0.02
+
+
+def test_baseline_reset_keeps_the_old_spread_until_refilled():
+    baseline = RollingBaseline(window=10, min_spread=0.01)
+    for value in [0.0, 0.5, -0.5, 1.0, -1.0]:
+        baseline.add(value)
+    wide = baseline.spread
+    baseline.reset([5.0, 5.0], refill=4)
+    assert baseline.center == 5.0 and baseline.spread == wide
+    baseline.add(5.0)
+    baseline.add(5.0)
+    assert baseline.spread == 0.01
+
+
+def test_baseline_without_values_says_so():
+    with pytest.raises(ValueError, match="no value accepted yet"):
+        RollingBaseline(5, 0.1).center  # noqa: B018
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1e-6, 1e6), st.lists(st.floats(0.01, 100.0), min_size=5, max_size=40))
+def test_z_scores_in_log_space_do_not_depend_on_the_loss_scale(factor, losses):
+    def zs(values: list[float]) -> list[float]:
+        baseline = RollingBaseline(window=100, min_spread=1e-9)
+        for v in values[:-1]:
+            baseline.add(math.log(v))
+        return [baseline.z(math.log(values[-1]))]
+
+    assert zs([v * factor for v in losses]) == pytest.approx(zs(losses), rel=1e-9, abs=1e-6)
+
+
+# --- Cusum, trend ------------------------------------------------------------------------------------------
+
+
+def test_cusum_catches_a_slow_climb_that_never_spikes():
+    cusum = Cusum(drift=1.0, threshold=25.0)
+    steps = [k for k in range(200) if cusum.update(0.01 * max(0, k - 50), 0.0, 0.05, k) and cusum.alarm]
+    # the climb (0.2 spreads per step) starts at step 51; every value's own z stays below 6 until step 81
+    assert steps and 60 < steps[0] < 81
+    assert cusum.start is not None and 51 <= cusum.start <= 58
+
+
+def test_cusum_stays_quiet_on_noise():
+    rng = random.Random(1)
+    cusum = Cusum(drift=1.0, threshold=25.0)
+    assert not any(cusum.update(rng.gauss(0.0, 1.0), 0.0, 1.0, k) >= 25.0 for k in range(20_000))
+
+
+def test_cusum_reference_is_frozen_while_above_zero_and_held_after_restart():
+    cusum = Cusum(drift=0.0, threshold=100.0)
+    cusum.update(1.0, center=0.0, spread=1.0, step=0)
+    cusum.update(2.0, center=1.5, spread=1.0, step=1)  # the baseline moved; the reference did not
+    assert cusum.reference == (0.0, 1.0) and cusum.value == 3.0
+    cusum.restart()
+    cusum.update(0.5, center=5.0, spread=1.0, step=2)
+    assert cusum.reference == (0.0, 1.0) and cusum.value == 0.5
+    cusum.update(-1.0, center=5.0, spread=1.0, step=3)  # back at the old level: the hold ends
+    assert not cusum.held and cusum.value == 0.0
+    cusum.update(5.0, center=5.0, spread=1.0, step=4)
+    assert cusum.reference == (5.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "rising"),
+        ([1.0, 1.02, 0.98, 1.0, 1.01, 0.99, 1.0, 1.0], "flat"),
+        ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "flat"),  # stepped up, now adapting
+        ([0.3], "flat"),
+    ],
+)
+def test_trend_tells_a_climb_from_a_level_shift(values, expected):
+    assert trend(values, spread=0.05) == expected
+
+
+# --- judge -------------------------------------------------------------------------------------------------
+
+
+def test_judge_skips_non_finite_values_even_without_limits():
+    assert judge(Gate(), math.inf, 1.0).skip
+    assert judge(Gate(), 1.0, math.nan).signals == ("non_finite",)
+    assert not judge(Gate(), 1e30, 1e30).skip
+
+
+def test_judge_does_not_judge_a_loss_that_log_space_cannot_hold():
+    assert judge(Gate(loss_limit=0.0, grad_limit=0.0), -3.0, 0.0).signals == ()
+
+
+# --- the ladder --------------------------------------------------------------------------------------------
+
+
+def test_nothing_but_non_finite_values_is_judged_during_warmup():
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
+    feed(policy, [*noisy(5), 1000.0, math.nan, *noisy(3)], start=0)
+    assert actions(policy) == [(6, "non_finite", "skip")]
+    assert not policy.ready
+    feed(policy, noisy(2, seed=3), start=10)
+    assert policy.ready
+
+
+def test_a_spike_is_skipped_and_kept_out_of_the_baseline():
+    policy = warm()
+    before = (policy.loss.center, policy.loss.spread)
+    feed(policy, [1000.0, math.nan], [1.0, 1.0], start=30)
+    assert actions(policy) == [(30, "loss", "skip"), (31, "non_finite", "skip")]
+    assert (policy.loss.center, policy.loss.spread) == before
+    incident = policy.events[0]
+    assert incident.value == 1000.0 and incident.threshold == pytest.approx(math.exp(policy.gate().loss_limit))
+
+
+def test_a_gradient_norm_spike_is_an_outlier_too():
+    policy = warm()
+    feed(policy, [1.0], [500.0], start=30)
+    assert actions(policy) == [(30, "grad_norm", "skip")]
+
+
+@pytest.mark.parametrize(("grad_z", "flagged"), [(10.0, False), (3.0, True)])
+def test_grad_z_threshold_sets_what_counts_as_a_gradient_outlier(grad_z, flagged):
+    policy = warm(grad_z_threshold=grad_z)
+    feed(policy, [1.0], [math.exp(0.15)], start=30)  # the gradient norms so far were all 1.0: z = 0.15 / 0.02
+    assert bool(policy.events) is flagged
+
+
+def test_clip_scales_the_step_to_the_threshold_instead_of_skipping():
+    policy = warm(outlier_action="clip")
+    limit = math.exp(policy.gate().grad_limit)
+    verdict = policy.judge(1.0, 10 * limit)
+    assert not verdict.skip and verdict.clip_factor == pytest.approx(0.1)
+    assert policy.record(30, 1.0, 10 * limit, verdict).incidents[0].action == "clip"
+
+
+@pytest.mark.parametrize(("z", "flagged"), [(6.0, False), (3.0, True)])
+def test_z_threshold_sets_what_counts_as_an_outlier(z, flagged):
+    policy = warm(z_threshold=z, min_spread=0.05)
+    feed(policy, [math.exp(0.25)], start=30)  # z ≈ 0.25 / 0.05 = 5
+    assert bool(policy.events) is flagged
+
+
+@pytest.mark.parametrize(("min_spread", "flagged"), [(0.02, True), (0.2, False)])
+def test_min_spread_floors_the_noise_of_a_very_smooth_loss(min_spread, flagged):
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20, min_spread=min_spread))
+    feed(policy, [1.0] * 20, start=0)
+    feed(policy, [1.5], start=20)  # +50%: z = 0.405 / min_spread
+    assert bool(policy.events) is flagged
+
+
+def test_window_bounds_how_long_old_steps_weigh():
+    short, long = warm(window=20, cusum_threshold=1e9), warm(window=50, cusum_threshold=1e9)
+    for policy in (short, long):
+        feed(policy, noisy(20, level=1.15, seed=5), start=30)  # +15%: z ≈ 3, accepted
+    assert not short.events and not long.events
+    assert short.loss.center == pytest.approx(math.log(1.15), abs=0.03)
+    assert long.loss.center < short.loss.center - 0.06
+
+
+def test_repeated_outliers_lower_the_lr_once_per_cooldown():
+    policy = warm(lower_after=3, lower_window=40, cooldown_steps=30)
+    stream = noisy(60, seed=2)
+    for k in (0, 10, 20, 25, 35, 55):
+        stream[k] = 1000.0
+    decisions = feed(policy, stream, start=30)
+    lowered = [e for e in policy.events if e.action == "lower_lr"]
+    assert [(e.step, e.value) for e in lowered] == [(50, 3), (85, 3)]
+    assert [d.scale for d in decisions if d.scale is not None] == [0.5, 0.25]
+    assert policy.scale == 0.25
+
+
+def test_lower_window_forgets_old_outliers():
+    policy = warm(lower_after=3, lower_window=15)
+    stream = noisy(60, seed=2)
+    for k in (0, 20, 40):
+        stream[k] = 1000.0
+    feed(policy, stream, start=30)
+    assert all(e.action == "skip" for e in policy.events)
+
+
+@pytest.mark.parametrize(("lr_factor", "min_lr_scale", "expected"), [(0.5, 0.05, 0.5), (0.1, 0.2, 0.2)])
+def test_lr_factor_and_floor_set_the_cut(lr_factor, min_lr_scale, expected):
+    policy = warm(lower_after=1, lr_factor=lr_factor, min_lr_scale=min_lr_scale)
+    feed(policy, [1000.0], start=30)
+    assert policy.scale == expected
+
+
+def test_a_cut_below_the_floor_escalates_to_a_rollback():
+    policy = warm(lower_after=1, cooldown_steps=0, min_lr_scale=0.5)
+    decisions = feed(policy, [1000.0, 1.0, 1000.0], start=30)
+    assert [e.action for e in policy.events] == ["skip", "lower_lr", "skip", "rollback"]
+    assert decisions[2].rollback and policy.scale == 0.5
+
+
+def test_persistent_outliers_roll_back_and_a_spent_budget_halts():
+    policy = warm(patience=3, max_rollbacks=1)
+    first = feed(policy, [math.nan] * 3, start=30)
+    assert first[-1].rollback and not first[-1].halt and policy.scale == 0.5
+    second = feed(policy, [math.nan] * 3, start=33)
+    assert second[-1].halt and second[-1].rollback
+    assert "all 1 rollbacks (max_rollbacks) are used" in (policy.state.halted or "")
+    assert feed(policy, [1000.0], start=36) == [Decision()]  # halted: nothing more happens
+
+
+def test_rollback_restores_the_baselines_of_its_snapshot():
+    policy = warm(patience=3)
+    saved = policy.loss.values
+    feed(policy, noisy(10, level=1.3, seed=9), start=30)  # accepted steps move the baseline
+    feed(policy, [math.nan] * 3, start=40)
+    assert policy.loss.values == saved
+
+
+def test_skip_after_rollback_skips_that_many_batches():
+    policy = warm(patience=2, skip_after_rollback=2)
+    feed(policy, [math.nan, math.nan], start=30)
+    verdicts = [policy.judge(1.0, 1.0) for _ in range(1)]
+    assert verdicts[0].forced and verdicts[0].skip and verdicts[0].signals == ()
+    feed(policy, [1.0, 1.0, 1.0], start=32)
+    assert [e.signal for e in policy.events[-2:]] == ["after_rollback", "after_rollback"]
+    assert policy.judge(1.0, 1.0).signals == ()
+
+
+def test_outliers_that_persist_on_restored_weights_are_a_change_of_data():
+    policy = warm(patience=3)
+    feed(policy, [50.0] * 3, start=30)  # a rollback, LR × 0.5
+    assert policy.scale == 0.5
+    feed(policy, [50.0] * 3, start=33)  # the restored weights see it too
+    assert [e.action for e in policy.events][-1] == "rebaseline" and policy.scale == 1.0
+    feed(policy, noisy(5, level=50.0, seed=4), start=36)
+    assert policy.events[-1].step == 35  # the new level is accepted
+
+
+def test_recover_after_undoes_one_cut_after_a_clean_stretch():
+    policy = warm(lower_after=1, recover_after=20)
+    feed(policy, [1000.0], start=30)
+    feed(policy, noisy(25, seed=6), start=31)
+    assert [(e.step, e.action) for e in policy.events][-1] == (50, "raise_lr")
+    assert policy.scale == 1.0
+    never = warm(lower_after=1, recover_after=None)
+    feed(never, [1000.0, *noisy(60, seed=6)], start=30)
+    assert never.scale == 0.5
+
+
+def climb(policy: WatchdogPolicy, start: int, rate: float, n: int, seed: int = 7) -> list[Decision]:
+    base = noisy(n, seed=seed)
+    return feed(policy, [v * math.exp(rate * k) for k, v in enumerate(base)], start=start)
+
+
+def test_a_slow_climb_lowers_the_lr_then_rolls_back_if_it_goes_on():
+    policy = warm(cooldown_steps=100)
+    climb(policy, 30, 0.02, 80)  # +2% per step: no single step is an outlier
+    kinds = [(e.step, e.signal, e.action) for e in policy.events]
+    assert kinds[:2] == [(43, "loss_trend", "lower_lr"), (53, "loss_trend", "rollback")]
+    # this climb does not depend on the weights: it goes on after the rollback, so it is taken for the data
+    assert (63, "persistent_outliers", "rebaseline") in kinds
+
+
+@pytest.mark.parametrize(("threshold", "caught"), [(25.0, True), (1000.0, False)])
+def test_cusum_threshold_sets_when_a_climb_is_caught(threshold, caught):
+    policy = warm(cusum_threshold=threshold)
+    climb(policy, 30, 0.01, 60)
+    assert bool(policy.events) is caught
+
+
+@pytest.mark.parametrize(("drift", "caught"), [(1.0, True), (20.0, False)])
+def test_cusum_drift_sets_how_slow_a_climb_may_be(drift, caught):
+    policy = warm(cusum_drift=drift)
+    climb(policy, 30, 0.01, 60)
+    assert bool(policy.events) is caught
+
+
+@pytest.mark.parametrize(("max_level_shift", "action"), [(1.5, "rebaseline"), (1.1, "lower_lr")])
+def test_a_flat_step_up_is_a_change_of_data_within_max_level_shift(max_level_shift, action):
+    policy = warm(max_level_shift=max_level_shift, min_spread=0.02)
+    feed(policy, noisy(40, level=1.2, noise=0.02, seed=8), start=30)  # +20%: z ≈ 3.6, never an outlier
+    assert next((e.signal, e.action) for e in policy.events) == ("loss_trend", action)
+
+
+def test_patience_sets_when_a_run_is_persistent():
+    short, long = warm(patience=3), warm(patience=6)
+    for policy in (short, long):
+        feed(policy, [math.nan] * 4, start=30)
+    assert any(e.action == "rollback" for e in short.events)
+    assert not any(e.action == "rollback" for e in long.events)
+
+
+def test_snapshots_are_due_every_snapshot_every_clean_steps_only():
+    policy = warm(snapshot_every=10, patience=5)
+
+    def run(steps: range, losses: list[float]) -> list[int]:
+        due = []
+        for step, loss in zip(steps, losses):
+            policy.record(step, loss, 1.0, policy.judge(loss, 1.0))
+            if policy.wants_snapshot(step):
+                policy.snapshot_taken(step)
+                due.append(step)
+        return due
+
+    assert run(range(30, 55), noisy(25, seed=3)) == [39, 49]
+    policy.request_snapshot()
+    # an incident at 55: no snapshot until `patience` clean steps later, then at once (requested)
+    assert run(range(55, 65), [math.nan] + [1.0] * 9) == [60]
+
+
+@pytest.mark.parametrize(("level", "drop", "warned"), [(1.0, 0.01, True), (0.5, 0.01, False), (0.9, 0.2, True)])
+def test_a_flat_loss_is_diagnosed_once_with_its_numbers(level, drop, warned):
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=5, window=40, flat_loss_steps=40, flat_loss_drop=drop))
+    losses = [1.0 + (level - 1.0) * k / 60 for k in range(60)]
+    feed(policy, losses, start=0)
+    flat = [e for e in policy.events if e.signal == "flat_loss"]
+    assert len(flat) == int(warned)
+    if warned:
+        assert flat[0].action == "warn" and flat[0].step == 39 and "LR may be too low" in flat[0].detail
+
+
+def test_flat_loss_steps_none_disables_the_diagnosis():
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=5, window=40, flat_loss_steps=None))
+    feed(policy, [1.0] * 80, start=0)
+    assert policy.events == []
+
+
+def test_policy_state_round_trips_mid_incident():
+    policy = warm(patience=4)
+    feed(policy, [1000.0, 1000.0], start=30)
+    clone = WatchdogPolicy(policy.config)
+    clone.load_state_dict(pickle.loads(pickle.dumps(policy.state_dict())))
+    assert clone.incident_open and clone.state == policy.state
+    rest = [1000.0, 1000.0, *noisy(10, seed=11)]
+    assert feed(clone, rest, start=32) == feed(copy.deepcopy(policy), rest, start=32)
+
+
+def test_policy_refuses_a_foreign_state():
+    with pytest.raises(ValueError, match=r"lacks \['cusum', 'events', 'grad', 'loss', 'state'\]"):
+        WatchdogPolicy(WatchdogConfig()).load_state_dict({})
+
+
+def test_incident_row_is_a_markdown_table_row():
+    row = Incident(3, "non_finite", math.nan, math.nan, "skip").row()
+    assert row == "| 3 | non_finite | nan | nan | skip |  |"
+
+
+# --- constructor validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"z_threshold": 0}, ValueError, r"`z_threshold` must be > 0, got 0"),
+        ({"z_threshold": "6"}, TypeError, r"`z_threshold` must be a number, got '6'"),
+        ({"grad_z_threshold": -1}, ValueError, r"`grad_z_threshold` must be > 0, got -1"),
+        ({"window": 2}, ValueError, r"`window` must be >= 3, got 2"),
+        ({"warmup_steps": 2}, ValueError, r"`warmup_steps` must be >= 3, got 2"),
+        ({"warmup_steps": 200}, ValueError, r"`warmup_steps` must be <= `window`.*warmup_steps=200 and window=100"),
+        ({"min_spread": 0.0}, ValueError, r"`min_spread` must be > 0"),
+        ({"outlier_action": "drop"}, ValueError, r"unknown `outlier_action` 'drop'; choose one of: 'skip', 'clip'"),
+        ({"patience": 1}, ValueError, r"`patience` must be >= 2, got 1"),
+        ({"lower_after": 0}, ValueError, r"`lower_after` must be >= 1, got 0"),
+        ({"lower_window": 0}, ValueError, r"`lower_window` must be >= 1, got 0"),
+        ({"lr_factor": 1.0}, ValueError, r"`lr_factor` .* must be < 1, got 1.0; use e.g. 0.5"),
+        ({"lr_factor": -0.5}, ValueError, r"`lr_factor` must be > 0"),
+        ({"min_lr_scale": 2.0}, ValueError, r"`min_lr_scale` must be <= 1, got 2.0"),
+        ({"cooldown_steps": -1}, ValueError, r"`cooldown_steps` must be >= 0, got -1"),
+        ({"recover_after": 0}, ValueError, r"`recover_after` must be >= 1, got 0"),
+        ({"cusum_drift": -1.0}, ValueError, r"`cusum_drift` must be >= 0"),
+        ({"cusum_threshold": 0.0}, ValueError, r"`cusum_threshold` must be > 0"),
+        ({"max_level_shift": 0.5}, ValueError, r"`max_level_shift` must be >= 1, got 0.5"),
+        ({"snapshot_every": 0}, ValueError, r"`snapshot_every` must be >= 1, got 0"),
+        ({"max_rollbacks": -1}, ValueError, r"`max_rollbacks` must be >= 0, got -1"),
+        ({"skip_after_rollback": 1.5}, TypeError, r"`skip_after_rollback` must be a whole number, got 1.5"),
+        ({"flat_loss_steps": 5}, ValueError, r"`flat_loss_steps` must be >= 10, got 5"),
+        ({"flat_loss_drop": 0.0}, ValueError, r"`flat_loss_drop` must be > 0"),
+        ({"sync_every_n_steps": 0}, ValueError, r"`sync_every_n_steps` must be >= 1, got 0"),
+        ({"log_every_n_steps": True}, TypeError, r"`log_every_n_steps` must be a whole number, got True"),
+        ({"halt_checkpoint": 3}, TypeError, r"`halt_checkpoint` must be a path or None, got 3"),
+    ],
+)
+def test_constructor_names_the_argument_the_value_and_the_fix(kwargs, error, match):
+    with pytest.raises(error, match=r"DivergenceWatchdog: " + match if "unknown" not in match else match):
+        DivergenceWatchdog(**kwargs)
+
+
+def test_watchdog_pickles_and_round_trips_its_state():
+    watchdog = DivergenceWatchdog(warmup_steps=5, window=10)
+    feed(watchdog._policy, [*noisy(8), 1000.0], start=0)
+    clone = pickle.loads(pickle.dumps(watchdog))
+    fresh = DivergenceWatchdog(warmup_steps=5, window=10)
+    fresh.load_state_dict(clone.state_dict())
+    assert fresh.events == watchdog.events and fresh.scale == watchdog.scale
+    assert fresh.state_dict() == watchdog.state_dict()
+    with pytest.raises(ValueError, match="lacks 'policy'"):
+        fresh.load_state_dict({"running": {}})
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.floats(-5, 5, allow_nan=False) | st.sampled_from([0.0, 1.0, -1.0]), min_size=1, max_size=60),
+    st.integers(1, 25),
+)
+def test_rolling_baseline_keeps_statistics_medians_while_it_slides(values: list[float], window: int) -> None:
+    """The baseline keeps its values sorted as they come and go; its numbers stay exactly ``statistics``'s."""
+    baseline = RollingBaseline(window=window, min_spread=0.0)
+    for index, value in enumerate(values):
+        baseline.add(value)
+        kept = values[max(0, index + 1 - window) : index + 1]
+        center = statistics.median(kept)
+        assert baseline.values == kept
+        assert baseline.center == center
+        assert baseline.spread == MAD_TO_SIGMA * statistics.median(abs(v - center) for v in kept)
+    restored = RollingBaseline(window=window, min_spread=0.0)
+    restored.load_state_dict(baseline.state_dict())
+    assert (restored.center, restored.spread) == (baseline.center, baseline.spread)
