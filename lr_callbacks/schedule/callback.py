@@ -112,6 +112,7 @@ class LRSchedule(Callback):
     """
 
     _trainer: Any
+    _handed_over: bool  # the LR is handed over to StochasticWeightAveraging (from its start epoch)
     _optimizers: list[Any]
     _handles: list[Any]
     _clock_from_trainer: bool
@@ -296,8 +297,23 @@ class LRSchedule(Callback):
         self._clock_from_trainer = False
 
     @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        swa = self._swa
+        if swa is not None and not self._handed_over and trainer.current_epoch >= swa.swa_start:
+            # Lightning's StochasticWeightAveraging drives the LR from its start epoch (SWALR, annealing from the
+            # LR it finds to its swa_lrs). Two writers would fight; it is handed over, as Lightning hands over a
+            # user's torch scheduler.
+            self._handed_over = True
+            log.info(
+                "LRSchedule hands the LR over to StochasticWeightAveraging at epoch %d (its swa_epoch_start), "
+                "at optimizer step %d; the plan's remaining steps are not used",
+                trainer.current_epoch,
+                self._clocks[0] if self._clocks else 0,
+            )
+
+    @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._paused:
+        if self._idle:
             return
         for index in range(len(self._optimizers)):
             # The LR of this step was written after the last one; write again only if something else
@@ -364,8 +380,15 @@ class LRSchedule(Callback):
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._paused = False
+        self._handed_over = False
+        self._swa: Any = None
         self._plan_due = False
         self._clock_from_trainer = False
+
+    @property
+    def _idle(self) -> bool:
+        """Neither writing LRs nor counting steps: paused by the finder, or handed over to SWA."""
+        return self._paused or self._handed_over
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -395,6 +418,7 @@ class LRSchedule(Callback):
             setup.check_schedule(schedule, run)
         setup.check_momentum(self._optimizers, self._table)
         setup.warn_manual_max_steps(trainer, self._optimizers)
+        self._swa = setup.callback_named(trainer, "StochasticWeightAveraging")
         for index, optimizer in enumerate(self._optimizers):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
@@ -468,14 +492,14 @@ class LRSchedule(Callback):
                     group["momentum"] = momentum
 
     def _write_all(self) -> None:
-        if self._paused:
+        if self._idle:
             return
         for index in range(len(self._optimizers)):
             self._write(index)
 
     def _after_step(self, index: int) -> None:
         """The optimizer's ``step()`` ran: log the LR it used, advance its clock, write the next LR."""
-        if self._paused or not self._table:
+        if self._idle or not self._table:
             return
         step = self._clocks[index]
         if step % self._log_every == 0:

@@ -21,6 +21,7 @@ __all__ = [
     "apply_length_policy",
     "bind",
     "build_table",
+    "callback_named",
     "check_momentum",
     "check_restored_shape",
     "check_schedule",
@@ -84,7 +85,47 @@ def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:
     per_epoch = None
     if batches is not None and not math.isinf(batches) and batches > 0:
         per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
+    accumulation = callback_named(trainer, "GradientAccumulationScheduler")
+    if accumulation is not None and per_epoch is not None:
+        return _accumulation_run(trainer, accumulation, int(batches), total_steps, schedules)
     return Run(total_steps=total_steps, steps_per_epoch=per_epoch)
+
+
+def callback_named(trainer: Any, name: str) -> Any:
+    """The trainer's callback of Lightning's class ``name`` (either namespace, or a subclass), or ``None``."""
+    for callback in trainer.callbacks:
+        if any(cls.__name__ == name and cls.__module__.split(".")[0] in _LIGHTNING for cls in type(callback).__mro__):
+            return callback
+    return None
+
+
+_LIGHTNING = ("pytorch_lightning", "lightning")
+
+
+def _accumulation_run(
+    trainer: Any, accumulation: Any, batches: int, total_steps: int | None, schedules: Sequence[Schedule]
+) -> Run:
+    """The run under Lightning's ``GradientAccumulationScheduler``: its optimizer steps counted epoch by epoch.
+
+    ``estimated_stepping_batches`` divides every epoch by the accumulation factor of the first one, so a
+    schedule planned on it ends early or late. Durations in epochs are refused: an epoch has no fixed number of
+    optimizer steps when the factor changes.
+
+    Raises:
+        ValueError: for a duration in epochs while the factor changes between epochs.
+    """
+    factors = [int(accumulation.get_accumulate_grad_batches(e)) for e in range(max(int(trainer.max_epochs or 0), 1))]
+    if len(set(factors)) > 1 and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
+        raise ValueError(
+            "LRSchedule: a duration in epochs needs a fixed number of optimizer steps per epoch, but "
+            f"GradientAccumulationScheduler({accumulation.scheduling}) changes it between epochs; give the "
+            'duration in steps ("500 steps") or as a share of the run ("5%")'
+        )
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        counted = sum(math.ceil(batches / max(f, 1)) for f in factors)
+        max_steps = int(trainer.max_steps)
+        total_steps = counted if max_steps < 0 else min(counted, max_steps)
+    return Run(total_steps=total_steps, steps_per_epoch=math.ceil(batches / max(factors[0], 1)))
 
 
 def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> Run:

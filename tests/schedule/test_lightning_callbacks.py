@@ -1,0 +1,81 @@
+"""Lightning's own callbacks that touch the LR, each composed with LRSchedule rather than silently fought.
+
+- ``StochasticWeightAveraging`` drives the LR from its start epoch (SWALR): LRSchedule hands the LR over there
+  and says so, as Lightning hands over a user's torch scheduler; before it, the plan is followed.
+- ``GradientAccumulationScheduler`` changes the optimizer steps per epoch: the plan counts the real optimizer
+  steps, so the schedule ends where the run does; durations in epochs are refused with the fix.
+- ``LearningRateMonitor`` logs the LR each update really used.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+from pytorch_lightning.callbacks import GradientAccumulationScheduler, LearningRateMonitor, StochasticWeightAveraging
+
+from lr_callbacks import Cosine, LRSchedule
+from tests.helpers import TinyModel, loader, make_trainer, read_scalars
+
+BATCHES = 8  # regression_data() has 64 samples, batch 8
+
+
+def fit(tmp_path: Any, callbacks: list[Any], **kwargs: Any) -> TinyModel:
+    model = TinyModel()
+    trainer = make_trainer(tmp_path, callbacks=callbacks, **kwargs)
+    trainer.fit(model, loader())
+    return model
+
+
+def test_lrschedule_hands_the_lr_over_to_swa_at_its_start_and_says_so(tmp_path, caplog):
+    schedule = LRSchedule("cosine", end=0.0, log_plan=False)
+    swa = StochasticWeightAveraging(swa_lrs=1e-2, swa_epoch_start=3, annealing_epochs=1)  # epoch index 2
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        model = fit(tmp_path, [schedule, swa], max_epochs=4)
+    body = [lrs[0] for lrs in model.seen_lrs]
+    assert len(body) == 4 * BATCHES
+    total = 4 * BATCHES
+    before = body[: 2 * BATCHES]  # the first two epochs follow the plan exactly
+    assert before == pytest.approx([0.1 * Cosine(end=0.0)(k, total_steps=total) for k in range(2 * BATCHES)])
+    after = body[2 * BATCHES :]
+    assert after[-1] == pytest.approx(1e-2)  # SWA's own LR, not a product of both writers
+    assert all(lr == after[-1] for lr in after[BATCHES:])  # SWALR holds swa_lr after its annealing epoch
+    assert schedule.steps == [2 * BATCHES]  # the clock stopped at the hand-over
+    assert any("hands the LR over to StochasticWeightAveraging at epoch 2" in r.message for r in caplog.records)
+
+
+def test_the_plan_counts_the_optimizer_steps_of_a_gradient_accumulation_schedule(tmp_path):
+    schedule = LRSchedule("cosine", end=0.0, log_plan=False)
+    accumulation = GradientAccumulationScheduler(scheduling={0: 1, 2: 4})
+    model = fit(tmp_path, [schedule, accumulation], max_epochs=4)
+    steps = 2 * BATCHES + 2 * math.ceil(BATCHES / 4)  # 8 + 8 + 2 + 2
+    assert schedule.run is not None and schedule.run.total_steps == steps
+    body = [lrs[0] for lrs in model.seen_lrs]
+    assert len(body) == steps == schedule.steps[0]
+    assert body == pytest.approx([0.1 * Cosine(end=0.0)(k, total_steps=steps) for k in range(steps)])
+    assert body[-1] == pytest.approx(0.1 * Cosine(end=0.0)(steps - 1, total_steps=steps))  # the end of the plan
+
+
+def test_a_duration_in_epochs_is_refused_when_the_accumulation_changes_between_epochs(tmp_path):
+    schedule = LRSchedule("cosine", warmup="1 epochs", log_plan=False)
+    accumulation = GradientAccumulationScheduler(scheduling={0: 1, 2: 4})
+    with pytest.raises(ValueError, match=r"a duration in epochs needs a fixed number of optimizer steps per epoch.*"
+                       r"give the duration in steps"):  # fmt: skip
+        fit(tmp_path, [schedule, accumulation], max_epochs=4)
+
+
+def test_a_constant_accumulation_schedule_keeps_durations_in_epochs(tmp_path):
+    schedule = LRSchedule("cosine", warmup="1 epochs", log_plan=False)
+    fit(tmp_path, [schedule, GradientAccumulationScheduler(scheduling={0: 2})], max_epochs=2)
+    assert schedule.run is not None and schedule.run.total_steps == 2 * BATCHES // 2
+    assert schedule.run.steps_per_epoch == BATCHES // 2
+
+
+def test_learning_rate_monitor_logs_the_lr_each_update_used(tmp_path):
+    schedule = LRSchedule("cosine", warmup="3 steps", end=0.1, log_plan=False)
+    model = fit(tmp_path, [schedule, LearningRateMonitor(logging_interval="step")], max_steps=10)
+    monitored = [value for _, value in read_scalars(tmp_path, "lr-SGD/body")]
+    assert monitored == pytest.approx([lrs[0] for lrs in model.seen_lrs])
+    assert [value for _, value in read_scalars(tmp_path, "lr/body")] == pytest.approx(monitored)
