@@ -1,6 +1,8 @@
 """The Lightning/torch compatibility layer: one callback base for both Lightning namespaces, and every private
 third-party internal the package touches, each in one function that says why (``tests/core/test_compat.py``
-fails when an installed version changes one of them).
+fails when an installed version changes one of them). ``torch._foreach_norm`` and ``torch._foreach_mul_``
+(private by name, but what torch's own ``clip_grad_norm_`` uses) are called where they are used, in
+``core.grads`` and ``watchdog.device``; the same tests pin their signatures.
 
 Lightning ships twice: ``pytorch_lightning`` and ``lightning.pytorch`` (the unified ``lightning``
 package). Their ``Callback`` classes are distinct, and a Trainer (and LightningCLI) from one namespace

@@ -134,3 +134,14 @@ def test_a_fused_optimizer_skips_its_step_on_found_inf(name):
     assert not hasattr(optimizer, "found_inf")
     optimizer.step()
     assert not torch.equal(parameter.detach(), torch.ones(3))
+
+
+def test_the_foreach_kernels_used_for_the_gradient_norm_and_clipping_keep_their_signature():
+    # torch._foreach_norm / _foreach_mul_ are private by name but are what torch's own clip_grad_norm_ uses;
+    # core.grads and watchdog.device call them directly (one kernel per device instead of one per tensor)
+    half = [torch.full((4,), 3.0, dtype=torch.float16), torch.full((9,), 1.0, dtype=torch.float16)]
+    norms = torch._foreach_norm(half, 2.0, dtype=torch.float32)
+    assert [n.dtype for n in norms] == [torch.float32] * 2 and [float(n) for n in norms] == [6.0, 3.0]
+    tensors = [torch.ones(2), torch.ones(3)]
+    torch._foreach_mul_(tensors, torch.tensor(0.5))  # a tensor factor: no host read
+    assert all(torch.equal(t, torch.full_like(t, 0.5)) for t in tensors)
