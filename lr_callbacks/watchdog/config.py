@@ -15,7 +15,17 @@ OWNER = "DivergenceWatchdog"
 OUTLIER_ACTIONS = ("skip", "clip")
 
 
-class Signal(str, Enum):
+class _Name(str, Enum):
+    """A string-valued enum that prints as its value, so an ``Incident`` reads as it did with plain strings."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Signal(_Name):
     """What triggered an incident. A ``str``: ``Signal.LOSS == "loss"``, and checkpoints store the plain value."""
 
     NON_FINITE = "non_finite"
@@ -28,14 +38,8 @@ class Signal(str, Enum):
     AFTER_ROLLBACK = "after_rollback"
     FLAT_LOSS = "flat_loss"
 
-    def __str__(self) -> str:
-        return self.value
 
-    def __repr__(self) -> str:  # an Incident reads as it did with plain strings
-        return repr(self.value)
-
-
-class Action(str, Enum):
+class Action(_Name):
     """What the watchdog did about an incident; a ``str`` like :class:`Signal`."""
 
     SKIP = "skip"
@@ -46,12 +50,6 @@ class Action(str, Enum):
     REBASELINE = "rebaseline"
     HALT = "halt"
     WARN = "warn"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __repr__(self) -> str:  # an Incident reads as it did with plain strings
-        return repr(self.value)
 
 
 @dataclass(frozen=True)

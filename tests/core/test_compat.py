@@ -17,15 +17,8 @@ from lr_callbacks.core import compat
 NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
 
 
-@pytest.mark.parametrize("namespace", NAMESPACES)
-def test_exit_fit_raises_the_tuner_exit_that_ends_a_fit_cleanly(namespace, tmp_path):
-    pl = importlib.import_module(namespace)
-    exceptions = importlib.import_module(f"{namespace}.utilities.exceptions")
-    assert issubclass(exceptions._TunerExitException, Exception)
-
-    class Stop(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            compat.exit_fit(trainer)
+def unstarted_module(pl):
+    """A module of namespace ``pl`` for a fit that a callback ends before its first step."""
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -38,11 +31,24 @@ def test_exit_fit_raises_the_tuner_exit_that_ends_a_fit_cleanly(namespace, tmp_p
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    return Module()
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_exit_fit_raises_the_tuner_exit_that_ends_a_fit_cleanly(namespace, tmp_path):
+    pl = importlib.import_module(namespace)
+    exceptions = importlib.import_module(f"{namespace}.utilities.exceptions")
+    assert issubclass(exceptions._TunerExitException, Exception)
+
+    class Stop(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            compat.exit_fit(trainer)
+
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
     trainer = pl.Trainer(
         max_epochs=1, callbacks=[Stop()], default_root_dir=tmp_path, logger=False, enable_progress_bar=False
     )
-    trainer.fit(Module(), data)  # no exception reaches the caller
+    trainer.fit(unstarted_module(pl), data)  # no exception reaches the caller
     assert trainer.global_step == 0 and trainer.state.finished
 
 
@@ -64,21 +70,10 @@ def test_transfer_hook_routes_to_a_datamodule_that_overrides_it(namespace, tmp_p
             seen.append(compat.transfer_hook(pl_module, [torch.ones(2)])[0].tolist())
             compat.exit_fit(trainer)
 
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(2, 1)
-
-        def training_step(self, batch, batch_idx):
-            raise AssertionError("the fit should have ended before the first step")
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     trainer = pl.Trainer(
         max_epochs=1, callbacks=[Probe()], default_root_dir=tmp_path, logger=False, enable_progress_bar=False
     )
-    trainer.fit(Module(), datamodule=Data())
+    trainer.fit(unstarted_module(pl), datamodule=Data())
     assert seen == [[10.0, 10.0]]  # the DataModule's hook, which the module's public hook would not have run
 
 
