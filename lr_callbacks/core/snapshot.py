@@ -23,6 +23,10 @@ What :class:`TrainingSnapshot` saves, and how it comes back:
 - the random number generators: Python's, NumPy's global one, torch's CPU and CUDA ones, and every
   ``torch.Generator`` a data loader or its sampler owns (they decide the data order).
 
+Under a sharded strategy (FSDP2's ``DTensor`` parameters, gradients and optimizer state) every copy is of this
+rank's own shard (:mod:`lr_callbacks.core.sharded`), restored in place into the live DTensor's local tensor: each
+rank snapshots and restores its own part, with no collective.
+
 Nothing is written to disk. CUDA tensors are copied into pinned host memory without blocking, with one
 synchronisation at the end, so a snapshot never doubles GPU memory. The loop counters (``global_step``,
 epoch and batch progress) are not saved because the sweep never moves them: it drives the steps itself,
@@ -41,6 +45,7 @@ import numpy as np
 import torch
 
 from lr_callbacks.core.compat import metric_states, reset_scaler_step_state
+from lr_callbacks.core.sharded import Layout, is_dtensor, layout_of, local, rebuild
 
 __all__ = [
     "ModelSnapshot",
@@ -59,9 +64,9 @@ def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.T
     """A host copy of ``tensor``, written into ``buffer`` when it fits (same shape and dtype, on the CPU).
 
     From an accelerator the copy goes to pinned memory without blocking (call :func:`synchronize` before reading
-    it); on the CPU it is a plain copy.
+    it); on the CPU it is a plain copy. Of a DTensor, the copy is of this rank's shard.
     """
-    tensor = tensor.detach()
+    tensor = local(tensor.detach())
     on_accelerator = tensor.device.type != "cpu"
     if not (
         isinstance(buffer, torch.Tensor)
@@ -75,9 +80,9 @@ def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.T
 
 
 def copy_into(live: torch.Tensor, saved: torch.Tensor) -> None:
-    """Copy a host copy back into the live tensor, in place."""
+    """Copy a host copy back into the live tensor (a DTensor's local shard), in place."""
     with torch.no_grad():
-        live.copy_(saved, non_blocking=saved.is_pinned())
+        local(live).copy_(saved, non_blocking=saved.is_pinned())
 
 
 def synchronize() -> None:
@@ -106,6 +111,7 @@ class OptimizerState:
     def __init__(self) -> None:
         self.state: dict[int, dict[str, Any]] = {}
         self.devices: dict[tuple[int, str], torch.device] = {}
+        self.layouts: dict[tuple[int, str], Layout] = {}  # of the DTensors (sharded state), to recreate them
         self.groups: list[tuple[dict[str, Any], dict[str, Any]]] | None = None  # (live group dict, saved values)
 
     def capture(self, optimizer: torch.optim.Optimizer, *, groups: bool = False) -> OptimizerState:
@@ -117,7 +123,10 @@ class OptimizerState:
                 state = optimizer.state.get(parameter, {})
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor):
-                        self.devices[index, key] = value.device
+                        self.devices[index, key] = local(value).device
+                        layout = layout_of(value)
+                        if layout is not None:
+                            self.layouts[index, key] = layout
                 taken[index] = {key: _saved(value, old.get(key)) for key, value in state.items()}
             if groups:
                 self.groups = [
@@ -140,7 +149,7 @@ class OptimizerState:
                         group[key] = original
                     else:
                         group[key] = copy.deepcopy(saved)
-        restore_optimizer_state(optimizer, self.state, self.devices)
+        restore_optimizer_state(optimizer, self.state, self.devices, self.layouts)
 
     def for_checkpoint(self) -> dict[int, dict[str, Any]]:
         """A copy of the per-parameter state, in ``Optimizer.state_dict()["state"]`` form."""
@@ -155,11 +164,13 @@ def restore_optimizer_state(
     optimizer: torch.optim.Optimizer,
     saved: dict[int, dict[str, Any]],
     devices: dict[tuple[int, str], torch.device] | None = None,
+    layouts: dict[tuple[int, str], Layout] | None = None,
 ) -> None:
     """Put ``saved`` (per-parameter state by position) into ``optimizer``, in place where shapes allow.
 
     A tensor the optimizer no longer holds is recreated on the device it came from (``devices``), or, for lack
-    of it, on the parameter's device (Adam's ``step`` on the CPU, as torch keeps it unless fused).
+    of it, on the parameter's device (Adam's ``step`` on the CPU, as torch keeps it unless fused); a sharded one
+    (``layouts``) as a DTensor around the saved shard.
     """
     with torch.no_grad():
         for index, parameter in enumerate(_parameters(optimizer)):
@@ -173,12 +184,12 @@ def restore_optimizer_state(
             for key, value in state.items():
                 current = live.get(key)
                 if isinstance(value, torch.Tensor):
-                    if isinstance(current, torch.Tensor) and current.shape == value.shape:
-                        current.copy_(value, non_blocking=value.is_pinned())
+                    if isinstance(current, torch.Tensor) and local(current).shape == value.shape:
+                        local(current).copy_(value, non_blocking=value.is_pinned())
                     else:
-                        default = torch.device("cpu") if key == "step" else parameter.device
+                        default = torch.device("cpu") if key == "step" else local(parameter).device
                         device = (devices or {}).get((index, key), default)
-                        live[key] = value.detach().clone().to(device)
+                        live[key] = rebuild(value.detach().clone().to(device), (layouts or {}).get((index, key)))
                 else:
                     live[key] = copy.deepcopy(value)
 
@@ -188,18 +199,28 @@ class ModelSnapshot:
 
     Buffers are allocated once and reused, so taking a snapshot every few steps costs a copy, not an allocation.
     Restoring copies back *in place*, and the groups keep their current hyperparameters (the LR is the
-    schedule's, not the snapshot's).
+    schedule's, not the snapshot's). Under FSDP2 each rank holds its own shards (``state_dict()`` is sharded
+    there), so every rank must take and restore at the same step, as the watchdog does.
     """
 
     def __init__(self) -> None:
         self.step: int | None = None
         self.model: dict[str, torch.Tensor] = {}
+        self.layouts: dict[str, Layout] = {}  # the sharded entries' DTensor layouts
+        self.devices: dict[str, torch.device] = {}  # and their shards' devices
+        self.names: list[str | None] = []  # the optimizer's parameters' names, by position
         self.optimizer = OptimizerState()
 
     def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Copy the module's ``state_dict`` and the optimizer's per-parameter state."""
         with torch.no_grad():
-            self.model = {name: to_host(t, self.model.get(name)) for name, t in module.state_dict().items()}
+            live = module.state_dict()
+            self.model = {name: to_host(t, self.model.get(name)) for name, t in live.items()}
+            self.layouts = {name: layout for name, t in live.items() if (layout := layout_of(t)) is not None}
+            self.devices = {name: local(live[name]).device for name in self.layouts}
+        if self.layouts:
+            names = {id(p): name for name, p in module.named_parameters()}
+            self.names = [names.get(id(p)) for p in _parameters(optimizer)]
         self.optimizer.capture(optimizer)
         self.step = step
 
@@ -209,16 +230,27 @@ class ModelSnapshot:
             raise ValueError("there is no snapshot to restore yet")
         synchronize()
         with torch.no_grad():
-            module.load_state_dict(self.model)
+            if self.layouts:  # sharded: each rank copies its own shards back into the live DTensors
+                for name, tensor in module.state_dict().items():
+                    copy_into(tensor, self.model[name])
+            else:
+                module.load_state_dict(self.model)
         self.optimizer.restore(optimizer)
         synchronize()
 
-    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
         """Put the snapshot's module and optimizer state into ``checkpoint``; return the live ones it replaced.
 
         The optimizer keeps its current param groups (LR, momentum): only the per-parameter state is replaced.
+
+        Under FSDP2 the checkpoint's state is sharded (``DTensor``s, optimizer state keyed by parameter name) and
+        each rank writes its own shards: the snapshot's shards go in as DTensors of the same layout, and nothing is
+        returned (the live shards cannot travel in the callback's state, which only rank 0 writes).
         """
         synchronize()
+        if self.layouts:
+            self._substitute_shards(checkpoint)
+            return None
         optimizer_states = checkpoint.get("optimizer_states") or [{}]
         live = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
         checkpoint["state_dict"] = {name: tensor.clone() for name, tensor in self.model.items()}
@@ -226,6 +258,43 @@ class ModelSnapshot:
             state = self.optimizer.for_checkpoint()
             checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": state}
         return live
+
+    def _substitute_shards(self, checkpoint: dict[str, Any]) -> None:
+        model = checkpoint["state_dict"]
+        if not any(is_dtensor(t) for t in model.values()):
+            # a full checkpoint (ModelParallelStrategy(save_distributed_checkpoint=False)): rank 0 holds whole
+            # tensors, gathered from every rank's shard; the optimizer's state stays the live one there
+            for name, saved in self.model.items():  # the same order on every rank: one gather each
+                layout = self.layouts.get(name)
+                whole = saved if layout is None else rebuild(saved.to(self.devices[name]), layout).full_tensor()
+                if name in model:
+                    model[name] = whole.detach().clone().to(model[name].device)
+            return
+        for name, live in model.items():
+            model[name] = _like(live, self.model[name])
+        for optimizer_state in (checkpoint.get("optimizer_states") or [])[:1]:
+            state = optimizer_state.get("state", {})
+            for index, saved in self.optimizer.state.items():
+                key = self.names[index] if self.names and any(isinstance(k, str) for k in state) else index
+                if key not in state and not saved:
+                    continue
+                if key not in state:
+                    raise RuntimeError(
+                        f"the checkpoint's optimizer state has no entry {key!r} for the snapshot's parameter "
+                        f"{index}; a checkpoint written during an incident must hold the snapshot's state"
+                    )
+                live = state[key]
+                state[key] = {k: _like(live.get(k), v) if isinstance(v, torch.Tensor) else v for k, v in saved.items()}
+
+
+def _like(live: Any, saved: torch.Tensor) -> torch.Tensor:
+    """A copy of the host copy ``saved`` shaped as the checkpoint's ``live`` entry: a DTensor of its layout around
+    the saved shard, or a plain tensor on its device."""
+    if not isinstance(live, torch.Tensor):
+        return saved.clone()
+    if is_dtensor(live):
+        return rebuild(saved.clone().to(local(live).device), layout_of(live))
+    return saved.clone().to(live.device)
 
 
 @dataclass
@@ -360,10 +429,10 @@ class TrainingSnapshot:
         for param, grad in self.grads:
             if grad is None:
                 param.grad = None
-            elif param.grad is not None and param.grad.shape == grad.shape:
+            elif param.grad is not None and local(param.grad).shape == grad.shape:
                 copy_into(param.grad, grad)
-            else:
-                param.grad = grad.to(param.device)
+            else:  # a sharded parameter's gradient is laid out as the parameter (FSDP2)
+                param.grad = rebuild(grad.to(local(param).device, copy=True), layout_of(param))
         for module, training in self.modes:
             module.training = training
         for optimizer, saved in self.optimizers:

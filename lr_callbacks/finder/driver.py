@@ -34,6 +34,7 @@ from typing_extensions import override
 from lr_callbacks.core.compat import Callback, fresh_iterator, transfer_hook
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.lr_model import set_lr
+from lr_callbacks.core.sharded import plain, plain_shard_group
 
 if TYPE_CHECKING:
     from pytorch_lightning import LightningModule, Trainer
@@ -125,17 +126,19 @@ class _Probe(Callback):
     """Stands in for the trainer's callbacks while steps are driven: reads the gradient norm.
 
     ``on_before_optimizer_step`` runs after unscaling (AMP) and before clipping: the norm is that of the
-    gradients the optimizer would get without clipping. It stays a device tensor (no host sync here).
+    gradients the optimizer would get without clipping. It stays a device tensor (no host sync here). Under a
+    sharded strategy it is the norm of the whole gradient, from every rank's shards (one all-reduce).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shard_group: Any = None) -> None:
         self.norms: list[torch.Tensor] = []
+        self.shard_group = shard_group
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         grads = [p.grad.detach() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
-            self.norms.append(global_norm(grads, grads[0].device))
+            self.norms.append(global_norm(grads, trainer.strategy.root_device, self.shard_group))
 
     def take(self, device: torch.device) -> torch.Tensor:
         norms, self.norms = self.norms, []
@@ -155,7 +158,7 @@ class _Recorder:
         self.values: dict[str, tuple[torch.Tensor, int]] = {}
 
     def log(self, name: str, value: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> None:
-        self.values[name] = (torch.as_tensor(value).detach(), batch_size or 1)
+        self.values[name] = (plain(torch.as_tensor(value).detach()), batch_size or 1)
 
     def log_dict(self, dictionary: Mapping[str, Any], *args: Any, batch_size: int | None = None, **kw: Any) -> None:
         for name, value in dictionary.items():
@@ -209,7 +212,7 @@ class Driver:
         self.trainer, self.module, self.ratios = trainer, module, ratios
         self.manual = not module.automatic_optimization
         self.accumulate = 1 if self.manual else max(int(trainer.accumulate_grad_batches), 1)
-        self._probe = _Probe()
+        self._probe = _Probe(plain_shard_group(trainer.strategy))
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Driver:
@@ -250,7 +253,7 @@ class Driver:
             batch = _to_device(trainer, module, batches[0])
             loss = _loss_of(trainer.strategy.training_step(batch, index), manual=True)
             assert loss is not None
-            losses.append(loss.detach())
+            losses.append(plain(loss.detach()))
         else:
             optimizer = trainer.optimizers[0]
             lightning_optimizer = module.optimizers()
@@ -286,7 +289,7 @@ class Driver:
                         "Lightning does not support either; return the loss on every rank"
                     )
                 return None
-            losses.append(loss.detach())
+            losses.append(plain(loss.detach()))
             scaled = loss / self.accumulate
             trainer.strategy.backward(scaled, optimizer)
             return scaled.detach()

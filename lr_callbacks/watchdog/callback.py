@@ -19,6 +19,7 @@ from lr_callbacks.core.checks import check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import set_lr_scale
+from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
 from lr_callbacks.core.snapshot import ModelSnapshot, restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, WatchdogConfig
 from lr_callbacks.watchdog.device import (
@@ -41,7 +42,6 @@ __all__ = ["DivergenceWatchdog"]
 log = logging.getLogger("lr_callbacks")
 
 _HEADER = "| step | signal | value | threshold | action | detail |\n|---|---|---|---|---|---|\n"
-_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
 DEVICE_SYNC_EVERY = 8
 """``sync_every_n_steps`` chosen on an accelerator without a ``GradScaler``."""
 
@@ -100,8 +100,16 @@ class DivergenceWatchdog(Callback):
     incident that begins before it (usually: at the first step after the resume) rolls back to the checkpoint's
     weights rather than to the older snapshot the uninterrupted run held.
 
-    Only automatic optimization with one optimizer, on one device or under DDP, is supported: under manual
-    optimization or a sharded strategy (FSDP, DeepSpeed, ModelParallel) the callback raises at setup.
+    **Sharded training.** Under FSDP2 (Lightning's ``ModelParallelStrategy``, ``fully_shard`` in
+    ``configure_model``) the gradient norm is the whole gradient's, from the shards (one all-reduce), each rank
+    snapshots and restores its own shards and optimizer state, every rank rolls back at the same step, and the
+    halt checkpoint goes through the strategy's own (distributed) checkpointing, a directory. A checkpoint written
+    during an incident holds the snapshot's shards; the live ones are not kept (only rank 0 writes the
+    callbacks' state), so a resume from it continues from the snapshot. Lightning's ``FSDPStrategy`` (FSDP1) takes
+    the same paths, untested (it runs on GPUs only). DeepSpeed is refused: its engine steps the optimizer itself.
+
+    Only automatic optimization with one optimizer is supported: under manual optimization, or under DeepSpeed,
+    the callback raises at setup.
 
     Logs ``watchdog/loss``, ``watchdog/grad_norm``, ``watchdog/loss_z``, ``watchdog/grad_norm_z``,
     ``watchdog/cusum`` and ``watchdog/lr_scale`` at x = step, and ``watchdog/events``, a text table of each
@@ -140,7 +148,7 @@ class DivergenceWatchdog(Callback):
 
     Raises:
         ValueError, TypeError: at construction, for a bad argument; at setup, under manual optimization or a
-            sharded strategy.
+            DeepSpeed strategy.
 
     Example::
 
@@ -279,11 +287,12 @@ class DivergenceWatchdog(Callback):
                 "backward belongs to which optimizer step, so it could not skip or judge an update. Remove it, or "
                 "set `self.automatic_optimization = True`"
             )
-        strategy = type(trainer.strategy).__name__
-        if any(name in strategy for name in _SHARDED):
+        if strategy_kind(trainer.strategy) == "deepspeed":
             raise ValueError(
-                f"{OWNER} does not support sharded strategies yet ({strategy}): each rank holds a shard of the "
-                "gradients, so its gradient norm and its snapshots would be a shard's. Use DDP (or a single device)"
+                f"{OWNER} does not support DeepSpeed ({type(trainer.strategy).__name__}): its engine steps, "
+                "accumulates and loss-scales by itself and keeps the optimizer's state in its own partitions, so "
+                "the watchdog could neither skip an update before it happens nor snapshot it. Use "
+                "ModelParallelStrategy (FSDP2), FSDPStrategy or DDP"
             )
 
     @override
@@ -298,6 +307,7 @@ class DivergenceWatchdog(Callback):
         else:
             self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
         self._log_every = log_cadence(trainer, self._log_every_arg)
+        self._signals.shard_group = plain_shard_group(trainer.strategy)
         if self._sync_every > 1:
             self._judge = DeviceJudge(pl_module.device, self._sync_every, self.config.outlier_action == "clip")
         self._signals.reset()

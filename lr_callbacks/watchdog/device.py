@@ -14,6 +14,7 @@ import torch
 
 from lr_callbacks.core.compat import set_found_inf
 from lr_callbacks.core.grads import global_norm
+from lr_callbacks.core.sharded import plain
 from lr_callbacks.watchdog.config import Signal
 from lr_callbacks.watchdog.stats import Gate, Verdict
 
@@ -40,10 +41,12 @@ def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 class StepSignals:
     """One optimizer step's loss (its micro-batches combined) and its gradient norm before clipping.
 
-    Everything stays on the device: nothing here reads a value back to the host.
+    Everything stays on the device: nothing here reads a value back to the host. Under a sharded strategy the
+    norm is the whole gradient's (:func:`~lr_callbacks.core.grads.global_norm`); ``shard_group`` is FSDP1's.
     """
 
     def __init__(self) -> None:
+        self.shard_group: Any = None
         self.reset()
 
     def reset(self) -> None:
@@ -53,7 +56,7 @@ class StepSignals:
     def add_loss(self, loss: torch.Tensor) -> None:
         """Add a micro-batch's loss, as Lightning passes it to ``on_before_backward`` (divided by the
         accumulation factor)."""
-        value = loss.detach().float()
+        value = plain(loss.detach()).float()
         self._loss = value if self._loss is None else self._loss + value
         self._micro_batches += 1
 
@@ -68,7 +71,7 @@ class StepSignals:
         loss = self._loss.reshape(())
         if accumulate != self._micro_batches:
             loss = loss * (accumulate / self._micro_batches)
-        return torch.stack([loss, global_norm(_gradients(optimizer), loss.device)])
+        return torch.stack([loss, global_norm(_gradients(optimizer), loss.device, self.shard_group)])
 
 
 def all_reduce_mean(tensor: torch.Tensor, world_size: int, strategy: Any) -> torch.Tensor:

@@ -255,15 +255,15 @@ def test_manual_optimization_is_refused_with_the_reason(tmp_path):
         fit(tmp_path, Manual(), [small()], 5, logger=False)
 
 
-def test_a_sharded_strategy_is_refused_with_the_reason():
-    # Lightning refuses FSDP on the CPU ("requires a GPU accelerator"), so the trainer is a stand-in holding a
-    # strategy of that name: the kind of strategy is all that setup looks at
-    class FSDPStrategy:
+def test_deepspeed_is_refused_with_the_reason():
+    # DeepSpeed is not installed here, so the trainer is a stand-in holding a strategy of that name: the kind of
+    # strategy is all that setup looks at (FSDP2 and FSDP1 are accepted: tests/integration/test_fsdp2.py)
+    class DeepSpeedStrategy:
         pass
 
-    trainer = type("Trainer", (), {"strategy": FSDPStrategy()})()
+    trainer = type("Trainer", (), {"strategy": DeepSpeedStrategy()})()
     module = type("Module", (), {"automatic_optimization": True})()
-    with pytest.raises(ValueError, match=r"does not support sharded strategies yet \(FSDPStrategy\).*Use DDP"):
+    with pytest.raises(ValueError, match=r"does not support DeepSpeed \(DeepSpeedStrategy\).*steps.*Use Model"):
         DivergenceWatchdog().setup(trainer, module, "fit")
 
 

@@ -1,0 +1,107 @@
+"""Rank 0 of a 2-process FSDP2 run (``ModelParallelStrategy``, gloo), started by ``test_fsdp2.py``.
+
+``python -m tests.integration.fsdp2_worker SCENARIO OUT``: Lightning's launcher starts rank 1 with the same
+command; each rank writes ``OUT/rank<r>.json`` with what its callbacks did and the whole weights at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.strategies import ModelParallelStrategy
+from torch.distributed.fsdp import fully_shard
+from torch.utils.data import DataLoader
+
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
+from lr_callbacks.core.sharded import is_dtensor, local, plain
+from tests.watchdog.test_models import DigitsModel, Faults, digits_data
+
+#: The batch each rank sees; the unsharded reference run takes twice as many in one batch (the same samples).
+BATCH = 16
+STEPS = 60
+
+
+class ShardedDigits(DigitsModel):
+    """The watchdog's digits MLP with each linear layer, and the whole net, sharded by FSDP2 over the data ranks."""
+
+    def configure_model(self) -> None:
+        mesh = self.device_mesh["data_parallel"]
+        for layer in (self.net[0], self.net[2]):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self.net, mesh=mesh)
+
+
+def together_callbacks() -> list[Any]:
+    """The three callbacks together (also the unsharded reference run's)."""
+    return [
+        LRFinder(num_steps=20, min_lr=1e-3, max_lr=10.0),
+        LRSchedule("cosine", warmup="10 steps"),
+        DivergenceWatchdog(warmup_steps=10, window=20, snapshot_every=10, patience=6, flat_loss_steps=None),
+    ]
+
+
+#: Faults on every rank (the unsharded run gets the same): a NaN loss, then 6 spikes in a row (a rollback).
+TOGETHER_FAULTS = Faults(nan_loss=[30], loss_times={k: 1000.0 for k in range(45, 51)})
+#: A fault on rank 1 only: a NaN loss, then spikes that outlast one rollback (a halt).
+HALT_FAULTS = Faults(nan_loss=[15], loss_times={k: 1000.0 for k in range(25, 45)}, rank=1)
+
+
+class Record(pl.Callback):
+    """Writes, per rank, the LRs, the finder's result, the watchdog's events and the whole weights at the end."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        finder = next((c for c in trainer.callbacks if isinstance(c, LRFinder)), None)
+        watchdog = next(c for c in trainer.callbacks if isinstance(c, DivergenceWatchdog))
+        params = dict(pl_module.named_parameters())
+        record = {
+            "sharded": all(is_dtensor(p) for p in params.values()),
+            "finite": all(bool(torch.isfinite(local(p)).all()) for p in params.values()),
+            "weights": {name: plain(p.detach()).flatten().tolist() for name, p in params.items()},
+            "lrs": pl_module.seen_lrs,
+            "finder": None if finder is None or finder.result is None else finder.result.to_dict(),
+            "events": [repr(e) for e in watchdog.events],
+            "scale": watchdog.scale,
+            "halt_reason": watchdog.halt_reason,
+            "halt_path": watchdog.halt_checkpoint_path,
+            "steps": trainer.global_step,
+        }
+        Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def main(scenario: str, out: str) -> None:
+    torch.set_num_threads(1)
+    if scenario == "together":
+        callbacks, faults = together_callbacks(), TOGETHER_FAULTS
+    elif scenario == "halt":
+        watchdog = DivergenceWatchdog(
+            warmup_steps=5, window=10, snapshot_every=5, patience=4, max_rollbacks=1, flat_loss_steps=None
+        )
+        callbacks, faults = [LRSchedule("cosine"), watchdog], HALT_FAULTS
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}: together or halt")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
+        max_steps=STEPS,
+        default_root_dir=out,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*callbacks, Record(out)],
+    )
+    model = ShardedDigits(optimizer="sgd", lr=0.1, faults=faults)
+    trainer.fit(model, DataLoader(digits_data(), batch_size=BATCH))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
