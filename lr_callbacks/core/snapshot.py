@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from lr_callbacks.core.compat import metric_states, reset_scaler_step_state
-from lr_callbacks.core.sharded import Layout, is_dtensor, layout_of, local, rebuild
+from lr_callbacks.core.sharded import Layout, is_dtensor, layout_of, local, plain, rebuild
 
 __all__ = [
     "ModelSnapshot",
@@ -266,7 +266,7 @@ class ModelSnapshot:
             # tensors, gathered from every rank's shard; the optimizer's state stays the live one there
             for name, saved in self.model.items():  # the same order on every rank: one gather each
                 layout = self.layouts.get(name)
-                whole = saved if layout is None else rebuild(saved.to(self.devices[name]), layout).full_tensor()
+                whole = saved if layout is None else plain(rebuild(saved.to(self.devices[name]), layout))
                 if name in model:
                     model[name] = whole.detach().clone().to(model[name].device)
             return
@@ -274,17 +274,19 @@ class ModelSnapshot:
             model[name] = _like(live, self.model[name])
         for optimizer_state in (checkpoint.get("optimizer_states") or [])[:1]:
             state = optimizer_state.get("state", {})
-            for index, saved in self.optimizer.state.items():
+            for index, values in self.optimizer.state.items():
                 key = self.names[index] if self.names and any(isinstance(k, str) for k in state) else index
-                if key not in state and not saved:
+                if key not in state and not values:
                     continue
                 if key not in state:
                     raise RuntimeError(
                         f"the checkpoint's optimizer state has no entry {key!r} for the snapshot's parameter "
                         f"{index}; a checkpoint written during an incident must hold the snapshot's state"
                     )
-                live = state[key]
-                state[key] = {k: _like(live.get(k), v) if isinstance(v, torch.Tensor) else v for k, v in saved.items()}
+                entry = state[key]
+                state[key] = {
+                    k: _like(entry.get(k), v) if isinstance(v, torch.Tensor) else v for k, v in values.items()
+                }
 
 
 def _like(live: Any, saved: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import fully_shard
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from lr_callbacks.core.sharded import is_dtensor, local, plain
@@ -24,6 +24,27 @@ from tests.watchdog.test_models import DigitsModel, Faults, digits_data
 #: The batch each rank sees; the unsharded reference run takes twice as many in one batch (the same samples).
 BATCH = 16
 STEPS = 60
+
+
+def data() -> TensorDataset:
+    """1,792 of the digits (56 batches of 32): the 2 ranks' halves (:class:`Half`) make the reference's batches."""
+    x, y = digits_data().tensors
+    return TensorDataset(x[:1792], y[:1792])
+
+
+class Half(Sampler[int]):
+    """Rank ``r`` of 2 takes samples ``r, r + 2, ...``, in order, so that its ``k``-th batch of 16 and the other
+    rank's are the reference run's ``k``-th batch of 32. (Lightning's own distributed sampler always shuffles the
+    training data.)"""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size // 2
+
+    def __iter__(self) -> Any:
+        return iter(range(torch.distributed.get_rank(), self.size, 2))
 
 
 class ShardedDigits(DigitsModel):
@@ -67,7 +88,7 @@ class Record(pl.Callback):
             "weights": {name: plain(p.detach()).flatten().tolist() for name, p in params.items()},
             "lrs": pl_module.seen_lrs,
             "finder": None if finder is None or finder.result is None else finder.result.to_dict(),
-            "events": [repr(e) for e in watchdog.events],
+            "events": [[e.step, e.signal.value, e.action.value, e.value] for e in watchdog.events],
             "scale": watchdog.scale,
             "halt_reason": watchdog.halt_reason,
             "halt_path": watchdog.halt_checkpoint_path,
@@ -78,6 +99,7 @@ class Record(pl.Callback):
 
 def main(scenario: str, out: str) -> None:
     torch.set_num_threads(1)
+    Path(out).mkdir(parents=True, exist_ok=True)
     if scenario == "together":
         callbacks, faults = together_callbacks(), TOGETHER_FAULTS
     elif scenario == "halt":
@@ -97,10 +119,12 @@ def main(scenario: str, out: str) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        use_distributed_sampler=False,
         callbacks=[*callbacks, Record(out)],
     )
     model = ShardedDigits(optimizer="sgd", lr=0.1, faults=faults)
-    trainer.fit(model, DataLoader(digits_data(), batch_size=BATCH))
+    dataset = data()
+    trainer.fit(model, DataLoader(dataset, batch_size=BATCH, sampler=Half(len(dataset))))
 
 
 if __name__ == "__main__":

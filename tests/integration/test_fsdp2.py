@@ -1,0 +1,101 @@
+"""The three callbacks under FSDP2: Lightning's ``ModelParallelStrategy`` (data-parallel size 2, tensor-parallel
+size 1) on 2 CPU processes with gloo, ``fully_shard`` applied in ``configure_model``.
+
+Each test starts ``fsdp2_worker.py`` (rank 0; Lightning's launcher starts rank 1), which writes per rank what its
+callbacks did and the whole weights at the end. The reference is the same model, data and callbacks in one
+unsharded process, each of its batches the two ranks' batches together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from lr_callbacks import DivergenceWatchdog, LRFinder
+from tests.helpers import make_trainer
+from tests.integration import fsdp2_worker as worker
+from tests.watchdog.test_models import DigitsModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_sharded(scenario: str, out: Path) -> list[dict[str, Any]]:
+    """Run ``scenario`` on 2 FSDP2 ranks; their records, after checking that both wrote one."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "tests.integration.fsdp2_worker", scenario, str(out)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    files = [out / f"rank{rank}.json" for rank in (0, 1)]
+    assert done.returncode == 0 and all(f.exists() for f in files), done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads(f.read_text()) for f in files]
+
+
+def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unsharded_run(tmp_path: Path) -> None:
+    ranks = run_sharded("together", tmp_path / "sharded")
+    assert [r["sharded"] for r in ranks] == [True, True]  # the parameters really were DTensors
+    assert ranks[0] == ranks[1]  # same finder answer, LRs, decisions, scale and whole weights on both ranks
+    sharded = ranks[0]
+    assert sharded["finite"] and sharded["steps"] == worker.STEPS
+
+    # the reference: one unsharded process, batches of 32 (the two ranks' 16 each), the same callbacks and faults
+    callbacks = worker.together_callbacks()
+    finder = next(c for c in callbacks if isinstance(c, LRFinder))
+    watchdog = next(c for c in callbacks if isinstance(c, DivergenceWatchdog))
+    model = DigitsModel(optimizer="sgd", lr=0.1, faults=worker.TOGETHER_FAULTS)
+    trainer = make_trainer(tmp_path / "single", max_steps=worker.STEPS, logger=False, callbacks=callbacks)
+    pl.seed_everything(0, verbose=False)
+    trainer.fit(model, DataLoader(worker.data(), batch_size=2 * worker.BATCH))
+    assert finder.result is not None
+
+    # the finder: the loss averaged over the ranks and the norm of the whole gradient from the shards are the
+    # unsharded run's, up to float error; so is the answer
+    result = sharded["finder"]
+    assert result["suggestion"] == pytest.approx(finder.result.suggestion, rel=1e-9)
+    assert result["losses"] == pytest.approx(list(finder.result.losses), rel=1e-5)
+    assert result["grad_norms"] == pytest.approx(list(finder.result.grad_norms), rel=1e-5)
+    # the LR of every step (the sweep's, then the schedule's with the watchdog's scale)
+    assert sharded["lrs"] == pytest.approx(model.seen_lrs, rel=1e-9)
+    # the watchdog: the same incidents at the same steps (a NaN skipped, six spikes, a rollback), the same scale
+    events = [[e.step, e.signal.value, e.action.value] for e in watchdog.events]
+    assert [e[:3] for e in sharded["events"]] == events
+    assert [30, "non_finite", "skip"] in events and [50, "persistent_outliers", "rollback"] in events
+    assert sharded["scale"] == watchdog.scale == 0.5
+    single = {name: p.detach().flatten().tolist() for name, p in model.named_parameters()}
+    assert sharded["weights"].keys() == single.keys()
+    for name, values in single.items():
+        assert sharded["weights"][name] == pytest.approx(values, rel=1e-4, abs=1e-5), name
+
+
+def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_checkpoint(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    ranks = run_sharded("halt", tmp_path)
+    assert ranks[0] == ranks[1]  # rank 1's faults decided on both: same incidents, same stop, same weights
+    record = ranks[0]
+    events = [tuple(e[:3]) for e in record["events"]]
+    assert events[0] == (15, "non_finite", "skip")
+    assert [action for _, _, action in events].count("rollback") == 1
+    assert events[-1][2] == "halt" and record["halt_reason"] and record["finite"]
+    assert record["steps"] == events[-1][0] + 1 < worker.STEPS  # both stopped right after the halting step
+
+    # the halt checkpoint went through the strategy's distributed checkpointing: a directory of shards
+    path = Path(record["halt_path"])
+    assert path.is_dir() and (path / ".metadata").exists() and (path / "meta.pt").exists()
+    whole = tmp_path / "whole.pt"
+    dcp_to_torch_save(path, whole)
+    saved = torch.load(whole, weights_only=False)
+    # the last good state, which the run also ends with (restored on both ranks, no update after the halt)
+    for name, values in record["weights"].items():
+        assert saved["state_dict"][name].flatten().tolist() == values, name
+    momentum = [state["momentum_buffer"] for state in saved["optimizer_0"]["state"].values()]
+    assert len(momentum) == 4 and all(bool(torch.isfinite(m).all()) for m in momentum)
