@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import fully_shard
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -106,7 +107,9 @@ def main(scenario: str, out: str) -> None:
         watchdog = DivergenceWatchdog(
             warmup_steps=5, window=10, snapshot_every=5, patience=4, max_rollbacks=1, flat_loss_steps=None
         )
-        callbacks, faults = [LRSchedule("cosine"), watchdog], HALT_FAULTS
+        # a checkpoint after step 26, while the incident that began at step 25 is open
+        during = ModelCheckpoint(dirpath=f"{out}/during", every_n_train_steps=27, save_top_k=-1)
+        callbacks, faults = [LRSchedule("cosine"), watchdog, during], HALT_FAULTS
     else:
         raise SystemExit(f"unknown scenario {scenario!r}: together or halt")
     trainer = pl.Trainer(
@@ -116,7 +119,7 @@ def main(scenario: str, out: str) -> None:
         max_steps=STEPS,
         default_root_dir=out,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=scenario == "halt",
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,

@@ -76,9 +76,18 @@ def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unshard
         assert sharded["weights"][name] == pytest.approx(values, rel=1e-4, abs=1e-5), name
 
 
-def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_checkpoint(tmp_path: Path) -> None:
+def load_distributed(path: Path) -> dict[str, Any]:
+    """A distributed checkpoint (a directory of shards) as one whole state, read without a process group."""
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+    assert path.is_dir() and (path / ".metadata").exists() and (path / "meta.pt").exists()
+    whole = path.with_name(path.name + ".pt")
+    dcp_to_torch_save(path, whole)
+    state: dict[str, Any] = torch.load(whole, weights_only=False)
+    return state
+
+
+def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_checkpoint(tmp_path: Path) -> None:
     ranks = run_sharded("halt", tmp_path)
     assert ranks[0] == ranks[1]  # rank 1's faults decided on both: same incidents, same stop, same weights
     record = ranks[0]
@@ -88,14 +97,21 @@ def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_chec
     assert events[-1][2] == "halt" and record["halt_reason"] and record["finite"]
     assert record["steps"] == events[-1][0] + 1 < worker.STEPS  # both stopped right after the halting step
 
-    # the halt checkpoint went through the strategy's distributed checkpointing: a directory of shards
-    path = Path(record["halt_path"])
-    assert path.is_dir() and (path / ".metadata").exists() and (path / "meta.pt").exists()
-    whole = tmp_path / "whole.pt"
-    dcp_to_torch_save(path, whole)
-    saved = torch.load(whole, weights_only=False)
+    # the halt checkpoint went through the strategy's distributed checkpointing: a directory of shards, holding
     # the last good state, which the run also ends with (restored on both ranks, no update after the halt)
+    saved = load_distributed(Path(record["halt_path"]))
     for name, values in record["weights"].items():
         assert saved["state_dict"][name].flatten().tolist() == values, name
-    momentum = [state["momentum_buffer"] for state in saved["optimizer_0"]["state"].values()]
-    assert len(momentum) == 4 and all(bool(torch.isfinite(m).all()) for m in momentum)
+    momentum = saved["optimizer_0"]["state"]
+    assert len(momentum) == 4 and all(bool(torch.isfinite(s["momentum_buffer"]).all()) for s in momentum.values())
+
+    # a checkpoint written while the first incident was open (after step 26) holds the same clean snapshot,
+    # each rank's shards of weights and of the optimizer's state, not the live ones
+    during = load_distributed(tmp_path / "during" / "epoch=0-step=27.ckpt")
+    for name, values in record["weights"].items():
+        assert during["state_dict"][name].flatten().tolist() == values, name
+    for name, state in momentum.items():
+        assert torch.equal(during["optimizer_0"]["state"][name]["momentum_buffer"], state["momentum_buffer"]), name
+    meta = torch.load(tmp_path / "during" / "epoch=0-step=27.ckpt" / "meta.pt", weights_only=False)
+    own = next(state for key, state in meta["callbacks"].items() if key.startswith("DivergenceWatchdog"))
+    assert own["live"] is None  # the live shards are not kept (rank 0 alone writes this file)
