@@ -45,7 +45,7 @@ class LRFinder(Callback):
 
     At fit start (and, if asked, at the start of given epochs) it raises the LR of every parameter group
     together, their ratios kept, from ``min_lr`` to ``max_lr`` over ``num_steps`` optimizer steps of your
-    own training recipe (precision and ``GradScaler``, gradient accumulation, gradient clipping, DDP),
+    own training recipe (precision and ``GradScaler``, gradient accumulation, gradient clipping, DDP, FSDP2),
     recording each step's raw loss (averaged across ranks) and gradient norm. It stops early when the loss
     diverges (a rule that works for negative losses and NaN/inf; see
     :func:`~lr_callbacks.finder.ramp.diverged`) or when the data runs out. Then it restores, bit for
@@ -60,6 +60,8 @@ class LRFinder(Callback):
     different order from the epoch's, which it leaves untouched), pass after pass if the data is short.
     With manual optimization each ``training_step`` call is one sweep step (it must return the loss), and
     the LRs of all optimizers move together. Under ``ddp_spawn`` the result lives in the worker processes.
+    Under FSDP2 (``ModelParallelStrategy``) each rank snapshots and restores its own shards, and the gradient norm
+    is the whole gradient's; under DeepSpeed, whose engine steps the optimizer itself, it raises.
 
     The curve is analysed without smoothing lag (:func:`~lr_callbacks.suggest_lr`): a suggestion, a range
     and flags. With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the
