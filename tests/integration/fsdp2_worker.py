@@ -128,6 +128,7 @@ def main(scenario: str, out: str) -> None:
     model = ShardedDigits(optimizer="sgd", lr=0.1, faults=faults)
     dataset = data()
     trainer.fit(model, DataLoader(dataset, batch_size=BATCH, sampler=Half(len(dataset))))
+    torch.distributed.destroy_process_group()  # Lightning leaves it up; end it before the interpreter exits
 
 
 if __name__ == "__main__":
