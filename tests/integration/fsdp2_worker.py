@@ -78,6 +78,19 @@ class Record(pl.Callback):
 
     def __init__(self, out: str) -> None:
         self.out = out
+        self.before: list[torch.Tensor] = []
+        self.restored: dict[str, Any] = {}
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self.before = [local(p.detach()).clone() for p in pl_module.parameters()]
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # after the finder's on_train_start (this callback comes last): its sweep left no trace on this rank
+        self.restored = {
+            "shards": all(torch.equal(local(p.detach()), b) for p, b in zip(pl_module.parameters(), self.before)),
+            "optimizer_state": sum(len(state) for state in trainer.optimizers[0].state.values()),
+            "grads": sum(p.grad is not None for p in pl_module.parameters()),
+        }
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         finder = next((c for c in trainer.callbacks if isinstance(c, LRFinder)), None)
@@ -94,6 +107,7 @@ class Record(pl.Callback):
             "halt_reason": watchdog.halt_reason,
             "halt_path": watchdog.halt_checkpoint_path,
             "steps": trainer.global_step,
+            "restored": self.restored,
         }
         Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 

@@ -50,6 +50,8 @@ def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unshard
     assert ranks[0] == ranks[1]  # same finder answer, LRs, decisions, scale and whole weights on both ranks
     sharded = ranks[0]
     assert sharded["finite"] and sharded["steps"] == worker.STEPS
+    # the finder's restore is exact on each rank: its own shards bit for bit, no optimizer state, no gradients
+    assert [r["restored"] for r in ranks] == [{"shards": True, "optimizer_state": 0, "grads": 0}] * 2
 
     # the reference: one unsharded process, batches of 32 (the two ranks' 16 each), the same callbacks and faults
     callbacks = worker.together_callbacks()
