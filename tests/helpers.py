@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -132,3 +133,17 @@ def read_text(root: os.PathLike[str] | str, tag: str) -> list[str]:
     """The strings written with ``add_text(tag, ...)``."""
     events = read_events(root).Tensors(f"{tag}/text_summary")
     return [e.tensor_proto.string_val[0].decode() for e in events]
+
+
+@contextlib.contextmanager
+def one_rank_mesh() -> Iterator[Any]:
+    """A one-rank gloo process group and its device mesh, destroyed on exit: real DTensors (and ``fully_shard``)
+    in one process, without leaving the other tests distributed."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()

@@ -12,14 +12,13 @@ import lightning.pytorch.strategies as lightning_strategies
 import pytest
 import pytorch_lightning.strategies as pl_strategies
 import torch
-import torch.distributed as dist
-from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.sharded import is_dtensor, layout_of, local, plain, plain_shard_group, rebuild, strategy_kind
 from lr_callbacks.core.snapshot import ModelSnapshot, OptimizerState, TrainingSnapshot, to_host
+from tests.helpers import one_rank_mesh
 
 
 def bare(cls: type) -> object:
@@ -44,12 +43,8 @@ def test_strategy_kind_tells_the_sharded_strategies_apart(strategies):
 
 @pytest.fixture
 def mesh() -> Iterator[object]:
-    """A one-rank gloo process group and device mesh, destroyed afterwards (the other tests run undistributed)."""
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield init_device_mesh("cpu", (1,))
-    finally:
-        dist.destroy_process_group()
+    with one_rank_mesh() as mesh:
+        yield mesh
 
 
 def test_local_plain_layout_and_rebuild_on_a_dtensor(mesh):
