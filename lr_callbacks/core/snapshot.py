@@ -245,7 +245,10 @@ class ModelSnapshot:
 
         Under FSDP2 the checkpoint's state is sharded (``DTensor``s, optimizer state keyed by parameter name) and
         each rank writes its own shards: the snapshot's shards go in as DTensors of the same layout, and nothing is
-        returned (the live shards cannot travel in the callback's state, which only rank 0 writes).
+        returned (the live shards cannot travel in the callback's state, which only rank 0 writes). A parameter
+        without optimizer state in the snapshot keeps its live entry (the distributed load expects one). A full
+        checkpoint gathered on rank 0 (``save_distributed_checkpoint=False``) gets the snapshot's weights, gathered
+        from every rank, and keeps the live optimizer state.
         """
         synchronize()
         if self.layouts:
@@ -276,7 +279,9 @@ class ModelSnapshot:
             state = optimizer_state.get("state", {})
             for index, values in self.optimizer.state.items():
                 key = self.names[index] if self.names and any(isinstance(k, str) for k in state) else index
-                if key not in state and not values:
+                if not values:
+                    # no state in the snapshot (taken before the first update): the live entry stays, as the
+                    # distributed load expects one per parameter (skipped steps did not move it)
                     continue
                 if key not in state:
                     raise RuntimeError(

@@ -112,36 +112,57 @@ class Record(pl.Callback):
         Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-def main(scenario: str, out: str) -> None:
-    torch.set_num_threads(1)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    if scenario == "together":
-        callbacks, faults = together_callbacks(), TOGETHER_FAULTS
-    elif scenario == "halt":
-        watchdog = DivergenceWatchdog(
-            warmup_steps=5, window=10, snapshot_every=5, patience=4, max_rollbacks=1, flat_loss_steps=None
-        )
-        # a checkpoint after step 26, while the incident that began at step 25 is open
-        during = ModelCheckpoint(dirpath=f"{out}/during", every_n_train_steps=27, save_top_k=-1)
-        callbacks, faults = [LRSchedule("cosine"), watchdog, during], HALT_FAULTS
-    else:
-        raise SystemExit(f"unknown scenario {scenario!r}: together or halt")
+class Resumed(pl.Callback):
+    """Writes, per rank, the step and the whole weights a resumed fit starts from."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        weights = {name: plain(p.detach()).flatten().tolist() for name, p in pl_module.named_parameters()}
+        record = {"step": trainer.global_step, "weights": weights}
+        Path(self.out, f"resumed{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def halt_watchdog() -> DivergenceWatchdog:
+    return DivergenceWatchdog(
+        warmup_steps=5, window=10, snapshot_every=5, patience=4, max_rollbacks=1, flat_loss_steps=None
+    )
+
+
+def fit(out: str, callbacks: list[Any], faults: Faults, max_steps: int, ckpt_path: str | None = None) -> None:
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
         strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
-        max_steps=STEPS,
+        max_steps=max_steps,
         default_root_dir=out,
         logger=False,
-        enable_checkpointing=scenario == "halt",
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=[*callbacks, Record(out)],
+        callbacks=callbacks,
     )
     model = ShardedDigits(optimizer="sgd", lr=0.1, faults=faults)
     dataset = data()
-    trainer.fit(model, DataLoader(dataset, batch_size=BATCH, sampler=Half(len(dataset))))
+    trainer.fit(model, DataLoader(dataset, batch_size=BATCH, sampler=Half(len(dataset))), ckpt_path=ckpt_path)
+
+
+def main(scenario: str, out: str) -> None:
+    torch.set_num_threads(1)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    if scenario == "together":
+        fit(out, [*together_callbacks(), Record(out)], TOGETHER_FAULTS, STEPS)
+    elif scenario == "halt":
+        # a checkpoint after step 26, while the incident that began at step 25 is open
+        during = ModelCheckpoint(dirpath=f"{out}/during", every_n_train_steps=27, save_top_k=-1)
+        fit(out, [LRSchedule("cosine"), halt_watchdog(), during, Record(out)], HALT_FAULTS, STEPS)
+        # then, in the same processes, a run resumed from that checkpoint, for a few steps
+        resumed = [LRSchedule("cosine"), halt_watchdog(), Resumed(out)]
+        fit(f"{out}/resumed", resumed, HALT_FAULTS, 30, ckpt_path=f"{out}/during/epoch=0-step=27.ckpt")
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}: together or halt")
     torch.distributed.destroy_process_group()  # Lightning leaves it up; end it before the interpreter exits
 
 

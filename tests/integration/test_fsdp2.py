@@ -121,3 +121,8 @@ def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_chec
     meta = torch.load(tmp_path / "during" / "epoch=0-step=27.ckpt" / "meta.pt", weights_only=False)
     own = next(state for key, state in meta["callbacks"].items() if key.startswith("DivergenceWatchdog"))
     assert own["live"] is None  # the live shards are not kept (rank 0 alone writes this file)
+
+    # and a fit resumed from it (in the same processes) starts at its step from those weights on both ranks
+    resumed = [json.loads((tmp_path / f"resumed{rank}.json").read_text()) for rank in (0, 1)]
+    assert resumed[0] == resumed[1] and resumed[0]["step"] == 27
+    assert resumed[0]["weights"] == record["weights"]
