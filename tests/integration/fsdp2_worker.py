@@ -48,7 +48,21 @@ class Half(Sampler[int]):
         return iter(range(torch.distributed.get_rank(), self.size, 2))
 
 
-class ShardedDigits(DigitsModel):
+class ValidatedDigits(DigitsModel):
+    """The digits MLP with a validation loss, for the finder's confirm mode."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self.net(x), y))
+
+
+def val_loader() -> DataLoader:
+    """The validation data: the first 256 samples, whole on every rank (no sampler)."""
+    x, y = data().tensors
+    return DataLoader(TensorDataset(x[:256], y[:256]), batch_size=64)
+
+
+class ShardedDigits(ValidatedDigits):
     """The watchdog's digits MLP with each linear layer, and the whole net, sharded by FSDP2 over the data ranks."""
 
     def configure_model(self) -> None:
@@ -61,8 +75,8 @@ class ShardedDigits(DigitsModel):
 def together_callbacks() -> list[Any]:
     """The three callbacks together (also the unsharded reference run's)."""
     return [
-        LRFinder(num_steps=20, min_lr=1e-3, max_lr=10.0),
-        LRSchedule("cosine", warmup="10 steps"),
+        LRFinder(num_steps=20, min_lr=1e-3, max_lr=10.0, confirm=[0.1, 0.3], confirm_length="4 steps"),
+        LRSchedule("cosine", warmup="2 steps"),
         DivergenceWatchdog(warmup_steps=10, window=20, snapshot_every=10, patience=6, flat_loss_steps=None),
     ]
 
@@ -141,12 +155,14 @@ def fit(out: str, callbacks: list[Any], faults: Faults, max_steps: int, ckpt_pat
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
+        num_sanity_val_steps=0,
         use_distributed_sampler=False,
         callbacks=callbacks,
     )
     model = ShardedDigits(optimizer="sgd", lr=0.1, faults=faults)
     dataset = data()
-    trainer.fit(model, DataLoader(dataset, batch_size=BATCH, sampler=Half(len(dataset))), ckpt_path=ckpt_path)
+    train = DataLoader(dataset, batch_size=BATCH, sampler=Half(len(dataset)))
+    trainer.fit(model, train, val_loader(), ckpt_path=ckpt_path)
 
 
 def main(scenario: str, out: str) -> None:

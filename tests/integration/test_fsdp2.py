@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lr_callbacks import DivergenceWatchdog, LRFinder
+from lr_callbacks import DivergenceWatchdog, FinderResult, LRFinder
 from tests.helpers import make_trainer
 from tests.integration import fsdp2_worker as worker
-from tests.watchdog.test_models import DigitsModel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,10 +55,9 @@ def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unshard
     callbacks = worker.together_callbacks()
     finder = next(c for c in callbacks if isinstance(c, LRFinder))
     watchdog = next(c for c in callbacks if isinstance(c, DivergenceWatchdog))
-    model = DigitsModel(optimizer="sgd", lr=0.1, faults=worker.TOGETHER_FAULTS)
+    model = worker.ValidatedDigits(optimizer="sgd", lr=0.1, faults=worker.TOGETHER_FAULTS)
     trainer = make_trainer(tmp_path / "single", max_steps=worker.STEPS, logger=False, callbacks=callbacks)
-    pl.seed_everything(0, verbose=False)
-    trainer.fit(model, DataLoader(worker.data(), batch_size=2 * worker.BATCH))
+    trainer.fit(model, DataLoader(worker.data(), batch_size=2 * worker.BATCH), worker.val_loader())
     assert finder.result is not None
 
     # the finder: the loss averaged over the ranks and the norm of the whole gradient from the shards are the
@@ -69,6 +66,10 @@ def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unshard
     assert result["suggestion"] == pytest.approx(finder.result.suggestion, rel=1e-9)
     assert result["losses"] == pytest.approx(list(finder.result.losses), rel=1e-5)
     assert result["grad_norms"] == pytest.approx(list(finder.result.grad_norms), rel=1e-5)
+    # confirm mode: each trial from the same restored shards, judged on the validation loss (both ranks' data)
+    trials = [(t["lr"], t["val_loss"]) for t in result["trials"]]
+    assert trials == [(t.lr, pytest.approx(t.val_loss, rel=1e-5)) for t in finder.result.trials]
+    assert len(trials) == 2 and FinderResult.from_dict(result).chosen_lr == finder.result.chosen_lr
     # the LR of every step (the sweep's, then the schedule's with the watchdog's scale)
     assert sharded["lrs"] == pytest.approx(model.seen_lrs, rel=1e-9)
     # the watchdog: the same incidents at the same steps (a NaN skipped, six spikes, a rollback), the same scale
