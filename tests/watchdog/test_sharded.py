@@ -4,10 +4,12 @@ clipped through the local shards. Two ranks: ``tests/integration/test_fsdp2.py``
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import Replicate, distribute_tensor
 
 from lr_callbacks.core.sharded import is_dtensor, plain
 from lr_callbacks.watchdog.device import DeviceJudge, StepSignals, clip_gradients
@@ -15,10 +17,10 @@ from lr_callbacks.watchdog.stats import Gate
 from tests.helpers import one_rank_mesh
 
 
-def sharded_step() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]:
+def sharded_step(mesh: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-    fully_shard(module, mesh=torch.distributed.device_mesh.init_device_mesh("cpu", (1,)))
+    fully_shard(module, mesh=mesh)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     loss = torch.nn.functional.mse_loss(module(torch.randn(16, 4)), torch.randn(16, 1))
     loss.backward()
@@ -26,8 +28,8 @@ def sharded_step() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor
 
 
 def test_signals_clipping_and_device_skips_work_on_dtensor_gradients():
-    with one_rank_mesh():
-        module, optimizer, loss = sharded_step()
+    with one_rank_mesh() as mesh:
+        module, optimizer, loss = sharded_step(mesh)
         grads = [p.grad for p in module.parameters()]
         assert all(is_dtensor(g) for g in grads)
         whole = [plain(g).clone() for g in grads]
@@ -35,6 +37,13 @@ def test_signals_clipping_and_device_skips_work_on_dtensor_gradients():
 
         signals = StepSignals()
         signals.add_loss(loss)
+        values = signals.collect(optimizer, accumulate=1)
+        assert values is not None and not is_dtensor(values)
+        assert values.tolist() == pytest.approx([float(loss.detach()), norm], rel=1e-6)
+
+        # a loss that is itself a DTensor (tensor parallelism: a replicated or partial value) is read whole
+        signals.reset()
+        signals.add_loss(distribute_tensor(loss.detach(), mesh, [Replicate()]))
         values = signals.collect(optimizer, accumulate=1)
         assert values is not None and not is_dtensor(values)
         assert values.tolist() == pytest.approx([float(loss.detach()), norm], rel=1e-6)
