@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -12,6 +13,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
+
+from lr_callbacks.core.compat import Callback
 
 
 def regression_data(n: int = 64, features: int = 4, seed: int = 0) -> TensorDataset:
@@ -86,6 +89,37 @@ class TinyModel(pl.LightningModule):
         }
 
 
+class DestroyProcessGroupAtExit(Callback):
+    """Destroys the process group before the interpreter exits, in each process of a fit that ended normally.
+
+    Lightning leaves a gloo process group (``ddp_spawn``) to interpreter finalization. A gloo worker thread may
+    still hold the last reference to a finished collective (a rank exits a few ms after its last one); dropping
+    it decrefs the tensor's Python object, and a finalizing interpreter ends a thread that asks for the GIL:
+    ``terminate called without an active exception``, SIGABRT, after the fit passed. Destroying the group joins
+    those threads while the interpreter is whole (Lightning does so at exit for NCCL only). Registered at
+    ``teardown`` (not called when the fit raised), it runs after the worker's last use of the group.
+    """
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            atexit.unregister(_destroy_process_group)  # once per process
+            atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def with_process_group_cleanup(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of a Trainer, with :class:`DestroyProcessGroupAtExit` added when it runs several processes."""
+    if options.get("devices", 1) != 1:
+        callbacks = options.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        options["callbacks"] = [*callbacks, DestroyProcessGroupAtExit()]
+    return options
+
+
 def make_trainer(root: os.PathLike[str] | str, **kwargs: Any) -> pl.Trainer:
     """A quiet CPU Trainer logging to TensorBoard under ``root``."""
     options: dict[str, Any] = dict(
@@ -100,7 +134,7 @@ def make_trainer(root: os.PathLike[str] | str, **kwargs: Any) -> pl.Trainer:
         default_root_dir=str(root),
     )
     options.update(kwargs)
-    return pl.Trainer(**options)
+    return pl.Trainer(**with_process_group_cleanup(options))
 
 
 def loader(dataset: TensorDataset | None = None, batch_size: int = 8, shuffle: bool = False) -> DataLoader:

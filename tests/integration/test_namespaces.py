@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
-from tests.helpers import read_events, read_scalars, regression_data
+from tests.helpers import read_events, read_scalars, regression_data, with_process_group_cleanup
 
 NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
 
@@ -112,7 +112,7 @@ def trainer_in(namespace: str, root: Any, **kwargs: Any) -> Any:
         default_root_dir=str(root),
     )
     options.update(kwargs)
-    return pl.Trainer(**options)
+    return pl.Trainer(**with_process_group_cleanup(options))
 
 
 CALLBACKS = [LRSchedule, LRFinder, DivergenceWatchdog]
