@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,21 +218,33 @@ def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False
             tr = trainer(root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)])
             result = find_lr(tr, module, train_dataloaders=train_loader(task, seed))
     lrs, losses = tuple(float(v) for v in result.lrs), tuple(float(v) for v in result.losses)
-    sweep = len(lrs)
+    steps = _steps_spent(result)
     note = ",".join(result.flags)
+    record = {"result": _record(result)}
     if confirm:
-        trials = sum(len(t.losses) for t in result.trials)
-        extra = {"trials": [(t.lr, t.val_loss) for t in result.trials], "suggestion": result.suggestion}
-        return [
-            Suggestion("lr_callbacks.confirm", _or_none(result.chosen_lr), sweep + trials, lrs, losses, note, extra)
-        ]
-    out = [Suggestion("lr_callbacks", _or_none(result.suggestion), sweep, lrs, losses, note)]
+        return [Suggestion("lr_callbacks.confirm", _or_none(result.chosen_lr), steps, lrs, losses, note, record)]
+    out = [Suggestion("lr_callbacks", _or_none(result.suggestion), steps, lrs, losses, note, record)]
+    sweep = len(lrs)
     for method in OUR_METHODS[1:]:
         answer = suggest_lr(lrs, losses, method=method)
         out.append(
             Suggestion(f"lr_callbacks.{method}", _or_none(answer.lr), sweep, lrs, losses, ",".join(answer.flags))
         )
     return out
+
+
+def _steps_spent(result: Any) -> int:
+    """Every optimizer step the finder ran: the sweep's, and the probe's and the trials' when there are any."""
+    steps = getattr(result, "steps_spent", None)
+    if steps is not None:
+        return int(steps)
+    return len(result.lrs) + sum(len(t.losses) for t in result.trials)
+
+
+def _record(result: Any) -> dict[str, Any]:
+    """The finder's result without the sweep's curve (kept beside it): trials with every loss, flags, probe."""
+    data = result.to_dict()
+    return {k: v for k, v in data.items() if k not in ("lrs", "losses", "grad_norms", "smoothed")}
 
 
 def _or_none(value: Any) -> float | None:
@@ -242,7 +255,17 @@ def _or_none(value: Any) -> float | None:
 
 
 def run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> list[Suggestion]:
-    """Run one finder by name (see :data:`FINDERS`, plus ``"lr_callbacks.confirm"``)."""
+    """Run one finder by name (see :data:`FINDERS`, plus ``"lr_callbacks.confirm"``); each answer records the
+    finder's wall time in ``extra["seconds"]``."""
+    started = time.perf_counter()
+    answers = _run_finder(name, task, optimizer, seed, root)
+    seconds = time.perf_counter() - started
+    for answer in answers:
+        answer.extra["seconds"] = seconds
+    return answers
+
+
+def _run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> list[Suggestion]:
     os.makedirs(root, exist_ok=True)
     if name == "lr_callbacks":
         return ours(task, optimizer, seed, root)
