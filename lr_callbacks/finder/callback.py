@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,9 @@ from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, set_p
 from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
+from lr_callbacks.finder.probe import run_probe
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
-from lr_callbacks.finder.result import FinderResult, Trial
+from lr_callbacks.finder.result import FinderResult, Probe, Trial
 from lr_callbacks.finder.trials import candidates, run_trials
 
 if TYPE_CHECKING:
@@ -62,7 +64,12 @@ class LRFinder(Callback):
     the LRs of all optimizers move together. Under ``ddp_spawn`` the result lives in the worker processes.
 
     The curve is analysed without smoothing lag (:func:`~lr_callbacks.suggest_lr`): a suggestion, a range
-    and flags. With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the
+    and flags. The ramp's edge is not the run's: the ramp holds each LR for one step, the run holds its peak
+    for many. So a **stability probe** then replays the run's warmup from the restored state and holds the
+    suggestion for ``max(20, 2 × warmup)`` steps; if the loss ends significantly above where the hold began,
+    or the gradient norm grows geometrically, it halves the suggestion and tries again, at most twice (flags
+    ``probe_halved``, ``probe_unstable``; see :mod:`lr_callbacks.finder.stability`). With ``apply=True`` the
+    answer becomes the reference group's peak LR (the first group of the
     first optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the
     optimizer's groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
 
@@ -92,6 +99,8 @@ class LRFinder(Callback):
         window: the smoothing width of the analysis, in decades of LR.
         confirm: ``False``; ``True`` for trials at ×0.5, ×1, ×2 the suggestion; or a list of peak LRs.
         confirm_length: each trial's length: ``"5%"`` of the run, ``"200 steps"``, ``"1 epochs"``.
+        probe: run the stability probe on the suggestion (without confirm trials; those test their own
+            candidates); ``False`` applies the sweep's answer as it is.
         monitor: the validation value the trials are compared on (logged or returned by
             ``validation_step``).
 
@@ -124,6 +133,7 @@ class LRFinder(Callback):
         confirm: bool | Sequence[float] = False,
         confirm_length: Duration | str = "5%",
         monitor: str = "val_loss",
+        probe: bool = True,
     ) -> None:
         self.min_lr = check_number("min_lr", min_lr, low=0.0, low_open=True, owner=_OWNER)
         self.max_lr = check_number("max_lr", max_lr, low=0.0, low_open=True, owner=_OWNER)
@@ -150,6 +160,7 @@ class LRFinder(Callback):
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
         self.monitor = monitor
+        self.probe = check_bool("probe", probe, owner=_OWNER)
         self._results: list[FinderResult] = []
         self._done: set[str] = set()
         self._exit_after_run = False
@@ -223,6 +234,7 @@ class LRFinder(Callback):
         ratios = [[p / peaks[0][0] for p in row] for row in peaks]
         loaders = trainer.train_dataloader
         val_loaders = trainer.val_dataloaders
+        started = time.perf_counter()
         with paused(trainer):
             snapshot = TrainingSnapshot.capture(trainer, module, loaders=[loaders, val_loaders])
             try:
@@ -230,6 +242,9 @@ class LRFinder(Callback):
                     show = trainer.is_global_zero and _progress_enabled(trainer)
                     lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, show)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
+                    probe: Probe | None = None
+                    if self.probe and self.confirm is False and analysis.lr is not None:
+                        probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule)
                     trials: tuple[Trial, ...] = ()
                     lrs_to_try = candidates(self.confirm, analysis.lr)
                     if lrs_to_try:
@@ -244,13 +259,15 @@ class LRFinder(Callback):
             grad_norms=tuple(norms),
             suggestion=analysis.lr,
             range=analysis.range,
-            flags=analysis.flags,
+            flags=analysis.flags + _probe_flags(probe),
             method=self.method,
             stop_reason=stop,
             smoothed=analysis.smoothed,
             trials=trials,
             global_step=int(trainer.global_step),
             epoch=int(trainer.current_epoch),
+            probe=probe,
+            seconds=time.perf_counter() - started,
         )
 
     def _sweep(
@@ -295,9 +312,17 @@ class LRFinder(Callback):
         for index, (lr, loss, norm) in enumerate(zip(result.lrs, result.losses, result.grad_norms)):
             log_scalars(trainer, {f"{prefix}/loss": loss, f"{prefix}/lr": lr, f"{prefix}/grad_norm": norm}, index)
         for index, trial in enumerate(result.trials):
-            log_scalars(trainer, {f"{prefix}/trial_lr": trial.lr, f"{prefix}/trial_val_loss": trial.val_loss}, index)
+            values = {f"{prefix}/trial_lr": trial.lr, f"{prefix}/trial_val_loss": trial.val_loss}
+            log_scalars(trainer, {**values, f"{prefix}/trial_se": trial.se, f"{prefix}/trial_rung": trial.rung}, index)
             for step, loss in enumerate(trial.losses):
                 log_scalars(trainer, {f"{prefix}/trial{index}/loss": loss}, step)
+        for index, attempt in enumerate(result.probe.attempts if result.probe is not None else ()):
+            stable = float(attempt.verdict == "stable")
+            log_scalars(trainer, {f"{prefix}/probe_lr": attempt.lr, f"{prefix}/probe_stable": stable}, index)
+            for step, loss in enumerate(attempt.losses):
+                log_scalars(trainer, {f"{prefix}/probe{index}/loss": loss}, step)
+        cost = {f"{prefix}/steps_spent": float(result.steps_spent), f"{prefix}/seconds": result.seconds}
+        log_scalars(trainer, cost, result.global_step)
         if result.suggestion is not None:
             log_scalars(trainer, {"lr_finder/suggestion": result.suggestion}, result.global_step)
         if summary_writers(trainer):
@@ -416,6 +441,13 @@ def _lr_attribute(model: Any, attr_name: str | None) -> str:
         f"find_lr(apply=True) sets the LR on the model, but it has no attribute or hparams key "
         f"{' or '.join(map(repr, names))}; pass attr_name= the one configure_optimizers reads, or apply=False"
     )
+
+
+def _probe_flags(probe: Probe | None) -> tuple[str, ...]:
+    if probe is None:
+        return ()
+    halved = ("probe_halved",) if len(probe.attempts) > 1 else ()
+    return halved + (() if probe.stable else ("probe_unstable",))
 
 
 def _optimizer_peaks(trainer: Any) -> list[list[float]]:

@@ -37,6 +37,7 @@ PURE = (
     "finder.ramp",
     "finder.analysis",
     "finder.result",
+    "finder.stability",
     "watchdog.config",
     "watchdog.stats",
     "watchdog.policy",

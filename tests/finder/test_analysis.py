@@ -367,7 +367,7 @@ def test_the_summary_explains_the_answer_the_flags_and_the_alternatives():
     assert FLAGS["no_clear_valley"] in text
     for method in METHODS:
         assert f"| {method} |" in text
-    assert "chosen after the trials: **0.002**" in text and "| 1 | 0.002 | 0.25 |" in text
+    assert "chosen after the trials: **0.002**" in text and "| 1 | 0 | 0 | 0.002 | 0.25 |" in text
 
 
 def test_plot_gives_a_figure_and_image_an_rgb_array():

@@ -293,7 +293,8 @@ def test_train_follows_the_schedule_and_flags_divergence() -> None:
 def test_unknown_task_lists_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
-        match="task must be one of digits-mlp, digits-cnn, charlm, minilm, digits-vit, digits-lstm, tabular; got 'mnist'",
+        match="task must be one of digits-mlp, digits-cnn, charlm, minilm, digits-vit, digits-lstm, tabular; "
+        "got 'mnist'",
     ):
         make_task("mnist")
 
