@@ -38,6 +38,7 @@ PURE = (
     "finder.analysis",
     "finder.result",
     "finder.stability",
+    "finder.selection",
     "watchdog.config",
     "watchdog.stats",
     "watchdog.policy",
