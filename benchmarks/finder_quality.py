@@ -285,6 +285,8 @@ def run(ctx: Context) -> dict[str, Any]:
                     for finder in finders:
                         log(f"finder: {key} seed {seed} {finder}")
                         for suggestion in run_finder(finder, task, optimizer, seed, os.path.join(root, finder)):
+                            if ctx.finders and suggestion.finder not in ctx.finders:
+                                continue  # a variant of a finder that --finders did not ask for (not trained)
                             entry = _evaluate(cache, task, optimizer, truth, suggestion, seed)
                             entry["sweep"] = {"lrs": suggestion.lrs, "losses": suggestion.losses}
                             entries.append(entry)
