@@ -243,14 +243,50 @@ def _pairs(scale: Scale, only: Sequence[str]) -> list[tuple[str, int, str]]:
     return pairs
 
 
-def _previous(ctx: Context, keys: Sequence[str]) -> dict[str, Any]:
-    """The pairs of an earlier ``finder.json`` that this (partial) run does not redo, each stamped with its commit."""
+def _previous(ctx: Context, cache: RunCache, results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` completed from an earlier ``finder.json`` when this run is partial (``--tasks``/``--finders``).
+
+    Pairs it did not redo are kept whole; in a pair it redid, the finders it did not run keep their earlier
+    entries. Every entry says at which commit it was measured (``commit``; an entry from before per-pair
+    stamps gets the commit in the earlier ``finder.md``), and an entry without the paired success bar gets it
+    from the run cache.
+    """
     path = ctx.path("finder.json")
-    if not ctx.tasks or not os.path.exists(path):
-        return {}
+    if not (ctx.tasks or ctx.finders) or not os.path.exists(path):
+        return results
     with open(path) as handle:
-        tasks = json.load(handle).get("tasks", {})
-    return {key: value for key, value in tasks.items() if key not in keys and "commit" in value}
+        earlier = json.load(handle).get("tasks", {})
+    stamp = _earlier_commit(ctx)
+    merged = dict(results)
+    for key, pair in earlier.items():
+        name, optimizer = key.split("/")
+        task = make_task(name, FULL.tasks.get(name))
+        entries = [{**e, "commit": e.get("commit", pair.get("commit", stamp))} for e in pair["suggestions"]]
+        for entry in entries:
+            if "success" not in entry and name in FULL.tasks:
+                entry["success"] = entry["loss"] <= _near_best(cache, task, optimizer, pair["truth"], entry["seed"])
+        if key not in merged:
+            merged[key] = {
+                **pair,
+                "held_out": name in HELD_OUT,
+                "commit": pair.get("commit", stamp),
+                "suggestions": entries,
+            }
+            continue
+        done = {e["finder"] for e in merged[key]["suggestions"]}
+        merged[key]["suggestions"] = merged[key]["suggestions"] + [e for e in entries if e["finder"] not in done]
+    return merged
+
+
+def _earlier_commit(ctx: Context) -> str:
+    """The commit named in the earlier ``finder.md``'s stamp (``"?"`` if none)."""
+    path = ctx.path("finder.md")
+    if not os.path.exists(path):
+        return "?"
+    with open(path) as handle:
+        text = handle.read()
+    marker = "at commit `"
+    return text.split(marker, 1)[1].split("`", 1)[0] if marker in text else "?"
 
 
 def _has_confirm() -> bool:
@@ -289,6 +325,7 @@ def run(ctx: Context) -> dict[str, Any]:
                                 continue  # a variant of a finder that --finders did not ask for (not trained)
                             entry = _evaluate(cache, task, optimizer, truth, suggestion, seed)
                             entry["sweep"] = {"lrs": suggestion.lrs, "losses": suggestion.losses}
+                            entry["commit"] = _commit()
                             entries.append(entry)
                 results[key] = {
                     "task": task.describe,
@@ -299,7 +336,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 }
     finally:
         cache.save()
-    results = {**_previous(ctx, list(results)), **results}
+    results = _previous(ctx, cache, results)
+    cache.save()
     rows = [
         {"task": key, "held_out": r.get("held_out", False), **{k: v for k, v in e.items() if k != "sweep"}}
         for key, r in results.items()
