@@ -48,7 +48,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="output directory (default: benchmarks/results[/quick])")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument(
-        "--tasks", default="", help="a subset of tasks: names (digits-mlp) or pairs (digits-mlp/sgd); finder only"
+        "--tasks",
+        default="",
+        help="a subset: finder: tasks (digits-mlp) or pairs (digits-mlp/sgd); finetune: setups by the start of "
+        "their names (full run, LRFinder)",
     )
     parser.add_argument("--finders", default="", help="a subset of the finder benchmark's finders")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per setup (finder: finder seeds; finetune)")

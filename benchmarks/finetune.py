@@ -220,6 +220,8 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
     setups = _setups(scale)
     setups.append(("LoRA 1e-3 (warmup + decay), head 1e-4 (constant)", "1e-3 / 1e-4", _lora))
     setups = [setup for setup in setups if setup[0] not in scale.skip]
+    if ctx.tasks:  # --tasks: a subset of setups, by the start of their names ("full run", "LRFinder")
+        setups = [setup for setup in setups if setup[0].startswith(ctx.tasks)]
     runs: dict[str, list[dict[str, Any]]] = {}
     import torch
 
