@@ -300,7 +300,8 @@ class LRFinder(Callback):
         steps = self.num_steps or sweep_steps(total, confirm=self.confirm is not False, minimum=MIN_POINTS)
         count = len(self.confirm) if isinstance(self.confirm, tuple) else 3 if self.confirm else 0
         trials = sum(n * k for n, k in plan_trials(trainer, count, self.confirm_length)) if count else 0
-        message = cost_warning(total, steps, trials)
+        defaults = self.num_steps is None and self.confirm_length is None
+        message = cost_warning(total, steps, trials, defaults=defaults)
         if message is not None and trainer.is_global_zero:
             warnings.warn(message, UserWarning, stacklevel=2)
         return steps

@@ -164,19 +164,28 @@ def _or_zero(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def cost_warning(run_steps: int | None, sweep: int, trials: int) -> str | None:
+def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool = False) -> str | None:
     """A warning with the numbers when the sweep and the trials together exceed :data:`WARN_SHARE` of the run.
+
+    ``defaults``: both lengths are the finder's defaults (then only a run too short for their minimums, 8
+    sweep steps and a step per trial, gets here, and the advice says so).
 
     >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:39]
     (True, 'LRFinder: the sweep (100 steps) and the')
+    >>> cost_warning(48, 8, 7, defaults=True).split("; ")[-1]
+    'the run is too short for the finder: set its LR by hand, or set num_steps to sweep anyway'
     """
     if not run_steps:
         return None
     total = sweep + trials
     if total <= WARN_SHARE * run_steps:
         return None
+    advice = (
+        "the run is too short for the finder: set its LR by hand, or set num_steps to sweep anyway"
+        if defaults
+        else "shorten num_steps or confirm_length, or leave them at their defaults, which follow the run"
+    )
     return (
         f"LRFinder: the sweep ({sweep} steps) and the trials ({trials} steps) take {total} optimizer steps, "
-        f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); shorten "
-        "num_steps or confirm_length, or leave them at their defaults, which follow the run"
+        f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); {advice}"
     )
