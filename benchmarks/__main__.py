@@ -3,6 +3,7 @@
     python -m benchmarks                      # everything, full size, into benchmarks/results/
     python -m benchmarks --quick              # a smoke size (about a minute), into benchmarks/results/quick/
     python -m benchmarks --only finder,watchdog --out /tmp/bench
+    python -m benchmarks --only finder --tasks digits-vit,tabular --finders lr_callbacks --seeds 5
 
 Each benchmark writes a markdown table (and PNG plots) stamped with the command, the machine and the package
 versions; ``summary.json`` gathers the headline numbers. With ``--only``, the other sections of an existing
@@ -46,6 +47,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", default=None, help="output directory (default: benchmarks/results[/quick])")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    parser.add_argument(
+        "--tasks",
+        default="",
+        help="a subset: finder: tasks (digits-mlp) or pairs (digits-mlp/sgd); finetune: setups by the start of "
+        "their names (full run, LRFinder)",
+    )
+    parser.add_argument("--finders", default="", help="a subset of the finder benchmark's finders")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per setup (finder: finder seeds; finetune)")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in only if name not in BENCHMARKS]
@@ -54,6 +63,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.only = [name for name in BENCHMARKS if name in only]
     if args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be at least 1; got {args.seeds}")
+    args.tasks = tuple(name.strip() for name in args.tasks.split(",") if name.strip())
+    args.finders = tuple(name.strip() for name in args.finders.split(",") if name.strip())
     if args.out is None:
         args.out = os.path.join(HERE, "results", "quick") if args.quick else os.path.join(HERE, "results")
     return args
@@ -88,15 +101,25 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
         rows = [
             [
                 m,
-                fmt(summary["finder"][m]["median_regret"]),
-                fmt(summary["finder"][m]["worst_regret"]),
-                summary["finder"][m]["diverged"],
+                pairs,
+                fmt(entry.get("median_regret")),
+                fmt(entry.get("p90_regret")),
+                fmt(entry.get("worst_regret")),
+                f"{entry.get('over_0_3')}/{entry.get('runs')}",
+                entry.get("diverged"),
             ]
             for m in order
+            for pairs, entry in (
+                ("all", summary["finder"][m]),
+                ("tuning", summary["finder"][m].get("tuning") or {}),
+                ("held out", summary["finder"][m].get("held_out") or {}),
+            )
+            if entry.get("runs")
         ]
+        header_row = ["finder", "pairs", "median regret", "p90 regret", "worst regret", "regret > 0.3", "diverged runs"]
         parts.append(
             "## LR finder quality (normalized regret: 0 = grid best, 1 = torch's default LR)\n\n"
-            + markdown_table(["finder", "median regret", "worst regret", "diverged runs"], rows)
+            + markdown_table(header_row, rows)
         )
     if "watchdog" in summary:
         rows = [
@@ -137,7 +160,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    ctx = Context(out=os.path.abspath(args.out), command=command.strip(), quick=args.quick, threads=args.threads)
+    ctx = Context(
+        out=os.path.abspath(args.out),
+        command=command.strip(),
+        quick=args.quick,
+        threads=args.threads,
+        tasks=args.tasks,
+        finders=args.finders,
+        seeds=args.seeds,
+    )
     os.makedirs(ctx.out, exist_ok=True)
     summary_path = os.path.join(ctx.out, "summary.json")
     summary: dict[str, Any] = {}

@@ -78,6 +78,9 @@ class Context:
     command: str
     quick: bool
     threads: int
+    tasks: tuple[str, ...] = ()  # a subset of a benchmark's tasks (finder: names or name/optimizer pairs)
+    finders: tuple[str, ...] = ()  # a subset of the finder benchmark's finders
+    seeds: int | None = None  # overrides a benchmark's number of seeds (finder: finder seeds; finetune: seeds)
 
     def path(self, *parts: str) -> str:
         path = os.path.join(self.out, *parts)

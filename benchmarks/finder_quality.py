@@ -11,12 +11,17 @@ Protocol (``research/lr_finder_anchors.md`` §11.2, scaled to a 2-core CPU):
 3. **Metrics**, per finder over every (model, optimizer, seed):
 
    - normalized regret ``(L(suggestion) − L*) / (L(default) − L*)``, where the default is the optimizer's own
-     default LR in torch (1e-3 for SGD and AdamW): 0 is the grid's best, 1 is no better than not tuning;
+     default LR in torch (1e-3 for SGD and AdamW, 1e-2 for RMSprop): 0 is the grid's best, 1 is no better than
+     not tuning; its median, 90th percentile (p90) and worst, and the count of runs above 0.3;
    - log-LR error ``log10(suggestion / LR*)`` (its sign tells over- from under-shooting);
    - diverged: training at the suggestion diverged (see :func:`benchmarks.models.train`);
    - failed: the finder gave no suggestion (the run then keeps the default LR: regret 1);
    - cost: optimizer steps the finder spent, as a fraction of the training budget;
    - repeatability: the standard deviation of log10(suggestion) over seeds, per model and optimizer.
+
+4. **Held-out pairs** (:data:`HELD_OUT`, :mod:`benchmarks.models.heldout`) were fixed before the finder's second
+   version changed any constant, and no constant is set on them: every metric is reported over the tuning
+   pairs, over the held-out pairs, and over both, and leave-one-task-out (every pair but one task's).
 
 Training runs are cached by (task fingerprint, optimizer, LR, seed) in ``cache/runs.json`` under the output
 directory, so a rerun only trains what changed; delete the file for a cold run.
@@ -30,14 +35,14 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, fmt, grid_lrs, log, markdown_table, median, quiet, stamp, write_json
+from benchmarks._common import Context, _commit, fmt, grid_lrs, log, markdown_table, median, quiet, stamp, write_json
 from benchmarks.finders import FINDERS, Suggestion, run_finder
-from benchmarks.models import Task, make_task, train
+from benchmarks.models import HELD_OUT_TASKS, Task, make_task, train
 
 __all__ = ["RunCache", "Scale", "best_lr", "regret", "run"]
 
@@ -54,10 +59,24 @@ class Scale:
     confirm: bool = True
 
 
+HELD_OUT = HELD_OUT_TASKS
+"""The held-out tasks: fixed before any constant of the finder's second version was set, and never used to set one."""
+
 FULL = Scale(
-    tasks={"digits-mlp": 300, "digits-cnn": 300, "charlm": 120, "minilm": 48}, seeds=3, finder_seeds=3, grid_step=0.5
+    tasks={
+        "digits-mlp": 300,
+        "digits-cnn": 300,
+        "charlm": 120,
+        "minilm": 48,
+        "digits-vit": 300,
+        "digits-lstm": 300,
+        "tabular": 300,
+    },
+    seeds=3,
+    finder_seeds=5,
+    grid_step=0.5,
 )
-QUICK = Scale(tasks={"digits-mlp": 40}, seeds=1, finder_seeds=1, grid_step=2.0, confirm=False)
+QUICK = Scale(tasks={"digits-mlp": 40, "tabular": 40}, seeds=1, finder_seeds=1, grid_step=2.0, confirm=False)
 
 
 class RunCache:
@@ -158,11 +177,14 @@ def _ground_truth(cache: RunCache, task: Task, optimizer: str, scale: Scale) -> 
     }
 
 
-def _near_best(truth: dict[str, Any], seed: int) -> float:
-    """The worst loss, on ``seed``, among the best grid LR and its two neighbours (a paired success bar)."""
+def _near_best(cache: RunCache, task: Task, optimizer: str, truth: dict[str, Any], seed: int) -> float:
+    """The worst loss, on ``seed``, among the best grid LR and its two neighbours (a paired success bar).
+
+    A finder seed beyond the grid's seeds trains those three LRs on that seed (cached like every run).
+    """
     index = truth["best_index"]
-    runs = truth["runs"][max(index - 1, 0) : index + 2]
-    return max(per[seed]["loss"] for per in runs if seed < len(per))
+    lrs = truth["lrs"][max(index - 1, 0) : index + 2]
+    return max(cache.get(task, optimizer, lr, seed)["loss"] for lr in lrs)
 
 
 def _coarse(low: float, high: float, step: float) -> list[float]:
@@ -176,6 +198,7 @@ def _evaluate(
     failed = suggestion.lr is None
     lr = truth["default_lr"] if failed else float(suggestion.lr)  # type: ignore[arg-type]
     result = cache.get(task, optimizer, lr, seed)
+    near_best = _near_best(cache, task, optimizer, truth, seed)
     return {
         "finder": suggestion.finder,
         "seed": seed,
@@ -189,15 +212,81 @@ def _evaluate(
         "log_lr_error": None if failed else math.log10(lr / truth["lr_star"]),
         "cost": suggestion.steps / task.steps,
         "steps": suggestion.steps,
+        "success": result["loss"] <= near_best,
+        "seconds": suggestion.extra.get("seconds"),
+        **{k: v for k, v in suggestion.extra.items() if k not in ("seconds",)},
         **{k: v for k, v in result.items() if k in ("forgetting", "test_accuracy")},
     }
 
 
-def _finders(scale: Scale) -> list[str]:
+def _finders(scale: Scale, only: Sequence[str] = ()) -> list[str]:
     names = list(scale.finders)
     if scale.confirm and _has_confirm():
         names.insert(1, "lr_callbacks.confirm")
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ValueError(f"--finders: unknown {', '.join(unknown)}; choose among {', '.join(names)}")
+        names = [n for n in names if n in only]
     return names
+
+
+def _pairs(scale: Scale, only: Sequence[str]) -> list[tuple[str, int, str]]:
+    """``(task, steps, optimizer)`` for every pair of the scale, or those that ``only`` names (task or task/opt)."""
+    pairs = []
+    for name, steps in scale.tasks.items():
+        for optimizer in make_task(name, steps).optimizers:
+            if not only or name in only or f"{name}/{optimizer}" in only:
+                pairs.append((name, steps, optimizer))
+    if only and not pairs:
+        raise ValueError(f"--tasks {','.join(only)} matches no pair; the tasks are {', '.join(scale.tasks)}")
+    return pairs
+
+
+def _previous(ctx: Context, cache: RunCache, results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` completed from an earlier ``finder.json`` when this run is partial (``--tasks``/``--finders``).
+
+    Pairs it did not redo are kept whole; in a pair it redid, the finders it did not run keep their earlier
+    entries. Every entry says at which commit it was measured (``commit``; an entry from before per-pair
+    stamps gets the commit in the earlier ``finder.md``), and an entry without the paired success bar gets it
+    from the run cache.
+    """
+    path = ctx.path("finder.json")
+    if not (ctx.tasks or ctx.finders) or not os.path.exists(path):
+        return results
+    with open(path) as handle:
+        earlier = json.load(handle).get("tasks", {})
+    stamp = _earlier_commit(ctx)
+    merged = dict(results)
+    for key, pair in earlier.items():
+        name, optimizer = key.split("/")
+        task = make_task(name, FULL.tasks.get(name))
+        entries = [{**e, "commit": e.get("commit", pair.get("commit", stamp))} for e in pair["suggestions"]]
+        for entry in entries:
+            if "success" not in entry and name in FULL.tasks:
+                entry["success"] = entry["loss"] <= _near_best(cache, task, optimizer, pair["truth"], entry["seed"])
+        if key not in merged:
+            merged[key] = {
+                **pair,
+                "held_out": name in HELD_OUT,
+                "commit": pair.get("commit", stamp),
+                "suggestions": entries,
+            }
+            continue
+        done = {e["finder"] for e in merged[key]["suggestions"]}
+        merged[key]["suggestions"] = merged[key]["suggestions"] + [e for e in entries if e["finder"] not in done]
+    return merged
+
+
+def _earlier_commit(ctx: Context) -> str:
+    """The commit named in the earlier ``finder.md``'s stamp (``"?"`` if none)."""
+    path = ctx.path("finder.md")
+    if not os.path.exists(path):
+        return "?"
+    with open(path) as handle:
+        text = handle.read()
+    marker = "at commit `"
+    return text.split(marker, 1)[1].split("`", 1)[0] if marker in text else "?"
 
 
 def _has_confirm() -> bool:
@@ -213,38 +302,71 @@ def _has_confirm() -> bool:
 def run(ctx: Context) -> dict[str, Any]:
     """Run the finder benchmark; write ``finder.md``/``.json`` and plots; return the summary part."""
     scale = QUICK if ctx.quick else FULL
+    if ctx.seeds is not None:
+        scale = replace(scale, finder_seeds=ctx.seeds)
+    pairs = _pairs(scale, ctx.tasks)
+    finders = _finders(scale, ctx.finders)
     started = time.perf_counter()
     cache = RunCache(ctx.path("cache", "runs.json"))
     results: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
     try:
         with ctx.scratch() as root, quiet():
-            for name, steps in scale.tasks.items():
+            for name, steps, optimizer in pairs:
                 task = make_task(name, steps)
-                for optimizer in task.optimizers:
-                    key = f"{name}/{optimizer}"
-                    log(f"finder: ground truth {key}")
-                    truth = _ground_truth(cache, task, optimizer, scale)
-                    entries = []
-                    for seed in range(scale.finder_seeds):
-                        for finder in _finders(scale):
-                            log(f"finder: {key} seed {seed} {finder}")
-                            for suggestion in run_finder(finder, task, optimizer, seed, os.path.join(root, finder)):
-                                entry = _evaluate(cache, task, optimizer, truth, suggestion, seed)
-                                entry["sweep"] = {"lrs": suggestion.lrs, "losses": suggestion.losses}
-                                entries.append(entry)
-                    results[key] = {"task": task.describe, "truth": truth, "suggestions": entries}
-                    rows += [{"task": key, **{k: v for k, v in e.items() if k != "sweep"}} for e in entries]
+                key = f"{name}/{optimizer}"
+                log(f"finder: ground truth {key}")
+                truth = _ground_truth(cache, task, optimizer, scale)
+                entries = []
+                for seed in range(scale.finder_seeds):
+                    for finder in finders:
+                        log(f"finder: {key} seed {seed} {finder}")
+                        for suggestion in run_finder(finder, task, optimizer, seed, os.path.join(root, finder)):
+                            if ctx.finders and suggestion.finder not in ctx.finders:
+                                continue  # a variant of a finder that --finders did not ask for (not trained)
+                            entry = _evaluate(cache, task, optimizer, truth, suggestion, seed)
+                            entry["sweep"] = {"lrs": suggestion.lrs, "losses": suggestion.losses}
+                            entry["commit"] = _commit()
+                            entries.append(entry)
+                results[key] = {
+                    "task": task.describe,
+                    "held_out": name in HELD_OUT,
+                    "commit": _commit(),
+                    "truth": truth,
+                    "suggestions": entries,
+                }
     finally:
         cache.save()
+    results = _previous(ctx, cache, results)
+    cache.save()
+    rows = [
+        {"task": key, "held_out": r.get("held_out", False), **{k: v for k, v in e.items() if k != "sweep"}}
+        for key, r in results.items()
+        for e in r["suggestions"]
+    ]
     table = _aggregate(rows, results)
-    seconds = time.perf_counter() - started
-    write_json(ctx.path("finder.json"), {"scale": asdict(scale), "table": table, "tasks": results})
-    _report(ctx, scale, results, table, seconds)
-    return {
-        method: {"median_regret": t["median_regret"], "worst_regret": t["worst_regret"], "diverged": t["diverged"]}
-        for method, t in table.items()
+    groups = {
+        "tuning": _aggregate([r for r in rows if not r["held_out"]], results),
+        "held_out": _aggregate([r for r in rows if r["held_out"]], results),
     }
+    left_out = {
+        task: _aggregate([r for r in rows if r["task"].split("/")[0] != task], results)
+        for task in dict.fromkeys(r["task"].split("/")[0] for r in rows)
+    }
+    seconds = time.perf_counter() - started
+    write_json(
+        ctx.path("finder.json"),
+        {"scale": asdict(scale), "table": table, "groups": groups, "leave_one_task_out": left_out, "tasks": results},
+    )
+    _report(ctx, scale, results, table, groups, left_out, seconds)
+    return {
+        method: {**_headline(t), **{g: _headline(groups[g].get(method)) for g in groups}} for method, t in table.items()
+    }
+
+
+def _headline(entry: dict[str, Any] | None) -> dict[str, Any]:
+    """The numbers ``summary.json`` keeps for one finder (over one group of pairs)."""
+    keys = ("median_regret", "p90_regret", "worst_regret", "over_0_3", "diverged", "runs")
+    return {k: (entry or {}).get(k) for k in keys}
 
 
 def _aggregate(rows: Sequence[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
@@ -258,33 +380,46 @@ def _aggregate(rows: Sequence[dict[str, Any]], results: dict[str, Any]) -> dict[
             logs = [math.log10(r["lr"]) for r in mine if r["task"] == key and r["lr"]]
             if len(logs) > 1:
                 spread.append(statistics.stdev(logs))
-        success = [r["loss"] <= _near_best(results[r["task"]]["truth"], r["seed"]) for r in mine]
         table[method] = {
             "median_regret": median(regrets),
+            "p90_regret": _p90(regrets),
             "worst_regret": max(regrets) if regrets else math.nan,
+            "over_0_3": sum(v > 0.3 for v in regrets),
             "diverged": sum(r["diverged"] for r in mine),
             "failed": sum(r["failed"] for r in mine),
             "runs": len(mine),
-            "success": sum(success),
+            "success": sum(bool(r.get("success")) for r in mine),
             "median_log_lr_error": median(errors),
             "median_abs_log_lr_error": median([abs(e) for e in errors]),
             "repeatability_std_log10": median(spread) if spread else math.nan,
             "median_cost": median([r["cost"] for r in mine]),
+            "worst_cost": max((r["cost"] for r in mine), default=math.nan),
         }
     return table
+
+
+def _p90(values: Sequence[float]) -> float:
+    """The 90th percentile (linear between order statistics, as numpy's default).
+
+    >>> _p90([float(v) for v in range(11)])
+    9.0
+    """
+    return float(np.percentile(values, 90)) if values else math.nan
 
 
 _HEADER = [
     "finder",
     "median regret",
+    "p90 regret",
     "worst regret",
+    "runs with regret > 0.3",
     "as good as the best ±½ octave",
     "diverged",
     "no suggestion",
     "median log10(LR/LR*)",
     "median abs log-LR error",
     "seed spread (std log10 LR)",
-    "cost (× budget)",
+    "cost (× budget, median / worst)",
 ]
 _COLORS = [
     "tab:red",
@@ -305,16 +440,19 @@ def _summary_rows(table: dict[str, Any], order: Sequence[str]) -> list[list[Any]
         [
             m,
             fmt(table[m]["median_regret"]),
+            fmt(table[m]["p90_regret"]),
             fmt(table[m]["worst_regret"]),
+            f"{table[m]['over_0_3']}/{table[m]['runs']}",
             f"{table[m]['success']}/{table[m]['runs']}",
             table[m]["diverged"],
             table[m]["failed"],
             fmt(table[m]["median_log_lr_error"]),
             fmt(table[m]["median_abs_log_lr_error"]),
             fmt(table[m]["repeatability_std_log10"]),
-            fmt(table[m]["median_cost"]),
+            f"{fmt(table[m]['median_cost'])} / {fmt(table[m]['worst_cost'])}",
         ]
         for m in order
+        if m in table
     ]
 
 
@@ -355,7 +493,8 @@ def _task_section(ctx: Context, key: str, r: dict[str, Any]) -> str:
             ]
         )
     return (
-        f"### {key}\n\n{r['task']}. Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
+        f"### {key}{' (held out)' if r.get('held_out') else ''}\n\n{r['task']}; measured at commit "
+        f"`{r.get('commit', '?')}`. Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
         f"{fmt(truth['lrs'][-1])}, {len(truth['runs'][0])} seeds. Best grid LR {fmt(truth['best_lr'])} "
         f"(LR* = {fmt(truth['lr_star'])}), loss {fmt(truth['best_loss'])} ± {fmt(truth['best_std'])}; "
         f"default LR {fmt(truth['default_lr'])}: loss {fmt(truth['default_loss'])}.\n\n"
@@ -389,12 +528,39 @@ def _profile(ctx: Context, order: Sequence[str], results: dict[str, Any]) -> Non
     )
 
 
-def _report(ctx: Context, scale: Scale, results: dict[str, Any], table: dict[str, Any], seconds: float) -> None:
+def _report(
+    ctx: Context,
+    scale: Scale,
+    results: dict[str, Any],
+    table: dict[str, Any],
+    groups: dict[str, dict[str, Any]],
+    left_out: dict[str, dict[str, Any]],
+    seconds: float,
+) -> None:
     order = sorted(table, key=lambda m: (table[m]["median_regret"], table[m]["worst_regret"]))
     rows = _summary_rows(table, order)
     per_task = [_task_section(ctx, key, r) for key, r in results.items()]
     _profile(ctx, order, results)
     tasks = ", ".join(f"{k} ({v} steps)" for k, v in scale.tasks.items())
+    commits = sorted({r.get("commit", "") for r in results.values()})
+    group_rows = [
+        [group, *row]
+        for group, name in (("tuning pairs", "tuning"), ("held-out pairs", "held_out"))
+        for row in _summary_rows(groups[name], order)
+    ]
+    loto_rows = [
+        [
+            f"all but {task}",
+            m,
+            fmt(t[m]["median_regret"]),
+            fmt(t[m]["p90_regret"]),
+            fmt(t[m]["worst_regret"]),
+            t[m]["diverged"],
+        ]
+        for task, t in left_out.items()
+        for m in order
+        if m in t and m in ("lr_callbacks", "lr_callbacks.confirm")
+    ]
     text = f"""# LR finder quality
 
 {stamp(ctx, seconds)}
@@ -408,6 +574,10 @@ better. "As good as the best ±½ octave": the final loss is no worse than that 
 its two neighbours, trained with the same seed (a paired comparison; seed-to-seed noise cancels). LR* is the
 best grid LR refined by a quadratic fit in log10(LR). A finder that gives no suggestion leaves the default LR.
 
+Held-out pairs ({", ".join(HELD_OUT)}) were fixed in the code before any constant of the finder's second
+version changed, and no constant was set on them. Pairs measured at commit(s): {", ".join(f"`{c}`" for c in commits)}
+(each pair's section names its own).
+
 Finders: `lr_callbacks` (our default method; `lr_callbacks.<method>` re-analyses the same sweep with
 `suggest_lr`; `lr_callbacks.confirm` adds the confirm trials), Lightning `Tuner.lr_find` (defaults),
 torch-lr-finder (README's "fastai approach": 1e-7 → 100 in 100 steps, steepest gradient), fastai's
@@ -418,6 +588,14 @@ torch-lr-finder (README's "fastai approach": 1e-7 → 100 in 100 steps, steepest
 {markdown_table(_HEADER, rows)}
 
 ![performance profile](finder_profile.png)
+
+## Tuning pairs and held-out pairs, separately
+
+{markdown_table(["pairs", *_HEADER], group_rows)}
+
+## Leave one task out (our finder)
+
+{markdown_table(["pairs", "finder", "median regret", "p90 regret", "worst regret", "diverged"], loto_rows)}
 
 ## Per model and optimizer
 

@@ -6,8 +6,7 @@ returns a :class:`Suggestion`. What each one is:
 - ``lr_callbacks`` (and ``lr_callbacks.<method>``): our :class:`~lr_callbacks.LRFinder`, through
   :func:`~lr_callbacks.find_lr` inside a real ``Trainer`` that carries the task's :class:`~lr_callbacks.LRSchedule`;
   the other methods re-analyse the same sweep with :func:`~lr_callbacks.suggest_lr`. ``lr_callbacks.confirm``
-  is the finder's confirm mode (trials of the real schedule at ×0.5, ×1, ×2 the suggestion, 15% of the run
-  each).
+  is the finder's confirm mode at its defaults (trials of the real schedule at ×0.5, ×1, ×2 the suggestion).
 - ``lightning``: Lightning's ``Tuner(trainer).lr_find(model)`` at its defaults (1e-8 to 1, 100 steps), then
   ``.suggestion()``.
 - ``torch_lr_finder``: ``torch_lr_finder.LRFinder`` as its README's "fastai approach" says (optimizer LR 1e-7,
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 OUR_METHODS = ("default", "steepest", "min_div_10", "valley")
-CONFIRM_LENGTH = "15%"  # each confirm trial runs past the tasks' warmups (≤ 10%), as the finder's warning asks
+CONFIRM_LENGTH = None  # the finder's default (issue 12: trials of the compressed schedule, a fifth of the run)
 FINDERS = ("lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley")
 
 
@@ -190,10 +190,10 @@ def lightning_finder(task: Task, optimizer: str, seed: int, root: str) -> Sugges
 def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False) -> list[Suggestion]:
     """Our finder through ``find_lr`` in a Trainer carrying the task's schedule; one suggestion per method.
 
-    With ``confirm=True`` the sweep is followed by the finder's confirm mode (trials at ×0.5, ×1, ×2 the
-    suggestion, compared on the validation loss, each :data:`CONFIRM_LENGTH` of the run: its default 5% ends
-    inside a 10% warmup, and the finder then warns that the trials compare warmups) and only its choice is
-    returned; the trials' steps count in the cost.
+    With ``confirm=True`` the sweep is followed by the finder's confirm mode at its defaults (trials at ×0.5, ×1,
+    ×2 the suggestion, compared on the validation loss) and only its choice is returned; the trials' steps
+    count in the cost. Without it, the answer is the suggestion as the stability probe left it, and the
+    probe's steps count in the cost.
     """
     from torch.utils.data import DataLoader
 
@@ -211,27 +211,40 @@ def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False
                 train_dataloaders=train_loader(task, seed),
                 val_dataloaders=DataLoader(task.val_set, batch_size=256),
                 confirm=True,
-                confirm_length=CONFIRM_LENGTH,
+                **({"confirm_length": CONFIRM_LENGTH} if CONFIRM_LENGTH is not None else {}),
             )
         else:
             tr = trainer(root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)])
             result = find_lr(tr, module, train_dataloaders=train_loader(task, seed))
     lrs, losses = tuple(float(v) for v in result.lrs), tuple(float(v) for v in result.losses)
-    sweep = len(lrs)
+    steps = _steps_spent(result)
     note = ",".join(result.flags)
+    record = {"result": _record(result)}
     if confirm:
-        trials = sum(len(t.losses) for t in result.trials)
-        extra = {"trials": [(t.lr, t.val_loss) for t in result.trials], "suggestion": result.suggestion}
-        return [
-            Suggestion("lr_callbacks.confirm", _or_none(result.chosen_lr), sweep + trials, lrs, losses, note, extra)
-        ]
-    out = [Suggestion("lr_callbacks", _or_none(result.suggestion), sweep, lrs, losses, note)]
+        return [Suggestion("lr_callbacks.confirm", _or_none(result.chosen_lr), steps, lrs, losses, note, record)]
+    # the default applies the suggestion as the stability probe left it (halved when unstable when held)
+    out = [Suggestion("lr_callbacks", _or_none(result.chosen_lr), steps, lrs, losses, note, record)]
+    sweep = len(lrs)
     for method in OUR_METHODS[1:]:
         answer = suggest_lr(lrs, losses, method=method)
         out.append(
             Suggestion(f"lr_callbacks.{method}", _or_none(answer.lr), sweep, lrs, losses, ",".join(answer.flags))
         )
     return out
+
+
+def _steps_spent(result: Any) -> int:
+    """Every optimizer step the finder ran: the sweep's, and the probe's and the trials' when there are any."""
+    steps = getattr(result, "steps_spent", None)
+    if steps is not None:
+        return int(steps)
+    return len(result.lrs) + sum(len(t.losses) for t in result.trials)
+
+
+def _record(result: Any) -> dict[str, Any]:
+    """The finder's result without the sweep's curve (kept beside it): trials with every loss, flags, probe."""
+    data = result.to_dict()
+    return {k: v for k, v in data.items() if k not in ("lrs", "losses", "grad_norms", "smoothed")}
 
 
 def _or_none(value: Any) -> float | None:
@@ -242,7 +255,17 @@ def _or_none(value: Any) -> float | None:
 
 
 def run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> list[Suggestion]:
-    """Run one finder by name (see :data:`FINDERS`, plus ``"lr_callbacks.confirm"``)."""
+    """Run one finder by name (see :data:`FINDERS`, plus ``"lr_callbacks.confirm"``); each answer records the
+    finder's wall time in ``extra["seconds"]``."""
+    started = time.perf_counter()
+    answers = _run_finder(name, task, optimizer, seed, root)
+    seconds = time.perf_counter() - started
+    for answer in answers:
+        answer.extra["seconds"] = seconds
+    return answers
+
+
+def _run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> list[Suggestion]:
     os.makedirs(root, exist_ok=True)
     if name == "lr_callbacks":
         return ours(task, optimizer, seed, root)

@@ -1,23 +1,27 @@
 """Benchmark 4: the fine-tuning story practitioners tell, measured on MiniLM: task accuracy *and* forgetting.
 
-Every run fine-tunes all-MiniLM-L6-v2 on the docstring task (:mod:`benchmarks.models.minilm`) in a real
-``Trainer`` with ``LRSchedule``, for the same budget, over several seeds:
+Every run fine-tunes all-MiniLM-L6-v2 on the docstring task (:mod:`benchmarks.models.minilm`) with a **fresh
+(random) head**, in a real ``Trainer`` with ``LRSchedule`` (10% warmup, linear decay), for a budget of 300
+steps, over several seeds:
 
+- ``full run: <lr>``: the whole budget at each LR of both candidate lists, 1e-4 / 1e-5 / 1e-6 (the
+  practitioners' sweep, one decade apart) and 5e-5 / 3e-5 / 2e-5 (the BERT paper's), and 3e-4 above them:
+  the ground truth of the confirm trials and of the good region;
 - ``pretraining LR``: 2e-4, flat (constant);
-- ``fine-tuning LR``: 2e-5 with 10% warmup and linear decay;
-- ``sweep``: 1e-4, 1e-5 and 1e-6 with the same warmup and decay, one order of magnitude apart; the sweep's
-  pick is the one of lowest validation loss;
-- ``LRFinder``: our finder at its defaults sets the peak, then the same warmup and decay;
-- ``LRFinder confirm``: the finder's confirm mode (trials of the real schedule, 15% of the run each so that
-  they pass the warmup), default candidates, and again with the practitioners' candidates 1e-4, 1e-5, 1e-6;
+- ``LRFinder``: our finder at its defaults sets the peak (its sweep must stay within 25% of the budget);
+- ``LRFinder confirm``: the finder's confirm mode at its defaults, over 1e-4 / 1e-5 / 1e-6 and over
+  5e-5 / 3e-5 / 2e-5;
 - ``LoRA``: adapters (rank 8) in a frozen encoder at 1e-3 under warmup and decay, the head at 1e-4 under a
-  constant schedule: two groups, two schedules, through ``LRSchedule(group_schedules=..., peak_lrs=...)``.
+  constant schedule: two groups, two schedules, through ``LRSchedule(group_schedules=..., peak_lrs=...)``
+  (it starts from the linear probe: a frozen encoder cannot train a random head far in this budget).
 
-Reported per setup: validation loss, test accuracy (a split nothing is tuned on) and forgetting
-(``1 − Spearman`` of the held-out similarity structure against the original model). The **good region** is
-the LR range of the finder benchmark's MiniLM grid (same task, budget and schedule, 3 seeds) around its best
-where fine-tuning buys at least half of the best LR's gain over the starting point: mean validation loss
-≤ L* + (L_probe − L*) / 2. The table says on how many seeds each setup's LR falls inside it.
+Reported per setup: validation loss, test accuracy (a split nothing is tuned on), forgetting (``1 −
+Spearman`` of the held-out similarity structure against the original model) and the finder's cost (its steps
+and time, the trials' losses). For each confirm list and seed: whether the trials picked the full-run best or
+one within seed-to-seed noise of it (the standard deviation over seeds of the best full run's loss), and
+Kendall's τ between the trials' ranking and the full runs' (same seed). The **good region** is the range of
+the full runs' LRs around their best (mean over seeds) where fine-tuning buys at least half of the best LR's
+gain over the start (the fresh model): mean validation loss ≤ L* + (L_start − L*) / 2, interpolated in log LR.
 """
 
 from __future__ import annotations
@@ -25,14 +29,19 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
-from benchmarks.finders import CONFIRM_LENGTH
-from benchmarks.models import Task, TaskModule, evaluate, make_task, train_loader
+from benchmarks.models import Task, TaskModule, evaluate, train_loader
 
-__all__ = ["Scale", "run"]
+__all__ = ["CANDIDATES", "Scale", "kendall_tau", "run"]
+
+CANDIDATES = {"decades": (1e-4, 1e-5, 1e-6), "bert": (5e-5, 3e-5, 2e-5)}
+"""The confirm mode's candidate lists: one decade apart, and the BERT paper's fine-tuning LRs."""
+
+SWEEP_SHARE = 0.25
+"""The most of the budget the finder's sweep may take in this protocol (its default must stay within it)."""
 
 
 @dataclass(frozen=True)
@@ -41,20 +50,23 @@ class Scale:
 
     steps: int
     seeds: int
+    full_lrs: tuple[float, ...]  # the LRs trained for the whole budget (both candidate lists and above)
+    head: str = "fresh"
     finder_steps: int | None = None  # the finder's sweep length (None: its default)
     confirm_length: str | None = None  # each confirm trial's length (None: its default)
     limit: int | None = None  # examples per split (None: all; a smoke size otherwise)
     skip: tuple[str, ...] = ()  # setups left out (a smoke size)
 
 
-FULL = Scale(steps=48, seeds=3, confirm_length=CONFIRM_LENGTH)
+FULL = Scale(steps=300, seeds=5, full_lrs=(1e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 3e-4))
 QUICK = Scale(
-    steps=3,
+    steps=4,
     seeds=1,
+    full_lrs=(1e-6, 1e-5, 1e-4),
     finder_steps=10,
     confirm_length="2 steps",
     limit=40,
-    skip=("fine-tuning LR, warmup + decay", "sweep: 1e-6", "LRFinder confirm (×0.5, ×1, ×2)"),
+    skip=("LRFinder confirm (5e-5, 3e-5, 2e-5)",),
 )
 
 
@@ -77,6 +89,9 @@ def _fit(task: Task, seed: int, lr: float, callbacks: list[Any], root: str) -> d
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
+        limit_val_batches=None,
+        check_val_every_n_epoch=None,
+        val_check_interval=10**9,
         default_root_dir=root,
         callbacks=callbacks,
     )
@@ -92,6 +107,10 @@ def _metrics(task: Task, model: Any) -> dict[str, float]:
     return finetune_metrics(model, limit=task.extra.get("limit"))
 
 
+def _label(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
 def _setups(scale: Scale) -> list[tuple[str, str, Any]]:
     """(setup, LR label, how to build the callbacks and peak LR for a seed)."""
     from lr_callbacks import LRSchedule
@@ -105,23 +124,14 @@ def _setups(scale: Scale) -> list[tuple[str, str, Any]]:
         return make
 
     setups: list[tuple[str, str, Any]] = [
-        ("pretraining LR, flat", "2e-4", schedule(2e-4, "constant")),
-        ("fine-tuning LR, warmup + decay", "2e-5", schedule(2e-5)),
-        ("sweep: 1e-4", "1e-4", schedule(1e-4)),
-        ("sweep: 1e-5", "1e-5", schedule(1e-5)),
-        ("sweep: 1e-6", "1e-6", schedule(1e-6)),
-        ("LRFinder (default)", "found", _finder(scale, None)),
+        (f"full run: {_label(lr)}", _label(lr), schedule(lr)) for lr in sorted(scale.full_lrs, reverse=True)
     ]
-    if _has_confirm():
-        setups.append(("LRFinder confirm (×0.5, ×1, ×2)", "found", _finder(scale, True)))
-        setups.append(("LRFinder confirm (1e-4, 1e-5, 1e-6)", "found", _finder(scale, [1e-4, 1e-5, 1e-6])))
+    setups.append(("pretraining LR, flat", "2e-4", schedule(2e-4, "constant")))
+    setups.append(("LRFinder (default)", "found", _finder(scale, None)))
+    for values in CANDIDATES.values():
+        name = f"LRFinder confirm ({', '.join(_label(v) for v in values)})"
+        setups.append((name, "found", _finder(scale, list(values))))
     return setups
-
-
-def _has_confirm() -> bool:
-    from benchmarks.finder_quality import _has_confirm as has
-
-    return has()
 
 
 def _finder(scale: Scale, confirm: Any) -> Any:
@@ -150,45 +160,39 @@ def _lora(task: Task) -> tuple[float, list[Any], Any]:
     return 1e-3, [schedule], None
 
 
-def _good_region(ctx: Context, task: Task, start_loss: float) -> dict[str, Any] | None:
-    """The LRs of the finder benchmark's MiniLM grid that get at least half of the best gain, from the run cache.
+def _good_region(runs: dict[str, list[dict[str, Any]]], start_loss: float) -> dict[str, Any] | None:
+    """The LRs around the full runs' best that get at least half of the best gain over the start.
 
-    The region is the contiguous range of LRs around the grid's best whose mean validation loss is at most
-    ``L* + (L_start − L*) / 2``: fine-tuning there buys at least half of what the best LR buys over the
-    starting point (the linear probe, ``L_start``). Its edges are where the grid's curve, interpolated
-    linearly in log10(LR), crosses that bound.
+    The region is the contiguous range of the full runs' LRs around the best (mean validation loss over
+    seeds, ``L*``) whose mean loss is at most ``L* + (L_start − L*) / 2``: fine-tuning there buys at least half
+    of what the best LR buys over the starting point (``L_start``). Its edges are where the curve, linear in
+    log10(LR) between the LRs, crosses that bound.
     """
-    from benchmarks.finder_quality import FULL as FINDER_FULL
-    from benchmarks.finder_quality import QUICK as FINDER_QUICK
-    from benchmarks.finder_quality import RunCache, _ground_truth
-
-    finder_scale = FINDER_QUICK if ctx.quick else FINDER_FULL
-    steps = finder_scale.tasks.get("minilm")
-    if steps is None or make_task("minilm", steps).fingerprint() != task.fingerprint():
-        return None  # the finder benchmark's grid is a different task (size, budget)
-    cache = RunCache(ctx.path("cache", "runs.json"))
-    truth = _ground_truth(cache, task, "adamw", finder_scale)
-    cache.save()
-    bound = truth["best_loss"] + (start_loss - truth["best_loss"]) / 2
-    low = high = truth["best_index"]
-    while low > 0 and truth["mean_loss"][low - 1] <= bound:
+    full = sorted((r[0]["lr"], statistics.mean(x["val_loss"] for x in r)) for k, r in runs.items() if _is_full(k))
+    if len(full) < 2:
+        return None
+    lrs, losses = [lr for lr, _ in full], [loss for _, loss in full]
+    best = min(range(len(lrs)), key=losses.__getitem__)
+    bound = losses[best] + (start_loss - losses[best]) / 2
+    low = high = best
+    while low > 0 and losses[low - 1] <= bound:
         low -= 1
-    while high + 1 < len(truth["lrs"]) and truth["mean_loss"][high + 1] <= bound:
+    while high + 1 < len(lrs) and losses[high + 1] <= bound:
         high += 1
-    forgetting = [statistics.mean(r.get("forgetting", math.nan) for r in per) for per in truth["runs"]]
-    accuracy = [statistics.mean(r["accuracy"] for r in per) for per in truth["runs"]]
     return {
-        "low": _crossing(truth["lrs"], truth["mean_loss"], low, low - 1, bound),
-        "high": _crossing(truth["lrs"], truth["mean_loss"], high, high + 1, bound),
+        "low": _crossing(lrs, losses, low, low - 1, bound),
+        "high": _crossing(lrs, losses, high, high + 1, bound),
         "start_loss": start_loss,
-        "best_lr": truth["best_lr"],
-        "best_loss": truth["best_loss"],
+        "best_lr": lrs[best],
+        "best_loss": losses[best],
         "bound": bound,
-        "lrs": truth["lrs"],
-        "mean_loss": truth["mean_loss"],
-        "forgetting": forgetting,
-        "val_accuracy": accuracy,
+        "lrs": lrs,
+        "mean_loss": losses,
     }
+
+
+def _is_full(name: str) -> bool:
+    return name.startswith("full run: ")
 
 
 def _crossing(lrs: list[float], losses: list[float], inside: int, outside: int, bound: float) -> float:
@@ -209,42 +213,117 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
     from benchmarks.models.minilm import minilm_task
 
     scale = QUICK if ctx.quick else FULL
+    if ctx.seeds is not None:
+        scale = replace(scale, seeds=ctx.seeds)
     started = time.perf_counter()
-    task = minilm_task(steps=scale.steps, limit=scale.limit)
+    task = minilm_task(steps=scale.steps, limit=scale.limit, head=scale.head)
     setups = _setups(scale)
     setups.append(("LoRA 1e-3 (warmup + decay), head 1e-4 (constant)", "1e-3 / 1e-4", _lora))
     setups = [setup for setup in setups if setup[0] not in scale.skip]
+    if ctx.tasks:  # --tasks: a subset of setups, by the start of their names ("full run", "LRFinder")
+        setups = [setup for setup in setups if setup[0].startswith(ctx.tasks)]
     runs: dict[str, list[dict[str, Any]]] = {}
-    probe = task.build()
-    start = evaluate(task, probe)
-    runs["linear probe only (no fine-tuning)"] = [
-        {
-            "seed": 0,
-            "val_loss": start["loss"],
-            "val_accuracy": start["accuracy"],
-            "lr": math.nan,
-            **_metrics(task, probe),
-        }
+    import torch
+
+    torch.manual_seed(0)
+    start_model = task.build()
+    start = evaluate(task, start_model)
+    runs["no fine-tuning (the starting model)"] = [
+        {"seed": 0, "val_loss": start["loss"], "val_accuracy": start["accuracy"], "lr": math.nan}
+        | _metrics(task, start_model)
     ]
     with ctx.scratch() as root, quiet():
-        for name, _label, make in setups:
-            log(f"finetune: {name}")
-            the_task = minilm_task(steps=scale.steps, lora=True, limit=scale.limit) if make is _lora else task
-            for seed in range(scale.seeds):
+        for seed in range(scale.seeds):
+            for name, _, make in setups:
+                log(f"finetune: seed {seed} {name}")
+                the_task = minilm_task(steps=scale.steps, lora=True, limit=scale.limit) if make is _lora else task
                 peak, callbacks, finder = make(the_task)
+                began = time.perf_counter()
                 result = _fit(the_task, seed, peak, callbacks, root)
-                if finder is not None:
-                    result["lr"] = _applied_lr(callbacks[0])
-                    result["finder_steps"] = getattr(finder.result, "steps", None) if finder.result else None
-                else:
-                    result["lr"] = peak
+                result["seconds"] = time.perf_counter() - began
+                result["lr"] = _applied_lr(callbacks[0]) if finder is not None else peak
+                if finder is not None and finder.result is not None:
+                    result["finder"] = _finder_record(finder.result, scale.steps)
                 runs.setdefault(name, []).append({"seed": seed, **result})
-        region = _good_region(ctx, task, start["loss"])
+    region = _good_region(runs, start["loss"])
     rows = _table(runs, region)
+    confirm = _confirm_quality(runs)
     seconds = time.perf_counter() - started
-    write_json(ctx.path("finetune.json"), {"rows": rows, "runs": runs, "good_region": region})
-    _report(ctx, task, scale, rows, region, seconds)
+    write_json(ctx.path("finetune.json"), {"rows": rows, "confirm": confirm, "runs": runs, "good_region": region})
+    _report(ctx, task, scale, rows, confirm, region, seconds)
     return rows
+
+
+def _finder_record(result: Any, budget: int) -> dict[str, Any]:
+    """What the finder did: its steps (sweep, probe, trials) as counts and as a share of the budget, and more."""
+    from benchmarks.finders import _record, _steps_spent
+
+    steps = _steps_spent(result)
+    return {
+        "steps": steps,
+        "sweep_steps": len(result.lrs),
+        "cost": steps / budget,
+        "sweep_share": len(result.lrs) / budget,
+        "suggestion": result.suggestion,
+        **_record(result),
+    }
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's τ-a between two scorings of the same items (ties count as neither concordant nor discordant).
+
+    >>> kendall_tau([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]), kendall_tau([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    (1.0, -1.0)
+    """
+    n = len(a)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if not pairs:
+        return math.nan
+    score = sum(_sign(a[i] - a[j]) * _sign(b[i] - b[j]) for i, j in pairs)
+    return score / len(pairs)
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def _confirm_quality(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per confirm list: each seed's pick against the full runs of the same seed, and Kendall's τ of the ranking."""
+    full = {r[0]["lr"]: {x["seed"]: x["val_loss"] for x in r} for k, r in runs.items() if _is_full(k)}
+    out: dict[str, Any] = {}
+    for key, values in CANDIDATES.items():
+        name = f"LRFinder confirm ({', '.join(_label(v) for v in values)})"
+        if name not in runs or not all(v in full for v in values):
+            continue
+        best_lr = min(values, key=lambda v: statistics.mean(full[v].values()))
+        noise = statistics.stdev(full[best_lr].values()) if len(full[best_lr]) > 1 else 0.0
+        seeds = []
+        for run in runs[name]:
+            seed, trials = run["seed"], run.get("finder", {}).get("trials", [])
+            truth = {v: full[v][seed] for v in values if seed in full[v]}
+            scored = [t for t in trials if t["lr"] in truth]
+            tau = kendall_tau([t["val_loss"] for t in scored], [truth[t["lr"]] for t in scored])
+            pick = run["lr"]
+            ok = pick in truth and truth[pick] <= min(truth.values()) + noise
+            seeds.append(
+                {
+                    "seed": seed,
+                    "pick": pick,
+                    "full_run_best": min(truth, key=truth.__getitem__),
+                    "pick_ok": ok,
+                    "kendall_tau": tau,
+                    "flags": run.get("finder", {}).get("flags", []),
+                }
+            )
+        out[key] = {
+            "candidates": list(values),
+            "best_lr": best_lr,
+            "noise": noise,
+            "seeds": seeds,
+            "picks_ok": sum(s["pick_ok"] for s in seeds),
+            "mean_kendall_tau": statistics.mean(s["kendall_tau"] for s in seeds) if seeds else math.nan,
+        }
+    return out
 
 
 def _applied_lr(schedule: Any) -> float:
@@ -253,13 +332,13 @@ def _applied_lr(schedule: Any) -> float:
 
 def _table(runs: dict[str, list[dict[str, Any]]], region: dict[str, Any] | None) -> list[dict[str, Any]]:
     rows = []
-    sweep = {k: v for k, v in runs.items() if k.startswith("sweep:")}
-    pick = min(sweep, key=lambda k: statistics.mean(r["val_loss"] for r in sweep[k])) if sweep else None
+    full = {k: v for k, v in runs.items() if _is_full(k)}
+    pick = min(full, key=lambda k: statistics.mean(r["val_loss"] for r in full[k])) if full else None
     for name, results in runs.items():
         lrs = [r["lr"] for r in results]
         geo = math.exp(statistics.mean(math.log(v) for v in lrs)) if all(v > 0 for v in lrs) else math.nan
         row: dict[str, Any] = {
-            "setup": name + (" ← the sweep's pick" if name == pick else ""),
+            "setup": name + (" ← the best full run" if name == pick else ""),
             "lr": geo,
             "lrs": lrs,
             "val_loss": statistics.mean(r["val_loss"] for r in results),
@@ -267,7 +346,11 @@ def _table(runs: dict[str, list[dict[str, Any]]], region: dict[str, Any] | None)
             "forgetting": statistics.mean(r["forgetting"] for r in results),
             "seeds": len(results),
         }
-        if region is not None and not name.startswith(("LoRA", "linear probe")):
+        finders = [r["finder"] for r in results if "finder" in r]
+        if finders:
+            row["finder_steps"] = statistics.mean(f["steps"] for f in finders)
+            row["finder_cost"] = statistics.mean(f["cost"] for f in finders)
+        if region is not None and not name.startswith(("LoRA", "no fine-tuning")):
             inside = sum(region["low"] <= v <= region["high"] for v in lrs)
             row["in_good_region"] = f"{inside}/{len(lrs)} seeds"
         rows.append(row)
@@ -275,11 +358,17 @@ def _table(runs: dict[str, list[dict[str, Any]]], region: dict[str, Any] | None)
 
 
 def _report(
-    ctx: Context, task: Task, scale: Scale, rows: list[dict[str, Any]], region: dict[str, Any] | None, seconds: float
+    ctx: Context,
+    task: Task,
+    scale: Scale,
+    rows: list[dict[str, Any]],
+    confirm: dict[str, Any],
+    region: dict[str, Any] | None,
+    seconds: float,
 ) -> None:
     from lr_callbacks.core.plot import Line, Marker, save_png
 
-    header = ["setup", "peak LR", "val loss", "test accuracy", "forgetting", "in the good region"]
+    header = ["setup", "peak LR", "val loss", "test accuracy", "forgetting", "in the good region", "finder cost"]
     table = [
         [
             r["setup"],
@@ -288,37 +377,55 @@ def _report(
             f"{r['test_accuracy'] * 100:.1f}%",
             fmt(r["forgetting"]),
             r.get("in_good_region", "-"),
+            f"{fmt(r['finder_steps'])} steps ({fmt(r['finder_cost'])}×)" if "finder_steps" in r else "-",
         ]
         for r in rows
     ]
-    region_text = "not measured (the finder benchmark's MiniLM grid is not part of this run)"
+    confirm_rows = [
+        [
+            ", ".join(fmt(v) for v in c["candidates"]),
+            fmt(c["best_lr"]),
+            fmt(c["noise"]),
+            " / ".join(fmt(s["pick"]) for s in c["seeds"]),
+            f"{c['picks_ok']}/{len(c['seeds'])}",
+            " / ".join(fmt(s["kendall_tau"]) for s in c["seeds"]),
+            fmt(c["mean_kendall_tau"]),
+        ]
+        for c in confirm.values()
+    ]
+    confirm_header = [
+        "candidates",
+        "full-run best (mean over seeds)",
+        "seed noise (std)",
+        "picks (per seed)",
+        "pick = best or within noise",
+        "Kendall τ (per seed)",
+        "mean τ",
+    ]
+    region_text = "not measured (too few full runs)"
     plot = ""
     if region is not None:
         region_text = (
             f"{fmt(region['low'])} to {fmt(region['high'])}: mean validation loss ≤ {fmt(region['bound'])}, half-way "
-            f"from the probe's {fmt(region['start_loss'])} to the grid's best {fmt(region['best_loss'])} "
+            f"from the start's {fmt(region['start_loss'])} to the full runs' best {fmt(region['best_loss'])} "
             f"(at {fmt(region['best_lr'])})"
         )
         markers = [Marker(region["low"], "good region", x_end=region["high"], color="tab:green")]
         for r in rows:
-            if r["setup"].startswith("LRFinder"):
+            if r["setup"].startswith("LRFinder") and math.isfinite(r["lr"]):
                 markers.append(
                     Marker(r["lr"], r["setup"], color="tab:red" if "default" in r["setup"] else "tab:purple")
                 )
         save_png(
             ctx.path("finetune_grid.png"),
-            [
-                Line(region["lrs"], region["mean_loss"], "val loss", "k.-"),
-                Line(region["lrs"], region["forgetting"], "forgetting (1 − Spearman)", "r.-"),
-                Line(region["lrs"], [1 - a for a in region["val_accuracy"]], "validation error", "b.-"),
-            ],
-            title="MiniLM grid: validation loss and error, forgetting",
+            [Line(region["lrs"], region["mean_loss"], "val loss (mean over seeds)", "k.-")],
+            title="MiniLM full runs: validation loss",
             xlabel="peak LR",
-            ylabel="value",
+            ylabel="validation loss",
             logx=True,
             markers=markers,
         )
-        plot = "![MiniLM grid](finetune_grid.png)\n"
+        plot = "![MiniLM full runs](finetune_grid.png)\n"
     text = f"""# The fine-tuning story: MiniLM
 
 {stamp(ctx, seconds)}
@@ -326,12 +433,21 @@ def _report(
 Task: {task.describe}. Every setup trains in a real `Trainer` with `LRSchedule` for {scale.steps} steps,
 {scale.seeds} seed(s) each (numbers are means over seeds). Test accuracy is on a split nothing is tuned on;
 forgetting is 1 − Spearman correlation between the original model's and the fine-tuned model's pairwise
-cosine similarities on held-out docstrings of other stdlib packages (0: untouched). The linear-probe head
-alone (no fine-tuning) is the starting point of every run.
+cosine similarities on held-out docstrings of other stdlib packages (0: untouched). Every run starts from the
+same pretrained encoder with a {scale.head} head; the finder runs at its defaults (its sweep may take at most
+{SWEEP_SHARE:.0%} of the budget in this protocol), its cost counts the sweep, the probe and the trials.
 
 Good region: {region_text}.
 
 {markdown_table(header, table)}
+
+## Confirm mode against the full runs
+
+A pick is right when the full run at the picked LR (same seed) is the best of the list's full runs on that
+seed, or within the seed-to-seed noise of it. Kendall's τ compares the trials' ranking of the candidates
+with the full runs' (1: the same order).
+
+{markdown_table(confirm_header, confirm_rows)}
 
 {plot}"""
     with open(ctx.path("finetune.md"), "w") as handle:

@@ -1,6 +1,8 @@
-"""The three sample models (real data only, nothing downloaded): digits, charlm and minilm.
+"""The sample models (real data only, nothing downloaded): digits, charlm and minilm, and the held-out ones.
 
-:func:`make_task` builds one by name: ``"digits-mlp"``, ``"digits-cnn"``, ``"charlm"`` or ``"minilm"``.
+:func:`make_task` builds one by name: ``"digits-mlp"``, ``"digits-cnn"``, ``"charlm"`` or ``"minilm"`` (the
+tuning tasks), or a held-out one (:data:`~benchmarks.models.heldout.HELD_OUT_TASKS`: ``"digits-vit"``,
+``"digits-lstm"``, ``"tabular"``), which no constant of the finder was tuned on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from benchmarks.models._task import (
 )
 
 __all__ = [
+    "HELD_OUT_TASKS",
     "OPTIMIZERS",
     "TASKS",
     "Task",
@@ -30,6 +33,7 @@ __all__ = [
 ]
 
 TASKS = ("digits-mlp", "digits-cnn", "charlm", "minilm")
+HELD_OUT_TASKS = ("digits-vit", "digits-lstm", "tabular")
 
 
 def make_task(name: str, steps: int | None = None) -> Task:
@@ -46,4 +50,8 @@ def make_task(name: str, steps: int | None = None) -> Task:
         from benchmarks.models.minilm import minilm_task
 
         return minilm_task() if steps is None else minilm_task(steps=steps)
-    raise ValueError(f"task must be one of {', '.join(TASKS)}; got {name!r}")
+    if name in HELD_OUT_TASKS:
+        from benchmarks.models.heldout import heldout_task
+
+        return heldout_task(name) if steps is None else heldout_task(name, steps=steps)
+    raise ValueError(f"task must be one of {', '.join((*TASKS, *HELD_OUT_TASKS))}; got {name!r}")

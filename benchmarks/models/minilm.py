@@ -202,17 +202,20 @@ def _probe(limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(probe.coef_, dtype=torch.float32), torch.tensor(probe.intercept_, dtype=torch.float32)
 
 
-def _build(limit: int | None = None) -> Classifier:
+def _build(limit: int | None = None, head: str = "probe") -> Classifier:
+    """The classifier; its head is the fitted linear probe (``"probe"``) or a fresh, random one (``"fresh"``)."""
     _, encoder = _pretrained()
     encoder = copy.deepcopy(encoder)
     encoder.train()
     encoder.embeddings.requires_grad_(False)
-    weight, bias = _probe(limit)
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
-    return Classifier(encoder, head)
+    width = int(encoder.config.hidden_size)
+    linear = torch.nn.Linear(width, len(PACKAGES))  # drawn from torch's RNG, seeded by the caller
+    if head == "probe":
+        weight, bias = _probe(limit)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+    return Classifier(encoder, linear)
 
 
 def _build_lora(limit: int | None = None) -> Classifier:
@@ -275,16 +278,23 @@ def finetune_metrics(model: torch.nn.Module, limit: int | None = None) -> dict[s
     return {**test_accuracy(model, limit), **forgetting(model, limit)}
 
 
-def minilm_task(steps: int = 48, batch_size: int = 8, lora: bool = False, limit: int | None = None) -> Task:
+def minilm_task(
+    steps: int = 48, batch_size: int = 8, lora: bool = False, limit: int | None = None, head: str = "probe"
+) -> Task:
     """all-MiniLM-L6-v2 fine-tuned to tell six stdlib packages apart from docstrings, AdamW, warmup + linear decay.
 
     With ``lora=True`` the encoder is frozen and LoRA adapters (group ``"lora"``) train with the head.
     ``limit`` keeps only the first ``limit`` examples of each split and held-out sentences (a smoke size).
+    ``head="fresh"`` starts from a random head instead of the linear probe (the usual fine-tuning recipe).
     """
+    if head not in ("probe", "fresh"):
+        raise ValueError(f"minilm: `head` must be 'probe' or 'fresh', got {head!r}")
+    if lora and head != "probe":
+        raise ValueError("minilm: LoRA runs start from the linear probe; drop head= or lora=")
     train, val, test, held_out = _examples(limit)
     return Task(
-        name="minilm-lora" if lora else "minilm",
-        build=partial(_build_lora if lora else _build, limit),
+        name="minilm-lora" if lora else "minilm" if head == "probe" else "minilm-fresh",
+        build=partial(_build_lora, limit) if lora else partial(_build, limit, head),
         train_set=_dataset(train),
         val_set=_dataset(val),
         loss=F.cross_entropy,
@@ -298,7 +308,8 @@ def minilm_task(steps: int = 48, batch_size: int = 8, lora: bool = False, limit:
         chance_loss=math.log(len(PACKAGES)),
         metrics=partial(forgetting, limit=limit),
         describe=(
-            f"all-MiniLM-L6-v2{' with LoRA (r 8, query/value)' if lora else ''} + linear-probe head, "
+            f"all-MiniLM-L6-v2{' with LoRA (r 8, query/value)' if lora else ''} + "
+            f"{'linear-probe' if head == 'probe' else 'fresh (random)'} head, "
             f"{len(PACKAGES)} stdlib packages from docstrings "
             f"({len(train)} train / {len(val)} val / {len(test)} test; forgetting on {len(held_out)} held-out "
             f"docstrings), batch {batch_size}, {steps} steps"

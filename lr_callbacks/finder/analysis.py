@@ -37,6 +37,7 @@ __all__ = [
     "METHODS",
     "MIN_EFFECTIVE_POINTS",
     "MIN_POINTS",
+    "MIN_RISE",
     "Suggestion",
     "effective_window",
     "smooth",
@@ -69,6 +70,9 @@ MIN_EFFECTIVE_POINTS = 5.0
 
 _Z = 3.0
 """How many standard errors a drop or a rise must exceed to count (the significance of a feature)."""
+
+MIN_RISE = 0.3
+"""How long, in decades of LR, a flat curve's rise must last to count as its edge (not a noisy bump)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,8 @@ def suggest_lr(
     significant drop, ``lr`` is ``None`` if the loss rose from the start (``diverged_at_once``) or never
     moved; if it stayed flat and then rose for good (``flat_curve``, e.g. a trained model), the range is
     ``(edge / 10, edge)``, ``edge`` the LR where the rise begins, and ``lr`` its middle (every method
-    gives that one).
+    gives that one). There, the plateau's median is the floor, its noise is measured over the whole
+    plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades.
 
     Args:
         lrs: the LR of each point, positive and strictly increasing.
@@ -333,20 +338,39 @@ def _middle(lower: float, upper: float) -> float:
 def _no_descent(
     lrs: Sequence[float], xs: Sequence[float], fit: _Fit, window: float, i_min: int
 ) -> tuple[float | None, tuple[float, float] | None, list[str]]:
-    """No significant drop: a flat curve (maybe rising later), or one that rose from the start."""
-    values = fit.values
-    floor = values[i_min]
-    threshold = [_Z * math.hypot(fit.se(i), fit.se(i_min)) for i in range(len(xs))]
-    # Where the curve rises above its floor and stays there (a noisy flat curve crosses back down).
-    i_rise = len(xs)
-    while i_rise > i_min + 1 and values[i_rise - 1] - floor > threshold[i_rise - 1]:
-        i_rise -= 1
-    if i_rise == len(xs):
+    """No significant drop: a flat curve (maybe rising later), or one that rose from the start.
+
+    The edge of a flat curve is where a lasting rise above the plateau begins (:func:`_rise_start`).
+    """
+    i_rise = _rise_start(xs, fit)
+    if i_rise is None:
         return None, None, ["flat_curve"]
     if xs[i_rise] - xs[0] <= 4.0 * window:
         return None, None, ["diverged_at_once"]
     edge = lrs[i_rise - 1]
     return _middle(edge / 10.0, edge), (edge / 10.0, edge), ["flat_curve"]
+
+
+def _rise_start(xs: Sequence[float], fit: _Fit) -> int | None:
+    """Where a flat curve's lasting rise begins: the first point ``i`` from which every smoothed value stands
+    more than 3 standard errors above the plateau before it, for at least :data:`MIN_RISE` decades; ``None``
+    when there is no such rise.
+
+    The plateau's level is the median of its smoothed values (not their minimum: a lucky stretch of easy
+    batches would read the ordinary plateau as a rise), and its noise is measured over the whole plateau;
+    the standard error of that level is the smallest standard error of a smoothed value on it.
+    """
+    values, n = fit.values, len(xs)
+    last = n - 1
+    for i in range(1, n):  # the first start whose rise holds to the end wins
+        if xs[last] - xs[i] < MIN_RISE:
+            return None
+        floor = statistics.median(values[:i])
+        noise = 1.4826 * statistics.median(fit.residuals[:i]) if i >= MIN_POINTS else fit.noise
+        se_floor = min(noise / math.sqrt(fit.n_eff[j]) for j in range(i))
+        if all(values[j] - floor > _Z * math.hypot(noise / math.sqrt(fit.n_eff[j]), se_floor) for j in range(i, n)):
+            return i
+    return None
 
 
 def _fastai_valley(lrs: Sequence[float], losses: Sequence[float]) -> float:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +26,11 @@ from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, set_p
 from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
+from lr_callbacks.finder.probe import run_probe
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
-from lr_callbacks.finder.result import FinderResult, Trial
-from lr_callbacks.finder.trials import candidates, run_trials
+from lr_callbacks.finder.result import FinderResult, Probe, Trial
+from lr_callbacks.finder.selection import cost_warning, sweep_steps
+from lr_callbacks.finder.trials import candidates, plan_trials, run_of, run_trials
 
 if TYPE_CHECKING:
     from pytorch_lightning import LightningModule, Trainer
@@ -64,13 +68,24 @@ class LRFinder(Callback):
     is the whole gradient's; under DeepSpeed, whose engine steps the optimizer itself, it raises.
 
     The curve is analysed without smoothing lag (:func:`~lr_callbacks.suggest_lr`): a suggestion, a range
-    and flags. With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the
+    and flags. The ramp's edge is not the run's: the ramp holds each LR for one step, the run holds its peak
+    for many. So a **stability probe** then replays the run's warmup from the restored state and holds the
+    suggestion for ``max(20, 2 × warmup)`` steps; if the loss ends significantly above where the hold began,
+    or the gradient norm grows geometrically, it halves the suggestion and tries again, at most twice (flags
+    ``probe_halved``, ``probe_unstable``; see :mod:`lr_callbacks.finder.stability`). With ``apply=True`` the
+    answer becomes the reference group's peak LR (the first group of the
     first optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the
     optimizer's groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
 
-    Confirm mode (``confirm=True`` or a list of LRs) then runs a short trial of the real schedule at each
-    candidate (×0.5, ×1 and ×2 the suggestion by default), each from the same restored state, compares
-    them on the validation loss, and applies the best.
+    Confirm mode (``confirm=True`` or a list of LRs) then runs trials at each candidate (×0.5, ×1 and ×2
+    the suggestion by default), each from the same restored state: the run's schedule compressed into the
+    trial and cooled down at its end, scored on the validation loss with a standard error, the budget spent
+    as successive halving; when the best two are within noise it takes the candidate nearest the sweep's
+    answer (flag ``trials_inconclusive``). See :mod:`lr_callbacks.finder.trials`.
+
+    **Cost.** By default the sweep takes a quarter of the run at most (100 steps at most; a tenth in confirm
+    mode) and the trials a fifth; a sweep and trials that together exceed 30% of the run get a warning with
+    the numbers.
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
     (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
@@ -82,7 +97,8 @@ class LRFinder(Callback):
     Args:
         min_lr: the first LR of the sweep (reference group).
         max_lr: the last; the sweep usually stops before, when the loss diverges.
-        num_steps: optimizer steps of the sweep (at least 8).
+        num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at most 100 (a
+            tenth of the run in confirm mode).
         mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"``.
         method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
             (see :func:`~lr_callbacks.suggest_lr`).
@@ -93,7 +109,11 @@ class LRFinder(Callback):
             (1.0: back to where it started); ``None`` stops only on NaN/inf.
         window: the smoothing width of the analysis, in decades of LR.
         confirm: ``False``; ``True`` for trials at ×0.5, ×1, ×2 the suggestion; or a list of peak LRs.
-        confirm_length: each trial's length: ``"5%"`` of the run, ``"200 steps"``, ``"1 epochs"``.
+        confirm_length: the last (longest) rung's trial length: ``"5%"`` of the run, ``"200 steps"``,
+            ``"1 epochs"``; earlier rungs are half as long each. ``None``: all trials together take a fifth
+            of the run.
+        probe: run the stability probe on the suggestion (without confirm trials; those test their own
+            candidates); ``False`` applies the sweep's answer as it is.
         monitor: the validation value the trials are compared on (logged or returned by
             ``validation_step``).
 
@@ -114,7 +134,7 @@ class LRFinder(Callback):
         self,
         min_lr: float = 1e-7,
         max_lr: float = 10.0,
-        num_steps: int = 100,
+        num_steps: int | None = None,
         mode: str = "exponential",
         method: str = "default",
         apply: bool = True,
@@ -124,14 +144,15 @@ class LRFinder(Callback):
         divergence_threshold: float | None = 1.0,
         window: float = DEFAULT_WINDOW,
         confirm: bool | Sequence[float] = False,
-        confirm_length: Duration | str = "5%",
+        confirm_length: Duration | str | None = None,
         monitor: str = "val_loss",
+        probe: bool = True,
     ) -> None:
         self.min_lr = check_number("min_lr", min_lr, low=0.0, low_open=True, owner=_OWNER)
         self.max_lr = check_number("max_lr", max_lr, low=0.0, low_open=True, owner=_OWNER)
         if self.max_lr <= self.min_lr:
             raise ValueError(f"LRFinder: `max_lr` must be above `min_lr`, got min_lr={min_lr!r}, max_lr={max_lr!r}")
-        self.num_steps = check_int("num_steps", num_steps, low=MIN_POINTS, owner=_OWNER)
+        self.num_steps = None if num_steps is None else check_int("num_steps", num_steps, low=MIN_POINTS, owner=_OWNER)
         self.mode = check_choice("mode", mode, MODES, owner=_OWNER)
         self.method = check_choice("method", method, METHODS, owner=_OWNER)
         self.apply = check_bool("apply", apply, owner=_OWNER)
@@ -148,10 +169,11 @@ class LRFinder(Callback):
         )
         self.window = check_number("window", window, low=0.0, low_open=True, owner=_OWNER)
         self.confirm = _check_confirm(confirm)
-        self.confirm_length = parse_duration(confirm_length, "confirm_length")
+        self.confirm_length = None if confirm_length is None else parse_duration(confirm_length, "confirm_length")
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
         self.monitor = monitor
+        self.probe = check_bool("probe", probe, owner=_OWNER)
         self._results: list[FinderResult] = []
         self._done: set[str] = set()
         self._exit_after_run = False
@@ -225,19 +247,35 @@ class LRFinder(Callback):
         ratios = [[p / peaks[0][0] for p in row] for row in peaks]
         loaders = trainer.train_dataloader
         val_loaders = trainer.val_dataloaders
+        started = time.perf_counter()
         with paused(trainer):
             snapshot = TrainingSnapshot.capture(trainer, module, loaders=[loaders, val_loaders])
             try:
                 with Driver(trainer, module, ratios) as driver:
                     show = trainer.is_global_zero and _progress_enabled(trainer)
-                    lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, show)
+                    num_steps = self._sweep_length(trainer)
+                    lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, num_steps, show)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
+                    probe: Probe | None = None
+                    if self.probe and self.confirm is False and analysis.lr is not None:
+                        probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule)
                     trials: tuple[Trial, ...] = ()
+                    choice, flags = None, analysis.flags + _probe_flags(probe)
                     lrs_to_try = candidates(self.confirm, analysis.lr)
                     if lrs_to_try:
-                        trials = run_trials(
-                            trainer, module, driver, snapshot, lrs_to_try, self.confirm_length, self.monitor, schedule
+                        trials, chosen = run_trials(
+                            trainer,
+                            module,
+                            driver,
+                            snapshot,
+                            lrs_to_try,
+                            self.confirm_length,
+                            self.monitor,
+                            schedule,
+                            anchor=analysis.lr,
                         )
+                        choice = chosen.lr
+                        flags += ("trials_inconclusive",) if chosen.inconclusive else ()
             finally:
                 snapshot.restore()
         return FinderResult(
@@ -246,25 +284,40 @@ class LRFinder(Callback):
             grad_norms=tuple(norms),
             suggestion=analysis.lr,
             range=analysis.range,
-            flags=analysis.flags,
+            flags=flags,
             method=self.method,
             stop_reason=stop,
             smoothed=analysis.smoothed,
             trials=trials,
             global_step=int(trainer.global_step),
             epoch=int(trainer.current_epoch),
+            probe=probe,
+            choice=choice,
+            seconds=time.perf_counter() - started,
         )
 
+    def _sweep_length(self, trainer: Any) -> int:
+        """``num_steps``, or the default that follows the run; warns when the finder would cost too much of it."""
+        total = run_of(trainer).total_steps
+        steps = self.num_steps or sweep_steps(total, confirm=self.confirm is not False, minimum=MIN_POINTS)
+        count = len(self.confirm) if isinstance(self.confirm, tuple) else 3 if self.confirm else 0
+        trials = sum(n * k for n, k in plan_trials(trainer, count, self.confirm_length)) if count else 0
+        defaults = self.num_steps is None and self.confirm_length is None
+        message = cost_warning(total, steps, trials, defaults=defaults)
+        if message is not None and trainer.is_global_zero:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return steps
+
     def _sweep(
-        self, trainer: Any, driver: Driver, loaders: Any, show: bool
+        self, trainer: Any, driver: Driver, loaders: Any, num_steps: int, show: bool
     ) -> tuple[list[float], list[float], list[float], str]:
-        plan = sweep_lrs(self.min_lr, self.max_lr, self.num_steps, self.mode)
+        plan = sweep_lrs(self.min_lr, self.max_lr, num_steps, self.mode)
         batches = Batches(loaders, trainer.num_training_batches)
         lrs: list[float] = []
         losses: list[float] = []
         norms: list[float] = []
         stop = "completed"
-        bar = _progress_bar(self.num_steps, show)
+        bar = _progress_bar(num_steps, show)
         try:
             for index, lr in enumerate(plan):
                 step_batches = batches.take(driver.accumulate)
@@ -297,9 +350,17 @@ class LRFinder(Callback):
         for index, (lr, loss, norm) in enumerate(zip(result.lrs, result.losses, result.grad_norms)):
             log_scalars(trainer, {f"{prefix}/loss": loss, f"{prefix}/lr": lr, f"{prefix}/grad_norm": norm}, index)
         for index, trial in enumerate(result.trials):
-            log_scalars(trainer, {f"{prefix}/trial_lr": trial.lr, f"{prefix}/trial_val_loss": trial.val_loss}, index)
+            values = {f"{prefix}/trial_lr": trial.lr, f"{prefix}/trial_val_loss": trial.val_loss}
+            log_scalars(trainer, {**values, f"{prefix}/trial_se": trial.se, f"{prefix}/trial_rung": trial.rung}, index)
             for step, loss in enumerate(trial.losses):
                 log_scalars(trainer, {f"{prefix}/trial{index}/loss": loss}, step)
+        for index, attempt in enumerate(result.probe.attempts if result.probe is not None else ()):
+            stable = float(attempt.verdict == "stable")
+            log_scalars(trainer, {f"{prefix}/probe_lr": attempt.lr, f"{prefix}/probe_stable": stable}, index)
+            for step, loss in enumerate(attempt.losses):
+                log_scalars(trainer, {f"{prefix}/probe{index}/loss": loss}, step)
+        cost = {f"{prefix}/steps_spent": float(result.steps_spent), f"{prefix}/seconds": result.seconds}
+        log_scalars(trainer, cost, result.global_step)
         if result.suggestion is not None:
             log_scalars(trainer, {"lr_finder/suggestion": result.suggestion}, result.global_step)
         if summary_writers(trainer):
@@ -418,6 +479,13 @@ def _lr_attribute(model: Any, attr_name: str | None) -> str:
         f"find_lr(apply=True) sets the LR on the model, but it has no attribute or hparams key "
         f"{' or '.join(map(repr, names))}; pass attr_name= the one configure_optimizers reads, or apply=False"
     )
+
+
+def _probe_flags(probe: Probe | None) -> tuple[str, ...]:
+    if probe is None:
+        return ()
+    halved = ("probe_halved",) if len(probe.attempts) > 1 else ()
+    return halved + (() if probe.stable else ("probe_unstable",))
 
 
 def _optimizer_peaks(trainer: Any) -> list[list[float]]:

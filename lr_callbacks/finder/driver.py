@@ -302,7 +302,8 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
 
     The value is what ``validation_step`` logs under ``monitor`` (``self.log``, weighted by ``batch_size``
     when given), or returns (a tensor, or a dict with ``monitor`` or ``"loss"``). Returns a device tensor
-    ``[sum, count]`` so that several ranks can be summed before dividing.
+    ``[Σ w·v, Σ w, Σ w·v², batches]`` (``w`` the batch's weight, ``v`` its value) so that several ranks can be
+    summed before dividing, and the spread between batches gives the mean's standard error.
 
     Raises:
         ValueError: if ``validation_step`` neither logs nor returns ``monitor``.
@@ -311,7 +312,7 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
         loaders = loaders[0]
     recorder = _Recorder()
     device = trainer.strategy.root_device
-    total = torch.zeros(2, dtype=torch.float64, device=device)
+    total = torch.zeros(4, dtype=torch.float64, device=device)
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
@@ -322,7 +323,9 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
                 recorder.values.clear()
                 output = trainer.strategy.validation_step(_to_device(trainer, module, raw_batch), index)
                 value, weight = _monitored(output, recorder, monitor)
-                total += torch.stack([value.to(device, torch.float64) * weight, _scalar(weight, device)])
+                value = value.to(device, torch.float64)
+                one = _scalar(1.0, device)
+                total += torch.stack([value * weight, _scalar(weight, device), value * value * weight, one])
     finally:
         for submodule, training in modes:
             submodule.training = training

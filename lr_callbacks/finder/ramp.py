@@ -10,7 +10,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["MODES", "diverged", "sweep_lrs"]
+__all__ = ["MODES", "difference_noise", "diverged", "sweep_lrs"]
 
 MODES = ("exponential", "linear")
 """The ramps :func:`sweep_lrs` knows."""
@@ -89,18 +89,21 @@ def diverged(losses: Sequence[float], threshold: float | None = 1.0) -> bool:
     start = medians[_MEDIAN_WINDOW - 1]
     i_best = min(range(_MEDIAN_WINDOW - 1, len(values)), key=medians.__getitem__)
     best = medians[i_best]
-    noise = _difference_noise(values[: i_best + 1])  # not from the rise, which would hide itself
+    noise = difference_noise(values[: i_best + 1])  # not from the rise, which would hide itself
     gain = start - best
     if gain <= _STOP_NOISE * noise:  # no clear gain yet: a flat curve's slow wander is not a divergence
         return medians[-1] > best + _FLAT_STOP_NOISE * noise
     return medians[-1] > best + max(threshold * gain, _STOP_NOISE * noise)
 
 
-def _difference_noise(values: Sequence[float]) -> float:
+def difference_noise(values: Sequence[float]) -> float:
     """The noise of a series with a slow trend: the robust size of its step-to-step changes, / √2.
 
     Not centred on the median change: that would read an alternating series as noiseless, and a trend
     only makes the estimate larger, i.e. the stop rule more patient.
+
+    >>> round(difference_noise([1.0, 1.1, 1.0, 1.1, 1.0]), 4)
+    0.1048
     """
     if len(values) < 3:
         return 0.0

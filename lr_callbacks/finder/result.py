@@ -14,10 +14,19 @@ from typing import Any
 import numpy as np
 
 from lr_callbacks.finder.analysis import FLAGS, METHODS, suggest_lr
+from lr_callbacks.finder.stability import PROBE_FLAGS
 
-__all__ = ["STOP_REASONS", "FinderResult", "Trial"]
+__all__ = ["ALL_FLAGS", "STOP_REASONS", "FinderResult", "Probe", "ProbeAttempt", "Trial"]
 
 STOP_REASONS = ("completed", "diverged", "data_exhausted")
+
+TRIAL_FLAGS = {
+    "trials_inconclusive": "the best trials were within noise of each other (or too short to tell); the "
+    "candidate nearest the sweep's answer was taken",
+}
+
+ALL_FLAGS = {**FLAGS, **PROBE_FLAGS, **TRIAL_FLAGS}
+"""Every flag a result may carry (the analysis's, the probe's, the trials'), with what it means."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,108 @@ class Trial:
     lr: float
     val_loss: float
     losses: tuple[float, ...] = ()
+    se: float = math.nan
+    rung: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "val_loss": self.val_loss, "losses": list(self.losses), "se": self.se, "rung": self.rung}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        se = data.get("se")
+        return cls(
+            data["lr"], data["val_loss"], tuple(data["losses"]), math.nan if se is None else se, data.get("rung", 0)
+        )
+
+
+@dataclass(frozen=True)
+class ProbeAttempt:
+    """One hold of the stability probe: the warmup, then ``lr`` held.
+
+    Attributes:
+        lr: the reference group's LR held.
+        verdict: ``"stable"``, ``"loss_rose"``, ``"grad_norm_grew"`` or ``"nonfinite"``.
+        losses: the training loss of every step of the hold (after the warmup).
+        grad_norms: the gradient norm of every step of the hold.
+        rise: the loss's end level minus its start level; ``margin``: how far it could rise and still count
+            as stable; ``growth``: the gradient norm's end level over its start level.
+    """
+
+    lr: float
+    verdict: str
+    losses: tuple[float, ...] = ()
+    grad_norms: tuple[float, ...] = ()
+    rise: float = math.nan
+    margin: float = math.nan
+    growth: float = math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "verdict": self.verdict,
+            "losses": list(self.losses),
+            "grad_norms": list(self.grad_norms),
+            "rise": self.rise,
+            "margin": self.margin,
+            "growth": self.growth,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProbeAttempt:
+        def number(key: str) -> float:
+            value = data.get(key)
+            return math.nan if value is None else float(value)
+
+        return cls(
+            float(data["lr"]),
+            str(data["verdict"]),
+            tuple(data.get("losses", ())),
+            tuple(data.get("grad_norms", ())),
+            number("rise"),
+            number("margin"),
+            number("growth"),
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The stability probe: each attempt replays ``warmup_steps`` of the run's warmup, then holds its LR for
+    ``hold_steps``; an unstable LR is halved, at most twice.
+
+    >>> p = Probe(10, 20, (ProbeAttempt(1e-2, "loss_rose", (1.0,) * 20), ProbeAttempt(5e-3, "stable", (1.0,) * 20)))
+    >>> p.lr, p.stable, p.steps
+    (0.005, True, 60)
+    """
+
+    warmup_steps: int
+    hold_steps: int
+    attempts: tuple[ProbeAttempt, ...]
+
+    @property
+    def lr(self) -> float:
+        """The LR the probe settled on: the last one it held."""
+        return self.attempts[-1].lr
+
+    @property
+    def stable(self) -> bool:
+        return self.attempts[-1].verdict == "stable"
+
+    @property
+    def steps(self) -> int:
+        """The optimizer steps it ran (an attempt whose loss turned NaN/inf stopped there)."""
+        return sum(self.warmup_steps + len(a.losses) for a in self.attempts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "warmup_steps": self.warmup_steps,
+            "hold_steps": self.hold_steps,
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Probe:
+        attempts = tuple(ProbeAttempt.from_dict(a) for a in data["attempts"])
+        return cls(int(data["warmup_steps"]), int(data["hold_steps"]), attempts)
 
 
 @dataclass(frozen=True)
@@ -54,9 +165,12 @@ class FinderResult:
         stop_reason: ``"completed"`` (all steps ran), ``"diverged"`` (the stop rule fired, or the loss
             became NaN/inf) or ``"data_exhausted"`` (no complete optimizer step was left in the data).
         smoothed: the zero-lag smoothed loss at each step (NaN where not analysed).
-        trials: the confirm trials, if confirm mode ran.
+        trials: the confirm trials, if confirm mode ran (every rung of the successive halving).
         global_step: the trainer's ``global_step`` when the finder ran.
         epoch: the epoch at whose start it ran.
+        probe: the stability probe of the suggestion, if it ran (see :class:`Probe`).
+        choice: the LR the trials chose (``None`` without trials).
+        seconds: the wall time the finder took (sweep, probe and trials).
 
     >>> r = FinderResult(lrs=(1e-3, 1e-2), losses=(1.0, 0.5), grad_norms=(2.0, 1.0), suggestion=1e-2,
     ...                  range=(1e-3, 1e-2), flags=(), method="default", stop_reason="completed")
@@ -76,14 +190,28 @@ class FinderResult:
     trials: tuple[Trial, ...] = field(default_factory=tuple)
     global_step: int = 0
     epoch: int = 0
+    probe: Probe | None = None
+    choice: float | None = None
+    seconds: float = field(default=0.0, compare=False)  # wall time differs between identical runs
 
     @property
     def chosen_lr(self) -> float | None:
-        """The LR the finder applies: the best trial's when confirm mode ran, else the suggestion."""
+        """The LR the finder applies: the trials' choice when confirm mode ran, else the suggestion as the
+        stability probe left it (halved when it was unstable), else the suggestion."""
+        if self.choice is not None:
+            return self.choice
         finite = [t for t in self.trials if math.isfinite(t.val_loss)]
         if finite:
             return min(finite, key=lambda t: t.val_loss).lr
+        if self.probe is not None and self.suggestion is not None:
+            return self.probe.lr
         return self.suggestion
+
+    @property
+    def steps_spent(self) -> int:
+        """Every optimizer step the finder ran: the sweep's, the probe's and the trials'."""
+        probe = self.probe.steps if self.probe is not None else 0
+        return len(self.lrs) + probe + sum(len(t.losses) for t in self.trials)
 
     def alternatives(self) -> dict[str, float | None]:
         """What every suggestion method (``METHODS``) gives on this curve."""
@@ -99,17 +227,27 @@ class FinderResult:
             f"- suggestion ({self.method}): **{_fmt(self.suggestion)}**",
             f"- range: {_fmt(self.range[0]) + ' to ' + _fmt(self.range[1]) if self.range else 'none'}",
         ]
+        if self.probe is not None:
+            held = ", ".join(f"{_fmt(a.lr)} {a.verdict}" for a in self.probe.attempts)
+            lines.append(
+                f"- stability probe ({self.probe.warmup_steps} warmup steps, then {self.probe.hold_steps} steps held): "
+                f"{held}; applies **{_fmt(self.probe.lr)}**"
+            )
         if self.trials:
             lines.append(f"- chosen after the trials: **{_fmt(self.chosen_lr)}**")
+        lines.append(f"- cost: {self.steps_spent} optimizer steps, {self.seconds:.1f} s")
         for flag in self.flags:
-            lines.append(f"- flag `{flag}`: {FLAGS.get(flag, '')}")
+            lines.append(f"- flag `{flag}`: {ALL_FLAGS.get(flag, '')}")
         alternatives = self.alternatives()
         if alternatives:
             lines += ["", "| method | LR |", "|---|---|"]
             lines += [f"| {name} | {_fmt(lr)} |" for name, lr in alternatives.items()]
         if self.trials:
-            lines += ["", "| trial | peak LR | validation loss |", "|---|---|---|"]
-            lines += [f"| {i} | {_fmt(t.lr)} | {t.val_loss:.6g} |" for i, t in enumerate(self.trials)]
+            lines += ["", "| trial | rung | steps | peak LR | validation loss | ± |", "|---|---|---|---|---|---|"]
+            lines += [
+                f"| {i} | {t.rung} | {len(t.losses)} | {_fmt(t.lr)} | {t.val_loss:.6g} | {t.se:.2g} |"
+                for i, t in enumerate(self.trials)
+            ]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,9 +262,12 @@ class FinderResult:
             "method": self.method,
             "stop_reason": self.stop_reason,
             "smoothed": list(self.smoothed),
-            "trials": [{"lr": t.lr, "val_loss": t.val_loss, "losses": list(t.losses)} for t in self.trials],
+            "trials": [t.to_dict() for t in self.trials],
             "global_step": self.global_step,
             "epoch": self.epoch,
+            "probe": self.probe.to_dict() if self.probe is not None else None,
+            "choice": self.choice,
+            "seconds": self.seconds,
         }
 
     @classmethod
@@ -142,9 +283,12 @@ class FinderResult:
             method=data["method"],
             stop_reason=data["stop_reason"],
             smoothed=tuple(data.get("smoothed", ())),
-            trials=tuple(Trial(t["lr"], t["val_loss"], tuple(t["losses"])) for t in data.get("trials", ())),
+            trials=tuple(Trial.from_dict(t) for t in data.get("trials", ())),
             global_step=int(data.get("global_step", 0)),
             epoch=int(data.get("epoch", 0)),
+            probe=Probe.from_dict(data["probe"]) if data.get("probe") else None,
+            choice=data.get("choice"),
+            seconds=float(data.get("seconds", 0.0)),
         )
 
     def plot(self) -> Any:
@@ -176,6 +320,8 @@ def _curve_figure(result: FinderResult) -> tuple[Any, Any]:
         markers.append(Marker(result.range[0], "range", x_end=result.range[1], color="tab:green"))
     if result.suggestion is not None:
         markers.append(Marker(result.suggestion, f"suggestion {_fmt(result.suggestion)}", color="tab:red"))
+    if result.probe is not None and result.probe.lr != result.suggestion:
+        markers.append(Marker(result.probe.lr, f"after the probe {_fmt(result.probe.lr)}", color="tab:orange"))
     for trial in result.trials:
         markers.append(Marker(trial.lr, f"trial {_fmt(trial.lr)}: val {trial.val_loss:.4g}", color="tab:purple"))
     title = f"LR finder ({result.method}; {result.stop_reason})"

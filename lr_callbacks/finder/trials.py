@@ -1,23 +1,32 @@
-"""Confirm mode: short trials of the real schedule at a few peak LRs, compared on the validation loss.
+"""Confirm mode: trials of the real schedule at a few peak LRs, compared on the validation loss after a cooldown.
 
 A 100-step sweep of the training loss cannot see the run's budget or its schedule, and the best peak LR
 moves with both (research ``lr_finder_anchors.md`` §10.5); practitioners who fine-tune try a few LRs an
 order of magnitude apart and keep the best. Each trial starts from the same restored state (weights,
-optimizer, RNG, so the same batches), runs the first ``length`` optimizer steps of the real schedule with
-the candidate as the peak, and is scored on the validation loss at its end; a trial whose training loss
-becomes NaN/inf scores ``inf``.
+optimizer, RNG, so the same batches) and is scored on the validation loss at its end; a trial whose
+training loss becomes NaN/inf scores ``inf``.
 
-The real schedule is ``LRSchedule``'s ``peak × schedule(k) × scale`` from the current step, with the
-candidate as the reference group's peak (others keep their ratio); without ``LRSchedule``, the candidate
-is set as the peak through the shared LR model (groups and the user's schedulers) and the user's
-step-interval schedulers are stepped after each optimizer step, as Lightning would.
+**A trial predicts the run.** With ``LRSchedule``, a trial of ``T`` steps is the user's whole schedule
+compressed into ``T`` steps (its warmup, its decay), with the candidate as the reference group's peak (other
+groups keep their ratio); a schedule that does not end below half its peak (constant, one with steps) gets
+a ``1 − √`` cooldown over the trial's last quarter (:func:`~lr_callbacks.finder.selection.cooldown`). A
+score taken at the peak LR favours small LRs (short-horizon bias); one taken after a cooldown does not.
+Without ``LRSchedule``, the candidate is set as the peak through the shared LR model and the user's
+step-interval schedulers are stepped after each optimizer step, as Lightning would: the trial is the first
+``T`` steps of the real run (its schedule cannot be compressed).
+
+**Successive halving** (:func:`~lr_callbacks.finder.selection.rungs`): every candidate runs briefly, the
+better half runs again from the start, twice as long, until two are left; the last, longest rung decides.
+Each score carries a standard error (the spread between validation batches, or the noise of the trial's
+final training losses when that is larger); when the best two are within noise, or the last rung was too
+short to tell, the candidate nearest in log to the sweep's answer is taken and ``trials_inconclusive`` is
+flagged (:func:`~lr_callbacks.finder.selection.choose`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,9 +34,19 @@ from lr_callbacks.core.durations import Duration, Run
 from lr_callbacks.core.lr_model import set_peak_lr
 from lr_callbacks.core.snapshot import TrainingSnapshot
 from lr_callbacks.finder.driver import Batches, Driver, evaluate
+from lr_callbacks.finder.ramp import difference_noise
 from lr_callbacks.finder.result import Trial
+from lr_callbacks.finder.selection import (
+    MIN_TRIAL_STEPS,
+    Choice,
+    choose,
+    cooldown,
+    rungs,
+    survivors,
+    trial_budget,
+)
 
-__all__ = ["CONFIRM_FACTORS", "candidates", "run_of", "run_trials"]
+__all__ = ["CONFIRM_FACTORS", "candidates", "plan_trials", "run_of", "run_trials"]
 
 log = logging.getLogger("lr_callbacks")
 
@@ -47,47 +66,75 @@ def candidates(confirm: bool | tuple[float, ...], suggestion: float | None) -> t
     return tuple(confirm)
 
 
+def plan_trials(trainer: Any, count: int, length: Duration | None) -> list[tuple[int, int]]:
+    """The rungs ``(trials, steps)`` for ``count`` candidates: ``length`` is the last rung's, or, when ``None``,
+    all trials share :func:`~lr_callbacks.finder.selection.trial_budget` of the run.
+
+    Raises:
+        ValueError: if a length is 0 steps for this run, or the run's length is unknown and none was given.
+    """
+    run = run_of(trainer)
+    if length is None:
+        if run.total_steps is None:
+            raise ValueError(
+                "LRFinder: the run's length is unknown, so the confirm trials cannot take their share of it; "
+                "give confirm_length in steps or epochs"
+            )
+        return rungs(count, budget=max(trial_budget(run.total_steps), count))
+    steps = length.to_steps(run)
+    if steps < 1:
+        raise ValueError(f"LRFinder: `confirm_length` {length.describe()} is 0 steps for this run; lengthen it")
+    return rungs(count, final=steps)
+
+
 def run_trials(
     trainer: Any,
     module: Any,
     driver: Driver,
     snapshot: TrainingSnapshot,
     lrs: Sequence[float],
-    length: Duration,
+    length: Duration | None,
     monitor: str,
     schedule: Any,
-) -> tuple[Trial, ...]:
-    """One trial per LR in ``lrs``, each from ``snapshot``; the caller restores the snapshot afterwards.
+    anchor: float | None = None,
+) -> tuple[tuple[Trial, ...], Choice]:
+    """Every rung's trials (each from ``snapshot``) and the choice; the caller restores the snapshot afterwards.
+
+    ``anchor`` is the sweep's answer, which breaks ties within noise.
 
     Raises:
-        ValueError: if the trainer has no validation data, or ``length`` is 0 steps for this run.
+        ValueError: if the trainer has no validation data, or a trial would be 0 steps long.
     """
     if trainer.val_dataloaders is None or not trainer.num_val_batches or not trainer.num_val_batches[0]:
         raise ValueError(
             "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
             "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
         )
-    steps = length.to_steps(run_of(trainer))
-    if steps < 1:
-        raise ValueError(f"LRFinder: `confirm_length` {length.describe()} is 0 steps for this run; lengthen it")
-    if schedule is not None:
-        _warn_if_in_warmup(schedule, steps)
-    trials = []
-    for index, lr in enumerate(lrs):
-        snapshot.restore()
-        trials.append(_trial(trainer, module, driver, lr, steps, monitor, schedule))
-        log.info("LRFinder: trial %d at peak LR %.3g: validation %s %.6g", index, lr, monitor, trials[-1].val_loss)
-    return tuple(trials)
+    plan = plan_trials(trainer, len(lrs), length)
+    alive, trials = list(lrs), []
+    rung: list[Trial] = []
+    for index, (_, steps) in enumerate(plan):
+        rung = []
+        for lr in alive:
+            snapshot.restore()
+            rung.append(_trial(trainer, module, driver, lr, steps, monitor, schedule, index))
+            log.info("LRFinder: trial at peak LR %.3g, %d steps: %s %.6g", lr, steps, monitor, rung[-1].val_loss)
+        trials += rung
+        if index + 1 < len(plan):
+            alive = [alive[i] for i in survivors([t.val_loss for t in rung], plan[index + 1][0])]
+    too_short = plan[-1][1] < MIN_TRIAL_STEPS
+    choice = choose([t.lr for t in rung], [t.val_loss for t in rung], [t.se for t in rung], anchor, too_short)
+    return tuple(trials), choice
 
 
-def _trial(trainer: Any, module: Any, driver: Driver, lr: float, steps: int, monitor: str, schedule: Any) -> Trial:
+def _trial(
+    trainer: Any, module: Any, driver: Driver, lr: float, steps: int, monitor: str, schedule: Any, rung: int
+) -> Trial:
     batches = Batches(trainer.train_dataloader, trainer.num_training_batches)
     if schedule is None:
         set_peak_lr(trainer, lr)  # the optimizer's groups and the user's schedulers; the snapshot undoes it
     else:
-        factor = lr / schedule.peak_lrs[0][0]
-        start = schedule.steps
-        shape = [len(row) for row in schedule.peak_lrs]
+        lr_of = _compressed(trainer, schedule, lr, steps)
     losses: list[float] = []
     try:
         for step in range(steps):
@@ -96,9 +143,7 @@ def _trial(trainer: Any, module: Any, driver: Driver, lr: float, steps: int, mon
                 break
             assert step_batches is not None
             if schedule is not None:
-                driver.set_lrs(
-                    [[schedule.lr_at(start[i] + step, i, j) * factor for j in range(n)] for i, n in enumerate(shape)]
-                )
+                driver.set_lrs(lr_of(step))
             output = driver.step(step_batches, step)
             if schedule is None:
                 _step_schedulers(trainer, step)
@@ -106,30 +151,49 @@ def _trial(trainer: Any, module: Any, driver: Driver, lr: float, steps: int, mon
                 continue
             losses.append(trainer.strategy.reduce(output, reduce_op="mean").tolist()[0])
             if not math.isfinite(losses[-1]):
-                return Trial(lr, math.inf, tuple(losses))
+                return Trial(lr, math.inf, tuple(losses), math.inf, rung)
     finally:
         batches.close()
     loaders, max_batches = trainer.val_dataloaders, trainer.num_val_batches[0]
     scores = evaluate(trainer, module, loaders, max_batches, monitor)
-    total, count = trainer.strategy.reduce(scores, reduce_op="sum").tolist()
+    total, count, squares, parts = trainer.strategy.reduce(scores, reduce_op="sum").tolist()
     value = total / count if count else math.nan
-    return Trial(lr, value if math.isfinite(value) else math.inf, tuple(losses))
+    if not math.isfinite(value):
+        return Trial(lr, math.inf, tuple(losses), math.inf, rung)
+    spread = math.sqrt(max(squares / count - value * value, 0.0) / parts) if parts > 1 else 0.0
+    return Trial(lr, value, tuple(losses), max(spread, _final_noise(losses)), rung)
 
 
-def _warn_if_in_warmup(schedule: Any, steps: int) -> None:
-    """Warn when the trials end before the schedule reaches its peak: they would compare warmups."""
-    start = schedule.steps[0]
-    trial_peak = max(schedule.lr_at(start + t, 0, 0) for t in range(steps))
-    planned, lrs = schedule.plan()[schedule.group_tags[0][0]]
-    run_peak = max([lr for k, lr in zip(planned, lrs) if k >= start] or [trial_peak])
-    if trial_peak < 0.99 * run_peak:
-        warnings.warn(
-            f"LRFinder: the confirm trials ({steps} steps) reach at most {trial_peak / run_peak:.0%} of the peak "
-            "LR, inside the schedule's warmup; they compare warmups, not peaks. Lengthen confirm_length past "
-            "the warmup",
-            UserWarning,
-            stacklevel=3,
-        )
+def _final_noise(losses: Sequence[float]) -> float:
+    """The standard error of where training ended: the noise of the last quarter's losses over √ their number."""
+    tail = list(losses[-max(3, len(losses) // 4) :])
+    if len(tail) < 3:
+        return 0.0
+    return 1.2533 * difference_noise(tail) / math.sqrt(len(tail))
+
+
+def _compressed(trainer: Any, schedule: Any, lr: float, steps: int) -> Any:
+    """``step -> every group's LR``: the rest of the run's schedule compressed into ``steps``, peak ``lr``,
+    with a cooldown over the last quarter when the schedule does not end below half its peak."""
+    factor = lr / schedule.peak_lrs[0][0]
+    start = list(schedule.steps)
+    total = run_of(trainer).total_steps
+    remaining = max((total or 0) - start[0], steps)
+    shape = [len(row) for row in schedule.peak_lrs]
+
+    def at(step: int) -> int:
+        return min(math.floor(step * remaining / steps), remaining - 1)
+
+    reference = [schedule.lr_at(start[0] + at(t), 0, 0) for t in range(steps)]
+    cools = reference[-1] <= 0.5 * max(reference) if reference and max(reference) > 0 else True
+
+    def lrs(step: int) -> list[list[float]]:
+        extra = 1.0 if cools else cooldown(step, steps)
+        return [
+            [schedule.lr_at(start[i] + at(step), i, j) * factor * extra for j in range(n)] for i, n in enumerate(shape)
+        ]
+
+    return lrs
 
 
 def _step_schedulers(trainer: Any, step: int) -> None:

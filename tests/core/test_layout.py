@@ -37,6 +37,8 @@ PURE = (
     "finder.ramp",
     "finder.analysis",
     "finder.result",
+    "finder.stability",
+    "finder.selection",
     "watchdog.config",
     "watchdog.stats",
     "watchdog.policy",

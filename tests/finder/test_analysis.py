@@ -367,7 +367,7 @@ def test_the_summary_explains_the_answer_the_flags_and_the_alternatives():
     assert FLAGS["no_clear_valley"] in text
     for method in METHODS:
         assert f"| {method} |" in text
-    assert "chosen after the trials: **0.002**" in text and "| 1 | 0.002 | 0.25 |" in text
+    assert "chosen after the trials: **0.002**" in text and "| 1 | 0 | 0 | 0.002 | 0.25 |" in text
 
 
 def test_plot_gives_a_figure_and_image_an_rgb_array():
@@ -382,3 +382,30 @@ def test_plot_gives_a_figure_and_image_an_rgb_array():
     assert high < max(r.losses)  # the explosion does not flatten the valley
     image = r.image()
     assert image.dtype.name == "uint8" and image.shape[2] == 3 and image.shape[0] > 200
+
+
+def test_a_flat_curve_with_a_lucky_stretch_puts_the_edge_where_the_lasting_rise_begins():
+    """A head that starts as a fitted probe: the loss is flat, a stretch of easy batches (1e-6 to 1e-5) dips
+    below the plateau, and the loss rises for good only above 1e-2. The floor is the plateau's median, not
+    the dip (the smoothed minimum), so the ordinary plateau after the dip does not read as a rise: the
+    edge is found within 0.5 decade of 1e-2 (the first version put it at 1.8e-5)."""
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    rng = random.Random(4)
+    losses = []
+    for lr in lrs:
+        dip = -0.03 if 1e-6 < lr < 1e-5 else 0.0
+        losses.append(0.3 + dip + 3.0 * max(0.0, log10(lr) + 2.0) + rng.gauss(0, 0.02))
+    s = suggest_lr(lrs, losses)
+    assert s.flags == ("flat_curve",)
+    assert -2.5 < log10(s.range[1]) <= -2.0
+
+
+def test_a_flat_curve_rise_must_last_three_tenths_of_a_decade():
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    rng = random.Random(5)
+    flat = [0.3 + rng.gauss(0, 0.02) for _ in lrs]
+    one_point = [*flat[:-1], 0.6]  # the smoothed rise lasts less than 0.3 decade: a bump, not an edge
+    assert suggest_lr(lrs, one_point).lr is None and suggest_lr(lrs, one_point).flags == ("flat_curve",)
+    lasting = [*flat[:-6], 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]  # 6 points: 0.4 decade
+    s = suggest_lr(lrs, lasting)
+    assert s.flags == ("flat_curve",) and lrs[-12] <= s.range[1] <= lrs[-7]

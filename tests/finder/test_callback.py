@@ -169,8 +169,9 @@ def test_with_lrschedule_it_is_paused_during_the_sweep_and_the_answer_becomes_it
     finder = LRFinder(num_steps=30)
     model, _ = fit(tmp_path, finder, callbacks=[schedule], max_steps=3, logger=False)
     assert schedule.steps == [3]  # the sweep's steps did not move its clock
-    assert schedule.peak_lrs[0] == pytest.approx([finder.result.suggestion, finder.result.suggestion / 10])
-    assert [lr for lr, _ in model.calls[-3:]] == pytest.approx([finder.result.suggestion] * 3, rel=1e-12)
+    chosen = finder.result.chosen_lr  # the suggestion, or less where the stability probe halved it
+    assert schedule.peak_lrs[0] == pytest.approx([chosen, chosen / 10])
+    assert [lr for lr, _ in model.calls[-3:]] == pytest.approx([chosen] * 3, rel=1e-12)
     assert [lr for lr, _ in model.calls[: len(finder.result.lrs)]] == pytest.approx(finder.result.lrs, rel=1e-12)
 
 
@@ -270,7 +271,8 @@ def test_manual_optimization_sweeps_one_step_per_training_step(tmp_path):
     n = len(finder.result.lrs)
     assert [lr for lr, _ in model.calls[:n]] == pytest.approx(finder.result.lrs, rel=1e-12)
     assert finder.result.suggestion is not None
-    assert [lr for lr, _ in model.calls[n:]] == pytest.approx([finder.result.suggestion] * 2, rel=1e-12)
+    assert len(model.calls) == n + finder.result.probe.steps + 2
+    assert [lr for lr, _ in model.calls[-2:]] == pytest.approx([finder.result.chosen_lr] * 2, rel=1e-12)
 
 
 # --- errors ----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Confirm mode: short trials of the real schedule at a few LRs, each from the same restored state, compared
-on the validation loss; the best is applied and every trial is reported."""
+"""Confirm mode: trials of the real schedule (compressed, cooled down) at a few LRs, each from the same restored
+state, spent as successive halving and compared on the validation loss with a noise margin; the choice is
+applied and every trial is reported. And the finder's budget: the default sweep follows the run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import math
 import pytest
 import torch
 
-from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks import LRFinder, LRSchedule, preset
+from lr_callbacks.finder.ramp import sweep_lrs
+from lr_callbacks.finder.selection import choose, cooldown
 from tests.finder.helpers import FinderModel, sgd, shuffled
 from tests.helpers import loader, make_trainer, read_scalars, read_text, regression_data
 
@@ -25,18 +28,24 @@ def fit(tmp_path, finder, model=None, callbacks=(), **kwargs):
     return model, trainer
 
 
-def test_default_trials_are_half_one_and_two_times_the_suggestion_from_the_same_state(tmp_path):
+def test_default_trials_are_half_one_and_two_times_the_suggestion_spent_as_successive_halving(tmp_path):
     finder = LRFinder(num_steps=40, confirm=True, confirm_length="4 steps")
     model, _ = fit(tmp_path, finder, max_steps=1)
     result = finder.result
-    assert [t.lr for t in result.trials] == pytest.approx([result.suggestion * f for f in (0.5, 1.0, 2.0)])
-    assert all(len(t.losses) == 4 for t in result.trials)
+    first, second = result.trials[:3], result.trials[3:]
+    assert [t.lr for t in first] == pytest.approx([result.suggestion * f for f in (0.5, 1.0, 2.0)])
+    assert [(t.rung, len(t.losses)) for t in result.trials] == [(0, 2)] * 3 + [(1, 4)] * 2  # 4 steps: the last
+    kept = sorted(first, key=lambda t: t.val_loss)[:2]
+    assert [t.lr for t in second] == [t.lr for t in first if t in kept]  # the better two run again, longer
     firsts = {t.losses[0] for t in result.trials}
     assert len(firsts) == 1  # the same weights and the same first batch before each trial's first update
-    best = min(result.trials, key=lambda t: t.val_loss)
-    assert result.chosen_lr == best.lr
-    sweep_and_trials = len(result.lrs) + 12
-    assert model.calls[sweep_and_trials][0] == pytest.approx(best.lr, rel=1e-12)  # applied: the best trial's LR
+    assert all(t.se > 0 for t in result.trials)  # every score carries its standard error
+    expected = choose(
+        [t.lr for t in second], [t.val_loss for t in second], [t.se for t in second], result.suggestion, too_short=True
+    )  # 4 steps < 8: too short to tell
+    assert result.chosen_lr == result.choice == expected.lr and "trials_inconclusive" in result.flags
+    sweep_and_trials = len(result.lrs) + 3 * 2 + 2 * 4
+    assert model.calls[sweep_and_trials][0] == pytest.approx(result.choice, rel=1e-12)  # applied
 
 
 def test_a_trial_is_the_training_you_would_get_with_its_lr(tmp_path):
@@ -61,16 +70,27 @@ def test_a_trial_is_the_training_you_would_get_with_its_lr(tmp_path):
 
 
 def test_a_user_list_of_lrs_and_a_diverging_trial(tmp_path):
-    finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2, 1e6], confirm_length="6 steps")
+    finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2, 1e6], confirm_length="16 steps")
     fit(tmp_path, finder)
     trials = finder.result.trials
-    assert [t.lr for t in trials] == [1e-3, 1e-2, 1e6]
+    assert [t.lr for t in trials] == [1e-3, 1e-2, 1e6, 1e-3, 1e-2]  # the diverging one does not run again
     assert trials[2].val_loss == math.inf and not math.isfinite(trials[2].losses[-1])
-    assert len(trials[2].losses) < 6  # it stopped at the first NaN/inf
-    assert finder.result.chosen_lr == min(trials[:2], key=lambda t: t.val_loss).lr
+    assert len(trials[2].losses) < 8  # it stopped at the first NaN/inf
+    last = trials[3:]
+    expected = choose(
+        [t.lr for t in last],
+        [t.val_loss for t in last],
+        [t.se for t in last],
+        finder.result.suggestion,
+        too_short=False,
+    )
+    assert finder.result.chosen_lr == expected.lr
+    assert ("trials_inconclusive" in finder.result.flags) == expected.inconclusive
     assert read_scalars(tmp_path, "lr_finder/trial_lr") == [(k, pytest.approx(t.lr)) for k, t in enumerate(trials)]
-    assert [s for s, _ in read_scalars(tmp_path, "lr_finder/trial_val_loss")] == [0, 1, 2]
-    assert len(read_scalars(tmp_path, "lr_finder/trial0/loss")) == 6
+    assert [s for s, _ in read_scalars(tmp_path, "lr_finder/trial_val_loss")] == [0, 1, 2, 3, 4]
+    assert [v for _, v in read_scalars(tmp_path, "lr_finder/trial_rung")] == [0, 0, 0, 1, 1]
+    assert len(read_scalars(tmp_path, "lr_finder/trial0/loss")) == 8
+    assert len(read_scalars(tmp_path, "lr_finder/trial3/loss")) == 16
     (text,) = read_text(tmp_path, "lr_finder/summary")
     assert f"chosen after the trials: **{finder.result.chosen_lr:.3g}**" in text
 
@@ -81,16 +101,51 @@ def test_confirm_length_sets_the_trials_length(tmp_path):
     assert [len(t.losses) for t in finder.result.trials] == [3, 3]
 
 
-def test_with_lrschedule_the_trials_follow_its_schedule_and_a_short_one_warns(tmp_path):
+def test_with_lrschedule_a_trial_is_the_whole_schedule_compressed(tmp_path):
+    """Warmup and decay both happen inside the trial: a 4-step trial of a 20-step run takes every 5th step."""
     schedule = LRSchedule("cosine", warmup="4 steps", log_plan=False)
-    finder = LRFinder(num_steps=30, confirm=[0.01, 0.02], confirm_length="3 steps")
-    with pytest.warns(UserWarning, match=r"the confirm trials \(3 steps\) reach at most 75% of the peak LR"):
-        model, _ = fit(tmp_path, finder, callbacks=[schedule], max_steps=20, logger=False)
+    finder = LRFinder(num_steps=30, confirm=[0.01, 0.02], confirm_length="4 steps")
+    model, _ = fit(tmp_path, finder, callbacks=[schedule], max_steps=20, logger=False)
     n = len(finder.result.lrs)
-    trial_lrs = [lr for lr, _ in model.calls[n : n + 6]]
-    expected = [lr * w for lr in (0.01, 0.02) for w in (0.25, 0.5, 0.75)]
+    trial_lrs = [lr for lr, _ in model.calls[n : n + 8]]
+    shape = preset("cosine", warmup="4 steps")
+    expected = [lr * shape(k, 20, 8) for lr in (0.01, 0.02) for k in (0, 5, 10, 15)]
     assert trial_lrs == pytest.approx(expected, rel=1e-9)
     assert schedule.peak_lrs[0][0] == pytest.approx(finder.result.chosen_lr)
+
+
+def test_a_schedule_that_does_not_cool_down_gets_a_cooldown_in_its_trials(tmp_path):
+    schedule = LRSchedule("constant", log_plan=False)
+    finder = LRFinder(num_steps=30, confirm=[0.01, 0.02], confirm_length="8 steps")
+    model, _ = fit(tmp_path, finder, callbacks=[schedule], max_steps=20, logger=False)
+    n = len(finder.result.lrs)
+    trial_lrs = [lr for lr, _ in model.calls[n : n + 8]]
+    assert trial_lrs == pytest.approx([0.01 * cooldown(t, 8) for t in range(8)], rel=1e-9, abs=1e-15)
+    assert trial_lrs[-1] == 0.0 and trial_lrs[5] == 0.01
+
+
+def test_trials_within_noise_take_the_candidate_nearest_the_sweeps_answer(tmp_path):
+    """LRs so small that training does not move: the trials tie, the choice is the one nearest the sweep's
+    answer, and the result says the trials were inconclusive."""
+    finder = LRFinder(num_steps=30, confirm=[1e-12, 2e-12], confirm_length="8 steps")
+    fit(tmp_path, finder, logger=False)
+    result = finder.result
+    assert result.trials[0].val_loss == pytest.approx(result.trials[1].val_loss, rel=1e-6)
+    assert result.chosen_lr == 2e-12 and "trials_inconclusive" in result.flags
+    assert "trials_inconclusive" in result.summary()
+
+
+def test_the_default_sweep_follows_the_run_and_an_expensive_finder_warns(tmp_path):
+    finder = LRFinder(divergence_threshold=None, probe=False)
+    fit(tmp_path / "a", finder, max_steps=40, logger=False)
+    assert finder.result.lrs == sweep_lrs(1e-7, 10.0, 10)  # a quarter of a 40-step run
+    confirm = LRFinder(divergence_threshold=None, confirm=[1e-3, 1e-2])
+    fit(tmp_path / "b", confirm, max_steps=100, logger=False)
+    assert len(confirm.result.lrs) == 10  # a tenth in confirm mode ...
+    assert [len(t.losses) for t in confirm.result.trials] == [10, 10]  # ... and the trials a fifth
+    message = r"the sweep \(100 steps\) and the trials \(0 steps\) take 100 optimizer steps, 100% of the training"
+    with pytest.warns(UserWarning, match=message):
+        fit(tmp_path / "c", LRFinder(num_steps=100, probe=False), max_steps=100, logger=False)
 
 
 class Named(FinderModel):

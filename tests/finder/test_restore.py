@@ -34,7 +34,8 @@ def test_everything_is_restored_at_fit_start(tmp_path):
     trainer.fit(model, shuffled())
     n = len(finder.result.lrs)
     assert n >= 8  # the sweep really ran ...
-    assert len(model.calls) == n + 1  # ... through the model's training_step
+    probe = finder.result.probe.steps  # then the stability probe held the suggestion
+    assert probe >= 20 and len(model.calls) == n + probe + 1  # ... through the model's training_step
     assert [lr for lr, _ in model.calls[:n]] == pytest.approx(finder.result.lrs, rel=1e-12)  # LambdaLR stood still
     assert_same(before.states[0], after.states[0])
 
@@ -117,8 +118,8 @@ def test_the_user_scheduler_keeps_the_answer(tmp_path):
     model = FinderModel(optimizer=sgd(), scheduler=decay)
     trainer = make_trainer(tmp_path, max_steps=5, logger=False, callbacks=[finder])
     trainer.fit(model, shuffled())
-    used = [lr for lr, _ in model.calls[len(finder.result.lrs) :]]
-    assert used == pytest.approx([finder.result.suggestion / (1 + 0.1 * k) for k in range(5)], rel=1e-12)
+    used = [lr for lr, _ in model.calls[-5:]]
+    assert used == pytest.approx([finder.result.chosen_lr / (1 + 0.1 * k) for k in range(5)], rel=1e-12)
 
 
 def test_no_file_is_written(tmp_path):
@@ -167,7 +168,7 @@ def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):
     model = Metered()
     finder = LRFinder(num_steps=20, apply=False)
     make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(model, shuffled())
-    assert len(model.calls) == len(finder.result.lrs) + 2
+    assert len(model.calls) == len(finder.result.lrs) + finder.result.probe.steps + 2
     real = [loss for _, loss in model.calls[-2:]]
     assert float(model.mean_loss.compute()) == pytest.approx(sum(real) / 2, rel=1e-6)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sysconfig
 
@@ -92,12 +93,37 @@ def test_minilm_lora_trains_adapters_and_head_in_a_real_trainer(tmp_path) -> Non
 
 
 def test_every_task_builds_and_evaluates() -> None:
-    for name in ("digits-mlp", "digits-cnn", "charlm"):
+    for name in ("digits-mlp", "digits-cnn", "charlm", "digits-vit", "digits-lstm", "tabular"):
         task = make_task(name, steps=3)
         torch.manual_seed(0)
         metrics = evaluate(task, task.build())
         assert abs(metrics["loss"] - task.chance_loss) < 1.0  # an untrained model is near chance
         assert task.steps == 3 and task.fingerprint() != make_task(name).fingerprint()
+
+
+def test_held_out_tasks_use_their_own_optimizers_and_schedules() -> None:
+    from benchmarks.models import HELD_OUT_TASKS, train
+
+    kinds = {name: (make_task(name).optimizers, make_task(name).schedule.describe()) for name in HELD_OUT_TASKS}
+    assert kinds["digits-vit"][0] == ("adamw",) and kinds["digits-lstm"][0] == ("nesterov",)
+    assert kinds["tabular"][0] == ("rmsprop",)
+    assert "Constant" in kinds["digits-lstm"][1] and "OneCycle" in kinds["tabular"][1]
+    result, _ = train(make_task("tabular", steps=5), "rmsprop", 1e-3, seed=0)
+    assert math.isfinite(result.loss) and math.isnan(result.accuracy)  # a regression: no accuracy
+
+
+def test_minilm_fresh_head_is_random_and_seeded() -> None:
+    task = minilm.minilm_task(steps=2, limit=24, head="fresh")
+    torch.manual_seed(0)
+    first = task.build().head.weight.detach().clone()
+    torch.manual_seed(0)
+    assert torch.equal(first, task.build().head.weight)
+    probe = minilm.minilm_task(steps=2, limit=24).build().head.weight
+    assert (
+        not torch.allclose(first, probe) and task.fingerprint() != minilm.minilm_task(steps=2, limit=24).fingerprint()
+    )
+    with pytest.raises(ValueError, match="`head` must be 'probe' or 'fresh', got 'x'"):
+        minilm.minilm_task(head="x")
 
 
 def test_charlm_refuses_more_files_than_the_stdlib_has() -> None:

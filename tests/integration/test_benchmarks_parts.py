@@ -19,7 +19,7 @@ from benchmarks._common import grid_lrs
 from benchmarks.faults import FaultyLoader, LRFault, fault
 from benchmarks.finder_quality import RunCache, best_lr, regret
 from benchmarks.finders import fastai_sweep, fastai_valley, valley
-from benchmarks.models import TASKS, Task, make_task, train, train_loader
+from benchmarks.models import HELD_OUT_TASKS, TASKS, Task, make_task, train, train_loader
 from benchmarks.overhead import HostReads, StepTimer
 from benchmarks.spike_baselines import HighLossError, KillLossSpike, LossSpikeError
 from lr_callbacks import LRSchedule, preset
@@ -248,7 +248,7 @@ def test_step_timer_waits_until_ready() -> None:
 
 
 def test_every_task_grid_spans_four_decades_in_half_octaves() -> None:
-    for name in TASKS[:3]:
+    for name in (*TASKS[:3], *HELD_OUT_TASKS):
         task = make_task(name)
         for optimizer in task.optimizers:
             lrs = grid_lrs(*task.grid[optimizer])
@@ -286,12 +286,16 @@ def test_train_follows_the_schedule_and_flags_divergence() -> None:
     assert same == calm
     blown, _ = train(task, "sgd", 1e4, seed=0)
     assert blown.diverged and blown.loss == pytest.approx(task.chance_loss)
-    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw; got 'lamb'"):
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw, nesterov, rmsprop; got 'lamb'"):
         train(task, "lamb", 1e-3, seed=0)
 
 
 def test_unknown_task_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="task must be one of digits-mlp, digits-cnn, charlm, minilm; got 'mnist'"):
+    with pytest.raises(
+        ValueError,
+        match="task must be one of digits-mlp, digits-cnn, charlm, minilm, digits-vit, digits-lstm, tabular; "
+        "got 'mnist'",
+    ):
         make_task("mnist")
 
 
@@ -340,12 +344,18 @@ def test_unknown_finder_and_method_list_the_valid_ones(tmp_path) -> None:
 def test_success_bar_is_the_worst_of_the_best_and_its_neighbours_on_the_same_seed() -> None:
     from benchmarks.finder_quality import _near_best
 
-    runs = [
-        [{"loss": 0.9}, {"loss": 0.8}],
-        [{"loss": 0.5}, {"loss": 0.7}],
-        [{"loss": 0.6}, {"loss": 0.4}],
-        [{"loss": 2.0}, {"loss": 2.0}],
-    ]
-    truth = {"best_index": 1, "runs": runs}
-    assert _near_best(truth, 0) == 0.9 and _near_best(truth, 1) == 0.8
-    assert _near_best({"best_index": 0, "runs": runs}, 1) == 0.8  # at the edge: one neighbour
+    losses = {  # lr -> loss per seed; seed 2 is beyond the grid's two seeds, trained on demand
+        1.0: [0.9, 0.8, 0.3],
+        2.0: [0.5, 0.7, 0.2],
+        3.0: [0.6, 0.4, 0.1],
+        4.0: [2.0, 2.0, 2.0],
+    }
+
+    class Cache:
+        def get(self, task, optimizer, lr, seed):
+            return {"loss": losses[lr][seed]}
+
+    truth = {"best_index": 1, "lrs": [1.0, 2.0, 3.0, 4.0]}
+    assert _near_best(Cache(), None, "sgd", truth, 0) == 0.9 and _near_best(Cache(), None, "sgd", truth, 1) == 0.8
+    assert _near_best(Cache(), None, "sgd", {**truth, "best_index": 0}, 1) == 0.8  # at the edge: one neighbour
+    assert _near_best(Cache(), None, "sgd", truth, 2) == 0.3  # a finder seed the grid does not have

@@ -38,7 +38,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> str:
     return out
 
 
-def _summary_structure(summary: dict) -> None:
+def _summary_structure(summary: dict, all_setups: bool = True) -> None:
     assert list(summary) == list(BENCHMARKS)
     assert set(summary["overhead"]) == {"digits", "charlm"}
     for entry in summary["overhead"].values():
@@ -48,21 +48,29 @@ def _summary_structure(summary: dict) -> None:
         assert math.isfinite(entry["us_per_step"]) and entry["us_per_step"] > 0
         assert entry["host_reads_per_step"] is not None
     assert {"lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley"} <= set(summary["finder"])
+    keys = {"median_regret", "p90_regret", "worst_regret", "over_0_3", "diverged", "runs"}
     for entry in summary["finder"].values():
-        assert set(entry) == {"median_regret", "worst_regret", "diverged"}
-        assert entry["median_regret"] <= entry["worst_regret"]
-        assert isinstance(entry["diverged"], int) and entry["diverged"] >= 0
+        assert set(entry) == keys | {"tuning", "held_out"}
+        for part in (entry, entry["tuning"], entry["held_out"]):
+            assert set(part) - {"tuning", "held_out"} == keys
+            if part["runs"]:
+                assert part["median_regret"] <= part["p90_regret"] <= part["worst_regret"]
+                assert 0 <= part["over_0_3"] <= part["runs"]
+                assert isinstance(part["diverged"], int) and part["diverged"] >= 0
+        assert entry["runs"] == (entry["tuning"]["runs"] or 0) + (entry["held_out"]["runs"] or 0)
     assert set(summary["watchdog"]) == {"none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"}
     for entry in summary["watchdog"].values():
         assert set(entry) == {"recovered", "runs", "false_interventions_per_1k"}
         assert 0 <= entry["recovered"] <= entry["runs"] and entry["runs"] > 0
         assert entry["false_interventions_per_1k"] >= 0
     rows = summary["finetune"]
-    assert rows[0]["setup"].startswith("linear probe only") and rows[0]["forgetting"] == pytest.approx(0.0, abs=1e-9)
     setups = [r["setup"] for r in rows]
-    assert any(s.startswith("pretraining LR") for s in setups) and any(s.startswith("LRFinder") for s in setups)
-    assert any(s.startswith("LoRA") for s in setups)
-    assert sum("the sweep's pick" in s for s in setups) == 1
+    assert any(s.startswith("LRFinder") for s in setups)
+    if all_setups:  # a run with --tasks may leave out the pretraining-LR and LoRA rows
+        assert any(s.startswith("pretraining LR") for s in setups) and any(s.startswith("LoRA") for s in setups)
+    assert rows[0]["setup"].startswith("no fine-tuning") and rows[0]["forgetting"] == pytest.approx(0.0, abs=1e-9)
+    assert sum("the best full run" in s for s in setups) == 1
+    assert all(r["finder_steps"] > 0 for r in rows if r["setup"].startswith("LRFinder"))  # the column once empty
     for row in rows:
         assert 0.0 <= row["test_accuracy"] <= 1.0
         assert 0.0 <= row["forgetting"] <= 2.0
@@ -95,9 +103,19 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
         truth = task["truth"]
         assert truth["best_loss"] == min(truth["mean_loss"])
         assert truth["lrs"][-1] / truth["lrs"][0] >= 1e4, key  # at least four decades
+        assert isinstance(task["held_out"], bool) and task["commit"]
         for entry in task["suggestions"]:
             assert entry["failed"] == (entry["lr"] is None)
-            assert entry["steps"] > 0
+            assert entry["steps"] > 0 and entry["seconds"] > 0
+            if entry["finder"] in ("lr_callbacks", "lr_callbacks.confirm"):  # not the re-analysed variants
+                assert "trials" in entry["result"]  # every trial's losses are kept
+    assert {"tuning", "held_out"} == set(finder["groups"]) and finder["leave_one_task_out"]
+    with open(os.path.join(quick, "finetune.json")) as handle:
+        finetune = json.load(handle)
+    (confirm,) = finetune["confirm"].values()
+    assert all(-1.0 <= s["kendall_tau"] <= 1.0 for s in confirm["seeds"])
+    trials = finetune["runs"]["LRFinder confirm (1e-4, 1e-5, 1e-6)"][0]["finder"]["trials"]
+    assert [t["lr"] for t in trials if t["rung"] == 0] == [1e-4, 1e-5, 1e-6] and all(t["losses"] for t in trials)
     with open(os.path.join(quick, "watchdog.json")) as handle:
         watchdog = json.load(handle)
     runs = watchdog["runs"]
@@ -117,8 +135,10 @@ def test_committed_full_results_have_the_same_structure() -> None:
     path = os.path.join(RESULTS, "summary.json")
     if not os.path.exists(path):
         pytest.fail("benchmarks/results/summary.json is missing: run `python -m benchmarks` and commit its results")
+    with open(os.path.join(RESULTS, "finetune.md")) as handle:
+        subset = "--tasks" in handle.read().split("\n", 4)[2]  # the command line of its stamp
     with open(path) as handle:
-        _summary_structure(json.load(handle))
+        _summary_structure(json.load(handle), all_setups=not subset)
     for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
         with open(os.path.join(RESULTS, f"{name}.md")) as handle:
             text = handle.read()

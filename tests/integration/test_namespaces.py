@@ -191,8 +191,9 @@ def test_finder_sets_the_schedule_peak_in_each_namespace_and_not_again_on_resume
     trainer.fit(model, datamodule=data_class())
     assert finder.result is not None and finder.result.suggestion is not None
     assert schedule.peak_lrs[0] == pytest.approx([finder.result.chosen_lr, finder.result.chosen_lr / 10])
-    assert len(model.seen_lrs) == 10 + 8  # the sweep's steps, then training's
-    assert model.seen_lrs[10] == pytest.approx(finder.result.chosen_lr)  # cosine at step 0: the peak
+    probe = finder.result.probe.steps  # the stability probe's steps
+    assert len(model.seen_lrs) == 10 + probe + 8  # the sweep's steps, the probe's, then training's
+    assert model.seen_lrs[10 + probe] == pytest.approx(finder.result.chosen_lr)  # cosine at step 0: the peak
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     assert finder.state_key in state and schedule.state_key in state
 

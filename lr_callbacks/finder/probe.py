@@ -1,0 +1,109 @@
+"""The stability probe: hold the suggested LR as the real run holds its peak, and halve it if that is unstable.
+
+From the restored state (weights, optimizer, RNG: the sweep's own first batches) it replays the run's warmup
+with the candidate as the peak, then holds the candidate for ``max(20, 2 × warmup)`` steps
+(:func:`~lr_callbacks.finder.stability.hold_steps`) and judges the hold
+(:func:`~lr_callbacks.finder.stability.hold_verdict`). An unstable candidate is halved and probed again from
+the same state, at most twice. Every rank sees the same reduced losses and norms, so every rank reaches the
+same verdict.
+
+The warmup is ``LRSchedule``'s, from the current step to where the schedule first reaches 99% of its peak;
+one longer than a tenth of the run is replayed compressed into a tenth (its shape kept), so that the probe
+stays short beside the run. Without ``LRSchedule`` the warmup is unknown and the candidate is held from the
+first step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from lr_callbacks.core.snapshot import TrainingSnapshot
+from lr_callbacks.finder.driver import Batches, Driver
+from lr_callbacks.finder.result import Probe, ProbeAttempt
+from lr_callbacks.finder.stability import MAX_HALVINGS, hold_steps, hold_verdict
+from lr_callbacks.finder.trials import run_of
+
+__all__ = ["run_probe", "warmup_of"]
+
+log = logging.getLogger("lr_callbacks")
+
+
+def warmup_of(schedule: Any, total_steps: int | None) -> tuple[int, int]:
+    """``(replayed, real)``: the warmup's steps as the probe replays them, and as the schedule has them.
+
+    The real warmup runs from the schedule's current step to the first planned step at 99% of the peak
+    still ahead; the probe replays at most a tenth of the run (``total_steps``) of it.
+    """
+    if schedule is None:
+        return 0, 0
+    start = schedule.steps[0]
+    planned, lrs = schedule.plan()[schedule.group_tags[0][0]]
+    ahead = [(k, lr) for k, lr in zip(planned, lrs) if k >= start]
+    if not ahead:
+        return 0, 0
+    peak = max(lr for _, lr in ahead)
+    real = next(k for k, lr in ahead if lr >= 0.99 * peak) - start
+    cap = max(1, total_steps // 10) if total_steps else real
+    return min(real, cap), real
+
+
+def run_probe(trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: float, schedule: Any) -> Probe:
+    """Probe ``lr`` and at most :data:`~lr_callbacks.finder.stability.MAX_HALVINGS` halvings of it.
+
+    The caller restores ``snapshot`` afterwards.
+    """
+    replayed, real = warmup_of(schedule, run_of(trainer).total_steps)
+    hold = hold_steps(replayed)
+    attempts: list[ProbeAttempt] = []
+    for _ in range(MAX_HALVINGS + 1):
+        snapshot.restore()
+        attempt = _attempt(trainer, driver, lr, schedule, replayed, real, hold)
+        attempts.append(attempt)
+        log.info("LRFinder: stability probe at %.3g: %s", lr, attempt.verdict)
+        if attempt.verdict == "stable":
+            break
+        lr = lr / 2.0
+    return Probe(replayed, hold, tuple(attempts))
+
+
+def _attempt(
+    trainer: Any, driver: Driver, lr: float, schedule: Any, replayed: int, real: int, hold: int
+) -> ProbeAttempt:
+    batches = Batches(trainer.train_dataloader, trainer.num_training_batches)
+    losses: list[float] = []
+    norms: list[float] = []
+    try:
+        for step in range(replayed + hold):
+            step_batches = batches.take(driver.accumulate)
+            if trainer.strategy.reduce_boolean_decision(step_batches is None, all=False):
+                break
+            assert step_batches is not None
+            if step < replayed:
+                driver.set_lrs(_warmup_lrs(schedule, lr, step, replayed, real))
+            else:
+                driver.set_lr(lr)
+            output = driver.step(step_batches, step)
+            if output is None:
+                continue
+            loss, norm = trainer.strategy.reduce(output, reduce_op="mean").tolist()
+            if step >= replayed:
+                losses.append(loss)
+                norms.append(norm)
+            if not math.isfinite(loss):
+                break
+    finally:
+        batches.close()
+    verdict = hold_verdict(losses, norms)
+    return ProbeAttempt(lr, verdict.verdict, tuple(losses), tuple(norms), verdict.rise, verdict.margin, verdict.growth)
+
+
+def _warmup_lrs(schedule: Any, lr: float, step: int, replayed: int, real: int) -> list[list[float]]:
+    """Every group's LR at warmup step ``step`` of ``replayed``, the real warmup of ``real`` steps compressed."""
+    factor = lr / schedule.peak_lrs[0][0]
+    offset = round(step * real / replayed) if replayed else 0
+    return [
+        [schedule.lr_at(schedule.steps[i] + offset, i, j) * factor for j in range(len(row))]
+        for i, row in enumerate(schedule.peak_lrs)
+    ]

@@ -1,0 +1,191 @@
+"""The finder's budget and the confirm trials' rules: how long the sweep and the trials run, the trials'
+cooldown, the successive-halving rungs, and the choice with its noise margin.
+
+Pure functions of plain numbers (stdlib only). The shares are stated, not tuned: the sweep takes at most a
+quarter of the run (a tenth with confirm trials, which then get a fifth), so that the finder costs at most
+:data:`WARN_SHARE` of the training it serves; beyond that :func:`cost_warning` says so with the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "CONFIRM_SWEEP_SHARE",
+    "MAX_SWEEP_STEPS",
+    "MIN_TRIAL_STEPS",
+    "SWEEP_SHARE",
+    "TRIALS_SHARE",
+    "WARN_SHARE",
+    "Choice",
+    "choose",
+    "cooldown",
+    "cost_warning",
+    "rungs",
+    "survivors",
+    "sweep_steps",
+    "trial_budget",
+]
+
+MAX_SWEEP_STEPS = 100
+"""The longest default sweep (8 decades at 12.5 points per decade)."""
+
+SWEEP_SHARE = 0.25
+"""The most of the run the default sweep takes."""
+
+CONFIRM_SWEEP_SHARE = 0.10
+"""The most of the run the default sweep takes in confirm mode (the trials decide there)."""
+
+TRIALS_SHARE = 0.20
+"""The share of the run the confirm trials get by default, all rungs together."""
+
+WARN_SHARE = 0.30
+"""Sweep and trials together beyond this share of the run get a warning with the numbers."""
+
+MIN_TRIAL_STEPS = 8
+"""A final rung shorter than this is too short to tell the candidates apart (``trials_inconclusive``)."""
+
+_Z = 2.0  # two standard errors of a difference: the 95% level at which a trial beats another
+
+
+def sweep_steps(run_steps: int | None, confirm: bool, minimum: int = 8) -> int:
+    """The default sweep's length: :data:`SWEEP_SHARE` of the run (:data:`CONFIRM_SWEEP_SHARE` with confirm
+    trials), at most :data:`MAX_SWEEP_STEPS` and at least ``minimum``; 100 when the run's length is unknown.
+
+    >>> sweep_steps(1000, False), sweep_steps(300, False), sweep_steps(300, True), sweep_steps(None, True)
+    (100, 75, 30, 100)
+    """
+    if run_steps is None:
+        return MAX_SWEEP_STEPS
+    share = CONFIRM_SWEEP_SHARE if confirm else SWEEP_SHARE
+    return max(minimum, min(MAX_SWEEP_STEPS, math.floor(share * run_steps)))
+
+
+def trial_budget(run_steps: int) -> int:
+    """All trials together, by default: :data:`TRIALS_SHARE` of the run.
+
+    >>> trial_budget(300)
+    60
+    """
+    return math.floor(TRIALS_SHARE * run_steps)
+
+
+def rungs(candidates: int, budget: int | None = None, final: int | None = None) -> list[tuple[int, int]]:
+    """Successive halving: ``(trials, steps)`` per rung. Every candidate runs first; each rung keeps the better
+    half (rounded up) for a rung twice as long, until two are left; the last rung decides.
+
+    Give either the steps of all trials together (``budget``) or the last rung's length (``final``).
+
+    >>> rungs(3, budget=60)
+    [(3, 8), (2, 16)]
+    >>> rungs(3, final=40), rungs(2, final=40), rungs(5, budget=100)
+    ([(3, 20), (2, 40)], [(2, 40)], [(5, 5), (3, 10), (2, 20)])
+    """
+    counts = [candidates]
+    while counts[-1] > 2:
+        counts.append(math.ceil(counts[-1] / 2))
+    depth = len(counts) - 1
+    if final is None:
+        if budget is None:
+            raise ValueError("rungs needs `budget` (all trials' steps) or `final` (the last rung's steps)")
+        weight = sum(count * 2**r for r, count in enumerate(counts))
+        first = max(1, budget // weight)
+    else:
+        first = max(1, final // 2**depth)
+    return [(count, first * 2**r) for r, count in enumerate(counts)]
+
+
+def cooldown(step: int, steps: int) -> float:
+    """A ``1 − √`` cooldown over the last quarter of a trial: 1 before, then ``1 − √((t − ¾T) / ¼T)``, 0 after the
+    last step. A trial scored after its cooldown predicts a full run far better than one scored at its peak LR.
+
+    >>> [round(cooldown(t, 8), 3) for t in range(8)]
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.293, 0.0]
+    """
+    start = 0.75 * steps
+    if step < start or steps < 1:
+        return 1.0
+    return max(0.0, 1.0 - math.sqrt((step + 1 - start) / (steps - start)))
+
+
+def survivors(scores: Sequence[float], keep: int) -> list[int]:
+    """The indices of the ``keep`` lowest scores (NaN and inf last), in their original order.
+
+    >>> survivors([0.5, math.inf, 0.2, 0.4], 2)
+    [2, 3]
+    """
+    ranked = sorted(range(len(scores)), key=lambda i: (not math.isfinite(scores[i]), scores[i], i))
+    return sorted(ranked[:keep])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the trials decided: the LR, and whether the decision was within noise (``inconclusive``)."""
+
+    lr: float | None
+    inconclusive: bool
+
+
+def choose(
+    lrs: Sequence[float], scores: Sequence[float], errors: Sequence[float], anchor: float | None, too_short: bool
+) -> Choice:
+    """The last rung's choice: the lowest score, unless another is within noise of it.
+
+    Two scores are within noise when they differ by at most 2 standard errors of their difference
+    (``√(se_a² + se_b²)``, the 95% level). Then, or when the trials were too short to tell, the candidate
+    nearest in log to ``anchor`` (the sweep's answer) among those within noise of the best (all finite ones
+    when too short) is taken, and the choice is ``inconclusive``.
+
+    >>> choose([1e-4, 1e-5], [0.30, 0.50], [0.01, 0.01], anchor=1e-5, too_short=False)
+    Choice(lr=0.0001, inconclusive=False)
+    >>> choose([1e-4, 1e-5], [0.30, 0.31], [0.01, 0.01], anchor=1e-5, too_short=False)
+    Choice(lr=1e-05, inconclusive=True)
+    """
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    if not finite:
+        return Choice(None, True)
+    best = min(finite, key=lambda i: scores[i])
+    tied = [
+        i for i in finite if scores[i] - scores[best] <= _Z * math.hypot(_or_zero(errors[i]), _or_zero(errors[best]))
+    ]
+    if too_short:
+        tied = finite
+    if len(tied) == 1 and not too_short:
+        return Choice(lrs[best], False)
+    if anchor is None or anchor <= 0:
+        return Choice(lrs[best], True)
+    nearest = min(tied, key=lambda i: (abs(math.log(lrs[i] / anchor)), scores[i]))
+    return Choice(lrs[nearest], True)
+
+
+def _or_zero(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool = False) -> str | None:
+    """A warning with the numbers when the sweep and the trials together exceed :data:`WARN_SHARE` of the run.
+
+    ``defaults``: both lengths are the finder's defaults (then only a run too short for their minimums, 8
+    sweep steps and a step per trial, gets here, and the advice says so).
+
+    >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:39]
+    (True, 'LRFinder: the sweep (100 steps) and the')
+    >>> cost_warning(48, 8, 7, defaults=True).split("; ")[-1]
+    'the run is too short for the finder: set its LR by hand, or set num_steps to sweep anyway'
+    """
+    if not run_steps:
+        return None
+    total = sweep + trials
+    if total <= WARN_SHARE * run_steps:
+        return None
+    advice = (
+        "the run is too short for the finder: set its LR by hand, or set num_steps to sweep anyway"
+        if defaults
+        else "shorten num_steps or confirm_length, or leave them at their defaults, which follow the run"
+    )
+    return (
+        f"LRFinder: the sweep ({sweep} steps) and the trials ({trials} steps) take {total} optimizer steps, "
+        f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); {advice}"
+    )

@@ -1,0 +1,171 @@
+"""The stability probe: its pure rules (hold length, verdict), and through a real Trainer: it halves a
+suggestion that is unstable when held, keeps a stable one, replays LRSchedule's warmup, and reports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks.finder.probe import warmup_of
+from lr_callbacks.finder.stability import HOLD_MIN_STEPS, MAX_HALVINGS, hold_steps, hold_verdict
+from tests.finder.helpers import FinderModel, sgd, shuffled
+from tests.helpers import make_trainer, read_scalars
+
+# --- the rules --------------------------------------------------------------------------------------------
+
+
+def test_the_hold_is_twice_the_warmup_and_at_least_twenty_steps():
+    assert [hold_steps(w) for w in (0, 5, 10, 11, 40)] == [20, 20, 20, 22, 80]
+    assert HOLD_MIN_STEPS == 20 and MAX_HALVINGS == 2
+
+
+def test_a_noisy_falling_or_flat_hold_is_stable():
+    noise = [0.02 * (-1) ** k for k in range(30)]
+    assert hold_verdict([1.0 - 0.01 * k + e for k, e in enumerate(noise)], [1.0] * 30).stable
+    assert hold_verdict([1.0 + e for e in noise], [1.0] * 30).stable
+
+
+def test_a_rise_counts_only_beyond_three_standard_errors_of_the_noise():
+    noise = [0.05 * (-1) ** k for k in range(40)]
+    small = hold_verdict([1.0 + 0.0005 * k + e for k, e in enumerate(noise)], [1.0] * 40)
+    assert small.stable and 0 < small.rise < small.margin
+    large = hold_verdict([1.0 + 0.01 * k + e for k, e in enumerate(noise)], [1.0] * 40)
+    assert large.verdict == "loss_rose" and large.rise > large.margin
+    shifted = hold_verdict([v * 3.0 - 7.0 for v in [1.0 + 0.01 * k + e for k, e in enumerate(noise)]], [1.0] * 40)
+    assert shifted.verdict == "loss_rose" and shifted.rise == pytest.approx(3.0 * large.rise)  # scale-free
+
+
+def test_a_gradient_norm_that_grows_geometrically_without_progress_is_unstable():
+    flat = [1.0 + 0.01 * (-1) ** k for k in range(30)]
+    assert hold_verdict(flat, [1.1**k for k in range(30)]).verdict == "grad_norm_grew"
+    falling = [2.0 - 0.05 * k for k in range(30)]  # the loss makes progress: a growing norm is no alarm
+    assert hold_verdict(falling, [1.1**k for k in range(30)]).stable
+    bumpy = [1.0, 5.0, 1.0] * 10  # not a steady growth (start < middle < end fails)
+    assert hold_verdict(flat, bumpy).stable
+
+
+def test_a_nonfinite_loss_or_norm_is_unstable():
+    assert hold_verdict([1.0, math.nan], [1.0, 1.0]).verdict == "nonfinite"
+    assert hold_verdict([1.0] * 5, [1.0, math.inf, 1.0, 1.0, 1.0]).verdict == "nonfinite"
+    assert hold_verdict([], []).verdict == "nonfinite"
+
+
+# --- through a real Trainer -------------------------------------------------------------------------------
+
+
+class EdgeModel(pl.LightningModule):
+    """A scripted loss: a valley along the ramp (one step per LR), and a loss that climbs 0.05 per step while
+    an LR above ``edge`` is held (the same LR two steps in a row): the ramp cannot see that edge, a hold can."""
+
+    def __init__(self, edge: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.edge, self.held, self.previous, self.calls = edge, 0, None, 0
+        self.used: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.held = self.held + 1 if lr == self.previous and lr > self.edge else 0
+        self.previous, self.calls = lr, self.calls + 1
+        self.used.append(lr)
+        wiggle = 0.01 * (-1) ** self.calls
+        loss = 1.0 / (1.0 + (lr / 1e-3) ** 2) + (lr / 0.1) ** 3 + wiggle + 0.05 * self.held
+        return self.w.sum() * 0.0 + loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def run(tmp_path, edge, **kwargs):
+    finder = LRFinder(num_steps=60, **kwargs)
+    model = EdgeModel(edge)
+    trainer = make_trainer(tmp_path, max_steps=3, callbacks=[finder], logger=kwargs.pop("logger", False))
+    trainer.fit(model, shuffled())
+    return finder.result, model
+
+
+def test_an_unstable_suggestion_is_halved_and_the_half_is_applied(tmp_path):
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    result, model = run(tmp_path / "b", edge=0.75 * suggestion)
+    assert result.suggestion == suggestion  # the sweep's answer is reported as it was
+    first, second = result.probe.attempts
+    assert (first.lr, first.verdict) == (suggestion, "loss_rose") and first.rise > first.margin
+    assert (second.lr, second.verdict) == (suggestion / 2, "stable")
+    assert result.chosen_lr == suggestion / 2 and "probe_halved" in result.flags
+    assert "probe_unstable" not in result.flags
+    assert model.used[-3:] == pytest.approx([suggestion / 2] * 3, rel=1e-12)  # training runs at the half
+    assert result.probe.warmup_steps == 0 and result.probe.hold_steps == 20  # no LRSchedule: no known warmup
+    assert len(first.losses) == len(second.losses) == 20
+    assert result.steps_spent == len(result.lrs) + 40
+
+
+def test_a_candidate_unstable_at_every_halving_is_flagged_and_stops_at_a_quarter(tmp_path):
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    result, _ = run(tmp_path / "b", edge=0.1 * suggestion)
+    assert [a.lr for a in result.probe.attempts] == [suggestion, suggestion / 2, suggestion / 4]
+    assert not result.probe.stable and {"probe_halved", "probe_unstable"} <= set(result.flags)
+    assert result.chosen_lr == suggestion / 4
+    assert "probe_unstable" in result.summary() and "stability probe" in result.summary()
+
+
+def test_a_stable_suggestion_is_kept(tmp_path):
+    result, _ = run(tmp_path, edge=math.inf)
+    (attempt,) = result.probe.attempts
+    assert attempt.verdict == "stable" and result.chosen_lr == result.suggestion
+    assert not {"probe_halved", "probe_unstable"} & set(result.flags)
+
+
+def test_probe_false_and_confirm_mode_run_no_probe(tmp_path):
+    assert run(tmp_path / "a", edge=math.inf, probe=False)[0].probe is None
+    finder = LRFinder(num_steps=20, confirm=[1e-3, 1e-2], confirm_length="2 steps")
+    trainer = make_trainer(tmp_path / "b", max_steps=2, limit_val_batches=2, logger=False, callbacks=[finder])
+    trainer.fit(FinderModel(optimizer=sgd()), shuffled(), shuffled(seed=1))
+    assert finder.result.probe is None
+
+
+def test_the_probe_replays_lrschedules_warmup_then_holds(tmp_path):
+    finder = LRFinder(num_steps=30)
+    schedule = LRSchedule("cosine", warmup="10 steps", log_plan=False)
+    model = FinderModel(optimizer=sgd())
+    trainer = make_trainer(tmp_path, max_steps=100, limit_train_batches=8, logger=False, callbacks=[schedule, finder])
+    trainer.fit(model, shuffled())
+    probe = finder.result.probe
+    assert (probe.warmup_steps, probe.hold_steps) == (9, 20)  # the schedule is at its peak from step 9
+    n = len(finder.result.lrs)
+    first = [lr for lr, _ in model.calls[n : n + 29]]
+    lr = probe.attempts[0].lr
+    assert first[:9] == pytest.approx([lr * (k + 1) / 10 for k in range(9)], rel=1e-9)  # the warmup
+    assert first[9:] == pytest.approx([lr] * 20, rel=1e-12)  # then the hold
+
+
+def test_a_warmup_longer_than_a_tenth_of_the_run_is_replayed_compressed():
+    class Schedule:
+        def __init__(self) -> None:
+            self.steps, self.group_tags = [0], [["group0"]]
+
+        def plan(self):
+            return {"group0": (list(range(100)), [min(1.0, (k + 1) / 30) for k in range(100)])}
+
+    assert warmup_of(Schedule(), 100) == (10, 29)
+    assert warmup_of(Schedule(), 1000) == (29, 29)
+    assert warmup_of(None, 100) == (0, 0)
+
+
+def test_the_probe_is_in_tensorboard_and_in_the_state(tmp_path):
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    finder = LRFinder(num_steps=60)
+    trainer = make_trainer(tmp_path / "b", max_steps=1, callbacks=[finder])
+    trainer.fit(EdgeModel(0.75 * suggestion), shuffled())
+    root = trainer.log_dir
+    assert [v for _, v in read_scalars(root, "lr_finder/probe_lr")] == pytest.approx([suggestion, suggestion / 2])
+    assert [v for _, v in read_scalars(root, "lr_finder/probe_stable")] == [0.0, 1.0]
+    assert len(read_scalars(root, "lr_finder/probe0/loss")) == 20
+    (steps,) = read_scalars(root, "lr_finder/steps_spent")
+    assert steps[1] == finder.result.steps_spent and len(read_scalars(root, "lr_finder/seconds")) == 1
+    restored = LRFinder()
+    restored.load_state_dict(finder.state_dict())
+    assert restored.result == finder.result and restored.result.probe.lr == suggestion / 2
