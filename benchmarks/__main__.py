@@ -63,7 +63,10 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
     """``summary.json`` as markdown tables (what the README links to)."""
     from benchmarks._common import fmt, markdown_table
 
-    parts = [f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, `finetune.md`."]
+    parts = [
+        f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, "
+        "`watchdog_natural.md`, `finetune.md`."
+    ]
     if "overhead" in summary:
         rows = [
             [
@@ -100,13 +103,35 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
         )
     if "watchdog" in summary:
         rows = [
-            [m, f"{r['recovered']}/{r['runs']}", fmt(r["false_interventions_per_1k"])]
+            [
+                m,
+                f"{r['recovered']}/{r['runs']}",
+                f"{r['recovered_3_seeds']}/{r['runs_3_seeds']}",
+                fmt(r["damage_undone"]),
+                f"{fmt(r['held_out_damage_undone'])} [{fmt(r['held_out_damage_undone_ci'][0])}, "
+                f"{fmt(r['held_out_damage_undone_ci'][1])}]",
+                f"{r['false_interventions']} in {r['clean_steps']:,}",
+                r["worse_than_none"],
+            ]
             for m, r in summary["watchdog"].items()
         ]
-        parts.append(
-            "## Watchdog recovery\n\n"
-            + markdown_table(["method", "recovered runs", "false interventions / 1k clean steps"], rows)
-        )
+        header_row = [
+            "method",
+            "recovered runs",
+            "of them, seeds 0-2",
+            "damage undone (median)",
+            "held-out damage undone [95% CI]",
+            "false interventions in clean steps",
+            "runs worse than none",
+        ]
+        parts.append("## Watchdog recovery\n\n" + markdown_table(header_row, rows))
+        natural = summary["watchdog"].get("lr_callbacks", {}).get("natural")
+        if natural:
+            parts.append(
+                "Natural instability (charlm at 1-60× its best LR): the guarded run within 10% of the best-LR run "
+                f"at {natural['within_10pct']} of {natural['unstable_multiples']} unstable LRs; never worse than "
+                f"unguarded: {'yes' if natural['never_worse'] else 'no'}."
+            )
     if "finetune" in summary:
         rows = [
             [

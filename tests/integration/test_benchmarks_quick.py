@@ -19,6 +19,30 @@ from benchmarks.__main__ import BENCHMARKS, parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+WATCHDOG_METHODS = (
+    "none",
+    "early_stopping",
+    "spike_detection",
+    "kill_loss_spike",
+    "grad_clip",
+    "zclip",
+    "lr_callbacks",
+)
+WATCHDOG_KEYS = {
+    "recovered",
+    "runs",
+    "recovered_3_seeds",
+    "runs_3_seeds",
+    "damage_undone",
+    "held_out_damage_undone",
+    "held_out_damage_undone_ci",
+    "held_out_recovered",
+    "held_out_runs",
+    "worse_than_none",
+    "false_interventions",
+    "clean_steps",
+    "false_interventions_per_1k",
+}
 STAMP = ("- command: `python -m benchmarks", "- machine: ", "- versions: ", "torch ", "pytorch-lightning ")
 
 
@@ -52,11 +76,20 @@ def _summary_structure(summary: dict) -> None:
         assert set(entry) == {"median_regret", "worst_regret", "diverged"}
         assert entry["median_regret"] <= entry["worst_regret"]
         assert isinstance(entry["diverged"], int) and entry["diverged"] >= 0
-    assert set(summary["watchdog"]) == {"none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"}
-    for entry in summary["watchdog"].values():
-        assert set(entry) == {"recovered", "runs", "false_interventions_per_1k"}
+    assert set(summary["watchdog"]) == set(WATCHDOG_METHODS)
+    for method, entry in summary["watchdog"].items():
+        assert set(entry) - {"natural"} == WATCHDOG_KEYS
+        assert ("natural" in entry) == (method == "lr_callbacks")
         assert 0 <= entry["recovered"] <= entry["runs"] and entry["runs"] > 0
-        assert entry["false_interventions_per_1k"] >= 0
+        assert 0 <= entry["recovered_3_seeds"] <= entry["runs_3_seeds"] <= entry["runs"]
+        assert 0 <= entry["held_out_recovered"] <= entry["held_out_runs"] and entry["held_out_runs"] > 0
+        assert entry["false_interventions_per_1k"] >= 0 and entry["clean_steps"] > 0
+        low, high = entry["held_out_damage_undone_ci"]
+        if entry["held_out_damage_undone"] is not None:
+            assert low <= entry["held_out_damage_undone"] <= high
+    natural = summary["watchdog"]["lr_callbacks"]["natural"]
+    assert set(natural) == {"unstable_multiples", "within_10pct", "never_worse"}
+    assert 0 <= natural["within_10pct"] <= natural["unstable_multiples"]
     rows = summary["finetune"]
     assert rows[0]["setup"].startswith("linear probe only") and rows[0]["forgetting"] == pytest.approx(0.0, abs=1e-9)
     setups = [r["setup"] for r in rows]
@@ -73,7 +106,7 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
     with open(os.path.join(quick, "summary.json")) as handle:
         summary = json.load(handle)
     _summary_structure(summary)
-    for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
+    for name in ("overhead", "finder", "watchdog", "watchdog_natural", "finetune", "timing", "summary"):
         with open(os.path.join(quick, f"{name}.md")) as handle:
             text = handle.read()
         for part in STAMP:
@@ -81,6 +114,7 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
         assert "--quick" in text
     pngs = [f for f in os.listdir(quick) if f.endswith(".png")]
     assert {"finder_profile.png", "finder_digits-mlp_sgd.png", "finder_digits-mlp_adamw.png"} <= set(pngs)
+    assert "watchdog_natural.png" in pngs
     for name in pngs:
         with open(os.path.join(quick, name), "rb") as handle:
             head = handle.read(8)
@@ -102,7 +136,7 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
         watchdog = json.load(handle)
     runs = watchdog["runs"]
     faults = {(r["fault"], r["seed"]) for r in runs}
-    for method in ("none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"):
+    for method in WATCHDOG_METHODS:
         assert {(r["fault"], r["seed"]) for r in runs if r["method"] == method} == faults  # same faults for all
     unguarded = next(r for r in runs if r["fault"] == "nan_batch" and r["method"] == "none")
     assert unguarded["loss"] is None  # NaN weights: JSON has no NaN, it is written as null
@@ -119,7 +153,7 @@ def test_committed_full_results_have_the_same_structure() -> None:
         pytest.fail("benchmarks/results/summary.json is missing: run `python -m benchmarks` and commit its results")
     with open(path) as handle:
         _summary_structure(json.load(handle))
-    for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
+    for name in ("overhead", "finder", "watchdog", "watchdog_natural", "finetune", "timing", "summary"):
         with open(os.path.join(RESULTS, f"{name}.md")) as handle:
             text = handle.read()
         assert "--quick" not in text
