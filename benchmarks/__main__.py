@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-BENCHMARKS = ("overhead", "finder", "watchdog", "finetune")
+BENCHMARKS = ("overhead", "finder", "watchdog", "natural", "finetune")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -31,6 +31,7 @@ def _runner(name: str) -> Callable[[Any], Any]:
         "overhead": "overhead",
         "finder": "finder_quality",
         "watchdog": "watchdog_recovery",
+        "natural": "watchdog_natural",
         "finetune": "finetune",
     }
     run: Callable[[Any], Any] = importlib.import_module(f"benchmarks.{module[name]}").run
@@ -125,13 +126,13 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             "runs worse than none",
         ]
         parts.append("## Watchdog recovery\n\n" + markdown_table(header_row, rows))
-        natural = summary["watchdog"].get("lr_callbacks", {}).get("natural")
-        if natural:
-            parts.append(
-                "Natural instability (charlm at 1-60× its best LR): the guarded run within 10% of the best-LR run "
-                f"at {natural['within_10pct']} of {natural['unstable_multiples']} unstable LRs; never worse than "
-                f"unguarded: {'yes' if natural['never_worse'] else 'no'}."
-            )
+    if "natural" in summary:
+        natural = summary["natural"]
+        parts.append(
+            "## Watchdog under natural instability\n\ncharlm at 1-60× its best LR, no injection: the guarded run "
+            f"within 10% of the best-LR run at {natural['within_10pct']} of {natural['unstable_multiples']} "
+            f"unstable LRs; never worse than unguarded: {'yes' if natural['never_worse'] else 'no'}."
+        )
     if "finetune" in summary:
         rows = [
             [

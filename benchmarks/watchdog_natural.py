@@ -1,4 +1,6 @@
-"""Natural instability, no injection: charlm trained at multiples of its best LR, with and without the watchdog.
+"""Natural instability, no injection: charlm at multiples of its best LR, with and without the watchdog.
+
+Run it with ``python -m benchmarks --only natural``.
 
 Protocol (issue 11; ``research/spike_anchors.md`` §10, W4, scaled to a 2-core CPU): the charlm GPT, AdamW,
 warmup + cosine through ``LRSchedule``, ``steps`` steps, at 1×, 3×, 10×, 30× and 60× its best LR (0.0128,

@@ -14,7 +14,7 @@ at its defaults; ``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at 
 
 Held-out faults (:data:`benchmarks.faults.HELD_OUT`) run beside the seven original ones and are scored apart;
 no constant of the watchdog is tuned on them. The natural-instability sweep (no injection: charlm at multiples
-of its best LR) is in :mod:`benchmarks.watchdog_natural` and runs in the same ``--only watchdog`` part.
+of its best LR) is :mod:`benchmarks.watchdog_natural` (``--only natural``).
 
 Metrics:
 
@@ -79,7 +79,7 @@ class Scale:
 
 
 LRS = {"sgd": 0.1, "adamw": 5e-3}  # near the best of the finder benchmark's digits-mlp grids
-# 13 controls × 400 steps × 2 optimizers = 10,400 clean steps per method
+# ours: 13 controls × 400 steps × 2 optimizers = 10,400 clean steps
 FULL = Scale(optimizers=("sgd", "adamw"), lrs=LRS, steps=400, fault_seeds=5, clean_seeds=12, val_every=50)
 QUICK = Scale(
     optimizers=("sgd",),
@@ -353,10 +353,13 @@ def _score(outcomes: Sequence[Outcome], scale: Scale, chance: float) -> dict[str
     return table
 
 
-def _plan(scale: Scale, optimizer: str) -> list[tuple[str, int]]:
+def _plan(scale: Scale, optimizer: str, method: str) -> list[tuple[str, int]]:
+    """The runs of one method: every fault × seed, and the controls (the peers get the clean seeds the
+    references need, ``fault_seeds``; ours and ``none`` get ``clean_seeds``, for the false-intervention rate)."""
     faults = [f for f in scale.faults + scale.held_out if applies(f, optimizer)]
     plan = [(f, s) for f in faults for s in range(scale.fault_seeds)]
-    return plan + [("clean", s) for s in range(scale.clean_seeds)] + [("data_switch", 0)]
+    clean = scale.clean_seeds if method in ("none", "lr_callbacks") else min(scale.clean_seeds, scale.fault_seeds)
+    return plan + [("clean", s) for s in range(clean)] + [("data_switch", 0)]
 
 
 def _pooled(per: dict[str, Any], part: str | None) -> dict[str, Any]:
@@ -401,9 +404,8 @@ def summarize(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    """Run the watchdog benchmark and the natural-instability sweep; write their results; return the summary."""
+    """Run the watchdog benchmark; write ``watchdog.md``/``.json``; return the summary part."""
     from benchmarks.models.digits import digits_task
-    from benchmarks.watchdog_natural import run as run_natural
 
     scale = QUICK if ctx.quick else FULL
     task = digits_task("mlp", steps=scale.steps)
@@ -411,8 +413,8 @@ def run(ctx: Context) -> dict[str, Any]:
     outcomes: list[Outcome] = []
     with ctx.scratch() as root, quiet():
         for optimizer in scale.optimizers:
-            plan = _plan(scale, optimizer)
             for method in METHODS:
+                plan = _plan(scale, optimizer, method)
                 log(f"watchdog: {optimizer} {method} ({len(plan)} runs)")
                 for fault_name, seed in plan:
                     outcomes.append(run_one(task, method, optimizer, fault_name, seed, scale, root))
@@ -422,9 +424,7 @@ def run(ctx: Context) -> dict[str, Any]:
         ctx.path("watchdog.json"), {"scale": asdict(scale), "table": table, "runs": [asdict(o) for o in outcomes]}
     )
     _report(ctx, task, scale, table, outcomes, seconds)
-    summary = summarize(table)
-    summary["lr_callbacks"]["natural"] = run_natural(ctx)
-    return summary
+    return summarize(table)
 
 
 def _main_rows(table: dict[str, Any], part: str | None) -> list[list[Any]]:

@@ -77,9 +77,8 @@ def _summary_structure(summary: dict) -> None:
         assert entry["median_regret"] <= entry["worst_regret"]
         assert isinstance(entry["diverged"], int) and entry["diverged"] >= 0
     assert set(summary["watchdog"]) == set(WATCHDOG_METHODS)
-    for method, entry in summary["watchdog"].items():
-        assert set(entry) - {"natural"} == WATCHDOG_KEYS
-        assert ("natural" in entry) == (method == "lr_callbacks")
+    for entry in summary["watchdog"].values():
+        assert set(entry) == WATCHDOG_KEYS
         assert 0 <= entry["recovered"] <= entry["runs"] and entry["runs"] > 0
         assert 0 <= entry["recovered_3_seeds"] <= entry["runs_3_seeds"] <= entry["runs"]
         assert 0 <= entry["held_out_recovered"] <= entry["held_out_runs"] and entry["held_out_runs"] > 0
@@ -87,7 +86,7 @@ def _summary_structure(summary: dict) -> None:
         low, high = entry["held_out_damage_undone_ci"]
         if entry["held_out_damage_undone"] is not None:
             assert low <= entry["held_out_damage_undone"] <= high
-    natural = summary["watchdog"]["lr_callbacks"]["natural"]
+    natural = summary["natural"]
     assert set(natural) == {"unstable_multiples", "within_10pct", "never_worse"}
     assert 0 <= natural["within_10pct"] <= natural["unstable_multiples"]
     rows = summary["finetune"]
@@ -136,8 +135,10 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
         watchdog = json.load(handle)
     runs = watchdog["runs"]
     faults = {(r["fault"], r["seed"]) for r in runs}
+    faulted = {(f, s) for f, s in faults if f not in ("clean", "data_switch")}
     for method in WATCHDOG_METHODS:
-        assert {(r["fault"], r["seed"]) for r in runs if r["method"] == method} == faults  # same faults for all
+        mine = {(r["fault"], r["seed"]) for r in runs if r["method"] == method}
+        assert faulted <= mine <= faults  # the same faults for all
     unguarded = next(r for r in runs if r["fault"] == "nan_batch" and r["method"] == "none")
     assert unguarded["loss"] is None  # NaN weights: JSON has no NaN, it is written as null
     with open(os.path.join(quick, "overhead.json")) as handle:
