@@ -142,7 +142,7 @@ class WatchdogConfig:
     max_rollbacks: int = 3
     max_data_skips: int | str = "25%"
     update_every: int | None = 5
-    update_z_threshold: float = 10.0
+    update_z_threshold: float = 8.0
     skip_after_rollback: int = 0
     flat_loss_steps: int | None = 300
     flat_loss_drop: float = 0.01

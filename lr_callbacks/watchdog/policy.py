@@ -106,7 +106,7 @@ class _State:
     recover_steps: int | None = None
     data_budget: int = 100
     data_skips: int = 0  # skips of the current bad-data incident
-    updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-group update-ratio baselines
+    ratio_cut: float = 1.0  # the part of the LR scale set by the update-ratio signal (undone when it ends)
 
 
 class WatchdogPolicy:
@@ -126,6 +126,7 @@ class WatchdogPolicy:
         self.loss = RollingBaseline(config.window, config.min_spread)
         self.grad = RollingBaseline(config.window, config.min_spread)
         self.cusum = Cusum(config.cusum_drift, config.cusum_threshold)
+        self.updates: dict[str, RollingBaseline] = {}  # per group: log(update ratio / LR), accepted samples
         self.state = _State()
         self.events: list[Incident] = []
         self.configure(None)
@@ -228,9 +229,99 @@ class WatchdogPolicy:
             return int(s.ring.pop(0)["step"])
         return None
 
+    def resumed_from(self, step: int) -> None:
+        """After a resume only the checkpoint's weights exist (as the snapshot of ``step``, with no reference
+        batch): the ring holds that one."""
+        s = self.state
+        entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
+        s.ring = [{**entry, "reference": None}]
+
     def request_snapshot(self) -> None:
         """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
         self.state.snapshot_requested = True
+
+    # --- the LR-instability signal: the update's size relative to the weights ------------------------
+
+    def record_update(self, step: int, ratios: dict[str, tuple[float, float]], grad_norm: float = math.nan) -> Decision:
+        """Judge the update of ``step``: per group, ``ratio = ‖Δθ‖ / ‖θ‖`` and the LR the hooks set for it.
+
+        The signal is ``u = log(ratio / LR)`` plus the log of the cut this signal made, less how far the step's
+        gradient norm (``grad_norm``) was above its baseline: the update's size for the planned LR (schedule ×
+        the ladder's scale) and the gradient it followed, so warmup, decay, the ladder's cuts and a batch with a
+        large gradient are no alarm.
+        A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
+        fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
+        ``exp(−excess)``, to bring ``u`` back to its center. When every group's ``u`` falls below the band the
+        cause has passed and the cut is undone in the same proportion. ``u`` is judged after ``warmup_steps /
+        update_every`` samples (at least 5); accepted samples form its baseline.
+        """
+        s, c = self.state, self.config
+        if s.halted:
+            return Decision()
+        values = {}
+        gradient = self._gradient_excess(grad_norm)
+        for name, (ratio, lr) in ratios.items():
+            x, y = log_value(ratio), log_value(lr)
+            if x is not None and y is not None:
+                values[name] = x - y + math.log(s.ratio_cut) - gradient
+        needed = self._update_window()
+        judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
+        excess = {n: v - self.updates[n].center for n, v in judged.items()}
+        high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
+        low = judged and all(e < -c.update_z_threshold * self.updates[n].spread for n, e in excess.items())
+        if high:
+            return self._emit(self._ratio_cut(step, max(high.values()), ratios, high))
+        if low and s.ratio_cut < 1.0:
+            return self._emit(self._ratio_restore(step, max(excess.values())))
+        for name, value in values.items():
+            self.updates.setdefault(name, self._update_baseline()).add(value)
+        return Decision()
+
+    def _gradient_excess(self, grad_norm: float) -> float:
+        """How far above its baseline the sampled step's gradient norm was (log units, ≥ 0): a larger gradient
+        makes a larger update under SGD, and that is the data's doing, not the LR's."""
+        y = log_value(grad_norm)
+        if y is None or not len(self.grad):
+            return 0.0
+        return max(0.0, y - self.grad.center)
+
+    def _update_window(self) -> int:
+        c = self.config
+        return max(5, c.warmup_steps // (c.update_every or 1))
+
+    def _update_baseline(self) -> RollingBaseline:
+        """The update signal's baseline: its samples of the last ``warmup_steps`` (it drifts as training goes, so
+        a short memory; a slow climb of the LR is left to the loss's CUSUM)."""
+        return RollingBaseline(self._update_window(), self.config.min_spread)
+
+    def _ratio_cut(
+        self, step: int, excess: float, ratios: dict[str, tuple[float, float]], high: dict[str, float]
+    ) -> Decision:
+        s, c = self.state, self.config
+        factor = math.exp(-excess)
+        old, s.scale = s.scale, max(s.scale * factor, c.min_lr_scale)
+        s.ratio_cut *= s.scale / old
+        name = max(high, key=lambda n: high[n])
+        detail = (
+            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
+            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}"
+        )
+        ratio = ratios[name][0]
+        threshold = ratio * math.exp(-excess + c.update_z_threshold * self.updates[name].spread)
+        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
+        return Decision(scale=s.scale, incidents=(note,))
+
+    def _ratio_restore(self, step: int, excess: float) -> Decision:
+        s = self.state
+        factor = min(math.exp(-excess), 1.0 / s.ratio_cut)
+        old, s.scale = s.scale, min(1.0, s.scale * factor)
+        s.ratio_cut = min(1.0, s.ratio_cut * factor)
+        detail = (
+            f"the update is back below its usual size for the planned LR: what made it too large has passed; "
+            f"LR scale {old:.3g} → {s.scale:.3g}"
+        )
+        note = Incident(step, Signal.UPDATE_RATIO, math.exp(excess), math.nan, Action.RAISE_LR, detail)
+        return Decision(scale=s.scale, incidents=(note,))
 
     # --- the ladder --------------------------------------------------------------------------------
 
@@ -562,11 +653,11 @@ class WatchdogPolicy:
     def _recover(self, step: int) -> Decision:
         """After ``recover_after`` steps (or that share of the run) with no incident, undo one LR cut."""
         s, c = self.state, self.config
-        if s.recover_steps is None or s.scale >= 1.0 or s.last_change is None:
+        if s.recover_steps is None or s.scale >= s.ratio_cut or s.last_change is None:
             return Decision()
         if step - s.last_change < s.recover_steps:
             return Decision()
-        old, s.scale = s.scale, min(1.0, s.scale / c.lr_factor)
+        old, s.scale = s.scale, min(s.ratio_cut, s.scale / c.lr_factor)
         detail = f"{step - s.last_change} steps without incident; LR scale {old:.3g} → {s.scale:.3g}"
         note = Incident(step, Signal.CLEAN_STRETCH, step - s.last_change, s.recover_steps, Action.RAISE_LR, detail)
         return Decision(scale=s.scale, incidents=(note,))
@@ -604,6 +695,7 @@ class WatchdogPolicy:
             "grad": self.grad.state_dict(),
             "cusum": self.cusum.state_dict(),
             "events": [e.state() for e in self.events],
+            "updates": {name: baseline.state_dict() for name, baseline in self.updates.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -617,3 +709,7 @@ class WatchdogPolicy:
         self.grad.load_state_dict(state["grad"])
         self.cusum.load_state_dict(state["cusum"])
         self.events = [Incident(**e) for e in state["events"]]
+        self.updates = {}
+        for name, saved in state.get("updates", {}).items():
+            self.updates[name] = self._update_baseline()
+            self.updates[name].load_state_dict(saved)
