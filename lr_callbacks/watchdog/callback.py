@@ -265,6 +265,7 @@ class DivergenceWatchdog(Callback):
         self._ring = SnapshotRing()
         self._batches: list[Any] = []  # the current step's micro-batches
         self._updates = UpdateProbe()
+        self._restored_reference: list[Any] = []
         self._live: dict[str, Any] | None = None
         self._held: list[tuple[int, Verdict, float, float]] = []  # device rows read early (at a checkpoint)
         self._paused = False
@@ -359,11 +360,12 @@ class DivergenceWatchdog(Callback):
         step = int(trainer.global_step)
         restored_step = self._policy.state.snapshot_step
         self._ring = SnapshotRing()
-        self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, [])
+        batches, self._restored_reference = self._restored_reference, []
+        self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches)
         if restored_step is None:
             self._policy.snapshot_taken(step)
         else:
-            self._policy.resumed_from(restored_step)
+            self._policy.resumed_from(restored_step, keep_reference=bool(batches))
         live, self._live = self._live, None
         if live is not None:
             pl_module.load_state_dict(live["model"])
@@ -551,7 +553,12 @@ class DivergenceWatchdog(Callback):
         the next read as they would have been, so a resumed run decides exactly as the uninterrupted one)."""
         if self._judge is not None and self._judge.steps:
             self._held += self._judge.read(None)[0]
-        return {"policy": self._policy.state_dict(), "pending": [row_state(*row) for row in self._held]}
+        reference = self._ring.batches.get(self._policy.state.snapshot_step or -1, [])
+        return {
+            "policy": self._policy.state_dict(),
+            "pending": [row_state(*row) for row in self._held],
+            "reference": reference,  # the clean reference batch of the snapshot a resumed run starts from
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -560,6 +567,7 @@ class DivergenceWatchdog(Callback):
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
+        self._restored_reference = list(state_dict.get("reference", []))
         if self._policy.state.halted:
             log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", OWNER, self.halt_reason)
             self._policy.state.halted = None

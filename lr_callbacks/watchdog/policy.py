@@ -229,12 +229,12 @@ class WatchdogPolicy:
             return int(s.ring.pop(0)["step"])
         return None
 
-    def resumed_from(self, step: int) -> None:
-        """After a resume only the checkpoint's weights exist (as the snapshot of ``step``, with no reference
-        batch): the ring holds that one."""
+    def resumed_from(self, step: int, keep_reference: bool) -> None:
+        """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
+        one, with its reference batch if the checkpoint brought it back (``keep_reference``)."""
         s = self.state
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
-        s.ring = [{**entry, "reference": None}]
+        s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
 
     def request_snapshot(self) -> None:
         """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
@@ -314,8 +314,8 @@ class WatchdogPolicy:
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state
         factor = min(math.exp(-excess), 1.0 / s.ratio_cut)
-        old, s.scale = s.scale, min(1.0, s.scale * factor)
-        s.ratio_cut = min(1.0, s.ratio_cut * factor)
+        old, s.scale = s.scale, _snap(min(1.0, s.scale * factor))
+        s.ratio_cut = _snap(min(1.0, s.ratio_cut * factor))
         detail = (
             f"the update is back below its usual size for the planned LR: what made it too large has passed; "
             f"LR scale {old:.3g} → {s.scale:.3g}"
@@ -651,13 +651,15 @@ class WatchdogPolicy:
         return self._rollback(step, Signal.LOSS_TREND, value, c.cusum_threshold, f"{change}, despite a recent LR cut")
 
     def _recover(self, step: int) -> Decision:
-        """After ``recover_after`` steps (or that share of the run) with no incident, undo one LR cut."""
+        """After ``recover_after`` steps (or that share of the run) with no incident, undo one LR cut; the wait
+        doubles with each rollback of the run."""
         s, c = self.state, self.config
         if s.recover_steps is None or s.scale >= s.ratio_cut or s.last_change is None:
             return Decision()
-        if step - s.last_change < s.recover_steps:
+        wait = s.recover_steps * 2**s.rollbacks  # each rollback says an earlier raise may have come too soon
+        if step - s.last_change < wait:
             return Decision()
-        old, s.scale = s.scale, min(s.ratio_cut, s.scale / c.lr_factor)
+        old, s.scale = s.scale, _snap(min(s.ratio_cut, s.scale / c.lr_factor))
         detail = f"{step - s.last_change} steps without incident; LR scale {old:.3g} → {s.scale:.3g}"
         note = Incident(step, Signal.CLEAN_STRETCH, step - s.last_change, s.recover_steps, Action.RAISE_LR, detail)
         return Decision(scale=s.scale, incidents=(note,))
@@ -713,3 +715,8 @@ class WatchdogPolicy:
         for name, saved in state.get("updates", {}).items():
             self.updates[name] = self._update_baseline()
             self.updates[name].load_state_dict(saved)
+
+
+def _snap(scale: float) -> float:
+    """1.0 for a scale within rounding of it (a product of cuts and their inverses)."""
+    return 1.0 if abs(scale - 1.0) < 1e-9 else scale

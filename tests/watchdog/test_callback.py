@@ -178,7 +178,7 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
         scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 / (1.0 + 0.01 * k)),
         loss_hook=hook,
     )
-    watchdog = small(lower_after=2, min_spread=0.05, reference_batch=False)
+    watchdog = small(lower_after=2, min_spread=0.05, reference_batch=False, recover_after=None)
     trainer = make_trainer(tmp_path, max_steps=30, callbacks=[watchdog])
     trainer.fit(model, loader(regression_data(n=256)))
     assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(22, "lower_lr")]
