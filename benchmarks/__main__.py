@@ -131,7 +131,9 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
         parts.append(
             "## Watchdog under natural instability\n\ncharlm at 1-60× its best LR, no injection: the guarded run "
             f"within 10% of the best-LR run at {natural['within_10pct']} of {natural['unstable_multiples']} "
-            f"unstable LRs; never worse than unguarded: {'yes' if natural['never_worse'] else 'no'}."
+            f"unstable LRs; never worse than unguarded: {'yes' if natural['never_worse'] else 'no'}. One snapshot "
+            f"of charlm (model + AdamW state): {natural['snapshot_mib']:.2f} MiB, {natural['snapshot_host_ms']:.2f} "
+            f"ms in host memory, {natural['snapshot_disk_ms']:.2f} ms on disk."
         )
     if "finetune" in summary:
         rows = [

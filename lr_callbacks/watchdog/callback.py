@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.checks import check_int
+from lr_callbacks.core.checks import check_choice, check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import set_lr_scale
@@ -32,7 +32,14 @@ from lr_callbacks.watchdog.device import (
     row_state,
 )
 from lr_callbacks.watchdog.policy import Decision, Probe, WatchdogPolicy
-from lr_callbacks.watchdog.snapshots import SnapshotRing, reference_loss
+from lr_callbacks.watchdog.snapshots import (
+    SNAPSHOT_MODES,
+    SnapshotRing,
+    choose_snapshot,
+    free_host_bytes,
+    reference_loss,
+    state_bytes,
+)
 from lr_callbacks.watchdog.stats import Verdict
 
 if TYPE_CHECKING:
@@ -149,8 +156,8 @@ class DivergenceWatchdog(Callback):
             change of data (a new baseline) rather than divergence (an LR cut).
         snapshot_every: steps between clean snapshots; ``None`` (the default): max(10 steps, 1% of the run), or
             100 steps when the run's length is unknown.
-        snapshots: how many snapshots the ring keeps (host memory: this many copies of the model and optimizer
-            state); a rollback goes to the newest one taken before the incident began.
+        snapshots: how many snapshots the ring keeps (this many copies of the model and optimizer state); a
+            rollback goes to the newest one taken before the incident began.
         max_rollbacks: rollbacks allowed before the run halts.
         max_data_skips: consecutive batches that may be skipped as bad data (the reference batch shows sound
             weights) before the watchdog decides: a new baseline when they are finite, a halt that keeps the
@@ -169,6 +176,11 @@ class DivergenceWatchdog(Callback):
         halt_checkpoint: where a halt saves the last good state; ``None``:
             ``<default_root_dir>/watchdog-last-good.ckpt``.
         log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
+        snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
+            ``<default_root_dir>/watchdog-snapshots`` written through the trainer's strategy and loaded back at a
+            rollback (removed at the end of the fit); ``"off"``, none: damaged weights get the LR cut of a
+            rollback but keep their state; ``"auto"`` (the default), host memory when ``snapshots`` copies fit
+            in a quarter of the free host memory, else disk, said in the log (:attr:`snapshot_mode`).
         reference_batch: tell bad data from damaged weights at an incident by evaluating the live weights on the
             batch of the newest snapshot (``training_step`` without gradients, its ``self.log`` calls silenced,
             the RNG forked); ``False`` if ``training_step`` has side effects that must not run twice, and the
@@ -219,6 +231,7 @@ class DivergenceWatchdog(Callback):
         halt_checkpoint: str | os.PathLike[str] | None = None,
         log_every_n_steps: int | None = None,
         reference_batch: bool = True,
+        snapshot: str = "auto",
     ) -> None:
         self.config = WatchdogConfig(
             z_threshold=z_threshold,
@@ -256,6 +269,7 @@ class DivergenceWatchdog(Callback):
         if not isinstance(reference_batch, bool):
             raise TypeError(f"{OWNER}: `reference_batch` must be True or False, got {reference_batch!r}")
         self._reference_batch = reference_batch
+        self._snapshot_mode = check_choice("snapshot", snapshot, SNAPSHOT_MODES, owner=OWNER)
         self._sync_every_arg = sync_every_n_steps
         self._log_every_arg = log_every_n_steps
         self._halt_checkpoint = None if halt_checkpoint is None else os.fspath(halt_checkpoint)
@@ -266,6 +280,8 @@ class DivergenceWatchdog(Callback):
         self._batches: list[Any] = []  # the current step's micro-batches
         self._updates = UpdateProbe()
         self._restored_reference: list[Any] = []
+        self.snapshot_mode: str | None = None
+        """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
         self._held: list[tuple[int, Verdict, float, float]] = []  # device rows read early (at a checkpoint)
         self._paused = False
@@ -349,7 +365,7 @@ class DivergenceWatchdog(Callback):
         else:
             self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
         self._log_every = log_cadence(trainer, self._log_every_arg)
-        self._policy.configure(_total_steps(trainer))
+        self._policy.configure(_total_steps(trainer), can_roll_back=self._snapshot_mode != "off")
         if self._sync_every > 1:
             self._judge = DeviceJudge(pl_module.device, self._sync_every, self.config.outlier_action == "clip")
         self._signals.reset()
@@ -359,7 +375,8 @@ class DivergenceWatchdog(Callback):
         optimizer = self._optimizer(trainer)
         step = int(trainer.global_step)
         restored_step = self._policy.state.snapshot_step
-        self._ring = SnapshotRing()
+        self._ring.clear()
+        self._ring = self._new_ring(trainer, pl_module, optimizer)
         batches, self._restored_reference = self._restored_reference, []
         self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches)
         if restored_step is None:
@@ -374,6 +391,18 @@ class DivergenceWatchdog(Callback):
             self._policy.request_snapshot()
         if self._judge is not None:
             self._judge.set_gate(self._policy.gate())
+
+    def _new_ring(self, trainer: Any, pl_module: Any, optimizer: Any) -> SnapshotRing:
+        """The ring where ``snapshot`` says; ``"auto"`` decides from the state's size and the free host memory."""
+        mode = self._snapshot_mode
+        if mode == "auto":
+            size = self.config.snapshots * state_bytes(pl_module, optimizer)
+            mode, why = choose_snapshot(size, free_host_bytes())
+            if trainer.is_global_zero:
+                log.info("%s: snapshot='auto' keeps its snapshots in %s memory: %s", OWNER, mode, why)
+        self.snapshot_mode = mode
+        directory = os.path.join(trainer.default_root_dir, "watchdog-snapshots")
+        return SnapshotRing(mode, directory, trainer.strategy)
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -493,7 +522,7 @@ class DivergenceWatchdog(Callback):
         self, trainer: Any, pl_module: Any, optimizer: Any, decisions: list[Decision], scale_before: float
     ) -> None:
         """Apply the rollback, LR scale and halt that the steps just recorded call for."""
-        rollback = next((d for d in decisions if d.rollback), None)
+        rollback = next((d for d in reversed(decisions) if d.rollback), None)  # the last one's target holds
         snapshot = self._ring.get(rollback.rollback_to) if rollback is not None else None
         if snapshot is not None:
             snapshot.restore(pl_module, optimizer)
@@ -539,6 +568,8 @@ class DivergenceWatchdog(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._clear_found_inf()
+        if self._ring.mode == "disk":
+            self._ring.clear()
         self._trainer = None
 
     def _clear_found_inf(self) -> None:

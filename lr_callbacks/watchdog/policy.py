@@ -29,6 +29,7 @@ the new level (and the rollback's LR cut is undone) instead of acting again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class _State:
     data_budget: int = 100
     data_skips: int = 0  # skips of the current bad-data incident
     ratio_cut: float = 1.0  # the part of the LR scale set by the update-ratio signal (undone when it ends)
+    can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
 
 
 class WatchdogPolicy:
@@ -131,13 +133,15 @@ class WatchdogPolicy:
         self.events: list[Incident] = []
         self.configure(None)
 
-    def configure(self, total_steps: int | None) -> None:
-        """Resolve the settings relative to the run (``None``: its length is unknown) at fit start.
+    def configure(self, total_steps: int | None, can_roll_back: bool = True) -> None:
+        """Resolve the settings relative to the run (``None``: its length is unknown) at fit start;
+        ``can_roll_back=False`` when no snapshot is kept (``snapshot="off"``).
 
         The snapshot cadence is ``snapshot_every`` or max(10 steps, 1% of the run); ``recover_after`` and
         ``max_data_skips`` may be a percentage of the run.
         """
         c, s = self.config, self.state
+        s.can_roll_back = can_roll_back
         if c.snapshot_every is not None:
             s.snapshot_every = c.snapshot_every
         elif total_steps:
@@ -535,6 +539,8 @@ class WatchdogPolicy:
         s, c = self.state, self.config
         s.run, s.run_starts = [], []
         self.cusum.reset()
+        if not s.can_roll_back:
+            return self._cut_instead(step, signal, value, threshold, why)
         target = self._target(since)
         if target is not None:
             s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
@@ -567,6 +573,20 @@ class WatchdogPolicy:
         note = Incident(step, signal, value, threshold, Action.ROLLBACK, detail, rollback_to=s.snapshot_step)
         return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=s.snapshot_step)
 
+    def _cut_instead(self, step: int, signal: Signal, value: float, threshold: float, why: str) -> Decision:
+        """No snapshot to go back to (``snapshot="off"``): lower the LR as a rollback would, keep the weights;
+        halt (keeping them) once ``max_rollbacks`` such cuts are spent."""
+        s, c = self.state, self.config
+        if s.rollbacks >= c.max_rollbacks:
+            reason = f"{why} at step {step}, and all {c.max_rollbacks} cuts (max_rollbacks) are used; snapshot='off'"
+            s.halted = reason
+            return Decision(halt=reason, incidents=(Incident(step, signal, value, threshold, Action.HALT, reason),))
+        s.rollbacks += 1
+        old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
+        s.last_cut = step
+        detail = f"{why}; snapshot='off': no rollback, LR scale {old:.3g} → {s.scale:.3g}"
+        return Decision(scale=s.scale, incidents=(Incident(step, signal, value, threshold, Action.LOWER_LR, detail),))
+
     def _start_note(self) -> str:
         """Said in the log when a rollback goes back to the run's start: the last resort."""
         s = self.state
@@ -596,7 +616,7 @@ class WatchdogPolicy:
             decision = self._recover(step)
         flat = self._flat_check(step)
         if flat is not None:
-            decision = Decision(decision.scale, decision.rollback, decision.halt, (*decision.incidents, flat))
+            decision = dataclasses.replace(decision, incidents=(*decision.incidents, flat))
         return decision
 
     def _trend(self, step: int, probe: Probe | None = None) -> Decision:

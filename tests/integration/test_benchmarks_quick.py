@@ -87,7 +87,15 @@ def _summary_structure(summary: dict) -> None:
         if entry["held_out_damage_undone"] is not None:
             assert low <= entry["held_out_damage_undone"] <= high
     natural = summary["natural"]
-    assert set(natural) == {"unstable_multiples", "within_10pct", "never_worse"}
+    assert set(natural) == {
+        "unstable_multiples",
+        "within_10pct",
+        "never_worse",
+        "snapshot_mib",
+        "snapshot_host_ms",
+        "snapshot_disk_ms",
+    }
+    assert natural["snapshot_mib"] > 0 and natural["snapshot_host_ms"] > 0 and natural["snapshot_disk_ms"] > 0
     assert 0 <= natural["within_10pct"] <= natural["unstable_multiples"]
     rows = summary["finetune"]
     assert rows[0]["setup"].startswith("linear probe only") and rows[0]["forgetting"] == pytest.approx(0.0, abs=1e-9)

@@ -399,3 +399,45 @@ def test_the_lr_finder_sweep_does_not_trigger_the_watchdog(tmp_path):
     fit(tmp_path, DigitsModel(), [finder, watchdog], 30, logger=False)
     assert finder.result is not None and finder.result.stop_reason == "diverged"
     assert watchdog.events == [] and watchdog._policy.state.accepted == 30
+
+
+# --- the snapshot ring: host, disk, off, auto ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["host", "disk"])
+def test_a_rollback_restores_the_same_state_from_host_memory_and_from_disk(tmp_path, mode):
+    faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
+    weights, watchdog = Weights(), small(snapshot=mode, update_every=None)
+    model = DigitsModel(faults=faults)
+    fit(tmp_path / mode, model, [watchdog, weights], 40)
+    rollback = next(e for e in watchdog.events if e.action == "rollback")
+    assert watchdog.snapshot_mode == mode and rollback.signal == "damaged_weights" and rollback.rollback_to == 30
+    restored = weights.before[rollback.step + 1]  # the next update starts from the snapshot of step 30
+    assert all(map(torch.equal, restored, weights.before[30]))
+    assert not (tmp_path / mode / "watchdog-snapshots").exists() or not any(
+        (tmp_path / mode / "watchdog-snapshots").iterdir()
+    )
+
+
+def test_without_snapshots_damaged_weights_get_an_lr_cut_and_no_rollback(tmp_path):
+    faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
+    watchdog = small(snapshot="off", update_every=None)
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog], 40)
+    assert watchdog.snapshot_mode == "off" and not any(e.action == "rollback" for e in watchdog.events)
+    assert any(e.signal == "damaged_weights" and e.action == "lower_lr" for e in watchdog.events)
+
+
+def test_auto_keeps_a_small_models_snapshots_in_host_memory_and_says_so(tmp_path, caplog):
+    watchdog = small()
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        fit(tmp_path, DigitsModel(), [watchdog], 12)
+    assert watchdog.snapshot_mode == "host"
+    assert any("snapshot='auto' keeps its snapshots in host memory" in r.getMessage() for r in caplog.records)
+
+
+def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path):
+    watchdog = small(update_every=4, log_every_n_steps=1)
+    fit(tmp_path, DigitsModel(), [watchdog], 30)
+    ratios = read_scalars(tmp_path, "watchdog/update_ratio/0")
+    assert [step for step, _ in ratios] == list(range(0, 28, 4))
+    assert all(0.0 < value < 1.0 for _, value in ratios)

@@ -465,6 +465,13 @@ def test_incident_row_is_a_markdown_table_row():
         ({"sync_every_n_steps": 0}, ValueError, r"`sync_every_n_steps` must be >= 1, got 0"),
         ({"log_every_n_steps": True}, TypeError, r"`log_every_n_steps` must be a whole number, got True"),
         ({"halt_checkpoint": 3}, TypeError, r"`halt_checkpoint` must be a path or None, got 3"),
+        ({"recover_after": "soon"}, ValueError, r"`recover_after` must be a number of steps or a percentage"),
+        ({"max_data_skips": "150%"}, ValueError, r"`max_data_skips` must be .*got '150%'; write e.g."),
+        ({"snapshots": 0}, ValueError, r"`snapshots` must be >= 1, got 0"),
+        ({"update_every": 0}, ValueError, r"`update_every` must be >= 1, got 0"),
+        ({"update_z_threshold": 0}, ValueError, r"`update_z_threshold` must be > 0, got 0"),
+        ({"snapshot": "ram"}, ValueError, r"unknown `snapshot` 'ram'; choose one of: 'host', 'disk', 'off', 'auto'"),
+        ({"reference_batch": 1}, TypeError, r"`reference_batch` must be True or False, got 1"),
     ],
 )
 def test_constructor_names_the_argument_the_value_and_the_fix(kwargs, error, match):
@@ -575,3 +582,46 @@ def test_cadence_recovery_and_data_budget_are_relative_to_the_run():
     fixed = WatchdogPolicy(WatchdogConfig(snapshot_every=7, recover_after=30, max_data_skips=9))
     fixed.configure(400)
     assert (fixed.state.snapshot_every, fixed.state.recover_steps, fixed.state.data_budget) == (7, 30, 9)
+
+
+# --- the update-to-weight ratio ------------------------------------------------------------------------------------
+
+
+def update_stream(policy: WatchdogPolicy, start: int, factors: list[float], grad: float = 1.0) -> list[Decision]:
+    """One sample every 5 steps: a ratio of 0.01 × factor (±3% noise) at the LR the scale sets (0.1 × scale)."""
+    rng = random.Random(start)
+    decisions = []
+    for k, factor in enumerate(factors):
+        ratio = 0.01 * factor * policy.scale * math.exp(rng.gauss(0.0, 0.03))
+        decisions.append(policy.record_update(start + 5 * k, {"body": (ratio, 0.1 * policy.scale)}, grad))
+    return decisions
+
+
+def test_an_update_too_large_for_its_lr_lowers_the_lr_in_proportion_and_the_cut_ends_with_the_cause():
+    policy = warm(update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    assert policy.events == [] and policy.scale == 1.0
+    update_stream(policy, 60, [5.0])  # the LR reaching the weights is ×5 (the schedule did not set it)
+    cut = policy.events[-1]
+    assert (cut.signal, cut.action) == ("update_ratio", "lower_lr")
+    assert policy.scale == pytest.approx(0.2, rel=0.15)
+    update_stream(policy, 65, [5.0] * 4)  # still ×5, now compensated: nothing more
+    assert len(policy.events) == 1
+    update_stream(policy, 85, [1.0])  # the fault has passed: the cut is undone at once
+    assert (policy.events[-1].action, policy.scale) == ("raise_lr", 1.0)
+
+
+def test_an_update_as_large_as_its_gradient_is_not_an_lr_fault():
+    policy = warm(update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    update_stream(policy, 60, [5.0], grad=5.0)  # a 5× gradient (bad data under SGD) makes a 5× update
+    assert policy.events == []
+
+
+def test_no_snapshot_means_an_lr_cut_instead_of_a_rollback_and_a_halt_that_keeps_the_weights():
+    policy = referenced(patience=10, max_rollbacks=1)
+    policy.configure(None, can_roll_back=False)
+    first = feed(policy, [1000.0], start=30, probe=lambda: 5.0)
+    assert not first[0].rollback and policy.events[-1].action == "lower_lr" and policy.scale == 0.5
+    second = feed(policy, [1000.0], start=31, probe=lambda: 5.0)
+    assert second[0].halt and not second[0].rollback and "snapshot='off'" in (policy.state.halted or "")
