@@ -20,7 +20,7 @@ from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_i
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import set_lr_scale
 from lr_callbacks.core.snapshot import restore_optimizer_state
-from lr_callbacks.watchdog.config import OWNER, Action, Incident, WatchdogConfig
+from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
     StepSignals,
@@ -79,13 +79,13 @@ class DivergenceWatchdog(Callback):
     back to its center; once it falls below the band, that cut is undone in the same proportion.
 
     **Cause before action.** At an outlier the live weights are evaluated on a clean reference batch, the batch
-    of the newest snapshot step, whose loss at the snapshot's weights is known. A loss still at that level
-    means the *data* is bad: the step is skipped, with no rollback and no LR cut (for at most
-    ``max_data_skips`` batches in a row). An elevated one means the *weights* are damaged: the run rolls back to
-    the newest snapshot taken before the incident began and the LR is lowered, by ``lr_factor`` at the first
-    rollback, ``lr_factor²`` at the second, and so on. Before the detector has a baseline, a loss above
-    ``max_level_shift`` × the run's first losses is trouble too. Without a reference (``reference_batch=False``,
-    or before the first snapshot with one) the ladder below acts as it is.
+    of the newest snapshot step, whose loss at the snapshot's weights is known. A loss at most
+    ``max_level_shift`` times that level means the *data* is bad: the step is skipped, with no rollback and no
+    LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
+    run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
+    ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
+    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. Without a reference
+    (``reference_batch=False``, or before the first snapshot with one) the ladder below acts as it is.
 
     **The ladder** (each rung with its threshold, cooldown and budget):
 
@@ -635,7 +635,7 @@ class DivergenceWatchdog(Callback):
             )
         if trainer is not None:
             log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
-        if incident.action is Action.WARN and (trainer is None or trainer.is_global_zero):
+        if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
             lr = _reference_lr_text(trainer)
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or a higher peak LR", UserWarning, stacklevel=2

@@ -255,9 +255,10 @@ class WatchdogPolicy:
         large gradient are no alarm.
         A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
         fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
-        ``exp(−excess)``, to bring ``u`` back to its center. When every group's ``u`` falls below the band the
-        cause has passed and the cut is undone in the same proportion. ``u`` is judged after ``warmup_steps /
-        update_every`` samples (at least 5); accepted samples form its baseline.
+        ``exp(−excess)``, to bring ``u`` back to its center. After a cut ``c`` the signal stays near its center
+        while the cause lasts and falls about ``log c`` below it once the cause has passed: when every group is
+        nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
+        update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
         """
         s, c = self.state, self.config
         if s.halted:
@@ -272,11 +273,14 @@ class WatchdogPolicy:
         judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
         excess = {n: v - self.updates[n].center for n, v in judged.items()}
         high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
-        low = judged and all(e < -c.update_z_threshold * self.updates[n].spread for n, e in excess.items())
+        # after a cut c the signal sits near its center while the cause lasts and near log(c) once it has passed:
+        # the cut is undone when every group is nearer the latter (and below its center by a spread or more)
+        restored = 0.5 * math.log(s.ratio_cut)
+        low = judged and all(e < min(restored, -self.updates[n].spread) for n, e in excess.items())
         if high:
             return self._emit(self._ratio_cut(step, max(high.values()), ratios, high))
         if low and s.ratio_cut < 1.0:
-            return self._emit(self._ratio_restore(step, max(excess.values())))
+            return self._emit(self._ratio_restore(step, max(excess.values())))  # excess: for the log
         for name, value in values.items():
             self.updates.setdefault(name, self._update_baseline()).add(value)
         return Decision()
@@ -317,7 +321,7 @@ class WatchdogPolicy:
 
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state
-        factor = min(math.exp(-excess), 1.0 / s.ratio_cut)
+        factor = 1.0 / s.ratio_cut  # the cause has passed: the whole cut this signal made goes
         old, s.scale = s.scale, _snap(min(1.0, s.scale * factor))
         s.ratio_cut = _snap(min(1.0, s.ratio_cut * factor))
         detail = (
@@ -412,8 +416,9 @@ class WatchdogPolicy:
 
     def _damaged(self, probe: Probe | None) -> bool | None:
         """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
-        the snapshot by more than ``z_threshold / 2`` spreads of the loss (the reference batch has no sampling
-        noise, only the small change of the weights since). ``None``: no reference to tell."""
+        the snapshot by more than ``max_level_shift`` (the bound on a level shift of the loss; the reference
+        batch has no sampling noise, so the batch-to-batch spread does not enter, and training since the
+        snapshot only lowers it). ``None``: no reference to tell."""
         s = self.state
         reference = s.ring[-1]["reference"] if s.ring else None
         if probe is None or reference is None or not len(self.loss):
@@ -421,7 +426,7 @@ class WatchdogPolicy:
         value = probe()
         if value is None:
             return None
-        limit = reference + 0.5 * self.config.z_threshold * self.loss.spread
+        limit = reference + math.log(self.config.max_level_shift)
         self._probe_value, self._probe_limit = value, math.exp(limit)
         x = log_value(value)
         return x is None or x > limit
