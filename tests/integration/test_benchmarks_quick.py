@@ -1,4 +1,4 @@
-"""``python -m benchmarks --quick`` runs all four benchmarks end to end and writes well-formed, sane results.
+"""``python -m benchmarks --quick`` runs all five benchmarks end to end and writes well-formed, sane results.
 
 The run is real (a subprocess, as a user would start it) at the smoke size; the checks are on structure and
 sanity, not on exact numbers. The committed full results are checked for the same structure, so they cannot
@@ -196,7 +196,7 @@ def test_only_keeps_the_other_sections(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--only", "bogus"], "--only takes names among overhead, finder, watchdog, finetune; got 'bogus'"),
+        (["--only", "bogus"], "--only takes names among overhead, finder, watchdog, natural, finetune; got 'bogus'"),
         (["--only", ","], "--only takes names among"),
         (["--threads", "0"], "--threads must be at least 1; got 0"),
     ],
