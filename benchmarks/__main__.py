@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-BENCHMARKS = ("overhead", "finder", "watchdog", "finetune")
+BENCHMARKS = ("overhead", "finder", "watchdog", "natural", "finetune")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -32,6 +32,7 @@ def _runner(name: str) -> Callable[[Any], Any]:
         "overhead": "overhead",
         "finder": "finder_quality",
         "watchdog": "watchdog_recovery",
+        "natural": "watchdog_natural",
         "finetune": "finetune",
     }
     run: Callable[[Any], Any] = importlib.import_module(f"benchmarks.{module[name]}").run
@@ -76,7 +77,10 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
     """``summary.json`` as markdown tables (what the README links to)."""
     from benchmarks._common import fmt, markdown_table
 
-    parts = [f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, `finetune.md`."]
+    parts = [
+        f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, "
+        "`watchdog_natural.md`, `finetune.md`."
+    ]
     if "overhead" in summary:
         rows = [
             [
@@ -123,12 +127,36 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
         )
     if "watchdog" in summary:
         rows = [
-            [m, f"{r['recovered']}/{r['runs']}", fmt(r["false_interventions_per_1k"])]
+            [
+                m,
+                f"{r['recovered']}/{r['runs']}",
+                f"{r['recovered_3_seeds']}/{r['runs_3_seeds']}",
+                fmt(r["damage_undone"]),
+                f"{fmt(r['held_out_damage_undone'])} [{fmt(r['held_out_damage_undone_ci'][0])}, "
+                f"{fmt(r['held_out_damage_undone_ci'][1])}]",
+                f"{r['false_interventions']} in {r['clean_steps']:,}",
+                r["worse_than_none"],
+            ]
             for m, r in summary["watchdog"].items()
         ]
+        header_row = [
+            "method",
+            "recovered runs",
+            "of them, seeds 0-2",
+            "damage undone (median)",
+            "held-out damage undone [95% CI]",
+            "false interventions in clean steps",
+            "runs worse than none",
+        ]
+        parts.append("## Watchdog recovery\n\n" + markdown_table(header_row, rows))
+    if "natural" in summary:
+        natural = summary["natural"]
         parts.append(
-            "## Watchdog recovery\n\n"
-            + markdown_table(["method", "recovered runs", "false interventions / 1k clean steps"], rows)
+            "## Watchdog under natural instability\n\ncharlm at 1-60× its best LR, no injection: the guarded run "
+            f"within 10% of the best-LR run at {natural['within_10pct']} of {natural['unstable_multiples']} "
+            f"unstable LRs; never worse than unguarded: {'yes' if natural['never_worse'] else 'no'}. One snapshot "
+            f"of charlm (model + AdamW state): {natural['snapshot_mib']:.2f} MiB, {natural['snapshot_host_ms']:.2f} "
+            f"ms in host memory, {natural['snapshot_disk_ms']:.2f} ms on disk."
         )
     if "finetune" in summary:
         rows = [

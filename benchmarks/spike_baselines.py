@@ -119,3 +119,55 @@ class KillLossSpike(Callback):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.observe(float(loss.detach()), int(trainer.global_step), int(trainer.estimated_stepping_batches))
+
+
+class ZClip(Callback):
+    """ZClip (Kumar et al. 2025, ``bluorion-com/ZClip``), its default ``mode="zscore"`` with reciprocal clipping.
+
+    As in the original: the first ``warmup_steps`` gradient norms fill a buffer (no clipping, since
+    ``max_grad_norm=None`` here, the "pure ZClip" setting of ``research/spike_anchors.md`` §5), then the mean
+    and variance start from it; a norm with ``z = (g − μ) / (σ + eps) > z_thresh`` is clipped to
+    ``μ + z_thresh·σ / (z / z_thresh)``, and the EMAs (``alpha``) are updated with the clipped norm. A
+    non-finite norm is passed through untouched, as in the original (``z`` is NaN there).
+
+    >>> clip = ZClip(warmup_steps=3)
+    >>> [clip.target(g) for g in (1.0, 1.1, 0.9)], clip.target(1.0) is None
+    ([None, None, None], True)
+    """
+
+    def __init__(self, alpha: float = 0.97, z_thresh: float = 2.5, warmup_steps: int = 25, eps: float = 1e-6) -> None:
+        self.alpha, self.z_thresh, self.warmup_steps, self.eps = alpha, z_thresh, warmup_steps, eps
+        self.buffer: list[float] = []
+        self.mean: float | None = None
+        self.var = 0.0
+        self.clipped = 0
+
+    def target(self, norm: float) -> float | None:
+        """Feed one gradient norm; return the norm to clip it to, or ``None`` to leave it."""
+        if self.mean is None:
+            self.buffer.append(norm)
+            if len(self.buffer) == self.warmup_steps:
+                self.mean = sum(self.buffer) / len(self.buffer)
+                self.var = sum((b - self.mean) ** 2 for b in self.buffer) / len(self.buffer)
+            return None
+        std = self.var**0.5
+        z = (norm - self.mean) / (std + self.eps)
+        clipped = norm
+        if z > self.z_thresh:
+            clipped = self.mean + (self.z_thresh * std) / (z / self.z_thresh)
+        if norm == norm and abs(norm) != float("inf"):
+            self.mean = self.alpha * self.mean + (1 - self.alpha) * clipped
+            self.var = self.alpha * self.var + (1 - self.alpha) * (clipped - self.mean) ** 2
+        return clipped if clipped < norm else None
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        import torch
+
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        clip_to = self.target(norm)
+        if clip_to is not None:
+            self.clipped += 1
+            torch._foreach_mul_(grads, clip_to / (norm + 1e-6))

@@ -9,7 +9,12 @@ data switch.
 Methods: ``none``; Lightning ``EarlyStopping(monitor="val_loss", check_finite=True)``; Lightning
 ``SpikeDetection()`` (it raises ``TrainingSpikeException``: the run ends there, as it would without a
 restart harness); :class:`~benchmarks.spike_baselines.KillLossSpike` (LLM Foundry's rule, ``log_only=False``);
-``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at its defaults.
+``grad_clip``: the Trainer's ``gradient_clip_val=1.0``; ``zclip``: :class:`~benchmarks.spike_baselines.ZClip`
+at its defaults; ``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at its defaults.
+
+Held-out faults (:data:`benchmarks.faults.HELD_OUT`) run beside the seven original ones and are scored apart;
+no constant of the watchdog is tuned on them. The natural-instability sweep (no injection: charlm at multiples
+of its best LR) is :mod:`benchmarks.watchdog_natural` (``--only natural``).
 
 Metrics:
 
@@ -18,6 +23,13 @@ Metrics:
 - diverged: final validation loss non-finite or > 1.5× the clean run's;
 - false interventions per 1,000 clean steps (clean and data-switch runs): any halt, skip, clip, LR cut or
   rollback;
+- damage undone: ``(L_none − L) / (L_none − L_clean)`` per faulted run, against the unguarded run of the same
+  fault and seed and the clean unguarded run of the same seed (a non-finite loss counts as the task's chance
+  loss); 1 = all the damage undone, 0 = none, < 0 = worse than no guard. Runs whose fault did no damage
+  (``L_none − L_clean`` within the recovery tolerance) have no score. The median comes with a 95% bootstrap
+  interval;
+- worse than none: faulted or clean runs whose final loss ends above the unguarded run's (same fault and
+  seed) by more than the tolerance;
 - wasted steps: steps not trained because the run halted, plus steps skipped or rolled back;
 - overhead: median time per step of the clean runs, relative to ``none``.
 """
@@ -32,13 +44,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
-from benchmarks.faults import CONTROLS, FAULTS, FaultyLoader, LRFault, fault
+from benchmarks.faults import CONTROLS, FAULTS, HELD_OUT, FaultyLoader, LRFault, applies, fault
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 from benchmarks.overhead import StepTimer
 
 __all__ = ["INTERVENTIONS", "METHODS", "Outcome", "Scale", "run"]
 
-METHODS = ("none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks")
+METHODS = ("none", "early_stopping", "spike_detection", "kill_loss_spike", "grad_clip", "zclip", "lr_callbacks")
+CONTROL_HEADER = (
+    "method",
+    "optimizer",
+    "clean steps",
+    "false interventions",
+    "per 1k",
+    "worse than none",
+    "wasted steps (faulted runs)",
+    "overhead",
+)
 INTERVENTIONS = ("skip", "clip", "lower_lr", "rollback", "halt")
 
 
@@ -53,10 +75,12 @@ class Scale:
     clean_seeds: int
     val_every: int
     faults: tuple[str, ...] = FAULTS
+    held_out: tuple[str, ...] = HELD_OUT
 
 
 LRS = {"sgd": 0.1, "adamw": 5e-3}  # near the best of the finder benchmark's digits-mlp grids
-FULL = Scale(optimizers=("sgd", "adamw"), lrs=LRS, steps=400, fault_seeds=3, clean_seeds=5, val_every=50)
+# ours: 13 controls × 400 steps × 2 optimizers = 10,400 clean steps
+FULL = Scale(optimizers=("sgd", "adamw"), lrs=LRS, steps=400, fault_seeds=5, clean_seeds=12, val_every=50)
 QUICK = Scale(
     optimizers=("sgd",),
     lrs=LRS,
@@ -65,7 +89,10 @@ QUICK = Scale(
     clean_seeds=2,
     val_every=20,
     faults=("nan_batch", "lr_pulse_x30"),
+    held_out=("scheduler_restart",),
 )
+COMPARABLE_SEEDS = 3
+"""The first version's results used 3 fault seeds: ``recovered_3_seeds`` counts those runs alone."""
 
 
 @dataclass
@@ -102,6 +129,12 @@ def _method(name: str) -> tuple[list[Any], Any]:
         from benchmarks.spike_baselines import KillLossSpike
 
         callback = KillLossSpike(log_only=False)
+    elif name == "zclip":
+        from benchmarks.spike_baselines import ZClip
+
+        callback = ZClip()
+    elif name == "grad_clip":
+        return [], None  # the Trainer's gradient_clip_val (see run_one)
     elif name == "lr_callbacks":
         from lr_callbacks import DivergenceWatchdog
 
@@ -158,7 +191,13 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         val_check_interval=scale.val_every,
         check_val_every_n_epoch=None,
         default_root_dir=root,
-        callbacks=[LRSchedule(task.schedule, log_plan=False), *callbacks, LRFault(the_fault), timer],
+        gradient_clip_val=1.0 if method == "grad_clip" else None,
+        callbacks=[
+            LRSchedule(task.schedule, log_plan=False),
+            *callbacks,
+            LRFault(the_fault, task.schedule, scale.steps),
+            timer,
+        ],
     )
     loader = FaultyLoader(train_loader(task, seed), the_fault, classes=int(task.extra["classes"]))
     halted = ""
@@ -175,6 +214,8 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         interventions, wasted, events = _incidents(handle)
         if halted and not any("halt" in e for e in events):
             interventions += 1
+    elif method == "zclip":
+        interventions = handle.clipped
     elif halted:
         interventions = 1
     wasted += scale.steps - steps if halted else 0
@@ -194,15 +235,97 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
     )
 
 
-def _score(outcomes: Sequence[Outcome], scale: Scale) -> dict[str, Any]:
-    """Per optimizer and method: recovered/runs, diverged, false interventions per 1k clean steps, waste, cost."""
+def bootstrap_median(values: Sequence[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The median of ``values`` and its 95% percentile-bootstrap interval (NaNs when empty).
+
+    >>> bootstrap_median([1.0, 1.0, 1.0])
+    (1.0, 1.0, 1.0)
+    """
+    import numpy as np
+
+    if not values:
+        return math.nan, math.nan, math.nan
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(data, size=(draws, len(data)), replace=True), axis=1)
+    return float(np.median(data)), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def _finite(loss: float, chance: float) -> float:
+    return loss if math.isfinite(loss) else chance
+
+
+class _References:
+    """The unguarded runs every score is measured against, and the recovery tolerance per optimizer."""
+
+    def __init__(self, outcomes: Sequence[Outcome], optimizer: str, chance: float) -> None:
+        none = [o for o in outcomes if o.method == "none" and o.optimizer == optimizer]
+        self.chance = chance
+        self.clean = {o.seed: o.loss for o in none if o.fault == "clean"}
+        self.none = {(o.fault, o.seed): o.loss for o in none}
+        values = [v for v in self.clean.values() if math.isfinite(v)]
+        self.sigma = statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def clean_loss(self, seed: int) -> float:
+        return self.clean[seed] if seed in self.clean else self.clean[seed % len(self.clean)]
+
+    def tolerance(self, seed: int) -> float:
+        return max(2 * self.sigma, 0.005 * self.clean_loss(seed))
+
+    def damage_undone(self, o: Outcome) -> float | None:
+        """``(L_none − L) / (L_none − L_clean)``; ``None`` when the fault did no damage to undo."""
+        clean = self.clean_loss(o.seed)
+        unguarded = _finite(self.none[(o.fault, o.seed)], self.chance)
+        if unguarded - clean <= self.tolerance(o.seed):
+            return None
+        return (unguarded - _finite(o.loss, self.chance)) / (unguarded - clean)
+
+    def worse_than_none(self, o: Outcome) -> bool:
+        unguarded = _finite(self.none[(o.fault, o.seed)], self.chance)
+        return _finite(o.loss, self.chance) > unguarded + self.tolerance(o.seed)
+
+
+def _fault_scores(faulted: Sequence[Outcome], refs: _References) -> dict[str, Any]:
+    recovered, diverged, excess, undone = 0, 0, [], []
+    by_fault: dict[str, list[int]] = {}
+    for o in faulted:
+        reference = refs.clean_loss(o.seed)
+        excess.append(o.loss / reference - 1 if math.isfinite(o.loss) else math.inf)
+        ok = math.isfinite(o.loss) and o.loss <= reference + refs.tolerance(o.seed)
+        recovered += ok
+        diverged += not math.isfinite(o.loss) or o.loss > 1.5 * reference
+        by_fault.setdefault(o.fault, [0, 0])
+        by_fault[o.fault][0] += ok
+        by_fault[o.fault][1] += 1
+        score = refs.damage_undone(o)
+        if score is not None:
+            undone.append(score)
+    middle, low, high = bootstrap_median(undone)
+    return {
+        "recovered": recovered,
+        "runs": len(faulted),
+        "recovered_3_seeds": sum(
+            math.isfinite(o.loss) and o.loss <= refs.clean_loss(o.seed) + refs.tolerance(o.seed)
+            for o in faulted
+            if o.seed < COMPARABLE_SEEDS
+        ),
+        "runs_3_seeds": sum(o.seed < COMPARABLE_SEEDS for o in faulted),
+        "diverged": diverged,
+        "median_excess_loss": statistics.median(excess) if excess else math.nan,
+        "damage_undone": middle,
+        "damage_undone_ci": [low, high],
+        "damage_scored": len(undone),
+        "damage_values": undone,
+        "worse_than_none": sum(refs.worse_than_none(o) for o in faulted),
+        "by_fault": {k: f"{v[0]}/{v[1]}" for k, v in by_fault.items()},
+    }
+
+
+def _score(outcomes: Sequence[Outcome], scale: Scale, chance: float) -> dict[str, Any]:
+    """Per optimizer and method: the original faults, the held-out faults and the controls, scored apart."""
     table: dict[str, Any] = {}
     for optimizer in scale.optimizers:
-        clean = {
-            o.seed: o.loss for o in outcomes if o.method == "none" and o.fault == "clean" and o.optimizer == optimizer
-        }
-        values = [v for v in clean.values() if math.isfinite(v)]
-        sigma = statistics.stdev(values) if len(values) > 1 else 0.0
+        refs = _References(outcomes, optimizer, chance)
         none_time = statistics.median(
             o.seconds_per_step
             for o in outcomes
@@ -210,38 +333,74 @@ def _score(outcomes: Sequence[Outcome], scale: Scale) -> dict[str, Any]:
         )
         for method in METHODS:
             mine = [o for o in outcomes if o.method == method and o.optimizer == optimizer]
-            faulted = [o for o in mine if o.fault in FAULTS]
             controls = [o for o in mine if o.fault in CONTROLS]
-            recovered, diverged = 0, 0
-            by_fault: dict[str, list[int]] = {}
-            excess = []
-            for o in faulted:
-                reference = clean[o.seed % len(clean)] if o.seed not in clean else clean[o.seed]
-                excess.append(o.loss / reference - 1 if math.isfinite(o.loss) else math.inf)
-                tolerance = max(2 * sigma, 0.005 * reference)
-                ok = math.isfinite(o.loss) and o.loss <= reference + tolerance
-                bad = not math.isfinite(o.loss) or o.loss > 1.5 * reference
-                recovered += ok
-                diverged += bad
-                by_fault.setdefault(o.fault, [0, 0])
-                by_fault[o.fault][0] += ok
-                by_fault[o.fault][1] += 1
             clean_steps = sum(o.steps for o in controls)
             false = sum(o.interventions for o in controls)
-            table.setdefault(method, {})[optimizer] = {
-                "recovered": recovered,
-                "runs": len(faulted),
-                "diverged": diverged,
-                "false_interventions": false,
-                "clean_steps": clean_steps,
-                "false_interventions_per_1k": 1000 * false / max(clean_steps, 1),
-                "wasted_steps": sum(o.wasted for o in faulted),
-                "median_excess_loss": statistics.median(excess) if excess else math.nan,
-                "overhead": statistics.median(o.seconds_per_step for o in controls) / none_time - 1,
-                "by_fault": {k: f"{v[0]}/{v[1]}" for k, v in by_fault.items()},
-                "clean_loss": statistics.mean(o.loss for o in controls if o.fault == "clean"),
-            }
+            entry = _fault_scores([o for o in mine if o.fault in scale.faults], refs)
+            entry["held_out"] = _fault_scores([o for o in mine if o.fault in scale.held_out], refs)
+            entry.update(
+                {
+                    "false_interventions": false,
+                    "clean_steps": clean_steps,
+                    "false_interventions_per_1k": 1000 * false / max(clean_steps, 1),
+                    "controls_worse_than_none": sum(refs.worse_than_none(o) for o in controls),
+                    "wasted_steps": sum(o.wasted for o in mine if o.fault not in CONTROLS),
+                    "overhead": statistics.median(o.seconds_per_step for o in controls) / none_time - 1,
+                    "clean_loss": statistics.mean(o.loss for o in controls if o.fault == "clean"),
+                }
+            )
+            table.setdefault(method, {})[optimizer] = entry
     return table
+
+
+def _plan(scale: Scale, optimizer: str, method: str) -> list[tuple[str, int]]:
+    """The runs of one method: every fault × seed, and the controls (the peers get the clean seeds the
+    references need, ``fault_seeds``; ours and ``none`` get ``clean_seeds``, for the false-intervention rate)."""
+    faults = [f for f in scale.faults + scale.held_out if applies(f, optimizer)]
+    plan = [(f, s) for f in faults for s in range(scale.fault_seeds)]
+    clean = scale.clean_seeds if method in ("none", "lr_callbacks") else min(scale.clean_seeds, scale.fault_seeds)
+    return plan + [("clean", s) for s in range(clean)] + [("data_switch", 0)]
+
+
+def _pooled(per: dict[str, Any], part: str | None) -> dict[str, Any]:
+    """One method's fault scores over both optimizers (``part="held_out"`` for the held-out faults)."""
+    entries = [t if part is None else t[part] for t in per.values()]
+    middle, low, high = bootstrap_median([v for e in entries for v in e["damage_values"]])
+    return {
+        "recovered": sum(e["recovered"] for e in entries),
+        "runs": sum(e["runs"] for e in entries),
+        "damage_undone": middle,
+        "damage_undone_ci": [low, high],
+        "worse_than_none": sum(e["worse_than_none"] for e in entries),
+    }
+
+
+def summarize(table: dict[str, Any]) -> dict[str, Any]:
+    """The summary part: per method, the original faults, the held-out faults and the clean runs."""
+    out = {}
+    for method, per in table.items():
+        faults, held = _pooled(per, None), _pooled(per, "held_out")
+        clean_steps = sum(t["clean_steps"] for t in per.values())
+        out[method] = {
+            "recovered": faults["recovered"],
+            "runs": faults["runs"],
+            "recovered_3_seeds": sum(t["recovered_3_seeds"] for t in per.values()),
+            "runs_3_seeds": sum(t["runs_3_seeds"] for t in per.values()),
+            "damage_undone": faults["damage_undone"],
+            "held_out_damage_undone": held["damage_undone"],
+            "held_out_damage_undone_ci": held["damage_undone_ci"],
+            "held_out_recovered": held["recovered"],
+            "held_out_runs": held["runs"],
+            "worse_than_none": faults["worse_than_none"]
+            + held["worse_than_none"]
+            + sum(t["controls_worse_than_none"] for t in per.values()),
+            "false_interventions": sum(t["false_interventions"] for t in per.values()),
+            "clean_steps": clean_steps,
+            "false_interventions_per_1k": 1000
+            * sum(t["false_interventions"] for t in per.values())
+            / max(clean_steps, 1),
+        }
+    return out
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -252,30 +411,40 @@ def run(ctx: Context) -> dict[str, Any]:
     task = digits_task("mlp", steps=scale.steps)
     started = time.perf_counter()
     outcomes: list[Outcome] = []
-    plan = [(f, s) for f in scale.faults for s in range(scale.fault_seeds)]
-    plan += [("clean", s) for s in range(scale.clean_seeds)] + [("data_switch", 0)]
     with ctx.scratch() as root, quiet():
         for optimizer in scale.optimizers:
             for method in METHODS:
+                plan = _plan(scale, optimizer, method)
                 log(f"watchdog: {optimizer} {method} ({len(plan)} runs)")
                 for fault_name, seed in plan:
                     outcomes.append(run_one(task, method, optimizer, fault_name, seed, scale, root))
-    table = _score(outcomes, scale)
+    table = _score(outcomes, scale, task.chance_loss)
     seconds = time.perf_counter() - started
     write_json(
         ctx.path("watchdog.json"), {"scale": asdict(scale), "table": table, "runs": [asdict(o) for o in outcomes]}
     )
     _report(ctx, task, scale, table, outcomes, seconds)
-    return {
-        method: {
-            "recovered": sum(t["recovered"] for t in per.values()),
-            "runs": sum(t["runs"] for t in per.values()),
-            "false_interventions_per_1k": 1000
-            * sum(t["false_interventions"] for t in per.values())
-            / max(sum(t["clean_steps"] for t in per.values()), 1),
-        }
-        for method, per in table.items()
-    }
+    return summarize(table)
+
+
+def _main_rows(table: dict[str, Any], part: str | None) -> list[list[Any]]:
+    rows = []
+    for method, per in table.items():
+        for optimizer, whole in per.items():
+            t = whole if part is None else whole[part]
+            low, high = t["damage_undone_ci"]
+            rows.append(
+                [
+                    method,
+                    optimizer,
+                    f"{t['recovered']}/{t['runs']}",
+                    t["diverged"],
+                    f"{fmt(t['damage_undone'])} [{fmt(low)}, {fmt(high)}] (n={t['damage_scored']})",
+                    t["worse_than_none"],
+                    f"{t['median_excess_loss'] * 100:+.1f}%",
+                ]
+            )
+    return rows
 
 
 def _report(
@@ -286,36 +455,38 @@ def _report(
         "optimizer",
         "recovered",
         "diverged",
+        "damage undone, median [95% CI]",
+        "worse than none",
         "median final loss vs clean",
-        "false interventions / 1k clean steps",
-        "wasted steps",
-        "overhead",
     ]
-    rows = []
-    for method, per in table.items():
-        for optimizer, t in per.items():
-            rows.append(
-                [
-                    method,
-                    optimizer,
-                    f"{t['recovered']}/{t['runs']}",
-                    t["diverged"],
-                    f"{t['median_excess_loss'] * 100:+.1f}%",
-                    fmt(t["false_interventions_per_1k"]),
-                    t["wasted_steps"],
-                    f"{t['overhead'] * 100:+.1f}%",
-                ]
-            )
-    faults = list(scale.faults)
+    control_rows = [
+        [
+            method,
+            optimizer,
+            t["clean_steps"],
+            t["false_interventions"],
+            fmt(t["false_interventions_per_1k"]),
+            t["controls_worse_than_none"],
+            t["wasted_steps"],
+            f"{t['overhead'] * 100:+.1f}%",
+        ]
+        for method, per in table.items()
+        for optimizer, t in per.items()
+    ]
     fault_rows = [
-        [method, optimizer, *[t["by_fault"].get(f, "-") for f in faults]]
+        [method, optimizer, *[t["by_fault"].get(f, "-") for f in scale.faults]]
+        for method, per in table.items()
+        for optimizer, t in per.items()
+    ]
+    held_rows = [
+        [method, optimizer, *[t["held_out"]["by_fault"].get(f, "-") for f in scale.held_out]]
         for method, per in table.items()
         for optimizer, t in per.items()
     ]
     ours = [o for o in outcomes if o.method == "lr_callbacks" and o.events]
     event_lines = "\n".join(
         f"- {o.optimizer} / {o.fault} / seed {o.seed}: " + "; ".join(o.events[:6]) + (" …" if len(o.events) > 6 else "")
-        for o in ours[:40]
+        for o in ours[:60]
     )
     text = f"""# Watchdog recovery
 
@@ -323,23 +494,40 @@ def _report(
 
 Task: {task.describe}; warmup + cosine through `LRSchedule`; validation every {scale.val_every} steps. Each
 fault starts at 40% of the run (+7 steps per seed), is seeded, and is the same for every method. Runs:
-{len(scale.faults)} faults × {scale.fault_seeds} seeds, {scale.clean_seeds} clean seeds and one benign data
-switch, per method and optimizer.
+{len(scale.faults)} faults × {scale.fault_seeds} seeds, {len(scale.held_out)} held-out faults × {scale.fault_seeds}
+seeds (`adam_v_reset`: AdamW only), {scale.clean_seeds} clean seeds and one benign data switch, per method and
+optimizer.
 
 A run **recovered** when its final validation loss is at most the clean run's (no watchdog, same seed) plus
-max(2σ of the clean seeds, 0.5%). **Diverged**: non-finite, or above 1.5× the clean run's. **Median final
-loss vs clean**: over the faulted runs, how far the final validation loss ends above the clean run's (+inf
-for a non-finite one): how much of the damage was undone, where "recovered" is all or nothing. **False
-interventions**: halts, skips, clips, LR cuts or rollbacks on the clean and data-switch runs. **Wasted
-steps**: steps not trained after a halt, plus steps skipped or rolled back, summed over the faulted runs.
-**Overhead**: median time per step on the control runs against `none` (noisy on a shared CPU; see the
-overhead benchmark for the careful measurement).
+max(2σ of the clean seeds, 0.5%). **Diverged**: non-finite, or above 1.5× the clean run's. **Damage undone**:
+(L_none − L)/(L_none − L_clean) per run against the unguarded run of the same fault and seed (non-finite =
+the chance loss, {task.chance_loss:.3g}); runs whose fault did no damage beyond the tolerance are not scored
+(n = the runs scored); the interval is a 95% bootstrap of the median. **Worse than none**: runs that end above
+the unguarded run of the same fault and seed by more than the tolerance. **False interventions**: halts,
+skips, clips, LR cuts or rollbacks on the clean and data-switch runs (ZClip: its clipped steps; the Trainer's
+fixed clip is not counted, it acts on every step above 1.0). **Wasted steps**: steps not trained after a halt,
+plus steps skipped or rolled back, summed over the faulted runs. **Overhead**: median time per step on the
+control runs against `none` (noisy on a shared CPU; see the overhead benchmark for the careful measurement).
 
-{markdown_table(header, rows)}
+## The seven original faults
+
+{markdown_table(header, _main_rows(table, None))}
 
 Recovered runs by fault:
 
-{markdown_table(["method", "optimizer", *faults], fault_rows)}
+{markdown_table(["method", "optimizer", *scale.faults], fault_rows)}
+
+## Held-out faults (fixed before any tuning, never used to set a constant)
+
+{markdown_table(header, _main_rows(table, "held_out"))}
+
+{markdown_table(["method", "optimizer", *scale.held_out], held_rows)}
+
+A corrupted batch on one DDP rank is not run here (one process per run); see `benchmarks/faults.py`.
+
+## Clean and benign runs
+
+{markdown_table(CONTROL_HEADER, control_rows)}
 
 Our watchdog's interventions (first runs):
 

@@ -45,7 +45,10 @@ class DigitsMLP(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        if self.trainer.global_step == self.bad_batch and not self.trainer.sanity_checking:
+        # the corrupted batch is this step's own: the watchdog's evaluation of its clean reference batch (run
+        # without gradients, at the same global_step) must not see it
+        corrupt = torch.is_grad_enabled() and not self.trainer.sanity_checking
+        if self.trainer.global_step == self.bad_batch and corrupt:
             x = x * 1000.0
         loss = torch.nn.functional.cross_entropy(self.net(x), y)
         self.log("train_loss", loss)

@@ -33,7 +33,8 @@ class TinyModel(pl.LightningModule):
         optimizer: a function of the module returning the optimizer (default: SGD, lr 0.1, two named
             groups "body" at 0.1 and "head" at 0.01).
         scheduler: an optional function of the optimizer returning a torch scheduler (stepped per step).
-        loss_hook: an optional function ``(step, loss) -> loss`` to script faults.
+        loss_hook: an optional function ``(step, loss) -> loss`` to script faults (a bad batch's: it does not
+            apply when the watchdog evaluates its clean reference batch, without gradients).
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class TinyModel(pl.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = torch.nn.functional.mse_loss(self(x), y)
-        if self._loss_hook is not None:
+        if self._loss_hook is not None and torch.is_grad_enabled():
             loss = self._loss_hook(self.trainer.global_step, loss)
         return loss
 

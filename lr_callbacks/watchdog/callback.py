@@ -15,23 +15,32 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.checks import check_int
+from lr_callbacks.core.checks import check_choice, check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
-from lr_callbacks.core.snapshot import ModelSnapshot, restore_optimizer_state
-from lr_callbacks.watchdog.config import OWNER, Action, Incident, WatchdogConfig
+from lr_callbacks.core.snapshot import restore_optimizer_state
+from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
     StepSignals,
+    UpdateProbe,
     all_reduce_mean,
     clip_gradients,
     drop_gradients,
     row_from_state,
     row_state,
 )
-from lr_callbacks.watchdog.policy import Decision, WatchdogPolicy
+from lr_callbacks.watchdog.policy import Decision, Probe, WatchdogPolicy
+from lr_callbacks.watchdog.snapshots import (
+    SNAPSHOT_MODES,
+    SnapshotRing,
+    choose_snapshot,
+    free_host_bytes,
+    reference_loss,
+    state_bytes,
+)
 from lr_callbacks.watchdog.stats import Verdict
 
 if TYPE_CHECKING:
@@ -57,9 +66,26 @@ class DivergenceWatchdog(Callback):
 
     **Statistics**, in log space so that one threshold fits every loss scale: the median and MAD of the last
     ``window`` *accepted* steps (outliers never enter), ``z = (log v − median) / max(1.4826·MAD, min_spread)``;
-    nothing but non-finite values is judged during the first ``warmup_steps``. A one-sided CUSUM of the loss's
-    residuals catches a slow climb that never spikes; a step up that stays flat is a change of data and gets a
-    new baseline instead of an action.
+    during the first ``warmup_steps`` only non-finite values and early trouble (below) are judged. A one-sided
+    CUSUM of the loss's residuals catches a slow climb that never spikes; a step up that stays flat is a change
+    of data and gets a new baseline instead of an action.
+
+    **The LR-instability signal.** Every ``update_every`` steps the update's size relative to the weights is
+    measured per parameter group, ``‖Δθ‖ / ‖θ‖``, and logged as ``watchdog/update_ratio/<group>``: the LR
+    health panel (too high an LR shows as large updates, too low as tiny ones). Divided by the LR that the
+    schedule and the watchdog set for the step, it is judged against its own robust baseline: above
+    ``update_z_threshold`` spreads, the LR reaching the weights is too high (an LR fault, a scheduler restarted
+    by a resume, Adam's second moment collapsed) and the scale is lowered in proportion, to bring the signal
+    back to its center; once it falls below the band, that cut is undone in the same proportion.
+
+    **Cause before action.** At an outlier the live weights are evaluated on a clean reference batch, the batch
+    of the newest snapshot step, whose loss at the snapshot's weights is known. A loss at most
+    ``max_level_shift`` times that level means the *data* is bad: the step is skipped, with no rollback and no
+    LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
+    run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
+    ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
+    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. Without a reference
+    (``reference_batch=False``, or before the first snapshot with one) the ladder below acts as it is.
 
     **The ladder** (each rung with its threshold, cooldown and budget):
 
@@ -70,8 +96,9 @@ class DivergenceWatchdog(Callback):
        ``lr_factor`` (through ``scale(g)`` of the shared LR model, so a schedule keeps its shape and a user's
        torch scheduler its ``base_lrs``), at most once per ``cooldown_steps``, down to ``min_lr_scale``; after
        ``recover_after`` steps without incident, one cut is undone;
-    4. ``patience`` outliers in a row, a climb that survives a cut, or a cut below the floor: roll back to the last
-       clean snapshot (model and optimizer, on the CPU, taken every ``snapshot_every`` clean steps), skip
+    4. ``patience`` outliers in a row, a climb that survives a cut, or a cut below the floor: roll back to the
+       newest clean snapshot before the incident (model and optimizer, on the CPU, a ring of ``snapshots``
+       taken every ``snapshot_every`` clean steps), skip
        ``skip_after_rollback`` batches and lower the LR, at most ``max_rollbacks`` times;
     5. the budget is spent: halt. The last good state is restored and saved to ``halt_checkpoint``, every rank
        stops at the same step, and :attr:`halt_reason` (and the log) says why.
@@ -129,13 +156,25 @@ class DivergenceWatchdog(Callback):
         lr_factor: the LR scale's multiplier at each cut (< 1).
         min_lr_scale: the lowest LR scale; a cut that would go below escalates to a rollback.
         cooldown_steps: steps after a cut before the next one.
-        recover_after: steps without incident after which one cut is undone; ``None`` keeps cuts.
+        recover_after: steps without incident after which one cut is undone (an int), or that share of the run
+            (``"5%"``, the default); ``None`` keeps cuts.
         cusum_drift: the slow-climb detector's allowance, in spreads per step.
         cusum_threshold: the slow-climb detector's alarm level.
         max_level_shift: the largest factor by which the loss may step up and stay flat and still count as a
             change of data (a new baseline) rather than divergence (an LR cut).
-        snapshot_every: steps between clean snapshots.
+        snapshot_every: steps between clean snapshots; ``None`` (the default): max(10 steps, 1% of the run), or
+            100 steps when the run's length is unknown.
+        snapshots: how many snapshots the ring keeps (this many copies of the model and optimizer state); a
+            rollback goes to the newest one taken before the incident began.
         max_rollbacks: rollbacks allowed before the run halts.
+        max_data_skips: consecutive batches that may be skipped as bad data (the reference batch shows sound
+            weights) before the watchdog decides: a new baseline when they are finite, a halt that keeps the
+            live weights when they are not; steps or a share of the run (``"25%"``).
+        update_every: measure the update-to-weight ratio every this many steps (a copy of the weights before
+            the update and two norms after it); ``None`` disables the signal.
+        update_z_threshold: the robust z-score above which the update, for its planned LR, is too large
+            (against the samples of the last ``warmup_steps``): on the digits MLP, clean runs reached 4.1, an
+            LR ×5 under AdamW 9.1. A cut it makes by mistake is undone at the next sample.
         skip_after_rollback: batches skipped after a rollback (PaLM skipped 200–500 because its restart replayed
             them; an in-loop rollback does not rewind the data, so the incident's batches are already dropped).
         flat_loss_steps: after this many accepted steps, warn if the loss fell less than ``flat_loss_drop``
@@ -145,6 +184,17 @@ class DivergenceWatchdog(Callback):
         halt_checkpoint: where a halt saves the last good state; ``None``:
             ``<default_root_dir>/watchdog-last-good.ckpt``.
         log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
+        snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
+            ``<default_root_dir>/watchdog-snapshots`` written through the trainer's strategy and loaded back at a
+            rollback (removed at the end of the fit); ``"off"``, none: damaged weights get the LR cut of a
+            rollback but keep their state; ``"auto"`` (the default), host memory when ``snapshots`` copies fit
+            in a quarter of the free host memory, else disk, said in the log (:attr:`snapshot_mode`).
+        reference_batch: tell bad data from damaged weights at an incident by evaluating the live weights on the
+            batch of the newest snapshot (``training_step`` without gradients, its ``self.log`` calls silenced,
+            the RNG forked); ``False`` if ``training_step`` has side effects that must not run twice, and the
+            ladder then acts without knowing the cause. A ``training_step`` whose loss depends on
+            ``trainer.global_step`` rather than on the batch (a scripted fault) should apply it only when
+            ``torch.is_grad_enabled()``, or the reference batch looks as bad as the step's.
 
     Raises:
         ValueError, TypeError: at construction, for a bad argument; at setup, under manual optimization or a
@@ -174,18 +224,24 @@ class DivergenceWatchdog(Callback):
         lr_factor: float = 0.5,
         min_lr_scale: float = 0.05,
         cooldown_steps: int = 50,
-        recover_after: int | None = 1000,
+        recover_after: int | str | None = "5%",
         cusum_drift: float = 1.0,
         cusum_threshold: float = 25.0,
         max_level_shift: float = 1.5,
-        snapshot_every: int = 100,
+        snapshot_every: int | None = None,
+        snapshots: int = 3,
         max_rollbacks: int = 3,
+        max_data_skips: int | str = "25%",
+        update_every: int | None = 5,
+        update_z_threshold: float = 8.0,
         skip_after_rollback: int = 0,
         flat_loss_steps: int | None = 300,
         flat_loss_drop: float = 0.01,
         sync_every_n_steps: int | None = None,
         halt_checkpoint: str | os.PathLike[str] | None = None,
         log_every_n_steps: int | None = None,
+        reference_batch: bool = True,
+        snapshot: str = "auto",
     ) -> None:
         self.config = WatchdogConfig(
             z_threshold=z_threshold,
@@ -205,7 +261,11 @@ class DivergenceWatchdog(Callback):
             cusum_threshold=cusum_threshold,
             max_level_shift=max_level_shift,
             snapshot_every=snapshot_every,
+            snapshots=snapshots,
             max_rollbacks=max_rollbacks,
+            max_data_skips=max_data_skips,
+            update_every=update_every,
+            update_z_threshold=update_z_threshold,
             skip_after_rollback=skip_after_rollback,
             flat_loss_steps=flat_loss_steps,
             flat_loss_drop=flat_loss_drop,
@@ -216,13 +276,22 @@ class DivergenceWatchdog(Callback):
             check_int("log_every_n_steps", log_every_n_steps, low=1, owner=OWNER)
         if halt_checkpoint is not None and not isinstance(halt_checkpoint, (str, os.PathLike)):
             raise TypeError(f"{OWNER}: `halt_checkpoint` must be a path or None, got {halt_checkpoint!r}")
+        if not isinstance(reference_batch, bool):
+            raise TypeError(f"{OWNER}: `reference_batch` must be True or False, got {reference_batch!r}")
+        self._reference_batch = reference_batch
+        self._snapshot_mode = check_choice("snapshot", snapshot, SNAPSHOT_MODES, owner=OWNER)
         self._sync_every_arg = sync_every_n_steps
         self._log_every_arg = log_every_n_steps
         self._halt_checkpoint = None if halt_checkpoint is None else os.fspath(halt_checkpoint)
         self._halt_path = self._halt_checkpoint
         self._policy = WatchdogPolicy(self.config)
         self._signals = StepSignals()
-        self._snapshot = ModelSnapshot()
+        self._ring = SnapshotRing()
+        self._batches: list[Any] = []  # the current step's micro-batches
+        self._updates = UpdateProbe()
+        self._restored_reference: list[Any] = []
+        self.snapshot_mode: str | None = None
+        """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
         self._held: list[tuple[int, Verdict, float, float]] = []  # device rows read early (at a checkpoint)
         self._paused = False
@@ -308,6 +377,7 @@ class DivergenceWatchdog(Callback):
             self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
         self._log_every = log_cadence(trainer, self._log_every_arg)
         self._signals.shard_group = plain_shard_group(trainer.strategy)
+        self._policy.configure(_total_steps(trainer), can_roll_back=self._snapshot_mode != "off")
         if self._sync_every > 1:
             self._judge = DeviceJudge(pl_module.device, self._sync_every, self.config.outlier_action == "clip")
         self._signals.reset()
@@ -317,9 +387,14 @@ class DivergenceWatchdog(Callback):
         optimizer = self._optimizer(trainer)
         step = int(trainer.global_step)
         restored_step = self._policy.state.snapshot_step
-        self._snapshot.take(pl_module, optimizer, step if restored_step is None else restored_step)
+        self._ring.clear()
+        self._ring = self._new_ring(trainer, pl_module, optimizer)
+        batches, self._restored_reference = self._restored_reference, []
+        self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches)
         if restored_step is None:
             self._policy.snapshot_taken(step)
+        else:
+            self._policy.resumed_from(restored_step, keep_reference=bool(batches))
         live, self._live = self._live, None
         if live is not None:
             pl_module.load_state_dict(live["model"])
@@ -328,6 +403,24 @@ class DivergenceWatchdog(Callback):
             self._policy.request_snapshot()
         if self._judge is not None:
             self._judge.set_gate(self._policy.gate())
+
+    def _new_ring(self, trainer: Any, pl_module: Any, optimizer: Any) -> SnapshotRing:
+        """The ring where ``snapshot`` says; ``"auto"`` decides from the state's size and the free host memory."""
+        mode = self._snapshot_mode
+        if mode == "auto":
+            size = self.config.snapshots * state_bytes(pl_module, optimizer)
+            mode, why = choose_snapshot(size, free_host_bytes())
+            if trainer.is_global_zero:
+                log.info("%s: snapshot='auto' keeps its snapshots in %s memory: %s", OWNER, mode, why)
+        self.snapshot_mode = mode
+        directory = os.path.join(trainer.default_root_dir, "watchdog-snapshots")
+        return SnapshotRing(mode, directory, trainer.strategy)
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._signals.micro_batches == 0:
+            self._batches = []
+        self._batches.append(batch)
 
     @override
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
@@ -366,30 +459,68 @@ class DivergenceWatchdog(Callback):
     def _host_step(self, trainer: Any, pl_module: Any, optimizer: Any, values: torch.Tensor, step: int) -> None:
         """Read the signals back (one transfer), replay the device's steps, decide and act on this one."""
         rows, self._held = self._held, []
+        update_norm = self._updates.pending_grad_norm
+        pending, lrs, update_step = self._updates.take()
+        if pending is not None:
+            values = torch.cat([values.reshape(-1), pending.to(values.device).reshape(-1)])
         if self._judge is not None:
             device_rows, current = self._judge.read(values)
             rows += device_rows
         else:
             current = values.tolist()
+        current, ratios = current[:2], current[2:]
         scale_before = self._policy.scale
-        decisions = [self._record(*row) for row in rows]
+        probe = self._probe(trainer, pl_module)
+        decisions = [self._record(*row, probe) for row in rows]
         loss, norm = current
         verdict = self._policy.judge(loss, norm)
         if verdict.skip:
             drop_gradients(optimizer)
         elif verdict.clip_factor != 1.0:
             clip_gradients(optimizer, verdict.clip_factor)
-        decisions.append(self._record(step, verdict, loss, norm))
+        decisions.append(self._record(step, verdict, loss, norm, probe))
+        if ratios and update_step is not None:
+            decisions.append(self._record_update(update_step, ratios, lrs, update_norm, optimizer))
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
+        every = self.config.update_every
+        if every is not None and step % every == 0 and not verdict.skip and not self._acted(decisions):
+            self._updates.arm(optimizer, step, norm)
         if self._policy.wants_snapshot(step):
-            self._snapshot.take(pl_module, optimizer, step)
-            self._policy.snapshot_taken(step)
+            self._ring.take(pl_module, optimizer, step, self._batches)
+            self._policy.snapshot_taken(step, loss)
+            self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         if self._judge is not None:
             self._judge.set_gate(self._policy.gate())
 
-    def _record(self, step: int, verdict: Verdict, loss: float, norm: float) -> Decision:
+    @staticmethod
+    def _acted(decisions: list[Decision]) -> bool:
+        return any(d.rollback or d.halt is not None for d in decisions)
+
+    def _record_update(
+        self, step: int, ratios: list[float], lrs: list[float], grad_norm: float, optimizer: Any
+    ) -> Decision:
+        names = [str(g.get("name", index)) for index, g in enumerate(optimizer.param_groups)]
+        decision = self._policy.record_update(step, dict(zip(names, zip(ratios, lrs))), grad_norm)
+        if step % self._log_every == 0 or decision.incidents:
+            log_scalars(self._trainer, {f"watchdog/update_ratio/{n}": r for n, r in zip(names, ratios)}, step)
+        for incident in decision.incidents:
+            self._report(incident)
+        return decision
+
+    def _probe(self, trainer: Any, pl_module: Any) -> Probe | None:
+        """The live weights' loss on the newest snapshot's batches, evaluated only if the policy asks."""
+        ring = self._ring
+        if not self._reference_batch:
+            return None
+
+        def probe() -> float | None:
+            return reference_loss(pl_module, ring.reference_batches(), int(trainer.world_size), trainer.strategy)
+
+        return probe
+
+    def _record(self, step: int, verdict: Verdict, loss: float, norm: float, probe: Probe | None = None) -> Decision:
         scores = self._policy.z_scores(loss, norm) if self._policy.ready else {}
-        decision = self._policy.record(step, loss, norm, verdict)
+        decision = self._policy.record(step, loss, norm, verdict, probe)
         if step % self._log_every == 0:
             metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm, "watchdog/lr_scale": self._policy.scale}
             metrics.update({f"watchdog/{name}": value for name, value in scores.items()})
@@ -403,9 +534,12 @@ class DivergenceWatchdog(Callback):
         self, trainer: Any, pl_module: Any, optimizer: Any, decisions: list[Decision], scale_before: float
     ) -> None:
         """Apply the rollback, LR scale and halt that the steps just recorded call for."""
-        if any(d.rollback for d in decisions) and self._snapshot.step is not None:
-            self._snapshot.restore(pl_module, optimizer)
+        rollback = next((d for d in reversed(decisions) if d.rollback), None)  # the last one's target holds
+        snapshot = self._ring.get(rollback.rollback_to) if rollback is not None else None
+        if snapshot is not None:
+            snapshot.restore(pl_module, optimizer)
             drop_gradients(optimizer)
+            self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         if self._policy.scale != scale_before:
             set_lr_scale(trainer, self._policy.scale, scale_before)
         halt = next((d.halt for d in decisions if d.halt is not None), None)
@@ -418,6 +552,8 @@ class DivergenceWatchdog(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._clear_found_inf()
+        if trainer.optimizers:
+            self._updates.measure(trainer.optimizers[0])
         if self._halt_pending is not None:
             self._halt(trainer)
 
@@ -434,15 +570,18 @@ class DivergenceWatchdog(Callback):
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Never write poisoned weights: while an incident is open, save the last clean snapshot instead."""
-        if self._policy.incident_open and self._snapshot.step is not None:
+        snapshot = self._ring.get(self._policy.state.snapshot_step)
+        if self._policy.incident_open and snapshot is not None:
             own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
-            own["live"] = self._snapshot.substitute(checkpoint)
+            own["live"] = snapshot.substitute(checkpoint)
         elif not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._clear_found_inf()
+        if self._ring.mode == "disk":
+            self._ring.clear()
         self._trainer = None
 
     def _clear_found_inf(self) -> None:
@@ -457,7 +596,12 @@ class DivergenceWatchdog(Callback):
         the next read as they would have been, so a resumed run decides exactly as the uninterrupted one)."""
         if self._judge is not None and self._judge.steps:
             self._held += self._judge.read(None)[0]
-        return {"policy": self._policy.state_dict(), "pending": [row_state(*row) for row in self._held]}
+        reference = self._ring.batches.get(self._policy.state.snapshot_step or -1, [])
+        return {
+            "policy": self._policy.state_dict(),
+            "pending": [row_state(*row) for row in self._held],
+            "reference": reference,  # the clean reference batch of the snapshot a resumed run starts from
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -466,6 +610,7 @@ class DivergenceWatchdog(Callback):
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
+        self._restored_reference = list(state_dict.get("reference", []))
         if self._policy.state.halted:
             log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", OWNER, self.halt_reason)
             self._policy.state.halted = None
@@ -502,11 +647,20 @@ class DivergenceWatchdog(Callback):
             )
         if trainer is not None:
             log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
-        if incident.action is Action.WARN and (trainer is None or trainer.is_global_zero):
+        if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
             lr = _reference_lr_text(trainer)
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or a higher peak LR", UserWarning, stacklevel=2
             )
+
+
+def _total_steps(trainer: Any) -> int | None:
+    """The run's length in optimizer steps, or ``None`` when it is unknown (an endless iterable)."""
+    try:
+        total = trainer.estimated_stepping_batches
+    except Exception:  # no loader length and no max_steps: Lightning cannot tell
+        return None
+    return int(total) if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else None
 
 
 def _reference_lr_text(trainer: Any) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from lr_callbacks.core.checks import check_choice, check_int, check_number
 
-__all__ = ["OUTLIER_ACTIONS", "OWNER", "Action", "Incident", "Signal", "WatchdogConfig"]
+__all__ = ["OUTLIER_ACTIONS", "OWNER", "Action", "Incident", "Signal", "WatchdogConfig", "resolve_steps"]
 
 #: The name every error message of the watchdog starts with.
 OWNER = "DivergenceWatchdog"
@@ -37,6 +38,9 @@ class Signal(_Name):
     CLEAN_STRETCH = "clean_stretch"
     AFTER_ROLLBACK = "after_rollback"
     FLAT_LOSS = "flat_loss"
+    DAMAGED_WEIGHTS = "damaged_weights"
+    BAD_DATA = "bad_data"
+    UPDATE_RATIO = "update_ratio"
 
 
 class Action(_Name):
@@ -60,7 +64,9 @@ class Incident:
         step: the optimizer step (``trainer.global_step`` before the update) it concerns.
         signal: what triggered it, a :class:`Signal` (a ``str``): ``"non_finite"``, ``"loss"``, ``"grad_norm"``,
             ``"repeated_outliers"``, ``"persistent_outliers"``, ``"loss_trend"``, ``"clean_stretch"``,
-            ``"after_rollback"``, ``"flat_loss"``.
+            ``"after_rollback"``, ``"flat_loss"``, ``"damaged_weights"`` (the clean reference batch's loss rose
+            on the live weights), ``"bad_data"`` (it did not: the batches are bad), ``"update_ratio"`` (the
+            update is too large for the planned LR).
         value: the signal's value (the loss, the gradient norm, a count, the CUSUM sum, a relative drop).
         threshold: the value it was compared with (``nan`` where there is none, e.g. non-finite values).
         action: what was done, an :class:`Action` (a ``str``): ``"skip"``, ``"clip"``, ``"lower_lr"``,
@@ -125,12 +131,16 @@ class WatchdogConfig:
     lr_factor: float = 0.5
     min_lr_scale: float = 0.05
     cooldown_steps: int = 50
-    recover_after: int | None = 1000
+    recover_after: int | str | None = "5%"
     cusum_drift: float = 1.0
     cusum_threshold: float = 25.0
     max_level_shift: float = 1.5
-    snapshot_every: int = 100
+    snapshot_every: int | None = None
+    snapshots: int = 3
     max_rollbacks: int = 3
+    max_data_skips: int | str = "25%"
+    update_every: int | None = 5
+    update_z_threshold: float = 8.0
     skip_after_rollback: int = 0
     flat_loss_steps: int | None = 300
     flat_loss_drop: float = 0.01
@@ -160,13 +170,50 @@ class WatchdogConfig:
         check_number("min_lr_scale", self.min_lr_scale, low=0.0, low_open=True, high=1.0, owner=OWNER)
         check_int("cooldown_steps", self.cooldown_steps, low=0, owner=OWNER)
         if self.recover_after is not None:
-            check_int("recover_after", self.recover_after, low=1, owner=OWNER)
+            _check_steps_or_fraction("recover_after", self.recover_after)
         check_number("cusum_drift", self.cusum_drift, low=0.0, owner=OWNER)
         check_number("cusum_threshold", self.cusum_threshold, low=0.0, low_open=True, owner=OWNER)
         check_number("max_level_shift", self.max_level_shift, low=1.0, owner=OWNER)
-        check_int("snapshot_every", self.snapshot_every, low=1, owner=OWNER)
+        if self.snapshot_every is not None:
+            check_int("snapshot_every", self.snapshot_every, low=1, owner=OWNER)
+        check_int("snapshots", self.snapshots, low=1, owner=OWNER)
         check_int("max_rollbacks", self.max_rollbacks, low=0, owner=OWNER)
+        _check_steps_or_fraction("max_data_skips", self.max_data_skips)
+        if self.update_every is not None:
+            check_int("update_every", self.update_every, low=1, owner=OWNER)
+        check_number("update_z_threshold", self.update_z_threshold, low=0.0, low_open=True, owner=OWNER)
         check_int("skip_after_rollback", self.skip_after_rollback, low=0, owner=OWNER)
         if self.flat_loss_steps is not None:
             check_int("flat_loss_steps", self.flat_loss_steps, low=10, owner=OWNER)
         check_number("flat_loss_drop", self.flat_loss_drop, low=0.0, low_open=True, high=1.0, owner=OWNER)
+
+
+def _check_steps_or_fraction(name: str, value: object) -> None:
+    """``value`` is a step count (an int ≥ 1) or a fraction of the run written as a percentage (``"5%"``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            fraction = float(text[:-1]) / 100.0 if text.endswith("%") else math.nan
+        except ValueError:
+            fraction = math.nan
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(
+                f'{OWNER}: `{name}` must be a number of steps or a percentage of the run such as "5%", '
+                f'got {value!r}; write e.g. {name}="5%" or {name}=200'
+            )
+        return
+    check_int(name, value, low=1, owner=OWNER)
+
+
+def resolve_steps(value: int | str, total_steps: int | None, fallback: int) -> int:
+    """A step count from ``value`` (steps, or ``"p%"`` of ``total_steps``; ``fallback`` when the run's length is
+    unknown), at least 1.
+
+    >>> resolve_steps("5%", 400, 1000), resolve_steps(30, 400, 1000), resolve_steps("5%", None, 1000)
+    (20, 30, 1000)
+    """
+    if isinstance(value, int):
+        return value
+    if total_steps is None or total_steps <= 0:
+        return fallback
+    return max(1, math.ceil(float(value.strip()[:-1]) / 100.0 * total_steps))

@@ -21,6 +21,7 @@ from lr_callbacks.watchdog.stats import Gate, Verdict
 __all__ = [
     "DeviceJudge",
     "StepSignals",
+    "UpdateProbe",
     "all_reduce_mean",
     "clip_gradients",
     "drop_gradients",
@@ -52,6 +53,11 @@ class StepSignals:
     def reset(self) -> None:
         self._loss: torch.Tensor | None = None
         self._micro_batches = 0
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches seen in the current step so far."""
+        return self._micro_batches
 
     def add_loss(self, loss: torch.Tensor) -> None:
         """Add a micro-batch's loss, as Lightning passes it to ``on_before_backward`` (divided by the
@@ -217,3 +223,60 @@ def _verdict(
         return Verdict(skip=True, signals=(Signal.NON_FINITE,))
     signals = tuple(name for name, flag in ((Signal.LOSS, loss_out), (Signal.GRAD_NORM, grad_out)) if flag)
     return Verdict(skip=bool(skip), clip_factor=factor, signals=signals)
+
+
+class UpdateProbe:
+    """The update's size relative to the weights, per parameter group: ``‖θ_after − θ_before‖ / ‖θ_after‖``.
+
+    :meth:`arm` (before an update) copies the weights; :meth:`measure` (after it) leaves the ratios on the
+    device, one per group, until :meth:`take` hands them to the next host read. Nothing is read back here.
+    """
+
+    def __init__(self) -> None:
+        self._before: list[list[torch.Tensor]] | None = None
+        self._lrs: list[float] = []
+        self.pending: torch.Tensor | None = None
+        self.pending_lrs: list[float] = []
+        self.pending_step: int | None = None
+        self._step: int | None = None
+        self._grad_norm = math.nan
+        self.pending_grad_norm = math.nan
+
+    def arm(self, optimizer: torch.optim.Optimizer, step: int, grad_norm: float = math.nan) -> None:
+        """Copy the weights the coming update starts from, and each group's LR as the hooks left it."""
+        self._grad_norm = grad_norm
+        with torch.no_grad():
+            self._before = [
+                list(torch._foreach_mul([p.detach() for p in g["params"]], 1.0)) for g in optimizer.param_groups
+            ]
+        self._lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self._step = step
+
+    def measure(self, optimizer: torch.optim.Optimizer) -> None:
+        """After the update: the ratio per group, kept on the device."""
+        before, self._before = self._before, None
+        if before is None:
+            return
+        ratios = []
+        with torch.no_grad():
+            for group, old in zip(optimizer.param_groups, before):
+                new = [p.detach() for p in group["params"]]
+                if not new:
+                    ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
+                    continue
+                delta = torch._foreach_sub(new, old)
+                step_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
+                weight_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(new)))
+                ratios.append((step_norm / weight_norm).float())
+        self.pending = torch.stack(ratios)
+        self.pending_lrs, self.pending_step = self._lrs, self._step
+        self.pending_grad_norm = self._grad_norm
+
+    def take(self) -> tuple[torch.Tensor | None, list[float], int | None]:
+        """The ratios not read yet (``None`` when there are none), their groups' LRs and their step."""
+        pending, lrs, step = self.pending, self.pending_lrs, self.pending_step
+        self.pending, self.pending_lrs, self.pending_step = None, [], None
+        return pending, lrs, step
+
+    def reset(self) -> None:
+        self._before, self.pending, self.pending_step = None, None, None

@@ -15,6 +15,13 @@ The ladder, least drastic first (each rung has its threshold, cooldown and budge
    ``min_lr_scale``: roll back to the last clean snapshot and lower the LR, at most ``max_rollbacks`` times;
 5. the rollback budget is spent: **halt**, with the last good state restored.
 
+**Cause before action.** When the callback can evaluate the live weights on a clean reference batch (the
+batch of the newest snapshot step, whose loss at the snapshot's weights is known), every outlier is first
+attributed: a reference loss still at its level means the *data* is bad (skip it, within ``max_data_skips``,
+no rollback and no LR cut); an elevated one means the *weights* are damaged (roll back to the newest snapshot
+taken before the incident began, and lower the LR, more at each rollback). Without a reference the ladder
+below applies as it is.
+
 A step up in the loss that stays flat is a change of data, not divergence: after a slow climb that turns out
 flat, or when outliers persist on the freshly restored weights of a rollback, the baseline is rebuilt from
 the new level (and the rollback's LR cut is undone) instead of acting again.
@@ -22,15 +29,23 @@ the new level (and the rollback's LR cut is undone) instead of acting again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
+from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig, resolve_steps
 from lr_callbacks.watchdog.stats import Cusum, Gate, RollingBaseline, Verdict, judge, log_value, trend
 
-__all__ = ["Decision", "WatchdogPolicy"]
+__all__ = ["Decision", "Probe", "WatchdogPolicy"]
+
+Probe = Callable[[], "float | None"]
+"""The live weights' loss on the clean reference batch kept with the newest snapshot (``None``: unknown)."""
+
+DEFAULT_SNAPSHOT_EVERY = 100
+"""The snapshot cadence when the run's length is unknown (else max(10 steps, 1% of the run))."""
 
 
 @dataclass(frozen=True)
@@ -39,15 +54,17 @@ class Decision:
 
     Attributes:
         scale: the new LR scale, or ``None`` to keep it.
-        rollback: restore the last clean snapshot (and skip the current step's update).
+        rollback: restore the snapshot of step ``rollback_to`` (and skip the current step's update).
         halt: the reason to stop the run (the last good state is restored and saved first), or ``None``.
         incidents: what was done, for the log.
+        rollback_to: the snapshot's step, with ``rollback`` (``None``: the newest).
     """
 
     scale: float | None = None
     rollback: bool = False
     halt: str | None = None
     incidents: tuple[Incident, ...] = ()
+    rollback_to: int | None = None
 
 
 @dataclass
@@ -84,6 +101,14 @@ class _State:
     first_losses: list[float] = field(default_factory=list)
     flat_checked: bool = False
     halted: str | None = None
+    ring: list[dict[str, Any]] = field(default_factory=list)  # {"step", "stats", "reference"}, oldest first
+    first_step: int | None = None  # the first snapshot of the fit: the run's start
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
+    recover_steps: int | None = None
+    data_budget: int = 100
+    data_skips: int = 0  # skips of the current bad-data incident
+    ratio_cut: float = 1.0  # the part of the LR scale set by the update-ratio signal (undone when it ends)
+    can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
 
 
 class WatchdogPolicy:
@@ -103,8 +128,29 @@ class WatchdogPolicy:
         self.loss = RollingBaseline(config.window, config.min_spread)
         self.grad = RollingBaseline(config.window, config.min_spread)
         self.cusum = Cusum(config.cusum_drift, config.cusum_threshold)
+        self.updates: dict[str, RollingBaseline] = {}  # per group: log(update ratio / LR), accepted samples
         self.state = _State()
         self.events: list[Incident] = []
+        self.configure(None)
+
+    def configure(self, total_steps: int | None, can_roll_back: bool = True) -> None:
+        """Resolve the settings relative to the run (``None``: its length is unknown) at fit start;
+        ``can_roll_back=False`` when no snapshot is kept (``snapshot="off"``).
+
+        The snapshot cadence is ``snapshot_every`` or max(10 steps, 1% of the run); ``recover_after`` and
+        ``max_data_skips`` may be a percentage of the run.
+        """
+        c, s = self.config, self.state
+        s.can_roll_back = can_roll_back
+        if c.snapshot_every is not None:
+            s.snapshot_every = c.snapshot_every
+        elif total_steps:
+            s.snapshot_every = max(10, math.ceil(0.01 * total_steps))
+        else:
+            s.snapshot_every = DEFAULT_SNAPSHOT_EVERY
+        fallback = 1000
+        s.recover_steps = None if c.recover_after is None else resolve_steps(c.recover_after, total_steps, fallback)
+        s.data_budget = resolve_steps(c.max_data_skips, total_steps, fallback)
 
     # --- read-outs ---------------------------------------------------------------------------------
 
@@ -124,9 +170,17 @@ class WatchdogPolicy:
         return bool(self.state.run)
 
     def gate(self) -> Gate:
-        """The limits a step is judged against now (``inf`` during warmup)."""
+        """The limits a step is judged against now.
+
+        During the warmup, before the baseline exists, the loss is held against the run's own first losses:
+        a loss above ``max_level_shift`` × their median is trouble (the LR warming up into instability).
+        """
         if not self.ready:
-            return Gate(clip=self.config.outlier_action == "clip")
+            first = self.state.first_losses
+            if len(first) < 5:
+                return Gate(clip=self.config.outlier_action == "clip")
+            limit = statistics.median(first[:5]) + math.log(self.config.max_level_shift)
+            return Gate(loss_limit=limit, clip=self.config.outlier_action == "clip")
         c = self.config
         return Gate(
             loss_limit=self.loss.limit(c.z_threshold) if len(self.loss) else math.inf,
@@ -160,21 +214,132 @@ class WatchdogPolicy:
             return False
         if s.last_change is not None and step - s.last_change < self.config.patience:
             return False
-        return s.snapshot_requested or s.snapshot_step is None or step - s.snapshot_step >= self.config.snapshot_every
+        return s.snapshot_requested or s.snapshot_step is None or step - s.snapshot_step >= s.snapshot_every
 
-    def snapshot_taken(self, step: int) -> None:
-        """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines)."""
-        self.state.snapshot_step, self.state.snapshot_requested = step, False
-        self.state.snapshot_stats = {"loss": self.loss.state_dict(), "grad": self.grad.state_dict()}
+    def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
+        """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).
+
+        ``reference`` is the loss of the batch kept with it, at its weights (the step's own loss). Returns the
+        step of the snapshot that leaves the ring of ``snapshots`` (its buffers may be reused), or ``None``.
+        """
+        s = self.state
+        s.snapshot_step, s.snapshot_requested = step, False
+        s.snapshot_stats = {"loss": self.loss.state_dict(), "grad": self.grad.state_dict()}
+        if s.first_step is None:
+            s.first_step = step
+        s.ring = [r for r in s.ring if r["step"] != step]
+        s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": log_value(reference or math.nan)})
+        if len(s.ring) > self.config.snapshots:
+            return int(s.ring.pop(0)["step"])
+        return None
+
+    def resumed_from(self, step: int, keep_reference: bool) -> None:
+        """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
+        one, with its reference batch if the checkpoint brought it back (``keep_reference``)."""
+        s = self.state
+        entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
+        s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
 
     def request_snapshot(self) -> None:
         """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
         self.state.snapshot_requested = True
 
+    # --- the LR-instability signal: the update's size relative to the weights ------------------------
+
+    def record_update(self, step: int, ratios: dict[str, tuple[float, float]], grad_norm: float = math.nan) -> Decision:
+        """Judge the update of ``step``: per group, ``ratio = ‖Δθ‖ / ‖θ‖`` and the LR the hooks set for it.
+
+        The signal is ``u = log(ratio / LR)`` plus the log of the cut this signal made, less how far the step's
+        gradient norm (``grad_norm``) was above its baseline: the update's size for the planned LR (schedule ×
+        the ladder's scale) and the gradient it followed, so warmup, decay, the ladder's cuts and a batch with a
+        large gradient are no alarm.
+        A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
+        fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
+        ``exp(−excess)``, to bring ``u`` back to its center. After a cut ``c`` the signal stays near its center
+        while the cause lasts and falls about ``log c`` below it once the cause has passed: when every group is
+        nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
+        update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
+        """
+        s, c = self.state, self.config
+        if s.halted:
+            return Decision()
+        values = {}
+        gradient = self._gradient_excess(grad_norm)
+        for name, (ratio, lr) in ratios.items():
+            x, y = log_value(ratio), log_value(lr)
+            if x is not None and y is not None:
+                values[name] = x - y + math.log(s.ratio_cut) - gradient
+        needed = self._update_window()
+        judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
+        excess = {n: v - self.updates[n].center for n, v in judged.items()}
+        high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
+        # after a cut c the signal sits near its center while the cause lasts and near log(c) once it has passed:
+        # the cut is undone when every group is nearer the latter (and below its center by a spread or more)
+        restored = 0.5 * math.log(s.ratio_cut)
+        low = judged and all(e < min(restored, -self.updates[n].spread) for n, e in excess.items())
+        if high:
+            return self._emit(self._ratio_cut(step, max(high.values()), ratios, high))
+        if low and s.ratio_cut < 1.0:
+            return self._emit(self._ratio_restore(step, max(excess.values())))  # excess: for the log
+        for name, value in values.items():
+            self.updates.setdefault(name, self._update_baseline()).add(value)
+        return Decision()
+
+    def _gradient_excess(self, grad_norm: float) -> float:
+        """How far above its baseline the sampled step's gradient norm was (log units, ≥ 0): a larger gradient
+        makes a larger update under SGD, and that is the data's doing, not the LR's."""
+        y = log_value(grad_norm)
+        if y is None or not len(self.grad):
+            return 0.0
+        return max(0.0, y - self.grad.center)
+
+    def _update_window(self) -> int:
+        c = self.config
+        return max(5, c.warmup_steps // (c.update_every or 1))
+
+    def _update_baseline(self) -> RollingBaseline:
+        """The update signal's baseline: its samples of the last ``warmup_steps`` (it drifts as training goes, so
+        a short memory; a slow climb of the LR is left to the loss's CUSUM)."""
+        return RollingBaseline(self._update_window(), self.config.min_spread)
+
+    def _ratio_cut(
+        self, step: int, excess: float, ratios: dict[str, tuple[float, float]], high: dict[str, float]
+    ) -> Decision:
+        s, c = self.state, self.config
+        factor = math.exp(-excess)
+        old, s.scale = s.scale, max(s.scale * factor, c.min_lr_scale)
+        s.ratio_cut *= s.scale / old
+        name = max(high, key=lambda n: high[n])
+        detail = (
+            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
+            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}"
+        )
+        ratio = ratios[name][0]
+        threshold = ratio * math.exp(-excess + c.update_z_threshold * self.updates[name].spread)
+        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
+        return Decision(scale=s.scale, incidents=(note,))
+
+    def _ratio_restore(self, step: int, excess: float) -> Decision:
+        s = self.state
+        factor = 1.0 / s.ratio_cut  # the cause has passed: the whole cut this signal made goes
+        old, s.scale = s.scale, _snap(min(1.0, s.scale * factor))
+        s.ratio_cut = _snap(min(1.0, s.ratio_cut * factor))
+        detail = (
+            f"the update is back below its usual size for the planned LR: what made it too large has passed; "
+            f"LR scale {old:.3g} → {s.scale:.3g}"
+        )
+        note = Incident(step, Signal.UPDATE_RATIO, math.exp(excess), math.nan, Action.RAISE_LR, detail)
+        return Decision(scale=s.scale, incidents=(note,))
+
     # --- the ladder --------------------------------------------------------------------------------
 
-    def record(self, step: int, loss: float, grad_norm: float, verdict: Verdict) -> Decision:
-        """Record ``step`` with the ``verdict`` it was given; return what must be done now."""
+    def record(
+        self, step: int, loss: float, grad_norm: float, verdict: Verdict, probe: Probe | None = None
+    ) -> Decision:
+        """Record ``step`` with the ``verdict`` it was given; return what must be done now.
+
+        ``probe`` evaluates the live weights on the clean reference batch; it is called only at an incident.
+        """
         s = self.state
         if s.halted:
             return Decision()
@@ -183,8 +348,8 @@ class WatchdogPolicy:
             note = Incident(step, Signal.AFTER_ROLLBACK, loss, math.nan, Action.SKIP, f"{s.skip_pending} more to skip")
             return self._emit(Decision(incidents=(note,)))
         if verdict.signals:
-            return self._emit(self._outlier(step, loss, grad_norm, verdict))
-        return self._emit(self._accepted(step, loss, grad_norm))
+            return self._emit(self._outlier(step, loss, grad_norm, verdict, probe))
+        return self._emit(self._accepted(step, loss, grad_norm, probe))
 
     def _emit(self, decision: Decision) -> Decision:
         self.events.extend(decision.incidents)
@@ -192,8 +357,8 @@ class WatchdogPolicy:
             self.state.last_change = decision.incidents[-1].step
         return decision
 
-    def _outlier(self, step: int, loss: float, grad_norm: float, verdict: Verdict) -> Decision:
-        s, c = self.state, self.config
+    def _outlier(self, step: int, loss: float, grad_norm: float, verdict: Verdict, probe: Probe | None) -> Decision:
+        s = self.state
         action = Action.SKIP if verdict.skip else Action.CLIP
         gate = self.gate()
         incidents = []
@@ -214,6 +379,22 @@ class WatchdogPolicy:
                 Signal.GRAD_NORM in verdict.signals,
             )
         )
+        damaged = self._damaged(probe)
+        if damaged is not None:
+            escalation = self._attributed(step, damaged, probe_value=self._probe_value)
+        else:
+            escalation = self._unattributed(step)
+        return Decision(
+            scale=escalation.scale,
+            rollback=escalation.rollback,
+            halt=escalation.halt,
+            incidents=(*incidents, *escalation.incidents),
+            rollback_to=escalation.rollback_to,
+        )
+
+    def _unattributed(self, step: int) -> Decision:
+        """No reference batch to tell the cause: the ladder (repeated outliers lower the LR, persistent roll back)."""
+        s, c = self.state, self.config
         escalation = Decision()
         if len(s.run) == 1:
             s.run_starts = [k for k in s.run_starts if k > step - c.lower_window] + [step]
@@ -228,24 +409,96 @@ class WatchdogPolicy:
                 )
         if len(s.run) >= c.patience:
             escalation = self._persistent(step)
-        return Decision(
-            scale=escalation.scale,
-            rollback=escalation.rollback,
-            halt=escalation.halt,
-            incidents=(*incidents, *escalation.incidents),
+        return escalation
+
+    _probe_value: float = math.nan
+    _probe_limit: float = math.nan
+
+    def _damaged(self, probe: Probe | None) -> bool | None:
+        """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
+        the snapshot by more than ``max_level_shift`` (the bound on a level shift of the loss; the reference
+        batch has no sampling noise, so the batch-to-batch spread does not enter, and training since the
+        snapshot only lowers it). ``None``: no reference to tell."""
+        s = self.state
+        reference = s.ring[-1]["reference"] if s.ring else None
+        if probe is None or reference is None or not len(self.loss):
+            return None
+        value = probe()
+        if value is None:
+            return None
+        limit = reference + math.log(self.config.max_level_shift)
+        self._probe_value, self._probe_limit = value, math.exp(limit)
+        x = log_value(value)
+        return x is None or x > limit
+
+    def _attributed(self, step: int, damaged: bool, probe_value: float) -> Decision:
+        """The cause is known: damaged weights roll back; bad data is skipped within ``max_data_skips``."""
+        s, c = self.state, self.config
+        if damaged:
+            run, s.run, s.data_skips = s.run, [], 0
+            why = (
+                f"the clean reference batch's loss is {probe_value:.4g} on the live weights (above "
+                f"{self._probe_limit:.4g}): the weights are damaged"
+            )
+            return self._rollback(step, Signal.DAMAGED_WEIGHTS, probe_value, self._probe_limit, why, since=run[0].step)
+        s.data_skips += 1
+        finite = [r.loss for r in s.run if r.loss is not None]
+        if len(s.run) == c.patience and finite and not any(r.non_finite for r in s.run):
+            elevation = statistics.median(finite) - self.loss.center
+            if elevation <= math.log(c.max_level_shift):
+                return self._rebaseline_data(step, s.run, elevation)
+        if s.data_skips < s.data_budget:
+            return Decision()
+        run, s.run, s.data_skips = s.run, [], 0
+        if any(r.non_finite for r in run) or not finite:
+            reason = (
+                f"the data stayed bad for {len(run)} steps (max_data_skips) while the reference batch shows sound "
+                "weights; the live weights are kept"
+            )
+            s.halted = reason
+            note = Incident(step, Signal.BAD_DATA, len(run), s.data_budget, Action.HALT, reason)
+            return Decision(halt=reason, incidents=(note,))
+        return self._rebaseline_data(step, run, statistics.median(finite) - self.loss.center)
+
+    def _rebaseline_data(self, step: int, run: list[_RunStep], elevation: float) -> Decision:
+        """The weights are sound and the data changed: a new baseline from the run's values."""
+        c, s = self.config, self.state
+        self.loss.reset([r.loss for r in run if r.loss is not None], refill=c.warmup_steps)
+        if any(r.grad_out for r in run):
+            self.grad.reset([r.grad for r in run if r.grad is not None], refill=c.warmup_steps)
+        self.cusum.reset()
+        s.run, s.run_starts, s.data_skips = [], [], 0
+        bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
+        detail = (
+            f"the loss stepped up {math.exp(elevation) - 1.0:+.1%} ({bound} max_level_shift) for {len(run)} steps "
+            "while the reference batch shows sound weights: a change of data; new baseline"
         )
+        note = Incident(step, Signal.BAD_DATA, len(run), c.patience, Action.REBASELINE, detail)
+        return Decision(incidents=(note,))
 
     def _persistent(self, step: int) -> Decision:
         """``patience`` outliers in a row: a change of data if the restored weights see it too, else roll back."""
         s = self.state
         run, s.run = s.run, []
         finite = not any(r.non_finite for r in run)
-        if finite and s.clean_since_rollback == 0:
+        if finite and s.clean_since_rollback == 0 and self._within_level_shift(run):
             return self._rebaseline_after_rollback(step, run)
         kind = "non-finite" if not finite else "outlying"
         return self._rollback(
-            step, Signal.PERSISTENT_OUTLIERS, len(run), self.config.patience, f"{len(run)} {kind} steps in a row"
+            step,
+            Signal.PERSISTENT_OUTLIERS,
+            len(run),
+            self.config.patience,
+            f"{len(run)} {kind} steps in a row",
+            since=run[0].step,
         )
+
+    def _within_level_shift(self, run: list[_RunStep]) -> bool:
+        """Whether the run's losses sit at most ``max_level_shift`` above the baseline (a new level of data)."""
+        losses = [r.loss for r in run if r.loss is not None]
+        if not losses or not len(self.loss):
+            return True
+        return statistics.median(losses) - self.loss.center <= math.log(self.config.max_level_shift)
 
     def _rebaseline_after_rollback(self, step: int, run: list[_RunStep]) -> Decision:
         """Outliers persist on weights just restored from a clean snapshot: the data changed, not the model."""
@@ -276,40 +529,79 @@ class WatchdogPolicy:
         note = Incident(step, signal, value, threshold, Action.LOWER_LR, f"{why}; LR scale {old:.3g} → {s.scale:.3g}")
         return Decision(scale=s.scale, incidents=(note,))
 
-    def _rollback(self, step: int, signal: Signal, value: float, threshold: float, why: str) -> Decision:
-        """Rung 4: restore the last clean snapshot and cut the LR; rung 5 when the budget is spent."""
+    def _target(self, since: int | None) -> dict[str, Any] | None:
+        """The newest snapshot taken before ``since`` (the incident's first step), or the newest one."""
+        ring = self.state.ring
+        before = [r for r in ring if since is None or r["step"] <= since]
+        return before[-1] if before else (ring[0] if ring else None)
+
+    def _rollback(
+        self, step: int, signal: Signal, value: float, threshold: float, why: str, since: int | None = None
+    ) -> Decision:
+        """Rung 4: restore the newest snapshot before the incident and cut the LR, by ``lr_factor`` more at each
+        rollback (× lr_factor, then lr_factor², …: a spike that comes back means the LR is still too high);
+        rung 5 when the budget is spent."""
         s, c = self.state, self.config
         s.run, s.run_starts = [], []
         self.cusum.reset()
+        if not s.can_roll_back:
+            return self._cut_instead(step, signal, value, threshold, why)
+        target = self._target(since)
+        if target is not None:
+            s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
+            s.ring = [r for r in s.ring if r["step"] <= target["step"]]
         if s.rollbacks >= c.max_rollbacks or s.snapshot_step is None:
             if s.snapshot_step is None:
                 reason = f"{why} at step {step}, and there is no clean snapshot to return to"
             else:
                 reason = (
                     f"{why} at step {step}, and all {c.max_rollbacks} rollbacks (max_rollbacks) are used; "
-                    f"the last good state (before step {s.snapshot_step}) is restored"
+                    f"the last good state (before step {s.snapshot_step}{self._start_note()}) is restored"
                 )
             s.halted = reason
             note = Incident(step, signal, value, threshold, Action.HALT, reason, rollback_to=s.snapshot_step)
-            return Decision(rollback=s.snapshot_step is not None, halt=reason, incidents=(note,))
+            return Decision(
+                rollback=s.snapshot_step is not None, halt=reason, incidents=(note,), rollback_to=s.snapshot_step
+            )
         s.rollbacks += 1
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         if s.snapshot_stats is not None:
             self.loss.load_state_dict(s.snapshot_stats["loss"])
             self.grad.load_state_dict(s.snapshot_stats["grad"])
         s.scale_before_rollback = s.scale
-        old, s.scale = s.scale, max(s.scale * c.lr_factor, c.min_lr_scale)
+        old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
         s.last_cut = step
         detail = (
-            f"{why}; back to the snapshot before step {s.snapshot_step} "
+            f"{why}; back to the snapshot before step {s.snapshot_step}{self._start_note()} "
             f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}"
         )
         note = Incident(step, signal, value, threshold, Action.ROLLBACK, detail, rollback_to=s.snapshot_step)
-        return Decision(scale=s.scale, rollback=True, incidents=(note,))
+        return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=s.snapshot_step)
 
-    def _accepted(self, step: int, loss: float, grad_norm: float) -> Decision:
+    def _cut_instead(self, step: int, signal: Signal, value: float, threshold: float, why: str) -> Decision:
+        """No snapshot to go back to (``snapshot="off"``): lower the LR as a rollback would, keep the weights;
+        halt (keeping them) once ``max_rollbacks`` such cuts are spent."""
+        s, c = self.state, self.config
+        if s.rollbacks >= c.max_rollbacks:
+            reason = f"{why} at step {step}, and all {c.max_rollbacks} cuts (max_rollbacks) are used; snapshot='off'"
+            s.halted = reason
+            return Decision(halt=reason, incidents=(Incident(step, signal, value, threshold, Action.HALT, reason),))
+        s.rollbacks += 1
+        old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
+        s.last_cut = step
+        detail = f"{why}; snapshot='off': no rollback, LR scale {old:.3g} → {s.scale:.3g}"
+        return Decision(scale=s.scale, incidents=(Incident(step, signal, value, threshold, Action.LOWER_LR, detail),))
+
+    def _start_note(self) -> str:
+        """Said in the log when a rollback goes back to the run's start: the last resort."""
         s = self.state
-        s.run, s.last_accepted = [], step
+        if s.snapshot_step is not None and s.snapshot_step == s.first_step and s.accepted > s.snapshot_every:
+            return ", the start of the run: no later clean snapshot was left (a last resort)"
+        return ""
+
+    def _accepted(self, step: int, loss: float, grad_norm: float, probe: Probe | None = None) -> Decision:
+        s = self.state
+        s.run, s.last_accepted, s.data_skips = [], step, 0
         if s.clean_since_rollback is not None:
             s.clean_since_rollback += 1
         x, y = log_value(loss), log_value(grad_norm)
@@ -324,15 +616,15 @@ class WatchdogPolicy:
         if y is not None:
             self.grad.add(y)
         s.accepted += 1
-        decision = self._trend(step) if ready else Decision()
+        decision = self._trend(step, probe) if ready else Decision()
         if not decision.incidents:
             decision = self._recover(step)
         flat = self._flat_check(step)
         if flat is not None:
-            decision = Decision(decision.scale, decision.rollback, decision.halt, (*decision.incidents, flat))
+            decision = dataclasses.replace(decision, incidents=(*decision.incidents, flat))
         return decision
 
-    def _trend(self, step: int) -> Decision:
+    def _trend(self, step: int, probe: Probe | None = None) -> Decision:
         """The CUSUM alarmed: a change of data gets a new baseline, a climb or a big jump an LR cut or a rollback.
 
         Acts only once ``patience`` values since the change began can tell the cases apart:
@@ -350,7 +642,17 @@ class WatchdogPolicy:
         values, value = list(cusum.since_start), cusum.value
         elevation = statistics.median(values) - center
         change = f"the loss rose {math.exp(elevation) - 1.0:+.1%} over {len(values)} steps"
-        if s.clean_since_rollback is not None and not s.normal_since_rollback:
+        within = elevation <= math.log(c.max_level_shift)
+        damaged = self._damaged(probe)
+        if damaged is True:
+            since = cusum.start
+            why = f"{change}, and the clean reference batch's loss rose to {self._probe_value:.4g}: damaged weights"
+            return self._rollback(step, Signal.DAMAGED_WEIGHTS, self._probe_value, self._probe_limit, why, since)
+        if damaged is False and not within:
+            cusum.restart()
+            detail = f"{change}, beyond max_level_shift, while the reference batch shows sound weights: watching"
+            return Decision(incidents=(Incident(step, Signal.BAD_DATA, value, c.cusum_threshold, Action.WARN, detail),))
+        if s.clean_since_rollback is not None and not s.normal_since_rollback and within:
             self.loss.reset(values, refill=c.warmup_steps)
             cusum.reset()
             s.clean_since_rollback = None
@@ -360,7 +662,7 @@ class WatchdogPolicy:
             )
             note = Incident(step, Signal.LOSS_TREND, value, c.cusum_threshold, Action.REBASELINE, detail)
             return Decision(scale=s.scale if s.scale != old else None, incidents=(note,))
-        if trend(values, spread) == "flat" and elevation <= math.log(c.max_level_shift):
+        if within and (damaged is False or trend(values, spread) == "flat"):
             self.loss.reset(values, refill=c.warmup_steps)
             cusum.reset()
             detail = f"{change} and stayed flat (a level shift within max_level_shift): new baseline"
@@ -374,15 +676,17 @@ class WatchdogPolicy:
         return self._rollback(step, Signal.LOSS_TREND, value, c.cusum_threshold, f"{change}, despite a recent LR cut")
 
     def _recover(self, step: int) -> Decision:
-        """After ``recover_after`` steps with no incident, undo one LR cut (toward 1.0)."""
+        """After ``recover_after`` steps (or that share of the run) with no incident, undo one LR cut; the wait
+        doubles with each rollback of the run."""
         s, c = self.state, self.config
-        if c.recover_after is None or s.scale >= 1.0 or s.last_change is None:
+        if s.recover_steps is None or s.scale >= s.ratio_cut or s.last_change is None:
             return Decision()
-        if step - s.last_change < c.recover_after:
+        wait = s.recover_steps * 2**s.rollbacks  # each rollback says an earlier raise may have come too soon
+        if step - s.last_change < wait:
             return Decision()
-        old, s.scale = s.scale, min(1.0, s.scale / c.lr_factor)
+        old, s.scale = s.scale, _snap(min(s.ratio_cut, s.scale / c.lr_factor))
         detail = f"{step - s.last_change} steps without incident; LR scale {old:.3g} → {s.scale:.3g}"
-        note = Incident(step, Signal.CLEAN_STRETCH, step - s.last_change, c.recover_after, Action.RAISE_LR, detail)
+        note = Incident(step, Signal.CLEAN_STRETCH, step - s.last_change, s.recover_steps, Action.RAISE_LR, detail)
         return Decision(scale=s.scale, incidents=(note,))
 
     def _flat_points(self) -> int:
@@ -418,6 +722,7 @@ class WatchdogPolicy:
             "grad": self.grad.state_dict(),
             "cusum": self.cusum.state_dict(),
             "events": [e.state() for e in self.events],
+            "updates": {name: baseline.state_dict() for name, baseline in self.updates.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -431,3 +736,12 @@ class WatchdogPolicy:
         self.grad.load_state_dict(state["grad"])
         self.cusum.load_state_dict(state["cusum"])
         self.events = [Incident(**e) for e in state["events"]]
+        self.updates = {}
+        for name, saved in state.get("updates", {}).items():
+            self.updates[name] = self._update_baseline()
+            self.updates[name].load_state_dict(saved)
+
+
+def _snap(scale: float) -> float:
+    """1.0 for a scale within rounding of it (a product of cuts and their inverses)."""
+    return 1.0 if abs(scale - 1.0) < 1e-9 else scale

@@ -204,6 +204,54 @@ def test_lr_fault_multiplies_the_lr_of_exactly_its_steps(tmp_path) -> None:
     assert [lrs[1] for lrs in persistent.seen_lrs] == pytest.approx([0.01] * 5 + [0.05] * 3)
 
 
+def test_partial_label_noise_replaces_a_fifth_of_the_labels_for_200_batches() -> None:
+    ys = torch.full((4000,), -1, dtype=torch.long)  # -1 is never drawn: every changed label shows
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4000, 1), ys), batch_size=10)
+    batches = [y for _, y in FaultyLoader(data, fault("label_noise_20pct_200", start=5, seed=1), classes=10)]
+    changed = [float((y >= 0).float().mean()) for y in batches]
+    assert all(c == 0.0 for c in changed[:5] + changed[205:])
+    assert sum(changed[5:205]) / 200 == pytest.approx(0.2, abs=0.02)
+
+
+def test_scheduler_restart_replays_the_schedule_from_step_0(tmp_path) -> None:
+    from lr_callbacks import preset
+
+    schedule = preset("cosine", warmup="10%")
+    model = TinyModel()
+    restart = LRFault(fault("scheduler_restart", start=10), schedule, 20)
+    trainer = make_trainer(tmp_path, max_steps=20, callbacks=[LRSchedule(schedule), restart], logger=False)
+    trainer.fit(model, loader(batch_size=2))
+    body = [lrs[0] for lrs in model.seen_lrs]
+    planned = [0.1 * schedule(k, 20, 1) for k in range(20)]
+    assert body[:10] == pytest.approx(planned[:10])
+    assert body[10:] == pytest.approx(planned[:10])
+
+
+def test_adam_v_reset_zeroes_the_second_moment_once_and_keeps_the_step_count() -> None:
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([parameter], lr=0.1)
+    for _ in range(3):
+        parameter.grad = torch.ones(3)
+        optimizer.step()
+    reset = LRFault(fault("adam_v_reset", start=1))
+    reset.on_before_optimizer_step(None, None, optimizer)
+    assert float(optimizer.state[parameter]["exp_avg_sq"].sum()) > 0  # step 0: not yet
+    reset.on_before_optimizer_step(None, None, optimizer)
+    assert float(optimizer.state[parameter]["exp_avg_sq"].abs().sum()) == 0.0
+    assert float(optimizer.state[parameter]["step"]) == 3.0
+
+
+def test_zclip_clips_a_norm_far_above_its_ema_reciprocally() -> None:
+    from benchmarks.spike_baselines import ZClip
+
+    clip = ZClip(warmup_steps=4)
+    assert [clip.target(g) for g in (1.0, 1.2, 0.8, 1.0)] == [None] * 4
+    mean, std = clip.mean, clip.var**0.5
+    z = (10.0 - mean) / (std + 1e-6)
+    assert clip.target(10.0) == pytest.approx(mean + 2.5 * std / (z / 2.5))
+    assert clip.target(float("nan")) is None
+
+
 def test_unknown_fault_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"fault must be one of nan_batch, .*, clean, data_switch; got 'gremlins'"):
         fault("gremlins", start=0)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks --quick`` runs all four benchmarks end to end and writes well-formed, sane results.
+"""``python -m benchmarks --quick`` runs all five benchmarks end to end and writes well-formed, sane results.
 
 The run is real (a subprocess, as a user would start it) at the smoke size; the checks are on structure and
 sanity, not on exact numbers. The committed full results are checked for the same structure, so they cannot
@@ -19,6 +19,30 @@ from benchmarks.__main__ import BENCHMARKS, parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+WATCHDOG_METHODS = (
+    "none",
+    "early_stopping",
+    "spike_detection",
+    "kill_loss_spike",
+    "grad_clip",
+    "zclip",
+    "lr_callbacks",
+)
+WATCHDOG_KEYS = {
+    "recovered",
+    "runs",
+    "recovered_3_seeds",
+    "runs_3_seeds",
+    "damage_undone",
+    "held_out_damage_undone",
+    "held_out_damage_undone_ci",
+    "held_out_recovered",
+    "held_out_runs",
+    "worse_than_none",
+    "false_interventions",
+    "clean_steps",
+    "false_interventions_per_1k",
+}
 STAMP = ("- command: `python -m benchmarks", "- machine: ", "- versions: ", "torch ", "pytorch-lightning ")
 
 
@@ -58,11 +82,27 @@ def _summary_structure(summary: dict, all_setups: bool = True) -> None:
                 assert 0 <= part["over_0_3"] <= part["runs"]
                 assert isinstance(part["diverged"], int) and part["diverged"] >= 0
         assert entry["runs"] == (entry["tuning"]["runs"] or 0) + (entry["held_out"]["runs"] or 0)
-    assert set(summary["watchdog"]) == {"none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"}
+    assert set(summary["watchdog"]) == set(WATCHDOG_METHODS)
     for entry in summary["watchdog"].values():
-        assert set(entry) == {"recovered", "runs", "false_interventions_per_1k"}
+        assert set(entry) == WATCHDOG_KEYS
         assert 0 <= entry["recovered"] <= entry["runs"] and entry["runs"] > 0
-        assert entry["false_interventions_per_1k"] >= 0
+        assert 0 <= entry["recovered_3_seeds"] <= entry["runs_3_seeds"] <= entry["runs"]
+        assert 0 <= entry["held_out_recovered"] <= entry["held_out_runs"] and entry["held_out_runs"] > 0
+        assert entry["false_interventions_per_1k"] >= 0 and entry["clean_steps"] > 0
+        low, high = entry["held_out_damage_undone_ci"]
+        if entry["held_out_damage_undone"] is not None:
+            assert low <= entry["held_out_damage_undone"] <= high
+    natural = summary["natural"]
+    assert set(natural) == {
+        "unstable_multiples",
+        "within_10pct",
+        "never_worse",
+        "snapshot_mib",
+        "snapshot_host_ms",
+        "snapshot_disk_ms",
+    }
+    assert natural["snapshot_mib"] > 0 and natural["snapshot_host_ms"] > 0 and natural["snapshot_disk_ms"] > 0
+    assert 0 <= natural["within_10pct"] <= natural["unstable_multiples"]
     rows = summary["finetune"]
     setups = [r["setup"] for r in rows]
     assert any(s.startswith("LRFinder") for s in setups)
@@ -81,7 +121,7 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
     with open(os.path.join(quick, "summary.json")) as handle:
         summary = json.load(handle)
     _summary_structure(summary)
-    for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
+    for name in ("overhead", "finder", "watchdog", "watchdog_natural", "finetune", "timing", "summary"):
         with open(os.path.join(quick, f"{name}.md")) as handle:
             text = handle.read()
         for part in STAMP:
@@ -89,6 +129,7 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
         assert "--quick" in text
     pngs = [f for f in os.listdir(quick) if f.endswith(".png")]
     assert {"finder_profile.png", "finder_digits-mlp_sgd.png", "finder_digits-mlp_adamw.png"} <= set(pngs)
+    assert "watchdog_natural.png" in pngs
     for name in pngs:
         with open(os.path.join(quick, name), "rb") as handle:
             head = handle.read(8)
@@ -120,8 +161,10 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
         watchdog = json.load(handle)
     runs = watchdog["runs"]
     faults = {(r["fault"], r["seed"]) for r in runs}
-    for method in ("none", "early_stopping", "spike_detection", "kill_loss_spike", "lr_callbacks"):
-        assert {(r["fault"], r["seed"]) for r in runs if r["method"] == method} == faults  # same faults for all
+    faulted = {(f, s) for f, s in faults if f not in ("clean", "data_switch")}
+    for method in WATCHDOG_METHODS:
+        mine = {(r["fault"], r["seed"]) for r in runs if r["method"] == method}
+        assert faulted <= mine <= faults  # the same faults for all
     unguarded = next(r for r in runs if r["fault"] == "nan_batch" and r["method"] == "none")
     assert unguarded["loss"] is None  # NaN weights: JSON has no NaN, it is written as null
     with open(os.path.join(quick, "overhead.json")) as handle:
@@ -139,7 +182,7 @@ def test_committed_full_results_have_the_same_structure() -> None:
         subset = "--tasks" in handle.read().split("\n", 4)[2]  # the command line of its stamp
     with open(path) as handle:
         _summary_structure(json.load(handle), all_setups=not subset)
-    for name in ("overhead", "finder", "watchdog", "finetune", "timing", "summary"):
+    for name in ("overhead", "finder", "watchdog", "watchdog_natural", "finetune", "timing", "summary"):
         with open(os.path.join(RESULTS, f"{name}.md")) as handle:
             text = handle.read()
         assert "--quick" not in text
@@ -173,7 +216,7 @@ def test_only_keeps_the_other_sections(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--only", "bogus"], "--only takes names among overhead, finder, watchdog, finetune; got 'bogus'"),
+        (["--only", "bogus"], "--only takes names among overhead, finder, watchdog, natural, finetune; got 'bogus'"),
         (["--only", ","], "--only takes names among"),
         (["--threads", "0"], "--threads must be at least 1; got 0"),
     ],

@@ -36,7 +36,8 @@ class Record(pl.Callback):
 
 
 def test_a_fault_on_one_rank_gets_the_same_answer_on_every_rank(tmp_path):
-    # rank 1: a NaN loss at step 30, then 6 steps of ×1000 from step 45 (a rollback at 50); rank 0 stays clean
+    # rank 1: a NaN loss at step 30, then 6 steps of ×1000 from step 45; rank 0 stays clean. The clean reference
+    # batches (one per rank, their losses averaged by one all-reduce) show sound weights: bad data, skipped
     faults = Faults(nan_loss=[30], loss_times={k: 1000.0 for k in range(45, 51)}, rank=1)
     watchdog = DivergenceWatchdog(warmup_steps=10, window=20, snapshot_every=10, patience=6, flat_loss_steps=None)
     trainer = make_trainer(
@@ -54,5 +55,6 @@ def test_a_fault_on_one_rank_gets_the_same_answer_on_every_rank(tmp_path):
     assert ranks[0] == ranks[1]  # same incidents, same scale, same weights, bit for bit
     events = ranks[0]["events"]
     assert events[0].startswith("Incident(step=30, signal='non_finite'") and "action='skip'" in events[0]
-    assert any("step=50, signal='persistent_outliers'" in e and "action='rollback'" in e for e in events)
-    assert ranks[0]["finite"] and ranks[0]["steps"] == 60 and ranks[0]["scale"] == 0.5
+    assert {e.split("step=")[1].split(",")[0] for e in events} == {"30", "45", "46", "47", "48", "49", "50"}
+    assert all("action='skip'" in e for e in events)
+    assert ranks[0]["finite"] and ranks[0]["steps"] == 60 and ranks[0]["scale"] == 1.0

@@ -158,7 +158,8 @@ def test_clip_scales_the_gradient_down_to_the_threshold(tmp_path):
 
 def test_lowering_the_lr_goes_through_lr_schedule_scale(tmp_path):
     schedule = LRSchedule("cosine", warmup="5 steps")
-    watchdog = small(lower_after=2, lower_window=20, recover_after=15)
+    # without the reference batch the repeated spikes lower the LR (with it they are bad data, skipped)
+    watchdog = small(lower_after=2, lower_window=20, recover_after=15, reference_batch=False)
     model = DigitsModel(faults=Faults(loss_times={20: 1000.0, 25: 1000.0}))
     fit(tmp_path, model, [schedule, watchdog], 60)
     kinds = [(e.step, e.action) for e in watchdog.events if e.action != "skip"]
@@ -177,7 +178,7 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
         scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 / (1.0 + 0.01 * k)),
         loss_hook=hook,
     )
-    watchdog = small(lower_after=2, min_spread=0.05)
+    watchdog = small(lower_after=2, min_spread=0.05, reference_batch=False, recover_after=None)
     trainer = make_trainer(tmp_path, max_steps=30, callbacks=[watchdog])
     trainer.fit(model, loader(regression_data(n=256)))
     assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(22, "lower_lr")]
@@ -398,3 +399,45 @@ def test_the_lr_finder_sweep_does_not_trigger_the_watchdog(tmp_path):
     fit(tmp_path, DigitsModel(), [finder, watchdog], 30, logger=False)
     assert finder.result is not None and finder.result.stop_reason == "diverged"
     assert watchdog.events == [] and watchdog._policy.state.accepted == 30
+
+
+# --- the snapshot ring: host, disk, off, auto ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["host", "disk"])
+def test_a_rollback_restores_the_same_state_from_host_memory_and_from_disk(tmp_path, mode):
+    faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
+    weights, watchdog = Weights(), small(snapshot=mode, update_every=None)
+    model = DigitsModel(faults=faults)
+    fit(tmp_path / mode, model, [watchdog, weights], 40)
+    rollback = next(e for e in watchdog.events if e.action == "rollback")
+    assert watchdog.snapshot_mode == mode and rollback.signal == "damaged_weights" and rollback.rollback_to == 30
+    restored = weights.before[rollback.step + 1]  # the next update starts from the snapshot of step 30
+    assert all(map(torch.equal, restored, weights.before[30]))
+    assert not (tmp_path / mode / "watchdog-snapshots").exists() or not any(
+        (tmp_path / mode / "watchdog-snapshots").iterdir()
+    )
+
+
+def test_without_snapshots_damaged_weights_get_an_lr_cut_and_no_rollback(tmp_path):
+    faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
+    watchdog = small(snapshot="off", update_every=None)
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog], 40)
+    assert watchdog.snapshot_mode == "off" and not any(e.action == "rollback" for e in watchdog.events)
+    assert any(e.signal == "damaged_weights" and e.action == "lower_lr" for e in watchdog.events)
+
+
+def test_auto_keeps_a_small_models_snapshots_in_host_memory_and_says_so(tmp_path, caplog):
+    watchdog = small()
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        fit(tmp_path, DigitsModel(), [watchdog], 12)
+    assert watchdog.snapshot_mode == "host"
+    assert any("snapshot='auto' keeps its snapshots in host memory" in r.getMessage() for r in caplog.records)
+
+
+def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path):
+    watchdog = small(update_every=4, log_every_n_steps=1)
+    fit(tmp_path, DigitsModel(), [watchdog], 30)
+    ratios = read_scalars(tmp_path, "watchdog/update_ratio/0")
+    assert [step for step, _ in ratios] == list(range(0, 30, 4))  # step 28 is read at step 29
+    assert all(0.0 < value < 1.0 for _, value in ratios)

@@ -112,12 +112,13 @@ def test_a_burst_of_label_noise_is_caught_and_undone(tmp_path, clean_loss):
     model, watchdog, _ = watched(tmp_path / "ours", faults)
     without = DigitsModel(faults=faults)
     fit(tmp_path / "without", without, [], STEPS, logger=False)
-    kinds = events(watchdog)
     # SGD at step 120 is noisy enough (log-loss spread ≈ 1) that a noisy batch (×30 loss) stays under 6σ: the
-    # climb it causes is caught by the CUSUM, the LR cut, then the run rolled back to the clean snapshot
-    assert kinds[0][1:] == ("loss_trend", "lower_lr") and T < kinds[0][0] <= T + 12
-    assert ("loss_trend", "rollback") in [k[1:] for k in kinds]
-    assert watchdog.events[1].detail.count("before step 100") == 1
+    # climb it causes is caught by the CUSUM; the clean reference batch shows the weights damaged, so the run
+    # goes back to the newest snapshot before the climb (the ring: at most 10 steps of clean progress lost)
+    rollback = next(e for e in watchdog.events if e.action == "rollback")
+    assert rollback.signal == "damaged_weights" and T < rollback.step <= T + 12
+    assert rollback.rollback_to is not None and T - 20 <= rollback.rollback_to <= T
+    assert watchdog.scale == 1.0  # the cut is undone after a clean stretch of 5% of the run (×2 per rollback)
     assert mean_loss(model) < 0.4 * mean_loss(without)
 
     raised_at, _ = spike_detection(tmp_path / "spike", faults)
@@ -128,11 +129,11 @@ def test_an_lr_pulse_is_rolled_back(tmp_path, clean_loss):
     faults = Faults(lr_times={k: 30.0 for k in range(T, T + 5)})
     model, watchdog, _ = watched(tmp_path / "ours", faults)
     kinds = events(watchdog)
-    # the loss of step 120 is normal (the LR acts on the update): the damage shows from step 121 on, every
-    # later step is skipped (so the pulse does no more harm), and the run goes back to the snapshot of step 100
-    assert kinds[0] == (T + 1, "loss", "skip")
-    assert [k for k in kinds if k[2] != "skip"] == [(T + 10, "persistent_outliers", "rollback")]
-    assert watchdog.scale == 0.5
+    # the loss of step 120 is normal (the LR acts on the update): the damage shows at step 121, where the clean
+    # reference batch's loss is up, so the run goes back to the snapshot before step 120; the update of step
+    # 120, 41× its usual size for the planned LR, lowers the LR in proportion until the pulse has passed
+    assert (T + 1, "damaged_weights", "rollback") in kinds and watchdog.events[1].rollback_to == T
+    assert (T, "update_ratio", "lower_lr") in kinds and (T + 5, "update_ratio", "raise_lr") in kinds
     assert mean_loss(model) < 1.5 * clean_loss[STEPS]
 
     raised_at, spiked = spike_detection(tmp_path / "spike", faults)
@@ -146,8 +147,11 @@ def test_a_slow_climb_that_never_spikes_lowers_the_lr(tmp_path, clean_loss):
     without = DigitsModel(faults=faults)
     fit(tmp_path / "without", without, [], 240, logger=False)
     kinds = events(watchdog)
-    assert all(signal == "loss_trend" for _, signal, _ in kinds)
-    assert kinds[0][2] == "lower_lr" and "rollback" in [k[2] for k in kinds]
+    # the CUSUM catches the climb, the reference batch shows damaged weights: rollbacks, each cutting the LR
+    # deeper, and the cut is not undone while the run has shown it was premature (the wait doubles)
+    assert [k for k in kinds if k[2] == "rollback"] and all(
+        k[1] == "damaged_weights" for k in kinds if k[2] == "rollback"
+    )
     assert watchdog.scale <= 0.25
     assert mean_loss(without) > 2.0  # diverged: worse than chance (ln 10 ≈ 2.3 at best)
     assert mean_loss(model) < 0.25 * mean_loss(without)
@@ -175,15 +179,16 @@ class _Weights:
 def test_a_loss_that_stays_nan_halts_with_the_last_good_state_saved(tmp_path):
     from lr_callbacks.core.compat import Callback
 
-    spy = type("Spy", (_Weights, Callback), {})(100)
+    spy = type("Spy", (_Weights, Callback), {})(T)
     model, watchdog = DigitsModel(faults=Faults(nan_from=T)), DivergenceWatchdog()
     trainer = fit(tmp_path, model, [watchdog, spy], 400)
-    # 10 NaN steps in a row, a rollback (3 of them), then the budget is spent
-    rollbacks = [e.step for e in watchdog.events if e.action == "rollback"]
-    assert rollbacks == [T + 9, T + 19, T + 29]
-    assert events(watchdog)[-1] == (T + 39, "persistent_outliers", "halt")
-    assert trainer.global_step == T + 40 and trainer.should_stop
-    assert "all 3 rollbacks (max_rollbacks) are used" in watchdog.halt_reason
+    # the clean reference batch shows sound weights: the data is bad, so every step is skipped (no rollback)
+    # until max_data_skips (25% of the run: 100 steps) is spent; the halt keeps the live weights, which are the
+    # clean weights of step 120 (nothing was applied since)
+    assert not [e for e in watchdog.events if e.action == "rollback"]
+    assert events(watchdog)[-1] == (T + 99, "bad_data", "halt")
+    assert trainer.global_step == T + 100 and trainer.should_stop
+    assert "the live weights are kept" in watchdog.halt_reason
     path = os.path.join(tmp_path, "watchdog-last-good.ckpt")
     assert watchdog.halt_checkpoint_path == path
     saved = torch.load(path, weights_only=False)
@@ -201,7 +206,12 @@ def test_halt_checkpoint_sets_where_the_last_good_state_goes(tmp_path):
     watchdog = DivergenceWatchdog(warmup_steps=10, patience=3, max_rollbacks=0, halt_checkpoint=path)
     fit(tmp_path, DigitsModel(faults=Faults(nan_from=30)), [watchdog], 60, logger=False)
     assert watchdog.halt_checkpoint_path == str(path) and path.exists()
-    assert events(watchdog)[-1] == (32, "persistent_outliers", "halt")
+    assert events(watchdog)[-1] == (44, "bad_data", "halt")  # 15 skips: 25% of the run
+    no_reference = DivergenceWatchdog(
+        warmup_steps=10, patience=3, max_rollbacks=0, halt_checkpoint=path, reference_batch=False
+    )
+    fit(tmp_path / "plain", DigitsModel(faults=Faults(nan_from=30)), [no_reference], 60, logger=False)
+    assert events(no_reference)[-1] == (32, "persistent_outliers", "halt")
 
 
 # --- clean runs -----------------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import pickle
 import random
 import statistics
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +29,11 @@ def noisy(n: int, level: float = 1.0, noise: float = 0.05, seed: int = 0) -> lis
 
 
 def feed(
-    policy: WatchdogPolicy, losses: list[float], grads: list[float] | None = None, start: int | None = None
+    policy: WatchdogPolicy,
+    losses: list[float],
+    grads: list[float] | None = None,
+    start: int | None = None,
+    probe: Callable[[], float | None] | None = None,
 ) -> list[Decision]:
     """Judge and record one step per loss (gradient norm 1.0 unless given), as the callback does."""
     first = start if start is not None else (policy.state.last_accepted or -1) + 1 + len(policy.state.run)
@@ -35,7 +41,7 @@ def feed(
     for offset, loss in enumerate(losses):
         grad = grads[offset] if grads is not None else 1.0
         verdict = policy.judge(loss, grad)
-        decisions.append(policy.record(first + offset, loss, grad, verdict))
+        decisions.append(policy.record(first + offset, loss, grad, verdict, probe))
     return decisions
 
 
@@ -168,10 +174,14 @@ def test_judge_does_not_judge_a_loss_that_log_space_cannot_hold():
 # --- the ladder --------------------------------------------------------------------------------------------
 
 
-def test_nothing_but_non_finite_values_is_judged_during_warmup():
+def test_during_warmup_only_non_finite_values_and_a_blow_up_past_the_first_losses_are_judged():
     policy = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
-    feed(policy, [*noisy(5), 1000.0, math.nan, *noisy(3)], start=0)
-    assert actions(policy) == [(6, "non_finite", "skip")]
+    feed(policy, [*noisy(5), 1.4, math.nan, 1000.0, *noisy(2)], start=0)
+    # 1.4× the first losses is within max_level_shift (1.5): warmup noise; 1000× is early trouble
+    assert actions(policy) == [(6, "non_finite", "skip"), (7, "loss", "skip")]
+    early = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
+    feed(early, [1000.0, *noisy(4)], start=0)  # before five first losses there is no reference: not judged
+    assert actions(early) == []
     assert not policy.ready
     feed(policy, noisy(2, seed=3), start=10)
     assert policy.ready
@@ -295,14 +305,20 @@ def test_skip_after_rollback_skips_that_many_batches():
     assert policy.judge(1.0, 1.0).signals == ()
 
 
-def test_outliers_that_persist_on_restored_weights_are_a_change_of_data():
-    policy = warm(patience=3)
-    feed(policy, [50.0] * 3, start=30)  # a rollback, LR × 0.5
+def test_outliers_that_persist_on_restored_weights_are_a_change_of_data_within_max_level_shift():
+    policy = warm(patience=3, z_threshold=3.0)
+    feed(policy, [1.45] * 3, start=30)  # a rollback, LR × 0.5
     assert policy.scale == 0.5
-    feed(policy, [50.0] * 3, start=33)  # the restored weights see it too
+    feed(policy, [1.45] * 3, start=33)  # the restored weights see it too, and it is within 1.5×
     assert [e.action for e in policy.events][-1] == "rebaseline" and policy.scale == 1.0
-    feed(policy, noisy(5, level=50.0, seed=4), start=36)
+    feed(policy, noisy(5, level=1.45, noise=0.01, seed=4), start=36)
     assert policy.events[-1].step == 35  # the new level is accepted
+
+
+def test_outliers_beyond_max_level_shift_are_never_taken_for_a_change_of_data():
+    policy = warm(patience=3)
+    feed(policy, [50.0] * 6, start=30)
+    assert [e.action for e in policy.events if e.action != "skip"] == ["rollback", "rollback"]
 
 
 def test_recover_after_undoes_one_cut_after_a_clean_stretch():
@@ -326,8 +342,9 @@ def test_a_slow_climb_lowers_the_lr_then_rolls_back_if_it_goes_on():
     climb(policy, 30, 0.02, 80)  # +2% per step: no single step is an outlier
     kinds = [(e.step, e.signal, e.action) for e in policy.events]
     assert kinds[:2] == [(43, "loss_trend", "lower_lr"), (53, "loss_trend", "rollback")]
-    # this climb does not depend on the weights: it goes on after the rollback, so it is taken for the data
-    assert (63, "persistent_outliers", "rebaseline") in kinds
+    # the climb goes on after the rollback, far beyond max_level_shift: without a reference batch to show that
+    # the weights are sound, it is not taken for a change of data
+    assert (63, "persistent_outliers", "rollback") in kinds
 
 
 @pytest.mark.parametrize(("threshold", "caught"), [(25.0, True), (1000.0, False)])
@@ -346,7 +363,8 @@ def test_cusum_drift_sets_how_slow_a_climb_may_be(drift, caught):
 
 @pytest.mark.parametrize(("max_level_shift", "action"), [(1.5, "rebaseline"), (1.1, "lower_lr")])
 def test_a_flat_step_up_is_a_change_of_data_within_max_level_shift(max_level_shift, action):
-    policy = warm(max_level_shift=max_level_shift, min_spread=0.02)
+    policy = warm(min_spread=0.02)
+    policy.config = dataclasses.replace(policy.config, max_level_shift=max_level_shift)  # after the warmup
     feed(policy, noisy(40, level=1.2, noise=0.02, seed=8), start=30)  # +20%: z ≈ 3.6, never an outlier
     assert next((e.signal, e.action) for e in policy.events) == ("loss_trend", action)
 
@@ -447,6 +465,13 @@ def test_incident_row_is_a_markdown_table_row():
         ({"sync_every_n_steps": 0}, ValueError, r"`sync_every_n_steps` must be >= 1, got 0"),
         ({"log_every_n_steps": True}, TypeError, r"`log_every_n_steps` must be a whole number, got True"),
         ({"halt_checkpoint": 3}, TypeError, r"`halt_checkpoint` must be a path or None, got 3"),
+        ({"recover_after": "soon"}, ValueError, r"`recover_after` must be a number of steps or a percentage"),
+        ({"max_data_skips": "150%"}, ValueError, r"`max_data_skips` must be .*got '150%'; write e.g."),
+        ({"snapshots": 0}, ValueError, r"`snapshots` must be >= 1, got 0"),
+        ({"update_every": 0}, ValueError, r"`update_every` must be >= 1, got 0"),
+        ({"update_z_threshold": 0}, ValueError, r"`update_z_threshold` must be > 0, got 0"),
+        ({"snapshot": "ram"}, ValueError, r"unknown `snapshot` 'ram'; choose one of: 'host', 'disk', 'off', 'auto'"),
+        ({"reference_batch": 1}, TypeError, r"`reference_batch` must be True or False, got 1"),
     ],
 )
 def test_constructor_names_the_argument_the_value_and_the_fix(kwargs, error, match):
@@ -484,3 +509,119 @@ def test_rolling_baseline_keeps_statistics_medians_while_it_slides(values: list[
     restored = RollingBaseline(window=window, min_spread=0.0)
     restored.load_state_dict(baseline.state_dict())
     assert (restored.center, restored.spread) == (baseline.center, baseline.spread)
+
+
+# --- cause before action: the clean reference batch ----------------------------------------------------------
+
+
+def referenced(**overrides: object) -> WatchdogPolicy:
+    """A warm policy whose newest snapshot (step 29) keeps a reference batch of loss 1.0."""
+    policy = warm(**overrides)
+    policy.snapshot_taken(29, reference=1.0)
+    return policy
+
+
+def test_bad_data_is_skipped_without_a_rollback_or_an_lr_cut():
+    policy = referenced(patience=3, lower_after=2)
+    stream = noisy(40, seed=3)
+    for k in (0, 5, 10, 11, 12, 13, 14, 15):  # repeated and persistent outliers
+        stream[k] = 1000.0
+    decisions = feed(policy, stream, start=30, probe=lambda: 1.0)  # the weights are sound
+    assert {e.action for e in policy.events} == {"skip"} and policy.scale == 1.0
+    assert not any(d.rollback for d in decisions)
+
+
+def test_damaged_weights_roll_back_to_the_newest_snapshot_before_the_incident_and_cut_the_lr_more_each_time():
+    policy = referenced(patience=10)
+    feed(policy, noisy(10, seed=4), start=30)
+    assert policy.snapshot_taken(39, reference=1.0) is None  # the ring holds 29 and 39
+    feed(policy, noisy(5, seed=5), start=40)
+    decisions = feed(policy, [1000.0], start=45, probe=lambda: 5.0)  # the reference batch's loss is 5×
+    assert decisions[0].rollback and decisions[0].rollback_to == 39
+    rollback = policy.events[-1]
+    assert (rollback.signal, rollback.action, rollback.rollback_to) == ("damaged_weights", "rollback", 39)
+    assert policy.scale == 0.5
+    feed(policy, [1000.0], start=46, probe=lambda: 5.0)
+    assert policy.scale == 0.125  # × 0.5, then × 0.25
+
+
+def test_the_ring_keeps_the_newest_snapshots():
+    policy = warm(snapshots=2)  # its snapshot at step 29 is the first
+    assert policy.snapshot_taken(39) is None and policy.snapshot_taken(49) == 29
+    assert [r["step"] for r in policy.state.ring] == [39, 49]
+
+
+def test_data_that_stays_non_finite_past_max_data_skips_halts_with_the_live_weights():
+    policy = referenced(patience=3, max_data_skips=5)
+    decisions = feed(policy, [math.nan] * 5, start=30, probe=lambda: 1.0)
+    assert decisions[-1].halt and not decisions[-1].rollback
+    assert policy.events[-1].signal == "bad_data" and "live weights are kept" in (policy.state.halted or "")
+
+
+def test_bad_data_within_max_level_shift_that_persists_gets_a_new_baseline():
+    policy = referenced(patience=3, z_threshold=3.0)
+    feed(policy, [1.45] * 3, start=30, probe=lambda: 1.0)
+    assert [(e.signal, e.action) for e in policy.events][-1] == ("bad_data", "rebaseline")
+    assert policy.scale == 1.0 and not any(e.action == "rollback" for e in policy.events)
+
+
+def test_a_slow_climb_on_sound_weights_is_not_rolled_back():
+    policy = referenced(cooldown_steps=100)
+    base = noisy(80, seed=7)
+    feed(policy, [v * math.exp(0.02 * k) for k, v in enumerate(base)], start=30, probe=lambda: 1.0)
+    assert not any(e.action in ("rollback", "lower_lr", "halt") for e in policy.events)
+
+
+def test_cadence_recovery_and_data_budget_are_relative_to_the_run():
+    policy = WatchdogPolicy(WatchdogConfig())
+    assert (policy.state.snapshot_every, policy.state.recover_steps) == (100, 1000)  # the length is unknown
+    policy.configure(400)
+    assert (policy.state.snapshot_every, policy.state.recover_steps, policy.state.data_budget) == (10, 20, 100)
+    policy.configure(100_000)
+    assert policy.state.snapshot_every == 1000
+    fixed = WatchdogPolicy(WatchdogConfig(snapshot_every=7, recover_after=30, max_data_skips=9))
+    fixed.configure(400)
+    assert (fixed.state.snapshot_every, fixed.state.recover_steps, fixed.state.data_budget) == (7, 30, 9)
+
+
+# --- the update-to-weight ratio ------------------------------------------------------------------------------------
+
+
+def update_stream(policy: WatchdogPolicy, start: int, factors: list[float], grad: float = 1.0) -> list[Decision]:
+    """One sample every 5 steps: a ratio of 0.01 × factor (±3% noise) at the LR the scale sets (0.1 × scale)."""
+    rng = random.Random(start)
+    decisions = []
+    for k, factor in enumerate(factors):
+        ratio = 0.01 * factor * policy.scale * math.exp(rng.gauss(0.0, 0.03))
+        decisions.append(policy.record_update(start + 5 * k, {"body": (ratio, 0.1 * policy.scale)}, grad))
+    return decisions
+
+
+def test_an_update_too_large_for_its_lr_lowers_the_lr_in_proportion_and_the_cut_ends_with_the_cause():
+    policy = warm(update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    assert policy.events == [] and policy.scale == 1.0
+    update_stream(policy, 60, [5.0])  # the LR reaching the weights is ×5 (the schedule did not set it)
+    cut = policy.events[-1]
+    assert (cut.signal, cut.action) == ("update_ratio", "lower_lr")
+    assert policy.scale == pytest.approx(0.2, rel=0.15)
+    update_stream(policy, 65, [5.0] * 4)  # still ×5, now compensated: nothing more
+    assert len(policy.events) == 1
+    update_stream(policy, 85, [1.0])  # the fault has passed: the cut is undone at once
+    assert (policy.events[-1].action, policy.scale) == ("raise_lr", 1.0)
+
+
+def test_an_update_as_large_as_its_gradient_is_not_an_lr_fault():
+    policy = warm(update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    update_stream(policy, 60, [5.0], grad=5.0)  # a 5× gradient (bad data under SGD) makes a 5× update
+    assert policy.events == []
+
+
+def test_no_snapshot_means_an_lr_cut_instead_of_a_rollback_and_a_halt_that_keeps_the_weights():
+    policy = referenced(patience=10, max_rollbacks=1)
+    policy.configure(None, can_roll_back=False)
+    first = feed(policy, [1000.0], start=30, probe=lambda: 5.0)
+    assert not first[0].rollback and policy.events[-1].action == "lower_lr" and policy.scale == 0.5
+    second = feed(policy, [1000.0], start=31, probe=lambda: 5.0)
+    assert second[0].halt and not second[0].rollback and "snapshot='off'" in (policy.state.halted or "")

@@ -1,0 +1,229 @@
+"""The watchdog's snapshots and its clean reference batch: a ring of snapshots taken at clean steps, each kept
+with the batch of its step, and the probe that tells damaged weights from bad data.
+
+Where a snapshot lives (``snapshot=``): ``"host"``, a :class:`~lr_callbacks.core.snapshot.ModelSnapshot` in host
+memory; ``"disk"``, a :class:`DiskSnapshot` written through the trainer's strategy and read back at a rollback;
+``"off"``, none (the reference batches are still kept: the watchdog still tells the cause, but never rolls
+back); ``"auto"``, host memory when the ring fits in a quarter of the free host memory, else disk
+(:func:`choose_snapshot`).
+
+Nothing here imports Lightning; the callback passes in the module, the optimizer and the trainer's strategy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+
+from lr_callbacks.core.snapshot import ModelSnapshot, restore_optimizer_state
+from lr_callbacks.watchdog.device import all_reduce_mean
+
+__all__ = ["SNAPSHOT_MODES", "DiskSnapshot", "SnapshotRing", "choose_snapshot", "reference_loss", "state_bytes"]
+
+SNAPSHOT_MODES = ("host", "disk", "off", "auto")
+
+
+class Snapshot(Protocol):
+    """What the ring needs of a snapshot (host or disk)."""
+
+    step: int | None
+
+    def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+
+    def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
+
+    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+class DiskSnapshot:
+    """The module's ``state_dict`` and the optimizer's per-parameter state in a file, written and removed through
+    the trainer's strategy (under DDP rank 0 writes, every rank reads) and loaded back in place at a rollback.
+
+    Args:
+        directory: where the files go (``<default_root_dir>/watchdog-snapshots``).
+        strategy: the trainer's strategy (``save_checkpoint``, ``remove_checkpoint``, ``barrier``).
+    """
+
+    def __init__(self, directory: str, strategy: Any) -> None:
+        self.directory = directory
+        self.strategy = strategy
+        self.step: int | None = None
+        self.path: str | None = None
+
+    def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        self.remove()
+        self.path = os.path.join(self.directory, f"step-{step}.ckpt")
+        state = {"state_dict": module.state_dict(), "optimizer": optimizer.state_dict()["state"]}
+        self.strategy.save_checkpoint(state, self.path)
+        self.step = step
+
+    def _load(self) -> dict[str, Any]:
+        if self.path is None:
+            raise ValueError("there is no snapshot to restore yet")
+        self.strategy.barrier("watchdog-snapshot")  # rank 0 has written it
+        loaded: dict[str, Any] = torch.load(self.path, map_location="cpu", weights_only=False)
+        return loaded
+
+    def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        saved = self._load()
+        with torch.no_grad():
+            module.load_state_dict(saved["state_dict"])
+        restore_optimizer_state(optimizer, saved["optimizer"])
+
+    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        saved = self._load()
+        optimizer_states = checkpoint.get("optimizer_states") or [{}]
+        live = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
+        checkpoint["state_dict"] = saved["state_dict"]
+        if checkpoint.get("optimizer_states"):
+            checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": saved["optimizer"]}
+        return live
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.strategy.remove_checkpoint(self.path)
+            self.path, self.step = None, None
+
+
+def state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """The bytes of the module's ``state_dict`` and of the optimizer's state; before the optimizer's first step
+    (no state yet) its state is counted as two tensors per parameter (Adam's moments), an upper bound."""
+    model = sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
+    held = [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    if held:
+        return model + sum(t.numel() * t.element_size() for t in held)
+    parameters = [p for g in optimizer.param_groups for p in g["params"]]
+    return model + 2 * sum(p.numel() * p.element_size() for p in parameters)
+
+
+def free_host_bytes() -> int | None:
+    """The host's available memory in bytes (Linux ``sysconf``), or ``None`` where it cannot be read."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def choose_snapshot(ring_bytes: int, free: int | None) -> tuple[str, str]:
+    """``"host"`` when the ring fits in a quarter of the free host memory (or the free memory is unknown), else
+    ``"disk"``; with the sentence that says why.
+
+    >>> choose_snapshot(10 * 2**20, 64 * 2**30)[0], choose_snapshot(40 * 2**30, 64 * 2**30)[0]
+    ('host', 'disk')
+    """
+    size = f"{ring_bytes / 2**20:.1f} MiB"
+    if free is None:
+        return "host", f"the ring needs {size}; the free host memory is unknown"
+    verdict = "host" if ring_bytes <= free // 4 else "disk"
+    relation = "fits in" if verdict == "host" else "exceeds"
+    return verdict, f"the ring needs {size}, which {relation} a quarter of the {free / 2**30:.1f} GiB free"
+
+
+class SnapshotRing:
+    """Snapshots by step, the oldest given up (its buffers reused, its file removed) when the policy drops it.
+
+    Each snapshot keeps the batches of its step: at its weights their loss was the step's own loss, so later
+    evaluating the live weights on them tells whether the weights moved for the worse.
+
+    Args:
+        mode: ``"host"``, ``"disk"`` or ``"off"`` (resolved: not ``"auto"``).
+        directory, strategy: for ``"disk"``.
+    """
+
+    def __init__(self, mode: str = "host", directory: str = "", strategy: Any = None) -> None:
+        self.mode = mode
+        self.directory = directory
+        self.strategy = strategy
+        self.snapshots: dict[int, Snapshot] = {}
+        self.batches: dict[int, list[Any]] = {}
+        self._spare: Snapshot | None = None
+        self.seconds: list[float] = []  # the time each snapshot took
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def _new(self) -> Snapshot:
+        if self.mode == "disk":
+            return DiskSnapshot(self.directory, self.strategy)
+        return ModelSnapshot()
+
+    def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, batches: list[Any]) -> None:
+        """Snapshot the state before ``step``'s update (none with ``"off"``), with the batches of that step."""
+        self.batches[step] = list(batches)
+        if self.mode == "off":
+            return
+        started = time.perf_counter()
+        snapshot = self._spare if self._spare is not None else self._new()
+        self._spare = None
+        snapshot.take(module, optimizer, step)
+        self.snapshots[step] = snapshot
+        self.seconds.append(time.perf_counter() - started)
+
+    def drop(self, step: int) -> None:
+        """Give up the snapshot of ``step`` (its buffers serve the next one; its file is removed)."""
+        snapshot = self.snapshots.pop(step, None)
+        self.batches.pop(step, None)
+        if isinstance(snapshot, DiskSnapshot):
+            snapshot.remove()
+        if snapshot is not None:
+            self._spare = snapshot
+
+    def keep_only(self, steps: list[int]) -> None:
+        """Give up every snapshot whose step is not in ``steps``."""
+        for step in [k for k in set(self.snapshots) | set(self.batches) if k not in steps]:
+            self.drop(step)
+
+    def clear(self) -> None:
+        """Give up every snapshot (and remove the files of ``"disk"``)."""
+        self.keep_only([])
+
+    def newest(self) -> Snapshot | None:
+        return self.snapshots[max(self.snapshots)] if self.snapshots else None
+
+    def get(self, step: int | None) -> Snapshot | None:
+        """The snapshot of ``step`` (``None``: the newest)."""
+        return self.newest() if step is None else self.snapshots.get(step, self.newest())
+
+    def reference_batches(self) -> list[Any]:
+        """The batches kept with the newest snapshot (empty when it has none)."""
+        return self.batches[max(self.batches)] if self.batches else []
+
+
+@contextlib.contextmanager
+def _silenced(module: Any) -> Iterator[None]:
+    """``self.log`` and ``self.log_dict`` do nothing inside (a reference evaluation must not be logged)."""
+    saved = {name: module.__dict__.get(name) for name in ("log", "log_dict")}
+    module.log = lambda *args, **kwargs: None
+    module.log_dict = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = value
+
+
+def reference_loss(module: Any, batches: list[Any], world_size: int, strategy: Any) -> float | None:
+    """The live weights' loss on ``batches``: ``training_step`` without gradients, logging or a random draw left
+    behind (the RNG is forked), averaged over the batches and over ranks (one all-reduce). ``None`` when there
+    is nothing to evaluate or ``training_step`` returns no loss."""
+    if not batches:
+        return None
+    devices = [module.device] if module.device.type == "cuda" else []
+    losses = []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module):
+        for index, batch in enumerate(batches):
+            out = module.training_step(batch, index)
+            loss = out.get("loss") if isinstance(out, dict) else out
+            if not isinstance(loss, torch.Tensor):
+                return None
+            losses.append(loss.detach().float().reshape(()))
+    value = all_reduce_mean(torch.stack(losses).mean().reshape(1), world_size, strategy)
+    return float(value[0])
