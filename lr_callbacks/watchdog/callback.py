@@ -553,7 +553,7 @@ class DivergenceWatchdog(Callback):
     ) -> None:
         self._clear_found_inf()
         if trainer.optimizers:
-            self._updates.measure(trainer.optimizers[0])
+            self._updates.measure(trainer.optimizers[0], self._signals.shard_group)
         if self._halt_pending is not None:
             self._halt(trainer)
 

@@ -14,7 +14,7 @@ import torch
 
 from lr_callbacks.core.compat import set_found_inf
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.sharded import plain
+from lr_callbacks.core.sharded import local, plain
 from lr_callbacks.watchdog.config import Signal
 from lr_callbacks.watchdog.stats import Gate, Verdict
 
@@ -252,8 +252,12 @@ class UpdateProbe:
         self._lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self._step = step
 
-    def measure(self, optimizer: torch.optim.Optimizer) -> None:
-        """After the update: the ratio per group, kept on the device."""
+    def measure(self, optimizer: torch.optim.Optimizer, shard_group: Any = None) -> None:
+        """After the update: the ratio per group, kept on the device.
+
+        The norms are :func:`~lr_callbacks.core.grads.global_norm`'s: of the whole weights when they are sharded
+        (FSDP2 ``DTensor``s, or FSDP1's plain shards over ``shard_group``), the same on every rank.
+        """
         before, self._before = self._before, None
         if before is None:
             return
@@ -264,9 +268,9 @@ class UpdateProbe:
                 if not new:
                     ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
                     continue
-                delta = torch._foreach_sub(new, old)
-                step_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
-                weight_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(new)))
+                device = local(new[0]).device
+                step_norm = global_norm(list(torch._foreach_sub(new, old)), device, shard_group)
+                weight_norm = global_norm(new, device, shard_group)
                 ratios.append((step_norm / weight_norm).float())
         self.pending = torch.stack(ratios)
         self.pending_lrs, self.pending_step = self._lrs, self._step

@@ -139,8 +139,16 @@ class Resumed(pl.Callback):
 
 
 def halt_watchdog() -> DivergenceWatchdog:
+    # without the reference batch (which would tell that these scripted spikes are bad data, skip them and never
+    # roll back): the plain ladder, so that a rollback and a halt happen on the shards
     return DivergenceWatchdog(
-        warmup_steps=5, window=10, snapshot_every=5, patience=4, max_rollbacks=1, flat_loss_steps=None
+        warmup_steps=5,
+        window=10,
+        snapshot_every=5,
+        patience=4,
+        max_rollbacks=1,
+        flat_loss_steps=None,
+        reference_batch=False,
     )
 
 

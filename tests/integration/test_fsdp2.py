@@ -72,11 +72,15 @@ def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unshard
     assert len(trials) == 2 and FinderResult.from_dict(result).chosen_lr == finder.result.chosen_lr
     # the LR of every step (the sweep's, then the schedule's with the watchdog's scale)
     assert sharded["lrs"] == pytest.approx(model.seen_lrs, rel=1e-9)
-    # the watchdog: the same incidents at the same steps (a NaN skipped, six spikes, a rollback), the same scale
+    # the watchdog: the same incidents at the same steps, the same scale. The six spikes are a bad batch's (the
+    # weights are clean on the reference batch, evaluated on the shards): skipped, no rollback, no LR cut
     events = [[e.step, e.signal.value, e.action.value] for e in watchdog.events]
     assert [e[:3] for e in sharded["events"]] == events
-    assert [30, "non_finite", "skip"] in events and [50, "persistent_outliers", "rollback"] in events
-    assert sharded["scale"] == watchdog.scale == 0.5
+    assert [30, "non_finite", "skip"] in events
+    spikes = [e for e in events if 45 <= e[0] <= 50]
+    assert {e[0] for e in spikes} == set(range(45, 51)) and all(e[2] == "skip" for e in spikes), events
+    assert not any(e[2] in ("rollback", "lower_lr", "halt") for e in events), events
+    assert sharded["scale"] == watchdog.scale == 1.0
     single = {name: p.detach().flatten().tolist() for name, p in model.named_parameters()}
     assert sharded["weights"].keys() == single.keys()
     for name, values in single.items():
