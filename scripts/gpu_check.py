@@ -31,24 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/ for charlm
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: charlm, HostReads
 
-
-class HostReads(TorchFunctionMode):
-    """Counts the calls that make the host wait for the device: ``item``, ``tolist``, ``cpu``, ``bool(t)``…"""
-
-    NAMES = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if getattr(func, "__name__", "") in self.NAMES:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+from benchmarks.overhead import HostReads  # after the path it comes from
 
 
 def _lightning() -> Any:
