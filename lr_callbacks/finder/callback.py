@@ -29,7 +29,7 @@ from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
-from lr_callbacks.finder.selection import cost_warning, sweep_steps
+from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
 from lr_callbacks.finder.trials import candidates, plan_trials, run_of, run_trials
 
 if TYPE_CHECKING:
@@ -83,9 +83,10 @@ class LRFinder(Callback):
     as successive halving; when the best two are within noise it takes the candidate nearest the sweep's
     answer (flag ``trials_inconclusive``). See :mod:`lr_callbacks.finder.trials`.
 
-    **Cost.** By default the sweep takes a quarter of the run at most (100 steps at most; a tenth in confirm
-    mode) and the trials a fifth; a sweep and trials that together exceed 30% of the run get a warning with
-    the numbers.
+    **Cost.** By default the sweep takes a quarter of the run (a tenth in confirm mode) and the trials a
+    fifth, the sweep at most 100 steps and, without trials, at least one point per smoothing ``window`` of
+    the range (40 steps by default: fewer cannot be read, so a short run pays for a readable sweep); a sweep
+    and trials that together exceed 30% of the run get a warning with the numbers.
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
     (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
@@ -97,8 +98,9 @@ class LRFinder(Callback):
     Args:
         min_lr: the first LR of the sweep (reference group).
         max_lr: the last; the sweep usually stops before, when the loss diverges.
-        num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at most 100 (a
-            tenth of the run in confirm mode).
+        num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at least one
+            point per ``window`` of the range (40 by default) and at most 100 (a tenth of the run in confirm
+            mode).
         mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"``.
         method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
             (see :func:`~lr_callbacks.suggest_lr`).
@@ -299,7 +301,10 @@ class LRFinder(Callback):
     def _sweep_length(self, trainer: Any) -> int:
         """``num_steps``, or the default that follows the run; warns when the finder would cost too much of it."""
         total = run_of(trainer).total_steps
-        steps = self.num_steps or sweep_steps(total, confirm=self.confirm is not False, minimum=MIN_POINTS)
+        readable = readable_steps(self.min_lr, self.max_lr, self.window)
+        steps = self.num_steps or sweep_steps(
+            total, confirm=self.confirm is not False, minimum=MIN_POINTS, readable=readable
+        )
         count = len(self.confirm) if isinstance(self.confirm, tuple) else 3 if self.confirm else 0
         trials = sum(n * k for n, k in plan_trials(trainer, count, self.confirm_length)) if count else 0
         defaults = self.num_steps is None and self.confirm_length is None
