@@ -23,9 +23,9 @@ __all__ = [
     "choose",
     "cooldown",
     "cost_warning",
+    "readable_steps",
     "rungs",
     "survivors",
-    "readable_steps",
     "sweep_steps",
     "trial_budget",
 ]

@@ -76,7 +76,10 @@ class DivergenceWatchdog(Callback):
     schedule and the watchdog set for the step, it is judged against its own robust baseline: above
     ``update_z_threshold`` spreads, the LR reaching the weights is too high (an LR fault, a scheduler restarted
     by a resume, Adam's second moment collapsed) and the scale is lowered in proportion, to bring the signal
-    back to its center; once it falls below the band, that cut is undone in the same proportion.
+    back to its center; once it falls below the band, that cut is undone in the same proportion. The updates
+    made since the last normal sample (at most ``update_every``) are undone too: the run goes back to the
+    newest snapshot from before them (at most ``max_rollbacks`` times; past that, or with no such snapshot,
+    the cut alone; this signal never halts a run).
 
     **Cause before action.** At an outlier the live weights are evaluated on a clean reference batch, the batch
     of the newest snapshot step, whose loss at the snapshot's weights is known. A loss at most
@@ -174,7 +177,8 @@ class DivergenceWatchdog(Callback):
             the update and two norms after it); ``None`` disables the signal.
         update_z_threshold: the robust z-score above which the update, for its planned LR, is too large
             (against the samples of the last ``warmup_steps``): on the digits MLP, clean runs reached 4.1, an
-            LR ×5 under AdamW 9.1. A cut it makes by mistake is undone at the next sample.
+            LR ×5 under AdamW 9.1. A cut it makes by mistake is undone at the next sample (a rollback it makes
+            costs at most ``update_every`` plus the snapshot cadence of steps).
         skip_after_rollback: batches skipped after a rollback (PaLM skipped 200–500 because its restart replayed
             them; an in-loop rollback does not rewind the data, so the incident's batches are already dropped).
         flat_loss_steps: after this many accepted steps, warn if the loss fell less than ``flat_loss_drop``

@@ -108,6 +108,8 @@ class _State:
     data_budget: int = 100
     data_skips: int = 0  # skips of the current bad-data incident
     ratio_cut: float = 1.0  # the part of the LR scale set by the update-ratio signal (undone when it ends)
+    ratio_rollbacks: int = 0  # rollbacks of updates made at too high an LR (at most max_rollbacks; never a halt)
+    undone: tuple[int, int] | None = None  # the last rollback undid the updates of these steps (first, last)
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
 
 
@@ -255,7 +257,8 @@ class WatchdogPolicy:
         large gradient are no alarm.
         A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
         fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
-        ``exp(−excess)``, to bring ``u`` back to its center. After a cut ``c`` the signal stays near its center
+        ``exp(−excess)``, to bring ``u`` back to its center, and the updates since the last normal sample are
+        undone (:meth:`_ratio_cut`). After a cut ``c`` the signal stays near its center
         while the cause lasts and falls about ``log c`` below it once the cause has passed: when every group is
         nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
         update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
@@ -305,19 +308,63 @@ class WatchdogPolicy:
     def _ratio_cut(
         self, step: int, excess: float, ratios: dict[str, tuple[float, float]], high: dict[str, float]
     ) -> Decision:
+        """Lower the scale in proportion to the excess, and undo the updates made at the too-high LR.
+
+        The sample before this one was normal, so the LR went wrong at most ``update_every`` steps ago: the
+        run goes back to the newest snapshot taken before then (at most ``max_rollbacks`` times, and never a
+        halt: past that, or with no such snapshot, the cut alone). Those few updates are what an LR fault has
+        done to the weights by the time it is seen; they are not left in the run.
+        """
         s, c = self.state, self.config
         factor = math.exp(-excess)
         old, s.scale = s.scale, max(s.scale * factor, c.min_lr_scale)
         s.ratio_cut *= s.scale / old
         name = max(high, key=lambda n: high[n])
-        detail = (
-            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
-            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}"
-        )
         ratio = ratios[name][0]
         threshold = ratio * math.exp(-excess + c.update_z_threshold * self.updates[name].spread)
-        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
-        return Decision(scale=s.scale, incidents=(note,))
+        target = self._ratio_target(step)
+        if target is not None:
+            s.ratio_rollbacks += 1
+            self._restore(target)
+            s.undone = (int(target["step"]), step)
+            undone = (
+                f"; its updates since step {target['step']} are undone (back to the snapshot before step "
+                f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks})"
+            )
+        else:
+            undone = ""
+        detail = (
+            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
+            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}{undone}"
+        )
+        if target is None:
+            note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
+            return Decision(scale=s.scale, incidents=(note,))
+        back = int(target["step"])
+        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.ROLLBACK, detail, rollback_to=back)
+        return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=back)
+
+    def _ratio_target(self, step: int) -> dict[str, Any] | None:
+        """The newest snapshot from before the updates the update-ratio signal has not seen (``None``: no such
+        snapshot, no snapshots kept, a run of outliers open, or the rollback budget spent)."""
+        s, c = self.state, self.config
+        if not s.can_roll_back or s.run or s.ratio_rollbacks >= c.max_rollbacks:
+            return None
+        if s.undone is not None and s.undone[0] <= step <= s.undone[1]:
+            return None  # a rollback has already undone this update
+        since = step - (c.update_every or 1) + 1  # the first update after the last normal sample
+        before = [r for r in s.ring if r["step"] <= since]
+        return before[-1] if before else None
+
+    def _restore(self, target: dict[str, Any]) -> None:
+        """Go back to the snapshot ``target``: its baselines, and the ring up to it."""
+        s = self.state
+        s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
+        s.ring = [r for r in s.ring if r["step"] <= target["step"]]
+        if s.snapshot_stats is not None:
+            self.loss.load_state_dict(s.snapshot_stats["loss"])
+            self.grad.load_state_dict(s.snapshot_stats["grad"])
+        self.cusum.reset()
 
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state
@@ -564,6 +611,7 @@ class WatchdogPolicy:
                 rollback=s.snapshot_step is not None, halt=reason, incidents=(note,), rollback_to=s.snapshot_step
             )
         s.rollbacks += 1
+        s.undone = (int(s.snapshot_step), step)
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         if s.snapshot_stats is not None:
             self.loss.load_state_dict(s.snapshot_stats["loss"])
@@ -731,6 +779,8 @@ class WatchdogPolicy:
             raise ValueError(f"{OWNER}: the checkpoint's state lacks {sorted(missing)}; was it written by it?")
         plain = dict(state["state"])
         plain["run"] = [_RunStep(**r) for r in plain["run"]]
+        if plain.get("undone") is not None:
+            plain["undone"] = tuple(plain["undone"])
         self.state = _State(**plain)
         self.loss.load_state_dict(state["loss"])
         self.grad.load_state_dict(state["grad"])

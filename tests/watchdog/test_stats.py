@@ -601,14 +601,41 @@ def test_an_update_too_large_for_its_lr_lowers_the_lr_in_proportion_and_the_cut_
     policy = warm(update_every=5)
     update_stream(policy, 0, [1.0] * 12)
     assert policy.events == [] and policy.scale == 1.0
-    update_stream(policy, 60, [5.0])  # the LR reaching the weights is ×5 (the schedule did not set it)
+    decision = update_stream(policy, 60, [5.0])[0]  # the LR reaching the weights is ×5 (the schedule did not set it)
     cut = policy.events[-1]
-    assert (cut.signal, cut.action) == ("update_ratio", "lower_lr")
+    # the sample of step 55 was normal: the updates since step 56 were made at the wrong LR, and they are undone
+    # (back to the newest snapshot before step 56: the one of step 29)
+    assert (cut.signal, cut.action, cut.rollback_to) == ("update_ratio", "rollback", 29)
+    assert decision.rollback and decision.rollback_to == 29 and policy.state.ratio_rollbacks == 1
     assert policy.scale == pytest.approx(0.2, rel=0.15)
     update_stream(policy, 65, [5.0] * 4)  # still ×5, now compensated: nothing more
     assert len(policy.events) == 1
     update_stream(policy, 85, [1.0])  # the fault has passed: the cut is undone at once
     assert (policy.events[-1].action, policy.scale) == ("raise_lr", 1.0)
+
+
+def test_an_update_too_large_is_only_cut_without_a_snapshot_from_before_it_or_with_its_budget_spent():
+    late = warm(update_every=5, snapshots=1)
+    update_stream(late, 0, [1.0] * 12)
+    late.snapshot_taken(58)  # the only one, after the last normal sample (step 55): it may hold a too-large update
+    assert not update_stream(late, 60, [5.0])[0].rollback and late.events[-1].action == "lower_lr"
+    spent = warm(update_every=5, max_rollbacks=1)
+    update_stream(spent, 0, [1.0] * 12)
+    assert update_stream(spent, 60, [5.0])[0].rollback
+    update_stream(spent, 65, [1.0])  # passed: the cut is undone
+    second = update_stream(spent, 70, [5.0])[0]
+    assert not second.rollback and not second.halt and spent.events[-1].action == "lower_lr"
+    assert spent.state.halted is None  # the update-ratio signal never halts a run
+
+
+def test_an_update_already_undone_by_a_rollback_is_not_rolled_back_again():
+    policy = referenced(update_every=5, patience=3)
+    update_stream(policy, 0, [1.0] * 12)
+    policy.snapshot_taken(60, reference=1.0)
+    [decision] = feed(policy, [1000.0], start=61, probe=lambda: 5.0)  # damaged: back to the snapshot of step 60
+    assert decision.rollback and decision.rollback_to == 60
+    assert not update_stream(policy, 60, [5.0])[0].rollback  # the update of step 60 is already undone
+    assert policy.events[-1].action == "lower_lr"
 
 
 def test_an_update_as_large_as_its_gradient_is_not_an_lr_fault():
