@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lr_callbacks import DivergenceWatchdog
 from lr_callbacks.watchdog.config import Incident, WatchdogConfig
-from lr_callbacks.watchdog.policy import Decision, WatchdogPolicy
+from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, Decision, WatchdogPolicy
 from lr_callbacks.watchdog.stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -652,3 +652,28 @@ def test_no_snapshot_means_an_lr_cut_instead_of_a_rollback_and_a_halt_that_keeps
     assert not first[0].rollback and policy.events[-1].action == "lower_lr" and policy.scale == 0.5
     second = feed(policy, [1000.0], start=31, probe=lambda: 5.0)
     assert second[0].halt and not second[0].rollback and "snapshot='off'" in (policy.state.halted or "")
+
+
+def test_after_a_rollback_the_loss_gate_is_stricter_until_steps_are_accepted_in_a_row():
+    policy = referenced(patience=3)
+    [rollback] = feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # damaged weights: back to step 29
+    assert rollback.rollback and policy.scale == 0.5
+    usual = policy.gate().loss_limit
+    assert usual == pytest.approx(policy.loss.limit(GUARD_Z_SHARE * policy.config.z_threshold))
+    between = math.exp(policy.loss.limit(0.75 * policy.config.z_threshold))  # over the guard, under the usual gate
+    [bad] = feed(policy, [between], start=30, probe=lambda: 1.0)  # the restored weights are sound: bad data
+    skip, undo = policy.events[-2:]
+    assert (skip.action, undo.signal, undo.action) == ("skip", "bad_data", "raise_lr")
+    assert bad.scale == 1.0 and policy.scale == 1.0  # the data did the damage, not the LR: no cut
+    feed(policy, [1.0] * 3, start=31)  # patience steps accepted in a row: the guard ends
+    assert policy.gate().loss_limit == pytest.approx(policy.loss.limit(policy.config.z_threshold))
+    count = len(policy.events)
+    feed(policy, [between], start=34)
+    assert len(policy.events) == count  # the same loss is accepted now
+
+
+def test_the_guard_needs_a_reference_batch_to_tell_the_cause():
+    policy = warm(patience=3)  # its snapshot (step 29) has no reference batch
+    feed(policy, [1000.0] * 3, start=30)  # persistent outliers, no reference: the ladder rolls back
+    assert policy.events[-1].action == "rollback" and policy.state.guarded == 0
+    assert policy.gate().loss_limit == pytest.approx(policy.loss.limit(policy.config.z_threshold))
