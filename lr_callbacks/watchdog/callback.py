@@ -87,8 +87,12 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. Without a reference
-    (``reference_batch=False``, or before the first snapshot with one) the ladder below acts as it is.
+    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. After a rollback, what
+    damaged the weights may still be coming (a burst of bad batches that each stayed under ``z_threshold``):
+    until ``patience`` steps in a row are accepted, a loss is an outlier at half of ``z_threshold``, and the
+    reference batch tells the cause as before; bad data found then on the restored weights undoes the
+    rollback's LR cut (the data did the damage, not the LR). Without a reference (``reference_batch=False``,
+    or before the first snapshot with one) the ladder below acts as it is.
 
     **The ladder** (each rung with its threshold, cooldown and budget):
 
