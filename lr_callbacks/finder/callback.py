@@ -29,7 +29,7 @@ from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
-from lr_callbacks.finder.selection import cost_warning, sweep_steps
+from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
 from lr_callbacks.finder.trials import CONFIRM_FACTORS, candidates, plan_trials, run_of, run_trials
 
 if TYPE_CHECKING:
@@ -85,12 +85,13 @@ class LRFinder(Callback):
     are within noise the candidate nearest the finder's own answer is kept (flag ``trials_inconclusive``).
     See :mod:`lr_callbacks.finder.trials`.
 
-    **Cost.** By default the sweep takes a quarter of the run at most (100 steps at most; a tenth when you
-    list the confirm candidates). In confirm mode the sweep, the probe and the trials share 35% of the run:
-    the trials get what the sweep and the probe leave, and when that is less than 8 steps per trial none run
-    (flag ``trials_skipped``: on runs of a few hundred steps the sweep and the probe take it all, and the
-    probe's answer is applied). A sweep and trials planned beyond 35% of the run get a warning with the
-    numbers.
+    **Cost.** By default the sweep takes a quarter of the run (a tenth when you list the confirm candidates),
+    at most 100 steps and, unless you list the candidates, at least one point per smoothing ``window`` of the
+    range (40 steps by default: fewer cannot be read, so a short run pays for a readable sweep). In confirm
+    mode the sweep, the probe and the trials share 35% of the run: the trials get what the sweep and the
+    probe leave, and when that is less than 8 steps per trial none run (flag ``trials_skipped``: on runs of a
+    few hundred steps the sweep and the probe take it all, and the probe's answer is applied). A sweep and
+    trials planned beyond 35% of the run get a warning with the numbers.
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
     (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
@@ -102,8 +103,9 @@ class LRFinder(Callback):
     Args:
         min_lr: the first LR of the sweep (reference group).
         max_lr: the last; the sweep usually stops before, when the loss diverges.
-        num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at most 100 (a
-            tenth of the run with a list of confirm candidates).
+        num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at least one
+            point per ``window`` of the range (40 by default) and at most 100 (a tenth of the run with a list
+            of confirm candidates).
         mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"``.
         method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
             (see :func:`~lr_callbacks.suggest_lr`).
@@ -309,7 +311,9 @@ class LRFinder(Callback):
     def _sweep_length(self, trainer: Any) -> int:
         """``num_steps``, or the default that follows the run; warns when the finder would cost too much of it."""
         total = run_of(trainer).total_steps
-        steps = self.num_steps or sweep_steps(total, listed=isinstance(self.confirm, tuple), minimum=MIN_POINTS)
+        readable = readable_steps(self.min_lr, self.max_lr, self.window)
+        listed = isinstance(self.confirm, tuple)
+        steps = self.num_steps or sweep_steps(total, listed=listed, minimum=MIN_POINTS, readable=readable)
         count = len(self.confirm) if isinstance(self.confirm, tuple) else len(CONFIRM_FACTORS) if self.confirm else 0
         plan = plan_trials(trainer, count, self.confirm_length, spent=steps) if count else []
         trials = sum(n * k for n, k in plan)  # at most: by default the probe's steps come out of the trials' share

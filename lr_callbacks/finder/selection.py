@@ -26,6 +26,7 @@ __all__ = [
     "choose",
     "cooldown",
     "cost_warning",
+    "readable_steps",
     "rungs",
     "survivors",
     "sweep_steps",
@@ -60,18 +61,37 @@ choice is then the anchor's (``trials_inconclusive``); with the default budget n
 _Z = 2.0  # two standard errors of a difference: the 95% level at which a trial beats another
 
 
-def sweep_steps(run_steps: int | None, listed: bool, minimum: int = 8) -> int:
+def sweep_steps(run_steps: int | None, listed: bool, minimum: int = 8, readable: int = 0) -> int:
     """The default sweep's length: :data:`SWEEP_SHARE` of the run (:data:`LIST_SWEEP_SHARE` when the confirm
     trials' candidates are ``listed`` by the user), at most :data:`MAX_SWEEP_STEPS` and at least ``minimum``;
     100 when the run's length is unknown.
 
+    Unless the candidates are listed, the sweep's answer is the finder's answer (the confirm trials are built
+    on it), so it is never shorter than
+    ``readable`` (capped at :data:`MAX_SWEEP_STEPS`): the points a curve needs to be read at all, one per
+    smoothing width of the range (:func:`readable_steps`). A run too short for both gets the readable
+    sweep, and :func:`cost_warning` says what it costs.
+
     >>> sweep_steps(1000, False), sweep_steps(300, False), sweep_steps(300, True), sweep_steps(None, True)
     (100, 75, 30, 100)
+    >>> sweep_steps(48, False, readable=40), sweep_steps(48, True, readable=40), sweep_steps(480, False, readable=40)
+    (40, 8, 100)
     """
     if run_steps is None:
         return MAX_SWEEP_STEPS
     share = LIST_SWEEP_SHARE if listed else SWEEP_SHARE
-    return max(minimum, min(MAX_SWEEP_STEPS, math.floor(share * run_steps)))
+    floor = minimum if listed else max(minimum, readable)
+    return max(minimum, min(MAX_SWEEP_STEPS, max(floor, math.floor(share * run_steps))))
+
+
+def readable_steps(min_lr: float, max_lr: float, window: float) -> int:
+    """The fewest sweep steps whose curve can be read: one point per smoothing ``window`` (in decades) of
+    the range, so that every smoothed value rests on a few points (the Gaussian's ±1 width holds two or three).
+
+    >>> readable_steps(1e-7, 10.0, 0.2)
+    40
+    """
+    return math.ceil(math.log10(max_lr / min_lr) / window - 1e-9)
 
 
 def trial_budget(run_steps: int, spent: int) -> int:
@@ -180,13 +200,13 @@ def _or_zero(value: float) -> float:
 def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool = False) -> str | None:
     """A warning with the numbers when the sweep and the trials together exceed :data:`WARN_SHARE` of the run.
 
-    ``defaults``: both lengths are the finder's defaults (then only a run too short for their minimums, 8
-    sweep steps and a step per trial, gets here, and the advice says so).
+    ``defaults``: both lengths are the finder's defaults (then only a run too short for their minimums, a
+    readable sweep and a step per trial, gets here, and the advice says so).
 
     >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:39]
     (True, 'LRFinder: the sweep (100 steps) and the')
-    >>> cost_warning(48, 8, 10, defaults=True).split("; ")[-1]
-    'the run is too short for the finder: set its LR by hand, or set num_steps to sweep anyway'
+    >>> cost_warning(48, 40, 0, defaults=True).split("%); ")[-1][:58]
+    'the run is short for the finder: a sweep that can be read '
     """
     if not run_steps:
         return None
@@ -194,7 +214,8 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
     if total <= WARN_SHARE * run_steps:
         return None
     advice = (
-        "the run is too short for the finder: set its LR by hand, or set num_steps to sweep anyway"
+        "the run is short for the finder: a sweep that can be read costs that much; set the LR by hand, or set "
+        "num_steps to sweep less"
         if defaults
         else "shorten num_steps or confirm_length, or leave them at their defaults, which follow the run"
     )

@@ -76,7 +76,10 @@ class DivergenceWatchdog(Callback):
     schedule and the watchdog set for the step, it is judged against its own robust baseline: above
     ``update_z_threshold`` spreads, the LR reaching the weights is too high (an LR fault, a scheduler restarted
     by a resume, Adam's second moment collapsed) and the scale is lowered in proportion, to bring the signal
-    back to its center; once it falls below the band, that cut is undone in the same proportion.
+    back to its center; once it falls below the band, that cut is undone in the same proportion. The updates
+    made since the last normal sample (at most ``update_every``) are undone too: the run goes back to the
+    newest snapshot from before them (at most ``max_rollbacks`` times; past that, or with no such snapshot,
+    the cut alone; this signal never halts a run).
 
     **Cause before action.** At an outlier the live weights are evaluated on a clean reference batch, the batch
     of the newest snapshot step, whose loss at the snapshot's weights is known. A loss at most
@@ -84,8 +87,12 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. Without a reference
-    (``reference_batch=False``, or before the first snapshot with one) the ladder below acts as it is.
+    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. After a rollback, what
+    damaged the weights may still be coming (a burst of bad batches that each stayed under ``z_threshold``):
+    until ``patience`` steps in a row are accepted, a loss is an outlier at half of ``z_threshold``, and the
+    reference batch tells the cause as before; bad data found then on the restored weights undoes the
+    rollback's LR cut (the data did the damage, not the LR). Without a reference (``reference_batch=False``,
+    or before the first snapshot with one) the ladder below acts as it is.
 
     **The ladder** (each rung with its threshold, cooldown and budget):
 
@@ -174,7 +181,8 @@ class DivergenceWatchdog(Callback):
             the update and two norms after it); ``None`` disables the signal.
         update_z_threshold: the robust z-score above which the update, for its planned LR, is too large
             (against the samples of the last ``warmup_steps``): on the digits MLP, clean runs reached 4.1, an
-            LR ×5 under AdamW 9.1. A cut it makes by mistake is undone at the next sample.
+            LR ×5 under AdamW 9.1. A cut it makes by mistake is undone at the next sample (a rollback it makes
+            costs at most ``update_every`` plus the snapshot cadence of steps).
         skip_after_rollback: batches skipped after a rollback (PaLM skipped 200–500 because its restart replayed
             them; an in-loop rollback does not rewind the data, so the incident's batches are already dropped).
         flat_loss_steps: after this many accepted steps, warn if the loss fell less than ``flat_loss_drop``

@@ -47,6 +47,11 @@ Probe = Callable[[], "float | None"]
 DEFAULT_SNAPSHOT_EVERY = 100
 """The snapshot cadence when the run's length is unknown (else max(10 steps, 1% of the run))."""
 
+GUARD_Z_SHARE = 0.5
+"""After a rollback, until ``patience`` steps in a row are accepted, a step's loss is judged at this share of
+``z_threshold``: what damaged the weights may still be coming (a burst of bad batches that each stayed under
+the threshold), and the clean reference batch tells bad data from damaged weights at every such outlier."""
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -108,6 +113,10 @@ class _State:
     data_budget: int = 100
     data_skips: int = 0  # skips of the current bad-data incident
     ratio_cut: float = 1.0  # the part of the LR scale set by the update-ratio signal (undone when it ends)
+    ratio_rollbacks: int = 0  # rollbacks of updates made at too high an LR (at most max_rollbacks; never a halt)
+    undone: tuple[int, int] | None = None  # the last rollback undid the updates of these steps (first, last)
+    guarded: int | None = None  # after a rollback: steps accepted in a row (None: no guard; see GUARD_Z_SHARE)
+    rollback_cut: float = 1.0  # the LR cut the last rollback of the ladder made (undone if bad data caused it)
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
 
 
@@ -182,11 +191,17 @@ class WatchdogPolicy:
             limit = statistics.median(first[:5]) + math.log(self.config.max_level_shift)
             return Gate(loss_limit=limit, clip=self.config.outlier_action == "clip")
         c = self.config
+        z = c.z_threshold * (GUARD_Z_SHARE if self._guarded() else 1.0)
         return Gate(
-            loss_limit=self.loss.limit(c.z_threshold) if len(self.loss) else math.inf,
+            loss_limit=self.loss.limit(z) if len(self.loss) else math.inf,
             grad_limit=self.grad.limit(c.grad_z_threshold) if len(self.grad) else math.inf,
             clip=self.config.outlier_action == "clip",
         )
+
+    def _guarded(self) -> bool:
+        """The stricter loss gate after a rollback holds (only with a reference batch to tell the cause)."""
+        s = self.state
+        return s.guarded is not None and bool(s.ring) and s.ring[-1]["reference"] is not None
 
     def z_scores(self, loss: float, grad_norm: float) -> dict[str, float]:
         """The robust z-scores of a step's loss and gradient norm (only those that can be computed)."""
@@ -255,7 +270,8 @@ class WatchdogPolicy:
         large gradient are no alarm.
         A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
         fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
-        ``exp(−excess)``, to bring ``u`` back to its center. After a cut ``c`` the signal stays near its center
+        ``exp(−excess)``, to bring ``u`` back to its center, and the updates since the last normal sample are
+        undone (:meth:`_ratio_cut`). After a cut ``c`` the signal stays near its center
         while the cause lasts and falls about ``log c`` below it once the cause has passed: when every group is
         nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
         update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
@@ -305,19 +321,63 @@ class WatchdogPolicy:
     def _ratio_cut(
         self, step: int, excess: float, ratios: dict[str, tuple[float, float]], high: dict[str, float]
     ) -> Decision:
+        """Lower the scale in proportion to the excess, and undo the updates made at the too-high LR.
+
+        The sample before this one was normal, so the LR went wrong at most ``update_every`` steps ago: the
+        run goes back to the newest snapshot taken before then (at most ``max_rollbacks`` times, and never a
+        halt: past that, or with no such snapshot, the cut alone). Those few updates are what an LR fault has
+        done to the weights by the time it is seen; they are not left in the run.
+        """
         s, c = self.state, self.config
         factor = math.exp(-excess)
         old, s.scale = s.scale, max(s.scale * factor, c.min_lr_scale)
         s.ratio_cut *= s.scale / old
         name = max(high, key=lambda n: high[n])
-        detail = (
-            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
-            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}"
-        )
         ratio = ratios[name][0]
         threshold = ratio * math.exp(-excess + c.update_z_threshold * self.updates[name].spread)
-        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
-        return Decision(scale=s.scale, incidents=(note,))
+        target = self._ratio_target(step)
+        if target is not None:
+            s.ratio_rollbacks += 1
+            self._restore(target)
+            s.undone, s.guarded = (int(target["step"]), step), 0
+            undone = (
+                f"; its updates since step {target['step']} are undone (back to the snapshot before step "
+                f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks})"
+            )
+        else:
+            undone = ""
+        detail = (
+            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
+            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}{undone}"
+        )
+        if target is None:
+            note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
+            return Decision(scale=s.scale, incidents=(note,))
+        back = int(target["step"])
+        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.ROLLBACK, detail, rollback_to=back)
+        return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=back)
+
+    def _ratio_target(self, step: int) -> dict[str, Any] | None:
+        """The newest snapshot from before the updates the update-ratio signal has not seen (``None``: no such
+        snapshot, no snapshots kept, a run of outliers open, or the rollback budget spent)."""
+        s, c = self.state, self.config
+        if not s.can_roll_back or s.run or s.ratio_rollbacks >= c.max_rollbacks:
+            return None
+        if s.undone is not None and s.undone[0] <= step <= s.undone[1]:
+            return None  # a rollback has already undone this update
+        since = step - (c.update_every or 1) + 1  # the first update after the last normal sample
+        before = [r for r in s.ring if r["step"] <= since]
+        return before[-1] if before else None
+
+    def _restore(self, target: dict[str, Any]) -> None:
+        """Go back to the snapshot ``target``: its baselines, and the ring up to it."""
+        s = self.state
+        s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
+        s.ring = [r for r in s.ring if r["step"] <= target["step"]]
+        if s.snapshot_stats is not None:
+            self.loss.load_state_dict(s.snapshot_stats["loss"])
+            self.grad.load_state_dict(s.snapshot_stats["grad"])
+        self.cusum.reset()
 
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state
@@ -369,6 +429,8 @@ class WatchdogPolicy:
             threshold = math.exp(limit) if signal is not Signal.NON_FINITE and math.isfinite(limit) else math.nan
             detail = "" if verdict.skip else f"gradient × {verdict.clip_factor:.3g}"
             incidents.append(Incident(step, signal, value, threshold, action, detail))
+        if s.guarded is not None:
+            s.guarded = 0
         s.run.append(
             _RunStep(
                 step,
@@ -442,13 +504,14 @@ class WatchdogPolicy:
             )
             return self._rollback(step, Signal.DAMAGED_WEIGHTS, probe_value, self._probe_limit, why, since=run[0].step)
         s.data_skips += 1
+        undo = self._data_caused_rollback(step) if s.guarded is not None else Decision()
         finite = [r.loss for r in s.run if r.loss is not None]
         if len(s.run) == c.patience and finite and not any(r.non_finite for r in s.run):
             elevation = statistics.median(finite) - self.loss.center
             if elevation <= math.log(c.max_level_shift):
                 return self._rebaseline_data(step, s.run, elevation)
         if s.data_skips < s.data_budget:
-            return Decision()
+            return undo
         run, s.run, s.data_skips = s.run, [], 0
         if any(r.non_finite for r in run) or not finite:
             reason = (
@@ -459,6 +522,21 @@ class WatchdogPolicy:
             note = Incident(step, Signal.BAD_DATA, len(run), s.data_budget, Action.HALT, reason)
             return Decision(halt=reason, incidents=(note,))
         return self._rebaseline_data(step, run, statistics.median(finite) - self.loss.center)
+
+    def _data_caused_rollback(self, step: int) -> Decision:
+        """Bad data right after a rollback, on the restored (sound) weights: the damage the rollback undid was
+        this data's doing, not the LR's, so the rollback's LR cut is undone (a data fault makes no cut)."""
+        s = self.state
+        if s.rollback_cut >= 1.0:
+            return Decision()
+        old, s.scale = s.scale, _snap(min(1.0, s.scale / s.rollback_cut))
+        s.rollback_cut = 1.0
+        detail = (
+            f"the batches after the rollback are bad data on the restored weights: they, not the LR, did the "
+            f"damage; the rollback's LR cut is undone, LR scale {old:.3g} → {s.scale:.3g}"
+        )
+        note = Incident(step, Signal.BAD_DATA, old, s.scale, Action.RAISE_LR, detail)
+        return Decision(scale=s.scale, incidents=(note,))
 
     def _rebaseline_data(self, step: int, run: list[_RunStep], elevation: float) -> Decision:
         """The weights are sound and the data changed: a new baseline from the run's values."""
@@ -564,13 +642,14 @@ class WatchdogPolicy:
                 rollback=s.snapshot_step is not None, halt=reason, incidents=(note,), rollback_to=s.snapshot_step
             )
         s.rollbacks += 1
+        s.undone, s.guarded = (int(s.snapshot_step), step), 0
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         if s.snapshot_stats is not None:
             self.loss.load_state_dict(s.snapshot_stats["loss"])
             self.grad.load_state_dict(s.snapshot_stats["grad"])
         s.scale_before_rollback = s.scale
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
-        s.last_cut = step
+        s.last_cut, s.rollback_cut = step, s.scale / old
         detail = (
             f"{why}; back to the snapshot before step {s.snapshot_step}{self._start_note()} "
             f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}"
@@ -604,6 +683,8 @@ class WatchdogPolicy:
         s.run, s.last_accepted, s.data_skips = [], step, 0
         if s.clean_since_rollback is not None:
             s.clean_since_rollback += 1
+        if s.guarded is not None:
+            s.guarded = None if s.guarded + 1 >= self.config.patience else s.guarded + 1
         x, y = log_value(loss), log_value(grad_norm)
         ready = self.ready
         if x is not None:
@@ -731,6 +812,8 @@ class WatchdogPolicy:
             raise ValueError(f"{OWNER}: the checkpoint's state lacks {sorted(missing)}; was it written by it?")
         plain = dict(state["state"])
         plain["run"] = [_RunStep(**r) for r in plain["run"]]
+        if plain.get("undone") is not None:
+            plain["undone"] = tuple(plain["undone"])
         self.state = _State(**plain)
         self.loss.load_state_dict(state["loss"])
         self.grad.load_state_dict(state["grad"])

@@ -178,8 +178,13 @@ def test_trials_within_noise_take_the_candidate_nearest_the_sweeps_answer(tmp_pa
 
 def test_the_default_sweep_follows_the_run_and_an_expensive_finder_warns(tmp_path):
     finder = LRFinder(divergence_threshold=None, probe=False)
-    fit(tmp_path / "a", finder, max_steps=40, logger=False)
-    assert finder.result.lrs == sweep_lrs(1e-7, 10.0, 10)  # a quarter of a 40-step run
+    fit(tmp_path / "a", finder, max_steps=200, logger=False)
+    assert finder.result.lrs == sweep_lrs(1e-7, 10.0, 50)  # a quarter of a 200-step run
+    short = LRFinder(divergence_threshold=None, probe=False)
+    readable = r"the sweep \(40 steps\) .* 100% of the training run .* a sweep that can be read"
+    with pytest.warns(UserWarning, match=readable):
+        fit(tmp_path / "s", short, max_steps=40, logger=False)
+    assert short.result.lrs == sweep_lrs(1e-7, 10.0, 40)  # not a quarter (10): one point per 0.2 decade of 8
     confirm = LRFinder(divergence_threshold=None, confirm=[1e-3, 1e-2])
     fit(tmp_path / "b", confirm, max_steps=100, logger=False)
     assert len(confirm.result.lrs) == 10  # a tenth with a list of candidates ...

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lr_callbacks import DivergenceWatchdog
 from lr_callbacks.watchdog.config import Incident, WatchdogConfig
-from lr_callbacks.watchdog.policy import Decision, WatchdogPolicy
+from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, Decision, WatchdogPolicy
 from lr_callbacks.watchdog.stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -601,14 +601,41 @@ def test_an_update_too_large_for_its_lr_lowers_the_lr_in_proportion_and_the_cut_
     policy = warm(update_every=5)
     update_stream(policy, 0, [1.0] * 12)
     assert policy.events == [] and policy.scale == 1.0
-    update_stream(policy, 60, [5.0])  # the LR reaching the weights is ×5 (the schedule did not set it)
+    decision = update_stream(policy, 60, [5.0])[0]  # the LR reaching the weights is ×5 (the schedule did not set it)
     cut = policy.events[-1]
-    assert (cut.signal, cut.action) == ("update_ratio", "lower_lr")
+    # the sample of step 55 was normal: the updates since step 56 were made at the wrong LR, and they are undone
+    # (back to the newest snapshot before step 56: the one of step 29)
+    assert (cut.signal, cut.action, cut.rollback_to) == ("update_ratio", "rollback", 29)
+    assert decision.rollback and decision.rollback_to == 29 and policy.state.ratio_rollbacks == 1
     assert policy.scale == pytest.approx(0.2, rel=0.15)
     update_stream(policy, 65, [5.0] * 4)  # still ×5, now compensated: nothing more
     assert len(policy.events) == 1
     update_stream(policy, 85, [1.0])  # the fault has passed: the cut is undone at once
     assert (policy.events[-1].action, policy.scale) == ("raise_lr", 1.0)
+
+
+def test_an_update_too_large_is_only_cut_without_a_snapshot_from_before_it_or_with_its_budget_spent():
+    late = warm(update_every=5, snapshots=1)
+    update_stream(late, 0, [1.0] * 12)
+    late.snapshot_taken(58)  # the only one, after the last normal sample (step 55): it may hold a too-large update
+    assert not update_stream(late, 60, [5.0])[0].rollback and late.events[-1].action == "lower_lr"
+    spent = warm(update_every=5, max_rollbacks=1)
+    update_stream(spent, 0, [1.0] * 12)
+    assert update_stream(spent, 60, [5.0])[0].rollback
+    update_stream(spent, 65, [1.0])  # passed: the cut is undone
+    second = update_stream(spent, 70, [5.0])[0]
+    assert not second.rollback and not second.halt and spent.events[-1].action == "lower_lr"
+    assert spent.state.halted is None  # the update-ratio signal never halts a run
+
+
+def test_an_update_already_undone_by_a_rollback_is_not_rolled_back_again():
+    policy = referenced(update_every=5, patience=3)
+    update_stream(policy, 0, [1.0] * 12)
+    policy.snapshot_taken(60, reference=1.0)
+    [decision] = feed(policy, [1000.0], start=61, probe=lambda: 5.0)  # damaged: back to the snapshot of step 60
+    assert decision.rollback and decision.rollback_to == 60
+    assert not update_stream(policy, 60, [5.0])[0].rollback  # the update of step 60 is already undone
+    assert policy.events[-1].action == "lower_lr"
 
 
 def test_an_update_as_large_as_its_gradient_is_not_an_lr_fault():
@@ -625,3 +652,28 @@ def test_no_snapshot_means_an_lr_cut_instead_of_a_rollback_and_a_halt_that_keeps
     assert not first[0].rollback and policy.events[-1].action == "lower_lr" and policy.scale == 0.5
     second = feed(policy, [1000.0], start=31, probe=lambda: 5.0)
     assert second[0].halt and not second[0].rollback and "snapshot='off'" in (policy.state.halted or "")
+
+
+def test_after_a_rollback_the_loss_gate_is_stricter_until_steps_are_accepted_in_a_row():
+    policy = referenced(patience=3)
+    [rollback] = feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # damaged weights: back to step 29
+    assert rollback.rollback and policy.scale == 0.5
+    usual = policy.gate().loss_limit
+    assert usual == pytest.approx(policy.loss.limit(GUARD_Z_SHARE * policy.config.z_threshold))
+    between = math.exp(policy.loss.limit(0.75 * policy.config.z_threshold))  # over the guard, under the usual gate
+    [bad] = feed(policy, [between], start=30, probe=lambda: 1.0)  # the restored weights are sound: bad data
+    skip, undo = policy.events[-2:]
+    assert (skip.action, undo.signal, undo.action) == ("skip", "bad_data", "raise_lr")
+    assert bad.scale == 1.0 and policy.scale == 1.0  # the data did the damage, not the LR: no cut
+    feed(policy, [1.0] * 3, start=31)  # patience steps accepted in a row: the guard ends
+    assert policy.gate().loss_limit == pytest.approx(policy.loss.limit(policy.config.z_threshold))
+    count = len(policy.events)
+    feed(policy, [between], start=34)
+    assert len(policy.events) == count  # the same loss is accepted now
+
+
+def test_the_guard_needs_a_reference_batch_to_tell_the_cause():
+    policy = warm(patience=3)  # its snapshot (step 29) has no reference batch
+    feed(policy, [1000.0] * 3, start=30)  # persistent outliers, no reference: the ladder rolls back
+    assert policy.events[-1].action == "rollback" and policy.state.guarded == 0
+    assert policy.gate().loss_limit == pytest.approx(policy.loss.limit(policy.config.z_threshold))
