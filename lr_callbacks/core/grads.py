@@ -30,14 +30,14 @@ def global_norm(tensors: list[torch.Tensor], device: torch.device, shard_group: 
     """
     if not tensors:
         return torch.zeros((), device=device)
+    if shard_group is None and not any(map(is_dtensor, tensors)):  # nothing sharded: the unsharded computation
+        return torch.linalg.vector_norm(_norms(tensors, device), 2.0)
     by_groups: dict[tuple[Any, ...], list[torch.Tensor]] = {}
     for tensor in tensors:
         if is_dtensor(tensor) and any(p.is_partial() for p in tensor.placements):  # type: ignore[attr-defined]
             tensor = plain(tensor)  # partial sums: reduce them first (not what FSDP2 leaves in .grad)
         groups = shard_groups(tensor) if is_dtensor(tensor) else ((shard_group,) if shard_group is not None else ())
         by_groups.setdefault(groups, []).append(local(tensor))
-    if list(by_groups) == [()]:  # nothing sharded: exactly the unsharded computation
-        return torch.linalg.vector_norm(_norms(by_groups[()], device), 2.0)
     squares = []
     for groups, group in by_groups.items():
         square = torch.linalg.vector_norm(_norms(group, device), 2.0).square()

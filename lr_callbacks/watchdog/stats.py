@@ -147,8 +147,10 @@ def _median(ordered: Sequence[float]) -> float:
 def _median_distance(ordered: Sequence[float], center: float) -> float:
     """``statistics.median(abs(v - center) for v in ordered)`` for sorted values, without a sort.
 
-    The distances grow outward from ``center`` on both sides, so the smallest half of them is a merge of two
-    sorted runs, walked from the middle out (half the values, no allocation).
+    The distances grow outward from ``center`` on both sides: two sorted runs, ``ordered[r:] − center`` and
+    ``center − ordered[:r][::-1]`` (``r`` the first value at or above ``center``). Their median is found by
+    :func:`_kth_distance` with two binary searches, not by walking half the values (called for two baselines at
+    every step).
 
     >>> import random, statistics
     >>> values = sorted(random.Random(0).gauss(0, 1) for _ in range(101))
@@ -158,17 +160,30 @@ def _median_distance(ordered: Sequence[float], center: float) -> float:
     """
     n = len(ordered)
     right = bisect.bisect_left(ordered, center)
-    left = right - 1
-    wanted = n // 2  # the index of the upper middle distance; with an even n the one before it too
-    previous = current = 0.0
-    for _ in range(wanted + 1):
-        if left < 0 or (right < n and ordered[right] - center <= center - ordered[left]):
-            previous, current = current, abs(ordered[right] - center)
-            right += 1
+    middle = n // 2  # the index of the upper middle distance; with an even n the one before it too
+    upper = _kth_distance(ordered, center, right, middle)
+    return upper if n % 2 else (_kth_distance(ordered, center, right, middle - 1) + upper) / 2
+
+
+def _kth_distance(ordered: Sequence[float], center: float, right: int, k: int) -> float:
+    """The ``k``-th smallest (from 0) of the distances ``|v − center|`` of sorted values, ``right`` being the
+    index of the first value at or above ``center``.
+
+    The smallest ``k + 1`` distances are the first ``i`` of the right run and the first ``k + 1 − i`` of the left
+    one, for the smallest ``i`` whose next right distance is no smaller than the last left one taken: a binary
+    search on ``i``. The answer is the larger of the two last distances taken.
+    """
+    low, high = max(0, k + 1 - right), min(k + 1, len(ordered) - right)
+    while low < high:
+        i = (low + high) // 2  # i from the right run, k + 1 − i from the left one
+        if ordered[right + i] - center < center - ordered[right - (k + 1 - i)]:
+            low = i + 1
         else:
-            previous, current = current, abs(ordered[left] - center)
-            left -= 1
-    return current if n % 2 else (previous + current) / 2
+            high = i
+    j = k + 1 - low
+    taken_right = ordered[right + low - 1] - center if low else -math.inf
+    taken_left = center - ordered[right - j] if j else -math.inf
+    return max(taken_right, taken_left)
 
 
 class Cusum:
