@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from lr_callbacks.core.compat import set_found_inf
+from lr_callbacks.core.compat import flatten, set_found_inf
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.sharded import local, plain
+from lr_callbacks.core.sharded import is_dtensor, local, plain
 from lr_callbacks.watchdog.config import Signal
 from lr_callbacks.watchdog.stats import Gate, Verdict
 
@@ -62,7 +62,9 @@ class StepSignals:
     def add_loss(self, loss: torch.Tensor) -> None:
         """Add a micro-batch's loss, as Lightning passes it to ``on_before_backward`` (divided by the
         accumulation factor)."""
-        value = plain(loss.detach()).float()
+        value = plain(loss.detach())
+        if value.dtype != torch.float32:
+            value = value.float()
         self._loss = value if self._loss is None else self._loss + value
         self._micro_batches += 1
 
@@ -231,9 +233,10 @@ class UpdateProbe:
     :meth:`arm` (before an update) copies the weights; :meth:`measure` (after it) leaves the ratios on the
     device, one per group, until :meth:`take` hands them to the next host read. Nothing is read back here.
 
-    A group of plain tensors of one dtype on one device is copied as one flat tensor (:func:`_flat_weights`):
-    on the CPU a foreach op dispatches once per tensor, so one ``cat`` and whole-vector norms cost a fraction of
-    the per-tensor copy, difference and norms (about 0.1 ms instead of 0.8 ms for 30 tensors).
+    A group of plain tensors of one dtype on one device is copied as one flat tensor (:func:`_weights`): on the
+    CPU a foreach op dispatches once per tensor, so one flat copy and whole-vector norms cost a fraction of the
+    per-tensor copy, difference and norms (a quarter for the 30 tensors of a small GPT). The ratios are the same
+    up to float rounding.
     """
 
     def __init__(self) -> None:
@@ -292,9 +295,10 @@ class UpdateProbe:
 def _weights(parameters: list[torch.Tensor], copy: bool) -> list[torch.Tensor]:
     """A group's weights for the update ratio: plain tensors of one dtype on one device as one flat tensor (a
     copy); else the tensors themselves, or with ``copy`` a copy of each (a DTensor's laid out as it is)."""
+    if parameters and not any(map(is_dtensor, parameters)):
+        first = parameters[0]
+        if all(p.dtype == first.dtype and p.device == first.device for p in parameters):
+            with torch.no_grad():
+                return [flatten(parameters)]
     tensors = [p.detach() for p in parameters]
-    if tensors and all(type(t) is torch.Tensor for t in tensors):
-        first = tensors[0]
-        if all(t.dtype == first.dtype and t.device == first.device for t in tensors):
-            return [torch.cat([t.reshape(-1) for t in tensors])]
     return list(torch._foreach_mul(tensors, 1.0)) if copy else tensors
