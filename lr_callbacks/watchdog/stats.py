@@ -148,9 +148,11 @@ def _median_distance(ordered: Sequence[float], center: float) -> float:
     """``statistics.median(abs(v - center) for v in ordered)`` for sorted values, without a sort.
 
     The distances grow outward from ``center`` on both sides: two sorted runs, ``ordered[r:] − center`` and
-    ``center − ordered[:r][::-1]`` (``r`` the first value at or above ``center``). Their median is found by
-    :func:`_kth_distance` with two binary searches, not by walking half the values (called for two baselines at
-    every step).
+    ``center − ordered[:r][::-1]`` (``r`` the first value at or above ``center``). The smallest ``n // 2 + 1``
+    distances are the first ``i`` of the right run and the rest from the left one, for the smallest ``i`` whose
+    next right distance is no smaller than the last left one taken: a binary search on ``i`` (called for two
+    baselines at every step, where walking half the values cost several times more). The median is the largest
+    distance taken, or with an even ``n`` its mean with the second largest.
 
     >>> import random, statistics
     >>> values = sorted(random.Random(0).gauss(0, 1) for _ in range(101))
@@ -160,30 +162,24 @@ def _median_distance(ordered: Sequence[float], center: float) -> float:
     """
     n = len(ordered)
     right = bisect.bisect_left(ordered, center)
-    middle = n // 2  # the index of the upper middle distance; with an even n the one before it too
-    upper = _kth_distance(ordered, center, right, middle)
-    return upper if n % 2 else (_kth_distance(ordered, center, right, middle - 1) + upper) / 2
-
-
-def _kth_distance(ordered: Sequence[float], center: float, right: int, k: int) -> float:
-    """The ``k``-th smallest (from 0) of the distances ``|v − center|`` of sorted values, ``right`` being the
-    index of the first value at or above ``center``.
-
-    The smallest ``k + 1`` distances are the first ``i`` of the right run and the first ``k + 1 − i`` of the left
-    one, for the smallest ``i`` whose next right distance is no smaller than the last left one taken: a binary
-    search on ``i``. The answer is the larger of the two last distances taken.
-    """
-    low, high = max(0, k + 1 - right), min(k + 1, len(ordered) - right)
+    taken = n // 2 + 1  # up to the upper middle distance
+    low, high = max(0, taken - right), min(taken, n - right)
     while low < high:
-        i = (low + high) // 2  # i from the right run, k + 1 − i from the left one
-        if ordered[right + i] - center < center - ordered[right - (k + 1 - i)]:
+        i = (low + high) // 2  # i from the right run, taken − i from the left one
+        if ordered[right + i] - center < center - ordered[right - (taken - i)]:
             low = i + 1
         else:
             high = i
-    j = k + 1 - low
-    taken_right = ordered[right + low - 1] - center if low else -math.inf
-    taken_left = center - ordered[right - j] if j else -math.inf
-    return max(taken_right, taken_left)
+    i, j = low, taken - low
+    last_right = ordered[right + i - 1] - center if i else -math.inf
+    last_left = center - ordered[right - j] if j else -math.inf
+    if n % 2:
+        return max(last_right, last_left)
+    if last_right >= last_left:  # the second largest taken: the one before it, or the other run's last
+        before = ordered[right + i - 2] - center if i > 1 else -math.inf
+        return (last_right + max(before, last_left)) / 2
+    before = center - ordered[right - j + 1] if j > 1 else -math.inf
+    return (last_left + max(before, last_right)) / 2
 
 
 class Cusum:
