@@ -36,7 +36,7 @@ def _parameters(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
 
 
 def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p.grad for p in _parameters(optimizer) if p.grad is not None]
+    return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
 class StepSignals:
