@@ -91,7 +91,7 @@ class Phases(Schedule):
         since the schedule is evaluated at every optimizer step of one run."""
         memo = self.__dict__.get("_last_lengths")
         if memo is not None and memo[0] is run and memo[1] == span:
-            return memo[2]  # type: ignore[no-any-return]
+            return memo[2]
         lengths: list[float | None] = [
             None if p.duration is None else float(p.duration.to_steps(run))  # type: ignore[union-attr]
             for p in self.phases
