@@ -527,9 +527,10 @@ class DivergenceWatchdog(Callback):
         return probe
 
     def _record(self, step: int, verdict: Verdict, loss: float, norm: float, probe: Probe | None = None) -> Decision:
-        scores = self._policy.z_scores(loss, norm) if self._policy.ready else {}
+        logged = step % self._log_every == 0
+        scores = self._policy.z_scores(loss, norm) if logged and self._policy.ready else {}  # against the old baseline
         decision = self._policy.record(step, loss, norm, verdict, probe)
-        if step % self._log_every == 0:
+        if logged:
             metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm, "watchdog/lr_scale": self._policy.scale}
             metrics.update({f"watchdog/{name}": value for name, value in scores.items()})
             metrics["watchdog/cusum"] = self._policy.cusum.value
