@@ -164,7 +164,8 @@ class DivergenceWatchdog(Callback):
         min_lr_scale: the lowest LR scale; a cut that would go below escalates to a rollback.
         cooldown_steps: steps after a cut before the next one.
         recover_after: steps without incident after which one cut is undone (an int), or that share of the run
-            (``"5%"``, the default); ``None`` keeps cuts.
+            (``"5%"``, the default; doubled by each rollback); ``None`` keeps cuts. A scale raised back to that
+            then damages the weights again is too high: later raises stop ``lr_factor`` below it.
         cusum_drift: the slow-climb detector's allowance, in spreads per step.
         cusum_threshold: the slow-climb detector's alarm level.
         max_level_shift: the largest factor by which the loss may step up and stay flat and still count as a
