@@ -6,7 +6,7 @@ returns a :class:`Suggestion`. What each one is:
 - ``lr_callbacks`` (and ``lr_callbacks.<method>``): our :class:`~lr_callbacks.LRFinder`, through
   :func:`~lr_callbacks.find_lr` inside a real ``Trainer`` that carries the task's :class:`~lr_callbacks.LRSchedule`;
   the other methods re-analyse the same sweep with :func:`~lr_callbacks.suggest_lr`. ``lr_callbacks.confirm``
-  is the finder's confirm mode at its defaults (trials of the real schedule at ×0.5, ×1, ×2 the suggestion).
+  is the finder's confirm mode at its defaults (trials of the real schedule at ×0.5 and ×1 the probe's answer).
 - ``lightning``: Lightning's ``Tuner(trainer).lr_find(model)`` at its defaults (1e-8 to 1, 100 steps), then
   ``.suggestion()``.
 - ``torch_lr_finder``: ``torch_lr_finder.LRFinder`` as its README's "fastai approach" says (optimizer LR 1e-7,
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 OUR_METHODS = ("default", "steepest", "min_div_10", "valley")
-CONFIRM_LENGTH = None  # the finder's default (issue 12: trials of the compressed schedule, a fifth of the run)
+CONFIRM_LENGTH = None  # the finder's default (issue 12: the trials get what sweep and probe leave of 35% of the run)
 FINDERS = ("lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley")
 
 
@@ -190,10 +190,10 @@ def lightning_finder(task: Task, optimizer: str, seed: int, root: str) -> Sugges
 def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False) -> list[Suggestion]:
     """Our finder through ``find_lr`` in a Trainer carrying the task's schedule; one suggestion per method.
 
-    With ``confirm=True`` the sweep is followed by the finder's confirm mode at its defaults (trials at ×0.5, ×1,
-    ×2 the suggestion, compared on the validation loss) and only its choice is returned; the trials' steps
-    count in the cost. Without it, the answer is the suggestion as the stability probe left it, and the
-    probe's steps count in the cost.
+    With ``confirm=True`` the sweep and the probe are followed by the finder's confirm mode at its defaults
+    (trials at ×0.5 and ×1 the probe's answer, compared on the validation loss, when the budget leaves room)
+    and only its choice is returned; the probe's and the trials' steps count in the cost. Without it, the
+    answer is the suggestion as the stability probe left it, and the probe's steps count in the cost.
     """
     from torch.utils.data import DataLoader
 

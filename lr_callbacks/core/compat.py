@@ -23,6 +23,7 @@ __all__ = [
     "callback_bases",
     "clear_found_inf",
     "exit_fit",
+    "flatten",
     "fresh_iterator",
     "metric_states",
     "reset_scaler_step_state",
@@ -109,6 +110,24 @@ def metric_states(module: torch.nn.Module) -> list[tuple[Any, dict[str, Any]]]:
             state = cast(dict[str, Any], submodule.metric_state)
             found.append((submodule, {name: getattr(submodule, name) for name in [*state, *METRIC_COUNTERS]}))
     return found
+
+
+def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One contiguous 1-D copy of ``tensors`` (of one dtype, on one device), in a single C++ call.
+
+    ``torch._utils._flatten_dense_tensors`` is private by name but is what DDP and apex use to bucket gradients. On
+    the CPU a Python loop of ``reshape`` calls before a ``cat`` costs microseconds per tensor, more than the copy.
+    Of a lone tensor it returns a view, not a copy: that one is cloned here.
+
+    >>> flatten([torch.ones(2, 2), torch.zeros(3)]).tolist()
+    [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    """
+    from torch._utils import _flatten_dense_tensors
+
+    if len(tensors) == 1:
+        return tensors[0].reshape(-1).clone()
+    flat: torch.Tensor = _flatten_dense_tensors(tensors)
+    return flat
 
 
 def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:

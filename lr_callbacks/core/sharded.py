@@ -31,16 +31,29 @@ __all__ = [
 ]
 
 
-def _dtensor_type() -> type | None:
-    if not torch.distributed.is_available():
-        return None
-    from torch.distributed.tensor import DTensor
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_DTENSOR: list[type | None] = []  # the DTensor class (None without torch.distributed), found at the first call
 
-    return DTensor
+
+def _dtensor_type() -> type | None:
+    if not _DTENSOR:
+        if torch.distributed.is_available():
+            from torch.distributed.tensor import DTensor
+
+            _DTENSOR.append(DTensor)
+        else:
+            _DTENSOR.append(None)
+    return _DTENSOR[0]
 
 
 def is_dtensor(tensor: Any) -> bool:
-    """Whether ``tensor`` is a ``DTensor`` (a parameter, gradient or optimizer state under FSDP2)."""
+    """Whether ``tensor`` is a ``DTensor`` (a parameter, gradient or optimizer state under FSDP2).
+
+    Called per tensor on every step (the gradient norm, the update ratio), so the common case is one type test:
+    a plain ``Tensor`` or ``Parameter`` is not a DTensor (a DTensor parameter's type is ``DTensor``).
+    """
+    if type(tensor) in _PLAIN:
+        return False
     dtensor = _dtensor_type()
     return dtensor is not None and isinstance(tensor, dtensor)
 

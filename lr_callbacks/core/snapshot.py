@@ -54,6 +54,7 @@ __all__ = [
     "TrainingSnapshot",
     "copy_into",
     "loader_generators",
+    "refill",
     "restore_optimizer_state",
     "synchronize",
     "to_host",
@@ -77,6 +78,35 @@ def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.T
         pinned = on_accelerator and torch.cuda.is_available()
         buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=pinned)
     return buffer.copy_(tensor, non_blocking=on_accelerator)
+
+
+def refill(buffers: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
+    """Copy plain ``tensors`` into the host ``buffers`` of an earlier copy with one foreach copy, as
+    :func:`to_host` would one by one (without blocking from an accelerator, into pinned memory); ``False``, and
+    nothing copied, unless every buffer fits (same shape and dtype) and no tensor is a DTensor.
+
+    On the CPU a Python-level copy per tensor costs microseconds of dispatch each: a snapshot of a model and its
+    Adam state is hundreds of them.
+
+    >>> buffers = [torch.zeros(2), torch.zeros(3)]
+    >>> refill(buffers, [torch.ones(2), torch.ones(3)]), buffers[1].tolist()
+    (True, [1.0, 1.0, 1.0])
+    >>> refill(buffers, [torch.ones(2), torch.ones(4)])
+    False
+    """
+    if len(buffers) != len(tensors):
+        return False
+    accelerator = False
+    for buffer, tensor in zip(buffers, tensors):
+        if type(tensor) is not torch.Tensor or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            return False
+        if not tensor.is_cpu:
+            if not buffer.is_pinned() and torch.cuda.is_available():
+                return False  # to_host would have pinned it
+            accelerator = True
+    if tensors:
+        torch._foreach_copy_(buffers, tensors, non_blocking=accelerator)
+    return True
 
 
 def copy_into(live: torch.Tensor, saved: torch.Tensor) -> None:
@@ -116,6 +146,8 @@ class OptimizerState:
 
     def capture(self, optimizer: torch.optim.Optimizer, *, groups: bool = False) -> OptimizerState:
         """Copy ``optimizer``'s state (and param groups) to the host; return ``self``."""
+        if not groups and self._recapture(optimizer):
+            return self
         taken: dict[int, dict[str, Any]] = {}
         with torch.no_grad():
             for index, parameter in enumerate(_parameters(optimizer)):
@@ -135,6 +167,33 @@ class OptimizerState:
                 ]
         self.state = taken
         return self
+
+    def _recapture(self, optimizer: torch.optim.Optimizer) -> bool:
+        """:meth:`capture` into the previous capture's buffers with one foreach copy, when the state holds the same
+        keys and plain tensors of the same shapes on the same devices (a ring retaking its snapshots); ``False``,
+        and nothing changed, otherwise."""
+        parameters = _parameters(optimizer)
+        if self.groups is not None or not self.state or len(self.state) != len(parameters):
+            return False
+        buffers, tensors, others = [], [], []
+        for index, parameter in enumerate(parameters):
+            old, state = self.state.get(index), optimizer.state.get(parameter, {})
+            if old is None or old.keys() != state.keys():
+                return False
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    if self.devices.get((index, key)) != value.device:
+                        return False
+                    buffers.append(old[key])
+                    tensors.append(value)
+                else:
+                    others.append((old, key, value))
+        with torch.no_grad():
+            if not refill(buffers, tensors):
+                return False
+        for old, key, value in others:
+            old[key] = copy.deepcopy(value)
+        return True
 
     def restore(self, optimizer: torch.optim.Optimizer) -> None:
         """Put the captured state (and param groups) back into ``optimizer``, in place."""
@@ -215,6 +274,11 @@ class ModelSnapshot:
         """Copy the module's ``state_dict`` and the optimizer's per-parameter state."""
         with torch.no_grad():
             live = module.state_dict()
+            same = not self.layouts and live.keys() == self.model.keys()
+            if same and refill([*self.model.values()], [*live.values()]):  # into the last take's buffers, at once
+                self.optimizer.capture(optimizer)
+                self.step = step
+                return
             self.model = {name: to_host(t, self.model.get(name)) for name, t in live.items()}
             self.layouts = {name: layout for name, t in live.items() if (layout := layout_of(t)) is not None}
             self.devices = {name: local(live[name]).device for name in self.layouts}

@@ -30,7 +30,7 @@ from lr_callbacks.finder.probe import run_probe
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
 from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
-from lr_callbacks.finder.trials import candidates, plan_trials, run_of, run_trials
+from lr_callbacks.finder.trials import CONFIRM_FACTORS, candidates, plan_trials, run_of, run_trials
 
 if TYPE_CHECKING:
     from pytorch_lightning import LightningModule, Trainer
@@ -77,16 +77,21 @@ class LRFinder(Callback):
     first optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the
     optimizer's groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
 
-    Confirm mode (``confirm=True`` or a list of LRs) then runs trials at each candidate (×0.5, ×1 and ×2
-    the suggestion by default), each from the same restored state: the run's schedule compressed into the
-    trial and cooled down at its end, scored on the validation loss with a standard error, the budget spent
-    as successive halving; when the best two are within noise it takes the candidate nearest the sweep's
-    answer (flag ``trials_inconclusive``). See :mod:`lr_callbacks.finder.trials`.
+    Confirm mode (``confirm=True`` or a list of LRs) then runs trials at each candidate, each from the same
+    restored state: the run's schedule compressed into the trial and cooled down at its end, scored on the
+    validation loss with a standard error, the budget spent as successive halving. With ``confirm=True`` the
+    candidates are the probe's answer and half of it, never more than the probe saw held; another candidate
+    replaces the probe's answer only when it is better by more than 2 standard errors, and when the best two
+    are within noise the candidate nearest the finder's own answer is kept (flag ``trials_inconclusive``).
+    See :mod:`lr_callbacks.finder.trials`.
 
-    **Cost.** By default the sweep takes a quarter of the run (a tenth in confirm mode) and the trials a
-    fifth, the sweep at most 100 steps and, without trials, at least one point per smoothing ``window`` of
-    the range (40 steps by default: fewer cannot be read, so a short run pays for a readable sweep); a sweep
-    and trials that together exceed 30% of the run get a warning with the numbers.
+    **Cost.** By default the sweep takes a quarter of the run (a tenth when you list the confirm candidates),
+    at most 100 steps and, unless you list the candidates, at least one point per smoothing ``window`` of the
+    range (40 steps by default: fewer cannot be read, so a short run pays for a readable sweep). In confirm
+    mode the sweep, the probe and the trials share 35% of the run: the trials get what the sweep and the
+    probe leave, and when that is less than 8 steps per trial none run (flag ``trials_skipped``: on runs of a
+    few hundred steps the sweep and the probe take it all, and the probe's answer is applied). A sweep and
+    trials planned beyond 35% of the run get a warning with the numbers.
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
     (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
@@ -99,8 +104,8 @@ class LRFinder(Callback):
         min_lr: the first LR of the sweep (reference group).
         max_lr: the last; the sweep usually stops before, when the loss diverges.
         num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at least one
-            point per ``window`` of the range (40 by default) and at most 100 (a tenth of the run in confirm
-            mode).
+            point per ``window`` of the range (40 by default) and at most 100 (a tenth of the run with a list
+            of confirm candidates).
         mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"``.
         method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
             (see :func:`~lr_callbacks.suggest_lr`).
@@ -110,12 +115,13 @@ class LRFinder(Callback):
         divergence_threshold: stop when the loss has given back this many times what it gained
             (1.0: back to where it started); ``None`` stops only on NaN/inf.
         window: the smoothing width of the analysis, in decades of LR.
-        confirm: ``False``; ``True`` for trials at ×0.5, ×1, ×2 the suggestion; or a list of peak LRs.
+        confirm: ``False``; ``True`` for trials at ×0.5 and ×1 the probe's answer; or a list of peak LRs.
         confirm_length: the last (longest) rung's trial length: ``"5%"`` of the run, ``"200 steps"``,
-            ``"1 epochs"``; earlier rungs are half as long each. ``None``: all trials together take a fifth
-            of the run.
-        probe: run the stability probe on the suggestion (without confirm trials; those test their own
-            candidates); ``False`` applies the sweep's answer as it is.
+            ``"1 epochs"``; earlier rungs are half as long each. ``None``: all trials together take what the
+            sweep and the probe leave of 35% of the run.
+        probe: run the stability probe on the suggestion (also with ``confirm=True``, whose candidates it
+            bounds; not with a list of candidates, which the trials test as given); ``False`` applies the
+            sweep's answer as it is.
         monitor: the validation value the trials are compared on (logged or returned by
             ``validation_step``).
 
@@ -259,12 +265,14 @@ class LRFinder(Callback):
                     lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, num_steps, show)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
                     probe: Probe | None = None
-                    if self.probe and self.confirm is False and analysis.lr is not None:
+                    if self.probe and not isinstance(self.confirm, tuple) and analysis.lr is not None:
                         probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule)
                     trials: tuple[Trial, ...] = ()
                     choice, flags = None, analysis.flags + _probe_flags(probe)
-                    lrs_to_try = candidates(self.confirm, analysis.lr)
+                    anchor = probe.lr if probe is not None else analysis.lr  # the largest LR known to hold
+                    lrs_to_try = candidates(self.confirm, anchor)
                     if lrs_to_try:
+                        spent = len(lrs) + (probe.steps if probe is not None else 0)
                         trials, chosen = run_trials(
                             trainer,
                             module,
@@ -274,10 +282,12 @@ class LRFinder(Callback):
                             self.confirm_length,
                             self.monitor,
                             schedule,
-                            anchor=analysis.lr,
+                            anchor=anchor,
+                            spent=spent,
                         )
                         choice = chosen.lr
                         flags += ("trials_inconclusive",) if chosen.inconclusive else ()
+                        flags += () if trials else ("trials_skipped",)
             finally:
                 snapshot.restore()
         return FinderResult(
@@ -302,11 +312,11 @@ class LRFinder(Callback):
         """``num_steps``, or the default that follows the run; warns when the finder would cost too much of it."""
         total = run_of(trainer).total_steps
         readable = readable_steps(self.min_lr, self.max_lr, self.window)
-        steps = self.num_steps or sweep_steps(
-            total, confirm=self.confirm is not False, minimum=MIN_POINTS, readable=readable
-        )
-        count = len(self.confirm) if isinstance(self.confirm, tuple) else 3 if self.confirm else 0
-        trials = sum(n * k for n, k in plan_trials(trainer, count, self.confirm_length)) if count else 0
+        listed = isinstance(self.confirm, tuple)
+        steps = self.num_steps or sweep_steps(total, listed=listed, minimum=MIN_POINTS, readable=readable)
+        count = len(self.confirm) if isinstance(self.confirm, tuple) else len(CONFIRM_FACTORS) if self.confirm else 0
+        plan = plan_trials(trainer, count, self.confirm_length, spent=steps) if count else []
+        trials = sum(n * k for n, k in plan)  # at most: by default the probe's steps come out of the trials' share
         defaults = self.num_steps is None and self.confirm_length is None
         message = cost_warning(total, steps, trials, defaults=defaults)
         if message is not None and trainer.is_global_zero:

@@ -22,7 +22,9 @@ STOP_REASONS = ("completed", "diverged", "data_exhausted")
 
 TRIAL_FLAGS = {
     "trials_inconclusive": "the best trials were within noise of each other (or too short to tell); the "
-    "candidate nearest the sweep's answer was taken",
+    "candidate nearest the finder's own answer (the probe's, or the sweep's) was taken",
+    "trials_skipped": "the sweep and the probe left too little of confirm mode's budget for trials long enough to "
+    "tell the candidates apart; the probe's answer was applied",
 }
 
 ALL_FLAGS = {**FLAGS, **PROBE_FLAGS, **TRIAL_FLAGS}
@@ -235,6 +237,10 @@ class FinderResult:
             )
         if self.trials:
             lines.append(f"- chosen after the trials: **{_fmt(self.chosen_lr)}**")
+        elif "trials_skipped" in self.flags:
+            lines.append(
+                f"- confirm trials: none, the sweep and the probe took the budget; applies **{_fmt(self.chosen_lr)}**"
+            )
         lines.append(f"- cost: {self.steps_spent} optimizer steps, {self.seconds:.1f} s")
         for flag in self.flags:
             lines.append(f"- flag `{flag}`: {ALL_FLAGS.get(flag, '')}")

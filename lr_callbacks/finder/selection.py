@@ -1,9 +1,12 @@
 """The finder's budget and the confirm trials' rules: how long the sweep and the trials run, the trials'
 cooldown, the successive-halving rungs, and the choice with its noise margin.
 
-Pure functions of plain numbers (stdlib only). The shares are stated, not tuned: the sweep takes at most a
-quarter of the run (a tenth with confirm trials, which then get a fifth), so that the finder costs at most
-:data:`WARN_SHARE` of the training it serves; beyond that :func:`cost_warning` says so with the numbers.
+Pure functions of plain numbers (stdlib only). The shares are stated, not tuned: the default sweep takes at
+most a quarter of the run (a tenth when the user lists the confirm candidates). In confirm mode the sweep,
+the stability probe and the trials together take :data:`CONFIRM_SHARE` of the run (the issue's cost goal):
+the trials get what the sweep and the probe leave of it (:func:`trial_budget`), and none run when that
+leaves less than :data:`MIN_TRIAL_STEPS` per trial. A finder that would cost more than
+:data:`WARN_SHARE` of the training it serves gets a warning with the numbers (:func:`cost_warning`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "CONFIRM_SWEEP_SHARE",
+    "CONFIRM_SHARE",
+    "LIST_SWEEP_SHARE",
     "MAX_SWEEP_STEPS",
     "MIN_TRIAL_STEPS",
     "SWEEP_SHARE",
-    "TRIALS_SHARE",
     "WARN_SHARE",
     "Choice",
     "choose",
@@ -36,26 +39,35 @@ MAX_SWEEP_STEPS = 100
 SWEEP_SHARE = 0.25
 """The most of the run the default sweep takes."""
 
-CONFIRM_SWEEP_SHARE = 0.10
-"""The most of the run the default sweep takes in confirm mode (the trials decide there)."""
+CONFIRM_SHARE = 0.35
+"""Confirm mode's whole default budget as a share of the run: sweep, stability probe and trials together."""
 
-TRIALS_SHARE = 0.20
-"""The share of the run the confirm trials get by default, all rungs together."""
+LIST_SWEEP_SHARE = 0.10
+"""The most of the run the default sweep takes when the user lists the candidates (``confirm=[...]``): there the
+sweep's answer only breaks ties between trials, so the trials get the rest of the budget. With
+``confirm=True`` the sweep is the default's (:data:`SWEEP_SHARE`): the candidates are built on its answer,
+and a shorter sweep answers worse: on the benchmark's tuning pairs a confirm sweep of 15% or 20% of the run
+instead of 25% raised the median regret from 0.044 to 0.073 and 0.081, and at 15% two of its answers
+diverged in full runs (the stability probe, holding them 28 steps, had found them stable)."""
 
-WARN_SHARE = 0.30
-"""Sweep and trials together beyond this share of the run get a warning with the numbers."""
+WARN_SHARE = CONFIRM_SHARE
+"""A sweep and trials planned beyond this share of the run get a warning with the numbers."""
 
 MIN_TRIAL_STEPS = 8
-"""A final rung shorter than this is too short to tell the candidates apart (``trials_inconclusive``)."""
+"""A final rung shorter than this is too short to tell the candidates apart: with a ``confirm_length`` the
+choice is then the anchor's (``trials_inconclusive``); with the default budget no trial runs
+(``trials_skipped``)."""
 
 _Z = 2.0  # two standard errors of a difference: the 95% level at which a trial beats another
 
 
-def sweep_steps(run_steps: int | None, confirm: bool, minimum: int = 8, readable: int = 0) -> int:
-    """The default sweep's length: :data:`SWEEP_SHARE` of the run (:data:`CONFIRM_SWEEP_SHARE` with confirm
-    trials), at most :data:`MAX_SWEEP_STEPS` and at least ``minimum``; 100 when the run's length is unknown.
+def sweep_steps(run_steps: int | None, listed: bool, minimum: int = 8, readable: int = 0) -> int:
+    """The default sweep's length: :data:`SWEEP_SHARE` of the run (:data:`LIST_SWEEP_SHARE` when the confirm
+    trials' candidates are ``listed`` by the user), at most :data:`MAX_SWEEP_STEPS` and at least ``minimum``;
+    100 when the run's length is unknown.
 
-    Without confirm trials the sweep's answer is the finder's answer, so it is never shorter than
+    Unless the candidates are listed, the sweep's answer is the finder's answer (the confirm trials are built
+    on it), so it is never shorter than
     ``readable`` (capped at :data:`MAX_SWEEP_STEPS`): the points a curve needs to be read at all, one per
     smoothing width of the range (:func:`readable_steps`). A run too short for both gets the readable
     sweep, and :func:`cost_warning` says what it costs.
@@ -67,8 +79,8 @@ def sweep_steps(run_steps: int | None, confirm: bool, minimum: int = 8, readable
     """
     if run_steps is None:
         return MAX_SWEEP_STEPS
-    share = CONFIRM_SWEEP_SHARE if confirm else SWEEP_SHARE
-    floor = minimum if confirm else max(minimum, readable)
+    share = LIST_SWEEP_SHARE if listed else SWEEP_SHARE
+    floor = minimum if listed else max(minimum, readable)
     return max(minimum, min(MAX_SWEEP_STEPS, max(floor, math.floor(share * run_steps))))
 
 
@@ -82,13 +94,14 @@ def readable_steps(min_lr: float, max_lr: float, window: float) -> int:
     return math.ceil(math.log10(max_lr / min_lr) / window - 1e-9)
 
 
-def trial_budget(run_steps: int) -> int:
-    """All trials together, by default: :data:`TRIALS_SHARE` of the run.
+def trial_budget(run_steps: int, spent: int) -> int:
+    """All trials together, by default: what is left of :data:`CONFIRM_SHARE` of the run after the ``spent``
+    steps of the sweep and the probe (0 when nothing is left).
 
-    >>> trial_budget(300)
-    60
+    >>> trial_budget(300, 40), trial_budget(300, 82), trial_budget(120, 60)
+    (65, 23, 0)
     """
-    return math.floor(TRIALS_SHARE * run_steps)
+    return max(0, math.floor(CONFIRM_SHARE * run_steps) - spent)
 
 
 def rungs(candidates: int, budget: int | None = None, final: int | None = None) -> list[tuple[int, int]]:
@@ -150,11 +163,12 @@ class Choice:
 def choose(
     lrs: Sequence[float], scores: Sequence[float], errors: Sequence[float], anchor: float | None, too_short: bool
 ) -> Choice:
-    """The last rung's choice: the lowest score, unless another is within noise of it.
+    """The last rung's choice: ``anchor`` unless another candidate is better by more than noise.
 
     Two scores are within noise when they differ by at most 2 standard errors of their difference
-    (``√(se_a² + se_b²)``, the 95% level). Then, or when the trials were too short to tell, the candidate
-    nearest in log to ``anchor`` (the sweep's answer) among those within noise of the best (all finite ones
+    (``√(se_a² + se_b²)``, the 95% level). The lowest score is taken when no other is within noise of it;
+    otherwise, or when the trials were too short to tell, the candidate nearest in log to ``anchor`` (the
+    finder's own answer: the probe's, or the sweep's) among those within noise of the best (all finite ones
     when too short) is taken, and the choice is ``inconclusive``.
 
     >>> choose([1e-4, 1e-5], [0.30, 0.50], [0.01, 0.01], anchor=1e-5, too_short=False)

@@ -6,6 +6,15 @@ order of magnitude apart and keep the best. Each trial starts from the same rest
 optimizer, RNG, so the same batches) and is scored on the validation loss at its end; a trial whose
 training loss becomes NaN/inf scores ``inf``.
 
+**The candidates never exceed what the run can hold.** With ``confirm=True`` the stability probe first
+holds the sweep's answer as the run holds its peak (halving it when that is unstable), and the candidates
+are the probe's answer and half of it (:data:`CONFIRM_FACTORS`): nothing above the LR the probe saw held.
+A trial that fits in the finder's budget is a few percent of the run; at that horizon a larger LR nearly
+always looks better (the model is still far from where the run ends), so a larger candidate that wins a
+trial says little about the run (the ×2 candidates that won 16-step trials diverged in full runs). A
+smaller candidate that wins despite that bias is real evidence that the probe's answer is too high. With a
+list (``confirm=[...]``) the user's candidates run as they are, and the sweep's answer breaks ties.
+
 **A trial predicts the run.** With ``LRSchedule``, a trial of ``T`` steps is the user's whole schedule
 compressed into ``T`` steps (its warmup, its decay), with the candidate as the reference group's peak (other
 groups keep their ratio); a schedule that does not end below half its peak (constant, one with steps) gets
@@ -15,12 +24,17 @@ Without ``LRSchedule``, the candidate is set as the peak through the shared LR m
 step-interval schedulers are stepped after each optimizer step, as Lightning would: the trial is the first
 ``T`` steps of the real run (its schedule cannot be compressed).
 
-**Successive halving** (:func:`~lr_callbacks.finder.selection.rungs`): every candidate runs briefly, the
-better half runs again from the start, twice as long, until two are left; the last, longest rung decides.
-Each score carries a standard error (the spread between validation batches, or the noise of the trial's
-final training losses when that is larger); when the best two are within noise, or the last rung was too
-short to tell, the candidate nearest in log to the sweep's answer is taken and ``trials_inconclusive`` is
-flagged (:func:`~lr_callbacks.finder.selection.choose`).
+**The budget** (:func:`~lr_callbacks.finder.selection.trial_budget`): by default the trials get what is
+left of :data:`~lr_callbacks.finder.selection.CONFIRM_SHARE` of the run after the sweep and the probe; when
+that leaves less than :data:`~lr_callbacks.finder.selection.MIN_TRIAL_STEPS` per trial in the last rung,
+no trial runs (flag ``trials_skipped``) and the probe's answer stands. **Successive halving**
+(:func:`~lr_callbacks.finder.selection.rungs`): every candidate runs briefly, the better half runs again
+from the start, twice as long, until two are left; the last, longest rung decides. Each score carries a
+standard error (the spread between validation batches, or the noise of the trial's final training losses
+when that is larger); the choice is the anchor (the probe's answer, or the sweep's with a list) unless
+another candidate is better by more than 2 standard errors of the difference; when the best two are within
+noise, or the last rung was too short to tell, the candidate nearest in log to the anchor is taken and
+``trials_inconclusive`` is flagged (:func:`~lr_callbacks.finder.selection.choose`).
 """
 
 from __future__ import annotations
@@ -50,25 +64,27 @@ __all__ = ["CONFIRM_FACTORS", "candidates", "plan_trials", "run_of", "run_trials
 
 log = logging.getLogger("lr_callbacks")
 
-CONFIRM_FACTORS = (0.5, 1.0, 2.0)
-"""The default candidates, as multiples of the suggestion."""
+CONFIRM_FACTORS = (0.5, 1.0)
+"""The default candidates, as multiples of the stability probe's answer (never above it)."""
 
 
-def candidates(confirm: bool | tuple[float, ...], suggestion: float | None) -> tuple[float, ...]:
-    """The peak LRs to try: ``confirm``'s list, or the suggestion × :data:`CONFIRM_FACTORS`, or none."""
+def candidates(confirm: bool | tuple[float, ...], anchor: float | None) -> tuple[float, ...]:
+    """The peak LRs to try: ``confirm``'s list, or ``anchor`` (the probe's answer) × :data:`CONFIRM_FACTORS`,
+    or none."""
     if confirm is False:
         return ()
     if confirm is True:
-        if suggestion is None:
+        if anchor is None:
             log.warning("LRFinder: no suggestion, so no confirm trials (see the flags)")
             return ()
-        return tuple(suggestion * f for f in CONFIRM_FACTORS)
+        return tuple(anchor * f for f in CONFIRM_FACTORS)
     return tuple(confirm)
 
 
-def plan_trials(trainer: Any, count: int, length: Duration | None) -> list[tuple[int, int]]:
+def plan_trials(trainer: Any, count: int, length: Duration | None, spent: int = 0) -> list[tuple[int, int]]:
     """The rungs ``(trials, steps)`` for ``count`` candidates: ``length`` is the last rung's, or, when ``None``,
-    all trials share :func:`~lr_callbacks.finder.selection.trial_budget` of the run.
+    all trials share :func:`~lr_callbacks.finder.selection.trial_budget` of the run, what is left after the
+    ``spent`` steps of the sweep and the probe (a rung of 0 steps when nothing is left).
 
     Raises:
         ValueError: if a length is 0 steps for this run, or the run's length is unknown and none was given.
@@ -80,7 +96,8 @@ def plan_trials(trainer: Any, count: int, length: Duration | None) -> list[tuple
                 "LRFinder: the run's length is unknown, so the confirm trials cannot take their share of it; "
                 "give confirm_length in steps or epochs"
             )
-        return rungs(count, budget=max(trial_budget(run.total_steps), count))
+        budget = trial_budget(run.total_steps, spent)
+        return rungs(count, budget=budget) if budget >= count else [(count, 0)]
     steps = length.to_steps(run)
     if steps < 1:
         raise ValueError(f"LRFinder: `confirm_length` {length.describe()} is 0 steps for this run; lengthen it")
@@ -97,10 +114,14 @@ def run_trials(
     monitor: str,
     schedule: Any,
     anchor: float | None = None,
+    spent: int = 0,
 ) -> tuple[tuple[Trial, ...], Choice]:
     """Every rung's trials (each from ``snapshot``) and the choice; the caller restores the snapshot afterwards.
 
-    ``anchor`` is the sweep's answer, which breaks ties within noise.
+    ``anchor`` is the probe's answer (or the sweep's with a list of candidates): the choice unless another
+    candidate is better beyond noise. ``spent``: the steps the sweep and the probe took. When the default
+    budget leaves the last rung under :data:`~lr_callbacks.finder.selection.MIN_TRIAL_STEPS`, no trial runs:
+    the result is no trials and ``Choice(None, inconclusive=False)`` (the caller flags ``trials_skipped``).
 
     Raises:
         ValueError: if the trainer has no validation data, or a trial would be 0 steps long.
@@ -110,7 +131,10 @@ def run_trials(
             "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
             "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
         )
-    plan = plan_trials(trainer, len(lrs), length)
+    plan = plan_trials(trainer, len(lrs), length, spent)
+    if length is None and plan[-1][1] < MIN_TRIAL_STEPS:
+        log.info("LRFinder: the budget leaves %d steps per confirm trial, too few to tell; none run", plan[-1][1])
+        return (), Choice(None, False)
     alive, trials = list(lrs), []
     rung: list[Trial] = []
     for index, (_, steps) in enumerate(plan):

@@ -86,7 +86,12 @@ class Phases(Schedule):
     def _open_index(self) -> int | None:
         return next((i for i, p in enumerate(self.phases) if p.duration is None), None)
 
-    def _lengths(self, span: float | None, run: Run) -> list[float | None]:
+    def _lengths(self, span: float | None, run: Run) -> tuple[float | None, ...]:
+        """Each phase's length in steps; the last answer is kept for the same (immutable) ``run`` and ``span``,
+        since the schedule is evaluated at every optimizer step of one run."""
+        memo = self.__dict__.get("_last_lengths")
+        if memo is not None and memo[0] is run and memo[1] == span:
+            return memo[2]
         lengths: list[float | None] = [
             None if p.duration is None else float(p.duration.to_steps(run))  # type: ignore[union-attr]
             for p in self.phases
@@ -95,7 +100,8 @@ class Phases(Schedule):
         if index is not None and span is not None:
             fixed = sum(length for length in lengths if length is not None)
             lengths[index] = max(span - fixed, 0.0)
-        return lengths
+        object.__setattr__(self, "_last_lengths", (run, span, tuple(lengths)))
+        return tuple(lengths)
 
     def needs_span(self) -> bool:
         index = self._open_index()

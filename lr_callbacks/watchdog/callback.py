@@ -164,7 +164,8 @@ class DivergenceWatchdog(Callback):
         min_lr_scale: the lowest LR scale; a cut that would go below escalates to a rollback.
         cooldown_steps: steps after a cut before the next one.
         recover_after: steps without incident after which one cut is undone (an int), or that share of the run
-            (``"5%"``, the default); ``None`` keeps cuts.
+            (``"5%"``, the default; doubled by each rollback); ``None`` keeps cuts. A scale raised back to that
+            then damages the weights again is too high: later raises stop ``lr_factor`` below it.
         cusum_drift: the slow-climb detector's allowance, in spreads per step.
         cusum_threshold: the slow-climb detector's alarm level.
         max_level_shift: the largest factor by which the loss may step up and stay flat and still count as a
@@ -527,9 +528,10 @@ class DivergenceWatchdog(Callback):
         return probe
 
     def _record(self, step: int, verdict: Verdict, loss: float, norm: float, probe: Probe | None = None) -> Decision:
-        scores = self._policy.z_scores(loss, norm) if self._policy.ready else {}
+        logged = step % self._log_every == 0
+        scores = self._policy.z_scores(loss, norm) if logged and self._policy.ready else {}  # against the old baseline
         decision = self._policy.record(step, loss, norm, verdict, probe)
-        if step % self._log_every == 0:
+        if logged:
             metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm, "watchdog/lr_scale": self._policy.scale}
             metrics.update({f"watchdog/{name}": value for name, value in scores.items()})
             metrics["watchdog/cusum"] = self._policy.cusum.value

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from lr_callbacks.core.compat import set_found_inf
+from lr_callbacks.core.compat import flatten, set_found_inf
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.sharded import local, plain
+from lr_callbacks.core.sharded import is_dtensor, local, plain
 from lr_callbacks.watchdog.config import Signal
 from lr_callbacks.watchdog.stats import Gate, Verdict
 
@@ -36,7 +36,7 @@ def _parameters(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
 
 
 def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p.grad for p in _parameters(optimizer) if p.grad is not None]
+    return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
 class StepSignals:
@@ -62,7 +62,9 @@ class StepSignals:
     def add_loss(self, loss: torch.Tensor) -> None:
         """Add a micro-batch's loss, as Lightning passes it to ``on_before_backward`` (divided by the
         accumulation factor)."""
-        value = plain(loss.detach()).float()
+        value = plain(loss.detach())
+        if value.dtype != torch.float32:
+            value = value.float()
         self._loss = value if self._loss is None else self._loss + value
         self._micro_batches += 1
 
@@ -230,6 +232,11 @@ class UpdateProbe:
 
     :meth:`arm` (before an update) copies the weights; :meth:`measure` (after it) leaves the ratios on the
     device, one per group, until :meth:`take` hands them to the next host read. Nothing is read back here.
+
+    A group of plain tensors of one dtype on one device is copied as one flat tensor (:func:`_weights`): on the
+    CPU a foreach op dispatches once per tensor, so one flat copy and whole-vector norms cost a fraction of the
+    per-tensor copy, difference and norms (a quarter for the 30 tensors of a small GPT). The ratios are the same
+    up to float rounding.
     """
 
     def __init__(self) -> None:
@@ -246,9 +253,7 @@ class UpdateProbe:
         """Copy the weights the coming update starts from, and each group's LR as the hooks left it."""
         self._grad_norm = grad_norm
         with torch.no_grad():
-            self._before = [
-                list(torch._foreach_mul([p.detach() for p in g["params"]], 1.0)) for g in optimizer.param_groups
-            ]
+            self._before = [_weights(g["params"], copy=True) for g in optimizer.param_groups]
         self._lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self._step = step
 
@@ -264,12 +269,13 @@ class UpdateProbe:
         ratios = []
         with torch.no_grad():
             for group, old in zip(optimizer.param_groups, before):
-                new = [p.detach() for p in group["params"]]
+                new = _weights(group["params"], copy=False)
                 if not new:
                     ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
                     continue
                 device = local(new[0]).device
-                step_norm = global_norm(list(torch._foreach_sub(new, old)), device, shard_group)
+                torch._foreach_sub_(old, new)  # the copy becomes θ_before − θ_after: no third copy of the weights
+                step_norm = global_norm(old, device, shard_group)
                 weight_norm = global_norm(new, device, shard_group)
                 ratios.append((step_norm / weight_norm).float())
         self.pending = torch.stack(ratios)
@@ -284,3 +290,15 @@ class UpdateProbe:
 
     def reset(self) -> None:
         self._before, self.pending, self.pending_step = None, None, None
+
+
+def _weights(parameters: list[torch.Tensor], copy: bool) -> list[torch.Tensor]:
+    """A group's weights for the update ratio: plain tensors of one dtype on one device as one flat tensor (a
+    copy); else the tensors themselves, or with ``copy`` a copy of each (a DTensor's laid out as it is)."""
+    if parameters and not any(map(is_dtensor, parameters)):
+        first = parameters[0]
+        if all(p.dtype == first.dtype and p.device == first.device for p in parameters):
+            with torch.no_grad():
+                return [flatten(parameters)]
+    tensors = [p.detach() for p in parameters]
+    return list(torch._foreach_mul(tensors, 1.0)) if copy else tensors

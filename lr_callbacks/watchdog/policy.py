@@ -117,6 +117,9 @@ class _State:
     undone: tuple[int, int] | None = None  # the last rollback undid the updates of these steps (first, last)
     guarded: int | None = None  # after a rollback: steps accepted in a row (None: no guard; see GUARD_Z_SHARE)
     rollback_cut: float = 1.0  # the LR cut the last rollback of the ladder made (undone if bad data caused it)
+    ceiling: float = 1.0  # the highest scale a clean stretch may raise to: a scale raised back to and damaged again
+    ceiling_before_rollback: float = 1.0
+    raised: bool = False  # a clean stretch raised the scale since the last rollback
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
 
 
@@ -530,7 +533,7 @@ class WatchdogPolicy:
         if s.rollback_cut >= 1.0:
             return Decision()
         old, s.scale = s.scale, _snap(min(1.0, s.scale / s.rollback_cut))
-        s.rollback_cut = 1.0
+        s.rollback_cut, s.ceiling = 1.0, s.ceiling_before_rollback
         detail = (
             f"the batches after the rollback are bad data on the restored weights: they, not the LR, did the "
             f"damage; the rollback's LR cut is undone, LR scale {old:.3g} → {s.scale:.3g}"
@@ -647,12 +650,17 @@ class WatchdogPolicy:
         if s.snapshot_stats is not None:
             self.loss.load_state_dict(s.snapshot_stats["loss"])
             self.grad.load_state_dict(s.snapshot_stats["grad"])
-        s.scale_before_rollback = s.scale
+        s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
+        ceiling = ""
+        if s.raised:  # the weights were damaged again after a clean stretch raised the LR: that LR is too high
+            s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
+            ceiling = f"; damaged again after a raise, so clean stretches raise it to {s.ceiling:.3g} at most"
+        s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
         s.last_cut, s.rollback_cut = step, s.scale / old
         detail = (
             f"{why}; back to the snapshot before step {s.snapshot_step}{self._start_note()} "
-            f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}"
+            f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}{ceiling}"
         )
         note = Incident(step, signal, value, threshold, Action.ROLLBACK, detail, rollback_to=s.snapshot_step)
         return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=s.snapshot_step)
@@ -758,14 +766,18 @@ class WatchdogPolicy:
 
     def _recover(self, step: int) -> Decision:
         """After ``recover_after`` steps (or that share of the run) with no incident, undo one LR cut; the wait
-        doubles with each rollback of the run."""
+        doubles with each rollback of the run. Never above the ceiling: a scale that was raised back to and
+        damaged the weights again (repeated trouble at one LR means that LR is too high) stays ``lr_factor``
+        below it for the rest of the run."""
         s, c = self.state, self.config
-        if s.recover_steps is None or s.scale >= s.ratio_cut or s.last_change is None:
+        top = min(s.ratio_cut, s.ceiling)
+        if s.recover_steps is None or s.scale >= top or s.last_change is None:
             return Decision()
         wait = s.recover_steps * 2**s.rollbacks  # each rollback says an earlier raise may have come too soon
         if step - s.last_change < wait:
             return Decision()
-        old, s.scale = s.scale, _snap(min(s.ratio_cut, s.scale / c.lr_factor))
+        old, s.scale = s.scale, _snap(min(top, s.scale / c.lr_factor))
+        s.raised = True
         detail = f"{step - s.last_change} steps without incident; LR scale {old:.3g} → {s.scale:.3g}"
         note = Incident(step, Signal.CLEAN_STRETCH, step - s.last_change, s.recover_steps, Action.RAISE_LR, detail)
         return Decision(scale=s.scale, incidents=(note,))

@@ -140,3 +140,18 @@ def test_the_foreach_kernels_used_for_the_gradient_norm_and_clipping_keep_their_
     tensors = [torch.ones(2), torch.ones(3)]
     torch._foreach_mul_(tensors, torch.tensor(0.5))  # a tensor factor: no host read
     assert all(torch.equal(t, torch.full_like(t, 0.5)) for t in tensors)
+
+
+def test_flatten_is_one_contiguous_copy_of_tensors_of_any_shape():
+    # torch._utils._flatten_dense_tensors, private by name: the watchdog's update ratio and the CPU gradient norm
+    # copy a group of tensors with it in one call
+    weight = torch.arange(6.0).reshape(2, 3).t()  # not contiguous
+    bias = torch.tensor([7.0, 8.0])
+    flat = compat.flatten([weight, bias])
+    assert flat.shape == (8,) and flat.is_contiguous()
+    assert flat.tolist() == [*weight.reshape(-1).tolist(), 7.0, 8.0]
+    flat[0] = 100.0  # a copy: the tensors are untouched
+    assert weight[0, 0] == 0.0
+    alone = compat.flatten([bias])  # torch's returns a view of a lone tensor; ours a copy
+    alone[0] = 100.0
+    assert alone.tolist() == [100.0, 8.0] and bias.tolist() == [7.0, 8.0]

@@ -1,6 +1,7 @@
 """Confirm mode: trials of the real schedule (compressed, cooled down) at a few LRs, each from the same restored
-state, spent as successive halving and compared on the validation loss with a noise margin; the choice is
-applied and every trial is reported. And the finder's budget: the default sweep follows the run."""
+state, spent as successive halving and compared on the validation loss with a noise margin; by default the
+candidates are the stability probe's answer and half of it; the choice is applied and every trial is reported.
+And the finder's budget: the default sweep follows the run, the trials get what is left of 35% of it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,27 @@ import torch
 
 from lr_callbacks import LRFinder, LRSchedule, preset
 from lr_callbacks.finder.ramp import sweep_lrs
-from lr_callbacks.finder.selection import choose, cooldown
+from lr_callbacks.finder.selection import choose, cooldown, trial_budget
 from tests.finder.helpers import FinderModel, sgd, shuffled
+from tests.finder.test_probe import EdgeModel
 from tests.helpers import loader, make_trainer, read_scalars, read_text, regression_data
 
 
 def val_loader():
     return loader(regression_data(32, seed=1), batch_size=8)
+
+
+class ValidatedEdgeModel(EdgeModel):
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.w.sum() * 0.0 + 1.0)
+
+
+def run_edge(tmp_path, edge, **kwargs):
+    """The probe's scripted model (a hold above ``edge`` makes the loss climb), with validation data."""
+    finder = LRFinder(num_steps=60, **kwargs)
+    trainer = make_trainer(tmp_path, max_steps=3, callbacks=[finder], logger=False, limit_val_batches=1.0)
+    trainer.fit(ValidatedEdgeModel(edge), shuffled(), val_loader())
+    return finder.result
 
 
 def fit(tmp_path, finder, model=None, callbacks=(), **kwargs):
@@ -28,24 +43,50 @@ def fit(tmp_path, finder, model=None, callbacks=(), **kwargs):
     return model, trainer
 
 
-def test_default_trials_are_half_one_and_two_times_the_suggestion_spent_as_successive_halving(tmp_path):
+def test_default_trials_are_the_probes_answer_and_half_of_it_with_the_probes_answer_as_anchor(tmp_path):
     finder = LRFinder(num_steps=40, confirm=True, confirm_length="4 steps")
     model, _ = fit(tmp_path, finder, max_steps=1)
     result = finder.result
-    first, second = result.trials[:3], result.trials[3:]
-    assert [t.lr for t in first] == pytest.approx([result.suggestion * f for f in (0.5, 1.0, 2.0)])
-    assert [(t.rung, len(t.losses)) for t in result.trials] == [(0, 2)] * 3 + [(1, 4)] * 2  # 4 steps: the last
-    kept = sorted(first, key=lambda t: t.val_loss)[:2]
-    assert [t.lr for t in second] == [t.lr for t in first if t in kept]  # the better two run again, longer
+    assert result.probe is not None  # confirm=True holds the sweep's answer first
+    assert [t.lr for t in result.trials] == pytest.approx([result.probe.lr * 0.5, result.probe.lr], rel=1e-12)
+    assert max(t.lr for t in result.trials) <= result.probe.lr  # never above what the probe saw held
+    assert [(t.rung, len(t.losses)) for t in result.trials] == [(0, 4)] * 2  # two candidates: one rung
     firsts = {t.losses[0] for t in result.trials}
     assert len(firsts) == 1  # the same weights and the same first batch before each trial's first update
     assert all(t.se > 0 for t in result.trials)  # every score carries its standard error
     expected = choose(
-        [t.lr for t in second], [t.val_loss for t in second], [t.se for t in second], result.suggestion, too_short=True
-    )  # 4 steps < 8: too short to tell
-    assert result.chosen_lr == result.choice == expected.lr and "trials_inconclusive" in result.flags
-    sweep_and_trials = len(result.lrs) + 3 * 2 + 2 * 4
-    assert model.calls[sweep_and_trials][0] == pytest.approx(result.choice, rel=1e-12)  # applied
+        [t.lr for t in result.trials],
+        [t.val_loss for t in result.trials],
+        [t.se for t in result.trials],
+        result.probe.lr,
+        too_short=True,
+    )  # 4 steps < 8: too short to tell, so the anchor (the probe's answer) stands
+    assert result.chosen_lr == result.choice == expected.lr == result.probe.lr
+    assert "trials_inconclusive" in result.flags
+    spent = len(result.lrs) + result.probe.steps + 2 * 4
+    assert result.steps_spent == spent
+    assert model.calls[spent][0] == pytest.approx(result.choice, rel=1e-12)  # applied
+
+
+def test_with_an_unstable_suggestion_the_candidates_are_the_halved_answer_and_below(tmp_path):
+    """The probe halves the sweep's answer when a hold of it is unstable: no trial runs at the unstable LR."""
+    suggestion = run_edge(tmp_path / "a", edge=math.inf, probe=False).suggestion
+    result = run_edge(tmp_path / "b", edge=0.75 * suggestion, confirm=True, confirm_length="8 steps")
+    assert result.suggestion == suggestion and "probe_halved" in result.flags
+    assert [t.lr for t in result.trials] == pytest.approx([suggestion / 4, suggestion / 2], rel=1e-12)
+
+
+def test_default_trials_get_what_sweep_and_probe_leave_of_the_budget_or_none(tmp_path):
+    assert trial_budget(1000, 100 + 150) == 100 and trial_budget(300, 107) == 0  # 35% of the run, less the spent
+    finder = LRFinder(num_steps=30, confirm=True)
+    fit(tmp_path, finder, max_steps=100, logger=False)  # 35% of 100 steps: 35; the sweep and one hold take 50
+    result = finder.result
+    assert result.probe.steps == 20 and len(result.lrs) + result.probe.steps > 35
+    assert result.trials == () and "trials_skipped" in result.flags and "trials_inconclusive" not in result.flags
+    assert result.choice is None and result.chosen_lr == result.probe.lr
+    assert f"confirm trials: none, the sweep and the probe took the budget; applies **{result.chosen_lr:.3g}**" in (
+        result.summary()
+    )
 
 
 def test_a_trial_is_the_training_you_would_get_with_its_lr(tmp_path):
@@ -146,8 +187,8 @@ def test_the_default_sweep_follows_the_run_and_an_expensive_finder_warns(tmp_pat
     assert short.result.lrs == sweep_lrs(1e-7, 10.0, 40)  # not a quarter (10): one point per 0.2 decade of 8
     confirm = LRFinder(divergence_threshold=None, confirm=[1e-3, 1e-2])
     fit(tmp_path / "b", confirm, max_steps=100, logger=False)
-    assert len(confirm.result.lrs) == 10  # a tenth in confirm mode ...
-    assert [len(t.losses) for t in confirm.result.trials] == [10, 10]  # ... and the trials a fifth
+    assert len(confirm.result.lrs) == 10  # a tenth with a list of candidates ...
+    assert [len(t.losses) for t in confirm.result.trials] == [12, 12]  # ... and the trials the rest of 35%
     message = r"the sweep \(100 steps\) and the trials \(0 steps\) take 100 optimizer steps, 100% of the training"
     with pytest.warns(UserWarning, match=message):
         fit(tmp_path / "c", LRFinder(num_steps=100, probe=False), max_steps=100, logger=False)

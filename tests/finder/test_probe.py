@@ -119,7 +119,7 @@ def test_a_stable_suggestion_is_kept(tmp_path):
     assert not {"probe_halved", "probe_unstable"} & set(result.flags)
 
 
-def test_probe_false_and_confirm_mode_run_no_probe(tmp_path):
+def test_probe_false_and_a_list_of_confirm_candidates_run_no_probe(tmp_path):
     assert run(tmp_path / "a", edge=math.inf, probe=False)[0].probe is None
     finder = LRFinder(num_steps=20, confirm=[1e-3, 1e-2], confirm_length="2 steps")
     trainer = make_trainer(tmp_path / "b", max_steps=2, limit_val_batches=2, logger=False, callbacks=[finder])

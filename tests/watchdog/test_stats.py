@@ -677,3 +677,22 @@ def test_the_guard_needs_a_reference_batch_to_tell_the_cause():
     feed(policy, [1000.0] * 3, start=30)  # persistent outliers, no reference: the ladder rolls back
     assert policy.events[-1].action == "rollback" and policy.state.guarded == 0
     assert policy.gate().loss_limit == pytest.approx(policy.loss.limit(policy.config.z_threshold))
+
+
+def test_damage_again_after_a_raise_caps_the_lr_below_the_scale_that_failed_twice():
+    policy = referenced(patience=3, recover_after=10)
+    assert feed(policy, [1000.0], start=30, probe=lambda: 5.0)[0].rollback and policy.scale == 0.5
+    feed(policy, [1.0] * 25, start=30)  # a clean stretch of 2 × 10 steps: the cut is undone
+    assert policy.events[-1].action == "raise_lr" and policy.scale == 1.0
+    second = feed(policy, [1000.0], start=55, probe=lambda: 5.0)[0]  # damaged again at the raised LR
+    assert second.rollback and policy.scale == 0.25 and policy.state.ceiling == 0.5
+    assert "raise it to 0.5 at most" in policy.events[-1].detail
+    feed(policy, [1.0] * 200, start=55)  # clean from here on: raised to the ceiling, never back to 1
+    assert [e.action for e in policy.events[-1:]] == ["raise_lr"] and policy.scale == 0.5
+
+
+def test_a_single_rollback_sets_no_ceiling():
+    policy = referenced(patience=3, recover_after=10)
+    feed(policy, [1000.0], start=30, probe=lambda: 5.0)
+    feed(policy, [1.0] * 25, start=30)
+    assert policy.scale == 1.0 and policy.state.ceiling == 1.0
