@@ -275,6 +275,21 @@ def _with_previous(runs: dict[str, list[dict[str, Any]]], path: str) -> dict[str
     return {name: sorted(records, key=lambda r: r["seed"]) for name, records in merged.items()}
 
 
+def _seed_counts(rows: list[dict[str, Any]]) -> str:
+    """How many seeds the setups ran: ``"5 seeds"``, or ``"2-5 seeds"`` when they differ.
+
+    >>> start = {"setup": "no fine-tuning (the starting model)", "seeds": 1}
+    >>> a, b = {"setup": "a", "seeds": 2}, {"setup": "b", "seeds": 5}
+    >>> _seed_counts([start, b]), _seed_counts([a, b])
+    ('5 seeds', '2-5 seeds')
+    """
+    counts = sorted({int(r["seeds"]) for r in rows if r.get("seeds") and not str(r["setup"]).startswith("no ")})
+    if not counts:
+        return "no seeds"
+    low, high = counts[0], counts[-1]
+    return f"{high} seed{'s' if high > 1 else ''}" if low == high else f"{low}-{high} seeds"
+
+
 def _finder_record(result: Any, budget: int) -> dict[str, Any]:
     """What the finder did: its steps (sweep, probe, trials) as counts and as a share of the budget, and more."""
     from benchmarks.finders import _record, _steps_spent
@@ -452,7 +467,8 @@ def _report(
 {stamp(ctx, seconds)}
 
 Task: {task.describe}. Every setup trains in a real `Trainer` with `LRSchedule` for {scale.steps} steps,
-{scale.seeds} seed(s) each (numbers are means over seeds). Test accuracy is on a split nothing is tuned on;
+{_seed_counts(rows)} each (numbers are means over seeds; runs of earlier invocations are kept, see
+`finetune.json` for each run's commit). Test accuracy is on a split nothing is tuned on;
 forgetting is 1 − Spearman correlation between the original model's and the fine-tuned model's pairwise
 cosine similarities on held-out docstrings of other stdlib packages (0: untouched). Every run starts from the
 same pretrained encoder with a {scale.head} head; the finder runs at its defaults (its sweep may take at most
