@@ -56,6 +56,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--finders", default="", help="a subset of the finder benchmark's finders")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per setup (finder: finder seeds; finetune)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="finetune: run seeds from this one on (the runs of other seeds are kept from the previous results)",
+    )
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in only if name not in BENCHMARKS]
@@ -66,6 +72,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--threads must be at least 1; got {args.threads}")
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be at least 1; got {args.seeds}")
+    if args.first_seed < 0:
+        parser.error(f"--first-seed must be at least 0; got {args.first_seed}")
     args.tasks = tuple(name.strip() for name in args.tasks.split(",") if name.strip())
     args.finders = tuple(name.strip() for name in args.finders.split(",") if name.strip())
     if args.out is None:
@@ -196,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         tasks=args.tasks,
         finders=args.finders,
         seeds=args.seeds,
+        first_seed=args.first_seed,
     )
     os.makedirs(ctx.out, exist_ok=True)
     summary_path = os.path.join(ctx.out, "summary.json")

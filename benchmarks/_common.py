@@ -81,6 +81,7 @@ class Context:
     tasks: tuple[str, ...] = ()  # a subset of a benchmark's tasks (finder: names or name/optimizer pairs)
     finders: tuple[str, ...] = ()  # a subset of the finder benchmark's finders
     seeds: int | None = None  # overrides a benchmark's number of seeds (finder: finder seeds; finetune: seeds)
+    first_seed: int = 0  # finetune: the first seed run (the others' runs are kept from the previous results)
 
     def path(self, *parts: str) -> str:
         path = os.path.join(self.out, *parts)

@@ -26,13 +26,15 @@ gain over the start (the fresh model): mean validation loss ≤ L* + (L_start �
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
+from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, write_json
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 
 __all__ = ["CANDIDATES", "Scale", "kendall_tau", "run"]
@@ -58,7 +60,8 @@ class Scale:
     skip: tuple[str, ...] = ()  # setups left out (a smoke size)
 
 
-FULL = Scale(steps=300, seeds=5, full_lrs=(1e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 3e-4))
+FULL = Scale(steps=300, seeds=5, full_lrs=(1e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 3e-4, 1e-3))
+"""1e-3 bounds the good region from above: with 3e-4 the best full run, the region's upper edge was unknown."""
 QUICK = Scale(
     steps=4,
     seeds=1,
@@ -233,7 +236,7 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
         | _metrics(task, start_model)
     ]
     with ctx.scratch() as root, quiet():
-        for seed in range(scale.seeds):
+        for seed in range(ctx.first_seed, ctx.first_seed + scale.seeds):
             for name, _, make in setups:
                 log(f"finetune: seed {seed} {name}")
                 the_task = minilm_task(steps=scale.steps, lora=True, limit=scale.limit) if make is _lora else task
@@ -244,7 +247,9 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
                 result["lr"] = _applied_lr(callbacks[0]) if finder is not None else peak
                 if finder is not None and finder.result is not None:
                     result["finder"] = _finder_record(finder.result, scale.steps)
-                runs.setdefault(name, []).append({"seed": seed, **result})
+                runs.setdefault(name, []).append({"seed": seed, **result, "commit": _commit()})
+    if not ctx.quick:
+        runs = _with_previous(runs, ctx.path("finetune.json"))
     region = _good_region(runs, start["loss"])
     rows = _table(runs, region)
     confirm = _confirm_quality(runs)
@@ -252,6 +257,37 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
     write_json(ctx.path("finetune.json"), {"rows": rows, "confirm": confirm, "runs": runs, "good_region": region})
     _report(ctx, task, scale, rows, confirm, region, seconds)
     return rows
+
+
+def _with_previous(runs: dict[str, list[dict[str, Any]]], path: str) -> dict[str, list[dict[str, Any]]]:
+    """``runs`` and, for every setup and seed this invocation did not run, the previous results' run (so that
+    seeds and setups can be run in parts); each run keeps the commit it ran at."""
+    if not os.path.exists(path):
+        return runs
+    with open(path, encoding="utf-8") as handle:
+        previous: dict[str, list[dict[str, Any]]] = json.load(handle).get("runs", {})
+    merged = {name: list(records) for name, records in runs.items()}
+    for name, records in previous.items():
+        if name.startswith("no fine-tuning"):
+            continue
+        done = {r["seed"] for r in merged.get(name, [])}
+        merged.setdefault(name, []).extend(r for r in records if r["seed"] not in done)
+    return {name: sorted(records, key=lambda r: r["seed"]) for name, records in merged.items()}
+
+
+def _seed_counts(rows: list[dict[str, Any]]) -> str:
+    """How many seeds the setups ran: ``"5 seeds"``, or ``"2-5 seeds"`` when they differ.
+
+    >>> start = {"setup": "no fine-tuning (the starting model)", "seeds": 1}
+    >>> a, b = {"setup": "a", "seeds": 2}, {"setup": "b", "seeds": 5}
+    >>> _seed_counts([start, b]), _seed_counts([a, b])
+    ('5 seeds', '2-5 seeds')
+    """
+    counts = sorted({int(r["seeds"]) for r in rows if r.get("seeds") and not str(r["setup"]).startswith("no ")})
+    if not counts:
+        return "no seeds"
+    low, high = counts[0], counts[-1]
+    return f"{high} seed{'s' if high > 1 else ''}" if low == high else f"{low}-{high} seeds"
 
 
 def _finder_record(result: Any, budget: int) -> dict[str, Any]:
@@ -431,7 +467,8 @@ def _report(
 {stamp(ctx, seconds)}
 
 Task: {task.describe}. Every setup trains in a real `Trainer` with `LRSchedule` for {scale.steps} steps,
-{scale.seeds} seed(s) each (numbers are means over seeds). Test accuracy is on a split nothing is tuned on;
+{_seed_counts(rows)} each (numbers are means over seeds; runs of earlier invocations are kept, see
+`finetune.json` for each run's commit). Test accuracy is on a split nothing is tuned on;
 forgetting is 1 − Spearman correlation between the original model's and the fine-tuned model's pairwise
 cosine similarities on held-out docstrings of other stdlib packages (0: untouched). Every run starts from the
 same pretrained encoder with a {scale.head} head; the finder runs at its defaults (its sweep may take at most
