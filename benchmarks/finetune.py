@@ -5,7 +5,7 @@ Every run fine-tunes all-MiniLM-L6-v2 on the docstring task (:mod:`benchmarks.mo
 steps, over several seeds:
 
 - ``full run: <lr>``: the whole budget at each LR of both candidate lists, 1e-4 / 1e-5 / 1e-6 (the
-  practitioners' sweep, one decade apart) and 5e-5 / 3e-5 / 2e-5 (the BERT paper's), and 3e-4 above them:
+  practitioners' sweep, one decade apart) and 5e-5 / 3e-5 / 2e-5 (the BERT paper's), and 3e-4 and 1e-3 above them:
   the ground truth of the confirm trials and of the good region;
 - ``pretraining LR``: 2e-4, flat (constant);
 - ``LRFinder``: our finder at its defaults sets the peak (its sweep must stay within 25% of the budget);
