@@ -374,13 +374,22 @@ class WatchdogPolicy:
 
     def _restore(self, target: dict[str, Any]) -> None:
         """Go back to the snapshot ``target``: its baselines, and the ring up to it."""
+        self._point_to(target)
+        self._load_snapshot_baselines()
+        self.cusum.reset()
+
+    def _point_to(self, target: dict[str, Any]) -> None:
+        """Make ``target`` the newest snapshot: the ring keeps it and the older ones."""
         s = self.state
         s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
         s.ring = [r for r in s.ring if r["step"] <= target["step"]]
-        if s.snapshot_stats is not None:
-            self.loss.load_state_dict(s.snapshot_stats["loss"])
-            self.grad.load_state_dict(s.snapshot_stats["grad"])
-        self.cusum.reset()
+
+    def _load_snapshot_baselines(self) -> None:
+        """The loss and gradient baselines as they were when the newest snapshot was taken."""
+        stats = self.state.snapshot_stats
+        if stats is not None:
+            self.loss.load_state_dict(stats["loss"])
+            self.grad.load_state_dict(stats["grad"])
 
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state
@@ -629,8 +638,7 @@ class WatchdogPolicy:
             return self._cut_instead(step, signal, value, threshold, why)
         target = self._target(since)
         if target is not None:
-            s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
-            s.ring = [r for r in s.ring if r["step"] <= target["step"]]
+            self._point_to(target)
         if s.rollbacks >= c.max_rollbacks or s.snapshot_step is None:
             if s.snapshot_step is None:
                 reason = f"{why} at step {step}, and there is no clean snapshot to return to"
@@ -647,9 +655,7 @@ class WatchdogPolicy:
         s.rollbacks += 1
         s.undone, s.guarded = (int(s.snapshot_step), step), 0
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
-        if s.snapshot_stats is not None:
-            self.loss.load_state_dict(s.snapshot_stats["loss"])
-            self.grad.load_state_dict(s.snapshot_stats["grad"])
+        self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
         ceiling = ""
         if s.raised:  # the weights were damaged again after a clean stretch raised the LR: that LR is too high
