@@ -30,6 +30,7 @@ from lr_callbacks.finder.probe import run_probe
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
 from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
+from lr_callbacks.finder.stability import probe_flags
 from lr_callbacks.finder.trials import CONFIRM_FACTORS, candidates, plan_trials, run_of, run_trials
 
 if TYPE_CHECKING:
@@ -71,11 +72,13 @@ class LRFinder(Callback):
     and flags. The ramp's edge is not the run's: the ramp holds each LR for one step, the run holds its peak
     for many. So a **stability probe** then replays the run's warmup from the restored state and holds the
     suggestion for ``max(20, 2 × warmup)`` steps; if the loss ends significantly above where the hold began,
-    or the gradient norm grows geometrically, it halves the suggestion and tries again, at most twice (flags
-    ``probe_halved``, ``probe_unstable``; see :mod:`lr_callbacks.finder.stability`). With ``apply=True`` the
-    answer becomes the reference group's peak LR (the first group of the
-    first optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the
-    optimizer's groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
+    or the gradient norm grows geometrically, or the loss makes no significant progress (an LR past the edge
+    can leave the model stuck where it started), it halves the suggestion and tries again, at most twice, and
+    keeps the first stable hold that made progress, else the first stable one (flags ``probe_halved``,
+    ``probe_stalled``, ``probe_no_progress``, ``probe_unstable``; see :mod:`lr_callbacks.finder.stability`).
+    With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the first
+    optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the optimizer's
+    groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
 
     Confirm mode (``confirm=True`` or a list of LRs) then runs trials at each candidate, each from the same
     restored state: the run's schedule compressed into the trial and cooled down at its end, scored on the
@@ -497,10 +500,7 @@ def _lr_attribute(model: Any, attr_name: str | None) -> str:
 
 
 def _probe_flags(probe: Probe | None) -> tuple[str, ...]:
-    if probe is None:
-        return ()
-    halved = ("probe_halved",) if len(probe.attempts) > 1 else ()
-    return halved + (() if probe.stable else ("probe_unstable",))
+    return () if probe is None else probe_flags([a.hold for a in probe.attempts])
 
 
 def _optimizer_peaks(trainer: Any) -> list[list[float]]:

@@ -1,11 +1,13 @@
-"""The stability probe: hold the suggested LR as the real run holds its peak, and halve it if that is unstable.
+"""The stability probe: hold the suggested LR as the real run holds its peak; halve it if that is unstable or stalls.
 
 From the restored state (weights, optimizer, RNG: the sweep's own first batches) it replays the run's warmup
 with the candidate as the peak, then holds the candidate for ``max(20, 2 × warmup)`` steps
 (:func:`~lr_callbacks.finder.stability.hold_steps`) and judges the hold
-(:func:`~lr_callbacks.finder.stability.hold_verdict`). An unstable candidate is halved and probed again from
-the same state, at most twice. Every rank sees the same reduced losses and norms, so every rank reaches the
-same verdict.
+(:func:`~lr_callbacks.finder.stability.hold_verdict`). A candidate that is unstable, or stable but whose loss
+made no significant progress, is halved and probed again from the same state, at most twice; the probe keeps
+the first stable hold that made progress, else the first stable one
+(:func:`~lr_callbacks.finder.stability.settle`). Every rank sees the same reduced losses and norms, so every
+rank reaches the same verdict.
 
 The warmup is ``LRSchedule``'s, from the current step to where the schedule first reaches 99% of its peak;
 one longer than a tenth of the run is replayed compressed into a tenth (its shape kept), so that the probe
@@ -50,7 +52,8 @@ def warmup_of(schedule: Any, total_steps: int | None) -> tuple[int, int]:
 
 
 def run_probe(trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: float, schedule: Any) -> Probe:
-    """Probe ``lr`` and at most :data:`~lr_callbacks.finder.stability.MAX_HALVINGS` halvings of it.
+    """Probe ``lr`` and at most :data:`~lr_callbacks.finder.stability.MAX_HALVINGS` halvings of it, until a hold is
+    stable and makes significant progress.
 
     The caller restores ``snapshot`` afterwards.
     """
@@ -62,7 +65,7 @@ def run_probe(trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: floa
         attempt = _attempt(trainer, driver, lr, schedule, replayed, real, hold)
         attempts.append(attempt)
         log.info("LRFinder: stability probe at %.3g: %s", lr, attempt.verdict)
-        if attempt.verdict == "stable":
+        if attempt.hold.progressed:
             break
         lr = lr / 2.0
     return Probe(replayed, hold, tuple(attempts))

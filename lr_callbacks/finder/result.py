@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lr_callbacks.finder.analysis import FLAGS, METHODS, suggest_lr
-from lr_callbacks.finder.stability import PROBE_FLAGS
+from lr_callbacks.finder.stability import PROBE_FLAGS, HoldVerdict, settle
 
 __all__ = ["ALL_FLAGS", "STOP_REASONS", "FinderResult", "Probe", "ProbeAttempt", "Trial"]
 
@@ -83,6 +83,11 @@ class ProbeAttempt:
     margin: float = math.nan
     growth: float = math.nan
 
+    @property
+    def hold(self) -> HoldVerdict:
+        """The hold's verdict, as :func:`~lr_callbacks.finder.stability.hold_verdict` gave it."""
+        return HoldVerdict(self.verdict, self.rise, self.margin, self.growth)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
@@ -114,9 +119,12 @@ class ProbeAttempt:
 @dataclass(frozen=True)
 class Probe:
     """The stability probe: each attempt replays ``warmup_steps`` of the run's warmup, then holds its LR for
-    ``hold_steps``; an unstable LR is halved, at most twice.
+    ``hold_steps``; an LR that was unstable, or stable without significant progress, is halved, at most twice,
+    and the probe keeps the attempt :func:`~lr_callbacks.finder.stability.settle` picks.
 
-    >>> p = Probe(10, 20, (ProbeAttempt(1e-2, "loss_rose", (1.0,) * 20), ProbeAttempt(5e-3, "stable", (1.0,) * 20)))
+    >>> rose = ProbeAttempt(1e-2, "loss_rose", (1.0,) * 20, rise=0.5, margin=0.1)
+    >>> fell = ProbeAttempt(5e-3, "stable", (1.0,) * 20, rise=-0.5, margin=0.1)
+    >>> p = Probe(10, 20, (rose, fell))
     >>> p.lr, p.stable, p.steps
     (0.005, True, 60)
     """
@@ -126,13 +134,18 @@ class Probe:
     attempts: tuple[ProbeAttempt, ...]
 
     @property
+    def kept(self) -> ProbeAttempt:
+        """The attempt the probe settled on."""
+        return self.attempts[settle([a.hold for a in self.attempts])]
+
+    @property
     def lr(self) -> float:
-        """The LR the probe settled on: the last one it held."""
-        return self.attempts[-1].lr
+        """The LR the probe settled on."""
+        return self.kept.lr
 
     @property
     def stable(self) -> bool:
-        return self.attempts[-1].verdict == "stable"
+        return self.kept.verdict == "stable"
 
     @property
     def steps(self) -> int:
@@ -230,7 +243,7 @@ class FinderResult:
             f"- range: {_fmt(self.range[0]) + ' to ' + _fmt(self.range[1]) if self.range else 'none'}",
         ]
         if self.probe is not None:
-            held = ", ".join(f"{_fmt(a.lr)} {a.verdict}" for a in self.probe.attempts)
+            held = ", ".join(f"{_fmt(a.lr)} {_held(a)}" for a in self.probe.attempts)
             lines.append(
                 f"- stability probe ({self.probe.warmup_steps} warmup steps, then {self.probe.hold_steps} steps held): "
                 f"{held}; applies **{_fmt(self.probe.lr)}**"
@@ -313,6 +326,13 @@ class FinderResult:
 
 def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.3g}"
+
+
+def _held(attempt: ProbeAttempt) -> str:
+    """A hold's verdict in words: a stable hold says whether the loss made significant progress."""
+    if attempt.verdict != "stable":
+        return attempt.verdict
+    return "stable" if attempt.hold.progressed else "stable, no significant progress"
 
 
 def _curve_figure(result: FinderResult) -> tuple[Any, Any]:

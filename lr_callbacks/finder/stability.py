@@ -1,12 +1,16 @@
-"""The stability probe's rules: how long it holds a candidate LR, and whether the hold was stable.
+"""The stability probe's rules: how long it holds a candidate LR, whether the hold was stable, which LR it keeps.
 
 The ramp holds each LR for about one step; the real run holds its peak for tens of steps, long enough for an
 instability to grow. The probe (run by :mod:`lr_callbacks.finder.probe`) therefore replays the run's warmup
 from the restored state and then holds the candidate for :func:`hold_steps` steps; :func:`hold_verdict`
 reads the hold's losses and gradient norms. An unstable candidate is halved, at most :data:`MAX_HALVINGS`
-times. Nothing here is tuned: the margin is 3 standard errors (the significance every rule of the analysis
-uses), and "grows geometrically" means the gradient norm at least doubles over the hold while the loss makes
-no significant progress.
+times. A stable hold whose loss made no significant progress has not shown that the run trains at that LR
+(an LR past the edge can leave a model stuck where it started without blowing up, e.g. a transformer under
+AdamW at its initial loss); it is halved too, within the same budget, and :func:`settle` keeps the first
+held LR that was stable *and* made progress, else the first stable one (a trained model at its floor makes
+no progress at any LR, and is not pushed down). Nothing here is tuned: the margin is 3 standard errors (the
+significance every rule of the analysis uses), and "grows geometrically" means the gradient norm at least
+doubles over the hold while the loss makes no significant progress.
 
 Pure functions of plain numbers (stdlib only).
 """
@@ -20,7 +24,17 @@ from dataclasses import dataclass
 
 from lr_callbacks.finder.ramp import difference_noise
 
-__all__ = ["HOLD_MIN_STEPS", "MAX_HALVINGS", "PROBE_FLAGS", "VERDICTS", "HoldVerdict", "hold_steps", "hold_verdict"]
+__all__ = [
+    "HOLD_MIN_STEPS",
+    "MAX_HALVINGS",
+    "PROBE_FLAGS",
+    "VERDICTS",
+    "HoldVerdict",
+    "hold_steps",
+    "hold_verdict",
+    "probe_flags",
+    "settle",
+]
 
 HOLD_MIN_STEPS = 20
 """The shortest hold, in optimizer steps."""
@@ -30,6 +44,10 @@ MAX_HALVINGS = 2
 
 PROBE_FLAGS = {
     "probe_halved": "held as the real run holds its peak, the suggestion was unstable; the probe halved it",
+    "probe_stalled": "held as the real run holds its peak, the suggestion was stable but the loss made no "
+    "significant progress, and a lower LR did; the probe took the lower one",
+    "probe_no_progress": "no LR the probe held made significant progress (a trained model at its floor, or a hold "
+    "too short to tell); the largest stable one was kept",
     "probe_unstable": "even a quarter of the suggestion was unstable when held; lower max_lr or check the model",
 }
 """The flags the probe may add to a result, with what they mean."""
@@ -50,8 +68,10 @@ class HoldVerdict:
         margin: how far the loss may rise before it counts: 3 standard errors of that difference.
         growth: the gradient norm's level at the end over its level at the start.
 
-    >>> HoldVerdict("stable", -0.2, 0.05, 0.9).stable
+    >>> HoldVerdict("stable", -0.2, 0.05, 0.9).progressed
     True
+    >>> HoldVerdict("stable", -0.01, 0.05, 0.9).progressed  # stable, but no significant progress
+    False
     """
 
     verdict: str
@@ -62,6 +82,48 @@ class HoldVerdict:
     @property
     def stable(self) -> bool:
         return self.verdict == "stable"
+
+    @property
+    def progressed(self) -> bool:
+        """Stable, and the loss ended significantly below where the hold began (``rise < −margin``)."""
+        return self.stable and self.rise < -self.margin
+
+
+def settle(holds: Sequence[HoldVerdict]) -> int:
+    """Which of the probe's holds (largest LR first, each half the one before) it keeps: the first that was
+    stable and made progress; else the first stable one; else the last (all unstable).
+
+    >>> s, n = HoldVerdict("stable", -1, 0.1, 1), HoldVerdict("stable", 0, 0.1, 1)  # progressed, stalled
+    >>> u = HoldVerdict("loss_rose", 1, 0.1, 1)
+    >>> settle([u, n, s]), settle([n, n, n]), settle([u, u, u]), settle([s])
+    (2, 0, 2, 0)
+    """
+    if not holds:
+        raise ValueError("settle needs at least one hold")
+    progressed = [i for i, h in enumerate(holds) if h.progressed]
+    stable = [i for i, h in enumerate(holds) if h.stable]
+    return (progressed or stable or [len(holds) - 1])[0]
+
+
+def probe_flags(holds: Sequence[HoldVerdict]) -> tuple[str, ...]:
+    """The flags (:data:`PROBE_FLAGS`) of a probe whose holds were ``holds``, in that dict's order.
+
+    >>> s, n = HoldVerdict("stable", -1, 0.1, 1), HoldVerdict("stable", 0, 0.1, 1)  # progressed, stalled
+    >>> u = HoldVerdict("loss_rose", 1, 0.1, 1)
+    >>> probe_flags([s]), probe_flags([u, s]), probe_flags([n, s]), probe_flags([n, n, n]), probe_flags([u, u, u])
+    ((), ('probe_halved',), ('probe_stalled',), ('probe_no_progress',), ('probe_halved', 'probe_unstable'))
+    """
+    kept = settle(holds)
+    found = set()
+    if any(not h.stable for h in holds[:kept]):
+        found.add("probe_halved")
+    if any(h.stable for h in holds[:kept]):
+        found.add("probe_stalled")
+    if holds[kept].stable and not holds[kept].progressed:
+        found.add("probe_no_progress")
+    if not holds[kept].stable:
+        found.add("probe_unstable")
+    return tuple(name for name in PROBE_FLAGS if name in found)
 
 
 def hold_steps(warmup_steps: int) -> int:

@@ -7,7 +7,7 @@ optimizer, RNG, so the same batches) and is scored on the validation loss at its
 training loss becomes NaN/inf scores ``inf``.
 
 **The candidates never exceed what the run can hold.** With ``confirm=True`` the stability probe first
-holds the sweep's answer as the run holds its peak (halving it when that is unstable), and the candidates
+holds the sweep's answer as the run holds its peak (halving it when that is unstable or stalls), and the candidates
 are the probe's answer and half of it (:data:`CONFIRM_FACTORS`): nothing above the LR the probe saw held.
 A trial that fits in the finder's budget is a few percent of the run; at that horizon a larger LR nearly
 always looks better (the model is still far from where the run ends), so a larger candidate that wins a

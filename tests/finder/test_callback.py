@@ -157,7 +157,7 @@ def test_apply_writes_the_answer_and_apply_false_only_reports(tmp_path):
     finder = LRFinder(num_steps=30)
     fit(tmp_path / "a", finder, callbacks=[applied], logger=False)
     body, head = (g["lr"] for g in applied.states[0]["groups"][0])
-    assert body == pytest.approx(finder.result.suggestion, rel=1e-12) and head == pytest.approx(body / 10)
+    assert body == pytest.approx(finder.result.chosen_lr, rel=1e-12) and head == pytest.approx(body / 10)
 
     kept = Capture()
     fit(tmp_path / "b", LRFinder(num_steps=30, apply=False), callbacks=[kept], logger=False)

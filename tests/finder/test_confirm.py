@@ -81,7 +81,7 @@ def test_default_trials_get_what_sweep_and_probe_leave_of_the_budget_or_none(tmp
     finder = LRFinder(num_steps=30, confirm=True)
     fit(tmp_path, finder, max_steps=100, logger=False)  # 35% of 100 steps: 35; the sweep and one hold take 50
     result = finder.result
-    assert result.probe.steps == 20 and len(result.lrs) + result.probe.steps > 35
+    assert result.probe.steps >= 20 and len(result.lrs) + result.probe.steps > 35
     assert result.trials == () and "trials_skipped" in result.flags and "trials_inconclusive" not in result.flags
     assert result.choice is None and result.chosen_lr == result.probe.lr
     assert f"confirm trials: none, the sweep and the probe took the budget; applies **{result.chosen_lr:.3g}**" in (

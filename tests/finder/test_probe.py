@@ -58,31 +58,33 @@ def test_a_nonfinite_loss_or_norm_is_unstable():
 
 
 class EdgeModel(pl.LightningModule):
-    """A scripted loss: a valley along the ramp (one step per LR), and a loss that climbs 0.05 per step while
-    an LR above ``edge`` is held (the same LR two steps in a row): the ramp cannot see that edge, a hold can."""
+    """A scripted loss: a valley along the ramp (one step per LR); while one LR is held (the same LR two steps
+    in a row), a loss that climbs 0.05 per step above ``edge``, falls 0.02 per step up to ``trains_below``
+    (the model trains), and stays where it was in between (stuck): the ramp sees none of that, a hold does."""
 
-    def __init__(self, edge: float) -> None:
+    def __init__(self, edge: float, trains_below: float = math.inf) -> None:
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
-        self.edge, self.held, self.previous, self.calls = edge, 0, None, 0
+        self.edge, self.trains_below, self.held, self.previous, self.calls = edge, trains_below, 0, None, 0
         self.used: list[float] = []
 
     def training_step(self, batch, batch_idx):
         lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-        self.held = self.held + 1 if lr == self.previous and lr > self.edge else 0
+        self.held = self.held + 1 if lr == self.previous else 0
         self.previous, self.calls = lr, self.calls + 1
         self.used.append(lr)
         wiggle = 0.01 * (-1) ** self.calls
-        loss = 1.0 / (1.0 + (lr / 1e-3) ** 2) + (lr / 0.1) ** 3 + wiggle + 0.05 * self.held
+        drift = 0.05 * self.held if lr > self.edge else -0.02 * self.held if lr <= self.trains_below else 0.0
+        loss = 1.0 / (1.0 + (lr / 1e-3) ** 2) + (lr / 0.1) ** 3 + wiggle + drift
         return self.w.sum() * 0.0 + loss
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def run(tmp_path, edge, **kwargs):
+def run(tmp_path, edge, trains_below=math.inf, **kwargs):
     finder = LRFinder(num_steps=60, **kwargs)
-    model = EdgeModel(edge)
+    model = EdgeModel(edge, trains_below)
     trainer = make_trainer(tmp_path, max_steps=3, callbacks=[finder], logger=kwargs.pop("logger", False))
     trainer.fit(model, shuffled())
     return finder.result, model
@@ -112,11 +114,32 @@ def test_a_candidate_unstable_at_every_halving_is_flagged_and_stops_at_a_quarter
     assert "probe_unstable" in result.summary() and "stability probe" in result.summary()
 
 
-def test_a_stable_suggestion_is_kept(tmp_path):
+def test_a_stable_suggestion_that_makes_progress_is_kept(tmp_path):
     result, _ = run(tmp_path, edge=math.inf)
     (attempt,) = result.probe.attempts
-    assert attempt.verdict == "stable" and result.chosen_lr == result.suggestion
-    assert not {"probe_halved", "probe_unstable"} & set(result.flags)
+    assert attempt.verdict == "stable" and attempt.rise < -attempt.margin and result.chosen_lr == result.suggestion
+    assert not {"probe_halved", "probe_stalled", "probe_no_progress", "probe_unstable"} & set(result.flags)
+
+
+def test_a_suggestion_that_holds_but_stalls_is_halved_when_the_half_trains(tmp_path):
+    """An LR past the edge can leave a model stuck where it started without blowing up: not known to train."""
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    result, model = run(tmp_path / "b", edge=math.inf, trains_below=0.75 * suggestion)
+    first, second = result.probe.attempts
+    assert first.verdict == second.verdict == "stable"
+    assert abs(first.rise) <= first.margin and second.rise < -second.margin  # stuck, then training
+    assert result.chosen_lr == suggestion / 2 and model.used[-3:] == pytest.approx([suggestion / 2] * 3, rel=1e-12)
+    assert "probe_stalled" in result.flags and not {"probe_halved", "probe_no_progress"} & set(result.flags)
+    assert "stable, no significant progress" in result.summary()
+
+
+def test_when_no_held_lr_makes_progress_the_suggestion_stands(tmp_path):
+    """A trained model at its floor makes no progress at any LR: it is not pushed down for it."""
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    result, _ = run(tmp_path / "b", edge=math.inf, trains_below=0.0)
+    assert [a.lr for a in result.probe.attempts] == [suggestion, suggestion / 2, suggestion / 4]
+    assert result.probe.stable and result.chosen_lr == suggestion
+    assert "probe_no_progress" in result.flags and "probe_stalled" not in result.flags
 
 
 def test_probe_false_and_a_list_of_confirm_candidates_run_no_probe(tmp_path):

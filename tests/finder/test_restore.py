@@ -100,7 +100,7 @@ def test_training_after_the_finder_equals_training_with_its_lr_set_by_hand(tmp_p
     else:
         groups = applied.states[0]["groups"][0]
         body, head = (g.get("initial_lr", g["lr"]) for g in groups)
-    assert body == pytest.approx(finder.result.suggestion, rel=1e-12)
+    assert body == pytest.approx(finder.result.chosen_lr, rel=1e-12)
     assert head == pytest.approx(body / 10, rel=1e-12)  # the ratio between the groups is kept
     by_hand, seen_by_hand, _ = run(None, body, head)
     assert seen == seen_by_hand
@@ -149,7 +149,7 @@ def test_on_resume_the_finder_does_not_run_again(tmp_path):
     trainer.fit(model, shuffled(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert len(model.calls) == 8  # epoch 1 only: no sweep
     assert again.results == first.results
-    assert model.calls[0][0] == pytest.approx(first.result.suggestion, rel=1e-12)  # the LR came from the checkpoint
+    assert model.calls[0][0] == pytest.approx(first.result.chosen_lr, rel=1e-12)  # the LR came from the checkpoint
 
 
 def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):
