@@ -72,8 +72,8 @@ class LRFinder(Callback):
     and flags. The ramp's edge is not the run's: the ramp holds each LR for one step, the run holds its peak
     for many. So a **stability probe** then replays the run's warmup from the restored state and holds the
     suggestion for ``max(20, 2 × warmup)`` steps; if the loss ends significantly above where the hold began,
-    or the gradient norm grows geometrically, or the loss makes no significant progress (an LR past the edge
-    can leave the model stuck where it started), it halves the suggestion and tries again, at most twice, and
+    or the gradient norm grows geometrically, or the hold ends no lower than the loss it started from (an LR
+    past the edge can leave the model stuck there), it halves the suggestion and tries again, at most twice, and
     keeps the first stable hold that made progress, else the first stable one (flags ``probe_halved``,
     ``probe_stalled``, ``probe_no_progress``, ``probe_unstable``; see :mod:`lr_callbacks.finder.stability`).
     With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the first
@@ -269,7 +269,7 @@ class LRFinder(Callback):
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
                     probe: Probe | None = None
                     if self.probe and not isinstance(self.confirm, tuple) and analysis.lr is not None:
-                        probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule)
+                        probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule, losses)
                     trials: tuple[Trial, ...] = ()
                     choice, flags = None, analysis.flags + _probe_flags(probe)
                     anchor = probe.lr if probe is not None else analysis.lr  # the largest LR known to hold

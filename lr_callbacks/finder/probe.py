@@ -3,9 +3,9 @@
 From the restored state (weights, optimizer, RNG: the sweep's own first batches) it replays the run's warmup
 with the candidate as the peak, then holds the candidate for ``max(20, 2 × warmup)`` steps
 (:func:`~lr_callbacks.finder.stability.hold_steps`) and judges the hold
-(:func:`~lr_callbacks.finder.stability.hold_verdict`). A candidate that is unstable, or stable but whose loss
-made no significant progress, is halved and probed again from the same state, at most twice; the probe keeps
-the first stable hold that made progress, else the first stable one
+(:func:`~lr_callbacks.finder.stability.hold_verdict`). A candidate that is unstable, or stable but ends no
+lower than the restored state's own loss (the sweep's first points), is halved and probed again from the same
+state, at most twice; the probe keeps the first stable hold that made progress, else the first stable one
 (:func:`~lr_callbacks.finder.stability.settle`). Every rank sees the same reduced losses and norms, so every
 rank reaches the same verdict.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from lr_callbacks.core.snapshot import TrainingSnapshot
@@ -51,9 +52,12 @@ def warmup_of(schedule: Any, total_steps: int | None) -> tuple[int, int]:
     return min(real, cap), real
 
 
-def run_probe(trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: float, schedule: Any) -> Probe:
+def run_probe(
+    trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: float, schedule: Any, initial: Sequence[float]
+) -> Probe:
     """Probe ``lr`` and at most :data:`~lr_callbacks.finder.stability.MAX_HALVINGS` halvings of it, until a hold is
-    stable and makes significant progress.
+    stable and makes significant progress from ``initial``, the losses of the restored state (the sweep's first
+    points).
 
     The caller restores ``snapshot`` afterwards.
     """
@@ -62,7 +66,7 @@ def run_probe(trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: floa
     attempts: list[ProbeAttempt] = []
     for _ in range(MAX_HALVINGS + 1):
         snapshot.restore()
-        attempt = _attempt(trainer, driver, lr, schedule, replayed, real, hold)
+        attempt = _attempt(trainer, driver, lr, schedule, replayed, real, hold, initial)
         attempts.append(attempt)
         log.info("LRFinder: stability probe at %.3g: %s", lr, attempt.verdict)
         if attempt.hold.progressed:
@@ -72,7 +76,14 @@ def run_probe(trainer: Any, driver: Driver, snapshot: TrainingSnapshot, lr: floa
 
 
 def _attempt(
-    trainer: Any, driver: Driver, lr: float, schedule: Any, replayed: int, real: int, hold: int
+    trainer: Any,
+    driver: Driver,
+    lr: float,
+    schedule: Any,
+    replayed: int,
+    real: int,
+    hold: int,
+    initial: Sequence[float],
 ) -> ProbeAttempt:
     batches = Batches(trainer.train_dataloader, trainer.num_training_batches)
     losses: list[float] = []
@@ -98,8 +109,8 @@ def _attempt(
                 break
     finally:
         batches.close()
-    verdict = hold_verdict(losses, norms)
-    return ProbeAttempt(lr, verdict.verdict, tuple(losses), tuple(norms), verdict.rise, verdict.margin, verdict.growth)
+    v = hold_verdict(losses, norms, initial)
+    return ProbeAttempt(lr, v.verdict, tuple(losses), tuple(norms), v.rise, v.margin, v.growth, v.drop, v.drop_margin)
 
 
 def _warmup_lrs(schedule: Any, lr: float, step: int, replayed: int, real: int) -> list[list[float]]:

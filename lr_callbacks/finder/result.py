@@ -73,6 +73,8 @@ class ProbeAttempt:
         grad_norms: the gradient norm of every step of the hold.
         rise: the loss's end level minus its start level; ``margin``: how far it could rise and still count
             as stable; ``growth``: the gradient norm's end level over its start level.
+        drop: the restored state's loss level minus the hold's end level; ``drop_margin``: how far it had to
+            drop to count as progress (see :func:`~lr_callbacks.finder.stability.hold_verdict`).
     """
 
     lr: float
@@ -82,11 +84,13 @@ class ProbeAttempt:
     rise: float = math.nan
     margin: float = math.nan
     growth: float = math.nan
+    drop: float = math.nan
+    drop_margin: float = math.nan
 
     @property
     def hold(self) -> HoldVerdict:
         """The hold's verdict, as :func:`~lr_callbacks.finder.stability.hold_verdict` gave it."""
-        return HoldVerdict(self.verdict, self.rise, self.margin, self.growth)
+        return HoldVerdict(self.verdict, self.rise, self.margin, self.growth, self.drop, self.drop_margin)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +101,8 @@ class ProbeAttempt:
             "rise": self.rise,
             "margin": self.margin,
             "growth": self.growth,
+            "drop": self.drop,
+            "drop_margin": self.drop_margin,
         }
 
     @classmethod
@@ -113,6 +119,8 @@ class ProbeAttempt:
             number("rise"),
             number("margin"),
             number("growth"),
+            number("drop"),
+            number("drop_margin"),
         )
 
 
@@ -123,7 +131,7 @@ class Probe:
     and the probe keeps the attempt :func:`~lr_callbacks.finder.stability.settle` picks.
 
     >>> rose = ProbeAttempt(1e-2, "loss_rose", (1.0,) * 20, rise=0.5, margin=0.1)
-    >>> fell = ProbeAttempt(5e-3, "stable", (1.0,) * 20, rise=-0.5, margin=0.1)
+    >>> fell = ProbeAttempt(5e-3, "stable", (1.0,) * 20, rise=-0.5, margin=0.1, drop=0.5, drop_margin=0.1)
     >>> p = Probe(10, 20, (rose, fell))
     >>> p.lr, p.stable, p.steps
     (0.005, True, 60)

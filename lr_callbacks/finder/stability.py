@@ -4,13 +4,17 @@ The ramp holds each LR for about one step; the real run holds its peak for tens 
 instability to grow. The probe (run by :mod:`lr_callbacks.finder.probe`) therefore replays the run's warmup
 from the restored state and then holds the candidate for :func:`hold_steps` steps; :func:`hold_verdict`
 reads the hold's losses and gradient norms. An unstable candidate is halved, at most :data:`MAX_HALVINGS`
-times. A stable hold whose loss made no significant progress has not shown that the run trains at that LR
-(an LR past the edge can leave a model stuck where it started without blowing up, e.g. a transformer under
-AdamW at its initial loss); it is halved too, within the same budget, and :func:`settle` keeps the first
-held LR that was stable *and* made progress, else the first stable one (a trained model at its floor makes
-no progress at any LR, and is not pushed down). Nothing here is tuned: the margin is 3 standard errors (the
-significance every rule of the analysis uses), and "grows geometrically" means the gradient norm at least
-doubles over the hold while the loss makes no significant progress.
+times. A stable hold that ends no lower than the restored state's own loss (the sweep's first points, at LRs
+too small to train) has not shown that the run trains at that LR: past its edge an LR can leave a model
+stuck where it started without blowing up (e.g. a transformer under AdamW at its initial loss). It is halved
+too, within the same budget, and :func:`settle` keeps the first held LR that was stable *and* made progress,
+else the first stable one (a trained model at its floor makes no progress at any LR, and is not pushed
+down). Progress is measured from the common starting point, not within the hold: every attempt replays the
+warmup at its own LR first, and a larger LR has made more of its progress by the time its hold begins.
+
+Nothing here is tuned: the margins are 3 standard errors (the significance every rule of the analysis uses),
+and "grows geometrically" means the gradient norm at least doubles over the hold while the loss makes no
+significant progress.
 
 Pure functions of plain numbers (stdlib only).
 """
@@ -67,10 +71,13 @@ class HoldVerdict:
         rise: the loss's level at the end of the hold minus its level at the start (medians of a quarter).
         margin: how far the loss may rise before it counts: 3 standard errors of that difference.
         growth: the gradient norm's level at the end over its level at the start.
+        drop: the restored state's loss level (before the warmup) minus the hold's end level; NaN when the
+            starting losses are unknown.
+        drop_margin: how far the loss must drop to count as progress: 3 standard errors of that difference.
 
-    >>> HoldVerdict("stable", -0.2, 0.05, 0.9).progressed
+    >>> HoldVerdict("stable", 0.0, 0.05, 0.9, drop=0.2, drop_margin=0.05).progressed
     True
-    >>> HoldVerdict("stable", -0.01, 0.05, 0.9).progressed  # stable, but no significant progress
+    >>> HoldVerdict("stable", 0.0, 0.05, 0.9, drop=0.01, drop_margin=0.05).progressed  # stable, no progress
     False
     """
 
@@ -78,6 +85,8 @@ class HoldVerdict:
     rise: float
     margin: float
     growth: float
+    drop: float = math.nan
+    drop_margin: float = math.nan
 
     @property
     def stable(self) -> bool:
@@ -85,15 +94,15 @@ class HoldVerdict:
 
     @property
     def progressed(self) -> bool:
-        """Stable, and the loss ended significantly below where the hold began (``rise < −margin``)."""
-        return self.stable and self.rise < -self.margin
+        """Stable, and the hold ended significantly below the restored state's loss (``drop > drop_margin``)."""
+        return self.stable and self.drop > self.drop_margin
 
 
 def settle(holds: Sequence[HoldVerdict]) -> int:
     """Which of the probe's holds (largest LR first, each half the one before) it keeps: the first that was
     stable and made progress; else the first stable one; else the last (all unstable).
 
-    >>> s, n = HoldVerdict("stable", -1, 0.1, 1), HoldVerdict("stable", 0, 0.1, 1)  # progressed, stalled
+    >>> s, n = HoldVerdict("stable", 0, 0.1, 1, 1, 0.1), HoldVerdict("stable", 0, 0.1, 1, 0, 0.1)  # progressed, stalled
     >>> u = HoldVerdict("loss_rose", 1, 0.1, 1)
     >>> settle([u, n, s]), settle([n, n, n]), settle([u, u, u]), settle([s])
     (2, 0, 2, 0)
@@ -108,7 +117,7 @@ def settle(holds: Sequence[HoldVerdict]) -> int:
 def probe_flags(holds: Sequence[HoldVerdict]) -> tuple[str, ...]:
     """The flags (:data:`PROBE_FLAGS`) of a probe whose holds were ``holds``, in that dict's order.
 
-    >>> s, n = HoldVerdict("stable", -1, 0.1, 1), HoldVerdict("stable", 0, 0.1, 1)  # progressed, stalled
+    >>> s, n = HoldVerdict("stable", 0, 0.1, 1, 1, 0.1), HoldVerdict("stable", 0, 0.1, 1, 0, 0.1)  # progressed, stalled
     >>> u = HoldVerdict("loss_rose", 1, 0.1, 1)
     >>> probe_flags([s]), probe_flags([u, s]), probe_flags([n, s]), probe_flags([n, n, n]), probe_flags([u, u, u])
     ((), ('probe_halved',), ('probe_stalled',), ('probe_no_progress',), ('probe_halved', 'probe_unstable'))
@@ -135,8 +144,9 @@ def hold_steps(warmup_steps: int) -> int:
     return max(HOLD_MIN_STEPS, 2 * warmup_steps)
 
 
-def hold_verdict(losses: Sequence[float], grad_norms: Sequence[float]) -> HoldVerdict:
-    """Whether holding an LR was stable, from the hold's training losses and gradient norms.
+def hold_verdict(losses: Sequence[float], grad_norms: Sequence[float], initial: Sequence[float] = ()) -> HoldVerdict:
+    """Whether holding an LR was stable, from the hold's training losses and gradient norms, and whether it made
+    progress from ``initial``, the losses of the state the probe started from (the sweep's first points).
 
     With ``q = max(3, n // 4)`` points per end, the start and end levels are the medians of the first and
     the last ``q`` losses, ``s`` the losses' step-to-step noise (:func:`~lr_callbacks.finder.ramp.difference_noise`)
@@ -148,27 +158,45 @@ def hold_verdict(losses: Sequence[float], grad_norms: Sequence[float]) -> HoldVe
       step, start < middle < end, at least doubles, and the loss made no significant progress
       (``end − start > −margin``).
 
+    Progress (``drop``): the median of the first ``q`` losses of ``initial`` minus ``end``, against
+    ``drop_margin``, 3 standard errors of that difference (each series' own noise); NaN without ``initial``.
+
     >>> hold_verdict([1.0 - 0.01 * k for k in range(30)], [1.0] * 30).verdict
     'stable'
     >>> hold_verdict([1.0 + 0.05 * k for k in range(30)], [1.0] * 30).verdict
     'loss_rose'
     >>> hold_verdict([1.0, 1.01] * 15, [1.1**k for k in range(30)]).verdict
     'grad_norm_grew'
+    >>> stuck = hold_verdict([2.3, 2.31] * 15, [1.0] * 30, initial=[2.3, 2.32] * 4)
+    >>> stuck.stable, stuck.progressed, hold_verdict([1.0, 1.01] * 15, [1.0] * 30, initial=[2.3, 2.32] * 4).progressed
+    (True, False, True)
     """
     values = [float(v) for v in losses]
     norms = [float(v) for v in grad_norms if not math.isnan(v)]  # NaN: no gradient was seen (skipped steps)
     if not values or not all(math.isfinite(v) for v in values) or not all(math.isfinite(v) for v in norms):
         return HoldVerdict("nonfinite", math.inf, 0.0, math.inf)
     q = max(3, len(values) // 4)
-    start, end = statistics.median(values[:q]), statistics.median(values[-q:])
-    margin = _Z * math.sqrt(2.0) * 1.2533 * difference_noise(values) / math.sqrt(q)
-    rise = end - start
+    begin, end = statistics.median(values[:q]), statistics.median(values[-q:])
+    noise = difference_noise(values)
+    margin = _Z * math.sqrt(2.0) * 1.2533 * noise / math.sqrt(q)
+    rise = end - begin
     growth = _growth(norms, q)
+    drop, drop_margin = _drop(initial, end, noise, q)
     if rise > margin:
-        return HoldVerdict("loss_rose", rise, margin, growth)
+        return HoldVerdict("loss_rose", rise, margin, growth, drop, drop_margin)
     if growth >= 2.0 and rise > -margin:
-        return HoldVerdict("grad_norm_grew", rise, margin, growth)
-    return HoldVerdict("stable", rise, margin, growth)
+        return HoldVerdict("grad_norm_grew", rise, margin, growth, drop, drop_margin)
+    return HoldVerdict("stable", rise, margin, growth, drop, drop_margin)
+
+
+def _drop(initial: Sequence[float], end: float, noise: float, q: int) -> tuple[float, float]:
+    """The restored state's loss level minus the hold's end level, and 3 standard errors of that difference."""
+    first = [float(v) for v in initial[:q] if math.isfinite(v)]
+    if not first:
+        return math.nan, math.nan
+    se_initial = 1.2533 * difference_noise(first) / math.sqrt(len(first))
+    se_end = 1.2533 * noise / math.sqrt(q)
+    return statistics.median(first) - end, _Z * math.hypot(se_initial, se_end)
 
 
 def _growth(norms: Sequence[float], q: int) -> float:

@@ -58,9 +58,10 @@ def test_a_nonfinite_loss_or_norm_is_unstable():
 
 
 class EdgeModel(pl.LightningModule):
-    """A scripted loss: a valley along the ramp (one step per LR); while one LR is held (the same LR two steps
-    in a row), a loss that climbs 0.05 per step above ``edge``, falls 0.02 per step up to ``trains_below``
-    (the model trains), and stays where it was in between (stuck): the ramp sees none of that, a hold does."""
+    """A scripted loss: a valley along the ramp (one step per LR), from 1.0 at tiny LRs; while one LR is held
+    (the same LR two steps in a row), a loss that climbs 0.05 per step above ``edge``, falls 0.02 per step up
+    to ``trains_below`` (the model trains), and in between stays at 1.0, where it started (stuck): the ramp
+    sees none of that, a hold does."""
 
     def __init__(self, edge: float, trains_below: float = math.inf) -> None:
         super().__init__()
@@ -74,8 +75,13 @@ class EdgeModel(pl.LightningModule):
         self.previous, self.calls = lr, self.calls + 1
         self.used.append(lr)
         wiggle = 0.01 * (-1) ** self.calls
-        drift = 0.05 * self.held if lr > self.edge else -0.02 * self.held if lr <= self.trains_below else 0.0
-        loss = 1.0 / (1.0 + (lr / 1e-3) ** 2) + (lr / 0.1) ** 3 + wiggle + drift
+        loss = 1.0 / (1.0 + (lr / 1e-3) ** 2) + (lr / 0.1) ** 3 + wiggle
+        if lr > self.edge:
+            loss += 0.05 * self.held
+        elif lr <= self.trains_below:
+            loss -= 0.02 * self.held
+        elif self.held:
+            loss = 1.0 + wiggle
         return self.w.sum() * 0.0 + loss
 
     def configure_optimizers(self):
@@ -117,7 +123,7 @@ def test_a_candidate_unstable_at_every_halving_is_flagged_and_stops_at_a_quarter
 def test_a_stable_suggestion_that_makes_progress_is_kept(tmp_path):
     result, _ = run(tmp_path, edge=math.inf)
     (attempt,) = result.probe.attempts
-    assert attempt.verdict == "stable" and attempt.rise < -attempt.margin and result.chosen_lr == result.suggestion
+    assert attempt.verdict == "stable" and attempt.drop > attempt.drop_margin and result.chosen_lr == result.suggestion
     assert not {"probe_halved", "probe_stalled", "probe_no_progress", "probe_unstable"} & set(result.flags)
 
 
@@ -127,7 +133,7 @@ def test_a_suggestion_that_holds_but_stalls_is_halved_when_the_half_trains(tmp_p
     result, model = run(tmp_path / "b", edge=math.inf, trains_below=0.75 * suggestion)
     first, second = result.probe.attempts
     assert first.verdict == second.verdict == "stable"
-    assert abs(first.rise) <= first.margin and second.rise < -second.margin  # stuck, then training
+    assert first.drop <= first.drop_margin and second.drop > second.drop_margin  # stuck, then training
     assert result.chosen_lr == suggestion / 2 and model.used[-3:] == pytest.approx([suggestion / 2] * 3, rel=1e-12)
     assert "probe_stalled" in result.flags and not {"probe_halved", "probe_no_progress"} & set(result.flags)
     assert "stable, no significant progress" in result.summary()
@@ -192,3 +198,14 @@ def test_the_probe_is_in_tensorboard_and_in_the_state(tmp_path):
     restored = LRFinder()
     restored.load_state_dict(finder.state_dict())
     assert restored.result == finder.result and restored.result.probe.lr == suggestion / 2
+
+
+def test_progress_is_measured_from_the_restored_states_loss_not_within_the_hold():
+    """A hold that starts low (its warmup already trained) and stays there made progress; one that sits at the
+    starting loss did not, however it moves within the hold; without the starting losses nothing is known."""
+    initial = [2.3 + 0.02 * (-1) ** k for k in range(10)]
+    low_and_flat = hold_verdict([0.8 + 0.02 * (-1) ** k for k in range(20)], [1.0] * 20, initial)
+    assert low_and_flat.stable and abs(low_and_flat.rise) < low_and_flat.margin and low_and_flat.progressed
+    stuck = hold_verdict([2.5 - 0.01 * k + 0.02 * (-1) ** k for k in range(20)], [1.0] * 20, initial)
+    assert stuck.stable and stuck.rise < -stuck.margin and not stuck.progressed  # fell within the hold, to 2.3
+    assert not hold_verdict([0.8] * 20, [1.0] * 20).progressed and math.isnan(hold_verdict([0.8] * 20, [1.0] * 20).drop)
