@@ -1,9 +1,10 @@
-"""``python -m benchmarks``: run the four benchmarks and write their results.
+"""``python -m benchmarks``: run the benchmarks and write their results.
 
     python -m benchmarks                      # everything, full size, into benchmarks/results/
     python -m benchmarks --quick              # a smoke size (about a minute), into benchmarks/results/quick/
     python -m benchmarks --only finder,watchdog --out /tmp/bench
     python -m benchmarks --only finder --tasks digits-vit,tabular --finders lr_callbacks --seeds 5
+    python -m benchmarks --only finder_variants   # the finder at budget ×1/×5, mid-training, with clipping
 
 Each benchmark writes a markdown table (and PNG plots) stamped with the command, the machine and the package
 versions; ``summary.json`` gathers the headline numbers. With ``--only``, the other sections of an existing
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-BENCHMARKS = ("overhead", "finder", "watchdog", "natural", "finetune")
+BENCHMARKS = ("overhead", "finder", "finder_variants", "watchdog", "natural", "finetune")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -31,6 +32,7 @@ def _runner(name: str) -> Callable[[Any], Any]:
     module = {
         "overhead": "overhead",
         "finder": "finder_quality",
+        "finder_variants": "finder_variants",
         "watchdog": "watchdog_recovery",
         "natural": "watchdog_natural",
         "finetune": "finetune",
@@ -86,8 +88,8 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
     from benchmarks._common import fmt, markdown_table
 
     parts = [
-        f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `watchdog.md`, "
-        "`watchdog_natural.md`, `finetune.md`."
+        f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `finder_variants.md`, "
+        "`watchdog.md`, `watchdog_natural.md`, `finetune.md`."
     ]
     if "overhead" in summary:
         rows = [
@@ -132,6 +134,34 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
         parts.append(
             "## LR finder quality (normalized regret: 0 = grid best, 1 = torch's default LR)\n\n"
             + markdown_table(header_row, rows)
+        )
+    if "finder_variants" in summary:
+        rows = [
+            [
+                variant,
+                entry["steps"],
+                f"{fmt(entry['best_lr'])} ({fmt(entry['lr_star'])})",
+                m,
+                fmt(f["median_regret"]),
+                fmt(f["worst_regret"]),
+                f"{f['over_0_3']}/{f['runs']}",
+                f["diverged"],
+            ]
+            for variant, entry in summary["finder_variants"].items()
+            for m, f in entry["finders"].items()
+        ]
+        header_row = [
+            "variant",
+            "steps",
+            "grid best LR (LR*)",
+            "finder",
+            "median regret",
+            "worst regret",
+            "regret > 0.3",
+            "diverged runs",
+        ]
+        parts.append(
+            "## LR finder under variants of one pair (each against its own grid)\n\n" + markdown_table(header_row, rows)
         )
     if "watchdog" in summary:
         rows = [

@@ -17,6 +17,10 @@ returns a :class:`Suggestion`. What each one is:
   loss smoothed by a debiased EMA (β = 0.98), stop when the smoothed loss exceeds 4× its best, trim
   ``[num_it//10 : -5]``, cut at the first NaN, then ``valley``: the longest strictly decreasing subsequence
   (an O(n²) DP) and the point ``start + int(L/3) + int(L/6)`` of it.
+
+Ours and Lightning's run through a ``Trainer`` and a :class:`~benchmarks.models.TaskModule`, so they honour a
+task's start state and gradient clipping (:mod:`benchmarks.finder_variants`); the other two sweep in their own
+loop and refuse such a task.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
 OUR_METHODS = ("default", "steepest", "min_div_10", "valley")
 CONFIRM_LENGTH = None  # the finder's default (issue 12: the trials get what sweep and probe leave of 35% of the run)
 FINDERS = ("lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley")
+_OWN_LOOPS = ("torch_lr_finder", "fastai_valley")  # they do not go through a Trainer and a TaskModule
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ def lightning_finder(task: Task, optimizer: str, seed: int, root: str) -> Sugges
 
     module = TaskModule(task, optimizer, task.default_lr[optimizer], seed=seed, log_loss=False)
     with quiet():
-        tr = trainer(root, task.steps)
+        tr = trainer(root, task.steps, gradient_clip_val=task.gradient_clip_val)
         result = Tuner(tr).lr_find(module, train_dataloaders=train_loader(task, seed), update_attr=False)
     if result is None:
         return Suggestion("lightning", None, 0, note="lr_find returned None")
@@ -200,10 +205,15 @@ def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False
     from lr_callbacks import LRSchedule, find_lr, suggest_lr
 
     module = TaskModule(task, optimizer, task.default_lr[optimizer], seed=seed, log_loss=False)
+    clip = {"gradient_clip_val": task.gradient_clip_val}
     with quiet():
         if confirm:
             tr = trainer(
-                root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)], limit_val_batches=None
+                root,
+                task.steps,
+                callbacks=[LRSchedule(task.schedule, log_plan=False)],
+                limit_val_batches=None,
+                **clip,
             )
             result = find_lr(
                 tr,
@@ -214,7 +224,7 @@ def ours(task: Task, optimizer: str, seed: int, root: str, confirm: bool = False
                 **({"confirm_length": CONFIRM_LENGTH} if CONFIRM_LENGTH is not None else {}),
             )
         else:
-            tr = trainer(root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)])
+            tr = trainer(root, task.steps, callbacks=[LRSchedule(task.schedule, log_plan=False)], **clip)
             result = find_lr(tr, module, train_dataloaders=train_loader(task, seed))
     lrs, losses = tuple(float(v) for v in result.lrs), tuple(float(v) for v in result.losses)
     steps = _steps_spent(result)
@@ -267,6 +277,11 @@ def run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> l
 
 def _run_finder(name: str, task: Task, optimizer: str, seed: int, root: str) -> list[Suggestion]:
     os.makedirs(root, exist_ok=True)
+    if name in _OWN_LOOPS and (task.start is not None or task.gradient_clip_val is not None):
+        raise ValueError(
+            f"finder {name!r} sweeps a fresh model in its own loop, without the task's start state or gradient "
+            f"clipping; run a variant task with lr_callbacks, lr_callbacks.confirm or lightning"
+        )
     if name == "lr_callbacks":
         return ours(task, optimizer, seed, root)
     if name == "lr_callbacks.confirm":

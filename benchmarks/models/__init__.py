@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from benchmarks.models._task import (
     OPTIMIZERS,
+    Start,
     Task,
     TaskModule,
     TrainResult,
@@ -22,6 +23,7 @@ __all__ = [
     "HELD_OUT_TASKS",
     "OPTIMIZERS",
     "TASKS",
+    "Start",
     "Task",
     "TaskModule",
     "TrainResult",

@@ -11,6 +11,7 @@ schedule the run really uses. Both sides of every benchmark train a task through
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ from lr_callbacks import Schedule
 
 __all__ = [
     "OPTIMIZERS",
+    "Start",
     "Task",
     "TaskModule",
     "TrainResult",
@@ -58,6 +60,40 @@ def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.O
 
 
 @dataclass(frozen=True)
+class Start:
+    """A trained state a task starts from instead of a fresh model: a run resumed mid-way.
+
+    Attributes:
+        optimizer: the optimizer the state belongs to; the task then trains with it only.
+        model: the model's ``state_dict``.
+        optimizer_state: the optimizer's ``state_dict`` (SGD's momentum buffers, Adam's moments and step count).
+        describe: how the state was made (it enters the task's fingerprint, so name everything that decides it).
+    """
+
+    optimizer: str
+    model: Mapping[str, torch.Tensor] = field(repr=False)
+    optimizer_state: Mapping[str, Any] = field(repr=False)
+    describe: str
+
+    def load_model(self, model: torch.nn.Module) -> None:
+        """Copy the model's state into ``model``."""
+        model.load_state_dict(self.model)
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Copy the optimizer's state into ``optimizer`` (a deep copy: the saved buffers are never trained in
+        place); the groups' LRs come back as saved, so set them afterwards."""
+        optimizer.load_state_dict(copy.deepcopy(dict(self.optimizer_state)))
+
+    def check(self, optimizer: str) -> None:
+        """Refuse an optimizer the state does not belong to."""
+        if optimizer != self.optimizer:
+            raise ValueError(
+                f"optimizer: this task starts from a {self.optimizer} state ({self.describe}); got {optimizer!r}, "
+                f"train it with {self.optimizer!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Task:
     """A sample model with its data, budget and schedule.
 
@@ -78,6 +114,9 @@ class Task:
         describe: one line of what the task is, for the reports.
         metrics: optional extra metrics of a trained model (e.g. minilm's test accuracy and forgetting).
         extra: anything else (``classes``: the number of classes).
+        gradient_clip_val: clip the gradients' global L2 norm to this before every step, as Lightning's
+            ``Trainer(gradient_clip_val=...)`` does (``None``: no clipping).
+        start: the trained state every run starts from (``None``: a fresh model and optimizer).
     """
 
     name: str
@@ -96,10 +135,16 @@ class Task:
     describe: str = ""
     metrics: Callable[[torch.nn.Module], dict[str, float]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    gradient_clip_val: float | None = None
+    start: Start | None = None
 
     def fingerprint(self) -> str:
         """A short hash of everything that decides a training run's outcome (for caching results)."""
         text = f"{self.describe}|{self.schedule.describe()}|{self.steps}|{self.batch_size}|{torch.__version__}"
+        if self.gradient_clip_val is not None:
+            text += f"|clip {self.gradient_clip_val!r}"
+        if self.start is not None:
+            text += f"|start {self.start.optimizer} {self.start.describe}"
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
@@ -153,6 +198,7 @@ class TrainResult:
     steps: int
     train_losses: tuple[float, ...] = ()
     extra: Mapping[str, float] = field(default_factory=dict)
+    optimizer_state: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 def train(
@@ -164,11 +210,15 @@ def train(
     schedule: Schedule | None = None,
     steps: int | None = None,
     model: torch.nn.Module | None = None,
+    stop: int | None = None,
 ) -> tuple[TrainResult, torch.nn.Module]:
-    """Train ``task`` from a fresh model (seed ``seed``) at peak LR ``lr`` under its schedule.
+    """Train ``task`` from a fresh model (seed ``seed``), or from its :class:`Start`, at peak LR ``lr`` under its
+    schedule.
 
     Step ``k`` uses ``lr × schedule(k)`` for every group, times the group's own ratio to the first group
-    (groups that set their own ``lr`` keep their ratio).
+    (groups that set their own ``lr`` keep their ratio). With ``task.gradient_clip_val`` the gradients' global
+    L2 norm is clipped to it before each step (as Lightning does). With ``task.start`` the model and the
+    optimizer start from its state (the data order is still seed ``seed``'s, from the first batch).
 
     A run **diverged** when its loss turns non-finite (it stops there and is scored at the task's
     ``chance_loss``: the model learned nothing usable), or when it ends no better than chance after its
@@ -181,29 +231,42 @@ def train(
         seed: the model's initialisation and the data order.
         schedule: overrides the task's schedule.
         steps: overrides the task's budget.
-        model: train this model instead of a fresh one.
+        model: train this model instead of a fresh one (or the task's start model; the optimizer still
+            starts from the task's start, if any).
+        stop: end after this many steps while the schedule still spans ``steps`` (a run cut short, to resume
+            from; the result's ``optimizer_state`` is where it stopped).
 
     Returns:
         The result and the trained model.
     """
     schedule = schedule if schedule is not None else task.schedule
     steps = steps if steps is not None else task.steps
+    end = steps if stop is None else stop
+    if not 0 < end <= steps:
+        raise ValueError(f"stop must lie in 1..{steps} (the run's steps); got {stop}")
+    if task.start is not None:
+        task.start.check(optimizer)
     torch.manual_seed(seed)
     if model is None:
         model = task.build()
+        if task.start is not None:
+            task.start.load_model(model)
     model.train()
     groups = task.groups(model)
     reference = groups[0].get("lr", lr)
     ratios = [g.get("lr", reference) / reference for g in groups]
     opt = make_optimizer(optimizer, [{k: v for k, v in g.items() if k != "lr"} for g in groups], lr)
+    if task.start is not None:
+        task.start.load_optimizer(opt)
+    params = [p for g in opt.param_groups for p in g["params"]]
     loader = train_loader(task, seed)
     per_epoch = len(loader)
     losses: list[float] = []
     diverged = False
     k = 0
-    while k < steps and not diverged:
+    while k < end and not diverged:
         for x, y in loader:
-            if k >= steps:
+            if k >= end:
                 break
             multiplier = schedule(k, steps, per_epoch)
             for group, ratio in zip(opt.param_groups, ratios):
@@ -216,6 +279,8 @@ def train(
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if task.gradient_clip_val is not None:
+                torch.nn.utils.clip_grad_norm_(params, task.gradient_clip_val)
             opt.step()
             k += 1
     metrics = evaluate(task, model) if not diverged else {"loss": math.nan, "accuracy": math.nan}
@@ -226,11 +291,15 @@ def train(
     elif metrics["loss"] >= task.chance_loss and losses and max(losses) > 2 * losses[0]:
         diverged = True
     extra = task.metrics(model) if task.metrics is not None and not diverged else {}
-    return TrainResult(metrics["loss"], metrics["accuracy"], diverged, k, tuple(losses), extra), model
+    state = opt.state_dict()
+    return TrainResult(metrics["loss"], metrics["accuracy"], diverged, k, tuple(losses), extra, state), model
 
 
 class TaskModule(pl.LightningModule):
     """A task's model, loss and optimizer as a ``LightningModule``.
+
+    A task with a :class:`Start` loads it as a user resuming from saved weights would: the model's state here,
+    the optimizer's in ``configure_optimizers`` (its groups then get this module's LRs back).
 
     Args:
         task: the sample model.
@@ -248,6 +317,9 @@ class TaskModule(pl.LightningModule):
         self.log_loss = log_loss
         torch.manual_seed(seed)
         self.model = task.build()
+        if task.start is not None:
+            task.start.check(optimizer)
+            task.start.load_model(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -269,4 +341,9 @@ class TaskModule(pl.LightningModule):
         groups = self.task.groups(self.model)
         reference = groups[0].get("lr", self.lr)
         scaled = [{**g, "lr": self.lr * g.get("lr", reference) / reference} for g in groups]
-        return make_optimizer(self.optimizer_name, scaled, self.lr)
+        optimizer = make_optimizer(self.optimizer_name, scaled, self.lr)
+        if self.task.start is not None:
+            self.task.start.load_optimizer(optimizer)
+            for group, wanted in zip(optimizer.param_groups, scaled):
+                group["lr"] = wanted["lr"]
+        return optimizer

@@ -1,4 +1,4 @@
-"""``python -m benchmarks --quick`` runs all five benchmarks end to end and writes well-formed, sane results.
+"""``python -m benchmarks --quick`` runs all six benchmarks end to end and writes well-formed, sane results.
 
 The run is real (a subprocess, as a user would start it) at the smoke size; the checks are on structure and
 sanity, not on exact numbers. The committed full results are checked for the same structure, so they cannot
@@ -82,6 +82,15 @@ def _summary_structure(summary: dict, all_setups: bool = True) -> None:
                 assert 0 <= part["over_0_3"] <= part["runs"]
                 assert isinstance(part["diverged"], int) and part["diverged"] >= 0
         assert entry["runs"] == (entry["tuning"]["runs"] or 0) + (entry["held_out"]["runs"] or 0)
+    variants = summary["finder_variants"]
+    assert list(variants) == ["budget x1", "budget x5", "mid-training", "clipping"]
+    for entry in variants.values():
+        assert entry["steps"] > 0 and entry["best_lr"] > 0 and entry["lr_star"] > 0
+        assert "lr_callbacks" in entry["finders"]
+        for finder in entry["finders"].values():
+            assert finder["runs"] > 0 and finder["median_regret"] <= finder["worst_regret"]
+    assert variants["budget x5"]["steps"] == 5 * variants["budget x1"]["steps"]
+    assert variants["mid-training"]["steps"] < variants["budget x1"]["steps"] == variants["clipping"]["steps"]
     assert set(summary["watchdog"]) == set(WATCHDOG_METHODS)
     for entry in summary["watchdog"].values():
         assert set(entry) == WATCHDOG_KEYS
@@ -121,7 +130,16 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
     with open(os.path.join(quick, "summary.json")) as handle:
         summary = json.load(handle)
     _summary_structure(summary)
-    for name in ("overhead", "finder", "watchdog", "watchdog_natural", "finetune", "timing", "summary"):
+    for name in (
+        "overhead",
+        "finder",
+        "finder_variants",
+        "watchdog",
+        "watchdog_natural",
+        "finetune",
+        "timing",
+        "summary",
+    ):
         with open(os.path.join(quick, f"{name}.md")) as handle:
             text = handle.read()
         for part in STAMP:
@@ -129,7 +147,7 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
         assert "--quick" in text
     pngs = [f for f in os.listdir(quick) if f.endswith(".png")]
     assert {"finder_profile.png", "finder_digits-mlp_sgd.png", "finder_digits-mlp_adamw.png"} <= set(pngs)
-    assert "watchdog_natural.png" in pngs
+    assert "watchdog_natural.png" in pngs and "finder_variants.png" in pngs
     for name in pngs:
         with open(os.path.join(quick, name), "rb") as handle:
             head = handle.read(8)
@@ -151,6 +169,15 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
             if entry["finder"] in ("lr_callbacks", "lr_callbacks.confirm"):  # not the re-analysed variants
                 assert "trials" in entry["result"]  # every trial's losses are kept
     assert {"tuning", "held_out"} == set(finder["groups"]) and finder["leave_one_task_out"]
+    with open(os.path.join(quick, "finder_variants.json")) as handle:
+        variants = json.load(handle)["variants"]
+    for name, variant in variants.items():
+        truth = variant["truth"]
+        assert truth["best_loss"] == min(truth["mean_loss"]) and variant["suggestions"], name
+        for entry in variant["suggestions"]:
+            assert entry["failed"] == (entry["lr"] is None) and entry["steps"] > 0
+    stop = variants["mid-training"]["start"]["stop"]  # the steps trained before the variant starts
+    assert 0 < stop < variants["budget x1"]["steps"] == variants["mid-training"]["steps"] + stop
     with open(os.path.join(quick, "finetune.json")) as handle:
         finetune = json.load(handle)
     (confirm,) = finetune["confirm"].values()
@@ -182,7 +209,16 @@ def test_committed_full_results_have_the_same_structure() -> None:
         subset = "--tasks" in handle.read().split("\n", 4)[2]  # the command line of its stamp
     with open(path) as handle:
         _summary_structure(json.load(handle), all_setups=not subset)
-    for name in ("overhead", "finder", "watchdog", "watchdog_natural", "finetune", "timing", "summary"):
+    for name in (
+        "overhead",
+        "finder",
+        "finder_variants",
+        "watchdog",
+        "watchdog_natural",
+        "finetune",
+        "timing",
+        "summary",
+    ):
         with open(os.path.join(RESULTS, f"{name}.md")) as handle:
             text = handle.read()
         assert "--quick" not in text
@@ -216,7 +252,10 @@ def test_only_keeps_the_other_sections(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--only", "bogus"], "--only takes names among overhead, finder, watchdog, natural, finetune; got 'bogus'"),
+        (
+            ["--only", "bogus"],
+            "--only takes names among overhead, finder, finder_variants, watchdog, natural, finetune; got 'bogus'",
+        ),
         (["--only", ","], "--only takes names among"),
         (["--threads", "0"], "--threads must be at least 1; got 0"),
     ],
