@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "Layout",
+    "all_plain",
     "is_dtensor",
     "layout_of",
     "local",
@@ -32,6 +33,7 @@ __all__ = [
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_PLAIN_TYPES = frozenset(_PLAIN)
 _DTENSOR: list[type | None] = []  # the DTensor class (None without torch.distributed), found at the first call
 
 
@@ -56,6 +58,16 @@ def is_dtensor(tensor: Any) -> bool:
         return False
     dtensor = _dtensor_type()
     return dtensor is not None and isinstance(tensor, dtensor)
+
+
+def all_plain(tensors: list[torch.Tensor]) -> bool:
+    """Whether every one of ``tensors`` is a plain ``Tensor`` or ``Parameter`` (none is a DTensor, or any other
+    tensor subclass): one type test per distinct type, for the per-step passes over a model's tensors.
+
+    >>> all_plain([torch.ones(2), torch.nn.Parameter(torch.ones(2))]), all_plain([])
+    (True, True)
+    """
+    return set(map(type, tensors)) <= _PLAIN_TYPES
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

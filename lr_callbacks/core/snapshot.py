@@ -45,9 +45,10 @@ import numpy as np
 import torch
 
 from lr_callbacks.core.compat import metric_states, reset_scaler_step_state
-from lr_callbacks.core.sharded import Layout, is_dtensor, layout_of, local, plain, rebuild
+from lr_callbacks.core.sharded import Layout, all_plain, is_dtensor, layout_of, local, plain, rebuild
 
 __all__ = [
+    "CopyPlan",
     "ModelSnapshot",
     "OptimizerState",
     "RngState",
@@ -83,7 +84,8 @@ def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.T
 def refill(buffers: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
     """Copy plain ``tensors`` into the host ``buffers`` of an earlier copy with one foreach copy, as
     :func:`to_host` would one by one (without blocking from an accelerator, into pinned memory); ``False``, and
-    nothing copied, unless every buffer fits (same shape and dtype) and no tensor is a DTensor.
+    nothing copied, unless every buffer fits (same shape and dtype) and every tensor is a plain tensor or
+    parameter (no DTensor).
 
     On the CPU a Python-level copy per tensor costs microseconds of dispatch each: a snapshot of a model and its
     Adam state is hundreds of them.
@@ -94,11 +96,11 @@ def refill(buffers: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
     >>> refill(buffers, [torch.ones(2), torch.ones(4)])
     False
     """
-    if len(buffers) != len(tensors):
+    if len(buffers) != len(tensors) or not all_plain(tensors):
         return False
     accelerator = False
     for buffer, tensor in zip(buffers, tensors):
-        if type(tensor) is not torch.Tensor or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+        if buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
             return False
         if not tensor.is_cpu:
             if not buffer.is_pinned() and torch.cuda.is_available():
@@ -107,6 +109,53 @@ def refill(buffers: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
     if tensors:
         torch._foreach_copy_(buffers, tensors, non_blocking=accelerator)
     return True
+
+
+class CopyPlan:
+    """The host buffers that a checked :func:`refill` paired with live tensors, so that the next copy of tensors
+    laid out the same way is one foreach copy without the checks (a snapshot retaken every few steps).
+
+    :meth:`copy` reuses the pairing only when ``key`` (the caller's structure: the ``state_dict`` names, the
+    optimizer state's keys) is equal and the live tensors are plain tensors with the same shapes, dtypes and
+    CPU-or-not as the remembered ones, in the same order: then every buffer fits, as :func:`refill` would have
+    found. Anything else is a miss and copies nothing.
+
+    >>> plan, buffers = CopyPlan(), [torch.zeros(2)]
+    >>> plan.copy([torch.ones(2)], key="a")
+    False
+    >>> plan.remember([torch.ones(2)], buffers, key="a")
+    >>> plan.copy([torch.full((2,), 2.0)], key="a"), buffers[0].tolist()
+    (True, [2.0, 2.0])
+    >>> plan.copy([torch.ones(2)], key="b"), plan.copy([torch.ones(3)], key="a")
+    (False, False)
+    """
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the pairing: the next :meth:`copy` is a miss."""
+        self._key: Any = None
+        self._buffers: list[torch.Tensor] = []
+        self._specs: list[tuple[torch.Size, torch.dtype, bool]] = []
+        self._non_blocking = False
+
+    def remember(self, live: list[torch.Tensor], buffers: list[torch.Tensor], key: Any) -> None:
+        """Keep the pairing of a :func:`refill` of ``live`` into ``buffers`` that succeeded."""
+        self._key, self._buffers, self._specs = key, list(buffers), _specs(live)
+        self._non_blocking = not all(is_cpu for _, _, is_cpu in self._specs)  # as refill copied them
+
+    def copy(self, live: list[torch.Tensor], key: Any) -> bool:
+        """Copy ``live`` into the remembered buffers with one foreach copy; ``False``, and nothing copied, unless
+        ``key`` and the live tensors' layout are the remembered ones (see the class)."""
+        if not self._buffers or key != self._key or not all_plain(live) or _specs(live) != self._specs:
+            return False
+        torch._foreach_copy_(self._buffers, live, non_blocking=self._non_blocking)
+        return True
+
+
+def _specs(tensors: list[torch.Tensor]) -> list[tuple[torch.Size, torch.dtype, bool]]:
+    return [(tensor.shape, tensor.dtype, tensor.is_cpu) for tensor in tensors]
 
 
 def copy_into(live: torch.Tensor, saved: torch.Tensor) -> None:
@@ -143,11 +192,13 @@ class OptimizerState:
         self.devices: dict[tuple[int, str], torch.device] = {}
         self.layouts: dict[tuple[int, str], Layout] = {}  # of the DTensors (sharded state), to recreate them
         self.groups: list[tuple[dict[str, Any], dict[str, Any]]] | None = None  # (live group dict, saved values)
+        self._plan = CopyPlan()  # the last recapture's pairing of live state and buffers
 
     def capture(self, optimizer: torch.optim.Optimizer, *, groups: bool = False) -> OptimizerState:
         """Copy ``optimizer``'s state (and param groups) to the host; return ``self``."""
         if not groups and self._recapture(optimizer):
             return self
+        self._plan.forget()  # new buffers
         taken: dict[int, dict[str, Any]] = {}
         with torch.no_grad():
             for index, parameter in enumerate(_parameters(optimizer)):
@@ -171,13 +222,19 @@ class OptimizerState:
     def _recapture(self, optimizer: torch.optim.Optimizer) -> bool:
         """:meth:`capture` into the previous capture's buffers with one foreach copy, when the state holds the same
         keys and plain tensors of the same shapes on the same devices (a ring retaking its snapshots); ``False``,
-        and nothing changed, otherwise."""
+        and nothing changed, otherwise. A state laid out as at the last recapture is copied through its
+        :class:`CopyPlan`, keyed on the state's keys per parameter."""
         parameters = _parameters(optimizer)
         if self.groups is not None or not self.state or len(self.state) != len(parameters):
             return False
+        states = [optimizer.state.get(parameter, {}) for parameter in parameters]
+        keys = list(map(tuple, states))
+        with torch.no_grad():
+            if self._plan.copy([value for state in states for value in state.values()], keys):
+                return True
         buffers, tensors, others = [], [], []
-        for index, parameter in enumerate(parameters):
-            old, state = self.state.get(index), optimizer.state.get(parameter, {})
+        for index, state in enumerate(states):
+            old = self.state.get(index)
             if old is None or old.keys() != state.keys():
                 return False
             for key, value in state.items():
@@ -193,6 +250,10 @@ class OptimizerState:
                 return False
         for old, key, value in others:
             old[key] = copy.deepcopy(value)
+        if others:
+            self._plan.forget()  # the plan copies tensors only
+        else:
+            self._plan.remember(tensors, buffers, keys)
         return True
 
     def restore(self, optimizer: torch.optim.Optimizer) -> None:
@@ -269,16 +330,17 @@ class ModelSnapshot:
         self.devices: dict[str, torch.device] = {}  # and their shards' devices
         self.names: list[str | None] = []  # the optimizer's parameters' names, by position
         self.optimizer = OptimizerState()
+        self._plan = CopyPlan()  # the last take's pairing of the live state_dict and self.model
 
     def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Copy the module's ``state_dict`` and the optimizer's per-parameter state."""
         with torch.no_grad():
             live = module.state_dict()
-            same = not self.layouts and live.keys() == self.model.keys()
-            if same and refill([*self.model.values()], [*live.values()]):  # into the last take's buffers, at once
+            if self._plan.copy([*live.values()], [*live]) or self._refill(live):  # into the last buffers, at once
                 self.optimizer.capture(optimizer)
                 self.step = step
                 return
+            self._plan.forget()
             self.model = {name: to_host(t, self.model.get(name)) for name, t in live.items()}
             self.layouts = {name: layout for name, t in live.items() if (layout := layout_of(t)) is not None}
             self.devices = {name: local(live[name]).device for name in self.layouts}
@@ -287,6 +349,16 @@ class ModelSnapshot:
             self.names = [names.get(id(p)) for p in _parameters(optimizer)]
         self.optimizer.capture(optimizer)
         self.step = step
+
+    def _refill(self, live: dict[str, torch.Tensor]) -> bool:
+        """Copy ``live`` into the last take's buffers, checked (:func:`refill`), and remember the pairing."""
+        if self.layouts or live.keys() != self.model.keys():
+            return False
+        buffers, tensors = [*self.model.values()], [*live.values()]
+        if not refill(buffers, tensors):
+            return False
+        self._plan.remember(tensors, buffers, [*live])
+        return True
 
     def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Copy the snapshot back into ``module`` and ``optimizer``, in place."""

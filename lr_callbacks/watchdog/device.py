@@ -14,7 +14,7 @@ import torch
 
 from lr_callbacks.core.compat import flatten, set_found_inf
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.sharded import is_dtensor, local, plain
+from lr_callbacks.core.sharded import all_plain, local, plain
 from lr_callbacks.watchdog.config import Signal
 from lr_callbacks.watchdog.stats import Gate, Verdict
 
@@ -295,10 +295,8 @@ class UpdateProbe:
 def _weights(parameters: list[torch.Tensor], copy: bool) -> list[torch.Tensor]:
     """A group's weights for the update ratio: plain tensors of one dtype on one device as one flat tensor (a
     copy); else the tensors themselves, or with ``copy`` a copy of each (a DTensor's laid out as it is)."""
-    if parameters and not any(map(is_dtensor, parameters)):
-        first = parameters[0]
-        if all(p.dtype == first.dtype and p.device == first.device for p in parameters):
-            with torch.no_grad():
-                return [flatten(parameters)]
+    if parameters and all_plain(parameters) and len({(p.dtype, p.device) for p in parameters}) == 1:
+        with torch.no_grad():
+            return [flatten(parameters)]
     tensors = [p.detach() for p in parameters]
     return list(torch._foreach_mul(tensors, 1.0)) if copy else tensors

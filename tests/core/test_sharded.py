@@ -116,3 +116,12 @@ def test_snapshots_of_an_fsdp2_module_restore_its_shards_and_optimizer_state_in_
     full.restore()
     assert all(torch.equal(plain(p.detach()), b) for p, b in zip(params, before))
     assert all(is_dtensor(p.grad) and torch.equal(plain(p.grad), g) for p, g in zip(params, grads))
+
+
+def test_global_norm_of_plain_tensors_of_mixed_dtypes_accumulates_in_float32():
+    grads = [torch.randn(5, 3), torch.randn(7, dtype=torch.float64), torch.full((10_000,), 1000.0, dtype=torch.float16)]
+    expected = torch.linalg.vector_norm(torch.cat([g.double().flatten() for g in grads]))
+    norm = global_norm(grads, torch.device("cpu"))
+    assert norm.dtype == torch.float32 and float(norm) == pytest.approx(float(expected), rel=1e-5)
+    assert float(global_norm(grads[:1] * 3, torch.device("cpu"))) == pytest.approx(3**0.5 * float(grads[0].norm()))
+    assert torch.isinf(global_norm([grads[0], torch.tensor([float("inf")])], torch.device("cpu")))

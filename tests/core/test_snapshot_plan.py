@@ -1,0 +1,77 @@
+"""A retaken snapshot copies through the pairing of its last take (``CopyPlan``) only while it still fits."""
+
+from __future__ import annotations
+
+import torch
+
+from lr_callbacks.core.snapshot import ModelSnapshot
+
+
+def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(8, 3)).square().mean().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def _values(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[float]]:
+    tensors = [*model.state_dict().values()]
+    tensors += [v for p in model.parameters() for v in optimizer.state[p].values()]
+    return [t.flatten().tolist() for t in tensors]
+
+
+def _assert_restores(snapshot: ModelSnapshot, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    expected = _values(model, optimizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+            for value in optimizer.state[p].values():
+                value.add_(1.0)
+    snapshot.restore(model, optimizer)
+    assert _values(model, optimizer) == expected
+
+
+def test_a_retake_of_the_same_tensors_copies_their_new_values():
+    model, optimizer = _model_and_optimizer()
+    snapshot = ModelSnapshot()
+    for step in range(3):  # the first take allocates, the second checks and pairs, the third copies as paired
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.5)
+                optimizer.state[p]["exp_avg"].add_(0.25)
+        snapshot.take(model, optimizer, step)
+        _assert_restores(snapshot, model, optimizer)
+
+
+def test_a_replaced_state_tensor_a_renamed_or_new_key_or_a_new_shape_is_copied_afresh():
+    model, optimizer = _model_and_optimizer()
+    snapshot = ModelSnapshot()
+    for step in range(3):
+        snapshot.take(model, optimizer, step)
+    first = next(iter(model.parameters()))
+    optimizer.state[first]["exp_avg"] = torch.full_like(first, 7.0)  # a new object in the same place
+    snapshot.take(model, optimizer, 3)
+    assert snapshot.optimizer.state[0]["exp_avg"].eq(7.0).all()
+    _assert_restores(snapshot, model, optimizer)
+    state = optimizer.state[first]
+    state["moment"] = state.pop("exp_avg")  # a renamed key, the same tensors and shapes
+    snapshot.take(model, optimizer, 3)
+    assert set(snapshot.optimizer.state[0]) == {"step", "exp_avg_sq", "moment"}
+    assert snapshot.optimizer.state[0]["moment"].eq(7.0).all()
+    _assert_restores(snapshot, model, optimizer)
+    optimizer.state[first]["extra"] = torch.ones(2)  # a new key
+    for step in (4, 5):  # a fresh capture, then a checked one that pairs again
+        snapshot.take(model, optimizer, step)
+    assert snapshot.optimizer.state[0]["extra"].tolist() == [1.0, 1.0]
+    _assert_restores(snapshot, model, optimizer)
+    optimizer.state[first]["extra"].data = torch.full((3,), 2.0)  # the same object, another shape
+    snapshot.take(model, optimizer, 6)
+    assert snapshot.optimizer.state[0]["extra"].tolist() == [2.0, 2.0, 2.0]
+    model.register_buffer("seen", torch.tensor([5.0]))  # a new state_dict entry
+    snapshot.take(model, optimizer, 7)
+    assert snapshot.model["seen"].tolist() == [5.0]
+    model[0].weight = torch.nn.Parameter(torch.full((4, 3), 3.0))  # a new parameter object under the same name
+    snapshot.take(model, optimizer, 8)
+    assert snapshot.model["0.weight"].eq(3.0).all()
