@@ -447,26 +447,39 @@ class WatchdogPolicy:
             note = Incident(step, Signal.AFTER_ROLLBACK, loss, math.nan, Action.SKIP, f"{s.skip_pending} more to skip")
             return self._emit(Decision(incidents=(note,)))
         if Signal.SAMPLE_OUTLIERS in verdict.signals:
-            return self._emit(self._sample_outliers(step, samples))
+            damaged = self._damaged(probe)
+            if not damaged:
+                return self._emit(self._sample_outliers(step, samples, damaged))
+            # the clean reference batch's loss rose too: the weights make the samples outliers, not the data
+            measured = self._probe_value
+            return self._emit(self._outlier(step, loss, grad_norm, verdict, lambda: measured, samples))
         if verdict.signals:
             return self._emit(self._outlier(step, loss, grad_norm, verdict, probe))
         if samples is not None:
             self.samples.add(samples)
         return self._emit(self._accepted(step, loss, grad_norm, probe))
 
-    def _sample_outliers(self, step: int, samples: Samples | None) -> Decision:
-        """The batch is dominated by outlier samples: bad data, skipped (no rollback, no LR cut: the weights are
-        sound and the LR is not at fault), within ``max_data_skips`` batches in a row. Past that budget the data
-        changed: the per-sample baseline starts again from the batches to come."""
-        s = self.state
+    def _sample_note(self, step: int, samples: Samples | None, why: str) -> Incident:
+        """The skip of a batch dominated by outlier samples, with its numbers."""
         count, n = (samples.count, samples.n) if samples is not None else (math.nan, 0.0)
         limit = self.samples.max_count(n)
         detail = (
             f"{count:.0f} of {n:.0f} samples have a loss above {self.samples.limit:.4g} (a clean batch: at most "
             f"{limit:.3g}, at a tail rate of {self.samples.tail_rate:.2%} and a dispersion of "
-            f"{self.samples.dispersion:.2g}): the batch is dominated by outlier samples, bad data"
+            f"{self.samples.dispersion:.2g}); {why}"
         )
-        incidents = [Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.SKIP, detail)]
+        return Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.SKIP, detail)
+
+    def _sample_outliers(self, step: int, samples: Samples | None, damaged: bool | None) -> Decision:
+        """The batch is dominated by outlier samples and the clean reference batch shows sound weights (or there
+        is no reference to tell): bad data, skipped (no rollback, no LR cut), within ``max_data_skips`` batches in
+        a row. Past that budget the data changed: the per-sample baseline starts again from the batches to come.
+        (Damaged weights make a batch's samples outliers too: then :meth:`_outlier` takes the step to the ladder.)"""
+        s = self.state
+        known = "the clean reference batch shows sound weights" if damaged is False else "no reference batch to tell"
+        note = self._sample_note(step, samples, f"{known}: bad data")
+        count, limit = note.value, note.threshold
+        incidents = [note]
         s.data_skips += 1
         if s.data_skips >= s.data_budget:
             self.samples.reset()
@@ -484,12 +497,23 @@ class WatchdogPolicy:
             self.state.last_change = decision.incidents[-1].step
         return decision
 
-    def _outlier(self, step: int, loss: float, grad_norm: float, verdict: Verdict, probe: Probe | None) -> Decision:
+    def _outlier(
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float,
+        verdict: Verdict,
+        probe: Probe | None,
+        samples: Samples | None = None,
+    ) -> Decision:
         s = self.state
         action = Action.SKIP if verdict.skip else Action.CLIP
         gate = self.gate()
         incidents = []
         for signal in verdict.signals:
+            if signal is Signal.SAMPLE_OUTLIERS:
+                incidents.append(self._sample_note(step, samples, "the clean reference batch's loss rose too"))
+                continue
             value, limit = (grad_norm, gate.grad_limit) if signal is Signal.GRAD_NORM else (loss, gate.loss_limit)
             if signal is Signal.NON_FINITE:
                 value = loss if not math.isfinite(loss) else grad_norm

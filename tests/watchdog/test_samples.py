@@ -25,7 +25,7 @@ from lr_callbacks.watchdog.samples import take_sample_losses
 from lr_callbacks.watchdog.stats import SampleBaseline, Samples, Verdict, binomial_limit
 from tests.helpers import make_trainer
 from tests.watchdog.test_callback import StepSpy, SyncCounter
-from tests.watchdog.test_models import DigitsModel, digits_data, fit
+from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit
 
 CORRUPT_AT = 150
 """The step whose batch has wrong labels, after both warmups of the per-sample signal (50 batches each)."""
@@ -41,8 +41,10 @@ class PerSampleModel(DigitsModel):
         report: bool = True,
         rank: int | None = None,
         batch_by_step: bool = False,
+        faults: Faults | None = None,
+        optimizer: str = "adamw",
     ) -> None:
-        super().__init__(batch_by_step=batch_by_step)
+        super().__init__(optimizer, batch_by_step=batch_by_step, faults=faults)
         self.corrupt, self.report, self.rank = corrupt or {}, report, rank
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -133,6 +135,24 @@ def test_a_dominated_batch_is_skipped_as_bad_data_without_an_lr_cut_within_the_d
     assert policy.scale == 1.0 and policy.gate().sample_limit == math.inf  # the per-sample warmup starts again
 
 
+@pytest.mark.parametrize(("reference", "damaged"), [(1.2, False), (1.7, True), (None, None)])
+def test_the_clean_reference_batch_tells_bad_data_from_damaged_weights(reference, damaged):
+    policy = policy_after_clean_batches()
+    policy.snapshot_taken(119, reference=1.0)  # the reference batch's loss at the snapshot's weights
+    bad = Samples(largest=9.0, count=16, n=32, limit=policy.gate().sample_limit)
+    verdict = policy.judge(1.0, 2.0, bad)
+    decision = policy.record(120, 1.0, 2.0, verdict, None if reference is None else lambda: reference, bad)
+    actions = [(e.signal, e.action) for e in decision.incidents]
+    if damaged:  # the weights make the samples outliers (an LR fault): the ladder rolls back, as for the loss
+        assert actions == [("sample_outliers", "skip"), ("damaged_weights", "rollback")]
+        assert decision.rollback and decision.rollback_to == 119 and decision.scale == 0.5
+        assert "the clean reference batch's loss rose too" in decision.incidents[0].detail
+    else:  # bad data (or nothing to tell): skipped, nothing else
+        assert actions == [("sample_outliers", "skip")] and not decision.rollback and decision.scale is None
+        known = "shows sound weights" if damaged is False else "no reference batch to tell"
+        assert f"{known}: bad data" in decision.incidents[0].detail
+
+
 def test_the_policy_state_round_trips_and_an_older_state_without_samples_loads():
     policy = policy_after_clean_batches()
     fresh = WatchdogPolicy(policy.config)
@@ -186,7 +206,7 @@ def test_a_batch_with_a_quarter_of_wrong_labels_is_skipped_only_with_the_per_sam
     # the step's loss alone does not flag the batch: the plain watchdog trains on it (so the test can fail)
     assert plain.events == []
     losses = model.losses
-    assert losses[CORRUPT_AT] > 5 * max(losses[CORRUPT_AT - 5 : CORRUPT_AT])  # and yet it is a bad batch
+    assert losses[CORRUPT_AT] > 4 * max(losses[CORRUPT_AT - 5 : CORRUPT_AT])  # and yet it is a bad batch
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -198,6 +218,17 @@ def test_clean_runs_that_report_their_samples_get_no_intervention_from_them(tmp_
     # signal's, if any), none of them its own, and the signal was live for the last 200 steps
     assert [repr(e) for e in reporting.events] == [repr(e) for e in plain.events]
     assert reporting._policy.gate().sample_count < 32
+
+
+def test_an_lr_fault_that_makes_the_samples_outliers_is_rolled_back_not_skipped_as_data(tmp_path):
+    # the update of step CORRUPT_AT - 1 runs at 100× the LR: the next batches' samples are outliers because the
+    # weights are damaged; skipped as bad data, the weights would never recover (nothing trains them back)
+    watchdog = quiet_watchdog()
+    model = PerSampleModel(faults=Faults(lr_times={CORRUPT_AT - 1: 100.0}))
+    fit(tmp_path, model, [watchdog], CORRUPT_AT + 20)
+    first = [(e.step, e.signal, e.action) for e in watchdog.events][:2]
+    assert first == [(CORRUPT_AT, "sample_outliers", "skip"), (CORRUPT_AT, "damaged_weights", "rollback")]
+    assert not any(e.action == "skip" and "bad data" in e.detail for e in watchdog.events)
 
 
 def test_on_the_device_the_batch_is_skipped_too_with_no_extra_host_read(tmp_path):
@@ -267,5 +298,7 @@ def test_under_ddp_every_rank_takes_the_same_decision(tmp_path):
     trainer.fit(PerSampleModel({CORRUPT_AT: 0.5}, rank=1), DataLoader(digits_data(), batch_size=32, shuffle=True))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]  # same incidents, same scale, same weights, bit for bit
-    assert any(f"step={CORRUPT_AT}, signal='sample_outliers'" in e and "action='skip'" in e for e in ranks[0]["events"])
-    assert "16 of 64 samples" in " ".join(ranks[0]["events"])  # counted over both ranks
+    (skip,) = [e for e in ranks[0]["events"] if f"step={CORRUPT_AT}, signal='sample_outliers'" in e]
+    assert "action='skip'" in skip and "bad data" in skip
+    count = float(skip.split("value=")[1].split(",")[0])
+    assert 16 <= count <= 20 and "of 64 samples" in skip  # counted over both ranks: 16 wrong labels, a few hard
