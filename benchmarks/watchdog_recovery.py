@@ -42,13 +42,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
+from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, write_json
 from benchmarks.faults import CONTROLS, FAULTS, HELD_OUT, FaultyLoader, LRFault, applies, fault
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 from benchmarks.overhead import StepTimer
@@ -128,6 +129,7 @@ class Outcome:
     wasted: int = 0
     seconds_per_step: float = math.nan
     events: list[str] = field(default_factory=list)
+    commit: str = ""  # the code it ran at (runs kept by a --methods rerun keep theirs)
 
 
 def _method(name: str) -> tuple[list[Any], Any]:
@@ -250,6 +252,7 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         wasted,
         timer.seconds_per_step(),
         events,
+        _commit(),
     )
 
 
@@ -463,16 +466,39 @@ def _with_previous(outcomes: list[Outcome], methods: Sequence[str], path: str) -
         raise ValueError(f"--methods runs a subset of the methods; the others come from {path}, which is missing")
     with open(path) as handle:
         previous = json.load(handle).get("runs", [])
-    kept = [_outcome(r) for r in previous if r["method"] not in methods and r["method"] in METHODS]
+    commit = _stamped_commit(path.removesuffix(".json") + ".md")  # for runs written before they kept theirs
+    kept = [_outcome(r, commit) for r in previous if r["method"] not in methods and r["method"] in METHODS]
     if not any(o.method == "none" for o in outcomes + kept):
         raise ValueError(f"the unguarded runs (method 'none') are the references: run them, or keep them in {path}")
     return kept + outcomes
 
 
-def _outcome(record: dict[str, Any]) -> Outcome:
-    """An :class:`Outcome` read back from ``watchdog.json`` (its ``null`` numbers are the NaNs written)."""
+def _outcome(record: dict[str, Any], commit: str = "") -> Outcome:
+    """An :class:`Outcome` read back from ``watchdog.json`` (its ``null`` numbers are the NaNs written; a run
+    without a commit gets ``commit``)."""
     floats = {"loss", "accuracy", "seconds_per_step"}
-    return Outcome(**{k: (math.nan if k in floats and v is None else v) for k, v in record.items()})
+    values = {k: (math.nan if k in floats and v is None else v) for k, v in record.items()}
+    return Outcome(**{"commit": commit, **{k: v for k, v in values.items() if k != "commit" or v}})
+
+
+def _stamped_commit(path: str) -> str:
+    """The commit in the stamp of the report at ``path`` (``""`` if there is none)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as handle:
+        found = re.search(r"at commit `([0-9a-f]+)`", handle.read())
+    return found.group(1) if found else ""
+
+
+def _provenance(outcomes: Sequence[Outcome]) -> str:
+    """Which commit each method's runs ran at, as a paragraph, when they are not all one (a ``--methods`` rerun)."""
+    commits: dict[str, set[str]] = {}
+    for o in outcomes:
+        commits.setdefault(o.method, set()).add(o.commit or "unknown")
+    if len({c for cs in commits.values() for c in cs}) <= 1:
+        return ""
+    lines = [f"- `{m}`: {', '.join(f'`{c}`' for c in sorted(cs))}" for m, cs in commits.items()]
+    return "\n\nRuns by method and commit (a rerun of some methods keeps the others' runs):\n\n" + "\n".join(lines)
 
 
 def _main_rows(table: dict[str, Any], part: str | None) -> list[list[Any]]:
@@ -542,7 +568,7 @@ def _report(
     per_sample_lines = _event_lines([o for o in outcomes if o.method == PER_SAMPLE and o.events])
     text = f"""# Watchdog recovery
 
-{stamp(ctx, seconds)}
+{stamp(ctx, seconds)}{_provenance(outcomes)}
 
 Task: {task.describe}; warmup + cosine through `LRSchedule`; validation every {scale.val_every} steps. Each
 fault starts at 40% of the run (+7 steps per seed), is seeded, and is the same for every method. Runs:
