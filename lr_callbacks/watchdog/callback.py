@@ -431,7 +431,10 @@ class DivergenceWatchdog(Callback):
         self._set_gate()
 
     def _set_gate(self) -> None:
-        """Hand the policy's current limits to the step's signals (the per-sample limit) and the device judge."""
+        """Hand the policy's current limits to the step's signals (the per-sample limit) and the device judge;
+        on the host path of a module that reports no per-sample losses there is nothing to hand."""
+        if self._judge is None and not self._policy.sample_size:
+            return
         gate = self._policy.gate()
         self._signals.sample_limit = gate.sample_limit
         if self._judge is not None:

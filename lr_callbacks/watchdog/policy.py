@@ -189,6 +189,11 @@ class WatchdogPolicy:
         return self.state.accepted >= self.config.warmup_steps
 
     @property
+    def sample_size(self) -> float:
+        """The largest batch recorded with per-sample losses, in samples over all ranks (0: none reported)."""
+        return self._sample_size
+
+    @property
     def incident_open(self) -> bool:
         """A run of outliers is in progress: the live weights are not known to be clean."""
         return bool(self.state.run)
