@@ -102,9 +102,11 @@ class DivergenceWatchdog(Callback):
     above the median of the largest per-sample loss of the last ``window`` accepted batches (the loss a clean
     batch's worst sample exceeds half the time); a batch with more outliers than a clean batch shows (the count
     a binomial at the measured clean tail rate exceeds with probability 1e-6, widened by the measured
-    over-dispersion of clean batches' counts) is bad data: skipped (signal ``"sample_outliers"``), with no
-    rollback and no LR cut, for at most ``max_data_skips`` batches in a row, after which the per-sample
-    baseline starts again (as it does at any new baseline of the loss). The limit exists after
+    over-dispersion of clean batches' counts) is skipped (signal ``"sample_outliers"``). Its cause is told by
+    the clean reference batch, as at a loss outlier: sound weights (or no reference to tell) mean bad data, with
+    no rollback and no LR cut, for at most ``max_data_skips`` batches in a row, after which the per-sample
+    baseline starts again (as it does at any new baseline of the loss); a risen reference loss means damaged
+    weights (an LR fault makes every sample an outlier): the ladder's rollback. The limit exists after
     ``warmup_steps`` accepted batches, the tail rate after as many more. The largest loss and the counts are
     computed on the device and read back with the step's other signals (no extra synchronisation), averaged
     over the ranks, so every rank decides the same (under DDP the largest loss is the ranks' mean of theirs).
