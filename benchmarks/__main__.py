@@ -5,6 +5,7 @@
     python -m benchmarks --only finder,watchdog --out /tmp/bench
     python -m benchmarks --only finder --tasks digits-vit,tabular --finders lr_callbacks --seeds 5
     python -m benchmarks --only finder_variants   # the finder at budget ×1/×5, mid-training, with clipping
+    python -m benchmarks --only watchdog --methods lr_callbacks.per_sample
 
 Each benchmark writes a markdown table (and PNG plots) stamped with the command, the machine and the package
 versions; ``summary.json`` gathers the headline numbers. With ``--only``, the other sections of an existing
@@ -57,6 +58,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "their names (full run, LRFinder)",
     )
     parser.add_argument("--finders", default="", help="a subset of the finder benchmark's finders")
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="a subset of the watchdog benchmark's methods (the others' runs are kept from the previous results)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per setup (finder: finder seeds; finetune)")
     parser.add_argument(
         "--first-seed",
@@ -78,6 +84,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--first-seed must be at least 0; got {args.first_seed}")
     args.tasks = tuple(name.strip() for name in args.tasks.split(",") if name.strip())
     args.finders = tuple(name.strip() for name in args.finders.split(",") if name.strip())
+    args.methods = tuple(name.strip() for name in args.methods.split(",") if name.strip())
+    if args.methods:
+        from benchmarks.watchdog_recovery import METHODS
+
+        unknown = [name for name in args.methods if name not in METHODS]
+        if unknown:
+            parser.error(f"--methods takes names among {', '.join(METHODS)}; got {', '.join(unknown)}")
     if args.out is None:
         args.out = os.path.join(HERE, "results", "quick") if args.quick else os.path.join(HERE, "results")
     return args
@@ -235,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         finders=args.finders,
         seeds=args.seeds,
         first_seed=args.first_seed,
+        methods=args.methods,
     )
     os.makedirs(ctx.out, exist_ok=True)
     summary_path = os.path.join(ctx.out, "summary.json")

@@ -82,6 +82,7 @@ class Context:
     finders: tuple[str, ...] = ()  # a subset of the finder benchmark's finders
     seeds: int | None = None  # overrides a benchmark's number of seeds (finder: finder seeds; finetune: seeds)
     first_seed: int = 0  # finetune: the first seed run (the others' runs are kept from the previous results)
+    methods: tuple[str, ...] = ()  # a subset of the watchdog benchmark's methods (the others' runs are kept)
 
     def path(self, *parts: str) -> str:
         path = os.path.join(self.out, *parts)

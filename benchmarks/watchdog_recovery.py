@@ -10,7 +10,10 @@ Methods: ``none``; Lightning ``EarlyStopping(monitor="val_loss", check_finite=Tr
 ``SpikeDetection()`` (it raises ``TrainingSpikeException``: the run ends there, as it would without a
 restart harness); :class:`~benchmarks.spike_baselines.KillLossSpike` (LLM Foundry's rule, ``log_only=False``);
 ``grad_clip``: the Trainer's ``gradient_clip_val=1.0``; ``zclip``: :class:`~benchmarks.spike_baselines.ZClip`
-at its defaults; ``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at its defaults.
+at its defaults; ``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at its defaults. A separate variant,
+``lr_callbacks.per_sample``: the same watchdog, with the module reporting its per-sample losses
+(:func:`~lr_callbacks.report_sample_losses`), an input the peers do not get; it never replaces ``lr_callbacks``.
+``--methods`` runs a subset of the methods and keeps the others' runs from the previous ``watchdog.json``.
 
 Held-out faults (:data:`benchmarks.faults.HELD_OUT`) run beside the seven original ones and are scored apart;
 no constant of the watchdog is tuned on them. The natural-instability sweep (no injection: charlm at multiples
@@ -36,21 +39,36 @@ Metrics:
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, write_json
+from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, write_json
 from benchmarks.faults import CONTROLS, FAULTS, HELD_OUT, FaultyLoader, LRFault, applies, fault
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 from benchmarks.overhead import StepTimer
 
 __all__ = ["INTERVENTIONS", "METHODS", "Outcome", "Scale", "run"]
 
-METHODS = ("none", "early_stopping", "spike_detection", "kill_loss_spike", "grad_clip", "zclip", "lr_callbacks")
+METHODS = (
+    "none",
+    "early_stopping",
+    "spike_detection",
+    "kill_loss_spike",
+    "grad_clip",
+    "zclip",
+    "lr_callbacks",
+    "lr_callbacks.per_sample",
+)
+OURS = ("lr_callbacks", "lr_callbacks.per_sample")
+PER_SAMPLE = "lr_callbacks.per_sample"
+"""The watchdog with the module's per-sample losses: a separate variant, the peers do not get this input."""
 CONTROL_HEADER = (
     "method",
     "optimizer",
@@ -111,6 +129,7 @@ class Outcome:
     wasted: int = 0
     seconds_per_step: float = math.nan
     events: list[str] = field(default_factory=list)
+    commit: str = ""  # the code it ran at (runs kept by a --methods rerun keep theirs)
 
 
 def _method(name: str) -> tuple[list[Any], Any]:
@@ -135,7 +154,7 @@ def _method(name: str) -> tuple[list[Any], Any]:
         callback = ZClip()
     elif name == "grad_clip":
         return [], None  # the Trainer's gradient_clip_val (see run_one)
-    elif name == "lr_callbacks":
+    elif name in OURS:
         from lr_callbacks import DivergenceWatchdog
 
         callback = DivergenceWatchdog()
@@ -178,7 +197,8 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
     the_fault = fault(fault_name, start, seed)
     callbacks, handle = _method(method)
     timer = StepTimer(warmup=5)
-    module = TaskModule(task, optimizer, scale.lrs[optimizer], seed=seed, log_loss=False)
+    per_sample = method == PER_SAMPLE
+    module = TaskModule(task, optimizer, scale.lrs[optimizer], seed=seed, log_loss=False, per_sample=per_sample)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -210,7 +230,7 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         halted = "stopped"
     metrics = evaluate(task, module.model)
     interventions, wasted, events = 0, 0, list[str]()
-    if method == "lr_callbacks":
+    if method in OURS:
         interventions, wasted, events = _incidents(handle)
         if halted and not any("halt" in e for e in events):
             interventions += 1
@@ -232,6 +252,7 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         wasted,
         timer.seconds_per_step(),
         events,
+        _commit(),
     )
 
 
@@ -358,7 +379,7 @@ def _plan(scale: Scale, optimizer: str, method: str) -> list[tuple[str, int]]:
     references need, ``fault_seeds``; ours and ``none`` get ``clean_seeds``, for the false-intervention rate)."""
     faults = [f for f in scale.faults + scale.held_out if applies(f, optimizer)]
     plan = [(f, s) for f in faults for s in range(scale.fault_seeds)]
-    clean = scale.clean_seeds if method in ("none", "lr_callbacks") else min(scale.clean_seeds, scale.fault_seeds)
+    clean = scale.clean_seeds if method in ("none", *OURS) else min(scale.clean_seeds, scale.fault_seeds)
     return plan + [("clean", s) for s in range(clean)] + [("data_switch", 0)]
 
 
@@ -409,15 +430,18 @@ def run(ctx: Context) -> dict[str, Any]:
 
     scale = QUICK if ctx.quick else FULL
     task = digits_task("mlp", steps=scale.steps)
+    methods = _methods(ctx.methods)
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     with ctx.scratch() as root, quiet():
         for optimizer in scale.optimizers:
-            for method in METHODS:
+            for method in methods:
                 plan = _plan(scale, optimizer, method)
                 log(f"watchdog: {optimizer} {method} ({len(plan)} runs)")
                 for fault_name, seed in plan:
                     outcomes.append(run_one(task, method, optimizer, fault_name, seed, scale, root))
+    if len(methods) < len(METHODS):
+        outcomes = _with_previous(outcomes, methods, ctx.path("watchdog.json"))
     table = _score(outcomes, scale, task.chance_loss)
     seconds = time.perf_counter() - started
     write_json(
@@ -425,6 +449,56 @@ def run(ctx: Context) -> dict[str, Any]:
     )
     _report(ctx, task, scale, table, outcomes, seconds)
     return summarize(table)
+
+
+def _methods(only: Sequence[str]) -> list[str]:
+    """The methods to run: ``only`` (``--methods``) in the order of :data:`METHODS`, or all of them."""
+    unknown = [m for m in only if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {', '.join(unknown)}; choose among {', '.join(METHODS)}")
+    return [m for m in METHODS if not only or m in only]
+
+
+def _with_previous(outcomes: list[Outcome], methods: Sequence[str], path: str) -> list[Outcome]:
+    """``outcomes`` and the previous results' runs of every method this invocation did not run (``--methods``),
+    so that the tables hold every method (and the unguarded references) without rerunning them."""
+    if not os.path.exists(path):
+        raise ValueError(f"--methods runs a subset of the methods; the others come from {path}, which is missing")
+    with open(path) as handle:
+        previous = json.load(handle).get("runs", [])
+    commit = _stamped_commit(path.removesuffix(".json") + ".md")  # for runs written before they kept theirs
+    kept = [_outcome(r, commit) for r in previous if r["method"] not in methods and r["method"] in METHODS]
+    if not any(o.method == "none" for o in outcomes + kept):
+        raise ValueError(f"the unguarded runs (method 'none') are the references: run them, or keep them in {path}")
+    return kept + outcomes
+
+
+def _outcome(record: dict[str, Any], commit: str = "") -> Outcome:
+    """An :class:`Outcome` read back from ``watchdog.json`` (its ``null`` numbers are the NaNs written; a run
+    without a commit gets ``commit``)."""
+    floats = {"loss", "accuracy", "seconds_per_step"}
+    values = {k: (math.nan if k in floats and v is None else v) for k, v in record.items()}
+    return Outcome(**{"commit": commit, **{k: v for k, v in values.items() if k != "commit" or v}})
+
+
+def _stamped_commit(path: str) -> str:
+    """The commit in the stamp of the report at ``path`` (``""`` if there is none)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as handle:
+        found = re.search(r"at commit `([0-9a-f]+)`", handle.read())
+    return found.group(1) if found else ""
+
+
+def _provenance(outcomes: Sequence[Outcome]) -> str:
+    """Which commit each method's runs ran at, as a paragraph, when they are not all one (a ``--methods`` rerun)."""
+    commits: dict[str, set[str]] = {}
+    for o in outcomes:
+        commits.setdefault(o.method, set()).add(o.commit or "unknown")
+    if len({c for cs in commits.values() for c in cs}) <= 1:
+        return ""
+    lines = [f"- `{m}`: {', '.join(f'`{c}`' for c in sorted(cs))}" for m, cs in commits.items()]
+    return "\n\nRuns by method and commit (a rerun of some methods keeps the others' runs):\n\n" + "\n".join(lines)
 
 
 def _main_rows(table: dict[str, Any], part: str | None) -> list[list[Any]]:
@@ -445,6 +519,13 @@ def _main_rows(table: dict[str, Any], part: str | None) -> list[list[Any]]:
                 ]
             )
     return rows
+
+
+def _event_lines(outcomes: Sequence[Outcome]) -> str:
+    return "\n".join(
+        f"- {o.optimizer} / {o.fault} / seed {o.seed}: " + "; ".join(o.events[:6]) + (" …" if len(o.events) > 6 else "")
+        for o in outcomes[:60]
+    )
 
 
 def _report(
@@ -483,14 +564,11 @@ def _report(
         for method, per in table.items()
         for optimizer, t in per.items()
     ]
-    ours = [o for o in outcomes if o.method == "lr_callbacks" and o.events]
-    event_lines = "\n".join(
-        f"- {o.optimizer} / {o.fault} / seed {o.seed}: " + "; ".join(o.events[:6]) + (" …" if len(o.events) > 6 else "")
-        for o in ours[:60]
-    )
+    event_lines = _event_lines([o for o in outcomes if o.method == "lr_callbacks" and o.events])
+    per_sample_lines = _event_lines([o for o in outcomes if o.method == PER_SAMPLE and o.events])
     text = f"""# Watchdog recovery
 
-{stamp(ctx, seconds)}
+{stamp(ctx, seconds)}{_provenance(outcomes)}
 
 Task: {task.describe}; warmup + cosine through `LRSchedule`; validation every {scale.val_every} steps. Each
 fault starts at 40% of the run (+7 steps per seed), is seeded, and is the same for every method. Runs:
@@ -532,6 +610,15 @@ A corrupted batch on one DDP rank is not run here (one process per run); see `be
 Our watchdog's interventions (first runs):
 
 {event_lines or "- none"}
+
+## The per-sample variant
+
+`{PER_SAMPLE}`: the default watchdog, with the module reporting its per-sample losses
+(`report_sample_losses`, the cross-entropy of each sample): a batch dominated by samples whose loss is an
+outlier is skipped as bad data. A separate row in every table above: the peers do not get this input.
+Its interventions (first runs), `sample_outliers` being the new signal's:
+
+{per_sample_lines or "- none"}
 """
     with open(ctx.path("watchdog.md"), "w") as handle:
         handle.write(text)

@@ -38,8 +38,8 @@ SECTIONS: list[tuple[str, str, Callable[[str, Any, str], bool]]] = [
         lambda name, obj, module: module.startswith("lr_callbacks.finder."),
     ),
     (
-        "Divergence watchdog: records",
-        "What the watchdog keeps of each intervention.",
+        "Divergence watchdog: records and inputs",
+        "What the watchdog keeps of each intervention, and how a module hands it its per-sample losses.",
         lambda name, obj, module: module.startswith("lr_callbacks.watchdog."),
     ),
     (

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from lr_callbacks.finder.callback import LRFinder, find_lr
     from lr_callbacks.schedule.callback import LRSchedule
     from lr_callbacks.watchdog.callback import DivergenceWatchdog
+    from lr_callbacks.watchdog.samples import report_sample_losses
 
 __version__ = "0.2.0"
 
@@ -52,6 +53,7 @@ _LAZY = {
     "LRFinder": "lr_callbacks.finder.callback",
     "find_lr": "lr_callbacks.finder.callback",
     "DivergenceWatchdog": "lr_callbacks.watchdog.callback",
+    "report_sample_losses": "lr_callbacks.watchdog.samples",
 }
 
 
@@ -105,5 +107,6 @@ __all__ = [
     "find_lr",
     "parse_duration",
     "preset",
+    "report_sample_losses",
     "suggest_lr",
 ]

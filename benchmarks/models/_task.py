@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lr_callbacks import Schedule
+from lr_callbacks import Schedule, report_sample_losses
 
 __all__ = [
     "OPTIMIZERS",
@@ -117,6 +117,8 @@ class Task:
         gradient_clip_val: clip the gradients' global L2 norm to this before every step, as Lightning's
             ``Trainer(gradient_clip_val=...)`` does (``None``: no clipping).
         start: the trained state every run starts from (``None``: a fresh model and optimizer).
+        sample_loss: optional ``sample_loss(output, target) -> one loss per sample``, whose mean is ``loss``
+            (for :class:`TaskModule`'s ``per_sample``).
     """
 
     name: str
@@ -137,6 +139,7 @@ class Task:
     extra: Mapping[str, Any] = field(default_factory=dict)
     gradient_clip_val: float | None = None
     start: Start | None = None
+    sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def fingerprint(self) -> str:
         """A short hash of everything that decides a training run's outcome (for caching results)."""
@@ -307,14 +310,22 @@ class TaskModule(pl.LightningModule):
         lr: the peak LR of the first group (``self.lr``, so Lightning's ``Tuner.lr_find`` can set it).
         seed: the model's initialisation.
         log_loss: log ``train_loss`` with ``self.log`` (Lightning's default cadence).
+        per_sample: hand the batch's per-sample losses to a ``DivergenceWatchdog``
+            (:func:`~lr_callbacks.report_sample_losses`, from the task's ``sample_loss`` of the detached output:
+            the training itself is the same).
     """
 
-    def __init__(self, task: Task, optimizer: str, lr: float, seed: int = 0, log_loss: bool = True) -> None:
+    def __init__(
+        self, task: Task, optimizer: str, lr: float, seed: int = 0, log_loss: bool = True, per_sample: bool = False
+    ) -> None:
         super().__init__()
+        if per_sample and task.sample_loss is None:
+            raise ValueError(f"per_sample=True needs a task with a sample_loss; {task.name!r} has none")
         self.task = task
         self.optimizer_name = optimizer
         self.lr = lr
         self.log_loss = log_loss
+        self.per_sample = per_sample
         torch.manual_seed(seed)
         self.model = task.build()
         if task.start is not None:
@@ -326,7 +337,10 @@ class TaskModule(pl.LightningModule):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.task.loss(self.model(x), y)
+        out = self.model(x)
+        loss = self.task.loss(out, y)
+        if self.per_sample and self.task.sample_loss is not None:
+            report_sample_losses(self, self.task.sample_loss(out.detach(), y))
         if self.log_loss:
             self.log("train_loss", loss)
         return loss

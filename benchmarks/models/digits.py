@@ -7,7 +7,7 @@ Nothing is downloaded: the images ship inside scikit-learn.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 from torch.utils.data import TensorDataset
@@ -83,4 +83,5 @@ def digits_task(model: str = "mlp", steps: int = 300, batch_size: int = 32) -> T
         chance_loss=math.log(10),
         describe=f"sklearn digits 8×8 (1,437 train / 360 val), {model.upper()}, batch {batch_size}, {steps} steps",
         extra={"classes": 10},
+        sample_loss=partial(torch.nn.functional.cross_entropy, reduction="none"),
     )

@@ -6,6 +6,7 @@ apply its answer (skip, clip, LR scale, rollback, halt) through ``watchdog.devic
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from lr_callbacks.core.snapshot import restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
+    Row,
     StepSignals,
     UpdateProbe,
     all_reduce_mean,
@@ -33,6 +35,7 @@ from lr_callbacks.watchdog.device import (
     row_state,
 )
 from lr_callbacks.watchdog.policy import Decision, Probe, WatchdogPolicy
+from lr_callbacks.watchdog.samples import take_sample_losses
 from lr_callbacks.watchdog.snapshots import (
     SNAPSHOT_MODES,
     SnapshotRing,
@@ -41,7 +44,7 @@ from lr_callbacks.watchdog.snapshots import (
     reference_loss,
     state_bytes,
 )
-from lr_callbacks.watchdog.stats import Verdict
+from lr_callbacks.watchdog.stats import Samples, Verdict
 
 if TYPE_CHECKING:
     from pytorch_lightning import LightningModule, Trainer
@@ -93,6 +96,21 @@ class DivergenceWatchdog(Callback):
     reference batch tells the cause as before; bad data found then on the restored weights undoes the
     rollback's LR cut (the data did the damage, not the LR). Without a reference (``reference_batch=False``,
     or before the first snapshot with one) the ladder below acts as it is.
+
+    **Per-sample losses (optional).** A module that calls :func:`~lr_callbacks.report_sample_losses` in
+    ``training_step`` with one loss per sample has each batch judged by its samples too. A sample is an outlier
+    above the median of the largest per-sample loss of the last ``window`` accepted batches (the loss a clean
+    batch's worst sample exceeds half the time); a batch with more outliers than a clean batch shows (the count
+    a binomial at the measured clean tail rate exceeds with probability 1e-6, widened by the measured
+    over-dispersion of clean batches' counts) is skipped (signal ``"sample_outliers"``). Its cause is told by
+    the clean reference batch, as at a loss outlier: sound weights (or no reference to tell) mean bad data, with
+    no rollback and no LR cut, for at most ``max_data_skips`` batches in a row, after which the per-sample
+    baseline starts again (as it does at any new baseline of the loss); a risen reference loss means damaged
+    weights (an LR fault makes every sample an outlier): the ladder's rollback. The limit exists after
+    ``warmup_steps`` accepted batches, the tail rate after as many more. The largest loss and the counts are
+    computed on the device and read back with the step's other signals (no extra synchronisation), averaged
+    over the ranks, so every rank decides the same (under DDP the largest loss is the ranks' mean of theirs).
+    A module that does not report sees no change.
 
     **The ladder** (each rung with its threshold, cooldown and budget):
 
@@ -146,7 +164,8 @@ class DivergenceWatchdog(Callback):
     the callback raises at setup.
 
     Logs ``watchdog/loss``, ``watchdog/grad_norm``, ``watchdog/loss_z``, ``watchdog/grad_norm_z``,
-    ``watchdog/cusum`` and ``watchdog/lr_scale`` at x = step, and ``watchdog/events``, a text table of each
+    ``watchdog/cusum`` and ``watchdog/lr_scale`` at x = step (and ``watchdog/sample_outliers``, the batch's share of
+    outlier samples, for a module that reports them), and ``watchdog/events``, a text table of each
     intervention; :attr:`events` lists them as :class:`~lr_callbacks.Incident` objects.
 
     Args:
@@ -302,7 +321,7 @@ class DivergenceWatchdog(Callback):
         self.snapshot_mode: str | None = None
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
-        self._held: list[tuple[int, Verdict, float, float]] = []  # device rows read early (at a checkpoint)
+        self._held: list[Row] = []  # device rows read early (at a checkpoint)
         self._paused = False
         self._reset_fit()
 
@@ -388,7 +407,8 @@ class DivergenceWatchdog(Callback):
         self._signals.shard_group = plain_shard_group(trainer.strategy)
         self._policy.configure(_total_steps(trainer), can_roll_back=self._snapshot_mode != "off")
         if self._sync_every > 1:
-            self._judge = DeviceJudge(pl_module.device, self._sync_every, self.config.outlier_action == "clip")
+            clip = self.config.outlier_action == "clip"
+            self._judge = DeviceJudge(pl_module.device, self._sync_every, clip, int(trainer.world_size))
         self._signals.reset()
 
     @override
@@ -410,8 +430,17 @@ class DivergenceWatchdog(Callback):
             restore_optimizer_state(optimizer, live["optimizer"])
         elif self._policy.state.accepted:
             self._policy.request_snapshot()
+        self._set_gate()
+
+    def _set_gate(self) -> None:
+        """Hand the policy's current limits to the step's signals (the per-sample limit) and the device judge;
+        on the host path of a module that reports no per-sample losses there is nothing to hand."""
+        if self._judge is None and not self._policy.sample_size:
+            return
+        gate = self._policy.gate()
+        self._signals.sample_limit = gate.sample_limit
         if self._judge is not None:
-            self._judge.set_gate(self._policy.gate())
+            self._judge.set_gate(gate)
 
     def _new_ring(self, trainer: Any, pl_module: Any, optimizer: Any) -> SnapshotRing:
         """The ring where ``snapshot`` says; ``"auto"`` decides from the state's size and the free host memory."""
@@ -430,11 +459,15 @@ class DivergenceWatchdog(Callback):
         if self._signals.micro_batches == 0:
             self._batches = []
         self._batches.append(batch)
+        take_sample_losses(pl_module)  # drop any left by an evaluation outside the step (the reference batch's)
 
     @override
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        samples = take_sample_losses(pl_module)
         if not self._paused:
             self._signals.add_loss(loss)
+            if samples is not None:
+                self._signals.add_samples(samples)
 
     @override
     def on_before_optimizer_step(
@@ -453,7 +486,7 @@ class DivergenceWatchdog(Callback):
         step = int(trainer.global_step)
         judge = self._judge
         if judge is not None and (step + 1) % self._sync_every != 0:
-            held_forced = sum(verdict.forced for _, verdict, _, _ in self._held)
+            held_forced = sum(row[1].forced for row in self._held)
             if self._policy.state.skip_pending > judge.forced_pending + held_forced:
                 drop_gradients(optimizer)
                 judge.forced(values, step)
@@ -470,6 +503,7 @@ class DivergenceWatchdog(Callback):
         rows, self._held = self._held, []
         update_norm = self._updates.pending_grad_norm
         pending, lrs, update_step = self._updates.take()
+        width = values.numel()  # [loss, grad_norm], then the per-sample summary if the module reports one
         if pending is not None:
             values = torch.cat([values.reshape(-1), pending.to(values.device).reshape(-1)])
         if self._judge is not None:
@@ -477,17 +511,18 @@ class DivergenceWatchdog(Callback):
             rows += device_rows
         else:
             current = values.tolist()
-        current, ratios = current[:2], current[2:]
+        (loss, norm), ratios = current[:2], current[width:]
+        world = int(trainer.world_size)
+        samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
         probe = self._probe(trainer, pl_module)
-        decisions = [self._record(*row, probe) for row in rows]
-        loss, norm = current
-        verdict = self._policy.judge(loss, norm)
+        decisions = [self._record(k, v, lo, no, probe, self._in_force(s, world)) for k, v, lo, no, s in rows]
+        verdict = self._policy.judge(loss, norm, samples)
         if verdict.skip:
             drop_gradients(optimizer)
         elif verdict.clip_factor != 1.0:
             clip_gradients(optimizer, verdict.clip_factor)
-        decisions.append(self._record(step, verdict, loss, norm, probe))
+        decisions.append(self._record(step, verdict, loss, norm, probe, samples))
         if ratios and update_step is not None:
             decisions.append(self._record_update(update_step, ratios, lrs, update_norm, optimizer))
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
@@ -498,8 +533,15 @@ class DivergenceWatchdog(Callback):
             self._ring.take(pl_module, optimizer, step, self._batches)
             self._policy.snapshot_taken(step, loss)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
-        if self._judge is not None:
-            self._judge.set_gate(self._policy.gate())
+        self._set_gate()
+
+    def _in_force(self, samples: Samples | None, world_size: int) -> Samples | None:
+        """A per-sample summary as read back (its count and size averaged over the ranks) with totals over the
+        ranks, and the per-sample limit its count was taken at: the one set at the last read."""
+        if samples is None:
+            return None
+        count, n = samples.count * world_size, samples.n * world_size
+        return dataclasses.replace(samples, count=count, n=n, limit=self._signals.sample_limit)
 
     @staticmethod
     def _acted(decisions: list[Decision]) -> bool:
@@ -527,13 +569,23 @@ class DivergenceWatchdog(Callback):
 
         return probe
 
-    def _record(self, step: int, verdict: Verdict, loss: float, norm: float, probe: Probe | None = None) -> Decision:
+    def _record(
+        self,
+        step: int,
+        verdict: Verdict,
+        loss: float,
+        norm: float,
+        probe: Probe | None = None,
+        samples: Samples | None = None,
+    ) -> Decision:
         logged = step % self._log_every == 0
         scores = self._policy.z_scores(loss, norm) if logged and self._policy.ready else {}  # against the old baseline
-        decision = self._policy.record(step, loss, norm, verdict, probe)
+        decision = self._policy.record(step, loss, norm, verdict, probe, samples)
         if logged:
             metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm, "watchdog/lr_scale": self._policy.scale}
             metrics.update({f"watchdog/{name}": value for name, value in scores.items()})
+            if samples is not None and math.isfinite(samples.limit):
+                metrics["watchdog/sample_outliers"] = samples.share
             metrics["watchdog/cusum"] = self._policy.cusum.value
             log_scalars(self._trainer, metrics, step)
         for incident in decision.incidents:

@@ -41,6 +41,7 @@ class Signal(_Name):
     DAMAGED_WEIGHTS = "damaged_weights"
     BAD_DATA = "bad_data"
     UPDATE_RATIO = "update_ratio"
+    SAMPLE_OUTLIERS = "sample_outliers"
 
 
 class Action(_Name):
@@ -66,7 +67,9 @@ class Incident:
             ``"repeated_outliers"``, ``"persistent_outliers"``, ``"loss_trend"``, ``"clean_stretch"``,
             ``"after_rollback"``, ``"flat_loss"``, ``"damaged_weights"`` (the clean reference batch's loss rose
             on the live weights), ``"bad_data"`` (it did not: the batches are bad), ``"update_ratio"`` (the
-            update is too large for the planned LR).
+            update is too large for the planned LR), ``"sample_outliers"`` (the batch is dominated by samples
+            whose loss is an outlier: the module reports per-sample losses, see
+            :func:`~lr_callbacks.report_sample_losses`).
         value: the signal's value (the loss, the gradient norm, a count, the CUSUM sum, a relative drop).
         threshold: the value it was compared with (``nan`` where there is none, e.g. non-finite values).
         action: what was done, an :class:`Action` (a ``str``): ``"skip"``, ``"clip"``, ``"lower_lr"``,

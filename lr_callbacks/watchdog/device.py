@@ -16,10 +16,12 @@ from lr_callbacks.core.compat import flatten, set_found_inf
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.sharded import all_plain, local, plain
 from lr_callbacks.watchdog.config import Signal
-from lr_callbacks.watchdog.stats import Gate, Verdict
+from lr_callbacks.watchdog.samples import sample_statistics
+from lr_callbacks.watchdog.stats import Gate, Samples, Verdict
 
 __all__ = [
     "DeviceJudge",
+    "Row",
     "StepSignals",
     "UpdateProbe",
     "all_reduce_mean",
@@ -40,7 +42,9 @@ def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 class StepSignals:
-    """One optimizer step's loss (its micro-batches combined) and its gradient norm before clipping.
+    """One optimizer step's loss (its micro-batches combined) and its gradient norm before clipping, and the
+    summary of its per-sample losses when the module reports them (:func:`~lr_callbacks.report_sample_losses`),
+    counted against ``sample_limit``, the per-sample limit the host set at its last read.
 
     Everything stays on the device: nothing here reads a value back to the host. Under a sharded strategy the
     norm is the whole gradient's (:func:`~lr_callbacks.core.grads.global_norm`); ``shard_group`` is FSDP1's.
@@ -48,11 +52,13 @@ class StepSignals:
 
     def __init__(self) -> None:
         self.shard_group: Any = None
+        self.sample_limit = math.inf
         self.reset()
 
     def reset(self) -> None:
         self._loss: torch.Tensor | None = None
         self._micro_batches = 0
+        self._samples: list[torch.Tensor] = []
 
     @property
     def micro_batches(self) -> int:
@@ -68,8 +74,14 @@ class StepSignals:
         self._loss = value if self._loss is None else self._loss + value
         self._micro_batches += 1
 
+    def add_samples(self, losses: torch.Tensor) -> None:
+        """Add a micro-batch's per-sample losses."""
+        self._samples.append(losses)
+
     def collect(self, optimizer: torch.optim.Optimizer, accumulate: int) -> torch.Tensor | None:
-        """``[loss, grad_norm]`` of the step as a float32 tensor on the loss's device; ``None`` without a loss.
+        """``[loss, grad_norm]`` of the step as a float32 tensor on the loss's device, followed by
+        ``[largest, outliers, samples]`` of its per-sample losses if any were reported
+        (:func:`~lr_callbacks.watchdog.samples.sample_statistics`); ``None`` without a loss.
 
         The loss is the mean over the step's micro-batches: Lightning divides each by ``accumulate``, so the
         sum is rescaled by ``accumulate / micro_batches`` for a shorter last group of an epoch.
@@ -79,7 +91,10 @@ class StepSignals:
         loss = self._loss.reshape(())
         if accumulate != self._micro_batches:
             loss = loss * (accumulate / self._micro_batches)
-        return torch.stack([loss, global_norm(_gradients(optimizer), loss.device, self.shard_group)])
+        values = torch.stack([loss, global_norm(_gradients(optimizer), loss.device, self.shard_group)])
+        if self._samples:
+            values = torch.cat([values, sample_statistics(self._samples, self.sample_limit).to(values.device)])
+        return values
 
 
 def all_reduce_mean(tensor: torch.Tensor, world_size: int, strategy: Any) -> torch.Tensor:
@@ -127,24 +142,28 @@ class DeviceJudge:
       moments decay by one step and weight decay applies. Only a host that knows the verdict before the
       update can make such a step a true no-op.
 
-    Each row holds ``[loss, grad_norm, loss_outlier, grad_outlier, skip, clip_factor, forced_skip]``.
+    Each row holds ``[loss, grad_norm, loss_outlier, grad_outlier, skip, clip_factor, forced_skip]`` and, for
+    the per-sample signal, ``[sample_outlier, largest, outliers, samples]`` (zeros without per-sample losses).
     """
 
-    COLUMNS = 7
+    COLUMNS = 11
+    _SAMPLES = 8  # where the per-sample summary starts
 
-    def __init__(self, device: torch.device, rows: int, clip: bool) -> None:
+    def __init__(self, device: torch.device, rows: int, clip: bool, world_size: int = 1) -> None:
         self.clip = clip
-        self.gate = torch.full((3,), math.inf, device=device)
+        self.world_size = world_size  # the per-sample count arrives averaged over the ranks; its limit is a total
+        self.gate = torch.full((4,), math.inf, device=device)
         self.rows = torch.zeros((rows, self.COLUMNS), device=device)
         self.steps: list[int] = []
         self._forced = 0
 
     def set_gate(self, gate: Gate) -> None:
-        """Hand the host's current limits to the device (a 3-float copy, at host steps only)."""
-        self.gate.copy_(torch.tensor([gate.loss_limit, gate.grad_limit, float(gate.clip)]))
+        """Hand the host's current limits to the device (a 4-float copy, at host steps only)."""
+        self.gate.copy_(torch.tensor([gate.loss_limit, gate.grad_limit, float(gate.clip), gate.sample_count]))
 
     def judge(self, optimizer: torch.optim.Optimizer, values: torch.Tensor, step: int, exact_skip: bool) -> None:
-        """Judge the step of ``values`` (``[loss, grad_norm]``), apply the verdict, and store its row."""
+        """Judge the step of ``values`` (``[loss, grad_norm]``, then the per-sample summary if there is one),
+        apply the verdict, and store its row."""
         loss, norm = values[0], values[1]
         non_finite = ~(torch.isfinite(loss) & torch.isfinite(norm))
         x, y = torch.log(loss), torch.log(norm)
@@ -157,8 +176,11 @@ class DeviceJudge:
             torch.where(loss_out, torch.exp(self.gate[0] - x), one),
             torch.where(grad_out, torch.exp(self.gate[1] - y), one),
         )
-        skip = non_finite | (outlier & ~clip)
-        clip_factor = torch.where(outlier & clip & ~non_finite, factor, one)
+        zero = torch.zeros((), device=loss.device)
+        samples = values[2:5] if values.numel() >= 5 else torch.zeros(3, device=loss.device)
+        sample_out = (samples[1] * self.world_size > self.gate[3]) & (samples[2] > 0) & ~non_finite
+        skip = non_finite | (outlier & ~clip) | sample_out
+        clip_factor = torch.where(outlier & clip & ~non_finite & ~sample_out, factor, one)
         if exact_skip:
             set_found_inf(optimizer, skip.float())
         else:
@@ -166,16 +188,15 @@ class DeviceJudge:
                 gradient.masked_fill_(skip, 0.0)
         if self.clip:  # in "skip" mode the factor is always 1: spare the pass over the gradients
             clip_gradients(optimizer, clip_factor)
-        zero = torch.zeros((), device=loss.device)
-        self._store(
-            torch.stack([loss, norm, loss_out.float(), grad_out.float(), skip.float(), clip_factor, zero]), step
-        )
+        row = [loss, norm, loss_out.float(), grad_out.float(), skip.float(), clip_factor, zero, sample_out.float()]
+        self._store(torch.cat([torch.stack(row), samples]), step)
 
     def forced(self, values: torch.Tensor, step: int) -> None:
         """Store the row of a step the host skipped itself (after a rollback)."""
         zero = torch.zeros((), device=values.device)
         one = torch.ones((), device=values.device)
-        self._store(torch.stack([values[0], values[1], zero, zero, one, one, one]), step)
+        samples = values[2:5] if values.numel() >= 5 else torch.zeros(3, device=values.device)
+        self._store(torch.cat([torch.stack([values[0], values[1], zero, zero, one, one, one, zero]), samples]), step)
         self._forced += 1
 
     def _store(self, row: torch.Tensor, step: int) -> None:
@@ -187,10 +208,11 @@ class DeviceJudge:
         """Stored rows of host-forced skips that the host has not read yet."""
         return self._forced
 
-    def read(self, current: torch.Tensor | None) -> tuple[list[tuple[int, Verdict, float, float]], list[float]]:
-        """Read every stored row and ``current`` (this step's ``[loss, grad_norm]``) with one host transfer.
+    def read(self, current: torch.Tensor | None) -> tuple[list[Row], list[float]]:
+        """Read every stored row and ``current`` (this step's values) with one host transfer.
 
-        Returns the stored steps with their verdicts and values, oldest first, and the current values (empty
+        Returns the stored steps with their verdicts, values and per-sample summaries (``None`` without one;
+        their ``limit`` is left to the caller, who knows it), oldest first, and the current values (empty
         without ``current``). The device rows are cleared.
         """
         used = len(self.steps)
@@ -201,28 +223,45 @@ class DeviceJudge:
         rows = []
         for index, step in enumerate(self.steps):
             row = flat[index * self.COLUMNS : (index + 1) * self.COLUMNS]
-            rows.append((step, _verdict(*row), row[0], row[1]))
+            largest, count, n = row[self._SAMPLES :]
+            samples = Samples(largest, count, n) if n > 0 else None
+            rows.append((step, _verdict(*row[: self._SAMPLES]), row[0], row[1], samples))
         self.steps, self._forced = [], 0
         return rows, flat[used * self.COLUMNS :]
 
 
-def row_state(step: int, verdict: Verdict, loss: float, norm: float) -> dict[str, Any]:
+Row = tuple[int, Verdict, float, float, Samples | None]
+"""A judged step: its step, verdict, loss, gradient norm and per-sample summary (``None`` without one)."""
+
+
+def row_state(step: int, verdict: Verdict, loss: float, norm: float, samples: Samples | None = None) -> dict[str, Any]:
     """A judged step as plain data, for a checkpoint."""
-    return {"step": step, "verdict": verdict.state(), "loss": loss, "grad_norm": norm}
+    state = {"step": step, "verdict": verdict.state(), "loss": loss, "grad_norm": norm}
+    return state if samples is None else {**state, "samples": samples.state()}
 
 
-def row_from_state(row: dict[str, Any]) -> tuple[int, Verdict, float, float]:
-    """The inverse of :func:`row_state`."""
-    return int(row["step"]), Verdict.from_state(row["verdict"]), float(row["loss"]), float(row["grad_norm"])
+def row_from_state(row: dict[str, Any]) -> Row:
+    """The inverse of :func:`row_state` (a row of an older checkpoint has no per-sample summary)."""
+    samples = Samples(*map(float, row["samples"])) if row.get("samples") is not None else None
+    return int(row["step"]), Verdict.from_state(row["verdict"]), float(row["loss"]), float(row["grad_norm"]), samples
 
 
 def _verdict(
-    loss: float, norm: float, loss_out: float, grad_out: float, skip: float, factor: float, forced: float
+    loss: float,
+    norm: float,
+    loss_out: float,
+    grad_out: float,
+    skip: float,
+    factor: float,
+    forced: float,
+    sample_out: float = 0.0,
 ) -> Verdict:
     if forced:
         return Verdict(skip=True, forced=True)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         return Verdict(skip=True, signals=(Signal.NON_FINITE,))
+    if sample_out:
+        return Verdict(skip=True, signals=(Signal.SAMPLE_OUTLIERS,))
     signals = tuple(name for name, flag in ((Signal.LOSS, loss_out), (Signal.GRAD_NORM, grad_out)) if flag)
     return Verdict(skip=bool(skip), clip_factor=factor, signals=signals)
 

@@ -37,7 +37,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig, resolve_steps
-from lr_callbacks.watchdog.stats import Cusum, Gate, RollingBaseline, Verdict, judge, log_value, trend
+from lr_callbacks.watchdog.stats import (
+    Cusum,
+    Gate,
+    RollingBaseline,
+    SampleBaseline,
+    Samples,
+    Verdict,
+    judge,
+    log_value,
+    trend,
+)
 
 __all__ = ["Decision", "Probe", "WatchdogPolicy"]
 
@@ -141,6 +151,8 @@ class WatchdogPolicy:
         self.grad = RollingBaseline(config.window, config.min_spread)
         self.cusum = Cusum(config.cusum_drift, config.cusum_threshold)
         self.updates: dict[str, RollingBaseline] = {}  # per group: log(update ratio / LR), accepted samples
+        self.samples = SampleBaseline(config.window, config.warmup_steps)  # for a module reporting per-sample losses
+        self._sample_size = 0.0  # the largest batch recorded, in samples over all ranks (for the device's gate)
         self.state = _State()
         self.events: list[Incident] = []
         self.configure(None)
@@ -177,12 +189,18 @@ class WatchdogPolicy:
         return self.state.accepted >= self.config.warmup_steps
 
     @property
+    def sample_size(self) -> float:
+        """The largest batch recorded with per-sample losses, in samples over all ranks (0: none reported)."""
+        return self._sample_size
+
+    @property
     def incident_open(self) -> bool:
         """A run of outliers is in progress: the live weights are not known to be clean."""
         return bool(self.state.run)
 
-    def gate(self) -> Gate:
-        """The limits a step is judged against now.
+    def gate(self, samples: float | None = None) -> Gate:
+        """The limits a step is judged against now; its per-sample count limit for a batch of ``samples`` (over
+        all ranks), by default for the largest batch seen (as the device judges: no more skips than exact).
 
         During the warmup, before the baseline exists, the loss is held against the run's own first losses:
         a loss above ``max_level_shift`` × their median is trouble (the LR warming up into instability).
@@ -199,6 +217,8 @@ class WatchdogPolicy:
             loss_limit=self.loss.limit(z) if len(self.loss) else math.inf,
             grad_limit=self.grad.limit(c.grad_z_threshold) if len(self.grad) else math.inf,
             clip=self.config.outlier_action == "clip",
+            sample_limit=self.samples.limit,
+            sample_count=self.samples.max_count(self._sample_size if samples is None else samples),
         )
 
     def _guarded(self) -> bool:
@@ -215,11 +235,14 @@ class WatchdogPolicy:
                 scores[name] = baseline.z(x)
         return scores
 
-    def judge(self, loss: float, grad_norm: float) -> Verdict:
-        """The verdict for a step, including the skips that follow a rollback."""
+    def judge(self, loss: float, grad_norm: float, samples: Samples | None = None) -> Verdict:
+        """The verdict for a step (``samples``: its per-sample summary, ``None`` without per-sample losses),
+        including the skips that follow a rollback."""
         if self.state.skip_pending:
             return Verdict(skip=True, forced=True)
-        return judge(self.gate(), loss, grad_norm)
+        if samples is None:
+            return judge(self.gate(), loss, grad_norm)
+        return judge(self.gate(samples.n), loss, grad_norm, samples.count)
 
     def wants_snapshot(self, step: int) -> bool:
         """Whether the weights before ``step``'s update are a clean snapshot worth taking now.
@@ -406,22 +429,72 @@ class WatchdogPolicy:
     # --- the ladder --------------------------------------------------------------------------------
 
     def record(
-        self, step: int, loss: float, grad_norm: float, verdict: Verdict, probe: Probe | None = None
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float,
+        verdict: Verdict,
+        probe: Probe | None = None,
+        samples: Samples | None = None,
     ) -> Decision:
         """Record ``step`` with the ``verdict`` it was given; return what must be done now.
 
         ``probe`` evaluates the live weights on the clean reference batch; it is called only at an incident.
+        ``samples`` summarises the step's per-sample losses (``None``: the module reports none).
         """
         s = self.state
         if s.halted:
             return Decision()
+        if samples is not None:
+            self._sample_size = max(self._sample_size, samples.n)
         if verdict.forced:
             s.skip_pending -= 1
             note = Incident(step, Signal.AFTER_ROLLBACK, loss, math.nan, Action.SKIP, f"{s.skip_pending} more to skip")
             return self._emit(Decision(incidents=(note,)))
+        if Signal.SAMPLE_OUTLIERS in verdict.signals:
+            damaged = self._damaged(probe)
+            if not damaged:
+                return self._emit(self._sample_outliers(step, samples, damaged))
+            # the clean reference batch's loss rose too: the weights make the samples outliers, not the data
+            measured = self._probe_value
+            return self._emit(self._outlier(step, loss, grad_norm, verdict, lambda: measured, samples))
         if verdict.signals:
             return self._emit(self._outlier(step, loss, grad_norm, verdict, probe))
+        if samples is not None:
+            self.samples.add(samples)
         return self._emit(self._accepted(step, loss, grad_norm, probe))
+
+    def _sample_note(self, step: int, samples: Samples | None, why: str) -> Incident:
+        """The skip of a batch dominated by outlier samples, with its numbers."""
+        count, n = (samples.count, samples.n) if samples is not None else (math.nan, 0.0)
+        limit = self.samples.max_count(n)
+        detail = (
+            f"{count:.0f} of {n:.0f} samples have a loss above {self.samples.limit:.4g} (a clean batch: at most "
+            f"{limit:.3g}, at a tail rate of {self.samples.tail_rate:.2%} and a dispersion of "
+            f"{self.samples.dispersion:.2g}); {why}"
+        )
+        return Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.SKIP, detail)
+
+    def _sample_outliers(self, step: int, samples: Samples | None, damaged: bool | None) -> Decision:
+        """The batch is dominated by outlier samples and the clean reference batch shows sound weights (or there
+        is no reference to tell): bad data, skipped (no rollback, no LR cut), within ``max_data_skips`` batches in
+        a row. Past that budget the data changed: the per-sample baseline starts again from the batches to come.
+        (Damaged weights make a batch's samples outliers too: then :meth:`_outlier` takes the step to the ladder.)"""
+        s = self.state
+        known = "the clean reference batch shows sound weights" if damaged is False else "no reference batch to tell"
+        note = self._sample_note(step, samples, f"{known}: bad data")
+        count, limit = note.value, note.threshold
+        incidents = [note]
+        s.data_skips += 1
+        if s.data_skips >= s.data_budget:
+            self.samples.reset()
+            s.data_skips = 0
+            why = (
+                f"{s.data_budget} batches in a row were dominated by outlier samples (max_data_skips): a change of "
+                "data; the per-sample baseline starts again"
+            )
+            incidents.append(Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.REBASELINE, why))
+        return Decision(incidents=tuple(incidents))
 
     def _emit(self, decision: Decision) -> Decision:
         self.events.extend(decision.incidents)
@@ -429,12 +502,23 @@ class WatchdogPolicy:
             self.state.last_change = decision.incidents[-1].step
         return decision
 
-    def _outlier(self, step: int, loss: float, grad_norm: float, verdict: Verdict, probe: Probe | None) -> Decision:
+    def _outlier(
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float,
+        verdict: Verdict,
+        probe: Probe | None,
+        samples: Samples | None = None,
+    ) -> Decision:
         s = self.state
         action = Action.SKIP if verdict.skip else Action.CLIP
         gate = self.gate()
         incidents = []
         for signal in verdict.signals:
+            if signal is Signal.SAMPLE_OUTLIERS:
+                incidents.append(self._sample_note(step, samples, "the clean reference batch's loss rose too"))
+                continue
             value, limit = (grad_norm, gate.grad_limit) if signal is Signal.GRAD_NORM else (loss, gate.loss_limit)
             if signal is Signal.NON_FINITE:
                 value = loss if not math.isfinite(loss) else grad_norm
@@ -557,6 +641,7 @@ class WatchdogPolicy:
         if any(r.grad_out for r in run):
             self.grad.reset([r.grad for r in run if r.grad is not None], refill=c.warmup_steps)
         self.cusum.reset()
+        self.samples.reset()
         s.run, s.run_starts, s.data_skips = [], [], 0
         bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
         detail = (
@@ -598,6 +683,7 @@ class WatchdogPolicy:
         if any(r.grad_out for r in run):
             self.grad.reset([r.grad for r in run if r.grad is not None], refill=c.warmup_steps)
         self.cusum.reset()
+        self.samples.reset()
         s.run_starts, s.clean_since_rollback = [], None
         old, s.scale = s.scale, s.scale_before_rollback
         detail = (
@@ -750,6 +836,7 @@ class WatchdogPolicy:
         if s.clean_since_rollback is not None and not s.normal_since_rollback and within:
             self.loss.reset(values, refill=c.warmup_steps)
             cusum.reset()
+            self.samples.reset()
             s.clean_since_rollback = None
             old, s.scale = s.scale, s.scale_before_rollback
             detail = (
@@ -760,6 +847,7 @@ class WatchdogPolicy:
         if within and (damaged is False or trend(values, spread) == "flat"):
             self.loss.reset(values, refill=c.warmup_steps)
             cusum.reset()
+            self.samples.reset()
             detail = f"{change} and stayed flat (a level shift within max_level_shift): new baseline"
             return Decision(
                 incidents=(Incident(step, Signal.LOSS_TREND, value, c.cusum_threshold, Action.REBASELINE, detail),)
@@ -822,6 +910,7 @@ class WatchdogPolicy:
             "cusum": self.cusum.state_dict(),
             "events": [e.state() for e in self.events],
             "updates": {name: baseline.state_dict() for name, baseline in self.updates.items()},
+            "samples": {**self.samples.state_dict(), "size": self._sample_size},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -841,6 +930,11 @@ class WatchdogPolicy:
         for name, saved in state.get("updates", {}).items():
             self.updates[name] = self._update_baseline()
             self.updates[name].load_state_dict(saved)
+        self.samples.reset()
+        self._sample_size = 0.0
+        if "samples" in state:  # a checkpoint of an older version has none
+            self.samples.load_state_dict(state["samples"])
+            self._sample_size = float(state["samples"]["size"])
 
 
 def _snap(scale: float) -> float:

@@ -9,6 +9,8 @@ the same ``log 2``, so one threshold fits every loss scale and every model (a mu
 - :class:`Cusum`: a one-sided CUSUM of the robust residuals, for a slow climb that never spikes. Its
   reference is frozen while the sum is above zero, so a climb cannot drag its own reference up.
 - :func:`judge` gives a step its verdict against the limits of a :class:`Gate` (skip, clip or take it).
+- :class:`SampleBaseline`: the clean per-sample loss distribution (for modules that report their per-sample
+  losses), and :func:`binomial_limit`, the most outlier samples a clean batch shows.
 - :func:`trend` tells a climb (still rising) from a level shift (a step up, then flat or falling): the first is
   divergence, the second a change of data that deserves a new baseline, not an action.
 """
@@ -25,7 +27,20 @@ from typing import Any
 
 from lr_callbacks.watchdog.config import Signal
 
-__all__ = ["MAD_TO_SIGMA", "Cusum", "Gate", "RollingBaseline", "Verdict", "judge", "log_value", "trend"]
+__all__ = [
+    "MAD_TO_SIGMA",
+    "SAMPLE_FALSE_ALARM",
+    "Cusum",
+    "Gate",
+    "RollingBaseline",
+    "SampleBaseline",
+    "Samples",
+    "Verdict",
+    "binomial_limit",
+    "judge",
+    "log_value",
+    "trend",
+]
 
 MAD_TO_SIGMA = 1.4826
 """The factor that makes the median absolute deviation estimate a Gaussian's standard deviation."""
@@ -299,6 +314,8 @@ class Gate:
     loss_limit: float = math.inf
     grad_limit: float = math.inf
     clip: bool = False
+    sample_limit: float = math.inf  # a sample whose loss is above this is an outlier (linear units, not log)
+    sample_count: float = math.inf  # a batch with more outlier samples than this is skipped
 
 
 @dataclass(frozen=True)
@@ -332,11 +349,13 @@ class Verdict:
         return cls(skip=bool(state["skip"]), clip_factor=float(state["clip_factor"]), signals=signals, forced=forced)
 
 
-def judge(gate: Gate, loss: float, grad_norm: float) -> Verdict:
+def judge(gate: Gate, loss: float, grad_norm: float, outliers: float = math.nan) -> Verdict:
     """Judge one step against ``gate``: non-finite values are skipped, outliers skipped or clipped.
 
     The clip factor is ``min(limit / value)`` over the outlying signals (in linear units), so a clipped step
-    is no larger than one at the threshold.
+    is no larger than one at the threshold. ``outliers`` is the step's count of outlier samples (``nan``: the
+    module reports no per-sample losses); above ``gate.sample_count`` the batch is bad data and is skipped, in
+    ``"clip"`` mode too.
 
     >>> judge(Gate(loss_limit=math.log(2.0), grad_limit=math.log(10.0)), loss=1.0, grad_norm=3.0) == Verdict()
     True
@@ -347,9 +366,13 @@ def judge(gate: Gate, loss: float, grad_norm: float) -> Verdict:
     (False, 0.25, True)
     >>> judge(Gate(), loss=float("nan"), grad_norm=3.0).state()
     {'skip': True, 'clip_factor': 1.0, 'signals': ['non_finite'], 'forced': False}
+    >>> judge(Gate(sample_count=7, clip=True), loss=1.0, grad_norm=3.0, outliers=16).state()
+    {'skip': True, 'clip_factor': 1.0, 'signals': ['sample_outliers'], 'forced': False}
     """
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         return Verdict(skip=True, signals=(Signal.NON_FINITE,))
+    if outliers > gate.sample_count:
+        return Verdict(skip=True, signals=(Signal.SAMPLE_OUTLIERS,))
     signals: list[Signal] = []
     factor = 1.0
     for name, value, limit in ((Signal.LOSS, loss, gate.loss_limit), (Signal.GRAD_NORM, grad_norm, gate.grad_limit)):
@@ -362,3 +385,142 @@ def judge(gate: Gate, loss: float, grad_norm: float) -> Verdict:
     if gate.clip:
         return Verdict(clip_factor=factor, signals=tuple(signals))
     return Verdict(skip=True, signals=tuple(signals))
+
+
+SAMPLE_FALSE_ALARM = 1e-6
+"""The chance that a clean batch has more outlier samples than :func:`binomial_limit` allows: a clean batch's
+count of samples above the per-sample limit is binomial (the loader draws its samples independently of each
+other), so at 1e-6 per step the 10,000 clean steps of the benchmark's false-intervention goal expect 0.01 false
+skips (:class:`SampleBaseline` widens the limit by the over-dispersion measured on clean batches, whose counts
+vary more than a binomial's when the model's errors come together)."""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One step's per-sample losses, summarised on the device: the batch's largest per-sample loss, how many
+    samples were above ``limit`` (the per-sample limit in force for the step) and how many samples there were
+    (over all ranks)."""
+
+    largest: float
+    count: float
+    n: float
+    limit: float = math.inf
+
+    @property
+    def share(self) -> float:
+        """The share of outlier samples (``nan`` without samples)."""
+        return self.count / self.n if self.n > 0 else math.nan
+
+    def state(self) -> list[float]:
+        """As plain data, for a checkpoint."""
+        return [self.largest, self.count, self.n, self.limit]
+
+
+def binomial_limit(n: int, p: float, alpha: float = SAMPLE_FALSE_ALARM) -> int:
+    """The largest count of outlier samples a clean batch of ``n`` shows, at tail rate ``p``: the smallest ``k``
+    with ``P(X > k) ≤ alpha`` for ``X ~ Binomial(n, p)``.
+
+    >>> binomial_limit(32, 0.05), binomial_limit(32, 0.0), binomial_limit(1, 0.5)
+    (10, 0, 1)
+    """
+    if n <= 0:
+        return 0
+    if p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    log_p, log_q = math.log(p), math.log1p(-p)
+
+    def log_pmf(k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+
+    # walk down from where the tail is negligible (12 standard deviations and 20 counts above the mode: below
+    # 1e-20 for any n and p); the upper tail P(X ≥ k) grows as k falls; stop once it passes alpha
+    mode = min(n, int((n + 1) * p))
+    top = min(n, mode + int(12.0 * math.sqrt(n * p * (1.0 - p))) + 20)
+    tail = 0.0
+    for k in range(top, mode - 1, -1):
+        tail += math.exp(log_pmf(k))
+        if tail > alpha:
+            return k  # P(X ≥ k) > alpha, P(X > k) ≤ alpha
+    return mode
+
+
+class SampleBaseline:
+    """The clean per-sample loss distribution of the last ``window`` accepted batches, and the rule that tells a
+    batch dominated by outlier samples.
+
+    A sample is an outlier when its loss is above ``limit``, the median of the accepted batches' largest
+    per-sample losses: the loss that a clean batch's worst sample exceeds half the time (for batches of ``n``
+    independent samples, the clean distribution's ``(1/2)^(1/n)`` quantile: 97.9% for 32 samples). It is a
+    quantile, so it holds for the right-skewed per-sample losses of a trained model (many near zero, a long
+    tail), where a median-plus-spreads rule would sit inside the tail. The share ``p`` of clean samples above
+    it is measured at it, over the same batches; a batch of ``n`` samples is dominated by outliers when more
+    than :func:`binomial_limit` ``(n, p)`` of them are above it. The samples of a batch are drawn independently,
+    but a model's errors are not: a class it confuses for a few steps gives a clean batch several outliers at
+    once, so clean counts vary more than a binomial's. Their dispersion ``φ`` (Pearson's: the squared deviations
+    of the clean batches' counts from ``n·p`` over their binomial variance, at least 1) is measured on the same
+    batches, and the count is held to the quasi-binomial limit ``φ · binomial_limit(n / φ, p)`` (the variance
+    ``φ·n·p·(1 − p)``). Nothing is judged before ``warmup`` batches (the limit first, then the rate at it).
+
+    >>> baseline = SampleBaseline(window=20, warmup=3)
+    >>> for largest in (0.4, 0.6, 0.5):
+    ...     baseline.add(Samples(largest=largest, count=0, n=32))
+    >>> baseline.limit, baseline.max_count(32)
+    (0.5, inf)
+    >>> for _ in range(3):
+    ...     baseline.add(Samples(largest=0.5, count=1, n=32, limit=baseline.limit))
+    >>> baseline.max_count(32)  # more than 9 of 32 samples above the limit: dominated by outliers
+    9.0
+    """
+
+    def __init__(self, window: int, warmup: int) -> None:
+        self.window, self.warmup = window, warmup
+        self.reset()
+
+    def add(self, samples: Samples) -> None:
+        """Accept a clean batch's summary; its count enters the tail rate if it was taken at a limit."""
+        if not math.isfinite(samples.largest) or samples.n <= 0:
+            return
+        self.largest.add(samples.largest)
+        if math.isfinite(samples.limit):
+            self.tails.append((samples.count, samples.n))
+
+    def reset(self) -> None:
+        """Forget everything (the data changed): the warmup starts again."""
+        self.largest = RollingBaseline(self.window, min_spread=0.0)  # only its median is used
+        self.tails: deque[tuple[float, float]] = deque(maxlen=self.window)
+
+    @property
+    def limit(self) -> float:
+        """The per-sample loss above which a sample is an outlier (``inf`` during the warmup)."""
+        return self.largest.center if len(self.largest) >= self.warmup else math.inf
+
+    @property
+    def tail_rate(self) -> float:
+        """The share of clean samples above the limit, ``(outliers + 1/2) / (samples + 1)`` (never 0)."""
+        count = sum(c for c, _ in self.tails)
+        total = sum(n for _, n in self.tails)
+        return (count + 0.5) / (total + 1.0)
+
+    @property
+    def dispersion(self) -> float:
+        """``φ``: how much more the clean batches' counts vary than a binomial's (at least 1)."""
+        p = self.tail_rate
+        expected = sum(n * p * (1.0 - p) for _, n in self.tails)
+        deviations = sum((c - n * p) ** 2 for c, n in self.tails)
+        return max(1.0, deviations / expected) if expected > 0 else 1.0
+
+    def max_count(self, n: float) -> float:
+        """The most outlier samples a clean batch of ``n`` shows (``inf``: not judged yet)."""
+        if len(self.tails) < self.warmup or n <= 0:
+            return math.inf
+        phi = self.dispersion
+        return phi * binomial_limit(max(round(n / phi), 1), self.tail_rate)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"largest": self.largest.state_dict(), "tails": [list(t) for t in self.tails]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.largest.load_state_dict(state["largest"])
+        self.tails = deque(((float(c), float(n)) for c, n in state["tails"]), maxlen=self.window)

@@ -407,3 +407,59 @@ def test_success_bar_is_the_worst_of_the_best_and_its_neighbours_on_the_same_see
     assert _near_best(Cache(), None, "sgd", truth, 0) == 0.9 and _near_best(Cache(), None, "sgd", truth, 1) == 0.8
     assert _near_best(Cache(), None, "sgd", {**truth, "best_index": 0}, 1) == 0.8  # at the edge: one neighbour
     assert _near_best(Cache(), None, "sgd", truth, 2) == 0.3  # a finder seed the grid does not have
+
+
+def test_a_watchdog_rerun_of_some_methods_keeps_the_others_runs(tmp_path) -> None:
+    import dataclasses
+    import json
+
+    from benchmarks._common import write_json
+    from benchmarks.watchdog_recovery import METHODS, Outcome, _methods, _provenance, _with_previous
+
+    assert _methods(("lr_callbacks.per_sample", "none")) == ["none", "lr_callbacks.per_sample"]
+    assert _methods(()) == list(METHODS)
+    with pytest.raises(ValueError, match=r"--methods: unknown prayer; choose among none, early_stopping"):
+        _methods(("prayer",))
+    path = str(tmp_path / "watchdog.json")
+    with pytest.raises(ValueError, match=r"the others come from .*watchdog.json, which is missing"):
+        _with_previous([], ["lr_callbacks.per_sample"], path)
+    old = [
+        Outcome("none", "sgd", "nan_batch", 0, math.nan, math.nan, 400),
+        Outcome("lr_callbacks", "sgd", "nan_batch", 0, 0.1, 0.97, 400, events=["step 167: non_finite → skip"]),
+        Outcome("lr_callbacks.per_sample", "sgd", "nan_batch", 0, 9.0, 0.1, 400),  # replaced by the rerun
+    ]
+    write_json(path, {"runs": [dataclasses.asdict(o) for o in old]})
+    with open(path) as handle:
+        assert json.load(handle)["runs"][0]["loss"] is None  # NaN is written as null
+    new = [Outcome("lr_callbacks.per_sample", "sgd", "nan_batch", 0, 0.1, 0.97, 400)]
+    merged = _with_previous(new, ["lr_callbacks.per_sample"], path)
+    assert [o.method for o in merged] == ["none", "lr_callbacks", "lr_callbacks.per_sample"]
+    assert math.isnan(merged[0].loss) and merged[1] == old[1] and merged[2] == new[0]
+    # runs written before they kept their commit get the one of the report's stamp
+    stamp = "- command: `python -m benchmarks --only watchdog` at commit `09680fc812a3`\n"
+    (tmp_path / "watchdog.md").write_text(stamp)
+    merged = _with_previous([dataclasses.replace(new[0], commit="08ecbfc11ca0")], ["lr_callbacks.per_sample"], path)
+    assert [o.commit for o in merged] == ["09680fc812a3", "09680fc812a3", "08ecbfc11ca0"]
+    assert _provenance(merged).endswith("- `none`: `09680fc812a3`\n- `lr_callbacks`: `09680fc812a3`\n"
+                                        "- `lr_callbacks.per_sample`: `08ecbfc11ca0`")  # fmt: skip
+    assert _provenance(merged[:2]) == ""
+    write_json(path, {"runs": [dataclasses.asdict(o) for o in old[1:]]})
+    with pytest.raises(ValueError, match=r"the unguarded runs \(method 'none'\) are the references"):
+        _with_previous(new, ["lr_callbacks.per_sample"], path)
+
+
+def test_the_per_sample_task_module_reports_what_its_loss_averages() -> None:
+    from benchmarks.models import TaskModule
+    from lr_callbacks.watchdog.samples import take_sample_losses
+
+    task = make_task("digits-mlp", steps=5)
+    module = TaskModule(task, "sgd", 0.1, log_loss=False, per_sample=True)
+    x, y = next(iter(train_loader(task, 0)))
+    loss = module.training_step((x, y), 0)
+    samples = take_sample_losses(module)
+    assert samples is not None and samples.shape == (len(y),)
+    assert float(samples.mean()) == pytest.approx(float(loss), rel=1e-6)
+    plain = TaskModule(task, "sgd", 0.1, log_loss=False)
+    assert torch.equal(plain.training_step((x, y), 0), loss) and take_sample_losses(plain) is None
+    with pytest.raises(ValueError, match=r"per_sample=True needs a task with a sample_loss; 'charlm' has none"):
+        TaskModule(make_task("charlm", steps=5), "sgd", 0.1, per_sample=True)

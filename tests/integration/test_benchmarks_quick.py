@@ -27,6 +27,7 @@ WATCHDOG_METHODS = (
     "grad_clip",
     "zclip",
     "lr_callbacks",
+    "lr_callbacks.per_sample",
 )
 WATCHDOG_KEYS = {
     "recovered",
@@ -258,6 +259,7 @@ def test_only_keeps_the_other_sections(tmp_path) -> None:
         ),
         (["--only", ","], "--only takes names among"),
         (["--threads", "0"], "--threads must be at least 1; got 0"),
+        (["--methods", "lr_callbacks,prayer"], "--methods takes names among none, early_stopping"),
     ],
 )
 def test_bad_command_lines_are_refused_with_the_fix(argv, message, capsys) -> None:
