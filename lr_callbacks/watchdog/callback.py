@@ -663,6 +663,7 @@ class DivergenceWatchdog(Callback):
             "policy": self._policy.state_dict(),
             "pending": [row_state(*row) for row in self._held],
             "reference": reference,  # the clean reference batch of the snapshot a resumed run starts from
+            "update": self._updates.state_dict(),  # an update-ratio measurement not read yet
         }
 
     @override
@@ -672,6 +673,7 @@ class DivergenceWatchdog(Callback):
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
+        self._updates.load_state_dict(state_dict.get("update"))
         self._restored_reference = list(state_dict.get("reference", []))
         if self._policy.state.halted:
             log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", OWNER, self.halt_reason)

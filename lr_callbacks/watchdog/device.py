@@ -7,7 +7,7 @@ Nothing here imports Lightning; the callback passes in the module, the optimizer
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -329,6 +329,26 @@ class UpdateProbe:
 
     def reset(self) -> None:
         self._before, self.pending, self.pending_step = None, None, None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The measurement not read yet, as plain numbers (read back now: a checkpoint written after a sampled
+        step must carry it, or the resumed run would never record that update); ``None`` when there is none."""
+        if self.pending is None or self.pending_step is None:
+            return None
+        return {
+            "step": self.pending_step,
+            "ratios": [float(v) for v in self.pending.tolist()],
+            "lrs": list(self.pending_lrs),
+            "grad_norm": self.pending_grad_norm,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        """Restore a measurement :meth:`state_dict` saved (on the CPU: the next read moves it to the signals)."""
+        self.reset()
+        if state is not None:
+            self.pending = torch.tensor(state["ratios"], dtype=torch.float32)
+            self.pending_lrs, self.pending_step = list(state["lrs"]), int(state["step"])
+            self.pending_grad_norm = float(state["grad_norm"])
 
 
 def _weights(parameters: list[torch.Tensor], copy: bool) -> list[torch.Tensor]:

@@ -301,12 +301,12 @@ def epochs_loader() -> DataLoader:
     return DataLoader(digits_data(), batch_size=32, shuffle=False)
 
 
-def run(tmp_path, faults: Faults, steps: int, ckpt_path: str | None = None, **kwargs):
+def run(tmp_path, faults: Faults, steps: int, ckpt_path: str | None = None, every: int = 57, **kwargs):
     """A run whose step ``k`` trains on a batch fixed by ``k`` (Lightning restarts a plain DataLoader from its first
-    batch on a mid-epoch resume), checkpointed at step 57."""
+    batch on a mid-epoch resume), checkpointed every ``every`` steps (57: the end of epoch 0)."""
     pl.seed_everything(0, verbose=False)
     model, watchdog = DigitsModel(faults=faults, batch_by_step=True), small(patience=6, **kwargs)
-    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=57, save_top_k=-1)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)
     trainer = make_trainer(tmp_path, max_steps=steps, callbacks=[watchdog, saver], enable_checkpointing=True)
     trainer.fit(model, epochs_loader(), ckpt_path=ckpt_path)
     return model, watchdog
@@ -339,6 +339,22 @@ def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, faults, kwargs):
     resumed_model, resumed = run(tmp_path / "resumed", faults, 90, ckpt_path=ckpt, **kwargs)
     assert same(resumed.events, full.events) and resumed.scale == full.scale
     assert any(e.step > 57 and e.action in ("rollback", "skip") for e in full.events)
+    assert repr(resumed.state_dict()) == repr(full.state_dict())
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+
+
+def test_resuming_after_an_update_ratio_sample_keeps_its_measurement(tmp_path):
+    """Step 170 samples the update ratio (every 5 steps): measured after its update, read at step 171. The
+    checkpoint written after step 170 (the end of epoch 2) carries that measurement, so the resumed run records
+    it as the uninterrupted one does (without it, the ratio's baseline differs, and so do its alarms)."""
+    faults = Faults(lr_times={k: 30.0 for k in range(175, 179)})  # 175: a sample step
+    full_model, full = run(tmp_path / "full", faults, 200, every=171)
+    ckpt = str(tmp_path / "full" / "ckpt" / "epoch=2-step=171.ckpt")
+    update = torch.load(ckpt, weights_only=False)["callbacks"]["DivergenceWatchdog"]["update"]
+    assert update["step"] == 170 and len(update["ratios"]) == len(update["lrs"]) == 1
+    resumed_model, resumed = run(tmp_path / "resumed", faults, 200, ckpt_path=ckpt, every=171)
+    assert any(e.signal == "update_ratio" for e in full.events)
+    assert same(resumed.events, full.events) and resumed.scale == full.scale
     assert repr(resumed.state_dict()) == repr(full.state_dict())
     assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
 
