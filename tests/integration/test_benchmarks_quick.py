@@ -16,19 +16,12 @@ import sys
 import pytest
 
 from benchmarks.__main__ import BENCHMARKS, parse
+from benchmarks.watchdog_recovery import METHODS as WATCHDOG_METHODS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-WATCHDOG_METHODS = (
-    "none",
-    "early_stopping",
-    "spike_detection",
-    "kill_loss_spike",
-    "grad_clip",
-    "zclip",
-    "lr_callbacks",
-    "lr_callbacks.per_sample",
-)
+RESULT_NAMES = ("overhead", "finder", "finder_variants", "watchdog", "watchdog_natural", "finetune")
+RESULT_NAMES += ("timing", "summary")  # every result a full run writes: the benchmarks', then the run's
 WATCHDOG_KEYS = {
     "recovered",
     "runs",
@@ -131,16 +124,7 @@ def test_quick_run_writes_every_result_with_its_stamp(quick: str) -> None:
     with open(os.path.join(quick, "summary.json")) as handle:
         summary = json.load(handle)
     _summary_structure(summary)
-    for name in (
-        "overhead",
-        "finder",
-        "finder_variants",
-        "watchdog",
-        "watchdog_natural",
-        "finetune",
-        "timing",
-        "summary",
-    ):
+    for name in RESULT_NAMES:
         with open(os.path.join(quick, f"{name}.md")) as handle:
             text = handle.read()
         for part in STAMP:
@@ -210,16 +194,7 @@ def test_committed_full_results_have_the_same_structure() -> None:
         subset = "--tasks" in handle.read().split("\n", 4)[2]  # the command line of its stamp
     with open(path) as handle:
         _summary_structure(json.load(handle), all_setups=not subset)
-    for name in (
-        "overhead",
-        "finder",
-        "finder_variants",
-        "watchdog",
-        "watchdog_natural",
-        "finetune",
-        "timing",
-        "summary",
-    ):
+    for name in RESULT_NAMES:
         with open(os.path.join(RESULTS, f"{name}.md")) as handle:
             text = handle.read()
         assert "--quick" not in text
