@@ -373,8 +373,8 @@ class LRFinder(Callback):
             for step, loss in enumerate(trial.losses):
                 log_scalars(trainer, {f"{prefix}/trial{index}/loss": loss}, step)
         for index, attempt in enumerate(result.probe.attempts if result.probe is not None else ()):
-            stable = float(attempt.verdict == "stable")
-            log_scalars(trainer, {f"{prefix}/probe_lr": attempt.lr, f"{prefix}/probe_stable": stable}, index)
+            held = {f"{prefix}/probe_lr": attempt.lr, f"{prefix}/probe_stable": float(attempt.verdict == "stable")}
+            log_scalars(trainer, {**held, f"{prefix}/probe_progressed": float(attempt.hold.progressed)}, index)
             for step, loss in enumerate(attempt.losses):
                 log_scalars(trainer, {f"{prefix}/probe{index}/loss": loss}, step)
         cost = {f"{prefix}/steps_spent": float(result.steps_spent), f"{prefix}/seconds": result.seconds}

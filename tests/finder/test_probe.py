@@ -192,6 +192,7 @@ def test_the_probe_is_in_tensorboard_and_in_the_state(tmp_path):
     root = trainer.log_dir
     assert [v for _, v in read_scalars(root, "lr_finder/probe_lr")] == pytest.approx([suggestion, suggestion / 2])
     assert [v for _, v in read_scalars(root, "lr_finder/probe_stable")] == [0.0, 1.0]
+    assert [v for _, v in read_scalars(root, "lr_finder/probe_progressed")] == [0.0, 1.0]
     assert len(read_scalars(root, "lr_finder/probe0/loss")) == 20
     (steps,) = read_scalars(root, "lr_finder/steps_spent")
     assert steps[1] == finder.result.steps_spent and len(read_scalars(root, "lr_finder/seconds")) == 1
