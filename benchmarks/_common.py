@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ __all__ = [
     "median",
     "quiet",
     "stamp",
+    "stamped_commit",
     "versions",
     "write_json",
 ]
@@ -126,6 +128,15 @@ def stamp(ctx: Context, seconds: float | None = None) -> str:
     if seconds is not None:
         lines.append(f"- wall time of this benchmark: {seconds / 60:.1f} min")
     return "\n".join(lines)
+
+
+def stamped_commit(path: str) -> str:
+    """The commit named in the :func:`stamp` of the report at ``path`` (``""`` when there is none)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        found = re.search(r"at commit `([0-9a-f]+)`", handle.read())
+    return found.group(1) if found else ""
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

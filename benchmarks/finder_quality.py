@@ -40,7 +40,19 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, _commit, fmt, grid_lrs, log, markdown_table, median, quiet, stamp, write_json
+from benchmarks._common import (
+    Context,
+    _commit,
+    fmt,
+    grid_lrs,
+    log,
+    markdown_table,
+    median,
+    quiet,
+    stamp,
+    stamped_commit,
+    write_json,
+)
 from benchmarks.finders import FINDERS, Suggestion, run_finder
 from benchmarks.models import HELD_OUT_TASKS, Task, make_task, train
 
@@ -256,12 +268,12 @@ def _previous(ctx: Context, cache: RunCache, results: dict[str, Any]) -> dict[st
         return results
     with open(path) as handle:
         earlier = json.load(handle).get("tasks", {})
-    stamp = _earlier_commit(ctx)
+    earlier_commit = stamped_commit(ctx.path("finder.md")) or "?"
     merged = dict(results)
     for key, pair in earlier.items():
         name, optimizer = key.split("/")
         task = make_task(name, FULL.tasks.get(name))
-        entries = [{**e, "commit": e.get("commit", pair.get("commit", stamp))} for e in pair["suggestions"]]
+        entries = [{**e, "commit": e.get("commit", pair.get("commit", earlier_commit))} for e in pair["suggestions"]]
         for entry in entries:
             if "success" not in entry and name in FULL.tasks:
                 entry["success"] = entry["loss"] <= _near_best(cache, task, optimizer, pair["truth"], entry["seed"])
@@ -269,24 +281,13 @@ def _previous(ctx: Context, cache: RunCache, results: dict[str, Any]) -> dict[st
             merged[key] = {
                 **pair,
                 "held_out": name in HELD_OUT,
-                "commit": pair.get("commit", stamp),
+                "commit": pair.get("commit", earlier_commit),
                 "suggestions": entries,
             }
             continue
         done = {e["finder"] for e in merged[key]["suggestions"]}
         merged[key]["suggestions"] = merged[key]["suggestions"] + [e for e in entries if e["finder"] not in done]
     return merged
-
-
-def _earlier_commit(ctx: Context) -> str:
-    """The commit named in the earlier ``finder.md``'s stamp (``"?"`` if none)."""
-    path = ctx.path("finder.md")
-    if not os.path.exists(path):
-        return "?"
-    with open(path) as handle:
-        text = handle.read()
-    marker = "at commit `"
-    return text.split(marker, 1)[1].split("`", 1)[0] if marker in text else "?"
 
 
 def _has_confirm() -> bool:

@@ -42,14 +42,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, write_json
+from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, stamped_commit, write_json
 from benchmarks.faults import CONTROLS, FAULTS, HELD_OUT, FaultyLoader, LRFault, applies, fault
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 from benchmarks.overhead import StepTimer
@@ -466,7 +465,7 @@ def _with_previous(outcomes: list[Outcome], methods: Sequence[str], path: str) -
         raise ValueError(f"--methods runs a subset of the methods; the others come from {path}, which is missing")
     with open(path) as handle:
         previous = json.load(handle).get("runs", [])
-    commit = _stamped_commit(path.removesuffix(".json") + ".md")  # for runs written before they kept theirs
+    commit = stamped_commit(path.removesuffix(".json") + ".md")  # for runs written before they kept theirs
     kept = [_outcome(r, commit) for r in previous if r["method"] not in methods and r["method"] in METHODS]
     if not any(o.method == "none" for o in outcomes + kept):
         raise ValueError(f"the unguarded runs (method 'none') are the references: run them, or keep them in {path}")
@@ -479,15 +478,6 @@ def _outcome(record: dict[str, Any], commit: str = "") -> Outcome:
     floats = {"loss", "accuracy", "seconds_per_step"}
     values = {k: (math.nan if k in floats and v is None else v) for k, v in record.items()}
     return Outcome(**{"commit": commit, **{k: v for k, v in values.items() if k != "commit" or v}})
-
-
-def _stamped_commit(path: str) -> str:
-    """The commit in the stamp of the report at ``path`` (``""`` if there is none)."""
-    if not os.path.exists(path):
-        return ""
-    with open(path) as handle:
-        found = re.search(r"at commit `([0-9a-f]+)`", handle.read())
-    return found.group(1) if found else ""
 
 
 def _provenance(outcomes: Sequence[Outcome]) -> str:
