@@ -506,7 +506,9 @@ class SampleBaseline:
     @property
     def dispersion(self) -> float:
         """``φ``: how much more the clean batches' counts vary than a binomial's (at least 1)."""
-        p = self.tail_rate
+        return self._dispersion(self.tail_rate)
+
+    def _dispersion(self, p: float) -> float:
         expected = sum(n * p * (1.0 - p) for _, n in self.tails)
         deviations = sum((c - n * p) ** 2 for c, n in self.tails)
         return max(1.0, deviations / expected) if expected > 0 else 1.0
@@ -515,8 +517,9 @@ class SampleBaseline:
         """The most outlier samples a clean batch of ``n`` shows (``inf``: not judged yet)."""
         if len(self.tails) < self.warmup or n <= 0:
             return math.inf
-        phi = self.dispersion
-        return phi * binomial_limit(max(round(n / phi), 1), self.tail_rate)
+        p = self.tail_rate
+        phi = self._dispersion(p)
+        return phi * binomial_limit(max(round(n / phi), 1), p)
 
     def state_dict(self) -> dict[str, Any]:
         return {"largest": self.largest.state_dict(), "tails": [list(t) for t in self.tails]}
