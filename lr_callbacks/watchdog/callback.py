@@ -19,7 +19,7 @@ from typing_extensions import override
 from lr_callbacks.core.checks import check_choice, check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
-from lr_callbacks.core.lr_model import set_lr_scale
+from lr_callbacks.core.lr_model import as_float, reference_lr, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
 from lr_callbacks.core.snapshot import restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
@@ -332,6 +332,7 @@ class DivergenceWatchdog(Callback):
         self._log_every = 1
         self._halt_pending: str | None = None
         self._found_inf_set: Any = None
+        self._peak_lr: float | None = None  # the planned peak LR, read once per fit (see _planned_share)
 
     # --- public read-outs ----------------------------------------------------------------------------
 
@@ -515,6 +516,8 @@ class DivergenceWatchdog(Callback):
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
+        if not self._policy.ready:
+            self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions = [self._record(k, v, lo, no, probe, self._in_force(s, world)) for k, v, lo, no, s in rows]
         verdict = self._policy.judge(loss, norm, samples)
@@ -534,6 +537,16 @@ class DivergenceWatchdog(Callback):
             self._policy.snapshot_taken(step, loss)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         self._set_gate()
+
+    def _planned_share(self, trainer: Any, optimizer: Any) -> float:
+        """This step's LR as a share of its planned peak (LRSchedule's peak, the scheduler's base LR), without the
+        watchdog's own scale; read only while the policy has no loss baseline (the warmup)."""
+        if self._peak_lr is None:
+            self._peak_lr = reference_lr(trainer)
+        scale = self._policy.scale
+        if not self._peak_lr or not scale:
+            return math.nan
+        return as_float(optimizer.param_groups[0]["lr"]) / (self._peak_lr * scale)
 
     def _in_force(self, samples: Samples | None, world_size: int) -> Samples | None:
         """A per-sample summary as read back (its count and size averaged over the ranks) with totals over the

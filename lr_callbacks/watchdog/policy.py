@@ -131,6 +131,9 @@ class _State:
     ceiling_before_rollback: float = 1.0
     raised: bool = False  # a clean stretch raised the scale since the last rollback
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
+    rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
+    ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback
+    shares: list[tuple[int, float]] = field(default_factory=list)  # (step, LR / its planned peak) before ``ready``
 
 
 class WatchdogPolicy:
@@ -180,8 +183,8 @@ class WatchdogPolicy:
 
     @property
     def scale(self) -> float:
-        """The current LR multiplier."""
-        return self.state.scale
+        """The current LR multiplier (the ladder's scale, times the ramp of a re-warmup: see :meth:`_rewarm`)."""
+        return self.state.scale * self.state.ramp
 
     @property
     def ready(self) -> bool:
@@ -281,6 +284,18 @@ class WatchdogPolicy:
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
         s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
 
+    def planned_share(self, step: int, share: float) -> None:
+        """Note the LR of ``step`` as a share of the run's planned peak (the schedule's warmup), while the loss has
+        no baseline yet: trouble then tells at what share of the peak the run broke (:meth:`_rollback`)."""
+        s = self.state
+        if not self.ready and math.isfinite(share) and share > 0.0 and (not s.shares or s.shares[-1][0] < step):
+            s.shares.append((step, min(share, 1.0)))
+
+    def _share_at(self, step: int) -> float:
+        """The noted share of the planned peak at ``step`` (the last one noted before it; 1 if none was)."""
+        before = [share for noted, share in self.state.shares if noted <= step]
+        return before[-1] if before else 1.0
+
     def request_snapshot(self) -> None:
         """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
         self.state.snapshot_requested = True
@@ -368,7 +383,7 @@ class WatchdogPolicy:
             s.undone, s.guarded = (int(target["step"]), step), 0
             undone = (
                 f"; its updates since step {target['step']} are undone (back to the snapshot before step "
-                f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks})"
+                f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks}){self._rewarm(step)}"
             )
         else:
             undone = ""
@@ -400,6 +415,17 @@ class WatchdogPolicy:
         self._point_to(target)
         self._load_snapshot_baselines()
         self.cusum.reset()
+
+    def _rewarm(self, step: int) -> str:
+        """After going back to the run's start (step 0), where the optimizer had no state yet (Adam's moments are
+        empty), the LR warms up again: the scale ramps linearly back to its value over as many steps as the
+        rollback undid, instead of starting the fresh optimizer at the full LR. Returns a note for the log."""
+        s = self.state
+        if s.snapshot_step != 0 or step <= 1:
+            s.rewarm, s.ramp = None, 1.0
+            return ""
+        s.rewarm, s.ramp = (step, step), 1.0 / step
+        return f"; the optimizer starts afresh there, so the LR warms up again over {step} steps"
 
     def _point_to(self, target: dict[str, Any]) -> None:
         """Make ``target`` the newest snapshot: the ring keeps it and the older ones."""
@@ -445,6 +471,11 @@ class WatchdogPolicy:
         s = self.state
         if s.halted:
             return Decision()
+        if s.rewarm is not None:
+            start, length = s.rewarm
+            s.ramp = min(1.0, max(step - start, 1) / length)
+            if s.ramp >= 1.0:
+                s.rewarm = None
         if samples is not None:
             self._sample_size = max(self._sample_size, samples.n)
         if verdict.forced:
@@ -743,16 +774,28 @@ class WatchdogPolicy:
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
+        early = not self.ready
         ceiling = ""
         if s.raised:  # the weights were damaged again after a clean stretch raised the LR: that LR is too high
             s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
             ceiling = f"; damaged again after a raise, so clean stretches raise it to {s.ceiling:.3g} at most"
         s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
+        if early:  # trouble before the loss has a baseline: the LR warming up into it, not a passing fault
+            began = step if since is None else since
+            share = self._share_at(began)
+            s.scale = max(min(s.scale, old * c.lr_factor * share), c.min_lr_scale)
+            s.ceiling = min(s.ceiling, s.scale)
+            ceiling = (
+                f"; the trouble began at step {began}, in the first {c.warmup_steps} steps (warmup_steps), with the "
+                f"LR at {share:.0%} of its planned peak: the peak is too high for this run, so the scale goes below "
+                f"lr_factor × that share and clean stretches do not raise it above {s.ceiling:.3g}"
+            )
         s.last_cut, s.rollback_cut = step, s.scale / old
         detail = (
             f"{why}; back to the snapshot before step {s.snapshot_step}{self._start_note()} "
             f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}{ceiling}"
+            f"{self._rewarm(step)}"
         )
         note = Incident(step, signal, value, threshold, Action.ROLLBACK, detail, rollback_to=s.snapshot_step)
         return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=s.snapshot_step)
@@ -919,8 +962,10 @@ class WatchdogPolicy:
             raise ValueError(f"{OWNER}: the checkpoint's state lacks {sorted(missing)}; was it written by it?")
         plain = dict(state["state"])
         plain["run"] = [_RunStep(**r) for r in plain["run"]]
-        if plain.get("undone") is not None:
-            plain["undone"] = tuple(plain["undone"])
+        for key in ("undone", "rewarm"):
+            if plain.get(key) is not None:
+                plain[key] = tuple(plain[key])
+        plain["shares"] = [tuple(pair) for pair in plain.get("shares", [])]
         self.state = _State(**plain)
         self.loss.load_state_dict(state["loss"])
         self.grad.load_state_dict(state["grad"])

@@ -696,3 +696,70 @@ def test_a_single_rollback_sets_no_ceiling():
     feed(policy, [1000.0], start=30, probe=lambda: 5.0)
     feed(policy, [1.0] * 25, start=30)
     assert policy.scale == 1.0 and policy.state.ceiling == 1.0
+
+
+def early_trouble(shares: Callable[[int], float]) -> WatchdogPolicy:
+    """A policy in its 20-step warmup, snapshotted at step 0, whose LR warms up as ``shares`` of its planned peak,
+    fed 5 clean steps and then persistent blow-ups (patience 3) from step 5."""
+    config = WatchdogConfig(warmup_steps=20, window=50, patience=3, recover_after=10, flat_loss_steps=None)
+    policy = WatchdogPolicy(config)
+    policy.snapshot_taken(0)
+    for step, loss in enumerate([*noisy(5), 1000.0, 1000.0, 1000.0]):
+        policy.planned_share(step, shares(step))
+        policy.record(step, loss, 1.0, policy.judge(loss, 1.0))
+    return policy
+
+
+def test_trouble_while_the_lr_warms_up_cuts_below_the_share_of_the_peak_it_broke_at_and_keeps_the_cut():
+    policy = early_trouble(lambda step: (step + 1) / 40)  # a 40-step linear warmup: step 5 is at 15% of the peak
+    rollback = policy.events[-1]
+    assert (rollback.step, rollback.signal, rollback.action, rollback.rollback_to) == (
+        7,
+        "persistent_outliers",
+        "rollback",
+        0,
+    )
+    # the ladder's first cut would be × 0.5; the run broke at 15% of its peak, so the scale goes to 0.5 × 0.15
+    assert policy.state.scale == pytest.approx(0.5 * 0.15) and policy.state.ceiling == policy.state.scale
+    assert "at 15% of its planned peak" in rollback.detail
+    feed(policy, [1.0] * 200, start=8)  # a long clean stretch raises nothing: the peak was too high, not a fault
+    assert policy.state.scale == pytest.approx(0.075)
+    assert not any(e.action == "raise_lr" for e in policy.events)
+
+
+def test_trouble_at_the_peak_in_the_warmup_gets_the_ladders_cut_and_keeps_it():
+    policy = early_trouble(lambda step: 1.0)  # no warmup: the LR is at its peak from the first step
+    assert policy.state.scale == 0.5 and policy.state.ceiling == 0.5
+    feed(policy, [1.0] * 200, start=8)
+    assert policy.state.scale == 0.5
+
+
+def test_trouble_after_the_warmup_is_a_fault_whose_cut_a_clean_stretch_undoes():
+    policy = warm(patience=3, recover_after=10)
+    policy.planned_share(30, 0.1)  # ignored: the loss has its baseline, so a share says nothing about the cause
+    feed(policy, [1000.0] * 3, start=30)
+    assert policy.events[-1].action == "rollback" and policy.scale == 0.5 and policy.state.ceiling == 1.0
+    feed(policy, [1.0] * 25, start=33)
+    assert policy.scale == 1.0
+
+
+def test_a_rollback_to_the_runs_start_warms_the_lr_up_again():
+    policy = early_trouble(lambda step: 1.0)  # back to step 0 at step 7, scale 0.5
+    assert policy.state.rewarm == (7, 7) and policy.scale == pytest.approx(0.5 / 7)
+    assert "warms up again over 7 steps" in policy.events[-1].detail
+    applied = []
+    for step in range(8, 16):
+        policy.record(step, 1.0, 1.0, policy.judge(1.0, 1.0))
+        applied.append(policy.scale)
+    # the fresh optimizer gets 1/7, 2/7, … of the scale, then the whole of it (not the full LR on empty moments)
+    assert applied == pytest.approx([0.5 * min(1.0, k / 7) for k in range(1, 9)])
+    assert policy.state.rewarm is None and policy.state.scale == 0.5
+    restored = WatchdogPolicy(policy.config)
+    restored.load_state_dict(copy.deepcopy(policy.state_dict()))
+    assert restored.scale == policy.scale
+
+
+def test_a_rollback_to_a_later_snapshot_does_not_warm_up_again():
+    policy = warm(patience=3, recover_after=None)  # its snapshot is at step 29: the optimizer had its state
+    feed(policy, [1000.0] * 3, start=30)
+    assert policy.events[-1].rollback_to == 29 and policy.state.rewarm is None and policy.scale == 0.5
