@@ -90,7 +90,17 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too. After a rollback, what
+    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too.
+
+    **Trouble while the LR warms up** (in the first ``warmup_steps``, before the loss has a baseline) is the
+    planned LR being too high, not a passing fault: the LR of each of those steps is noted as a share of its
+    planned peak (``LRSchedule``'s peak, a torch scheduler's base LR), and a rollback then lowers the scale to
+    at most ``lr_factor`` × the share at which the trouble began (a run that broke at 20% of its peak gets at
+    most 10% of it), and no clean stretch raises it back above that. A rollback to the run's start (where the
+    optimizer had no state: Adam's moments are empty) warms the LR up again, linearly over as many steps as it
+    undid, instead of giving the fresh optimizer the full LR at once; the log says it went back to the start.
+
+    After a rollback, what
     damaged the weights may still be coming (a burst of bad batches that each stayed under ``z_threshold``):
     until ``patience`` steps in a row are accepted, a loss is an outlier at half of ``z_threshold``, and the
     reference batch tells the cause as before; bad data found then on the restored weights undoes the
