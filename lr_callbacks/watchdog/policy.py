@@ -134,6 +134,8 @@ class _State:
     rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
     ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback
     shares: list[tuple[int, float]] = field(default_factory=list)  # (step, LR / its planned peak) before ``ready``
+    refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
+    data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
 
 
 class WatchdogPolicy:
@@ -380,7 +382,7 @@ class WatchdogPolicy:
         if target is not None:
             s.ratio_rollbacks += 1
             self._restore(target)
-            s.undone, s.guarded = (int(target["step"]), step), 0
+            s.undone, s.guarded, s.refundable = (int(target["step"]), step), 0, False
             undone = (
                 f"; its updates since step {target['step']} are undone (back to the snapshot before step "
                 f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks}){self._rewarm(step)}"
@@ -652,15 +654,25 @@ class WatchdogPolicy:
 
     def _data_caused_rollback(self, step: int) -> Decision:
         """Bad data right after a rollback, on the restored (sound) weights: the damage the rollback undid was
-        this data's doing, not the LR's, so the rollback's LR cut is undone (a data fault makes no cut)."""
+        this data's doing, not the LR's, so the rollback's LR cut is undone (a data fault makes no cut), and the
+        rollback is given back to ``max_rollbacks`` (a budget against an LR that keeps diverging, which a run
+        that only met bad data must not spend and then halt on) while the steps such rollbacks undid stay
+        within ``max_data_skips`` (bad data may cost that many steps, skipped or undone)."""
         s = self.state
-        if s.rollback_cut >= 1.0:
+        refund = ""
+        if s.refundable and s.undone is not None and s.rollbacks > 0:
+            undone = s.undone[1] - s.undone[0] + 1
+            if s.data_undone + undone <= s.data_budget:
+                s.rollbacks, s.data_undone = s.rollbacks - 1, s.data_undone + undone
+                refund = f"; the rollback does not count against max_rollbacks ({s.rollbacks} of them used)"
+        s.refundable = False
+        if s.rollback_cut >= 1.0 and not refund:
             return Decision()
         old, s.scale = s.scale, _snap(min(1.0, s.scale / s.rollback_cut))
         s.rollback_cut, s.ceiling = 1.0, s.ceiling_before_rollback
         detail = (
             f"the batches after the rollback are bad data on the restored weights: they, not the LR, did the "
-            f"damage; the rollback's LR cut is undone, LR scale {old:.3g} → {s.scale:.3g}"
+            f"damage; the rollback's LR cut is undone, LR scale {old:.3g} → {s.scale:.3g}{refund}"
         )
         note = Incident(step, Signal.BAD_DATA, old, s.scale, Action.RAISE_LR, detail)
         return Decision(scale=s.scale, incidents=(note,))
@@ -770,7 +782,7 @@ class WatchdogPolicy:
                 rollback=s.snapshot_step is not None, halt=reason, incidents=(note,), rollback_to=s.snapshot_step
             )
         s.rollbacks += 1
-        s.undone, s.guarded = (int(s.snapshot_step), step), 0
+        s.undone, s.guarded, s.refundable = (int(s.snapshot_step), step), 0, True
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling

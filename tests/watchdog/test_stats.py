@@ -763,3 +763,25 @@ def test_a_rollback_to_a_later_snapshot_does_not_warm_up_again():
     policy = warm(patience=3, recover_after=None)  # its snapshot is at step 29: the optimizer had its state
     feed(policy, [1000.0] * 3, start=30)
     assert policy.events[-1].rollback_to == 29 and policy.state.rewarm is None and policy.scale == 0.5
+
+
+def test_rollbacks_that_bad_data_caused_do_not_spend_the_budget_that_ends_in_a_halt():
+    policy = referenced(patience=3, max_rollbacks=1, max_data_skips=20)
+    damaged, sound = (lambda: 5.0), (lambda: 1.0)
+    for cycle, undone in enumerate((2, 12)):  # bad data damages the weights, then shows on the restored ones
+        step = 30 + 10 * cycle
+        [rollback] = feed(policy, [1000.0], start=step, probe=damaged)  # back to the snapshot of step 29
+        assert rollback.rollback and not rollback.halt and policy.state.undone == (29, step)
+        feed(policy, [1000.0], start=step + 1, probe=sound)
+        undo = policy.events[-1]
+        assert (undo.signal, undo.action) == ("bad_data", "raise_lr") and policy.scale == 1.0
+        assert "does not count against max_rollbacks" in undo.detail and policy.state.rollbacks == 0
+        feed(policy, noisy(8, seed=cycle), start=step + 2)
+    assert policy.state.data_undone == 2 + 12
+    # a third such rollback would undo 22 more steps: past the 20 that bad data may cost (max_data_skips)
+    feed(policy, [1000.0], start=50, probe=damaged)
+    feed(policy, [1000.0], start=51, probe=sound)
+    assert policy.state.rollbacks == 1 and "does not count" not in policy.events[-1].detail
+    feed(policy, noisy(8, seed=5), start=52)
+    [halt] = feed(policy, [1000.0], start=60, probe=damaged)  # the budget of one rollback is spent now
+    assert halt.halt is not None
