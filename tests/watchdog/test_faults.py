@@ -19,7 +19,7 @@ import torch
 from lightning_fabric.utilities.spike import TrainingSpikeException
 from pytorch_lightning.callbacks import EarlyStopping, SpikeDetection
 
-from lr_callbacks import DivergenceWatchdog
+from lr_callbacks import DivergenceWatchdog, LRSchedule
 from tests.helpers import read_text
 from tests.watchdog.test_models import DigitsModel, Faults, fit, mean_loss
 
@@ -226,3 +226,21 @@ def test_clean_runs_see_no_intervention(tmp_path, optimizer):
         fit(tmp_path / str(seed), model, [watchdog], 300, seed=seed, logger=False)
         assert watchdog.events == [], (seed, watchdog.events)
         assert watchdog.scale == 1.0
+
+
+# --- a peak LR too high from the start ----------------------------------------------------------------------------
+
+
+def test_an_lr_that_breaks_the_run_while_it_warms_up_is_cut_below_where_it_broke_and_kept_there(tmp_path):
+    """SGD at 100× the digits MLP's good LR (0.1), warmed up over 40 steps: unguarded, the run ends at chance."""
+    unguarded = DigitsModel(lr=10.0)
+    fit(tmp_path / "none", unguarded, [LRSchedule("cosine", warmup="20%")], 200, logger=False)
+    model, watchdog = DigitsModel(lr=10.0), DivergenceWatchdog()
+    fit(tmp_path / "guarded", model, [LRSchedule("cosine", warmup="20%"), watchdog], 200, logger=False)
+    rollbacks = [e for e in watchdog.events if e.action == "rollback"]
+    first = rollbacks[0]
+    # trouble at a fifth of the peak: the scale goes below half of that, and back at the start the LR re-warms
+    assert first.rollback_to == 0 and "of its planned peak" in first.detail and "warms up again" in first.detail
+    assert all(e.step < 50 for e in rollbacks) and not any(e.action == "raise_lr" for e in watchdog.events)
+    assert watchdog.scale <= 0.5 * 0.25 and watchdog.halt_reason is None
+    assert mean_loss(unguarded) > 2.0 and mean_loss(model) < 0.3
