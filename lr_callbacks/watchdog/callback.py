@@ -70,8 +70,10 @@ class DivergenceWatchdog(Callback):
     **Statistics**, in log space so that one threshold fits every loss scale: the median and MAD of the last
     ``window`` *accepted* steps (outliers never enter), ``z = (log v − median) / max(1.4826·MAD, min_spread)``;
     during the first ``warmup_steps`` only non-finite values and early trouble (below) are judged. A one-sided
-    CUSUM of the loss's residuals catches a slow climb that never spikes; a step up that stays flat is a change
-    of data and gets a new baseline instead of an action.
+    CUSUM of the loss's residuals catches a slow climb that never spikes, and so does a climb whose median over
+    ``patience`` steps passes ``max_level_shift`` above the level before it (the sum alone misses such a climb
+    when an unstable or fast-falling loss has widened the spread); a step up that stays flat is a change of
+    data and gets a new baseline instead of an action.
 
     **The LR-instability signal.** Every ``update_every`` steps the update's size relative to the weights is
     measured per parameter group, ``‖Δθ‖ / ‖θ‖``, and logged as ``watchdog/update_ratio/<group>``: the LR
@@ -92,11 +94,13 @@ class DivergenceWatchdog(Callback):
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
     baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too.
 
-    **Trouble while the LR warms up** (in the first ``warmup_steps``, before the loss has a baseline) is the
-    planned LR being too high, not a passing fault: the LR of each of those steps is noted as a share of its
-    planned peak (``LRSchedule``'s peak, a torch scheduler's base LR), and a rollback then lowers the scale to
-    at most ``lr_factor`` × the share at which the trouble began (a run that broke at 20% of its peak gets at
-    most 10% of it), and no clean stretch raises it back above that. A rollback to the run's start (where the
+    **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
+    baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted
+    as a share of its planned peak (``LRSchedule``'s peak, a torch scheduler's base LR), and a rollback for
+    trouble that began then lowers the scale to at most ``lr_factor`` × the share at which it began (a run that
+    broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it back above that. Nor does
+    one raise a cut after which the weights were damaged again before any raise: that cut did not make the run
+    safe. A rollback to the run's start (where the
     optimizer had no state: Adam's moments are empty) warms the LR up again, linearly over as many steps as it
     undid, instead of giving the fresh optimizer the full LR at once; the log says it went back to the start.
 
@@ -216,7 +220,7 @@ class DivergenceWatchdog(Callback):
         skip_after_rollback: batches skipped after a rollback (PaLM skipped 200–500 because its restart replayed
             them; an in-loop rollback does not rewind the data, so the incident's batches are already dropped).
         flat_loss_steps: after this many accepted steps, warn if the loss fell less than ``flat_loss_drop``
-            (the LR may be too low); ``None`` disables it. It only warns.
+            (the LR may be too low), or rose by more (too high); ``None`` disables it. It only warns.
         flat_loss_drop: the relative drop below which the loss counts as flat.
         sync_every_n_steps: read the signals back every this many steps (see *Cost*); ``None`` chooses.
         halt_checkpoint: where a halt saves the last good state; ``None``:
@@ -526,7 +530,7 @@ class DivergenceWatchdog(Callback):
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
-        if not self._policy.ready:
+        if self._policy.warming_up:
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions = [self._record(k, v, lo, no, probe, self._in_force(s, world)) for k, v, lo, no, s in rows]
@@ -550,7 +554,7 @@ class DivergenceWatchdog(Callback):
 
     def _planned_share(self, trainer: Any, optimizer: Any) -> float:
         """This step's LR as a share of its planned peak (LRSchedule's peak, the scheduler's base LR), without the
-        watchdog's own scale; read only while the policy has no loss baseline (the warmup)."""
+        watchdog's own scale; read only while the run warms up (one float of the first group per step)."""
         if self._peak_lr is None:
             self._peak_lr = reference_lr(trainer)
         scale = self._policy.scale
@@ -736,8 +740,9 @@ class DivergenceWatchdog(Callback):
             log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
         if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
             lr = _reference_lr_text(trainer)
+            advice = "a lower" if incident.detail.endswith("too high") else "a higher"
             warnings.warn(
-                f"{OWNER}: {incident.detail}{lr}; try LRFinder or a higher peak LR", UserWarning, stacklevel=2
+                f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
             )
 
 

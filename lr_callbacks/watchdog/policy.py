@@ -133,7 +133,9 @@ class _State:
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
     rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
     ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback
-    shares: list[tuple[int, float]] = field(default_factory=list)  # (step, LR / its planned peak) before ``ready``
+    shares: list[tuple[int, float]] = field(default_factory=list)  # (step, LR / its planned peak) while warming up
+    warmed_up: bool = False  # the planned LR has reached its peak, or fallen: its first rise (the warmup) is over
+    warmup_end: int | None = None  # the step at which it was seen to be over
     refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
     data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
 
@@ -286,12 +288,26 @@ class WatchdogPolicy:
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
         s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether the run may still be in its warmup: the loss has no baseline yet, or the planned LR noted by
+        :meth:`planned_share` has neither reached its peak nor fallen."""
+        return not self.ready or not self.state.warmed_up
+
     def planned_share(self, step: int, share: float) -> None:
-        """Note the LR of ``step`` as a share of the run's planned peak (the schedule's warmup), while the loss has
-        no baseline yet: trouble then tells at what share of the peak the run broke (:meth:`_rollback`)."""
+        """Note the LR of ``step`` as a share of the run's planned peak while the run warms up: trouble then
+        tells at what share of the peak the run broke (:meth:`_rollback`). The warmup is over once the share
+        reaches 1 or falls below the highest noted (a schedule past its peak); NaN (the plan is unknown) is
+        not noted."""
         s = self.state
-        if not self.ready and math.isfinite(share) and share > 0.0 and (not s.shares or s.shares[-1][0] < step):
-            s.shares.append((step, min(share, 1.0)))
+        if not math.isfinite(share) or share <= 0.0 or (s.shares and s.shares[-1][0] >= step):
+            return
+        share = min(share, 1.0)
+        if share >= 1.0 - 1e-6 or (s.shares and share < max(noted for _, noted in s.shares) - 1e-9):
+            s.warmed_up, s.warmup_end = True, step
+        if not s.warmed_up:
+            s.shares.append((step, share))
+            del s.shares[: -self.config.window]  # what a rollback can still ask about
 
     def _share_at(self, step: int) -> float:
         """The noted share of the planned peak at ``step`` (the last one noted before it; 1 if none was)."""
@@ -786,22 +802,27 @@ class WatchdogPolicy:
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
-        early = not self.ready
+        began = step if since is None else since
+        # trouble that began while the LR warmed up (or before the loss had a baseline): the LR, not a passing fault
+        early = not self.ready or (bool(s.shares) and (s.warmup_end is None or began < s.warmup_end))
+        again = s.rollbacks > 1 and not s.raised  # damaged again at the last rollback's cut, before any raise
         ceiling = ""
         if s.raised:  # the weights were damaged again after a clean stretch raised the LR: that LR is too high
             s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
             ceiling = f"; damaged again after a raise, so clean stretches raise it to {s.ceiling:.3g} at most"
         s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
-        if early:  # trouble before the loss has a baseline: the LR warming up into it, not a passing fault
-            began = step if since is None else since
+        if again:  # the last cut did not make the run safe: the LR stays down
+            s.ceiling = min(s.ceiling, s.scale)
+            ceiling = f"; damaged again at the last cut's LR, so clean stretches raise it to {s.ceiling:.3g} at most"
+        if early:
             share = self._share_at(began)
             s.scale = max(min(s.scale, old * c.lr_factor * share), c.min_lr_scale)
             s.ceiling = min(s.ceiling, s.scale)
             ceiling = (
-                f"; the trouble began at step {began}, in the first {c.warmup_steps} steps (warmup_steps), with the "
-                f"LR at {share:.0%} of its planned peak: the peak is too high for this run, so the scale goes below "
-                f"lr_factor × that share and clean stretches do not raise it above {s.ceiling:.3g}"
+                f"; the trouble began at step {began}, while the LR warmed up, at {share:.0%} of its planned peak: "
+                f"the peak is too high for this run, so the scale goes below lr_factor × that share and clean "
+                f"stretches do not raise it above {s.ceiling:.3g}"
             )
         s.last_cut, s.rollback_cut = step, s.scale / old
         detail = (
@@ -861,7 +882,9 @@ class WatchdogPolicy:
         return decision
 
     def _trend(self, step: int, probe: Probe | None = None) -> Decision:
-        """The CUSUM alarmed: a change of data gets a new baseline, a climb or a big jump an LR cut or a rollback.
+        """The CUSUM alarmed, or the loss has stayed more than ``max_level_shift`` above the level before the
+        climb for ``patience`` steps (which a spread widened by an unstable loss keeps the sum from seeing): a
+        change of data gets a new baseline, a climb or a big jump an LR cut or a rollback.
 
         Acts only once ``patience`` values since the change began can tell the cases apart:
 
@@ -872,7 +895,9 @@ class WatchdogPolicy:
           a cut (a second alarm within ``cooldown_steps``), the run is rolled back.
         """
         cusum, s, c = self.cusum, self.state, self.config
-        if not cusum.alarm or len(cusum.since_start) < c.patience or cusum.reference is None:
+        if len(cusum.since_start) < c.patience or cusum.reference is None:
+            return Decision()
+        if not cusum.alarm and not cusum.risen(c.patience, math.log(c.max_level_shift)):
             return Decision()
         center, spread = cusum.reference
         values, value = list(cusum.since_start), cusum.value
@@ -948,9 +973,11 @@ class WatchdogPolicy:
         drop = 1.0 - math.exp(late - early)
         if drop >= c.flat_loss_drop:
             return None
+        # a loss that ended higher than it began was not too slow: training made it worse
+        cause = "the LR may be too low" if drop > -c.flat_loss_drop else "the LR may be too high"
         detail = (
             f"the loss went from {math.exp(early):.4g} to {math.exp(late):.4g} ({-drop:+.2%}) over the first "
-            f"{s.accepted} steps: the LR may be too low"
+            f"{s.accepted} steps: {cause}"
         )
         return Incident(step, Signal.FLAT_LOSS, drop, c.flat_loss_drop, Action.WARN, detail)
 

@@ -246,6 +246,22 @@ class Cusum:
         """``S ≥ threshold``."""
         return self.value >= self.threshold
 
+    def risen(self, count: int, shift: float) -> bool:
+        """Whether the last ``count`` values since ``S`` left 0 sit, in their median, more than ``shift`` above the
+        reference's center: a climb past the largest level shift that the data may make, however wide the spread
+        (the sum grows by ``z − drift`` per value, which a spread widened by a fast-falling or unstable loss keeps
+        near 0 while the loss climbs).
+
+        >>> cusum = Cusum(drift=1.0, threshold=25.0)
+        >>> for k, x in enumerate([0.0, 0.9, 1.0, 0.8]):
+        ...     _ = cusum.update(x, center=0.0, spread=1.0, step=k)
+        >>> cusum.alarm, cusum.risen(3, shift=0.405), cusum.risen(4, shift=0.405)
+        (False, True, False)
+        """
+        if self.reference is None or len(self.since_start) < count:
+            return False
+        return statistics.median(self.since_start[-count:]) - self.reference[0] > shift
+
     def update(self, x: float, center: float, spread: float, step: int) -> float:
         """Add the accepted value ``x`` of ``step``; ``center``/``spread`` are the baseline's before ``x``."""
         if self.reference is None or (self.value == 0.0 and not self.held):

@@ -350,15 +350,27 @@ def test_a_slow_climb_lowers_the_lr_then_rolls_back_if_it_goes_on():
 @pytest.mark.parametrize(("threshold", "caught"), [(25.0, True), (1000.0, False)])
 def test_cusum_threshold_sets_when_a_climb_is_caught(threshold, caught):
     policy = warm(cusum_threshold=threshold)
-    climb(policy, 30, 0.01, 60)
+    climb(policy, 30, 0.005, 60)  # +0.5% per step, 1.35× in all: within max_level_shift, so the sum alone sees it
     assert bool(policy.events) is caught
 
 
 @pytest.mark.parametrize(("drift", "caught"), [(1.0, True), (20.0, False)])
 def test_cusum_drift_sets_how_slow_a_climb_may_be(drift, caught):
     policy = warm(cusum_drift=drift)
-    climb(policy, 30, 0.01, 60)
+    climb(policy, 30, 0.005, 60)
     assert bool(policy.events) is caught
+
+
+@pytest.mark.parametrize(("rate", "caught"), [(0.03, True), (0.005, False)])
+def test_a_climb_past_max_level_shift_is_caught_without_the_sums_alarm(rate, caught):
+    # the sum's alarm out of reach, as a spread widened by an unstable or fast-falling loss puts it: a climb whose
+    # median passes max_level_shift (1.5×; ×3.3 at 3% per step) is caught, one that stays within it (×1.35) is not
+    policy = warm(cusum_threshold=1000.0)
+    climb(policy, 30, rate, 40)
+    trends = [e for e in policy.events if e.signal == "loss_trend"]
+    assert bool(trends) is caught
+    if caught:
+        assert trends[0].action == "lower_lr" and "rose" in trends[0].detail
 
 
 @pytest.mark.parametrize(("max_level_shift", "action"), [(1.5, "rebaseline"), (1.1, "lower_lr")])
@@ -404,6 +416,14 @@ def test_a_flat_loss_is_diagnosed_once_with_its_numbers(level, drop, warned):
     assert len(flat) == int(warned)
     if warned:
         assert flat[0].action == "warn" and flat[0].step == 39 and "LR may be too low" in flat[0].detail
+
+
+def test_a_loss_that_rose_over_the_first_steps_is_diagnosed_as_too_high_an_lr():
+    # +30% by step 60, within max_level_shift; the CUSUM is kept out of the way (it would act on this climb)
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=5, window=40, flat_loss_steps=40, cusum_threshold=1e6))
+    feed(policy, [1.0 + 0.3 * k / 60 for k in range(60)], start=0)
+    [flat] = [e for e in policy.events if e.signal == "flat_loss"]
+    assert flat.action == "warn" and flat.value < 0 and flat.detail.endswith("the LR may be too high")
 
 
 def test_flat_loss_steps_none_disables_the_diagnosis():
@@ -691,6 +711,16 @@ def test_damage_again_after_a_raise_caps_the_lr_below_the_scale_that_failed_twic
     assert [e.action for e in policy.events[-1:]] == ["raise_lr"] and policy.scale == 0.5
 
 
+def test_damage_again_at_the_last_cuts_lr_keeps_the_deeper_cut():
+    policy = referenced(patience=3, recover_after=10)
+    feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # rollback 1: × 0.5
+    second = feed(policy, [1000.0], start=30, probe=lambda: 5.0)[0]  # at once damaged again at 0.5: × 0.25
+    assert second.rollback and policy.scale == 0.125 and policy.state.ceiling == 0.125
+    assert "damaged again at the last cut's LR" in policy.events[-1].detail
+    feed(policy, [1.0] * 200, start=30)  # a long clean stretch raises nothing: the cut did not make the run safe
+    assert policy.scale == 0.125 and not any(e.action == "raise_lr" for e in policy.events)
+
+
 def test_a_single_rollback_sets_no_ceiling():
     policy = referenced(patience=3, recover_after=10)
     feed(policy, [1000.0], start=30, probe=lambda: 5.0)
@@ -736,11 +766,35 @@ def test_trouble_at_the_peak_in_the_warmup_gets_the_ladders_cut_and_keeps_it():
 
 def test_trouble_after_the_warmup_is_a_fault_whose_cut_a_clean_stretch_undoes():
     policy = warm(patience=3, recover_after=10)
-    policy.planned_share(30, 0.1)  # ignored: the loss has its baseline, so a share says nothing about the cause
+    for step, share in ((27, 0.5), (28, 1.0), (29, 0.9)):  # the plan reached its peak: the warmup is over
+        policy.planned_share(step, share)
+    assert not policy.warming_up and policy.state.shares == [(27, 0.5)]
     feed(policy, [1000.0] * 3, start=30)
     assert policy.events[-1].action == "rollback" and policy.scale == 0.5 and policy.state.ceiling == 1.0
     feed(policy, [1.0] * 25, start=33)
     assert policy.scale == 1.0
+
+
+def test_trouble_late_in_a_long_warmup_is_the_lr_too():
+    policy = warm(patience=3, recover_after=10)  # the loss has its baseline; the LR still rises
+    for step in range(20, 33):
+        policy.planned_share(step, step / 100)
+    assert policy.ready and policy.warming_up
+    feed(policy, [1000.0] * 3, start=30)  # broke at 30% of the peak
+    assert policy.state.scale == pytest.approx(0.5 * 0.30) and policy.state.ceiling == policy.state.scale
+    feed(policy, [1.0] * 200, start=33)
+    assert policy.state.scale == pytest.approx(0.15)
+
+
+def test_the_warmup_ends_when_the_plan_falls_short_of_its_peak():
+    policy = warm()
+    for step, share in enumerate((0.2, 0.5, 0.5, 0.8, 0.7)):  # a flat stretch is still the warmup; a fall ends it
+        policy.planned_share(step, share)
+        assert policy.warming_up == (step < 4)
+    unknown = warm(patience=3)
+    unknown.planned_share(0, math.nan)  # without a plan nothing is noted, and nothing is taken for a warmup
+    feed(unknown, [1000.0] * 3, start=30)
+    assert unknown.scale == 0.5 and unknown.state.ceiling == 1.0
 
 
 def test_a_rollback_to_the_runs_start_warms_the_lr_up_again():
