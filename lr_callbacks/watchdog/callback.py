@@ -70,10 +70,10 @@ class DivergenceWatchdog(Callback):
     **Statistics**, in log space so that one threshold fits every loss scale: the median and MAD of the last
     ``window`` *accepted* steps (outliers never enter), ``z = (log v − median) / max(1.4826·MAD, min_spread)``;
     during the first ``warmup_steps`` only non-finite values and early trouble (below) are judged. A one-sided
-    CUSUM of the loss's residuals catches a slow climb that never spikes, and so does a climb whose median over
-    ``patience`` steps passes ``max_level_shift`` above the level before it (the sum alone misses such a climb
-    when an unstable or fast-falling loss has widened the spread); a step up that stays flat is a change of
-    data and gets a new baseline instead of an action.
+    CUSUM of the loss's residuals catches a slow climb that never spikes, and while the LR warms up so does a
+    climb whose median over ``patience`` steps passes ``max_level_shift`` above the level before it (the sum
+    alone misses it when a loss that is still falling fast, or already unstable, has widened the spread); a
+    step up that stays flat is a change of data and gets a new baseline instead of an action.
 
     **The LR-instability signal.** Every ``update_every`` steps the update's size relative to the weights is
     measured per parameter group, ``‖Δθ‖ / ‖θ‖``, and logged as ``watchdog/update_ratio/<group>``: the LR
@@ -98,11 +98,10 @@ class DivergenceWatchdog(Callback):
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted
     as a share of its planned peak (``LRSchedule``'s peak, a torch scheduler's base LR), and a rollback for
     trouble that began then lowers the scale to at most ``lr_factor`` × the share at which it began (a run that
-    broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it back above that. Nor does
-    one raise a cut after which the weights were damaged again before any raise: that cut did not make the run
-    safe. A rollback to the run's start (where the
-    optimizer had no state: Adam's moments are empty) warms the LR up again, linearly over as many steps as it
-    undid, instead of giving the fresh optimizer the full LR at once; the log says it went back to the start.
+    broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it back above that. A
+    rollback to the run's start (where the optimizer had no state: Adam's moments are empty) warms the LR up
+    again, linearly over as many steps as it undid, instead of giving the fresh optimizer the full LR at once;
+    the log says it went back to the start.
 
     After a rollback, what
     damaged the weights may still be coming (a burst of bad batches that each stayed under ``z_threshold``):
@@ -530,7 +529,7 @@ class DivergenceWatchdog(Callback):
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
-        if self._policy.warming_up:
+        if not self._policy.state.warmed_up:
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions = [self._record(k, v, lo, no, probe, self._in_force(s, world)) for k, v, lo, no, s in rows]

@@ -290,17 +290,20 @@ class WatchdogPolicy:
 
     @property
     def warming_up(self) -> bool:
-        """Whether the run may still be in its warmup: the loss has no baseline yet, or the planned LR noted by
+        """Whether the run is in its warmup: the loss has no baseline yet, or the planned LR noted by
         :meth:`planned_share` has neither reached its peak nor fallen."""
-        return not self.ready or not self.state.warmed_up
+        return not self.ready or (bool(self.state.shares) and not self.state.warmed_up)
 
     def planned_share(self, step: int, share: float) -> None:
         """Note the LR of ``step`` as a share of the run's planned peak while the run warms up: trouble then
         tells at what share of the peak the run broke (:meth:`_rollback`). The warmup is over once the share
-        reaches 1 or falls below the highest noted (a schedule past its peak); NaN (the plan is unknown) is
-        not noted."""
+        reaches 1 or falls below the highest noted (a schedule past its peak); a share that is not a positive
+        number (the plan is unknown) ends the noting with nothing noted."""
         s = self.state
-        if not math.isfinite(share) or share <= 0.0 or (s.shares and s.shares[-1][0] >= step):
+        if s.warmed_up or (s.shares and s.shares[-1][0] >= step):
+            return
+        if not math.isfinite(share) or share <= 0.0:
+            s.warmed_up, s.warmup_end = True, step
             return
         share = min(share, 1.0)
         if share >= 1.0 - 1e-6 or (s.shares and share < max(noted for _, noted in s.shares) - 1e-9):
@@ -805,16 +808,12 @@ class WatchdogPolicy:
         began = step if since is None else since
         # trouble that began while the LR warmed up (or before the loss had a baseline): the LR, not a passing fault
         early = not self.ready or (bool(s.shares) and (s.warmup_end is None or began < s.warmup_end))
-        again = s.rollbacks > 1 and not s.raised  # damaged again at the last rollback's cut, before any raise
         ceiling = ""
         if s.raised:  # the weights were damaged again after a clean stretch raised the LR: that LR is too high
             s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
             ceiling = f"; damaged again after a raise, so clean stretches raise it to {s.ceiling:.3g} at most"
         s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
-        if again:  # the last cut did not make the run safe: the LR stays down
-            s.ceiling = min(s.ceiling, s.scale)
-            ceiling = f"; damaged again at the last cut's LR, so clean stretches raise it to {s.ceiling:.3g} at most"
         if early:
             share = self._share_at(began)
             s.scale = max(min(s.scale, old * c.lr_factor * share), c.min_lr_scale)
@@ -882,9 +881,10 @@ class WatchdogPolicy:
         return decision
 
     def _trend(self, step: int, probe: Probe | None = None) -> Decision:
-        """The CUSUM alarmed, or the loss has stayed more than ``max_level_shift`` above the level before the
-        climb for ``patience`` steps (which a spread widened by an unstable loss keeps the sum from seeing): a
-        change of data gets a new baseline, a climb or a big jump an LR cut or a rollback.
+        """The CUSUM alarmed, or, while the LR warms up, the loss has stayed more than ``max_level_shift`` above
+        the level before the climb for ``patience`` steps (then the loss is still falling fast or already
+        unstable, and the spread that this widens keeps the sum from seeing a climb): a change of data gets a new
+        baseline, a climb or a big jump an LR cut or a rollback.
 
         Acts only once ``patience`` values since the change began can tell the cases apart:
 
@@ -897,7 +897,7 @@ class WatchdogPolicy:
         cusum, s, c = self.cusum, self.state, self.config
         if len(cusum.since_start) < c.patience or cusum.reference is None:
             return Decision()
-        if not cusum.alarm and not cusum.risen(c.patience, math.log(c.max_level_shift)):
+        if not cusum.alarm and not (self.warming_up and cusum.risen(c.patience, math.log(c.max_level_shift))):
             return Decision()
         center, spread = cusum.reference
         values, value = list(cusum.since_start), cusum.value

@@ -244,3 +244,17 @@ def test_an_lr_that_breaks_the_run_while_it_warms_up_is_cut_below_where_it_broke
     assert all(e.step < 50 for e in rollbacks) and not any(e.action == "raise_lr" for e in watchdog.events)
     assert watchdog.scale <= 0.5 * 0.25 and watchdog.halt_reason is None
     assert mean_loss(unguarded) > 2.0 and mean_loss(model) < 0.3
+
+
+def test_a_climb_to_chance_late_in_a_long_warmup_is_caught_however_unstable_the_loss(tmp_path):
+    """SGD at 20× the digits MLP's good LR, warmed up over 160 of 400 steps: the loss swings widely from step 50 on
+    (the spread it gives the CUSUM hides the climb) and ends at chance unguarded; the watchdog sees its median
+    pass max_level_shift, rolls back and cuts below the share of the peak where it began."""
+    unguarded = DigitsModel(lr=2.0)
+    fit(tmp_path / "none", unguarded, [LRSchedule("cosine", warmup="40%")], 400, logger=False)
+    model, watchdog = DigitsModel(lr=2.0), DivergenceWatchdog()
+    fit(tmp_path / "guarded", model, [LRSchedule("cosine", warmup="40%"), watchdog], 400, logger=False)
+    [rollback] = [e for e in watchdog.events if e.action == "rollback"]
+    assert rollback.signal == "damaged_weights" and "while the LR warmed up" in rollback.detail
+    assert 50 < rollback.step < 160 and watchdog.scale < 0.5
+    assert mean_loss(unguarded) > 2.2 and mean_loss(model) < 1.6

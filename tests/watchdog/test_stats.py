@@ -363,9 +363,13 @@ def test_cusum_drift_sets_how_slow_a_climb_may_be(drift, caught):
 
 @pytest.mark.parametrize(("rate", "caught"), [(0.03, True), (0.005, False)])
 def test_a_climb_past_max_level_shift_is_caught_without_the_sums_alarm(rate, caught):
-    # the sum's alarm out of reach, as a spread widened by an unstable or fast-falling loss puts it: a climb whose
-    # median passes max_level_shift (1.5×; ×3.3 at 3% per step) is caught, one that stays within it (×1.35) is not
+    # while the LR warms up, with the sum's alarm out of reach (as a spread widened by an unstable or fast-falling
+    # loss puts it): a climb whose median passes max_level_shift (1.5×; ×3.3 at 3% per step) is caught, one that
+    # stays within it (×1.35) is not
     policy = warm(cusum_threshold=1000.0)
+    for step in range(30, 70):
+        policy.planned_share(step, step / 100)
+    assert policy.warming_up
     climb(policy, 30, rate, 40)
     trends = [e for e in policy.events if e.signal == "loss_trend"]
     assert bool(trends) is caught
@@ -711,16 +715,6 @@ def test_damage_again_after_a_raise_caps_the_lr_below_the_scale_that_failed_twic
     assert [e.action for e in policy.events[-1:]] == ["raise_lr"] and policy.scale == 0.5
 
 
-def test_damage_again_at_the_last_cuts_lr_keeps_the_deeper_cut():
-    policy = referenced(patience=3, recover_after=10)
-    feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # rollback 1: × 0.5
-    second = feed(policy, [1000.0], start=30, probe=lambda: 5.0)[0]  # at once damaged again at 0.5: × 0.25
-    assert second.rollback and policy.scale == 0.125 and policy.state.ceiling == 0.125
-    assert "damaged again at the last cut's LR" in policy.events[-1].detail
-    feed(policy, [1.0] * 200, start=30)  # a long clean stretch raises nothing: the cut did not make the run safe
-    assert policy.scale == 0.125 and not any(e.action == "raise_lr" for e in policy.events)
-
-
 def test_a_single_rollback_sets_no_ceiling():
     policy = referenced(patience=3, recover_after=10)
     feed(policy, [1000.0], start=30, probe=lambda: 5.0)
@@ -793,6 +787,8 @@ def test_the_warmup_ends_when_the_plan_falls_short_of_its_peak():
         assert policy.warming_up == (step < 4)
     unknown = warm(patience=3)
     unknown.planned_share(0, math.nan)  # without a plan nothing is noted, and nothing is taken for a warmup
+    unknown.planned_share(1, 0.1)
+    assert unknown.state.shares == [] and not unknown.warming_up
     feed(unknown, [1000.0] * 3, start=30)
     assert unknown.scale == 0.5 and unknown.state.ceiling == 1.0
 
@@ -839,3 +835,9 @@ def test_rollbacks_that_bad_data_caused_do_not_spend_the_budget_that_ends_in_a_h
     feed(policy, noisy(8, seed=5), start=52)
     [halt] = feed(policy, [1000.0], start=60, probe=damaged)  # the budget of one rollback is spent now
     assert halt.halt is not None
+
+
+def test_after_the_warmup_a_climb_past_max_level_shift_is_left_to_the_sum():
+    policy = warm(cusum_threshold=1000.0)  # no planned LR noted: the run is past its warmup
+    climb(policy, 30, 0.03, 40)
+    assert not [e for e in policy.events if e.signal == "loss_trend"]
