@@ -226,6 +226,14 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _read_summary(path: str) -> dict[str, Any]:
+    """The benchmarks' sections of ``summary.json`` as the file holds them now (``{}`` if there is none)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return {k: v for k, v in json.load(handle).items() if k in BENCHMARKS}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmarks the command line names; return the summary it wrote."""
     args = parse(argv)
@@ -252,17 +260,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     os.makedirs(ctx.out, exist_ok=True)
     summary_path = os.path.join(ctx.out, "summary.json")
+    ours: dict[str, Any] = {}  # the sections this run wrote; the others are read again before each write
     summary: dict[str, Any] = {}
-    if os.path.exists(summary_path):
-        with open(summary_path) as handle:
-            summary = {k: v for k, v in json.load(handle).items() if k in BENCHMARKS}
     times: dict[str, float] = {}
     started = time.perf_counter()
     for name in args.only:
         log(f"== {name}")
         begin = time.perf_counter()
-        summary[name] = _runner(name)(ctx)
+        ours[name] = _runner(name)(ctx)
         times[name] = time.perf_counter() - begin
+        summary = {**_read_summary(summary_path), **ours}  # a run in another process may have written its part
         write_json(summary_path, {k: summary[k] for k in BENCHMARKS if k in summary})
     total = time.perf_counter() - started
     lines = [f"- {name}: {seconds / 60:.1f} min" for name, seconds in times.items()]

@@ -463,3 +463,21 @@ def test_the_per_sample_task_module_reports_what_its_loss_averages() -> None:
     assert torch.equal(plain.training_step((x, y), 0), loss) and take_sample_losses(plain) is None
     with pytest.raises(ValueError, match=r"per_sample=True needs a task with a sample_loss; 'charlm' has none"):
         TaskModule(make_task("charlm", steps=5), "sgd", 0.1, per_sample=True)
+
+
+def test_a_partial_run_keeps_the_summary_sections_another_process_wrote_meanwhile(tmp_path, monkeypatch) -> None:
+    import json
+
+    import benchmarks.__main__ as entry
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"natural": {"old": 1}, "watchdog": {"old": 1}}))
+
+    def natural(ctx) -> dict[str, int]:  # while it runs, another process finishes the watchdog benchmark
+        summary.write_text(json.dumps({"natural": {"old": 1}, "watchdog": {"new": 2}}))
+        return {"new": 3}
+
+    monkeypatch.setattr(entry, "_runner", lambda name: natural)
+    monkeypatch.setattr(entry, "summary_markdown", lambda summary, header: "")
+    result = entry.main(["--only", "natural", "--out", str(tmp_path)])
+    assert json.loads(summary.read_text()) == {"watchdog": {"new": 2}, "natural": {"new": 3}} == result
