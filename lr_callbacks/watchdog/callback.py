@@ -529,7 +529,7 @@ class DivergenceWatchdog(Callback):
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
-        if not self._policy.state.warmed_up:
+        if self._policy.wants_share:
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions = [self._record(k, v, lo, no, probe, self._in_force(s, world)) for k, v, lo, no, s in rows]

@@ -294,6 +294,11 @@ class WatchdogPolicy:
         :meth:`planned_share` has neither reached its peak nor fallen."""
         return not self.ready or (bool(self.state.shares) and not self.state.warmed_up)
 
+    @property
+    def wants_share(self) -> bool:
+        """Whether :meth:`planned_share` still notes the LR of each step (until the warmup is seen to be over)."""
+        return not self.state.warmed_up
+
     def planned_share(self, step: int, share: float) -> None:
         """Note the LR of ``step`` as a share of the run's planned peak while the run warms up: trouble then
         tells at what share of the peak the run broke (:meth:`_rollback`). The warmup is over once the share

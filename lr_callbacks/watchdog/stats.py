@@ -254,7 +254,7 @@ class Cusum:
 
         >>> cusum = Cusum(drift=1.0, threshold=25.0)
         >>> for k, x in enumerate([0.0, 0.9, 1.0, 0.8]):
-        ...     _ = cusum.update(x, center=0.0, spread=1.0, step=k)
+        ...     _ = cusum.update(x, center=0.0, spread=0.5, step=k)
         >>> cusum.alarm, cusum.risen(3, shift=0.405), cusum.risen(4, shift=0.405)
         (False, True, False)
         """
