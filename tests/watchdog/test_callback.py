@@ -457,3 +457,25 @@ def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path)
     ratios = read_scalars(tmp_path, "watchdog/update_ratio/0")
     assert [step for step, _ in ratios] == list(range(0, 30, 4))  # step 28 is read at step 29
     assert all(0.0 < value < 1.0 for _, value in ratios)
+
+
+@pytest.mark.parametrize("with_schedule", [True, False])
+def test_the_warmup_is_read_from_the_plan_lrschedule_or_a_torch_scheduler(tmp_path, with_schedule):
+    """The watchdog notes each warmup step's LR as a share of the planned peak: ``LRSchedule``'s peak, or a torch
+    scheduler's base LR; it stops once the plan has reached its peak."""
+
+    def warmup(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / 10))
+
+    if with_schedule:
+        model, callbacks = TinyModel(), [LRSchedule("constant", warmup="10 steps", warmup_start=0.0)]
+    else:
+        model, callbacks = TinyModel(scheduler=warmup), []
+    watchdog = DivergenceWatchdog()
+    trainer = make_trainer(tmp_path, max_steps=30, callbacks=[*callbacks, watchdog])
+    trainer.fit(model, loader(regression_data()))
+    policy = watchdog._policy
+    # step k's LR is (k + 1) / 10 of the peak in both plans; at step 9 it reaches the peak and the noting stops
+    assert [step for step, _ in policy.state.shares] == list(range(9))
+    assert [share for _, share in policy.state.shares] == pytest.approx([(k + 1) / 10 for k in range(9)])
+    assert policy.state.warmed_up and policy.state.warmup_end == 9
