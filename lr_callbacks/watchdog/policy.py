@@ -134,10 +134,14 @@ class _State:
     rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
     ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback
     shares: list[tuple[int, float]] = field(default_factory=list)  # (step, LR / its planned peak) while warming up
-    warmed_up: bool = False  # the planned LR has reached its peak, or fallen: its first rise (the warmup) is over
-    warmup_end: int | None = None  # the step at which it was seen to be over
+    warmup_end: int | None = None  # the step at which the planned LR's first rise (the warmup) was seen to be over
     refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
     data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
+
+    @property
+    def warmed_up(self) -> bool:
+        """The planned LR has reached its peak, or fallen (or could not be read): the warmup is over."""
+        return self.warmup_end is not None
 
 
 class WatchdogPolicy:
@@ -307,15 +311,13 @@ class WatchdogPolicy:
         s = self.state
         if s.warmed_up or (s.shares and s.shares[-1][0] >= step):
             return
-        if not math.isfinite(share) or share <= 0.0:
-            s.warmed_up, s.warmup_end = True, step
+        share = min(share, 1.0) if math.isfinite(share) else math.nan
+        # the noted shares never fall (a fall ends the noting), so the last one is the highest
+        if not share > 0.0 or share >= 1.0 - 1e-6 or (s.shares and share < s.shares[-1][1] - 1e-9):
+            s.warmup_end = step
             return
-        share = min(share, 1.0)
-        if share >= 1.0 - 1e-6 or (s.shares and share < max(noted for _, noted in s.shares) - 1e-9):
-            s.warmed_up, s.warmup_end = True, step
-        if not s.warmed_up:
-            s.shares.append((step, share))
-            del s.shares[: -self.config.window]  # what a rollback can still ask about
+        s.shares.append((step, share))
+        del s.shares[: -self.config.window]  # what a rollback can still ask about
 
     def _share_at(self, step: int) -> float:
         """The noted share of the planned peak at ``step`` (the last one noted before it; 1 if none was)."""
