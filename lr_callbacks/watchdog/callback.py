@@ -34,7 +34,7 @@ from lr_callbacks.watchdog.device import (
     row_from_state,
     row_state,
 )
-from lr_callbacks.watchdog.policy import Decision, Probe, WatchdogPolicy
+from lr_callbacks.watchdog.policy import WatchdogPolicy
 from lr_callbacks.watchdog.samples import take_sample_losses
 from lr_callbacks.watchdog.snapshots import (
     SNAPSHOT_MODES,
@@ -44,6 +44,7 @@ from lr_callbacks.watchdog.snapshots import (
     reference_loss,
     state_bytes,
 )
+from lr_callbacks.watchdog.state import Decision, Probe
 from lr_callbacks.watchdog.stats import Samples, Verdict
 
 if TYPE_CHECKING:

@@ -4,6 +4,11 @@ No torch and no Lightning here: :class:`WatchdogPolicy` is a state machine over 
 can be tested with made-up numbers, and the callback (``watchdog/callback.py``) only reads the trainer and applies
 what it is told.
 
+The policy is one class over five modules, each one concern: ``state.py`` (its plain data: the decision it hands
+the callback, and the state a checkpoint holds), ``memory.py`` (what it remembers: baselines, the snapshot ring,
+the planned LR's warmup), ``data_rules.py`` (bad data told from damaged weights), ``update_rules.py`` (the
+LR-instability signal), and this one, the ladder that :meth:`WatchdogPolicy.record` runs.
+
 The ladder, least drastic first (each rung has its threshold, cooldown and budget in :class:`WatchdogConfig`):
 
 1. **non-finite** loss or gradient norm: skip the step (always, also during warmup);
@@ -32,30 +37,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
-from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig, resolve_steps
-from lr_callbacks.watchdog.stats import (
-    Cusum,
-    Gate,
-    RollingBaseline,
-    SampleBaseline,
-    Samples,
-    Verdict,
-    judge,
-    log_value,
-    trend,
-)
+from lr_callbacks.watchdog.config import Action, Incident, Signal
+from lr_callbacks.watchdog.data_rules import DataRules
+from lr_callbacks.watchdog.state import Decision, Probe, RunStep, snap
+from lr_callbacks.watchdog.stats import Gate, Samples, Verdict, judge, log_value, trend
+from lr_callbacks.watchdog.update_rules import UpdateRatioRules
 
-__all__ = ["Decision", "Probe", "WatchdogPolicy"]
-
-Probe = Callable[[], "float | None"]
-"""The live weights' loss on the clean reference batch kept with the newest snapshot (``None``: unknown)."""
-
-DEFAULT_SNAPSHOT_EVERY = 100
-"""The snapshot cadence when the run's length is unknown (else max(10 steps, 1% of the run))."""
+__all__ = ["GUARD_Z_SHARE", "WatchdogPolicy"]
 
 GUARD_Z_SHARE = 0.5
 """After a rollback, until ``patience`` steps in a row are accepted, a step's loss is judged at this share of
@@ -63,90 +52,10 @@ GUARD_Z_SHARE = 0.5
 the threshold), and the clean reference batch tells bad data from damaged weights at every such outlier."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the callback must do after a step was recorded.
-
-    Attributes:
-        scale: the new LR scale, or ``None`` to keep it.
-        rollback: restore the snapshot of step ``rollback_to`` (and skip the current step's update).
-        halt: the reason to stop the run (the last good state is restored and saved first), or ``None``.
-        incidents: what was done, for the log.
-        rollback_to: the snapshot's step, with ``rollback`` (``None``: the newest).
-    """
-
-    scale: float | None = None
-    rollback: bool = False
-    halt: str | None = None
-    incidents: tuple[Incident, ...] = ()
-    rollback_to: int | None = None
-
-
-@dataclass
-class _RunStep:
-    """One step of a run of consecutive outliers."""
-
-    step: int
-    loss: float | None  # log values
-    grad: float | None
-    non_finite: bool
-    loss_out: bool
-    grad_out: bool
-
-
-@dataclass
-class _State:
-    """Everything of the policy but its baselines and CUSUM, as plain data (round-trips through state_dict)."""
-
-    accepted: int = 0
-    scale: float = 1.0
-    run: list[_RunStep] = field(default_factory=list)
-    run_starts: list[int] = field(default_factory=list)
-    last_cut: int | None = None
-    last_change: int | None = None  # the last step an incident or a scale change happened
-    rollbacks: int = 0
-    clean_since_rollback: int | None = None  # accepted steps since the last rollback (None: no rollback)
-    normal_since_rollback: bool = True  # the restored weights gave a loss back at the reference level
-    scale_before_rollback: float = 1.0
-    skip_pending: int = 0
-    snapshot_step: int | None = None
-    snapshot_stats: dict[str, Any] | None = None  # the baselines when the snapshot was taken
-    snapshot_requested: bool = False
-    last_accepted: int | None = None
-    first_losses: list[float] = field(default_factory=list)
-    flat_checked: bool = False
-    halted: str | None = None
-    ring: list[dict[str, Any]] = field(default_factory=list)  # {"step", "stats", "reference"}, oldest first
-    first_step: int | None = None  # the first snapshot of the fit: the run's start
-    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
-    recover_steps: int | None = None
-    data_budget: int = 100
-    data_skips: int = 0  # skips of the current bad-data incident
-    ratio_cut: float = 1.0  # the part of the LR scale set by the update-ratio signal (undone when it ends)
-    ratio_rollbacks: int = 0  # rollbacks of updates made at too high an LR (at most max_rollbacks; never a halt)
-    undone: tuple[int, int] | None = None  # the last rollback undid the updates of these steps (first, last)
-    guarded: int | None = None  # after a rollback: steps accepted in a row (None: no guard; see GUARD_Z_SHARE)
-    rollback_cut: float = 1.0  # the LR cut the last rollback of the ladder made (undone if bad data caused it)
-    ceiling: float = 1.0  # the highest scale a clean stretch may raise to: a scale raised back to and damaged again
-    ceiling_before_rollback: float = 1.0
-    raised: bool = False  # a clean stretch raised the scale since the last rollback
-    can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
-    rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
-    ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback
-    shares: list[tuple[int, float]] = field(default_factory=list)  # (step, LR / its planned peak) while warming up
-    warmup_end: int | None = None  # the step at which the planned LR's first rise (the warmup) was seen to be over
-    refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
-    data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
-
-    @property
-    def warmed_up(self) -> bool:
-        """The planned LR has reached its peak, or fallen (or could not be read): the warmup is over."""
-        return self.warmup_end is not None
-
-
-class WatchdogPolicy:
+class WatchdogPolicy(UpdateRatioRules, DataRules):
     """The ladder as a state machine: :meth:`judge` a step, apply the verdict, then :meth:`record` it.
 
+    >>> from lr_callbacks.watchdog.config import WatchdogConfig
     >>> policy = WatchdogPolicy(WatchdogConfig(warmup_steps=5, window=20))
     >>> for step in range(10):
     ...     loss = 1.0 + 0.01 * (step % 3)
@@ -155,59 +64,6 @@ class WatchdogPolicy:
     >>> verdict.skip, policy.record(10, 1000.0, 2.0, verdict).incidents[0].action
     (True, 'skip')
     """
-
-    def __init__(self, config: WatchdogConfig) -> None:
-        self.config = config
-        self.loss = RollingBaseline(config.window, config.min_spread)
-        self.grad = RollingBaseline(config.window, config.min_spread)
-        self.cusum = Cusum(config.cusum_drift, config.cusum_threshold)
-        self.updates: dict[str, RollingBaseline] = {}  # per group: log(update ratio / LR), accepted samples
-        self.samples = SampleBaseline(config.window, config.warmup_steps)  # for a module reporting per-sample losses
-        self._sample_size = 0.0  # the largest batch recorded, in samples over all ranks (for the device's gate)
-        self.state = _State()
-        self.events: list[Incident] = []
-        self.configure(None)
-
-    def configure(self, total_steps: int | None, can_roll_back: bool = True) -> None:
-        """Resolve the settings relative to the run (``None``: its length is unknown) at fit start;
-        ``can_roll_back=False`` when no snapshot is kept (``snapshot="off"``).
-
-        The snapshot cadence is ``snapshot_every`` or max(10 steps, 1% of the run); ``recover_after`` and
-        ``max_data_skips`` may be a percentage of the run.
-        """
-        c, s = self.config, self.state
-        s.can_roll_back = can_roll_back
-        if c.snapshot_every is not None:
-            s.snapshot_every = c.snapshot_every
-        elif total_steps:
-            s.snapshot_every = max(10, math.ceil(0.01 * total_steps))
-        else:
-            s.snapshot_every = DEFAULT_SNAPSHOT_EVERY
-        fallback = 1000
-        s.recover_steps = None if c.recover_after is None else resolve_steps(c.recover_after, total_steps, fallback)
-        s.data_budget = resolve_steps(c.max_data_skips, total_steps, fallback)
-
-    # --- read-outs ---------------------------------------------------------------------------------
-
-    @property
-    def scale(self) -> float:
-        """The current LR multiplier (the ladder's scale, times the ramp of a re-warmup: see :meth:`_rewarm`)."""
-        return self.state.scale * self.state.ramp
-
-    @property
-    def ready(self) -> bool:
-        """Whether the warmup is over, so outliers and trends are judged."""
-        return self.state.accepted >= self.config.warmup_steps
-
-    @property
-    def sample_size(self) -> float:
-        """The largest batch recorded with per-sample losses, in samples over all ranks (0: none reported)."""
-        return self._sample_size
-
-    @property
-    def incident_open(self) -> bool:
-        """A run of outliers is in progress: the live weights are not known to be clean."""
-        return bool(self.state.run)
 
     def gate(self, samples: float | None = None) -> Gate:
         """The limits a step is judged against now; its per-sample count limit for a batch of ``samples`` (over
@@ -237,15 +93,6 @@ class WatchdogPolicy:
         s = self.state
         return s.guarded is not None and bool(s.ring) and s.ring[-1]["reference"] is not None
 
-    def z_scores(self, loss: float, grad_norm: float) -> dict[str, float]:
-        """The robust z-scores of a step's loss and gradient norm (only those that can be computed)."""
-        scores = {}
-        for name, value, baseline in (("loss_z", loss, self.loss), ("grad_norm_z", grad_norm, self.grad)):
-            x = log_value(value)
-            if x is not None and len(baseline):
-                scores[name] = baseline.z(x)
-        return scores
-
     def judge(self, loss: float, grad_norm: float, samples: Samples | None = None) -> Verdict:
         """The verdict for a step (``samples``: its per-sample summary, ``None`` without per-sample losses),
         including the skips that follow a rollback."""
@@ -254,231 +101,6 @@ class WatchdogPolicy:
         if samples is None:
             return judge(self.gate(), loss, grad_norm)
         return judge(self.gate(samples.n), loss, grad_norm, samples.count)
-
-    def wants_snapshot(self, step: int) -> bool:
-        """Whether the weights before ``step``'s update are a clean snapshot worth taking now.
-
-        Clean: ``step`` was accepted, the CUSUM is at 0 and not holding a pre-climb reference (no climb under
-        way), and no incident happened in the last ``patience`` steps.
-        """
-        s = self.state
-        if s.halted or s.run or s.last_accepted != step or self.cusum.value > 0.0 or self.cusum.held:
-            return False
-        if s.last_change is not None and step - s.last_change < self.config.patience:
-            return False
-        return s.snapshot_requested or s.snapshot_step is None or step - s.snapshot_step >= s.snapshot_every
-
-    def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
-        """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).
-
-        ``reference`` is the loss of the batch kept with it, at its weights (the step's own loss). Returns the
-        step of the snapshot that leaves the ring of ``snapshots`` (its buffers may be reused), or ``None``.
-        """
-        s = self.state
-        s.snapshot_step, s.snapshot_requested = step, False
-        s.snapshot_stats = {"loss": self.loss.state_dict(), "grad": self.grad.state_dict()}
-        if s.first_step is None:
-            s.first_step = step
-        s.ring = [r for r in s.ring if r["step"] != step]
-        s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": log_value(reference or math.nan)})
-        if len(s.ring) > self.config.snapshots:
-            return int(s.ring.pop(0)["step"])
-        return None
-
-    def resumed_from(self, step: int, keep_reference: bool) -> None:
-        """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
-        one, with its reference batch if the checkpoint brought it back (``keep_reference``)."""
-        s = self.state
-        entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
-        s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
-
-    @property
-    def warming_up(self) -> bool:
-        """Whether the run is in its warmup: the loss has no baseline yet, or the planned LR noted by
-        :meth:`planned_share` has neither reached its peak nor fallen."""
-        return not self.ready or (bool(self.state.shares) and not self.state.warmed_up)
-
-    @property
-    def wants_share(self) -> bool:
-        """Whether :meth:`planned_share` still notes the LR of each step (until the warmup is seen to be over)."""
-        return not self.state.warmed_up
-
-    def planned_share(self, step: int, share: float) -> None:
-        """Note the LR of ``step`` as a share of the run's planned peak while the run warms up: trouble then
-        tells at what share of the peak the run broke (:meth:`_rollback`). The warmup is over once the share
-        reaches 1 or falls below the highest noted (a schedule past its peak); a share that is not a positive
-        number (the plan is unknown) ends the noting with nothing noted."""
-        s = self.state
-        if s.warmed_up or (s.shares and s.shares[-1][0] >= step):
-            return
-        share = min(share, 1.0) if math.isfinite(share) else math.nan
-        # the noted shares never fall (a fall ends the noting), so the last one is the highest
-        if not share > 0.0 or share >= 1.0 - 1e-6 or (s.shares and share < s.shares[-1][1] - 1e-9):
-            s.warmup_end = step
-            return
-        s.shares.append((step, share))
-        del s.shares[: -self.config.window]  # what a rollback can still ask about
-
-    def _share_at(self, step: int) -> float:
-        """The noted share of the planned peak at ``step`` (the last one noted before it; 1 if none was)."""
-        before = [share for noted, share in self.state.shares if noted <= step]
-        return before[-1] if before else 1.0
-
-    def request_snapshot(self) -> None:
-        """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
-        self.state.snapshot_requested = True
-
-    # --- the LR-instability signal: the update's size relative to the weights ------------------------
-
-    def record_update(self, step: int, ratios: dict[str, tuple[float, float]], grad_norm: float = math.nan) -> Decision:
-        """Judge the update of ``step``: per group, ``ratio = ‖Δθ‖ / ‖θ‖`` and the LR the hooks set for it.
-
-        The signal is ``u = log(ratio / LR)`` plus the log of the cut this signal made, less how far the step's
-        gradient norm (``grad_norm``) was above its baseline: the update's size for the planned LR (schedule ×
-        the ladder's scale) and the gradient it followed, so warmup, decay, the ladder's cuts and a batch with a
-        large gradient are no alarm.
-        A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
-        fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
-        ``exp(−excess)``, to bring ``u`` back to its center, and the updates since the last normal sample are
-        undone (:meth:`_ratio_cut`). After a cut ``c`` the signal stays near its center
-        while the cause lasts and falls about ``log c`` below it once the cause has passed: when every group is
-        nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
-        update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
-        """
-        s, c = self.state, self.config
-        if s.halted:
-            return Decision()
-        values = {}
-        gradient = self._gradient_excess(grad_norm)
-        for name, (ratio, lr) in ratios.items():
-            x, y = log_value(ratio), log_value(lr)
-            if x is not None and y is not None:
-                values[name] = x - y + math.log(s.ratio_cut) - gradient
-        needed = self._update_window()
-        judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
-        excess = {n: v - self.updates[n].center for n, v in judged.items()}
-        high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
-        # after a cut c the signal sits near its center while the cause lasts and near log(c) once it has passed:
-        # the cut is undone when every group is nearer the latter (and below its center by a spread or more)
-        restored = 0.5 * math.log(s.ratio_cut)
-        low = judged and all(e < min(restored, -self.updates[n].spread) for n, e in excess.items())
-        if high:
-            return self._emit(self._ratio_cut(step, max(high.values()), ratios, high))
-        if low and s.ratio_cut < 1.0:
-            return self._emit(self._ratio_restore(step, max(excess.values())))  # excess: for the log
-        for name, value in values.items():
-            self.updates.setdefault(name, self._update_baseline()).add(value)
-        return Decision()
-
-    def _gradient_excess(self, grad_norm: float) -> float:
-        """How far above its baseline the sampled step's gradient norm was (log units, ≥ 0): a larger gradient
-        makes a larger update under SGD, and that is the data's doing, not the LR's."""
-        y = log_value(grad_norm)
-        if y is None or not len(self.grad):
-            return 0.0
-        return max(0.0, y - self.grad.center)
-
-    def _update_window(self) -> int:
-        c = self.config
-        return max(5, c.warmup_steps // (c.update_every or 1))
-
-    def _update_baseline(self) -> RollingBaseline:
-        """The update signal's baseline: its samples of the last ``warmup_steps`` (it drifts as training goes, so
-        a short memory; a slow climb of the LR is left to the loss's CUSUM)."""
-        return RollingBaseline(self._update_window(), self.config.min_spread)
-
-    def _ratio_cut(
-        self, step: int, excess: float, ratios: dict[str, tuple[float, float]], high: dict[str, float]
-    ) -> Decision:
-        """Lower the scale in proportion to the excess, and undo the updates made at the too-high LR.
-
-        The sample before this one was normal, so the LR went wrong at most ``update_every`` steps ago: the
-        run goes back to the newest snapshot taken before then (at most ``max_rollbacks`` times, and never a
-        halt: past that, or with no such snapshot, the cut alone). Those few updates are what an LR fault has
-        done to the weights by the time it is seen; they are not left in the run.
-        """
-        s, c = self.state, self.config
-        factor = math.exp(-excess)
-        old, s.scale = s.scale, max(s.scale * factor, c.min_lr_scale)
-        s.ratio_cut *= s.scale / old
-        name = max(high, key=lambda n: high[n])
-        ratio = ratios[name][0]
-        threshold = ratio * math.exp(-excess + c.update_z_threshold * self.updates[name].spread)
-        target = self._ratio_target(step)
-        if target is not None:
-            s.ratio_rollbacks += 1
-            self._restore(target)
-            s.undone, s.guarded, s.refundable = (int(target["step"]), step), 0, False
-            undone = (
-                f"; its updates since step {target['step']} are undone (back to the snapshot before step "
-                f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks}){self._rewarm(step)}"
-            )
-        else:
-            undone = ""
-        detail = (
-            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
-            f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}{undone}"
-        )
-        if target is None:
-            note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.LOWER_LR, detail)
-            return Decision(scale=s.scale, incidents=(note,))
-        back = int(target["step"])
-        note = Incident(step, Signal.UPDATE_RATIO, ratio, threshold, Action.ROLLBACK, detail, rollback_to=back)
-        return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=back)
-
-    def _ratio_target(self, step: int) -> dict[str, Any] | None:
-        """The newest snapshot from before the updates the update-ratio signal has not seen (``None``: no such
-        snapshot, no snapshots kept, a run of outliers open, or the rollback budget spent)."""
-        s, c = self.state, self.config
-        if not s.can_roll_back or s.run or s.ratio_rollbacks >= c.max_rollbacks:
-            return None
-        if s.undone is not None and s.undone[0] <= step <= s.undone[1]:
-            return None  # a rollback has already undone this update
-        since = step - (c.update_every or 1) + 1  # the first update after the last normal sample
-        before = [r for r in s.ring if r["step"] <= since]
-        return before[-1] if before else None
-
-    def _restore(self, target: dict[str, Any]) -> None:
-        """Go back to the snapshot ``target``: its baselines, and the ring up to it."""
-        self._point_to(target)
-        self._load_snapshot_baselines()
-        self.cusum.reset()
-
-    def _rewarm(self, step: int) -> str:
-        """After going back to the run's start (step 0), where the optimizer had no state yet (Adam's moments are
-        empty), the LR warms up again: the scale ramps linearly back to its value over as many steps as the
-        rollback undid, instead of starting the fresh optimizer at the full LR. Returns a note for the log."""
-        s = self.state
-        if s.snapshot_step != 0 or step <= 1:
-            s.rewarm, s.ramp = None, 1.0
-            return ""
-        s.rewarm, s.ramp = (step, step), 1.0 / step
-        return f"; the optimizer starts afresh there, so the LR warms up again over {step} steps"
-
-    def _point_to(self, target: dict[str, Any]) -> None:
-        """Make ``target`` the newest snapshot: the ring keeps it and the older ones."""
-        s = self.state
-        s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
-        s.ring = [r for r in s.ring if r["step"] <= target["step"]]
-
-    def _load_snapshot_baselines(self) -> None:
-        """The loss and gradient baselines as they were when the newest snapshot was taken."""
-        stats = self.state.snapshot_stats
-        if stats is not None:
-            self.loss.load_state_dict(stats["loss"])
-            self.grad.load_state_dict(stats["grad"])
-
-    def _ratio_restore(self, step: int, excess: float) -> Decision:
-        s = self.state
-        factor = 1.0 / s.ratio_cut  # the cause has passed: the whole cut this signal made goes
-        old, s.scale = s.scale, _snap(min(1.0, s.scale * factor))
-        s.ratio_cut = _snap(min(1.0, s.ratio_cut * factor))
-        detail = (
-            f"the update is back below its usual size for the planned LR: what made it too large has passed; "
-            f"LR scale {old:.3g} → {s.scale:.3g}"
-        )
-        note = Incident(step, Signal.UPDATE_RATIO, math.exp(excess), math.nan, Action.RAISE_LR, detail)
-        return Decision(scale=s.scale, incidents=(note,))
 
     # --- the ladder --------------------------------------------------------------------------------
 
@@ -523,44 +145,6 @@ class WatchdogPolicy:
             self.samples.add(samples)
         return self._emit(self._accepted(step, loss, grad_norm, probe))
 
-    def _sample_note(self, step: int, samples: Samples | None, why: str) -> Incident:
-        """The skip of a batch dominated by outlier samples, with its numbers."""
-        count, n = (samples.count, samples.n) if samples is not None else (math.nan, 0.0)
-        limit = self.samples.max_count(n)
-        detail = (
-            f"{count:.0f} of {n:.0f} samples have a loss above {self.samples.limit:.4g} (a clean batch: at most "
-            f"{limit:.3g}, at a tail rate of {self.samples.tail_rate:.2%} and a dispersion of "
-            f"{self.samples.dispersion:.2g}); {why}"
-        )
-        return Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.SKIP, detail)
-
-    def _sample_outliers(self, step: int, samples: Samples | None, damaged: bool | None) -> Decision:
-        """The batch is dominated by outlier samples and the clean reference batch shows sound weights (or there
-        is no reference to tell): bad data, skipped (no rollback, no LR cut), within ``max_data_skips`` batches in
-        a row. Past that budget the data changed: the per-sample baseline starts again from the batches to come.
-        (Damaged weights make a batch's samples outliers too: then :meth:`_outlier` takes the step to the ladder.)"""
-        s = self.state
-        known = "the clean reference batch shows sound weights" if damaged is False else "no reference batch to tell"
-        note = self._sample_note(step, samples, f"{known}: bad data")
-        count, limit = note.value, note.threshold
-        incidents = [note]
-        s.data_skips += 1
-        if s.data_skips >= s.data_budget:
-            self.samples.reset()
-            s.data_skips = 0
-            why = (
-                f"{s.data_budget} batches in a row were dominated by outlier samples (max_data_skips): a change of "
-                "data; the per-sample baseline starts again"
-            )
-            incidents.append(Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.REBASELINE, why))
-        return Decision(incidents=tuple(incidents))
-
-    def _emit(self, decision: Decision) -> Decision:
-        self.events.extend(decision.incidents)
-        if decision.incidents:
-            self.state.last_change = decision.incidents[-1].step
-        return decision
-
     def _outlier(
         self,
         step: int,
@@ -587,7 +171,7 @@ class WatchdogPolicy:
         if s.guarded is not None:
             s.guarded = 0
         s.run.append(
-            _RunStep(
+            RunStep(
                 step,
                 log_value(loss),
                 log_value(grad_norm),
@@ -628,26 +212,6 @@ class WatchdogPolicy:
             escalation = self._persistent(step)
         return escalation
 
-    _probe_value: float = math.nan
-    _probe_limit: float = math.nan
-
-    def _damaged(self, probe: Probe | None) -> bool | None:
-        """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
-        the snapshot by more than ``max_level_shift`` (the bound on a level shift of the loss; the reference
-        batch has no sampling noise, so the batch-to-batch spread does not enter, and training since the
-        snapshot only lowers it). ``None``: no reference to tell."""
-        s = self.state
-        reference = s.ring[-1]["reference"] if s.ring else None
-        if probe is None or reference is None or not len(self.loss):
-            return None
-        value = probe()
-        if value is None:
-            return None
-        limit = reference + math.log(self.config.max_level_shift)
-        self._probe_value, self._probe_limit = value, math.exp(limit)
-        x = log_value(value)
-        return x is None or x > limit
-
     def _attributed(self, step: int, damaged: bool, probe_value: float) -> Decision:
         """The cause is known: damaged weights roll back; bad data is skipped within ``max_data_skips``."""
         s, c = self.state, self.config
@@ -678,48 +242,6 @@ class WatchdogPolicy:
             return Decision(halt=reason, incidents=(note,))
         return self._rebaseline_data(step, run, statistics.median(finite) - self.loss.center)
 
-    def _data_caused_rollback(self, step: int) -> Decision:
-        """Bad data right after a rollback, on the restored (sound) weights: the damage the rollback undid was
-        this data's doing, not the LR's, so the rollback's LR cut is undone (a data fault makes no cut), and the
-        rollback is given back to ``max_rollbacks`` (a budget against an LR that keeps diverging, which a run
-        that only met bad data must not spend and then halt on) while the steps such rollbacks undid stay
-        within ``max_data_skips`` (bad data may cost that many steps, skipped or undone)."""
-        s = self.state
-        refund = ""
-        if s.refundable and s.undone is not None and s.rollbacks > 0:
-            undone = s.undone[1] - s.undone[0] + 1
-            if s.data_undone + undone <= s.data_budget:
-                s.rollbacks, s.data_undone = s.rollbacks - 1, s.data_undone + undone
-                refund = f"; the rollback does not count against max_rollbacks ({s.rollbacks} of them used)"
-        s.refundable = False
-        if s.rollback_cut >= 1.0 and not refund:
-            return Decision()
-        old, s.scale = s.scale, _snap(min(1.0, s.scale / s.rollback_cut))
-        s.rollback_cut, s.ceiling = 1.0, s.ceiling_before_rollback
-        detail = (
-            f"the batches after the rollback are bad data on the restored weights: they, not the LR, did the "
-            f"damage; the rollback's LR cut is undone, LR scale {old:.3g} → {s.scale:.3g}{refund}"
-        )
-        note = Incident(step, Signal.BAD_DATA, old, s.scale, Action.RAISE_LR, detail)
-        return Decision(scale=s.scale, incidents=(note,))
-
-    def _rebaseline_data(self, step: int, run: list[_RunStep], elevation: float) -> Decision:
-        """The weights are sound and the data changed: a new baseline from the run's values."""
-        c, s = self.config, self.state
-        self.loss.reset([r.loss for r in run if r.loss is not None], refill=c.warmup_steps)
-        if any(r.grad_out for r in run):
-            self.grad.reset([r.grad for r in run if r.grad is not None], refill=c.warmup_steps)
-        self.cusum.reset()
-        self.samples.reset()
-        s.run, s.run_starts, s.data_skips = [], [], 0
-        bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
-        detail = (
-            f"the loss stepped up {math.exp(elevation) - 1.0:+.1%} ({bound} max_level_shift) for {len(run)} steps "
-            "while the reference batch shows sound weights: a change of data; new baseline"
-        )
-        note = Incident(step, Signal.BAD_DATA, len(run), c.patience, Action.REBASELINE, detail)
-        return Decision(incidents=(note,))
-
     def _persistent(self, step: int) -> Decision:
         """``patience`` outliers in a row: a change of data if the restored weights see it too, else roll back."""
         s = self.state
@@ -737,14 +259,14 @@ class WatchdogPolicy:
             since=run[0].step,
         )
 
-    def _within_level_shift(self, run: list[_RunStep]) -> bool:
+    def _within_level_shift(self, run: list[RunStep]) -> bool:
         """Whether the run's losses sit at most ``max_level_shift`` above the baseline (a new level of data)."""
         losses = [r.loss for r in run if r.loss is not None]
         if not losses or not len(self.loss):
             return True
         return statistics.median(losses) - self.loss.center <= math.log(self.config.max_level_shift)
 
-    def _rebaseline_after_rollback(self, step: int, run: list[_RunStep]) -> Decision:
+    def _rebaseline_after_rollback(self, step: int, run: list[RunStep]) -> Decision:
         """Outliers persist on weights just restored from a clean snapshot: the data changed, not the model."""
         s, c = self.state, self.config
         if any(r.loss_out for r in run):
@@ -773,12 +295,6 @@ class WatchdogPolicy:
         s.last_cut, s.run_starts = step, []
         note = Incident(step, signal, value, threshold, Action.LOWER_LR, f"{why}; LR scale {old:.3g} → {s.scale:.3g}")
         return Decision(scale=s.scale, incidents=(note,))
-
-    def _target(self, since: int | None) -> dict[str, Any] | None:
-        """The newest snapshot taken before ``since`` (the incident's first step), or the newest one."""
-        ring = self.state.ring
-        before = [r for r in ring if since is None or r["step"] <= since]
-        return before[-1] if before else (ring[0] if ring else None)
 
     def _rollback(
         self, step: int, signal: Signal, value: float, threshold: float, why: str, since: int | None = None
@@ -852,13 +368,6 @@ class WatchdogPolicy:
         s.last_cut = step
         detail = f"{why}; snapshot='off': no rollback, LR scale {old:.3g} → {s.scale:.3g}"
         return Decision(scale=s.scale, incidents=(Incident(step, signal, value, threshold, Action.LOWER_LR, detail),))
-
-    def _start_note(self) -> str:
-        """Said in the log when a rollback goes back to the run's start: the last resort."""
-        s = self.state
-        if s.snapshot_step is not None and s.snapshot_step == s.first_step and s.accepted > s.snapshot_every:
-            return ", the start of the run: no later clean snapshot was left (a last resort)"
-        return ""
 
     def _accepted(self, step: int, loss: float, grad_norm: float, probe: Probe | None = None) -> Decision:
         s = self.state
@@ -957,7 +466,7 @@ class WatchdogPolicy:
         wait = s.recover_steps * 2**s.rollbacks  # each rollback says an earlier raise may have come too soon
         if step - s.last_change < wait:
             return Decision()
-        old, s.scale = s.scale, _snap(min(top, s.scale / c.lr_factor))
+        old, s.scale = s.scale, snap(min(top, s.scale / c.lr_factor))
         s.raised = True
         detail = f"{step - s.last_change} steps without incident; LR scale {old:.3g} → {s.scale:.3g}"
         note = Incident(step, Signal.CLEAN_STRETCH, step - s.last_change, s.recover_steps, Action.RAISE_LR, detail)
@@ -987,47 +496,3 @@ class WatchdogPolicy:
             f"{s.accepted} steps: {cause}"
         )
         return Incident(step, Signal.FLAT_LOSS, drop, c.flat_loss_drop, Action.WARN, detail)
-
-    # --- state -------------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        state = asdict(self.state)
-        return {
-            "state": state,
-            "loss": self.loss.state_dict(),
-            "grad": self.grad.state_dict(),
-            "cusum": self.cusum.state_dict(),
-            "events": [e.state() for e in self.events],
-            "updates": {name: baseline.state_dict() for name, baseline in self.updates.items()},
-            "samples": {**self.samples.state_dict(), "size": self._sample_size},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = {"state", "loss", "grad", "cusum", "events"} - set(state)
-        if missing:
-            raise ValueError(f"{OWNER}: the checkpoint's state lacks {sorted(missing)}; was it written by it?")
-        plain = dict(state["state"])
-        plain["run"] = [_RunStep(**r) for r in plain["run"]]
-        for key in ("undone", "rewarm"):
-            if plain.get(key) is not None:
-                plain[key] = tuple(plain[key])
-        plain["shares"] = [tuple(pair) for pair in plain.get("shares", [])]
-        self.state = _State(**plain)
-        self.loss.load_state_dict(state["loss"])
-        self.grad.load_state_dict(state["grad"])
-        self.cusum.load_state_dict(state["cusum"])
-        self.events = [Incident(**e) for e in state["events"]]
-        self.updates = {}
-        for name, saved in state.get("updates", {}).items():
-            self.updates[name] = self._update_baseline()
-            self.updates[name].load_state_dict(saved)
-        self.samples.reset()
-        self._sample_size = 0.0
-        if "samples" in state:  # a checkpoint of an older version has none
-            self.samples.load_state_dict(state["samples"])
-            self._sample_size = float(state["samples"]["size"])
-
-
-def _snap(scale: float) -> float:
-    """1.0 for a scale within rounding of it (a product of cuts and their inverses)."""
-    return 1.0 if abs(scale - 1.0) < 1e-9 else scale

@@ -41,6 +41,10 @@ PURE = (
     "finder.selection",
     "watchdog.config",
     "watchdog.stats",
+    "watchdog.state",
+    "watchdog.memory",
+    "watchdog.update_rules",
+    "watchdog.data_rules",
     "watchdog.policy",
 )
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from lr_callbacks import DivergenceWatchdog
 from lr_callbacks.watchdog.config import Incident, WatchdogConfig
-from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, Decision, WatchdogPolicy
+from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, WatchdogPolicy
+from lr_callbacks.watchdog.state import Decision
 from lr_callbacks.watchdog.stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -1,0 +1,260 @@
+"""What the watchdog policy remembers, and how it reads it: the loss and gradient-norm baselines, the CUSUM,
+the update signal's baselines, the ring of snapshots with the baselines each was taken with, the planned LR's
+warmup, and their ``state_dict``.
+
+:class:`PolicyMemory` is the base of :class:`~lr_callbacks.watchdog.policy.WatchdogPolicy`; the rules that
+decide (``policy.py``: the ladder; ``update_rules.py``: the LR-instability signal; ``data_rules.py``: bad data
+told from damaged weights) read and change this memory and nothing else. Pure: no torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+from lr_callbacks.watchdog.config import OWNER, Incident, WatchdogConfig, resolve_steps
+from lr_callbacks.watchdog.state import DEFAULT_SNAPSHOT_EVERY, Decision, PolicyState
+from lr_callbacks.watchdog.stats import Cusum, RollingBaseline, SampleBaseline, log_value
+
+__all__ = ["PolicyMemory"]
+
+
+class PolicyMemory:
+    """The policy's state, baselines and snapshot ring, with the read-outs and bookkeeping every rule shares.
+
+    Args:
+        config: the watchdog's settings.
+    """
+
+    def __init__(self, config: WatchdogConfig) -> None:
+        self.config = config
+        self.loss = RollingBaseline(config.window, config.min_spread)
+        self.grad = RollingBaseline(config.window, config.min_spread)
+        self.cusum = Cusum(config.cusum_drift, config.cusum_threshold)
+        self.updates: dict[str, RollingBaseline] = {}  # per group: log(update ratio / LR), accepted samples
+        self.samples = SampleBaseline(config.window, config.warmup_steps)  # for a module reporting per-sample losses
+        self._sample_size = 0.0  # the largest batch recorded, in samples over all ranks (for the device's gate)
+        self.state = PolicyState()
+        self.events: list[Incident] = []
+        self.configure(None)
+
+    def configure(self, total_steps: int | None, can_roll_back: bool = True) -> None:
+        """Resolve the settings relative to the run (``None``: its length is unknown) at fit start;
+        ``can_roll_back=False`` when no snapshot is kept (``snapshot="off"``).
+
+        The snapshot cadence is ``snapshot_every`` or max(10 steps, 1% of the run); ``recover_after`` and
+        ``max_data_skips`` may be a percentage of the run.
+        """
+        c, s = self.config, self.state
+        s.can_roll_back = can_roll_back
+        if c.snapshot_every is not None:
+            s.snapshot_every = c.snapshot_every
+        elif total_steps:
+            s.snapshot_every = max(10, math.ceil(0.01 * total_steps))
+        else:
+            s.snapshot_every = DEFAULT_SNAPSHOT_EVERY
+        fallback = 1000
+        s.recover_steps = None if c.recover_after is None else resolve_steps(c.recover_after, total_steps, fallback)
+        s.data_budget = resolve_steps(c.max_data_skips, total_steps, fallback)
+
+    # --- read-outs ---------------------------------------------------------------------------------
+
+    @property
+    def scale(self) -> float:
+        """The current LR multiplier (the ladder's scale, times the ramp of a re-warmup: see :meth:`_rewarm`)."""
+        return self.state.scale * self.state.ramp
+
+    @property
+    def ready(self) -> bool:
+        """Whether the warmup is over, so outliers and trends are judged."""
+        return self.state.accepted >= self.config.warmup_steps
+
+    @property
+    def sample_size(self) -> float:
+        """The largest batch recorded with per-sample losses, in samples over all ranks (0: none reported)."""
+        return self._sample_size
+
+    @property
+    def incident_open(self) -> bool:
+        """A run of outliers is in progress: the live weights are not known to be clean."""
+        return bool(self.state.run)
+
+    def z_scores(self, loss: float, grad_norm: float) -> dict[str, float]:
+        """The robust z-scores of a step's loss and gradient norm (only those that can be computed)."""
+        scores = {}
+        for name, value, baseline in (("loss_z", loss, self.loss), ("grad_norm_z", grad_norm, self.grad)):
+            x = log_value(value)
+            if x is not None and len(baseline):
+                scores[name] = baseline.z(x)
+        return scores
+
+    # --- the snapshot ring -------------------------------------------------------------------------
+
+    def wants_snapshot(self, step: int) -> bool:
+        """Whether the weights before ``step``'s update are a clean snapshot worth taking now.
+
+        Clean: ``step`` was accepted, the CUSUM is at 0 and not holding a pre-climb reference (no climb under
+        way), and no incident happened in the last ``patience`` steps.
+        """
+        s = self.state
+        if s.halted or s.run or s.last_accepted != step or self.cusum.value > 0.0 or self.cusum.held:
+            return False
+        if s.last_change is not None and step - s.last_change < self.config.patience:
+            return False
+        return s.snapshot_requested or s.snapshot_step is None or step - s.snapshot_step >= s.snapshot_every
+
+    def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
+        """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).
+
+        ``reference`` is the loss of the batch kept with it, at its weights (the step's own loss). Returns the
+        step of the snapshot that leaves the ring of ``snapshots`` (its buffers may be reused), or ``None``.
+        """
+        s = self.state
+        s.snapshot_step, s.snapshot_requested = step, False
+        s.snapshot_stats = {"loss": self.loss.state_dict(), "grad": self.grad.state_dict()}
+        if s.first_step is None:
+            s.first_step = step
+        s.ring = [r for r in s.ring if r["step"] != step]
+        s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": log_value(reference or math.nan)})
+        if len(s.ring) > self.config.snapshots:
+            return int(s.ring.pop(0)["step"])
+        return None
+
+    def resumed_from(self, step: int, keep_reference: bool) -> None:
+        """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
+        one, with its reference batch if the checkpoint brought it back (``keep_reference``)."""
+        s = self.state
+        entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
+        s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
+
+    def request_snapshot(self) -> None:
+        """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
+        self.state.snapshot_requested = True
+
+    def _target(self, since: int | None) -> dict[str, Any] | None:
+        """The newest snapshot taken before ``since`` (the incident's first step), or the newest one."""
+        ring = self.state.ring
+        before = [r for r in ring if since is None or r["step"] <= since]
+        return before[-1] if before else (ring[0] if ring else None)
+
+    def _point_to(self, target: dict[str, Any]) -> None:
+        """Make ``target`` the newest snapshot: the ring keeps it and the older ones."""
+        s = self.state
+        s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
+        s.ring = [r for r in s.ring if r["step"] <= target["step"]]
+
+    def _restore(self, target: dict[str, Any]) -> None:
+        """Go back to the snapshot ``target``: its baselines, and the ring up to it."""
+        self._point_to(target)
+        self._load_snapshot_baselines()
+        self.cusum.reset()
+
+    def _load_snapshot_baselines(self) -> None:
+        """The loss and gradient baselines as they were when the newest snapshot was taken."""
+        stats = self.state.snapshot_stats
+        if stats is not None:
+            self.loss.load_state_dict(stats["loss"])
+            self.grad.load_state_dict(stats["grad"])
+
+    def _start_note(self) -> str:
+        """Said in the log when a rollback goes back to the run's start: the last resort."""
+        s = self.state
+        if s.snapshot_step is not None and s.snapshot_step == s.first_step and s.accepted > s.snapshot_every:
+            return ", the start of the run: no later clean snapshot was left (a last resort)"
+        return ""
+
+    # --- the planned LR's warmup -------------------------------------------------------------------
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the run is in its warmup: the loss has no baseline yet, or the planned LR noted by
+        :meth:`planned_share` has neither reached its peak nor fallen."""
+        return not self.ready or (bool(self.state.shares) and not self.state.warmed_up)
+
+    @property
+    def wants_share(self) -> bool:
+        """Whether :meth:`planned_share` still notes the LR of each step (until the warmup is seen to be over)."""
+        return not self.state.warmed_up
+
+    def planned_share(self, step: int, share: float) -> None:
+        """Note the LR of ``step`` as a share of the run's planned peak while the run warms up: trouble then
+        tells at what share of the peak the run broke (:meth:`_rollback`). The warmup is over once the share
+        reaches 1 or falls below the highest noted (a schedule past its peak); a share that is not a positive
+        number (the plan is unknown) ends the noting with nothing noted."""
+        s = self.state
+        if s.warmed_up or (s.shares and s.shares[-1][0] >= step):
+            return
+        share = min(share, 1.0) if math.isfinite(share) else math.nan
+        # the noted shares never fall (a fall ends the noting), so the last one is the highest
+        if not share > 0.0 or share >= 1.0 - 1e-6 or (s.shares and share < s.shares[-1][1] - 1e-9):
+            s.warmup_end = step
+            return
+        s.shares.append((step, share))
+        del s.shares[: -self.config.window]  # what a rollback can still ask about
+
+    def _share_at(self, step: int) -> float:
+        """The noted share of the planned peak at ``step`` (the last one noted before it; 1 if none was)."""
+        before = [share for noted, share in self.state.shares if noted <= step]
+        return before[-1] if before else 1.0
+
+    def _rewarm(self, step: int) -> str:
+        """After going back to the run's start (step 0), where the optimizer had no state yet (Adam's moments are
+        empty), the LR warms up again: the scale ramps linearly back to its value over as many steps as the
+        rollback undid, instead of starting the fresh optimizer at the full LR. Returns a note for the log."""
+        s = self.state
+        if s.snapshot_step != 0 or step <= 1:
+            s.rewarm, s.ramp = None, 1.0
+            return ""
+        s.rewarm, s.ramp = (step, step), 1.0 / step
+        return f"; the optimizer starts afresh there, so the LR warms up again over {step} steps"
+
+    # --- shared by the rules -----------------------------------------------------------------------
+
+    def _emit(self, decision: Decision) -> Decision:
+        self.events.extend(decision.incidents)
+        if decision.incidents:
+            self.state.last_change = decision.incidents[-1].step
+        return decision
+
+    def _update_window(self) -> int:
+        c = self.config
+        return max(5, c.warmup_steps // (c.update_every or 1))
+
+    def _update_baseline(self) -> RollingBaseline:
+        """The update signal's baseline: its samples of the last ``warmup_steps`` (it drifts as training goes, so
+        a short memory; a slow climb of the LR is left to the loss's CUSUM)."""
+        return RollingBaseline(self._update_window(), self.config.min_spread)
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = asdict(self.state)
+        return {
+            "state": state,
+            "loss": self.loss.state_dict(),
+            "grad": self.grad.state_dict(),
+            "cusum": self.cusum.state_dict(),
+            "events": [e.state() for e in self.events],
+            "updates": {name: baseline.state_dict() for name, baseline in self.updates.items()},
+            "samples": {**self.samples.state_dict(), "size": self._sample_size},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"state", "loss", "grad", "cusum", "events"} - set(state)
+        if missing:
+            raise ValueError(f"{OWNER}: the checkpoint's state lacks {sorted(missing)}; was it written by it?")
+        self.state = PolicyState.from_plain(state["state"])
+        self.loss.load_state_dict(state["loss"])
+        self.grad.load_state_dict(state["grad"])
+        self.cusum.load_state_dict(state["cusum"])
+        self.events = [Incident(**e) for e in state["events"]]
+        self.updates = {}
+        for name, saved in state.get("updates", {}).items():
+            self.updates[name] = self._update_baseline()
+            self.updates[name].load_state_dict(saved)
+        self.samples.reset()
+        self._sample_size = 0.0
+        if "samples" in state:  # a checkpoint of an older version has none
+            self.samples.load_state_dict(state["samples"])
+            self._sample_size = float(state["samples"]["size"])
