@@ -96,15 +96,29 @@ def paused(trainer: Any) -> Iterator[None]:
 
 
 def reference_lr(trainer: Any) -> float:
-    """The reference group's peak LR: LRSchedule's ``peak``, or the user scheduler's base LR, or the LR."""
+    """The reference group's peak LR: LRSchedule's ``peak``, or the peak of the user's torch scheduler, or the LR.
+
+    A torch scheduler's peak is its ``base_lrs``, except for the two that climb above them: ``CyclicLR``, whose
+    ``base_lrs`` are the cycle's floor and ``max_lrs`` its top, and ``OneCycleLR``, whose ``base_lrs`` are its
+    start (``max_lr / div_factor``) and whose peak is the ``max_lr`` it keeps in each group. The finder sets this
+    peak (:func:`set_peak_lr`): read as the start, its answer would become a OneCycleLR's start and the run's peak
+    ``div_factor`` (25) times the answer.
+    """
     schedule = find_lr_schedule(trainer)
     if schedule is not None:
         return schedule.peak_lrs[0][0]
-    group = _first_optimizer(trainer).param_groups[0]
+    optimizer = _first_optimizer(trainer)
+    group = optimizer.param_groups[0]
     for config in trainer.lr_scheduler_configs:
-        base_lrs = getattr(config.scheduler, "base_lrs", None)
-        if base_lrs and config.scheduler.optimizer is _first_optimizer(trainer):
-            return float(base_lrs[0])
+        scheduler = config.scheduler
+        if getattr(scheduler, "optimizer", None) is not optimizer:
+            continue
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and "max_lr" in group:
+            return float(group["max_lr"])
+        for attribute in ("max_lrs", "base_lrs"):  # CyclicLR's top, else the base every other one scales
+            values = getattr(scheduler, attribute, None)
+            if values:
+                return float(values[0])
     return float(group.get("initial_lr", as_float(group["lr"])))
 
 

@@ -78,7 +78,8 @@ class LRFinder(Callback):
     ``probe_stalled``, ``probe_no_progress``, ``probe_unstable``; see :mod:`lr_callbacks.finder.stability`).
     With ``apply=True`` the answer becomes the reference group's peak LR (the first group of the first
     optimizer; other groups keep their ratios): ``LRSchedule``'s ``peak`` if present, otherwise the optimizer's
-    groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``.
+    groups and the user's torch scheduler's ``base_lrs``/``initial_lr``/``max_lr``, as its peak (a ``OneCycleLR``
+    or ``CyclicLR`` climbs to the answer, not from it: :func:`~lr_callbacks.core.lr_model.reference_lr`).
 
     Confirm mode (``confirm=True`` or a list of LRs) then runs trials at each candidate, each from the same
     restored state: the run's schedule compressed into the trial and cooled down at its end, scored on the

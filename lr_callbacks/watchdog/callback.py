@@ -97,9 +97,10 @@ class DivergenceWatchdog(Callback):
 
     **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted
-    as a share of its planned peak (``LRSchedule``'s peak, a torch scheduler's base LR), and a rollback for
-    trouble that began then lowers the scale to at most ``lr_factor`` × the share at which it began (a run that
-    broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it back above that. A
+    as a share of its planned peak (``LRSchedule``'s peak; a torch scheduler's base LR, ``OneCycleLR``'s
+    ``max_lr``), and a rollback for trouble that began then lowers the scale to at most ``lr_factor`` × the share
+    at which it began (a run that broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it
+    back above that. A
     rollback to the run's start (where the optimizer had no state: Adam's moments are empty) warms the LR up
     again, linearly over as many steps as it undid, instead of giving the fresh optimizer the full LR at once;
     the log says it went back to the start.
@@ -553,7 +554,7 @@ class DivergenceWatchdog(Callback):
         self._set_gate()
 
     def _planned_share(self, trainer: Any, optimizer: Any) -> float:
-        """This step's LR as a share of its planned peak (LRSchedule's peak, the scheduler's base LR), without the
+        """This step's LR as a share of its planned peak (LRSchedule's peak, the torch scheduler's), without the
         watchdog's own scale; read only while the run warms up (one float of the first group per step)."""
         if self._peak_lr is None:
             self._peak_lr = reference_lr(trainer)

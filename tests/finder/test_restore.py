@@ -122,6 +122,27 @@ def test_the_user_scheduler_keeps_the_answer(tmp_path):
     assert used == pytest.approx([finder.result.chosen_lr / (1 + 0.1 * k) for k in range(5)], rel=1e-12)
 
 
+def one_cycle(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=20)  # peak at step 5
+
+
+def cyclic(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1, step_size_up=5)  # top at step 5
+
+
+@pytest.mark.parametrize("scheduler", [one_cycle, cyclic], ids=["OneCycleLR", "CyclicLR"])
+def test_a_user_scheduler_that_climbs_above_its_base_peaks_at_the_answer(tmp_path, scheduler):
+    """OneCycleLR starts at max_lr / 25 and CyclicLR at the bottom of its cycle: the answer is their peak, not their
+    start (read as the start, the run would peak at 25× and 10× the answer)."""
+    finder = LRFinder(num_steps=30, probe=False)
+    model = FinderModel(optimizer=sgd(), scheduler=scheduler)
+    trainer = make_trainer(tmp_path, max_steps=20, logger=False, callbacks=[finder])
+    trainer.fit(model, shuffled())
+    used = [lr for lr, _ in model.calls[-20:]]
+    assert max(used) == pytest.approx(finder.result.chosen_lr, rel=1e-9) == used[5]
+    assert used[0] == pytest.approx(finder.result.chosen_lr / (25 if scheduler is one_cycle else 10), rel=1e-9)
+
+
 def test_no_file_is_written(tmp_path):
     seen_during: list[list[str]] = []
 

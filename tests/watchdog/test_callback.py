@@ -479,3 +479,19 @@ def test_the_warmup_is_read_from_the_plan_lrschedule_or_a_torch_scheduler(tmp_pa
     assert [step for step, _ in policy.state.shares] == list(range(9))
     assert [share for _, share in policy.state.shares] == pytest.approx([(k + 1) / 10 for k in range(9)])
     assert policy.state.warmed_up and policy.state.warmup_end == 9
+
+
+def test_the_warmup_of_a_one_cycle_scheduler_is_read_against_its_peak(tmp_path):
+    """OneCycleLR starts at max_lr / 25 (its base LR) and climbs to max_lr: the shares rise from 1/25 to the peak,
+    where the noting stops (read against the base LR, every share would be at least 1 and no warmup seen)."""
+
+    def one_cycle(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.OneCycleLR:
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=40, pct_start=0.25)
+
+    model = TinyModel(optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1), scheduler=one_cycle)
+    watchdog = DivergenceWatchdog()
+    make_trainer(tmp_path, max_steps=40, callbacks=[watchdog]).fit(model, loader(regression_data()))
+    state = watchdog._policy.state
+    shares = [share for _, share in state.shares]
+    assert shares[0] == pytest.approx(1 / 25) and shares == sorted(shares) and shares[-1] < 1.0
+    assert [step for step, _ in state.shares] == list(range(9)) and state.warmup_end == 9  # the peak: step 9
