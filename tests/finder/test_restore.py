@@ -122,25 +122,45 @@ def test_the_user_scheduler_keeps_the_answer(tmp_path):
     assert used == pytest.approx([finder.result.chosen_lr / (1 + 0.1 * k) for k in range(5)], rel=1e-12)
 
 
-def one_cycle(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=20)  # peak at step 5
+S = torch.optim.lr_scheduler
+TORCH_SCHEDULERS = {  # each a function of (optimizer, the peak LR it is built with)
+    "LambdaLR warmup": lambda o, peak: S.LambdaLR(o, lambda k: min(1.0, (k + 1) / 5)),
+    "LinearLR": lambda o, peak: S.LinearLR(o, start_factor=0.1, total_iters=5),
+    "SequentialLR": lambda o, peak: S.SequentialLR(
+        o, [S.LinearLR(o, start_factor=0.1, total_iters=5), S.CosineAnnealingLR(o, T_max=15)], milestones=[5]
+    ),
+    "ChainedScheduler": lambda o, peak: S.ChainedScheduler(
+        [S.LinearLR(o, start_factor=0.1, total_iters=5), S.ExponentialLR(o, gamma=0.95)]
+    ),
+    "CosineAnnealingLR": lambda o, peak: S.CosineAnnealingLR(o, T_max=20),
+    "CosineAnnealingWarmRestarts": lambda o, peak: S.CosineAnnealingWarmRestarts(o, T_0=7),
+    "StepLR": lambda o, peak: S.StepLR(o, step_size=5, gamma=0.5),
+    "PolynomialLR": lambda o, peak: S.PolynomialLR(o, total_iters=20, power=2.0),
+    "ConstantLR": lambda o, peak: S.ConstantLR(o, factor=0.25, total_iters=5),
+    "OneCycleLR": lambda o, peak: S.OneCycleLR(o, max_lr=peak, total_steps=20),  # starts at peak / 25
+    "CyclicLR": lambda o, peak: S.CyclicLR(o, base_lr=peak / 10, max_lr=peak, step_size_up=5),  # floor: peak / 10
+}
 
 
-def cyclic(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1, step_size_up=5)  # top at step 5
+@pytest.mark.parametrize("name", list(TORCH_SCHEDULERS))
+def test_with_any_torch_scheduler_the_run_is_the_one_built_at_the_answer_by_hand(tmp_path, name):
+    """The answer is the scheduler's peak: the LRs after the finder are those of the same scheduler built with the
+    answer as its peak LR. OneCycleLR and CyclicLR climb from a start below their peak (before, the answer became
+    that start, and the run peaked at 25× and 10× it)."""
 
+    def lrs(lr: float, callbacks: list) -> list[float]:
+        torch.manual_seed(0)
+        build = TORCH_SCHEDULERS[name]
+        model = FinderModel(optimizer=sgd(lr, head=lr / 10), scheduler=lambda o: build(o, lr))
+        make_trainer(tmp_path / str(lr), max_steps=20, logger=False, callbacks=callbacks).fit(model, shuffled())
+        return [used for used, _ in model.calls[-20:]]
 
-@pytest.mark.parametrize("scheduler", [one_cycle, cyclic], ids=["OneCycleLR", "CyclicLR"])
-def test_a_user_scheduler_that_climbs_above_its_base_peaks_at_the_answer(tmp_path, scheduler):
-    """OneCycleLR starts at max_lr / 25 and CyclicLR at the bottom of its cycle: the answer is their peak, not their
-    start (read as the start, the run would peak at 25× and 10× the answer)."""
-    finder = LRFinder(num_steps=30, probe=False)
-    model = FinderModel(optimizer=sgd(), scheduler=scheduler)
-    trainer = make_trainer(tmp_path, max_steps=20, logger=False, callbacks=[finder])
-    trainer.fit(model, shuffled())
-    used = [lr for lr, _ in model.calls[-20:]]
-    assert max(used) == pytest.approx(finder.result.chosen_lr, rel=1e-9) == used[5]
-    assert used[0] == pytest.approx(finder.result.chosen_lr / (25 if scheduler is one_cycle else 10), rel=1e-9)
+    finder = LRFinder(num_steps=20, probe=False)
+    after = lrs(0.1, [finder])
+    answer = finder.result.chosen_lr
+    assert after == pytest.approx(lrs(answer, []), rel=1e-12)
+    if name != "ChainedScheduler":  # the others reach their peak (there, the decay runs during the warmup)
+        assert max(after) == pytest.approx(answer, rel=1e-12)
 
 
 def test_no_file_is_written(tmp_path):
