@@ -741,7 +741,8 @@ class DivergenceWatchdog(Callback):
             log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
         if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
             lr = _reference_lr_text(trainer)
-            advice = "a lower" if incident.detail.endswith("too high") else "a higher"
+            rose = incident.value <= -incident.threshold  # the drop was negative by the threshold or more
+            advice = "a lower" if rose else "a higher"
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
             )

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from lr_callbacks import DivergenceWatchdog, Incident, LRSchedule
 from lr_callbacks.core.lr_model import paused
 from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
+from lr_callbacks.watchdog.config import Action, Signal
 from tests.helpers import TinyModel, loader, make_trainer, read_scalars, read_text, regression_data
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit
 
@@ -213,8 +214,16 @@ def test_log_every_n_steps_thins_the_scalars(tmp_path):
 
 
 def test_a_flat_loss_is_reported_with_its_numbers(tmp_path):
-    with pytest.warns(UserWarning, match=r"the loss went from .* over the first 40 steps: .* \(LR 1e-05\)"):
+    with pytest.warns(UserWarning, match=r"the loss went from .* over the first 40 steps: .* \(LR 1e-05\); .* higher"):
         fit(tmp_path, DigitsModel(lr=1e-5), [small(flat_loss_steps=40)], 50, logger=False)
+
+
+@pytest.mark.parametrize(("drop", "advice"), [(0.005, "a higher"), (-0.005, "a higher"), (-0.3, "a lower")])
+def test_the_flat_loss_advice_follows_the_numbers(drop, advice):
+    """A loss that barely fell, or barely rose, wants a higher LR; one that rose by the threshold or more, lower."""
+    flat = Incident(300, Signal.FLAT_LOSS, drop, 0.01, Action.WARN, "the loss went from 2 to 2.6 (+30%)")
+    with pytest.warns(UserWarning, match=f"try LRFinder or {advice} peak LR"):
+        DivergenceWatchdog()._report(flat)
 
 
 # --- pausing, accumulation, manual optimization ------------------------------------------------------------------
