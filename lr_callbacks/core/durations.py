@@ -20,7 +20,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-__all__ = ["Duration", "Epochs", "Run", "RunFraction", "Steps", "is_zero", "parse_duration"]
+__all__ = ["Duration", "Epochs", "Run", "RunFraction", "Steps", "is_zero", "known_total", "parse_duration"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,19 @@ class Run:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"`{name}` must be a non-negative int or None, got {value!r}")
+
+
+def known_total(estimated: float | None) -> int | None:
+    """Lightning's ``trainer.estimated_stepping_batches`` as :attr:`Run.total_steps`: ``None`` where it does not
+    know the run's length, which it says with ``inf`` (no ``max_steps`` and ``max_epochs=-1``) or with ``-1`` (an
+    iterable dataset of unknown length and no ``max_steps``: it returns ``max_steps`` itself).
+
+    >>> known_total(1000), known_total(float("inf")), known_total(-1), known_total(None)
+    (1000, None, None, None)
+    """
+    if estimated is None or not math.isfinite(estimated) or estimated < 0:
+        return None
+    return int(estimated)
 
 
 class Duration(ABC):

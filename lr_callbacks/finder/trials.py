@@ -44,7 +44,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lr_callbacks.core.durations import Duration, Run
+from lr_callbacks.core.durations import Duration, Run, known_total
 from lr_callbacks.core.lr_model import set_peak_lr
 from lr_callbacks.core.snapshot import TrainingSnapshot
 from lr_callbacks.finder.driver import Batches, Driver, evaluate
@@ -228,9 +228,9 @@ def _step_schedulers(trainer: Any, step: int) -> None:
 
 def run_of(trainer: Any) -> Run:
     """The run's length in optimizer steps and its epoch length, as ``LRSchedule`` resolves them."""
-    total = trainer.estimated_stepping_batches
+    total = known_total(trainer.estimated_stepping_batches)
     batches = trainer.num_training_batches
     per_epoch = None
     if batches is not None and not math.isinf(batches) and batches > 0:
         per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
-    return Run(total_steps=None if math.isinf(total) else int(total), steps_per_epoch=per_epoch)
+    return Run(total_steps=total, steps_per_epoch=per_epoch)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lr_callbacks.core.durations import Epochs, Run
+from lr_callbacks.core.durations import Epochs, Run, known_total
 from lr_callbacks.core.lr_model import as_float
 from lr_callbacks.schedule.shapes import Schedule
 from lr_callbacks.schedule.transformers import TransformersSchedule
@@ -72,9 +72,7 @@ def refuse_unusable(trainer: Any) -> None:
 
 def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:
     """The run's length in optimizer steps and its epoch length, from the trainer."""
-    total = trainer.estimated_stepping_batches
-    # inf: no max_steps and max_epochs=-1; -1: an iterable dataset with no max_steps (Lightning returns it)
-    total_steps = None if total is None or math.isinf(total) or total < 0 else int(total)
+    total_steps = known_total(trainer.estimated_stepping_batches)
     if trainer.train_dataloader is None and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
         # With max_steps (max_epochs=-1), estimated_stepping_batches answers without loading the data, so
         # the epoch length is unknown at fit start. Load it, as estimated_stepping_batches does with max_epochs,

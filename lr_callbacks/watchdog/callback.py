@@ -18,6 +18,7 @@ from typing_extensions import override
 
 from lr_callbacks.core.checks import check_choice, check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
+from lr_callbacks.core.durations import known_total
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, reference_lr, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
@@ -751,10 +752,10 @@ class DivergenceWatchdog(Callback):
 def _total_steps(trainer: Any) -> int | None:
     """The run's length in optimizer steps, or ``None`` when it is unknown (an endless iterable)."""
     try:
-        total = trainer.estimated_stepping_batches
+        total = known_total(trainer.estimated_stepping_batches)
     except Exception:  # no loader length and no max_steps: Lightning cannot tell
         return None
-    return int(total) if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else None
+    return total or None  # a run of 0 steps has no length to be relative to
 
 
 def _reference_lr_text(trainer: Any) -> str:

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
-from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from lr_callbacks.finder.ramp import sweep_lrs
 from tests.finder.helpers import BatchRecorder, Capture, FinderModel, sgd, shuffled
 from tests.helpers import loader, make_trainer, read_events, read_scalars, read_text, regression_data
@@ -185,6 +185,36 @@ def test_it_runs_again_at_given_epochs_without_breaking_the_loop(tmp_path):
     assert {"lr_finder/loss", "lr_finder/epoch1/loss", "lr_finder/epoch2/loss"} <= set(tags)
     answered = [r.global_step for r in finder.results if r.suggestion is not None]
     assert answered[0] == 0 and [s for s, _ in read_scalars(tmp_path, "lr_finder/suggestion")] == answered
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """An iterable dataset of 12 batches that does not say so: Lightning cannot know the run's length."""
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(12):
+            x = torch.randn(8, 4, generator=generator)
+            yield x, x.sum(1, keepdim=True)
+
+
+def test_a_run_of_unknown_length_is_swept(tmp_path):
+    """max_epochs over an iterable dataset: Lightning's estimated_stepping_batches is -1 there (before, the finder
+    read it as a run of -1 steps and raised)."""
+    watchdog = DivergenceWatchdog()
+    finder = LRFinder(num_steps=20)
+    _model, trainer = fit(
+        tmp_path,
+        finder,
+        FinderModel(),
+        torch.utils.data.DataLoader(Stream(), batch_size=None),
+        max_steps=-1,
+        max_epochs=1,
+        callbacks=[watchdog],
+        logger=False,
+    )
+    assert trainer.estimated_stepping_batches == -1 and trainer.global_step == 12
+    assert len(finder.result.lrs) == 20 and finder.result.stop_reason == "completed"
+    assert watchdog._policy.state.snapshot_every == 100  # the watchdog's cadence for a run of unknown length
 
 
 def test_at_fit_start_false_runs_only_at_the_epochs(tmp_path):
