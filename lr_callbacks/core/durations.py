@@ -214,7 +214,7 @@ def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
         )
     match = _PATTERN.match(value)
     if match is None and value.strip().startswith("-"):
-        raise ValueError(f"`{name}` must not be negative, got {value!r}")
+        raise ValueError(f"`{name}` must not be negative, got {value!r}; write a length such as '500 steps' or '5%'")
     if match is None:
         raise ValueError(
             f"`{name}` could not be read: {value!r}. Use '<n> steps', '<n> epochs' or '<p>%' "

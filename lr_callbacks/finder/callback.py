@@ -181,7 +181,7 @@ class LRFinder(Callback):
         )
         self.window = check_number("window", window, low=0.0, low_open=True, owner=_OWNER)
         self.confirm = _check_confirm(confirm)
-        self.confirm_length = None if confirm_length is None else parse_duration(confirm_length, "confirm_length")
+        self.confirm_length = None if confirm_length is None else _duration("confirm_length", confirm_length)
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
         self.monitor = monitor
@@ -525,6 +525,14 @@ def _check_epochs(epochs: Sequence[int]) -> tuple[int, ...]:
     if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Sequence):
         raise TypeError(f"LRFinder: `epochs` must be a list of epoch numbers such as [3, 6], got {epochs!r}")
     return tuple(sorted({check_int(f"epochs[{i}]", e, low=0, owner=_OWNER) for i, e in enumerate(epochs)}))
+
+
+def _duration(name: str, value: Duration | str) -> Duration:
+    """``value`` parsed as a duration, its error naming the finder."""
+    try:
+        return parse_duration(value, name)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{_OWNER}: {error}") from None
 
 
 def _check_confirm(confirm: bool | Sequence[float]) -> bool | tuple[float, ...]:

@@ -330,7 +330,8 @@ def test_manual_optimization_sweeps_one_step_per_training_step(tmp_path):
         ({"confirm": [1e-4]}, ValueError, r"`confirm` needs at least two LRs to compare, got \[0.0001\]"),
         ({"confirm": [1e-4, -1.0]}, ValueError, r"`confirm\[1\]` must be > 0, got -1.0"),
         ({"confirm_length": 50}, TypeError, r"`confirm_length` needs its unit: got the bare number 50"),
-        ({"confirm_length": "5 batches"}, ValueError, r"`confirm_length` could not be read: '5 batches'"),
+        ({"confirm_length": "5 batches"}, ValueError, r"LRFinder: `confirm_length` could not be read: '5 batches'"),
+        ({"confirm_length": "-5%"}, ValueError, r"LRFinder: `confirm_length` must not be negative, got '-5%'; write a"),
         ({"monitor": ""}, TypeError, r"`monitor` must be the name of a validation value, got ''"),
     ],
 )
