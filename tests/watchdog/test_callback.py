@@ -352,6 +352,39 @@ def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, faults, kwargs):
     assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
 
 
+class ScheduledDigits(DigitsModel):
+    """DigitsModel with a torch scheduler of its own (a per-step decay) instead of LRSchedule."""
+
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 / (1.0 + 0.01 * k))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
+def test_resuming_after_a_cut_of_a_user_torch_scheduler_keeps_the_cut_once(tmp_path):
+    """The cut lives in the scheduler's base LRs, which the checkpoint holds: the resumed run neither loses it nor
+    applies it a second time."""
+
+    def fit_from(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        faults = Faults(loss_times={60: 1000.0, 62: 1000.0})  # two outlier runs: lower_after=2 cuts at step 62
+        model = ScheduledDigits(faults=faults, batch_by_step=True)
+        watchdog = small(lower_after=2, reference_batch=False, recover_after=None)
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=70, save_top_k=-1)
+        trainer = make_trainer(root, max_steps=90, callbacks=[watchdog, saver], enable_checkpointing=True)
+        trainer.fit(model, epochs_loader(), ckpt_path=ckpt_path)
+        return model, watchdog, trainer.lr_scheduler_configs[0].scheduler
+
+    full_model, full, full_scheduler = fit_from(tmp_path / "full")
+    assert [(e.step, e.action) for e in full.events if e.action != "skip"] == [(62, "lower_lr")]
+    resumed_model, resumed, resumed_scheduler = fit_from(
+        tmp_path / "resumed", str(tmp_path / "full" / "ckpt" / "epoch=1-step=70.ckpt")
+    )
+    assert resumed.scale == full.scale == 0.5 and resumed_scheduler.base_lrs == full_scheduler.base_lrs == [0.05]
+    assert resumed_model.seen_lrs == full_model.seen_lrs[70:]
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+
+
 def test_resuming_after_an_update_ratio_sample_keeps_its_measurement(tmp_path):
     """Step 170 samples the update ratio (every 5 steps): measured after its update, read at step 171. The
     checkpoint written after step 170 (the end of epoch 2) carries that measurement, so the resumed run records
