@@ -101,10 +101,9 @@ class DivergenceWatchdog(Callback):
     as a share of its planned peak (``LRSchedule``'s peak; a torch scheduler's base LR, ``OneCycleLR``'s
     ``max_lr``), and a rollback for trouble that began then lowers the scale to at most ``lr_factor`` × the share
     at which it began (a run that broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it
-    back above that. A
-    rollback to the run's start (where the optimizer had no state: Adam's moments are empty) warms the LR up
-    again, linearly over as many steps as it undid, instead of giving the fresh optimizer the full LR at once;
-    the log says it went back to the start.
+    back above that. A rollback to the run's start (where the optimizer had no state: Adam's moments are empty)
+    warms the LR up again, linearly over as many steps as it undid, instead of giving the fresh optimizer the
+    full LR at once; the log says it went back to the start.
 
     After a rollback, what
     damaged the weights may still be coming (a burst of bad batches that each stayed under ``z_threshold``):
