@@ -20,6 +20,7 @@ from lr_callbacks.watchdog.samples import sample_statistics
 from lr_callbacks.watchdog.stats import Gate, Samples, Verdict
 
 __all__ = [
+    "UPDATE_SAMPLE",
     "DeviceJudge",
     "Row",
     "StepSignals",
@@ -29,6 +30,7 @@ __all__ = [
     "drop_gradients",
     "row_from_state",
     "row_state",
+    "sample_stride",
 ]
 
 
@@ -275,7 +277,9 @@ class UpdateProbe:
     A group of plain tensors of one dtype on one device is copied as one flat tensor (:func:`_weights`): on the
     CPU a foreach op dispatches once per tensor, so one flat copy and whole-vector norms cost a fraction of the
     per-tensor copy, difference and norms (a quarter for the 30 tensors of a small GPT). The ratios are the same
-    up to float rounding.
+    up to float rounding. A group of more than :data:`UPDATE_SAMPLE` elements is read on a fixed sample of them
+    (every ``k``-th element of every tensor, ``k`` the same for all: :func:`sample_stride`), so the probe costs
+    a small copy and no second copy of the model's weights, whatever the model's size.
     """
 
     def __init__(self) -> None:
@@ -351,11 +355,40 @@ class UpdateProbe:
             self.pending_grad_norm = float(state["grad_norm"])
 
 
+UPDATE_SAMPLE = 2**18
+"""The most elements of a parameter group the update ratio reads (a megabyte in float32). A larger group is
+read on a fixed strided sample: both norms are then estimated on the same ``UPDATE_SAMPLE`` or so elements,
+spread over every tensor in proportion to its size, and their ratio is ``‖Δθ‖/‖θ‖`` to well under 1% (the
+standard error of a norm estimated on n elements is about 1/√(2n) of it). Before, every fifth step copied the
+whole model twice: 16 ms a step on a 22.7M-parameter MiniLM on the CPU (8% of its step), and twice the
+model's size in memory at once, which a large model on a GPU may not have to spare."""
+
+
+def sample_stride(elements: int) -> int:
+    """The stride of the update ratio's sample of a group of ``elements``: 1 (every element) up to
+    :data:`UPDATE_SAMPLE`, else the smallest prime at or above ``elements / UPDATE_SAMPLE`` (a prime does not fall
+    in step with a tensor's row length, so a matrix is sampled across its columns, not down a few of them).
+
+    >>> sample_stride(1000), sample_stride(2**18), sample_stride(22_700_000)
+    (1, 1, 89)
+    """
+    stride = math.ceil(elements / UPDATE_SAMPLE)
+    if stride <= 1:
+        return 1
+    while any(stride % d == 0 for d in range(2, math.isqrt(stride) + 1)):
+        stride += 1
+    return stride
+
+
 def _weights(parameters: list[torch.Tensor], copy: bool) -> list[torch.Tensor]:
     """A group's weights for the update ratio: plain tensors of one dtype on one device as one flat tensor (a
-    copy); else the tensors themselves, or with ``copy`` a copy of each (a DTensor's laid out as it is)."""
+    copy), of every :func:`sample_stride`-th element of each tensor when the group is large; else the tensors
+    themselves, or with ``copy`` a copy of each (a DTensor's laid out as it is)."""
     if parameters and all_plain(parameters) and len({(p.dtype, p.device) for p in parameters}) == 1:
+        stride = sample_stride(sum(p.numel() for p in parameters))
         with torch.no_grad():
-            return [flatten(parameters)]
+            if stride == 1:
+                return [flatten(parameters)]
+            return [torch.cat([p.detach().reshape(-1)[::stride] for p in parameters])]
     tensors = [p.detach() for p in parameters]
     return list(torch._foreach_mul(tensors, 1.0)) if copy else tensors

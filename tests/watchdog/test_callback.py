@@ -18,6 +18,7 @@ from lr_callbacks import DivergenceWatchdog, Incident, LRSchedule
 from lr_callbacks.core.lr_model import paused
 from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
 from lr_callbacks.watchdog.config import Action, Signal
+from lr_callbacks.watchdog.device import UPDATE_SAMPLE, UpdateProbe, sample_stride
 from tests.helpers import TinyModel, loader, make_trainer, read_scalars, read_text, regression_data
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit
 
@@ -499,6 +500,27 @@ def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path)
     ratios = read_scalars(tmp_path, "watchdog/update_ratio/0")
     assert [step for step, _ in ratios] == list(range(0, 30, 4))  # step 28 is read at step 29
     assert all(0.0 < value < 1.0 for _, value in ratios)
+
+
+def test_a_large_group_s_update_ratio_is_read_on_a_sample_that_agrees_with_the_whole():
+    """Above UPDATE_SAMPLE elements the probe copies every k-th element of each tensor (k prime, the same for all),
+    not the whole weights: a copy of at most UPDATE_SAMPLE elements, and ‖Δθ‖/‖θ‖ to well under 1%."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(768, 384), (384,), (1000, 384)]  # 679,296 elements: a stride of 3
+    params = [torch.nn.Parameter(torch.randn(*shape, generator=generator)) for shape in shapes]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    before = torch.cat([p.detach().reshape(-1) for p in params])
+    probe = UpdateProbe()
+    probe.arm(optimizer, step=7)
+    assert sample_stride(before.numel()) == 3 and probe._before[0][0].numel() <= UPDATE_SAMPLE
+    with torch.no_grad():
+        for p, scale in zip(params, (1e-3, 1e-2, 3e-3)):  # each tensor moved by a different relative amount
+            p.add_(torch.randn(p.shape, generator=generator) * scale)
+    probe.measure(optimizer)
+    ratios, lrs, step = probe.take()
+    after = torch.cat([p.detach().reshape(-1) for p in params])
+    exact = float(torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(after))
+    assert step == 7 and lrs == [0.1] and float(ratios[0]) == pytest.approx(exact, rel=0.01)
 
 
 @pytest.mark.parametrize("with_schedule", [True, False])
