@@ -94,7 +94,7 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the run's first losses is trouble too.
+    baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too.
 
     **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted

@@ -70,13 +70,17 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         all ranks), by default for the largest batch seen (as the device judges: no more skips than exact).
 
         During the warmup, before the baseline exists, the loss is held against the run's own first losses:
-        a loss above ``max_level_shift`` × their median is trouble (the LR warming up into instability).
+        a loss above ``max_level_shift`` × the highest of the first five is trouble (the LR warming up into
+        instability). The highest, not their median: a batch's loss varies around its level, widely for small
+        batches at a low loss (a fine-tuned model's batch of 8 can read twice another's), and a batch is trouble
+        only when it is worse by the factor than every one of the first few. From scratch the first losses all
+        sit at the loss of the initial weights, where the two agree.
         """
         if not self.ready:
             first = self.state.first_losses
             if len(first) < 5:
                 return Gate(clip=self.config.outlier_action == "clip")
-            limit = statistics.median(first[:5]) + math.log(self.config.max_level_shift)
+            limit = max(first[:5]) + math.log(self.config.max_level_shift)
             return Gate(loss_limit=limit, clip=self.config.outlier_action == "clip")
         c = self.config
         z = c.z_threshold * (GUARD_Z_SHARE if self._guarded() else 1.0)

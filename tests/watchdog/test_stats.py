@@ -188,6 +188,14 @@ def test_during_warmup_only_non_finite_values_and_a_blow_up_past_the_first_losse
     assert policy.ready
 
 
+def test_during_warmup_a_batch_is_trouble_only_above_every_one_of_the_first_losses():
+    """A fine-tuned model's batches of 8 (measured on MiniLM: the first five read 0.14-0.31): 0.43 is within 1.5×
+    the highest of them (1.5× their median, 0.31, skipped it and nine more clean batches of that run); 0.5 is not."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
+    feed(policy, [0.26, 0.19, 0.14, 0.20, 0.31, 0.43, 0.50], start=0)
+    assert actions(policy) == [(6, "loss", "skip")]
+
+
 def test_a_spike_is_skipped_and_kept_out_of_the_baseline():
     policy = warm()
     before = (policy.loss.center, policy.loss.spread)
