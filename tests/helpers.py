@@ -142,6 +142,25 @@ def loader(dataset: TensorDataset | None = None, batch_size: int = 8, shuffle: b
     return DataLoader(dataset if dataset is not None else regression_data(), batch_size=batch_size, shuffle=shuffle)
 
 
+class Stream(torch.utils.data.IterableDataset):
+    """An iterable dataset of ``batches`` batches of 8 that does not say how many: Lightning cannot know the run's
+    length from it."""
+
+    def __init__(self, batches: int = 6) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(self.batches):
+            x = torch.randn(8, 4, generator=generator)
+            yield x, x.sum(1, keepdim=True)
+
+
+def stream(batches: int = 6) -> DataLoader:
+    """A loader of :class:`Stream` (its batches as they are)."""
+    return DataLoader(Stream(batches), batch_size=None)
+
+
 def event_dirs(root: os.PathLike[str] | str) -> list[str]:
     """Every directory under ``root`` holding TensorBoard event files."""
     files = glob.glob(os.path.join(str(root), "**", "events.out.tfevents.*"), recursive=True)

@@ -14,7 +14,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from lr_callbacks.finder.ramp import sweep_lrs
 from tests.finder.helpers import BatchRecorder, Capture, FinderModel, sgd, shuffled
-from tests.helpers import loader, make_trainer, read_events, read_scalars, read_text, regression_data
+from tests.helpers import loader, make_trainer, read_events, read_scalars, read_text, regression_data, stream
 
 
 def fit(tmp_path, finder, model=None, data=None, **trainer_kwargs):
@@ -187,16 +187,6 @@ def test_it_runs_again_at_given_epochs_without_breaking_the_loop(tmp_path):
     assert answered[0] == 0 and [s for s, _ in read_scalars(tmp_path, "lr_finder/suggestion")] == answered
 
 
-class Stream(torch.utils.data.IterableDataset):
-    """An iterable dataset of 12 batches that does not say so: Lightning cannot know the run's length."""
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(12):
-            x = torch.randn(8, 4, generator=generator)
-            yield x, x.sum(1, keepdim=True)
-
-
 def test_a_run_of_unknown_length_is_swept(tmp_path):
     """max_epochs over an iterable dataset: Lightning's estimated_stepping_batches is -1 there (before, the finder
     read it as a run of -1 steps and raised)."""
@@ -206,7 +196,7 @@ def test_a_run_of_unknown_length_is_swept(tmp_path):
         tmp_path,
         finder,
         FinderModel(),
-        torch.utils.data.DataLoader(Stream(), batch_size=None),
+        stream(12),
         max_steps=-1,
         max_epochs=1,
         callbacks=[watchdog],

@@ -15,11 +15,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BackboneFinetuning
 from pytorch_lightning.plugins.precision import MixedPrecision
-from torch.utils.data import DataLoader, IterableDataset
 
 from lr_callbacks import Cosine, Linear, LRSchedule, Phases, Run, Warmup
 from lr_callbacks.core.lr_model import find_lr_schedule, paused, reference_lr, set_lr_scale, set_peak_lr
-from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars, read_text
+from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars, read_text, stream
 
 
 def fit(tmp_path: Any, callback: LRSchedule, model: pl.LightningModule | None = None, **kwargs: Any) -> TinyModel:
@@ -47,20 +46,6 @@ def test_a_torch_scheduler_from_configure_optimizers_is_refused(tmp_path: Any) -
     model = TinyModel(scheduler=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 2))
     with pytest.raises(ValueError, match=r"also returned a torch scheduler \(StepLR\).*Return only the optimizer"):
         fit(tmp_path, LRSchedule("cosine"), model)
-
-
-class Stream(IterableDataset):
-    """An iterable dataset: Lightning cannot know the run's length from it."""
-
-    def __iter__(self) -> Any:
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(6):
-            x = torch.randn(8, 4, generator=generator)
-            yield x, x.sum(1, keepdim=True)
-
-
-def stream() -> DataLoader:
-    return DataLoader(Stream(), batch_size=None)
 
 
 @pytest.mark.parametrize(
