@@ -18,7 +18,8 @@ def global_norm(tensors: list[torch.Tensor], device: torch.device, shard_group: 
     a ``DTensor`` (FSDP2) contributes the squared norm of its local shard, summed over the ranks that shard it
     with one ``all_reduce`` per distinct set of process groups (one under FSDP2 with data parallelism only), so
     every rank gets the norm of the whole gradient, the same value as an unsharded run up to float error. With
-    ``shard_group`` (FSDP1, whose flat parameters are plain shards) the plain tensors are shards over that group.
+    ``shard_group`` (FSDP1, whose flat parameters are plain shards; or a tuple of groups, for a sample of FSDP2
+    shards) the plain tensors are shards over that group, or those groups.
 
     One ``torch._foreach_norm`` per device and dtype (usually one), and one reduction of the norms (a lone tensor:
     one reduction): each gradient is read once, in place. A flat copy and one reduction cost less in a loop of its
@@ -44,7 +45,7 @@ def global_norm(tensors: list[torch.Tensor], device: torch.device, shard_group: 
     for tensor in tensors:
         if is_dtensor(tensor) and any(p.is_partial() for p in tensor.placements):  # type: ignore[attr-defined]
             tensor = plain(tensor)  # partial sums: reduce them first (not what FSDP2 leaves in .grad)
-        groups = shard_groups(tensor) if is_dtensor(tensor) else ((shard_group,) if shard_group is not None else ())
+        groups = shard_groups(tensor) if is_dtensor(tensor) else _as_groups(shard_group)
         by_groups.setdefault(groups, []).append(local(tensor))
     squares = []
     for groups, group in by_groups.items():
@@ -54,6 +55,12 @@ def global_norm(tensors: list[torch.Tensor], device: torch.device, shard_group: 
         squares.append(square)
     total = squares[0] if len(squares) == 1 else torch.stack(squares).sum()
     return total.sqrt()
+
+
+def _as_groups(shard_group: Any) -> tuple[Any, ...]:
+    if shard_group is None:
+        return ()
+    return tuple(shard_group) if isinstance(shard_group, tuple) else (shard_group,)
 
 
 def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 
 from lr_callbacks.core.compat import flatten, set_found_inf
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.sharded import all_plain, local, plain
+from lr_callbacks.core.sharded import all_plain, is_dtensor, local, plain, shard_groups
 from lr_callbacks.watchdog.config import Signal
 from lr_callbacks.watchdog.samples import sample_statistics
 from lr_callbacks.watchdog.stats import Gate, Samples, Verdict
@@ -296,7 +296,7 @@ class UpdateProbe:
         """Copy the weights the coming update starts from, and each group's LR as the hooks left it."""
         self._grad_norm = grad_norm
         with torch.no_grad():
-            self._before = [_weights(g["params"], copy=True) for g in optimizer.param_groups]
+            self._before = [_weights(g["params"], copy=True)[0] for g in optimizer.param_groups]
         self._lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self._step = step
 
@@ -304,7 +304,8 @@ class UpdateProbe:
         """After the update: the ratio per group, kept on the device.
 
         The norms are :func:`~lr_callbacks.core.grads.global_norm`'s: of the whole weights when they are sharded
-        (FSDP2 ``DTensor``s, or FSDP1's plain shards over ``shard_group``), the same on every rank.
+        (FSDP2 ``DTensor``s, or FSDP1's plain shards over ``shard_group``), the same on every rank; a sampled
+        group of ``DTensor``s is summed over the process groups that shard it.
         """
         before, self._before = self._before, None
         if before is None:
@@ -312,14 +313,15 @@ class UpdateProbe:
         ratios = []
         with torch.no_grad():
             for group, old in zip(optimizer.param_groups, before):
-                new = _weights(group["params"], copy=False)
+                new, over = _weights(group["params"], copy=False)
                 if not new:
                     ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
                     continue
                 device = local(new[0]).device
                 torch._foreach_sub_(old, new)  # the copy becomes θ_before − θ_after: no third copy of the weights
-                step_norm = global_norm(old, device, shard_group)
-                weight_norm = global_norm(new, device, shard_group)
+                groups = shard_group if over is None else over
+                step_norm = global_norm(old, device, groups)
+                weight_norm = global_norm(new, device, groups)
                 ratios.append((step_norm / weight_norm).float())
         self.pending = torch.stack(ratios)
         self.pending_lrs, self.pending_step = self._lrs, self._step
@@ -380,15 +382,38 @@ def sample_stride(elements: int) -> int:
     return stride
 
 
-def _weights(parameters: list[torch.Tensor], copy: bool) -> list[torch.Tensor]:
-    """A group's weights for the update ratio: plain tensors of one dtype on one device as one flat tensor (a
-    copy), of every :func:`sample_stride`-th element of each tensor when the group is large; else the tensors
-    themselves, or with ``copy`` a copy of each (a DTensor's laid out as it is)."""
+def _weights(parameters: list[torch.Tensor], copy: bool) -> tuple[list[torch.Tensor], Any]:
+    """A group's weights for the update ratio, and the process groups to sum their norms over (``None``: what
+    :func:`~lr_callbacks.core.grads.global_norm` finds in the tensors themselves).
+
+    Plain tensors of one dtype on one device: one flat tensor (a copy), of every :func:`sample_stride`-th element
+    of each tensor when the group is large. ``DTensor``s sharded alike (FSDP2): a large group is sampled the same
+    way on each rank's shards, a stride set by the whole group's size, and the norms are summed over the groups
+    that shard them (a plain tensor, so ``over`` names them). Else the tensors themselves, or with ``copy`` a copy
+    of each (a DTensor's laid out as it is).
+    """
     if parameters and all_plain(parameters) and len({(p.dtype, p.device) for p in parameters}) == 1:
         stride = sample_stride(sum(p.numel() for p in parameters))
         with torch.no_grad():
             if stride == 1:
-                return [flatten(parameters)]
-            return [torch.cat([p.detach().reshape(-1)[::stride] for p in parameters])]
+                return [flatten(parameters)], None
+            return [torch.cat([p.detach().reshape(-1)[::stride] for p in parameters])], None
+    over = _common_shard_groups(parameters)
+    stride = sample_stride(sum(p.numel() for p in parameters))  # a DTensor's numel is the whole tensor's
+    if over and stride > 1 and len({(p.dtype, local(p).device) for p in parameters}) == 1:
+        with torch.no_grad():
+            return [torch.cat([local(p.detach()).reshape(-1)[::stride] for p in parameters])], over
     tensors = [p.detach() for p in parameters]
-    return list(torch._foreach_mul(tensors, 1.0)) if copy else tensors
+    return (list(torch._foreach_mul(tensors, 1.0)) if copy else tensors), None
+
+
+def _common_shard_groups(parameters: list[torch.Tensor]) -> tuple[Any, ...] | None:
+    """The process groups that shard every one of ``parameters``, when all are DTensors sharded over the same
+    ones (FSDP2's ``fully_shard`` on one mesh); ``None`` otherwise."""
+    if not parameters or not all(is_dtensor(p) for p in parameters):
+        return None
+    groups = {shard_groups(p) for p in parameters}
+    if len(groups) != 1:
+        return None
+    (over,) = groups
+    return over or None

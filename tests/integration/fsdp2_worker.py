@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytorch_lightning as pl
 import torch
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from lr_callbacks.core.sharded import is_dtensor, local, plain
+from lr_callbacks.watchdog import device
+from lr_callbacks.watchdog.device import UpdateProbe
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data
 
 #: The batch each rank sees; the unsharded reference run takes twice as many in one batch (the same samples).
@@ -122,8 +125,38 @@ class Record(pl.Callback):
             "halt_path": watchdog.halt_checkpoint_path,
             "steps": trainer.global_step,
             "restored": self.restored,
+            "probe": sampled_update_ratio(trainer.optimizers[0]),
         }
         Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def sampled_update_ratio(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The watchdog's update ratio of a made-up update (the first weight matrix × 1.1, nothing else moves) read
+    on a sample of each rank's shards (``UPDATE_SAMPLE`` lowered so that these 4,810 weights are sampled), and
+    the exact ratio from the whole tensors. The weights are put back as they were."""
+    params = optimizer.param_groups[0]["params"]
+    whole_before = [plain(p.detach()).clone() for p in params]
+    kept = local(params[0].detach()).clone()
+    with patch.object(device, "UPDATE_SAMPLE", 1024):
+        probe = UpdateProbe()
+        probe.arm(optimizer, step=0)
+        copied = sum(t.numel() for t in probe._before[0]) if probe._before else 0
+        with torch.no_grad():
+            local(params[0].detach()).mul_(1.1)
+        probe.measure(optimizer)
+    ratio = probe.take()[0]
+    whole_after = [plain(p.detach()) for p in params]
+    step = torch.cat([(a - b).flatten() for a, b in zip(whole_after, whole_before)]).norm()
+    exact = float(step / torch.cat([a.flatten() for a in whole_after]).norm())
+    with torch.no_grad():
+        local(params[0].detach()).copy_(kept)
+    local_size = sum(local(p).numel() for p in params)
+    return {
+        "sampled": float(ratio[0]) if ratio is not None else None,
+        "exact": exact,
+        "copied": copied,
+        "local": local_size,
+    }
 
 
 class Resumed(pl.Callback):

@@ -50,6 +50,11 @@ def test_the_three_callbacks_together_agree_on_every_rank_and_follow_the_unshard
     assert sharded["finite"] and sharded["steps"] == worker.STEPS
     # the finder's restore is exact on each rank: its own shards bit for bit, no optimizer state, no gradients
     assert [r["restored"] for r in ranks] == [{"shards": True, "optimizer_state": 0, "grads": 0}] * 2
+    # the watchdog's update ratio of a large group, read on a sample of each rank's shards (a fifth of them, no
+    # copy of the whole shards) and summed over the ranks: the same on both, and the whole update's to sampling error
+    probe = sharded["probe"]
+    assert probe["copied"] <= probe["local"] // 4
+    assert probe["sampled"] == pytest.approx(probe["exact"], rel=0.05)
 
     # the reference: one unsharded process, batches of 32 (the two ranks' 16 each), the same callbacks and faults
     callbacks = worker.together_callbacks()
