@@ -53,7 +53,8 @@ FLAGS = {
     "too_short": "too few finite points to analyse; run more steps",
     "nonfinite": "the loss became NaN/inf; the curve is cut at the first such point",
     "diverged_at_once": "the loss never fell and then rose: min_lr is already too high, lower it",
-    "flat_curve": "the loss did not fall by more than its noise (a trained model, or too low max_lr)",
+    "flat_curve": "the loss did not fall by more than its noise (a trained model, too low max_lr, or a model that "
+    "learns too slowly for a sweep this short to show it); the answer is read from where the loss rose",
     "no_clear_valley": "the loss falls, but the bottom is broad or noisy; the suggestion is uncertain",
     "min_at_end": "the loss was still falling at max_lr; raise max_lr",
 }
