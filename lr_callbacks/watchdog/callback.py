@@ -534,18 +534,27 @@ class DivergenceWatchdog(Callback):
         if self._policy.wants_share:
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
-        decisions = [self._record(k, v, lo, no, probe, self._in_force(s, world)) for k, v, lo, no, s in rows]
-        verdict = self._policy.judge(loss, norm, samples)
-        if verdict.skip:
-            drop_gradients(optimizer)
-        elif verdict.clip_factor != 1.0:
-            clip_gradients(optimizer, verdict.clip_factor)
-        decisions.append(self._record(step, verdict, loss, norm, probe, samples))
-        if ratios and update_step is not None:
-            decisions.append(self._record_update(update_step, ratios, lrs, update_norm, optimizer))
+        decisions: list[Decision] = []
+        for k, v, lo, no, s in rows:  # the steps judged on the device since the last read, oldest first
+            decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world)))
+            if self._acted(decisions):
+                break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
+        acted = self._acted(decisions)
+        if acted:
+            drop_gradients(optimizer)  # this step too
+        else:
+            verdict = self._policy.judge(loss, norm, samples)
+            acted = verdict.skip
+            if verdict.skip:
+                drop_gradients(optimizer)
+            elif verdict.clip_factor != 1.0:
+                clip_gradients(optimizer, verdict.clip_factor)
+            decisions.append(self._record(step, verdict, loss, norm, probe, samples))
+            if ratios and update_step is not None:
+                decisions.append(self._record_update(update_step, ratios, lrs, update_norm, optimizer))
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
         every = self.config.update_every
-        if every is not None and step % every == 0 and not verdict.skip and not self._acted(decisions):
+        if every is not None and step % every == 0 and not acted and not self._acted(decisions):
             self._updates.arm(optimizer, step, norm)
         if self._policy.wants_snapshot(step):
             self._ring.take(pl_module, optimizer, step, self._batches)

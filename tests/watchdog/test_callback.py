@@ -478,6 +478,20 @@ def test_a_rollback_restores_the_same_state_from_host_memory_and_from_disk(tmp_p
     )
 
 
+@pytest.mark.parametrize("sync_every", [1, 4, 8])
+def test_one_damage_is_rolled_back_once_however_often_the_host_reads(tmp_path, sync_every):
+    """Read back every N steps (the default on a GPU), the steps held on the device since the last read are
+    replayed in order; once one of them rolls back, the later ones ran on the weights the rollback undoes and
+    are not judged again (before: each rolled back on its own, all to the same snapshot, cutting the LR each
+    time, and one damaged step could spend every rollback and halt the run)."""
+    faults = Faults(lr_times={28: 100.0})  # one update at 100× the LR damages the weights; the host reads at 31
+    watchdog = small(sync_every_n_steps=sync_every, update_every=None)
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog], 60)
+    rollbacks = [e for e in watchdog.events if e.action == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0].rollback_to <= 28, watchdog.events  # a snapshot from a host read
+    assert "LR scale 1 → 0.5" in rollbacks[0].detail and watchdog.halt_reason is None
+
+
 def test_without_snapshots_damaged_weights_get_an_lr_cut_and_no_rollback(tmp_path):
     faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
     watchdog = small(snapshot="off", update_every=None)
