@@ -100,7 +100,8 @@ def reference_lr(trainer: Any) -> float:
 
     A torch scheduler's peak is its ``base_lrs``, except for the two that climb above them: ``CyclicLR``, whose
     ``base_lrs`` are the cycle's floor and ``max_lrs`` its top, and ``OneCycleLR``, whose ``base_lrs`` are its
-    start (``max_lr / div_factor``) and whose peak is the ``max_lr`` it keeps in each group. The finder sets this
+    start (``max_lr / div_factor``) and whose peak is the ``max_lr`` it keeps in each group; also inside a
+    ``SequentialLR`` or ``ChainedScheduler`` (the highest of their schedulers' peaks). The finder sets this
     peak (:func:`set_peak_lr`): read as the start, its answer would become a OneCycleLR's start and the run's peak
     ``div_factor`` (25) times the answer.
     """
@@ -110,16 +111,28 @@ def reference_lr(trainer: Any) -> float:
     optimizer = _first_optimizer(trainer)
     group = optimizer.param_groups[0]
     for config in trainer.lr_scheduler_configs:
-        scheduler = config.scheduler
-        if getattr(scheduler, "optimizer", None) is not optimizer:
-            continue
-        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and "max_lr" in group:
-            return float(group["max_lr"])
-        for attribute in ("max_lrs", "base_lrs"):  # CyclicLR's top, else the base every other one scales
-            values = getattr(scheduler, attribute, None)
-            if values:
-                return float(values[0])
+        if getattr(config.scheduler, "optimizer", None) is optimizer:
+            peak = _scheduler_peak(config.scheduler, group)
+            if peak is not None:
+                return peak
     return float(group.get("initial_lr", as_float(group["lr"])))
+
+
+def _scheduler_peak(scheduler: Any, group: dict[str, Any]) -> float | None:
+    """The first group's peak under ``scheduler``: ``OneCycleLR``'s ``max_lr``, ``CyclicLR``'s top, another's
+    ``base_lrs``; for ``SequentialLR`` and ``ChainedScheduler`` the highest of their schedulers' (a ``OneCycleLR``
+    inside one peaks at its ``max_lr`` as it does alone). ``None`` when it names none."""
+    children = getattr(scheduler, "_schedulers", None)
+    if children:
+        peaks = [p for p in (_scheduler_peak(child, group) for child in children) if p is not None]
+        return max(peaks) if peaks else None
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and "max_lr" in group:
+        return float(group["max_lr"])
+    for attribute in ("max_lrs", "base_lrs"):  # CyclicLR's top, else the base every other one scales
+        values = getattr(scheduler, attribute, None)
+        if values:
+            return float(values[0])
+    return None
 
 
 def set_peak_lr(trainer: Any, lr: float) -> None:

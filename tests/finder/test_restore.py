@@ -139,6 +139,15 @@ TORCH_SCHEDULERS = {  # each a function of (optimizer, the peak LR it is built w
     "ConstantLR": lambda o, peak: S.ConstantLR(o, factor=0.25, total_iters=5),
     "OneCycleLR": lambda o, peak: S.OneCycleLR(o, max_lr=peak, total_steps=20),  # starts at peak / 25
     "CyclicLR": lambda o, peak: S.CyclicLR(o, base_lr=peak / 10, max_lr=peak, step_size_up=5),  # floor: peak / 10
+    "SequentialLR of OneCycleLR": lambda o, peak: S.SequentialLR(  # a OneCycleLR inside: its peak, not its start
+        o, [S.LinearLR(o, start_factor=1.0, total_iters=1), S.OneCycleLR(o, max_lr=peak, total_steps=20)], [1]
+    ),
+    "ChainedScheduler of OneCycleLR": lambda o, peak: S.ChainedScheduler(
+        [S.OneCycleLR(o, max_lr=peak, total_steps=20), S.ExponentialLR(o, gamma=1.0)]
+    ),
+    "SequentialLR of CyclicLR": lambda o, peak: S.SequentialLR(
+        o, [S.ConstantLR(o, factor=0.1, total_iters=1), S.CyclicLR(o, peak / 10, peak, step_size_up=5)], [1]
+    ),
 }
 
 
