@@ -392,7 +392,9 @@ def _weights(parameters: list[torch.Tensor], copy: bool) -> tuple[list[torch.Ten
     that shard them (a plain tensor, so ``over`` names them). Else the tensors themselves, or with ``copy`` a copy
     of each (a DTensor's laid out as it is).
     """
-    if parameters and all_plain(parameters) and len({(p.dtype, p.device) for p in parameters}) == 1:
+    if not parameters:  # an empty group (e.g. one kept for parameters added later)
+        return [], None
+    if all_plain(parameters) and len({(p.dtype, p.device) for p in parameters}) == 1:
         stride = sample_stride(sum(p.numel() for p in parameters))
         with torch.no_grad():
             if stride == 1:

@@ -516,6 +516,21 @@ def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path)
     assert all(0.0 < value < 1.0 for _, value in ratios)
 
 
+class EmptyGroupDigits(DigitsModel):
+    """The digits MLP with a second, empty parameter group (e.g. one kept for parameters added later)."""
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([{"params": self.parameters()}, {"params": [], "weight_decay": 0.0}], lr=3e-3)
+
+
+def test_an_empty_parameter_group_is_measured_as_nothing_moved(tmp_path):
+    """Before, the update probe's copy of an empty group raised ``Tensor list must have at least one tensor``."""
+    watchdog = small(update_every=4, log_every_n_steps=1)
+    fit(tmp_path, EmptyGroupDigits(), [watchdog], 20)
+    assert [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/0")] == [0, 4, 8, 12, 16]
+    assert watchdog.events == []
+
+
 def test_a_large_group_s_update_ratio_is_read_on_a_sample_that_agrees_with_the_whole():
     """Above UPDATE_SAMPLE elements the probe copies every k-th element of each tensor (k prime, the same for all),
     not the whole weights: a copy of at most UPDATE_SAMPLE elements, and ‖Δθ‖/‖θ‖ to well under 1%."""
