@@ -407,6 +407,19 @@ class DivergenceWatchdog(Callback):
                 "the watchdog could neither skip an update before it happens nor snapshot it. Use "
                 "ModelParallelStrategy (FSDP2), FSDPStrategy or DDP"
             )
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """Forget every earlier fit: a watchdog passed to a second fit (a loop over seeds or folds) starts it with
+        no incidents, a scale of 1, fresh baselines and budgets. A resumed fit then loads its checkpoint's state
+        (Lightning restores callbacks after ``setup``). Before, a second fit inherited the first's scale and
+        snapshot step, and rolled back to its own start as if to the first fit's snapshot."""
+        self._policy = WatchdogPolicy(self.config)
+        self._ring.clear()
+        self._ring = SnapshotRing()
+        self._updates = UpdateProbe()
+        self._signals.reset()
+        self._restored_reference, self._live, self._held, self._batches = [], None, [], []
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -523,6 +523,20 @@ class EmptyGroupDigits(DigitsModel):
         return torch.optim.AdamW([{"params": self.parameters()}, {"params": [], "weight_decay": 0.0}], lr=3e-3)
 
 
+def test_a_watchdog_passed_to_a_second_fit_starts_it_afresh(tmp_path):
+    """A loop over seeds or folds may reuse one watchdog: the second fit must not inherit the first's incidents,
+    LR scale, budgets or snapshot step."""
+    watchdog = small(update_every=None)
+    fit(tmp_path / "first", DigitsModel(faults=Faults(lr_times={k: 30.0 for k in range(30, 33)})), [watchdog], 40)
+    assert any(e.action == "rollback" for e in watchdog.events) and watchdog.scale < 1.0
+    fresh = small(update_every=None)
+    again, alone = DigitsModel(seed=1), DigitsModel(seed=1)
+    fit(tmp_path / "second", again, [watchdog], 40)
+    fit(tmp_path / "alone", alone, [fresh], 40)
+    assert watchdog.events == fresh.events == [] and watchdog.scale == fresh.scale == 1.0
+    assert again.seen_lrs == alone.seen_lrs and again.losses == alone.losses
+
+
 def test_an_empty_parameter_group_is_measured_as_nothing_moved(tmp_path):
     """Before, the update probe's copy of an empty group raised ``Tensor list must have at least one tensor``."""
     watchdog = small(update_every=4, log_every_n_steps=1)
