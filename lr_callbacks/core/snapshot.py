@@ -164,6 +164,17 @@ def copy_into(live: torch.Tensor, saved: torch.Tensor) -> None:
         local(live).copy_(saved, non_blocking=saved.is_pinned())
 
 
+def copy_buffers(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Copy the buffers of ``saved`` (a ``state_dict`` copy) back into ``module``'s own, in place."""
+    names = {name for name, _ in module.named_buffers()}
+    synchronize()
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if name in names and name in saved:
+                copy_into(tensor, saved[name])
+    synchronize()
+
+
 def synchronize() -> None:
     """Wait for the copies to and from pinned memory (nothing to wait for without CUDA)."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -373,6 +384,13 @@ class ModelSnapshot:
                 module.load_state_dict(self.model)
         self.optimizer.restore(optimizer)
         synchronize()
+
+    def restore_buffers(self, module: torch.nn.Module) -> None:
+        """Copy only the snapshot's buffers (BatchNorm's running statistics and counts) back into ``module``, in
+        place: parameters and optimizer state are left as they are."""
+        if self.step is None:
+            return
+        copy_buffers(module, self.model)
 
     def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
         """Put the snapshot's module and optimizer state into ``checkpoint``; return the live ones it replaced.

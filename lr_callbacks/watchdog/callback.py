@@ -348,6 +348,7 @@ class DivergenceWatchdog(Callback):
         self._halt_pending: str | None = None
         self._found_inf_set: Any = None
         self._peak_lr: float | None = None  # the planned peak LR, read once per fit (see _planned_share)
+        self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
 
     # --- public read-outs ----------------------------------------------------------------------------
 
@@ -443,6 +444,7 @@ class DivergenceWatchdog(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         optimizer = self._optimizer(trainer)
+        self._has_buffers = any(True for _ in pl_module.buffers())
         step = int(trainer.global_step)
         restored_step = self._policy.state.snapshot_step
         self._ring.clear()
@@ -548,8 +550,10 @@ class DivergenceWatchdog(Callback):
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions: list[Decision] = []
+        skipped = False  # a step whose batch ran forward but was not trained on
         for k, v, lo, no, s in rows:  # the steps judged on the device since the last read, oldest first
             decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world)))
+            skipped |= v.skip
             if self._acted(decisions):
                 break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
         acted = self._acted(decisions)
@@ -557,7 +561,7 @@ class DivergenceWatchdog(Callback):
             drop_gradients(optimizer)  # this step too
         else:
             verdict = self._policy.judge(loss, norm, samples)
-            acted = verdict.skip
+            acted, skipped = verdict.skip, skipped or verdict.skip
             if verdict.skip:
                 drop_gradients(optimizer)
             elif verdict.clip_factor != 1.0:
@@ -566,6 +570,10 @@ class DivergenceWatchdog(Callback):
             if ratios and update_step is not None:
                 decisions.append(self._record_update(update_step, ratios, lrs, update_norm, optimizer))
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
+        if skipped and not self._acted(decisions) and self._has_buffers:
+            # the skipped batch's forward pass moved the buffers (a NaN batch leaves BatchNorm's running
+            # statistics NaN for good, and every evaluation after it): back to the newest snapshot's
+            self._ring.restore_buffers(pl_module)
         every = self.config.update_every
         if every is not None and step % every == 0 and not acted and not self._acted(decisions):
             self._updates.arm(optimizer, step, norm)

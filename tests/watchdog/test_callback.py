@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -514,6 +515,50 @@ def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path)
     ratios = read_scalars(tmp_path, "watchdog/update_ratio/0")
     assert [step for step, _ in ratios] == list(range(0, 30, 4))  # step 28 is read at step 29
     assert all(0.0 < value < 1.0 for _, value in ratios)
+
+
+class NormedDigits(DigitsModel):
+    """The digits MLP with BatchNorm, one of whose input samples turns NaN at step ``nan_at``; it records the
+    running statistics after every step."""
+
+    def __init__(self, nan_at: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
+            )
+        self.nan_at = nan_at
+        self.means: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if torch.is_grad_enabled() and self.global_step == self.nan_at:
+            x = x.clone()
+            x[0, 0] = math.nan
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.means.append(self.net[1].running_mean.clone())
+
+
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_a_skipped_batch_leaves_no_trace_in_batchnorm_s_running_statistics(tmp_path, sync_every):
+    """A skip drops the update, but the batch's forward pass had already moved the buffers: a NaN input made
+    BatchNorm's running statistics NaN for good, and every evaluation after it. The buffers go back to the newest
+    snapshot's (at the next host read: step 27 when it reads every 4 steps)."""
+    model = NormedDigits(nan_at=25)
+    watchdog = small(sync_every_n_steps=sync_every, update_every=None)
+    fit(tmp_path, model, [watchdog], 40)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(25, "non_finite", "skip")]
+    read = 25 if sync_every == 1 else 27
+    poisoned = [not bool(torch.isfinite(mean).all()) for mean in model.means]
+    assert poisoned[25 : read + 1] == [True] * (read - 25) + [False]  # read every 4 steps: NaN until the read
+    assert not any(poisoned[:25]) and not any(poisoned[read:])
+    assert bool(torch.isfinite(model.net[1].running_var).all())
+    unguarded = NormedDigits(nan_at=25)
+    fit(tmp_path / "unguarded", unguarded, [], 40)  # without the watchdog: NaN to the end
+    assert not bool(torch.isfinite(unguarded.net[1].running_mean).all())
 
 
 class EmptyGroupDigits(DigitsModel):
