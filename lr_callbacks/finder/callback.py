@@ -182,6 +182,11 @@ class LRFinder(Callback):
         self.window = check_number("window", window, low=0.0, low_open=True, owner=_OWNER)
         self.confirm = _check_confirm(confirm)
         self.confirm_length = None if confirm_length is None else _duration("confirm_length", confirm_length)
+        if self.confirm_length is not None and _is_zero(self.confirm_length):
+            raise ValueError(
+                f"LRFinder: `confirm_length` is {self.confirm_length.describe()}: a trial of no steps tells nothing; "
+                "give it a length such as '10%' or '50 steps', or leave it out for the default"
+            )
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
         self.monitor = monitor
@@ -535,6 +540,11 @@ def _duration(name: str, value: Duration | str) -> Duration:
         raise type(error)(f"{_OWNER}: {error}") from None
 
 
+def _is_zero(length: Duration) -> bool:
+    """Whether ``length`` is nothing, whatever the run: 0 steps, 0 epochs or 0% of it."""
+    return any(getattr(length, unit, None) == 0 for unit in ("steps", "epochs", "fraction"))
+
+
 def _check_confirm(confirm: bool | Sequence[float]) -> bool | tuple[float, ...]:
     if isinstance(confirm, bool):
         return confirm
@@ -547,4 +557,11 @@ def _check_confirm(confirm: bool | Sequence[float]) -> bool | tuple[float, ...]:
     )
     if len(values) < 2:
         raise ValueError(f"LRFinder: `confirm` needs at least two LRs to compare, got {list(confirm)!r}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"LRFinder: `confirm` lists {', '.join(map(repr, repeated))} more than once ({list(confirm)!r}): each "
+            "trial of a repeated LR would be the same run, and comparing it with itself wastes the budget; list "
+            "each LR once"
+        )
     return values
