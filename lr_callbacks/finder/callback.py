@@ -26,11 +26,11 @@ from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, set_p
 from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
-from lr_callbacks.finder.probe import run_probe
+from lr_callbacks.finder.probe import run_probe, warmup_of
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
 from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
-from lr_callbacks.finder.stability import probe_flags
+from lr_callbacks.finder.stability import hold_steps, probe_flags
 from lr_callbacks.finder.trials import CONFIRM_FACTORS, candidates, plan_trials, run_of, run_trials
 
 if TYPE_CHECKING:
@@ -94,8 +94,9 @@ class LRFinder(Callback):
     range (40 steps by default: fewer cannot be read, so a short run pays for a readable sweep). In confirm
     mode the sweep, the probe and the trials share 35% of the run: the trials get what the sweep and the
     probe leave, and when that is less than 8 steps per trial none run (flag ``trials_skipped``: on runs of a
-    few hundred steps the sweep and the probe take it all, and the probe's answer is applied). A sweep and
-    trials planned beyond 35% of the run get a warning with the numbers.
+    few hundred steps the sweep and the probe take it all, and the probe's answer is applied). A sweep, probe
+    and trials planned beyond 35% of the run get a warning with the numbers (the probe counted at its first
+    hold, the least it costs).
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
     (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
@@ -326,8 +327,13 @@ class LRFinder(Callback):
         count = len(self.confirm) if isinstance(self.confirm, tuple) else len(CONFIRM_FACTORS) if self.confirm else 0
         plan = plan_trials(trainer, count, self.confirm_length, spent=steps) if count else []
         trials = sum(n * k for n, k in plan)  # at most: by default the probe's steps come out of the trials' share
+        probe = 0
+        if self.probe and not listed:  # its first hold: the replayed warmup, then the hold
+            replayed, _ = warmup_of(find_lr_schedule(trainer), total)
+            probe = replayed + hold_steps(replayed)
+            trials = max(0, trials - probe) if self.confirm is True and self.confirm_length is None else trials
         defaults = self.num_steps is None and self.confirm_length is None
-        message = cost_warning(total, steps, trials, defaults=defaults)
+        message = cost_warning(total, steps, trials, defaults=defaults, probe=probe)
         if message is not None and trainer.is_global_zero:
             warnings.warn(message, UserWarning, stacklevel=2)
         return steps

@@ -197,20 +197,24 @@ def _or_zero(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool = False) -> str | None:
-    """A warning with the numbers when the sweep and the trials together exceed :data:`WARN_SHARE` of the run.
+def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool = False, probe: int = 0) -> str | None:
+    """A warning with the numbers when the sweep, the stability probe and the trials together exceed
+    :data:`WARN_SHARE` of the run.
 
-    ``defaults``: both lengths are the finder's defaults (then only a run too short for their minimums, a
-    readable sweep and a step per trial, gets here, and the advice says so).
+    ``probe``: the steps of the probe's first hold (its least; each halving costs as much again), ``trials``
+    those the trials may take besides. ``defaults``: the lengths are the finder's defaults (then only a run too
+    short for their minimums, a readable sweep, a hold and a step per trial, gets here, and the advice says so).
 
     >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:39]
     (True, 'LRFinder: the sweep (100 steps) and the')
+    >>> cost_warning(300, 75, 0, defaults=True, probe=42).split(", ")[0]
+    'LRFinder: the sweep (75 steps) and the stability probe (at least 42 steps'
     >>> cost_warning(48, 40, 0, defaults=True).split("%); ")[-1][:58]
     'the run is short for the finder: a sweep that can be read '
     """
     if not run_steps:
         return None
-    total = sweep + trials
+    total = sweep + probe + trials
     if total <= WARN_SHARE * run_steps:
         return None
     advice = (
@@ -219,7 +223,16 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
         if defaults
         else "shorten num_steps or confirm_length, or leave them at their defaults, which follow the run"
     )
+    if probe:
+        advice += ", or probe=False to skip the probe"
+    parts = [f"the sweep ({sweep} steps)"]
+    if probe:
+        parts.append(f"the stability probe (at least {probe} steps, as much again for each halving)")
+    if trials or not probe:
+        parts.append(f"the trials ({trials} steps)")
+    spent = ", ".join(parts[:-1]) + " and " + parts[-1]
+    least = "at least " if probe else ""
     return (
-        f"LRFinder: the sweep ({sweep} steps) and the trials ({trials} steps) take {total} optimizer steps, "
+        f"LRFinder: {spent} take {least}{total} optimizer steps, "
         f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); {advice}"
     )

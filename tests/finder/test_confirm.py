@@ -192,6 +192,10 @@ def test_the_default_sweep_follows_the_run_and_an_expensive_finder_warns(tmp_pat
     message = r"the sweep \(100 steps\) and the trials \(0 steps\) take 100 optimizer steps, 100% of the training"
     with pytest.warns(UserWarning, match=message):
         fit(tmp_path / "c", LRFinder(num_steps=100, probe=False), max_steps=100, logger=False)
+    # the stability probe counts too: a 180-step run's default sweep (45) and probe (at least 20) pass 35%
+    probed = r"the sweep \(45 steps\) and the stability probe \(at least 20 steps, .* take at least 65 .*probe=False"
+    with pytest.warns(UserWarning, match=probed):
+        fit(tmp_path / "d", LRFinder(divergence_threshold=None), max_steps=180, logger=False)
 
 
 class Named(FinderModel):
@@ -219,7 +223,8 @@ def test_confirm_needs_validation_data(tmp_path):
         trainer.fit(FinderModel(optimizer=sgd()), shuffled())
 
 
-def test_a_confirm_length_of_zero_steps_is_refused(tmp_path):
-    finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="0 steps")
-    with pytest.raises(ValueError, match=r"`confirm_length` 0 steps is 0 steps for this run; lengthen it"):
+def test_a_confirm_length_of_zero_steps_for_this_run_is_refused(tmp_path):
+    """Nothing at construction ("0 steps" is refused there); a length too small to round up to a step here."""
+    finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="1e-12 epochs")
+    with pytest.raises(ValueError, match=r"`confirm_length` 1e-12 epochs is 0 steps for this run; lengthen it"):
         fit(tmp_path, finder, logger=False)
