@@ -53,6 +53,7 @@ __all__ = [
     "OptimizerState",
     "RngState",
     "TrainingSnapshot",
+    "attribute_generators",
     "copy_into",
     "loader_generators",
     "refill",
@@ -500,6 +501,16 @@ def loader_generators(loaders: Any) -> list[torch.Generator]:
             if isinstance(generator, torch.Generator):
                 found.append(generator)
     return _unique(found)
+
+
+def attribute_generators(owner: Any) -> list[torch.Generator]:
+    """The ``torch.Generator``s an object keeps as attributes (a ``LightningDataModule`` that seeds the loaders it
+    builds with its own generator), and those of loaders it keeps; empty for ``None``."""
+    if owner is None:
+        return []
+    values = list(vars(owner).values()) if hasattr(owner, "__dict__") else []
+    found = [v for v in values if isinstance(v, torch.Generator)]
+    return _unique(found + loader_generators([v for v in values if hasattr(v, "sampler")]))
 
 
 def _flatten(loaders: Any) -> list[Any]:

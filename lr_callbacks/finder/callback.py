@@ -23,7 +23,7 @@ from lr_callbacks.core.compat import Callback, exit_fit
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, set_peak_lr
-from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, loader_generators
+from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, attribute_generators, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe, warmup_of
@@ -469,7 +469,9 @@ def find_lr(
         _lr_attribute(model, attr_name)  # fail before the sweep, not after
     finder = LRFinder(**finder_kwargs, apply=False)
     finder._exit_after_run = True
-    rng = RngState.capture(loader_generators([train_dataloaders, val_dataloaders]))
+    # the loaders' generators, and a datamodule's, whose loaders the fit below builds and draws from
+    generators = loader_generators([train_dataloaders, val_dataloaders]) + attribute_generators(datamodule)
+    rng = RngState.capture(generators)
     trainer.callbacks.append(finder)
     try:
         trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)

@@ -6,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from torch.utils.data import DataLoader
 
 from lr_callbacks import LRFinder, find_lr
 from tests.finder.helpers import BatchRecorder, FinderModel, assert_same, sgd, shuffled, tree
@@ -143,6 +144,23 @@ def test_a_datamodule_and_validation_data_reach_the_fit(tmp_path):
         num_steps=30, confirm=[0.01, 0.02], confirm_length="2 steps",
     )  # fmt: skip
     assert len(by_loaders.trials) == 2
+
+
+def test_a_datamodule_s_own_generator_is_as_it_was_after_find_lr(tmp_path):
+    """A datamodule that seeds the loaders it builds with a generator it keeps: find_lr's fit builds them and
+    draws from it, and the fit that follows must see the data order it would have seen without find_lr."""
+
+    class Seeded(pl.LightningDataModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.generator = torch.Generator().manual_seed(7)
+
+        def train_dataloader(self):
+            return DataLoader(regression_data(64), batch_size=8, shuffle=True, generator=self.generator)
+
+    data = Seeded()
+    find_lr(make_trainer(tmp_path / "find", logger=False), WithLR(), datamodule=data, num_steps=30, probe=False)
+    assert torch.equal(data.generator.get_state(), Seeded().generator.get_state())
 
 
 def test_no_sweep_in_this_process_is_an_error(tmp_path):
