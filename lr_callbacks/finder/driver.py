@@ -83,8 +83,10 @@ class _CombinedBatches:
 class Batches:
     """Training batches, pass after pass over the data, each pass as long as one of the trainer's epochs.
 
-    An optimizer step never spans two passes: a pass's last batches, too few for a whole step under
-    gradient accumulation, are left out. When a fresh pass cannot fill one step, the data is exhausted.
+    An optimizer step never spans two passes: a pass's last batches, too few for a whole step under gradient
+    accumulation, make a step of their own, as Lightning's training does at the end of an epoch (so an epoch
+    shorter than ``accumulate_grad_batches`` is one step). When a fresh pass yields no batch, the data is
+    exhausted.
 
     Args:
         loaders: ``trainer.train_dataloader`` (one loader, or a dict/list of them).
@@ -100,7 +102,8 @@ class Batches:
         self._taken = 0
 
     def take(self, count: int) -> list[Any] | None:
-        """The next ``count`` batches, starting a new pass if this one has fewer left; ``None`` if none has."""
+        """The next ``count`` batches, or the fewer that end this pass, starting a new pass if this one has none
+        left; ``None`` if a fresh pass has none."""
         for fresh in (False, True):
             if fresh or self._iterator is None:
                 self._iterator, self._taken = iter(_combined(self._loaders)), 0
@@ -111,10 +114,10 @@ class Batches:
                 except StopIteration:
                     break
                 self._taken += 1
-            if len(batches) == count:
+            if len(batches) < count:
+                self._iterator = None  # this pass has ended: the next step starts a fresh one
+            if batches:
                 return batches
-            if not fresh and self._taken == 0:
-                break
         return None
 
     def close(self) -> None:

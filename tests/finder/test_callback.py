@@ -53,9 +53,12 @@ def test_group_ratios_are_kept_during_the_sweep(tmp_path):
 def test_gradient_accumulation_makes_one_sweep_step_of_several_batches(tmp_path):
     finder = LRFinder(num_steps=8, min_lr=1e-4, max_lr=1e-2, divergence_threshold=None, apply=False)
     model, _ = fit(tmp_path, finder, accumulate_grad_batches=3, logger=False)
-    calls = model.calls[:24]
-    assert [lr for lr, _ in calls] == pytest.approx([lr for lr in finder.result.lrs for _ in range(3)], rel=1e-12)
-    means = [sum(loss for _, loss in calls[i : i + 3]) / 3 for i in range(0, 24, 3)]
+    sizes = [3, 3, 2] * 2 + [3, 3]  # 8 batches a pass: its last two are a step, as in Lightning's epochs
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    calls = model.calls[: sum(sizes)]
+    lrs = [lr for lr, n in zip(finder.result.lrs, sizes) for _ in range(n)]
+    assert [lr for lr, _ in calls] == pytest.approx(lrs, rel=1e-12)
+    means = [sum(loss for _, loss in calls[i : i + n]) / n for i, n in zip(starts, sizes)]
     assert finder.result.losses == pytest.approx(means, rel=1e-6)  # the step's loss, not a third of the last batch
 
 
@@ -93,12 +96,39 @@ def test_it_stops_at_once_on_nan(tmp_path):
     assert finder.result.suggestion is None and finder.result.flags == ("too_short", "nonfinite")
 
 
+def test_a_pass_shorter_than_a_step_is_a_step_as_lightning_trains_it(tmp_path):
+    """Two batches a pass, three per optimizer step: Lightning steps at the end of each epoch on the two, and so
+    does the sweep (before, it found no complete step and gave no answer, silently)."""
+    finder = LRFinder(num_steps=20, divergence_threshold=None, apply=False)
+    model, _ = fit(
+        tmp_path, finder, data=loader(regression_data(16), batch_size=8), accumulate_grad_batches=3, logger=False
+    )
+    assert finder.result.stop_reason == "completed" and len(finder.result.lrs) == 20
+    calls = model.calls[:40]
+    assert [lr for lr, _ in calls] == pytest.approx([lr for lr in finder.result.lrs for _ in range(2)], rel=1e-12)
+    means = [(calls[i][1] + calls[i + 1][1]) / 2 for i in range(0, 40, 2)]
+    assert finder.result.losses == pytest.approx(means, rel=1e-6)
+
+
+class Once(torch.utils.data.IterableDataset):
+    """Two batches of 8 the first time it is iterated (Lightning may take that pass itself while it sets the fit
+    up), and nothing after: a stream that cannot restart."""
+
+    def __init__(self) -> None:
+        self.used = False
+
+    def __iter__(self):
+        if self.used:
+            return iter(())
+        self.used = True
+        x, y = regression_data(16).tensors
+        return iter(list(zip(x, y)))
+
+
 def test_it_stops_when_the_data_runs_out(tmp_path):
-    """Two batches, three per optimizer step: not one complete step in a pass."""
     finder = LRFinder(num_steps=20, apply=False)
-    fit(tmp_path, finder, data=loader(regression_data(16), batch_size=8), accumulate_grad_batches=3, logger=False)
-    assert finder.result.stop_reason == "data_exhausted" and finder.result.lrs == ()
-    assert finder.result.flags == ("empty",)
+    fit(tmp_path, finder, data=torch.utils.data.DataLoader(Once(), batch_size=8), max_steps=1, logger=False)
+    assert finder.result.stop_reason == "data_exhausted" and len(finder.result.lrs) <= 2
 
 
 def test_it_runs_pass_after_pass_over_short_data(tmp_path):
