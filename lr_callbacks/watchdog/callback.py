@@ -230,7 +230,8 @@ class DivergenceWatchdog(Callback):
         snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
             ``<default_root_dir>/watchdog-snapshots`` written through the trainer's strategy and loaded back at a
             rollback (removed at the end of the fit); ``"off"``, none: damaged weights get the LR cut of a
-            rollback but keep their state; ``"auto"`` (the default), host memory when ``snapshots`` copies fit
+            rollback but keep their state, and training goes on from them (judged against their own level; a
+            halt keeps them too); ``"auto"`` (the default), host memory when ``snapshots`` copies fit
             in a quarter of the free host memory, else disk, said in the log (:attr:`snapshot_mode`).
         reference_batch: tell bad data from damaged weights at an incident by evaluating the live weights on the
             batch of the newest snapshot (``training_step`` without gradients, its ``self.log`` calls silenced,
@@ -701,7 +702,7 @@ class DivergenceWatchdog(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._clear_found_inf()
         if self._ring.mode == "disk":
-            self._ring.clear()
+            self._ring.close()
         self._trainer = None
 
     def _clear_found_inf(self) -> None:

@@ -164,6 +164,12 @@ class WatchdogConfig:
         check_int("patience", self.patience, low=2, owner=OWNER)
         check_int("lower_after", self.lower_after, low=1, owner=OWNER)
         check_int("lower_window", self.lower_window, low=1, owner=OWNER)
+        if 2 * (self.lower_after - 1) >= self.lower_window:  # runs apart by an accepted step: starts 2 apart
+            raise ValueError(
+                f"{OWNER}: {self.lower_after} outlier runs (`lower_after`) cannot start within {self.lower_window} "
+                f"steps (`lower_window`): runs are apart by at least one accepted step, so the LR would never be "
+                f"lowered; set lower_window to at least {2 * self.lower_after - 1}"
+            )
         check_number("lr_factor", self.lr_factor, low=0.0, low_open=True, owner=OWNER)
         if self.lr_factor >= 1.0:
             raise ValueError(

@@ -225,7 +225,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 f"the clean reference batch's loss is {probe_value:.4g} on the live weights (above "
                 f"{self._probe_limit:.4g}): the weights are damaged"
             )
-            return self._rollback(step, Signal.DAMAGED_WEIGHTS, probe_value, self._probe_limit, why, since=run[0].step)
+            return self._rollback(
+                step, Signal.DAMAGED_WEIGHTS, probe_value, self._probe_limit, why, since=run[0].step, run=run
+            )
         s.data_skips += 1
         undo = self._data_caused_rollback(step) if s.guarded is not None else Decision()
         finite = [r.loss for r in s.run if r.loss is not None]
@@ -261,6 +263,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             self.config.patience,
             f"{len(run)} {kind} steps in a row",
             since=run[0].step,
+            run=run,
         )
 
     def _within_level_shift(self, run: list[RunStep]) -> bool:
@@ -301,16 +304,23 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         return Decision(scale=s.scale, incidents=(note,))
 
     def _rollback(
-        self, step: int, signal: Signal, value: float, threshold: float, why: str, since: int | None = None
+        self,
+        step: int,
+        signal: Signal,
+        value: float,
+        threshold: float,
+        why: str,
+        since: int | None = None,
+        run: list[RunStep] | None = None,
     ) -> Decision:
         """Rung 4: restore the newest snapshot before the incident and cut the LR, by ``lr_factor`` more at each
         rollback (× lr_factor, then lr_factor², …: a spike that comes back means the LR is still too high);
-        rung 5 when the budget is spent."""
+        rung 5 when the budget is spent. ``run``: the outliers of the incident, if it was a run of them."""
         s, c = self.state, self.config
         s.run, s.run_starts = [], []
         self.cusum.reset()
         if not s.can_roll_back:
-            return self._cut_instead(step, signal, value, threshold, why)
+            return self._cut_instead(step, signal, value, threshold, why, run or [])
         target = self._target(since)
         if target is not None:
             self._point_to(target)
@@ -359,18 +369,43 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         note = Incident(step, signal, value, threshold, Action.ROLLBACK, detail, rollback_to=s.snapshot_step)
         return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=s.snapshot_step)
 
-    def _cut_instead(self, step: int, signal: Signal, value: float, threshold: float, why: str) -> Decision:
-        """No snapshot to go back to (``snapshot="off"``): lower the LR as a rollback would, keep the weights;
-        halt (keeping them) once ``max_rollbacks`` such cuts are spent."""
+    def _cut_instead(
+        self, step: int, signal: Signal, value: float, threshold: float, why: str, run: list[RunStep]
+    ) -> Decision:
+        """No snapshot to go back to (``snapshot="off"``): lower the LR as a rollback would and train on from the
+        weights as they are, at most once per ``cooldown_steps``; halt (keeping them) once ``max_rollbacks`` such
+        cuts are spent.
+
+        The damaged weights are the run's state from now on, so their loss level (the incident's outliers) is the
+        new baseline and their loss on the reference batch the new reference: judged against the clean level, every
+        step on them would be an outlier and a "damaged" verdict, skipped, and cut again at the next step, until a
+        halt (before, one damaged update halted the run within four steps, the LR cut 20×).
+        """
         s, c = self.state, self.config
+        if s.last_cut is not None and step - s.last_cut < c.cooldown_steps:
+            return Decision()
         if s.rollbacks >= c.max_rollbacks:
-            reason = f"{why} at step {step}, and all {c.max_rollbacks} cuts (max_rollbacks) are used; snapshot='off'"
+            reason = (
+                f"{why} at step {step}, and all {c.max_rollbacks} cuts (max_rollbacks) are used; snapshot='off' kept "
+                "no clean state, so the live weights are kept as they are"
+            )
             s.halted = reason
             return Decision(halt=reason, incidents=(Incident(step, signal, value, threshold, Action.HALT, reason),))
         s.rollbacks += 1
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
         s.last_cut = step
-        detail = f"{why}; snapshot='off': no rollback, LR scale {old:.3g} → {s.scale:.3g}"
+        losses = [r.loss for r in run if r.loss is not None]
+        grads = [r.grad for r in run if r.grad is not None]
+        if losses:
+            self.loss.reset(losses, refill=c.warmup_steps)
+        if grads:
+            self.grad.reset(grads, refill=c.warmup_steps)
+        self.samples.reset()
+        self.request_snapshot()  # the reference batch's level on these weights, at the next clean step
+        detail = (
+            f"{why}; snapshot='off': no rollback, LR scale {old:.3g} → {s.scale:.3g}; training goes on from the "
+            "weights as they are, judged against their own level"
+        )
         return Decision(scale=s.scale, incidents=(Incident(step, signal, value, threshold, Action.LOWER_LR, detail),))
 
     def _accepted(self, step: int, loss: float, grad_norm: float, probe: Probe | None = None) -> Decision:

@@ -187,6 +187,14 @@ class SnapshotRing:
         """Give up every snapshot (and remove the files of ``"disk"``)."""
         self.keep_only([])
 
+    def close(self) -> None:
+        """Give up every snapshot, and remove the ``"disk"`` directory when that leaves it empty (it was made for
+        them; a directory that holds anything else stays)."""
+        self.clear()
+        if self.mode == "disk" and os.path.isdir(self.directory) and not os.listdir(self.directory):
+            with contextlib.suppress(OSError):  # another rank removed it first
+                os.rmdir(self.directory)
+
     def newest(self) -> Snapshot | None:
         return self.snapshots[max(self.snapshots)] if self.snapshots else None
 

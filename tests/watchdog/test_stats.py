@@ -483,6 +483,11 @@ def test_incident_row_is_a_markdown_table_row():
         ({"lower_after": 0}, ValueError, r"`lower_after` must be >= 1, got 0"),
         ({"lower_window": 0}, ValueError, r"`lower_window` must be >= 1, got 0"),
         ({"lr_factor": 1.0}, ValueError, r"`lr_factor` .* must be < 1, got 1.0; use e.g. 0.5"),
+        (
+            {"lower_after": 5, "lower_window": 1},
+            ValueError,
+            r"5 outlier runs \(`lower_after`\) cannot start within 1 steps .* set lower_window to at least 9",
+        ),
         ({"lr_factor": -0.5}, ValueError, r"`lr_factor` must be > 0"),
         ({"min_lr_scale": 2.0}, ValueError, r"`min_lr_scale` must be <= 1, got 2.0"),
         ({"cooldown_steps": -1}, ValueError, r"`cooldown_steps` must be >= 0, got -1"),
@@ -683,8 +688,13 @@ def test_no_snapshot_means_an_lr_cut_instead_of_a_rollback_and_a_halt_that_keeps
     policy.configure(None, can_roll_back=False)
     first = feed(policy, [1000.0], start=30, probe=lambda: 5.0)
     assert not first[0].rollback and policy.events[-1].action == "lower_lr" and policy.scale == 0.5
-    second = feed(policy, [1000.0], start=31, probe=lambda: 5.0)
+    count = len(policy.events)
+    feed(policy, [1000.0] * 3, start=31, probe=lambda: 5.0)  # the weights as they are now: their level is the norm
+    assert len(policy.events) == count and policy.state.snapshot_requested  # and a fresh reference is asked for
+    later = 34 + policy.config.cooldown_steps
+    second = feed(policy, [1e7], start=later, probe=lambda: 5.0)  # damaged again, after the cooldown: the budget
     assert second[0].halt and not second[0].rollback and "snapshot='off'" in (policy.state.halted or "")
+    assert "the live weights are kept" in (policy.state.halted or "")
 
 
 def test_after_a_rollback_the_loss_gate_is_stricter_until_steps_are_accepted_in_a_row():
