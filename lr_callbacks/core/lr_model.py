@@ -63,6 +63,8 @@ class ScheduleOwner(Protocol):
 
     def _set_scale(self, scale: float) -> None: ...
 
+    def _scale_peak_overrides(self, factor: float) -> None: ...
+
 
 def find_lr_schedule(trainer: Any) -> ScheduleOwner | None:
     """The trainer's :class:`ScheduleOwner` (its ``LRSchedule``), set up for this fit, or ``None``.

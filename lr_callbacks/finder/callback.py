@@ -22,7 +22,7 @@ from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_
 from lr_callbacks.core.compat import Callback, exit_fit
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
-from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, set_peak_lr
+from lr_callbacks.core.lr_model import ScheduleOwner, as_float, find_lr_schedule, paused, set_peak_lr
 from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, attribute_generators, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
@@ -430,7 +430,9 @@ def find_lr(
         attr_name: with ``apply=True``, the model attribute (or ``hparams`` key) that
             ``configure_optimizers`` reads the LR from; by default ``lr`` or ``learning_rate``.
         **finder_kwargs: :class:`LRFinder`'s arguments. ``apply`` here means: set the chosen LR on the
-            model's attribute (default ``False``: only report); ``epochs`` and ``at_fit_start`` do not apply.
+            model's attribute (default ``False``: only report), and scale an ``LRSchedule``'s ``peak_lrs`` for
+            named groups with it, so they keep the ratio the sweep measured; ``epochs`` and ``at_fit_start`` do
+            not apply.
 
     Returns:
         The :class:`~lr_callbacks.FinderResult`.
@@ -493,7 +495,18 @@ def find_lr(
         hparams = getattr(model, "hparams", None)
         if hparams is not None and name in hparams:
             hparams[name] = result.chosen_lr
+        _scale_peak_overrides(trainer, result.chosen_lr)
     return result
+
+
+def _scale_peak_overrides(trainer: Any, answer: float) -> None:
+    """Keep ``LRSchedule(peak_lrs=...)``'s groups at the ratio to the reference group that the sweep measured
+    them at, as the callback does: the next fit resolves the overrides again, absolute, while the reference group
+    follows the model's LR attribute."""
+    # not find_lr_schedule, which would set the schedule up again for the finished fit's optimizers
+    schedule = next((c for c in trainer.callbacks if isinstance(c, ScheduleOwner)), None)
+    if schedule is not None and schedule.peak_lrs:
+        schedule._scale_peak_overrides(answer / schedule.peak_lrs[0][0])  # over the reference's peak in the sweep
 
 
 def _has_attribute(model: Any, name: str) -> bool:

@@ -264,6 +264,11 @@ class LRSchedule(Callback):
         self._plan_due = self._log_plan
         self._write_all()
 
+    def _scale_peak_overrides(self, factor: float) -> None:
+        """Multiply the ``peak_lrs`` given for named groups by ``factor``, for the next fit (``find_lr``'s answer
+        keeps them at their ratio to the reference group, as :meth:`_set_peak_lr` keeps this fit's peaks)."""
+        self._peak_overrides = {name: peak * factor for name, peak in self._peak_overrides.items()}
+
     def _set_scale(self, scale: float) -> None:
         """Set ``scale(g)`` of every group (the watchdog's multiplier) and apply it at once."""
         check_number("scale", scale, low=0.0, low_open=True, owner=_OWNER)

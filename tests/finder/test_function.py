@@ -8,7 +8,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from lr_callbacks import LRFinder, find_lr
+from lr_callbacks import LRFinder, LRSchedule, find_lr
 from tests.finder.helpers import BatchRecorder, FinderModel, assert_same, sgd, shuffled, tree
 from tests.helpers import loader, make_trainer, regression_data
 
@@ -144,6 +144,24 @@ def test_a_datamodule_and_validation_data_reach_the_fit(tmp_path):
         num_steps=30, confirm=[0.01, 0.02], confirm_length="2 steps",
     )  # fmt: skip
     assert len(by_loaders.trials) == 2
+
+
+def test_applied_peaks_keep_the_group_ratio_the_sweep_measured_as_the_callback_does(tmp_path):
+    """LRSchedule's ``peak_lrs`` for a named group is absolute, read again by the next fit: find_lr scales it with
+    the answer, as the callback scales the fit's peaks (before, the head kept its absolute peak while the body took
+    the answer: another ratio than the one the answer was measured at)."""
+    torch.manual_seed(0)
+    schedule = LRSchedule("cosine", peak_lrs={"head": 0.5})  # 5× the body's 0.1 in the sweep
+    trainer = make_trainer(tmp_path / "f", max_steps=4, logger=False, callbacks=[schedule])
+    model = WithLR()
+    result = find_lr(trainer, model, shuffled(), num_steps=40, apply=True, probe=False)
+    trainer.fit(model, shuffled())
+    torch.manual_seed(0)
+    finder, alongside = LRFinder(num_steps=40, probe=False), LRSchedule("cosine", peak_lrs={"head": 0.5})
+    make_trainer(tmp_path / "c", max_steps=4, logger=False, callbacks=[finder, alongside]).fit(WithLR(), shuffled())
+    assert finder.result.chosen_lr == result.chosen_lr
+    assert schedule.peak_lrs[0] == pytest.approx(alongside.peak_lrs[0], rel=1e-12)
+    assert schedule.peak_lrs[0][1] == pytest.approx(5 * result.chosen_lr, rel=1e-12)
 
 
 def test_a_datamodule_s_own_generator_is_as_it_was_after_find_lr(tmp_path):
