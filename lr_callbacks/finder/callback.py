@@ -10,6 +10,7 @@ reads the curve, and the answer goes into the shared LR model (:func:`lr_callbac
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import warnings
@@ -111,7 +112,8 @@ class LRFinder(Callback):
         num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at least one
             point per ``window`` of the range (40 by default) and at most 100 (a tenth of the run with a list
             of confirm candidates).
-        mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"``.
+        mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"`` (over at most two decades: wider,
+            it leaves too few steps below its last decade to read the curve).
         method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
             (see :func:`~lr_callbacks.suggest_lr`).
         apply: write the answer into the LR; ``False`` only reports.
@@ -167,6 +169,16 @@ class LRFinder(Callback):
             raise ValueError(f"LRFinder: `max_lr` must be above `min_lr`, got min_lr={min_lr!r}, max_lr={max_lr!r}")
         self.num_steps = None if num_steps is None else check_int("num_steps", num_steps, low=MIN_POINTS, owner=_OWNER)
         self.mode = check_choice("mode", mode, MODES, owner=_OWNER)
+        if self.mode == "linear" and self.max_lr > LINEAR_SPAN * self.min_lr:
+            decades = math.log10(self.max_lr / self.min_lr)
+            last = (self.max_lr - self.max_lr / 10) / (self.max_lr - self.min_lr)
+            raise ValueError(
+                f"LRFinder: mode='linear' from min_lr={min_lr!r} to max_lr={max_lr!r} ({decades:.3g} decades) spends "
+                f"{last:.0%} of its steps in the last decade and {1 - last:.0%} on the {decades - 1:.3g} below it, "
+                "too few for the curve (read on a log axis) to show where the loss falls, and no answer would come; "
+                f"give a range of at most {math.log10(LINEAR_SPAN):.0f} decades (e.g. min_lr="
+                f"{self.max_lr / LINEAR_SPAN:.3g}), or use mode='exponential' (the default)"
+            )
         self.method = check_choice("method", method, METHODS, owner=_OWNER)
         self.apply = check_bool("apply", apply, owner=_OWNER)
         self.at_fit_start = check_bool("at_fit_start", at_fit_start, owner=_OWNER)
@@ -559,6 +571,11 @@ def _duration(name: str, value: Duration | str) -> Duration:
         return parse_duration(value, name)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{_OWNER}: {error}") from None
+
+
+LINEAR_SPAN = 100.0
+"""The widest range, as max_lr / min_lr, that a linear ramp may cover: past it, nearly all its steps fall in the
+last decade and the analysis (on a log axis) has too few points below it."""
 
 
 def _is_zero(length: Duration) -> bool:

@@ -44,6 +44,14 @@ DurationLike = Duration | str
 
 def _with_warmup(body: Schedule, warmup: DurationLike | None, curve: str, start: float) -> Schedule:
     if warmup is None:
+        given = [f"warmup_curve={curve!r}"] if curve != "linear" else []
+        given += [f"warmup_start={start!r}"] if start != 0.0 else []
+        if given:
+            raise ValueError(
+                f"LRSchedule: {' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} a warmup, but no "
+                "`warmup` is given, so there is none; "
+                "give its length too, e.g. warmup='5%', or leave them out"
+            )
         return body
     return Phases((Phase(Warmup(curve=curve, start=start), parse_duration(warmup, "warmup")), Phase(body)))
 

@@ -337,6 +337,13 @@ def test_manual_optimization_sweeps_one_step_per_training_step(tmp_path):
         ({"num_steps": 5}, ValueError, r"`num_steps` must be >= 8, got 5"),
         ({"num_steps": 10.0}, TypeError, r"`num_steps` must be a whole number"),
         ({"mode": "log"}, ValueError, r"unknown `mode` 'log'; choose one of: 'exponential', 'linear'"),
+        (
+            {"mode": "linear"},
+            ValueError,
+            r"mode='linear' from min_lr=1e-07 to max_lr=10.0 \(8 decades\) spends 90% of its steps in the last decade"
+            r" and 10% on the 7 below it"
+            r".* at most 2 decades \(e.g. min_lr=0.1\), or use mode='exponential'",
+        ),
         ({"method": "fastai"}, ValueError, r"unknown `method` 'fastai'; choose one of: 'default', 'steepest'"),
         ({"apply": 1}, TypeError, r"`apply` must be True or False, got 1"),
         ({"at_fit_start": "yes"}, TypeError, r"`at_fit_start` must be True or False"),

@@ -405,6 +405,16 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
         (lambda: LRSchedule(peak_lrs={"head": "1e-3"}), TypeError, r"`peak_lrs\['head'\]` must be a number"),
         (lambda: LRSchedule(on_length_change="stretch"), ValueError, r"unknown `on_length_change` 'stretch'.*'keep'"),
         (lambda: LRSchedule(log_every_n_steps=0), ValueError, r"`log_every_n_steps` must be >= 1, got 0"),
+        (
+            lambda: LRSchedule("cosine", warmup_start=0.5),
+            ValueError,
+            r"warmup_start=0.5 shapes a warmup, but no `warmup` is given, so there is none; give its length too",
+        ),
+        (
+            lambda: LRSchedule("linear", warmup_curve="cosine", warmup_start=0.1),
+            ValueError,
+            r"warmup_curve='cosine' and warmup_start=0.1 shape a warmup, but no `warmup` is given",
+        ),
         (lambda: LRSchedule(log_every_n_steps=2.0), TypeError, r"`log_every_n_steps` must be a whole number"),
         (lambda: LRSchedule(log_plan="yes"), TypeError, r"`log_plan` must be True or False, got 'yes'"),
         (lambda: LRSchedule(preset_args=["end"]), TypeError, r"`preset_args` must be a mapping.*got \['end'\]"),
