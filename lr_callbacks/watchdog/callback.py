@@ -557,12 +557,12 @@ class DivergenceWatchdog(Callback):
             skipped |= v.skip
             if self._acted(decisions):
                 break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
-        acted = self._acted(decisions)
-        if acted:
+        dropped = self._acted(decisions)  # whether this step's update is dropped
+        if dropped:
             drop_gradients(optimizer)  # this step too
         else:
             verdict = self._policy.judge(loss, norm, samples)
-            acted, skipped = verdict.skip, skipped or verdict.skip
+            dropped, skipped = verdict.skip, skipped or verdict.skip
             if verdict.skip:
                 drop_gradients(optimizer)
             elif verdict.clip_factor != 1.0:
@@ -576,7 +576,7 @@ class DivergenceWatchdog(Callback):
             # statistics NaN for good, and every evaluation after it): back to the newest snapshot's
             self._ring.restore_buffers(pl_module)
         every = self.config.update_every
-        if every is not None and step % every == 0 and not acted and not self._acted(decisions):
+        if every is not None and step % every == 0 and not dropped and not self._acted(decisions):
             self._updates.arm(optimizer, step, norm)
         if self._policy.wants_snapshot(step):
             self._ring.take(pl_module, optimizer, step, self._batches)

@@ -311,18 +311,20 @@ class UpdateProbe:
         if before is None:
             return
         ratios = []
+        first = next((p for g in optimizer.param_groups for p in g["params"]), None)
+        home = local(first).device if first is not None else torch.device("cpu")  # where the ratios are stacked
         with torch.no_grad():
             for group, old in zip(optimizer.param_groups, before):
                 new, over = _weights(group["params"], copy=False)
                 if not new:
-                    ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
+                    ratios.append(torch.zeros((), device=home))  # an empty group: nothing moved
                     continue
                 device = local(new[0]).device
                 torch._foreach_sub_(old, new)  # the copy becomes θ_before − θ_after: no third copy of the weights
                 groups = shard_group if over is None else over
                 step_norm = global_norm(old, device, groups)
                 weight_norm = global_norm(new, device, groups)
-                ratios.append((step_norm / weight_norm).float())
+                ratios.append((step_norm / weight_norm).float().to(home))
         self.pending = torch.stack(ratios)
         self.pending_lrs, self.pending_step = self._lrs, self._step
         self.pending_grad_norm = self._grad_norm
