@@ -28,6 +28,7 @@ __all__ = [
     "paused",
     "reference_lr",
     "rescale_lrs",
+    "schedule_callback",
     "set_lr",
     "set_lr_scale",
     "set_peak_lr",
@@ -66,8 +67,8 @@ class ScheduleOwner(Protocol):
     def _scale_peak_overrides(self, factor: float) -> None: ...
 
 
-def find_lr_schedule(trainer: Any) -> ScheduleOwner | None:
-    """The trainer's :class:`ScheduleOwner` (its ``LRSchedule``), set up for this fit, or ``None``.
+def schedule_callback(trainer: Any) -> ScheduleOwner | None:
+    """The trainer's :class:`ScheduleOwner` (its ``LRSchedule``) as it is, or ``None``: a lookup, also after a fit.
 
     Raises:
         ValueError: if there are several (they would fight over the LR).
@@ -78,10 +79,21 @@ def find_lr_schedule(trainer: Any) -> ScheduleOwner | None:
             f"found {len(schedules)} LRSchedule callbacks; they would overwrite each other's LR. Use one, "
             "with `group_schedules` for groups that need their own schedule"
         )
-    if not schedules:
-        return None
-    schedules[0]._setup_for(trainer)
-    return schedules[0]
+    return schedules[0] if schedules else None
+
+
+def find_lr_schedule(trainer: Any) -> ScheduleOwner | None:
+    """The trainer's :class:`ScheduleOwner`, set up for the fit under way (its table of groups built from the
+    trainer's optimizers), or ``None``. Only during a fit: called after one, it would bind the schedule to the
+    finished fit's optimizers (use :func:`schedule_callback` there).
+
+    Raises:
+        ValueError: if there are several (they would fight over the LR).
+    """
+    schedule = schedule_callback(trainer)
+    if schedule is not None:
+        schedule._setup_for(trainer)
+    return schedule
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_
 from lr_callbacks.core.compat import Callback, exit_fit
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
-from lr_callbacks.core.lr_model import ScheduleOwner, as_float, find_lr_schedule, paused, set_peak_lr
+from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, schedule_callback, set_peak_lr
 from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, attribute_generators, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
@@ -515,8 +515,7 @@ def _scale_peak_overrides(trainer: Any, answer: float) -> None:
     """Keep ``LRSchedule(peak_lrs=...)``'s groups at the ratio to the reference group that the sweep measured
     them at, as the callback does: the next fit resolves the overrides again, absolute, while the reference group
     follows the model's LR attribute."""
-    # not find_lr_schedule, which would set the schedule up again for the finished fit's optimizers
-    schedule = next((c for c in trainer.callbacks if isinstance(c, ScheduleOwner)), None)
+    schedule = schedule_callback(trainer)  # as the finished fit left it (find_lr_schedule would set it up again)
     if schedule is not None and schedule.peak_lrs:
         schedule._scale_peak_overrides(answer / schedule.peak_lrs[0][0])  # over the reference's peak in the sweep
 
