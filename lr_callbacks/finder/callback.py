@@ -453,7 +453,8 @@ def find_lr(
         ValueError: if the trainer already has an LRFinder, for ``epochs``/``at_fit_start``, or with
             ``apply=True`` when the model has no such attribute.
         RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
-            strategy ran it in other processes (``ddp_spawn``), from which the result cannot come back.
+            strategy ran it in other processes, from which the result cannot come back; under ``ddp_spawn``,
+            whose processes end with the fit, before any work.
 
     >>> import pytorch_lightning as pl, torch
     >>> from torch.utils.data import DataLoader, TensorDataset
@@ -478,6 +479,12 @@ def find_lr(
     for name in ("epochs", "at_fit_start"):
         if name in finder_kwargs:
             raise ValueError(f"find_lr runs once, before training; `{name}` is for the LRFinder callback")
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if any("MultiProcessingLauncher" in cls.__name__ for cls in type(launcher).__mro__):
+        raise RuntimeError(
+            f"find_lr cannot bring the result back from {type(trainer.strategy).__name__}, whose processes are "
+            "spawned for the fit and end with it (ddp_spawn): use strategy='ddp', or the LRFinder callback"
+        )
     apply = check_bool("apply", finder_kwargs.pop("apply", False), owner="find_lr")
     if apply:
         _lr_attribute(model, attr_name)  # fail before the sweep, not after
@@ -498,7 +505,7 @@ def find_lr(
             "find_lr: no sweep ran in this process. Either the fit ended before training started "
             "(limit_train_batches=0, max_steps=0, max_epochs reached), or the strategy "
             f"({type(trainer.strategy).__name__}) ran the fit in other processes, from which the result cannot "
-            "come back (ddp_spawn): use strategy='ddp', or the LRFinder callback"
+            "come back: use strategy='ddp', or the LRFinder callback"
         )
     if apply and result.chosen_lr is not None:
         name = _lr_attribute(model, attr_name)

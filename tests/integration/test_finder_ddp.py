@@ -56,3 +56,15 @@ def test_ddp_ranks_average_the_loss_and_agree_on_the_answer(tmp_path):
     for report in ranks:
         assert report["lrs"] == pytest.approx([result.chosen_lr, result.chosen_lr / 10], rel=1e-12)
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def test_find_lr_under_ddp_spawn_says_why_it_cannot_before_any_work(tmp_path):
+    """The spawned processes end with the fit, taking the result with them: refused with the fix, before the sweep
+    runs twice in the workers (before, Lightning's private exit exception escaped them)."""
+    from lr_callbacks import find_lr
+
+    trainer = make_trainer(tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False)
+    model = FinderModel(optimizer=sgd())
+    with pytest.raises(RuntimeError, match=r"cannot bring the result back from DDPStrategy.*use strategy='ddp'"):
+        find_lr(trainer, model, loader(regression_data(64), batch_size=8))
+    assert model.calls == []
