@@ -527,13 +527,15 @@ class DivergenceWatchdog(Callback):
                 judge.judge(optimizer, values, step, exact)
                 if exact:
                     self._found_inf_set = optimizer
+                every = self.config.update_every  # measured between reads too; dropped at the read if skipped
+                if every is not None and step % every == 0 and not self._updates.armed:
+                    self._updates.arm(optimizer, step, values[1])
             return
         self._host_step(trainer, pl_module, optimizer, values, step)
 
     def _host_step(self, trainer: Any, pl_module: Any, optimizer: Any, values: torch.Tensor, step: int) -> None:
         """Read the signals back (one transfer), replay the device's steps, decide and act on this one."""
         rows, self._held = self._held, []
-        update_norm = self._updates.pending_grad_norm
         pending, lrs, update_step = self._updates.take()
         width = values.numel()  # [loss, grad_norm], then the per-sample summary if the module reports one
         if pending is not None:
@@ -543,7 +545,10 @@ class DivergenceWatchdog(Callback):
             rows += device_rows
         else:
             current = values.tolist()
-        (loss, norm), ratios = current[:2], current[width:]
+        (loss, norm), ratios = current[:2], current[width:-1]
+        update_norm = current[-1] if pending is not None else math.nan  # the measured step's gradient norm
+        if any(row[0] == update_step and row[1].skip for row in rows):
+            ratios = []  # the device skipped the measured step: its "update" is none, or momentum's alone
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale

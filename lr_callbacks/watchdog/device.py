@@ -289,11 +289,18 @@ class UpdateProbe:
         self.pending_lrs: list[float] = []
         self.pending_step: int | None = None
         self._step: int | None = None
-        self._grad_norm = math.nan
-        self.pending_grad_norm = math.nan
+        self._grad_norm: float | torch.Tensor = math.nan
 
-    def arm(self, optimizer: torch.optim.Optimizer, step: int, grad_norm: float = math.nan) -> None:
-        """Copy the weights the coming update starts from, and each group's LR as the hooks left it."""
+    @property
+    def armed(self) -> bool:
+        """Whether a measurement is under way or waits to be read (one at a time)."""
+        return self._before is not None or self.pending is not None
+
+    def arm(self, optimizer: torch.optim.Optimizer, step: int, grad_norm: float | torch.Tensor = math.nan) -> None:
+        """Copy the weights the coming update starts from, and each group's LR as the hooks left it.
+
+        ``grad_norm``: the step's gradient norm, read by the host or still on the device (a step judged there);
+        it travels with the ratios, as their last value."""
         self._grad_norm = grad_norm
         with torch.no_grad():
             self._before = [_weights(g["params"], copy=True)[0] for g in optimizer.param_groups]
@@ -325,12 +332,17 @@ class UpdateProbe:
                 step_norm = global_norm(old, device, groups)
                 weight_norm = global_norm(new, device, groups)
                 ratios.append((step_norm / weight_norm).float().to(home))
-        self.pending = torch.stack(ratios)
+        norm = self._grad_norm
+        if isinstance(norm, torch.Tensor):
+            carried = norm.detach().reshape(1).float().to(home)
+        else:
+            carried = torch.full((1,), norm, device=home)  # a fill on the device, no copy from the host
+        self.pending = torch.cat([torch.stack(ratios), carried])
         self.pending_lrs, self.pending_step = self._lrs, self._step
-        self.pending_grad_norm = self._grad_norm
 
     def take(self) -> tuple[torch.Tensor | None, list[float], int | None]:
-        """The ratios not read yet (``None`` when there are none), their groups' LRs and their step."""
+        """The ratios not read yet followed by the step's gradient norm (``None`` when there are none), their
+        groups' LRs and their step."""
         pending, lrs, step = self.pending, self.pending_lrs, self.pending_step
         self.pending, self.pending_lrs, self.pending_step = None, [], None
         return pending, lrs, step
@@ -343,20 +355,16 @@ class UpdateProbe:
         step must carry it, or the resumed run would never record that update); ``None`` when there is none."""
         if self.pending is None or self.pending_step is None:
             return None
-        return {
-            "step": self.pending_step,
-            "ratios": [float(v) for v in self.pending.tolist()],
-            "lrs": list(self.pending_lrs),
-            "grad_norm": self.pending_grad_norm,
-        }
+        *ratios, norm = (float(v) for v in self.pending.tolist())
+        return {"step": self.pending_step, "ratios": ratios, "lrs": list(self.pending_lrs), "grad_norm": norm}
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
         """Restore a measurement :meth:`state_dict` saved (on the CPU: the next read moves it to the signals)."""
         self.reset()
         if state is not None:
-            self.pending = torch.tensor(state["ratios"], dtype=torch.float32)
+            values = [*map(float, state["ratios"]), float(state["grad_norm"])]
+            self.pending = torch.tensor(values, dtype=torch.float32)
             self.pending_lrs, self.pending_step = list(state["lrs"]), int(state["step"])
-            self.pending_grad_norm = float(state["grad_norm"])
 
 
 UPDATE_SAMPLE = 2**18

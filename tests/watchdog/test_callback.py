@@ -602,6 +602,20 @@ def test_an_empty_parameter_group_is_measured_as_nothing_moved(tmp_path):
     assert watchdog.events == []
 
 
+@pytest.mark.parametrize(("sync_every", "longest_gap"), [(4, 4), (8, 8)])
+def test_read_back_every_n_steps_the_update_ratio_is_still_measured_every_update_every_steps(
+    tmp_path, sync_every, longest_gap
+):
+    """Judged on the device between reads (the GPU default), the update is measured there too, one measurement
+    at a time, its gradient norm carried on the device with it (before, only steps that were both host reads and
+    multiples of update_every were measured: every 40 steps at the GPU's default of 8, never at 10)."""
+    watchdog = small(update_every=4, sync_every_n_steps=sync_every, log_every_n_steps=1)
+    fit(tmp_path, DigitsModel(), [watchdog], 60)
+    steps = [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/0")]
+    assert steps[0] == 0 and all(step % 4 == 0 for step in steps)
+    assert max(b - a for a, b in zip(steps, steps[1:])) <= longest_gap and steps[-1] >= 60 - 2 * longest_gap
+
+
 def test_a_large_group_s_update_ratio_is_read_on_a_sample_that_agrees_with_the_whole():
     """Above UPDATE_SAMPLE elements the probe copies every k-th element of each tensor (k prime, the same for all),
     not the whole weights: a copy of at most UPDATE_SAMPLE elements, and ‖Δθ‖/‖θ‖ to well under 1%."""
