@@ -3,6 +3,7 @@ host synchronisations, the shared LR model, TensorBoard, pausing, accumulation, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from typing import Any
@@ -613,7 +614,7 @@ def test_read_back_every_n_steps_the_update_ratio_is_still_measured_every_update
     fit(tmp_path, DigitsModel(), [watchdog], 60)
     steps = [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/0")]
     assert steps[0] == 0 and all(step % 4 == 0 for step in steps)
-    assert max(b - a for a, b in zip(steps, steps[1:])) <= longest_gap and steps[-1] >= 60 - 2 * longest_gap
+    assert max(b - a for a, b in itertools.pairwise(steps)) <= longest_gap and steps[-1] >= 60 - 2 * longest_gap
 
 
 def test_a_large_group_s_update_ratio_is_read_on_a_sample_that_agrees_with_the_whole():
