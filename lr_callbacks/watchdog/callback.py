@@ -350,6 +350,7 @@ class DivergenceWatchdog(Callback):
         self._found_inf_set: Any = None
         self._peak_lr: float | None = None  # the planned peak LR, read once per fit (see _planned_share)
         self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
+        self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
 
     # --- public read-outs ----------------------------------------------------------------------------
 
@@ -436,7 +437,9 @@ class DivergenceWatchdog(Callback):
             self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
         self._log_every = log_cadence(trainer, self._log_every_arg)
         self._signals.shard_group = plain_shard_group(trainer.strategy)
-        self._policy.configure(_total_steps(trainer), can_roll_back=self._snapshot_mode != "off")
+        total = _total_steps(trainer)
+        self._last_step = total - 1 if total else None
+        self._policy.configure(total, can_roll_back=self._snapshot_mode != "off")
         if self._sync_every > 1:
             clip = self.config.outlier_action == "clip"
             self._judge = DeviceJudge(pl_module.device, self._sync_every, clip, int(trainer.world_size))
@@ -517,7 +520,7 @@ class DivergenceWatchdog(Callback):
         values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
         step = int(trainer.global_step)
         judge = self._judge
-        if judge is not None and (step + 1) % self._sync_every != 0:
+        if judge is not None and (step + 1) % self._sync_every != 0 and step != self._last_step:
             held_forced = sum(row[1].forced for row in self._held)
             if self._policy.state.skip_pending > judge.forced_pending + held_forced:
                 drop_gradients(optimizer)
@@ -672,6 +675,21 @@ class DivergenceWatchdog(Callback):
         if halt is not None:
             drop_gradients(optimizer)
             self._halt_pending = halt
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record the steps judged on the device since the last read when the fit ended before its planned last
+        step (an early stop, ``max_time``): their incidents and scalars, nothing more to decide."""
+        if self._judge is None or not self._judge.steps:
+            return
+        rows, _ = self._judge.read(None)
+        for step, verdict, loss, norm, samples in rows:
+            in_force = self._in_force(samples, int(trainer.world_size))
+            decision = self._policy.record_after_end(step, loss, norm, verdict, in_force)
+            if step % self._log_every == 0:
+                log_scalars(self._trainer, {"watchdog/loss": loss, "watchdog/grad_norm": norm}, step)
+            for incident in decision.incidents:
+                self._report(incident)
 
     @override
     def on_train_batch_end(

@@ -159,19 +159,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         samples: Samples | None = None,
     ) -> Decision:
         s = self.state
-        action = Action.SKIP if verdict.skip else Action.CLIP
-        gate = self.gate()
-        incidents = []
-        for signal in verdict.signals:
-            if signal is Signal.SAMPLE_OUTLIERS:
-                incidents.append(self._sample_note(step, samples, "the clean reference batch's loss rose too"))
-                continue
-            value, limit = (grad_norm, gate.grad_limit) if signal is Signal.GRAD_NORM else (loss, gate.loss_limit)
-            if signal is Signal.NON_FINITE:
-                value = loss if not math.isfinite(loss) else grad_norm
-            threshold = math.exp(limit) if signal is not Signal.NON_FINITE and math.isfinite(limit) else math.nan
-            detail = "" if verdict.skip else f"gradient × {verdict.clip_factor:.3g}"
-            incidents.append(Incident(step, signal, value, threshold, action, detail))
+        incidents = self._verdict_notes(step, loss, grad_norm, verdict, samples)
         if s.guarded is not None:
             s.guarded = 0
         s.run.append(
@@ -196,6 +184,35 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             incidents=(*incidents, *escalation.incidents),
             rollback_to=escalation.rollback_to,
         )
+
+    def _verdict_notes(
+        self, step: int, loss: float, grad_norm: float, verdict: Verdict, samples: Samples | None
+    ) -> list[Incident]:
+        """The step's own incidents: what its verdict did (skip or clip) and why, one per signal."""
+        action = Action.SKIP if verdict.skip else Action.CLIP
+        gate = self.gate()
+        incidents = []
+        for signal in verdict.signals:
+            if signal is Signal.SAMPLE_OUTLIERS:
+                incidents.append(self._sample_note(step, samples, "the clean reference batch's loss rose too"))
+                continue
+            value, limit = (grad_norm, gate.grad_limit) if signal is Signal.GRAD_NORM else (loss, gate.loss_limit)
+            if signal is Signal.NON_FINITE:
+                value = loss if not math.isfinite(loss) else grad_norm
+            threshold = math.exp(limit) if signal is not Signal.NON_FINITE and math.isfinite(limit) else math.nan
+            detail = "" if verdict.skip else f"gradient × {verdict.clip_factor:.3g}"
+            incidents.append(Incident(step, signal, value, threshold, action, detail))
+        return incidents
+
+    def record_after_end(
+        self, step: int, loss: float, grad_norm: float, verdict: Verdict, samples: Samples | None = None
+    ) -> Decision:
+        """A step judged on the device that the fit ended before the host read (an early stop): its own
+        incidents, for the record; nothing more is decided (the skip or clip it got stands)."""
+        if verdict.forced or not verdict.signals:
+            return Decision()
+        notes = self._verdict_notes(step, loss, grad_norm, verdict, samples)
+        return self._emit(Decision(incidents=tuple(notes)))
 
     def _unattributed(self, step: int) -> Decision:
         """No reference batch to tell the cause: the ladder (repeated outliers lower the LR, persistent roll back)."""

@@ -603,6 +603,32 @@ def test_an_empty_parameter_group_is_measured_as_nothing_moved(tmp_path):
     assert watchdog.events == []
 
 
+class StopAt(pl.Callback):
+    """Ends the fit after the step ``step`` (as EarlyStopping or ``max_time`` would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > self.step:
+            trainer.should_stop = True
+
+
+def test_read_back_every_n_steps_the_last_steps_of_a_fit_are_read_too(tmp_path):
+    """Steps judged on the device since the last read: at the planned last step the host reads, whatever the
+    cadence; a fit that ends earlier (an early stop) records them at its end. Before, their incidents and
+    scalars never reached ``events`` or TensorBoard."""
+    planned = small(sync_every_n_steps=8, log_every_n_steps=1)
+    fit(tmp_path / "planned", DigitsModel(faults=Faults(nan_loss=[58])), [planned], 60)
+    assert (58, "non_finite", "skip") in [(e.step, e.signal, e.action) for e in planned.events]
+    assert [step for step, _ in read_scalars(tmp_path / "planned", "watchdog/loss")][-3:] == [57, 58, 59]
+
+    stopped = small(sync_every_n_steps=8, log_every_n_steps=1)
+    fit(tmp_path / "stopped", DigitsModel(faults=Faults(nan_loss=[50])), [stopped, StopAt(52)], 60)
+    assert [(e.step, e.signal, e.action) for e in stopped.events] == [(50, "non_finite", "skip")]
+    assert [step for step, _ in read_scalars(tmp_path / "stopped", "watchdog/loss")][-3:] == [50, 51, 52]
+
+
 @pytest.mark.parametrize(("sync_every", "longest_gap"), [(4, 4), (8, 8)])
 def test_read_back_every_n_steps_the_update_ratio_is_still_measured_every_update_every_steps(
     tmp_path, sync_every, longest_gap
