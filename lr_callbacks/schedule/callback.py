@@ -19,6 +19,7 @@ start), so a torch optimizer uses exactly ``lr(g, k)``; that value is what ``lr/
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +72,10 @@ class LRSchedule(Callback):
 
     A parameter group added during the fit (``optimizer.add_param_group``, e.g. by ``BackboneFinetuning``)
     joins at the next batch: the LR it was added with is its LR at that step, and it follows the schedule
-    from there, keeping its ratio to the other groups (its peak is that LR over ``schedule(k)·scale``). Its LR
-    is then this callback's to write: ``BackboneFinetuning``'s own later LR changes to it are overwritten.
+    from there, keeping its ratio to the other groups (its peak is that LR over ``schedule(k)·scale``). An LR
+    that something else writes into a group between steps (``BackboneFinetuning``'s ramp of the backbone's LR
+    at each epoch, your own change) is taken the same way: it is that step's LR, and the group's peak follows
+    it, so the schedule's shape goes on from there.
 
     Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) for every optimizer step, at x = ``k``;
     with several optimizers, ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an
@@ -284,6 +287,7 @@ class LRSchedule(Callback):
     def _resume(self, trainer: Any) -> None:
         """Start again: write the LR of the current step into every group."""
         self._paused = False
+        self._settled = False
         self._write_all()
 
     # --- Lightning hooks -------------------------------------------------------------------------------
@@ -324,7 +328,10 @@ class LRSchedule(Callback):
             # The LR of this step was written after the last one; write again only if something else
             # (a restored checkpoint, another callback, the user) changed a group since, or added one.
             if self._stale(index):
+                if self._settled:  # not the LRs a checkpoint or the finder's restore left in the groups
+                    self._adopt(index)
                 self._write(index)
+        self._settled = True
         if self._plan_due:
             # Before the first step, and after the finder (which runs at on_train_start) has set the peak.
             self._plan_due = False
@@ -385,6 +392,7 @@ class LRSchedule(Callback):
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._paused = False
+        self._settled = False  # a step has started since the fit's setup or the finder's restore
         self._handed_over = False
         self._swa: Any = None
         self._plan_due = False
@@ -407,6 +415,7 @@ class LRSchedule(Callback):
         setup.refuse_unusable(trainer)
         self._trainer = trainer
         self._optimizers = list(trainer.optimizers)
+        self._settled = False
         self._log_every = log_cadence(trainer, self._log_every_arg)
         run = setup.resolve_run(trainer, [self._schedule, *self._group_schedules.values()])
         restored, self._restored = self._restored, None
@@ -462,6 +471,29 @@ class LRSchedule(Callback):
             lr = as_float(group["lr"])
             peak = lr / multiplier if multiplier > 0 else lr
             groups.append(setup.GroupState(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
+
+    def _adopt(self, index: int) -> None:
+        """Take an LR that something else wrote into a group between steps (``BackboneFinetuning``'s ramp of the
+        backbone's LR each epoch, the user's own change) as that group's new peak: the LR it set is this step's,
+        and the schedule goes on from it, in its shape (the peak is that LR over ``schedule(k)·scale``).
+
+        Only between steps of a settled fit: what is written in a step's own hooks, before its update (a fault
+        injected in ``on_before_optimizer_step``), is overwritten by the next LR after it, and the LRs a restored
+        checkpoint or the finder's restore leave in the groups before the first step are written over, as before.
+        """
+        run = self._run
+        assert run is not None
+        step = self._clocks[index]
+        for group, g in zip(self._optimizers[index].param_groups, self._table[index]):
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor) or math.isnan(g.lr) or lr == g.lr:
+                continue  # a tensor LR is not read back (that would sync); nothing written yet; unchanged
+            multiplier = g.schedule.multiplier(step, run) * g.scale
+            if multiplier <= 0 or lr <= 0:
+                continue
+            old, g.peak = g.peak, float(lr) / multiplier
+            log.info("LRSchedule: group %s's LR was set to %.4g outside it; its peak follows: %.4g → %.4g",
+                     g.tag, lr, old, g.peak)  # fmt: skip
 
     def _stale(self, index: int) -> bool:
         """Whether a group of optimizer ``index`` no longer holds the LR last written, or is new."""

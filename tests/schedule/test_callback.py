@@ -233,19 +233,37 @@ class Backbone(TinyModel):
 
 
 def test_a_group_added_mid_fit_joins_at_its_lr_and_keeps_its_ratio(tmp_path: Any) -> None:
-    """BackboneFinetuning adds the backbone at 0.1 × the head's current LR; from then on the schedule keeps that."""
+    """BackboneFinetuning adds the backbone at 0.1 × the head's current LR (step 8), and at the next epoch (step 16)
+    sets it to 2 × that (its default ramp): each time the schedule takes the LR it set, and goes on from it in its
+    shape."""
     schedule = LRSchedule("cosine", end=0.1)
     model = Backbone()
     finetuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1)
     trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[schedule, finetuning])
-    trainer.fit(model, loader())  # 8 steps per epoch: the backbone joins at step 8
+    trainer.fit(model, loader())  # 8 steps per epoch
     cosine = [0.01 * Cosine(end=0.1)(k, total_steps=24) for k in range(24)]
     assert [len(lrs) for lrs in model.seen_lrs] == [1] * 8 + [2] * 16
     assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx(cosine, rel=1e-12)
-    assert [lrs[1] for lrs in model.seen_lrs[8:]] == pytest.approx([0.1 * lr for lr in cosine[8:]], rel=1e-12)
+    backbone = [lrs[1] for lrs in model.seen_lrs[8:]]
+    assert backbone[:8] == pytest.approx([0.1 * lr for lr in cosine[8:16]], rel=1e-12)
+    ramped = 2.0 * 0.1 * cosine[8]  # BackboneFinetuning's next LR: 2 × the one it added the group at
+    assert backbone[8:] == pytest.approx([ramped * lr / cosine[16] for lr in cosine[16:]], rel=1e-12)
     assert schedule.group_tags == [["head", "group1"]]
-    assert schedule.peak_lrs[0] == pytest.approx([0.01, 0.001])
+    assert schedule.peak_lrs[0] == pytest.approx([0.01, ramped / cosine[16] * 0.01])
     assert logged(tmp_path, "lr/group1")[0] == list(range(8, 24))
+
+
+def test_backbone_finetuning_s_ramp_is_kept_under_a_constant_schedule(tmp_path: Any) -> None:
+    """Composed, not fought: under LRSchedule("constant") the LRs are those of BackboneFinetuning alone (before,
+    the schedule wrote its own LR over the ramp: 0.01, 0.01, 0.01 where the ramp is 0.01, 0.02, 0.04)."""
+    seen = []
+    for callbacks in ([LRSchedule("constant")], []):
+        model = Backbone()
+        ramp = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_lr=0.01, should_align=False)
+        make_trainer(tmp_path / str(len(callbacks)), max_epochs=4, callbacks=[*callbacks, ramp]).fit(model, loader())
+        seen.append([lrs[1] for lrs in model.seen_lrs[8:]])
+    assert seen[0] == pytest.approx(seen[1], rel=1e-12)
+    assert seen[1][::8] == pytest.approx([0.01, 0.02, 0.04], rel=1e-12)
 
 
 # --- logging ---------------------------------------------------------------------------------------------------
