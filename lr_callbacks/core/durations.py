@@ -184,6 +184,21 @@ class RunFraction(Duration):
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(steps?|epochs?|%)\s*$")
 
 
+def _readings(value: float) -> str:
+    """What a bare number could have meant, each in both spellings (a whole number as steps or epochs, a number
+    in [0, 1] as a share of the run too: ``0.05`` is ``'5%'``, not ``'0.05%'``)."""
+    options = []
+    if float(value).is_integer() and value >= 0:
+        options.append(f"'{int(value)} step{'' if value == 1 else 's'}' (Steps({int(value)}))")
+    if value > 0:
+        options.append(f"'{value:g} epoch{'' if value == 1 else 's'}' (Epochs({value!r}))")
+    if 0 < value <= 1:
+        options.append(f"'{value * 100:g}%' of the run (RunFraction({value!r}))")
+    if not options:
+        return "Write a length such as '500 steps', '2 epochs' or '5%'"
+    return "Write " + ", or ".join(options)
+
+
 def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
     """Turn ``"500 steps"``, ``"2 epochs"``, ``"2.5 epochs"`` or ``"5%"`` into a :class:`Duration`.
 
@@ -203,11 +218,7 @@ def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
     if isinstance(value, Duration):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` needs its unit: got the bare number {value!r}. Write Steps({value!r}), "
-            f"Epochs({value!r}) or RunFraction({value!r}), or a string such as '{value} steps', "
-            f"'{value} epochs' or '{value}%'"
-        )
+        raise TypeError(f"`{name}` needs its unit: got the bare number {value!r}. {_readings(value)}")
     if not isinstance(value, str):
         raise TypeError(
             f"`{name}` must be a Duration or a string such as '500 steps', '2 epochs' or '5%', got {value!r}"

@@ -205,8 +205,8 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
     those the trials may take besides. ``defaults``: the lengths are the finder's defaults (then only a run too
     short for their minimums, a readable sweep, a hold and a step per trial, gets here, and the advice says so).
 
-    >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:39]
-    (True, 'LRFinder: the sweep (100 steps) and the')
+    >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:52]
+    (True, 'LRFinder: the sweep (100 steps) and the trials (60 s')
     >>> cost_warning(300, 75, 0, defaults=True, probe=42).split(", ")[0]
     'LRFinder: the sweep (75 steps) and the stability probe (at least 42 steps'
     >>> cost_warning(48, 40, 0, defaults=True).split("%); ")[-1][:58]
@@ -217,22 +217,27 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
     total = sweep + probe + trials
     if total <= WARN_SHARE * run_steps:
         return None
+    lengths = (
+        "num_steps or confirm_length, or leave them at their defaults, which follow the run"
+        if trials
+        else "num_steps, or leave it at its default, which follows the run"
+    )
     advice = (
         "the run is short for the finder: a sweep that can be read costs that much; set the LR by hand, or set "
         "num_steps to sweep less"
         if defaults
-        else "shorten num_steps or confirm_length, or leave them at their defaults, which follow the run"
+        else f"shorten {lengths}"
     )
     if probe:
         advice += ", or probe=False to skip the probe"
     parts = [f"the sweep ({sweep} steps)"]
     if probe:
         parts.append(f"the stability probe (at least {probe} steps, as much again for each halving)")
-    if trials or not probe:
+    if trials:
         parts.append(f"the trials ({trials} steps)")
-    spent = ", ".join(parts[:-1]) + " and " + parts[-1]
+    spent = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     least = "at least " if probe else ""
     return (
-        f"LRFinder: {spent} take {least}{total} optimizer steps, "
+        f"LRFinder: {spent} {'take' if len(parts) > 1 else 'takes'} {least}{total} optimizer steps, "
         f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); {advice}"
     )

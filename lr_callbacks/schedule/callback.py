@@ -87,7 +87,8 @@ class LRSchedule(Callback):
         group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]``.
         peak_lrs: a peak LR for named groups, overriding the configured one.
         on_length_change: on resume with a different run length (``max_steps``/``max_epochs``):
-            ``"keep"`` follows the original plan (past its end the LR holds its last value),
+            ``"keep"`` follows the original plan (past its end the LR holds the plan's final value, its
+            ``end``: 0 for a decay to 0),
             ``"rescale"`` re-resolves the schedule against the new length (fractions of the run move, the
             LR may jump), ``"error"`` refuses. A warning names the change in the first two cases. Resuming
             from a checkpoint written without LRSchedule, the plan covers the whole run from step 0 and the

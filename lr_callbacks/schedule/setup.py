@@ -147,7 +147,8 @@ def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> R
     if policy == "keep":
         warnings.warn(
             f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so past "
-            f"step {before.total_steps} the LR holds its last value",
+            f"step {before.total_steps} the LR holds the plan's final value, its `end` (a decay to 0 trains the "
+            "extra steps at LR 0); on_length_change='rescale' re-plans for the new length instead",
             UserWarning,
             stacklevel=3,
         )

@@ -298,7 +298,18 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         r"`total_steps` must be a non-negative int or None, got -1",
     ),
     ("run-float", lambda: Run(steps_per_epoch=2.5), ValueError, r"`steps_per_epoch` must be a non-negative int.*2\.5"),
-    ("parse-bare", lambda: parse_duration(5, "warmup"), TypeError, r"`warmup` needs its unit.*Steps\(5\).*'5%'"),
+    (
+        "parse-bare",
+        lambda: parse_duration(5, "warmup"),
+        TypeError,
+        r"`warmup` needs its unit.*'5 steps' \(Steps\(5\)\)",
+    ),
+    (
+        "parse-bare-share",  # a number in [0, 1] may be a share of the run: 0.05 is '5%', not '0.05%'
+        lambda: parse_duration(0.05, "warmup"),
+        TypeError,
+        r"`warmup` needs its unit.*'0.05 epochs' \(Epochs\(0.05\)\), or '5%' of the run \(RunFraction\(0.05\)\)$",
+    ),
     ("parse-type", lambda: parse_duration(None, "decay"), TypeError, r"`decay` must be a Duration or a string.*None"),
     ("parse-unit", lambda: parse_duration("5 stp", "warmup"), ValueError, r"`warmup` could not be read: '5 stp'"),
     ("parse-fraction-of-step", lambda: parse_duration("1.5 steps"), ValueError, r"whole number of steps, got '1\.5"),
