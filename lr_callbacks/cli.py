@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -89,8 +91,8 @@ def parse_peak_lrs(values: Sequence[str] | None) -> dict[str, float]:
             lr = float(number)
         except ValueError:
             raise UsageError(f"--peak-lr: {value!r} is not an LR; write e.g. --peak-lr 3e-4 or body=0.1") from None
-        if not lr > 0:
-            raise UsageError(f"--peak-lr must be > 0, got {value!r}")
+        if not 0 < lr < math.inf:
+            raise UsageError(f"--peak-lr must be a finite LR > 0, got {value!r}")
         peaks[name or "group0"] = lr
     return peaks
 
@@ -199,8 +201,8 @@ def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -
         return Run(total_steps=args.steps, steps_per_epoch=per_epoch)
     if per_epoch is None:
         raise UsageError("--epochs needs --steps-per-epoch to count the run's optimizer steps")
-    if not args.epochs > 0:
-        raise UsageError(f"--epochs must be > 0, got {args.epochs:g}")
+    if not 0 < args.epochs < math.inf:
+        raise UsageError(f"--epochs must be a finite number > 0, got {args.epochs:g}")
     return Run(total_steps=max(round(args.epochs * per_epoch), 1), steps_per_epoch=per_epoch)
 
 
@@ -318,6 +320,19 @@ def _parse_plot(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Name
     return parser, args
 
 
+def _check_output(path: str | None) -> None:
+    """Refuse an image path that cannot be written, before anything is printed."""
+    if path is None:
+        return
+    if not path.strip():
+        raise UsageError("-o/--output: give a file name, e.g. -o plan.png")
+    if os.path.isdir(path):
+        raise UsageError(f"-o/--output: {path!r} is a directory; give a file name in it, e.g. {path}/plan.png")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o/--output: the folder {folder!r} does not exist; create it, or write the image elsewhere")
+
+
 def _resolve_plot(args: argparse.Namespace) -> tuple[dict[str, Schedule], dict[str, float], Run]:
     """Each group's schedule and peak, and the run, as ``LRSchedule`` resolves them at fit start.
 
@@ -326,6 +341,7 @@ def _resolve_plot(args: argparse.Namespace) -> tuple[dict[str, Schedule], dict[s
             fit the run.
     """
     peaks = parse_peak_lrs(args.peak_lr)
+    _check_output(args.output)
     trainer: dict[str, Any] = {}
     if args.config is not None and args.schedule is None and args.transformers is None:
         callback, trainer = load_config(args.config)
