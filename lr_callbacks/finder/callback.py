@@ -283,7 +283,7 @@ class LRFinder(Callback):
             try:
                 with Driver(trainer, module, ratios) as driver:
                     show = trainer.is_global_zero and _progress_enabled(trainer)
-                    num_steps = self._sweep_length(trainer)
+                    num_steps = self._sweep_length(trainer, schedule)
                     lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, num_steps, show)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
                     probe: Probe | None = None
@@ -330,8 +330,10 @@ class LRFinder(Callback):
             seconds=time.perf_counter() - started,
         )
 
-    def _sweep_length(self, trainer: Any) -> int:
-        """``num_steps``, or the default that follows the run; warns when the finder would cost too much of it."""
+    def _sweep_length(self, trainer: Any, schedule: Any = None) -> int:
+        """``num_steps``, or the default that follows the run; warns when the finder would cost too much of it
+        (``schedule``: the run's LRSchedule, whose warmup the probe replays; the callbacks are out of the trainer
+        while the finder drives it)."""
         total = run_of(trainer).total_steps
         readable = readable_steps(self.min_lr, self.max_lr, self.window)
         listed = isinstance(self.confirm, tuple)
@@ -341,7 +343,7 @@ class LRFinder(Callback):
         trials = sum(n * k for n, k in plan)  # at most: by default the probe's steps come out of the trials' share
         probe = 0
         if self.probe and not listed:  # its first hold: the replayed warmup, then the hold
-            replayed, _ = warmup_of(find_lr_schedule(trainer), total)
+            replayed, _ = warmup_of(schedule, total)
             probe = replayed + hold_steps(replayed)
             trials = max(0, trials - probe) if self.confirm is True and self.confirm_length is None else trials
         defaults = self.num_steps is None and self.confirm_length is None

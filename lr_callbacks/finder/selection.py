@@ -201,14 +201,14 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
     """A warning with the numbers when the sweep, the stability probe and the trials together exceed
     :data:`WARN_SHARE` of the run.
 
-    ``probe``: the steps of the probe's first hold (its least; each halving costs as much again), ``trials``
+    ``probe``: the steps of the probe's first hold (each halving costs as much again), ``trials``
     those the trials may take besides. ``defaults``: the lengths are the finder's defaults (then only a run too
     short for their minimums, a readable sweep, a hold and a step per trial, gets here, and the advice says so).
 
     >>> cost_warning(1000, 100, 0) is None, cost_warning(300, 100, 60)[:52]
     (True, 'LRFinder: the sweep (100 steps) and the trials (60 s')
     >>> cost_warning(300, 75, 0, defaults=True, probe=42).split(", ")[0]
-    'LRFinder: the sweep (75 steps) and the stability probe (at least 42 steps'
+    'LRFinder: the sweep (75 steps) and the stability probe (42 steps a hold'
     >>> cost_warning(48, 40, 0, defaults=True).split("%); ")[-1][:58]
     'the run is short for the finder: a sweep that can be read '
     """
@@ -232,12 +232,12 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
         advice += ", or probe=False to skip the probe"
     parts = [f"the sweep ({sweep} steps)"]
     if probe:
-        parts.append(f"the stability probe (at least {probe} steps, as much again for each halving)")
+        parts.append(f"the stability probe ({probe} steps a hold, as much again for each halving)")
     if trials:
         parts.append(f"the trials ({trials} steps)")
     spent = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    least = "at least " if probe else ""
     return (
-        f"LRFinder: {spent} {'take' if len(parts) > 1 else 'takes'} {least}{total} optimizer steps, "
+        f"LRFinder: {spent} {'are planned to take' if len(parts) > 1 else 'is planned to take'} {total} optimizer "
+        "steps, "
         f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); {advice}"
     )

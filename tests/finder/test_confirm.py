@@ -6,6 +6,7 @@ And the finder's budget: the default sweep follows the run, the trials get what 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -189,13 +190,22 @@ def test_the_default_sweep_follows_the_run_and_an_expensive_finder_warns(tmp_pat
     fit(tmp_path / "b", confirm, max_steps=100, logger=False)
     assert len(confirm.result.lrs) == 10  # a tenth with a list of candidates ...
     assert [len(t.losses) for t in confirm.result.trials] == [12, 12]  # ... and the trials the rest of 35%
-    message = r"the sweep \(100 steps\) takes 100 optimizer steps, 100% of the training run .* shorten num_steps, or"
+    message = r"the sweep \(100 steps\) is planned to take 100 optimizer steps, 100% of the training run .* shorten"
     with pytest.warns(UserWarning, match=message):
         fit(tmp_path / "c", LRFinder(num_steps=100, probe=False), max_steps=100, logger=False)
     # the stability probe counts too: a 180-step run's default sweep (45) and probe (at least 20) pass 35%
-    probed = r"the sweep \(45 steps\) and the stability probe \(at least 20 steps, .* take at least 65 .*probe=False"
+    probed = r"the sweep \(45 steps\) and the stability probe \(20 steps a hold, .* planned to take 65 .*probe=False"
     with pytest.warns(UserWarning, match=probed):
         fit(tmp_path / "d", LRFinder(divergence_threshold=None), max_steps=180, logger=False)
+    # with LRSchedule's warmup the probe replays it before its hold (the callbacks are out of the trainer while the
+    # finder drives it: the warning had read no schedule, so no warmup)
+    finder = LRFinder(divergence_threshold=None)
+    with pytest.warns(UserWarning, match=r"the stability probe \(\d+ steps a hold") as seen:
+        fit(tmp_path / "e", finder, max_steps=180, logger=False, callbacks=[LRSchedule("cosine", warmup="10%")])
+    (said,) = [re.search(r"probe \((\d+) steps a hold", str(w.message)) for w in seen if "probe (" in str(w.message)]
+    probe = finder.result.probe
+    assert said is not None and probe is not None and probe.warmup_steps > 0  # the warmup up to the peak, replayed
+    assert int(said.group(1)) == probe.warmup_steps + probe.hold_steps  # what the first hold really took
 
 
 class Named(FinderModel):
