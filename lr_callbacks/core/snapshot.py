@@ -35,9 +35,10 @@ outside Lightning's loops.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "RngState",
     "TrainingSnapshot",
     "attribute_generators",
+    "buffers_kept",
     "copy_into",
     "loader_generators",
     "refill",
@@ -528,6 +530,17 @@ def _unique(items: Iterable[Any]) -> list[Any]:
     for item in items:
         seen.setdefault(id(item), item)
     return list(seen.values())
+
+
+@contextlib.contextmanager
+def buffers_kept(module: torch.nn.Module) -> Iterator[None]:
+    """Inside, ``module``'s buffers may move (an evaluation in train mode moves BatchNorm's statistics); after, they
+    are as they were (:class:`TrainingSnapshot`'s copy of them)."""
+    buffers = _Tensors.capture(module, "buffers")
+    try:
+        yield
+    finally:
+        buffers.restore()
 
 
 @dataclass

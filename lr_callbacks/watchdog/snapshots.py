@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lr_callbacks.core.snapshot import ModelSnapshot, copy_buffers, restore_optimizer_state
+from lr_callbacks.core.snapshot import ModelSnapshot, buffers_kept, copy_buffers, restore_optimizer_state
 from lr_callbacks.watchdog.device import all_reduce_mean
 
 __all__ = ["SNAPSHOT_MODES", "DiskSnapshot", "SnapshotRing", "choose_snapshot", "reference_loss", "state_bytes"]
@@ -202,13 +202,11 @@ class SnapshotRing:
         """The snapshot of ``step`` (``None``: the newest)."""
         return self.newest() if step is None else self.snapshots.get(step, self.newest())
 
-    def restore_buffers(self, module: torch.nn.Module) -> bool:
-        """Put the newest snapshot's buffers back into ``module`` (``False``: there is no snapshot)."""
+    def restore_buffers(self, module: torch.nn.Module) -> None:
+        """Put the newest snapshot's buffers back into ``module`` (nothing without a snapshot)."""
         snapshot = self.newest()
-        if snapshot is None:
-            return False
-        snapshot.restore_buffers(module)
-        return True
+        if snapshot is not None:
+            snapshot.restore_buffers(module)
 
     def reference_batches(self) -> list[Any]:
         """The batches kept with the newest snapshot (empty when it has none)."""
@@ -231,18 +229,6 @@ def _silenced(module: Any) -> Iterator[None]:
                 module.__dict__[name] = value
 
 
-@contextlib.contextmanager
-def _buffers_kept(module: torch.nn.Module) -> Iterator[None]:
-    """The module's buffers as they were before (an evaluation in train mode moves BatchNorm's statistics)."""
-    kept = [(buffer, buffer.clone()) for buffer in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in kept:
-                buffer.copy_(value)
-
-
 def reference_loss(module: Any, batches: list[Any], world_size: int, strategy: Any) -> float | None:
     """The live weights' loss on ``batches``: ``training_step`` without gradients, logging or a random draw left
     behind (the RNG is forked), averaged over the batches and over ranks (one all-reduce). ``None`` when there
@@ -251,7 +237,7 @@ def reference_loss(module: Any, batches: list[Any], world_size: int, strategy: A
         return None
     devices = [module.device] if module.device.type == "cuda" else []
     losses = []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module), _buffers_kept(module):
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module), buffers_kept(module):
         for index, batch in enumerate(batches):
             out = module.training_step(batch, index)
             loss = out.get("loss") if isinstance(out, dict) else out
