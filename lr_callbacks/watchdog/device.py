@@ -404,14 +404,13 @@ def _weights(parameters: list[torch.Tensor], copy: bool) -> tuple[list[torch.Ten
     """
     if not parameters:  # an empty group (e.g. one kept for parameters added later)
         return [], None
+    stride = sample_stride(sum(p.numel() for p in parameters))  # a DTensor's numel is the whole tensor's
     if all_plain(parameters) and len({(p.dtype, p.device) for p in parameters}) == 1:
-        stride = sample_stride(sum(p.numel() for p in parameters))
         with torch.no_grad():
             if stride == 1:
                 return [flatten(parameters)], None
             return [torch.cat([p.detach().reshape(-1)[::stride] for p in parameters])], None
     over = _common_shard_groups(parameters)
-    stride = sample_stride(sum(p.numel() for p in parameters))  # a DTensor's numel is the whole tensor's
     if over and stride > 1 and len({(p.dtype, local(p).device) for p in parameters}) == 1:
         with torch.no_grad():
             return [torch.cat([local(p.detach()).reshape(-1)[::stride] for p in parameters])], over
@@ -422,7 +421,7 @@ def _weights(parameters: list[torch.Tensor], copy: bool) -> tuple[list[torch.Ten
 def _common_shard_groups(parameters: list[torch.Tensor]) -> tuple[Any, ...] | None:
     """The process groups that shard every one of ``parameters``, when all are DTensors sharded over the same
     ones (FSDP2's ``fully_shard`` on one mesh); ``None`` otherwise."""
-    if not parameters or not all(is_dtensor(p) for p in parameters):
+    if not all(is_dtensor(p) for p in parameters):
         return None
     groups = {shard_groups(p) for p in parameters}
     if len(groups) != 1:
