@@ -28,11 +28,14 @@ class DataRules(PolicyMemory):
     _probe_value: float = math.nan  # the reference batch's loss at the last probe, and the limit it was held to
     _probe_limit: float = math.nan
 
-    def _damaged(self, probe: Probe | None) -> bool | None:
+    def _damaged(self, probe: Probe | None, rise: float | None = None) -> bool | None:
         """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
         the snapshot by more than ``max_level_shift`` (the bound on a level shift of the loss; the reference
         batch has no sampling noise, so the batch-to-batch spread does not enter, and training since the
-        snapshot only lowers it). ``None``: no reference to tell."""
+        snapshot only lowers it), or by more than half of ``rise``, the outlying batch's own rise above the
+        baseline (log units). Damaged weights raise every batch's loss alike, bad data only its own batch's: a
+        reference that shares more than half of the batch's rise is nearer the first. ``None``: no reference
+        to tell."""
         s = self.state
         reference = s.ring[-1]["reference"] if s.ring else None
         if probe is None or reference is None or not len(self.loss):
@@ -40,7 +43,12 @@ class DataRules(PolicyMemory):
         value = probe()
         if value is None:
             return None
-        limit = reference + math.log(self.config.max_level_shift)
+        shared = (
+            math.log(self.config.max_level_shift)
+            if rise is None
+            else min(math.log(self.config.max_level_shift), rise / 2)
+        )
+        limit = reference + shared
         self._probe_value, self._probe_limit = value, math.exp(limit)
         x = log_value(value)
         return x is None or x > limit
@@ -93,6 +101,7 @@ class DataRules(PolicyMemory):
         s.refundable = False
         if s.rollback_cut >= 1.0 and not refund:
             return Decision()
+        s.data_undo = step  # refuted if the weights are damaged again before a clean stretch (``_rollback``)
         old, s.scale = s.scale, snap(min(1.0, s.scale / s.rollback_cut))
         s.rollback_cut, s.ceiling = 1.0, s.ceiling_before_rollback
         detail = (

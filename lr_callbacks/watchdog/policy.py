@@ -172,7 +172,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 Signal.GRAD_NORM in verdict.signals,
             )
         )
-        damaged = self._damaged(probe)
+        x = log_value(loss)
+        rise = x - self.loss.center if Signal.LOSS in verdict.signals and x is not None and len(self.loss) else None
+        damaged = self._damaged(probe, rise)
         if damaged is not None:
             escalation = self._attributed(step, damaged, probe_value=self._probe_value)
         else:
@@ -355,7 +357,11 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 rollback=s.snapshot_step is not None, halt=reason, incidents=(note,), rollback_to=s.snapshot_step
             )
         s.rollbacks += 1
-        s.undone, s.guarded, s.refundable = (int(s.snapshot_step), step), 0, True
+        # bad data was blamed for the last rollback and its LR cut undone, and the weights are damaged again before
+        # ``patience`` clean steps in a row: the LR was the cause after all, so this rollback's cut is not undone
+        refuted = s.data_undo is not None
+        s.undone, s.guarded, s.refundable = (int(s.snapshot_step), step), 0, not refuted
+        s.data_undo = None
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
@@ -363,7 +369,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         # trouble that began while the LR warmed up (or before the loss had a baseline): the LR, not a passing fault
         early = not self.ready or (bool(s.shares) and (s.warmup_end is None or began < s.warmup_end))
         ceiling = ""
-        if s.raised:  # the weights were damaged again after a clean stretch raised the LR: that LR is too high
+        if s.raised or refuted:  # damaged again after a clean stretch (or blamed bad data) raised the LR: too high
             s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
             ceiling = f"; damaged again after a raise, so clean stretches raise it to {s.ceiling:.3g} at most"
         s.raised = False
@@ -377,7 +383,12 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 f"the peak is too high for this run, so the scale goes below lr_factor × that share and clean "
                 f"stretches do not raise it above {s.ceiling:.3g}"
             )
-        s.last_cut, s.rollback_cut = step, s.scale / old
+        if refuted:
+            ceiling = (
+                "; bad data was blamed for the last rollback and its LR cut undone, and the weights are damaged "
+                f"again: the LR is the cause, so this cut stays and clean stretches raise it to {s.ceiling:.3g} at most"
+            )
+        s.last_cut, s.rollback_cut = step, 1.0 if refuted else s.scale / old  # 1.0: no cut for bad data to undo
         detail = (
             f"{why}; back to the snapshot before step {s.snapshot_step}{self._start_note()} "
             f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}{ceiling}"
@@ -432,6 +443,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             s.clean_since_rollback += 1
         if s.guarded is not None:
             s.guarded = None if s.guarded + 1 >= self.config.patience else s.guarded + 1
+            if s.guarded is None:
+                s.data_undo = None  # the restored weights trained clean at the raised LR: the undo stands
         x, y = log_value(loss), log_value(grad_norm)
         ready = self.ready
         if x is not None:

@@ -96,6 +96,7 @@ class PolicyState:
     warmup_end: int | None = None  # the step at which the planned LR's first rise (the warmup) was seen to be over
     refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
     data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
+    data_undo: int | None = None  # bad data was blamed for a rollback and its cut undone at this step (while guarded)
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> PolicyState:

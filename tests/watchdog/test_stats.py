@@ -856,6 +856,51 @@ def test_rollbacks_that_bad_data_caused_do_not_spend_the_budget_that_ends_in_a_h
     assert halt.halt is not None
 
 
+def test_weights_damaged_again_right_after_bad_data_was_blamed_keep_the_lr_cut():
+    """The natural-instability benchmark's charlm at 30× its best LR, seed 1: the LR damaged the weights, the
+    rollback cut it, one high batch on the restored weights blamed bad data and undid the cut, and at the full LR
+    the weights were damaged again within six steps. That refutes the blame: the second cut stays, clean
+    stretches do not raise the LR past it, and more high batches do not undo it (before, each rollback was
+    undone and refunded in turn, and the run froze, skipping 100 batches on weights the LR had damaged)."""
+    policy = referenced(patience=3, max_rollbacks=3)
+    damaged, sound = (lambda: 5.0), (lambda: 1.0)
+    feed(policy, [1000.0], start=30, probe=damaged)
+    feed(policy, [1000.0], start=31, probe=sound)
+    assert (policy.events[-1].action, policy.scale) == ("raise_lr", 1.0)
+    feed(policy, noisy(1, seed=1), start=32)  # fewer than patience clean steps at the raised LR
+    [again] = feed(policy, [1000.0], start=33, probe=damaged)
+    assert again.rollback and policy.scale == 0.5 and policy.state.ceiling == 0.5
+    assert "the LR is the cause, so this cut stays" in policy.events[-1].detail
+    feed(policy, [1000.0], start=34, probe=sound)
+    assert policy.scale == 0.5 and "raise_lr" not in {e.action for e in policy.events[-2:]}
+
+
+def test_bad_data_blamed_after_a_rollback_stands_once_the_restored_weights_train_clean():
+    policy = referenced(patience=3, max_rollbacks=3)
+    damaged, sound = (lambda: 5.0), (lambda: 1.0)
+    feed(policy, [1000.0], start=30, probe=damaged)
+    feed(policy, [1000.0], start=31, probe=sound)
+    feed(policy, noisy(3, seed=1), start=32)  # patience clean steps at the raised LR
+    feed(policy, [1000.0], start=35, probe=damaged)
+    assert "the LR is the cause" not in policy.events[-1].detail
+    feed(policy, [1000.0], start=36, probe=sound)
+    assert (policy.events[-1].action, policy.scale) == ("raise_lr", 1.0)
+
+
+@pytest.mark.parametrize(("reference", "damaged"), [(1.3, True), (1.2, False)])
+def test_a_reference_batch_that_shares_most_of_an_outlier_s_rise_means_damaged_weights(
+    reference: float, damaged: bool
+) -> None:
+    """A batch at 1.6× the baseline: the reference batch at 1.3× its snapshot loss shares more than half of that
+    rise (log 1.3 > log 1.6 / 2), so the weights are damaged; at 1.2× the batch is bad data. Both are within
+    ``max_level_shift`` (1.5), which alone called both bad data."""
+    policy = referenced(patience=10)
+    [decision] = feed(policy, [1.6], start=30, probe=lambda: reference)
+    assert decision.rollback is damaged
+    [far] = feed(referenced(patience=10), [1000.0], start=30, probe=lambda: reference)  # rise: log 1000
+    assert not far.rollback  # max_level_shift bounds what a far outlier asks of the reference
+
+
 def test_after_the_warmup_a_climb_past_max_level_shift_is_left_to_the_sum():
     policy = warm(cusum_threshold=1000.0)  # no planned LR noted: the run is past its warmup
     climb(policy, 30, 0.03, 40)
