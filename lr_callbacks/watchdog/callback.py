@@ -520,7 +520,7 @@ class DivergenceWatchdog(Callback):
         values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
         step = int(trainer.global_step)
         judge = self._judge
-        if judge is not None and (step + 1) % self._sync_every != 0 and step != self._last_step:
+        if judge is not None and (step + 1) % self._sync_every != 0 and step != self._last_step and not judge.full:
             held_forced = sum(row[1].forced for row in self._held)
             if self._policy.state.skip_pending > judge.forced_pending + held_forced:
                 drop_gradients(optimizer)

@@ -201,6 +201,12 @@ class DeviceJudge:
         self._store(torch.cat([torch.stack([values[0], values[1], zero, zero, one, one, one, zero]), samples]), step)
         self._forced += 1
 
+    @property
+    def full(self) -> bool:
+        """Whether every row holds a step the host has not read: the next step must be read on the host (a
+        step without a loss, such as a ``training_step`` that returned ``None``, skips the read it was due)."""
+        return len(self.steps) >= self.rows.shape[0]
+
     def _store(self, row: torch.Tensor, step: int) -> None:
         self.rows[len(self.steps)].copy_(row)
         self.steps.append(step)

@@ -700,3 +700,26 @@ def test_the_warmup_of_a_one_cycle_scheduler_is_read_against_its_peak(tmp_path):
     shares = [share for _, share in state.shares]
     assert shares[0] == pytest.approx(1 / 25) and shares == sorted(shares) and shares[-1] < 1.0
     assert [step for step, _ in state.shares] == list(range(9)) and state.warmup_end == 9  # the peak: step 9
+
+
+class SkipsBatch(DigitsModel):
+    """A module whose ``training_step`` returns ``None`` (Lightning's way to skip a batch) at the given steps."""
+
+    def __init__(self, skip_at: set[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.skip_at = skip_at
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        loss = super().training_step(batch, batch_idx)
+        return None if torch.is_grad_enabled() and self.global_step in self.skip_at else loss
+
+
+@pytest.mark.parametrize("sync_every", [1, 8])
+def test_a_training_step_that_returns_none_on_a_read_step_is_passed_over(tmp_path, sync_every):
+    """A step without a loss has nothing to judge, and on a read step its read is done at the next step with one
+    (before, at 8 the device's rows ran past their 8 places: ``IndexError`` at the step after)."""
+    watchdog = small(sync_every_n_steps=sync_every)
+    model = SkipsBatch({15, 23, 24}, faults=Faults(nan_loss=[20]))
+    fit(tmp_path, model, [watchdog], 60)
+    assert model.global_step == 60
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(20, "non_finite", "skip")]
