@@ -351,6 +351,23 @@ class DivergenceWatchdog(Callback):
         self._peak_lr: float | None = None  # the planned peak LR, read once per fit (see _planned_share)
         self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
+        self._clip_value: float | None = None  # the trainer's gradient_clip_val, held back for a dropped step
+
+    def _drop(self, trainer: Any, optimizer: Any) -> None:
+        """Drop the coming update (:func:`~lr_callbacks.watchdog.device.drop_gradients`).
+
+        Lightning clips the gradients after this hook: by value, torch's ``clip_grad_value_`` fails on a step
+        without any gradient (``RuntimeError: Expected !nested_tensorlist[0].empty()``), so the trainer's
+        ``gradient_clip_val`` is held back until the batch ends (:meth:`_restore_clipping`); there is nothing
+        to clip.
+        """
+        drop_gradients(optimizer)
+        if self._clip_value is None and trainer.gradient_clip_val and trainer.gradient_clip_algorithm == "value":
+            self._clip_value, trainer.gradient_clip_val = trainer.gradient_clip_val, None
+
+    def _restore_clipping(self, trainer: Any) -> None:
+        if self._clip_value is not None:
+            trainer.gradient_clip_val, self._clip_value = self._clip_value, None
 
     # --- public read-outs ----------------------------------------------------------------------------
 
@@ -515,7 +532,7 @@ class DivergenceWatchdog(Callback):
         if values is None:
             return
         if self._policy.state.halted:
-            drop_gradients(optimizer)  # Lightning may not stop at once (min_steps): no update after a halt
+            self._drop(trainer, optimizer)  # Lightning may not stop at once (min_steps): no update after a halt
             return
         values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
         step = int(trainer.global_step)
@@ -523,7 +540,7 @@ class DivergenceWatchdog(Callback):
         if judge is not None and (step + 1) % self._sync_every != 0 and step != self._last_step and not judge.full:
             held_forced = sum(row[1].forced for row in self._held)
             if self._policy.state.skip_pending > judge.forced_pending + held_forced:
-                drop_gradients(optimizer)
+                self._drop(trainer, optimizer)
                 judge.forced(values, step)
             else:
                 exact = supports_found_inf(optimizer) and not self._has_scaler(trainer)
@@ -567,12 +584,12 @@ class DivergenceWatchdog(Callback):
                 break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
         dropped = self._acted(decisions)  # whether this step's update is dropped
         if dropped:
-            drop_gradients(optimizer)  # this step too
+            self._drop(trainer, optimizer)  # this step too
         else:
             verdict = self._policy.judge(loss, norm, samples)
             dropped, skipped = verdict.skip, skipped or verdict.skip
             if verdict.skip:
-                drop_gradients(optimizer)
+                self._drop(trainer, optimizer)
             elif verdict.clip_factor != 1.0:
                 clip_gradients(optimizer, verdict.clip_factor)
             decisions.append(self._record(step, verdict, loss, norm, probe, samples))
@@ -667,13 +684,13 @@ class DivergenceWatchdog(Callback):
         snapshot = self._ring.get(rollback.rollback_to) if rollback is not None else None
         if snapshot is not None:
             snapshot.restore(pl_module, optimizer)
-            drop_gradients(optimizer)
+            self._drop(trainer, optimizer)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         if self._policy.scale != scale_before:
             set_lr_scale(trainer, self._policy.scale, scale_before)
         halt = next((d.halt for d in decisions if d.halt is not None), None)
         if halt is not None:
-            drop_gradients(optimizer)
+            self._drop(trainer, optimizer)
             self._halt_pending = halt
 
     @override
@@ -696,6 +713,7 @@ class DivergenceWatchdog(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._clear_found_inf()
+        self._restore_clipping(trainer)
         if trainer.optimizers:
             self._updates.measure(trainer.optimizers[0], self._signals.shard_group)
         if self._halt_pending is not None:
@@ -724,9 +742,16 @@ class DivergenceWatchdog(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._clear_found_inf()
+        self._restore_clipping(trainer)
         if self._ring.mode == "disk":
             self._ring.close()
         self._trainer = None
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """A fit that ends by an exception or an interrupt (Ctrl-C), where Lightning calls no ``teardown``: the
+        disk snapshots are removed and the trainer's clipping put back, as at a normal end."""
+        self.teardown(trainer, pl_module, "fit")
 
     def _clear_found_inf(self) -> None:
         """Remove the ``found_inf`` flag a device-judged step left on a fused optimizer (or it would skip on)."""

@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
 
 from lr_callbacks import DivergenceWatchdog, Incident, LRSchedule
+from lr_callbacks.core.compat import Callback
 from lr_callbacks.core.lr_model import paused
 from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
 from lr_callbacks.watchdog.config import Action, Signal
@@ -723,3 +724,31 @@ def test_a_training_step_that_returns_none_on_a_read_step_is_passed_over(tmp_pat
     fit(tmp_path, model, [watchdog], 60)
     assert model.global_step == 60
     assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(20, "non_finite", "skip")]
+
+
+@pytest.mark.parametrize("fault", [Faults(nan_loss=[20]), Faults(lr_times={20: 300.0})])
+def test_a_dropped_update_under_clipping_by_value_trains_on(tmp_path, fault):
+    """Lightning clips after the watchdog's hook, and torch's ``clip_grad_value_`` fails on a step without any
+    gradient: before, the first skip (or rollback) under ``gradient_clip_algorithm="value"`` ended the fit with
+    ``RuntimeError: Expected !nested_tensorlist[0].empty()``. Clipping by value applies again from the next step."""
+    watchdog = small()
+    trainer = fit(
+        tmp_path, DigitsModel(faults=fault), [watchdog], 60, gradient_clip_val=0.5, gradient_clip_algorithm="value"
+    )
+    assert trainer.global_step == 60 and watchdog.events and not watchdog.halt_reason
+    assert trainer.gradient_clip_val == 0.5
+
+
+class Raises(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == 45:
+            raise RuntimeError("the user's code failed")
+
+
+def test_disk_snapshots_are_removed_when_the_fit_ends_by_an_exception(tmp_path):
+    """Lightning calls no ``teardown`` when a fit ends by an exception (or Ctrl-C): before, the disk snapshots
+    (each the size of the model and its optimizer state) stayed under ``default_root_dir``."""
+    watchdog = small(snapshot="disk", snapshot_every=10)
+    with pytest.raises(RuntimeError, match="the user's code failed"):
+        fit(tmp_path, DigitsModel(), [watchdog, Raises()], 60)
+    assert not (tmp_path / "watchdog-snapshots").exists()
