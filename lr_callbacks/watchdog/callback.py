@@ -42,6 +42,7 @@ from lr_callbacks.watchdog.snapshots import (
     SnapshotRing,
     choose_snapshot,
     free_host_bytes,
+    loads_safely,
     reference_loss,
     state_bytes,
 )
@@ -337,6 +338,7 @@ class DivergenceWatchdog(Callback):
         self.snapshot_mode: str | None = None
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
+        self._warned_reference = False
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
         self._paused = False
         self._reset_fit()
@@ -766,6 +768,16 @@ class DivergenceWatchdog(Callback):
         if self._judge is not None and self._judge.steps:
             self._held += self._judge.read(None)[0]
         reference = self._ring.batches.get(self._policy.state.snapshot_step or -1, [])
+        if reference and not loads_safely(reference):
+            if not self._warned_reference:
+                log.info(
+                    "%s: the reference batch (%s) would not load with torch.load(weights_only=True), the default "
+                    "of a resume; checkpoints leave it out, and a resumed run takes a new one at its next snapshot",
+                    OWNER,
+                    type(reference[0]).__name__,
+                )
+                self._warned_reference = True
+            reference = []
         return {
             "policy": self._policy.state_dict(),
             "pending": [row_state(*row) for row in self._held],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -23,7 +24,15 @@ import torch
 from lr_callbacks.core.snapshot import ModelSnapshot, buffers_kept, copy_buffers, restore_optimizer_state
 from lr_callbacks.watchdog.device import all_reduce_mean
 
-__all__ = ["SNAPSHOT_MODES", "DiskSnapshot", "SnapshotRing", "choose_snapshot", "reference_loss", "state_bytes"]
+__all__ = [
+    "SNAPSHOT_MODES",
+    "DiskSnapshot",
+    "SnapshotRing",
+    "choose_snapshot",
+    "loads_safely",
+    "reference_loss",
+    "state_bytes",
+]
 
 SNAPSHOT_MODES = ("host", "disk", "off", "auto")
 
@@ -127,6 +136,29 @@ def choose_snapshot(ring_bytes: int, free: int | None) -> tuple[str, str]:
     verdict = "host" if ring_bytes <= free // 4 else "disk"
     relation = "fits in" if verdict == "host" else "exceeds"
     return verdict, f"the ring needs {size}, which {relation} a quarter of the {free / 2**30:.1f} GiB free"
+
+
+_PLAIN = (int, float, bool, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+_CONTAINERS = (dict, list, tuple, set, OrderedDict)
+
+
+def loads_safely(value: Any) -> bool:
+    """Whether ``value`` (a training batch) loads back with ``torch.load(weights_only=True)``, the default of
+    ``trainer.fit(ckpt_path=...)`` and ``load_from_checkpoint``: tensors and plain values in plain dicts, lists
+    and tuples. A ``BatchEncoding``, a named tuple or a NumPy array would make the whole checkpoint unloadable.
+
+    >>> from collections import namedtuple
+    >>> loads_safely({"x": torch.ones(2), "y": [1, (2.0, None)]}), loads_safely(namedtuple("B", "x")(torch.ones(2)))
+    (True, False)
+    """
+    if isinstance(value, torch.Tensor):
+        return type(value) in (torch.Tensor, torch.nn.Parameter)
+    if type(value) in _PLAIN:
+        return True
+    if type(value) in _CONTAINERS:
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        return all(loads_safely(k) and loads_safely(v) for k, v in items)
+    return False
 
 
 class SnapshotRing:

@@ -3,6 +3,7 @@ host synchronisations, the shared LR model, TensorBoard, pausing, accumulation, 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -752,3 +753,30 @@ def test_disk_snapshots_are_removed_when_the_fit_ends_by_an_exception(tmp_path):
     with pytest.raises(RuntimeError, match="the user's code failed"):
         fit(tmp_path, DigitsModel(), [watchdog, Raises()], 60)
     assert not (tmp_path / "watchdog-snapshots").exists()
+
+
+Pair = collections.namedtuple("Pair", "x y")
+
+
+class PairModel(TinyModel):
+    """Reads its batch by name, as a module fed a ``BatchEncoding`` or a named tuple does."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self(batch.x), batch.y)
+
+
+def test_a_checkpoint_with_a_batch_that_weights_only_cannot_load_still_loads_and_resumes(tmp_path):
+    """The watchdog keeps its reference batch in the checkpoint; a batch that is not tensors in plain containers
+    (a named tuple here; a ``BatchEncoding`` or a NumPy array alike) made the whole checkpoint fail to load under
+    ``weights_only=True``, torch's default for ``fit(ckpt_path=...)`` and ``load_from_checkpoint``. It is left
+    out, and the resumed run takes a new reference."""
+    data = DataLoader(regression_data(), batch_size=8, collate_fn=lambda items: Pair(*map(torch.stack, zip(*items))))
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=10, save_top_k=-1)
+    make_trainer(tmp_path, max_steps=20, callbacks=[small(), saver], enable_checkpointing=True).fit(PairModel(), data)
+    path = tmp_path / "ckpt" / "epoch=1-step=10.ckpt"
+    assert torch.load(path, weights_only=True)["callbacks"]
+    PairModel.load_from_checkpoint(path)
+    watchdog = small()
+    trainer = make_trainer(tmp_path / "resumed", max_steps=30, callbacks=[watchdog])
+    trainer.fit(PairModel(), data, ckpt_path=str(path))
+    assert trainer.global_step == 30 and not watchdog.events
