@@ -771,12 +771,12 @@ def test_a_checkpoint_with_a_batch_that_weights_only_cannot_load_still_loads_and
     ``weights_only=True``, torch's default for ``fit(ckpt_path=...)`` and ``load_from_checkpoint``. It is left
     out, and the resumed run takes a new reference."""
     data = DataLoader(regression_data(), batch_size=8, collate_fn=lambda items: Pair(*map(torch.stack, zip(*items))))
-    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=10, save_top_k=-1)
-    make_trainer(tmp_path, max_steps=20, callbacks=[small(), saver], enable_checkpointing=True).fit(PairModel(), data)
-    path = tmp_path / "ckpt" / "epoch=1-step=10.ckpt"
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=15, save_top_k=-1)
+    make_trainer(tmp_path, max_steps=30, callbacks=[small(), saver], enable_checkpointing=True).fit(PairModel(), data)
+    path = tmp_path / "ckpt" / "epoch=1-step=15.ckpt"
     assert torch.load(path, weights_only=True)["callbacks"]
     PairModel.load_from_checkpoint(path)
     watchdog = small()
-    trainer = make_trainer(tmp_path / "resumed", max_steps=30, callbacks=[watchdog])
+    trainer = make_trainer(tmp_path / "resumed", max_steps=40, callbacks=[watchdog])
     trainer.fit(PairModel(), data, ckpt_path=str(path))
-    assert trainer.global_step == 30 and not watchdog.events
+    assert trainer.global_step == 40 and not watchdog.events
