@@ -38,8 +38,10 @@ def global_norm(tensors: list[torch.Tensor], device: torch.device, shard_group: 
         return torch.zeros((), device=device)
     if shard_group is None and all_plain(tensors):  # nothing sharded: the unsharded computation
         if len(tensors) == 1:  # one reduction (the update ratio's flat weights)
-            norm = torch.linalg.vector_norm(tensors[0], 2.0, dtype=torch.float32)
-            return norm if norm.device == device else norm.to(device)
+            tensor = tensors[0]
+            accumulate = torch.float32 if tensor.dtype.itemsize < 4 else None  # float64 may not narrow here
+            norm = torch.linalg.vector_norm(tensor, 2.0, dtype=accumulate)
+            return norm.to(device, torch.float32)
         return torch.linalg.vector_norm(_norms(tensors, device), 2.0)
     by_groups: dict[tuple[Any, ...], list[torch.Tensor]] = {}
     for tensor in tensors:

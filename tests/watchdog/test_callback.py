@@ -780,3 +780,13 @@ def test_a_checkpoint_with_a_batch_that_weights_only_cannot_load_still_loads_and
     trainer = make_trainer(tmp_path / "resumed", max_steps=40, callbacks=[watchdog])
     trainer.fit(PairModel(), data, ckpt_path=str(path))
     assert trainer.global_step == 40 and not watchdog.events
+
+
+def test_the_watchdog_trains_in_float64(tmp_path):
+    """``precision="64-true"``: the update probe's norm of float64 weights (before: ``linalg.vector_norm: the dtype
+    of the input (Double) should be convertible without narrowing``, at the first measurement)."""
+    watchdog = small(update_every=2, log_every_n_steps=1)
+    trainer = make_trainer(tmp_path, max_steps=20, callbacks=[watchdog], precision="64-true")
+    trainer.fit(TinyModel(), loader(regression_data()))
+    assert trainer.global_step == 20 and not watchdog.events
+    assert read_scalars(tmp_path, "watchdog/update_ratio/body")
