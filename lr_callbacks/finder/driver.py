@@ -184,6 +184,9 @@ def _module_logging(module: Any, log: Callable[..., None], log_dict: Callable[..
 
 
 def _to_device(trainer: Any, module: Any, batch: Any) -> Any:
+    """A loader's batch as the training loop hands it over: converted to the precision (``"bf16-true"`` and the
+    other true precisions cast floating inputs), through ``on_before_batch_transfer``, onto the device."""
+    batch = trainer.precision_plugin.convert_input(batch)
     return trainer.strategy.batch_to_device(transfer_hook(module, batch), dataloader_idx=0)
 
 

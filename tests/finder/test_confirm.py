@@ -238,3 +238,14 @@ def test_a_confirm_length_of_zero_steps_for_this_run_is_refused(tmp_path):
     finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="1e-12 epochs")
     with pytest.raises(ValueError, match=r"`confirm_length` 1e-12 epochs is 0 steps for this run; lengthen it"):
         fit(tmp_path, finder, logger=False)
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_the_sweep_and_the_trials_run_at_a_true_precision(tmp_path, precision):
+    """Lightning's loop casts a batch to a true precision before the step (``convert_input``); the finder's sweep,
+    probe and validated trials feed theirs the same way (before: ``mat1 and mat2 must have the same dtype`` at the
+    first sweep step)."""
+    finder = LRFinder(num_steps=30, confirm=True, confirm_length="4 steps")
+    model, trainer = fit(tmp_path, finder, max_steps=1, precision=precision)
+    assert finder.result is not None and finder.result.trials
+    assert trainer.global_step == 1
