@@ -354,6 +354,7 @@ class DivergenceWatchdog(Callback):
         self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
         self._clip_value: float | None = None  # the trainer's gradient_clip_val, held back for a dropped step
+        self._most_gradients = 0  # the most parameter tensors with a gradient at one step of this fit
 
     def _drop(self, trainer: Any, optimizer: Any) -> None:
         """Drop the coming update (:func:`~lr_callbacks.watchdog.device.drop_gradients`).
@@ -533,6 +534,18 @@ class DivergenceWatchdog(Callback):
         self._signals.reset()
         if values is None:
             return
+        if self._signals.gradients > self._most_gradients:
+            if self._most_gradients:
+                log.info(
+                    "%s: %d parameter tensors have gradients now, %d before (unfrozen): the gradient norm's and the "
+                    "update ratio's baselines start again",
+                    OWNER,
+                    self._signals.gradients,
+                    self._most_gradients,
+                )
+                self._policy.gradients_widened()
+                self._set_gate()
+            self._most_gradients = self._signals.gradients
         if self._policy.state.halted:
             self._drop(trainer, optimizer)  # Lightning may not stop at once (min_steps): no update after a halt
             return

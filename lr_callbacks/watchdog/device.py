@@ -55,6 +55,7 @@ class StepSignals:
     def __init__(self) -> None:
         self.shard_group: Any = None
         self.sample_limit = math.inf
+        self.gradients = 0  # how many tensors the last collected step's gradient norm covered
         self.reset()
 
     def reset(self) -> None:
@@ -93,7 +94,9 @@ class StepSignals:
         loss = self._loss.reshape(())
         if accumulate != self._micro_batches:
             loss = loss * (accumulate / self._micro_batches)
-        values = torch.stack([loss, global_norm(_gradients(optimizer), loss.device, self.shard_group)])
+        gradients = _gradients(optimizer)
+        self.gradients = len(gradients)
+        values = torch.stack([loss, global_norm(gradients, loss.device, self.shard_group)])
         if self._samples:
             values = torch.cat([values, sample_statistics(self._samples, self.sample_limit).to(values.device)])
         return values

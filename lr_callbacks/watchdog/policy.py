@@ -92,6 +92,15 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             sample_count=self.samples.max_count(self._sample_size if samples is None else samples),
         )
 
+    def gradients_widened(self) -> None:
+        """More parameter tensors have gradients than at any step before (a frozen backbone trains from now
+        on, as ``BackboneFinetuning`` or a module's own ``requires_grad_`` makes it): the gradient norm and each
+        group's update change their scale, not their health, so their baselines start again from the steps to
+        come (the loss's stays). Before, the first 10-18 steps after an unfreeze were skipped as gradient-norm
+        outliers, or the new group's update ratio rolled a clean run back."""
+        self.grad.reset([], refill=self.config.warmup_steps)
+        self.updates.clear()
+
     def _guarded(self) -> bool:
         """The stricter loss gate after a rollback holds (only with a reference batch to tell the cause)."""
         s = self.state

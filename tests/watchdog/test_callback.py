@@ -790,3 +790,39 @@ def test_the_watchdog_trains_in_float64(tmp_path):
     trainer.fit(TinyModel(), loader(regression_data()))
     assert trainer.global_step == 20 and not watchdog.events
     assert read_scalars(tmp_path, "watchdog/update_ratio/body")
+
+
+class Unfreezes(pl.LightningModule):
+    """A digits MLP whose body is frozen (in the optimizer, without gradients) until ``unfreeze_at``, as a
+    backbone is under ``BackboneFinetuning``; then its loss turns NaN at ``nan_at``."""
+
+    def __init__(self, unfreeze_at: int, nan_at: int) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU())
+        self.head = torch.nn.Linear(32, 10)
+        self.body.requires_grad_(False)
+        self.unfreeze_at, self.nan_at = unfreeze_at, nan_at
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == self.unfreeze_at:
+            self.body.requires_grad_(True)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.head(self.body(x)), y)
+        return loss * math.nan if torch.is_grad_enabled() and self.global_step == self.nan_at else loss
+
+    def configure_optimizers(self) -> Any:
+        groups = [{"params": self.head.parameters(), "name": "head"}, {"params": self.body.parameters(), "lr": 1e-3}]
+        return torch.optim.AdamW(groups, lr=1e-2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_parameters_unfrozen_mid_run_start_the_gradient_baselines_again(tmp_path, seed):
+    """Unfrozen parameters add their gradients to the norm, which steps up for good: before, the first 10-18 steps
+    after the unfreeze were skipped as gradient-norm outliers on 7 of 8 seeds (or the new group's update ratio
+    rolled the run back), on a clean run. A fault after the unfreeze is still caught."""
+    watchdog = small(log_every_n_steps=1)
+    model = Unfreezes(unfreeze_at=2, nan_at=200)  # 45 steps an epoch: unfrozen from step 90
+    fit(tmp_path, model, [watchdog], 225, seed=seed)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(200, "non_finite", "skip")]
