@@ -246,6 +246,6 @@ def test_the_sweep_and_the_trials_run_at_a_true_precision(tmp_path, precision):
     probe and validated trials feed theirs the same way (before: ``mat1 and mat2 must have the same dtype`` at the
     first sweep step)."""
     finder = LRFinder(num_steps=30, confirm=True, confirm_length="4 steps")
-    model, trainer = fit(tmp_path, finder, max_steps=1, precision=precision)
+    _, trainer = fit(tmp_path, finder, max_steps=1, precision=precision)
     assert finder.result is not None and finder.result.trials
     assert trainer.global_step == 1
