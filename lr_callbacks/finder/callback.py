@@ -206,6 +206,9 @@ class LRFinder(Callback):
         self.probe = check_bool("probe", probe, owner=_OWNER)
         self._results: list[FinderResult] = []
         self._done: set[str] = set()
+        self._stage: str | None = (
+            None  # the stage of the trainer's last setup (a state loaded outside a fit is not kept)
+        )
         self._exit_after_run = False
 
     # --- results ---------------------------------------------------------------------------------------
@@ -228,6 +231,8 @@ class LRFinder(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not {"results", "done"} <= set(state_dict):
             raise ValueError("LRFinder: the checkpoint's state lacks 'results'/'done'; was it written by LRFinder?")
+        if self._stage not in (None, "fit"):
+            return  # trainer.test/validate(ckpt_path=...) loads every callback's state: not a resume
         self._results = [FinderResult.from_dict(r) for r in state_dict["results"]]
         self._done = set(state_dict["done"])
 
@@ -235,6 +240,7 @@ class LRFinder(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._stage = stage
         if stage == "fit":  # a new fit starts afresh; on resume, load_state_dict (called after) fills these
             self._results, self._done = [], set()
 

@@ -167,6 +167,9 @@ class LRSchedule(Callback):
         self._log_plan = check_bool("log_plan", log_plan, owner=_OWNER)
         self._reset_runtime()
         self._restored: dict[str, Any] | None = None
+        self._stage: str | None = (
+            None  # the stage of the trainer's last setup (a state loaded outside a fit is not kept)
+        )
 
     @staticmethod
     def _to_schedule(value: Schedule | str, kwargs: dict[str, Any], name: str) -> Schedule:
@@ -294,6 +297,12 @@ class LRSchedule(Callback):
     # --- Lightning hooks -------------------------------------------------------------------------------
 
     @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._stage = stage
+        if stage == "fit":  # a fit starts from its own checkpoint's state (loaded after setup), or from none
+            self._restored = None
+
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._setup_for(trainer)
 
@@ -379,6 +388,8 @@ class LRSchedule(Callback):
             raise ValueError(
                 f"LRSchedule: the checkpoint's state lacks {sorted(missing)}; was it written by LRSchedule?"
             )
+        if self._stage not in (None, "fit"):
+            return  # trainer.test/validate(ckpt_path=...) loads every callback's state: not a resume
         self._restored = dict(state_dict)
 
     # --- set-up at fit start ---------------------------------------------------------------------------

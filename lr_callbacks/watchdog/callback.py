@@ -340,6 +340,9 @@ class DivergenceWatchdog(Callback):
         self._live: dict[str, Any] | None = None
         self._warned_reference = False
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
+        self._stage: str | None = (
+            None  # the stage of the trainer's last setup (a state loaded outside a fit is not kept)
+        )
         self._paused = False
         self._reset_fit()
 
@@ -415,6 +418,7 @@ class DivergenceWatchdog(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._stage = stage
         if stage != "fit":
             return
         if not pl_module.automatic_optimization:
@@ -802,6 +806,8 @@ class DivergenceWatchdog(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "policy" not in state_dict:
             raise ValueError(f"{OWNER}: the checkpoint's state lacks 'policy'; was it written by {OWNER}?")
+        if self._stage not in (None, "fit"):
+            return  # trainer.test/validate(ckpt_path=...) loads every callback's state: not a resume
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
