@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -299,8 +300,6 @@ class LRSchedule(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._stage = stage
-        if stage == "fit":  # a fit starts from its own checkpoint's state (loaded after setup), or from none
-            self._restored = None
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -342,6 +341,19 @@ class LRSchedule(Callback):
                     self._adopt(index)
                 self._write(index)
         self._settled = True
+        run = self._run
+        if not self._past_end_said and run is not None and run.total_steps and self._clocks[0] >= run.total_steps:
+            self._past_end_said = True
+            final = self.lr_at(run.total_steps)
+            warnings.warn(
+                f"LRSchedule: the run goes on past the {run.total_steps} optimizer steps planned at fit start (its "
+                "length changed since: a training loader whose length changes with "
+                "reload_dataloaders_every_n_epochs); from here the LR holds the plan's final value, "
+                f"{final:.3g} for the first group (a decay to 0 trains these steps at LR 0). Set max_steps to the "
+                "run's real length",
+                UserWarning,
+                stacklevel=2,
+            )
         if self._plan_due:
             # Before the first step, and after the finder (which runs at on_train_start) has set the peak.
             self._plan_due = False
@@ -409,6 +421,7 @@ class LRSchedule(Callback):
         self._swa: Any = None
         self._plan_due = False
         self._clock_from_trainer = False
+        self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
 
     @property
     def _idle(self) -> bool:
@@ -433,7 +446,9 @@ class LRSchedule(Callback):
         restored, self._restored = self._restored, None
         if restored is not None:
             setup.check_restored_shape(restored, self._optimizers)
+            planned = run
             run = setup.apply_length_policy(restored, run, self._on_length_change)
+            self._past_end_said = run.total_steps != planned.total_steps  # "keep" said so already
         self._run = run
         self._table, self._optimizer_names = setup.build_table(
             self._optimizers, self._schedule, self._group_schedules, self._peak_overrides, restored

@@ -14,10 +14,12 @@ import math
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 from pytorch_lightning.callbacks import GradientAccumulationScheduler, LearningRateMonitor, StochasticWeightAveraging
+from torch.utils.data import DataLoader
 
 from lr_callbacks import Cosine, LRSchedule
-from tests.helpers import TinyModel, loader, make_trainer, read_scalars
+from tests.helpers import TinyModel, loader, make_trainer, read_scalars, regression_data
 
 BATCHES = 8  # regression_data() has 64 samples, batch 8
 
@@ -79,3 +81,25 @@ def test_learning_rate_monitor_logs_the_lr_each_update_used(tmp_path):
     monitored = [value for _, value in read_scalars(tmp_path, "lr-SGD/body")]
     assert monitored == pytest.approx([lrs[0] for lrs in model.seen_lrs])
     assert [value for _, value in read_scalars(tmp_path, "lr/body")] == pytest.approx(monitored)
+
+
+class Growing(pl.LightningDataModule):
+    """A curriculum: epoch ``e`` trains on the first ``16 × (e + 1)`` samples, its loader reloaded every epoch."""
+
+    def train_dataloader(self) -> DataLoader:
+        n = 16 * (self.trainer.current_epoch + 1)
+        return loader(regression_data(n), batch_size=8)
+
+
+def test_a_run_that_outgrows_its_plan_says_so_once(tmp_path):
+    """The plan is made at fit start from the first epoch's loader (2 steps × 3 epochs); the loader grows to 4 and
+    6 steps, and the run goes on past step 6 at the plan's final LR, 0. Before, half the run trained at LR 0
+    without a word."""
+    model = TinyModel()
+    trainer = make_trainer(
+        tmp_path, max_epochs=3, reload_dataloaders_every_n_epochs=1, callbacks=[LRSchedule("cosine")]
+    )
+    with pytest.warns(UserWarning, match=r"goes on past the 6 optimizer steps planned") as caught:
+        trainer.fit(model, datamodule=Growing())
+    assert trainer.global_step == 12 and [lrs[0] for lrs in model.seen_lrs[6:]] == [0.0] * 6
+    assert sum("goes on past" in str(w.message) for w in caught) == 1
