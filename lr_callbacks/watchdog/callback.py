@@ -750,9 +750,12 @@ class DivergenceWatchdog(Callback):
 
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Never write poisoned weights: while an incident is open, save the last clean snapshot instead."""
+        """Never write poisoned weights: while an incident is open, or steps judged on the device are not read
+        yet (``sync_every_n_steps`` > 1: one of them may have done damage the host has not seen), save the last
+        clean snapshot instead, with the live weights in the watchdog's state for a resume to go on from."""
         snapshot = self._ring.get(self._policy.state.snapshot_step)
-        if self._policy.incident_open and snapshot is not None:
+        unread = bool(self._held)  # state_dict, called just before, read the device's rows into _held
+        if (self._policy.incident_open or unread) and snapshot is not None:
             own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
             own["live"] = snapshot.substitute(checkpoint)
         elif not self._policy.state.halted and self._halt_pending is None:

@@ -121,7 +121,12 @@ class UpdateRatioRules(PolicyMemory):
             return None  # a rollback has already undone this update
         since = step - (c.update_every or 1) + 1  # the first update after the last normal sample
         before = [r for r in s.ring if r["step"] <= since]
-        return before[-1] if before else None
+        if before:
+            return before[-1]
+        # none from before the window (a resumed run holds only the checkpoint's; frequent checkpoints take one at
+        # every step): the newest from before the measured update still undoes it
+        ahead = [r for r in s.ring if r["step"] <= step]
+        return ahead[-1] if ahead else None
 
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state

@@ -24,7 +24,7 @@ from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
 from lr_callbacks.watchdog.config import Action, Signal
 from lr_callbacks.watchdog.device import UPDATE_SAMPLE, UpdateProbe, sample_stride
 from tests.helpers import TinyModel, loader, make_trainer, read_scalars, read_text, regression_data
-from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit
+from tests.watchdog.test_models import DigitsModel, Faults, digits_data, digits_loader, fit
 
 
 def small(**kwargs: object) -> DivergenceWatchdog:
@@ -826,3 +826,32 @@ def test_parameters_unfrozen_mid_run_start_the_gradient_baselines_again(tmp_path
     model = Unfreezes(unfreeze_at=2, nan_at=200)  # 45 steps an epoch: unfrozen from step 90
     fit(tmp_path, model, [watchdog], 225, seed=seed)
     assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(200, "non_finite", "skip")]
+
+
+def test_a_checkpoint_written_before_the_device_judged_steps_are_read_holds_the_clean_snapshot(tmp_path):
+    """Read back every 4 steps (the GPU path): a ×30 LR update at step 30, caught at the read after it (step 31) by
+    the update ratio. The checkpoint written after step 30, before that read, held the damaged weights and no live
+    state; a resume from it lowered the LR without a rollback, then rolled back three times to the damaged weights
+    and halted at step 52. Now it holds the newest snapshot, the live weights beside it, and the resumed run rolls
+    the damage back at step 30, as the uninterrupted run does (to the only snapshot it has)."""
+    weights = Weights()
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    model = DigitsModel(faults=Faults(lr_times={30: 30.0}), batch_by_step=True)
+    watchdog = small(sync_every_n_steps=4, snapshot_every=10)
+    fit(tmp_path, model, [watchdog, weights, checkpoints], 40, enable_checkpointing=True)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events][0] == (30, "update_ratio", "rollback")
+    path = tmp_path / "ckpt" / "epoch=0-step=31.ckpt"
+    written = torch.load(path, weights_only=True)
+    own = written["callbacks"]["DivergenceWatchdog"]
+    assert [row["step"] for row in own["pending"]] == [28, 29, 30] and "live" in own
+    snapshot = own["policy"]["state"]["snapshot_step"]
+    assert all(map(torch.equal, written["state_dict"].values(), weights.before[snapshot]))
+
+    resumed = small(sync_every_n_steps=4, snapshot_every=10)
+    pl.seed_everything(0, verbose=False)
+    trainer = make_trainer(tmp_path / "resumed", max_steps=40, callbacks=[resumed])
+    trainer.fit(
+        DigitsModel(faults=Faults(lr_times={30: 30.0}), batch_by_step=True), digits_loader(0), ckpt_path=str(path)
+    )
+    assert [(e.step, e.signal, e.action) for e in resumed.events][0] == (30, "update_ratio", "rollback")
+    assert not resumed.halt_reason and trainer.global_step == 40
