@@ -121,6 +121,7 @@ class LRSchedule(Callback):
     _optimizers: list[Any]
     _handles: list[Any]
     _clock_from_trainer: bool
+    _past_end_said: bool
 
     def __init__(
         self,

@@ -839,7 +839,7 @@ def test_a_checkpoint_written_before_the_device_judged_steps_are_read_holds_the_
     model = DigitsModel(faults=Faults(lr_times={30: 30.0}), batch_by_step=True)
     watchdog = small(sync_every_n_steps=4, snapshot_every=10)
     fit(tmp_path, model, [watchdog, weights, checkpoints], 40, enable_checkpointing=True)
-    assert [(e.step, e.signal, e.action) for e in watchdog.events][0] == (30, "update_ratio", "rollback")
+    assert next((e.step, e.signal, e.action) for e in watchdog.events) == (30, "update_ratio", "rollback")
     path = tmp_path / "ckpt" / "epoch=0-step=31.ckpt"
     written = torch.load(path, weights_only=True)
     own = written["callbacks"]["DivergenceWatchdog"]
@@ -853,5 +853,5 @@ def test_a_checkpoint_written_before_the_device_judged_steps_are_read_holds_the_
     trainer.fit(
         DigitsModel(faults=Faults(lr_times={30: 30.0}), batch_by_step=True), digits_loader(0), ckpt_path=str(path)
     )
-    assert [(e.step, e.signal, e.action) for e in resumed.events][0] == (30, "update_ratio", "rollback")
+    assert next((e.step, e.signal, e.action) for e in resumed.events) == (30, "update_ratio", "rollback")
     assert not resumed.halt_reason and trainer.global_step == 40
