@@ -66,6 +66,8 @@ class ScheduleOwner(Protocol):
 
     def _scale_peak_overrides(self, factor: float) -> None: ...
 
+    def _take_changes(self) -> None: ...
+
 
 def schedule_callback(trainer: Any) -> ScheduleOwner | None:
     """The trainer's :class:`ScheduleOwner` (its ``LRSchedule``) as it is, or ``None``: a lookup, also after a fit.

@@ -274,6 +274,8 @@ class LRFinder(Callback):
 
     def _find(self, trainer: Any, module: Any) -> FinderResult:
         schedule = find_lr_schedule(trainer)
+        if schedule is not None:
+            schedule._take_changes()  # a group added at this epoch's start is swept with the others
         peaks = schedule.peak_lrs if schedule is not None else _optimizer_peaks(trainer)
         if peaks[0][0] <= 0:
             raise ValueError(

@@ -523,6 +523,16 @@ class LRSchedule(Callback):
             log.info("LRSchedule: group %s's LR was set to %.4g outside it; its peak follows: %.4g → %.4g",
                      g.tag, lr, old, g.peak)  # fmt: skip
 
+    def _take_changes(self) -> None:
+        """Take in what changed in the groups since the last step, as the next step's start does, without
+        writing: a group added (``BackboneFinetuning`` unfreezing at an epoch's start), an LR set outside. The
+        finder reads the peaks through this before a sweep at an epoch's start, where no step has started yet."""
+        for index in range(len(self._optimizers)):
+            if self._table and self._stale(index):
+                if self._settled:
+                    self._adopt(index)
+                self._sync_groups(index)
+
     def _stale(self, index: int) -> bool:
         """Whether a group of optimizer ``index`` no longer holds the LR last written, or is new."""
         groups = self._optimizers[index].param_groups

@@ -493,3 +493,37 @@ def test_a_datamodules_batch_transfer_hook_applies_to_the_sweep(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder])
     trainer.fit(Records(optimizer=sgd()), datamodule=Data())
     assert seen == [1.0] * 11
+
+
+class Backboned(pl.LightningModule):
+    """A regression net with a ``backbone`` for ``BackboneFinetuning``, which adds it as a group when it unfreezes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
+        self.head = torch.nn.Linear(8, 1)
+        self.sweep_lrs: list[list[float]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.sweep_lrs.append([float(g["lr"]) for g in self.trainer.optimizers[0].param_groups])
+        return torch.nn.functional.mse_loss(self.head(self.backbone(x)), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.05)
+
+
+def test_a_group_added_at_the_epochs_start_is_swept_with_the_others(tmp_path):
+    """``BackboneFinetuning`` adds the backbone's group at the start of epoch 2 (at a tenth of the head's LR), just
+    before ``LRFinder(epochs=[2])`` sweeps. Under ``LRSchedule`` the schedule took the group in only at the next
+    step, so the sweep held the backbone at its LR while the head ramped, and the answer was applied to both."""
+    from pytorch_lightning.callbacks import BackboneFinetuning
+
+    unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=2, backbone_initial_ratio_lr=0.1, verbose=False)
+    finder = LRFinder(num_steps=20, epochs=[2], at_fit_start=False, probe=False)
+    model = Backboned()
+    trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[unfreeze, finder, LRSchedule("constant")])
+    trainer.fit(model, loader(regression_data(64), batch_size=8))
+    sweep = [lrs for lrs in model.sweep_lrs if len(lrs) == 2][:20]
+    assert len(sweep) == 20 and sweep[-1][0] > 100 * sweep[0][0]  # the head ramps
+    assert [b / h for h, b in sweep] == pytest.approx([0.1] * 20)  # and the backbone with it
