@@ -20,7 +20,9 @@ import torch
 
 __all__ = [
     "Callback",
+    "accumulation",
     "callback_bases",
+    "callback_named",
     "clear_found_inf",
     "exit_fit",
     "flatten",
@@ -65,6 +67,27 @@ def exit_fit(trainer: Any) -> NoReturn:
     """
     package = "lightning.pytorch" if type(trainer).__module__.startswith("lightning.") else "pytorch_lightning"
     raise importlib.import_module(f"{package}.utilities.exceptions")._TunerExitException()
+
+
+def callback_named(trainer: Any, name: str) -> Any:
+    """The trainer's callback of Lightning's class ``name`` (either namespace, or a subclass), or ``None``."""
+    for callback in trainer.callbacks:
+        if any(cls.__name__ == name and cls.__module__.split(".")[0] in _LIGHTNING for cls in type(callback).__mro__):
+            return callback
+    return None
+
+
+_LIGHTNING = ("pytorch_lightning", "lightning")
+
+
+def accumulation(trainer: Any) -> int:
+    """The micro-batches of an optimizer step in the current epoch. Lightning's ``GradientAccumulationScheduler``
+    sets ``trainer.accumulate_grad_batches`` only in its ``on_train_epoch_start``: before it, at ``on_train_start``
+    or in an epoch-start hook that runs first, the trainer still holds the last epoch's factor (or 1)."""
+    scheduler = callback_named(trainer, "GradientAccumulationScheduler")
+    if scheduler is not None:
+        return max(int(scheduler.get_accumulate_grad_batches(int(trainer.current_epoch))), 1)
+    return max(int(trainer.accumulate_grad_batches), 1)
 
 
 def transfer_hook(module: Any, batch: Any) -> Any:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.compat import Callback, fresh_iterator, transfer_hook
+from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, transfer_hook
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.lr_model import set_lr
 from lr_callbacks.core.sharded import plain, plain_shard_group
@@ -217,7 +217,7 @@ class Driver:
     def __init__(self, trainer: Any, module: Any, ratios: Sequence[Sequence[float]]) -> None:
         self.trainer, self.module, self.ratios = trainer, module, ratios
         self.manual = not module.automatic_optimization
-        self.accumulate = 1 if self.manual else max(int(trainer.accumulate_grad_batches), 1)
+        self.accumulate = 1 if self.manual else accumulation(trainer)
         self._probe = _Probe(plain_shard_group(trainer.strategy))
         self._stack = contextlib.ExitStack()
 

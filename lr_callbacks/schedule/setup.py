@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lr_callbacks.core.compat import callback_named
 from lr_callbacks.core.durations import Epochs, Run, known_total
 from lr_callbacks.core.lr_model import as_float
 from lr_callbacks.schedule.shapes import Schedule
@@ -87,17 +88,6 @@ def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:
     if accumulation is not None and per_epoch is not None:
         return _accumulation_run(trainer, accumulation, int(batches), total_steps, schedules)
     return Run(total_steps=total_steps, steps_per_epoch=per_epoch)
-
-
-def callback_named(trainer: Any, name: str) -> Any:
-    """The trainer's callback of Lightning's class ``name`` (either namespace, or a subclass), or ``None``."""
-    for callback in trainer.callbacks:
-        if any(cls.__name__ == name and cls.__module__.split(".")[0] in _LIGHTNING for cls in type(callback).__mro__):
-            return callback
-    return None
-
-
-_LIGHTNING = ("pytorch_lightning", "lightning")
 
 
 def _accumulation_run(

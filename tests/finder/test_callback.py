@@ -62,6 +62,18 @@ def test_gradient_accumulation_makes_one_sweep_step_of_several_batches(tmp_path)
     assert finder.result.losses == pytest.approx(means, rel=1e-6)  # the step's loss, not a third of the last batch
 
 
+def test_under_a_gradient_accumulation_scheduler_the_sweep_accumulates_as_the_epoch_does(tmp_path):
+    """``GradientAccumulationScheduler({0: 3})`` sets the factor in its ``on_train_epoch_start``, after the finder
+    (at ``on_train_start``) has run: the sweep stepped on every batch, at a third of the run's batch size."""
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    finder = LRFinder(num_steps=8, min_lr=1e-4, max_lr=1e-2, divergence_threshold=None, apply=False)
+    model, _ = fit(tmp_path, finder, logger=False, callbacks=[GradientAccumulationScheduler({0: 3})])
+    sizes = [3, 3, 2] * 2 + [3, 3]  # as under Trainer(accumulate_grad_batches=3)
+    lrs = [lr for lr, n in zip(finder.result.lrs, sizes) for _ in range(n)]
+    assert [lr for lr, _ in model.calls[: sum(sizes)]] == pytest.approx(lrs, rel=1e-12)
+
+
 def test_gradient_clipping_applies_and_the_norm_is_read_before_it(tmp_path):
     clipped: list[float] = []
 
