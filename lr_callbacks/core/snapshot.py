@@ -252,6 +252,8 @@ class OptimizerState:
             if old is None or old.keys() != state.keys():
                 return False
             for key, value in state.items():
+                if isinstance(value, torch.Tensor) != isinstance(old[key], torch.Tensor):
+                    return False  # a value that turned from a number into a tensor, or back (LBFGS's ``t``)
                 if isinstance(value, torch.Tensor):
                     if self.devices.get((index, key)) != value.device:
                         return False

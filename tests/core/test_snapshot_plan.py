@@ -75,3 +75,18 @@ def test_a_replaced_state_tensor_a_renamed_or_new_key_or_a_new_shape_is_copied_a
     model[0].weight = torch.nn.Parameter(torch.full((4, 3), 3.0))  # a new parameter object under the same name
     snapshot.take(model, optimizer, 8)
     assert snapshot.model["0.weight"].eq(3.0).all()
+
+
+def test_a_state_value_that_turns_from_a_number_into_a_tensor_and_back_is_copied_afresh():
+    """LBFGS's ``t`` is a float at first and a 0-d tensor after a line search, and can turn back: the retake
+    paired a float buffer with a tensor (``AttributeError: 'float' object has no attribute 'shape'``)."""
+    model, optimizer = _model_and_optimizer()
+    first = next(iter(model.parameters()))
+    snapshot = ModelSnapshot()
+    for step, t in enumerate([0.5, 0.25, torch.tensor(0.125), torch.tensor(0.0625), 0.03125, torch.tensor(0.015625)]):
+        optimizer.state[first]["t"] = t
+        snapshot.take(model, optimizer, step)
+        assert float(snapshot.optimizer.state[0]["t"]) == float(t)
+        optimizer.state[first]["t"] = 9.0
+        snapshot.restore(model, optimizer)
+        assert float(optimizer.state[first]["t"]) == float(t)
