@@ -70,7 +70,9 @@ def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
 
     Half-precision tensors accumulate in float32; float32 and float64 ones in their own precision (asking
     ``_foreach_norm`` for ``dtype=float32`` on float32 tensors takes a slower path on the CPU for the same result).
+    A sparse gradient (``nn.Embedding(sparse=True)``) counts by its coalesced values: the norm has no sparse kernel.
     """
+    tensors = [t.coalesce().values() if t.layout == torch.sparse_coo else t for t in tensors]
     kinds = list(dict.fromkeys((tensor.device, tensor.dtype) for tensor in tensors))  # in order: a fixed sum
     groups = [tensors] if len(kinds) == 1 else [[t for t in tensors if (t.device, t.dtype) == kind] for kind in kinds]
     parts = []

@@ -72,6 +72,8 @@ def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.T
     it); on the CPU it is a plain copy. Of a DTensor, the copy is of this rank's shard.
     """
     tensor = local(tensor.detach())
+    if tensor.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True)): copied whole
+        return tensor.to("cpu", copy=True)
     on_accelerator = tensor.device.type != "cpu"
     if not (
         isinstance(buffer, torch.Tensor)
@@ -616,7 +618,9 @@ class TrainingSnapshot:
         for param, grad in self.grads:
             if grad is None:
                 param.grad = None
-            elif param.grad is not None and local(param.grad).shape == grad.shape:
+            elif grad.layout != torch.strided:
+                param.grad = grad.to(param.device, copy=True)  # sparse: no in-place copy into a dense tensor
+            elif param.grad is not None and local(param.grad).shape == grad.shape and param.grad.layout == grad.layout:
                 copy_into(param.grad, grad)
             else:  # a sharded parameter's gradient is laid out as the parameter (FSDP2)
                 param.grad = rebuild(grad.to(local(param).device, copy=True), layout_of(param))

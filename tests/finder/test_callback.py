@@ -539,3 +539,44 @@ def test_a_group_added_at_the_epochs_start_is_swept_with_the_others(tmp_path):
     sweep = [lrs for lrs in model.sweep_lrs if len(lrs) == 2][:20]
     assert len(sweep) == 20 and sweep[-1][0] > 100 * sweep[0][0]  # the head ramps
     assert [b / h for h, b in sweep] == pytest.approx([0.1] * 20)  # and the backbone with it
+
+
+class SparseEmbedding(pl.LightningModule):
+    """Token ids to a regression target through ``nn.Embedding(sparse=True)``: sparse gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, 4, sparse=True)
+        self.head = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.head(self.embed(x).mean(1)), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def tokens() -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 16, (64, 3), generator=generator)
+    return loader(torch.utils.data.TensorDataset(x, x.float().mean(1, keepdim=True) / 16), batch_size=8)
+
+
+def test_sparse_gradients_are_swept_and_restored(tmp_path):
+    """``nn.Embedding(sparse=True)``: the gradient norm has no sparse kernel, and a sparse gradient cannot be copied
+    in place into a dense buffer (before: ``NotImplementedError`` at the first sweep step, and ``copy_() between
+    dense and sparse`` when the finder ran at an epoch's start). The run with the finder at epoch 1 and
+    ``apply=False`` trains exactly as the run without it; the watchdog judges the same steps."""
+    runs = {}
+    for name, callbacks in [
+        ("bare", []),
+        ("finder", [LRFinder(num_steps=20, epochs=[1], at_fit_start=False, apply=False, probe=False)]),
+        ("all", [LRFinder(num_steps=20), DivergenceWatchdog()]),
+    ]:
+        pl.seed_everything(0, verbose=False)
+        model = SparseEmbedding()
+        make_trainer(tmp_path / name, max_epochs=2, callbacks=callbacks).fit(model, tokens())
+        runs[name] = [p.detach().clone() for p in model.parameters()]
+    assert all(map(torch.equal, runs["finder"], runs["bare"]))
+    assert all(p.isfinite().all() for p in runs["all"])
