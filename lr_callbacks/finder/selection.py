@@ -211,6 +211,8 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
     'LRFinder: the sweep (75 steps) and the stability probe (42 steps a hold'
     >>> cost_warning(48, 40, 0, defaults=True).split("%); ")[-1][:58]
     'the run is short for the finder: a sweep that can be read '
+    >>> cost_warning(1500, 100, 0, defaults=True, probe=447).split("%); ")[-1][:44]
+    'most of it is the stability probe, which hol'
     """
     if not run_steps:
         return None
@@ -222,13 +224,19 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
         if trials
         else "num_steps, or leave it at its default, which follows the run"
     )
-    advice = (
-        "the run is short for the finder: a sweep that can be read costs that much; set the LR by hand, or set "
-        "num_steps to sweep less"
-        if defaults
-        else f"shorten {lengths}"
-    )
-    if probe:
+    if defaults and probe > sweep:  # the hold follows the run's warmup: a long warmup makes the probe the cost
+        advice = (
+            f"most of it is the stability probe, which holds the answer for as long as twice your warmup ({probe} "
+            f"steps); probe=False skips it (the sweep alone is {sweep} steps)"
+        )
+    elif defaults:
+        advice = (
+            "the run is short for the finder: a sweep that can be read costs that much; set the LR by hand, or set "
+            "num_steps to sweep less"
+        )
+    else:
+        advice = f"shorten {lengths}"
+    if probe and not (defaults and probe > sweep):
         advice += ", or probe=False to skip the probe"
     parts = [f"the sweep ({sweep} steps)"]
     if probe:

@@ -12,6 +12,7 @@ Pure: no torch, no Lightning.
 from __future__ import annotations
 
 import math
+import statistics
 
 from lr_callbacks.watchdog.config import Action, Incident, Signal
 from lr_callbacks.watchdog.memory import PolicyMemory
@@ -114,16 +115,21 @@ class DataRules(PolicyMemory):
     def _rebaseline_data(self, step: int, run: list[RunStep], elevation: float) -> Decision:
         """The weights are sound and the data changed: a new baseline from the run's values."""
         c, s = self.config, self.state
+        bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
+        change = f"the loss stepped up {math.exp(elevation) - 1.0:+.1%} ({bound} max_level_shift)"
+        grads = [r.grad for r in run if r.grad is not None]
+        if grads and len(self.grad) and not any(r.loss_out for r in run):  # the gradient norm's outliers alone
+            lift = statistics.median(grads) - self.grad.center
+            change = f"the gradient norm stepped up ×{math.exp(lift):.3g} (the loss {math.exp(elevation) - 1.0:+.1%})"
         self.loss.reset([r.loss for r in run if r.loss is not None], refill=c.warmup_steps)
         if any(r.grad_out for r in run):
-            self.grad.reset([r.grad for r in run if r.grad is not None], refill=c.warmup_steps)
+            self.grad.reset(grads, refill=c.warmup_steps)
         self.cusum.reset()
         self.samples.reset()
         s.run, s.run_starts, s.data_skips = [], [], 0
-        bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
         detail = (
-            f"the loss stepped up {math.exp(elevation) - 1.0:+.1%} ({bound} max_level_shift) for {len(run)} steps "
-            "while the reference batch shows sound weights: a change of data; new baseline"
+            f"{change} for {len(run)} steps while the reference batch shows sound weights: a change of data; new "
+            "baseline"
         )
         note = Incident(step, Signal.BAD_DATA, len(run), c.patience, Action.REBASELINE, detail)
         return Decision(incidents=(note,))

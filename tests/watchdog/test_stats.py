@@ -908,3 +908,13 @@ def test_after_the_warmup_a_climb_past_max_level_shift_is_left_to_the_sum():
     policy = warm(cusum_threshold=1000.0)  # no planned LR noted: the run is past its warmup
     climb(policy, 30, 0.03, 40)
     assert not [e for e in policy.events if e.signal == "loss_trend"]
+
+
+def test_a_new_level_of_the_gradient_norm_alone_is_reported_as_such():
+    """Gradient-norm outliers on sound weights until the data budget is spent: the rebaseline says the gradient
+    norm stepped up (before: "the loss stepped up -11.2%" while the loss had fallen)."""
+    policy = referenced(patience=100, max_data_skips=5)
+    feed(policy, [0.9] * 5, grads=[10.0] * 5, start=30, probe=lambda: 1.0)
+    note = policy.events[-1]
+    assert note.action == "rebaseline" and note.detail.startswith("the gradient norm stepped up ×10")
+    assert "(the loss -8.2%)" in note.detail  # 0.9 against the baseline's median, a little above 1.0
