@@ -86,7 +86,8 @@ class LRSchedule(Callback):
         schedule: a :class:`~lr_callbacks.Schedule` (e.g. ``Phases([...])``), or a preset name
             (``"cosine"``, ``"wsd"``, ``"one_cycle"``, … see :func:`~lr_callbacks.preset`).
         group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]``.
-        peak_lrs: a peak LR for named groups, overriding the configured one.
+        peak_lrs: a peak LR for named groups, overriding the configured one (a new run's: a resumed run keeps the
+            checkpoint's peaks, and a warning says so when the plan given then would make the LR jump).
         on_length_change: on resume with a different run length (``max_steps``/``max_epochs``):
             ``"keep"`` follows the original plan (past its end the LR holds the plan's final value, its
             ``end``: 0 for a decay to 0),
@@ -392,6 +393,8 @@ class LRSchedule(Callback):
             "names": [[g.name for g in groups] for groups in self._table],
             "total_steps": self._run.total_steps,
             "steps_per_epoch": self._run.steps_per_epoch,
+            # the plan's LR for each group's next step: a resume under a changed plan is told the LR jumps
+            "lrs": [[self.lr_at(self._clocks[i], i, j) for j in range(len(gs))] for i, gs in enumerate(self._table)],
         }
 
     @override
@@ -459,12 +462,34 @@ class LRSchedule(Callback):
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run)
         setup.check_momentum(self._optimizers, self._table)
+        if restored is not None and run.total_steps == restored["total_steps"]:  # a length change warned already
+            self._warn_changed_plan(restored.get("lrs"))
         setup.warn_manual_max_steps(trainer, self._optimizers)
         self._swa = setup.callback_named(trainer, "StochasticWeightAveraging")
         for index, optimizer in enumerate(self._optimizers):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
         self._plan_due = self._log_plan
+
+    def _warn_changed_plan(self, saved: list[list[float | None]] | None) -> None:
+        """On resume: say so when the plan given now would not go on with the LR the checkpoint's run was about
+        to use (the schedule or its arguments changed since; the peaks and scales come from the checkpoint, so a
+        ``peak_lrs`` given now is not used). Checkpoints written before the LRs were saved are not compared."""
+        if saved is None:
+            return
+        for index, (groups, lrs) in enumerate(zip(self._table, saved)):
+            for j, (g, before) in enumerate(zip(groups, lrs)):
+                now = self.lr_at(self._clocks[index], index, j)
+                if before is not None and not math.isclose(now, before, rel_tol=1e-9, abs_tol=1e-15):
+                    warnings.warn(
+                        f"LRSchedule: resuming at step {self._clocks[index]}, group {g.tag!r} was to train at LR "
+                        f"{before:.4g}; the schedule given now plans {now:.4g} there, so the LR jumps: the schedule "
+                        "or its arguments changed since the checkpoint. The peaks and LR scales are the checkpoint's "
+                        "(peak_lrs given now are not used); resume with the original schedule to go on exactly",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+                    return
 
     # --- the per-step work -----------------------------------------------------------------------------
 

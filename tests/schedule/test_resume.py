@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ def test_state_dict_round_trips_into_a_fresh_instance_and_continues_the_plan(tmp
         "names": [["body", "head"]],
         "total_steps": TOTAL,
         "steps_per_epoch": None,
+        "lrs": [[first.lr_at(5, 0, 0), first.lr_at(5, 0, 1)]],  # the next step's, as written: compared on resume
     }
     assert json.loads(json.dumps(state)) == state  # plain data, safe in any checkpoint
 
@@ -229,3 +231,26 @@ def test_resuming_into_other_parameter_groups_is_refused(
     with pytest.raises(ValueError, match=match):
         # the optimizer state would not load either; ours is checked first, at fit start, with a clearer message
         resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, model=model)
+
+
+@pytest.mark.parametrize(
+    ("changed", "jumps"),
+    [({}, False), ({"warmup": "10 steps"}, True), ({"end": 0.5}, True), ({"peak_lrs": {"head": 0.5}}, False)],
+)
+def test_a_resume_under_a_changed_schedule_says_the_lr_jumps(
+    tmp_path: Path, uninterrupted: Uninterrupted, changed: dict[str, Any], jumps: bool
+) -> None:
+    """A schedule or an argument changed since the checkpoint makes the LR jump at the resume: said once, with both
+    LRs (before, applied without a word). The peaks are the checkpoint's: ``peak_lrs`` given now are not used,
+    and the LR goes on as planned."""
+    arguments: dict[str, Any] = {"warmup": "5 steps", "end": 0.1, **changed}
+    callback = LRSchedule("cosine", **arguments)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback)
+    said = [str(w.message) for w in caught if "the LR jumps" in str(w.message)]
+    assert len(said) == int(jumps)
+    if jumps:
+        assert said[0].startswith("LRSchedule: resuming at step 6, group 'body' was to train at LR ")
+    else:
+        assert model.seen_lrs == uninterrupted.lrs[6:]
