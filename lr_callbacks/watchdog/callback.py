@@ -478,6 +478,10 @@ class DivergenceWatchdog(Callback):
         self._ring.clear()
         self._ring = self._new_ring(trainer, pl_module, optimizer)
         batches, self._restored_reference = self._restored_reference, []
+        if int(trainer.world_size) > 1:
+            # only rank 0 writes the callbacks' state, so every rank would evaluate rank 0's batch against a level
+            # measured on each rank's own: no reference until the resumed run takes its next snapshot
+            batches = []
         self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches)
         if restored_step is None:
             self._policy.snapshot_taken(step)

@@ -58,3 +58,50 @@ def test_a_fault_on_one_rank_gets_the_same_answer_on_every_rank(tmp_path):
     assert {e.split("step=")[1].split(",")[0] for e in events} == {"30", "45", "46", "47", "48", "49", "50"}
     assert all("action='skip'" in e for e in events)
     assert ranks[0]["finite"] and ranks[0]["steps"] == 60 and ranks[0]["scale"] == 1.0
+
+
+class RankShard(torch.utils.data.Dataset):
+    """The digits on rank 0; on rank 1 only the 0s and 1s (an easier task): the ranks' batches differ in level."""
+
+    def __init__(self) -> None:
+        self.x, self.y = digits_data().tensors
+        easy = (self.y <= 1).nonzero().flatten()
+        self.easy = easy.repeat(len(self.y) // len(easy) + 1)[: len(self.y)]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        k = int(self.easy[index]) if rank == 1 else index
+        return self.x[k], self.y[k]
+
+
+def test_a_resume_mid_incident_decides_as_the_uninterrupted_run_on_every_rank(tmp_path):
+    """Only rank 0 writes the callbacks' state: after a resume every rank evaluated rank 0's reference batch against
+    a level measured on each rank's own, read damage into a burst of bad data, rolled back three times and halted
+    at step 60. Now the resumed run has no reference until its next snapshot, and decides as the uninterrupted one."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    runs = {}
+    for name, resume in (("full", None), ("resumed", str(tmp_path / "full" / "ckpt" / "step=57.ckpt"))):
+        root = tmp_path / name
+        root.mkdir()
+        watchdog = DivergenceWatchdog(warmup_steps=10, window=20, snapshot_every=10, flat_loss_steps=None)
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=57, save_top_k=-1, filename="{step}")
+        trainer = make_trainer(
+            root,
+            max_steps=80,
+            accelerator="cpu",
+            devices=2,
+            strategy="ddp_spawn",
+            use_distributed_sampler=False,
+            enable_checkpointing=True,
+            callbacks=[watchdog, saver, Record(str(root), watchdog)],
+        )
+        pl.seed_everything(0, verbose=False)
+        model = DigitsModel(faults=Faults(loss_times={k: 1000.0 for k in range(53, 62)}))
+        trainer.fit(model, DataLoader(RankShard(), batch_size=32, shuffle=False), ckpt_path=resume)
+        runs[name] = [json.loads((root / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert runs["resumed"] == runs["full"]
+    assert all("action='rollback'" not in e and "action='halt'" not in e for e in runs["full"][0]["events"])
