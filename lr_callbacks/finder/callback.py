@@ -265,6 +265,12 @@ class LRFinder(Callback):
                 f"LRFinder cannot drive the optimizer under {type(trainer.strategy).__name__}, which steps and "
                 "accumulates itself (DeepSpeed); find the LR once with strategy='ddp', then set it"
             )
+        if (
+            trainer.fast_dev_run
+        ):  # a check that the code runs, on a batch or a few: nothing to sweep (as Lightning's Tuner)
+            log.info("LRFinder: skipped under fast_dev_run")
+            self._done.add(key)
+            return
         result = trainer.strategy.broadcast(self._find(trainer, module))
         self._results.append(result)
         self._done.add(key)

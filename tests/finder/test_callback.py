@@ -580,3 +580,15 @@ def test_sparse_gradients_are_swept_and_restored(tmp_path):
         runs[name] = [p.detach().clone() for p in model.parameters()]
     assert all(map(torch.equal, runs["finder"], runs["bare"]))
     assert all(p.isfinite().all() for p in runs["all"])
+
+
+def test_under_fast_dev_run_the_finder_stands_aside(tmp_path):
+    """``fast_dev_run`` checks that the code runs, on one batch: Lightning's own Tuner and EarlyStopping stand aside,
+    and so does the finder (before, it swept 58 steps on the one batch and applied an answer, warning that the
+    sweep was 6000% of the run)."""
+    finder = LRFinder()
+    model = FinderModel(optimizer=sgd())
+    trainer = make_trainer(tmp_path, fast_dev_run=True, callbacks=[finder])
+    trainer.fit(model, shuffled())
+    assert finder.result is None and len(model.calls) == 1
+    assert trainer.optimizers[0].param_groups[0]["lr"] == sgd()(FinderModel()).param_groups[0]["lr"]
