@@ -277,6 +277,22 @@ def _verdict(
     return Verdict(skip=bool(skip), clip_factor=factor, signals=signals)
 
 
+def _step_size(group: Mapping[str, Any]) -> float:
+    """The LR as a steady update scales with it: under SGD's (or RMSprop's) momentum ``μ`` an update is
+    ``lr · (1 − dampening) / (1 − μ)`` times the gradient, so a momentum that moves is no alarm (``one_cycle``
+    co-schedules it, 0.95 → 0.85 → 0.95: updates 3× larger at the end for the same LR); Adam's ``β1`` leaves
+    the size alone.
+
+    >>> _step_size({"lr": 0.1, "momentum": 0.9}), _step_size({"lr": 0.1, "betas": (0.9, 0.999)})
+    (1.0000000000000002, 0.1)
+    """
+    lr = float(group["lr"])
+    momentum = group.get("momentum")
+    if isinstance(momentum, (int, float)) and 0.0 < momentum < 1.0:
+        return lr * (1.0 - float(group.get("dampening", 0.0))) / (1.0 - float(momentum))
+    return lr
+
+
 class UpdateProbe:
     """The update's size relative to the weights, per parameter group: ``‖θ_after − θ_before‖ / ‖θ_after‖``.
 
@@ -313,7 +329,7 @@ class UpdateProbe:
         self._grad_norm = grad_norm
         with torch.no_grad():
             self._before = [_weights(g["params"], copy=True)[0] for g in optimizer.param_groups]
-        self._lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self._lrs = [_step_size(g) for g in optimizer.param_groups]
         self._step = step
 
     def measure(self, optimizer: torch.optim.Optimizer, shard_group: Any = None) -> None:

@@ -855,3 +855,20 @@ def test_a_checkpoint_written_before_the_device_judged_steps_are_read_holds_the_
     )
     assert next((e.step, e.signal, e.action) for e in resumed.events) == (30, "update_ratio", "rollback")
     assert not resumed.halt_reason and trainer.global_step == 40
+
+
+class MomentumJump(pl.Callback):
+    """SGD's momentum from 0.5 to 0.95 at step 150, as a momentum schedule moves it (``one_cycle``: 0.95 → 0.85 →
+    0.95): the same LR makes steady updates 10× larger."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        for group in trainer.optimizers[0].param_groups:
+            group["momentum"] = 0.5 if trainer.global_step < 150 else 0.95
+
+
+def test_a_momentum_that_moves_is_no_update_ratio_alarm(tmp_path):
+    """The update ratio is judged for the LR as the update scales with it, ``lr / (1 − momentum)`` under SGD:
+    before, the jump read as an LR fault (a rollback at step 155 and an LR cut, on a clean run)."""
+    watchdog = DivergenceWatchdog()
+    fit(tmp_path, DigitsModel(optimizer="sgd"), [watchdog, MomentumJump()], 300, seed=0)
+    assert not watchdog.events
