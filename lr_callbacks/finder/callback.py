@@ -100,7 +100,8 @@ class LRFinder(Callback):
     hold, the least it costs).
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
-    (x = ``global_step``), the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
+    (the sweep's) and ``lr_finder/chosen_lr`` (the answer, after the probe and the trials; x = ``global_step``),
+    the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
     ``e`` logs its curve under ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss``
     (x = trial) and ``.../trial<k>/loss``. A progress bar shows when the trainer shows one.
 
@@ -421,6 +422,8 @@ class LRFinder(Callback):
         log_scalars(trainer, cost, result.global_step)
         if result.suggestion is not None:
             log_scalars(trainer, {"lr_finder/suggestion": result.suggestion}, result.global_step)
+        if result.chosen_lr is not None:  # the answer: after the probe's halvings and the trials
+            log_scalars(trainer, {"lr_finder/chosen_lr": result.chosen_lr}, result.global_step)
         if summary_writers(trainer):
             log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)

@@ -269,6 +269,7 @@ def test_tensorboard_gets_the_curve_the_answer_an_image_and_a_summary(tmp_path):
     assert read_scalars(tmp_path, "lr_finder/lr") == [(i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(result.lrs)]
     assert len(read_scalars(tmp_path, "lr_finder/grad_norm")) == n
     assert read_scalars(tmp_path, "lr_finder/suggestion") == [(0, pytest.approx(result.suggestion, rel=1e-6))]
+    assert read_scalars(tmp_path, "lr_finder/chosen_lr") == [(0, pytest.approx(result.chosen_lr, rel=1e-6))]
     events = read_events(tmp_path)
     assert "lr_finder/curve" in events.Tags()["images"]
     image = events.Images("lr_finder/curve")[0]
