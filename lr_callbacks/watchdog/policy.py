@@ -568,7 +568,12 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         if drop >= c.flat_loss_drop:
             return None
         # a loss that ended higher than it began was not too slow: training made it worse
-        cause = "the LR may be too low" if drop > -c.flat_loss_drop else "the LR may be too high"
+        cause = (
+            "the LR may be too low, or so high that training cannot get going (a loss stuck at its first level "
+            "is either; LRFinder tells them apart)"
+            if drop > -c.flat_loss_drop
+            else "the LR may be too high"
+        )
         detail = (
             f"the loss went from {math.exp(early):.4g} to {math.exp(late):.4g} ({-drop:+.2%}) over the first "
             f"{s.accepted} steps: {cause}"
