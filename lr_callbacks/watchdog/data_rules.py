@@ -28,6 +28,7 @@ class DataRules(PolicyMemory):
 
     _probe_value: float = math.nan  # the reference batch's loss at the last probe, and the limit it was held to
     _probe_limit: float = math.nan
+    _reference_moved = False  # the last probe found the reference's own evaluation changed (see _damaged)
 
     def _damaged(self, probe: Probe | None, rise: float | None = None) -> bool | None:
         """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
@@ -52,6 +53,14 @@ class DataRules(PolicyMemory):
         limit = reference + shared
         self._probe_value, self._probe_limit = value, math.exp(limit)
         x = log_value(value)
+        if x is not None and x > limit and s.clean_since_rollback == 0:
+            # nothing trained since the rollback: these are the snapshot's weights, whose loss on the reference was
+            # measured at its level when the snapshot was taken. Higher now, the reference's evaluation changed (a
+            # change of data or of preprocessing inside training_step), not the weights: it takes its new level.
+            # (Before, each step rolled back again to the same weights, and the run halted within four steps.)
+            s.ring[-1]["reference"] = x
+            self._reference_moved = True
+            return False
         return x is None or x > limit
 
     def _sample_note(self, step: int, samples: Samples | None, why: str) -> Incident:
@@ -112,7 +121,9 @@ class DataRules(PolicyMemory):
         note = Incident(step, Signal.BAD_DATA, old, s.scale, Action.RAISE_LR, detail)
         return Decision(scale=s.scale, incidents=(note,))
 
-    def _rebaseline_data(self, step: int, run: list[RunStep], elevation: float) -> Decision:
+    def _rebaseline_data(
+        self, step: int, run: list[RunStep], elevation: float, cause: str = "the reference batch shows sound weights"
+    ) -> Decision:
         """The weights are sound and the data changed: a new baseline from the run's values."""
         c, s = self.config, self.state
         bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
@@ -127,9 +138,6 @@ class DataRules(PolicyMemory):
         self.cusum.reset()
         self.samples.reset()
         s.run, s.run_starts, s.data_skips = [], [], 0
-        detail = (
-            f"{change} for {len(run)} steps while the reference batch shows sound weights: a change of data; new "
-            "baseline"
-        )
+        detail = f"{change} for {len(run)} steps while {cause}: a change of data; new baseline"
         note = Incident(step, Signal.BAD_DATA, len(run), c.patience, Action.REBASELINE, detail)
         return Decision(incidents=(note,))

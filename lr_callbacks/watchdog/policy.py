@@ -259,6 +259,12 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.data_skips += 1
         undo = self._data_caused_rollback(step) if s.guarded is not None else Decision()
         finite = [r.loss for r in s.run if r.loss is not None]
+        if self._reference_moved and finite:  # the restored weights read the reference higher: the data changed
+            self._reference_moved = False
+            cause = "the reference batch's loss on the weights just restored moved too (its evaluation changed)"
+            rebase = self._rebaseline_data(step, s.run, statistics.median(finite) - self.loss.center, cause)
+            scale = undo.scale if undo.scale is not None else rebase.scale
+            return Decision(scale=scale, incidents=(*undo.incidents, *rebase.incidents))
         if len(s.run) == c.patience and finite and not any(r.non_finite for r in s.run):
             elevation = statistics.median(finite) - self.loss.center
             if elevation <= math.log(c.max_level_shift):

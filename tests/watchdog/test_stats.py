@@ -579,7 +579,10 @@ def test_damaged_weights_roll_back_to_the_newest_snapshot_before_the_incident_an
     rollback = policy.events[-1]
     assert (rollback.signal, rollback.action, rollback.rollback_to) == ("damaged_weights", "rollback", 39)
     assert policy.scale == 0.5
-    feed(policy, [1000.0], start=46, probe=lambda: 5.0)
+    feed(
+        policy, noisy(1, seed=6), start=46
+    )  # trained on the restored weights (untrained, they read the reference's level)
+    feed(policy, [1000.0], start=47, probe=lambda: 5.0)
     assert policy.scale == 0.125  # × 0.5, then × 0.25
 
 
@@ -918,3 +921,27 @@ def test_a_new_level_of_the_gradient_norm_alone_is_reported_as_such():
     note = policy.events[-1]
     assert note.action == "rebaseline" and note.detail.startswith("the gradient norm stepped up ×10")
     assert "(the loss -8.2%)" in note.detail  # 0.9 against the baseline's median, a little above 1.0
+
+
+def test_a_reference_read_higher_on_the_weights_just_restored_is_a_change_of_data():
+    """A change of preprocessing inside ``training_step`` moves the reference batch's loss too. Right after a rollback
+    the weights are the snapshot's, whose reference loss was measured at its level: read higher now, the
+    evaluation changed, not the weights. Before, every step rolled back again to the same weights, and the run
+    (an LSTM whose inputs were scaled ×2 for good) halted within four steps, where unguarded it recovered."""
+    policy = referenced(patience=10, max_rollbacks=3)
+    [rollback] = feed(policy, [5.0], start=30, probe=lambda: 5.0)
+    assert rollback.rollback and policy.scale == 0.5
+    [after] = feed(policy, [5.0], start=31, probe=lambda: 5.0)  # the restored weights read the same
+    assert not after.rollback and not after.halt and policy.scale == 1.0
+    assert [e.action for e in policy.events[-2:]] == ["raise_lr", "rebaseline"]
+    assert "its evaluation changed" in policy.events[-1].detail
+    assert policy.state.ring[-1]["reference"] == pytest.approx(math.log(5.0))
+    assert not any(d.rollback or d.halt for d in feed(policy, noisy(10, level=5.0), start=32, probe=lambda: 5.0))
+
+
+def test_damage_seen_again_after_the_restored_weights_trained_is_still_damage():
+    policy = referenced(patience=10, max_rollbacks=3)
+    feed(policy, [5.0], start=30, probe=lambda: 5.0)
+    feed(policy, noisy(1, seed=2), start=31)  # one step trained on the restored weights
+    [again] = feed(policy, [5.0], start=32, probe=lambda: 5.0)
+    assert again.rollback
