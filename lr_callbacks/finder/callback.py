@@ -207,9 +207,8 @@ class LRFinder(Callback):
         self.probe = check_bool("probe", probe, owner=_OWNER)
         self._results: list[FinderResult] = []
         self._done: set[str] = set()
-        self._stage: str | None = (
-            None  # the stage of the trainer's last setup (a state loaded outside a fit is not kept)
-        )
+        # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
+        self._stage: str | None = None
         self._exit_after_run = False
 
     # --- results ---------------------------------------------------------------------------------------

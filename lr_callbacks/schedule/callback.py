@@ -170,9 +170,8 @@ class LRSchedule(Callback):
         self._log_plan = check_bool("log_plan", log_plan, owner=_OWNER)
         self._reset_runtime()
         self._restored: dict[str, Any] | None = None
-        self._stage: str | None = (
-            None  # the stage of the trainer's last setup (a state loaded outside a fit is not kept)
-        )
+        # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
+        self._stage: str | None = None
 
     @staticmethod
     def _to_schedule(value: Schedule | str, kwargs: dict[str, Any], name: str) -> Schedule:

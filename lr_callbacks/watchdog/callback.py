@@ -340,9 +340,8 @@ class DivergenceWatchdog(Callback):
         self._live: dict[str, Any] | None = None
         self._warned_reference = False
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
-        self._stage: str | None = (
-            None  # the stage of the trainer's last setup (a state loaded outside a fit is not kept)
-        )
+        # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
+        self._stage: str | None = None
         self._paused = False
         self._reset_fit()
 

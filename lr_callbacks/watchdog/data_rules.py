@@ -39,6 +39,7 @@ class DataRules(PolicyMemory):
         reference that shares more than half of the batch's rise is nearer the first. ``None``: no reference
         to tell."""
         s = self.state
+        self._reference_moved = False
         reference = s.ring[-1]["reference"] if s.ring else None
         if probe is None or reference is None or not len(self.loss):
             return None
@@ -111,7 +112,7 @@ class DataRules(PolicyMemory):
         s.refundable = False
         if s.rollback_cut >= 1.0 and not refund:
             return Decision()
-        s.data_undo = step  # refuted if the weights are damaged again before a clean stretch (``_rollback``)
+        s.data_undo = step  # refuted if the weights are damaged again before patience clean steps (``_rollback``)
         old, s.scale = s.scale, snap(min(1.0, s.scale / s.rollback_cut))
         s.rollback_cut, s.ceiling = 1.0, s.ceiling_before_rollback
         detail = (
