@@ -357,6 +357,7 @@ class DivergenceWatchdog(Callback):
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
         self._clip_value: float | None = None  # the trainer's gradient_clip_val, held back for a dropped step
         self._most_gradients = 0  # the most parameter tensors with a gradient at one step of this fit
+        self._untouched = False  # no update can have reached the weights since the last restore of a snapshot
 
     def _drop(self, trainer: Any, optimizer: Any) -> None:
         """Drop the coming update (:func:`~lr_callbacks.watchdog.device.drop_gradients`).
@@ -567,6 +568,7 @@ class DivergenceWatchdog(Callback):
             else:
                 exact = supports_found_inf(optimizer) and not self._has_scaler(trainer)
                 judge.judge(optimizer, values, step, exact)
+                self._untouched = False  # its update (or a zero-gradient step) may reach the weights
                 if exact:
                     self._found_inf_set = optimizer
                 every = self.config.update_every  # measured between reads too; dropped at the read if skipped
@@ -578,6 +580,8 @@ class DivergenceWatchdog(Callback):
     def _host_step(self, trainer: Any, pl_module: Any, optimizer: Any, values: torch.Tensor, step: int) -> None:
         """Read the signals back (one transfer), replay the device's steps, decide and act on this one."""
         rows, self._held = self._held, []
+        # the probe reads the live weights as they are now: the restored snapshot's, unless an update came since
+        self._policy.restored_untouched = self._untouched
         pending, lrs, update_step = self._updates.take()
         width = values.numel()  # [loss, grad_norm], then the per-sample summary if the module reports one
         if pending is not None:
@@ -617,6 +621,8 @@ class DivergenceWatchdog(Callback):
             decisions.append(self._record(step, verdict, loss, norm, probe, samples))
             if ratios and update_step is not None:
                 decisions.append(self._record_update(update_step, ratios, lrs, update_norm, optimizer))
+        if not dropped:
+            self._untouched = False
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
         if skipped and not self._acted(decisions) and self._has_buffers:
             # the skipped batch's forward pass moved the buffers (a NaN batch leaves BatchNorm's running
@@ -707,6 +713,7 @@ class DivergenceWatchdog(Callback):
         if snapshot is not None:
             snapshot.restore(pl_module, optimizer)
             self._drop(trainer, optimizer)
+            self._untouched = True
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         if self._policy.scale != scale_before:
             set_lr_scale(trainer, self._policy.scale, scale_before)

@@ -29,6 +29,7 @@ class DataRules(PolicyMemory):
     _probe_value: float = math.nan  # the reference batch's loss at the last probe, and the limit it was held to
     _probe_limit: float = math.nan
     _reference_moved = False  # the last probe found the reference's own evaluation changed (see _damaged)
+    restored_untouched = True  # set by the callback: no update can have reached the weights since the last restore
 
     def _damaged(self, probe: Probe | None, rise: float | None = None) -> bool | None:
         """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
@@ -54,7 +55,7 @@ class DataRules(PolicyMemory):
         limit = reference + shared
         self._probe_value, self._probe_limit = value, math.exp(limit)
         x = log_value(value)
-        if x is not None and x > limit and s.clean_since_rollback == 0:
+        if x is not None and x > limit and s.clean_since_rollback == 0 and self.restored_untouched:
             # nothing trained since the rollback: these are the snapshot's weights, whose loss on the reference was
             # measured at its level when the snapshot was taken. Higher now, the reference's evaluation changed (a
             # change of data or of preprocessing inside training_step), not the weights: it takes its new level.

@@ -945,3 +945,13 @@ def test_damage_seen_again_after_the_restored_weights_trained_is_still_damage():
     feed(policy, noisy(1, seed=2), start=31)  # one step trained on the restored weights
     [again] = feed(policy, [5.0], start=32, probe=lambda: 5.0)
     assert again.rollback
+
+
+def test_the_reference_moves_only_when_nothing_can_have_trained_the_restored_weights():
+    """Read back every N steps, the rows of steps judged on the device are replayed at the read, when the weights
+    may have trained since the restore (the callback says so): an elevated reference is damage then."""
+    policy = referenced(patience=10, max_rollbacks=3)
+    feed(policy, [5.0], start=30, probe=lambda: 5.0)
+    policy.restored_untouched = False  # device-judged steps ran since the restore
+    [again] = feed(policy, [5.0], start=31, probe=lambda: 5.0)
+    assert again.rollback
