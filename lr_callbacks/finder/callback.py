@@ -265,9 +265,8 @@ class LRFinder(Callback):
                 f"LRFinder cannot drive the optimizer under {type(trainer.strategy).__name__}, which steps and "
                 "accumulates itself (DeepSpeed); find the LR once with strategy='ddp', then set it"
             )
-        if (
-            trainer.fast_dev_run
-        ):  # a check that the code runs, on a batch or a few: nothing to sweep (as Lightning's Tuner)
+        # fast_dev_run checks that the code runs, on a batch or a few: nothing to sweep (Lightning's Tuner stands aside)
+        if trainer.fast_dev_run:
             log.info("LRFinder: skipped under fast_dev_run")
             self._done.add(key)
             return
