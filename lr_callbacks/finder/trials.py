@@ -44,6 +44,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from lr_callbacks.core.compat import accumulation
 from lr_callbacks.core.durations import Duration, Run, known_total
 from lr_callbacks.core.lr_model import set_peak_lr
 from lr_callbacks.core.snapshot import TrainingSnapshot
@@ -232,5 +233,5 @@ def run_of(trainer: Any) -> Run:
     batches = trainer.num_training_batches
     per_epoch = None
     if batches is not None and not math.isinf(batches) and batches > 0:
-        per_epoch = math.ceil(batches / max(int(trainer.accumulate_grad_batches), 1))
+        per_epoch = math.ceil(batches / accumulation(trainer))  # the epoch's, under a GradientAccumulationScheduler too
     return Run(total_steps=total, steps_per_epoch=per_epoch)

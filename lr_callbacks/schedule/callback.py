@@ -334,13 +334,10 @@ class LRSchedule(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if self._idle:
             return
-        for index in range(len(self._optimizers)):
-            # The LR of this step was written after the last one; write again only if something else
-            # (a restored checkpoint, another callback, the user) changed a group since, or added one.
-            if self._stale(index):
-                if self._settled:  # not the LRs a checkpoint or the finder's restore left in the groups
-                    self._adopt(index)
-                self._write(index)
+        # The LR of this step was written after the last one; write again only if something else (a restored
+        # checkpoint, another callback, the user) changed a group since, or added one.
+        for index in self._take_changes():
+            self._write(index)
         self._settled = True
         run = self._run
         if not self._past_end_said and run is not None and run.total_steps and self._clocks[0] >= run.total_steps:
@@ -547,15 +544,18 @@ class LRSchedule(Callback):
             log.info("LRSchedule: group %s's LR was set to %.4g outside it; its peak follows: %.4g → %.4g",
                      g.tag, lr, old, g.peak)  # fmt: skip
 
-    def _take_changes(self) -> None:
-        """Take in what changed in the groups since the last step, as the next step's start does, without
-        writing: a group added (``BackboneFinetuning`` unfreezing at an epoch's start), an LR set outside. The
-        finder reads the peaks through this before a sweep at an epoch's start, where no step has started yet."""
-        for index in range(len(self._optimizers)):
-            if self._table and self._stale(index):
-                if self._settled:
-                    self._adopt(index)
-                self._sync_groups(index)
+    def _take_changes(self) -> list[int]:
+        """Take in what changed in the groups since the last step, without writing: a group added
+        (``BackboneFinetuning`` unfreezing at an epoch's start), an LR set outside (adopted only once a step has
+        started: not the LRs a checkpoint or the finder's restore left in the groups). Returns the optimizers whose
+        groups changed. Each step's start calls it, then writes those; the finder reads the peaks through it
+        before a sweep at an epoch's start, where no step has started yet."""
+        changed = [index for index in range(len(self._optimizers)) if self._table and self._stale(index)]
+        for index in changed:
+            if self._settled:
+                self._adopt(index)
+            self._sync_groups(index)
+        return changed
 
     def _stale(self, index: int) -> bool:
         """Whether a group of optimizer ``index`` no longer holds the LR last written, or is new."""
