@@ -7,6 +7,7 @@ Shared by :class:`~lr_callbacks.LRSchedule` (``lr_schedule/plan`` at fit start) 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import pairwise
 
 import numpy as np
 
@@ -21,6 +22,13 @@ __all__ = ["UNKNOWN_LENGTH_PREVIEW", "key_steps", "plan_image", "plan_table", "s
 #: How many steps the plan shows when the run's length is unknown.
 UNKNOWN_LENGTH_PREVIEW = 10_000
 
+#: Runs up to this many steps are read at every step for their turns and drops; longer ones are sampled, then
+#: read at every step around what the samples show.
+_EXACT_READ = 20_000
+
+#: At most this many turns and drops enter the table (a cyclical schedule has one per cycle): the first ones.
+_MAX_TURNS = 12
+
 
 def sample_steps(total: int, points: int = 1000) -> list[int]:
     """Up to ``points`` steps spread over ``[0, total)``, always including the first and the last."""
@@ -30,18 +38,68 @@ def sample_steps(total: int, points: int = 1000) -> list[int]:
 
 
 def key_steps(schedule: Schedule, run: Run) -> list[int]:
-    """Step 0, each phase's first and last step (nested phases too), a few steps between, and the last step.
+    """Step 0, each phase's first and last step (nested phases too), the curve's turns and drops, a few steps
+    between, and the last step.
 
-    >>> from lr_callbacks import TransformersSchedule
+    A turn is a step where the curve changes direction (one-cycle's peak, a cycle's top and bottom); a drop is
+    a jump between two steps where the curve is otherwise flat or smooth (a step decay, a warm restart): both
+    sides of it enter the table.
+
+    >>> from lr_callbacks import OneCycle, Step, TransformersSchedule
     >>> wsd = TransformersSchedule("warmup_stable_decay", 2, (("num_decay_steps", 3),))
     >>> key_steps(wsd, Run(total_steps=12))
     [0, 1, 2, 3, 6, 8, 9, 11]
+    >>> key_steps(OneCycle(pct_start=0.2), Run(total_steps=100))
+    [0, 19, 25, 50, 75, 99]
+    >>> key_steps(Step(every="30 steps"), Run(total_steps=100))
+    [0, 25, 29, 30, 50, 59, 60, 75, 89, 90, 99]
     """
     total = run.total_steps if run.total_steps is not None else UNKNOWN_LENGTH_PREVIEW
     steps = {0, max(total - 1, 0)}
     steps.update(int(total * f) for f in (0.25, 0.5, 0.75))
     steps.update(_boundaries(schedule, 0.0, run.total_steps, run))
+    if run.total_steps is not None:
+        steps.update(_turns(schedule, run, total))
     return sorted(s for s in steps if 0 <= s < max(total, 1))
+
+
+def _turns(schedule: Schedule, run: Run, total: int) -> list[int]:
+    """The steps where ``schedule``'s curve turns or drops (see :func:`key_steps`), the first :data:`_MAX_TURNS`.
+
+    The first :data:`_EXACT_READ` steps are read one by one (a cyclical schedule's first cycles, whatever their
+    period); the rest is sampled, and read one by one around each turn or drop the samples show.
+    """
+    found = set(_read_turns(schedule, run, list(range(min(total, _EXACT_READ)))))
+    if total > _EXACT_READ:
+        sampled = sample_steps(total, _EXACT_READ)
+        for i in _turn_indices([schedule.multiplier(s, run) for s in sampled]):
+            if len(found) >= _MAX_TURNS:
+                break
+            window = list(range(sampled[max(i - 2, 0)], sampled[min(i + 2, len(sampled) - 1)] + 1))
+            found.update(_read_turns(schedule, run, window))
+    return sorted(found)[:_MAX_TURNS]
+
+
+def _read_turns(schedule: Schedule, run: Run, steps: list[int]) -> list[int]:
+    """The turns and drops among consecutive ``steps``, read at each of them."""
+    indices = _turn_indices([schedule.multiplier(s, run) for s in steps])
+    return sorted({steps[i] for i in indices})
+
+
+def _turn_indices(values: list[float]) -> list[int]:
+    """The indices where ``values`` change direction, and both sides of each jump (a change more than 4× the
+    changes beside it)."""
+    diffs = [b - a for a, b in pairwise(values)]
+    tiny = 1e-12 * max((abs(v) for v in values), default=0.0)
+    found: set[int] = set()
+    for i, d in enumerate(diffs):  # d: from values[i] to values[i + 1]
+        after = diffs[i + 1] if i + 1 < len(diffs) else 0.0
+        before = diffs[i - 1] if i > 0 else 0.0
+        if d * after < 0 and abs(d) > tiny and abs(after) > tiny:
+            found.add(i + 1)
+        if abs(d) > tiny and abs(d) > 4 * max(abs(before), abs(after)):
+            found.update({i, i + 1})
+    return sorted(found)
 
 
 def _boundaries(schedule: Schedule, start: float, span: float | None, run: Run) -> set[int]:

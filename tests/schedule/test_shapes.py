@@ -730,3 +730,19 @@ def test_the_multistep_preset_refuses_a_single_string_for_its_milestones() -> No
     with pytest.raises(TypeError, match=r"`milestones` must be a sequence.*'10 epochs', '20 epochs'"):
         preset("multistep", milestones="10 epochs")
     assert preset("multistep", milestones=["10 steps", "20 steps"], gamma=0.5)(15) == 0.5
+
+
+@pytest.mark.parametrize("total", [200, 1_000_003])
+def test_the_key_steps_hold_one_cycles_peak_and_both_sides_of_each_drop_read_or_sampled(total: int) -> None:
+    from lr_callbacks.schedule.plan import key_steps
+
+    run = Run(total_steps=total)
+    peak = round(0.3 * total - 1)
+    assert peak in key_steps(OneCycle(), run)
+    assert OneCycle().multiplier(peak, run) == pytest.approx(1.0, abs=1e-6)
+    drops = [int(total * 0.4), int(total * 0.7)]
+    steps = key_steps(MultiStep([Steps(d) for d in drops], gamma=0.1), run)
+    assert all(d - 1 in steps and d in steps for d in drops), steps
+    # a warm restart every 50 steps: both sides of the first ones, at most 12 of them in all
+    restarts = [s for s in key_steps(CosineRestarts(Steps(50)), run) if s % 50 in (0, 49) and 0 < s < 600]
+    assert restarts[:4] == [49, 50, 99, 100] and len(restarts) <= 12
