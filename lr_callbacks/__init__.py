@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from lr_callbacks.core.console import setup_console
 from lr_callbacks.core.durations import Duration, Epochs, Run, RunFraction, Steps, parse_duration
 from lr_callbacks.finder.analysis import Suggestion, suggest_lr
 from lr_callbacks.finder.result import FinderResult, Trial
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from lr_callbacks.watchdog.samples import report_sample_losses
 
 __version__ = "0.2.0"
+
+setup_console()  # the callbacks' info lines reach the console unless the application has set up logging
 
 # The callbacks import Lightning (seconds); they are imported when first used, so that the pure parts (schedules,
 # durations, the curve analysis) and the command line (`python -m lr_callbacks`) start at once.

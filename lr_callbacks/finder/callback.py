@@ -426,14 +426,7 @@ class LRFinder(Callback):
             log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
         if trainer.is_global_zero:
-            flags = f" (flags: {', '.join(result.flags)})" if result.flags else ""
-            log.info(
-                "LRFinder: suggestion %s, range %s, stopped: %s%s",
-                result.suggestion,
-                result.range,
-                result.stop_reason,
-                flags,
-            )
+            log.info("LRFinder: %s", result.headline())
 
 
 def find_lr(

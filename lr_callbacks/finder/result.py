@@ -199,6 +199,8 @@ class FinderResult:
     ...                  range=(1e-3, 1e-2), flags=(), method="default", stop_reason="completed")
     >>> r.chosen_lr, FinderResult.from_dict(r.to_dict()) == r
     (0.01, True)
+    >>> r.headline()
+    "applies 0.01 (the sweep's suggestion 0.01, range 0.001 to 0.01, stopped: completed)"
     """
 
     lrs: tuple[float, ...]
@@ -239,6 +241,16 @@ class FinderResult:
     def alternatives(self) -> dict[str, float | None]:
         """What every suggestion method (``METHODS``) gives on this curve."""
         return {m: suggest_lr(self.lrs, self.losses, m).lr for m in METHODS} if self.lrs else {}
+
+    def headline(self) -> str:
+        """The answer in one line: the LR applied, the sweep's suggestion and range, why the sweep stopped, the
+        flags."""
+        span = f"{_fmt(self.range[0])} to {_fmt(self.range[1])}" if self.range else "none"
+        flags = f"; flags: {', '.join(self.flags)}" if self.flags else ""
+        return (
+            f"applies {_fmt(self.chosen_lr)} (the sweep's suggestion {_fmt(self.suggestion)}, range {span}, "
+            f"stopped: {self.stop_reason}{flags})"
+        )
 
     def summary(self) -> str:
         """A markdown summary: the answer, the flags explained, the other methods, the trials."""

@@ -852,13 +852,13 @@ class DivergenceWatchdog(Callback):
         if trainer is None or trainer.is_global_zero:
             log.log(
                 level,
-                "%s at step %d: %s %s → %s. %s",
+                "%s at step %d: %s %s → %s.%s",
                 OWNER,
                 incident.step,
                 incident.signal,
                 f"{incident.value:.4g}",
                 incident.action,
-                incident.detail,
+                f" {incident.detail}" if incident.detail else "",
             )
         if trainer is not None:
             log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
