@@ -5,8 +5,9 @@ writes ``peak`` through :func:`set_peak_lr`, the watchdog writes ``scale`` throu
 schedule writes the product into the optimizer. This module knows the schedule callback only through that
 protocol, so ``core`` imports no callback. When the user drives the LR with their own torch scheduler instead, the
 same functions rescale the scheduler's ``base_lrs`` (and ``max_lrs``, and the ``initial_lr``, ``max_lr``
-and ``min_lr`` that OneCycleLR keeps in each group) together with ``group["lr"]``, so that the next
-``scheduler.step()`` keeps the change instead of undoing it.
+and ``min_lr`` that OneCycleLR keeps in each group, and the ``swa_lr`` of SWALR's) together with ``group["lr"]``,
+so that the next ``scheduler.step()`` keeps the change instead of undoing it. The same holds once ``LRSchedule``
+has handed the LR over to Lightning's ``StochasticWeightAveraging``.
 
 Ratios between parameter groups are always kept: the *reference group* is the first group of the first
 optimizer, and every LR the finder reports or sets is that group's.
@@ -67,6 +68,11 @@ class ScheduleOwner(Protocol):
     def _scale_peak_overrides(self, factor: float) -> None: ...
 
     def _take_changes(self) -> list[int]: ...
+
+    @property
+    def _handed_over(self) -> bool:
+        """The LR is driven by Lightning's ``StochasticWeightAveraging`` now (SWALR), not by the schedule."""
+        ...
 
 
 def schedule_callback(trainer: Any) -> ScheduleOwner | None:
@@ -167,11 +173,11 @@ def set_peak_lr(trainer: Any, lr: float) -> None:
 def set_lr_scale(trainer: Any, scale: float, previous: float) -> None:
     """Move the watchdog's multiplier from ``previous`` to ``scale``, for every group.
 
-    With :class:`~lr_callbacks.LRSchedule` this sets its ``scale``; otherwise it rescales the optimizers'
-    LRs and the user's schedulers by ``scale / previous``.
+    With :class:`~lr_callbacks.LRSchedule` this sets its ``scale``; otherwise, or once it has handed the LR over
+    to ``StochasticWeightAveraging``, it rescales the optimizers' LRs and the schedulers by ``scale / previous``.
     """
     schedule = find_lr_schedule(trainer)
-    if schedule is not None:
+    if schedule is not None and not schedule._handed_over:
         schedule._set_scale(scale)
         return
     rescale_lrs(trainer, scale / previous)
@@ -187,7 +193,7 @@ def rescale_lrs(trainer: Any, factor: float) -> None:
     for optimizer in trainer.optimizers:
         for group in optimizer.param_groups:
             set_lr(group, as_float(group["lr"]) * factor)
-            for key in ("initial_lr", "max_lr", "min_lr"):
+            for key in ("initial_lr", "max_lr", "min_lr", "swa_lr"):
                 if key in group:
                     group[key] = group[key] * factor
     for config in trainer.lr_scheduler_configs:

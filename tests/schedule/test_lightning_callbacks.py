@@ -103,3 +103,34 @@ def test_a_run_that_outgrows_its_plan_says_so_once(tmp_path):
         trainer.fit(model, datamodule=Growing())
     assert trainer.global_step == 12 and [lrs[0] for lrs in model.seen_lrs[6:]] == [0.0] * 6
     assert sum("goes on past" in str(w.message) for w in caught) == 1
+
+
+class _CutAt(pl.Callback):
+    """Halves the LR through the watchdog's entry (``set_lr_scale``) at the start of optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            from lr_callbacks.core.lr_model import set_lr_scale
+
+            set_lr_scale(trainer, 0.5, 1.0)
+
+
+@pytest.mark.parametrize("with_schedule", [True, False], ids=["LRSchedule-then-SWA", "SWA-alone"])
+def test_a_watchdog_cut_under_swa_lowers_the_lr_swa_drives_and_stays(tmp_path, with_schedule):
+    def run(cut: bool) -> list[float]:
+        callbacks: list[Any] = [StochasticWeightAveraging(swa_lrs=1e-2, swa_epoch_start=2, annealing_epochs=2)]
+        if with_schedule:
+            callbacks.append(LRSchedule("cosine", end=0.0, log_plan=False))
+        if cut:
+            callbacks.append(_CutAt(BATCHES + 3))  # in SWA's annealing, epoch index 1
+        return [lrs[0] for lrs in fit(tmp_path / str(cut), callbacks, max_epochs=4).seen_lrs]
+
+    plain, cut = run(False), run(True)
+    assert cut[: BATCHES + 3] == plain[: BATCHES + 3]
+    # every later step, annealing and held, runs at half of what SWA would have run: the cut is not undone by
+    # SWALR's next step, which writes absolute LRs from each group's swa_lr
+    assert cut[BATCHES + 3 :] == pytest.approx([lr / 2 for lr in plain[BATCHES + 3 :]])
+    assert cut[-1] == pytest.approx(0.5e-2)
