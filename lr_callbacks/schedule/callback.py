@@ -371,6 +371,10 @@ class LRSchedule(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Detach from the trainer; the clocks, peaks and scales stay readable until the next fit."""
         self._flush_logs()
+        self._detach()
+
+    def _detach(self) -> None:
+        """Let go of the trainer and its optimizers (the step hooks removed); the clocks, peaks and scales stay."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
@@ -403,6 +407,13 @@ class LRSchedule(Callback):
         if self._stage not in (None, "fit"):
             return  # trainer.test/validate(ckpt_path=...) loads every callback's state: not a resume
         self._restored = dict(state_dict)
+        trainer = self._trainer
+        if trainer is not None and self._optimizers:
+            # A strategy that restores the checkpoint after its own set-up (ModelParallelStrategy, FSDP, DeepSpeed)
+            # loads the callbacks' state after on_fit_start, where the plan was already set up without it: set it
+            # up again, from the checkpoint's clocks, peaks and scales.
+            self._detach()
+            self._setup_for(trainer)
 
     # --- set-up at fit start ---------------------------------------------------------------------------
 

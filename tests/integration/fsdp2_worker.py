@@ -20,6 +20,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
+from lr_callbacks.core.lr_model import set_lr_scale
 from lr_callbacks.core.sharded import is_dtensor, local, plain
 from lr_callbacks.watchdog import device
 from lr_callbacks.watchdog.device import UpdateProbe
@@ -171,6 +172,30 @@ class Resumed(pl.Callback):
         Path(self.out, f"resumed{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
+class CutAt(pl.Callback):
+    """Halves the LR scale at the start of optimizer step ``step``, through the watchdog's entry."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            set_lr_scale(trainer, 0.5, 1.0)
+
+
+class LRs(pl.Callback):
+    """Writes, per rank, the LR of each optimizer step to ``OUT/<name><rank>.json`` at the end of the fit."""
+
+    def __init__(self, out: str, name: str) -> None:
+        self.out, self.name, self.lrs = out, name, []
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        self.lrs.append(float(optimizer.param_groups[0]["lr"]))
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        Path(self.out, f"{self.name}{trainer.global_rank}.json").write_text(json.dumps(self.lrs))
+
+
 def halt_watchdog() -> DivergenceWatchdog:
     # without the reference batch (which would tell that these scripted spikes are bad data, skip them and never
     # roll back): the plain ladder, so that a rollback and a halt happen on the shards
@@ -218,8 +243,15 @@ def main(scenario: str, out: str) -> None:
         # then, in the same processes, a run resumed from that checkpoint, for a few steps
         resumed = [LRSchedule("cosine"), halt_watchdog(), Resumed(out)]
         fit(f"{out}/resumed", resumed, HALT_FAULTS, 30, ckpt_path=f"{out}/during/epoch=0-step=27.ckpt")
+    elif scenario == "resume":
+        # the strategy restores the callbacks' state after its set-up (after on_fit_start): the LR scale the
+        # schedule held at the checkpoint (a watchdog's cut) holds after the resume
+        keep = ModelCheckpoint(dirpath=f"{out}/ckpt", every_n_train_steps=10, save_top_k=-1)
+        fit(out, [LRSchedule("cosine"), CutAt(5), keep, LRs(out, "full")], Faults(), 20)
+        resumed = [LRSchedule("cosine"), LRs(out, "resumed")]
+        fit(f"{out}/resumed", resumed, Faults(), 20, ckpt_path=f"{out}/ckpt/epoch=0-step=10.ckpt")
     else:
-        raise SystemExit(f"unknown scenario {scenario!r}: together or halt")
+        raise SystemExit(f"unknown scenario {scenario!r}: together, halt or resume")
     torch.distributed.destroy_process_group()  # Lightning leaves it up; end it before the interpreter exits
 
 

@@ -19,26 +19,32 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lr_callbacks import DivergenceWatchdog, FinderResult, LRFinder
+from lr_callbacks import Cosine, DivergenceWatchdog, FinderResult, LRFinder
 from tests.helpers import make_trainer
 from tests.integration import fsdp2_worker as worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_sharded(scenario: str, out: Path) -> list[dict[str, Any]]:
-    """Run ``scenario`` on 2 FSDP2 ranks; their records, after checking that both wrote one."""
+def launch(scenario: str, out: Path) -> str:
+    """Run ``scenario`` of ``fsdp2_worker.py`` on 2 FSDP2 ranks; its output, after checking that it exited cleanly."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name in ("MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"):
         env.pop(name, None)
     command = [sys.executable, "-m", "tests.integration.fsdp2_worker", scenario, str(out)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    files = [out / f"rank{rank}.json" for rank in (0, 1)]
-    # Both ranks must have finished the fit (each writes its file at train end) and exited cleanly: the worker
-    # destroys its process group after the fit, so no gloo thread is left to abort the interpreter's exit
-    # (``DestroyProcessGroupAtExit`` in tests/helpers.py says why).
+    # The worker destroys its process group after the fit, so no gloo thread is left to abort the interpreter's
+    # exit (``DestroyProcessGroupAtExit`` in tests/helpers.py says why).
     output = done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.returncode == 0 and all(f.exists() for f in files), output
+    assert done.returncode == 0, output
+    return output
+
+
+def run_sharded(scenario: str, out: Path) -> list[dict[str, Any]]:
+    """Run ``scenario`` on 2 FSDP2 ranks; their records, after checking that both wrote one."""
+    output = launch(scenario, out)
+    files = [out / f"rank{rank}.json" for rank in (0, 1)]
+    assert all(f.exists() for f in files), output  # both ranks finished the fit (each writes at train end)
     return [json.loads(f.read_text()) for f in files]
 
 
@@ -136,3 +142,15 @@ def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_chec
     resumed = [json.loads((tmp_path / f"resumed{rank}.json").read_text()) for rank in (0, 1)]
     assert resumed[0] == resumed[1] and resumed[0]["step"] == 27
     assert resumed[0]["weights"] == record["weights"]
+
+
+def test_a_resume_keeps_the_lr_scale_the_schedule_held_at_the_checkpoint(tmp_path: Path) -> None:
+    # ModelParallelStrategy restores the callbacks' state after on_fit_start, where LRSchedule sets up its plan
+    launch("resume", tmp_path)
+    full, resumed = (
+        [json.loads((tmp_path / f"{name}{r}.json").read_text()) for r in (0, 1)] for name in ("full", "resumed")
+    )
+    assert full[0] == full[1] and resumed[0] == resumed[1]
+    planned = [0.1 * Cosine()(k, total_steps=20) * (0.5 if k >= 5 else 1.0) for k in range(20)]
+    assert full[0] == pytest.approx(planned, rel=1e-9)  # halved from step 5
+    assert resumed[0] == pytest.approx(full[0][10:], rel=1e-12)  # steps 10-19 at the scale the checkpoint held
