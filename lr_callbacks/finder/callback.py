@@ -248,6 +248,8 @@ class LRFinder(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.at_fit_start and _FIT_START not in self._done:
             self._run(trainer, pl_module, _FIT_START)
+        elif self._results:
+            self._keep_on_resume(trainer)
         if self._exit_after_run:
             exit_fit(trainer)
 
@@ -256,6 +258,17 @@ class LRFinder(Callback):
         key = f"epoch{trainer.current_epoch}"
         if trainer.current_epoch in self.epochs and key not in self._done:
             self._run(trainer, pl_module, key)
+
+    def _keep_on_resume(self, trainer: Any) -> None:
+        """A resume after the finder ran: the checkpoint's optimizer holds its answer, and so does the checkpoint's
+        LRSchedule; one added on resume would take its peak from ``configure_optimizers``: give it the answer."""
+        lr = self._results[-1].chosen_lr
+        schedule = find_lr_schedule(trainer)
+        if lr is None or schedule is None or schedule.peak_lrs[0][0] == lr:
+            return
+        set_peak_lr(trainer, lr)
+        if trainer.is_global_zero:
+            log.info("LRFinder: resumed after its run; LRSchedule's peak is its answer, %.3g", lr)
 
     # --- one run ---------------------------------------------------------------------------------------
 

@@ -123,6 +123,7 @@ class LRSchedule(Callback):
     _handles: list[Any]
     _clock_from_trainer: bool
     _past_end_said: bool
+    _checkpoint_lrs: list[list[float]] | None  # a resume from a checkpoint without LRSchedule: its optimizers' LRs
 
     def __init__(
         self,
@@ -301,6 +302,7 @@ class LRSchedule(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._stage = stage
+        self._checkpoint_lrs = None
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -339,6 +341,9 @@ class LRSchedule(Callback):
         for index in self._take_changes():
             self._write(index)
         self._settled = True
+        if self._checkpoint_lrs is not None:
+            checkpoint_lrs, self._checkpoint_lrs = self._checkpoint_lrs, None
+            self._warn_new_on_resume(checkpoint_lrs)
         run = self._run
         if not self._past_end_said and run is not None and run.total_steps and self._clocks[0] >= run.total_steps:
             self._past_end_said = True
@@ -398,6 +403,16 @@ class LRSchedule(Callback):
         }
 
     @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Called for every callback; load_state_dict only for those whose state the checkpoint holds. Without ours,
+        # the plan starts from configure_optimizers' LRs: keep the LRs the checkpoint's run trained at, to compare.
+        if self._stage not in (None, "fit") or self.state_key in (checkpoint.get("callbacks") or {}):
+            return
+        states = checkpoint.get("optimizer_states")
+        if isinstance(states, list) and all(isinstance(s, dict) and "param_groups" in s for s in states):
+            self._checkpoint_lrs = [[as_float(g["lr"]) for g in s["param_groups"]] for s in states]
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         missing = {"steps", "peaks", "scales", "names", "total_steps", "steps_per_epoch"} - set(state_dict)
         if missing:
@@ -433,6 +448,7 @@ class LRSchedule(Callback):
         self._plan_due = False
         self._clock_from_trainer = False
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
+        self._checkpoint_lrs = None
 
     @property
     def _idle(self) -> bool:
@@ -495,6 +511,25 @@ class LRSchedule(Callback):
                         "(peak_lrs given now are not used); resume with the original schedule to go on exactly",
                         UserWarning,
                         stacklevel=4,
+                    )
+                    return
+
+    def _warn_new_on_resume(self, checkpoint_lrs: list[list[float]]) -> None:
+        """On a resume from a checkpoint written without LRSchedule: say so when the plan moves the LR away from
+        the one the checkpoint's run trained at (its peak is configure_optimizers' LR, unless the finder or the
+        watchdog, resumed too, gave their answer and cut)."""
+        if [len(lrs) for lrs in checkpoint_lrs] != [len(groups) for groups in self._table]:
+            return
+        for index, (groups, lrs) in enumerate(zip(self._table, checkpoint_lrs)):
+            for g, before in zip(groups, lrs):
+                if not math.isclose(g.lr, before, rel_tol=1e-6, abs_tol=1e-15):
+                    warnings.warn(
+                        f"LRSchedule: resuming at step {self._clocks[index]} from a checkpoint written without "
+                        f"LRSchedule: group {g.tag!r} trained at LR {before:.4g} there, and the plan now writes "
+                        f"{g.lr:.4g} (its peak {g.peak:.4g}). To go on near the checkpoint's LR, give its peak "
+                        "(configure_optimizers or peak_lrs); to go on exactly, resume without LRSchedule",
+                        UserWarning,
+                        stacklevel=2,
                     )
                     return
 

@@ -20,7 +20,7 @@ from lr_callbacks.core.checks import check_choice, check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.durations import known_total
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
-from lr_callbacks.core.lr_model import as_float, reference_lr, set_lr_scale
+from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
 from lr_callbacks.core.snapshot import restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
@@ -487,6 +487,10 @@ class DivergenceWatchdog(Callback):
             self._policy.snapshot_taken(step)
         else:
             self._policy.resumed_from(restored_step, keep_reference=bool(batches))
+            schedule = find_lr_schedule(trainer)
+            if schedule is not None:
+                # the checkpoint's LRSchedule holds this scale already; one added on resume starts at 1 without it
+                schedule._set_scale(self._policy.scale)
         live, self._live = self._live, None
         if live is not None:
             pl_module.load_state_dict(live["model"])

@@ -3,6 +3,9 @@ training you would get by setting its LR by hand."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -200,6 +203,31 @@ def test_on_resume_the_finder_does_not_run_again(tmp_path):
     assert len(model.calls) == 8  # epoch 1 only: no sweep
     assert again.results == first.results
     assert model.calls[0][0] == pytest.approx(first.result.chosen_lr, rel=1e-12)  # the LR came from the checkpoint
+
+
+@pytest.mark.parametrize("with_finder", [True, False], ids=["finder-resumed", "finder-dropped"])
+def test_a_schedule_added_on_resume_takes_the_finders_answer_or_says_the_lr_jumps(tmp_path, with_finder):
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = LRFinder(num_steps=20)
+    trainer = make_trainer(
+        tmp_path, max_epochs=1, logger=False, enable_checkpointing=True, callbacks=[first, checkpoints]
+    )
+    trainer.fit(FinderModel(optimizer=sgd()), shuffled())
+    answer = first.result.chosen_lr
+    assert answer is not None and not math.isclose(answer, 0.1)  # configure_optimizers' LR
+
+    model = FinderModel(optimizer=sgd())
+    callbacks = [LRFinder(num_steps=20)] if with_finder else []
+    trainer = make_trainer(tmp_path, max_epochs=2, logger=False, callbacks=[*callbacks, LRSchedule("constant")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, shuffled(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    said = [str(w.message) for w in caught if "from a checkpoint written without LRSchedule" in str(w.message)]
+    if with_finder:  # the finder, resumed, gives the new schedule its answer: the run goes on at it, nothing to say
+        assert model.calls[0][0] == pytest.approx(answer, rel=1e-12) and not said
+    else:  # the plan's peak is configure_optimizers' LR: the LR jumps, and the warning gives both
+        assert model.calls[0][0] == pytest.approx(0.1, rel=1e-12)
+        assert len(said) == 1 and f"trained at LR {answer:.4g} there" in said[0] and "writes 0.1 " in said[0]
 
 
 def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):

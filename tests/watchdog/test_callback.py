@@ -7,6 +7,7 @@ import collections
 import itertools
 import logging
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -872,3 +873,25 @@ def test_a_momentum_that_moves_is_no_update_ratio_alarm(tmp_path):
     watchdog = DivergenceWatchdog()
     fit(tmp_path, DigitsModel(optimizer="sgd"), [watchdog, MomentumJump()], 300, seed=0)
     assert not watchdog.events
+
+
+def test_a_schedule_added_on_resume_keeps_the_watchdogs_cut(tmp_path):
+    """The checkpoint's run had no LRSchedule: the cut lived in the optimizer's LR. A schedule added on resume
+    starts from configure_optimizers' LR; the resumed watchdog gives it its scale, so the run goes on at the cut."""
+
+    def fit_from(root, callbacks, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        model = DigitsModel(faults=Faults(loss_times={60: 1000.0, 62: 1000.0}), batch_by_step=True)
+        watchdog = small(lower_after=2, reference_batch=False, recover_after=None)
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=70, save_top_k=-1)
+        trainer = make_trainer(root, max_steps=90, callbacks=[*callbacks, watchdog, saver], enable_checkpointing=True)
+        trainer.fit(model, epochs_loader(), ckpt_path=ckpt_path)
+        return model, watchdog
+
+    full_model, full = fit_from(tmp_path / "full", [])
+    assert [(e.step, e.action) for e in full.events if e.action != "skip"] == [(62, "lower_lr")]
+    ckpt = str(tmp_path / "full" / "ckpt" / "epoch=1-step=70.ckpt")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="LRSchedule: resuming")  # the LR goes on: nothing to warn of
+        resumed_model, resumed = fit_from(tmp_path / "resumed", [LRSchedule("constant", log_plan=False)], ckpt)
+    assert resumed.scale == 0.5 and resumed_model.seen_lrs == full_model.seen_lrs[70:]
