@@ -28,6 +28,7 @@ __all__ = [
     "find_lr_schedule",
     "paused",
     "reference_lr",
+    "require_lr_groups",
     "rescale_lrs",
     "schedule_callback",
     "set_lr",
@@ -207,6 +208,28 @@ def _rescale_scheduler(scheduler: Any, factor: float) -> None:
         values = getattr(scheduler, attribute, None)
         if isinstance(values, list):
             setattr(scheduler, attribute, [v * factor for v in values])
+
+
+def require_lr_groups(trainer: Any, owner: str) -> None:
+    """Refuse a fit with no optimizer, or with a parameter group that has no ``lr`` to read and write.
+
+    Raises:
+        ValueError: naming the optimizer and group, and the fix.
+    """
+    if not trainer.optimizers or any(not o.param_groups for o in trainer.optimizers):
+        raise ValueError(
+            f"{owner} found no optimizer to drive: configure_optimizers returned none (or one without parameter "
+            "groups); return an optimizer from configure_optimizers"
+        )
+    for optimizer in trainer.optimizers:
+        for index, group in enumerate(optimizer.param_groups):
+            if "lr" not in group:
+                settings = sorted(k for k in group if k != "params")
+                raise ValueError(
+                    f"{owner} reads and writes each parameter group's 'lr', but group {index} of "
+                    f"{type(optimizer).__name__} has none (its settings: {settings}); use an optimizer with a "
+                    f"learning rate, or leave {owner} out"
+                )
 
 
 def _first_optimizer(trainer: Any) -> torch.optim.Optimizer:

@@ -23,7 +23,14 @@ from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_
 from lr_callbacks.core.compat import Callback, exit_fit
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
-from lr_callbacks.core.lr_model import as_float, find_lr_schedule, paused, schedule_callback, set_peak_lr
+from lr_callbacks.core.lr_model import (
+    as_float,
+    find_lr_schedule,
+    paused,
+    require_lr_groups,
+    schedule_callback,
+    set_peak_lr,
+)
 from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, attribute_generators, loader_generators
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
@@ -278,6 +285,7 @@ class LRFinder(Callback):
                 f"LRFinder cannot drive the optimizer under {type(trainer.strategy).__name__}, which steps and "
                 "accumulates itself (DeepSpeed); find the LR once with strategy='ddp', then set it"
             )
+        require_lr_groups(trainer, "LRFinder")
         # fast_dev_run checks that the code runs, on a batch or a few: nothing to sweep (Lightning's Tuner stands aside)
         if trainer.fast_dev_run:
             log.info("LRFinder: skipped under fast_dev_run")

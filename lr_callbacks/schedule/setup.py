@@ -12,7 +12,7 @@ from typing import Any
 
 from lr_callbacks.core.compat import callback_named
 from lr_callbacks.core.durations import Epochs, Run, known_total
-from lr_callbacks.core.lr_model import as_float
+from lr_callbacks.core.lr_model import as_float, require_lr_groups
 from lr_callbacks.schedule.shapes import Schedule
 from lr_callbacks.schedule.transformers import TransformersSchedule
 
@@ -52,7 +52,7 @@ class GroupState:
 
 
 def refuse_unusable(trainer: Any) -> None:
-    """Refuse a run with a torch scheduler (it would fight over the LR) or with no optimizer to drive.
+    """Refuse a run with a torch scheduler (it would fight over the LR), or with no optimizer or LR to drive.
 
     Raises:
         ValueError: naming the scheduler, or the missing optimizer, and the fix.
@@ -64,11 +64,7 @@ def refuse_unusable(trainer: Any) -> None:
             f"({names}) that would overwrite it at every step. Return only the optimizer(s), or drop LRSchedule "
             "and keep your scheduler (LRFinder and DivergenceWatchdog work with it)"
         )
-    if not trainer.optimizers or any(not o.param_groups for o in trainer.optimizers):
-        raise ValueError(
-            "LRSchedule found no optimizer to drive: configure_optimizers returned none (or one without "
-            "parameter groups); return an optimizer from configure_optimizers"
-        )
+    require_lr_groups(trainer, "LRSchedule")
 
 
 def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:

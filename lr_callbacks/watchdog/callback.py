@@ -20,7 +20,7 @@ from lr_callbacks.core.checks import check_choice, check_int
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.durations import known_total
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
-from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, set_lr_scale
+from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, require_lr_groups, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
 from lr_callbacks.core.snapshot import restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
@@ -450,6 +450,7 @@ class DivergenceWatchdog(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        require_lr_groups(trainer, OWNER)
         self._reset_fit()
         self._trainer = trainer
         default = os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")

@@ -1,0 +1,49 @@
+"""A fit the callbacks cannot serve is refused at its start, by each callback, with the fix: no optimizer, or an
+optimizer whose groups have no ``lr``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
+from tests.helpers import TinyModel, loader, make_trainer
+
+
+class NoOptimizer(TinyModel):
+    def configure_optimizers(self) -> None:
+        return None
+
+
+class StepSize(torch.optim.Optimizer):
+    """An optimizer whose step is set by ``step_size``, not ``lr``."""
+
+    def __init__(self, params: Any, step_size: float = 0.1) -> None:
+        super().__init__(params, {"step_size": step_size})
+
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.data.add_(p.grad, alpha=-group["step_size"])
+
+
+CALLBACKS = {"LRSchedule": LRSchedule, "LRFinder": LRFinder, "DivergenceWatchdog": DivergenceWatchdog}
+
+
+@pytest.mark.parametrize("name", list(CALLBACKS))
+def test_no_optimizer_is_refused_by_each_callback(tmp_path: Any, name: str) -> None:
+    trainer = make_trainer(tmp_path, max_steps=2, callbacks=[CALLBACKS[name]()])
+    with pytest.raises(ValueError, match=rf"{name} found no optimizer to drive.*return an optimizer"):
+        trainer.fit(NoOptimizer(), loader())
+
+
+@pytest.mark.parametrize("name", list(CALLBACKS))
+def test_an_optimizer_without_an_lr_is_refused_by_each_callback(tmp_path: Any, name: str) -> None:
+    trainer = make_trainer(tmp_path, max_steps=2, callbacks=[CALLBACKS[name]()])
+    model = TinyModel(optimizer=lambda m: StepSize(m.parameters()))
+    with pytest.raises(ValueError, match=rf"{name} reads and writes each parameter group's 'lr', but group 0 of "
+                       r"StepSize has none \(its settings: \['step_size'\]\)"):  # fmt: skip
+        trainer.fit(model, loader())
