@@ -225,8 +225,9 @@ class DivergenceWatchdog(Callback):
             (the LR may be too low), or rose by more (too high); ``None`` disables it. It only warns.
         flat_loss_drop: the relative drop below which the loss counts as flat.
         sync_every_n_steps: read the signals back every this many steps (see *Cost*); ``None`` chooses.
-        halt_checkpoint: where a halt saves the last good state; ``None``:
-            ``<default_root_dir>/watchdog-last-good.ckpt``.
+        halt_checkpoint: where a halt saves the last good state (a file path); ``None``:
+            ``<default_root_dir>/watchdog-last-good.ckpt``. A halt never overwrites: when something is there
+            already, it saves to ``<name>-v1.ckpt`` (``-v2``, …) and says so; ``halt_checkpoint_path`` tells where.
         log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
         snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
             ``<default_root_dir>/watchdog-snapshots`` written through the trainer's strategy and loaded back at a
@@ -319,8 +320,8 @@ class DivergenceWatchdog(Callback):
             check_int("sync_every_n_steps", sync_every_n_steps, low=1, owner=OWNER)
         if log_every_n_steps is not None:
             check_int("log_every_n_steps", log_every_n_steps, low=1, owner=OWNER)
-        if halt_checkpoint is not None and not isinstance(halt_checkpoint, (str, os.PathLike)):
-            raise TypeError(f"{OWNER}: `halt_checkpoint` must be a path or None, got {halt_checkpoint!r}")
+        if halt_checkpoint is not None:
+            _check_halt_path(halt_checkpoint)
         if not isinstance(reference_batch, bool):
             raise TypeError(f"{OWNER}: `reference_batch` must be True or False, got {reference_batch!r}")
         self._reference_batch = reference_batch
@@ -394,7 +395,8 @@ class DivergenceWatchdog(Callback):
 
     @property
     def halt_checkpoint_path(self) -> str | None:
-        """Where a halt saves the last good state (``None`` before the first fit without ``halt_checkpoint``)."""
+        """Where a halt saves the last good state, and after a halt where it saved it (a ``-v<k>`` name when the path
+        was taken); ``None`` before the first fit without ``halt_checkpoint``."""
         return self._halt_path
 
     @property
@@ -756,6 +758,8 @@ class DivergenceWatchdog(Callback):
     def _halt(self, trainer: Any) -> None:
         reason, self._halt_pending = self._halt_pending, None
         path = self._halt_path or os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
+        path = trainer.strategy.broadcast(_unused_path(path))  # a halt never overwrites what is there: -v1, -v2, …
+        self._halt_path = path
         trainer.save_checkpoint(path)
         trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
         message = f"{OWNER} halted the run: {reason}, and saved to {path}"
@@ -874,6 +878,40 @@ class DivergenceWatchdog(Callback):
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
             )
+
+
+def _check_halt_path(path: object) -> None:
+    """Refuse a ``halt_checkpoint`` that cannot be a checkpoint's path: not a path, empty, or a folder (one that is
+    not a distributed checkpoint, which sharded strategies write as a folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{OWNER}: `halt_checkpoint` must be a path or None, got {path!r}")
+    text = os.fspath(path)
+    if not text:
+        raise ValueError(f"{OWNER}: `halt_checkpoint` is empty; give a file path, or None for the default")
+    distributed = os.path.exists(os.path.join(text, ".metadata"))
+    if text.endswith(("/", os.sep)) or (os.path.isdir(text) and not distributed):
+        raise ValueError(
+            f"{OWNER}: `halt_checkpoint` {text!r} is a folder; give a file path in it, e.g. "
+            f"{os.path.join(text, 'watchdog-last-good.ckpt')!r}"
+        )
+
+
+def _unused_path(path: str) -> str:
+    """``path``, or when something is there already (an earlier run's halt), the first free ``<name>-v<k><ext>``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     first = _unused_path(os.path.join(d, "last.ckpt"))
+    ...     open(first, "w").close()
+    ...     os.path.basename(first), os.path.basename(_unused_path(first))
+    ('last.ckpt', 'last-v1.ckpt')
+    """
+    stem, ext = os.path.splitext(path)
+    candidate, version = path, 0
+    while os.path.exists(candidate):
+        version += 1
+        candidate = f"{stem}-v{version}{ext}"
+    return candidate
 
 
 def _total_steps(trainer: Any) -> int | None:

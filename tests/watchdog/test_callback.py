@@ -895,3 +895,21 @@ def test_a_schedule_added_on_resume_keeps_the_watchdogs_cut(tmp_path):
         warnings.filterwarnings("error", message="LRSchedule: resuming")  # the LR goes on: nothing to warn of
         resumed_model, resumed = fit_from(tmp_path / "resumed", [LRSchedule("constant", log_plan=False)], ckpt)
     assert resumed.scale == 0.5 and resumed_model.seen_lrs == full_model.seen_lrs[70:]
+
+
+@pytest.mark.parametrize("path", ["", "folder", "folder/"])
+def test_a_halt_checkpoint_that_is_no_file_path_is_refused_at_construction(tmp_path, path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match=r"`halt_checkpoint` (is empty|'.*folder/?' is a folder; give a file path)"):
+        DivergenceWatchdog(halt_checkpoint=str(tmp_path / path) if path else "")
+
+
+def test_a_halt_never_overwrites_an_earlier_halts_checkpoint(tmp_path):
+    earlier = tmp_path / "watchdog-last-good.ckpt"
+    earlier.write_text("an earlier run's last good state")
+    watchdog = small(patience=3, max_rollbacks=0)
+    fit(tmp_path, DigitsModel(faults=Faults(nan_from=30)), [watchdog], 40)
+    assert watchdog.halt_reason is not None
+    assert earlier.read_text() == "an earlier run's last good state"
+    assert watchdog.halt_checkpoint_path == str(tmp_path / "watchdog-last-good-v1.ckpt")
+    assert "state_dict" in torch.load(watchdog.halt_checkpoint_path, weights_only=True)
