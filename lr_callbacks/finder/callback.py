@@ -447,7 +447,8 @@ class LRFinder(Callback):
             log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
         if trainer.is_global_zero:
-            log.info("LRFinder: %s", result.headline())
+            applied = "applied" if self.apply else "not applied (apply=False)"
+            log.info("LRFinder: %s; %s", result.headline(), applied)
 
 
 def find_lr(

@@ -200,7 +200,7 @@ class FinderResult:
     >>> r.chosen_lr, FinderResult.from_dict(r.to_dict()) == r
     (0.01, True)
     >>> r.headline()
-    "applies 0.01 (the sweep's suggestion 0.01, range 0.001 to 0.01, stopped: completed)"
+    "answer 0.01 (the sweep's suggestion 0.01, range 0.001 to 0.01, stopped: completed)"
     """
 
     lrs: tuple[float, ...]
@@ -221,7 +221,7 @@ class FinderResult:
 
     @property
     def chosen_lr(self) -> float | None:
-        """The LR the finder applies: the trials' choice when confirm mode ran, else the suggestion as the
+        """The finder's answer, the LR it applies with ``apply=True``: the trials' choice when confirm mode ran, else the suggestion as the
         stability probe left it (halved when it was unstable), else the suggestion."""
         if self.choice is not None:
             return self.choice
@@ -243,12 +243,12 @@ class FinderResult:
         return {m: suggest_lr(self.lrs, self.losses, m).lr for m in METHODS} if self.lrs else {}
 
     def headline(self) -> str:
-        """The answer in one line: the LR applied, the sweep's suggestion and range, why the sweep stopped, the
+        """The answer in one line: the chosen LR, the sweep's suggestion and range, why the sweep stopped, the
         flags."""
         span = f"{_fmt(self.range[0])} to {_fmt(self.range[1])}" if self.range else "none"
         flags = f"; flags: {', '.join(self.flags)}" if self.flags else ""
         return (
-            f"applies {_fmt(self.chosen_lr)} (the sweep's suggestion {_fmt(self.suggestion)}, range {span}, "
+            f"answer {_fmt(self.chosen_lr)} (the sweep's suggestion {_fmt(self.suggestion)}, range {span}, "
             f"stopped: {self.stop_reason}{flags})"
         )
 
@@ -266,13 +266,13 @@ class FinderResult:
             held = ", ".join(f"{_fmt(a.lr)} {_held(a)}" for a in self.probe.attempts)
             lines.append(
                 f"- stability probe ({self.probe.warmup_steps} warmup steps, then {self.probe.hold_steps} steps held): "
-                f"{held}; applies **{_fmt(self.probe.lr)}**"
+                f"{held}; answer **{_fmt(self.probe.lr)}**"
             )
         if self.trials:
             lines.append(f"- chosen after the trials: **{_fmt(self.chosen_lr)}**")
         elif "trials_skipped" in self.flags:
             lines.append(
-                f"- confirm trials: none, the sweep and the probe took the budget; applies **{_fmt(self.chosen_lr)}**"
+                f"- confirm trials: none, the sweep and the probe took the budget; answer **{_fmt(self.chosen_lr)}**"
             )
         lines.append(f"- cost: {self.steps_spent} optimizer steps, {self.seconds:.1f} s")
         for flag in self.flags:

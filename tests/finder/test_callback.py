@@ -593,3 +593,16 @@ def test_under_fast_dev_run_the_finder_stands_aside(tmp_path):
     trainer.fit(model, shuffled())
     assert finder.result is None and len(model.calls) == 1
     assert trainer.optimizers[0].param_groups[0]["lr"] == sgd()(FinderModel()).param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("apply", [True, False])
+def test_the_log_line_says_whether_the_answer_was_applied(tmp_path, caplog, apply):
+    import logging
+
+    finder = LRFinder(num_steps=20, apply=apply)
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        fit(tmp_path, finder)
+    assert finder.result is not None and finder.result.chosen_lr is not None
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer"))
+    assert line.endswith("; applied" if apply else "; not applied (apply=False)")
+    assert "applies" not in finder.result.summary()

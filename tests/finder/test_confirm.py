@@ -85,7 +85,7 @@ def test_default_trials_get_what_sweep_and_probe_leave_of_the_budget_or_none(tmp
     assert result.probe.steps >= 20 and len(result.lrs) + result.probe.steps > 35
     assert result.trials == () and "trials_skipped" in result.flags and "trials_inconclusive" not in result.flags
     assert result.choice is None and result.chosen_lr == result.probe.lr
-    assert f"confirm trials: none, the sweep and the probe took the budget; applies **{result.chosen_lr:.3g}**" in (
+    assert f"confirm trials: none, the sweep and the probe took the budget; answer **{result.chosen_lr:.3g}**" in (
         result.summary()
     )
 
