@@ -221,8 +221,8 @@ class FinderResult:
 
     @property
     def chosen_lr(self) -> float | None:
-        """The finder's answer, the LR it applies with ``apply=True``: the trials' choice when confirm mode ran, else the suggestion as the
-        stability probe left it (halved when it was unstable), else the suggestion."""
+        """The finder's answer, the LR it applies with ``apply=True``: the trials' choice when confirm mode ran,
+        else the suggestion as the stability probe left it (halved when it was unstable), else the suggestion."""
         if self.choice is not None:
             return self.choice
         finite = [t for t in self.trials if math.isfinite(t.val_loss)]
