@@ -39,7 +39,14 @@ from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
 from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
 from lr_callbacks.finder.stability import hold_steps, probe_flags
-from lr_callbacks.finder.trials import CONFIRM_FACTORS, candidates, plan_trials, run_of, run_trials
+from lr_callbacks.finder.trials import (
+    CONFIRM_FACTORS,
+    candidates,
+    plan_trials,
+    require_validation,
+    run_of,
+    run_trials,
+)
 
 if TYPE_CHECKING:
     from pytorch_lightning import LightningModule, Trainer
@@ -208,6 +215,11 @@ class LRFinder(Callback):
                 f"LRFinder: `confirm_length` is {self.confirm_length.describe()}: a trial of no steps tells nothing; "
                 "give it a length such as '10%' or '50 steps', or leave it out for the default"
             )
+        if self.confirm_length is not None and self.confirm is False:
+            raise ValueError(
+                f"LRFinder: `confirm_length` ({self.confirm_length.describe()}) is the length of the confirm trials, "
+                "but confirm is off; pass confirm=True (or a list of LRs) to run them, or leave confirm_length out"
+            )
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
         self.monitor = monitor
@@ -309,6 +321,8 @@ class LRFinder(Callback):
                 "groups' ratios to it are undefined; give it a positive LR in configure_optimizers"
             )
         ratios = [[p / peaks[0][0] for p in row] for row in peaks]
+        if self.confirm is not False:
+            require_validation(trainer)  # before the sweep, not after it and the probe
         loaders = trainer.train_dataloader
         val_loaders = trainer.val_dataloaders
         started = time.perf_counter()

@@ -82,6 +82,19 @@ def candidates(confirm: bool | tuple[float, ...], anchor: float | None) -> tuple
     return tuple(confirm)
 
 
+def require_validation(trainer: Any) -> None:
+    """Refuse confirm mode without validation data: its trials are compared on the validation loss.
+
+    Raises:
+        ValueError: naming the fix.
+    """
+    if trainer.val_dataloaders is None or not trainer.num_val_batches or not trainer.num_val_batches[0]:
+        raise ValueError(
+            "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
+            "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
+        )
+
+
 def plan_trials(trainer: Any, count: int, length: Duration | None, spent: int = 0) -> list[tuple[int, int]]:
     """The rungs ``(trials, steps)`` for ``count`` candidates: ``length`` is the last rung's, or, when ``None``,
     all trials share :func:`~lr_callbacks.finder.selection.trial_budget` of the run, what is left after the
@@ -127,11 +140,7 @@ def run_trials(
     Raises:
         ValueError: if the trainer has no validation data, or a trial would be 0 steps long.
     """
-    if trainer.val_dataloaders is None or not trainer.num_val_batches or not trainer.num_val_batches[0]:
-        raise ValueError(
-            "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
-            "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
-        )
+    require_validation(trainer)
     plan = plan_trials(trainer, len(lrs), length, spent)
     if length is None and plan[-1][1] < MIN_TRIAL_STEPS:
         log.info("LRFinder: the budget leaves %d steps per confirm trial, too few to tell; none run", plan[-1][1])

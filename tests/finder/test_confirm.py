@@ -226,11 +226,19 @@ def test_a_monitor_that_validation_step_does_not_log_is_refused(tmp_path):
         fit(tmp_path, finder, Named(optimizer=sgd()), logger=False)
 
 
-def test_confirm_needs_validation_data(tmp_path):
+def test_confirm_needs_validation_data_and_says_so_before_the_sweep(tmp_path):
     finder = LRFinder(num_steps=30, confirm=True)
     trainer = make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder])
+    model = FinderModel(optimizer=sgd())
     with pytest.raises(ValueError, match=r"compares trials on the validation loss, but the trainer has no validation"):
-        trainer.fit(FinderModel(optimizer=sgd()), shuffled())
+        trainer.fit(model, shuffled())
+    assert model.calls == []  # no step of the sweep or the probe was spent
+
+
+def test_a_confirm_length_without_confirm_is_refused_at_construction():
+    with pytest.raises(ValueError, match=r"`confirm_length` \(0.05 of the run\) is the length of the confirm trials, "
+                       r"but confirm is off; pass confirm=True"):  # fmt: skip
+        LRFinder(confirm_length="5%")
 
 
 def test_a_confirm_length_of_zero_steps_for_this_run_is_refused(tmp_path):
