@@ -229,6 +229,7 @@ class LRFinder(Callback):
         # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
         self._stage: str | None = None
         self._exit_after_run = False
+        self._applied_note: str | None = None  # what the log line says of the answer's use, when find_lr runs it
 
     # --- results ---------------------------------------------------------------------------------------
 
@@ -461,8 +462,8 @@ class LRFinder(Callback):
             log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
         if trainer.is_global_zero:
-            applied = "applied" if self.apply else "not applied (apply=False)"
-            log.info("LRFinder: %s; %s", result.headline(), applied)
+            note = self._applied_note or ("applied" if self.apply else "not applied (apply=False)")
+            log.info("LRFinder: %s; %s", result.headline(), note)
 
 
 def find_lr(
@@ -532,10 +533,12 @@ def find_lr(
             "spawned for the fit and end with it (ddp_spawn): use strategy='ddp', or the LRFinder callback"
         )
     apply = check_bool("apply", finder_kwargs.pop("apply", False), owner="find_lr")
-    if apply:
-        _lr_attribute(model, attr_name)  # fail before the sweep, not after
     finder = LRFinder(**finder_kwargs, apply=False)
     finder._exit_after_run = True
+    finder._applied_note = "not applied (find_lr's apply=False)"
+    if apply:
+        name = _lr_attribute(model, attr_name)  # fail before the sweep, not after
+        finder._applied_note = f"set on the model's {name!r}"
     # the loaders' generators, and a datamodule's, whose loaders the fit below builds and draws from
     generators = loader_generators([train_dataloaders, val_dataloaders]) + attribute_generators(datamodule)
     rng = RngState.capture(generators)

@@ -184,3 +184,14 @@ def test_a_datamodule_s_own_generator_is_as_it_was_after_find_lr(tmp_path):
 def test_no_sweep_in_this_process_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"no sweep ran in this process. Either the fit ended before training"):
         find_lr(make_trainer(tmp_path, logger=False, limit_train_batches=0), WithLR(), shuffled())
+
+
+@pytest.mark.parametrize("apply", [True, False])
+def test_find_lrs_log_line_says_whether_it_set_the_answer_on_the_model(tmp_path, caplog, apply):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        result = find_lr(make_trainer(tmp_path, logger=False), WithLR(), shuffled(), num_steps=20, apply=apply)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer"))
+    assert result.chosen_lr is not None
+    assert line.endswith("; set on the model's 'lr'" if apply else "; not applied (find_lr's apply=False)")
