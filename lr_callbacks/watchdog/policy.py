@@ -382,7 +382,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
         began = step if since is None else since
         # trouble that began while the LR warmed up (or before the loss had a baseline): the LR, not a passing fault
-        early = not self.ready or (bool(s.shares) and (s.warmup_end is None or began < s.warmup_end))
+        warming = bool(s.shares) and (s.warmup_end is None or began < s.warmup_end)
+        early = warming or not self.ready
         ceiling = ""
         if s.raised or refuted:  # damaged again after a clean stretch (or blamed bad data) raised the LR: too high
             s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
@@ -390,13 +391,18 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
         if early:
-            share = self._share_at(began)
+            share = self._share_at(began) if warming else 1.0  # past the warmup, the LR was at its planned peak
             s.scale = max(min(s.scale, old * c.lr_factor * share), c.min_lr_scale)
             s.ceiling = min(s.ceiling, s.scale)
+            when = (
+                f"while the LR warmed up, at {share:.0%} of its planned peak"
+                if warming
+                else "before the loss had a baseline (the watchdog's warmup_steps)"
+            )
             ceiling = (
-                f"; the trouble began at step {began}, while the LR warmed up, at {share:.0%} of its planned peak: "
-                f"the peak is too high for this run, so the scale goes below lr_factor × that share and clean "
-                f"stretches do not raise it above {s.ceiling:.3g}"
+                f"; the trouble began at step {began}, {when}: the peak is too high for this run, so the scale goes "
+                f"below lr_factor × the LR's share of its peak then, and clean stretches do not raise it above "
+                f"{s.ceiling:.3g}"
             )
         if refuted:
             ceiling = (

@@ -783,6 +783,16 @@ def test_trouble_at_the_peak_in_the_warmup_gets_the_ladders_cut_and_keeps_it():
     assert policy.state.scale == 0.5
 
 
+def test_trouble_after_a_short_warmup_before_the_loss_has_a_baseline_is_judged_at_the_peak():
+    policy = early_trouble(lambda step: min((step + 1) / 3, 1.0))  # the LR at its peak from step 2, trouble at 5
+    rollback = policy.events[-1]
+    assert rollback.action == "rollback" and policy.state.warmup_end is not None and not policy.ready
+    # the LR was at its full peak when the trouble began: the ladder's cut, not one below the last warmup share
+    assert policy.state.scale == 0.5 and policy.state.ceiling == 0.5
+    assert "while the LR warmed up" not in rollback.detail
+    assert "before the loss had a baseline (the watchdog's warmup_steps)" in rollback.detail
+
+
 def test_trouble_after_the_warmup_is_a_fault_whose_cut_a_clean_stretch_undoes():
     policy = warm(patience=3, recover_after=10)
     for step, share in ((27, 0.5), (28, 1.0), (29, 0.9)):  # the plan reached its peak: the warmup is over
