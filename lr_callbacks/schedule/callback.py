@@ -400,6 +400,8 @@ class LRSchedule(Callback):
             "steps_per_epoch": self._run.steps_per_epoch,
             # the plan's LR for each group's next step: a resume under a changed plan is told the LR jumps
             "lrs": [[self.lr_at(self._clocks[i], i, j) for j in range(len(gs))] for i, gs in enumerate(self._table)],
+            # each group's schedule in words: a resume under a plan changed further on is told so too
+            "plans": [[g.schedule.describe() for g in groups] for groups in self._table],
         }
 
     @override
@@ -486,7 +488,9 @@ class LRSchedule(Callback):
             setup.check_schedule(schedule, run)
         setup.check_momentum(self._optimizers, self._table)
         if restored is not None and run.total_steps == restored["total_steps"]:  # a length change warned already
-            self._warn_changed_plan(restored.get("lrs"))
+            jumped = self._warn_changed_plan(restored.get("lrs"))
+            if not jumped:
+                self._warn_changed_schedule(restored.get("plans"))
         setup.warn_manual_max_steps(trainer, self._optimizers)
         self._swa = setup.callback_named(trainer, "StochasticWeightAveraging")
         for index, optimizer in enumerate(self._optimizers):
@@ -494,12 +498,32 @@ class LRSchedule(Callback):
         self._write_all()
         self._plan_due = self._log_plan
 
-    def _warn_changed_plan(self, saved: list[list[float | None]] | None) -> None:
-        """On resume: say so when the plan given now would not go on with the LR the checkpoint's run was about
-        to use (the schedule or its arguments changed since; the peaks and scales come from the checkpoint, so a
-        ``peak_lrs`` given now is not used). Checkpoints written before the LRs were saved are not compared."""
+    def _warn_changed_schedule(self, saved: list[list[str]] | None) -> None:
+        """On resume, when the LR goes on as before: say so when a group's schedule differs from the checkpoint's
+        further on (a milestone moved, a decay shortened). Checkpoints written before the plans were saved are not
+        compared."""
         if saved is None:
             return
+        for groups, plans in zip(self._table, saved):
+            for g, before in zip(groups, plans):
+                now = g.schedule.describe()
+                if now != before:
+                    warnings.warn(
+                        f"LRSchedule: resuming, group {g.tag!r} has a schedule other than the checkpoint's: {before} "
+                        f"then, {now} now. The LR goes on from the same value, and follows the schedule given now "
+                        "from here; resume with the original schedule to go on exactly",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+                    return
+
+    def _warn_changed_plan(self, saved: list[list[float | None]] | None) -> bool:
+        """On resume: say so when the plan given now would not go on with the LR the checkpoint's run was about
+        to use (the schedule or its arguments changed since; the peaks and scales come from the checkpoint, so a
+        ``peak_lrs`` given now is not used). Checkpoints written before the LRs were saved are not compared.
+        Returns whether it warned."""
+        if saved is None:
+            return False
         for index, (groups, lrs) in enumerate(zip(self._table, saved)):
             for j, (g, before) in enumerate(zip(groups, lrs)):
                 now = self.lr_at(self._clocks[index], index, j)
@@ -512,7 +536,8 @@ class LRSchedule(Callback):
                         UserWarning,
                         stacklevel=4,
                     )
-                    return
+                    return True
+        return False
 
     def _warn_new_on_resume(self, checkpoint_lrs: list[list[float]]) -> None:
         """On a resume from a checkpoint written without LRSchedule: say so when the plan moves the LR away from

@@ -131,10 +131,17 @@ def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> R
             "on_length_change='keep' (follow the original plan) or 'rescale' (re-plan for the new length)"
         )
     if policy == "keep":
+        now, then = run.total_steps, before.total_steps
+        shorter = now is not None and then is not None and now < then
+        effect = (
+            f"the run stops at step {run.total_steps} of that plan, before its end: a decay does not finish"
+            if shorter
+            else f"past step {before.total_steps} the LR holds the plan's final value, its `end` (a decay to 0 "
+            "trains the extra steps at LR 0)"
+        )
         warnings.warn(
-            f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so past "
-            f"step {before.total_steps} the LR holds the plan's final value, its `end` (a decay to 0 trains the "
-            "extra steps at LR 0); on_length_change='rescale' re-plans for the new length instead",
+            f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so {effect}; "
+            "on_length_change='rescale' re-plans for the new length instead",
             UserWarning,
             stacklevel=3,
         )

@@ -108,6 +108,7 @@ def test_state_dict_round_trips_into_a_fresh_instance_and_continues_the_plan(tmp
         "total_steps": TOTAL,
         "steps_per_epoch": None,
         "lrs": [[first.lr_at(5, 0, 0), first.lr_at(5, 0, 1)]],  # the next step's, as written: compared on resume
+        "plans": [[first.schedule.describe()] * 2],  # each group's schedule in words: compared on resume
     }
     assert json.loads(json.dumps(state)) == state  # plain data, safe in any checkpoint
 
@@ -254,3 +255,32 @@ def test_a_resume_under_a_changed_schedule_says_the_lr_jumps(
         assert said[0].startswith("LRSchedule: resuming at step 6, group 'body' was to train at LR ")
     else:
         assert model.seen_lrs == uninterrupted.lrs[6:]
+
+
+def test_a_resume_under_a_schedule_changed_further_on_says_so(tmp_path: Path) -> None:
+    """The LR at the resume is the same under both plans (a milestone moved from step 10 to 12): said anyway."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1, filename="{step}")
+    before = LRSchedule("multistep", milestones=["10 steps"])
+    trainer = make_trainer(
+        tmp_path / "before", max_steps=TOTAL, enable_checkpointing=True, callbacks=[before, checkpoints]
+    )
+    trainer.fit(TinyModel(), loader())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = resume(
+            tmp_path / "after",
+            tmp_path / "ckpt" / "step=6.ckpt",
+            LRSchedule("multistep", milestones=["12 steps"]),
+            accumulate_grad_batches=1,
+        )
+    said = [str(w.message) for w in caught if "LRSchedule: resuming" in str(w.message)]
+    assert len(said) == 1 and "group 'body' has a schedule other than the checkpoint's" in said[0], said
+    assert "milestones=(Steps(steps=10),)" in said[0] and "milestones=(Steps(steps=12),)" in said[0]
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx([0.1] * 6 + [0.01] * 2)  # the new plan's drop at 12
+
+
+def test_a_shorter_run_under_keep_says_the_plan_does_not_finish(tmp_path: Path, uninterrupted: Uninterrupted) -> None:
+    callback = make_schedule(on_length_change="keep")
+    with pytest.warns(UserWarning, match=r"now has 10; following the original plan.*so the run stops at step 10 of "
+                      r"that plan, before its end: a decay does not finish"):  # fmt: skip
+        resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, max_steps=10)
