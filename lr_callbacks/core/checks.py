@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 
 def check_number(
@@ -73,3 +75,33 @@ def check_choice(name: str, value: object, choices: Iterable[str], *, owner: str
         where = f"{owner}: " if owner else ""
         raise ValueError(f"{where}unknown `{name}` {value!r}; choose one of: {', '.join(map(repr, options))}")
     return str(value)
+
+
+def given_arguments(function: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of a call to ``function`` that differ from its defaults, in its signature's order.
+
+    ``values`` is the function's ``locals()`` on entry; a ``**kwargs`` parameter's entries are spread. For a
+    callback's ``repr``, which shows what it was built with.
+
+    >>> def f(a, b=1, *, c="x", **more): return locals()
+    >>> given_arguments(f, f(0, c="y", d=2))
+    {'a': 0, 'c': 'y', 'd': 2}
+    """
+    given: dict[str, Any] = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "self" or parameter.kind is parameter.VAR_POSITIONAL:
+            continue
+        if parameter.kind is parameter.VAR_KEYWORD:
+            given.update(values.get(name) or {})
+        elif parameter.default is parameter.empty or not _same(values[name], parameter.default):
+            given[name] = values[name]
+    return given
+
+
+def _same(value: object, default: object) -> bool:
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # an object whose == is not a truth value (a tensor)
+        return False

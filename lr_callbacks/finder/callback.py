@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
-from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
+from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
 from lr_callbacks.core.compat import Callback, exit_fit
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
@@ -178,6 +178,7 @@ class LRFinder(Callback):
         monitor: str = "val_loss",
         probe: bool = True,
     ) -> None:
+        self._given = given_arguments(LRFinder.__init__, locals())  # for repr: what it was built with
         self.min_lr = check_number("min_lr", min_lr, low=0.0, low_open=True, owner=_OWNER)
         self.max_lr = check_number("max_lr", max_lr, low=0.0, low_open=True, owner=_OWNER)
         if self.max_lr <= self.min_lr:
@@ -232,6 +233,9 @@ class LRFinder(Callback):
         self._applied_note: str | None = None  # what the log line says of the answer's use, when find_lr runs it
 
     # --- results ---------------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"LRFinder({', '.join(f'{k}={v!r}' for k, v in self._given.items())})"
 
     @property
     def result(self) -> FinderResult | None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
+from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
 from lr_callbacks.core.compat import Callback
 from lr_callbacks.core.durations import Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
@@ -137,6 +137,7 @@ class LRSchedule(Callback):
         preset_args: Mapping[str, Any] | None = None,
         **preset_kwargs: Any,
     ) -> None:
+        self._given = given_arguments(LRSchedule.__init__, locals())  # for repr: what it was built with
         if preset_args is not None:
             if not isinstance(preset_args, Mapping):
                 raise TypeError(
@@ -173,6 +174,11 @@ class LRSchedule(Callback):
         self._restored: dict[str, Any] | None = None
         # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
         self._stage: str | None = None
+
+    def __repr__(self) -> str:
+        given = dict(self._given)
+        shown = [repr(given.pop("schedule", "cosine")), *(f"{k}={v!r}" for k, v in given.items())]
+        return f"LRSchedule({', '.join(shown)})"
 
     @staticmethod
     def _to_schedule(value: Schedule | str, kwargs: dict[str, Any], name: str) -> Schedule:

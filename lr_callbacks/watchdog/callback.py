@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.checks import check_choice, check_int
+from lr_callbacks.core.checks import check_choice, check_int, given_arguments
 from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
 from lr_callbacks.core.durations import known_total
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
@@ -289,6 +289,7 @@ class DivergenceWatchdog(Callback):
         reference_batch: bool = True,
         snapshot: str = "auto",
     ) -> None:
+        self._given = given_arguments(DivergenceWatchdog.__init__, locals())  # for repr: what it was built with
         self.config = WatchdogConfig(
             z_threshold=z_threshold,
             grad_z_threshold=grad_z_threshold,
@@ -345,6 +346,9 @@ class DivergenceWatchdog(Callback):
         self._stage: str | None = None
         self._paused = False
         self._reset_fit()
+
+    def __repr__(self) -> str:
+        return f"DivergenceWatchdog({', '.join(f'{k}={v!r}' for k, v in self._given.items())})"
 
     def _reset_fit(self) -> None:
         self._trainer: Any = None
