@@ -628,13 +628,15 @@ def test_cadence_recovery_and_data_budget_are_relative_to_the_run():
 # --- the update-to-weight ratio ------------------------------------------------------------------------------------
 
 
-def update_stream(policy: WatchdogPolicy, start: int, factors: list[float], grad: float = 1.0) -> list[Decision]:
+def update_stream(
+    policy: WatchdogPolicy, start: int, factors: list[float], grad: float = 1.0, carry: float = 0.0
+) -> list[Decision]:
     """One sample every 5 steps: a ratio of 0.01 × factor (±3% noise) at the LR the scale sets (0.1 × scale)."""
     rng = random.Random(start)
     decisions = []
     for k, factor in enumerate(factors):
         ratio = 0.01 * factor * policy.scale * math.exp(rng.gauss(0.0, 0.03))
-        decisions.append(policy.record_update(start + 5 * k, {"body": (ratio, 0.1 * policy.scale)}, grad))
+        decisions.append(policy.record_update(start + 5 * k, {"body": (ratio, 0.1 * policy.scale)}, grad, carry))
     return decisions
 
 
@@ -687,6 +689,36 @@ def test_an_update_as_large_as_its_gradient_is_not_an_lr_fault():
     update_stream(policy, 0, [1.0] * 12)
     update_stream(policy, 60, [5.0], grad=5.0)  # a 5× gradient (bad data under SGD) makes a 5× update
     assert policy.events == []
+
+
+def heavy_tailed_gradients() -> WatchdogPolicy:
+    """A policy past its warmup whose gradient norms vary widely (log-normal, σ 0.5: a ×8 gradient is no outlier)."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=20, window=50, recover_after=None, flat_loss_steps=None))
+    feed(policy, noisy(30), grads=noisy(30, noise=0.5, seed=1), start=0)
+    policy.snapshot_taken(29)
+    return policy
+
+
+@pytest.mark.parametrize(("carry", "alarm"), [(0.9, False), (0.0, True)])
+def test_an_update_large_from_a_gradient_a_few_steps_back_is_no_lr_fault_under_sgds_momentum(carry, alarm):
+    """SGD's momentum 0.9 holds a ×8 gradient of step 58 at 0.81 of it in the update of step 60: a ×4 update is
+    the gradients' doing. Without a momentum (or under Adam, which bounds what a gradient does to its update),
+    the step's own gradient is all the credit: a ×4 update of a usual gradient is the LR's."""
+    policy = heavy_tailed_gradients()
+    update_stream(policy, 30, [1.0] * 6, carry=carry)
+    feed(policy, [1.0] * 4, grads=[1.0, 1.0, 8.0, 1.0], start=56)
+    assert not policy.events  # the ×8 gradient was accepted: it is within the gradients' usual spread
+    update_stream(policy, 60, [4.0], grad=1.0, carry=carry)
+    assert [e.signal for e in policy.events] == (["update_ratio"] if alarm else [])
+
+
+def test_an_lr_fault_is_seen_under_sgds_momentum_and_a_rollback_forgets_the_gradients_it_undid():
+    policy = heavy_tailed_gradients()
+    update_stream(policy, 30, [1.0] * 6, carry=0.9)
+    feed(policy, [1.0] * 4, start=56)
+    [decision] = update_stream(policy, 60, [5.0], carry=0.9)  # ×5 with usual gradients: the LR reaching the weights
+    assert decision.rollback and policy.events[-1].signal == "update_ratio"
+    assert all(step < 56 for step, _ in policy.state.grads)  # back to the snapshot before step 56
 
 
 def test_no_snapshot_means_an_lr_cut_instead_of_a_rollback_and_a_halt_that_keeps_the_weights():
