@@ -149,7 +149,6 @@ class PolicyMemory:
         self._point_to(target)
         self._load_snapshot_baselines()
         self.cusum.reset()
-        self.state.grads = [g for g in self.state.grads if g[0] < int(target["step"])]  # their updates are undone
 
     def _load_snapshot_baselines(self) -> None:
         """The loss and gradient baselines as they were when the newest snapshot was taken."""

@@ -49,7 +49,8 @@ __all__ = ["GRAD_MEMORY", "GUARD_Z_SHARE", "WatchdogPolicy"]
 GRAD_MEMORY = 64
 """How many of the latest accepted steps' gradient norms the policy keeps, for the update ratio to credit what a
 momentum carries into an update: ``0.9**64`` is 0.1% of a gradient (a higher momentum's older share is not
-credited, so the signal errs towards an alarm, as without the credit)."""
+credited, so the signal errs towards an alarm, as without the credit). A rollback keeps them: the credit's usual
+level is part of the signal's baseline, and the restored momentum holds gradients like them."""
 
 GUARD_Z_SHARE = 0.5
 """After a rollback, until ``patience`` steps in a row are accepted, a step's loss is judged at this share of
