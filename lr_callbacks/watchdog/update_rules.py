@@ -51,7 +51,7 @@ class UpdateRatioRules(PolicyMemory):
             x, y = log_value(ratio), log_value(lr)
             if x is not None and y is not None:
                 values[name] = x - y + math.log(s.ratio_cut) - gradient
-        needed = self._update_window()
+        needed = self._update_needed()
         judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
         excess = {n: v - self.updates[n].center for n, v in judged.items()}
         high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
