@@ -32,7 +32,6 @@ from lr_callbacks.watchdog.device import (
     all_reduce_mean,
     clip_gradients,
     drop_gradients,
-    momentum_carry,
     row_from_state,
     row_state,
 )
@@ -675,8 +674,7 @@ class DivergenceWatchdog(Callback):
         self, step: int, ratios: list[float], lrs: list[float], grad_norm: float, optimizer: Any
     ) -> Decision:
         names = [str(g.get("name", index)) for index, g in enumerate(optimizer.param_groups)]
-        carry = momentum_carry(optimizer)
-        decision = self._policy.record_update(step, dict(zip(names, zip(ratios, lrs))), grad_norm, carry)
+        decision = self._policy.record_update(step, dict(zip(names, zip(ratios, lrs))), grad_norm)
         if step % self._log_every == 0 or decision.incidents:
             log_scalars(self._trainer, {f"watchdog/update_ratio/{n}": r for n, r in zip(names, ratios)}, step)
         for incident in decision.incidents:

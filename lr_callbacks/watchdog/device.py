@@ -28,7 +28,6 @@ __all__ = [
     "all_reduce_mean",
     "clip_gradients",
     "drop_gradients",
-    "momentum_carry",
     "row_from_state",
     "row_state",
     "sample_stride",
@@ -292,24 +291,6 @@ def _step_size(group: Mapping[str, Any]) -> float:
     if isinstance(momentum, (int, float)) and 0.0 < momentum < 1.0:
         return lr * (1.0 - float(group.get("dampening", 0.0))) / (1.0 - float(momentum))
     return lr
-
-
-def momentum_carry(optimizer: torch.optim.Optimizer) -> float:
-    """The share of a gradient SGD's momentum carries into the next update, ``μ`` (the largest over the groups);
-    0 for an optimizer that normalises the gradient (it has an ``eps``: Adam, RMSprop, Adagrad), whose update a
-    large gradient moves by a bounded amount.
-
-    >>> momentum_carry(torch.optim.SGD([torch.zeros(1)], lr=0.1, momentum=0.9))
-    0.9
-    >>> momentum_carry(torch.optim.AdamW([torch.zeros(1)], lr=0.1))
-    0.0
-    """
-    carries = [
-        float(g["momentum"])
-        for g in optimizer.param_groups
-        if "eps" not in g and isinstance(g.get("momentum"), (int, float)) and 0.0 < g["momentum"] < 1.0
-    ]
-    return max(carries, default=0.0)
 
 
 class UpdateProbe:

@@ -217,18 +217,14 @@ class PolicyMemory:
             self.state.last_change = decision.incidents[-1].step
         return decision
 
-    def _update_needed(self) -> int:
-        """How many samples the update signal's baseline needs before it is judged: ``warmup_steps``' worth."""
+    def _update_window(self) -> int:
         c = self.config
         return max(5, c.warmup_steps // (c.update_every or 1))
 
     def _update_baseline(self) -> RollingBaseline:
-        """The update signal's baseline: its samples of the last ``window`` steps, the memory of the loss's and the
-        gradient norm's baselines (a slow climb of the LR is left to the loss's CUSUM). Sampled every
-        ``update_every`` steps, it holds a fifth as many values; fewer (``warmup_steps``' worth, 10) made its spread
-        collapse by chance on a trained-out model, and a usual update then read as an LR fault."""
-        c = self.config
-        return RollingBaseline(max(self._update_needed(), c.window // (c.update_every or 1)), c.min_spread)
+        """The update signal's baseline: its samples of the last ``warmup_steps`` (it drifts as training goes, so
+        a short memory; a slow climb of the LR is left to the loss's CUSUM)."""
+        return RollingBaseline(self._update_window(), self.config.min_spread)
 
     # --- state -------------------------------------------------------------------------------------
 

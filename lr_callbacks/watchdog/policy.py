@@ -44,13 +44,7 @@ from lr_callbacks.watchdog.state import Decision, Probe, RunStep, snap
 from lr_callbacks.watchdog.stats import Gate, Samples, Verdict, judge, log_value, trend
 from lr_callbacks.watchdog.update_rules import UpdateRatioRules
 
-__all__ = ["GRAD_MEMORY", "GUARD_Z_SHARE", "WatchdogPolicy"]
-
-GRAD_MEMORY = 64
-"""How many of the latest accepted steps' gradient norms the policy keeps, for the update ratio to credit what a
-momentum carries into an update: ``0.9**64`` is 0.1% of a gradient (a higher momentum's older share is not
-credited, so the signal errs towards an alarm, as without the credit). A rollback keeps them: the credit's usual
-level is part of the signal's baseline, and the restored momentum holds gradients like them."""
+__all__ = ["GUARD_Z_SHARE", "WatchdogPolicy"]
 
 GUARD_Z_SHARE = 0.5
 """After a rollback, until ``patience`` steps in a row are accepted, a step's loss is judged at this share of
@@ -483,8 +477,6 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 s.first_losses.append(x)
         if y is not None:
             self.grad.add(y)
-            s.grads.append((step, y))  # what a momentum carries into the next updates (see record_update)
-            del s.grads[:-GRAD_MEMORY]
         s.accepted += 1
         decision = self._trend(step, probe) if ready else Decision()
         if not decision.incidents:

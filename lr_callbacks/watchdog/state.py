@@ -97,7 +97,6 @@ class PolicyState:
     refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
     data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
     data_undo: int | None = None  # bad data was blamed for a rollback and its cut undone at this step (while guarded)
-    grads: list[tuple[int, float]] = field(default_factory=list)  # (step, log gradient norm) of the latest updates
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> PolicyState:
@@ -108,7 +107,6 @@ class PolicyState:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         values["shares"] = [tuple(pair) for pair in values.get("shares", [])]
-        values["grads"] = [tuple(pair) for pair in values.get("grads", [])]
         return cls(**values)
 
     @property

@@ -24,16 +24,13 @@ class UpdateRatioRules(PolicyMemory):
     """The update-ratio signal's judgement and its LR cuts (a part of
     :class:`~lr_callbacks.watchdog.policy.WatchdogPolicy`)."""
 
-    def record_update(
-        self, step: int, ratios: dict[str, tuple[float, float]], grad_norm: float = math.nan, carry: float = 0.0
-    ) -> Decision:
+    def record_update(self, step: int, ratios: dict[str, tuple[float, float]], grad_norm: float = math.nan) -> Decision:
         """Judge the update of ``step``: per group, ``ratio = ‖Δθ‖ / ‖θ‖`` and the LR the hooks set for it.
 
         The signal is ``u = log(ratio / LR)`` plus the log of the cut this signal made, less how far the step's
-        gradient norm (``grad_norm``) was above its baseline, and the earlier ones that SGD's momentum (``carry``,
-        its ``μ``; 0 for optimizers that normalise the gradient) still holds in the update: the update's size for
-        the planned LR (schedule × the ladder's scale) and the gradients it followed, so warmup, decay, the
-        ladder's cuts and batches with a large gradient are no alarm.
+        gradient norm (``grad_norm``) was above its baseline: the update's size for the planned LR (schedule ×
+        the ladder's scale) and the gradient it followed, so warmup, decay, the ladder's cuts and a batch with a
+        large gradient are no alarm.
         A ``u`` above ``update_z_threshold`` robust spreads means the LR reaching the weights is too high (an LR
         fault, a lost scheduler, a collapsed second moment): the scale is lowered in proportion, by
         ``exp(−excess)``, to bring ``u`` back to its center, and the updates since the last normal sample are
@@ -46,12 +43,12 @@ class UpdateRatioRules(PolicyMemory):
         if s.halted:
             return Decision()
         values = {}
-        gradient = self._gradient_excess(step, grad_norm, carry)
+        gradient = self._gradient_excess(grad_norm)
         for name, (ratio, lr) in ratios.items():
             x, y = log_value(ratio), log_value(lr)
             if x is not None and y is not None:
                 values[name] = x - y + math.log(s.ratio_cut) - gradient
-        needed = self._update_needed()
+        needed = self._update_window()
         judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
         excess = {n: v - self.updates[n].center for n, v in judged.items()}
         high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
@@ -67,26 +64,13 @@ class UpdateRatioRules(PolicyMemory):
             self.updates.setdefault(name, self._update_baseline()).add(value)
         return Decision()
 
-    def _gradient_excess(self, step: int, grad_norm: float, carry: float = 0.0) -> float:
-        """How much larger than usual the gradients behind the sampled update were (log units, ≥ 0): a larger
-        gradient makes a larger update under SGD, and that is the data's doing, not the LR's.
-
-        With a momentum ``μ`` (``carry``) the update at ``t`` holds each earlier gradient ``g_k`` at ``μ^(t−k)``:
-        a gradient ``E_k`` times its baseline adds at most ``μ^(t−k)·(E_k − 1)`` baselines to the update (the
-        triangle inequality), so the credit is ``log(1 + Σ_k μ^(t−k)·max(E_k − 1, 0))``, ``k ≤ t``; without a
-        momentum, the step's own ``log max(E_t, 1)``. A large gradient a few steps back is no alarm; an LR that
-        scales the whole update is.
-        """
-        if not len(self.grad):
-            return 0.0
-        center = self.grad.center
+    def _gradient_excess(self, grad_norm: float) -> float:
+        """How far above its baseline the sampled step's gradient norm was (log units, ≥ 0): a larger gradient
+        makes a larger update under SGD, and that is the data's doing, not the LR's."""
         y = log_value(grad_norm)
-        extra = max(math.exp(y - center) - 1.0, 0.0) if y is not None else 0.0
-        if 0.0 < carry < 1.0:
-            extra += sum(
-                carry ** (step - k) * max(math.exp(v - center) - 1.0, 0.0) for k, v in self.state.grads if k < step
-            )
-        return math.log1p(extra)
+        if y is None or not len(self.grad):
+            return 0.0
+        return max(0.0, y - self.grad.center)
 
     def _ratio_cut(
         self, step: int, excess: float, ratios: dict[str, tuple[float, float]], high: dict[str, float]
