@@ -566,7 +566,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         return max(5, (self.config.flat_loss_steps or 0) // 10)
 
     def _flat_check(self, step: int) -> Incident | None:
-        """Once, after ``flat_loss_steps`` accepted steps: warn if the loss barely fell (the LR may be too low)."""
+        """Once, after ``flat_loss_steps`` accepted steps: warn if the loss barely fell from its first level, or from
+        the initial weights' loss (the LR may be too low, or too high to get going)."""
         s, c = self.state, self.config
         if c.flat_loss_steps is None or s.flat_checked or s.accepted < c.flat_loss_steps:
             return None
@@ -575,7 +576,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         recent = self.loss.values[-points:]
         if len(s.first_losses) < points or len(recent) < points:
             return None
-        early, late = statistics.median(s.first_losses), statistics.median(recent)
+        # the first losses' level, or the initial weights' loss when it was lower: a run that blew up at its first
+        # updates (the LR far too high) and sank back to where it began has its first losses far above it
+        early, late = min(statistics.median(s.first_losses), s.first_losses[0]), statistics.median(recent)
         drop = 1.0 - math.exp(late - early)
         if drop >= c.flat_loss_drop:
             return None
