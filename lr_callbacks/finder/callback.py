@@ -267,6 +267,15 @@ class LRFinder(Callback):
         self._stage = stage
         if stage == "fit":  # a new fit starts afresh; on resume, load_state_dict (called after) fills these
             self._results, self._done = [], set()
+            last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+            beyond = [e for e in self.epochs if last is not None and e >= last]
+            if last is not None and beyond and trainer.is_global_zero:
+                warnings.warn(
+                    f"LRFinder: epochs {beyond} are past the run's last epoch ({last - 1}, max_epochs={last}): the "
+                    "finder never runs at them; give epochs within the run",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -328,6 +328,11 @@ class DivergenceWatchdog(Callback):
             raise TypeError(f"{OWNER}: `reference_batch` must be True or False, got {reference_batch!r}")
         self._reference_batch = reference_batch
         self._snapshot_mode = check_choice("snapshot", snapshot, SNAPSHOT_MODES, owner=OWNER)
+        if self._snapshot_mode == "off" and snapshots != 3:
+            raise ValueError(
+                f"{OWNER}: `snapshots`={snapshots} sizes the ring of snapshots, but snapshot='off' keeps none; "
+                "drop `snapshots`, or choose where they live (snapshot='auto', 'host' or 'disk')"
+            )
         self._sync_every_arg = sync_every_n_steps
         self._log_every_arg = log_every_n_steps
         self._halt_checkpoint = None if halt_checkpoint is None else os.fspath(halt_checkpoint)

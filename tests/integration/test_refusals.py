@@ -47,3 +47,14 @@ def test_an_optimizer_without_an_lr_is_refused_by_each_callback(tmp_path: Any, n
     with pytest.raises(ValueError, match=rf"{name} reads and writes each parameter group's 'lr', but group 0 of "
                        r"StepSize has none \(its settings: \['step_size'\]\)"):  # fmt: skip
         trainer.fit(model, loader())
+
+
+def test_snapshots_with_snapshot_off_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"`snapshots`=5 sizes the ring of snapshots, but snapshot='off' keeps none"):
+        DivergenceWatchdog(snapshot="off", snapshots=5)
+
+
+def test_finder_epochs_past_the_run_are_said_at_fit_start(tmp_path: Any) -> None:
+    trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[LRFinder(num_steps=10, epochs=[1, 5])])
+    with pytest.warns(UserWarning, match=r"LRFinder: epochs \[5\] are past the run's last epoch \(1, max_epochs=2\)"):
+        trainer.fit(TinyModel(), loader())
