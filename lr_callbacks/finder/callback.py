@@ -297,7 +297,7 @@ class LRFinder(Callback):
         LRSchedule; one added on resume would take its peak from ``configure_optimizers``: give it the answer."""
         lr = self._results[-1].chosen_lr
         schedule = find_lr_schedule(trainer)
-        if lr is None or schedule is None or schedule.peak_lrs[0][0] == lr:
+        if not self.apply or lr is None or schedule is None or schedule.peak_lrs[0][0] == lr:
             return
         set_peak_lr(trainer, lr)
         if trainer.is_global_zero:

@@ -228,7 +228,7 @@ class DivergenceWatchdog(Callback):
         sync_every_n_steps: read the signals back every this many steps (see *Cost*); ``None`` chooses.
         halt_checkpoint: where a halt saves the last good state (a file path); ``None``:
             ``<default_root_dir>/watchdog-last-good.ckpt``. A halt never overwrites: when something is there
-            already, it saves to ``<name>-v1.ckpt`` (``-v2``, …) and says so; ``halt_checkpoint_path`` tells where.
+            already, it saves to ``<name>-v1.ckpt`` (``-v2``, …); the log line and ``halt_checkpoint_path`` say where.
         log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
         snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
             ``<default_root_dir>/watchdog-snapshots`` written through the trainer's strategy and loaded back at a

@@ -205,10 +205,12 @@ def test_on_resume_the_finder_does_not_run_again(tmp_path):
     assert model.calls[0][0] == pytest.approx(first.result.chosen_lr, rel=1e-12)  # the LR came from the checkpoint
 
 
-@pytest.mark.parametrize("with_finder", [True, False], ids=["finder-resumed", "finder-dropped"])
-def test_a_schedule_added_on_resume_takes_the_finders_answer_or_says_the_lr_jumps(tmp_path, with_finder):
+@pytest.mark.parametrize(
+    ("with_finder", "apply"), [(True, True), (False, True), (True, False)], ids=["resumed", "dropped", "not-applied"]
+)
+def test_a_schedule_added_on_resume_takes_the_finders_answer_or_says_the_lr_jumps(tmp_path, with_finder, apply):
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = LRFinder(num_steps=20)
+    first = LRFinder(num_steps=20, apply=apply)
     trainer = make_trainer(
         tmp_path, max_epochs=1, logger=False, enable_checkpointing=True, callbacks=[first, checkpoints]
     )
@@ -217,13 +219,15 @@ def test_a_schedule_added_on_resume_takes_the_finders_answer_or_says_the_lr_jump
     assert answer is not None and not math.isclose(answer, 0.1)  # configure_optimizers' LR
 
     model = FinderModel(optimizer=sgd())
-    callbacks = [LRFinder(num_steps=20)] if with_finder else []
+    callbacks = [LRFinder(num_steps=20, apply=apply)] if with_finder else []
     trainer = make_trainer(tmp_path, max_epochs=2, logger=False, callbacks=[*callbacks, LRSchedule("constant")])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, shuffled(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     said = [str(w.message) for w in caught if "from a checkpoint written without LRSchedule" in str(w.message)]
-    if with_finder:  # the finder, resumed, gives the new schedule its answer: the run goes on at it, nothing to say
+    if not apply:  # an answer never applied is not applied on resume either: the run goes on at its own LR
+        assert model.calls[0][0] == pytest.approx(0.1, rel=1e-12) and not said
+    elif with_finder:  # the finder, resumed, gives the new schedule its answer: the run goes on at it, nothing to say
         assert model.calls[0][0] == pytest.approx(answer, rel=1e-12) and not said
     else:  # the plan's peak is configure_optimizers' LR: the LR jumps, and the warning gives both
         assert model.calls[0][0] == pytest.approx(0.1, rel=1e-12)
