@@ -320,6 +320,25 @@ def _parse_plot(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Name
     return parser, args
 
 
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)
+
+
+def _join_negative_values(arguments: list[str]) -> list[str]:
+    """``--option -3e-4`` as ``--option=-3e-4``: argparse reads a negative number in scientific notation as an
+    option, and says only "expected one argument"; joined, the value reaches the option's own check.
+
+    >>> _join_negative_values(["plot", "--peak-lr", "-3e-4", "-o", "x.png"])
+    ['plot', '--peak-lr=-3e-4', '-o', 'x.png']
+    """
+    joined: list[str] = []
+    for argument in arguments:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and _NEGATIVE_NUMBER.match(argument):
+            joined[-1] = f"{joined[-1]}={argument}"
+        else:
+            joined.append(argument)
+    return joined
+
+
 def _check_output(path: str | None) -> None:
     """Refuse an image path that cannot be written, before anything is printed."""
     if path is None:
@@ -328,6 +347,8 @@ def _check_output(path: str | None) -> None:
         raise UsageError("-o/--output: give a file name, e.g. -o plan.png")
     if os.path.isdir(path):
         raise UsageError(f"-o/--output: {path!r} is a directory; give a file name in it, e.g. {path}/plan.png")
+    if not path.lower().endswith(".png"):
+        raise UsageError(f"-o/--output: the image is a PNG; give the file a .png name (got {path!r})")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"-o/--output: the folder {folder!r} does not exist; create it, or write the image elsewhere")
@@ -415,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     | 3 | 0.25 |
     0
     """
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    arguments = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="lr_callbacks from the command line. Run a command with --help for its options.",

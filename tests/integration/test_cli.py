@@ -190,6 +190,8 @@ def test_a_preset_help_shows_its_own_arguments(capsys) -> None:
         (["plot", "cosine", "--steps", "10", "--steps-per-epoch", "0"], "--steps-per-epoch must be >= 1, got 0"),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "fast"], "'fast' is not an LR"),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "-1"], "--peak-lr must be a finite LR > 0, got '-1'"),
+        (["plot", "cosine", "--steps", "10", "--peak-lr", "-3e-4"], "--peak-lr must be a finite LR > 0, got '-3e-4'"),
+        (["plot", "cosine", "--steps", "10", "-o", "plan.jpg"], "the image is a PNG; give the file a .png name"),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "a=1", "--peak-lr", "a=2"], "distinct names"),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "1", "--peak-lr", "a=2"], "one name=lr per parameter group"),
         (["plot", "cosine", "--steps", "10", "--warmup", "20"], "`warmup` needs its unit: got the bare number 20"),
