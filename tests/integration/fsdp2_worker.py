@@ -1,7 +1,8 @@
 """Rank 0 of a 2-process FSDP2 run (``ModelParallelStrategy``, gloo), started by ``test_fsdp2.py``.
 
 ``python -m tests.integration.fsdp2_worker SCENARIO OUT``: Lightning's launcher starts rank 1 with the same
-command; each rank writes ``OUT/rank<r>.json`` with what its callbacks did and the whole weights at the end.
+command; each rank writes ``OUT/rank<r>.json`` with what its callbacks did and the whole weights at the end (the
+``resume`` scenario: the LR of each step, ``OUT/full<r>.json`` and ``OUT/resumed<r>.json``).
 """
 
 from __future__ import annotations
