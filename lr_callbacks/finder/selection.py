@@ -224,7 +224,8 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
         if trials
         else "num_steps, or leave it at its default, which follows the run"
     )
-    if defaults and probe > sweep:  # the hold follows the run's warmup: a long warmup makes the probe the cost
+    probe_is_the_cost = defaults and probe > sweep  # the hold follows the run's warmup: a long one makes it the cost
+    if probe_is_the_cost:
         advice = (
             f"most of it is the stability probe, which holds the answer for as long as twice your warmup ({probe} "
             f"steps); probe=False skips it (the sweep alone is {sweep} steps)"
@@ -236,7 +237,7 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
         )
     else:
         advice = f"shorten {lengths}"
-    if probe and not (defaults and probe > sweep):
+    if probe and not probe_is_the_cost:
         advice += ", or probe=False to skip the probe"
     parts = [f"the sweep ({sweep} steps)"]
     if probe:

@@ -28,7 +28,7 @@ import torch
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback
+from lr_callbacks.core.compat import Callback, callback_named
 from lr_callbacks.core.durations import Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, set_lr
@@ -498,7 +498,7 @@ class LRSchedule(Callback):
             if not jumped:
                 self._warn_changed_schedule(restored.get("plans"))
         setup.warn_manual_max_steps(trainer, self._optimizers)
-        self._swa = setup.callback_named(trainer, "StochasticWeightAveraging")
+        self._swa = callback_named(trainer, "StochasticWeightAveraging")
         for index, optimizer in enumerate(self._optimizers):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()

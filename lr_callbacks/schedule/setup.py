@@ -22,7 +22,6 @@ __all__ = [
     "apply_length_policy",
     "bind",
     "build_table",
-    "callback_named",
     "check_momentum",
     "check_restored_shape",
     "check_schedule",
