@@ -95,7 +95,10 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too.
+    baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too; at
+    the first updates, before there are five, a loss above ``max_level_shift`` × every one before it is checked on
+    the reference batch of the run's first step (an LR that blows the run up at its first update), and only
+    damaged weights act.
 
     **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted
@@ -508,7 +511,9 @@ class DivergenceWatchdog(Callback):
         if live is not None:
             pl_module.load_state_dict(live["model"])
             restore_optimizer_state(optimizer, live["optimizer"])
-        elif self._policy.state.accepted:
+        else:
+            # taken again at the first clean step, with its batch: the reference that tells damaged weights from bad
+            # data (at a run's start, an LR that blows the run up at its first updates)
             self._policy.request_snapshot()
         self._set_gate()
 
@@ -577,7 +582,10 @@ class DivergenceWatchdog(Callback):
         values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
         step = int(trainer.global_step)
         judge = self._judge
-        if judge is not None and (step + 1) % self._sync_every != 0 and step != self._last_step and not judge.full:
+        # read at a fresh run's first step too: its snapshot is retaken there with the batch, the reference that tells
+        # damaged weights (an LR that blows the run up at its first updates) from bad data
+        read = (step + 1) % self._sync_every == 0 or step in (self._last_step, self._policy.state.first_step)
+        if judge is not None and not read and not judge.full:
             held_forced = sum(row[1].forced for row in self._held)
             if self._policy.state.skip_pending > judge.forced_pending + held_forced:
                 self._drop(trainer, optimizer)

@@ -154,9 +154,34 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             return self._emit(self._outlier(step, loss, grad_norm, verdict, lambda: measured, samples))
         if verdict.signals:
             return self._emit(self._outlier(step, loss, grad_norm, verdict, probe))
+        blown_up = self._blown_up_at_start(step, loss, probe)
+        if blown_up is not None:
+            return self._emit(blown_up)
         if samples is not None:
             self.samples.add(samples)
         return self._emit(self._accepted(step, loss, grad_norm, probe))
+
+    def _blown_up_at_start(self, step: int, loss: float, probe: Probe | None) -> Decision | None:
+        """A run's first updates, before the warmup's gate has its five first losses: a loss above
+        ``max_level_shift`` × every loss before it is checked on the clean reference batch (the batch of the run's
+        first step, at the initial weights), and rolled back if the weights are damaged (an LR far too high blows
+        a run up at its first update: Adam at LR 3 took a digits MLP from 2.26 to 3775 at step 1, and the five
+        first losses then held every later one to ×1.5 of the blown-up level). Only the reference tells: a
+        fine-tuned model's first batches may differ by more than the factor, and sound weights train on as
+        before, with no skip and no event. ``None``: nothing to do."""
+        s, c = self.state, self.config
+        x = log_value(loss)
+        first = s.first_losses
+        if self.ready or not first or len(first) >= 5 or x is None or x <= max(first) + math.log(c.max_level_shift):
+            return None
+        if not self._damaged(probe):  # sound weights, or no reference to tell
+            return None
+        why = (
+            f"the loss {loss:.4g} at step {step}, at the run's first updates, is above max_level_shift × every loss "
+            f"before it, and the clean reference batch's loss is {self._probe_value:.4g} on the live weights (above "
+            f"{self._probe_limit:.4g}): the weights are damaged"
+        )
+        return self._rollback(step, Signal.DAMAGED_WEIGHTS, self._probe_value, self._probe_limit, why, since=step)
 
     def _outlier(
         self,

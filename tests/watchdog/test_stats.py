@@ -188,6 +188,30 @@ def test_during_warmup_only_non_finite_values_and_a_blow_up_past_the_first_losse
     assert policy.ready
 
 
+def test_a_blow_up_at_the_first_updates_is_rolled_back_when_the_reference_batch_shows_damaged_weights():
+    """Before five first losses the warmup's gate has no limit: a loss above max_level_shift × every one before it
+    is checked on the reference batch (the first step's, at the initial weights); only damaged weights act."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
+    feed(policy, [2.3], start=0)
+    policy.snapshot_taken(0, 2.3)
+    [decision] = feed(policy, [3775.0], start=1, probe=lambda: 2921.0)
+    assert decision.rollback and decision.rollback_to == 0 and policy.scale == 0.5
+    assert actions(policy) == [(1, "damaged_weights", "rollback")]
+    assert "at the run's first updates" in policy.events[0].detail
+    assert policy.state.first_losses == [pytest.approx(math.log(2.3))]  # the blown-up loss is no first loss
+    # sound weights (a fine-tuned model's batches differ that much): trained on as before, no event, no skip
+    sound = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
+    feed(sound, [0.1], start=0)
+    sound.snapshot_taken(0, 0.1)
+    probed = []
+    feed(sound, [0.4, 0.05, 0.7], start=1, probe=lambda: probed.append(1) or 0.1)
+    assert actions(sound) == [] and len(sound.state.first_losses) == 4 and len(probed) == 2
+    # no reference batch to tell: nothing is done
+    blind = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
+    feed(blind, [2.3, 3775.0], start=0, probe=lambda: 2921.0)
+    assert actions(blind) == []
+
+
 def test_during_warmup_a_batch_is_trouble_only_above_every_one_of_the_first_losses():
     """A fine-tuned model's batches of 8 (measured on MiniLM: the first five read 0.14-0.31): 0.43 is within 1.5×
     the highest of them (1.5× their median, 0.31, skipped it and nine more clean batches of that run); 0.5 is not."""
