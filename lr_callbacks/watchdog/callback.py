@@ -824,7 +824,8 @@ class DivergenceWatchdog(Callback):
         the next read as they would have been, so a resumed run decides exactly as the uninterrupted one)."""
         if self._judge is not None and self._judge.steps:
             self._held += self._judge.read(None)[0]
-        reference = self._ring.batches.get(self._policy.state.snapshot_step or -1, [])
+        snapshot_step = self._policy.state.snapshot_step
+        reference = self._ring.batches.get(snapshot_step, []) if snapshot_step is not None else []
         if reference and not loads_safely(reference):
             if not self._warned_reference:
                 log.info(

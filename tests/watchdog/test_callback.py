@@ -784,6 +784,20 @@ def test_a_checkpoint_with_a_batch_that_weights_only_cannot_load_still_loads_and
     assert trainer.global_step == 40 and not watchdog.events
 
 
+def test_a_checkpoint_before_the_second_snapshot_keeps_the_first_steps_reference_batch(tmp_path):
+    """The newest snapshot is the run's first step's (step 0) until the next one: a checkpoint written then left its
+    batch out (``0 or -1`` picked no step), and the resumed run had no reference to tell damaged weights from bad
+    data until its next snapshot."""
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    watchdog = small(snapshot_every=50)
+    make_trainer(tmp_path, max_steps=3, callbacks=[watchdog, saver], enable_checkpointing=True).fit(
+        TinyModel(), loader(regression_data())
+    )
+    [path] = (tmp_path / "ckpt").glob("*.ckpt")
+    state = torch.load(path, weights_only=True)["callbacks"]["DivergenceWatchdog"]
+    assert state["policy"]["state"]["snapshot_step"] == 0 and len(state["reference"]) == 1
+
+
 def test_the_watchdog_trains_in_float64(tmp_path):
     """``precision="64-true"``: the update probe's norm of float64 weights (before: ``linalg.vector_norm: the dtype
     of the input (Double) should be convertible without narrowing``, at the first measurement)."""
