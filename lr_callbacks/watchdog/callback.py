@@ -44,6 +44,7 @@ from lr_callbacks.watchdog.snapshots import (
     free_host_bytes,
     loads_safely,
     reference_loss,
+    rng_state,
     state_bytes,
 )
 from lr_callbacks.watchdog.state import Decision, Probe
@@ -90,7 +91,8 @@ class DivergenceWatchdog(Callback):
     the cut alone; this signal never halts a run).
 
     **Cause before action.** At an outlier the live weights are evaluated on a clean reference batch, the batch
-    of the newest snapshot step, whose loss at the snapshot's weights is known. A loss at most
+    of the newest snapshot step, whose loss at the snapshot's weights is known (its random draws, dropout's
+    masks, are replayed: the two differ only by the weights). A loss at most
     ``max_level_shift`` times that level means the *data* is bad: the step is skipped, with no rollback and no
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
@@ -344,8 +346,10 @@ class DivergenceWatchdog(Callback):
         self._signals = StepSignals()
         self._ring = SnapshotRing()
         self._batches: list[Any] = []  # the current step's micro-batches
+        self._rngs: list[dict[str, torch.Tensor]] = []  # the RNG state each of them started from
         self._updates = UpdateProbe()
         self._restored_reference: list[Any] = []
+        self._restored_rngs: list[dict[str, torch.Tensor]] = []
         self.snapshot_mode: str | None = None
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
@@ -461,7 +465,8 @@ class DivergenceWatchdog(Callback):
         self._ring = SnapshotRing()
         self._updates = UpdateProbe()
         self._signals.reset()
-        self._restored_reference, self._live, self._held, self._batches = [], None, [], []
+        self._restored_reference, self._restored_rngs, self._live, self._held = [], [], None, []
+        self._batches, self._rngs = [], []
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -493,12 +498,13 @@ class DivergenceWatchdog(Callback):
         restored_step = self._policy.state.snapshot_step
         self._ring.clear()
         self._ring = self._new_ring(trainer, pl_module, optimizer)
-        batches, self._restored_reference = self._restored_reference, []
+        batches, rngs = self._restored_reference, self._restored_rngs
+        self._restored_reference, self._restored_rngs = [], []
         if int(trainer.world_size) > 1:
             # only rank 0 writes the callbacks' state, so every rank would evaluate rank 0's batch against a level
             # measured on each rank's own: no reference until the resumed run takes its next snapshot
             batches = []
-        self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches)
+        self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches, rngs)
         if restored_step is None:
             self._policy.snapshot_taken(step)
         else:
@@ -542,8 +548,9 @@ class DivergenceWatchdog(Callback):
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if self._signals.micro_batches == 0:
-            self._batches = []
+            self._batches, self._rngs = [], []
         self._batches.append(batch)
+        self._rngs.append(rng_state(pl_module.device))  # a reference evaluation replays its random draws
         take_sample_losses(pl_module)  # drop any left by an evaluation outside the step (the reference batch's)
 
     @override
@@ -657,7 +664,7 @@ class DivergenceWatchdog(Callback):
         if every is not None and step % every == 0 and not dropped and not self._acted(decisions):
             self._updates.arm(optimizer, step, norm)
         if self._policy.wants_snapshot(step):
-            self._ring.take(pl_module, optimizer, step, self._batches)
+            self._ring.take(pl_module, optimizer, step, self._batches, self._rngs)
             self._policy.snapshot_taken(step, loss)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         self._set_gate()
@@ -702,7 +709,8 @@ class DivergenceWatchdog(Callback):
             return None
 
         def probe() -> float | None:
-            return reference_loss(pl_module, ring.reference_batches(), int(trainer.world_size), trainer.strategy)
+            batches, rngs = ring.reference_batches(), ring.reference_rngs()
+            return reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs)
 
         return probe
 
@@ -826,6 +834,7 @@ class DivergenceWatchdog(Callback):
             self._held += self._judge.read(None)[0]
         snapshot_step = self._policy.state.snapshot_step
         reference = self._ring.batches.get(snapshot_step, []) if snapshot_step is not None else []
+        rngs = self._ring.rngs.get(snapshot_step, []) if reference else []
         if reference and not loads_safely(reference):
             if not self._warned_reference:
                 log.info(
@@ -835,11 +844,12 @@ class DivergenceWatchdog(Callback):
                     type(reference[0]).__name__,
                 )
                 self._warned_reference = True
-            reference = []
+            reference, rngs = [], []
         return {
             "policy": self._policy.state_dict(),
             "pending": [row_state(*row) for row in self._held],
             "reference": reference,  # the clean reference batch of the snapshot a resumed run starts from
+            "reference_rngs": rngs,  # the RNG states its evaluation replays
             "update": self._updates.state_dict(),  # an update-ratio measurement not read yet
         }
 
@@ -854,6 +864,7 @@ class DivergenceWatchdog(Callback):
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
         self._updates.load_state_dict(state_dict.get("update"))
         self._restored_reference = list(state_dict.get("reference", []))
+        self._restored_rngs = list(state_dict.get("reference_rngs", []))
         if self._policy.state.halted:
             log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", OWNER, self.halt_reason)
             self._policy.state.halted = None
