@@ -74,9 +74,11 @@ class LRSchedule(Callback):
     A parameter group added during the fit (``optimizer.add_param_group``, e.g. by ``BackboneFinetuning``)
     joins at the next batch: the LR it was added with is its LR at that step, and it follows the schedule
     from there, keeping its ratio to the other groups (its peak is that LR over ``schedule(k)·scale``). An LR
-    that something else writes into a group between steps (``BackboneFinetuning``'s ramp of the backbone's LR
-    at each epoch, your own change) is taken the same way: it is that step's LR, and the group's peak follows
-    it, so the schedule's shape goes on from there.
+    that something else writes into a group between steps, or in a step up to its backward pass
+    (``BackboneFinetuning``'s ramp of the backbone's LR at each epoch, your own change in a hook or in
+    ``training_step``) is taken the same way: it is that step's LR, and the group's peak follows it, so the
+    schedule's shape goes on from there. One written later, in the update's own hooks
+    (``on_before_optimizer_step``), trains that step only.
 
     Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) for every optimizer step, at x = ``k``;
     with several optimizers, ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an
@@ -309,6 +311,10 @@ class LRSchedule(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._stage = stage
         self._checkpoint_lrs = None
+        if stage == "fit":
+            # a fit's own states, not carried into the next fit of a reused LRSchedule: before, a fit that had
+            # handed the LR over to StochasticWeightAveraging left every later fit unscheduled, without a word
+            self._handed_over = self._paused = self._past_end_said = False
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -369,6 +375,16 @@ class LRSchedule(Callback):
             self._log_the_plan(trainer)
 
     @override
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        """An LR written after this step's start, before its backward pass (the module's ``on_train_batch_start``, a
+        callback listed after this one, ``training_step``), is taken as at a step's start: before, it trained this
+        step and was then written over by the plan, without a word."""
+        if self._idle or not self._settled:
+            return
+        for index in self._take_changes():
+            self._write(index)
+
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -383,6 +399,13 @@ class LRSchedule(Callback):
         """Detach from the trainer; the clocks, peaks and scales stay readable until the next fit."""
         self._flush_logs()
         self._detach()
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """A fit that ends by an exception or an interrupt (Ctrl-C), where Lightning calls no ``teardown``: detach
+        as at a normal end. Before, the next fit on the same Trainer kept the old optimizer (its LR never written
+        again), and a cached optimizer object got a second step hook (its clock counted each step twice)."""
+        self.teardown(trainer, pl_module, "fit")
 
     def _detach(self) -> None:
         """Let go of the trainer and its optimizers (the step hooks removed); the clocks, peaks and scales stay."""
@@ -603,9 +626,10 @@ class LRSchedule(Callback):
         backbone's LR each epoch, the user's own change) as that group's new peak: the LR it set is this step's,
         and the schedule goes on from it, in its shape (the peak is that LR over ``schedule(k)·scale``).
 
-        Only between steps of a settled fit: what is written in a step's own hooks, before its update (a fault
-        injected in ``on_before_optimizer_step``), is overwritten by the next LR after it, and the LRs a restored
-        checkpoint or the finder's restore leave in the groups before the first step are written over, as before.
+        Only in a settled fit, up to a step's backward pass: what is written after it, in the update's own hooks
+        (a fault injected in ``on_before_optimizer_step``), trains that step and is overwritten by the next LR,
+        and the LRs a restored checkpoint or the finder's restore leave in the groups before the first step are
+        written over, as before.
         """
         run = self._run
         assert run is not None

@@ -377,6 +377,63 @@ def test_peak_scale_and_pause_as_the_finder_and_watchdog_use_them(tmp_path: Any)
     assert logged(tmp_path, "lr/body") == (list(range(10)), pytest.approx(expected, rel=1e-6))
 
 
+class WritesAt(TinyModel):
+    """Sets the first group's LR to ``lr`` once, at step ``step``, from ``where``."""
+
+    def __init__(self, where: str, step: int = 4, lr: float = 0.01) -> None:
+        super().__init__()
+        self.where, self.step, self.lr = where, step, lr
+
+    def _write(self, where: str) -> None:
+        if where == self.where and self.trainer.global_step == self.step:
+            self.optimizers().param_groups[0]["lr"] = self.lr
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._write("on_train_batch_start")
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self._write("training_step")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("where", ["on_train_batch_start", "training_step"])
+def test_an_lr_the_module_writes_in_its_step_start_is_adopted_as_the_peak(tmp_path: Any, where: str) -> None:
+    """Written after LRSchedule's own ``on_train_batch_start`` (the module's hooks come after the callbacks'),
+    before the backward pass. Before, it trained step 4 and the plan wrote over it from step 5, without a word."""
+    schedule = LRSchedule("linear")
+    model = fit(tmp_path, schedule, WritesAt(where))
+    linear = [1 - k / 10 for k in range(10)]
+    peak = 0.01 / linear[4]
+    assert body(model) == pytest.approx([0.1 * f for f in linear[:4]] + [peak * f for f in linear[4:]], rel=1e-12)
+    assert schedule.peak_lrs[0][0] == pytest.approx(peak)
+
+
+class FailsOnce(TinyModel):
+    """Raises in its step 5, the first time (a bug the user then fixes)."""
+
+    failed = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.trainer.global_step == 5 and not FailsOnce.failed:
+            FailsOnce.failed = True
+            raise RuntimeError("a bug in training_step")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_fit_that_raised_leaves_the_next_fit_on_the_same_trainer_scheduled(tmp_path: Any) -> None:
+    """Lightning calls no ``teardown`` after an exception (nor after Ctrl-C). Before, LRSchedule stayed bound to the
+    failed fit's optimizer: the next ``trainer.fit`` trained at a constant LR, its clock stuck."""
+    schedule = LRSchedule("linear")
+    model = FailsOnce()
+    trainer = make_trainer(tmp_path, max_steps=10, callbacks=[schedule])
+    with pytest.raises(RuntimeError, match="a bug in training_step"):
+        trainer.fit(model, loader())
+    model.seen_lrs.clear()
+    trainer.fit(model, loader())
+    assert body(model) == pytest.approx([0.1 * (1 - k / 10) for k in range(5, 10)], rel=1e-12)
+    assert schedule.steps == [trainer.global_step] == [10]
+
+
 def test_public_methods_refuse_bad_values_and_use_before_fit() -> None:
     schedule = LRSchedule("cosine")
     with pytest.raises(ValueError, match=r"LRSchedule has not started.*once fit starts"):

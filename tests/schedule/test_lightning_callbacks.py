@@ -48,6 +48,17 @@ def test_lrschedule_hands_the_lr_over_to_swa_at_its_start_and_says_so(tmp_path, 
     assert any("hands the LR over to StochasticWeightAveraging at epoch 2" in r.message for r in caplog.records)
 
 
+def test_a_reused_lrschedule_schedules_the_next_fit_after_handing_over_to_swa(tmp_path):
+    """A loop over seeds or folds passes the same LRSchedule to each fit. Before, the hand-over to SWA of the first
+    fit held for every later one: the next fit, without SWA, trained at ``configure_optimizers``' LR throughout."""
+    schedule = LRSchedule("cosine", end=0.0, log_plan=False)
+    swa = StochasticWeightAveraging(swa_lrs=1e-2, swa_epoch_start=2, annealing_epochs=1)
+    fit(tmp_path / "swa", [schedule, swa], max_epochs=3)
+    model = fit(tmp_path / "next", [schedule], max_epochs=2)
+    total = 2 * BATCHES
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx([0.1 * Cosine(end=0.0)(k, total) for k in range(total)])
+
+
 def test_the_plan_counts_the_optimizer_steps_of_a_gradient_accumulation_schedule(tmp_path):
     schedule = LRSchedule("cosine", end=0.0, log_plan=False)
     accumulation = GradientAccumulationScheduler(scheduling={0: 1, 2: 4})
@@ -102,6 +113,12 @@ def test_a_run_that_outgrows_its_plan_says_so_once(tmp_path):
     with pytest.warns(UserWarning, match=r"goes on past the 6 optimizer steps planned") as caught:
         trainer.fit(model, datamodule=Growing())
     assert trainer.global_step == 12 and [lrs[0] for lrs in model.seen_lrs[6:]] == [0.0] * 6
+    assert sum("goes on past" in str(w.message) for w in caught) == 1
+    # the same LRSchedule in the next fit (a loop over seeds): said again, once (before: never again)
+    schedule = trainer.callbacks[0]
+    again = make_trainer(tmp_path / "again", max_epochs=3, reload_dataloaders_every_n_epochs=1, callbacks=[schedule])
+    with pytest.warns(UserWarning, match=r"goes on past the 6 optimizer steps planned") as caught:
+        again.fit(TinyModel(), datamodule=Growing())
     assert sum("goes on past" in str(w.message) for w in caught) == 1
 
 
