@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -408,7 +409,10 @@ class LRSchedule(Callback):
         self.teardown(trainer, pl_module, "fit")
 
     def _detach(self) -> None:
-        """Let go of the trainer and its optimizers (the step hooks removed); the clocks, peaks and scales stay."""
+        """Let go of the trainer and its optimizers (the step hooks removed); the clocks, peaks and scales stay, and
+        the state a fit continued on the same trainer goes on from."""
+        if self._trainer is not None and self._table and self._settled:  # a fit that trained (its set-up complete)
+            self._last_fit = (weakref.ref(self._trainer), self.state_dict())
         for handle in self._handles:
             handle.remove()
         self._handles = []
@@ -480,6 +484,7 @@ class LRSchedule(Callback):
         self._clock_from_trainer = False
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
         self._checkpoint_lrs = None
+        self._last_fit: tuple[weakref.ref[Any], dict[str, Any]] | None = None  # the trainer and state of the last fit
 
     @property
     def _idle(self) -> bool:
@@ -488,7 +493,7 @@ class LRSchedule(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_trainer=None, _optimizers=[], _handles=[])
+        state.update(_trainer=None, _optimizers=[], _handles=[], _last_fit=None)
         return state
 
     def _setup_for(self, trainer: Any) -> None:
@@ -496,6 +501,12 @@ class LRSchedule(Callback):
         if self._trainer is trainer and self._optimizers:
             return
         setup.refuse_unusable(trainer)
+        last, self._last_fit = self._last_fit, None
+        if self._restored is None and last is not None and last[0]() is trainer and trainer.global_step > 0:
+            # ``trainer.fit`` again on the trainer of the last fit goes on from its step: the plan goes on as from
+            # that fit's checkpoint (``on_length_change`` for a longer run). Before, a run continued with max_steps
+            # raised was planned afresh over the longer run, and the LR jumped back up without a word.
+            self._restored = last[1]
         self._trainer = trainer
         self._optimizers = list(trainer.optimizers)
         self._settled = False

@@ -121,8 +121,8 @@ def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> R
     if before.total_steps == run.total_steps:
         return run
     change = (
-        f"the run had {before.total_steps} optimizer steps when the checkpoint was written, "
-        f"it now has {run.total_steps}"
+        f"the run had {before.total_steps} optimizer steps when the checkpoint was written (or the last fit on this "
+        f"Trainer ended), it now has {run.total_steps}"
     )
     if policy == "error":
         raise ValueError(

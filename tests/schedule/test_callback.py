@@ -434,6 +434,30 @@ def test_a_fit_that_raised_leaves_the_next_fit_on_the_same_trainer_scheduled(tmp
     assert schedule.steps == [trainer.global_step] == [10]
 
 
+def test_a_fit_continued_on_the_same_trainer_goes_on_with_the_last_fits_plan(tmp_path: Any) -> None:
+    """``trainer.fit`` again with max_steps raised goes on from step 10: as from that fit's checkpoint, the plan
+    goes on under ``on_length_change`` and the change is said. Before, it was planned afresh over 20 steps, and
+    the LR jumped from the end of the decay back to half the peak without a word."""
+    schedule = LRSchedule("linear", on_length_change="rescale")
+    model = TinyModel()
+    trainer = make_trainer(tmp_path, max_steps=10, callbacks=[schedule])
+    trainer.fit(model, loader())
+    trainer.fit_loop.epoch_loop.max_steps = 20
+    model.seen_lrs.clear()
+    with pytest.warns(UserWarning, match=r"had 10 optimizer steps .* last fit on this Trainer ended\), it now has 20"):
+        trainer.fit(model, loader())
+    assert body(model) == pytest.approx([0.1 * (1 - k / 20) for k in range(10, 20)], rel=1e-12)
+    kept = LRSchedule("linear")  # on_length_change="keep": the plan's end holds, as the warning says
+    model = TinyModel()
+    trainer = make_trainer(tmp_path / "keep", max_steps=10, callbacks=[kept])
+    trainer.fit(model, loader())
+    trainer.fit_loop.epoch_loop.max_steps = 12
+    model.seen_lrs.clear()
+    with pytest.warns(UserWarning, match=r"on_length_change='keep'"):
+        trainer.fit(model, loader())
+    assert body(model) == [0.0, 0.0]
+
+
 def test_public_methods_refuse_bad_values_and_use_before_fit() -> None:
     schedule = LRSchedule("cosine")
     with pytest.raises(ValueError, match=r"LRSchedule has not started.*once fit starts"):
