@@ -232,10 +232,16 @@ def check_schedule(schedule: Schedule, run: Run) -> None:
         ValueError: for a run of unknown length the schedule needs, or a plan that does not fit it.
     """
     if run.total_steps is None and schedule.needs_total():
+        described = schedule.describe()
+        epochs = (
+            " and give its durations in steps (Steps(...)): the epoch length is unknown too"
+            if run.steps_per_epoch is None and "epoch" in described
+            else ""
+        )
         raise ValueError(
-            f"LRSchedule needs a run of known length for {schedule.describe()}, but this run's length is "
-            "unknown (an iterable dataset with no max_steps?). Set Trainer(max_steps=...), or use a schedule "
-            "that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
+            f"LRSchedule needs a run of known length for {described}, but this run's length is "
+            f"unknown (an iterable dataset with no max_steps?). Set Trainer(max_steps=...){epochs}, or use a "
+            "schedule that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
         )
     try:
         schedule.check(run.total_steps, run)
