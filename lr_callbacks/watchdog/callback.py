@@ -60,6 +60,8 @@ log = logging.getLogger("lr_callbacks")
 _HEADER = "| step | signal | value | threshold | action | detail |\n|---|---|---|---|---|---|\n"
 DEVICE_SYNC_EVERY = 8
 """``sync_every_n_steps`` chosen on an accelerator without a ``GradScaler``."""
+HALT_NAME = "watchdog-last-good.ckpt"
+"""The halt checkpoint's file name under ``default_root_dir`` when ``halt_checkpoint`` is not given."""
 
 
 class DivergenceWatchdog(Callback):
@@ -473,8 +475,7 @@ class DivergenceWatchdog(Callback):
         require_lr_groups(trainer, OWNER)
         self._reset_fit()
         self._trainer = trainer
-        default = os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
-        self._halt_path = self._halt_checkpoint or default
+        self._halt_path = self._halt_checkpoint or os.path.join(trainer.default_root_dir, HALT_NAME)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if self._sync_every_arg is not None:
             self._sync_every = self._sync_every_arg
@@ -783,8 +784,8 @@ class DivergenceWatchdog(Callback):
 
     def _halt(self, trainer: Any) -> None:
         reason, self._halt_pending = self._halt_pending, None
-        path = self._halt_path or os.path.join(trainer.default_root_dir, "watchdog-last-good.ckpt")
-        path = trainer.strategy.broadcast(_unused_path(path))  # a halt never overwrites what is there: -v1, -v2, …
+        assert self._halt_path is not None  # set at fit start
+        path = trainer.strategy.broadcast(_unused_path(self._halt_path))  # never over what is there: -v1, -v2, …
         self._halt_path = path
         trainer.save_checkpoint(path)
         trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
@@ -922,7 +923,7 @@ def _check_halt_path(path: object) -> None:
     if text.endswith(("/", os.sep)) or (os.path.isdir(text) and not distributed):
         raise ValueError(
             f"{OWNER}: `halt_checkpoint` {text!r} is a folder; give a file path in it, e.g. "
-            f"{os.path.join(text, 'watchdog-last-good.ckpt')!r}"
+            f"{os.path.join(text, HALT_NAME)!r}"
         )
 
 
