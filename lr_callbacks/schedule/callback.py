@@ -394,6 +394,32 @@ class LRSchedule(Callback):
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush_logs()
+        self._warn_unfinished(trainer)
+
+    def _warn_unfinished(self, trainer: Any) -> None:
+        """Under manual optimization the plan counts one step per batch (Lightning's ``estimated_stepping_batches``):
+        an optimizer that stepped less often (a GAN's generator every other batch) ended part-way through its
+        plan, its LR short of the plan's end. Said once the run's batches are all done."""
+        run = self._run
+        manual = not getattr(trainer.lightning_module, "automatic_optimization", True)
+        if self._idle or run is None or not run.total_steps or not manual:
+            return
+        batches = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+        if batches < run.total_steps:
+            return  # stopped early (or max_steps counted the steps of several optimizers: warned at fit start)
+        for index, clock in enumerate(self._clocks):
+            if clock >= run.total_steps:
+                continue
+            last = self.lr_at(max(clock - 1, 0), index)
+            warnings.warn(
+                f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's {batches} "
+                f"batches, but its plan counts one step a batch ({run.total_steps} steps, Lightning's estimate under "
+                f"manual optimization): it ended at step {clock} of its plan, its LR at {last:.4g}, short of the "
+                "plan's end. Give an optimizer that steps less often a schedule whose durations are in its own "
+                f"steps (group_schedules, e.g. Phases([(Warmup(), '50 steps'), (Cosine(), '{clock} steps')]))",
+                UserWarning,
+                stacklevel=2,
+            )
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
