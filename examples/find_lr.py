@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(result.summary())
     result.plot().savefig(args.plot)
     print(f"\nthe curve: {args.plot}")
-    if result.suggestion is None:
+    if result.chosen_lr is None:
         print(f"no clean suggestion ({', '.join(result.flags)}): keeping lr={model.lr}")
     else:
-        model.lr = result.suggestion
+        model.lr = result.chosen_lr  # the answer: the suggestion as the stability probe left it (halved if unstable)
     trainer.fit(model, train, val)
     accuracy = float(trainer.callback_metrics["val_acc"])
     print(f"\ntrained from a peak lr={model.lr:.3g} for {args.epochs} epochs: validation accuracy {accuracy:.3f}")

@@ -158,9 +158,11 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
         UsageError: for no schedule or both forms, an unknown name, or an argument the schedule rejects.
     """
     kwargs = {k[len("arg_") :]: v for k, v in vars(args).items() if k.startswith("arg_") and v is not None}
-    if [args.schedule, args.transformers, args.config].count(None) != 2:
+    given = 3 - [args.schedule, args.transformers, args.config].count(None)
+    if given != 1:
         raise UsageError(
-            "name one schedule: a preset (e.g. `plot cosine`), `--transformers NAME` or `--config YAML`, not several"
+            "name one schedule: a preset (e.g. `plot cosine`), `--transformers NAME` or `--config YAML`"
+            + (", not several" if given else "; none was given")
         )
     try:
         if args.transformers is not None:

@@ -390,6 +390,7 @@ class LRFinder(Callback):
             probe=probe,
             choice=choice,
             seconds=time.perf_counter() - started,
+            window=self.window,
         )
 
     def _sweep_length(self, trainer: Any, schedule: Any = None) -> int:
@@ -531,7 +532,7 @@ def find_lr(
     >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     >>> model = Net()
     >>> result = find_lr(trainer, model, data, num_steps=40, apply=True)
-    >>> model.lr == result.suggestion, result.stop_reason
+    >>> model.lr == result.chosen_lr, result.stop_reason
     (True, 'diverged')
     """
     if any(isinstance(c, LRFinder) for c in trainer.callbacks):

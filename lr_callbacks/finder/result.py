@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lr_callbacks.finder.analysis import FLAGS, METHODS, suggest_lr
+from lr_callbacks.finder.analysis import DEFAULT_WINDOW, FLAGS, METHODS, suggest_lr
 from lr_callbacks.finder.stability import PROBE_FLAGS, HoldVerdict, settle
 
 __all__ = ["ALL_FLAGS", "STOP_REASONS", "FinderResult", "Probe", "ProbeAttempt", "Trial"]
@@ -194,6 +194,7 @@ class FinderResult:
         probe: the stability probe of the suggestion, if it ran (see :class:`Probe`).
         choice: the LR the trials chose (``None`` without trials).
         seconds: the wall time the finder took (sweep, probe and trials).
+        window: the smoothing window the analysis used (decades; ``suggest_lr``'s ``window``).
 
     >>> r = FinderResult(lrs=(1e-3, 1e-2), losses=(1.0, 0.5), grad_norms=(2.0, 1.0), suggestion=1e-2,
     ...                  range=(1e-3, 1e-2), flags=(), method="default", stop_reason="completed")
@@ -218,6 +219,7 @@ class FinderResult:
     probe: Probe | None = None
     choice: float | None = None
     seconds: float = field(default=0.0, compare=False)  # wall time differs between identical runs
+    window: float = DEFAULT_WINDOW
 
     @property
     def chosen_lr(self) -> float | None:
@@ -239,8 +241,11 @@ class FinderResult:
         return len(self.lrs) + probe + sum(len(t.losses) for t in self.trials)
 
     def alternatives(self) -> dict[str, float | None]:
-        """What every suggestion method (``METHODS``) gives on this curve."""
-        return {m: suggest_lr(self.lrs, self.losses, m).lr for m in METHODS} if self.lrs else {}
+        """What every suggestion method (``METHODS``) gives on this curve, smoothed as the finder's was (before,
+        at the default window whatever the finder's: the table read "default" unlike the suggestion above it)."""
+        if not self.lrs:
+            return {}
+        return {m: suggest_lr(self.lrs, self.losses, m, window=self.window).lr for m in METHODS}
 
     def headline(self) -> str:
         """The answer in one line: the chosen LR, the sweep's suggestion and range, why the sweep stopped, the
@@ -307,6 +312,7 @@ class FinderResult:
             "probe": self.probe.to_dict() if self.probe is not None else None,
             "choice": self.choice,
             "seconds": self.seconds,
+            "window": self.window,
         }
 
     @classmethod
@@ -328,6 +334,7 @@ class FinderResult:
             probe=Probe.from_dict(data["probe"]) if data.get("probe") else None,
             choice=data.get("choice"),
             seconds=float(data.get("seconds", 0.0)),
+            window=float(data.get("window", DEFAULT_WINDOW)),
         )
 
     def plot(self) -> Any:

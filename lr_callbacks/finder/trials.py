@@ -88,11 +88,29 @@ def require_validation(trainer: Any) -> None:
     Raises:
         ValueError: naming the fix.
     """
+    if trainer.val_dataloaders is None:
+        _load_validation(trainer)
     if trainer.val_dataloaders is None or not trainer.num_val_batches or not trainer.num_val_batches[0]:
         raise ValueError(
             "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
             "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
         )
+
+
+def _load_validation(trainer: Any) -> None:
+    """Load the validation data now, as Lightning does at fit start when the first epoch validates: it does not
+    when it does not and the sanity check is off (``check_val_every_n_epoch=2, num_sanity_val_steps=0``), and
+    confirm mode was refused for "no validation data" that was there. Lightning keeps the loaders for the run."""
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    source = getattr(loop, "_data_source", None)  # Lightning's own: none given, nothing to load
+    if source is None or not source.is_defined():
+        return
+    stage = trainer.state.stage
+    trainer.validating = True
+    try:
+        loop.setup_data()
+    finally:
+        trainer.state.stage = stage
 
 
 def plan_trials(trainer: Any, count: int, length: Duration | None, spent: int = 0) -> list[tuple[int, int]]:

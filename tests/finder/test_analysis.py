@@ -370,6 +370,19 @@ def test_the_summary_explains_the_answer_the_flags_and_the_alternatives():
     assert "chosen after the trials: **0.002**" in text and "| 1 | 0 | 0 | 0.002 | 0.25 |" in text
 
 
+def test_the_alternatives_are_taken_at_the_finders_own_window():
+    """A finder run with window=0.5: the method table's "default" is the suggestion above it, and the window is
+    kept with the result (a loaded result re-analysed reproduces it). Before, the table used the default window
+    (0.402 under a suggestion of 0.0585, on the digits MLP)."""
+    lrs, losses = swept(noise=0.05)
+    wide = suggest_lr(lrs, losses, window=0.5)
+    assert wide.lr != suggest_lr(lrs, losses).lr  # the window matters on this curve
+    r = result(suggestion=wide.lr, range=wide.range, smoothed=wide.smoothed, window=0.5)
+    assert r.alternatives()["default"] == wide.lr and f"| default | {wide.lr:.3g} |" in r.summary()
+    back = FinderResult.from_dict(r.to_dict())
+    assert back.window == 0.5 and suggest_lr(back.lrs, back.losses, window=back.window).lr == back.suggestion
+
+
 def test_plot_gives_a_figure_and_image_an_rgb_array():
     r = result(trials=(Trial(1e-3, 0.5), Trial(2e-3, 0.25)))
     figure = r.plot()

@@ -64,11 +64,11 @@ def test_find_lr_sets_the_lr_it_found_and_trains_from_it(tmp_path, capsys) -> No
     out = example("find_lr").main(["--num-steps", "40", "--epochs", "1", "--plot", str(plot)])
     result = out["result"]
     assert 8 <= len(result.lrs) <= 40
-    assert result.suggestion is not None and out["lr"] == result.suggestion
+    assert result.chosen_lr is not None and out["lr"] == result.chosen_lr
     assert out["accuracy"] > 0.5  # ten classes: chance is 0.1
     assert Image.open(plot).size[0] > 100
     printed = capsys.readouterr().out
-    assert "**LR finder**" in printed and f"trained from a peak lr={result.suggestion:.3g}" in printed
+    assert "**LR finder**" in printed and f"trained from a peak lr={result.chosen_lr:.3g}" in printed
 
 
 def test_find_lr_method_chooses_the_rule(tmp_path) -> None:
@@ -78,7 +78,8 @@ def test_find_lr_method_chooses_the_rule(tmp_path) -> None:
         ["--num-steps", "40", "--epochs", "1", "--method", "valley", "--plot", str(tmp_path / "b.png")]
     )
     assert valley["result"].method == "valley" and default.method == "default"
-    assert valley["lr"] == default.alternatives()["valley"] != default.suggestion
+    assert valley["result"].suggestion == default.alternatives()["valley"] != default.suggestion
+    assert valley["lr"] == valley["result"].chosen_lr
 
 
 def test_quickstart_finds_the_lr_schedules_from_it_and_skips_the_bad_batch(tmp_path, capsys) -> None:
