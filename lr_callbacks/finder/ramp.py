@@ -77,6 +77,10 @@ def diverged(losses: Sequence[float], threshold: float | None = 1.0) -> bool:
     False
     >>> diverged([1.0, float("nan")])
     True
+    >>> diverged([1.3862, 1.3972, 1.3996, 1.3856, 1.3828, 1.4940, 1.4180, 1.4604, 1.4314])  # a flat, noisy start
+    False
+    >>> diverged([1.0, 1.01, 0.99, 1.0, 1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8])  # no gain, then a rise
+    True
     """
     if not losses:
         return False
@@ -92,6 +96,10 @@ def diverged(losses: Sequence[float], threshold: float | None = 1.0) -> bool:
     noise = difference_noise(values[: i_best + 1])  # not from the rise, which would hide itself
     gain = start - best
     if gain <= _STOP_NOISE * noise:  # no clear gain yet: a flat curve's slow wander is not a divergence
+        # the noise over every point, when larger: a flat start's lowest median can come after a few steps,
+        # whose few changes can read a tenth of the noise (a LoRA MiniLM's sweep stopped at its 9th step, at
+        # 4e-6, where nothing can change); a real rise outgrows its own changes within a few steps
+        noise = max(noise, difference_noise(values))
         return medians[-1] > best + _FLAT_STOP_NOISE * noise
     return medians[-1] > best + max(threshold * gain, _STOP_NOISE * noise)
 

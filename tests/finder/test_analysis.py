@@ -132,6 +132,14 @@ def test_a_flat_noisy_loss_does_not_stop_the_sweep():
         assert first_stop([2.3 + rng.gauss(0, 0.012) for _ in range(100)]) is None, seed
 
 
+def test_a_flat_start_whose_lowest_point_comes_early_does_not_stop_the_sweep():
+    """A LoRA MiniLM's sweep at 1e-7 to 4e-6 (no update there changes anything): the lowest median at the 5th
+    point left four changes, calm by chance, to measure the noise; it stopped at the 9th point. On 3,000 orders of
+    220 such losses it stopped within 40 points 1.0% of the time, now 0.1% (Gaussian noise: 0.8%, now 0.3%)."""
+    seen = [1.3862, 1.3972, 1.3996, 1.3856, 1.3828, 1.4940, 1.4180, 1.4604, 1.4314]
+    assert first_stop(seen) is None
+
+
 def test_a_loss_that_rises_from_the_start_stops_once_above_its_noise():
     rng = random.Random(0)
     losses = [1.0 + 0.02 * i * i / 10 + rng.gauss(0, 0.01) for i in range(40)]
