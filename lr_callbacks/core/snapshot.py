@@ -169,9 +169,10 @@ def copy_into(live: torch.Tensor, saved: torch.Tensor) -> None:
         local(live).copy_(saved, non_blocking=saved.is_pinned())
 
 
-def copy_buffers(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Copy the buffers of ``saved`` (a ``state_dict`` copy) back into ``module``'s own, in place."""
-    names = {name for name, _ in module.named_buffers()}
+def copy_buffers(module: torch.nn.Module, saved: dict[str, torch.Tensor], only: set[str] | None = None) -> None:
+    """Copy the buffers of ``saved`` (a ``state_dict`` copy) back into ``module``'s own, in place (``only``: those
+    of these names)."""
+    names = {name for name, _ in module.named_buffers() if only is None or name in only}
     synchronize()
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
@@ -392,12 +393,12 @@ class ModelSnapshot:
         self.optimizer.restore(optimizer)
         synchronize()
 
-    def restore_buffers(self, module: torch.nn.Module) -> None:
-        """Copy only the snapshot's buffers (BatchNorm's running statistics and counts) back into ``module``, in
-        place: parameters and optimizer state are left as they are."""
+    def restore_buffers(self, module: torch.nn.Module, names: set[str] | None = None) -> None:
+        """Copy only the snapshot's buffers (BatchNorm's running statistics and counts; ``names``: those of these
+        names) back into ``module``, in place: parameters and optimizer state are left as they are."""
         if self.step is None:
             return
-        copy_buffers(module, self.model)
+        copy_buffers(module, self.model, names)
 
     def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
         """Put the snapshot's module and optimizer state into ``checkpoint``; return the live ones it replaced.

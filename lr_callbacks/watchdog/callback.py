@@ -39,10 +39,12 @@ from lr_callbacks.watchdog.policy import WatchdogPolicy
 from lr_callbacks.watchdog.samples import take_sample_losses
 from lr_callbacks.watchdog.snapshots import (
     SNAPSHOT_MODES,
+    NormStatistics,
     SnapshotRing,
     choose_snapshot,
     free_host_bytes,
     loads_safely,
+    nonfinite_buffers,
     reference_loss,
     rng_state,
     state_bytes,
@@ -156,7 +158,10 @@ class DivergenceWatchdog(Callback):
     by then. The step still counts: ``trainer.global_step`` and :class:`~lr_callbacks.LRSchedule`'s clock
     advance (the batch was spent; ``optimizer.step()`` runs, with nothing to do), and Lightning steps a user's
     torch scheduler as usual. (A step that the ``GradScaler`` itself skips never calls ``optimizer.step()``:
-    ``LRSchedule``'s clock waits for it, see there.)
+    ``LRSchedule``'s clock waits for it, see there.) What the skipped batch's forward pass moved is put back:
+    the normalization layers' running statistics to their values before the step (to the newest snapshot's for
+    a step skipped on the device between reads), and any buffer it left non-finite to the newest snapshot's; other
+    buffers (an EMA you update in a hook) are left as they are, and your own hooks after the step still run.
 
     **Cost.** With ``sync_every_n_steps=1`` the host reads two floats per step (one synchronisation) and decides
     exactly. With ``N > 1`` steps are judged on the device against the limits of the last read and the host reads
@@ -374,6 +379,7 @@ class DivergenceWatchdog(Callback):
         self._found_inf_set: Any = None
         self._peak_lr: float | None = None  # the planned peak LR, read once per fit (see _planned_share)
         self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
+        self._norms = NormStatistics(torch.nn.Module())  # its normalization layers' statistics at the step's start
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
         self._clip_value: float | None = None  # the trainer's gradient_clip_val, held back for a dropped step
         self._most_gradients = 0  # the most parameter tensors with a gradient at one step of this fit
@@ -495,6 +501,7 @@ class DivergenceWatchdog(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         optimizer = self._optimizer(trainer)
         self._has_buffers = any(True for _ in pl_module.buffers())
+        self._norms = NormStatistics(pl_module)
         step = int(trainer.global_step)
         restored_step = self._policy.state.snapshot_step
         self._ring.clear()
@@ -550,6 +557,7 @@ class DivergenceWatchdog(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if self._signals.micro_batches == 0:
             self._batches, self._rngs = [], []
+            self._norms.capture()  # put back if this step is skipped
         self._batches.append(batch)
         self._rngs.append(rng_state(pl_module.device))  # a reference evaluation replays its random draws
         take_sample_losses(pl_module)  # drop any left by an evaluation outside the step (the reference batch's)
@@ -635,10 +643,10 @@ class DivergenceWatchdog(Callback):
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions: list[Decision] = []
-        skipped = False  # a step whose batch ran forward but was not trained on
+        skipped_before = skipped_now = False  # a step whose batch ran forward but was not trained on
         for k, v, lo, no, s in rows:  # the steps judged on the device since the last read, oldest first
             decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world)))
-            skipped |= v.skip
+            skipped_before |= v.skip
             if self._acted(decisions):
                 break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
         dropped = self._acted(decisions)  # whether this step's update is dropped
@@ -646,7 +654,7 @@ class DivergenceWatchdog(Callback):
             self._drop(trainer, optimizer)  # this step too
         else:
             verdict = self._policy.judge(loss, norm, samples)
-            dropped, skipped = verdict.skip, skipped or verdict.skip
+            dropped = skipped_now = verdict.skip
             if verdict.skip:
                 self._drop(trainer, optimizer)
             elif verdict.clip_factor != 1.0:
@@ -657,10 +665,8 @@ class DivergenceWatchdog(Callback):
         if not dropped:
             self._untouched = False
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
-        if skipped and not self._acted(decisions) and self._has_buffers:
-            # the skipped batch's forward pass moved the buffers (a NaN batch leaves BatchNorm's running
-            # statistics NaN for good, and every evaluation after it): back to the newest snapshot's
-            self._ring.restore_buffers(pl_module)
+        if (skipped_before or skipped_now) and not self._acted(decisions) and self._has_buffers:
+            self._restore_buffers(pl_module, exact=not skipped_before)
         every = self.config.update_every
         if every is not None and step % every == 0 and not dropped and not self._acted(decisions):
             self._updates.arm(optimizer, step, norm)
@@ -669,6 +675,21 @@ class DivergenceWatchdog(Callback):
             self._policy.snapshot_taken(step, loss)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         self._set_gate()
+
+    def _restore_buffers(self, pl_module: Any, exact: bool) -> None:
+        """Skipped batches' forward passes moved the buffers (a NaN batch leaves BatchNorm's running statistics NaN
+        for good, and every evaluation after it). This step's alone (``exact``): the normalization layers' statistics
+        go back to their values at its start. Steps judged on the device before this read, whose statistics the
+        steps since have moved on from: to the newest snapshot's. Any buffer left non-finite goes back to the
+        newest snapshot's too; the others (an EMA the user updates outside the forward pass) keep their updates."""
+        names: set[str] = set()
+        if exact:
+            self._norms.restore()
+        else:
+            names |= self._norms.names
+        names |= nonfinite_buffers(pl_module)
+        if names:
+            self._ring.restore_buffers(pl_module, names)
 
     def _planned_share(self, trainer: Any, optimizer: Any) -> float:
         """This step's LR as a share of its planned peak (LRSchedule's peak, the torch scheduler's), without the

@@ -27,6 +27,7 @@ from lr_callbacks.watchdog.device import all_reduce_mean
 __all__ = [
     "SNAPSHOT_MODES",
     "DiskSnapshot",
+    "NormStatistics",
     "SnapshotRing",
     "choose_snapshot",
     "loads_safely",
@@ -47,7 +48,7 @@ class Snapshot(Protocol):
 
     def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
 
-    def restore_buffers(self, module: torch.nn.Module) -> None: ...
+    def restore_buffers(self, module: torch.nn.Module, names: set[str] | None = None) -> None: ...
 
     def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None: ...
 
@@ -87,8 +88,8 @@ class DiskSnapshot:
             module.load_state_dict(saved["state_dict"])
         restore_optimizer_state(optimizer, saved["optimizer"])
 
-    def restore_buffers(self, module: torch.nn.Module) -> None:
-        copy_buffers(module, self._load()["state_dict"])
+    def restore_buffers(self, module: torch.nn.Module, names: set[str] | None = None) -> None:
+        copy_buffers(module, self._load()["state_dict"], names)
 
     def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
         saved = self._load()
@@ -247,11 +248,11 @@ class SnapshotRing:
         """The snapshot of ``step`` (``None``: the newest)."""
         return self.newest() if step is None else self.snapshots.get(step, self.newest())
 
-    def restore_buffers(self, module: torch.nn.Module) -> None:
-        """Put the newest snapshot's buffers back into ``module`` (nothing without a snapshot)."""
+    def restore_buffers(self, module: torch.nn.Module, names: set[str]) -> None:
+        """Put the newest snapshot's buffers of these ``names`` back into ``module`` (nothing without a snapshot)."""
         snapshot = self.newest()
         if snapshot is not None:
-            snapshot.restore_buffers(module)
+            snapshot.restore_buffers(module, names)
 
     def reference_batches(self) -> list[Any]:
         """The batches kept with the newest snapshot (empty when it has none)."""
@@ -260,6 +261,55 @@ class SnapshotRing:
     def reference_rngs(self) -> list[dict[str, torch.Tensor]]:
         """The RNG states of the newest snapshot's batches (empty when they are not known)."""
         return self.rngs.get(max(self.batches), []) if self.batches else []
+
+
+class NormStatistics:
+    """The running statistics of a module's normalization layers (BatchNorm's, and InstanceNorm's that track them)
+    as they were at the start of a step, copied on their device: a skipped batch's forward pass moved them, and
+    they go back to exactly these values. One foreach copy a step, none for a model without such layers.
+
+    Before, a skip put every buffer back to the newest snapshot's, up to ``snapshot_every`` steps old: the
+    statistics lost the clean steps since, and an EMA held in buffers lost its updates of those steps.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.layers = [
+            (name, m)
+            for name, m in module.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase) and any(True for _ in m.buffers(recurse=False))
+        ]
+        self.names = {
+            f"{name}.{b}" if name else b for name, m in self.layers for b, _ in m.named_buffers(recurse=False)
+        }
+        self.saved: list[torch.Tensor] = []
+        self._live: list[torch.Tensor] = []
+
+    def capture(self) -> None:
+        """Copy the statistics as they are now (at the step's start)."""
+        if not self.layers:
+            return
+        first = next(self.layers[0][1].buffers(recurse=False), None)
+        with torch.no_grad():
+            if not self._live or self._live[0] is not first:  # the first capture, or the module was moved since
+                self._live = [b for _, m in self.layers for b in m.buffers(recurse=False)]
+                self.saved = [t.detach().clone() for t in self._live]
+            else:
+                torch._foreach_copy_(self.saved, self._live)
+
+    def restore(self) -> None:
+        """Put the statistics back as :meth:`capture` found them."""
+        if self._live:
+            with torch.no_grad():
+                torch._foreach_copy_(self._live, self.saved)
+
+
+def nonfinite_buffers(module: torch.nn.Module) -> set[str]:
+    """The names of ``module``'s floating-point buffers that hold a NaN or an infinity (one host read)."""
+    named = [(name, b) for name, b in module.named_buffers() if b.is_floating_point() and b.numel()]
+    if not named:
+        return set()
+    bad = torch.stack([~torch.isfinite(b).all() for _, b in named]).tolist()
+    return {name for (name, _), flag in zip(named, bad) if flag}
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -579,6 +579,41 @@ def test_a_skipped_batch_leaves_no_trace_in_batchnorm_s_running_statistics(tmp_p
     assert not bool(torch.isfinite(unguarded.net[1].running_mean).all())
 
 
+class EmaDigits(NormedDigits):
+    """NormedDigits with an EMA of its first layer's weight in a buffer, updated after each step (as Mean Teacher or
+    a model EMA is); it records the EMA and the running mean before each step."""
+
+    def __init__(self, nan_at: int, **kwargs: Any) -> None:
+        super().__init__(nan_at, **kwargs)
+        self.register_buffer("ema", self.net[0].weight.detach().clone())
+        self.before: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        state = (self.ema.clone(), self.net[1].running_mean.clone(), self.net[0].weight.detach().clone())
+        self.before.append(state)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        with torch.no_grad():
+            self.ema.mul_(0.9).add_(self.net[0].weight, alpha=0.1)
+
+
+def test_a_skipped_batch_puts_back_only_what_its_forward_pass_moved(tmp_path):
+    """BatchNorm's statistics go back to their values before the skipped step, not to the newest snapshot's (up to
+    ``snapshot_every`` steps old); an EMA held in a buffer, updated outside the forward pass, keeps its updates.
+    Before, a skip rewound every buffer to the snapshot: the EMA lost the steps since."""
+    model = EmaDigits(nan_at=25)
+    watchdog = small(update_every=None)
+    fit(tmp_path, model, [watchdog], 27)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(25, "non_finite", "skip")]
+    assert watchdog._policy.state.snapshot_step == 20  # the snapshot is older than the skipped step
+    assert torch.equal(model.means[25], model.before[25][1])  # the statistics as the skipped step found them
+    # the EMA's own hook ran after the skipped step too, from the weights that the skip kept as they were
+    ema, _, weight = model.before[25]
+    assert torch.equal(model.before[26][2], weight)
+    assert torch.allclose(model.before[26][0], 0.9 * ema + 0.1 * weight, rtol=0, atol=1e-7)
+
+
 class EmptyGroupDigits(DigitsModel):
     """The digits MLP with a second, empty parameter group (e.g. one kept for parameters added later)."""
 
