@@ -127,6 +127,7 @@ class LRSchedule(Callback):
     _clock_from_trainer: bool
     _past_end_said: bool
     _checkpoint_lrs: list[list[float]] | None  # a resume from a checkpoint without LRSchedule: its optimizers' LRs
+    _last_fit: tuple[weakref.ref[Any], dict[str, Any]] | None  # the trainer of the last fit, and its state then
 
     def __init__(
         self,
@@ -510,7 +511,7 @@ class LRSchedule(Callback):
         self._clock_from_trainer = False
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
         self._checkpoint_lrs = None
-        self._last_fit: tuple[weakref.ref[Any], dict[str, Any]] | None = None  # the trainer and state of the last fit
+        self._last_fit = None
 
     @property
     def _idle(self) -> bool:
@@ -528,11 +529,13 @@ class LRSchedule(Callback):
             return
         setup.refuse_unusable(trainer)
         last, self._last_fit = self._last_fit, None
-        if self._restored is None and last is not None and last[0]() is trainer and trainer.global_step > 0:
-            # ``trainer.fit`` again on the trainer of the last fit goes on from its step: the plan goes on as from
-            # that fit's checkpoint (``on_length_change`` for a longer run). Before, a run continued with max_steps
-            # raised was planned afresh over the longer run, and the LR jumped back up without a word.
-            self._restored = last[1]
+        if self._restored is None and last is not None and int(trainer.global_step) > 0:
+            fitted_on, state = last
+            if fitted_on() is trainer:
+                # ``trainer.fit`` again on the trainer of the last fit goes on from its step: the plan goes on as
+                # from that fit's checkpoint (``on_length_change`` for a longer run). Before, a run continued with
+                # max_steps raised was planned afresh over the longer run, and the LR jumped back up without a word.
+                self._restored = state
         self._trainer = trainer
         self._optimizers = list(trainer.optimizers)
         self._settled = False

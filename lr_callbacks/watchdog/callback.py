@@ -856,7 +856,7 @@ class DivergenceWatchdog(Callback):
             self._held += self._judge.read(None)[0]
         snapshot_step = self._policy.state.snapshot_step
         reference = self._ring.batches.get(snapshot_step, []) if snapshot_step is not None else []
-        rngs = self._ring.rngs.get(snapshot_step, []) if reference else []
+        rngs = self._ring.rngs.get(snapshot_step, []) if reference and snapshot_step is not None else []
         if reference and not loads_safely(reference):
             if not self._warned_reference:
                 log.info(

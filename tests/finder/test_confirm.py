@@ -239,7 +239,7 @@ def test_confirm_finds_validation_data_that_lightning_loads_only_at_the_first_va
     """``check_val_every_n_epoch=2`` without a sanity check: Lightning has not loaded the validation data at fit
     start, where the finder runs. Before, confirm mode was refused for "no validation data" that was passed."""
     finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="8 steps")
-    model, trainer = fit(tmp_path, finder, check_val_every_n_epoch=2, num_sanity_val_steps=0, logger=False)
+    fit(tmp_path, finder, check_val_every_n_epoch=2, num_sanity_val_steps=0, logger=False)
     assert [t.lr for t in finder.result.trials] == [1e-3, 1e-2]
     assert all(math.isfinite(t.val_loss) for t in finder.result.trials)
 

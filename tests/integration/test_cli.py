@@ -170,8 +170,7 @@ def test_a_preset_help_shows_its_own_arguments(capsys) -> None:
         (["draw"], "invalid choice: 'draw'"),
         (["plot", "cosinus", "--steps", "10"], "unknown `schedule` 'cosinus'; choose one of: 'constant'"),
         (["plot", "--transformers", "cosinus", "--steps", "10"], "unknown transformers scheduler 'cosinus'; choose"),
-        (["plot", "--steps", "10"], "name one schedule: a preset (e.g. `plot cosine`), `--transformers NAME` or "
-         "`--config YAML`; none was given"),  # fmt: skip
+        (["plot", "--steps", "10"], "`--transformers NAME` or `--config YAML`; none was given"),
         (["plot", "cosine", "--transformers", "cosine", "--steps", "10"], "or `--config YAML`, not several"),
         (
             ["plot", "cosine", "--steps", "10", "--bogus", "3"],

@@ -7,7 +7,6 @@ and every logged value is read back from the TensorBoard event file.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import pytest
