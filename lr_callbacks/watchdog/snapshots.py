@@ -31,6 +31,7 @@ __all__ = [
     "SnapshotRing",
     "choose_snapshot",
     "loads_safely",
+    "nonfinite_buffers",
     "reference_loss",
     "rng_state",
     "state_bytes",
