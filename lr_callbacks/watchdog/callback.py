@@ -104,8 +104,7 @@ class DivergenceWatchdog(Callback):
     baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too; at
     the first updates, before there are five, a loss above ``max_level_shift`` × every one before it is checked on
     the reference batch of the run's first step (an LR that blows the run up at its first update), and only
-    damaged weights act. Once the run has learned (its loss level fell below its first losses by more than
-    ``max_level_shift``), that first limit stays a ceiling on the loss, whatever the spread of a low loss.
+    damaged weights act.
 
     **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted

@@ -75,28 +75,17 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         batches at a low loss (a fine-tuned model's batch of 8 can read twice another's), and a batch is trouble
         only when it is worse by the factor than every one of the first few. From scratch the first losses all
         sit at the loss of the initial weights, where the two agree.
-
-        Past the warmup that limit stays as a ceiling once the run has learned (its level fell below the first
-        losses' median by more than the factor): a batch worse by the factor than every one of the untrained
-        model's is trouble, however wide the spread of a low loss has made the robust z's limit (a LoRA
-        fine-tune whose clean batches read 0.0009 to 0.84 let a loss of 25.9, 18× the untrained model's, through
-        at z = 2.5, and trained on the damaged weights for 19 steps). A run that has not learned (a fine-tune
-        that starts at its level) gets no ceiling.
         """
-        first = self.state.first_losses
-        ceiling = max(first[:5]) + math.log(self.config.max_level_shift) if len(first) >= 5 else math.inf
         if not self.ready:
-            return Gate(loss_limit=ceiling, clip=self.config.outlier_action == "clip")
+            first = self.state.first_losses
+            if len(first) < 5:
+                return Gate(clip=self.config.outlier_action == "clip")
+            limit = max(first[:5]) + math.log(self.config.max_level_shift)
+            return Gate(loss_limit=limit, clip=self.config.outlier_action == "clip")
         c = self.config
         z = c.z_threshold * (GUARD_Z_SHARE if self._guarded() else 1.0)
-        if not len(self.loss):
-            loss_limit = math.inf
-        elif math.isfinite(ceiling) and self.loss.center < statistics.median(first[:5]) - math.log(c.max_level_shift):
-            loss_limit = min(self.loss.limit(z), ceiling)
-        else:
-            loss_limit = self.loss.limit(z)
         return Gate(
-            loss_limit=loss_limit,
+            loss_limit=self.loss.limit(z) if len(self.loss) else math.inf,
             grad_limit=self.grad.limit(c.grad_z_threshold) if len(self.grad) else math.inf,
             clip=self.config.outlier_action == "clip",
             sample_limit=self.samples.limit,
