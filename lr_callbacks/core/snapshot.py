@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -59,10 +60,31 @@ __all__ = [
     "copy_into",
     "loader_generators",
     "refill",
+    "require_materialized",
     "restore_optimizer_state",
     "synchronize",
     "to_host",
 ]
+
+
+def require_materialized(module: torch.nn.Module, owner: str) -> None:
+    """Refuse a module whose lazy parameters or buffers have no shape yet (a ``LazyLinear`` before its first
+    forward pass): a snapshot cannot copy them (before, torch's ``Attempted to use an uninitialized parameter`` at
+    fit start).
+
+    Raises:
+        ValueError: naming the tensors and the fix.
+    """
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    lazy = [name for name, tensor in tensors if torch.nn.parameter.is_lazy(tensor)]
+    if lazy:
+        shown = ", ".join(lazy[:3]) + (", …" if len(lazy) > 3 else "")
+        raise ValueError(
+            f"{owner} snapshots the model's weights as training starts, but {len(lazy)} of its tensors are lazy "
+            f"and not initialized yet ({shown}): run the model once on a batch before fit (in the "
+            "LightningModule's `setup`, e.g. `self(example_batch)`), as torch recommends for lazy modules before "
+            "an optimizer is built"
+        )
 
 
 def to_host(tensor: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:

@@ -31,7 +31,13 @@ from lr_callbacks.core.lr_model import (
     schedule_callback,
     set_peak_lr,
 )
-from lr_callbacks.core.snapshot import RngState, TrainingSnapshot, attribute_generators, loader_generators
+from lr_callbacks.core.snapshot import (
+    RngState,
+    TrainingSnapshot,
+    attribute_generators,
+    loader_generators,
+    require_materialized,
+)
 from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe, warmup_of
@@ -306,6 +312,7 @@ class LRFinder(Callback):
     # --- one run ---------------------------------------------------------------------------------------
 
     def _run(self, trainer: Any, module: Any, key: str) -> None:
+        require_materialized(module, "LRFinder")
         if getattr(trainer.strategy, "handles_gradient_accumulation", False):
             raise ValueError(
                 f"LRFinder cannot drive the optimizer under {type(trainer.strategy).__name__}, which steps and "

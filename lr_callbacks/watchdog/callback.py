@@ -22,7 +22,7 @@ from lr_callbacks.core.durations import known_total
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, require_lr_groups, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
-from lr_callbacks.core.snapshot import restore_optimizer_state
+from lr_callbacks.core.snapshot import require_materialized, restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
@@ -500,6 +500,7 @@ class DivergenceWatchdog(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         optimizer = self._optimizer(trainer)
+        require_materialized(pl_module, OWNER)
         self._has_buffers = any(True for _ in pl_module.buffers())
         self._norms = NormStatistics(pl_module)
         step = int(trainer.global_step)

@@ -18,7 +18,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
 
-from lr_callbacks import DivergenceWatchdog, Incident, LRSchedule
+from lr_callbacks import DivergenceWatchdog, Incident, LRFinder, LRSchedule
 from lr_callbacks.core.compat import Callback
 from lr_callbacks.core.lr_model import paused
 from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
@@ -875,6 +875,31 @@ def test_the_reference_batch_is_evaluated_with_its_steps_own_random_draws(tmp_pa
     assert sorted(seen) == [0, 10, 20]
     for step, (replayed, fresh) in seen.items():
         assert replayed == model.losses[step] and fresh != model.losses[step]
+
+
+class Lazy(TinyModel):
+    """TinyModel whose body is a ``LazyLinear``: its weights get their shape at the first forward pass, or at the
+    dry run in ``setup`` (``dry_run``), as torch recommends before an optimizer is built."""
+
+    def __init__(self, dry_run: bool) -> None:
+        super().__init__()
+        self.body = torch.nn.LazyLinear(8)
+        self.dry_run = dry_run
+
+    def setup(self, stage: str) -> None:
+        if self.dry_run:
+            self(torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("callback", [lambda: small(), lambda: LRFinder(num_steps=10)])
+def test_lazy_weights_not_initialized_at_fit_start_are_refused_with_the_fix(tmp_path, callback):
+    """Before: torch's "Attempted to use an uninitialized parameter" from the snapshot at fit start."""
+    with pytest.raises(ValueError, match=r"2 of its tensors are lazy and not initialized yet \(body.weight, "
+                       r"body.bias\): run the model once on a batch before fit"):  # fmt: skip
+        make_trainer(tmp_path, max_steps=12, callbacks=[callback()]).fit(Lazy(dry_run=False), loader(regression_data()))
+    trainer = make_trainer(tmp_path / "dry", max_steps=12, callbacks=[callback()])
+    trainer.fit(Lazy(dry_run=True), loader(regression_data()))  # the fix it names
+    assert trainer.global_step == 12
 
 
 def test_the_watchdog_trains_in_float64(tmp_path):
