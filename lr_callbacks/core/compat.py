@@ -27,6 +27,7 @@ __all__ = [
     "exit_fit",
     "flatten",
     "fresh_iterator",
+    "load_validation_data",
     "metric_states",
     "reset_scaler_step_state",
     "set_found_inf",
@@ -98,6 +99,22 @@ def transfer_hook(module: Any, batch: Any) -> Any:
     """
     before = getattr(module, "_on_before_batch_transfer", None)
     return before(batch, dataloader_idx=0) if before is not None else module.on_before_batch_transfer(batch, 0)
+
+
+def load_validation_data(trainer: Any) -> None:
+    """Load the fit's validation data now, as Lightning's fit loop does at its start when the first epoch validates
+    (``fit_loop.on_run_start``: ``trainer.validating = True``, ``val_loop.setup_data()``); the loaders stay for the
+    run. Nothing when no validation data was given (the loop's private ``_data_source``)."""
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    source = getattr(loop, "_data_source", None)
+    if source is None or not source.is_defined():
+        return
+    stage = trainer.state.stage
+    trainer.validating = True
+    try:
+        loop.setup_data()
+    finally:
+        trainer.state.stage = stage
 
 
 def fresh_iterator(loader: torch.utils.data.DataLoader) -> None:

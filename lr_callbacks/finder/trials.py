@@ -44,7 +44,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lr_callbacks.core.compat import accumulation
+from lr_callbacks.core.compat import accumulation, load_validation_data
 from lr_callbacks.core.durations import Duration, Run, known_total
 from lr_callbacks.core.lr_model import set_peak_lr
 from lr_callbacks.core.snapshot import TrainingSnapshot
@@ -89,28 +89,14 @@ def require_validation(trainer: Any) -> None:
         ValueError: naming the fix.
     """
     if trainer.val_dataloaders is None:
-        _load_validation(trainer)
+        # Lightning loads it at fit start only when the first epoch validates (or the sanity check ran): under
+        # check_val_every_n_epoch=2 without a sanity check, confirm mode was refused for data that was there
+        load_validation_data(trainer)
     if trainer.val_dataloaders is None or not trainer.num_val_batches or not trainer.num_val_batches[0]:
         raise ValueError(
             "LRFinder(confirm=...) compares trials on the validation loss, but the trainer has no validation "
             "data; pass val_dataloaders to fit (with limit_val_batches > 0), or drop confirm"
         )
-
-
-def _load_validation(trainer: Any) -> None:
-    """Load the validation data now, as Lightning does at fit start when the first epoch validates: it does not
-    when it does not and the sanity check is off (``check_val_every_n_epoch=2, num_sanity_val_steps=0``), and
-    confirm mode was refused for "no validation data" that was there. Lightning keeps the loaders for the run."""
-    loop = trainer.fit_loop.epoch_loop.val_loop
-    source = getattr(loop, "_data_source", None)  # Lightning's own: none given, nothing to load
-    if source is None or not source.is_defined():
-        return
-    stage = trainer.state.stage
-    trainer.validating = True
-    try:
-        loop.setup_data()
-    finally:
-        trainer.state.stage = stage
 
 
 def plan_trials(trainer: Any, count: int, length: Duration | None, spent: int = 0) -> list[tuple[int, int]]:

@@ -353,8 +353,9 @@ def reference_loss(
 
     ``rngs``: the state of torch's generators (CPU, and CUDA) when each batch's own step started, replayed so that
     its draws from them (dropout's masks, a ``torch.rand`` masking in ``training_step``) are the step's: the loss
-    then differs from the step's only by the weights. Draws from Python's ``random`` or NumPy are not replayed. Without them every evaluation draws afresh, and at a low loss dropout alone moved a fine-tuned
-    MiniLM's loss on one batch of 8 from 0.0055 to 0.147 at the same weights, read as damaged weights."""
+    then differs from the step's only by the weights. Draws from Python's ``random`` or NumPy are not replayed.
+    Without them every evaluation draws afresh, and at a low loss dropout alone moved a fine-tuned MiniLM's loss on
+    one batch of 8 from 0.0055 to 0.147 at the same weights, read as damaged weights."""
     if not batches:
         return None
     devices = [module.device] if module.device.type == "cuda" else []

@@ -77,6 +77,33 @@ def test_transfer_hook_routes_to_a_datamodule_that_overrides_it(namespace, tmp_p
     assert seen == [[10.0, 10.0]]  # the DataModule's hook, which the module's public hook would not have run
 
 
+@pytest.mark.parametrize("namespace", NAMESPACES)
+@pytest.mark.parametrize("given", [True, False])
+def test_load_validation_data_loads_what_the_fit_loop_left_for_its_first_validating_epoch(namespace, given, tmp_path):
+    pl = importlib.import_module(namespace)
+    seen = []
+
+    class Validated(type(unstarted_module(pl))):
+        def validation_step(self, batch, batch_idx):
+            pass
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append(trainer.val_dataloaders is None)
+            stage = trainer.state.stage
+            compat.load_validation_data(trainer)
+            seen.extend([trainer.val_dataloaders is not None, trainer.state.stage == stage])
+            compat.exit_fit(trainer)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+    trainer = pl.Trainer(
+        max_epochs=2, check_val_every_n_epoch=2, num_sanity_val_steps=0, callbacks=[Probe()],
+        default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+    )  # fmt: skip
+    trainer.fit(Validated(), data, data if given else None)
+    assert seen == [True, given, True]  # not loaded yet at fit start; loaded when given; the stage kept
+
+
 def test_fresh_iterator_clears_the_cached_persistent_iterator():
     data = torch.utils.data.TensorDataset(torch.arange(4.0))
     loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1, persistent_workers=True)
