@@ -77,11 +77,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         sit at the loss of the initial weights, where the two agree.
         """
         if not self.ready:
-            first = self.state.first_losses
-            if len(first) < 5:
+            if len(self.state.first_losses) < 5:
                 return Gate(clip=self.config.outlier_action == "clip")
-            limit = max(first[:5]) + math.log(self.config.max_level_shift)
-            return Gate(loss_limit=limit, clip=self.config.outlier_action == "clip")
+            return Gate(loss_limit=self._first_losses_limit(), clip=self.config.outlier_action == "clip")
         c = self.config
         z = c.z_threshold * (GUARD_Z_SHARE if self._guarded() else 1.0)
         return Gate(
@@ -91,6 +89,11 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             sample_limit=self.samples.limit,
             sample_count=self.samples.max_count(self._sample_size if samples is None else samples),
         )
+
+    def _first_losses_limit(self) -> float:
+        """``max_level_shift`` × the highest of the run's first (up to five) losses, in log units: the warmup's gate
+        once there are five, and the check of the first updates before."""
+        return max(self.state.first_losses[:5]) + math.log(self.config.max_level_shift)
 
     def gradients_widened(self) -> None:
         """More parameter tensors have gradients than at any step before (a frozen backbone trains from now
@@ -169,10 +172,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         first losses then held every later one to ×1.5 of the blown-up level). Only the reference tells: a
         fine-tuned model's first batches may differ by more than the factor, and sound weights train on as
         before, with no skip and no event. ``None``: nothing to do."""
-        s, c = self.state, self.config
         x = log_value(loss)
-        first = s.first_losses
-        if self.ready or not first or len(first) >= 5 or x is None or x <= max(first) + math.log(c.max_level_shift):
+        first = self.state.first_losses
+        if self.ready or not first or len(first) >= 5 or x is None or x <= self._first_losses_limit():
             return None
         if not self._damaged(probe):  # sound weights, or no reference to tell
             return None
