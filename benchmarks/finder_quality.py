@@ -457,6 +457,22 @@ def _summary_rows(table: dict[str, Any], order: Sequence[str]) -> list[list[Any]
     ]
 
 
+def _entry_commit(pair: dict[str, Any], entry: dict[str, Any]) -> str:
+    return str(entry.get("commit") or pair.get("commit") or "?")
+
+
+def _measured_at(pair: dict[str, Any]) -> str:
+    """Which commit measured which finders of ``pair`` (a rerun with ``--finders`` keeps the others' older runs)."""
+    finders: dict[str, list[str]] = {}
+    for entry in pair["suggestions"]:
+        names = finders.setdefault(_entry_commit(pair, entry), [])
+        if entry["finder"] not in names:
+            names.append(entry["finder"])
+    if len(finders) <= 1:
+        return f"commit `{next(iter(finders), pair.get('commit', '?'))}`"
+    return "commits " + ", ".join(f"`{c}` ({', '.join(names)})" for c, names in finders.items())
+
+
 def _task_section(ctx: Context, key: str, r: dict[str, Any]) -> str:
     """One model/optimizer pair: its grid and suggestions as a plot, a table and a paragraph."""
     from lr_callbacks.core.plot import Line, Marker, save_png
@@ -494,8 +510,8 @@ def _task_section(ctx: Context, key: str, r: dict[str, Any]) -> str:
             ]
         )
     return (
-        f"### {key}{' (held out)' if r.get('held_out') else ''}\n\n{r['task']}; measured at commit "
-        f"`{r.get('commit', '?')}`. Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
+        f"### {key}{' (held out)' if r.get('held_out') else ''}\n\n{r['task']}; measured at {_measured_at(r)}. "
+        f"Grid: {len(truth['lrs'])} LRs from {fmt(truth['lrs'][0])} to "
         f"{fmt(truth['lrs'][-1])}, {len(truth['runs'][0])} seeds. Best grid LR {fmt(truth['best_lr'])} "
         f"(LR* = {fmt(truth['lr_star'])}), loss {fmt(truth['best_loss'])} ± {fmt(truth['best_std'])}; "
         f"default LR {fmt(truth['default_lr'])}: loss {fmt(truth['default_loss'])}.\n\n"
@@ -543,7 +559,7 @@ def _report(
     per_task = [_task_section(ctx, key, r) for key, r in results.items()]
     _profile(ctx, order, results)
     tasks = ", ".join(f"{k} ({v} steps)" for k, v in scale.tasks.items())
-    commits = sorted({r.get("commit", "") for r in results.values()})
+    commits = sorted({_entry_commit(r, e) for r in results.values() for e in r["suggestions"]})
     group_rows = [
         [group, *row]
         for group, name in (("tuning pairs", "tuning"), ("held-out pairs", "held_out"))

@@ -409,6 +409,23 @@ def test_success_bar_is_the_worst_of_the_best_and_its_neighbours_on_the_same_see
     assert _near_best(Cache(), None, "sgd", truth, 2) == 0.3  # a finder seed the grid does not have
 
 
+def test_a_pair_rerun_for_some_finders_names_the_commit_of_each() -> None:
+    from benchmarks.finder_quality import _measured_at
+
+    pair = {
+        "commit": "new",  # the pair's stamp is the latest run's; the finders it did not rerun are older
+        "suggestions": [
+            {"finder": "lightning", "commit": "new"},
+            {"finder": "lightning", "commit": "new"},
+            {"finder": "lr_callbacks", "commit": "old"},
+            {"finder": "lr_callbacks.confirm", "commit": "old"},
+        ],
+    }
+    assert _measured_at(pair) == "commits `new` (lightning), `old` (lr_callbacks, lr_callbacks.confirm)"
+    assert _measured_at({**pair, "suggestions": pair["suggestions"][:2]}) == "commit `new`"
+    assert _measured_at({"commit": "c", "suggestions": [{"finder": "x"}]}) == "commit `c`"  # entries before stamps
+
+
 def test_a_watchdog_rerun_of_some_methods_keeps_the_others_runs(tmp_path) -> None:
     import dataclasses
     import json
