@@ -237,6 +237,7 @@ class LRFinder(Callback):
         self._stage: str | None = None
         self._exit_after_run = False
         self._applied_note: str | None = None  # what the log line says of the answer's use, when find_lr runs it
+        self._swept_from: float | None = None  # the reference group's peak LR before the last sweep
 
     # --- results ---------------------------------------------------------------------------------------
 
@@ -342,6 +343,7 @@ class LRFinder(Callback):
                 "groups' ratios to it are undefined; give it a positive LR in configure_optimizers"
             )
         ratios = [[p / peaks[0][0] for p in row] for row in peaks]
+        self._swept_from = peaks[0][0]
         if self.confirm is not False:
             require_validation(trainer)  # before the sweep, not after it and the probe
         loaders = trainer.train_dataloader
@@ -512,7 +514,9 @@ def find_lr(
         **finder_kwargs: :class:`LRFinder`'s arguments. ``apply`` here means: set the chosen LR on the
             model's attribute (default ``False``: only report), and scale an ``LRSchedule``'s ``peak_lrs`` for
             named groups with it, so they keep the ratio the sweep measured; ``epochs`` and ``at_fit_start`` do
-            not apply.
+            not apply. An attribute that drives another group than the reference (``lr`` for the head, the
+            backbone, first, at ``lr / 100``) is scaled as the sweep scaled that group, so the next fit trains
+            every group at the LR the callback would apply.
 
     Returns:
         The :class:`~lr_callbacks.FinderResult`.
@@ -579,13 +583,24 @@ def find_lr(
         )
     if apply and result.chosen_lr is not None:
         name = _lr_attribute(model, attr_name)
+        reference = finder._swept_from or result.chosen_lr
         if _has_attribute(model, name):
-            setattr(model, name, result.chosen_lr)
+            setattr(model, name, _applied(getattr(model, name), reference, result.chosen_lr))
         hparams = getattr(model, "hparams", None)
         if hparams is not None and name in hparams:
-            hparams[name] = result.chosen_lr
+            hparams[name] = _applied(hparams[name], reference, result.chosen_lr)
         _scale_peak_overrides(trainer, result.chosen_lr)
     return result
+
+
+def _applied(value: Any, reference: float, answer: float) -> Any:
+    """The LR attribute's new value: ``answer`` where it held the reference group's LR; where it drives another
+    group (a head at ``lr`` over a backbone at ``lr / 100``, the reference), scaled as the sweep scaled that group."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return answer
+    if math.isclose(value, reference, rel_tol=1e-9):
+        return answer
+    return value * (answer / reference)
 
 
 def _scale_peak_overrides(trainer: Any, answer: float) -> None:

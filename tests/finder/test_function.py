@@ -69,11 +69,38 @@ def test_apply_sets_the_models_lr_attribute_or_hparam(tmp_path):
     assert hp.hparams.learning_rate == result.chosen_lr
 
     named = WithLR()
-    named.base_lr = 1.0
+    named.base_lr = 0.1  # the reference group's LR, under another name
     result = find_lr(
         make_trainer(tmp_path, logger=False), named, shuffled(), num_steps=30, apply=True, attr_name="base_lr"
     )
     assert named.base_lr == result.chosen_lr and named.lr == 0.1
+
+
+def test_an_lr_attribute_that_drives_another_group_than_the_reference_keeps_its_ratio_to_it(tmp_path):
+    """A discriminative recipe lists the backbone first at ``lr / 100`` and the head at ``lr``. The answer is the
+    reference (first) group's LR; set on ``lr`` as it was, the next fit trained every group 100× below the LRs the
+    sweep measured and the callback applies."""
+
+    class HeadLR(FinderModel):
+        def __init__(self, lr: float = 0.1) -> None:
+            super().__init__()
+            self.lr = lr
+            self.save_hyperparameters()
+            self._optimizer = lambda module: sgd(module.lr / 100, module.lr)(module)
+
+    torch.manual_seed(0)
+    finder = LRFinder(num_steps=40)
+    make_trainer(tmp_path / "c", max_steps=1, logger=False, callbacks=[finder]).fit(HeadLR(), shuffled())
+    torch.manual_seed(0)
+    model = HeadLR()
+    result = find_lr(make_trainer(tmp_path / "f", logger=False), model, shuffled(), num_steps=40, apply=True)
+    assert result == finder.result
+    assert model.lr == pytest.approx(100 * result.chosen_lr, rel=1e-12)
+    assert model.hparams.lr == pytest.approx(100 * result.chosen_lr, rel=1e-12)
+    trainer = make_trainer(tmp_path / "t", max_steps=1, logger=False)
+    trainer.fit(model, shuffled())
+    lrs = [float(g["lr"]) for g in trainer.optimizers[0].param_groups]
+    assert lrs == pytest.approx([result.chosen_lr, 100 * result.chosen_lr], rel=1e-12)
 
 
 def test_apply_false_is_the_default_and_changes_nothing(tmp_path):
