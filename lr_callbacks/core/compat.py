@@ -27,9 +27,11 @@ __all__ = [
     "exit_fit",
     "flatten",
     "fresh_iterator",
+    "is_lightning",
     "load_validation_data",
     "metric_states",
     "reset_scaler_step_state",
+    "scale_backbone_ramp",
     "set_found_inf",
     "supports_found_inf",
     "transfer_hook",
@@ -72,13 +74,27 @@ def exit_fit(trainer: Any) -> NoReturn:
 
 def callback_named(trainer: Any, name: str) -> Any:
     """The trainer's callback of Lightning's class ``name`` (either namespace, or a subclass), or ``None``."""
-    for callback in trainer.callbacks:
-        if any(cls.__name__ == name and cls.__module__.split(".")[0] in _LIGHTNING for cls in type(callback).__mro__):
-            return callback
-    return None
+    return next((c for c in trainer.callbacks if is_lightning(c, name)), None)
+
+
+def is_lightning(obj: Any, name: str) -> bool:
+    """``obj`` is an instance of Lightning's class ``name`` (either namespace, or a subclass)."""
+    return any(cls.__name__ == name and cls.__module__.split(".")[0] in _LIGHTNING for cls in type(obj).__mro__)
 
 
 _LIGHTNING = ("pytorch_lightning", "lightning")
+
+
+def scale_backbone_ramp(trainer: Any, factor: float) -> None:
+    """Scale the backbone LR that Lightning's ``BackboneFinetuning`` remembers (``previous_backbone_lr``, public
+    but undocumented). At each epoch after the unfreeze it sets the backbone group's LR to ``lambda_func(epoch + 1)
+    × previous``, which throws away a change made between its epochs (the finder's answer, the watchdog's cut)."""
+    if factor == 1.0:
+        return
+    for callback in trainer.callbacks:
+        previous = getattr(callback, "previous_backbone_lr", None)
+        if is_lightning(callback, "BackboneFinetuning") and isinstance(previous, float):
+            callback.previous_backbone_lr = previous * factor
 
 
 def accumulation(trainer: Any) -> int:

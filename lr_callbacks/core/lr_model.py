@@ -21,6 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from lr_callbacks.core.compat import scale_backbone_ramp
+
 __all__ = [
     "Pausable",
     "ScheduleOwner",
@@ -162,13 +164,16 @@ def set_peak_lr(trainer: Any, lr: float) -> None:
     """Make ``lr`` the reference group's peak; every other group keeps its ratio to it.
 
     With :class:`~lr_callbacks.LRSchedule` this sets its peaks; otherwise it rescales the optimizers'
-    LRs and the user's schedulers by ``lr / reference_lr(trainer)``.
+    LRs and the user's schedulers by ``lr / reference_lr(trainer)``. ``BackboneFinetuning``'s ramp goes on from
+    the rescaled backbone LR.
     """
     schedule = find_lr_schedule(trainer)
+    factor = lr / (schedule.peak_lrs[0][0] if schedule is not None else reference_lr(trainer))
+    scale_backbone_ramp(trainer, factor)
     if schedule is not None:
         schedule._set_peak_lr(lr)
         return
-    rescale_lrs(trainer, lr / reference_lr(trainer))
+    rescale_lrs(trainer, factor)
 
 
 def set_lr_scale(trainer: Any, scale: float, previous: float) -> None:
@@ -176,7 +181,9 @@ def set_lr_scale(trainer: Any, scale: float, previous: float) -> None:
 
     With :class:`~lr_callbacks.LRSchedule` this sets its ``scale``; otherwise, or once it has handed the LR over
     to ``StochasticWeightAveraging``, it rescales the optimizers' LRs and the schedulers by ``scale / previous``.
+    ``BackboneFinetuning``'s ramp goes on from the rescaled backbone LR.
     """
+    scale_backbone_ramp(trainer, scale / previous)
     schedule = find_lr_schedule(trainer)
     if schedule is not None and not schedule._handed_over:
         schedule._set_scale(scale)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, exit_fit
+from lr_callbacks.core.compat import Callback, exit_fit, is_lightning
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks.core.lr_model import (
@@ -139,7 +139,9 @@ class LRFinder(Callback):
             (see :func:`~lr_callbacks.suggest_lr`).
         apply: write the answer into the LR; ``False`` only reports.
         at_fit_start: run when training starts.
-        epochs: also run at the start of these epochs (the weights are those of that moment).
+        epochs: also run at the start of these epochs (the weights are those of that moment), after the
+            fine-tuning callbacks (``BackboneFinetuning``) wherever they are listed, so that the layers they
+            unfreeze at that epoch are swept with the rest.
         divergence_threshold: stop when the loss has given back this many times what it gained
             (1.0: back to where it started); ``None`` stops only on NaN/inf.
         window: the smoothing width of the analysis, in decades of LR.
@@ -274,6 +276,8 @@ class LRFinder(Callback):
         self._stage = stage
         if stage == "fit":  # a new fit starts afresh; on resume, load_state_dict (called after) fills these
             self._results, self._done = [], set()
+            if self.epochs:
+                _run_after_finetuning(trainer, self)
             last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
             beyond = [e for e in self.epochs if last is not None and e >= last]
             if last is not None and beyond and trainer.is_global_zero:
@@ -601,6 +605,23 @@ def _applied(value: Any, reference: float, answer: float) -> Any:
     if math.isclose(value, reference, rel_tol=1e-9):
         return answer
     return value * (answer / reference)
+
+
+def _run_after_finetuning(trainer: Any, finder: LRFinder) -> None:
+    """Move ``finder`` after the fine-tuning callbacks (Lightning's ``BaseFinetuning``, e.g. ``BackboneFinetuning``)
+    listed after it. At an epoch's start they unfreeze layers and add their groups, which a sweep at that epoch must
+    train; listed first, the finder swept the frozen model and answered for it (80× too high in one recipe)."""
+    callbacks = list(trainer.callbacks)
+    index = callbacks.index(finder)
+    later = [i for i, c in enumerate(callbacks) if i > index and is_lightning(c, "BaseFinetuning")]
+    if not later:
+        return
+    last = callbacks[later[-1]]
+    callbacks.insert(later[-1] + 1, finder)
+    del callbacks[index]
+    trainer.callbacks = callbacks  # a new list: the loop over the hooks running now goes on over the old one
+    if trainer.is_global_zero:
+        log.info("LRFinder: runs after %s at each epoch's start", type(last).__name__)
 
 
 def _scale_peak_overrides(trainer: Any, answer: float) -> None:

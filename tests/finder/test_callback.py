@@ -526,20 +526,42 @@ class Backboned(pl.LightningModule):
         return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.05)
 
 
-def test_a_group_added_at_the_epochs_start_is_swept_with_the_others(tmp_path):
+@pytest.mark.parametrize("order", ["UFS", "FUS", "FSU"])
+def test_a_group_added_at_the_epochs_start_is_swept_with_the_others(tmp_path, order):
     """``BackboneFinetuning`` adds the backbone's group at the start of epoch 2 (at a tenth of the head's LR), just
     before ``LRFinder(epochs=[2])`` sweeps. Under ``LRSchedule`` the schedule took the group in only at the next
-    step, so the sweep held the backbone at its LR while the head ramped, and the answer was applied to both."""
+    step, so the sweep held the backbone at its LR while the head ramped, and the answer was applied to both.
+    Listed before ``BackboneFinetuning``, the finder swept at that epoch's start before the backbone was added."""
     from pytorch_lightning.callbacks import BackboneFinetuning
 
     unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=2, backbone_initial_ratio_lr=0.1, verbose=False)
     finder = LRFinder(num_steps=20, epochs=[2], at_fit_start=False, probe=False)
     model = Backboned()
-    trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[unfreeze, finder, LRSchedule("constant")])
+    named = {"U": unfreeze, "F": finder, "S": LRSchedule("constant")}
+    trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[named[c] for c in order])
     trainer.fit(model, loader(regression_data(64), batch_size=8))
     sweep = [lrs for lrs in model.sweep_lrs if len(lrs) == 2][:20]
     assert len(sweep) == 20 and sweep[-1][0] > 100 * sweep[0][0]  # the head ramps
     assert [b / h for h, b in sweep] == pytest.approx([0.1] * 20)  # and the backbone with it
+
+
+@pytest.mark.parametrize("with_schedule", [False, True])
+def test_backbone_finetunings_ramp_goes_on_from_the_applied_lr(tmp_path, with_schedule):
+    """At each epoch after the unfreeze ``BackboneFinetuning`` sets the backbone's LR to 2 × the one it set
+    before. It remembered the LR from before the finder, so at the next epoch the backbone went back to 2 × its
+    LR before the sweep, and the finder's answer for it was lost."""
+    from pytorch_lightning.callbacks import BackboneFinetuning
+
+    unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=2, backbone_initial_ratio_lr=0.1, verbose=False)
+    finder = LRFinder(num_steps=20, epochs=[2], at_fit_start=False, probe=False)
+    model = Backboned()
+    callbacks = [unfreeze, finder] + ([LRSchedule("constant")] if with_schedule else [])
+    trainer = make_trainer(tmp_path, max_epochs=4, callbacks=callbacks)
+    trainer.fit(model, loader(regression_data(64), batch_size=8))
+    answer = finder.result.chosen_lr
+    epoch2, epoch3 = model.sweep_lrs[-16:-8], model.sweep_lrs[-8:]
+    assert epoch2 == [pytest.approx([answer, 0.1 * answer], rel=1e-9)] * 8
+    assert epoch3 == [pytest.approx([answer, 2 * 0.1 * answer], rel=1e-9)] * 8
 
 
 class SparseEmbedding(pl.LightningModule):
