@@ -269,6 +269,36 @@ def test_backbone_finetuning_s_ramp_is_kept_under_a_constant_schedule(tmp_path: 
     assert seen[1][::8] == pytest.approx([0.01, 0.02, 0.04], rel=1e-12)
 
 
+class _HalveAt(pl.Callback):
+    """Halves every LR through the watchdog's entry (``set_lr_scale``) at the start of optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            from lr_callbacks.core.lr_model import set_lr_scale
+
+            set_lr_scale(trainer, 0.5, 1.0)
+
+
+@pytest.mark.parametrize("with_schedule", [True, False], ids=["LRSchedule", "alone"])
+def test_a_watchdog_cut_holds_through_backbone_finetuning_s_ramp(tmp_path: Any, with_schedule: bool) -> None:
+    """BackboneFinetuning sets the backbone's LR at each epoch to 2 × the one it set before. It remembered the LR
+    from before the cut, so at its next epoch the backbone went back to the uncut ramp (0.02, 0.04 where the cut
+    ramp is 0.01, 0.02)."""
+    seen = []
+    for cut in ([_HalveAt(12)], []):
+        model = Backbone()
+        ramp = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_lr=0.01, should_align=False)
+        callbacks = [*([LRSchedule("constant")] if with_schedule else []), ramp, *cut]
+        make_trainer(tmp_path / str(len(cut)), max_epochs=4, callbacks=callbacks).fit(model, loader())
+        seen.append([lrs[1] for lrs in model.seen_lrs[8:]])
+    halved, plain = seen
+    assert halved[:4] == pytest.approx(plain[:4], rel=1e-12)
+    assert halved[4:] == pytest.approx([lr / 2 for lr in plain[4:]], rel=1e-12)
+
+
 # --- logging ---------------------------------------------------------------------------------------------------
 
 
