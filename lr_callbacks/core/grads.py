@@ -37,8 +37,8 @@ def global_norm(tensors: list[torch.Tensor], device: torch.device, shard_group: 
     if not tensors:
         return torch.zeros((), device=device)
     if shard_group is None and all_plain(tensors):  # nothing sharded: the unsharded computation
-        if len(tensors) == 1:  # one reduction (the update ratio's flat weights)
-            tensor = tensors[0]
+        tensor = tensors[0]
+        if len(tensors) == 1 and tensor.layout != torch.sparse_coo:  # one reduction (the update ratio's flat weights)
             accumulate = torch.float32 if tensor.dtype.itemsize < 4 else None  # float64 may not narrow here
             norm = torch.linalg.vector_norm(tensor, 2.0, dtype=accumulate)
             return norm.to(device, torch.float32)

@@ -586,11 +586,24 @@ def tokens() -> torch.utils.data.DataLoader:
     return loader(torch.utils.data.TensorDataset(x, x.float().mean(1, keepdim=True) / 16), batch_size=8)
 
 
-def test_sparse_gradients_are_swept_and_restored(tmp_path):
+class EmbeddingOnly(SparseEmbedding):
+    """Only the sparse embedding trains: its gradient is the only one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head.requires_grad_(False)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.embed.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("model_class", [SparseEmbedding, EmbeddingOnly])
+def test_sparse_gradients_are_swept_and_restored(tmp_path, model_class):
     """``nn.Embedding(sparse=True)``: the gradient norm has no sparse kernel, and a sparse gradient cannot be copied
     in place into a dense buffer (before: ``NotImplementedError`` at the first sweep step, and ``copy_() between
     dense and sparse`` when the finder ran at an epoch's start). The run with the finder at epoch 1 and
-    ``apply=False`` trains exactly as the run without it; the watchdog judges the same steps."""
+    ``apply=False`` trains exactly as the run without it; the watchdog judges the same steps. With the embedding as
+    the only gradient, the norm's one-tensor path raised the same ``NotImplementedError`` in both callbacks."""
     runs = {}
     for name, callbacks in [
         ("bare", []),
@@ -598,7 +611,7 @@ def test_sparse_gradients_are_swept_and_restored(tmp_path):
         ("all", [LRFinder(num_steps=20), DivergenceWatchdog()]),
     ]:
         pl.seed_everything(0, verbose=False)
-        model = SparseEmbedding()
+        model = model_class()
         make_trainer(tmp_path / name, max_epochs=2, callbacks=callbacks).fit(model, tokens())
         runs[name] = [p.detach().clone() for p in model.parameters()]
     assert all(map(torch.equal, runs["finder"], runs["bare"]))
