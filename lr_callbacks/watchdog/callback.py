@@ -188,8 +188,8 @@ class DivergenceWatchdog(Callback):
     callbacks' state), so a resume from it continues from the snapshot. Lightning's ``FSDPStrategy`` (FSDP1) takes
     the same paths, untested (it runs on GPUs only). DeepSpeed is refused: its engine steps the optimizer itself.
 
-    Only automatic optimization with one optimizer is supported: under manual optimization, or under DeepSpeed,
-    the callback raises at setup.
+    Only automatic optimization with one optimizer is supported: under manual optimization, under DeepSpeed, or
+    with ``LBFGS`` (whose step evaluates its closure several times), the callback raises at setup.
 
     Logs ``watchdog/loss``, ``watchdog/grad_norm``, ``watchdog/loss_z``, ``watchdog/grad_norm_z``,
     ``watchdog/cusum`` and ``watchdog/lr_scale`` at x = step (and ``watchdog/sample_outliers``, the batch's share of
@@ -256,8 +256,8 @@ class DivergenceWatchdog(Callback):
             ``torch.is_grad_enabled()``, or the reference batch looks as bad as the step's.
 
     Raises:
-        ValueError, TypeError: at construction, for a bad argument; at setup, under manual optimization or a
-            DeepSpeed strategy.
+        ValueError, TypeError: at construction, for a bad argument; at setup, under manual optimization, a
+            DeepSpeed strategy, or with ``LBFGS``.
 
     Example::
 
@@ -479,6 +479,13 @@ class DivergenceWatchdog(Callback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         require_lr_groups(trainer, OWNER)
+        if any(isinstance(o, torch.optim.LBFGS) for o in trainer.optimizers):
+            raise ValueError(
+                f"{OWNER} cannot judge LBFGS steps: LBFGS.step() evaluates its closure (the forward and backward "
+                "passes, and Lightning's on_before_optimizer_step) several times a step for its line search, so each "
+                "evaluation would be judged as a step, and after a rollback the step would write its own history "
+                "over the restored state. Train under LBFGS without the watchdog (LRSchedule and LRFinder work with it)"
+            )
         self._reset_fit()
         self._trainer = trainer
         self._halt_path = self._halt_checkpoint or os.path.join(trainer.default_root_dir, HALT_NAME)

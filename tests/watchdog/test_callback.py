@@ -273,6 +273,20 @@ def test_manual_optimization_is_refused_with_the_reason(tmp_path):
         fit(tmp_path, Manual(), [small()], 5, logger=False)
 
 
+def test_lbfgs_is_refused_with_the_reason(tmp_path):
+    """LBFGS evaluates its closure several times a step: each evaluation was judged as a step (144 judged for 36
+    steps), and after a rollback LBFGS wrote the faulty step's history over the restored state, so the next steps
+    were judged damaged again until the rollbacks ran out and the run halted."""
+
+    class WithLBFGS(DigitsModel):
+        def configure_optimizers(self):
+            return torch.optim.LBFGS(self.parameters(), lr=0.1, max_iter=4)
+
+    with pytest.raises(ValueError, match=r"cannot judge LBFGS steps: LBFGS.step\(\) evaluates its closure.*without"):
+        fit(tmp_path, WithLBFGS(), [small()], 5, logger=False)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_deepspeed_is_refused_with_the_reason():
     # DeepSpeed is not installed here, so the trainer is a stand-in holding a strategy of that name: the kind of
     # strategy is all that setup looks at (FSDP2 and FSDP1 are accepted: tests/integration/test_fsdp2.py)
