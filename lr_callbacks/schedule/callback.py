@@ -398,26 +398,38 @@ class LRSchedule(Callback):
         self._warn_unfinished(trainer)
 
     def _warn_unfinished(self, trainer: Any) -> None:
-        """Under manual optimization the plan counts one step per batch (Lightning's ``estimated_stepping_batches``):
-        an optimizer that stepped less often (a GAN's generator every other batch) ended part-way through its
-        plan, its LR short of the plan's end. Said once the run's batches are all done."""
+        """The plan counts one step a batch under manual optimization (Lightning's ``estimated_stepping_batches``),
+        and one a ``global_step`` under automatic optimization, where a module's own ``optimizer_step`` may skip
+        ``optimizer.step()`` (Lightning still counts the step). An optimizer that stepped less often (a GAN's
+        generator every other batch) ended part-way through its plan, its LR short of the plan's end. Said once the
+        run's batches are all done. A ``GradScaler`` skips a few steps too (its clock waits for them, see above):
+        under one, only a clock at half its plan or less is told."""
         run = self._run
-        manual = not getattr(trainer.lightning_module, "automatic_optimization", True)
-        if self._idle or run is None or not run.total_steps or not manual:
+        if self._idle or run is None or not run.total_steps:
             return
-        batches = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
-        if batches < run.total_steps:
+        manual = not getattr(trainer.lightning_module, "automatic_optimization", True)
+        if manual:
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+            counted, plan = "batches", "one step a batch ({} steps, Lightning's estimate under manual optimization)"
+            where = "group_schedules, e.g. "
+        else:
+            done = int(trainer.global_step)
+            counted, plan = "steps", "one step a global_step ({} steps; the module's optimizer_step skipped the others)"
+            where = "LRSchedule("
+        if done < run.total_steps:
             return  # stopped early (or max_steps counted the steps of several optimizers: warned at fit start)
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         for index, clock in enumerate(self._clocks):
-            if clock >= run.total_steps:
+            if clock >= run.total_steps or (scaler is not None and not manual and 2 * clock > run.total_steps):
                 continue
             last = self.lr_at(max(clock - 1, 0), index)
+            close = ")" if manual else "))"
             warnings.warn(
-                f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's {batches} "
-                f"batches, but its plan counts one step a batch ({run.total_steps} steps, Lightning's estimate under "
-                f"manual optimization): it ended at step {clock} of its plan, its LR at {last:.4g}, short of the "
-                "plan's end. Give an optimizer that steps less often a schedule whose durations are in its own "
-                f"steps (group_schedules, e.g. Phases([(Warmup(), '50 steps'), (Cosine(), '{clock} steps')]))",
+                f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's {done} "
+                f"{counted}, but its plan counts {plan.format(run.total_steps)}: it ended at step {clock} of its plan, "
+                f"its LR at {last:.4g}, short of the plan's end. Give an optimizer that steps less often a schedule "
+                f"whose durations are in its own steps ({where}Phases([(Warmup(), '50 steps'), (Cosine(), "
+                f"'{clock} steps')]){close}",
                 UserWarning,
                 stacklevel=2,
             )

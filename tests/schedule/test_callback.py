@@ -7,6 +7,7 @@ and every logged value is read back from the TensorBoard event file.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -222,6 +223,44 @@ def test_momentum_and_beta1_are_co_scheduled_and_logged(tmp_path: Any) -> None:
     assert steps == list(range(10)) and momenta == pytest.approx(expected, rel=1e-6)
     assert momenta[0] == pytest.approx(0.9) and min(momenta) == pytest.approx(0.8, abs=0.01)
     assert model.trainer.optimizers[0].param_groups[0]["betas"][1] == 0.98  # beta2 untouched
+
+
+class EveryOtherBatch(TinyModel):
+    """Automatic optimization whose ``optimizer_step`` steps on even batches only (a pattern from Lightning's docs);
+    with ``none_every``, ``training_step`` returns ``None`` (no step) on every such batch instead."""
+
+    def __init__(self, skip: str) -> None:
+        super().__init__()
+        self.skip = skip
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        loss = super().training_step(batch, batch_idx)
+        return None if self.skip == "none" and batch_idx % 2 else loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        if self.skip == "override" and batch_idx % 2:
+            optimizer_closure()
+        else:
+            optimizer.step(closure=optimizer_closure)
+
+
+@pytest.mark.parametrize("skip", ["override", "none", "no"])
+def test_an_optimizer_step_that_skips_steps_is_told_that_the_plan_ended_part_way(tmp_path: Any, skip: str) -> None:
+    """Lightning counts a step whose ``optimizer.step()`` the module's ``optimizer_step`` left out, so the plan (one
+    step a ``global_step``) ended half way, its LR at the middle of the cosine, without a word. A ``None`` loss
+    still runs ``step()`` (without gradients), and a plain run finishes its plan: neither is told anything."""
+    schedule = LRSchedule("cosine", end=0.0)
+    trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[schedule])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(EveryOtherBatch(skip), loader())
+    told = [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+    if skip == "override":
+        assert schedule.steps == [8] and trainer.global_step == 16
+        assert len(told) == 1 and "stepped 8 times in the run's 16 steps" in told[0], told
+        assert "LRSchedule(Phases([(Warmup(), '50 steps'), (Cosine(), '8 steps')]))" in told[0]
+    else:
+        assert schedule.steps == [16] and not told, told
 
 
 class Backbone(TinyModel):
