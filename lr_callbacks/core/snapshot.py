@@ -520,15 +520,20 @@ class RngState:
 
 
 def loader_generators(loaders: Any) -> list[torch.Generator]:
-    """The ``torch.Generator``s of data loaders (their own, their sampler's, their batch sampler's sampler's)."""
+    """The ``torch.Generator``s of data loaders: their own, and those their sampler, their batch sampler (and its
+    sampler) and their dataset (and a ``Subset``'s dataset) keep as attributes (a dataset that augments with its
+    own generator). Other random state there (a NumPy generator, a pass counter) is not restored."""
     found: list[torch.Generator] = []
     for loader in _flatten(loaders):
-        sampler = getattr(loader, "sampler", None)
         batch_sampler = getattr(loader, "batch_sampler", None)
-        for owner in (loader, sampler, getattr(batch_sampler, "sampler", None)):
-            generator = getattr(owner, "generator", None)
-            if isinstance(generator, torch.Generator):
-                found.append(generator)
+        owners = [loader, getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)]
+        dataset = getattr(loader, "dataset", None)
+        for _ in range(3):  # a Subset of a Subset of a dataset
+            owners.append(dataset)
+            dataset = getattr(dataset, "dataset", None)
+        for owner in owners:
+            values = vars(owner).values() if hasattr(owner, "__dict__") else ()
+            found.extend(v for v in values if isinstance(v, torch.Generator))
     return _unique(found)
 
 

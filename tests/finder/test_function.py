@@ -208,6 +208,40 @@ def test_a_datamodule_s_own_generator_is_as_it_was_after_find_lr(tmp_path):
     assert torch.equal(data.generator.get_state(), Seeded().generator.get_state())
 
 
+class Augmented(torch.utils.data.Dataset):
+    """Adds noise drawn from a generator the dataset keeps (an augmentation with its own random state)."""
+
+    def __init__(self) -> None:
+        self.data = regression_data(64)
+        self.noise = torch.Generator().manual_seed(3)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.data[index]
+        return x + 0.1 * torch.randn(x.shape, generator=self.noise), y
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_a_datasets_own_generator_is_as_it_was_after_the_finder(tmp_path, subset):
+    """The sweep draws augmentations from the dataset's own generator: the training after it saw other noise than
+    the run with the LR set by hand (its promise: exactly that training)."""
+
+    def train(finder: bool) -> list[float]:
+        torch.manual_seed(0)
+        dataset = Augmented()
+        data = torch.utils.data.Subset(dataset, range(48)) if subset else dataset
+        recorder = BatchRecorder()
+        callbacks = [LRFinder(num_steps=20, probe=False, apply=False), recorder] if finder else [recorder]
+        make_trainer(tmp_path / str(finder), max_steps=6, logger=False, callbacks=callbacks).fit(
+            WithLR(), DataLoader(data, batch_size=8, shuffle=True)
+        )
+        return recorder.seen
+
+    assert train(True) == train(False)
+
+
 def test_no_sweep_in_this_process_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"no sweep ran in this process. Either the fit ended before training"):
         find_lr(make_trainer(tmp_path, logger=False, limit_train_batches=0), WithLR(), shuffled())
