@@ -76,9 +76,11 @@ class LRFinder(Callback):
     diverges (a rule that works for negative losses and NaN/inf; see
     :func:`~lr_callbacks.finder.ramp.diverged`) or when the data runs out. Then it restores, bit for
     bit, the parameters and buffers, gradients, optimizer and scheduler state, ``GradScaler``, torchmetrics
-    states, the random number generators (Python, NumPy, torch, CUDA, the data loaders' own) and thus the
-    order in which training then sees its data; nothing is written to disk, snapshots live in host memory.
-    Training after the finder is exactly the training you would get by setting its LR by hand.
+    states, the random number generators (Python, NumPy, torch, CUDA, and the ``torch.Generator``s that the data
+    loaders, their samplers and datasets keep) and thus the order in which training then sees its data; nothing is
+    written to disk, snapshots live in host memory. Training after the finder is exactly the training you would get
+    by setting its LR by hand, unless your data keeps other random state (a sampler's NumPy generator, a streaming
+    dataset's pass counter), which moves on with the sweep's passes.
 
     "Fit start" is ``on_train_start``: after every callback's ``on_fit_start`` (``LRSchedule`` is set up,
     ``BackboneFinetuning`` has frozen its backbone) and after a resumed run's optimizer and loops are
@@ -449,6 +451,20 @@ class LRFinder(Callback):
                 output = driver.step(step_batches, index)
                 if bar is not None:
                     bar.update(1)
+                used = driver.overridden()
+                if trainer.strategy.reduce_boolean_decision(used is not None, all=False):
+                    stop = "lr_overridden"
+                    if trainer.is_global_zero:
+                        warnings.warn(
+                            f"LRFinder: the sweep set the LR to {lr:.4g}, but optimizer.step() ran at "
+                            f"{used if used is not None else float('nan'):.4g}: something in the training step writes "
+                            "the LR (a warmup by hand in the module's optimizer_step?), so no sweep can measure it "
+                            "and nothing is suggested. Leave the LR to LRSchedule (its warmup= replaces a warmup by "
+                            "hand), or run the finder without that code",
+                            UserWarning,
+                            stacklevel=2,
+                        )
+                    break
                 if output is None:  # training_step skipped the batch: no point, the ramp goes on
                     continue
                 loss, norm = trainer.strategy.reduce(output, reduce_op="mean").tolist()

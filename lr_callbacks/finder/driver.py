@@ -33,7 +33,7 @@ from typing_extensions import override
 
 from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, transfer_hook
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.lr_model import set_lr
+from lr_callbacks.core.lr_model import as_float, set_lr
 from lr_callbacks.core.sharded import plain, plain_shard_group
 
 if TYPE_CHECKING:
@@ -136,9 +136,12 @@ class _Probe(Callback):
     def __init__(self, shard_group: Any = None) -> None:
         self.norms: list[torch.Tensor] = []
         self.shard_group = shard_group
+        self.lrs_used: list[float] = []  # the reference group's LR at each step of the first optimizer
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        if optimizer is trainer.optimizers[0]:
+            self.lrs_used.append(as_float(optimizer.param_groups[0]["lr"]))
         grads = [p.grad.detach() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
             self.norms.append(global_norm(grads, trainer.strategy.root_device, self.shard_group))
@@ -220,6 +223,7 @@ class Driver:
         self.accumulate = 1 if self.manual else accumulation(trainer)
         self._probe = _Probe(plain_shard_group(trainer.strategy))
         self._stack = contextlib.ExitStack()
+        self._set = math.nan  # the reference group's LR that set_lr set last
 
     def __enter__(self) -> Driver:
         callbacks = self.trainer.callbacks
@@ -236,9 +240,17 @@ class Driver:
 
     def set_lr(self, lr: float) -> None:
         """Set the reference group's LR to ``lr``, every other group to ``lr × ratio``."""
+        self._set = lr
         for optimizer, ratios in zip(self.trainer.optimizers, self.ratios):
             for group, ratio in zip(optimizer.param_groups, ratios):
                 set_lr(group, lr * ratio)
+
+    def overridden(self) -> float | None:
+        """The LR the reference group's ``step()`` ran at since the last :meth:`set_lr`, when that is not the LR
+        set (something in the step writes the LR: a warmup by hand in ``optimizer_step``); ``None`` otherwise."""
+        used, self._probe.lrs_used = self._probe.lrs_used, []
+        wrong = [lr for lr in used if not math.isclose(lr, self._set, rel_tol=1e-6)]
+        return wrong[0] if wrong else None
 
     def set_lrs(self, lrs: Sequence[Sequence[float]]) -> None:
         """Set every group's LR (one list per optimizer)."""

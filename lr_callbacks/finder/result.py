@@ -18,7 +18,7 @@ from lr_callbacks.finder.stability import PROBE_FLAGS, HoldVerdict, settle
 
 __all__ = ["ALL_FLAGS", "STOP_REASONS", "FinderResult", "Probe", "ProbeAttempt", "Trial"]
 
-STOP_REASONS = ("completed", "diverged", "data_exhausted")
+STOP_REASONS = ("completed", "diverged", "data_exhausted", "lr_overridden")
 
 TRIAL_FLAGS = {
     "trials_inconclusive": "the best trials were within noise of each other (or too short to tell); the "
@@ -186,7 +186,9 @@ class FinderResult:
         flags: the analysis's warnings (names from ``FLAGS`` in ``lr_callbacks.finder.analysis``).
         method: the suggestion rule used.
         stop_reason: ``"completed"`` (all steps ran), ``"diverged"`` (the stop rule fired, or the loss
-            became NaN/inf) or ``"data_exhausted"`` (no complete optimizer step was left in the data).
+            became NaN/inf), ``"data_exhausted"`` (no complete optimizer step was left in the data) or
+            ``"lr_overridden"`` (``optimizer.step()`` ran at another LR than the finder set: something in the step,
+            such as a warmup by hand in the module's ``optimizer_step``, writes the LR; nothing is suggested).
         smoothed: the zero-lag smoothed loss at each step (NaN where not analysed).
         trials: the confirm trials, if confirm mode ran (every rung of the successive halving).
         global_step: the trainer's ``global_step`` when the finder ran.

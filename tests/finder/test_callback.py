@@ -618,6 +618,31 @@ def test_sparse_gradients_are_swept_and_restored(tmp_path, model_class):
     assert all(p.isfinite().all() for p in runs["all"])
 
 
+class HandWarmup(FinderModel):
+    """Lightning's docs' warmup by hand: ``optimizer_step`` writes the LR while ``global_step`` < 10 (it stays 0
+    through a sweep)."""
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        if self.trainer.global_step < 10:
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-3 * (self.trainer.global_step + 1) / 10
+        optimizer.step(closure=optimizer_closure)
+
+
+def test_an_lr_written_in_the_step_stops_the_sweep_with_the_reason(tmp_path):
+    """The sweep's LR was written over before every step, so it measured one LR forty times and reported a flat
+    curve from 1e-7 to 10, with advice to match; now it stops at the first step and says why."""
+    finder = LRFinder(num_steps=40)
+    with pytest.warns(
+        UserWarning, match=r"the sweep set the LR to 1e-07, but optimizer.step\(\) ran at 0.0001.*optimizer_step"
+    ):
+        make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(
+            HandWarmup(optimizer=sgd()), shuffled()
+        )
+    result = finder.result
+    assert result.stop_reason == "lr_overridden" and result.chosen_lr is None and result.lrs == ()  # not measured
+
+
 def test_under_fast_dev_run_the_finder_stands_aside(tmp_path):
     """``fast_dev_run`` checks that the code runs, on one batch: Lightning's own Tuner and EarlyStopping stand aside,
     and so does the finder (before, it swept 58 steps on the one batch and applied an answer, warning that the
