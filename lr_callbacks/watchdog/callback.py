@@ -210,9 +210,9 @@ class DivergenceWatchdog(Callback):
         lr_factor: the LR scale's multiplier at each cut (< 1).
         min_lr_scale: the lowest LR scale; a cut that would go below escalates to a rollback.
         cooldown_steps: steps after a cut before the next one.
-        recover_after: steps without incident after which one cut is undone (an int), or that share of the run
-            (``"5%"``, the default; doubled by each rollback); ``None`` keeps cuts. A scale raised back to that
-            then damages the weights again is too high: later raises stop ``lr_factor`` below it.
+        recover_after: steps without incident after which one cut is undone (``200`` or ``"200 steps"``), or that
+            share of the run (``"5%"``, the default; doubled by each rollback); ``None`` keeps cuts. A scale raised
+            back to that then damages the weights again is too high: later raises stop ``lr_factor`` below it.
         cusum_drift: the slow-climb detector's allowance, in spreads per step.
         cusum_threshold: the slow-climb detector's alarm level.
         max_level_shift: the largest factor by which the loss may step up and stay flat and still count as a
@@ -224,7 +224,7 @@ class DivergenceWatchdog(Callback):
         max_rollbacks: rollbacks allowed before the run halts.
         max_data_skips: consecutive batches that may be skipped as bad data (the reference batch shows sound
             weights) before the watchdog decides: a new baseline when they are finite, a halt that keeps the
-            live weights when they are not; steps or a share of the run (``"25%"``).
+            live weights when they are not; steps (``100``, ``"100 steps"``) or a share of the run (``"25%"``).
         update_every: measure the update-to-weight ratio every this many steps (a copy of the weights before
             the update and two norms after it); ``None`` disables the signal.
         update_z_threshold: the robust z-score above which the update, for its planned LR, is too large

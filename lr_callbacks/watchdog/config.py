@@ -198,31 +198,53 @@ class WatchdogConfig:
 
 
 def _check_steps_or_fraction(name: str, value: object) -> None:
-    """``value`` is a step count (an int ≥ 1) or a fraction of the run written as a percentage (``"5%"``)."""
+    """``value`` is a step count (an int ≥ 1, or ``"200 steps"``) or a fraction of the run written as a percentage
+    (``"5%"``)."""
     if isinstance(value, str):
         text = value.strip()
+        if _count_of(text) is not None:
+            return
         try:
             fraction = float(text[:-1]) / 100.0 if text.endswith("%") else math.nan
         except ValueError:
             fraction = math.nan
+        if fraction > 1.0:
+            raise ValueError(
+                f'{OWNER}: `{name}` is a share of the run, at most 100%, got {value!r}; write e.g. {name}="5%" or '
+                f"a number of steps, {name}=200"
+            )
         if not 0.0 < fraction <= 1.0:
+            epochs = " (the watchdog counts steps, not epochs)" if "epoch" in text else ""
             raise ValueError(
                 f'{OWNER}: `{name}` must be a number of steps or a percentage of the run such as "5%", '
-                f'got {value!r}; write e.g. {name}="5%" or {name}=200'
+                f'got {value!r}{epochs}; write e.g. {name}="5%", {name}=200 or {name}="200 steps"'
             )
         return
     check_int(name, value, low=1, owner=OWNER)
 
 
+def _count_of(text: str) -> int | None:
+    """The step count written as ``"200 steps"`` (or ``"1 step"``), else ``None``."""
+    number, _, unit = text.partition(" ")
+    if unit.strip() not in ("steps", "step") or not number.isdigit() or int(number) < 1:
+        return None
+    return int(number)
+
+
 def resolve_steps(value: int | str, total_steps: int | None, fallback: int) -> int:
-    """A step count from ``value`` (steps, or ``"p%"`` of ``total_steps``; ``fallback`` when the run's length is
-    unknown), at least 1.
+    """A step count from ``value`` (steps, ``"N steps"``, or ``"p%"`` of ``total_steps``; ``fallback`` when the
+    run's length is unknown), at least 1.
 
     >>> resolve_steps("5%", 400, 1000), resolve_steps(30, 400, 1000), resolve_steps("5%", None, 1000)
     (20, 30, 1000)
+    >>> resolve_steps("30 steps", None, 1000)
+    30
     """
     if isinstance(value, int):
         return value
+    count = _count_of(value.strip())
+    if count is not None:
+        return count
     if total_steps is None or total_steps <= 0:
         return fallback
     return max(1, math.ceil(float(value.strip()[:-1]) / 100.0 * total_steps))

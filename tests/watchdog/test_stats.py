@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lr_callbacks import DivergenceWatchdog
-from lr_callbacks.watchdog.config import Incident, WatchdogConfig
+from lr_callbacks.watchdog.config import Incident, WatchdogConfig, resolve_steps
 from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, WatchdogPolicy
 from lr_callbacks.watchdog.state import Decision
 from lr_callbacks.watchdog.stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
@@ -537,7 +537,9 @@ def test_incident_row_is_a_markdown_table_row():
         ({"log_every_n_steps": True}, TypeError, r"`log_every_n_steps` must be a whole number, got True"),
         ({"halt_checkpoint": 3}, TypeError, r"`halt_checkpoint` must be a path or None, got 3"),
         ({"recover_after": "soon"}, ValueError, r"`recover_after` must be a number of steps or a percentage"),
-        ({"max_data_skips": "150%"}, ValueError, r"`max_data_skips` must be .*got '150%'; write e.g."),
+        ({"max_data_skips": "150%"}, ValueError, r"`max_data_skips` is a share of the run, at most 100%, got '150%'"),
+        ({"recover_after": "2 epochs"}, ValueError, r"`recover_after` must be .*got '2 epochs' \(the watchdog counts steps"),
+        ({"recover_after": "0 steps"}, ValueError, r"`recover_after` must be a number of steps or a percentage"),
         ({"snapshots": 0}, ValueError, r"`snapshots` must be >= 1, got 0"),
         ({"update_every": 0}, ValueError, r"`update_every` must be >= 1, got 0"),
         ({"update_z_threshold": 0}, ValueError, r"`update_z_threshold` must be > 0, got 0"),
@@ -548,6 +550,13 @@ def test_incident_row_is_a_markdown_table_row():
 def test_constructor_names_the_argument_the_value_and_the_fix(kwargs, error, match):
     with pytest.raises(error, match=r"DivergenceWatchdog: " + match if "unknown" not in match else match):
         DivergenceWatchdog(**kwargs)
+
+
+def test_lengths_in_steps_are_taken_as_the_other_callbacks_take_them():
+    """``"200 steps"`` is how every other length argument of the package is written; the watchdog refused it."""
+    watchdog = DivergenceWatchdog(recover_after="30 steps", max_data_skips="1 step")
+    assert watchdog.config.recover_after == "30 steps"
+    assert resolve_steps("30 steps", 400, 1000) == 30 and resolve_steps("1 step", None, 1000) == 1
 
 
 def test_watchdog_pickles_and_round_trips_its_state():
