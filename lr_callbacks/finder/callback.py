@@ -346,7 +346,8 @@ class LRFinder(Callback):
         if peaks[0][0] <= 0:
             raise ValueError(
                 "LRFinder: the reference group (first group of the first optimizer) has LR 0, so the other "
-                "groups' ratios to it are undefined; give it a positive LR in configure_optimizers"
+                "groups' ratios to it are undefined; list a group that trains first in configure_optimizers (a "
+                "group frozen with LR 0 can come later, where it stays at 0), or give it a positive LR"
             )
         ratios = [[p / peaks[0][0] for p in row] for row in peaks]
         self._swept_from = peaks[0][0]

@@ -538,7 +538,7 @@ def test_incident_row_is_a_markdown_table_row():
         ({"halt_checkpoint": 3}, TypeError, r"`halt_checkpoint` must be a path or None, got 3"),
         ({"recover_after": "soon"}, ValueError, r"`recover_after` must be a number of steps or a percentage"),
         ({"max_data_skips": "150%"}, ValueError, r"`max_data_skips` is a share of the run, at most 100%, got '150%'"),
-        ({"recover_after": "2 epochs"}, ValueError, r"`recover_after` must be .*got '2 epochs' \(the watchdog counts steps"),
+        ({"recover_after": "2 epochs"}, ValueError, r"`recover_after` must be .*'2 epochs' \(the watchdog counts"),
         ({"recover_after": "0 steps"}, ValueError, r"`recover_after` must be a number of steps or a percentage"),
         ({"snapshots": 0}, ValueError, r"`snapshots` must be >= 1, got 0"),
         ({"update_every": 0}, ValueError, r"`update_every` must be >= 1, got 0"),
