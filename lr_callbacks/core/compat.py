@@ -30,6 +30,7 @@ __all__ = [
     "is_lightning",
     "load_validation_data",
     "metric_states",
+    "move_after_finetuning",
     "reset_scaler_step_state",
     "scale_backbone_ramp",
     "set_found_inf",
@@ -83,6 +84,23 @@ def is_lightning(obj: Any, name: str) -> bool:
 
 
 _LIGHTNING = ("pytorch_lightning", "lightning")
+
+
+def move_after_finetuning(trainer: Any, callback: Any) -> str | None:
+    """Move ``callback`` after the fine-tuning callbacks (Lightning's ``BaseFinetuning``, e.g. ``BackboneFinetuning``)
+    listed after it in ``trainer.callbacks``; the class name of the last of them, or ``None`` when none is. Call it
+    from ``setup``: the list is replaced by a new one, so the loop over the hooks running then goes on over the old.
+    """
+    callbacks = list(trainer.callbacks)
+    index = callbacks.index(callback)
+    later = [i for i, c in enumerate(callbacks) if i > index and is_lightning(c, "BaseFinetuning")]
+    if not later:
+        return None
+    last = callbacks[later[-1]]
+    callbacks.insert(later[-1] + 1, callback)
+    del callbacks[index]
+    trainer.callbacks = callbacks
+    return type(last).__name__
 
 
 def scale_backbone_ramp(trainer: Any, factor: float) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, exit_fit, is_lightning
+from lr_callbacks.core.compat import Callback, exit_fit, move_after_finetuning
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks.core.lr_model import (
@@ -278,8 +278,11 @@ class LRFinder(Callback):
         self._stage = stage
         if stage == "fit":  # a new fit starts afresh; on resume, load_state_dict (called after) fills these
             self._results, self._done = [], set()
-            if self.epochs:
-                _run_after_finetuning(trainer, self)
+            # At an epoch's start the fine-tuning callbacks unfreeze layers and add their groups, which a sweep at
+            # that epoch must train: listed first, the finder swept the frozen model (80× too high in one recipe).
+            after = move_after_finetuning(trainer, self) if self.epochs else None
+            if after is not None and trainer.is_global_zero:
+                log.info("LRFinder: runs after %s at each epoch's start", after)
             last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
             beyond = [e for e in self.epochs if last is not None and e >= last]
             if last is not None and beyond and trainer.is_global_zero:
@@ -622,23 +625,6 @@ def _applied(value: Any, reference: float, answer: float) -> Any:
     if math.isclose(value, reference, rel_tol=1e-9):
         return answer
     return value * (answer / reference)
-
-
-def _run_after_finetuning(trainer: Any, finder: LRFinder) -> None:
-    """Move ``finder`` after the fine-tuning callbacks (Lightning's ``BaseFinetuning``, e.g. ``BackboneFinetuning``)
-    listed after it. At an epoch's start they unfreeze layers and add their groups, which a sweep at that epoch must
-    train; listed first, the finder swept the frozen model and answered for it (80× too high in one recipe)."""
-    callbacks = list(trainer.callbacks)
-    index = callbacks.index(finder)
-    later = [i for i, c in enumerate(callbacks) if i > index and is_lightning(c, "BaseFinetuning")]
-    if not later:
-        return
-    last = callbacks[later[-1]]
-    callbacks.insert(later[-1] + 1, finder)
-    del callbacks[index]
-    trainer.callbacks = callbacks  # a new list: the loop over the hooks running now goes on over the old one
-    if trainer.is_global_zero:
-        log.info("LRFinder: runs after %s at each epoch's start", type(last).__name__)
 
 
 def _scale_peak_overrides(trainer: Any, answer: float) -> None:

@@ -29,7 +29,7 @@ import torch
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, callback_named
+from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning
 from lr_callbacks.core.durations import Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, set_lr
@@ -317,6 +317,11 @@ class LRSchedule(Callback):
             # a fit's own states, not carried into the next fit of a reused LRSchedule: before, a fit that had
             # handed the LR over to StochasticWeightAveraging left every later fit unscheduled, without a word
             self._handed_over = self._paused = self._past_end_said = False
+            # On resume the fine-tuning callbacks put the groups they added back in their on_fit_start: listed
+            # first, the schedule refused the checkpoint ("it has 2 parameter groups, this run has 1")
+            after = move_after_finetuning(trainer, self)
+            if after is not None and trainer.is_global_zero:
+                log.debug("LRSchedule: runs after %s", after)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

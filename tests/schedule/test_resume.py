@@ -284,3 +284,41 @@ def test_a_shorter_run_under_keep_says_the_plan_does_not_finish(tmp_path: Path, 
     with pytest.warns(UserWarning, match=r"now has 10; following the original plan.*so the run stops at step 10 of "
                       r"that plan, before its end: a decay does not finish"):  # fmt: skip
         resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, max_steps=10)
+
+
+class _Backbone(TinyModel):
+    """TinyModel whose ``body`` is a backbone that BackboneFinetuning unfreezes at epoch 1."""
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return self.body
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.1)
+
+
+@pytest.mark.parametrize("schedule_first", [True, False])
+def test_a_resume_after_backbone_finetuning_unfroze_goes_on_in_either_order(
+    tmp_path: Path, schedule_first: bool
+) -> None:
+    """On resume BackboneFinetuning puts the backbone's group back in its ``on_fit_start``. Listed after the schedule,
+    it did so too late: the schedule refused the checkpoint at fit start ("the checkpoint has [2] parameter groups
+    per optimizer, this run has [1]"), though ``configure_optimizers`` was the same."""
+    from pytorch_lightning.callbacks import BackboneFinetuning
+
+    def run(root: Path, ckpt: Path | None = None) -> TinyModel:
+        schedule = LRSchedule("cosine", warmup="3 steps")
+        finetuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, verbose=False)
+        callbacks: list[Any] = [schedule, finetuning] if schedule_first else [finetuning, schedule]
+        if ckpt is None:
+            callbacks.append(ModelCheckpoint(dirpath=root, every_n_train_steps=12, save_top_k=-1, filename="{step}"))
+        model = _Backbone()
+        trainer = make_trainer(root, max_epochs=3, enable_checkpointing=ckpt is None, callbacks=callbacks)
+        trainer.fit(model, loader(), ckpt_path=None if ckpt is None else str(ckpt))
+        return model
+
+    torch.manual_seed(0)
+    whole = run(tmp_path / "whole")
+    resumed = run(tmp_path / "resumed", tmp_path / "whole" / "step=12.ckpt")  # mid-epoch 1, after the unfreeze
+    assert [len(lrs) for lrs in resumed.seen_lrs] == [2] * 12
+    assert resumed.seen_lrs == [pytest.approx(lrs, rel=1e-12) for lrs in whole.seen_lrs[12:]]
