@@ -149,10 +149,11 @@ class Epochs(Duration):
 class RunFraction(Duration):
     """A fraction of the whole run, in ``[0, 1]``, resolved as ``ceil(fraction × total_steps)`` steps.
 
-    The rounding up matches transformers' ``warmup_steps`` given as a ratio.
+    Rounded up as transformers rounds ``warmup_ratio``, but by the exact product: transformers takes
+    ``ceil(100 × 0.07)`` as 8 (the float product is 7.000000000000001), here ``"7%"`` of 100 steps is 7.
 
-    >>> RunFraction(0.1).to_steps(Run(total_steps=15))
-    2
+    >>> RunFraction(0.1).to_steps(Run(total_steps=15)), RunFraction(0.07).to_steps(Run(total_steps=100))
+    (2, 7)
     """
 
     fraction: float
