@@ -173,7 +173,9 @@ class DivergenceWatchdog(Callback):
     anyway), else 8.
 
     **Checkpoints.** Statistics, scale, incidents, budgets and the steps judged on the device but not read yet
-    round-trip through ``state_dict``. A checkpoint written while an incident is open holds the last clean
+    round-trip through ``state_dict``. A checkpoint written while an incident is open (or before the judgement of
+    a step that will undo it: steps judged on the device and not read yet, an update ratio measured after the
+    step and judged too large at the next one) holds the last clean
     snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
     it continues exactly as the uninterrupted run. Snapshots are not saved otherwise (they would double the
     checkpoint): after any checkpoint both runs take a fresh snapshot at the next clean step, and only an
@@ -826,15 +828,27 @@ class DivergenceWatchdog(Callback):
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Never write poisoned weights: while an incident is open, or steps judged on the device are not read
-        yet (``sync_every_n_steps`` > 1: one of them may have done damage the host has not seen), save the last
-        clean snapshot instead, with the live weights in the watchdog's state for a resume to go on from."""
+        yet (``sync_every_n_steps`` > 1: one of them may have done damage the host has not seen), or the last
+        step's update ratio, measured but judged only at the next step, is too large (the LR damaged the weights:
+        the judgement will undo them), save the last clean snapshot instead, with the live weights in the
+        watchdog's state for a resume to go on from."""
         snapshot = self._ring.get(self._policy.state.snapshot_step)
-        unread = bool(self._held)  # state_dict, called just before, read the device's rows into _held
+        # state_dict, called just before, read the device's rows into _held
+        unread = bool(self._held) or self._update_too_large(trainer)
         if (self._policy.incident_open or unread) and snapshot is not None:
             own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
             own["live"] = snapshot.substitute(checkpoint)
         elif not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
+
+    def _update_too_large(self, trainer: Any) -> bool:
+        """Whether the update ratio measured at the last step, not judged yet, would be judged too large."""
+        pending, lrs = self._updates.pending, self._updates.pending_lrs
+        if pending is None or not trainer.optimizers:
+            return False
+        *ratios, grad_norm = pending.reshape(-1).tolist()  # the same values on every rank (global norms)
+        names = [str(g.get("name", index)) for index, g in enumerate(trainer.optimizers[0].param_groups)]
+        return self._policy.would_cut(dict(zip(names, zip(ratios, lrs))), grad_norm)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -39,9 +39,33 @@ class UpdateRatioRules(PolicyMemory):
         nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
         update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
         """
-        s, c = self.state, self.config
+        s = self.state
         if s.halted:
             return Decision()
+        values, excess, high = self._update_signal(ratios, grad_norm)
+        # after a cut c the signal sits near its center while the cause lasts and near log(c) once it has passed:
+        # the cut is undone when every group is nearer the latter (and below its center by a spread or more)
+        restored = 0.5 * math.log(s.ratio_cut)
+        low = bool(excess) and all(e < min(restored, -self.updates[n].spread) for n, e in excess.items())
+        if high:
+            return self._emit(self._ratio_cut(step, max(high.values()), ratios, high))
+        if low and s.ratio_cut < 1.0:
+            return self._emit(self._ratio_restore(step, max(excess.values())))  # excess: for the log
+        for name, value in values.items():
+            self.updates.setdefault(name, self._update_baseline()).add(value)
+        return Decision()
+
+    def would_cut(self, ratios: dict[str, tuple[float, float]], grad_norm: float = math.nan) -> bool:
+        """Whether :meth:`record_update` would find this update too large, with nothing recorded (a checkpoint
+        written before the update is judged asks, so as not to keep weights that the judgement would undo)."""
+        return not self.state.halted and bool(self._update_signal(ratios, grad_norm)[2])
+
+    def _update_signal(
+        self, ratios: dict[str, tuple[float, float]], grad_norm: float
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """Per group: the signal ``u``; its excess over its center where it is judged; the excesses beyond
+        ``update_z_threshold`` spreads. Nothing is recorded."""
+        s, c = self.state, self.config
         values = {}
         gradient = self._gradient_excess(grad_norm)
         for name, (ratio, lr) in ratios.items():
@@ -52,17 +76,7 @@ class UpdateRatioRules(PolicyMemory):
         judged = {n: v for n, v in values.items() if self.ready and len(self.updates.get(n, ())) >= needed}
         excess = {n: v - self.updates[n].center for n, v in judged.items()}
         high = {n: e for n, e in excess.items() if e > c.update_z_threshold * self.updates[n].spread}
-        # after a cut c the signal sits near its center while the cause lasts and near log(c) once it has passed:
-        # the cut is undone when every group is nearer the latter (and below its center by a spread or more)
-        restored = 0.5 * math.log(s.ratio_cut)
-        low = judged and all(e < min(restored, -self.updates[n].spread) for n, e in excess.items())
-        if high:
-            return self._emit(self._ratio_cut(step, max(high.values()), ratios, high))
-        if low and s.ratio_cut < 1.0:
-            return self._emit(self._ratio_restore(step, max(excess.values())))  # excess: for the log
-        for name, value in values.items():
-            self.updates.setdefault(name, self._update_baseline()).add(value)
-        return Decision()
+        return values, excess, high
 
     def _gradient_excess(self, grad_norm: float) -> float:
         """How far above its baseline the sampled step's gradient norm was (log units, ≥ 0): a larger gradient

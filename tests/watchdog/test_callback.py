@@ -991,6 +991,28 @@ def test_a_checkpoint_written_before_the_device_judged_steps_are_read_holds_the_
     assert not resumed.halt_reason and trainer.global_step == 40
 
 
+def test_a_checkpoint_written_before_a_too_large_update_is_judged_holds_the_clean_snapshot(tmp_path):
+    """Judged every step (the CPU path): the update ratio of a ×30 LR update at step 40 (a sampled step) is measured
+    after it and judged at the next step, where it rolls the update back. The checkpoint written between the two
+    held the damaged weights; a resume from it rolled back to them and ended 1.8× above the uninterrupted run, its
+    LR cut for good. Now it holds the newest snapshot, the live weights beside it; a checkpoint after a sampled
+    step whose update is normal keeps the live weights, as before."""
+    weights = Weights()
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    model = DigitsModel(faults=Faults(lr_times={40: 30.0}), batch_by_step=True)
+    watchdog = small(snapshot_every=10)
+    fit(tmp_path, model, [watchdog, weights, checkpoints], 60, enable_checkpointing=True)
+    assert next((e.step, e.signal, e.action) for e in watchdog.events) == (40, "update_ratio", "rollback")
+    written = torch.load(tmp_path / "ckpt" / "epoch=0-step=41.ckpt", weights_only=True)
+    own = written["callbacks"]["DivergenceWatchdog"]
+    assert own["update"] is not None and "live" in own
+    snapshot = own["policy"]["state"]["snapshot_step"]
+    assert all(map(torch.equal, written["state_dict"].values(), weights.before[snapshot]))
+    clean = torch.load(tmp_path / "ckpt" / "epoch=0-step=36.ckpt", weights_only=True)  # after sampled step 35
+    assert clean["callbacks"]["DivergenceWatchdog"]["update"] is not None
+    assert "live" not in clean["callbacks"]["DivergenceWatchdog"]
+
+
 class MomentumJump(pl.Callback):
     """SGD's momentum from 0.5 to 0.95 at step 150, as a momentum schedule moves it (``one_cycle``: 0.95 → 0.85 →
     0.95): the same LR makes steady updates 10× larger."""
