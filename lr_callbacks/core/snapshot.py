@@ -528,13 +528,19 @@ def loader_generators(loaders: Any) -> list[torch.Generator]:
         batch_sampler = getattr(loader, "batch_sampler", None)
         owners = [loader, getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)]
         dataset = getattr(loader, "dataset", None)
-        for _ in range(3):  # a Subset of a Subset of a dataset
+        for _ in range(3):  # a Subset of a Subset of a dataset; through __dict__ only, not a proxying __getattr__
             owners.append(dataset)
-            dataset = getattr(dataset, "dataset", None)
+            dataset = _attributes(dataset).get("dataset")
         for owner in owners:
-            values = vars(owner).values() if hasattr(owner, "__dict__") else ()
-            found.extend(v for v in values if isinstance(v, torch.Generator))
+            found.extend(v for v in _attributes(owner).values() if isinstance(v, torch.Generator))
     return _unique(found)
+
+
+def _attributes(owner: Any) -> dict[str, Any]:
+    """``owner``'s own attributes (its ``__dict__``), without calling its ``__getattr__`` (a dataset that proxies
+    unknown names to its columns or to a remote store raises, or fetches, there)."""
+    attributes = getattr(owner, "__dict__", None) if owner is not None else None
+    return attributes if isinstance(attributes, dict) else {}
 
 
 def attribute_generators(owner: Any) -> list[torch.Generator]:

@@ -27,6 +27,7 @@ from lr_callbacks.core.lr_model import (
     as_float,
     find_lr_schedule,
     paused,
+    reference_lr,
     require_lr_groups,
     schedule_callback,
     set_peak_lr,
@@ -315,7 +316,8 @@ class LRFinder(Callback):
         schedule = find_lr_schedule(trainer)
         if not self.apply or lr is None or schedule is None or schedule.peak_lrs[0][0] == lr:
             return
-        set_peak_lr(trainer, lr)
+        # the schedule's plan only: the optimizer's LRs, and BackboneFinetuning's ramp, come back with the answer
+        schedule._set_peak_lr(lr)
         if trainer.is_global_zero:
             log.info("LRFinder: resumed after its run; LRSchedule's peak is its answer, %.3g", lr)
 
@@ -353,7 +355,8 @@ class LRFinder(Callback):
                 "group frozen with LR 0 can come later, where it stays at 0), or give it a positive LR"
             )
         ratios = [[p / peaks[0][0] for p in row] for row in peaks]
-        self._swept_from = peaks[0][0]
+        # the peak the answer replaces, as set_peak_lr reads it (a OneCycleLR's max_lr, not its start)
+        self._swept_from = peaks[0][0] if schedule is not None else reference_lr(trainer)
         if self.confirm is not False:
             require_validation(trainer)  # before the sweep, not after it and the probe
         loaders = trainer.train_dataloader

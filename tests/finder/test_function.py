@@ -208,6 +208,53 @@ def test_a_datamodule_s_own_generator_is_as_it_was_after_find_lr(tmp_path):
     assert torch.equal(data.generator.get_state(), Seeded().generator.get_state())
 
 
+@pytest.mark.parametrize("scheduler", ["one_cycle", "cyclic"])
+def test_an_lr_attribute_that_is_a_schedulers_peak_becomes_the_answer(tmp_path, scheduler):
+    """``lr`` is a OneCycleLR's ``max_lr`` (a CyclicLR's top), the peak the answer replaces: it becomes the answer,
+    not the answer scaled by the peak's ratio to the scheduler's start (25× too high under OneCycleLR)."""
+
+    class Scheduled(WithLR):
+        def configure_optimizers(self):
+            optimizer = sgd(self.lr / 25, self.lr / 250)(self)
+            if scheduler == "one_cycle":
+                step = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[self.lr, self.lr / 10], total_steps=50)
+            else:
+                step = torch.optim.lr_scheduler.CyclicLR(
+                    optimizer, base_lr=[self.lr / 10, self.lr / 100], max_lr=[self.lr, self.lr / 10], step_size_up=5
+                )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": step, "interval": "step"}}
+
+    model = Scheduled()
+    result = find_lr(make_trainer(tmp_path, logger=False), model, shuffled(), num_steps=30, apply=True)
+    assert model.lr == result.chosen_lr
+
+
+class Columns(torch.utils.data.Dataset):
+    """Proxies unknown attribute names to its columns, as table-like datasets do (``KeyError`` for others)."""
+
+    def __init__(self) -> None:
+        self.columns = dict(zip(("x", "y"), regression_data(64).tensors))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)  # what torch's DataLoader asks for (__getitems__)
+        return self.__dict__["columns"][name]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int):
+        return self.x[index], self.y[index]
+
+
+def test_a_dataset_that_proxies_unknown_attributes_is_swept(tmp_path):
+    """Looking for the generators a dataset keeps asked it for ``.dataset`` (a ``Subset``'s), which such a dataset
+    answers with a ``KeyError``: the fit died before the sweep."""
+    finder = LRFinder(num_steps=20, probe=False)
+    make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(WithLR(), DataLoader(Columns(), 8))
+    assert finder.result is not None and finder.result.suggestion is not None
+
+
 class Augmented(torch.utils.data.Dataset):
     """Adds noise drawn from a generator the dataset keeps (an augmentation with its own random state)."""
 
