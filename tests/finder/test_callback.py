@@ -587,6 +587,28 @@ def tokens() -> torch.utils.data.DataLoader:
     return loader(torch.utils.data.TensorDataset(x, x.float().mean(1, keepdim=True) / 16), batch_size=8)
 
 
+def test_a_resume_that_adds_lrschedule_keeps_backbone_finetunings_ramp(tmp_path):
+    """The checkpoint's ``BackboneFinetuning`` remembers the backbone's LR with the finder's answer in it. An
+    ``LRSchedule`` added on resume is given the answer as its peak; scaling that memory again made the backbone's
+    next LR 15× too high (6× the head's)."""
+    from pytorch_lightning.callbacks import BackboneFinetuning, ModelCheckpoint
+
+    def run(root, callbacks, ckpt=None):
+        unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1, should_align=False)
+        finder = LRFinder(num_steps=20, epochs=[1], at_fit_start=False, probe=False)
+        saves = ModelCheckpoint(dirpath=root, every_n_epochs=1, save_top_k=-1)
+        model = Backboned()
+        trainer = make_trainer(
+            root, max_epochs=4, enable_checkpointing=True, callbacks=[unfreeze, finder, *callbacks, saves]
+        )
+        trainer.fit(model, loader(regression_data(64), batch_size=8), ckpt_path=ckpt)
+        return model.sweep_lrs[-16:]  # epochs 2 and 3: [head, backbone] at each step
+
+    whole = run(tmp_path / "whole", [])
+    resumed = run(tmp_path / "resumed", [LRSchedule("constant")], str(tmp_path / "whole" / "epoch=1-step=16.ckpt"))
+    assert resumed == [pytest.approx(lrs, rel=1e-9) for lrs in whole]
+
+
 class EmbeddingOnly(SparseEmbedding):
     """Only the sparse embedding trains: its gradient is the only one."""
 
