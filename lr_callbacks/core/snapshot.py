@@ -56,8 +56,8 @@ __all__ = [
     "RngState",
     "TrainingSnapshot",
     "attribute_generators",
-    "buffers_kept",
     "copy_into",
+    "evaluation_kept",
     "loader_generators",
     "refill",
     "require_materialized",
@@ -571,14 +571,19 @@ def _unique(items: Iterable[Any]) -> list[Any]:
 
 
 @contextlib.contextmanager
-def buffers_kept(module: torch.nn.Module) -> Iterator[None]:
-    """Inside, ``module``'s buffers may move (an evaluation in train mode moves BatchNorm's statistics); after, they
-    are as they were (:class:`TrainingSnapshot`'s copy of them)."""
+def evaluation_kept(module: torch.nn.Module) -> Iterator[None]:
+    """Inside, an evaluation may move ``module``'s buffers (BatchNorm's statistics in train mode) and the states of
+    its torchmetrics ``Metric``s (one updated in ``training_step``); after, they are as they were
+    (:class:`TrainingSnapshot`'s copies of them)."""
     buffers = _Tensors.capture(module, "buffers")
+    metrics = [(m, copy.deepcopy(values)) for m, values in metric_states(module)]
     try:
         yield
     finally:
         buffers.restore()
+        for metric, values in metrics:
+            for name, value in values.items():
+                setattr(metric, name, value)
 
 
 @dataclass

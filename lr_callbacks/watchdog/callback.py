@@ -252,10 +252,11 @@ class DivergenceWatchdog(Callback):
             in a quarter of the free host memory, else disk, said in the log (:attr:`snapshot_mode`).
         reference_batch: tell bad data from damaged weights at an incident by evaluating the live weights on the
             batch of the newest snapshot (``training_step`` without gradients, its ``self.log`` calls silenced,
-            the RNG forked); ``False`` if ``training_step`` has side effects that must not run twice, and the
-            ladder then acts without knowing the cause. A ``training_step`` whose loss depends on
-            ``trainer.global_step`` rather than on the batch (a scripted fault) should apply it only when
-            ``torch.is_grad_enabled()``, or the reference batch looks as bad as the step's.
+            the RNG forked, the buffers and torchmetrics states put back); ``False`` if ``training_step`` has
+            other side effects that must not run twice, and the ladder then acts without knowing the cause.
+            A ``training_step`` whose loss depends on ``trainer.global_step`` rather than on the batch (a scripted
+            fault) should apply it only when ``torch.is_grad_enabled()``, or the reference batch looks as bad as
+            the step's.
 
     Raises:
         ValueError, TypeError: at construction, for a bad argument; at setup, under manual optimization, a

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lr_callbacks.core.snapshot import ModelSnapshot, buffers_kept, copy_buffers, restore_optimizer_state
+from lr_callbacks.core.snapshot import ModelSnapshot, copy_buffers, evaluation_kept, restore_optimizer_state
 from lr_callbacks.watchdog.device import all_reduce_mean
 
 __all__ = [
@@ -347,9 +347,9 @@ def _silenced(module: Any) -> Iterator[None]:
 def reference_loss(
     module: Any, batches: list[Any], world_size: int, strategy: Any, rngs: list[dict[str, torch.Tensor]] | None = None
 ) -> float | None:
-    """The live weights' loss on ``batches``: ``training_step`` without gradients, logging or a random draw left
-    behind (the RNG is forked), averaged over the batches and over ranks (one all-reduce). ``None`` when there
-    is nothing to evaluate or ``training_step`` returns no loss.
+    """The live weights' loss on ``batches``: ``training_step`` without gradients, logging, a random draw, a moved
+    buffer or a torchmetrics update left behind (the RNG is forked, the rest put back), averaged over the batches
+    and over ranks (one all-reduce). ``None`` when there is nothing to evaluate or ``training_step`` returns no loss.
 
     ``rngs``: the state of torch's generators (CPU, and CUDA) when each batch's own step started, replayed so that
     its draws from them (dropout's masks, a ``torch.rand`` masking in ``training_step``) are the step's: the loss
@@ -360,7 +360,7 @@ def reference_loss(
         return None
     devices = [module.device] if module.device.type == "cuda" else []
     losses = []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module), buffers_kept(module):
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module), evaluation_kept(module):
         for index, batch in enumerate(batches):
             if rngs and index < len(rngs):
                 _replay(rngs[index], module.device)

@@ -1013,6 +1013,29 @@ def test_a_checkpoint_written_before_a_too_large_update_is_judged_holds_the_clea
     assert "live" not in clean["callbacks"]["DivergenceWatchdog"]
 
 
+def test_the_reference_batchs_evaluation_leaves_the_modules_torchmetrics_as_they_were(tmp_path):
+    """A metric updated in ``training_step`` (the samples seen, an accuracy) took in the reference batch each time
+    the watchdog evaluated it: the epoch's count read one batch more than the epoch had."""
+    import torchmetrics
+
+    class Counted(DigitsModel):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seen = torchmetrics.SumMetric()
+            self.evaluated = 0
+
+        def training_step(self, batch, batch_idx):
+            self.seen.update(len(batch[1]))
+            self.evaluated += not torch.is_grad_enabled()
+            return super().training_step(batch, batch_idx)
+
+    model = Counted(faults=Faults(reading_times={30: 1000.0}))
+    watchdog = small()
+    fit(tmp_path, model, [watchdog], 40)
+    assert model.evaluated >= 1 and [e.step for e in watchdog.events][:1] == [30]
+    assert int(model.seen.compute()) == 40 * 32
+
+
 class MomentumJump(pl.Callback):
     """SGD's momentum from 0.5 to 0.95 at step 150, as a momentum schedule moves it (``one_cycle``: 0.95 → 0.85 →
     0.95): the same LR makes steady updates 10× larger."""
