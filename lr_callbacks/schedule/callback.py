@@ -335,13 +335,6 @@ class LRSchedule(Callback):
             self._clocks[0] = int(trainer.global_step)
             self._write_all()
         self._clock_from_trainer = False
-        # Every restore is done (the checkpoint's optimizer and loops come back before this hook): what it left in
-        # the groups is written over now, and an LR set from here on (BackboneFinetuning's ramp at the start of a
-        # resumed run's first epoch) is adopted at the step's start. Before, that first ramp was written over.
-        if not self._idle:
-            for index in self._take_changes():
-                self._write(index)
-            self._settled = True
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -225,6 +225,22 @@ def test_momentum_and_beta1_are_co_scheduled_and_logged(tmp_path: Any) -> None:
     assert model.trainer.optimizers[0].param_groups[0]["betas"][1] == 0.98  # beta2 untouched
 
 
+class SetsItsLR(TinyModel):
+    """Sets every group back to its configured LR in ``on_train_start`` (a recipe to override what a resume
+    restored); on a fresh run that changes nothing the schedule should take in."""
+
+    def on_train_start(self) -> None:
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = 0.1
+
+
+def test_an_lr_set_back_at_train_start_is_written_over_not_taken_as_the_peak(tmp_path: Any) -> None:
+    """Taken in at the first step, 0.1 over the warmup's first multiplier (0.1) made the peak 1.0: the warmup
+    climbed to 10× the configured LR (an adoption window tried in this stop, taken out before it landed)."""
+    model = fit(tmp_path, LRSchedule("cosine", warmup="10 steps"), SetsItsLR(), max_steps=20)
+    assert body(model)[:10] == pytest.approx([0.1 * (k + 1) / 10 for k in range(10)], rel=1e-12)
+
+
 class EveryOtherBatch(TinyModel):
     """Automatic optimization whose ``optimizer_step`` steps on even batches only (a pattern from Lightning's docs);
     with ``none_every``, ``training_step`` returns ``None`` (no step) on every such batch instead."""
