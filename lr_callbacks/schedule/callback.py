@@ -335,9 +335,15 @@ class LRSchedule(Callback):
             self._clocks[0] = int(trainer.global_step)
             self._write_all()
         self._clock_from_trainer = False
+        # a run resumed inside StochasticWeightAveraging's phase, where no epoch start may come before its first
+        # step (resumed mid-epoch, or from the last batch's checkpoint): before, the plan took the LR back from SWA
+        self._hand_over_to_swa(trainer)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._hand_over_to_swa(trainer)
+
+    def _hand_over_to_swa(self, trainer: Any) -> None:
         swa = self._swa
         if swa is not None and not self._handed_over and trainer.current_epoch >= swa.swa_start:
             # Lightning's StochasticWeightAveraging drives the LR from its start epoch (SWALR, annealing from the

@@ -48,6 +48,29 @@ def test_lrschedule_hands_the_lr_over_to_swa_at_its_start_and_says_so(tmp_path, 
     assert any("hands the LR over to StochasticWeightAveraging at epoch 2" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("at", [24, 28], ids=["epoch-end", "mid-epoch"])
+def test_a_run_resumed_in_swas_phase_leaves_the_lr_to_swa(tmp_path, at):
+    """Resumed inside SWA's phase (from epoch 2; 8 steps an epoch), no epoch start came before the first step, so
+    the schedule did not hand over and wrote its cosine (0.0905 at step 24) where SWA holds 0.02."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def callbacks(save: bool) -> list[Any]:
+        swa = StochasticWeightAveraging(swa_lrs=0.02, swa_epoch_start=2, annealing_epochs=2)
+        saves = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")]
+        return [LRSchedule("cosine", log_plan=False), swa, *(saves if save else [])]
+
+    whole = TinyModel()
+    make_trainer(tmp_path / "whole", max_epochs=5, callbacks=callbacks(True), enable_checkpointing=True).fit(
+        whole, loader()
+    )
+    resumed = TinyModel()
+    make_trainer(tmp_path / "resumed", max_epochs=5, callbacks=callbacks(False)).fit(
+        resumed, loader(), ckpt_path=str(tmp_path / "ckpt" / f"step={at}.ckpt")
+    )
+    assert [lrs[0] for lrs in resumed.seen_lrs] == pytest.approx([lrs[0] for lrs in whole.seen_lrs[at:]], rel=1e-9)
+    assert resumed.seen_lrs[-1][0] == pytest.approx(0.02)
+
+
 def test_a_reused_lrschedule_schedules_the_next_fit_after_handing_over_to_swa(tmp_path):
     """A loop over seeds or folds passes the same LRSchedule to each fit. Before, the hand-over to SWA of the first
     fit held for every later one: the next fit, without SWA, trained at ``configure_optimizers``' LR throughout."""
