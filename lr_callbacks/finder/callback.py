@@ -462,12 +462,12 @@ class LRFinder(Callback):
                 if trainer.strategy.reduce_boolean_decision(used is not None, all=False):
                     stop = "lr_overridden"
                     if trainer.is_global_zero:
+                        ran = f"at {used:.4g}" if used is not None else "at another LR on another rank"
                         warnings.warn(
-                            f"LRFinder: the sweep set the LR to {lr:.4g}, but optimizer.step() ran at "
-                            f"{used if used is not None else float('nan'):.4g}: something in the training step writes "
-                            "the LR (a warmup by hand in the module's optimizer_step?), so no sweep can measure it "
-                            "and nothing is suggested. Leave the LR to LRSchedule (its warmup= replaces a warmup by "
-                            "hand), or run the finder without that code",
+                            f"LRFinder: the sweep set the LR to {lr:.4g}, but optimizer.step() ran {ran}: something "
+                            "in the training step writes the LR (a warmup by hand in the module's optimizer_step?), "
+                            "so no sweep can measure it and nothing is suggested. Leave the LR to LRSchedule (its "
+                            "warmup= replaces a warmup by hand), or run the finder without that code",
                             UserWarning,
                             stacklevel=2,
                         )
@@ -513,6 +513,7 @@ class LRFinder(Callback):
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
         if trainer.is_global_zero:
             note = self._applied_note or ("applied" if self.apply else "not applied (apply=False)")
+            note = note if result.chosen_lr is not None else "no answer, nothing applied"
             log.info("LRFinder: %s; %s", result.headline(), note)
 
 

@@ -653,7 +653,7 @@ class HandWarmup(FinderModel):
         optimizer.step(closure=optimizer_closure)
 
 
-def test_an_lr_written_in_the_step_stops_the_sweep_with_the_reason(tmp_path):
+def test_an_lr_written_in_the_step_stops_the_sweep_with_the_reason(tmp_path, caplog):
     """The sweep's LR was written over before every step, so it measured one LR forty times and reported a flat
     curve from 1e-7 to 10, with advice to match; now it stops at the first step and says why."""
     finder = LRFinder(num_steps=40)
@@ -665,6 +665,8 @@ def test_an_lr_written_in_the_step_stops_the_sweep_with_the_reason(tmp_path):
         )
     result = finder.result
     assert result.stop_reason == "lr_overridden" and result.chosen_lr is None and result.lrs == ()  # not measured
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer")]
+    assert lines and lines[-1].endswith("; no answer, nothing applied")  # it said "applied"
 
 
 def test_under_fast_dev_run_the_finder_stands_aside(tmp_path):
