@@ -90,6 +90,19 @@ class TinyModel(pl.LightningModule):
         }
 
 
+class HalveLRAt(pl.Callback):
+    """Halves every LR through the watchdog's entry (``set_lr_scale``) at the start of optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            from lr_callbacks.core.lr_model import set_lr_scale
+
+            set_lr_scale(trainer, 0.5, 1.0)
+
+
 class DestroyProcessGroupAtExit(Callback):
     """Destroys the process group before the interpreter exits, in each process of a fit that ended normally.
 

@@ -18,7 +18,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 from lr_callbacks import Cosine, Linear, LRSchedule, Phases, Run, Warmup
 from lr_callbacks.core.lr_model import find_lr_schedule, paused, reference_lr, set_lr_scale, set_peak_lr
-from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars, read_text, stream
+from tests.helpers import HalveLRAt, TinyModel, loader, make_trainer, read_events, read_scalars, read_text, stream
 
 
 def fit(tmp_path: Any, callback: LRSchedule, model: pl.LightningModule | None = None, **kwargs: Any) -> TinyModel:
@@ -324,26 +324,13 @@ def test_backbone_finetuning_s_ramp_is_kept_under_a_constant_schedule(tmp_path: 
     assert seen[1][::8] == pytest.approx([0.01, 0.02, 0.04], rel=1e-12)
 
 
-class _HalveAt(pl.Callback):
-    """Halves every LR through the watchdog's entry (``set_lr_scale``) at the start of optimizer step ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            from lr_callbacks.core.lr_model import set_lr_scale
-
-            set_lr_scale(trainer, 0.5, 1.0)
-
-
 @pytest.mark.parametrize("with_schedule", [True, False], ids=["LRSchedule", "alone"])
 def test_a_watchdog_cut_holds_through_backbone_finetuning_s_ramp(tmp_path: Any, with_schedule: bool) -> None:
     """BackboneFinetuning sets the backbone's LR at each epoch to 2 × the one it set before. It remembered the LR
     from before the cut, so at its next epoch the backbone went back to the uncut ramp (0.02, 0.04 where the cut
     ramp is 0.01, 0.02)."""
     seen = []
-    for cut in ([_HalveAt(12)], []):
+    for cut in ([HalveLRAt(12)], []):
         model = Backbone()
         ramp = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_lr=0.01, should_align=False)
         callbacks = [*([LRSchedule("constant")] if with_schedule else []), ramp, *cut]

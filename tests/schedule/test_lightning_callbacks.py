@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import GradientAccumulationScheduler, LearningR
 from torch.utils.data import DataLoader
 
 from lr_callbacks import Cosine, LRSchedule
-from tests.helpers import TinyModel, loader, make_trainer, read_scalars, regression_data
+from tests.helpers import HalveLRAt, TinyModel, loader, make_trainer, read_scalars, regression_data
 
 BATCHES = 8  # regression_data() has 64 samples, batch 8
 
@@ -145,19 +145,6 @@ def test_a_run_that_outgrows_its_plan_says_so_once(tmp_path):
     assert sum("goes on past" in str(w.message) for w in caught) == 1
 
 
-class _CutAt(pl.Callback):
-    """Halves the LR through the watchdog's entry (``set_lr_scale``) at the start of optimizer step ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            from lr_callbacks.core.lr_model import set_lr_scale
-
-            set_lr_scale(trainer, 0.5, 1.0)
-
-
 @pytest.mark.parametrize("with_schedule", [True, False], ids=["LRSchedule-then-SWA", "SWA-alone"])
 def test_a_watchdog_cut_under_swa_lowers_the_lr_swa_drives_and_stays(tmp_path, with_schedule):
     def run(cut: bool) -> list[float]:
@@ -165,7 +152,7 @@ def test_a_watchdog_cut_under_swa_lowers_the_lr_swa_drives_and_stays(tmp_path, w
         if with_schedule:
             callbacks.append(LRSchedule("cosine", end=0.0, log_plan=False))
         if cut:
-            callbacks.append(_CutAt(BATCHES + 3))  # in SWA's annealing, epoch index 1
+            callbacks.append(HalveLRAt(BATCHES + 3))  # in SWA's annealing, epoch index 1
         return [lrs[0] for lrs in fit(tmp_path / str(cut), callbacks, max_epochs=4).seen_lrs]
 
     plain, cut = run(False), run(True)
