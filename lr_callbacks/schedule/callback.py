@@ -420,13 +420,11 @@ class LRSchedule(Callback):
             return
         manual = not getattr(trainer.lightning_module, "automatic_optimization", True)
         if manual:
-            done = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
-            counted, plan = "batches", "one step a batch ({} steps, Lightning's estimate under manual optimization)"
-            where = "group_schedules, e.g. "
+            done, counted, unit = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed), "batches", "batch"
+            why = "Lightning's estimate under manual optimization"
         else:
-            done = int(trainer.global_step)
-            counted, plan = "steps", "one step a global_step ({} steps; the module's optimizer_step skipped the others)"
-            where = "LRSchedule("
+            done, counted, unit = int(trainer.global_step), "steps", "global_step"
+            why = "the module's optimizer_step skipped the others"
         if done < run.total_steps:
             return  # stopped early (or max_steps counted the steps of several optimizers: warned at fit start)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
@@ -434,13 +432,13 @@ class LRSchedule(Callback):
             if clock >= run.total_steps or (scaler is not None and not manual and 2 * clock > run.total_steps):
                 continue
             last = self.lr_at(max(clock - 1, 0), index)
-            close = ")" if manual else "))"
+            example = f"Phases([(Warmup(), '50 steps'), (Cosine(), '{clock} steps')])"
+            fix = f"group_schedules, e.g. {example}" if manual else f"LRSchedule({example})"
             warnings.warn(
                 f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's {done} "
-                f"{counted}, but its plan counts {plan.format(run.total_steps)}: it ended at step {clock} of its plan, "
-                f"its LR at {last:.4g}, short of the plan's end. Give an optimizer that steps less often a schedule "
-                f"whose durations are in its own steps ({where}Phases([(Warmup(), '50 steps'), (Cosine(), "
-                f"'{clock} steps')]){close}",
+                f"{counted}, but its plan counts one step a {unit} ({run.total_steps} "
+                f"steps; {why}): it ended at step {clock} of its plan, its LR at {last:.4g}, short of the plan's end. "
+                f"Give an optimizer that steps less often a schedule whose durations are in its own steps ({fix})",
                 UserWarning,
                 stacklevel=2,
             )
