@@ -727,7 +727,7 @@ class DivergenceWatchdog(Callback):
     def _record_update(
         self, step: int, ratios: list[float], lrs: list[float], grad_norm: float, optimizer: Any
     ) -> Decision:
-        names = [str(g.get("name", index)) for index, g in enumerate(optimizer.param_groups)]
+        names = _group_names(optimizer)
         decision = self._policy.record_update(step, dict(zip(names, zip(ratios, lrs))), grad_norm)
         if step % self._log_every == 0 or decision.incidents:
             log_scalars(self._trainer, {f"watchdog/update_ratio/{n}": r for n, r in zip(names, ratios)}, step)
@@ -848,8 +848,7 @@ class DivergenceWatchdog(Callback):
         if pending is None or not trainer.optimizers:
             return False
         *ratios, grad_norm = pending.reshape(-1).tolist()  # the same values on every rank (global norms)
-        names = [str(g.get("name", index)) for index, g in enumerate(trainer.optimizers[0].param_groups)]
-        return self._policy.would_cut(dict(zip(names, zip(ratios, lrs))), grad_norm)
+        return self._policy.would_cut(dict(zip(_group_names(trainer.optimizers[0]), zip(ratios, lrs))), grad_norm)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -1004,3 +1003,8 @@ def _reference_lr_text(trainer: Any) -> str:
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     value = float(lr) if not isinstance(lr, torch.Tensor) else math.nan
     return f" (LR {value:.3g})"
+
+
+def _group_names(optimizer: Any) -> list[str]:
+    """The update-ratio signal's name for each group: its ``name``, else its index."""
+    return [str(g.get("name", index)) for index, g in enumerate(optimizer.param_groups)]
