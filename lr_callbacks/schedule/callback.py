@@ -351,9 +351,10 @@ class LRSchedule(Callback):
             # user's torch scheduler.
             self._handed_over = True
             log.info(
-                "LRSchedule hands the LR over to StochasticWeightAveraging at epoch %d (its swa_epoch_start), "
+                "LRSchedule hands the LR over to StochasticWeightAveraging at epoch %d (its swa_epoch_start is %d), "
                 "at optimizer step %d; the plan's remaining steps are not used",
                 trainer.current_epoch,
+                swa.swa_start,
                 self._clocks[0] if self._clocks else 0,
             )
 
@@ -753,6 +754,10 @@ class LRSchedule(Callback):
                     group["momentum"] = momentum
 
     def _write_all(self) -> None:
+        if self._trainer is not None:
+            # decided before any write: on a run resumed inside SWA's phase the watchdog's on_train_start sets the
+            # scale (here) before this schedule's own on_train_start, and wrote the plan's LR over SWA's
+            self._hand_over_to_swa(self._trainer)
         if self._idle:
             return
         for index in range(len(self._optimizers)):

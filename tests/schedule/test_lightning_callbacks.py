@@ -48,16 +48,23 @@ def test_lrschedule_hands_the_lr_over_to_swa_at_its_start_and_says_so(tmp_path, 
     assert any("hands the LR over to StochasticWeightAveraging at epoch 2" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("watchdog_first", [False, True], ids=["schedule", "watchdog-first"])
 @pytest.mark.parametrize("at", [24, 28], ids=["epoch-end", "mid-epoch"])
-def test_a_run_resumed_in_swas_phase_leaves_the_lr_to_swa(tmp_path, at):
+def test_a_run_resumed_in_swas_phase_leaves_the_lr_to_swa(tmp_path, at, watchdog_first):
     """Resumed inside SWA's phase (from epoch 2; 8 steps an epoch), no epoch start came before the first step, so
-    the schedule did not hand over and wrote its cosine (0.0905 at step 24) where SWA holds 0.02."""
+    the schedule did not hand over and wrote its cosine (0.0905 at step 24) where SWA holds 0.02. Listed before
+    the schedule, the watchdog set its restored scale through the schedule before the schedule's own train start:
+    the plan's LR was written over SWA's, however the run was resumed."""
     from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lr_callbacks import DivergenceWatchdog
 
     def callbacks(save: bool) -> list[Any]:
         swa = StochasticWeightAveraging(swa_lrs=0.02, swa_epoch_start=2, annealing_epochs=2)
         saves = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")]
-        return [LRSchedule("cosine", log_plan=False), swa, *(saves if save else [])]
+        schedule = LRSchedule("cosine", log_plan=False)
+        ordered = [DivergenceWatchdog(), schedule] if watchdog_first else [schedule]
+        return [*ordered, swa, *(saves if save else [])]
 
     whole = TinyModel()
     make_trainer(tmp_path / "whole", max_epochs=5, callbacks=callbacks(True), enable_checkpointing=True).fit(
