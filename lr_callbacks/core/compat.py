@@ -35,6 +35,7 @@ __all__ = [
     "scale_backbone_ramp",
     "set_found_inf",
     "supports_found_inf",
+    "swa_start_epoch",
     "transfer_hook",
 ]
 
@@ -101,6 +102,14 @@ def move_after_finetuning(trainer: Any, callback: Any) -> str | None:
     del callbacks[index]
     trainer.callbacks = callbacks
     return type(last).__name__
+
+
+def swa_start_epoch(swa: Any) -> int | None:
+    """The epoch (from 0) at which ``StochasticWeightAveraging`` starts, or ``None`` before its ``on_fit_start`` has
+    resolved a fractional ``swa_epoch_start`` against ``max_epochs`` (its ``swa_start`` asserts there: private
+    ``_swa_epoch_start``)."""
+    start = getattr(swa, "_swa_epoch_start", None)
+    return swa.swa_start if isinstance(start, int) and not isinstance(start, bool) else None
 
 
 def scale_backbone_ramp(trainer: Any, factor: float) -> None:

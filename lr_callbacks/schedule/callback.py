@@ -29,7 +29,7 @@ import torch
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning
+from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning, swa_start_epoch
 from lr_callbacks.core.durations import Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, set_lr
@@ -345,16 +345,17 @@ class LRSchedule(Callback):
 
     def _hand_over_to_swa(self, trainer: Any) -> None:
         swa = self._swa
-        if swa is not None and not self._handed_over and trainer.current_epoch >= swa.swa_start:
+        start = swa_start_epoch(swa) if swa is not None else None  # None before SWA's on_fit_start
+        if start is not None and not self._handed_over and trainer.current_epoch >= start:
             # Lightning's StochasticWeightAveraging drives the LR from its start epoch (SWALR, annealing from the
             # LR it finds to its swa_lrs). Two writers would fight; it is handed over, as Lightning hands over a
             # user's torch scheduler.
             self._handed_over = True
             log.info(
-                "LRSchedule hands the LR over to StochasticWeightAveraging at epoch %d (its swa_epoch_start is %d), "
-                "at optimizer step %d; the plan's remaining steps are not used",
+                "LRSchedule hands the LR over to StochasticWeightAveraging at epoch %d (SWA starts at epoch %d, "
+                "counted from 0), at optimizer step %d; the plan's remaining steps are not used",
                 trainer.current_epoch,
-                swa.swa_start,
+                start,
                 self._clocks[0] if self._clocks else 0,
             )
 

@@ -78,6 +78,17 @@ def test_a_run_resumed_in_swas_phase_leaves_the_lr_to_swa(tmp_path, at, watchdog
     assert resumed.seen_lrs[-1][0] == pytest.approx(0.02)
 
 
+def test_swa_s_default_fractional_start_is_read_once_swa_has_resolved_it(tmp_path):
+    """SWA's ``swa_epoch_start`` defaults to 0.8 of the run, resolved in its ``on_fit_start``. The schedule, listed
+    first, asked for it in its own (an AssertionError in Lightning's ``swa_start``; under ``python -O`` it read 0
+    and never wrote its plan)."""
+    schedule = LRSchedule("cosine", end=0.0, log_plan=False)
+    model = fit(tmp_path, [schedule, StochasticWeightAveraging(swa_lrs=1e-2)], max_epochs=5)  # 4th epoch: index 3
+    body = [lrs[0] for lrs in model.seen_lrs]
+    plan = [0.1 * Cosine(end=0.0)(k, total_steps=5 * BATCHES) for k in range(3 * BATCHES)]
+    assert body[: 3 * BATCHES] == pytest.approx(plan) and schedule.steps == [3 * BATCHES]
+
+
 def test_a_reused_lrschedule_schedules_the_next_fit_after_handing_over_to_swa(tmp_path):
     """A loop over seeds or folds passes the same LRSchedule to each fit. Before, the hand-over to SWA of the first
     fit held for every later one: the next fit, without SWA, trained at ``configure_optimizers``' LR throughout."""
