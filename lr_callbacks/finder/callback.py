@@ -340,12 +340,12 @@ class LRFinder(Callback):
         self._results.append(result)
         self._done.add(key)
         self._report(trainer, result, "lr_finder" if key == _FIT_START else f"lr_finder/{key}")
-        if self.apply and result.chosen_lr is not None:
+        if self.apply and result.chosen_lr is not None and not _swa_drives(trainer):
             set_peak_lr(trainer, result.chosen_lr)
 
     def _find(self, trainer: Any, module: Any) -> FinderResult:
         schedule = find_lr_schedule(trainer)
-        if schedule is not None:
+        if schedule is not None and not schedule._handed_over:  # SWA's LR is not a change to take in
             schedule._take_changes()  # a group added at this epoch's start is swept with the others
         peaks = schedule.peak_lrs if schedule is not None else _optimizer_peaks(trainer)
         if peaks[0][0] <= 0:
@@ -513,6 +513,8 @@ class LRFinder(Callback):
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
         if trainer.is_global_zero:
             note = self._applied_note or ("applied" if self.apply else "not applied (apply=False)")
+            if self.apply and _swa_drives(trainer):
+                note = "not applied: StochasticWeightAveraging drives the LR (LRSchedule handed it over)"
             note = note if result.chosen_lr is not None else "no answer, nothing applied"
             log.info("LRFinder: %s; %s", result.headline(), note)
 
@@ -629,6 +631,13 @@ def _applied(value: Any, reference: float, answer: float) -> Any:
     if math.isclose(value, reference, rel_tol=1e-9):
         return answer
     return value * (answer / reference)
+
+
+def _swa_drives(trainer: Any) -> bool:
+    """``LRSchedule`` has handed the LR over to ``StochasticWeightAveraging``: an answer would not reach the groups
+    (before, the finder said "applied", and took SWA's LR in as the schedule's new peak)."""
+    schedule = find_lr_schedule(trainer)
+    return schedule is not None and bool(schedule._handed_over)
 
 
 def _scale_peak_overrides(trainer: Any, answer: float) -> None:

@@ -89,6 +89,28 @@ def test_swa_s_default_fractional_start_is_read_once_swa_has_resolved_it(tmp_pat
     assert body[: 3 * BATCHES] == pytest.approx(plan) and schedule.steps == [3 * BATCHES]
 
 
+def test_the_finder_inside_swas_phase_says_that_swa_drives_the_lr(tmp_path, caplog):
+    """After the hand-over SWA drives the LR: the finder's answer does not reach the groups. It said "applied", and
+    took SWA's LR in as the schedule's new peak ("its peak follows") before sweeping."""
+    from lr_callbacks import LRFinder
+
+    def run(root, finder: list[Any]) -> list[list[float]]:
+        swa = StochasticWeightAveraging(swa_lrs=1e-2, swa_epoch_start=2, annealing_epochs=1)
+        return fit(root, [LRSchedule("cosine", log_plan=False), swa, *finder], max_epochs=4).seen_lrs
+
+    plain = run(tmp_path / "plain", [])
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        found = run(tmp_path / "found", [LRFinder(num_steps=20, epochs=[3], at_fit_start=False, probe=False)])
+    messages = [r.getMessage() for r in caplog.records]
+    assert found[-BATCHES:] == plain[-BATCHES:]  # epoch 3: SWA's LR, with or without the finder
+    assert any(
+        m.startswith("LRFinder: answer")
+        and m.endswith("StochasticWeightAveraging drives the LR (LRSchedule handed it over)")
+        for m in messages
+    ), messages
+    assert not any("its peak follows" in m for m in messages)
+
+
 def test_a_reused_lrschedule_schedules_the_next_fit_after_handing_over_to_swa(tmp_path):
     """A loop over seeds or folds passes the same LRSchedule to each fit. Before, the hand-over to SWA of the first
     fit held for every later one: the next fit, without SWA, trained at ``configure_optimizers``' LR throughout."""
