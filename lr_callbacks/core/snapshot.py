@@ -576,14 +576,28 @@ def evaluation_kept(module: torch.nn.Module) -> Iterator[None]:
     its torchmetrics ``Metric``s (one updated in ``training_step``); after, they are as they were
     (:class:`TrainingSnapshot`'s copies of them)."""
     buffers = _Tensors.capture(module, "buffers")
-    metrics = [(m, copy.deepcopy(values)) for m, values in metric_states(module)]
+    metrics = _MetricStates.capture(module)
     try:
         yield
     finally:
         buffers.restore()
-        for metric, values in metrics:
+        metrics.restore()
+
+
+@dataclass
+class _MetricStates:
+    """Copies of the states of ``module``'s torchmetrics ``Metric``s; restorable more than once."""
+
+    saved: list[tuple[Any, dict[str, Any]]]
+
+    @classmethod
+    def capture(cls, module: torch.nn.Module) -> _MetricStates:
+        return cls([(m, copy.deepcopy(values)) for m, values in metric_states(module)])
+
+    def restore(self) -> None:
+        for metric, values in self.saved:
             for name, value in values.items():
-                setattr(metric, name, value)
+                setattr(metric, name, copy.deepcopy(value))
 
 
 @dataclass
@@ -628,7 +642,7 @@ class TrainingSnapshot:
     schedulers: list[tuple[Any, dict[str, Any]]]
     scaler: tuple[Any, dict[str, Any]] | None
     rng: RngState
-    metrics: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    metrics: _MetricStates = field(default_factory=lambda: _MetricStates([]))
 
     @classmethod
     def capture(cls, trainer: Any, module: torch.nn.Module, loaders: Any = None) -> TrainingSnapshot:
@@ -645,7 +659,7 @@ class TrainingSnapshot:
             schedulers=[(c.scheduler, copy.deepcopy(c.scheduler.state_dict())) for c in trainer.lr_scheduler_configs],
             scaler=(scaler, scaler.state_dict()) if scaler is not None and hasattr(scaler, "state_dict") else None,
             rng=RngState.capture(loader_generators(loaders)),
-            metrics=[(m, copy.deepcopy(values)) for m, values in metric_states(module)],
+            metrics=_MetricStates.capture(module),
         )
         synchronize()
         return snapshot
@@ -674,8 +688,6 @@ class TrainingSnapshot:
             reset_scaler_step_state(scaler)
             if state:
                 scaler.load_state_dict(state)
-        for metric, values in self.metrics:
-            for name, value in values.items():
-                setattr(metric, name, copy.deepcopy(value))
+        self.metrics.restore()
         self.rng.restore()
         synchronize()
