@@ -140,6 +140,7 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
                 ("all", summary["finder"][m]),
                 ("tuning", summary["finder"][m].get("tuning") or {}),
                 ("held out", summary["finder"][m].get("held_out") or {}),
+                ("held out, second set", summary["finder"][m].get("held_out_second") or {}),
             )
             if entry.get("runs")
         ]

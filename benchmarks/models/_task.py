@@ -37,14 +37,14 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
-"""The optimizers of the tuning tasks; the held-out tasks add ``"nesterov"`` and ``"rmsprop"``."""
+"""The optimizers of the tuning tasks; the held-out tasks add ``"nesterov"``, ``"rmsprop"`` and ``"adam"``."""
 
-_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop")
+_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop", "adam")
 
 
 def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.Optimizer:
     """The optimizers of the benchmarks: ``"sgd"`` (momentum 0.9) and ``"adamw"`` (weight decay 0.01); for the
-    held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9) and ``"rmsprop"`` (torch's defaults).
+    held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9), ``"rmsprop"`` and ``"adam"`` (torch's defaults).
 
     ``params`` may be parameters or parameter groups (``{"params": ..., "name": ..., "lr": ...}``).
     """
@@ -56,6 +56,8 @@ def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.O
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
     raise ValueError(f"optimizer must be one of {', '.join(_ALL_OPTIMIZERS)}; got {name!r}")
 
 

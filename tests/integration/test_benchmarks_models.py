@@ -112,6 +112,21 @@ def test_held_out_tasks_use_their_own_optimizers_and_schedules() -> None:
     assert math.isfinite(result.loss) and math.isnan(result.accuracy)  # a regression: no accuracy
 
 
+def test_second_held_out_set_differs_from_the_first_and_trains() -> None:
+    from benchmarks.models import HELD_OUT_SECOND_TASKS, HELD_OUT_TASKS, train
+
+    assert not set(HELD_OUT_SECOND_TASKS) & set(HELD_OUT_TASKS)
+    kinds = {name: (make_task(name).optimizers, make_task(name).schedule.describe()) for name in HELD_OUT_SECOND_TASKS}
+    assert kinds["cancer-transformer"][0] == ("adam",) and kinds["digits-mixer"][0] == ("sgd",)
+    assert kinds["digits-gru"][0] == ("adam",)
+    for name in HELD_OUT_SECOND_TASKS:
+        task = make_task(name, steps=3)
+        torch.manual_seed(0)
+        assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
+        result, _ = train(task, task.optimizers[0], 1e-3, seed=0)
+        assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
+
+
 def test_minilm_fresh_head_is_random_and_seeded() -> None:
     task = minilm.minilm_task(steps=2, limit=24, head="fresh")
     torch.manual_seed(0)

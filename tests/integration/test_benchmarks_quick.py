@@ -69,14 +69,15 @@ def _summary_structure(summary: dict, all_setups: bool = True, scale: Scale = QU
     assert {"lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley"} <= set(summary["finder"])
     keys = {"median_regret", "p90_regret", "worst_regret", "over_0_3", "diverged", "runs"}
     for entry in summary["finder"].values():
-        assert set(entry) == keys | {"tuning", "held_out"}
-        for part in (entry, entry["tuning"], entry["held_out"]):
-            assert set(part) - {"tuning", "held_out"} == keys
+        groups = {"tuning", "held_out", "held_out_second"}
+        assert set(entry) == keys | groups
+        for part in (entry, *(entry[g] for g in groups)):
+            assert set(part) - groups == keys
             if part["runs"]:
                 assert part["median_regret"] <= part["p90_regret"] <= part["worst_regret"]
                 assert 0 <= part["over_0_3"] <= part["runs"]
                 assert isinstance(part["diverged"], int) and part["diverged"] >= 0
-        assert entry["runs"] == (entry["tuning"]["runs"] or 0) + (entry["held_out"]["runs"] or 0)
+        assert entry["runs"] == sum(entry[g]["runs"] or 0 for g in groups)
     variants = summary["finder_variants"]
     assert list(variants) == ["budget x1", "budget x5", "mid-training", "clipping"]
     for entry in variants.values():
@@ -149,12 +150,13 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
         assert truth["best_loss"] == min(truth["mean_loss"])
         assert truth["lrs"][-1] / truth["lrs"][0] >= 1e4, key  # at least four decades
         assert isinstance(task["held_out"], bool) and task["commit"]
+        assert task["held_out"] == (task["group"] != "tuning")
         for entry in task["suggestions"]:
             assert entry["failed"] == (entry["lr"] is None)
             assert entry["steps"] > 0 and entry["seconds"] > 0
             if entry["finder"] in ("lr_callbacks", "lr_callbacks.confirm"):  # not the re-analysed variants
                 assert "trials" in entry["result"]  # every trial's losses are kept
-    assert {"tuning", "held_out"} == set(finder["groups"]) and finder["leave_one_task_out"]
+    assert {"tuning", "held_out", "held_out_second"} == set(finder["groups"]) and finder["leave_one_task_out"]
     with open(os.path.join(quick, "finder_variants.json")) as handle:
         variants = json.load(handle)["variants"]
     for name, variant in variants.items():
