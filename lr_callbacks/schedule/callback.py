@@ -317,6 +317,10 @@ class LRSchedule(Callback):
             # a fit's own states, not carried into the next fit of a reused LRSchedule: before, a fit that had
             # handed the LR over to StochasticWeightAveraging left every later fit unscheduled, without a word
             self._handed_over = self._paused = self._past_end_said = False
+            # until this fit sets up, the state is not this fit's: a tuner callback (BatchSizeFinder,
+            # LearningRateFinder) saves a checkpoint at fit start and restores it; given the last fit's clocks, this
+            # fit took them as a resume (a reused LRSchedule trained its second fit at LR 0, past the plan's end)
+            self._fit_set_up = False
             # On resume the fine-tuning callbacks put the groups they added back in their on_fit_start: listed
             # first, the schedule refused the checkpoint ("it has 2 parameter groups, this run has 1")
             after = move_after_finetuning(trainer, self)
@@ -471,7 +475,7 @@ class LRSchedule(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if not self._table:
+        if not self._table or not self._fit_set_up:
             return dict(self._restored or {})
         assert self._run is not None
         return {
@@ -493,6 +497,8 @@ class LRSchedule(Callback):
         # the plan starts from configure_optimizers' LRs: keep the LRs the checkpoint's run trained at, to compare.
         if self._stage not in (None, "fit") or self.state_key in (checkpoint.get("callbacks") or {}):
             return
+        if not checkpoint.get("global_step"):
+            return  # nothing trained before it (a tuner's checkpoint at fit start): no LR to compare with
         states = checkpoint.get("optimizer_states")
         if isinstance(states, list) and all(isinstance(s, dict) and "param_groups" in s for s in states):
             self._checkpoint_lrs = [[as_float(g["lr"]) for g in s["param_groups"]] for s in states]
@@ -535,6 +541,7 @@ class LRSchedule(Callback):
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
         self._checkpoint_lrs = None
         self._last_fit = None
+        self._fit_set_up = True  # whether the table is the current (or the last) fit's; False from a fit's setup
 
     @property
     def _idle(self) -> bool:
@@ -589,6 +596,7 @@ class LRSchedule(Callback):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
         self._plan_due = self._log_plan
+        self._fit_set_up = True
 
     def _warn_changed_schedule(self, saved: list[list[str]] | None) -> None:
         """On resume, when the LR goes on as before: say so when a group's schedule differs from the checkpoint's

@@ -364,6 +364,7 @@ class DivergenceWatchdog(Callback):
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
         self._warned_reference = False
+        self._warned_nonpositive = False
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
         # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
         self._stage: str | None = None
@@ -647,6 +648,8 @@ class DivergenceWatchdog(Callback):
         update_norm = current[-1] if pending is not None else math.nan  # the measured step's gradient norm
         if any(row[0] == update_step and row[1].skip for row in rows):
             ratios = []  # the device skipped the measured step: its "update" is none, or momentum's alone
+        if not self._warned_nonpositive and math.isfinite(loss) and loss <= 0.0:
+            self._warn_nonpositive(trainer, step, loss)
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
@@ -746,6 +749,20 @@ class DivergenceWatchdog(Callback):
             return reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs)
 
         return probe
+
+    def _warn_nonpositive(self, trainer: Any, step: int, loss: float) -> None:
+        """Say once that a loss <= 0 is not judged: the loss rules work in log space (a ratio to the baseline)."""
+        self._warned_nonpositive = True
+        if trainer.is_global_zero:
+            warnings.warn(
+                f"{OWNER}: the loss is {loss:.4g} at step {step}, not positive. The watchdog judges a loss by its "
+                "ratio to the baseline (in log space), so a loss <= 0 is not judged: no spike or slow divergence of "
+                "the loss is seen, and the clean reference batch cannot tell bad data from damaged weights while its "
+                "loss is <= 0. Non-finite values, the gradient norm and the update size are still watched. A loss "
+                "that can be negative (a Gaussian NLL, a variational bound) is watched through those only.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _record(
         self,

@@ -38,7 +38,7 @@ class DataRules(PolicyMemory):
         snapshot only lowers it), or by more than half of ``rise``, the outlying batch's own rise above the
         baseline (log units). Damaged weights raise every batch's loss alike, bad data only its own batch's: a
         reference that shares more than half of the batch's rise is nearer the first. ``None``: no reference
-        to tell."""
+        to tell (also when the snapshot's reference loss was <= 0: the rules compare losses in log space)."""
         s = self.state
         self._reference_moved = False
         reference = s.ring[-1]["reference"] if s.ring else None
@@ -63,7 +63,9 @@ class DataRules(PolicyMemory):
             s.ring[-1]["reference"] = x
             self._reference_moved = True
             return False
-        return x is None or x > limit
+        if x is None:  # NaN/inf is damage; a finite loss <= 0 is below the snapshot's (positive) one: not damage
+            return not math.isfinite(value)
+        return x > limit
 
     def _sample_note(self, step: int, samples: Samples | None, why: str) -> Incident:
         """The skip of a batch dominated by outlier samples, with its numbers."""

@@ -17,7 +17,11 @@ from lr_callbacks.watchdog.config import OWNER, Incident, WatchdogConfig, resolv
 from lr_callbacks.watchdog.state import DEFAULT_SNAPSHOT_EVERY, Decision, PolicyState
 from lr_callbacks.watchdog.stats import Cusum, RollingBaseline, SampleBaseline, log_value
 
-__all__ = ["PolicyMemory"]
+__all__ = ["MIN_UPDATE_SAMPLES", "PolicyMemory"]
+
+MIN_UPDATE_SAMPLES = 10
+"""The fewest samples the update signal's baseline keeps once it has them: as many as the defaults give
+(``warmup_steps=50``, ``update_every=5``), so a shorter ``warmup_steps`` does not leave it a narrower spread."""
 
 
 class PolicyMemory:
@@ -218,13 +222,16 @@ class PolicyMemory:
         return decision
 
     def _update_window(self) -> int:
+        """How many samples the update signal needs before it judges: those of ``warmup_steps`` (at least 5)."""
         c = self.config
         return max(5, c.warmup_steps // (c.update_every or 1))
 
     def _update_baseline(self) -> RollingBaseline:
         """The update signal's baseline: its samples of the last ``warmup_steps`` (it drifts as training goes, so
-        a short memory; a slow climb of the LR is left to the loss's CUSUM)."""
-        return RollingBaseline(self._update_window(), self.config.min_spread)
+        a short memory; a slow climb of the LR is left to the loss's CUSUM), and at least the last
+        :data:`MIN_UPDATE_SAMPLES` (a robust spread of fewer is too narrow: with ``warmup_steps=20`` the baseline
+        held 4-5 samples, and clean SGD runs were rolled back for updates 1.3× their usual size)."""
+        return RollingBaseline(max(MIN_UPDATE_SAMPLES, self._update_window()), self.config.min_spread)
 
     # --- state -------------------------------------------------------------------------------------
 

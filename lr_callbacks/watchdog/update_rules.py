@@ -37,7 +37,8 @@ class UpdateRatioRules(PolicyMemory):
         undone (:meth:`_ratio_cut`). After a cut ``c`` the signal stays near its center
         while the cause lasts and falls about ``log c`` below it once the cause has passed: when every group is
         nearer the latter, the cut is undone. ``u`` is judged after ``warmup_steps /
-        update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline.
+        update_every`` samples (at least 5) and once the warmup is over; accepted samples form its baseline
+        (it keeps at least the last 10).
         """
         s = self.state
         if s.halted:

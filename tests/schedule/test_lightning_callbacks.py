@@ -201,3 +201,50 @@ def test_a_watchdog_cut_under_swa_lowers_the_lr_swa_drives_and_stays(tmp_path, w
     # SWALR's next step, which writes absolute LRs from each group's swa_lr
     assert cut[BATCHES + 3 :] == pytest.approx([lr / 2 for lr in plain[BATCHES + 3 :]])
     assert cut[-1] == pytest.approx(0.5e-2)
+
+
+class _SizedModel(TinyModel):
+    """TinyModel with its own loader and a ``batch_size`` for BatchSizeFinder to scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_size = 4
+
+    def train_dataloader(self) -> DataLoader:
+        return loader(batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return loader()
+
+
+def _batch_size_finder() -> Any:
+    from pytorch_lightning.callbacks import BatchSizeFinder
+
+    return BatchSizeFinder(mode="power", steps_per_trial=2, init_val=4, max_trials=2)
+
+
+def test_a_reused_lrschedule_with_batch_size_finder_plans_the_second_fit_afresh(tmp_path, recwarn):
+    """BatchSizeFinder saves a checkpoint at fit start, before LRSchedule sets up, and restores it. A reused
+    LRSchedule gave it the last fit's clocks, took them back as a resume, and trained the second fit past its plan's
+    end (at LR 0 under a cosine to 0), saying a changing loader was the cause."""
+    schedule = LRSchedule("cosine", warmup="3 steps", end=0.0, log_plan=False)
+    seen = []
+    for fold in range(2):
+        model = _SizedModel()
+        make_trainer(
+            tmp_path / str(fold), callbacks=[_batch_size_finder(), schedule], max_epochs=2, limit_val_batches=0
+        ).fit(model)
+        seen.append([lrs[0] for lrs in model.seen_lrs])
+    assert len(seen[0]) == len(seen[1]) and seen[1] == pytest.approx(seen[0])
+    warmup = [i for i, lr in enumerate(seen[1]) if math.isclose(lr, 0.1 / 3)]  # after BatchSizeFinder's trials
+    assert len(warmup) == 1 and seen[1][warmup[0] : warmup[0] + 3] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1])
+    assert not [w for w in recwarn if "LRSchedule" in str(w.message)]  # no resume, no loader blamed
+
+
+def test_a_tuners_checkpoint_at_step_0_is_not_a_resume(tmp_path, recwarn):
+    """A checkpoint written before any step (BatchSizeFinder's, at fit start) trained at no LR: before, every such
+    run with a warmup was told it resumed from a checkpoint written without LRSchedule at LR 0.1."""
+    model = _SizedModel()
+    callbacks = [_batch_size_finder(), LRSchedule("cosine", warmup="3 steps")]
+    make_trainer(tmp_path, callbacks=callbacks, max_epochs=1, limit_val_batches=0).fit(model)
+    assert not [w for w in recwarn if "LRSchedule" in str(w.message)]

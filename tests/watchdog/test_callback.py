@@ -1091,3 +1091,12 @@ def test_a_halt_never_overwrites_an_earlier_halts_checkpoint(tmp_path):
     assert earlier.read_text() == "an earlier run's last good state"
     assert watchdog.halt_checkpoint_path == str(tmp_path / "watchdog-last-good-v1.ckpt")
     assert "state_dict" in torch.load(watchdog.halt_checkpoint_path, weights_only=True)
+
+
+def test_a_loss_at_or_below_zero_is_said_once_not_to_be_judged(tmp_path):
+    """The loss rules work in log space: a loss <= 0 (a Gaussian NLL, a variational bound) is not judged, and the
+    user is told so once, instead of the loss going unwatched without a word."""
+    model = TinyModel(loss_hook=lambda step, loss: loss - 1.0 if step >= 5 else loss)
+    with pytest.warns(UserWarning, match=r"the loss is -?[0-9.e-]+ at step 5, not positive") as caught:
+        make_trainer(tmp_path, max_steps=12, callbacks=[small()]).fit(model, loader())
+    assert sum("not positive" in str(w.message) for w in caught) == 1

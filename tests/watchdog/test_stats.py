@@ -1007,3 +1007,18 @@ def test_the_reference_moves_only_when_nothing_can_have_trained_the_restored_wei
     policy.restored_untouched = False  # device-judged steps ran since the restore
     [again] = feed(policy, [5.0], start=31, probe=lambda: 5.0)
     assert again.rollback
+
+
+def test_a_reference_loss_at_or_below_zero_on_the_live_weights_is_not_damage():
+    """A loss that may be negative (a Gaussian NLL) fell below 0 on the clean reference batch: lower than at the
+    snapshot, so the weights are sound. Before, the log of it was undefined and read as damage: a bad batch was
+    answered with a rollback and an LR cut."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=5, window=20))
+    for step in range(10):
+        loss = 1.0 + 0.01 * (step % 3)
+        policy.record(step, loss, 2.0, policy.judge(loss, 2.0))
+    policy.snapshot_taken(10, reference=0.2)
+    assert policy._damaged(lambda: -0.1) is False and policy._damaged(lambda: 0.0) is False
+    assert policy._damaged(lambda: math.nan) is True and policy._damaged(lambda: 5.0) is True
+    policy.snapshot_taken(20, reference=-0.3)  # no positive reference: it cannot tell
+    assert policy._damaged(lambda: 5.0) is None
