@@ -128,6 +128,7 @@ class LRSchedule(Callback):
     _past_end_said: bool
     _checkpoint_lrs: list[list[float]] | None  # a resume from a checkpoint without LRSchedule: its optimizers' LRs
     _last_fit: tuple[weakref.ref[Any], dict[str, Any]] | None  # the trainer of the last fit, and its state then
+    _before_set_up: dict[str, Any] | None
 
     def __init__(
         self,
@@ -321,6 +322,10 @@ class LRSchedule(Callback):
             # LearningRateFinder) saves a checkpoint at fit start and restores it; given the last fit's clocks, this
             # fit took them as a resume (a reused LRSchedule trained its second fit at LR 0, past the plan's end)
             self._fit_set_up = False
+            # ... except a fit continued on the trainer of the last one, which goes on from that fit's state
+            last = self._last_fit
+            continued = last is not None and last[0]() is trainer and int(trainer.global_step) > 0
+            self._before_set_up = last[1] if continued and last is not None else None
             # On resume the fine-tuning callbacks put the groups they added back in their on_fit_start: listed
             # first, the schedule refused the checkpoint ("it has 2 parameter groups, this run has 1")
             after = move_after_finetuning(trainer, self)
@@ -476,7 +481,7 @@ class LRSchedule(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         if not self._table or not self._fit_set_up:
-            return dict(self._restored or {})
+            return dict(self._restored or self._before_set_up or {})
         assert self._run is not None
         return {
             "steps": list(self._clocks),
@@ -542,6 +547,7 @@ class LRSchedule(Callback):
         self._checkpoint_lrs = None
         self._last_fit = None
         self._fit_set_up = True  # whether the table is the current (or the last) fit's; False from a fit's setup
+        self._before_set_up = None  # the state a fit continued on the last fit's trainer shows before it sets up
 
     @property
     def _idle(self) -> bool:
@@ -596,7 +602,7 @@ class LRSchedule(Callback):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
         self._plan_due = self._log_plan
-        self._fit_set_up = True
+        self._fit_set_up, self._before_set_up = True, None
 
     def _warn_changed_schedule(self, saved: list[list[str]] | None) -> None:
         """On resume, when the LR goes on as before: say so when a group's schedule differs from the checkpoint's

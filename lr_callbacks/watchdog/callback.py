@@ -648,8 +648,11 @@ class DivergenceWatchdog(Callback):
         update_norm = current[-1] if pending is not None else math.nan  # the measured step's gradient norm
         if any(row[0] == update_step and row[1].skip for row in rows):
             ratios = []  # the device skipped the measured step: its "update" is none, or momentum's alone
-        if not self._warned_nonpositive and math.isfinite(loss) and loss <= 0.0:
-            self._warn_nonpositive(trainer, step, loss)
+        if not self._warned_nonpositive:
+            below = [(k, lo) for k, _, lo, _, _ in rows if math.isfinite(lo) and lo <= 0.0]  # judged on the device
+            below += [(step, loss)] if math.isfinite(loss) and loss <= 0.0 else []
+            if below:
+                self._warn_nonpositive(trainer, *below[0])
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
@@ -756,10 +759,10 @@ class DivergenceWatchdog(Callback):
         if trainer.is_global_zero:
             warnings.warn(
                 f"{OWNER}: the loss is {loss:.4g} at step {step}, not positive. The watchdog judges a loss by its "
-                "ratio to the baseline (in log space), so a loss <= 0 is not judged: no spike or slow divergence of "
-                "the loss is seen, and the clean reference batch cannot tell bad data from damaged weights while its "
-                "loss is <= 0. Non-finite values, the gradient norm and the update size are still watched. A loss "
-                "that can be negative (a Gaussian NLL, a variational bound) is watched through those only.",
+                "ratio to the baseline (in log space), so a step whose loss is <= 0 is not judged on its loss (its "
+                "gradient norm, its update size and non-finite values still are), and a clean reference batch whose "
+                "loss was <= 0 when its snapshot was taken cannot tell bad data from damaged weights. A loss that "
+                "is mostly below 0 (a Gaussian NLL, a variational bound) is watched through those signals only.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -248,3 +248,17 @@ def test_a_tuners_checkpoint_at_step_0_is_not_a_resume(tmp_path, recwarn):
     callbacks = [_batch_size_finder(), LRSchedule("cosine", warmup="3 steps")]
     make_trainer(tmp_path, callbacks=callbacks, max_epochs=1, limit_val_batches=0).fit(model)
     assert not [w for w in recwarn if "LRSchedule" in str(w.message)]
+
+
+def test_a_fit_continued_beside_batch_size_finder_goes_on_without_a_false_resume_warning(tmp_path, recwarn):
+    """A second ``trainer.fit`` on the same Trainer goes on from the last fit's state; BatchSizeFinder's checkpoint,
+    taken before the schedule sets up, holds that state (empty, it read as a checkpoint written without
+    LRSchedule)."""
+    schedule = LRSchedule("cosine", warmup="3 steps", log_plan=False)
+    model = _SizedModel()
+    trainer = make_trainer(tmp_path, callbacks=[_batch_size_finder(), schedule], max_steps=4, limit_val_batches=0)
+    trainer.fit(model)
+    trainer.fit_loop.epoch_loop.max_steps = 8
+    trainer.fit(model)
+    assert schedule.steps == [8]
+    assert not [w for w in recwarn if "written without LRSchedule" in str(w.message)]
