@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "load_validation_data",
     "metric_states",
     "move_after_finetuning",
+    "optimizer_steps",
     "reset_scaler_step_state",
     "scale_backbone_ramp",
     "set_found_inf",
@@ -132,6 +134,23 @@ def accumulation(trainer: Any) -> int:
     if scheduler is not None:
         return max(int(scheduler.get_accumulate_grad_batches(int(trainer.current_epoch))), 1)
     return max(int(trainer.accumulate_grad_batches), 1)
+
+
+def optimizer_steps(trainer: Any) -> int | None:
+    """The run's length in optimizer steps (``None``: unknown), Lightning's ``estimated_stepping_batches``, counted
+    epoch by epoch under a ``GradientAccumulationScheduler``: Lightning divides every epoch by the factor the trainer
+    holds at fit start (1, the scheduler sets it at each epoch's start), so ``{0: 4}`` read as four times the run.
+    """
+    from lr_callbacks.core.durations import known_total
+
+    total = known_total(trainer.estimated_stepping_batches)
+    scheduler = callback_named(trainer, "GradientAccumulationScheduler")
+    batches, epochs = trainer.num_training_batches, trainer.max_epochs
+    if scheduler is None or batches is None or math.isinf(batches) or batches <= 0 or not epochs or epochs < 0:
+        return total
+    factors = [max(int(scheduler.get_accumulate_grad_batches(e)), 1) for e in range(int(epochs))]
+    counted = sum(math.ceil(int(batches) / f) for f in factors)
+    return counted if int(trainer.max_steps) < 0 else min(counted, int(trainer.max_steps))
 
 
 def transfer_hook(module: Any, batch: Any) -> Any:

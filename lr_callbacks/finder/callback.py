@@ -511,6 +511,18 @@ class LRFinder(Callback):
         if summary_writers(trainer):
             log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
+        if trainer.is_global_zero and "flat_curve" in result.flags and result.chosen_lr is not None and result.range:
+            answer, edge = result.chosen_lr, result.range[1]
+            warnings.warn(
+                f"LRFinder: the loss did not fall significantly during the {len(result.lrs)}-step sweep (flat_curve), "
+                f"so the answer {answer:.3g} is read from where it rose ({edge:.3g}). That suits a model near its "
+                "floor (fine-tuning); a model that learns too slowly for the sweep to show it (e.g. a transformer "
+                "trained from scratch) may need far less: on the benchmark's patch transformer the best LR was "
+                f"1/50 to 1/150 of that edge. To measure rather than read it: a longer sweep (num_steps), or trials, "
+                f"e.g. confirm=({answer:.2g}, {answer / 10:.2g}, {answer / 100:.2g})",
+                UserWarning,
+                stacklevel=2,
+            )
         if trainer.is_global_zero:
             note = self._applied_note or ("applied" if self.apply else "not applied (apply=False)")
             if self.apply and _swa_drives(trainer):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, transfer_hook
+from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, is_lightning, transfer_hook
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.lr_model import as_float, set_lr
 from lr_callbacks.core.sharded import plain, plain_shard_group
@@ -227,9 +227,11 @@ class Driver:
 
     def __enter__(self) -> Driver:
         callbacks = self.trainer.callbacks
-        # The progress bar stays: it has none of the hooks driven here, and a live display (Rich) reads it.
+        # The progress bar stays: it has none of the hooks driven here, and a live display (Rich) reads it. So does
+        # a GradientAccumulationScheduler: the run's length is counted from its factors (optimizer_steps).
         bar = self.trainer.progress_bar_callback
-        self.trainer.callbacks = [self._probe] + ([bar] if bar is not None else [])
+        kept = [c for c in callbacks if is_lightning(c, "GradientAccumulationScheduler")]
+        self.trainer.callbacks = [self._probe, *kept] + ([bar] if bar is not None else [])
         self._stack.callback(setattr, self.trainer, "callbacks", callbacks)
         self._stack.enter_context(_module_logging(self.module, _discard, _discard))
         self._stack.enter_context(torch.enable_grad())

@@ -44,8 +44,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lr_callbacks.core.compat import accumulation, load_validation_data
-from lr_callbacks.core.durations import Duration, Run, known_total
+from lr_callbacks.core.compat import accumulation, load_validation_data, optimizer_steps
+from lr_callbacks.core.durations import Duration, Run
 from lr_callbacks.core.lr_model import set_peak_lr
 from lr_callbacks.core.snapshot import TrainingSnapshot
 from lr_callbacks.finder.driver import Batches, Driver, evaluate
@@ -242,7 +242,7 @@ def _step_schedulers(trainer: Any, step: int) -> None:
 
 def run_of(trainer: Any) -> Run:
     """The run's length in optimizer steps and its epoch length, as ``LRSchedule`` resolves them."""
-    total = known_total(trainer.estimated_stepping_batches)
+    total = optimizer_steps(trainer)  # under a GradientAccumulationScheduler too
     batches = trainer.num_training_batches
     per_epoch = None
     if batches is not None and not math.isinf(batches) and batches > 0:

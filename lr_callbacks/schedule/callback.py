@@ -419,6 +419,22 @@ class LRSchedule(Callback):
         self._flush_logs()
         self._warn_unfinished(trainer)
 
+    def _warn_short(self, trainer: Any, done: int, total: int, counted: str) -> None:
+        """A run that ended with all its epochs done (not stopped early) before its plan's end: its training loader
+        shrank between epochs (``reload_dataloaders_every_n_epochs``), so the LR never reached the plan's end."""
+        epochs = trainer.max_epochs
+        if trainer.should_stop or not epochs or epochs < 0 or int(trainer.current_epoch) < epochs:
+            return  # stopped early (EarlyStopping, max_time, an exception) or by max_steps
+        last = self.lr_at(max(self._clocks[0] - 1, 0))
+        warnings.warn(
+            f"LRSchedule: the run ended after its {epochs} epochs at {done} {counted}, short of the {total} planned at "
+            f"fit start: its training loader became shorter since (reloaded every epoch?). The LR ended at {last:.4g}, "
+            f"not at the plan's end ({self.lr_at(total - 1):.4g}). To plan on the run's real length, give "
+            "Trainer(max_steps=...)",
+            UserWarning,
+            stacklevel=2,
+        )
+
     def _warn_unfinished(self, trainer: Any) -> None:
         """The plan counts one step a batch under manual optimization (Lightning's ``estimated_stepping_batches``),
         and one a ``global_step`` under automatic optimization, where a module's own ``optimizer_step`` may skip
@@ -437,6 +453,7 @@ class LRSchedule(Callback):
             done, counted, unit = int(trainer.global_step), "steps", "global_step"
             why = "the module's optimizer_step skipped the others"
         if done < run.total_steps:
+            self._warn_short(trainer, done, run.total_steps, counted)
             return  # stopped early (or max_steps counted the steps of several optimizers: warned at fit start)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         for index, clock in enumerate(self._clocks):
@@ -558,6 +575,10 @@ class LRSchedule(Callback):
         state = self.__dict__.copy()
         state.update(_trainer=None, _optimizers=[], _handles=[], _last_fit=None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # an LRSchedule pickled by 0.2.0 before stop 24 has no flag for the fit's set-up: its table is its last fit's
+        self.__dict__.update({"_fit_set_up": True, "_before_set_up": None, **state})
 
     def _setup_for(self, trainer: Any) -> None:
         """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""

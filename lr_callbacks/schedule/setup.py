@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lr_callbacks.core.compat import callback_named
-from lr_callbacks.core.durations import Epochs, Run, known_total
+from lr_callbacks.core.compat import callback_named, optimizer_steps
+from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.core.lr_model import as_float, require_lr_groups
 from lr_callbacks.schedule.shapes import Schedule
 from lr_callbacks.schedule.transformers import TransformersSchedule
@@ -68,7 +68,7 @@ def refuse_unusable(trainer: Any) -> None:
 
 def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:
     """The run's length in optimizer steps and its epoch length, from the trainer."""
-    total_steps = known_total(trainer.estimated_stepping_batches)
+    total_steps = optimizer_steps(trainer)
     if trainer.train_dataloader is None and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
         # With max_steps (max_epochs=-1), estimated_stepping_batches answers without loading the data, so
         # the epoch length is unknown at fit start. Load it, as estimated_stepping_batches does with max_epochs,
@@ -88,11 +88,9 @@ def resolve_run(trainer: Any, schedules: Sequence[Schedule]) -> Run:
 def _accumulation_run(
     trainer: Any, accumulation: Any, batches: int, total_steps: int | None, schedules: Sequence[Schedule]
 ) -> Run:
-    """The run under Lightning's ``GradientAccumulationScheduler``: its optimizer steps counted epoch by epoch.
-
-    ``estimated_stepping_batches`` divides every epoch by the accumulation factor of the first one, so a
-    schedule planned on it ends early or late. Durations in epochs are refused: an epoch has no fixed number of
-    optimizer steps when the factor changes.
+    """The run under Lightning's ``GradientAccumulationScheduler``: ``total_steps`` counted epoch by epoch
+    (:func:`~lr_callbacks.core.compat.optimizer_steps`), the first epoch's length. Durations in epochs are refused:
+    an epoch has no fixed number of optimizer steps when the factor changes.
 
     Raises:
         ValueError: for a duration in epochs while the factor changes between epochs.
@@ -104,10 +102,6 @@ def _accumulation_run(
             f"GradientAccumulationScheduler({accumulation.scheduling}) changes it between epochs; give the "
             'duration in steps ("500 steps") or as a share of the run ("5%")'
         )
-    if trainer.max_epochs is not None and trainer.max_epochs > 0:
-        counted = sum(math.ceil(batches / max(f, 1)) for f in factors)
-        max_steps = int(trainer.max_steps)
-        total_steps = counted if max_steps < 0 else min(counted, max_steps)
     return Run(total_steps=total_steps, steps_per_epoch=math.ceil(batches / max(factors[0], 1)))
 
 

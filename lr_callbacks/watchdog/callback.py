@@ -17,8 +17,7 @@ import torch
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_choice, check_int, given_arguments
-from lr_callbacks.core.compat import Callback, clear_found_inf, supports_found_inf
-from lr_callbacks.core.durations import known_total
+from lr_callbacks.core.compat import Callback, clear_found_inf, optimizer_steps, supports_found_inf
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, require_lr_groups, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
@@ -1011,7 +1010,7 @@ def _unused_path(path: str) -> str:
 def _total_steps(trainer: Any) -> int | None:
     """The run's length in optimizer steps, or ``None`` when it is unknown (an endless iterable)."""
     try:
-        total = known_total(trainer.estimated_stepping_batches)
+        total = optimizer_steps(trainer)  # under a GradientAccumulationScheduler too
     except Exception:  # no loader length and no max_steps: Lightning cannot tell
         return None
     return total or None  # a run of 0 steps has no length to be relative to

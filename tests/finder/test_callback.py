@@ -692,3 +692,16 @@ def test_the_log_line_says_whether_the_answer_was_applied(tmp_path, caplog, appl
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer"))
     assert line.endswith("; applied" if apply else "; not applied (apply=False)")
     assert "applies" not in finder.result.summary()
+
+
+def test_a_flat_sweep_warns_that_its_answer_is_read_from_the_edge(tmp_path):
+    """Targets of pure noise: nothing to learn, so the loss stays flat until the LR blows it up. The answer is read
+    from that edge, which on a model learning too slowly for the sweep was 50-150× too high: the user is told how to
+    measure it instead."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 4, generator=generator), torch.randn(256, 1, generator=generator)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    finder = LRFinder(min_lr=1e-6, max_lr=10.0, num_steps=60, probe=False)
+    with pytest.warns(UserWarning, match=r"did not fall significantly during the \d+-step sweep \(flat_curve\)"):
+        fit(tmp_path, finder, data=data, logger=False)
+    assert "flat_curve" in finder.result.flags and finder.result.chosen_lr is not None

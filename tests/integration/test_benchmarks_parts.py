@@ -334,15 +334,15 @@ def test_train_follows_the_schedule_and_flags_divergence() -> None:
     assert same == calm
     blown, _ = train(task, "sgd", 1e4, seed=0)
     assert blown.diverged and blown.loss == pytest.approx(task.chance_loss)
-    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw, nesterov, rmsprop; got 'lamb'"):
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw, nesterov, rmsprop, adam; got 'lamb'"):
         train(task, "lamb", 1e-3, seed=0)
 
 
 def test_unknown_task_lists_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
-        match="task must be one of digits-mlp, digits-cnn, charlm, minilm, digits-vit, digits-lstm, tabular; "
-        "got 'mnist'",
+        match="task must be one of digits-mlp, digits-cnn, charlm, minilm, digits-vit, digits-lstm, tabular, "
+        "cancer-transformer, digits-mixer, digits-gru; got 'mnist'",
     ):
         make_task("mnist")
 

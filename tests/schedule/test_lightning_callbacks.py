@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import GradientAccumulationScheduler, LearningRateMonitor, StochasticWeightAveraging
 from torch.utils.data import DataLoader
 
@@ -262,3 +263,64 @@ def test_a_fit_continued_beside_batch_size_finder_goes_on_without_a_false_resume
     trainer.fit(model)
     assert schedule.steps == [8]
     assert not [w for w in recwarn if "written without LRSchedule" in str(w.message)]
+
+
+def test_the_finder_and_the_watchdog_count_the_run_as_the_schedule_does_under_gradient_accumulation(tmp_path):
+    """``estimated_stepping_batches`` ignores a GradientAccumulationScheduler's factors at fit start: ``{0: 4}`` read
+    as four times the run, so the finder's sweep followed a run 4× too long (and its cost warning stayed silent) and
+    the watchdog's durations relative to the run were 4× too long. Both now count the run as LRSchedule does."""
+    from lr_callbacks import DivergenceWatchdog, LRFinder
+
+    runs = {}
+    for name, kwargs in {
+        "accumulated": dict(max_epochs=50, callbacks=[GradientAccumulationScheduler({0: 4})]),  # 2 steps an epoch
+        "plain": dict(max_steps=100, callbacks=[]),
+    }.items():
+        finder, watchdog, schedule = LRFinder(), DivergenceWatchdog(), LRSchedule("cosine", log_plan=False)
+        callbacks = [*kwargs.pop("callbacks"), finder, schedule, watchdog]
+        fit(tmp_path / name, callbacks, limit_val_batches=0, **kwargs)
+        runs[name] = (schedule.run.total_steps, len(finder.result.lrs), watchdog._last_step)
+    assert runs["accumulated"] == runs["plain"] and runs["plain"][0] == 100 and runs["plain"][2] == 99
+
+
+class _ShrinkingModel(TinyModel):
+    """A training loader reloaded every epoch, one batch shorter each time (8, 7, 6 batches of 8)."""
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        data = regression_data()
+        return loader(torch.utils.data.Subset(data, range(len(data) - 8 * epoch)))
+
+    def val_dataloader(self) -> DataLoader:
+        return loader()
+
+
+def test_a_run_whose_loader_shrank_says_its_lr_did_not_reach_the_plans_end(tmp_path):
+    """The plan is fixed at fit start (8 batches × 3 epochs); reloaded shorter each epoch, the run ended at 21 steps
+    with its LR mid-decay, without a word (a loader that grew was told)."""
+    schedule = LRSchedule("linear", log_plan=False)
+    trainer = make_trainer(
+        tmp_path, callbacks=[schedule], max_epochs=3, reload_dataloaders_every_n_epochs=1, limit_val_batches=0
+    )
+    with pytest.warns(UserWarning, match=r"ended after its 3 epochs at 21 steps, short of the 24 planned"):
+        trainer.fit(_ShrinkingModel())
+    assert schedule.steps == [21]
+
+
+def test_a_run_stopped_early_or_by_max_steps_is_not_told_its_loader_shrank(tmp_path, recwarn):
+    schedule = LRSchedule("linear", log_plan=False)
+    make_trainer(tmp_path, callbacks=[schedule], max_epochs=3, max_steps=10, limit_val_batches=0).fit(_ShrinkingModel())
+    assert not [w for w in recwarn if "short of the" in str(w.message)]
+
+
+def test_an_lrschedule_pickled_before_the_set_up_flag_still_gives_its_state(tmp_path):
+    """An LRSchedule pickled by this version before stop 24 lacks ``_fit_set_up``: ``state_dict`` raised."""
+    import pickle
+
+    schedule = LRSchedule("cosine", log_plan=False)
+    fit(tmp_path, [schedule], max_steps=4, limit_val_batches=0)
+    old = schedule.__getstate__()
+    del old["_fit_set_up"], old["_before_set_up"]
+    restored = LRSchedule.__new__(LRSchedule)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert restored.state_dict()["steps"] == [4]
