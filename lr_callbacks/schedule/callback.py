@@ -422,9 +422,11 @@ class LRSchedule(Callback):
     def _warn_short(self, trainer: Any, done: int, total: int, counted: str) -> None:
         """A run that ended with all its epochs done (not stopped early) before its plan's end: its training loader
         shrank between epochs (``reload_dataloaders_every_n_epochs``), so the LR never reached the plan's end."""
-        epochs = trainer.max_epochs
+        epochs, max_steps = trainer.max_epochs, int(trainer.max_steps)
         if trainer.should_stop or not epochs or epochs < 0 or int(trainer.current_epoch) < epochs:
             return  # stopped early (EarlyStopping, max_time, an exception) or by max_steps
+        if 0 < max_steps <= int(trainer.global_step):
+            return  # max_steps ended the last epoch (it counts every optimizer's steps: warned at fit start)
         last = self.lr_at(max(self._clocks[0] - 1, 0))
         warnings.warn(
             f"LRSchedule: the run ended after its {epochs} epochs at {done} {counted}, short of the {total} planned at "

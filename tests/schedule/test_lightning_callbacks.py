@@ -324,3 +324,31 @@ def test_an_lrschedule_pickled_before_the_set_up_flag_still_gives_its_state(tmp_
     restored = LRSchedule.__new__(LRSchedule)
     restored.__setstate__(pickle.loads(pickle.dumps(old)))
     assert restored.state_dict()["steps"] == [4]
+
+
+class _TwoOptimizers(pl.LightningModule):
+    """Manual optimization, two optimizers stepping every batch: Lightning's max_steps counts both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.a, self.b = torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        for optimizer, net in zip(self.optimizers(), (self.a, self.b)):
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD(self.a.parameters(), lr=0.1), torch.optim.SGD(self.b.parameters(), lr=0.1)]
+
+
+def test_max_steps_ending_the_last_epoch_is_not_a_shrunk_loader(tmp_path, recwarn):
+    """max_steps (both optimizers' steps) ends the run inside its last epoch; Lightning still counts that epoch as
+    done. Only the fit-start warning about max_steps is given, not one about the loader."""
+    trainer = make_trainer(tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_epochs=2, max_steps=50)
+    trainer.fit(_TwoOptimizers(), loader(batch_size=4))
+    assert not [w for w in recwarn if "short of the" in str(w.message)]
