@@ -420,11 +420,25 @@ class LRSchedule(Callback):
         self._warn_unfinished(trainer)
 
     def _warn_short(self, trainer: Any, done: int, total: int, counted: str) -> None:
-        """A run that ended with all its epochs done (not stopped early) before its plan's end: its training loader
-        shrank between epochs (``reload_dataloaders_every_n_epochs``), so the LR never reached the plan's end."""
+        """A run that ended before its plan's end with all its epochs done (not stopped early): its training loader
+        shrank between epochs (``reload_dataloaders_every_n_epochs``); or one that ``max_time`` stopped, a planned
+        end (a job's time limit) where a user expects the decay to have happened. Either way the LR never reached
+        the plan's end."""
         epochs, max_steps = trainer.max_epochs, int(trainer.max_steps)
+        timer = callback_named(trainer, "Timer")
+        remaining = timer.time_remaining() if timer is not None else None
+        if trainer.should_stop and remaining is not None and remaining <= 0:
+            last, peak = self.lr_at(max(self._clocks[0] - 1, 0)), self._table[0][0].peak * self._table[0][0].scale
+            warnings.warn(
+                f"LRSchedule: Trainer(max_time=...) ended the run at {done} {counted} of the {total} planned at fit "
+                f"start, its LR at {last:.4g} ({last / peak:.0%} of its peak), short of the plan's end. To have the "
+                "decay happen in the time, give Trainer(max_steps=...) that fit in it",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
         if trainer.should_stop or not epochs or epochs < 0 or int(trainer.current_epoch) < epochs:
-            return  # stopped early (EarlyStopping, max_time, an exception) or by max_steps
+            return  # stopped early (EarlyStopping, an exception) or by max_steps
         if 0 < max_steps <= int(trainer.global_step):
             return  # max_steps ended the last epoch (it counts every optimizer's steps: warned at fit start)
         last = self.lr_at(max(self._clocks[0] - 1, 0))
@@ -613,7 +627,7 @@ class LRSchedule(Callback):
         self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
         self._clock_from_trainer = restored is None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
-            setup.check_schedule(schedule, run)
+            setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
         setup.check_momentum(self._optimizers, self._table)
         if restored is not None and run.total_steps == restored["total_steps"]:  # a length change warned already
             jumped = self._warn_changed_plan(restored.get("lrs"))

@@ -219,8 +219,16 @@ def bind(schedule: Schedule, optimizer: Any) -> Schedule:
     return schedule
 
 
-def check_schedule(schedule: Schedule, run: Run) -> None:
-    """Check that ``schedule`` fits ``run``.
+def unknown_length_cause(trainer: Any) -> str:
+    """Why the run's length is unknown, in words: Lightning sets ``max_epochs=-1`` when only ``max_time`` bounds the
+    run, and an iterable dataset has no length."""
+    if callback_named(trainer, "Timer") is not None and int(trainer.max_steps) < 0:
+        return "only Trainer(max_time=...) bounds it, and a time counts no steps: Lightning sets max_epochs=-1"
+    return "an iterable dataset with no max_steps?"
+
+
+def check_schedule(schedule: Schedule, run: Run, cause: str = "an iterable dataset with no max_steps?") -> None:
+    """Check that ``schedule`` fits ``run`` (``cause``: why the run's length is unknown, for the message).
 
     Raises:
         ValueError: for a run of unknown length the schedule needs, or a plan that does not fit it.
@@ -234,7 +242,7 @@ def check_schedule(schedule: Schedule, run: Run) -> None:
         )
         raise ValueError(
             f"LRSchedule needs a run of known length for {described}, but this run's length is "
-            f"unknown (an iterable dataset with no max_steps?). Set Trainer(max_steps=...){epochs}, or use a "
+            f"unknown ({cause}). Set Trainer(max_steps=...){epochs}, or use a "
             "schedule that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
         )
     try:

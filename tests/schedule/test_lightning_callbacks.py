@@ -352,3 +352,28 @@ def test_max_steps_ending_the_last_epoch_is_not_a_shrunk_loader(tmp_path, recwar
     trainer = make_trainer(tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_epochs=2, max_steps=50)
     trainer.fit(_TwoOptimizers(), loader(batch_size=4))
     assert not [w for w in recwarn if "short of the" in str(w.message)]
+
+
+class _SlowModel(TinyModel):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        import time
+
+        time.sleep(0.02)
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_run_max_time_stopped_says_its_lr_did_not_decay(tmp_path):
+    """A time limit is a planned end (a job's), where a user expects the decay to have happened: the run stopped
+    near its peak LR without a word."""
+    trainer = make_trainer(
+        tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_epochs=100, max_time={"seconds": 1}
+    )
+    with pytest.warns(UserWarning, match=r"Trainer\(max_time=\.\.\.\) ended the run at \d+ steps of the 800 planned"):
+        trainer.fit(_SlowModel(), loader(), loader())
+    assert trainer.global_step < 800
+
+
+def test_max_time_alone_is_named_as_why_the_length_is_unknown(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_time={"seconds": 5})
+    with pytest.raises(ValueError, match=r"only Trainer\(max_time=\.\.\.\) bounds it, and a time counts no steps"):
+        trainer.fit(TinyModel(), loader(), loader())
