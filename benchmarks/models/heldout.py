@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 from benchmarks.models._task import Task
 from lr_callbacks import preset
 
-__all__ = ["HELD_OUT_TASKS", "LSTMReader", "PatchTransformer", "diabetes_data", "heldout_task"]
+__all__ = ["HELD_OUT_TASKS", "LSTMReader", "PatchTransformer", "diabetes_data", "heldout_task", "standardised_split"]
 
 HELD_OUT_TASKS = ("digits-vit", "digits-lstm", "tabular")
 
@@ -75,6 +75,20 @@ class TabularMLP(torch.nn.Sequential):
         return super().forward(x).squeeze(-1)
 
 
+def standardised_split(
+    x: torch.Tensor, y: torch.Tensor, *, target: bool = False
+) -> tuple[TensorDataset, TensorDataset]:
+    """``(train, val)``: a fixed 80/20 split (seed 0), the features (and with ``target`` the target too)
+    standardised on the train part."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    cut = int(0.8 * len(x))
+    train, val = order[:cut], order[cut:]
+    x = (x - x[train].mean(0)) / x[train].std(0)
+    if target:
+        y = (y - y[train].mean()) / y[train].std()
+    return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+
+
 @lru_cache(maxsize=1)
 def diabetes_data() -> tuple[TensorDataset, TensorDataset]:
     """``(train, val)`` of sklearn's diabetes data: a fixed 80/20 split (seed 0), standardised on the train part."""
@@ -82,14 +96,7 @@ def diabetes_data() -> tuple[TensorDataset, TensorDataset]:
 
     data = load_diabetes()
     x = torch.tensor(data.data, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.float32)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    cut = int(0.8 * len(x))
-    train, val = order[:cut], order[cut:]
-    mean, std = x[train].mean(0), x[train].std(0)
-    y_mean, y_std = y[train].mean(), y[train].std()
-    x, y = (x - mean) / std, (y - y_mean) / y_std
-    return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+    return standardised_split(x, torch.tensor(data.target, dtype=torch.float32), target=True)
 
 
 def heldout_task(name: str, steps: int = 300, batch_size: int = 32) -> Task:

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from benchmarks.models._task import Task
+from benchmarks.models.heldout import standardised_split
 from lr_callbacks import preset
 
 __all__ = ["HELD_OUT_SECOND_TASKS", "FeatureTokenTransformer", "GRUReader", "Mixer", "cancer_data", "second_task"]
@@ -109,13 +110,7 @@ def cancer_data() -> tuple[TensorDataset, TensorDataset]:
 
     data = load_breast_cancer()
     x = torch.tensor(data.data, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    cut = int(0.8 * len(x))
-    train, val = order[:cut], order[cut:]
-    mean, std = x[train].mean(0), x[train].std(0)
-    x = (x - mean) / std
-    return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+    return standardised_split(x, torch.tensor(data.target, dtype=torch.long))
 
 
 def second_task(name: str, steps: int = 300, batch_size: int = 32) -> Task:

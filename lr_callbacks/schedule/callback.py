@@ -429,10 +429,11 @@ class LRSchedule(Callback):
         remaining = timer.time_remaining() if timer is not None else None
         if trainer.should_stop and remaining is not None and remaining <= 0:
             last, peak = self.lr_at(max(self._clocks[0] - 1, 0)), self._table[0][0].peak * self._table[0][0].scale
+            share = f" ({last / peak:.0%} of its peak)" if peak > 0 else ""
             warnings.warn(
                 f"LRSchedule: Trainer(max_time=...) ended the run at {done} {counted} of the {total} planned at fit "
-                f"start, its LR at {last:.4g} ({last / peak:.0%} of its peak), short of the plan's end. To have the "
-                "decay happen in the time, give Trainer(max_steps=...) that fit in it",
+                f"start, its LR at {last:.4g}{share}, short of the plan's end. To have the decay happen in the time, "
+                "give Trainer(max_steps=...) that fit in it",
                 UserWarning,
                 stacklevel=2,
             )
