@@ -22,6 +22,7 @@ import torch
 __all__ = [
     "Callback",
     "accumulation",
+    "adafactor_steps",
     "callback_bases",
     "callback_named",
     "clear_found_inf",
@@ -134,6 +135,16 @@ def accumulation(trainer: Any) -> int:
     if scheduler is not None:
         return max(int(scheduler.get_accumulate_grad_batches(int(trainer.current_epoch))), 1)
     return max(int(trainer.accumulate_grad_batches), 1)
+
+
+def adafactor_steps(optimizer: Any) -> int | None:
+    """The step count ``t`` of torch's ``Adafactor`` (which steps with ``min(lr, 1/√t)``: an LR above that cap does
+    nothing), or ``None`` for any other optimizer."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper
+    if type(inner).__name__ != "Adafactor" or not type(inner).__module__.startswith("torch.optim"):
+        return None
+    steps = [state["step"] for state in inner.state.values() if "step" in state]
+    return int(max(float(step) for step in steps)) if steps else 0
 
 
 def optimizer_steps(trainer: Any) -> int | None:

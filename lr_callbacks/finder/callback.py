@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, exit_fit, move_after_finetuning
+from lr_callbacks.core.compat import Callback, adafactor_steps, exit_fit, move_after_finetuning
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks.core.lr_model import (
@@ -368,7 +368,10 @@ class LRFinder(Callback):
                 with Driver(trainer, module, ratios) as driver:
                     show = trainer.is_global_zero and _progress_enabled(trainer)
                     num_steps = self._sweep_length(trainer, schedule)
+                    capped_from = adafactor_steps(trainer.optimizers[0])
                     lrs, losses, norms, stop = self._sweep(trainer, driver, loaders, num_steps, show)
+                    if capped_from is not None and trainer.is_global_zero:
+                        _warn_adafactor_cap(lrs, capped_from)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
                     probe: Probe | None = None
                     if self.probe and not isinstance(self.confirm, tuple) and analysis.lr is not None:
@@ -529,6 +532,22 @@ class LRFinder(Callback):
                 note = "not applied: StochasticWeightAveraging drives the LR (LRSchedule handed it over)"
             note = note if result.chosen_lr is not None else "no answer, nothing applied"
             log.info("LRFinder: %s; %s", result.headline(), note)
+
+
+def _warn_adafactor_cap(lrs: list[float], start: int) -> None:
+    """torch's Adafactor steps with ``min(lr, 1/√t)``: say where the sweep's LR passed that cap (``start``: its step
+    count before the sweep), past which the curve does not show the LR's effect."""
+    past = next((k for k, lr in enumerate(lrs) if lr > 1.0 / math.sqrt(start + k + 1)), None)
+    if past is None:
+        return
+    warnings.warn(
+        f"LRFinder: torch's Adafactor steps with min(lr, 1/√t), t its step count: from sweep step {past} on (LR "
+        f"{lrs[past]:.3g}) the LR was above that cap and did nothing, so the curve there does not show the LR's "
+        f"effect, and neither does an answer past it. Sweep below the cap (max_lr={lrs[past]:.2g}), and keep the "
+        "run's peak LR under 1/√t at the steps it is held",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def find_lr(

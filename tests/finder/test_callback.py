@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -705,3 +706,19 @@ def test_a_flat_sweep_warns_that_its_answer_is_read_from_the_edge(tmp_path):
     with pytest.warns(UserWarning, match=r"did not fall significantly during the \d+-step sweep \(flat_curve\)"):
         fit(tmp_path, finder, data=data, logger=False)
     assert "flat_curve" in finder.result.flags and finder.result.chosen_lr is not None
+
+
+def test_a_sweep_past_adafactors_cap_says_where_the_lr_stopped_acting(tmp_path):
+    """torch's Adafactor steps with min(lr, 1/√t): past the cap the sweep's LR does nothing, and an answer read there
+    is meaningless (one sweep answered 1.64, its whole range above the cap, without a flag)."""
+
+    def adafactor() -> FinderModel:
+        return FinderModel(optimizer=lambda module: torch.optim.Adafactor(module.parameters(), lr=1e-2))
+
+    finder = LRFinder(min_lr=1e-4, max_lr=10.0, num_steps=30, probe=False, apply=False)
+    with pytest.warns(UserWarning, match=r"Adafactor steps with min\(lr, 1/√t\).*from sweep step \d+ on \(LR"):
+        fit(tmp_path, finder, model=adafactor(), logger=False)
+    with warnings.catch_warnings(record=True) as caught:  # below the cap (1/√30 > 0.01): no word
+        warnings.simplefilter("always")
+        fit(tmp_path, LRFinder(min_lr=1e-5, max_lr=1e-2, num_steps=30, probe=False, apply=False), adafactor())
+    assert not [w for w in caught if "Adafactor" in str(w.message)]
