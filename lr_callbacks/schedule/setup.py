@@ -222,7 +222,9 @@ def bind(schedule: Schedule, optimizer: Any) -> Schedule:
 def unknown_length_cause(trainer: Any) -> str:
     """Why the run's length is unknown, in words: Lightning sets ``max_epochs=-1`` when only ``max_time`` bounds the
     run, and an iterable dataset has no length."""
-    if callback_named(trainer, "Timer") is not None and int(trainer.max_steps) < 0:
+    timer = callback_named(trainer, "Timer")
+    bounded = timer is not None and timer.time_remaining() is not None  # a Timer with a duration: max_time
+    if bounded and int(trainer.max_steps) < 0 and (trainer.max_epochs is None or trainer.max_epochs < 0):
         return "only Trainer(max_time=...) bounds it, and a time counts no steps: Lightning sets max_epochs=-1"
     return "an iterable dataset with no max_steps?"
 

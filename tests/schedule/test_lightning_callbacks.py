@@ -377,3 +377,13 @@ def test_max_time_alone_is_named_as_why_the_length_is_unknown(tmp_path):
     trainer = make_trainer(tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_time={"seconds": 5})
     with pytest.raises(ValueError, match=r"only Trainer\(max_time=\.\.\.\) bounds it, and a time counts no steps"):
         trainer.fit(TinyModel(), loader(), loader())
+
+
+def test_an_iterable_dataset_with_max_epochs_and_max_time_is_not_blamed_on_max_time(tmp_path):
+    from tests.helpers import Stream
+
+    trainer = make_trainer(
+        tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_epochs=2, max_time={"seconds": 30}
+    )
+    with pytest.raises(ValueError, match=r"an iterable dataset with no max_steps\?"):
+        trainer.fit(TinyModel(), torch.utils.data.DataLoader(Stream(), batch_size=None), loader())
