@@ -24,9 +24,22 @@ from torch.utils.data import TensorDataset
 from benchmarks.models._task import Task
 from lr_callbacks import preset
 
-__all__ = ["HELD_OUT_TASKS", "LSTMReader", "PatchTransformer", "diabetes_data", "heldout_task", "standardised_split"]
+__all__ = [
+    "HELD_OUT_TASKS",
+    "LSTMReader",
+    "PatchTransformer",
+    "diabetes_data",
+    "heldout_task",
+    "patches",
+    "standardised_split",
+]
 
 HELD_OUT_TASKS = ("digits-vit", "digits-lstm", "tabular")
+
+
+def patches(x: torch.Tensor) -> torch.Tensor:
+    """Flattened 8×8 digits → their 16 patches of 2×2 pixels, row by row (``N×16×4``)."""
+    return x.view(-1, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1, 16, 4)
 
 
 class PatchTransformer(torch.nn.Module):
@@ -45,8 +58,7 @@ class PatchTransformer(torch.nn.Module):
         self.head = torch.nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = x.view(-1, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1, 16, 4)
-        h = self.blocks(self.embed(patches) + self.position)
+        h = self.blocks(self.embed(patches(x)) + self.position)
         return self.head(self.norm(h).mean(1))
 
 

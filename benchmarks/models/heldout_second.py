@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from benchmarks.models._task import Task
-from benchmarks.models.heldout import standardised_split
+from benchmarks.models.heldout import patches, standardised_split
 from lr_callbacks import preset
 
 __all__ = ["HELD_OUT_SECOND_TASKS", "FeatureTokenTransformer", "GRUReader", "Mixer", "cancer_data", "second_task"]
@@ -85,8 +85,7 @@ class Mixer(torch.nn.Module):
         self.head = torch.nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = x.view(-1, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1, 16, 4)
-        return self.head(self.norm(self.blocks(self.embed(patches))).mean(1))
+        return self.head(self.norm(self.blocks(self.embed(patches(x)))).mean(1))
 
 
 class GRUReader(torch.nn.Module):

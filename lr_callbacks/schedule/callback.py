@@ -321,11 +321,10 @@ class LRSchedule(Callback):
             # until this fit sets up, the state is not this fit's: a tuner callback (BatchSizeFinder,
             # LearningRateFinder) saves a checkpoint at fit start and restores it; given the last fit's clocks, this
             # fit took them as a resume (a reused LRSchedule trained its second fit at LR 0, past the plan's end)
-            self._fit_set_up = False
             # ... except a fit continued on the trainer of the last one, which goes on from that fit's state
             last = self._last_fit
             continued = last is not None and last[0]() is trainer and int(trainer.global_step) > 0
-            self._before_set_up = last[1] if continued and last is not None else None
+            self._before_set_up = last[1] if continued and last is not None else {}
             # On resume the fine-tuning callbacks put the groups they added back in their on_fit_start: listed
             # first, the schedule refused the checkpoint ("it has 2 parameter groups, this run has 1")
             after = move_after_finetuning(trainer, self)
@@ -514,7 +513,7 @@ class LRSchedule(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if not self._table or not self._fit_set_up:
+        if not self._table or self._before_set_up is not None:
             return dict(self._restored or self._before_set_up or {})
         assert self._run is not None
         return {
@@ -580,8 +579,9 @@ class LRSchedule(Callback):
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
         self._checkpoint_lrs = None
         self._last_fit = None
-        self._fit_set_up = True  # whether the table is the current (or the last) fit's; False from a fit's setup
-        self._before_set_up = None  # the state a fit continued on the last fit's trainer shows before it sets up
+        # from a fit's setup until it sets up, the state it shows (its table is the last fit's): {} or, for a fit
+        # continued on the last fit's trainer, that fit's state; None once set up
+        self._before_set_up = None
 
     @property
     def _idle(self) -> bool:
@@ -594,8 +594,8 @@ class LRSchedule(Callback):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # an LRSchedule pickled by 0.2.0 before stop 24 has no flag for the fit's set-up: its table is its last fit's
-        self.__dict__.update({"_fit_set_up": True, "_before_set_up": None, **state})
+        # an LRSchedule pickled by 0.2.0 before stop 24 has no state before set-up: its table is its last fit's
+        self.__dict__.update({"_before_set_up": None, **state})
 
     def _setup_for(self, trainer: Any) -> None:
         """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""
@@ -640,7 +640,7 @@ class LRSchedule(Callback):
             self._handles.append(optimizer.register_step_post_hook(_StepHook(self, index)))
         self._write_all()
         self._plan_due = self._log_plan
-        self._fit_set_up, self._before_set_up = True, None
+        self._before_set_up = None
 
     def _warn_changed_schedule(self, saved: list[list[str]] | None) -> None:
         """On resume, when the LR goes on as before: say so when a group's schedule differs from the checkpoint's

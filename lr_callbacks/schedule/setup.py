@@ -229,7 +229,7 @@ def unknown_length_cause(trainer: Any) -> str:
     return "an iterable dataset with no max_steps?"
 
 
-def check_schedule(schedule: Schedule, run: Run, cause: str = "an iterable dataset with no max_steps?") -> None:
+def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
     """Check that ``schedule`` fits ``run`` (``cause``: why the run's length is unknown, for the message).
 
     Raises:

@@ -314,13 +314,13 @@ def test_a_run_stopped_early_or_by_max_steps_is_not_told_its_loader_shrank(tmp_p
 
 
 def test_an_lrschedule_pickled_before_the_set_up_flag_still_gives_its_state(tmp_path):
-    """An LRSchedule pickled by this version before stop 24 lacks ``_fit_set_up``: ``state_dict`` raised."""
+    """An LRSchedule pickled by this version before stop 24 lacks ``_before_set_up``: ``state_dict`` raised."""
     import pickle
 
     schedule = LRSchedule("cosine", log_plan=False)
     fit(tmp_path, [schedule], max_steps=4, limit_val_batches=0)
     old = schedule.__getstate__()
-    del old["_fit_set_up"], old["_before_set_up"]
+    del old["_before_set_up"]
     restored = LRSchedule.__new__(LRSchedule)
     restored.__setstate__(pickle.loads(pickle.dumps(old)))
     assert restored.state_dict()["steps"] == [4]
