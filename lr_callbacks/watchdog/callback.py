@@ -741,14 +741,18 @@ class DivergenceWatchdog(Callback):
         return decision
 
     def _probe(self, trainer: Any, pl_module: Any) -> Probe | None:
-        """The live weights' loss on the newest snapshot's batches, evaluated only if the policy asks."""
+        """The live weights' loss on the newest snapshot's batches, evaluated only if the policy asks, and once per
+        read (the steps judged on the device since the last read are recorded on the same weights)."""
         ring = self._ring
         if not self._reference_batch:
             return None
+        read: list[float | None] = []
 
         def probe() -> float | None:
-            batches, rngs = ring.reference_batches(), ring.reference_rngs()
-            return reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs)
+            if not read:
+                batches, rngs = ring.reference_batches(), ring.reference_rngs()
+                read.append(reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs))
+            return read[0]
 
         return probe
 

@@ -121,6 +121,7 @@ class PolicyMemory:
             s.first_step = step
         s.ring = [r for r in s.ring if r["step"] != step]
         s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": log_value(reference or math.nan)})
+        self._start_lows()
         if len(s.ring) > self.config.snapshots:
             return int(s.ring.pop(0)["step"])
         return None
@@ -131,6 +132,7 @@ class PolicyMemory:
         s = self.state
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
         s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
+        self._start_lows()
 
     def request_snapshot(self) -> None:
         """Take a snapshot at the next clean step (after a resume or a checkpoint)."""
@@ -147,6 +149,16 @@ class PolicyMemory:
         s = self.state
         s.snapshot_step, s.snapshot_stats = target["step"], target["stats"]
         s.ring = [r for r in s.ring if r["step"] <= target["step"]]
+        self._start_lows()
+
+    def _start_lows(self) -> None:
+        """The newest snapshot changed: the lows that tell early damage start from its reference batch's loss (at
+        its weights, that batch's loss was the run's loss at that step)."""
+        s = self.state
+        newest = s.ring[-1] if s.ring else None
+        reference = newest["reference"] if newest is not None else None
+        s.low_loss = s.low_reference = reference
+        s.low_reference_step = int(newest["step"]) if newest is not None and reference is not None else None
 
     def _restore(self, target: dict[str, Any]) -> None:
         """Go back to the snapshot ``target``: its baselines, and the ring up to it."""

@@ -126,15 +126,29 @@ class SyncCounter(TorchFunctionMode):
 
 
 @pytest.mark.parametrize(("sync_every", "reads"), [(DEVICE_SYNC_EVERY, 64 // DEVICE_SYNC_EVERY + 1), (1, 64)])
-def test_host_reads_once_every_sync_every_n_steps(tmp_path, sync_every, reads):
-    counts = []
+def test_host_reads_once_every_sync_every_n_steps(tmp_path, monkeypatch, sync_every, reads):
+    import lr_callbacks.watchdog.callback as callback_module
+
+    counts, probes = [], []
+
+    def counted(*args, **kwargs):  # the reference batch's evaluations, with the reads they make
+        before = counter.count
+        value = reference_loss(*args, **kwargs)
+        probes.append((int(args[0].trainer.global_step), counter.count - before))
+        return value
+
+    monkeypatch.setattr(callback_module, "reference_loss", counted)
     for callbacks in ([], [small(sync_every_n_steps=sync_every)]):
         with SyncCounter() as counter:
             fit(tmp_path, DigitsModel(), callbacks, 64, logger=False)
         counts.append(counter.count)
     # what the watchdog adds to a bare Trainer: one read of its signals per `sync_every` steps, and one at the run's
-    # first step (its reference batch, against a blow-up at the first updates), nothing else
-    assert counts[1] - counts[0] == reads
+    # first step; and before its baseline exists (warmup_steps=10), at some read steps, its reference batch's loss
+    # (against an LR that damages the weights at the first updates): nothing between reads, nothing after
+    assert probes and all((step + 1) % sync_every == 0 or step == 0 for step, _ in probes)
+    assert all(step < 10 + sync_every for step, _ in probes)  # a read covers the steps since the last one
+    assert len({step for step, _ in probes}) == len(probes)  # once per read at most
+    assert counts[1] - counts[0] - sum(n for _, n in probes) == reads
 
 
 def test_auto_sync_every_is_8_on_an_accelerator_and_1_on_the_cpu():
