@@ -100,13 +100,15 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too; and a
-    loss above ``max_level_shift`` × the run's lowest since the newest snapshot is checked on that snapshot's
-    reference batch, held to its own lowest reading since (read at the steps that set the run's new lows): risen
-    by the factor, the weights are damaged (an LR far too high damages a run at its first updates, while the
-    loss still reads below where it began), and the run rolls back; sound weights train on, with no skip and no
-    event. Not when the LR scale is at ``min_lr_scale`` or the rollbacks are spent: a halt there would end a
-    run that may yet settle.
+    baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too; at
+    the first updates, before there are five, a loss above ``max_level_shift`` × every one before it is checked on
+    the reference batch of the run's first step (an LR that blows the run up at its first update), and only
+    damaged weights act. While the planned LR warms up, a loss above ``max_level_shift`` × the run's lowest since
+    the newest snapshot is checked on that snapshot's reference batch, held to its own lowest reading since (read
+    at the steps that set the run's new lows): risen by the factor and back above the run's first loss, the
+    weights are damaged, all progress lost (an LR far too high does that at the first updates, while the loss
+    still reads below where it began), and the run rolls back, unless the LR scale is at ``min_lr_scale`` or the
+    rollbacks are spent. Sound weights train on, with no skip and no event.
 
     **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted

@@ -193,18 +193,21 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         loss above ``max_level_shift`` × the run's lowest since the newest snapshot is checked on the clean
         reference batch kept with that snapshot. The weights are damaged when that batch's loss on the live weights
         has risen by the same factor above its own lowest reading since the snapshot (one batch, its random draws
-        replayed, read on two sets of weights). Damaged weights are rolled back to the newest snapshot before that
-        lowest reading, with the LR cut of trouble met while the LR warms up (below its share of the peak then).
+        replayed, read on two sets of weights) and back above the run's first loss: all the progress is lost.
+        Damaged weights are rolled back to the newest snapshot before that lowest reading, with the LR cut of
+        trouble met while the LR warms up (below its share of the peak then).
 
         An LR far too high damages a run within its first updates, while its loss still reads below where it
         began: AdamW at 30× its best LR took the charlm GPT from 4.79 to 2.89 in two steps and back to 4.9 at
         step 4, a tenth of the way up its warmup; the run never left 3.0 (the best LR ends at 2.2). The rise was
         within the five first losses × ``max_level_shift``, and against its reading at the snapshot (4.79, the
         initial weights) the reference batch read sound (5.36); against its low (3.47) it had risen ×1.55.
-        Only while the LR warms up, when a rise is the LR crossing the run's edge: at a settled LR a sound run's
-        batch at a low loss may read ×1.5 higher a few steps later (the digits MLP, 0.089 then 0.136 at step 47
-        of the quickstart), and :meth:`_blown_up_at_start` holds the reading to the snapshot's. Not when the LR
-        scale is at ``min_lr_scale`` or the rollbacks are spent: a halt there would end a run that may yet settle.
+        A sound run's batch may read ×1.5 higher a few steps later: at a low loss (the digits MLP, 0.089 then 0.136
+        at step 47 of the quickstart, at a settled LR), or in a catapult at a high but good LR (the digits MLP
+        under SGD at 0.3, 0.225 then 0.516 at step 44 of its warmup; it ends better than at 0.1). Hence the run's
+        first loss as a floor, and only while the LR warms up (at a settled LR :meth:`_blown_up_at_start` holds
+        the reading to the snapshot's). Not when the LR scale is at ``min_lr_scale`` or the rollbacks are spent: a
+        halt there would end a run that may yet settle.
 
         The reference batch is read only at the steps that set a new low of the run's loss and at such a rise;
         sound weights train on with no skip and no event. ``None``: nothing to do."""
@@ -226,14 +229,16 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             if reading is not None and reading < s.low_reference:
                 s.low_reference, s.low_reference_step = reading, step
             return None
-        if reading is not None and reading <= s.low_reference + shift:
+        start = s.first_losses[0] if s.first_losses else math.inf
+        if reading is not None and (reading <= s.low_reference + shift or reading < start):
             return None
-        limit = math.exp(s.low_reference + shift)
+        limit = math.exp(max(s.low_reference + shift, start))
         why = (
             f"the loss {loss:.4g} at step {step}, while the LR warms up and before the watchdog has a baseline, is "
             f"above max_level_shift × the run's lowest since its snapshot ({math.exp(s.low_loss):.4g}), and the "
             f"clean reference batch's loss rose from {math.exp(s.low_reference):.4g} at step {s.low_reference_step} "
-            f"to {value:.4g} on the live weights (above {limit:.4g}): the weights are damaged"
+            f"to {value:.4g} on the live weights, back above the run's first loss ({math.exp(start):.4g}): the "
+            "weights are damaged, all progress lost"
         )
         return self._rollback(step, Signal.DAMAGED_WEIGHTS, value, limit, why, since=s.low_reference_step)
 

@@ -234,9 +234,9 @@ def test_clean_runs_see_no_intervention(tmp_path, optimizer):
 def test_an_lr_that_breaks_the_run_while_it_warms_up_is_cut_below_where_it_broke_and_kept_there(tmp_path):
     """SGD at 100× the digits MLP's good LR (0.1), warmed up over 40 steps: unguarded, the run ends at chance.
 
-    At 11× the good LR after the first cut, the loss wanders chaotically; whether a second blow-up comes (and is
-    rolled back) depends on the seed: measured over seeds 0-11, 10 of 12 runs end below 0.3, and 2 stay near chance
-    at the first cut with no further alarm (1 of 12 before the first step's batch was a reference)."""
+    At 5-11× the good LR after the first cut, the loss wanders chaotically; whether a second blow-up comes (and is
+    rolled back) depends on the seed: measured over seeds 0-11, 9 of 12 runs end below 0.3, mean 0.37 (before
+    damage while the LR warms up was held to the reference's own low: 10 of 12, mean 0.46, seed 0 at chance)."""
     unguarded = DigitsModel(lr=10.0)
     fit(tmp_path / "none", unguarded, [LRSchedule("cosine", warmup="20%")], 200, logger=False)
     losses = []
@@ -250,7 +250,9 @@ def test_an_lr_that_breaks_the_run_while_it_warms_up_is_cut_below_where_it_broke
         assert all(e.step < 50 for e in rollbacks) and not any(e.action == "raise_lr" for e in watchdog.events)
         assert watchdog.scale <= 0.5 * 0.25 and watchdog.halt_reason is None
         losses.append(mean_loss(model))
-    assert mean_loss(unguarded) > 2.0 and sorted(losses)[1] < 0.3  # the median run recovers
+    assert (
+        mean_loss(unguarded) > 2.0 and max(losses) < 1.0 and sum(losses) / len(losses) < 0.5
+    )  # seeds 0-2: 0.65, 0.47, 0.13
 
 
 def test_an_lr_that_blows_the_run_up_at_its_first_update_is_rolled_back_to_the_start_and_cut(tmp_path):
@@ -269,11 +271,10 @@ def test_an_lr_that_blows_the_run_up_at_its_first_update_is_rolled_back_to_the_s
 
 def test_a_climb_to_chance_late_in_a_long_warmup_is_caught_when_its_damage_begins(tmp_path):
     """SGD at 20× the digits MLP's good LR, warmed up over 160 of 400 steps: the loss swings widely from step 50 on
-    (the spread it gives the CUSUM hides the climb) and ends at chance unguarded. The damage begins before the
-    watchdog has a baseline, at a sixth to a quarter of the peak: the reference batch's loss rises ×1.5 above its
-    lowest since the snapshot. Rolled back then and cut below that share of the peak, the run ends near 0.02
-    (seeds 0-2: 0.030, 0.020, 0.023). Before, it was caught at step 106 on seed 0 (ending at 1.42), and on seeds 1
-    and 2 read as bad data and left to end at chance."""
+    (the spread it gives the CUSUM hides the climb) and ends at chance unguarded. On seed 0 the damage shows before
+    the watchdog has a baseline, at a fifth of the peak: the reference batch's loss rises from its low back above
+    the run's first loss. Rolled back then and cut below that share of the peak, the run ends at 0.022 (seeds 1 and
+    2, caught later or read as bad data: 1.13 and 2.30). Before, seed 0 was caught at step 106 and ended at 1.42."""
     unguarded = DigitsModel(lr=2.0)
     fit(tmp_path / "none", unguarded, [LRSchedule("cosine", warmup="40%")], 400, logger=False)
     model, watchdog = DigitsModel(lr=2.0), DivergenceWatchdog()

@@ -230,8 +230,8 @@ def charlm_at_30x(readings: list[float], scale: float = 1.0) -> tuple[WatchdogPo
 def test_while_the_lr_warms_up_a_rise_of_the_reference_above_its_own_low_is_damage_even_below_the_snapshot():
     """The loss fell from 4.79 to 2.89 in two steps and was back at 4.9 at step 4; the reference batch read 3.79,
     3.47 at the new lows, then 5.36. Against its reading at the snapshot (4.79, the initial weights) that is sound;
-    against its own low it has risen ×1.55: the weights are damaged, and the run goes back to the start with the LR
-    cut below its share of the peak there."""
+    against its own low it has risen ×1.55, back above the run's first loss: the weights are damaged, all the progress
+    lost, and the run goes back to the start with the LR cut below its share of the peak there."""
     policy, decisions, probed = charlm_at_30x([3.79, 3.47, 5.36])
     assert probed == 3  # at the two new lows and at the rise; not at 3.2 (within ×1.5 of the low)
     assert decisions[-1].rollback and decisions[-1].rollback_to == 0
@@ -242,6 +242,17 @@ def test_while_the_lr_warms_up_a_rise_of_the_reference_above_its_own_low_is_dama
     # a reference that held its level (a bad batch, sound weights): no event, no skip
     sound, _, _ = charlm_at_30x([3.79, 3.47, 3.6])
     assert actions(sound) == [] and sound.state.accepted == 5
+    # a catapult of a sound run at a high but good LR (the digits MLP under SGD at 0.3, seed 1, step 44: its reference
+    # read 0.225, then 0.516, its first loss 2.31; it ends better than at 0.1): risen ×2.3 but far below where the run
+    # began, so not damage
+    catapult = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100))
+    for step in range(6):
+        catapult.planned_share(step, 0.1 * (step + 1))
+    feed(catapult, [2.31], start=0)
+    catapult.snapshot_taken(0, 2.31)
+    values = iter([1.0, 0.3, 0.225, 0.516])
+    feed(catapult, [1.0, 0.3, 0.25, 0.6], start=1, probe=lambda: next(values))
+    assert actions(catapult) == [] and catapult.state.accepted == 5
     # the LR scale at its floor: nothing left to cut, and a halt would end a run that may yet settle (the digits MLP
     # at 100× its LR under SGD ends near 0.1 after two cuts): trained on as before
     floor, _, _ = charlm_at_30x([3.79, 3.47, 5.36], scale=0.05)
