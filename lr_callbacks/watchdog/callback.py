@@ -437,6 +437,26 @@ class DivergenceWatchdog(Callback):
         """How often the host reads the signals in this fit (resolved at fit start)."""
         return self._sync_every
 
+    def rebaseline(self, reason: str = "") -> None:
+        """Say that the loss's level changes by design from this step on: harder data (a curriculum), an
+        auxiliary loss term switched on, a new loss weight. The watchdog would otherwise read a step up beyond
+        ``max_level_shift`` as bad data and skip the new batches (up to ``max_data_skips``), or, when the reference
+        batch reads the new loss term too, as damaged weights. The loss's, the gradient norm's and the update
+        size's baselines start again from the steps to come, and the next clean step's batch becomes the
+        reference batch. Call it on every rank at the step the change takes effect, before that step's optimizer
+        step (in ``training_step``, or in a callback's ``on_train_batch_start`` or ``on_train_epoch_start``).
+        ``reason`` is added to the event's detail.
+
+        >>> watchdog = DivergenceWatchdog()
+        >>> watchdog.rebaseline("classes 5-9 added")
+        >>> watchdog.events[-1].action, watchdog.events[-1].signal
+        ('rebaseline', 'requested')
+        """
+        trainer = self._trainer
+        step = int(trainer.global_step) if trainer is not None else 0
+        self._report(self._policy.rebaseline(step, f": {reason}" if reason else ""))
+        self._set_gate()
+
     # --- the Pausable protocol (core.lr_model): the finder pauses the watchdog during its sweep -----------
 
     def _pause(self) -> None:
@@ -963,11 +983,11 @@ class DivergenceWatchdog(Callback):
         if trainer is None or trainer.is_global_zero:
             log.log(
                 level,
-                "%s at step %d: %s %s → %s.%s",
+                "%s at step %d: %s%s → %s.%s",
                 OWNER,
                 incident.step,
                 incident.signal,
-                f"{incident.value:.4g}",
+                "" if incident.signal is Signal.REQUESTED else f" {incident.value:.4g}",
                 incident.action,
                 f" {incident.detail}" if incident.detail else "",
             )

@@ -42,6 +42,7 @@ class Signal(_Name):
     BAD_DATA = "bad_data"
     UPDATE_RATIO = "update_ratio"
     SAMPLE_OUTLIERS = "sample_outliers"
+    REQUESTED = "requested"  # the user said the loss's level changes by design (DivergenceWatchdog.rebaseline)
 
 
 class Action(_Name):

@@ -104,6 +104,25 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         self.grad.reset([], refill=self.config.warmup_steps)
         self.updates.clear()
 
+    def rebaseline(self, step: int, why: str = "") -> Incident:
+        """The user says the loss's level changes by design from ``step`` on (harder data, a loss term switched
+        on): the loss's, the gradient norm's and the update's baselines start again from the steps to come (the
+        current spread a floor while they refill, as after any new baseline), no incident stays open, and the next
+        clean step is snapshotted, its batch the reference that tells bad data from damaged weights from then on
+        (the last one holds the old data, or the old loss). Its incident does not count as trouble: the snapshot
+        is not held back as after one."""
+        c, s = self.config, self.state
+        self.loss.reset([], refill=c.warmup_steps)
+        self.grad.reset([], refill=c.warmup_steps)
+        self.updates.clear()
+        self.cusum.reset()
+        self.samples.reset()
+        s.run, s.run_starts, s.data_skips, s.snapshot_requested = [], [], 0, True
+        detail = "asked for (rebaseline()): the loss changes by design; new baselines and a new reference batch"
+        incident = Incident(step, Signal.REQUESTED, math.nan, math.nan, Action.REBASELINE, f"{detail}{why}")
+        self.events.append(incident)
+        return incident
+
     def _guarded(self) -> bool:
         """The stricter loss gate after a rollback holds (only with a reference batch to tell the cause)."""
         s = self.state

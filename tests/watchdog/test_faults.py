@@ -12,16 +12,18 @@ too, so the comparison is in one place:
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.spike import TrainingSpikeException
 from pytorch_lightning.callbacks import EarlyStopping, SpikeDetection
 
 from lr_callbacks import DivergenceWatchdog, LRSchedule
-from tests.helpers import read_text
-from tests.watchdog.test_models import DigitsModel, Faults, fit, mean_loss
+from tests.helpers import make_trainer, read_text
+from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit, mean_loss
 
 T = 120
 STEPS = 160
@@ -283,3 +285,59 @@ def test_a_climb_to_chance_late_in_a_long_warmup_is_caught_when_its_damage_begin
     assert rollback.signal == "damaged_weights" and "before the watchdog has a baseline" in rollback.detail
     assert "while the LR warmed up" in rollback.detail and rollback.step < 50 and watchdog.scale < 0.5 * 0.25
     assert mean_loss(unguarded) > 2.2 and mean_loss(model) < 0.1
+
+
+# --- a change of the loss by design ---------------------------------------------------------------------------
+
+
+class Curriculum(torch.utils.data.IterableDataset):
+    """Batches of 32 of the digits' classes 0 and 1 only, then of all ten from batch ``switch`` on."""
+
+    def __init__(self, switch: int) -> None:
+        self.switch = switch
+        self.x, self.y = digits_data(0).tensors
+        self.pools = ((self.y < 2).nonzero().flatten(), torch.arange(len(self.y)))
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(0)
+        for k in itertools.count():
+            pool = self.pools[k >= self.switch]
+            index = pool[torch.randint(len(pool), (32,), generator=generator)]
+            yield self.x[index], self.y[index]
+
+
+class Announcing(DigitsModel):
+    """The digits MLP under AdamW; tells ``watchdog`` at step ``switch`` that the data changes by design."""
+
+    def __init__(self, switch: int, watchdog: DivergenceWatchdog) -> None:
+        super().__init__("adamw", lr=3e-3)
+        self.switch, self.watchdog = switch, watchdog
+
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step == self.switch and torch.is_grad_enabled():
+            self.watchdog.rebaseline("classes 2-9 added")
+        return super().training_step(batch, batch_idx)
+
+
+def curriculum_fit(root, model, callbacks, switch=150, steps=450):
+    pl.seed_everything(0, verbose=False)
+    trainer = make_trainer(root, max_steps=steps, callbacks=callbacks, logger=False)
+    trainer.fit(model, torch.utils.data.DataLoader(Curriculum(switch), batch_size=None))
+
+
+def test_a_planned_step_up_in_the_loss_is_announced_with_rebaseline_and_trained_on(tmp_path):
+    """Harder data added mid-run raises the loss far beyond max_level_shift: unannounced, the new batches read as bad
+    data (the reference batch, classes 0-1, shows sound weights) and are skipped for a quarter of the run; after
+    `rebaseline()` at the switch they set the new baselines and the next clean step's batch is the reference."""
+    unguarded = DigitsModel("adamw", lr=3e-3)
+    curriculum_fit(tmp_path / "none", unguarded, [])
+    silent = DivergenceWatchdog()
+    curriculum_fit(tmp_path / "silent", DigitsModel("adamw", lr=3e-3), [silent])
+    skipped = {e.step for e in silent.events if e.action == "skip"}
+    assert len(skipped) >= 50  # the limit rebaseline() answers
+    watchdog = DivergenceWatchdog()
+    model = Announcing(150, watchdog)
+    curriculum_fit(tmp_path / "announced", model, [watchdog])
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(150, "requested", "rebaseline")]
+    assert "classes 2-9 added" in watchdog.events[0].detail and watchdog.scale == 1.0
+    assert mean_loss(model) == pytest.approx(mean_loss(unguarded), rel=1e-4)  # trained exactly as unguarded
