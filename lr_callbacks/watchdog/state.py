@@ -97,8 +97,8 @@ class PolicyState:
     refundable: bool = False  # the last rollback was the ladder's and bad data may yet be found to have caused it
     data_undone: int = 0  # steps undone by rollbacks that bad data caused (refunded, within ``max_data_skips``)
     data_undo: int | None = None  # bad data was blamed for a rollback and its cut undone at this step (while guarded)
-    # before the baseline exists, since the newest snapshot (log units; None: no reference batch): the run's lowest
-    # loss, and the lowest loss of the reference batch on the live weights, read at the steps that set the first
+    # while the LR warms up, since the newest snapshot (log units; None: no reference batch): the run's lowest loss
+    # that had the reference batch read, and that batch's lowest reading on the live weights, with its step
     low_loss: float | None = None
     low_reference: float | None = None
     low_reference_step: int | None = None

@@ -138,16 +138,17 @@ def test_host_reads_once_every_sync_every_n_steps(tmp_path, monkeypatch, sync_ev
         return value
 
     monkeypatch.setattr(callback_module, "reference_loss", counted)
+    faults = Faults(reading_times={5: 20.0})  # a loss that reads high in the warmup: the reference batch is read
     for callbacks in (
         [LRSchedule("cosine", warmup="12 steps")],
         [LRSchedule("cosine", warmup="12 steps"), small(sync_every_n_steps=sync_every)],
     ):
         with SyncCounter() as counter:
-            fit(tmp_path, DigitsModel(), callbacks, 64, logger=False)
+            fit(tmp_path, DigitsModel(faults=faults), callbacks, 64, logger=False)
         counts.append(counter.count)
     # what the watchdog adds: one read of its signals per `sync_every` steps, and one at the run's first step; and
-    # while the LR warms up, before its baseline exists (warmup_steps=10), at some read steps, its reference batch's
-    # loss (against an LR that damages the weights as it warms up): nothing between reads, nothing after
+    # while the LR warms up, before its baseline exists (warmup_steps=10), at a read step that saw the loss rise, its
+    # reference batch's loss (against an LR that damages the weights as it warms up): nothing between reads or after
     assert probes and all((step + 1) % sync_every == 0 or step == 0 for step, _ in probes)
     assert all(step < 10 + sync_every for step, _ in probes)  # a read covers the steps since the last one
     assert len({step for step, _ in probes}) == len(probes)  # once per read at most
