@@ -49,7 +49,7 @@ from lr_callbacks.watchdog.snapshots import (
     state_bytes,
 )
 from lr_callbacks.watchdog.state import Decision, Probe
-from lr_callbacks.watchdog.stats import Samples, Verdict
+from lr_callbacks.watchdog.stats import Gate, Samples, Verdict
 
 if TYPE_CHECKING:
     from pytorch_lightning import LightningModule, Trainer
@@ -370,6 +370,8 @@ class DivergenceWatchdog(Callback):
         self._warned_reference = False
         self._warned_nonpositive = False
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
+        # rebaseline()s announced while steps judged on the device wait to be read: (its step, its detail)
+        self._rebaselines_due: list[tuple[int, str]] = []
         # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
         self._stage: str | None = None
         self._paused = False
@@ -447,6 +449,9 @@ class DivergenceWatchdog(Callback):
         step (in ``training_step``, or in a callback's ``on_train_batch_start`` or ``on_train_epoch_start``).
         ``reason`` is added to the event's detail.
 
+        With ``sync_every_n_steps`` > 1 the new baselines start at the next read, after the steps judged on the
+        device before this one are recorded against the old ones; until then the device judges nothing.
+
         >>> watchdog = DivergenceWatchdog()
         >>> watchdog.rebaseline("classes 5-9 added")
         >>> watchdog.events[-1].action, watchdog.events[-1].signal
@@ -454,8 +459,20 @@ class DivergenceWatchdog(Callback):
         """
         trainer = self._trainer
         step = int(trainer.global_step) if trainer is not None else 0
-        self._report(self._policy.rebaseline(step, f": {reason}" if reason else ""))
+        why = f": {reason}" if reason else ""
+        if self._judge is not None:
+            # the steps judged on the device since the last read are at the old level: recorded at the next read,
+            # they would refill the new baselines with it (and the announced batches be skipped against them)
+            self._rebaselines_due.append((step, why))
+        else:
+            self._report(self._policy.rebaseline(step, why))
         self._set_gate()
+
+    def _rebaseline_now(self, before: int) -> None:
+        """Apply the rebaseline()s that waited for the read and took effect by the step ``before``, before that
+        step is recorded."""
+        while self._rebaselines_due and self._rebaselines_due[0][0] <= before:
+            self._report(self._policy.rebaseline(*self._rebaselines_due.pop(0)))
 
     # --- the Pausable protocol (core.lr_model): the finder pauses the watchdog during its sweep -----------
 
@@ -503,6 +520,7 @@ class DivergenceWatchdog(Callback):
         self._signals.reset()
         self._restored_reference, self._restored_rngs, self._live, self._held = [], [], None, []
         self._batches, self._rngs = [], []
+        self._rebaselines_due = []
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -572,7 +590,8 @@ class DivergenceWatchdog(Callback):
         on the host path of a module that reports no per-sample losses there is nothing to hand."""
         if self._judge is None and not self._policy.sample_size:
             return
-        gate = self._policy.gate()
+        # nothing is judged on the device while a rebaseline() waits for the read: its baselines are the old ones
+        gate = Gate(clip=self.config.outlier_action == "clip") if self._rebaselines_due else self._policy.gate()
         self._signals.sample_limit = gate.sample_limit
         if self._judge is not None:
             self._judge.set_gate(gate)
@@ -686,11 +705,13 @@ class DivergenceWatchdog(Callback):
         decisions: list[Decision] = []
         skipped_before = skipped_now = False  # a step whose batch ran forward but was not trained on
         for k, v, lo, no, s in rows:  # the steps judged on the device since the last read, oldest first
+            self._rebaseline_now(k)
             decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world)))
             skipped_before |= v.skip
             if self._acted(decisions):
                 break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
         dropped = self._acted(decisions)  # whether this step's update is dropped
+        self._rebaseline_now(step)
         if dropped:
             self._drop(trainer, optimizer)  # this step too
         else:
@@ -940,6 +961,7 @@ class DivergenceWatchdog(Callback):
         return {
             "policy": self._policy.state_dict(),
             "pending": [row_state(*row) for row in self._held],
+            "rebaselines_due": [list(due) for due in self._rebaselines_due],
             "reference": reference,  # the clean reference batch of the snapshot a resumed run starts from
             "reference_rngs": rngs,  # the RNG states its evaluation replays
             "update": self._updates.state_dict(),  # an update-ratio measurement not read yet
@@ -954,6 +976,7 @@ class DivergenceWatchdog(Callback):
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
+        self._rebaselines_due = [(int(k), str(why)) for k, why in state_dict.get("rebaselines_due", [])]
         self._updates.load_state_dict(state_dict.get("update"))
         self._restored_reference = list(state_dict.get("reference", []))
         self._restored_rngs = list(state_dict.get("reference_rngs", []))

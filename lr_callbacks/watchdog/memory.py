@@ -128,11 +128,15 @@ class PolicyMemory:
 
     def resumed_from(self, step: int, keep_reference: bool) -> None:
         """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
-        one, with its reference batch if the checkpoint brought it back (``keep_reference``)."""
+        one, with its reference batch if the checkpoint brought it back (``keep_reference``). With it, the lows
+        that tell damage while the LR warms up stay as the checkpoint saved them, so the resumed run decides as
+        the uninterrupted one (before, they restarted from the snapshot's reading: a loss back at the run's first
+        level, all progress lost, went unchecked after a resume)."""
         s = self.state
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
         s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
-        self._start_lows()
+        if not (keep_reference and s.low_reference is not None and s.low_loss is not None):
+            self._start_lows()
 
     def request_snapshot(self) -> None:
         """Take a snapshot at the next clean step (after a resume or a checkpoint)."""

@@ -110,7 +110,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         current spread a floor while they refill, as after any new baseline), no incident stays open, and the next
         clean step is snapshotted, its batch the reference that tells bad data from damaged weights from then on
         (the last one holds the old data, or the old loss). Its incident does not count as trouble: the snapshot
-        is not held back as after one."""
+        is not held back as after one. During the watchdog's warmup, the gate of ``max_level_shift`` × the first
+        losses and the first-loss floor of damage while the LR warms up start from the new level too, and the
+        lows that tell that damage wait for the new reference; the one-off flat-loss check is not made."""
         c, s = self.config, self.state
         self.loss.reset([], refill=c.warmup_steps)
         self.grad.reset([], refill=c.warmup_steps)
@@ -118,6 +120,10 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         self.cusum.reset()
         self.samples.reset()
         s.run, s.run_starts, s.data_skips, s.snapshot_requested = [], [], 0, True
+        if not self.ready:  # the watchdog's warmup: its gate and the first-loss floor start from the new level
+            s.first_losses = []
+        s.flat_checked = True  # "the loss barely fell from its first level" no longer compares like with like
+        s.low_loss = s.low_reference = s.low_reference_step = None  # until the new snapshot's reference
         detail = "asked for (rebaseline()): the loss changes by design; new baselines and a new reference batch"
         incident = Incident(step, Signal.REQUESTED, math.nan, math.nan, Action.REBASELINE, f"{detail}{why}")
         self.events.append(incident)
@@ -251,6 +257,13 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             return None
         start = s.first_losses[0] if s.first_losses else math.inf
         if reading is not None and (reading <= s.low_reference + shift or reading < start):
+            return None
+        if reading is not None and s.clean_since_rollback == 0 and self.restored_untouched:
+            # nothing trained since the rollback (or the resume): these are the snapshot's weights, so the
+            # reference's evaluation changed, not the weights (as in ``_damaged``): the lows restart from them
+            # (before, every step rolled back to the same weights again, each with an LR cut)
+            s.ring[-1]["reference"] = s.low_reference = reading
+            s.low_loss, s.low_reference_step = x, int(s.ring[-1]["step"])
             return None
         limit = math.exp(max(s.low_reference + shift, start))
         why = (

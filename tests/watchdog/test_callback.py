@@ -392,6 +392,51 @@ def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, faults, kwargs):
     assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
 
 
+class WipeAt(pl.Callback):
+    """After the update that ends at ``step`` (before a checkpoint written there): the MLP loses all its progress,
+    as an LR fault leaves it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(123)
+                for layer in pl_module.net:
+                    if isinstance(layer, torch.nn.Linear):
+                        layer.reset_parameters()
+                pl_module.net[2].weight.mul_(3.0)
+
+
+@pytest.mark.parametrize("snapshot_every", [100, 10])
+def test_a_resume_while_the_lr_warms_up_judges_damage_as_the_uninterrupted_run(tmp_path, snapshot_every):
+    """The weights lose all progress at step 57, where a checkpoint is written, while the LR still warms up; the
+    uninterrupted run rolls back once at step 57 (the reference batch back above the run's first loss). Resumed:
+    the lows that tell this damage come back with the checkpoint (before, they restarted from the snapshot's reading
+    and, with a snapshot far back, the loss at the run's first level passed unchecked); and the restored weights,
+    untouched, reading high on the reference are the snapshot's own level, not damage (before, with a snapshot every
+    10 steps, every step after the rollback rolled back to the same weights again and cut the LR 3 times)."""
+
+    def fit_from(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        model = DigitsModel("adamw", lr=3e-2, batch_by_step=True)
+        watchdog = DivergenceWatchdog(
+            warmup_steps=70, window=80, snapshot_every=snapshot_every, flat_loss_steps=None, patience=6
+        )
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=57, save_top_k=-1)
+        schedule = LRSchedule("cosine", warmup="65 steps", log_plan=False)
+        callbacks = [schedule, watchdog, WipeAt(57), saver]
+        trainer = make_trainer(root, max_steps=70, callbacks=callbacks, enable_checkpointing=True, logger=False)
+        trainer.fit(model, epochs_loader(), ckpt_path=ckpt_path)
+        return watchdog
+
+    full = fit_from(tmp_path / "full")
+    assert [(e.step, e.signal, e.action) for e in full.events] == [(57, "damaged_weights", "rollback")]
+    resumed = fit_from(tmp_path / "resumed", str(tmp_path / "full" / "ckpt" / "epoch=0-step=57.ckpt"))
+    assert same(resumed.events, full.events) and resumed.scale == full.scale
+
+
 class ScheduledDigits(DigitsModel):
     """DigitsModel with a torch scheduler of its own (a per-step decay) instead of LRSchedule."""
 

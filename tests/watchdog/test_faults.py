@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import EarlyStopping, SpikeDetection
 
 from lr_callbacks import DivergenceWatchdog, LRSchedule
 from tests.helpers import make_trainer, read_text
-from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit, mean_loss
+from tests.watchdog.test_models import DigitsModel, Faults, digits_data, digits_loader, fit, mean_loss
 
 T = 120
 STEPS = 160
@@ -325,19 +325,51 @@ def curriculum_fit(root, model, callbacks, switch=150, steps=450):
     trainer.fit(model, torch.utils.data.DataLoader(Curriculum(switch), batch_size=None))
 
 
-def test_a_planned_step_up_in_the_loss_is_announced_with_rebaseline_and_trained_on(tmp_path):
+@pytest.mark.parametrize("sync_every", [1, 8])
+def test_a_planned_step_up_in_the_loss_is_announced_with_rebaseline_and_trained_on(tmp_path, sync_every):
     """Harder data added mid-run raises the loss far beyond max_level_shift: unannounced, the new batches read as bad
     data (the reference batch, classes 0-1, shows sound weights) and are skipped for a quarter of the run; after
-    `rebaseline()` at the switch they set the new baselines and the next clean step's batch is the reference."""
+    `rebaseline()` at the switch they set the new baselines and the next clean step's batch is the reference.
+    Judged on the device (reads at steps 143 and 151), the steps before the switch are recorded against the old
+    baselines at the read after it (before, they refilled the new ones at the old level: 73 skips, 77 events)."""
     unguarded = DigitsModel("adamw", lr=3e-3)
     curriculum_fit(tmp_path / "none", unguarded, [])
-    silent = DivergenceWatchdog()
+    silent = DivergenceWatchdog(sync_every_n_steps=sync_every)
     curriculum_fit(tmp_path / "silent", DigitsModel("adamw", lr=3e-3), [silent])
     skipped = {e.step for e in silent.events if e.action == "skip"}
     assert len(skipped) >= 50  # the limit rebaseline() answers
-    watchdog = DivergenceWatchdog()
+    watchdog = DivergenceWatchdog(sync_every_n_steps=sync_every)
     model = Announcing(150, watchdog)
     curriculum_fit(tmp_path / "announced", model, [watchdog])
     assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(150, "requested", "rebaseline")]
     assert "classes 2-9 added" in watchdog.events[0].detail and watchdog.scale == 1.0
     assert mean_loss(model) == pytest.approx(mean_loss(unguarded), rel=1e-4)  # trained exactly as unguarded
+
+
+class AuxiliaryTerm(DigitsModel):
+    """The digits MLP under AdamW; from step ``switch`` a constant loss term ``term`` is added by design (the
+    reference batch reads it too), announced to ``watchdog`` at that step."""
+
+    def __init__(self, switch: int, term: float, watchdog: DivergenceWatchdog) -> None:
+        super().__init__("adamw", lr=3e-2)
+        self.switch, self.term, self.watchdog = switch, term, watchdog
+
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step == self.switch and torch.is_grad_enabled():
+            self.watchdog.rebaseline("auxiliary loss term switched on")
+        loss = super().training_step(batch, batch_idx)
+        return loss + self.term if self.trainer.global_step >= self.switch else loss
+
+
+@pytest.mark.parametrize("term", [2.0, 5.0])
+def test_a_rebaseline_during_the_watchdogs_warmup_restarts_its_gate_and_lows(tmp_path, term):
+    """Announced at step 30 of the watchdog's 50-step warmup, while the LR warms up: the gate of max_level_shift ×
+    the first five losses and the lows that tell damage start from the new level (before, +2 read as damaged weights
+    and was rolled back at step 30, and +5 was skipped for 10 steps and then rolled back)."""
+    watchdog = DivergenceWatchdog(flat_loss_steps=None)
+    pl.seed_everything(0, verbose=False)
+    callbacks = [LRSchedule("cosine", warmup="65 steps", log_plan=False), watchdog]
+    trainer = make_trainer(tmp_path, max_steps=80, callbacks=callbacks, logger=False)
+    trainer.fit(AuxiliaryTerm(30, term, watchdog), digits_loader(0))
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(30, "requested", "rebaseline")]
+    assert watchdog.scale == 1.0
