@@ -23,6 +23,7 @@ the timed steps run, model and Lightning included; the ``bare`` arm shows Lightn
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -197,6 +198,7 @@ def _fit(task: Task, optimizer: str, arm: str, scale: Scale, steps: int, root: s
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    gc.collect()  # the last arm's trainer and callbacks (cycles): collected here, not inside this arm's steps
     callbacks, ready = _callbacks(arm, task, scale)
     reads = HostReads() if count else None
     timer = StepTimer(ready, scale.warmup, reads, None if count else HookClock(callbacks))

@@ -235,9 +235,10 @@ class SnapshotRing:
         self.keep_only([])
 
     def close(self) -> None:
-        """Give up every snapshot, and remove the ``"disk"`` directory when that leaves it empty (it was made for
-        them; a directory that holds anything else stays)."""
+        """Give up every snapshot and the spare buffers, and remove the ``"disk"`` directory when that leaves it
+        empty (it was made for them; a directory that holds anything else stays)."""
         self.clear()
+        self._spare = None
         if self.mode == "disk" and os.path.isdir(self.directory) and not os.listdir(self.directory):
             with contextlib.suppress(OSError):  # another rank removed it first
                 os.rmdir(self.directory)
