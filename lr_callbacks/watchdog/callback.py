@@ -100,8 +100,9 @@ class DivergenceWatchdog(Callback):
     LR cut (for at most ``max_data_skips`` batches in a row). A higher one means the *weights* are damaged: the
     run rolls back to the newest snapshot taken before the incident began and the LR is lowered, by
     ``lr_factor`` at the first rollback, ``lr_factor²`` at the second, and so on. Before the detector has a
-    baseline, a loss above ``max_level_shift`` × the highest of the run's first five losses is trouble too; at
-    the first updates, before there are five, a loss above ``max_level_shift`` × every one before it is checked on
+    baseline, a loss above ``max_level_shift`` × the highest loss accepted before it (once there are five) is
+    trouble too; at the first updates, before there are five, a loss above ``max_level_shift`` × every one before
+    it is checked on
     the reference batch of the run's first step (an LR that blows the run up at its first update), and only
     damaged weights act. While the planned LR warms up, a loss above ``max_level_shift`` × the run's lowest since
     the newest snapshot is checked on that snapshot's reference batch, held to its own lowest reading since (read

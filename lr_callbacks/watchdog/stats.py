@@ -92,6 +92,11 @@ class RollingBaseline:
         """The accepted values, oldest first."""
         return list(self._values)
 
+    @property
+    def highest(self) -> float:
+        """The highest accepted value (``-inf`` before any)."""
+        return self._sorted[-1] if self._sorted else -math.inf
+
     def add(self, value: float) -> None:
         """Accept ``value`` into the baseline."""
         if len(self._values) == self.window:
