@@ -861,17 +861,21 @@ class DivergenceWatchdog(Callback):
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Record the steps judged on the device since the last read when the fit ended before its planned last
-        step (an early stop, ``max_time``): their incidents and scalars, nothing more to decide."""
-        if self._judge is None or not self._judge.steps:
+        step (an early stop, ``max_time``): their incidents and scalars, and the ``rebaseline()``s that waited for
+        that read, nothing more to decide."""
+        if self._judge is None:
             return
-        rows, _ = self._judge.read(None)
+        rows = self._judge.read(None)[0] if self._judge.steps else []
         for step, verdict, loss, norm, samples in rows:
+            self._rebaseline_now(step)
             in_force = self._in_force(samples, int(trainer.world_size))
             decision = self._policy.record_after_end(step, loss, norm, verdict, in_force)
             if step % self._log_every == 0:
                 log_scalars(self._trainer, {"watchdog/loss": loss, "watchdog/grad_norm": norm}, step)
             for incident in decision.incidents:
                 self._report(incident)
+        if self._rebaselines_due:
+            self._rebaseline_now(self._rebaselines_due[-1][0])
 
     @override
     def on_train_batch_end(
@@ -922,13 +926,19 @@ class DivergenceWatchdog(Callback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """At a fit's end the snapshots are given up: host memory freed, disk files removed. Before, a host ring
-        stayed allocated for as long as the user kept the watchdog (to read its ``events``): three copies of the
-        model and its optimizer state (MiniLM: 507 MiB), and the next fit's hooks paid for freeing them."""
+        """At a fit's end the snapshots are given up: host memory freed (but the newest snapshot's when the fit
+        ended in an open incident), disk files removed. Before, a host ring stayed allocated for as long as the
+        user kept the watchdog (to read its ``events``): three copies of the model and its optimizer state
+        (MiniLM: 507 MiB), and the next fit's hooks paid for freeing them."""
         self._clear_found_inf()
         self._restore_clipping(trainer)
-        if stage == "fit" or self._ring.mode == "disk":
+        if self._ring.mode == "disk":
             self._ring.close()
+        elif stage == "fit":
+            # a checkpoint the user writes after the fit still gets the newest snapshot's reference batch, and its
+            # weights instead of the live ones when the fit ended in an open incident (see on_save_checkpoint)
+            unclean = self._policy.incident_open or bool(self._held) or self._update_too_large(trainer)
+            self._ring.release(self._policy.state.snapshot_step, keep_snapshot=unclean)
         self._trainer = None
 
     @override

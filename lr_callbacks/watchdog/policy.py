@@ -70,12 +70,13 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         all ranks), by default for the largest batch seen (as the device judges: no more skips than exact).
 
         During the warmup, before the baseline exists, the loss is held against the run's own losses: once there
-        are five, a loss above ``max_level_shift`` × the highest accepted so far is trouble (the LR warming up into
-        instability). The highest, not their median: a batch's loss varies around its level, widely for small
-        batches at a low loss (a fine-tuned model's batch of 8 can read twice another's), and a batch is trouble
-        only when it is worse by the factor than every one before it. From scratch the first losses all sit at
-        the loss of the initial weights, the highest of the run. The losses accepted are the baseline's, which a
-        rollback takes back to the snapshot's and a rebaseline empties.
+        are five, a loss above ``max_level_shift`` × the highest accepted so far (counted at most
+        ``max_level_shift`` × the first five's highest) is trouble (the LR warming up into instability). The
+        highest, not their median: a batch's loss varies around its level, widely for small batches at a low loss
+        (a fine-tuned model's batch of 8 can read twice another's), and a batch is trouble only when it is worse
+        by the factor than every one before it. From scratch the first losses all sit at the loss of the initial
+        weights, the highest of the run. The losses accepted are the baseline's, which a rollback takes back to
+        the snapshot's and a rebaseline empties.
         """
         if not self.ready:
             if len(self.state.first_losses) < 5:
@@ -93,10 +94,13 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
 
     def _first_losses_limit(self) -> float:
         """``max_level_shift`` × the highest of the run's first (up to five) losses and of the losses accepted
-        since, in log units: the warmup's gate once there are five, and the check of the first updates before.
-        Only the first five, before, skipped a fine-tuned MiniLM's clean batches of 8 at 1.6-1.8× them."""
-        highest = max(max(self.state.first_losses[:5]), self.loss.highest)
-        return highest + math.log(self.config.max_level_shift)
+        since, these at most ``max_level_shift`` × the first five's highest, in log units: the warmup's gate once
+        there are five, and the check of the first updates before. Only the first five, before, skipped a
+        fine-tuned MiniLM's clean batches of 8 at 1.6-1.8× them; without the bound, a loss climbing by less than
+        the factor at each step would raise the gate with it and never be held."""
+        shift = math.log(self.config.max_level_shift)
+        first = max(self.state.first_losses[:5])
+        return max(first, min(self.loss.highest, first + shift)) + shift
 
     def gradients_widened(self) -> None:
         """More parameter tensors have gradients than at any step before (a frozen backbone trains from now

@@ -234,6 +234,17 @@ class SnapshotRing:
         """Give up every snapshot (and remove the files of ``"disk"``)."""
         self.keep_only([])
 
+    def release(self, step: int | None, keep_snapshot: bool) -> None:
+        """After a fit: give up every snapshot and the spare buffers but the reference batch of ``step`` (a
+        checkpoint written after the fit carries it), and ``step``'s snapshot too with ``keep_snapshot`` (the fit
+        ended in an open incident: such a checkpoint holds those weights, not the live ones)."""
+        self.keep_only([step] if step is not None else [])
+        if not keep_snapshot and step is not None:
+            snapshot = self.snapshots.pop(step, None)
+            if isinstance(snapshot, DiskSnapshot):
+                snapshot.remove()
+        self._spare = None
+
     def close(self) -> None:
         """Give up every snapshot and the spare buffers, and remove the ``"disk"`` directory when that leaves it
         empty (it was made for them; a directory that holds anything else stays)."""

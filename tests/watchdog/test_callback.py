@@ -967,6 +967,23 @@ def test_the_snapshots_are_given_up_when_the_fit_ends(tmp_path, snapshot):
     assert not watchdog.events and not watchdog._ring.snapshots
 
 
+def test_a_checkpoint_written_after_a_fit_that_ended_mid_incident_holds_the_clean_snapshot(tmp_path):
+    """The fit ends with an incident open (the last two losses ×1000): the snapshot it would roll back to is kept
+    after the fit, so a checkpoint the user writes then holds its weights, the live ones in the watchdog's state,
+    and the reference batch, as one written during the fit does (the other snapshots are given up)."""
+    model = DigitsModel(faults=Faults(loss_times={58: 1000.0, 59: 1000.0}))
+    watchdog = DivergenceWatchdog(warmup_steps=20)
+    trainer = make_trainer(tmp_path, max_steps=60, callbacks=[watchdog])
+    trainer.fit(model, digits_loader(0))
+    assert watchdog._policy.incident_open and list(watchdog._ring.snapshots) == [50]
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    checkpoint = torch.load(tmp_path / "after.ckpt", weights_only=False)
+    own = checkpoint["callbacks"]["DivergenceWatchdog"]
+    assert "live" in own and len(own["reference"]) == 1
+    live = model.state_dict()
+    assert not all(torch.equal(checkpoint["state_dict"][name], live[name]) for name in live)
+
+
 class Lazy(TinyModel):
     """TinyModel whose body is a ``LazyLinear``: its weights get their shape at the first forward pass, or at the
     dry run in ``setup`` (``dry_run``), as torch recommends before an optimizer is built."""

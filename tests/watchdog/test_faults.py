@@ -346,6 +346,24 @@ def test_a_planned_step_up_in_the_loss_is_announced_with_rebaseline_and_trained_
     assert mean_loss(model) == pytest.approx(mean_loss(unguarded), rel=1e-4)  # trained exactly as unguarded
 
 
+class StopAfter(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
+def test_a_rebaseline_waiting_for_the_read_is_applied_when_the_fit_stops_early(tmp_path):
+    """Judged on the device (reads at steps 143 and 151), announced at 150 and stopped after step 150's update, before
+    the read: the rebaseline is recorded at the fit's end (before, it was lost, and kept waiting in the state)."""
+    watchdog = DivergenceWatchdog(sync_every_n_steps=8)
+    curriculum_fit(tmp_path, Announcing(150, watchdog), [watchdog, StopAfter(151)])
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(150, "requested", "rebaseline")]
+    assert not watchdog._rebaselines_due
+
+
 class AuxiliaryTerm(DigitsModel):
     """The digits MLP under AdamW; from step ``switch`` a constant loss term ``term`` is added by design (the
     reference batch reads it too), announced to ``watchdog`` at that step."""

@@ -271,11 +271,23 @@ def test_during_warmup_a_batch_is_trouble_only_above_every_loss_accepted_before_
     """A fine-tuned model's batches of 8 (measured on MiniLM: the first five read 0.14-0.31): 0.43 is within 1.5×
     the highest of them (1.5× their median, 0.31, skipped it and nine more clean batches of that run), and 0.5 is
     within 1.5× 0.43, accepted before it (1.5× the highest of the first five alone skipped 20 of the first 68
-    batches of MiniLM with a linear-probe head at LR 1e-4, in the good region; now 1); 0.8, above 1.5× 0.5, is not."""
+    batches of MiniLM with a linear-probe head at LR 1e-4, in the good region; now 4); 0.8, above 1.5× 0.5, is not."""
     policy = WatchdogPolicy(WatchdogConfig(warmup_steps=10, window=20))
     feed(policy, [0.26, 0.19, 0.14, 0.20, 0.31, 0.43, 0.50, 0.80], start=0)
     assert actions(policy) == [(7, "loss", "skip")]
     assert "the highest of the run's losses so far" in policy.events[0].detail
+
+
+def test_during_warmup_a_steady_climb_does_not_carry_the_gate_with_it():
+    """A loss climbing ×1.25 a step from step 10 of the watchdog's warmup (an LR warming up into instability): each
+    loss is within max_level_shift of the one before, but the losses accepted widen the gate by one factor at most,
+    so the climb is held at 1.5 × 1.5 × 2.3 (with no bound it rose to 1858 with no event)."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100))
+    losses = [2.3] * 10 + [2.3 * 1.25**k for k in range(1, 31)]
+    feed(policy, losses, start=0)
+    skipped = [step for step, _, action in actions(policy) if action == "skip"]
+    assert skipped and skipped[0] == next(k for k, x in enumerate(losses) if x > 2.3 * 1.5**2)
+    assert all(losses[k] > 2.3 * 1.5**2 for k in skipped)
 
 
 def test_a_spike_is_skipped_and_kept_out_of_the_baseline():
