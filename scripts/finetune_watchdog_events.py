@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
 
-    import pytorch_lightning as pl
     import torch
 
+    from benchmarks.finders import trainer
     from benchmarks.models import TaskModule, train_loader
     from benchmarks.models.minilm import minilm_task
     from lr_callbacks import DivergenceWatchdog, LRSchedule
@@ -38,20 +38,8 @@ def main() -> None:
     watchdog = DivergenceWatchdog()
     module = TaskModule(task, "adamw", args.lr, seed=args.seed, log_loss=False)
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=args.steps,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            default_root_dir=root,
-            callbacks=[LRSchedule(task.schedule, log_plan=False), watchdog],
-        )
-        trainer.fit(module, train_dataloaders=train_loader(task, args.seed))
+        callbacks = [LRSchedule(task.schedule, log_plan=False), watchdog]
+        trainer(root, args.steps, callbacks).fit(module, train_dataloaders=train_loader(task, args.seed))
     events = [(e.step, str(e.signal), str(e.action)) for e in watchdog.events]
     print(f"{args.head} head, LR {args.lr:g}, seed {args.seed}, {args.steps} steps: {len(events)} events {events}")
 

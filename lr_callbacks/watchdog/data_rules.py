@@ -31,6 +31,11 @@ class DataRules(PolicyMemory):
     _reference_moved = False  # the last probe found the reference's own evaluation changed (see _damaged)
     restored_untouched = True  # set by the callback: no update can have reached the weights since the last restore
 
+    def _snapshot_weights(self) -> bool:
+        """Whether the live weights are the restored snapshot's: nothing trained since the last rollback. Their
+        reference reading is then the snapshot's level, whatever it was when the snapshot was taken."""
+        return self.state.clean_since_rollback == 0 and self.restored_untouched
+
     def _damaged(self, probe: Probe | None, rise: float | None = None) -> bool | None:
         """Whether the live weights are damaged: their loss on the reference batch is above the one measured at
         the snapshot by more than ``max_level_shift`` (the bound on a level shift of the loss; the reference
@@ -55,7 +60,7 @@ class DataRules(PolicyMemory):
         limit = reference + shared
         self._probe_value, self._probe_limit = value, math.exp(limit)
         x = log_value(value)
-        if x is not None and x > limit and s.clean_since_rollback == 0 and self.restored_untouched:
+        if x is not None and x > limit and self._snapshot_weights():
             # nothing trained since the rollback: these are the snapshot's weights, whose loss on the reference was
             # measured at its level when the snapshot was taken. Higher now, the reference's evaluation changed (a
             # change of data or of preprocessing inside training_step), not the weights: it takes its new level.

@@ -265,7 +265,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         start = s.first_losses[0] if s.first_losses else math.inf
         if reading is not None and (reading <= s.low_reference + shift or reading < start):
             return None
-        if reading is not None and s.clean_since_rollback == 0 and self.restored_untouched:
+        if reading is not None and self._snapshot_weights():
             # nothing trained since the rollback (or the resume): these are the snapshot's weights, so the
             # reference's evaluation changed, not the weights (as in ``_damaged``): the lows restart from them
             # (before, every step rolled back to the same weights again, each with an LR cut)
