@@ -5,7 +5,9 @@ in the package's main use case, which the watchdog benchmark (the digits MLP fro
 
 trains ``benchmarks.models.minilm`` (all-MiniLM-L6-v2, batch 8, AdamW, the task's warmup + linear decay through
 ``LRSchedule``) with ``DivergenceWatchdog()`` at its defaults and prints every event as ``(step, signal, action)``.
-``--head probe`` starts from the fitted linear probe, ``fresh`` from a random head.
+``--head probe`` starts from the fitted linear probe, ``fresh`` from a random head. ``--compare`` also trains
+the same run (same seed, same batches) without the watchdog and prints both runs' validation loss: the watchdog
+must never leave a run worse off than no watchdog.
 """
 
 from __future__ import annotations
@@ -24,24 +26,34 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--compare", action="store_true", help="also train without the watchdog; print both val losses")
     args = parser.parse_args()
 
     import torch
 
     from benchmarks.finders import trainer
-    from benchmarks.models import TaskModule, train_loader
+    from benchmarks.models import TaskModule, evaluate, train_loader
     from benchmarks.models.minilm import minilm_task
     from lr_callbacks import DivergenceWatchdog, LRSchedule
 
     torch.set_num_threads(1)
     task = minilm_task(steps=args.steps, head=args.head)
+
+    def fit(watchdog: DivergenceWatchdog | None) -> float:
+        module = TaskModule(task, "adamw", args.lr, seed=args.seed, log_loss=False)
+        with tempfile.TemporaryDirectory() as root:
+            callbacks = [LRSchedule(task.schedule, log_plan=False), *([watchdog] if watchdog else [])]
+            trainer(root, args.steps, callbacks).fit(module, train_dataloaders=train_loader(task, args.seed))
+        return float(evaluate(task, module.model)["loss"])
+
     watchdog = DivergenceWatchdog()
-    module = TaskModule(task, "adamw", args.lr, seed=args.seed, log_loss=False)
-    with tempfile.TemporaryDirectory() as root:
-        callbacks = [LRSchedule(task.schedule, log_plan=False), watchdog]
-        trainer(root, args.steps, callbacks).fit(module, train_dataloaders=train_loader(task, args.seed))
+    guarded = fit(watchdog)
     events = [(e.step, str(e.signal), str(e.action)) for e in watchdog.events]
     print(f"{args.head} head, LR {args.lr:g}, seed {args.seed}, {args.steps} steps: {len(events)} events {events}")
+    if args.compare:
+        print(f"validation loss: with the watchdog {guarded:.4f}, without {fit(None):.4f}")
+    else:
+        print(f"validation loss: with the watchdog {guarded:.4f}")
 
 
 if __name__ == "__main__":

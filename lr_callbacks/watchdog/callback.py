@@ -109,7 +109,12 @@ class DivergenceWatchdog(Callback):
     at the steps that set the run's new lows): risen by the factor and back above the run's first loss, the
     weights are damaged, all progress lost (an LR far too high does that at the first updates, while the loss
     still reads below where it began), and the run rolls back, unless the LR scale is at ``min_lr_scale`` or the
-    rollbacks are spent. Sound weights train on, with no skip and no event.
+    rollbacks are spent. Sound weights train on, with no skip and no event. Bad data is the exception: before the
+    baseline, outliers the reference batch calls bad data one at a time but that make up half of the last
+    2 × ``patience`` steps, while those steps' median loss stands above ``max_level_shift`` × the median of the
+    run's first five, mean the loss's level moved (a fine-tuned model's catapult at too high an LR, which one
+    reference batch of 8 may not see): the run rolls back with the LR cut of early trouble, instead of training
+    on the easy half of its batches.
 
     **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
     baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted

@@ -102,6 +102,8 @@ class PolicyState:
     low_loss: float | None = None
     low_reference: float | None = None
     low_reference_step: int | None = None
+    # before the loss has a baseline: the last 2 × patience steps judged, as (step, log loss, above the gate)
+    early_steps: list[tuple[int, float, bool]] = field(default_factory=list)
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> PolicyState:
@@ -112,6 +114,7 @@ class PolicyState:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         values["shares"] = [tuple(pair) for pair in values.get("shares", [])]
+        values["early_steps"] = [tuple(entry) for entry in values.get("early_steps", [])]
         return cls(**values)
 
     @property

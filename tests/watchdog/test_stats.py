@@ -290,6 +290,55 @@ def test_during_warmup_a_steady_climb_does_not_carry_the_gate_with_it():
     assert all(losses[k] > 2.3 * 1.5**2 for k in skipped)
 
 
+def test_during_warmup_outliers_at_half_the_steps_with_the_level_moved_are_rolled_back_not_skipped_as_bad_data():
+    """MiniLM with its fitted linear-probe head at LR 3e-4 (batch 8): the batches' median loss rose from 0.26 to
+    about 1 while the reference batch, one batch of 8, read low; every outlier was "bad data", 36 of 65 steps were
+    skipped between accepted ones, and the run ended 20% worse than unguarded. Outliers at half the steps, with the
+    median loss beyond max_level_shift × the first five's, are the level moving: a rollback with an early LR cut."""
+    first = [0.26, 0.19, 0.14, 0.22, 0.33]
+
+    def run(highs: list[float], lows: list[float], low_first: bool = False) -> WatchdogPolicy:
+        policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10))
+        feed(policy, first[:1], start=0)
+        policy.snapshot_taken(0, first[0])
+        feed(policy, first[1:], start=1, probe=lambda: 0.1)
+        losses = [x for pair in (zip(lows, highs) if low_first else zip(highs, lows)) for x in pair]
+        for step, loss in enumerate(losses, start=5):
+            verdict = policy.judge(loss, 1.0)
+            if policy.record(step, loss, 1.0, verdict, lambda: 0.1).rollback:
+                break
+        return policy
+
+    moved = run([1.2] * 15, [0.4] * 15)  # every other batch above the gate (0.74), the median ×3 the first five's
+    rollbacks = [e for e in moved.events if e.action == "rollback"]
+    assert [(e.step, e.signal, e.rollback_to) for e in rollbacks] == [(23, "persistent_outliers", 0)]
+    assert "10 of the last 20 steps were above the gate" in rollbacks[0].detail
+    assert moved.state.scale == 0.5 and moved.state.early_steps == []  # (re-warmed from the start: see _rewarm)
+    skips = [e for e in moved.events if e.action == "skip"]
+    assert len(skips) == 10 and all(e.signal == "loss" for e in skips)
+    # the batches after it are judged afresh: no "bad data after the rollback" undoes its cut
+    feed(moved, [1.2, 0.3], start=24, probe=lambda: 0.1)
+    assert moved.state.scale == 0.5 and not any(e.action == "raise_lr" for e in moved.events)
+    # bad data as the exception (one batch in four above the gate) is skipped, batch by batch, with no rollback
+    sporadic = run([1.2] * 8, [0.3, 0.25, 0.3] * 8)
+    assert not any(e.action == "rollback" for e in sporadic.events)
+    # half the batches above the gate, but the median still within max_level_shift of the first five's: not moved
+    level = run([0.8] * 15, [0.12] * 15, low_first=True)
+    assert not any(e.action == "rollback" for e in level.events)
+    assert sum(e.action == "skip" for e in level.events) >= 10
+    # a checkpoint in the middle of the stretch carries it: the resumed policy rolls back at the same step
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10))
+    feed(policy, first[:1], start=0)
+    policy.snapshot_taken(0, first[0])
+    feed(policy, [*first[1:], *[1.2, 0.4] * 6], start=1, probe=lambda: 0.1)
+    clone = WatchdogPolicy(policy.config)
+    clone.load_state_dict(pickle.loads(pickle.dumps(policy.state_dict())))
+    assert clone.state == policy.state and len(clone.state.early_steps) == 17
+    rest = [1.2, 0.4] * 5
+    assert feed(clone, rest, start=17, probe=lambda: 0.1) == feed(policy, rest, start=17, probe=lambda: 0.1)
+    assert [e.step for e in clone.events if e.action == "rollback"] == [23]
+
+
 def test_a_spike_is_skipped_and_kept_out_of_the_baseline():
     policy = warm()
     before = (policy.loss.center, policy.loss.spread)
