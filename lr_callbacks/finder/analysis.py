@@ -243,9 +243,11 @@ def suggest_lr(
     the minimum, over the square root of the effective number of points in the window). With no
     significant drop, ``lr`` is ``None`` if the loss rose from the start (``diverged_at_once``) or never
     moved; if it stayed flat and then rose for good (``flat_curve``, e.g. a trained model), the range is
-    ``(edge / 10, edge)``, ``edge`` the LR where the rise begins, and ``lr`` its middle (every method
-    gives that one). There, the plateau's median is the floor, its noise is measured over the whole
-    plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades.
+    ``(edge / 10, edge)``, ``edge`` the LR where the rise begins, and ``lr`` depends on the method:
+    ``"default"`` and ``"steepest"`` (a flat curve has no descent to be steepest on) give its middle,
+    ``√(edge/10 · edge)``; ``"min_div_10"`` gives ``edge / 10``, its lower end; ``"valley"`` gives fastai's
+    valley of the raw curve, as on any curve. There, the plateau's median is the floor, its noise is measured
+    over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades.
 
     Args:
         lrs: the LR of each point, positive and strictly increasing.

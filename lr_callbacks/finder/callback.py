@@ -144,7 +144,9 @@ class LRFinder(Callback):
         at_fit_start: run when training starts.
         epochs: also run at the start of these epochs (the weights are those of that moment), after the
             fine-tuning callbacks (``BackboneFinetuning``) wherever they are listed, so that the layers they
-            unfreeze at that epoch are swept with the rest.
+            unfreeze at that epoch are swept with the rest. A fit resumed from a checkpoint written on the
+            previous epoch's last batch enters such an epoch without Lightning's ``on_train_epoch_start``: the
+            finder runs before its first batch instead, as the uninterrupted run did.
         divergence_threshold: stop when the loss has given back this many times what it gained
             (1.0: back to where it started); ``None`` stops only on NaN/inf.
         window: the smoothing width of the analysis, in decades of LR.
@@ -238,6 +240,7 @@ class LRFinder(Callback):
         self.probe = check_bool("probe", probe, owner=_OWNER)
         self._results: list[FinderResult] = []
         self._done: set[str] = set()
+        self._passed: set[str] = set()  # listed epochs this fit entered past their start (resumed inside them)
         # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
         self._stage: str | None = None
         self._exit_after_run = False
@@ -278,7 +281,7 @@ class LRFinder(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._stage = stage
         if stage == "fit":  # a new fit starts afresh; on resume, load_state_dict (called after) fills these
-            self._results, self._done = [], set()
+            self._results, self._done, self._passed = [], set(), set()
             # At an epoch's start the fine-tuning callbacks unfreeze layers and add their groups, which a sweep at
             # that epoch must train: listed first, the finder swept the frozen model (80× too high in one recipe).
             after = move_after_finetuning(trainer, self) if self.epochs else None
@@ -308,6 +311,26 @@ class LRFinder(Callback):
         key = f"epoch{trainer.current_epoch}"
         if trainer.current_epoch in self.epochs and key not in self._done:
             self._run(trainer, pl_module, key)
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        """Run at a listed epoch whose start Lightning did not announce: resumed from a checkpoint written on the
+        previous epoch's last batch, it restarts "mid-epoch" into this one and skips ``on_train_epoch_start``."""
+        key = f"epoch{trainer.current_epoch}"
+        if trainer.current_epoch not in self.epochs or key in self._done or key in self._passed:
+            return
+        if batch_idx == 0:  # nothing of this epoch trained yet: where the uninterrupted run had its answer
+            self._run(trainer, pl_module, key)
+            return
+        self._passed.add(key)  # the checkpoint was written inside this epoch, by a fit that did not run here
+        if trainer.is_global_zero:
+            warnings.warn(
+                f"LRFinder: the fit resumed at batch {batch_idx} of epoch {trainer.current_epoch}, past the start "
+                "where the finder runs, from a checkpoint of a fit that did not run it there; it does not run in "
+                "this epoch. Resume from a checkpoint written before the epoch began, or list a later epoch",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _keep_on_resume(self, trainer: Any) -> None:
         """A resume after the finder ran: the checkpoint's optimizer holds its answer, and so does the checkpoint's
@@ -477,7 +500,7 @@ class LRFinder(Callback):
                     break
                 if output is None:  # training_step skipped the batch: no point, the ramp goes on
                     continue
-                loss, norm = trainer.strategy.reduce(output, reduce_op="mean").tolist()
+                loss, norm, _ = trainer.strategy.reduce(output, reduce_op="mean").tolist()
                 lrs.append(lr)
                 losses.append(loss)
                 norms.append(norm)

@@ -91,6 +91,11 @@ class Batches:
     Args:
         loaders: ``trainer.train_dataloader`` (one loader, or a dict/list of them).
         per_pass: batches per pass (``trainer.num_training_batches``; ``inf`` for a stream).
+
+    Attributes:
+        passes: how many passes have started (the first :meth:`take` starts one).
+        taken: how many batches of the current pass have been taken: after a :meth:`take`, its last batch's
+            ``batch_idx`` in the epoch, plus one.
     """
 
     def __init__(self, loaders: Any, per_pass: float) -> None:
@@ -99,21 +104,23 @@ class Batches:
         self._loaders = fresh_loaders(loaders)
         self._per_pass = per_pass
         self._iterator: Iterator[Any] | None = None
-        self._taken = 0
+        self.passes = 0
+        self.taken = 0
 
     def take(self, count: int) -> list[Any] | None:
         """The next ``count`` batches, or the fewer that end this pass, starting a new pass if this one has none
         left; ``None`` if a fresh pass has none."""
         for fresh in (False, True):
             if fresh or self._iterator is None:
-                self._iterator, self._taken = iter(_combined(self._loaders)), 0
+                self._iterator, self.taken = iter(_combined(self._loaders)), 0
+                self.passes += 1
             batches: list[Any] = []
-            while len(batches) < count and self._taken < self._per_pass:
+            while len(batches) < count and self.taken < self._per_pass:
                 try:
                     batches.append(next(self._iterator))
                 except StopIteration:
                     break
-                self._taken += 1
+                self.taken += 1
             if len(batches) < count:
                 self._iterator = None  # this pass has ended: the next step starts a fresh one
             if batches:
@@ -261,13 +268,17 @@ class Driver:
                 set_lr(group, value)
 
     def step(self, batches: Sequence[Any], index: int) -> torch.Tensor | None:
-        """One optimizer step on ``batches`` (``accumulate`` micro-batches); returns ``[loss, grad_norm]``.
+        """One optimizer step on ``batches`` (``accumulate`` micro-batches); returns ``[loss, grad_norm, skipped]``.
 
         The loss is the mean of the micro-batches' losses as ``training_step`` returned them (not divided
-        by the accumulation), as a device tensor: nothing here waits for the device. ``None`` when every
-        ``training_step`` returned ``None`` (Lightning's way to skip a batch; single process only).
+        by the accumulation), as a device tensor: nothing here waits for the device, except under mixed
+        precision's ``GradScaler``, whose own step already waits to read its overflow check. ``skipped`` is 1 when
+        that scaler skipped the update (its scale fell: it backs off exactly when it skips), else 0. ``None``
+        when every ``training_step`` returned ``None`` (Lightning's way to skip a batch; single process only).
         """
         trainer, module = self.trainer, self.module
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        scale = scaler.get_scale() if scaler is not None else math.nan
         losses: list[torch.Tensor] = []
         if self.manual:
             batch = _to_device(trainer, module, batches[0])
@@ -290,7 +301,8 @@ class Driver:
         norm = self._probe.take(device)
         if not losses:
             return None
-        return torch.stack([torch.stack([x.float() for x in losses]).mean().to(device), norm])
+        skipped = torch.tensor(float(scaler is not None and scaler.get_scale() < scale), device=device)
+        return torch.stack([torch.stack([x.float() for x in losses]).mean().to(device), norm, skipped])
 
     def _closure(
         self, batch: Any, batch_idx: int, optimizer: Any, first: bool, losses: list[torch.Tensor]

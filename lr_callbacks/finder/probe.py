@@ -88,6 +88,7 @@ def _attempt(
     batches = Batches(trainer.train_dataloader, trainer.num_training_batches)
     losses: list[float] = []
     norms: list[float] = []
+    skipped: list[bool] = []  # by the GradScaler: its overflows after the restore are no sign of the LR
     try:
         for step in range(replayed + hold):
             step_batches = batches.take(driver.accumulate)
@@ -101,16 +102,20 @@ def _attempt(
             output = driver.step(step_batches, step)
             if output is None:
                 continue
-            loss, norm = trainer.strategy.reduce(output, reduce_op="mean").tolist()
+            loss, norm, skip = trainer.strategy.reduce(output, reduce_op="mean").tolist()
             if step >= replayed:
                 losses.append(loss)
                 norms.append(norm)
+                skipped.append(skip > 0.0)
             if not math.isfinite(loss):
                 break
     finally:
         batches.close()
-    v = hold_verdict(losses, norms, initial)
-    return ProbeAttempt(lr, v.verdict, tuple(losses), tuple(norms), v.rise, v.margin, v.growth, v.drop, v.drop_margin)
+    v = hold_verdict(losses, norms, initial, skipped)
+    skips = tuple(k for k, s in enumerate(skipped) if s)
+    return ProbeAttempt(
+        lr, v.verdict, tuple(losses), tuple(norms), v.rise, v.margin, v.growth, v.drop, v.drop_margin, skips
+    )
 
 
 def _warmup_lrs(schedule: Any, lr: float, step: int, replayed: int, real: int) -> list[list[float]]:

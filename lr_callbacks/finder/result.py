@@ -75,6 +75,8 @@ class ProbeAttempt:
             as stable; ``growth``: the gradient norm's end level over its start level.
         drop: the restored state's loss level minus the hold's end level; ``drop_margin``: how far it had to
             drop to count as progress (see :func:`~lr_callbacks.finder.stability.hold_verdict`).
+        skipped: the hold's steps (0-based) whose update mixed precision's ``GradScaler`` skipped; their gradient
+            norms are left out of the verdict.
     """
 
     lr: float
@@ -86,6 +88,7 @@ class ProbeAttempt:
     growth: float = math.nan
     drop: float = math.nan
     drop_margin: float = math.nan
+    skipped: tuple[int, ...] = ()
 
     @property
     def hold(self) -> HoldVerdict:
@@ -103,6 +106,7 @@ class ProbeAttempt:
             "growth": self.growth,
             "drop": self.drop,
             "drop_margin": self.drop_margin,
+            "skipped": list(self.skipped),
         }
 
     @classmethod
@@ -121,6 +125,7 @@ class ProbeAttempt:
             number("growth"),
             number("drop"),
             number("drop_margin"),
+            tuple(int(k) for k in data.get("skipped", ())),
         )
 
 

@@ -144,15 +144,30 @@ def hold_steps(warmup_steps: int) -> int:
     return max(HOLD_MIN_STEPS, 2 * warmup_steps)
 
 
-def hold_verdict(losses: Sequence[float], grad_norms: Sequence[float], initial: Sequence[float] = ()) -> HoldVerdict:
+def hold_verdict(
+    losses: Sequence[float],
+    grad_norms: Sequence[float],
+    initial: Sequence[float] = (),
+    skipped: Sequence[bool] = (),
+) -> HoldVerdict:
     """Whether holding an LR was stable, from the hold's training losses and gradient norms, and whether it made
     progress from ``initial``, the losses of the state the probe started from (the sweep's first points).
+
+    ``skipped[k]`` is true when mixed precision's ``GradScaler`` skipped step ``k``'s update (its scaled gradients
+    overflowed; the scaler backs off and the weights do not move). A scaler skips its first steps after every
+    restore (a fresh scale, 2¹⁶ by default, is calibrated by overflowing), so such a step is no sign of the LR: its
+    gradient norm (inf or NaN) is left out, as a NaN norm (no gradient seen) is. Its loss stays: the weights did not
+    move, and it is a true reading of them; a non-finite loss is ``nonfinite`` whether or not the step was skipped.
+    But when the scaler skipped each of the hold's last ``q`` steps (so also when it skipped them all), the
+    gradients stayed non-finite after it had backed off ``q`` times: that is no calibration, and no update at the
+    held LR has shown that it works, so the hold is ``nonfinite``.
 
     With ``q = max(3, n // 4)`` points per end, the start and end levels are the medians of the first and
     the last ``q`` losses, ``s`` the losses' step-to-step noise (:func:`~lr_callbacks.finder.ramp.difference_noise`)
     and ``margin = 3 · √2 · 1.2533 · s / √q`` (3 standard errors of the difference of two medians). Unstable:
 
-    - ``nonfinite``: a loss or a gradient norm is NaN/inf;
+    - ``nonfinite``: a loss or the gradient norm of a step not ``skipped`` is NaN/inf, or the last ``q`` steps were
+      all ``skipped``;
     - ``loss_rose``: ``end − start > margin``;
     - ``grad_norm_grew``: the gradient norm's level (medians, the same ends and the middle) rises at each
       step, start < middle < end, at least doubles, and the loss made no significant progress
@@ -170,12 +185,20 @@ def hold_verdict(losses: Sequence[float], grad_norms: Sequence[float], initial: 
     >>> stuck = hold_verdict([2.3, 2.31] * 15, [1.0] * 30, initial=[2.3, 2.32] * 4)
     >>> stuck.stable, stuck.progressed, hold_verdict([1.0, 1.01] * 15, [1.0] * 30, initial=[2.3, 2.32] * 4).progressed
     (True, False, True)
+    >>> calibrating = [True] * 4 + [False] * 26  # a fresh GradScaler's first overflows
+    >>> hold_verdict([1.0 - 0.01 * k for k in range(30)], [math.inf] * 4 + [1.0] * 26, skipped=calibrating).verdict
+    'stable'
+    >>> hold_verdict([1.0 - 0.01 * k for k in range(30)], [math.inf] * 30, skipped=[True] * 30).verdict
+    'nonfinite'
     """
     values = [float(v) for v in losses]
-    norms = [float(v) for v in grad_norms if not math.isnan(v)]  # NaN: no gradient was seen (skipped steps)
-    if not values or not all(math.isfinite(v) for v in values) or not all(math.isfinite(v) for v in norms):
-        return HoldVerdict("nonfinite", math.inf, 0.0, math.inf)
+    skips = [bool(s) for s in skipped]
     q = max(3, len(values) // 4)
+    # NaN: no gradient was seen; a step the GradScaler skipped: its overflow is the scaler's calibration
+    norms = [float(v) for k, v in enumerate(grad_norms) if not math.isnan(v) and not (k < len(skips) and skips[k])]
+    finite = all(math.isfinite(v) for v in values) and all(math.isfinite(v) for v in norms)
+    if not values or not finite or (skips and all(skips[-q:])):
+        return HoldVerdict("nonfinite", math.inf, 0.0, math.inf)
     begin, end = statistics.median(values[:q]), statistics.median(values[-q:])
     noise = difference_noise(values)
     margin = _Z * math.sqrt(2.0) * 1.2533 * noise / math.sqrt(q)

@@ -20,9 +20,16 @@ compressed into ``T`` steps (its warmup, its decay), with the candidate as the r
 groups keep their ratio); a schedule that does not end below half its peak (constant, one with steps) gets
 a ``1 − √`` cooldown over the trial's last quarter (:func:`~lr_callbacks.finder.selection.cooldown`). A
 score taken at the peak LR favours small LRs (short-horizon bias); one taken after a cooldown does not.
-Without ``LRSchedule``, the candidate is set as the peak through the shared LR model and the user's
-step-interval schedulers are stepped after each optimizer step, as Lightning would: the trial is the first
-``T`` steps of the real run (its schedule cannot be compressed).
+Without ``LRSchedule``, the candidate is set as the peak through the shared LR model and the user's schedulers
+are stepped on Lightning's clock (:func:`_step_schedulers`): the trial is the first ``T`` steps of the real run
+(its schedule cannot be compressed). A ``"step"`` scheduler steps after an optimizer step whose last batch's
+``batch_idx + 1`` (batches, not optimizer steps: under gradient accumulation they differ) is a multiple of its
+``frequency``; an ``"epoch"`` one (Lightning's default) where a pass over the data, one epoch long, ends, when
+``current_epoch + 1`` is a multiple of its ``frequency``. Under manual optimization none is stepped: Lightning
+never steps them there (the user's ``training_step`` does, and does so in the trial too). ``ReduceLROnPlateau``
+is not stepped either: it reads a metric from the run's logs, which a trial neither writes (``self.log`` is
+silenced) nor validates for before its end; stepping it on the run's stale metrics would be no truer. A trial
+holds its LR, which is what the plateau scheduler does while the metric improves, as it does early in a run.
 
 **The budget** (:func:`~lr_callbacks.finder.selection.trial_budget`): by default the trials get what is
 left of :data:`~lr_callbacks.finder.selection.CONFIRM_SHARE` of the run after the sweep and the probe; when
@@ -173,18 +180,22 @@ def _trial(
         set_peak_lr(trainer, lr)  # the optimizer's groups and the user's schedulers; the snapshot undoes it
     else:
         lr_of = _compressed(trainer, schedule, lr, steps)
+    stepped = schedule is None and not driver.manual  # where Lightning steps the user's schedulers
     losses: list[float] = []
     try:
         for step in range(steps):
+            passes = batches.passes
             step_batches = batches.take(driver.accumulate)
             if trainer.strategy.reduce_boolean_decision(step_batches is None, all=False):
                 break
             assert step_batches is not None
+            if stepped and 0 < passes < batches.passes:  # the pass before this step's ended an epoch
+                _step_schedulers(trainer, module, "epoch", trainer.current_epoch + passes - 1)
             if schedule is not None:
                 driver.set_lrs(lr_of(step))
             output = driver.step(step_batches, step)
-            if schedule is None:
-                _step_schedulers(trainer, step)
+            if stepped:
+                _step_schedulers(trainer, module, "step", batches.taken - 1)
             if output is None:
                 continue
             losses.append(trainer.strategy.reduce(output, reduce_op="mean").tolist()[0])
@@ -234,10 +245,18 @@ def _compressed(trainer: Any, schedule: Any, lr: float, steps: int) -> Any:
     return lrs
 
 
-def _step_schedulers(trainer: Any, step: int) -> None:
+def _step_schedulers(trainer: Any, module: Any, interval: str, index: int) -> None:
+    """Step the user's ``interval`` schedulers (not ``ReduceLROnPlateau``) as Lightning's ``_update_learning_rates``
+    does, through the module's ``lr_scheduler_step``: those whose ``frequency`` divides ``index + 1``, ``index``
+    being the ``batch_idx`` of an optimizer step's last batch (``"step"``) or the epoch that ended (``"epoch"``).
+
+    An epoch-interval scheduler is stepped here before the next pass's first step rather than after the last
+    step of the pass that ended: no optimizer step comes between, so the LRs are the same, and a stream's pass,
+    whose end is known only when it yields no more, is handled as any other.
+    """
     for config in trainer.lr_scheduler_configs:
-        if config.interval == "step" and not config.reduce_on_plateau and (step + 1) % config.frequency == 0:
-            config.scheduler.step()
+        if config.interval == interval and not config.reduce_on_plateau and (index + 1) % config.frequency == 0:
+            module.lr_scheduler_step(config.scheduler, None)
 
 
 def run_of(trainer: Any) -> Run:

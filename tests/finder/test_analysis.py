@@ -274,6 +274,20 @@ def test_a_flat_curve_gives_no_answer_or_a_tenth_of_where_it_rises():
     assert -2.5 < log10(upper) < -0.5
 
 
+def test_on_a_flat_curve_each_method_answers_as_the_docstring_says():
+    """The range is ``(edge / 10, edge)`` for every method; the LR is its middle for ``default`` and ``steepest``,
+    its lower end for ``min_div_10``, and fastai's valley of the raw curve, one of the sweep's LRs, for ``valley``."""
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    rng = random.Random(0)
+    trained = [0.3 + (lr / 0.1) ** 2 + rng.gauss(0, 0.02) for lr in lrs]
+    answers = {method: suggest_lr(lrs, trained, method) for method in METHODS}
+    assert {(s.range, s.flags) for s in answers.values()} == {(answers["default"].range, ("flat_curve",))}
+    lower, upper = answers["default"].range
+    assert answers["default"].lr == answers["steepest"].lr == pytest.approx(math.sqrt(lower * upper), rel=1e-12)
+    assert answers["min_div_10"].lr == pytest.approx(lower, rel=1e-12)
+    assert answers["valley"].lr in lrs and answers["valley"].lr not in (lower, answers["default"].lr)
+
+
 def test_a_loss_that_rises_from_the_start_is_flagged_diverged_at_once():
     lrs = sweep_lrs(1e-2, 10.0, 40)
     s = suggest_lr(lrs, [1.0 + (lr / 0.05) for lr in lrs])

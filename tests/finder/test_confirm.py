@@ -166,6 +166,72 @@ def test_a_schedule_that_does_not_cool_down_gets_a_cooldown_in_its_trials(tmp_pa
     assert trial_lrs[-1] == 0.0 and trial_lrs[5] == 0.01
 
 
+class Scheduled(FinderModel):
+    """FinderModel with the user's scheduler, configured as ``config``: a StepLR halving the LR each time it steps,
+    by hand after each step under manual optimization; or (``plateau``) a ReduceLROnPlateau on ``val_loss``,
+    patience 0, that would halve it at the first epoch's end that validates."""
+
+    def __init__(self, config: dict, manual: bool = False, plateau: bool = False, lr: float = 0.1) -> None:
+        super().__init__(optimizer=sgd(lr, lr / 10), dropout=0.0)
+        self.config, self.plateau, self.automatic_optimization = config, plateau, not manual
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if not self.automatic_optimization:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            self.lr_schedulers().step()
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        if self.plateau:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, threshold=10.0)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **self.config}}
+
+
+@pytest.mark.parametrize(
+    ("config", "manual", "accumulate"),
+    [
+        ({"interval": "step"}, True, 1),  # Lightning never steps it under manual optimization; the step does
+        ({"interval": "step", "frequency": 2}, False, 2),  # frequency counts batches (batch_idx + 1), not steps
+        ({"interval": "epoch"}, False, 1),  # Lightning's default interval: where an epoch ends
+        ({"interval": "epoch", "frequency": 2}, False, 2),  # every second epoch's end
+    ],
+)
+def test_a_trial_steps_the_users_scheduler_where_lightning_steps_it(tmp_path, config, manual, accumulate):
+    """Without LRSchedule a trial is the first steps of the real run: each of its optimizer steps runs at the LRs
+    of a plain run of the same length at its peak, here over epochs of 5 batches (3 steps under accumulation)."""
+    data = loader(regression_data(40), batch_size=8)
+    finder = LRFinder(num_steps=10, confirm=[0.01, 0.02], confirm_length="8 steps", apply=False)
+    options = dict(logger=False, accumulate_grad_batches=accumulate, limit_val_batches=1.0)
+    model = Scheduled(config, manual)
+    make_trainer(tmp_path / "a", max_steps=1, callbacks=[finder], **options).fit(model, data, val_loader())
+    n = len(finder.result.lrs)
+    for index, lr in enumerate((0.01, 0.02)):
+        trial = model.seen_lrs[n + 8 * index : n + 8 * (index + 1)]
+        plain = Scheduled(config, manual, lr=lr)
+        make_trainer(tmp_path / f"plain{index}", max_steps=8, **options).fit(plain, data, val_loader())
+        assert len(set(map(tuple, plain.seen_lrs))) > 1  # the scheduler did step in the real run
+        every_group = [lr for lrs in plain.seen_lrs for lr in lrs]
+        assert [lr for lrs in trial for lr in lrs] == pytest.approx(every_group, rel=1e-12)
+
+
+def test_a_trial_holds_a_reduce_on_plateau_schedulers_lr(tmp_path):
+    """ReduceLROnPlateau reads a metric from the run's logs, which a trial neither writes nor validates for before
+    its end: the trial is not stepped on it (here the real run would halve the LR at the first epoch's end)."""
+    data = loader(regression_data(40), batch_size=8)
+    finder = LRFinder(num_steps=10, confirm=[0.01, 0.02], confirm_length="8 steps", apply=False)
+    model = Scheduled({}, plateau=True)
+    make_trainer(tmp_path, max_steps=1, callbacks=[finder], logger=False).fit(model, data, val_loader())
+    n = len(finder.result.lrs)
+    assert [lrs[0] for lrs in model.seen_lrs[n : n + 16]] == pytest.approx([0.01] * 8 + [0.02] * 8, rel=1e-12)
+
+
 def test_trials_within_noise_take_the_candidate_nearest_the_sweeps_answer(tmp_path):
     """LRs so small that training does not move: the trials tie, the choice is the one nearest the sweep's
     answer, and the result says the trials were inconclusive."""

@@ -8,6 +8,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 from lr_callbacks import LRFinder, LRSchedule
 from lr_callbacks.finder.probe import warmup_of
@@ -52,6 +53,22 @@ def test_a_nonfinite_loss_or_norm_is_unstable():
     assert hold_verdict([1.0, math.nan], [1.0, 1.0]).verdict == "nonfinite"
     assert hold_verdict([1.0] * 5, [1.0, math.inf, 1.0, 1.0, 1.0]).verdict == "nonfinite"
     assert hold_verdict([], []).verdict == "nonfinite"
+
+
+def test_steps_the_grad_scaler_skipped_are_left_out_unless_it_skipped_the_holds_end():
+    """A GradScaler's overflow is its calibration, not the LR's doing; but one that skips the hold's last ``q``
+    steps (here 5 of 20), or all of it, saw gradients stay non-finite, and a non-finite loss counts as ever."""
+    falling = [1.0 - 0.01 * k for k in range(20)]
+    calibrating = [True] * 4 + [False] * 16
+    assert hold_verdict(falling, [math.inf] * 4 + [1.0] * 16, skipped=calibrating).stable
+    assert hold_verdict(falling, [math.inf] * 4 + [1.0] * 16).verdict == "nonfinite"  # not skipped: inf counts
+    assert hold_verdict(falling, [1.0] * 16 + [math.inf] * 4, skipped=[False] * 16 + [True] * 4).stable
+    at_the_end = hold_verdict(falling, [1.0] * 15 + [math.inf] * 5, skipped=[False] * 15 + [True] * 5)
+    assert at_the_end.verdict == "nonfinite"
+    assert hold_verdict(falling, [math.inf] * 20, skipped=[True] * 20).verdict == "nonfinite"
+    assert hold_verdict(falling[:2], [math.nan] * 2, skipped=[True] * 2).verdict == "nonfinite"  # a short hold
+    nan_loss = hold_verdict([*falling[:-1], math.nan], [1.0] * 19 + [math.nan], skipped=[False] * 19 + [True])
+    assert nan_loss.verdict == "nonfinite"
 
 
 # --- through a real Trainer -------------------------------------------------------------------------------
@@ -210,3 +227,46 @@ def test_progress_is_measured_from_the_restored_states_loss_not_within_the_hold(
     stuck = hold_verdict([2.5 - 0.01 * k + 0.02 * (-1) ** k for k in range(20)], [1.0] * 20, initial)
     assert stuck.stable and stuck.rise < -stuck.margin and not stuck.progressed  # fell within the hold, to 2.3
     assert not hold_verdict([0.8] * 20, [1.0] * 20).progressed and math.isnan(hold_verdict([0.8] * 20, [1.0] * 20).drop)
+
+
+class Overflowing(EdgeModel):
+    """EdgeModel whose gradient passes through float16 at 4× the GradScaler's scale: while the scale is above 2¹³
+    it overflows (a fresh scaler, 2¹⁶, skips 3 steps); with ``always``, its gradient is inf at every step. The
+    loss's value is EdgeModel's."""
+
+    def __init__(self, edge: float, always: bool = False) -> None:
+        super().__init__(edge)
+        self.always = always
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        through_half = self.w.half().float() * 4.0
+        extra = (self.w - self.w.detach()).sqrt() if self.always else through_half - through_half.detach()
+        return loss + extra.sum()  # + 0, with that gradient
+
+
+def run_amp(tmp_path, model):
+    finder = LRFinder(num_steps=60)
+    precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = make_trainer(tmp_path, max_steps=3, callbacks=[finder], logger=False, plugins=[precision])
+    trainer.fit(model, shuffled())
+    return finder.result
+
+
+def test_a_grad_scalers_first_overflows_after_the_restore_do_not_make_a_hold_unstable(tmp_path):
+    """The probe restores the GradScaler before each hold, so each hold starts with a fresh scale's overflows."""
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    result = run_amp(tmp_path / "b", Overflowing(math.inf))
+    assert result.suggestion == suggestion
+    assert [a.verdict for a in result.probe.attempts] == ["stable"]
+    (attempt,) = result.probe.attempts
+    assert attempt.skipped == (0, 1, 2) and [math.isfinite(n) for n in attempt.grad_norms[:4]] == [0, 0, 0, 1]
+    assert attempt.hold.progressed and result.chosen_lr == suggestion
+    assert not {"probe_halved", "probe_unstable"} & set(result.flags)
+
+
+def test_a_hold_whose_every_step_the_grad_scaler_skips_is_unstable(tmp_path):
+    result = run_amp(tmp_path, Overflowing(math.inf, always=True))
+    assert [a.verdict for a in result.probe.attempts] == ["nonfinite"] * 3
+    assert all(a.skipped == tuple(range(20)) for a in result.probe.attempts)
+    assert "probe_unstable" in result.flags

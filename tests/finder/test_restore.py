@@ -22,7 +22,7 @@ from tests.finder.helpers import (
     state_of,
     tree,
 )
-from tests.helpers import make_trainer
+from tests.helpers import loader, make_trainer, regression_data
 
 
 def decay(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -203,6 +203,39 @@ def test_on_resume_the_finder_does_not_run_again(tmp_path):
     assert len(model.calls) == 8  # epoch 1 only: no sweep
     assert again.results == first.results
     assert model.calls[0][0] == pytest.approx(first.result.chosen_lr, rel=1e-12)  # the LR came from the checkpoint
+
+
+def fit_epochs(root, finder=None, ckpt=None, every=4):
+    """Three epochs of 4 batches (no randomness: no dropout, data in order), a checkpoint every ``every`` steps."""
+    saves = ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1, filename="{step}")
+    model = FinderModel(optimizer=sgd(), dropout=0.0)
+    callbacks = [saves] if finder is None else [finder, saves]
+    trainer = make_trainer(root, max_epochs=3, logger=False, enable_checkpointing=True, callbacks=callbacks)
+    trainer.fit(model, loader(regression_data(32), batch_size=8), ckpt_path=ckpt)
+    return model
+
+
+def test_a_resume_from_the_last_batch_before_a_listed_epoch_runs_the_finder_there(tmp_path):
+    """Resumed from a checkpoint written on epoch 0's last batch, Lightning restarts "mid-epoch" into epoch 1 and
+    does not call ``on_train_epoch_start`` for it: the finder runs before its first batch, so the resumed run is
+    the uninterrupted one (before, it never ran, and epochs 1 and 2 trained at configure_optimizers' LR)."""
+    whole = LRFinder(num_steps=20, epochs=[1], at_fit_start=False)
+    whole_model = fit_epochs(tmp_path / "whole", whole)
+    resumed = LRFinder(num_steps=20, epochs=[1], at_fit_start=False)
+    model = fit_epochs(tmp_path / "resumed", resumed, str(tmp_path / "whole" / "step=4.ckpt"))
+    assert [r.epoch for r in resumed.results] == [1]
+    assert (resumed.result.lrs, resumed.result.losses) == (whole.result.lrs, whole.result.losses)
+    assert resumed.result.chosen_lr == whole.result.chosen_lr
+    assert model.calls[-8:] == whole_model.calls[-8:]  # epochs 1 and 2: the same LRs and losses, step for step
+    assert [lr for lr, _ in model.calls[-8:]] == pytest.approx([whole.result.chosen_lr] * 8, rel=1e-12)
+
+
+def test_a_resume_inside_a_listed_epoch_from_a_fit_that_did_not_run_there_says_so(tmp_path):
+    fit_epochs(tmp_path / "first", every=2)  # no finder: step=6.ckpt is at batch 1 of epoch 1
+    finder = LRFinder(num_steps=20, epochs=[1], at_fit_start=False)
+    with pytest.warns(UserWarning, match=r"resumed at batch 2 of epoch 1, past the start where the finder runs"):
+        fit_epochs(tmp_path / "resumed", finder, str(tmp_path / "first" / "step=6.ckpt"))
+    assert finder.results == ()
 
 
 @pytest.mark.parametrize(
