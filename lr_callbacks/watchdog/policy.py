@@ -286,11 +286,11 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
     def _note_early(self, step: int, loss: float, outlier: bool) -> None:
         """Before the loss has a baseline: keep the step's loss, and whether it was above the gate, among the last
         2 × ``patience`` steps judged (for :meth:`_frequent_outliers`)."""
-        x = log_value(loss)
-        if self.ready or x is None:
-            return
-        s = self.state
-        s.early_steps = [*s.early_steps, (step, x, outlier)][-2 * self.config.patience :]
+        s, x = self.state, log_value(loss)
+        if self.ready:
+            s.early_steps = []  # the baseline judges from now on
+        elif x is not None:
+            s.early_steps = [*s.early_steps, (step, x, outlier)][-2 * self.config.patience :]
 
     def _frequent_outliers(self, step: int) -> Decision | None:
         """Before the loss has a baseline, outliers that the reference batch calls bad data, one at a time, but
@@ -305,11 +305,15 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         batches' median loss went from 0.26 to about 1 over the LR's warmup and the first losses held the gate at
         0.74; 36 of steps 20-84 were skipped as bad data, interleaved with accepted ones (never ``patience`` in a
         row), and the run ended at a validation loss of 0.455, against 0.378 unguarded and 0.322 at 1e-4.
+        Not when the LR scale is at ``min_lr_scale`` or the rollbacks are spent (as for damage while the LR warms
+        up: a halt would end a run that may yet settle; the batches are skipped as bad data, as before).
         ``None``: nothing to do (a loss below the gate resets nothing: the stretch is the last steps judged)."""
         s, c = self.state, self.config
         recent = s.early_steps
         outliers = [k for k, _, out in recent if out]
         if self.ready or len(outliers) < c.patience or len(s.first_losses) < 5:
+            return None
+        if s.rollbacks >= c.max_rollbacks or s.scale <= c.min_lr_scale:
             return None
         start, level = statistics.median(s.first_losses[:5]), statistics.median(x for _, x, _ in recent)
         if level - start <= math.log(c.max_level_shift):

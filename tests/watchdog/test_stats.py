@@ -326,6 +326,12 @@ def test_during_warmup_outliers_at_half_the_steps_with_the_level_moved_are_rolle
     level = run([0.8] * 15, [0.12] * 15, low_first=True)
     assert not any(e.action == "rollback" for e in level.events)
     assert sum(e.action == "skip" for e in level.events) >= 10
+    # the rollbacks spent: skipped as bad data, as before (a halt would end a run that may yet settle)
+    spent = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10, max_rollbacks=0))
+    feed(spent, first[:1], start=0)
+    spent.snapshot_taken(0, first[0])
+    feed(spent, [*first[1:], *[1.2, 0.4] * 15], start=1, probe=lambda: 0.1)
+    assert {e.action for e in spent.events} == {"skip"} and spent.state.halted is None
     # a checkpoint in the middle of the stretch carries it: the resumed policy rolls back at the same step
     policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10))
     feed(policy, first[:1], start=0)
