@@ -129,6 +129,8 @@ class LRSchedule(Callback):
     _checkpoint_lrs: list[list[float]] | None  # a resume from a checkpoint without LRSchedule: its optimizers' LRs
     _last_fit: tuple[weakref.ref[Any], dict[str, Any]] | None  # the trainer of the last fit, and its state then
     _before_set_up: dict[str, Any] | None
+    _training: bool
+    _aside: bool  # this fit trains nothing (limit_train_batches=0) or only smoke-tests the code (fast_dev_run)
 
     def __init__(
         self,
@@ -317,7 +319,7 @@ class LRSchedule(Callback):
         if stage == "fit":
             # a fit's own states, not carried into the next fit of a reused LRSchedule: before, a fit that had
             # handed the LR over to StochasticWeightAveraging left every later fit unscheduled, without a word
-            self._handed_over = self._paused = self._past_end_said = False
+            self._handed_over = self._paused = self._past_end_said = self._training = self._aside = False
             # until this fit sets up, the state is not this fit's: a tuner callback (BatchSizeFinder,
             # LearningRateFinder) saves a checkpoint at fit start and restores it; given the last fit's clocks, this
             # fit took them as a resume (a reused LRSchedule trained its second fit at LR 0, past the plan's end)
@@ -333,6 +335,16 @@ class LRSchedule(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A fit that trains nothing, or only checks that the code runs on a batch or a few, has no run for the plan
+        # to fit: before, the first was refused as "an iterable dataset with no max_steps?", and the second refused
+        # every plan longer than its batches ("shorten the phases", wrong for the real run). Stand aside, as the
+        # LRFinder and Lightning's tuners do under fast_dev_run: the LRs stay configure_optimizers'.
+        why = setup.no_run_to_plan(trainer)
+        if why:
+            setup.refuse_unusable(trainer)  # a torch scheduler beside it is still a configuration to fix
+            self._aside, self._restored = True, None
+            log.info("LRSchedule: stands aside under %s (no run to plan); the LRs stay configure_optimizers'", why)
+            return
         self._setup_for(trainer)
 
     @override
@@ -343,6 +355,7 @@ class LRSchedule(Callback):
             self._clocks[0] = int(trainer.global_step)
             self._write_all()
         self._clock_from_trainer = False
+        self._training = True
         # a run resumed inside StochasticWeightAveraging's phase, where no epoch start may come before its first
         # step (resumed mid-epoch, or from the last batch's checkpoint): before, the plan took the LR back from SWA
         self._hand_over_to_swa(trainer)
@@ -352,6 +365,8 @@ class LRSchedule(Callback):
         self._hand_over_to_swa(trainer)
 
     def _hand_over_to_swa(self, trainer: Any) -> None:
+        if self._aside:
+            return
         swa = self._swa
         start = swa_start_epoch(swa) if swa is not None else None  # None before SWA's on_fit_start
         if start is not None and not self._handed_over and trainer.current_epoch >= start:
@@ -380,18 +395,8 @@ class LRSchedule(Callback):
             checkpoint_lrs, self._checkpoint_lrs = self._checkpoint_lrs, None
             self._warn_new_on_resume(checkpoint_lrs)
         run = self._run
-        if not self._past_end_said and run is not None and run.total_steps and self._clocks[0] >= run.total_steps:
-            self._past_end_said = True
-            final = self.lr_at(run.total_steps)
-            warnings.warn(
-                f"LRSchedule: the run goes on past the {run.total_steps} optimizer steps planned at fit start (its "
-                "length changed since: a training loader whose length changes with "
-                "reload_dataloaders_every_n_epochs); from here the LR holds the plan's final value, "
-                f"{final:.3g} for the first group (a decay to 0 trains these steps at LR 0). Set max_steps to the "
-                "run's real length",
-                UserWarning,
-                stacklevel=2,
-            )
+        if not self._past_end_said and run is not None and run.total_steps:
+            self._warn_past_end(trainer, run.total_steps)
         if self._plan_due:
             # Before the first step, and after the finder (which runs at on_train_start) has set the peak.
             self._plan_due = False
@@ -451,6 +456,54 @@ class LRSchedule(Callback):
             stacklevel=2,
         )
 
+    def _warn_past_end(self, trainer: Any, total: int) -> None:
+        """The run goes on past its plan's end: an optimizer that steps more often than its plan counts (said by
+        :meth:`_warn_stepped_past`), or a run whose length changed since fit start."""
+        if self._warn_stepped_past(trainer) or self._clocks[0] < total:
+            return
+        self._past_end_said = True
+        warnings.warn(
+            f"LRSchedule: the run goes on past the {total} optimizer steps planned at fit start (its "
+            "length changed since: a training loader whose length changes with "
+            "reload_dataloaders_every_n_epochs); from here the LR holds the plan's final value, "
+            f"{self.lr_at(total):.3g} for the first group (a decay to 0 trains these steps at LR 0). Set max_steps "
+            "to the run's real length",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _warn_stepped_past(self, trainer: Any, ended: bool = False) -> bool:
+        """Under manual optimization the plan counts one step a batch (Lightning's ``estimated_stepping_batches``):
+        an optimizer that steps more often (a WGAN's critic, several updates a batch) runs past its plan's end
+        before the run's batches do, and trains the rest of the run at the plan's final value. Said once, naming
+        the optimizer, when its clock reaches the plan's end while batches remain (``ended``: at the run's end, when
+        it went past it). Returns whether it warned."""
+        run = self._run
+        if run is None or not run.total_steps or getattr(trainer.lightning_module, "automatic_optimization", True):
+            return False
+        total = run.total_steps
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+        for index, clock in enumerate(self._clocks):
+            if clock < total or (clock == total and (ended or done >= total)):
+                continue
+            self._past_end_said = True
+            g = self._table[index][0]
+            own = math.ceil(clock * total / max(done, 1))  # its steps over the whole run, at its rate so far
+            example = f"{{{g.tag!r}: Phases([(Warmup(), '50 steps'), (Cosine(), '{own} steps')])}}"
+            final = self.lr_at(total, index)
+            warnings.warn(
+                f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's first {done} "
+                f"batches, past the {total} steps of its plan, which counts one step a batch (Lightning's estimate "
+                f"under manual optimization): from here it trains at the plan's final LR, {final:.3g} "
+                f"for its first group (a decay to 0 trains these steps at LR 0). Give an optimizer that steps more "
+                f"often than once a batch a schedule whose durations are in its own steps (group_schedules={example}, "
+                f"about {own} steps at its rate so far)",
+                UserWarning,
+                stacklevel=3,
+            )
+            return True
+        return False
+
     def _warn_unfinished(self, trainer: Any) -> None:
         """The plan counts one step a batch under manual optimization (Lightning's ``estimated_stepping_batches``),
         and one a ``global_step`` under automatic optimization, where a module's own ``optimizer_step`` may skip
@@ -468,6 +521,8 @@ class LRSchedule(Callback):
         else:
             done, counted, unit = int(trainer.global_step), "steps", "global_step"
             why = "the module's optimizer_step skipped the others"
+        if manual and not self._past_end_said and self._warn_stepped_past(trainer, ended=True):
+            return
         if done < run.total_steps:
             self._warn_short(trainer, done, run.total_steps, counted)
             return  # stopped early (or max_steps counted the steps of several optimizers: warned at fit start)
@@ -556,8 +611,13 @@ class LRSchedule(Callback):
             # A strategy that restores the checkpoint after its own set-up (ModelParallelStrategy, FSDP, DeepSpeed)
             # loads the callbacks' state after on_fit_start, where the plan was already set up without it: set it
             # up again, from the checkpoint's clocks, peaks and scales.
+            training = self._training
             self._detach()
             self._setup_for(trainer)
+            # A restore once training has started is a tuner's, of this fit's own state (Lightning's
+            # LearningRateFinder.lr_find run from an epoch start): the LR it writes into the groups after it is
+            # that step's, the group's new peak. Before, the plan wrote over the finder's suggestion at once.
+            self._settled = training
 
     # --- set-up at fit start ---------------------------------------------------------------------------
 
@@ -572,6 +632,8 @@ class LRSchedule(Callback):
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._paused = False
         self._settled = False  # a step has started since the fit's setup or the finder's restore
+        self._training = False  # this fit's on_train_start has run: a restore from here on is a tuner's, mid-fit
+        self._aside = False
         self._handed_over = False
         self._swa: Any = None
         self._plan_due = False
@@ -585,8 +647,8 @@ class LRSchedule(Callback):
 
     @property
     def _idle(self) -> bool:
-        """Neither writing LRs nor counting steps: paused by the finder, or handed over to SWA."""
-        return self._paused or self._handed_over
+        """Neither writing LRs nor counting steps: paused by the finder, handed over to SWA, or standing aside."""
+        return self._paused or self._handed_over or self._aside
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -595,7 +657,7 @@ class LRSchedule(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an LRSchedule pickled by 0.2.0 before stop 24 has no state before set-up: its table is its last fit's
-        self.__dict__.update({"_before_set_up": None, **state})
+        self.__dict__.update({"_before_set_up": None, "_training": False, "_aside": False, **state})
 
     def _setup_for(self, trainer: Any) -> None:
         """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""

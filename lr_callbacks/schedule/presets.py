@@ -20,10 +20,11 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lr_callbacks.core.checks import check_choice
+from lr_callbacks.core.checks import check_choice, check_number
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.schedule.composites import CosineRestarts, Cyclic, OneCycle, Phase, Phases
 from lr_callbacks.schedule.shapes import (
+    WARMUP_CURVES,
     Constant,
     Cosine,
     Exponential,
@@ -42,6 +43,23 @@ __all__ = ["PRESETS", "preset"]
 DurationLike = Duration | str
 
 
+def _warmup(curve: str, start: float) -> Warmup:
+    """``Warmup(curve, start)``, its arguments checked under the preset's names (``warmup_curve``, ``warmup_start``),
+    with a fix a preset takes: before, the refusal named Warmup's own ``curve`` and ``start``, and suggested
+    ``start=0.01``, which the preset refuses.
+
+    Raises:
+        ValueError: for an unknown curve, a negative start, or an exponential warmup from 0.
+    """
+    check_choice("warmup_curve", curve, WARMUP_CURVES, owner="LRSchedule")
+    check_number("warmup_start", start, low=0.0, owner="LRSchedule")
+    if curve == "exponential" and start <= 0.0:
+        raise ValueError(
+            f"LRSchedule: an exponential warmup needs `warmup_start` > 0, got {start!r}; try warmup_start=0.01"
+        )
+    return Warmup(curve=curve, start=start)
+
+
 def _with_warmup(body: Schedule, warmup: DurationLike | None, curve: str, start: float) -> Schedule:
     if warmup is None:
         given = [f"warmup_curve={curve!r}"] if curve != "linear" else []
@@ -53,7 +71,7 @@ def _with_warmup(body: Schedule, warmup: DurationLike | None, curve: str, start:
                 "give its length too, e.g. warmup='5%', or leave them out"
             )
         return body
-    return Phases((Phase(Warmup(curve=curve, start=start), parse_duration(warmup, "warmup")), Phase(body)))
+    return Phases((Phase(_warmup(curve, start), parse_duration(warmup, "warmup")), Phase(body)))
 
 
 def constant(
@@ -169,7 +187,7 @@ def wsd(
     }
     phases = [Phase(Constant(), None), Phase(shapes[decay_shape], parse_duration(decay, "decay"))]
     if warmup is not None:
-        phases.insert(0, Phase(Warmup(curve=warmup_curve, start=warmup_start), parse_duration(warmup, "warmup")))
+        phases.insert(0, Phase(_warmup(warmup_curve, warmup_start), parse_duration(warmup, "warmup")))
     return Phases(tuple(phases))
 
 

@@ -95,7 +95,11 @@ def _accumulation_run(
     Raises:
         ValueError: for a duration in epochs while the factor changes between epochs.
     """
-    factors = [int(accumulation.get_accumulate_grad_batches(e)) for e in range(max(int(trainer.max_epochs or 0), 1))]
+    epochs = int(trainer.max_epochs or 0)
+    if epochs > 0:
+        factors = [int(accumulation.get_accumulate_grad_batches(e)) for e in range(epochs)]
+    else:  # max_steps alone (Lightning sets max_epochs=-1): the epochs it reaches are unknown, every factor counts
+        factors = [int(accumulation.get_accumulate_grad_batches(0)), *map(int, accumulation.scheduling.values())]
     if len(set(factors)) > 1 and any(isinstance(d, Epochs) for s in schedules for d in s.durations()):
         raise ValueError(
             "LRSchedule: a duration in epochs needs a fixed number of optimizer steps per epoch, but "
@@ -217,6 +221,14 @@ def bind(schedule: Schedule, optimizer: Any) -> Schedule:
     if isinstance(schedule, TransformersSchedule):
         return schedule.bound_to(float(optimizer.defaults["lr"]))
     return schedule
+
+
+def no_run_to_plan(trainer: Any) -> str:
+    """Why this fit has no run for a plan to fit, in Lightning's words, or ``""``: ``fast_dev_run`` trains a batch or a
+    few to check the code, and ``limit_train_batches=0`` skips training (its length reads as unknown, -1)."""
+    if trainer.fast_dev_run:
+        return "fast_dev_run"
+    return "limit_train_batches=0" if trainer.limit_train_batches == 0 else ""
 
 
 def unknown_length_cause(trainer: Any) -> str:

@@ -354,7 +354,7 @@ class Exponential(Schedule):
         return max(value, self.end) if self.gamma <= 1.0 else min(value, self.end)
 
 
-_WARMUP_CURVES = ("linear", "cosine", "exponential")
+WARMUP_CURVES = ("linear", "cosine", "exponential")
 
 
 @dataclass(frozen=True)
@@ -384,8 +384,8 @@ class Warmup(Schedule):
     end: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.curve not in _WARMUP_CURVES:
-            raise ValueError(f"Warmup: unknown `curve` {self.curve!r}; choose one of {', '.join(_WARMUP_CURVES)}")
+        if self.curve not in WARMUP_CURVES:
+            raise ValueError(f"Warmup: unknown `curve` {self.curve!r}; choose one of {', '.join(WARMUP_CURVES)}")
         check_number("start", self.start, low=0.0, owner="Warmup")
         check_number("end", self.end, low=0.0, owner="Warmup")
         if self.curve == "exponential" and self.start <= 0.0:

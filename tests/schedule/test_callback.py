@@ -6,6 +6,7 @@ and every logged value is read back from the TensorBoard event file.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -239,6 +240,47 @@ def test_an_lr_set_back_at_train_start_is_written_over_not_taken_as_the_peak(tmp
     climbed to 10× the configured LR (an adoption window tried in this stop, taken out before it landed)."""
     model = fit(tmp_path, LRSchedule("cosine", warmup="10 steps"), SetsItsLR(), max_steps=20)
     assert body(model)[:10] == pytest.approx([0.1 * (k + 1) / 10 for k in range(10)], rel=1e-12)
+
+
+class CriticSteps(pl.LightningModule):
+    """Manual optimization, a WGAN's pattern: the critic steps three times a batch, the generator once; the critic is
+    optimizer ``critic`` (0 or 1)."""
+
+    def __init__(self, critic: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.critic = critic
+        self.body, self.head = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        optimizers = self.optimizers()
+        for optimizer in [optimizers[self.critic]] * 3 + [optimizers[1 - self.critic]]:
+            optimizer.zero_grad()
+            self.manual_backward(torch.nn.functional.mse_loss(self.head(torch.tanh(self.body(x))), y))
+            optimizer.step()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD(self.body.parameters(), lr=0.1), torch.optim.SGD(self.head.parameters(), lr=0.01)]
+
+
+@pytest.mark.parametrize("critic", [0, 1])
+def test_an_optimizer_stepping_several_times_a_batch_is_told_it_ran_past_its_plan(tmp_path: Any, critic: int) -> None:
+    """The plan counts one step a batch (8): the critic's clock passes it after 3 of the 8 batches, and trains the
+    rest at LR 0. Before, nothing was said when the critic was not optimizer 0, and when it was, a changing loader
+    (reload_dataloaders_every_n_epochs) was blamed."""
+    schedule = LRSchedule("cosine", end=0.0, log_plan=False)
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[schedule])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(CriticSteps(critic), loader())
+    told = [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+    name = ["SGD", "SGD-1"][critic]
+    assert schedule.steps == [24, 8] if critic == 0 else [8, 24]
+    assert len(told) == 1, told
+    assert f"optimizer {name} stepped 9 times in the run's first 3 batches, past the 8 steps of its plan" in told[0]
+    assert f"{{'{name}/group0': Phases([(Warmup(), '50 steps'), (Cosine(), '24 steps')])}}" in told[0]
+    assert "reload_dataloaders" not in told[0]
 
 
 class EveryOtherBatch(TinyModel):
@@ -546,6 +588,36 @@ def test_public_methods_refuse_bad_values_and_use_before_fit() -> None:
     assert schedule.run is None and schedule.steps == [] and schedule.state_dict() == {}
 
 
+@pytest.mark.parametrize(
+    ("limit", "why", "seen"),
+    [
+        ({"fast_dev_run": True}, "fast_dev_run", [[0.1, 0.01]]),
+        ({"limit_train_batches": 0}, "limit_train_batches=0", []),
+    ],
+    ids=["fast_dev_run", "limit_train_batches=0"],
+)
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        lambda: LRSchedule("wsd", warmup="100 steps", decay="20%"),
+        lambda: LRSchedule("cosine", warmup="2 epochs"),
+        lambda: LRSchedule.from_transformers("cosine", num_warmup_steps=100),
+    ],
+    ids=["steps", "epochs", "transformers"],
+)
+def test_a_fit_that_trains_nothing_or_only_smoke_tests_the_code_is_left_alone(
+    tmp_path: Any, caplog: Any, schedule: Any, limit: dict[str, Any], why: str, seen: list[list[float]]
+) -> None:
+    """fast_dev_run trains one batch to check the code, limit_train_batches=0 none: before, the first refused every
+    plan longer than its batch ("shorten the phases"), the second blamed "an iterable dataset with no max_steps"."""
+    callback, model = schedule(), TinyModel()
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        fit(tmp_path, callback, model, max_steps=-1, max_epochs=2, **limit)
+    assert model.seen_lrs == seen and callback.run is None  # configure_optimizers' LRs, no plan
+    told = [r.getMessage() for r in caplog.records if r.name == "lr_callbacks"]
+    assert told == [f"LRSchedule: stands aside under {why} (no run to plan); the LRs stay configure_optimizers'"]
+
+
 # --- mixed precision -------------------------------------------------------------------------------------------
 
 
@@ -604,6 +676,26 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
 def test_bad_constructor_arguments_are_refused(build: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         build()
+
+
+@pytest.mark.parametrize(
+    ("preset_kwargs", "match"),
+    [
+        ({"warmup_curve": "exp"}, r"LRSchedule: unknown `warmup_curve` 'exp'; choose one of: 'linear', 'cosine'"),
+        ({"warmup_start": -0.1}, r"LRSchedule: `warmup_start` must be >= 0, got -0\.1"),
+        ({"warmup_curve": "exponential"}, r"needs `warmup_start` > 0, got 0\.0; try warmup_start=0\.01$"),
+    ],
+)
+@pytest.mark.parametrize("name", ["cosine", "wsd"])
+def test_a_presets_warmup_refusals_name_its_own_arguments_and_a_fix_it_takes(
+    tmp_path: Any, name: str, preset_kwargs: dict[str, Any], match: str
+) -> None:
+    """Before, they named Warmup's ``curve`` and ``start``, and suggested ``start=0.01``, which a preset refuses."""
+    with pytest.raises(ValueError, match=match):
+        LRSchedule(name, warmup="2 steps", **preset_kwargs)
+    fixed = LRSchedule(name, warmup="2 steps", warmup_curve="exponential", warmup_start=0.01, log_plan=False)
+    model = fit(tmp_path, fixed, max_steps=4)
+    assert body(model)[:2] == pytest.approx([0.1 * 0.01**0.5, 0.1], rel=1e-12)  # 0.01·(1/0.01)^q, q = 1/2, 1
 
 
 def test_preset_args_are_the_preset_keywords_as_one_mapping() -> None:

@@ -387,3 +387,54 @@ def test_an_iterable_dataset_with_max_epochs_and_max_time_is_not_blamed_on_max_t
     )
     with pytest.raises(ValueError, match=r"an iterable dataset with no max_steps\?"):
         trainer.fit(TinyModel(), torch.utils.data.DataLoader(Stream(), batch_size=None), loader())
+
+
+class _FineTuneLRFinder(pl.Callback):
+    """Lightning's documented ``FineTuneLearningRateFinder``: ``LearningRateFinder.lr_find`` at the first epoch's
+    start; records the LR of each of the run's updates (not the sweep's: Lightning swaps the callbacks out then)."""
+
+    def __init__(self) -> None:
+        from pytorch_lightning.callbacks import LearningRateFinder
+
+        self.finder = LearningRateFinder(num_training_steps=15, min_lr=1e-4, max_lr=1.0)
+        self.suggestion: float | None = None
+        self.used: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            self.finder.lr_find(trainer, pl_module)
+            self.suggestion = self.finder.optimal_lr.suggestion()
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        self.used.append(float(optimizer.param_groups[0]["lr"]))
+
+
+class _WithLR(TinyModel):
+    """TinyModel with the ``lr`` attribute that Lightning's LearningRateFinder updates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr = 0.1
+
+
+def test_learning_rate_finder_run_mid_fit_sets_the_peak_the_plan_goes_on_from(tmp_path):
+    """Lightning's finder restores its checkpoint (the schedule set up again from it), then writes its suggestion
+    into the groups: before, the plan wrote over it at the next step and every step trained at the configured LR."""
+    finder = _FineTuneLRFinder()
+    schedule = LRSchedule("cosine", end=0.0, log_plan=False)
+    make_trainer(tmp_path, callbacks=[schedule, finder], max_epochs=2).fit(_WithLR(), loader(regression_data(160)))
+    total = 40  # 20 batches an epoch
+    lr = finder.suggestion
+    assert lr is not None and not math.isclose(lr, 0.1)
+    assert finder.used == pytest.approx([lr * Cosine(end=0.0)(k, total) for k in range(total)], rel=1e-9)
+    assert schedule.steps == [total] and schedule.peak_lrs == [pytest.approx([lr, lr])]
+
+
+def test_a_duration_in_epochs_is_refused_under_max_steps_too_when_the_accumulation_changes(tmp_path):
+    """With max_steps alone Lightning sets max_epochs=-1: the factors were read over no epochs, and epoch 0's length
+    (8 steps) stood for every epoch, so "x0.5 every epoch" halved the LR once in four epochs."""
+    schedule = LRSchedule("step", every="1 epochs", gamma=0.5, log_plan=False)
+    accumulation = GradientAccumulationScheduler(scheduling={0: 1, 1: 4})
+    with pytest.raises(ValueError, match=r"a duration in epochs needs a fixed number of optimizer steps per epoch, "
+                       r"but GradientAccumulationScheduler\(\{0: 1, 1: 4\}\) changes it"):  # fmt: skip
+        fit(tmp_path, [schedule, accumulation], max_steps=14)

@@ -399,7 +399,12 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         r"does not take 'floor'; it takes: end, exponent",
     ),
     ("preset-warmup-bare", lambda: preset("cosine", warmup=100), TypeError, r"`warmup` needs its unit.*'100 steps'"),
-    ("preset-warmup-curve", lambda: preset("linear", warmup="5%", warmup_curve="sine"), ValueError, r"`curve` 'sine'"),
+    (
+        "preset-warmup-curve",
+        lambda: preset("linear", warmup="5%", warmup_curve="sine"),
+        ValueError,
+        r"`warmup_curve` 'sine'",
+    ),
     ("preset-wsd-shape", lambda: preset("wsd", decay_shape="exp"), ValueError, r"unknown `decay_shape` 'exp'"),
     ("preset-wsd-decay", lambda: preset("wsd", decay=0.2), TypeError, r"`decay` needs its unit: got the bare number"),
     ("preset-cosine-end", lambda: preset("cosine", end=-0.1), ValueError, r"`end` must be >= 0, got -0\.1"),
