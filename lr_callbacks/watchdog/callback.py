@@ -393,7 +393,6 @@ class DivergenceWatchdog(Callback):
         self._log_every = 1
         self._halt_pending: str | None = None
         self._found_inf_set: Any = None
-        self._peak_lr: float | None = None  # the planned peak LR, read once per fit (see _planned_share)
         self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
         self._norms = NormStatistics(torch.nn.Module())  # its normalization layers' statistics at the step's start
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
@@ -761,13 +760,17 @@ class DivergenceWatchdog(Callback):
 
     def _planned_share(self, trainer: Any, optimizer: Any) -> float:
         """This step's LR as a share of its planned peak (LRSchedule's peak, the torch scheduler's), without the
-        watchdog's own scale; read only while the run warms up (one float of the first group per step)."""
-        if self._peak_lr is None:
-            self._peak_lr = reference_lr(trainer)
+        watchdog's own scale; read only while the run warms up (one float of the first group per step).
+
+        The peak is read at every step: the finder may set a new one mid-fit (``LRFinder(epochs=[k])``). Read once
+        and kept, the old peak made a lower answer look like the plan falling past its peak: the warmup was taken
+        as over at the finder's epoch, and damage later in the warmup got the cut of a passing fault, undone by
+        the next clean stretch."""
+        peak = reference_lr(trainer)
         scale = self._policy.scale
-        if not self._peak_lr or not scale:
+        if not peak or not scale:
             return math.nan
-        return as_float(optimizer.param_groups[0]["lr"]) / (self._peak_lr * scale)
+        return as_float(optimizer.param_groups[0]["lr"]) / (peak * scale)
 
     def _in_force(self, samples: Samples | None, world_size: int) -> Samples | None:
         """A per-sample summary as read back (its count and size averaged over the ranks) with totals over the

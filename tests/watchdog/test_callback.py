@@ -803,6 +803,28 @@ def test_the_warmup_is_read_from_the_plan_lrschedule_or_a_torch_scheduler(tmp_pa
     assert policy.state.warmed_up and policy.state.warmup_end == 9
 
 
+@pytest.mark.parametrize("factor", [1 / 1.5, 1.5])
+def test_the_warmup_is_read_against_the_peak_in_force_when_the_finder_sets_one_mid_fit(tmp_path, factor):
+    """``LRFinder(epochs=[k])`` sets a new peak inside the warmup: the shares go on against it. Read once against
+    the old peak, a lower answer looked like the plan falling past its peak (the warmup taken as over at the
+    finder's step, and later trouble in it cut as a passing fault), a higher one reached "the peak" early."""
+    from lr_callbacks.core.lr_model import set_peak_lr
+
+    class NewPeak(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.global_step == 8:  # as the finder's answer at an epoch's start
+                set_peak_lr(trainer, 0.1 * factor)
+
+    watchdog = DivergenceWatchdog()
+    schedule = LRSchedule("constant", warmup="20 steps", warmup_start=0.0)
+    trainer = make_trainer(tmp_path, max_steps=40, callbacks=[NewPeak(), schedule, watchdog])
+    trainer.fit(TinyModel(), loader(regression_data()))  # the reference group's peak: 0.1
+    policy = watchdog._policy
+    assert [step for step, _ in policy.state.shares] == list(range(19))
+    assert [share for _, share in policy.state.shares] == pytest.approx([(k + 1) / 20 for k in range(19)])
+    assert policy.state.warmup_end == 19
+
+
 def test_the_warmup_of_a_one_cycle_scheduler_is_read_against_its_peak(tmp_path):
     """OneCycleLR starts at max_lr / 25 (its base LR) and climbs to max_lr: the shares rise from 1/25 to the peak,
     where the noting stops (read against the base LR, every share would be at least 1 and no warmup seen)."""
