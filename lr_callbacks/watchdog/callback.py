@@ -765,12 +765,17 @@ class DivergenceWatchdog(Callback):
         The peak is read at every step: the finder may set a new one mid-fit (``LRFinder(epochs=[k])``). Read once
         and kept, the old peak made a lower answer look like the plan falling past its peak: the warmup was taken
         as over at the finder's epoch, and damage later in the warmup got the cut of a passing fault, undone by
-        the next clean stretch."""
-        peak = reference_lr(trainer)
+        the next clean stretch. ``LRSchedule`` keeps its peak and the watchdog's scale apart; a torch scheduler
+        carries the scale in its own peak (:func:`~lr_callbacks.core.lr_model.set_lr_scale` rescales it)."""
         scale = self._policy.scale
+        schedule = find_lr_schedule(trainer)
+        if schedule is not None and not schedule._handed_over:
+            peak = schedule.peak_lrs[0][0] * scale
+        else:
+            peak = reference_lr(trainer)
         if not peak or not scale:
             return math.nan
-        return as_float(optimizer.param_groups[0]["lr"]) / (peak * scale)
+        return as_float(optimizer.param_groups[0]["lr"]) / peak
 
     def _in_force(self, samples: Samples | None, world_size: int) -> Samples | None:
         """A per-sample summary as read back (its count and size averaged over the ranks) with totals over the

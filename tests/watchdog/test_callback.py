@@ -803,8 +803,9 @@ def test_the_warmup_is_read_from_the_plan_lrschedule_or_a_torch_scheduler(tmp_pa
     assert policy.state.warmed_up and policy.state.warmup_end == 9
 
 
+@pytest.mark.parametrize("with_schedule", [True, False])
 @pytest.mark.parametrize("factor", [1 / 1.5, 1.5])
-def test_the_warmup_is_read_against_the_peak_in_force_when_the_finder_sets_one_mid_fit(tmp_path, factor):
+def test_the_warmup_is_read_against_the_peak_in_force_when_the_finder_sets_one_mid_fit(tmp_path, factor, with_schedule):
     """``LRFinder(epochs=[k])`` sets a new peak inside the warmup: the shares go on against it. Read once against
     the old peak, a lower answer looked like the plan falling past its peak (the warmup taken as over at the
     finder's step, and later trouble in it cut as a passing fault), a higher one reached "the peak" early."""
@@ -815,10 +816,16 @@ def test_the_warmup_is_read_against_the_peak_in_force_when_the_finder_sets_one_m
             if trainer.global_step == 8:  # as the finder's answer at an epoch's start
                 set_peak_lr(trainer, 0.1 * factor)
 
+    def warmup(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / 20))
+
     watchdog = DivergenceWatchdog()
-    schedule = LRSchedule("constant", warmup="20 steps", warmup_start=0.0)
-    trainer = make_trainer(tmp_path, max_steps=40, callbacks=[NewPeak(), schedule, watchdog])
-    trainer.fit(TinyModel(), loader(regression_data()))  # the reference group's peak: 0.1
+    if with_schedule:
+        model, callbacks = TinyModel(), [LRSchedule("constant", warmup="20 steps", warmup_start=0.0)]
+    else:  # set_peak_lr rescales the torch scheduler, whose peak then carries the watchdog's scale too
+        model, callbacks = TinyModel(scheduler=warmup), []
+    trainer = make_trainer(tmp_path, max_steps=40, callbacks=[NewPeak(), *callbacks, watchdog])
+    trainer.fit(model, loader(regression_data()))  # the reference group's peak: 0.1
     policy = watchdog._policy
     assert [step for step, _ in policy.state.shares] == list(range(19))
     assert [share for _, share in policy.state.shares] == pytest.approx([(k + 1) / 20 for k in range(19)])
