@@ -1104,5 +1104,6 @@ def _reference_lr_text(trainer: Any) -> str:
 
 
 def _group_names(optimizer: Any) -> list[str]:
-    """The update-ratio signal's name for each group: its ``name``, else its index."""
-    return [str(g.get("name", index)) for index, g in enumerate(optimizer.param_groups)]
+    """The update-ratio signal's name for each group: its ``name``, else ``group<i>``, as in the ``lr/<group>`` tags
+    (the index alone, before, gave ``watchdog/update_ratio/0`` beside ``lr/group0``)."""
+    return [str(g.get("name", f"group{index}")) for index, g in enumerate(optimizer.param_groups)]

@@ -607,7 +607,7 @@ def test_auto_keeps_a_small_models_snapshots_in_host_memory_and_says_so(tmp_path
 def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path):
     watchdog = small(update_every=4, log_every_n_steps=1)
     fit(tmp_path, DigitsModel(), [watchdog], 30)
-    ratios = read_scalars(tmp_path, "watchdog/update_ratio/0")
+    ratios = read_scalars(tmp_path, "watchdog/update_ratio/group0")
     assert [step for step, _ in ratios] == list(range(0, 30, 4))  # step 28 is read at step 29
     assert all(0.0 < value < 1.0 for _, value in ratios)
 
@@ -716,7 +716,7 @@ def test_an_empty_parameter_group_is_measured_as_nothing_moved(tmp_path):
     """Before, the update probe's copy of an empty group raised ``Tensor list must have at least one tensor``."""
     watchdog = small(update_every=4, log_every_n_steps=1)
     fit(tmp_path, EmptyGroupDigits(), [watchdog], 20)
-    assert [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/0")] == [0, 4, 8, 12, 16]
+    assert [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/group0")] == [0, 4, 8, 12, 16]
     assert watchdog.events == []
 
 
@@ -755,7 +755,7 @@ def test_read_back_every_n_steps_the_update_ratio_is_still_measured_every_update
     multiples of update_every were measured: every 40 steps at the GPU's default of 8, never at 10)."""
     watchdog = small(update_every=4, sync_every_n_steps=sync_every, log_every_n_steps=1)
     fit(tmp_path, DigitsModel(), [watchdog], 60)
-    steps = [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/0")]
+    steps = [step for step, _ in read_scalars(tmp_path, "watchdog/update_ratio/group0")]
     assert steps[0] == 0 and all(step % 4 == 0 for step in steps)
     assert max(b - a for a, b in itertools.pairwise(steps)) <= longest_gap and steps[-1] >= 60 - 2 * longest_gap
 
