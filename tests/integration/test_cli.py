@@ -78,6 +78,47 @@ def test_plot_draws_the_same_image_and_table_as_lr_schedule(tmp_path, capsys) ->
     assert f"wrote {out}" in printed
 
 
+def test_output_keeps_an_existing_file_unless_force(tmp_path, capsys) -> None:
+    out = tmp_path / "plan.png"
+    out.write_bytes(b"mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", "linear", "--steps", "4", "-o", str(out)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert f"-o/--output: {out} exists; choose another name, or pass --force to overwrite it" in captured.err
+    assert captured.out == "" and out.read_bytes() == b"mine"
+    assert f"wrote {out}" in run_cli(capsys, "plot", "linear", "--steps", "4", "-o", str(out), "--force")
+    assert png(out).shape[2] == 3
+
+
+def test_an_output_that_cannot_be_written_is_an_error_before_the_table(tmp_path, capsys) -> None:
+    out = tmp_path / f"{'a' * 300}.png"  # too long a name, even for root
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", "linear", "--steps", "4", "-o", str(out)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert f"-o/--output: cannot write {out}: File name too long" in captured.err
+    assert captured.out == ""
+
+
+def test_a_closed_stdout_ends_quietly() -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone, as after `| head -1`
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "lr_callbacks", "plot", "cosine", "--steps", "1000"],
+            cwd=ROOT,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
 def test_without_output_no_file_is_written(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     printed = run_cli(capsys, "plot", "linear", "--steps", "4")
@@ -115,6 +156,13 @@ def test_peak_lr_scales_the_curve_and_names_the_groups(capsys) -> None:
     assert "| step | group0 |" in one and table(one)[1] == [0.375]
     two = table(run_cli(capsys, "plot", "linear", "--steps", "4", "--peak-lr", "body=0.1", "--peak-lr", "head=0.01"))
     assert two[1] == [0.075, 0.0075]
+
+
+def test_a_typed_none_is_passed_to_the_preset(capsys) -> None:
+    assert run_cli(capsys, "plot", "one_cycle", "--steps", "100").startswith("OneCycle()\n")
+    assert run_cli(capsys, "plot", "one_cycle", "--steps", "100", "--momentum", "none").startswith(
+        "OneCycle(momentum=None)\n"
+    )
 
 
 def test_epochs_and_steps_per_epoch_resolve_durations_in_epochs(capsys) -> None:
@@ -163,6 +211,16 @@ def test_a_preset_help_shows_its_own_arguments(capsys) -> None:
     assert "arguments of the 'wsd' preset" in out and "--decay-shape VALUE" in out and "default: '1-sqrt'" in out
 
 
+@pytest.mark.parametrize("option", ["--config", "--transformers"])
+def test_a_missing_value_shows_the_plot_usage(capsys, option) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", option])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m lr_callbacks plot SCHEDULE [options]\n")
+    assert f"python -m lr_callbacks plot: error: argument {option}: expected one argument" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -196,7 +254,12 @@ def test_a_preset_help_shows_its_own_arguments(capsys) -> None:
         (["plot", "cosine", "--steps", "10", "--peak-lr", "1", "--peak-lr", "a=2"], "one name=lr per parameter group"),
         (["plot", "cosine", "--steps", "10", "--warmup", "20"], "`warmup` needs its unit: got the bare number 20"),
         (["plot", "cosine", "--steps", "10", "--warmup", "20 steps"], "does not fit this run: the phases add up to 20"),
-        (["plot", "step", "--steps", "10"], "needs the epoch length"),
+        (["plot", "step", "--steps", "10"], "needs the epoch length: pass --steps-per-epoch M (optimizer steps"),
+        (
+            ["plot", "cosine", "--steps", "10", "--peak-lr", "body=0.1,head=0.01"],
+            "'body=0.1,head=0.01' is not one name=lr; repeat --peak-lr for each group",
+        ),
+        (["plot", "cosine", "--steps", "10", "--peak-lr", "=0.1"], "'=0.1' is not one name=lr; repeat --peak-lr"),
         (["plot", "wsd", "--steps", "10", "--decay-shape", "square"], "unknown `decay_shape` 'square'; choose one"),
         (["plot", "--transformers", "cosine", "--steps", "10", "--num-warmup-steps", "0.1"], "is a number of steps"),
     ],
@@ -265,6 +328,46 @@ def test_config_length_comes_from_the_options_or_the_trainer(tmp_path, capsys) -
     assert "Run: 7 optimizer steps" in run_cli(capsys, "plot", "--config", str(config), "--steps", "7")
 
 
+def test_config_plans_the_shorter_of_max_steps_and_max_epochs(tmp_path, capsys) -> None:
+    """As ``estimated_stepping_batches``: max_epochs × steps per epoch ends the run first when it is shorter."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "trainer:\n  max_steps: 1000\n  max_epochs: 2\n  callbacks:\n    - class_path: lr_callbacks.LRSchedule\n"
+    )
+    assert "Run: 200 optimizer steps, 100 per epoch" in run_cli(
+        capsys, "plot", "--config", str(config), "--steps-per-epoch", "100"
+    )
+    assert "Run: 1000 optimizer steps, 600 per epoch" in run_cli(
+        capsys, "plot", "--config", str(config), "--steps-per-epoch", "600"
+    )
+    assert main(["plot", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "Run: 1000 optimizer steps\n" in captured.out
+    assert captured.err == (
+        "note: planned trainer.max_steps (1000); trainer.max_epochs (2) may end the run sooner: "
+        "give --steps-per-epoch to plan the shorter of the two\n"
+    )
+
+
+def test_config_peak_lrs_set_their_groups_and_win_over_peak_lr(tmp_path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "trainer:\n  callbacks:\n    - class_path: lr_callbacks.LRSchedule\n"
+        "      init_args: {schedule: linear, peak_lrs: {head: 0.01}}\n"
+    )
+    assert main(["plot", "--config", str(config), "--steps", "4", "--peak-lr", "body=0.1"]) == 0
+    printed = capsys.readouterr()
+    assert "| step | body | head |" in printed.out and table(printed.out)[1] == [0.075, 0.0075]
+    assert printed.err == ""
+    assert main(["plot", "--config", str(config), "--steps", "4", "--peak-lr", "head=0.02"]) == 0
+    typed = capsys.readouterr()
+    assert table(typed.out)[1] == [0.0075]
+    assert typed.err == (
+        "note: plotting head=0.01 from the config's peak_lrs, not --peak-lr head=0.02: "
+        "LRSchedule replaces the optimizer's LR with it at fit start\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("config", "argv", "message"),
     [
@@ -279,9 +382,9 @@ def test_config_length_comes_from_the_options_or_the_trainer(tmp_path, capsys) -
             "cannot be built: .*`warmup` needs its unit",
         ),
         (
-            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {peak_lrs: {head: 0.1}}}]}",
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {group_schedules: {head: constant}}}]}",
             ["--steps", "9"],
-            "the groups 'head' their own schedule or peak; name every group",
+            "the groups 'head' their own schedule; name every such group with its configured LR",
         ),
         ("trainer: {callbacks: [{class_path: LRSchedule}]}", [], "give the run's length"),
         (
@@ -291,11 +394,29 @@ def test_config_length_comes_from_the_options_or_the_trainer(tmp_path, capsys) -
         ),
         ("trainer: {callbacks: [{class_path: LRSchedule}]}", ["cosine", "--steps", "9"], "name one schedule"),
         ("trainer: [unclosed", ["--steps", "9"], "--config: cannot read"),
+        (b"\xff\xfe", ["--steps", "9"], r"--config: cannot read .*config.yaml: 'utf-8' codec can't decode byte 0xff"),
+        ("just a string", ["--steps", "9"], r"config.yaml must be a LightningCLI config \(a mapping\), got str"),
+        ("trainer: 5", ["--steps", "9"], r"`trainer` in .*config.yaml must be a mapping of Trainer arguments, got int"),
+        (
+            "trainer: {callbacks: lr_callbacks.LRSchedule}",
+            ["--steps", "9"],
+            r"trainer.callbacks in .*config.yaml must be a list of callbacks, got 'lr_callbacks.LRSchedule'",
+        ),
+        (
+            "trainer: {max_epochs: abc, callbacks: [{class_path: LRSchedule}]}",
+            ["--steps-per-epoch", "9"],
+            "plot: error: --config: trainer.max_epochs must be a number, got 'abc'$",
+        ),
+        (
+            "trainer: {max_steps: '1000', callbacks: [{class_path: LRSchedule}]}",
+            [],
+            "plot: error: --config: trainer.max_steps must be an integer, got '1000'$",
+        ),
     ],
 )
 def test_config_errors(tmp_path, capsys, config, argv, message) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text(config)
+    path.write_bytes(config) if isinstance(config, bytes) else path.write_text(config)
     argv = [*argv[:1], "--config", str(path), *argv[1:]] if argv[:1] == ["cosine"] else ["--config", str(path), *argv]
     with pytest.raises(SystemExit) as exit_info:
         main(["plot", *argv])
