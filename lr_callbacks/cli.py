@@ -484,23 +484,24 @@ def _check_fits(schedule: Schedule, run: Run) -> None:
     Raises:
         UsageError: when the schedule does not fit the run.
     """
+    error = _misfit(schedule, run)
+    if error is None:
+        return
+    if run.steps_per_epoch is None and _misfit(schedule, Run(total_steps=run.total_steps, steps_per_epoch=1)) is None:
+        raise UsageError(
+            f"{schedule.describe()} has a duration in epochs, which needs the epoch length: pass "
+            "--steps-per-epoch M (optimizer steps per epoch), or give the duration in steps, e.g. '500 steps'"
+        )
+    raise UsageError(f"the schedule does not fit this run: {error}")
+
+
+def _misfit(schedule: Schedule, run: Run) -> Exception | None:
+    """Why ``schedule`` does not fit ``run`` (``schedule.check``'s error), or ``None`` when it does."""
     try:
         schedule.check(run.total_steps, run)
     except (ValueError, TypeError) as error:
-        if run.steps_per_epoch is None and _fits(schedule, Run(total_steps=run.total_steps, steps_per_epoch=1)):
-            raise UsageError(
-                f"{schedule.describe()} has a duration in epochs, which needs the epoch length: pass "
-                "--steps-per-epoch M (optimizer steps per epoch), or give the duration in steps, e.g. '500 steps'"
-            ) from None
-        raise UsageError(f"the schedule does not fit this run: {error}") from None
-
-
-def _fits(schedule: Schedule, run: Run) -> bool:
-    try:
-        schedule.check(run.total_steps, run)
-    except (ValueError, TypeError):
-        return False
-    return True
+        return error
+    return None
 
 
 def _plan_text(schedules: dict[str, Schedule], peaks: dict[str, float], run: Run, length: str) -> str:

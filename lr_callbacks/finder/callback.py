@@ -316,8 +316,10 @@ class LRFinder(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         """Run at a listed epoch whose start Lightning did not announce: resumed from a checkpoint written on the
         previous epoch's last batch, it restarts "mid-epoch" into this one and skips ``on_train_epoch_start``."""
+        if trainer.current_epoch not in self.epochs:  # at every batch: the common case, nothing listed here
+            return
         key = f"epoch{trainer.current_epoch}"
-        if trainer.current_epoch not in self.epochs or key in self._done or key in self._passed:
+        if key in self._done or key in self._passed:
             return
         if batch_idx == 0:  # nothing of this epoch trained yet: where the uninterrupted run had its answer
             self._run(trainer, pl_module, key)

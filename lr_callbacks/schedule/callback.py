@@ -458,8 +458,9 @@ class LRSchedule(Callback):
 
     def _warn_past_end(self, trainer: Any, total: int) -> None:
         """The run goes on past its plan's end: an optimizer that steps more often than its plan counts (said by
-        :meth:`_warn_stepped_past`), or a run whose length changed since fit start."""
-        if self._warn_stepped_past(trainer) or self._clocks[0] < total:
+        :meth:`_warn_stepped_past`), or a run whose length changed since fit start. Both need a clock at the
+        plan's end: until one is, nothing is read from the trainer (this runs at every batch start)."""
+        if max(self._clocks) < total or self._warn_stepped_past(trainer) or self._clocks[0] < total:
             return
         self._past_end_said = True
         warnings.warn(

@@ -288,7 +288,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         2 × ``patience`` steps judged (for :meth:`_frequent_outliers`)."""
         s, x = self.state, log_value(loss)
         if self.ready:
-            s.early_steps = []  # the baseline judges from now on
+            if s.early_steps:
+                s.early_steps = []  # the baseline judges from now on
         elif x is not None:
             s.early_steps = [*s.early_steps, (step, x, outlier)][-2 * self.config.patience :]
 
