@@ -81,8 +81,13 @@ class PolicyMemory:
 
     @property
     def incident_open(self) -> bool:
-        """A run of outliers is in progress: the live weights are not known to be clean."""
-        return bool(self.state.run)
+        """A run of outliers is in progress and the live weights are not known to be clean: the clean reference
+        batch did not read them sound at its latest step (or there is none to read), or that step's update was
+        not skipped (``outlier_action="clip"``). A skipped step left the weights as they were: read sound, they
+        are the newest clean weights, and a checkpoint keeps them (before, it held the older snapshot's after
+        any skip, with the score a ``ModelCheckpoint`` had measured on the live ones)."""
+        run = self.state.run
+        return bool(run) and not run[-1].sound
 
     def z_scores(self, loss: float, grad_norm: float) -> dict[str, float]:
         """The robust z-scores of a step's loss and gradient norm (only those that can be computed)."""

@@ -356,6 +356,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         x = log_value(loss)
         rise = x - self.loss.center if Signal.LOSS in verdict.signals and x is not None and len(self.loss) else None
         damaged = self._damaged(probe, rise)
+        s.run[-1].sound = damaged is False and verdict.skip
         frequent = self._frequent_outliers(step) if damaged is False else None
         if frequent is not None:
             escalation = frequent

@@ -51,6 +51,7 @@ class RunStep:
     non_finite: bool
     loss_out: bool
     grad_out: bool
+    sound: bool = False  # skipped, and the clean reference batch read the live weights sound at this step
 
 
 @dataclass

@@ -330,8 +330,12 @@ class Weights(pl.Callback):
         self.before[trainer.global_step] = [t.detach().clone() for t in pl_module.state_dict().values()]
 
 
-def test_a_checkpoint_written_during_an_incident_holds_the_clean_snapshot(tmp_path):
-    weights, watchdog = Weights(), small()
+@pytest.mark.parametrize("reference_batch", [False, True])
+def test_a_checkpoint_written_during_an_incident_holds_the_clean_snapshot(tmp_path, reference_batch):
+    """Without a reference batch the live weights during a run of outliers are not known clean: the checkpoint
+    holds the snapshot's, the live ones in the watchdog's state. With one, the reference batch reads them sound
+    and the skips left them as they were: the checkpoint holds them."""
+    weights, watchdog = Weights(), small(reference_batch=reference_batch)
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
     faults = Faults(loss_times={k: 1000.0 for k in range(30, 34)})
     fit(tmp_path, DigitsModel(faults=faults), [watchdog, weights, checkpoints], 36, enable_checkpointing=True)
@@ -339,9 +343,12 @@ def test_a_checkpoint_written_during_an_incident_holds_the_clean_snapshot(tmp_pa
     assert snapshot is not None and snapshot < 30
     during = torch.load(tmp_path / "ckpt" / "epoch=0-step=32.ckpt", weights_only=False)  # after steps 30, 31
     after = torch.load(tmp_path / "ckpt" / "epoch=0-step=35.ckpt", weights_only=False)  # after step 34: clean
-    assert all(map(torch.equal, during["state_dict"].values(), weights.before[snapshot]))
     own = during["callbacks"]["DivergenceWatchdog"]
-    assert all(map(torch.equal, own["live"]["model"].values(), weights.before[30]))  # both steps were skipped
+    if reference_batch:
+        assert "live" not in own and all(map(torch.equal, during["state_dict"].values(), weights.before[32]))
+    else:
+        assert all(map(torch.equal, during["state_dict"].values(), weights.before[snapshot]))
+        assert all(map(torch.equal, own["live"]["model"].values(), weights.before[30]))  # both steps were skipped
     assert "live" not in after["callbacks"]["DivergenceWatchdog"]
     assert all(map(torch.equal, after["state_dict"].values(), weights.before[35]))
 
@@ -996,21 +1003,51 @@ def test_the_snapshots_are_given_up_when_the_fit_ends(tmp_path, snapshot):
     assert not watchdog.events and not watchdog._ring.snapshots
 
 
-def test_a_checkpoint_written_after_a_fit_that_ended_mid_incident_holds_the_clean_snapshot(tmp_path):
-    """The fit ends with an incident open (the last two losses ×1000): the snapshot it would roll back to is kept
-    after the fit, so a checkpoint the user writes then holds its weights, the live ones in the watchdog's state,
-    and the reference batch, as one written during the fit does (the other snapshots are given up)."""
+@pytest.mark.parametrize("reference_batch", [True, False])
+def test_a_checkpoint_written_after_a_fit_that_ended_mid_incident_holds_the_newest_clean_weights(
+    tmp_path, reference_batch
+):
+    """The fit ends with an incident open (the last two losses ×1000, skipped). Without a reference batch the
+    weights' state is unknown: the snapshot it would roll back to is kept after the fit, so a checkpoint the user
+    writes then holds its weights, the live ones in the watchdog's state, and the reference batch, as one written
+    during the fit does (the other snapshots are given up). With one, the reference batch read the live weights
+    sound and the skips left them as they were: they are the newest clean weights, and the checkpoint holds them
+    (before, the older snapshot's)."""
     model = DigitsModel(faults=Faults(loss_times={58: 1000.0, 59: 1000.0}))
-    watchdog = DivergenceWatchdog(warmup_steps=20)
+    watchdog = DivergenceWatchdog(warmup_steps=20, reference_batch=reference_batch)
     trainer = make_trainer(tmp_path, max_steps=60, callbacks=[watchdog])
     trainer.fit(model, digits_loader(0))
-    assert watchdog._policy.incident_open and list(watchdog._ring.snapshots) == [50]
+    assert [(e.step, e.action) for e in watchdog.events] == [(58, "skip"), (59, "skip")]
+    assert watchdog._policy.incident_open is not reference_batch
+    assert list(watchdog._ring.snapshots) == ([] if reference_batch else [50])
     trainer.save_checkpoint(tmp_path / "after.ckpt")
     checkpoint = torch.load(tmp_path / "after.ckpt", weights_only=False)
     own = checkpoint["callbacks"]["DivergenceWatchdog"]
-    assert "live" in own and len(own["reference"]) == 1
     live = model.state_dict()
-    assert not all(torch.equal(checkpoint["state_dict"][name], live[name]) for name in live)
+    kept = all(torch.equal(checkpoint["state_dict"][name], live[name]) for name in live)
+    assert kept is reference_batch and ("live" in own) is not reference_batch
+    assert len(own["reference"]) == 1
+
+
+class Validated(DigitsModel):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
+
+
+def test_a_checkpoint_after_a_skipped_bad_batch_holds_the_live_weights_it_was_scored_on(tmp_path):
+    """A NaN batch at an epoch's last step is skipped exactly, the reference batch reads the weights sound; the
+    ``ModelCheckpoint`` that saves at that epoch's end holds the weights it scored. Before, the open incident put
+    the newest snapshot's (up to ``snapshot_every`` steps older) in the file, under the live weights' val_loss."""
+    model = Validated(faults=Faults(nan_loss=[113]))  # digits: 57 batches an epoch, step 113 the last of the 2nd
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", save_top_k=1, filename="best")
+    watchdog = DivergenceWatchdog(warmup_steps=20)
+    trainer = make_trainer(tmp_path, max_steps=114, callbacks=[watchdog, checkpoints], enable_checkpointing=True)
+    trainer.fit(model, digits_loader(0), val_dataloaders=DataLoader(digits_data(1), batch_size=256))
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(113, "non_finite", "skip")]
+    saved = torch.load(checkpoints.best_model_path, weights_only=False)
+    assert saved["global_step"] == 114 and "live" not in saved["callbacks"]["DivergenceWatchdog"]
+    live = model.state_dict()
+    assert all(torch.equal(saved["state_dict"][name], live[name]) for name in live)
 
 
 class Lazy(TinyModel):
