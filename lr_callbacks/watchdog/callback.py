@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import os
+import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -255,8 +256,8 @@ class DivergenceWatchdog(Callback):
             already, it saves to ``<name>-v1.ckpt`` (``-v2``, …); the log line and ``halt_checkpoint_path`` say where.
         log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
         snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
-            ``<default_root_dir>/watchdog-snapshots`` written through the trainer's strategy and loaded back at a
-            rollback (removed at the end of the fit); ``"off"``, none: damaged weights get the LR cut of a
+            ``<default_root_dir>/watchdog-snapshots/<pid>-<id>`` (a directory of the fit's own) written through the
+            trainer's strategy and loaded back at a rollback (removed at the end of the fit); ``"off"``, none: damaged weights get the LR cut of a
             rollback but keep their state, and training goes on from them (judged against their own level; a
             halt keeps them too); ``"auto"`` (the default), host memory when ``snapshots`` copies fit
             in a quarter of the free host memory, else disk, said in the log (:attr:`snapshot_mode`).
@@ -602,15 +603,26 @@ class DivergenceWatchdog(Callback):
             self._judge.set_gate(gate)
 
     def _new_ring(self, trainer: Any, pl_module: Any, optimizer: Any) -> SnapshotRing:
-        """The ring where ``snapshot`` says; ``"auto"`` decides from the state's size and the free host memory."""
+        """The ring where ``snapshot`` says; ``"auto"`` decides from the state's size and the free host memory, on
+        every rank alike (disk when any rank's host memory cannot hold the ring: the ranks must meet at the same
+        barriers). Disk snapshots go to a directory of this fit's own under ``<default_root_dir>/watchdog-snapshots``:
+        two runs started from one directory (``default_root_dir`` is the working directory by default) shared
+        ``step-<k>.ckpt`` before, and the first to end removed the other's files (its next rollback failed, or
+        loaded the other run's weights)."""
         mode = self._snapshot_mode
         if mode == "auto":
             size = self.config.snapshots * state_bytes(pl_module, optimizer)
             mode, why = choose_snapshot(size, free_host_bytes())
+            if int(trainer.world_size) > 1 and not trainer.strategy.reduce_boolean_decision(mode == "host", all=True):
+                mode, why = "disk", "another rank's host memory cannot hold the ring"
             if trainer.is_global_zero:
                 log.info("%s: snapshot='auto' keeps its snapshots in %s memory: %s", OWNER, mode, why)
         self.snapshot_mode = mode
-        directory = os.path.join(trainer.default_root_dir, "watchdog-snapshots")
+        directory = ""
+        if mode == "disk":
+            own = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # rank 0's, the same on every rank
+            own = trainer.strategy.broadcast(own, src=0) if int(trainer.world_size) > 1 else own
+            directory = os.path.join(trainer.default_root_dir, "watchdog-snapshots", own)
         return SnapshotRing(mode, directory, trainer.strategy)
 
     @override

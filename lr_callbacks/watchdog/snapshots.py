@@ -59,7 +59,7 @@ class DiskSnapshot:
     the trainer's strategy (under DDP rank 0 writes, every rank reads) and loaded back in place at a rollback.
 
     Args:
-        directory: where the files go (``<default_root_dir>/watchdog-snapshots``).
+        directory: where the files go (``<default_root_dir>/watchdog-snapshots/<this fit's own>``).
         strategy: the trainer's strategy (``save_checkpoint``, ``remove_checkpoint``, ``barrier``).
     """
 
@@ -250,9 +250,11 @@ class SnapshotRing:
         empty (it was made for them; a directory that holds anything else stays)."""
         self.clear()
         self._spare = None
-        if self.mode == "disk" and os.path.isdir(self.directory) and not os.listdir(self.directory):
-            with contextlib.suppress(OSError):  # another rank removed it first
-                os.rmdir(self.directory)
+        if self.mode == "disk":  # this fit's directory, then ``watchdog-snapshots`` when no other run's is left
+            for directory in (self.directory, os.path.dirname(self.directory)):
+                if os.path.isdir(directory) and not os.listdir(directory):
+                    with contextlib.suppress(OSError):  # another rank (or run) removed it first
+                        os.rmdir(directory)
 
     def newest(self) -> Snapshot | None:
         return self.snapshots[max(self.snapshots)] if self.snapshots else None

@@ -567,6 +567,25 @@ def test_a_rollback_restores_the_same_state_from_host_memory_and_from_disk(tmp_p
     assert not (tmp_path / mode / "watchdog-snapshots").exists()  # the files and the directory made for them
 
 
+def test_two_runs_from_one_directory_keep_their_disk_snapshots_apart(tmp_path):
+    """Two seeds started from one directory (``default_root_dir`` is the working directory by default) shared
+    ``watchdog-snapshots/step-<k>.ckpt``: the first to end removed the other's files, whose next rollback then
+    failed (``FileNotFoundError``), or loaded the other run's weights."""
+    faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
+    weights, watchdog = Weights(), small(snapshot="disk", update_every=None)
+    other = small(snapshot="disk", update_every=None)
+
+    class OtherRunEnds(Callback):
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step == 31:  # the other run, from the same directory, ends before this one's rollback
+                fit(tmp_path, DigitsModel(seed=1), [other], 35)
+
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog, weights, OtherRunEnds()], 40)
+    rollback = next(e for e in watchdog.events if e.action == "rollback")
+    assert rollback.rollback_to == 30 and all(map(torch.equal, weights.before[rollback.step + 1], weights.before[30]))
+    assert not other.events and not (tmp_path / "watchdog-snapshots").exists()
+
+
 @pytest.mark.parametrize("sync_every", [1, 4, 8])
 def test_one_damage_is_rolled_back_once_however_often_the_host_reads(tmp_path, sync_every):
     """Read back every N steps (the default on a GPU), the steps held on the device since the last read are
