@@ -920,7 +920,9 @@ class LRSchedule(Callback):
         return plan_tables(((g.tag, g.schedule, g.peak * g.scale) for groups in self._table for g in groups), run)
 
     def _log_the_plan(self, trainer: Any) -> None:
-        if not trainer.is_global_zero or not trainer.loggers:
+        """The plan's table on the console, and with a logger its image and table in TensorBoard (the console line
+        does not wait for a logger: ``Trainer(logger=False)`` printed the finder's answer but not the plan)."""
+        if not trainer.is_global_zero:
             return
         run = self._require_run()
         length = (
@@ -928,10 +930,12 @@ class LRSchedule(Callback):
             if run.total_steps is not None
             else (f"unknown length, first {UNKNOWN_LENGTH_PREVIEW} steps shown")
         )
-        step = self._clocks[0] if self._clocks else 0
-        log_image(trainer, "lr_schedule/plan", plan_image(self.plan(), f"LR plan ({length})"), step)
-        log_text(trainer, "lr_schedule/summary", f"Run: {length}.\n\n{self.plan_table()}", step)
-        log.info("LRSchedule plan (%s):\n%s", length, self.plan_table())
+        table = self.plan_table()
+        if trainer.loggers:
+            step = self._clocks[0] if self._clocks else 0
+            log_image(trainer, "lr_schedule/plan", plan_image(self.plan(), f"LR plan ({length})"), step)
+            log_text(trainer, "lr_schedule/summary", f"Run: {length}.\n\n{table}", step)
+        log.info("LRSchedule plan (%s):\n%s", length, table)
 
 
 class _StepHook:

@@ -424,6 +424,16 @@ def test_log_plan_false_writes_no_plan(tmp_path: Any) -> None:
     assert "lr/body" in tags["scalars"]
 
 
+@pytest.mark.parametrize("logger", [True, False])
+def test_the_plans_table_is_said_on_the_console_with_or_without_a_logger(tmp_path: Any, caplog: Any, logger: bool):
+    """As the README says (and as the finder's answer is); before, ``Trainer(logger=False)`` printed no plan."""
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"):
+        fit(tmp_path, LRSchedule("cosine"), logger=logger)
+    told = [r.getMessage() for r in caplog.records if r.name == "lr_callbacks"]
+    assert len([m for m in told if m.startswith("LRSchedule plan (10 optimizer steps):") and "| step |" in m]) == 1
+    assert (tmp_path / "lightning_logs").exists() is logger
+
+
 def test_log_every_n_steps_logs_every_nth_optimizer_step(tmp_path: Any) -> None:
     schedule = LRSchedule("cosine", log_every_n_steps=3)
     model = fit(tmp_path, schedule, accumulate_grad_batches=2)
