@@ -133,8 +133,9 @@ class Epochs(Duration):
     def to_steps(self, run: Run) -> int:
         if run.steps_per_epoch is None:
             raise ValueError(
-                f"a duration of {self.describe()} needs the epoch length, but this run's is unknown "
-                "(an iterable dataset?); give the duration in Steps(...) instead"
+                f"a duration of {self.describe()} needs the epoch length, which this run does not know: previewing "
+                "a schedule, pass it (schedule(step, total_steps=..., steps_per_epoch=...)); in a fit, the training "
+                "loader has no length (an iterable dataset?): give the duration in steps (Steps(...), '200 steps')"
             )
         return math.ceil(self.epochs * run.steps_per_epoch - 1e-9)
 

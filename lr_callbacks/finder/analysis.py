@@ -34,11 +34,13 @@ from dataclasses import dataclass, replace
 __all__ = [
     "DEFAULT_WINDOW",
     "FLAGS",
+    "MAX_WINDOW",
     "METHODS",
     "MIN_EFFECTIVE_POINTS",
     "MIN_POINTS",
     "MIN_RISE",
     "Suggestion",
+    "check_window",
     "effective_window",
     "smooth",
     "suggest_lr",
@@ -111,6 +113,21 @@ class _Fit:
     def se(self, i: int) -> float:
         """The standard error of the smoothed value at point ``i``."""
         return self.noise / math.sqrt(self.n_eff[i])
+
+
+MAX_WINDOW = 1.0
+"""The widest smoothing ``window``, in decades of LR: a loss's descent spans one or two decades, and a wider
+window smooths it away (the documented curve read as ``diverged_at_once`` at 1.5 decades)."""
+
+
+def check_window(window: float, owner: str) -> None:
+    """Refuse a ``window`` above :data:`MAX_WINDOW` decades, with the likely mix-up (a count of points)."""
+    if window > MAX_WINDOW:
+        raise ValueError(
+            f"{owner}: `window` is the smoothing width in decades of LR (default {DEFAULT_WINDOW}), at most "
+            f"{MAX_WINDOW:g}; got {window!r}, which would smooth the loss's whole descent away (a number of points "
+            "or steps is not what it takes)"
+        )
 
 
 def smooth(lrs: Sequence[float], losses: Sequence[float], window: float = DEFAULT_WINDOW) -> tuple[float, ...]:
@@ -424,6 +441,7 @@ def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: f
         raise ValueError(f"unknown `method` {method!r}; choose one of: {', '.join(map(repr, METHODS))}")
     if not isinstance(window, (int, float)) or not window > 0 or not math.isfinite(window):
         raise ValueError(f"`window` must be a positive number of decades of LR, such as 0.2; got {window!r}")
+    check_window(window, "suggest_lr")
     if len(lrs) != len(losses):
         raise ValueError(f"`lrs` and `losses` must have the same length, got {len(lrs)} and {len(losses)}")
     for i, lr in enumerate(lrs):

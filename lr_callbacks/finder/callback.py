@@ -39,7 +39,7 @@ from lr_callbacks.core.snapshot import (
     loader_generators,
     require_materialized,
 )
-from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, suggest_lr
+from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, check_window, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe, warmup_of
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
@@ -222,6 +222,7 @@ class LRFinder(Callback):
             else check_number("divergence_threshold", divergence_threshold, low=0.0, low_open=True, owner=_OWNER)
         )
         self.window = check_number("window", window, low=0.0, low_open=True, owner=_OWNER)
+        check_window(self.window, _OWNER)
         self.confirm = _check_confirm(confirm)
         self.confirm_length = None if confirm_length is None else _duration("confirm_length", confirm_length)
         if self.confirm_length is not None and _is_zero(self.confirm_length):
@@ -236,6 +237,11 @@ class LRFinder(Callback):
             )
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"LRFinder: `monitor` must be the name of a validation value, got {monitor!r}")
+        if monitor != "val_loss" and self.confirm is False:
+            raise ValueError(
+                f"LRFinder: `monitor` ({monitor!r}) is the validation value the confirm trials are scored on, but "
+                "confirm is off; pass confirm=True (or a list of LRs) to run them, or leave monitor out"
+            )
         self.monitor = monitor
         self.probe = check_bool("probe", probe, owner=_OWNER)
         self._results: list[FinderResult] = []
@@ -644,6 +650,11 @@ def find_lr(
             "spawned for the fit and end with it (ddp_spawn): use strategy='ddp', or the LRFinder callback"
         )
     apply = check_bool("apply", finder_kwargs.pop("apply", False), owner="find_lr")
+    if attr_name is not None and not apply:
+        raise ValueError(
+            f"find_lr: attr_name={attr_name!r} names the attribute the answer is set on, but apply is False (the "
+            "default), so nothing would be set; pass apply=True, or leave attr_name out"
+        )
     finder = LRFinder(**finder_kwargs, apply=False)
     finder._exit_after_run = True
     finder._applied_note = "not applied (find_lr's apply=False)"
@@ -653,6 +664,7 @@ def find_lr(
     # the loaders' generators, and a datamodule's, whose loaders the fit below builds and draws from
     generators = loader_generators([train_dataloaders, val_dataloaders]) + attribute_generators(datamodule)
     rng = RngState.capture(generators)
+    trained_before = int(trainer.global_step)
     trainer.callbacks.append(finder)
     try:
         trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
@@ -661,12 +673,7 @@ def find_lr(
         rng.restore()
     result = finder.result
     if result is None:
-        raise RuntimeError(
-            "find_lr: no sweep ran in this process. Either the fit ended before training started "
-            "(limit_train_batches=0, max_steps=0, max_epochs reached), or the strategy "
-            f"({type(trainer.strategy).__name__}) ran the fit in other processes, from which the result cannot "
-            "come back: use strategy='ddp', or the LRFinder callback"
-        )
+        raise RuntimeError(_no_sweep_reason(trainer, trained_before))
     if apply and result.chosen_lr is not None:
         name = _lr_attribute(model, attr_name)
         reference = finder._swept_from or result.chosen_lr
@@ -765,6 +772,28 @@ last decade and the analysis (on a log axis) has too few points below it."""
 def _is_zero(length: Duration) -> bool:
     """Whether ``length`` is nothing, whatever the run: 0 steps, 0 epochs or 0% of it."""
     return any(getattr(length, unit, None) == 0 for unit in ("steps", "epochs", "fraction"))
+
+
+def _no_sweep_reason(trainer: Any, trained_before: int) -> str:
+    """Why :func:`find_lr`'s fit ran no sweep, from what can be told: a trainer that has trained already goes on
+    from where it stopped (at ``max_steps`` or ``max_epochs``, with nothing left to train); a fit set up to train
+    nothing; a strategy that runs the fit in other processes (only where there are others)."""
+    if trained_before:
+        return (
+            f"find_lr: no sweep ran: this trainer has trained already (global_step={trained_before}, "
+            f"max_steps={trainer.max_steps}, max_epochs={trainer.max_epochs}), and a fit on it goes on from where "
+            "it stopped, with nothing left to train; run find_lr with a new Trainer, before training"
+        )
+    reason = (
+        "find_lr: no sweep ran in this process: the fit ended before training started (limit_train_batches=0, "
+        "max_steps=0 or max_epochs=0?)"
+    )
+    if int(trainer.world_size) > 1 or getattr(trainer.strategy, "launcher", None) is not None:
+        reason += (
+            f", or the strategy ({type(trainer.strategy).__name__}) ran the fit in other processes, from which the "
+            "result cannot come back: use strategy='ddp', or the LRFinder callback"
+        )
+    return reason
 
 
 def _check_confirm(confirm: bool | Sequence[float]) -> bool | tuple[float, ...]:

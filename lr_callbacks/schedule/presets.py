@@ -160,7 +160,10 @@ def inverse_sqrt(
     warmup_curve: str = "linear",
     warmup_start: float = 0.0,
 ) -> Schedule:
-    """Inverse square root decay after the warmup; ``timescale`` defaults to the warmup's length."""
+    """Inverse square root decay after the warmup; ``timescale`` defaults to the warmup's length, else 10,000 steps.
+
+    The fallback is transformers' (``get_inverse_sqrt_schedule``): without a warmup, a run much shorter than
+    10,000 steps barely decays; give ``timescale`` for it."""
     if timescale is None:
         timescale = warmup if warmup is not None else "10000 steps"
     return _with_warmup(InverseSqrt(timescale), warmup, warmup_curve, warmup_start)

@@ -257,10 +257,11 @@ class DivergenceWatchdog(Callback):
         log_every_n_steps: log the scalars every this many steps; ``None``: the trainer's ``log_every_n_steps``.
         snapshot: where the snapshots live: ``"host"`` memory; ``"disk"``, files under
             ``<default_root_dir>/watchdog-snapshots/<pid>-<id>`` (a directory of the fit's own) written through the
-            trainer's strategy and loaded back at a rollback (removed at the end of the fit); ``"off"``, none: damaged weights get the LR cut of a
-            rollback but keep their state, and training goes on from them (judged against their own level; a
-            halt keeps them too); ``"auto"`` (the default), host memory when ``snapshots`` copies fit
-            in a quarter of the free host memory, else disk, said in the log (:attr:`snapshot_mode`).
+            trainer's strategy and loaded back at a rollback (removed at the end of the fit); ``"off"``, none:
+            damaged weights get the LR cut of a rollback but keep their state, and training goes on from them
+            (judged against their own level; a halt keeps them too); ``"auto"`` (the default), host memory when
+            ``snapshots`` copies fit in a quarter of the free host memory, else disk, said in the log
+            (:attr:`snapshot_mode`).
         reference_batch: tell bad data from damaged weights at an incident by evaluating the live weights on the
             batch of the newest snapshot (``training_step`` without gradients, its ``self.log`` calls silenced,
             the RNG forked, the buffers and torchmetrics states put back); ``False`` if ``training_step`` has

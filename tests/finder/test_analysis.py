@@ -334,6 +334,7 @@ def test_every_flag_is_documented():
         ([0.0, 1e-3], [1.0, 1.0], {}, r"every LR must be positive and finite; lrs\[0\] is 0.0"),
         ([1e-3, 1e-2], [1.0, 1.0], {"method": "slide"}, r"unknown `method` 'slide'; choose one of: 'default'"),
         ([1e-3, 1e-2], [1.0, 1.0], {"window": 0}, r"`window` must be a positive number of decades"),
+        ([1e-3, 1e-2], [1.0, 1.0], {"window": 3}, r"`window` is the smoothing width in decades .* at most 1; got 3"),
     ],
 )
 def test_bad_input_is_refused(lrs, losses, kwargs, match):

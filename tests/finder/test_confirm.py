@@ -316,6 +316,14 @@ def test_a_confirm_length_without_confirm_is_refused_at_construction():
         LRFinder(confirm_length="5%")
 
 
+def test_a_monitor_without_confirm_is_refused_at_construction():
+    """As ``confirm_length``: the trials are what it scores. Before, it was accepted and never used."""
+    with pytest.raises(ValueError, match=r"`monitor` \('val_acc'\) is the validation value the confirm trials are "
+                       r"scored on, but confirm is off; pass confirm=True"):  # fmt: skip
+        LRFinder(monitor="val_acc")
+    assert LRFinder(monitor="val_acc", confirm=True).monitor == "val_acc"
+
+
 def test_a_confirm_length_of_zero_steps_for_this_run_is_refused(tmp_path):
     """Nothing at construction ("0 steps" is refused there); a length too small to round up to a step here."""
     finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="1e-12 epochs")

@@ -133,6 +133,7 @@ def test_it_ends_the_fit_right_after_the_sweep_even_with_min_epochs(tmp_path):
         ({"at_fit_start": False}, r"`at_fit_start` is for the LRFinder callback"),
         ({"apply": True, "attr_name": "rate"}, r"has no attribute or hparams key 'rate'; pass attr_name="),
         ({"num_steps": 3}, r"`num_steps` must be >= 8, got 3"),
+        ({"attr_name": "rate"}, r"attr_name='rate' names the attribute .* but apply is False .*; pass apply=True"),
     ],
 )
 def test_bad_calls_are_refused_before_any_work(tmp_path, kwargs, match):
@@ -290,8 +291,19 @@ def test_a_datasets_own_generator_is_as_it_was_after_the_finder(tmp_path, subset
 
 
 def test_no_sweep_in_this_process_is_an_error(tmp_path):
-    with pytest.raises(RuntimeError, match=r"no sweep ran in this process. Either the fit ended before training"):
+    with pytest.raises(RuntimeError, match=r"no sweep ran in this process: the fit ended before training started") as e:
         find_lr(make_trainer(tmp_path, logger=False, limit_train_batches=0), WithLR(), shuffled())
+    assert "strategy" not in str(e.value)  # one process, no launcher: not the strategy's doing
+
+
+def test_find_lr_on_a_trainer_that_has_trained_says_to_use_a_new_one(tmp_path):
+    """Before: the message blamed the strategy (SingleDeviceStrategy) and did not list a finished fit."""
+    trainer = make_trainer(tmp_path, logger=False, max_steps=5)
+    trainer.fit(WithLR(), shuffled())
+    with pytest.raises(RuntimeError, match=r"this trainer has trained already \(global_step=5, max_steps=5, .*run "
+                       r"find_lr with a new Trainer") as e:  # fmt: skip
+        find_lr(trainer, WithLR(), shuffled())
+    assert "strategy" not in str(e.value)
 
 
 @pytest.mark.parametrize("apply", [True, False])

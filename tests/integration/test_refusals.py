@@ -49,6 +49,15 @@ def test_an_optimizer_without_an_lr_is_refused_by_each_callback(tmp_path: Any, n
         trainer.fit(model, loader())
 
 
+def test_a_finder_window_wider_than_a_decade_is_refused_at_construction() -> None:
+    """``window`` is in decades of LR (the watchdog's is in steps): ``window=20`` was accepted, and a curve that falls
+    cleanly read as ``diverged_at_once``."""
+    with pytest.raises(ValueError, match=r"LRFinder: `window` is the smoothing width in decades of LR \(default 0.2\), "
+                       r"at most 1; got 20"):  # fmt: skip
+        LRFinder(window=20)
+    assert LRFinder(window=1.0).window == 1.0
+
+
 def test_snapshots_with_snapshot_off_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match=r"`snapshots`=5 sizes the ring of snapshots, but snapshot='off' keeps none"):
         DivergenceWatchdog(snapshot="off", snapshots=5)

@@ -54,7 +54,7 @@ def test_a_torch_scheduler_from_configure_optimizers_is_refused(tmp_path: Any) -
     [
         (LRSchedule("cosine"), r"needs a run of known length for Cosine\(\).*Set Trainer\(max_steps=\.\.\.\)"),
         (LRSchedule("linear", warmup="5%"), r"needs a run of known length"),
-        (LRSchedule("step"), r"1 epochs needs the epoch length.*give the duration in Steps"),
+        (LRSchedule("step"), r"1 epochs needs the epoch length.*give the duration in steps \(Steps"),
         # both fixes at once: after max_steps alone, the epochs would be refused next
         (LRSchedule("wsd", decay="2 epochs"), r"Set Trainer\(max_steps=\.\.\.\) and give its durations in steps"),
     ],

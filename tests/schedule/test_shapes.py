@@ -560,7 +560,13 @@ BAD_FOR_THE_RUN: list[tuple[str, Schedule, Run, str]] = [
     ),
     ("cosine-unknown-length", Cosine(), Run(), r"Cosine\(\) needs a run of known length.*max_steps"),
     ("open-phase-first-unknown-length", Phases([(Constant(), None), (Linear(), "5 steps")]), Run(), r"known length"),
-    ("step-epochs-unknown", Step("2 epochs"), Run(total_steps=100), r"2 epochs needs the epoch length"),
+    (
+        "step-epochs-unknown",
+        Step("2 epochs"),
+        Run(total_steps=100),
+        r"2 epochs needs the epoch length.*previewing a schedule, pass it \(schedule\(step, total_steps=\.\.\., "
+        r"steps_per_epoch=\.\.\.\)\)",
+    ),
     (
         "step-resolves-to-zero",
         Step(Epochs(1e-12)),
