@@ -377,6 +377,7 @@ class DivergenceWatchdog(Callback):
         self._live: dict[str, Any] | None = None
         self._warned_reference = False
         self._warned_nonpositive = False
+        self._warned_lone_skips = False
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
         # rebaseline()s announced while steps judged on the device wait to be read: (its step, its detail)
         self._rebaselines_due: list[tuple[int, str]] = []
@@ -745,6 +746,8 @@ class DivergenceWatchdog(Callback):
         if not dropped:
             self._untouched = False
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
+        if not self._warned_lone_skips and self._policy.lone_skips(step) >= self.config.patience:
+            self._warn_lone_skips(trainer, step)
         if (skipped_before or skipped_now) and not self._acted(decisions) and self._has_buffers:
             self._restore_buffers(pl_module, exact=not skipped_before)
         every = self.config.update_every
@@ -828,6 +831,23 @@ class DivergenceWatchdog(Callback):
             return read[0]
 
         return probe
+
+    def _warn_lone_skips(self, trainer: Any, step: int) -> None:
+        """Say once that bad data keeps coming back between good batches (:meth:`WatchdogPolicy.lone_skips`)."""
+        self._warned_lone_skips = True
+        count, window = self._policy.lone_skips(step), self.config.window
+        if trainer.is_global_zero:
+            warnings.warn(
+                f"{OWNER}: {count} of the last {window} steps (to step {step}) were skipped as bad data one at a time, "
+                "between accepted steps, while the clean reference batch read the weights sound. Bad data is the "
+                "exception: batches of a higher loss that keep coming back may be part of your data (a second task "
+                "or source, harder examples), which the skips keep the model from. If they are, put the losses on "
+                "a common scale (e.g. weigh each task's loss by its typical level), or raise z_threshold, or set "
+                "outlier_action='clip' (trained on with a clipped gradient); if they are bad (a corrupted shard), "
+                "remove them at the source.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _warn_nonpositive(self, trainer: Any, step: int, loss: float) -> None:
         """Say once that a loss <= 0 is not judged: the loss rules work in log space (a ratio to the baseline)."""

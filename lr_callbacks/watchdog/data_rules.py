@@ -94,6 +94,7 @@ class DataRules(PolicyMemory):
         count, limit = note.value, note.threshold
         incidents = [note]
         s.data_skips += 1
+        self._note_lone_skip(step)
         if s.data_skips >= s.data_budget:
             self.samples.reset()
             s.data_skips = 0
@@ -103,6 +104,20 @@ class DataRules(PolicyMemory):
             )
             incidents.append(Incident(step, Signal.SAMPLE_OUTLIERS, count, limit, Action.REBASELINE, why))
         return Decision(incidents=tuple(incidents))
+
+    def _note_lone_skip(self, step: int) -> None:
+        """Count a bad-data skip that came one at a time, the step before it accepted (see :meth:`lone_skips`)."""
+        s = self.state
+        if s.last_accepted == step - 1:
+            s.lone_skips = [k for k in s.lone_skips if k > step - self.config.window] + [step]
+
+    def lone_skips(self, step: int) -> int:
+        """How many of the last ``window`` steps up to ``step`` were skipped as bad data one at a time, between
+        accepted ones. Bad data is the exception: batches that the clean reference batch calls bad data but that
+        keep coming back between good ones (``patience`` or more in a window) may be part of the data (a second
+        task or source whose loss is higher, harder examples), which the skips keep the model from; the callback
+        says so once. A decision on them is the user's: nothing here tells a recurring bad shard from a task."""
+        return sum(1 for k in self.state.lone_skips if k > step - self.config.window)
 
     def _data_caused_rollback(self, step: int) -> Decision:
         """Bad data right after a rollback, on the restored (sound) weights: the damage the rollback undid was

@@ -449,6 +449,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 step, Signal.DAMAGED_WEIGHTS, probe_value, self._probe_limit, why, since=run[0].step, run=run
             )
         s.data_skips += 1
+        self._note_lone_skip(step)
         undo = self._data_caused_rollback(step) if s.guarded is not None else Decision()
         finite = [r.loss for r in s.run if r.loss is not None]
         if self._reference_moved and finite:  # the restored weights read the reference higher: the data changed

@@ -105,6 +105,8 @@ class PolicyState:
     low_reference_step: int | None = None
     # before the loss has a baseline: the last 2 × patience steps judged, as (step, log loss, above the gate)
     early_steps: list[tuple[int, float, bool]] = field(default_factory=list)
+    # the steps of the last ``window`` skipped as bad data one at a time (the step before them was accepted)
+    lone_skips: list[int] = field(default_factory=list)
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> PolicyState:

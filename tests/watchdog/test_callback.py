@@ -1278,3 +1278,48 @@ def test_a_loss_at_or_below_zero_is_said_once_not_to_be_judged(tmp_path):
     with pytest.warns(UserWarning, match=r"the loss is -?[0-9.e-]+ at step 5, not positive") as caught:
         make_trainer(tmp_path, max_steps=12, callbacks=[small()]).fit(model, loader())
     assert sum("not positive" in str(w.message) for w in caught) == 1
+
+
+class TwoTasks(pl.LightningModule):
+    """A shared body with a head per task; every 8th batch is task B, a learnable regression of a higher loss
+    (its targets offset by 6), the others task A: a clean mixture, not bad data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh())
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(32, 1), torch.nn.Linear(32, 1)])
+        self.weights = torch.randn(2, 8, 1, generator=torch.Generator().manual_seed(0))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (index,) = batch
+        generator = torch.Generator().manual_seed(int(index))
+        x = torch.randn(16, 8, generator=generator)
+        task = int(index) % 8 == 7
+        y = x @ self.weights[int(task)] + (6.0 if task else 0.0)
+        return torch.nn.functional.mse_loss(self.heads[int(task)](self.body(x)), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_bad_data_that_keeps_coming_back_between_good_batches_is_said_once(tmp_path, recwarn):
+    """A mixture of two tasks, one of a higher loss: its batches, one in eight, are outliers the reference batch
+    calls bad data, and are skipped one at a time (task B ended at 2.09 against 0.47 unguarded). The watchdog cannot
+    tell such a task from a recurring bad shard; it now says what it is doing and what to do, once."""
+    watchdog = DivergenceWatchdog()
+    batches = DataLoader(torch.utils.data.TensorDataset(torch.arange(400)), batch_size=None)
+    make_trainer(tmp_path, max_steps=400, callbacks=[watchdog]).fit(TwoTasks(), batches)
+    said = [str(w.message) for w in recwarn if "one at a time, between accepted steps" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("DivergenceWatchdog: 10 of the last 100 steps (to step ")
+    assert "put the losses on a common scale" in said[0]
+    skipped = [e.step for e in watchdog.events if e.action == "skip"]
+    assert len(skipped) >= 10 and all(k % 8 == 7 for k in skipped)
+
+
+def test_a_clean_run_and_a_burst_of_bad_data_are_not_said_to_recur(tmp_path, recwarn):
+    watchdog = DivergenceWatchdog()
+    faults = Faults(loss_times={k: 1000.0 for k in range(150, 170)})  # one burst, skipped in a row
+    fit(tmp_path, DigitsModel(faults=faults), [watchdog], 300)
+    assert sorted({e.step for e in watchdog.events if e.action == "skip"}) == list(range(150, 170))
+    assert not [w for w in recwarn if "one at a time, between accepted steps" in str(w.message)]
