@@ -570,15 +570,22 @@ class DivergenceWatchdog(Callback):
         self._ring = self._new_ring(trainer, pl_module, optimizer)
         batches, rngs = self._restored_reference, self._restored_rngs
         self._restored_reference, self._restored_rngs = [], []
-        if int(trainer.world_size) > 1:
-            # only rank 0 writes the callbacks' state, so every rank would evaluate rank 0's batch against a level
-            # measured on each rank's own: no reference until the resumed run takes its next snapshot
-            batches = []
+        # a checkpoint's tensors load on the device they were saved from (rank 0's, under DDP on GPUs): onto this one
+        batches = [trainer.strategy.batch_to_device(batch) for batch in batches]
+        level = None
+        if int(trainer.world_size) > 1 and batches and restored_step is not None:
+            # only rank 0 writes the callbacks' state: every rank holds rank 0's batch, whose level was measured as
+            # the mean of each rank's own. Its level is measured again, on every rank, at the checkpoint's weights (the
+            # snapshot's; the live ones come after): the same batch, weights and draws, the same value everywhere.
+            # Before, the resumed run had no reference until its next snapshot, and met damaged weights with skips
+            # until `patience` ran out.
+            level = reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs)
+            batches = batches if level is not None else []
         self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches, rngs)
         if restored_step is None:
             self._policy.snapshot_taken(step)
         else:
-            self._policy.resumed_from(restored_step, keep_reference=bool(batches))
+            self._policy.resumed_from(restored_step, keep_reference=bool(batches), level=level)
             schedule = find_lr_schedule(trainer)
             if schedule is not None:
                 # the checkpoint's LRSchedule holds this scale already; one added on resume starts at 1 without it

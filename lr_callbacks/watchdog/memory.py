@@ -131,16 +131,23 @@ class PolicyMemory:
             return int(s.ring.pop(0)["step"])
         return None
 
-    def resumed_from(self, step: int, keep_reference: bool) -> None:
+    def resumed_from(self, step: int, keep_reference: bool, level: float | None = None) -> None:
         """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
         one, with its reference batch if the checkpoint brought it back (``keep_reference``). With it, the lows
         that tell damage while the LR warms up stay as the checkpoint saved them, so the resumed run decides as
         the uninterrupted one (before, they restarted from the snapshot's reading: a loss back at the run's first
-        level, all progress lost, went unchecked after a resume)."""
+        level, all progress lost, went unchecked after a resume).
+
+        ``level``: the reference batch's loss measured again at the checkpoint's weights (under DDP, where the
+        batch is rank 0's and its level was the ranks' mean): the reference reads against it, and the lows start
+        from it (they were read on the ranks' own batches)."""
         s = self.state
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
-        s.ring = [{**entry, "reference": entry.get("reference") if keep_reference else None}]
-        if not (keep_reference and s.low_reference is not None and s.low_loss is not None):
+        reference = entry.get("reference") if keep_reference else None
+        if keep_reference and level is not None:
+            reference = log_value(level)
+        s.ring = [{**entry, "reference": reference}]
+        if level is not None or not (keep_reference and s.low_reference is not None and s.low_loss is not None):
             self._start_lows()
 
     def request_snapshot(self) -> None:

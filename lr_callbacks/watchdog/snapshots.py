@@ -2,7 +2,7 @@
 with the batch of its step, and the probe that tells damaged weights from bad data.
 
 Where a snapshot lives (``snapshot=``): ``"host"``, a :class:`~lr_callbacks.core.snapshot.ModelSnapshot` in host
-memory; ``"disk"``, a :class:`DiskSnapshot` written through the trainer's strategy and read back at a rollback;
+memory; ``"disk"``, a :class:`DiskSnapshot`, its tensors in a file until a rollback reads them back;
 ``"off"``, none (the reference batches are still kept: the watchdog still tells the cause, but never rolls
 back); ``"auto"``, host memory when the ring fits in a quarter of the free host memory, else disk
 (:func:`choose_snapshot`).
@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 import torch
 
-from lr_callbacks.core.snapshot import ModelSnapshot, copy_buffers, evaluation_kept, restore_optimizer_state
+from lr_callbacks.core.sharded import strategy_kind
+from lr_callbacks.core.snapshot import ModelSnapshot, evaluation_kept
 from lr_callbacks.watchdog.device import all_reduce_mean
 
 __all__ = [
@@ -55,12 +56,18 @@ class Snapshot(Protocol):
 
 
 class DiskSnapshot:
-    """The module's ``state_dict`` and the optimizer's per-parameter state in a file, written and removed through
-    the trainer's strategy (under DDP rank 0 writes, every rank reads) and loaded back in place at a rollback.
+    """A :class:`~lr_callbacks.core.snapshot.ModelSnapshot` whose tensors wait in a file between its take and its
+    use (a rollback, a buffers' restore, a checkpoint's substitute), loaded back for it and let go again.
+
+    Replicated state (one process, DDP): rank 0 writes one file at the snapshot's step and every rank waits for it
+    there (every rank takes a snapshot at the same step), so that reading it back needs no collective: a rank may
+    restore its buffers alone (a NaN batch on one rank). Before, the wait was at the read, and a rank reading alone
+    waited for the others for good. Sharded state (FSDP2): each rank writes its own shards to a file of its own
+    (before, the strategy wrote a distributed checkpoint, a folder, which the read could not open).
 
     Args:
         directory: where the files go (``<default_root_dir>/watchdog-snapshots/<this fit's own>``).
-        strategy: the trainer's strategy (``save_checkpoint``, ``remove_checkpoint``, ``barrier``).
+        strategy: the trainer's strategy (its ranks, ``barrier``).
     """
 
     def __init__(self, directory: str, strategy: Any) -> None:
@@ -68,43 +75,61 @@ class DiskSnapshot:
         self.strategy = strategy
         self.step: int | None = None
         self.path: str | None = None
+        world = int(getattr(strategy, "world_size", 1) or 1)
+        self._rank = int(getattr(strategy, "global_rank", 0) or 0)
+        self._shared = world > 1 and strategy_kind(strategy) == "replicated"  # one file, rank 0's
+        self._own_files = world > 1 and not self._shared
+        self._host = ModelSnapshot()
 
     def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         self.remove()
-        self.path = os.path.join(self.directory, f"step-{step}.ckpt")
-        state = {"state_dict": module.state_dict(), "optimizer": optimizer.state_dict()["state"]}
-        self.strategy.save_checkpoint(state, self.path)
-        self.step = step
+        name = f"step-{step}-rank{self._rank}.pt" if self._own_files else f"step-{step}.pt"
+        path = os.path.join(self.directory, name)
+        if not self._shared or self._rank == 0:
+            self._host.take(module, optimizer, step)
+            os.makedirs(self.directory, exist_ok=True)
+            torch.save({"model": self._host.model, "optimizer": self._host.optimizer.state}, path)
+            self._unload()
+        if self._shared:
+            self.strategy.barrier("watchdog-snapshot")  # rank 0 has written it
+        self.path, self.step = path, step
 
-    def _load(self) -> dict[str, Any]:
-        if self.path is None:
+    def _unload(self) -> None:
+        """Let the host copies go (the file holds them); the next take allocates anew."""
+        host = self._host
+        host.model, host.optimizer.state = {}, {}
+        host._plan.forget()
+        host.optimizer._plan.forget()
+
+    @contextlib.contextmanager
+    def _loaded(self) -> Iterator[ModelSnapshot]:
+        if self.path is None or self.step is None:
             raise ValueError("there is no snapshot to restore yet")
-        self.strategy.barrier("watchdog-snapshot")  # rank 0 has written it
-        loaded: dict[str, Any] = torch.load(self.path, map_location="cpu", weights_only=False)
-        return loaded
+        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        host = self._host
+        host.model, host.optimizer.state, host.step = saved["model"], saved["optimizer"], self.step
+        try:
+            yield host
+        finally:
+            self._unload()
 
     def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        saved = self._load()
-        with torch.no_grad():
-            module.load_state_dict(saved["state_dict"])
-        restore_optimizer_state(optimizer, saved["optimizer"])
+        with self._loaded() as host:
+            host.restore(module, optimizer)
 
     def restore_buffers(self, module: torch.nn.Module, names: set[str] | None = None) -> None:
-        copy_buffers(module, self._load()["state_dict"], names)
+        with self._loaded() as host:
+            host.restore_buffers(module, names)
 
-    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
-        saved = self._load()
-        optimizer_states = checkpoint.get("optimizer_states") or [{}]
-        live = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
-        checkpoint["state_dict"] = saved["state_dict"]
-        if checkpoint.get("optimizer_states"):
-            checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": saved["optimizer"]}
-        return live
+    def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+        with self._loaded() as host:
+            return host.substitute(checkpoint)
 
     def remove(self) -> None:
-        if self.path is not None:
-            self.strategy.remove_checkpoint(self.path)
-            self.path, self.step = None, None
+        if self.path is not None and (not self._shared or self._rank == 0):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+        self.path, self.step = None, None
 
 
 def state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:

@@ -197,7 +197,7 @@ class LRs(pl.Callback):
         Path(self.out, f"{self.name}{trainer.global_rank}.json").write_text(json.dumps(self.lrs))
 
 
-def halt_watchdog() -> DivergenceWatchdog:
+def halt_watchdog(snapshot: str = "host") -> DivergenceWatchdog:
     # without the reference batch (which would tell that these scripted spikes are bad data, skip them and never
     # roll back): the plain ladder, so that a rollback and a halt happen on the shards
     return DivergenceWatchdog(
@@ -208,6 +208,7 @@ def halt_watchdog() -> DivergenceWatchdog:
         max_rollbacks=1,
         flat_loss_steps=None,
         reference_batch=False,
+        snapshot=snapshot,
     )
 
 
@@ -237,12 +238,14 @@ def main(scenario: str, out: str) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     if scenario == "together":
         fit(out, [*together_callbacks(), Record(out)], TOGETHER_FAULTS, STEPS)
-    elif scenario == "halt":
-        # a checkpoint after step 26, while the incident that began at step 25 is open
+    elif scenario in ("halt", "halt-disk"):
+        # a checkpoint after step 26, while the incident that began at step 25 is open; the snapshots in host
+        # memory, or on disk (each rank's shards in a file of its own)
+        snapshot = "disk" if scenario == "halt-disk" else "host"
         during = ModelCheckpoint(dirpath=f"{out}/during", every_n_train_steps=27, save_top_k=-1)
-        fit(out, [LRSchedule("cosine"), halt_watchdog(), during, Record(out)], HALT_FAULTS, STEPS)
+        fit(out, [LRSchedule("cosine"), halt_watchdog(snapshot), during, Record(out)], HALT_FAULTS, STEPS)
         # then, in the same processes, a run resumed from that checkpoint, for a few steps
-        resumed = [LRSchedule("cosine"), halt_watchdog(), Resumed(out)]
+        resumed = [LRSchedule("cosine"), halt_watchdog(snapshot), Resumed(out)]
         fit(f"{out}/resumed", resumed, HALT_FAULTS, 30, ckpt_path=f"{out}/during/epoch=0-step=27.ckpt")
     elif scenario == "resume":
         # the strategy restores the callbacks' state after its set-up (after on_fit_start): the LR scale the
@@ -252,7 +255,7 @@ def main(scenario: str, out: str) -> None:
         resumed = [LRSchedule("cosine"), LRs(out, "resumed")]
         fit(f"{out}/resumed", resumed, Faults(), 20, ckpt_path=f"{out}/ckpt/epoch=0-step=10.ckpt")
     else:
-        raise SystemExit(f"unknown scenario {scenario!r}: together, halt or resume")
+        raise SystemExit(f"unknown scenario {scenario!r}: together, halt, halt-disk or resume")
     torch.distributed.destroy_process_group()  # Lightning leaves it up; end it before the interpreter exits
 
 

@@ -109,8 +109,14 @@ def load_distributed(path: Path) -> dict[str, Any]:
     return state
 
 
-def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_checkpoint(tmp_path: Path) -> None:
-    ranks = run_sharded("halt", tmp_path)
+@pytest.mark.parametrize("snapshot", ["host", "disk"])
+def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_checkpoint(
+    tmp_path: Path, snapshot: str
+) -> None:
+    """With ``snapshot="disk"`` each rank keeps its shards in a file of its own; before, the strategy wrote a
+    distributed checkpoint (a folder) that the first rollback could not read (``IsADirectoryError``)."""
+    ranks = run_sharded("halt" if snapshot == "host" else "halt-disk", tmp_path)
+    assert not (tmp_path / "watchdog-snapshots").exists()  # the files and the folders made for them are gone
     assert ranks[0] == ranks[1]  # rank 1's faults decided on both: same incidents, same stop, same weights
     record = ranks[0]
     events = [tuple(e[:3]) for e in record["events"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -105,3 +106,133 @@ def test_a_resume_mid_incident_decides_as_the_uninterrupted_run_on_every_rank(tm
         runs[name] = [json.loads((root / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert runs["resumed"] == runs["full"]
     assert all("action='rollback'" not in e and "action='halt'" not in e for e in runs["full"][0]["events"])
+
+
+class InputMean(DigitsModel):
+    """A digits MLP that keeps a running mean of its inputs in a buffer (for monitoring, outside the loss); one
+    sample of rank 1's batch at step 20 is NaN, which makes that rank's buffer NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.zeros(64))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if torch.is_grad_enabled():
+            if self.global_step == 20 and self.global_rank == 1:
+                x = x.clone()
+                x[0, 0] = float("nan")
+            with torch.no_grad():
+                self.input_mean.mul_(0.9).add_(0.1 * x.mean(0))
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+
+class LittleMemoryOnRank1(pl.Callback):
+    """Rank 1 reads 64 KiB of free host memory (as a node with less to spare would), rank 0 plenty."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        import lr_callbacks.watchdog.callback as module
+
+        if trainer.global_rank == 1:
+            module.free_host_bytes = lambda: 64 * 1024
+
+
+class Mode(Record):
+    """Record's, the weights' digest over the parameters alone (each rank's running mean is its own inputs'), and
+    the snapshot mode and whether the buffer is finite."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        path = f"{self.directory}/rank{trainer.global_rank}.json"
+        with open(path) as handle:
+            record = json.load(handle)
+        digest = hashlib.sha256()
+        for parameter in pl_module.parameters():
+            digest.update(parameter.detach().cpu().numpy().tobytes())
+        record["weights"] = digest.hexdigest()
+        record["mode"] = self.watchdog.snapshot_mode
+        record["buffer_finite"] = bool(torch.isfinite(pl_module.input_mean).all())
+        with open(path, "w") as handle:
+            json.dump(record, handle)
+
+
+@pytest.mark.parametrize("snapshot", ["disk", "auto"])
+def test_disk_snapshots_need_no_collective_to_be_read_and_auto_agrees_on_every_rank(tmp_path, snapshot):
+    """A NaN batch on rank 1 leaves a NaN buffer there alone, which that rank alone puts back from the newest
+    snapshot. Before, reading a disk snapshot waited for the other ranks at a barrier, and the job hung for good
+    (rank 0 in the next step's collectives). ``snapshot="auto"`` chose per rank, from each rank's free memory:
+    host on one, disk on the other, and the first rollback hung the same way; now disk on both."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(240, exit=True)  # a hang ends the test run with each thread's stack
+    try:
+        watchdog = DivergenceWatchdog(
+            warmup_steps=5, window=10, snapshot_every=5, flat_loss_steps=None, snapshot=snapshot
+        )
+        callbacks = [watchdog, Mode(str(tmp_path), watchdog)] + ([LittleMemoryOnRank1()] if snapshot == "auto" else [])
+        trainer = make_trainer(
+            tmp_path, max_steps=30, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks
+        )
+        pl.seed_everything(0, verbose=False)
+        trainer.fit(InputMean(), DataLoader(digits_data(), batch_size=32, shuffle=False))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["mode"] == "disk" and ranks[0]["steps"] == 30 and ranks[0]["buffer_finite"]
+    assert ranks[0]["events"][0].startswith("Incident(step=20, signal='non_finite'")
+    assert not (tmp_path / "watchdog-snapshots").exists()
+
+
+class Trace(Record):
+    """Record's, and the LR of every update the rank made."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        path = f"{self.directory}/rank{trainer.global_rank}.json"
+        with open(path) as handle:
+            record = json.load(handle)
+        record["lrs"] = pl_module.seen_lrs
+        with open(path, "w") as handle:
+            json.dump(record, handle)
+
+
+def test_a_resume_right_after_damage_rolls_back_as_the_uninterrupted_run_on_every_rank(tmp_path):
+    """An LR ×30 at step 25 damages the weights; the checkpoint after step 25 holds the clean snapshot, the live
+    weights in the watchdog's state. The uninterrupted run rolls back at step 26. Resumed, every rank holds rank 0's
+    reference batch, now measured again at the checkpoint's weights: the same rollback at step 26, the same LRs
+    and weights. Before, the resumed run had no reference, skipped 10 batches on the damaged weights and rolled
+    back at step 35, with other LRs from step 26 on."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lr_callbacks import LRSchedule
+
+    runs = {}
+    for name, resume in (("full", None), ("resumed", str(tmp_path / "full" / "ckpt" / "step=26.ckpt"))):
+        root = tmp_path / name
+        root.mkdir()
+        watchdog = DivergenceWatchdog(warmup_steps=10, window=20, snapshot_every=10, flat_loss_steps=None)
+        callbacks = [LRSchedule("cosine", warmup="10 steps"), watchdog, Trace(str(root), watchdog)]
+        if resume is None:
+            callbacks.append(
+                ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=26, save_top_k=-1, filename="{step}")
+            )
+        trainer = make_trainer(
+            root,
+            max_steps=40,
+            accelerator="cpu",
+            devices=2,
+            strategy="ddp_spawn",
+            use_distributed_sampler=False,
+            enable_checkpointing=resume is None,
+            callbacks=callbacks,
+        )
+        pl.seed_everything(0, verbose=False)
+        model = DigitsModel(optimizer="sgd", lr=0.1, faults=Faults(lr_times={25: 30.0}), batch_by_step=True)
+        trainer.fit(model, DataLoader(digits_data(), batch_size=32, shuffle=False), ckpt_path=resume)
+        runs[name] = [json.loads((root / f"rank{r}.json").read_text()) for r in (0, 1)]
+    full, resumed = runs["full"], runs["resumed"]
+    assert full[0] == full[1] and resumed[0] == resumed[1]
+    assert any("step=26, signal='damaged_weights'" in e and "action='rollback'" in e for e in full[0]["events"])
+    assert resumed[0]["events"] == full[0]["events"] and resumed[0]["weights"] == full[0]["weights"]
+    assert resumed[0]["lrs"] == full[0]["lrs"][26:]
