@@ -450,7 +450,9 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             )
         s.data_skips += 1
         self._note_lone_skip(step)
-        undo = self._data_caused_rollback(step) if s.guarded is not None else Decision()
+        # (a reference that moved on the restored weights took the new level: the data changed, its doing too)
+        after_rollback = s.guarded is not None and (self._reference_moved or self._beyond_the_restored_level())
+        undo = self._data_caused_rollback(step) if after_rollback else Decision()
         finite = [r.loss for r in s.run if r.loss is not None]
         if self._reference_moved and finite:  # the restored weights read the reference higher: the data changed
             self._reference_moved = False
@@ -474,6 +476,22 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             note = Incident(step, Signal.BAD_DATA, len(run), s.data_budget, Action.HALT, reason)
             return Decision(halt=reason, incidents=(note,))
         return self._rebaseline_data(step, run, statistics.median(finite) - self.loss.center)
+
+    def _beyond_the_restored_level(self) -> bool:
+        """Whether the outlier after a rollback is one for the restored weights too: its loss above their own, the
+        snapshot's reference level, by the stricter gate's margin (non-finite, or no level: yes).
+
+        A snapshot taken partway into trouble (before the loss had a baseline to hold it to) holds weights whose
+        batches all read above the baseline: an outlier against the baseline alone then says nothing of the data,
+        and the rollback's cut stays. Before, one such batch undid it as bad data: charlm at 30× its best LR, rolled
+        back at step 50 to weights whose reference read 3.87 against a baseline of 3.26, had its cut undone by the
+        next batch (4.79, 1.24× that level), and was damaged again 15 steps later."""
+        s = self.state
+        reference = s.ring[-1]["reference"] if s.ring else None
+        loss = s.run[-1].loss if s.run else None
+        if reference is None or loss is None:
+            return True
+        return loss - reference > GUARD_Z_SHARE * self.config.z_threshold * self.loss.spread
 
     def _persistent(self, step: int) -> Decision:
         """``patience`` outliers in a row: a change of data if the restored weights see it too, else roll back."""

@@ -888,6 +888,28 @@ def test_after_a_rollback_the_loss_gate_is_stricter_until_steps_are_accepted_in_
     assert len(policy.events) == count  # the same loss is accepted now
 
 
+@pytest.mark.parametrize(("above_reference", "undone"), [(1.5, False), (20.0, True)])
+def test_an_outlier_on_weights_restored_from_an_elevated_snapshot_is_bad_data_only_above_their_own_level(
+    above_reference: float, undone: bool
+):
+    """The snapshot was taken partway into trouble: its reference batch read 2.5 spreads above the baseline. Right
+    after the rollback to it, a batch 4 spreads above the baseline (over the stricter gate) is 1.5 above the restored
+    weights' own level: it says nothing of the data, and the rollback's cut stays. One 20 spreads above that level
+    is bad data on the restored weights, and undoes the cut as before. (Before, both undid it: charlm at 30× its
+    best LR had its cut undone at the step after the rollback and was damaged again 15 steps later.)"""
+    policy = warm(patience=3)
+    center, spread = policy.loss.center, policy.loss.spread
+    level = math.exp(center + 2.5 * spread)
+    policy.snapshot_taken(29, reference=level)
+    [rollback] = feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # damaged weights: back to step 29
+    assert rollback.rollback and policy.scale == 0.5
+    loss = math.exp(center + 2.5 * spread + above_reference * spread)
+    feed(policy, [loss], start=31, probe=lambda: level)  # the restored weights read their own level
+    actions = [(e.signal, e.action) for e in policy.events if e.step == 31]
+    assert actions[0] == ("loss", "skip")
+    assert (("bad_data", "raise_lr") in actions) is undone and policy.scale == (1.0 if undone else 0.5)
+
+
 def test_the_guard_needs_a_reference_batch_to_tell_the_cause():
     policy = warm(patience=3)  # its snapshot (step 29) has no reference batch
     feed(policy, [1000.0] * 3, start=30)  # persistent outliers, no reference: the ladder rolls back
