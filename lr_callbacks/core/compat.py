@@ -29,6 +29,7 @@ __all__ = [
     "exit_fit",
     "flatten",
     "fresh_iterator",
+    "grad_scaler",
     "is_lightning",
     "load_validation_data",
     "metric_states",
@@ -40,6 +41,7 @@ __all__ = [
     "supports_found_inf",
     "swa_start_epoch",
     "transfer_hook",
+    "unscale_fused",
 ]
 
 
@@ -249,6 +251,33 @@ def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     ``_step_supports_amp_scaling`` is the private marker torch's ``GradScaler`` checks for the same purpose.
     """
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def grad_scaler(trainer: Any) -> Any:
+    """The trainer's ``GradScaler`` when one is in use (fp16 mixed precision), else ``None``."""
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def unscale_fused(trainer: Any, optimizer: torch.optim.Optimizer) -> None:
+    """Unscale the gradients of an optimizer that unscales in its own step (``fused=True``) before the hooks read
+    them, as Lightning does for every other optimizer under a ``GradScaler``.
+
+    Lightning leaves the unscaling to such an optimizer: at ``on_before_optimizer_step`` its gradients are still
+    multiplied by the loss scale (a norm read there is ×65536 at the default scale), and a step whose gradients
+    are all dropped leaves the scaler without inf checks (``scaler.update()``: "No inf checks were recorded"). The
+    scaler's ``unscale_`` records them, and the fused step then skips on them and unscales nothing more: torch's
+    documented way to read or clip gradients under a ``GradScaler``. Nothing where the optimizer was unscaled
+    already (the stage is ``_per_optimizer_states``, private)."""
+    scaler = grad_scaler(trainer)
+    if scaler is None or not supports_found_inf(optimizer):
+        return
+    from torch.amp.grad_scaler import OptState
+
+    states = getattr(scaler, "_per_optimizer_states", {})
+    state = states.get(id(optimizer)) if isinstance(states, dict) else None
+    if state is None or state.get("stage") is OptState.READY:
+        scaler.unscale_(optimizer)
 
 
 def set_found_inf(optimizer: torch.optim.Optimizer, flag: torch.Tensor) -> None:

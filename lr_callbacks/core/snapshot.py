@@ -330,9 +330,16 @@ def restore_optimizer_state(
     """Put ``saved`` (per-parameter state by position) into ``optimizer``, in place where shapes allow.
 
     A tensor the optimizer no longer holds is recreated on the device it came from (``devices``), or, for lack
-    of it, on the parameter's device (Adam's ``step`` on the CPU, as torch keeps it unless fused); a sharded one
-    (``layouts``) as a DTensor around the saved shard.
+    of it, where torch's ``Optimizer.load_state_dict`` puts it: on the parameter's device, but Adam's ``step`` on
+    the CPU unless its group is fused or capturable (their kernels take it on the device: a CPU ``step`` fails
+    there); a sharded one (``layouts``) as a DTensor around the saved shard.
     """
+    on_device = {
+        id(p)
+        for group in optimizer.param_groups
+        if group.get("fused") or group.get("capturable")
+        for p in group["params"]
+    }
     with torch.no_grad():
         for index, parameter in enumerate(_parameters(optimizer)):
             state = saved.get(index, {})
@@ -348,7 +355,8 @@ def restore_optimizer_state(
                     if isinstance(current, torch.Tensor) and local(current).shape == value.shape:
                         local(current).copy_(value, non_blocking=value.is_pinned())
                     else:
-                        default = torch.device("cpu") if key == "step" else local(parameter).device
+                        on_cpu = key == "step" and id(parameter) not in on_device
+                        default = torch.device("cpu") if on_cpu else local(parameter).device
                         device = (devices or {}).get((index, key), default)
                         live[key] = rebuild(value.detach().clone().to(device), (layouts or {}).get((index, key)))
                 else:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, is_lightning, transfer_hook
+from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, is_lightning, transfer_hook, unscale_fused
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.lr_model import as_float, set_lr
 from lr_callbacks.core.sharded import plain, plain_shard_group
@@ -147,6 +147,7 @@ class _Probe(Callback):
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        unscale_fused(trainer, optimizer)  # a fused optimizer's gradients, still scaled under a GradScaler
         if optimizer is trainer.optimizers[0]:
             self.lrs_used.append(as_float(optimizer.param_groups[0]["lr"]))
         grads = [p.grad.detach() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]

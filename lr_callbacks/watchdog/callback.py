@@ -18,7 +18,14 @@ import torch
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_choice, check_int, given_arguments
-from lr_callbacks.core.compat import Callback, clear_found_inf, optimizer_steps, supports_found_inf
+from lr_callbacks.core.compat import (
+    Callback,
+    clear_found_inf,
+    grad_scaler,
+    optimizer_steps,
+    supports_found_inf,
+    unscale_fused,
+)
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, require_lr_groups, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
@@ -553,6 +560,7 @@ class DivergenceWatchdog(Callback):
         total = _total_steps(trainer)
         self._last_step = total - 1 if total else None
         self._policy.configure(total, can_roll_back=self._snapshot_mode != "off")
+        self._policy.scaled = self._has_scaler(trainer)
         if self._sync_every > 1:
             clip = self.config.outlier_action == "clip"
             self._judge = DeviceJudge(pl_module.device, self._sync_every, clip, int(trainer.world_size))
@@ -657,6 +665,7 @@ class DivergenceWatchdog(Callback):
     ) -> None:
         if self._paused:
             return
+        unscale_fused(trainer, optimizer)  # a fused optimizer's gradients, still scaled under a GradScaler
         values = self._signals.collect(optimizer, max(int(trainer.accumulate_grad_batches), 1))
         self._signals.reset()
         if values is None:
@@ -971,7 +980,7 @@ class DivergenceWatchdog(Callback):
 
     def _update_too_large(self, trainer: Any) -> bool:
         """Whether the update ratio measured at the last step, not judged yet, would be judged too large."""
-        pending, lrs = self._updates.pending, self._updates.pending_lrs
+        pending, lrs = self._updates.pending, [float(lr) for lr in self._updates.pending_lrs]
         if pending is None or not trainer.optimizers:
             return False
         *ratios, grad_norm = pending.reshape(-1).tolist()  # the same values on every rank (global norms)
@@ -1065,7 +1074,7 @@ class DivergenceWatchdog(Callback):
 
     @staticmethod
     def _has_scaler(trainer: Any) -> bool:
-        return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+        return grad_scaler(trainer) is not None
 
     def _report(self, incident: Incident) -> None:
         trainer = self._trainer

@@ -277,16 +277,20 @@ def _verdict(
     return Verdict(skip=bool(skip), clip_factor=factor, signals=signals)
 
 
-def _step_size(group: Mapping[str, Any]) -> float:
+def _step_size(group: Mapping[str, Any]) -> float | torch.Tensor:
     """The LR as a steady update scales with it: under SGD's (or RMSprop's) momentum ``μ`` an update is
     ``lr · (1 − dampening) / (1 − μ)`` times the gradient, so a momentum that moves is no alarm (``one_cycle``
     co-schedules it, 0.95 → 0.85 → 0.95: updates 3× larger at the end for the same LR); Adam's ``β1`` leaves
     the size alone.
 
+    A tensor LR (a fused or capturable optimizer's, on the device) stays a tensor, copied: read as a number only
+    at the next host read (:meth:`UpdateProbe.take`), not here between reads, where it would sync the device.
+
     >>> _step_size({"lr": 0.1, "momentum": 0.9}), _step_size({"lr": 0.1, "betas": (0.9, 0.999)})
     (1.0000000000000002, 0.1)
     """
-    lr = float(group["lr"])
+    lr = group["lr"]
+    lr = lr.detach().clone() if isinstance(lr, torch.Tensor) else float(lr)
     momentum = group.get("momentum")
     if isinstance(momentum, (int, float)) and 0.0 < momentum < 1.0:
         return lr * (1.0 - float(group.get("dampening", 0.0))) / (1.0 - float(momentum))
@@ -309,9 +313,9 @@ class UpdateProbe:
 
     def __init__(self) -> None:
         self._before: list[list[torch.Tensor]] | None = None
-        self._lrs: list[float] = []
+        self._lrs: list[float | torch.Tensor] = []
         self.pending: torch.Tensor | None = None
-        self.pending_lrs: list[float] = []
+        self.pending_lrs: list[float | torch.Tensor] = []
         self.pending_step: int | None = None
         self._step: int | None = None
         self._grad_norm: float | torch.Tensor = math.nan
@@ -370,7 +374,7 @@ class UpdateProbe:
         groups' LRs and their step."""
         pending, lrs, step = self.pending, self.pending_lrs, self.pending_step
         self.pending, self.pending_lrs, self.pending_step = None, [], None
-        return pending, lrs, step
+        return pending, [float(lr) for lr in lrs], step
 
     def reset(self) -> None:
         self._before, self.pending, self.pending_step = None, None, None
@@ -381,7 +385,8 @@ class UpdateProbe:
         if self.pending is None or self.pending_step is None:
             return None
         *ratios, norm = (float(v) for v in self.pending.tolist())
-        return {"step": self.pending_step, "ratios": ratios, "lrs": list(self.pending_lrs), "grad_norm": norm}
+        lrs = [float(lr) for lr in self.pending_lrs]
+        return {"step": self.pending_step, "ratios": ratios, "lrs": lrs, "grad_norm": norm}
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
         """Restore a measurement :meth:`state_dict` saved (on the CPU: the next read moves it to the signals)."""

@@ -41,6 +41,7 @@ class PolicyMemory:
         self._sample_size = 0.0  # the largest batch recorded, in samples over all ranks (for the device's gate)
         self.state = PolicyState()
         self.events: list[Incident] = []
+        self.scaled = False  # a GradScaler skips the steps whose gradients overflow (set by the callback each fit)
         self.configure(None)
 
     def configure(self, total_steps: int | None, can_roll_back: bool = True) -> None:

@@ -174,6 +174,11 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             s.ramp = min(1.0, max(step - start, 1) / length)
             if s.ramp >= 1.0:
                 s.rewarm = None
+        if self.scaled and verdict.signals == (Signal.NON_FINITE,) and math.isfinite(loss) and not verdict.forced:
+            # a GradScaler's overflow: a finite loss whose scaled gradients overflowed. The scaler skips the step
+            # itself and lowers its scale; it is how it calibrates, not an incident (before, `patience` of them in a
+            # row, as a scale of 2**30 calibrates, rolled the run back and halved its LR)
+            return Decision()
         if samples is not None:
             self._sample_size = max(self._sample_size, samples.n)
         if verdict.forced:

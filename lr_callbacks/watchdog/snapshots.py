@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import torch
 
-from lr_callbacks.core.sharded import strategy_kind
-from lr_callbacks.core.snapshot import ModelSnapshot, evaluation_kept
+from lr_callbacks.core.sharded import is_dtensor, strategy_kind
+from lr_callbacks.core.snapshot import ModelSnapshot, evaluation_kept, synchronize
 from lr_callbacks.watchdog.device import all_reduce_mean
 
 __all__ = [
@@ -86,10 +86,16 @@ class DiskSnapshot:
         name = f"step-{step}-rank{self._rank}.pt" if self._own_files else f"step-{step}.pt"
         path = os.path.join(self.directory, name)
         if not self._shared or self._rank == 0:
-            self._host.take(module, optimizer, step)
             os.makedirs(self.directory, exist_ok=True)
-            torch.save({"model": self._host.model, "optimizer": self._host.optimizer.state}, path)
-            self._unload()
+            live = module.state_dict()
+            if self._own_files or any(is_dtensor(t) for t in live.values()):
+                # shards: their local parts through a host snapshot, which keeps how to put them back
+                self._host.take(module, optimizer, step)
+                synchronize()  # the copies into pinned host memory are asynchronous: done before the file reads them
+                torch.save({"model": self._host.model, "optimizer": self._host.optimizer.state}, path)
+                self._unload()
+            else:  # whole tensors: written as they are (torch.save copies them off the device), no host copy first
+                torch.save({"model": live, "optimizer": optimizer.state_dict()["state"]}, path)
         if self._shared:
             self.strategy.barrier("watchdog-snapshot")  # rank 0 has written it
         self.path, self.step = path, step
@@ -392,14 +398,18 @@ def reference_loss(
 
     ``rngs``: the state of torch's generators (CPU, and CUDA) when each batch's own step started, replayed so that
     its draws from them (dropout's masks, a ``torch.rand`` masking in ``training_step``) are the step's: the loss
-    then differs from the step's only by the weights. Draws from Python's ``random`` or NumPy are not replayed.
+    then differs from the step's only by the weights. It runs in the precision plugin's training context (the
+    step's autocast under ``16-mixed``/``bf16-mixed``): before, a float32 reading was held to a level measured in
+    half precision, and a model with half-only kernels failed. Draws from Python's ``random`` or NumPy are not replayed.
     Without them every evaluation draws afresh, and at a low loss dropout alone moved a fine-tuned MiniLM's loss on
     one batch of 8 from 0.0055 to 0.147 at the same weights, read as damaged weights."""
     if not batches:
         return None
     devices = [module.device] if module.device.type == "cuda" else []
     losses = []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module), evaluation_kept(module):
+    precision = getattr(strategy, "precision_plugin", None)
+    autocast = precision.train_step_context() if precision is not None else contextlib.nullcontext()
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), _silenced(module), evaluation_kept(module), autocast:
         for index, batch in enumerate(batches):
             if rngs and index < len(rngs):
                 _replay(rngs[index], module.device)

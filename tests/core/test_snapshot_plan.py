@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from lr_callbacks.core.snapshot import ModelSnapshot
+from lr_callbacks.core.snapshot import ModelSnapshot, restore_optimizer_state
 
 
 def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -90,3 +91,19 @@ def test_a_state_value_that_turns_from_a_number_into_a_tensor_and_back_is_copied
         optimizer.state[first]["t"] = 9.0
         snapshot.restore(model, optimizer)
         assert float(optimizer.state[first]["t"]) == float(t)
+
+
+@pytest.mark.parametrize(
+    ("options", "step_on_device"), [({}, False), ({"capturable": True}, True), ({"fused": True}, True)]
+)
+def test_a_recreated_step_goes_where_torch_puts_it(options: dict[str, bool], step_on_device: bool) -> None:
+    """Adam's ``step`` recreated from saved state: on the CPU for a plain optimizer, on the parameter's device for
+    a fused or capturable one, as torch's ``load_state_dict`` does (the ``meta`` device stands for a GPU). Before,
+    always on the CPU: a capturable or fused optimizer resumed from a checkpoint written mid-incident failed."""
+    parameter = torch.nn.Parameter(torch.zeros(4, device="meta"))
+    optimizer = torch.optim.AdamW([parameter], lr=1e-3, **options)
+    saved = {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(4), "exp_avg_sq": torch.ones(4)}}
+    restore_optimizer_state(optimizer, saved)
+    state = optimizer.state[parameter]
+    assert state["step"].device.type == ("meta" if step_on_device else "cpu")
+    assert state["exp_avg"].device.type == "meta" and state["exp_avg_sq"].device.type == "meta"

@@ -7,6 +7,7 @@ import collections
 import itertools
 import logging
 import math
+import statistics
 import warnings
 from typing import Any
 
@@ -90,6 +91,32 @@ def test_the_skip_is_exact_under_a_grad_scaler(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_a_fused_optimizer_under_a_grad_scaler_is_judged_on_unscaled_gradients_and_skips_exactly(tmp_path):
+    """Lightning leaves a fused optimizer's gradients scaled at ``on_before_optimizer_step`` (it unscales in its
+    step). Before: the watchdog's gradient norms were ×(loss scale), and its skip (every gradient dropped) left the
+    scaler with no inf checks: ``AssertionError: No inf checks were recorded prior to update`` at the first skip."""
+    spy, watchdog = StepSpy(30), small()
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0, growth_interval=10_000)
+    model = DigitsModel("adamw_fused", faults=Faults(nan_loss=[30]))
+    fit(tmp_path, model, [watchdog, spy], 40, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(30, "non_finite", "skip")]
+    assert spy.unchanged() and all(torch.isfinite(p).all() for p in model.parameters())
+    norms = [math.exp(v) for v in watchdog._policy.grad.values]
+    assert 0.05 < statistics.median(norms) < 20.0  # a digits MLP's gradient norm, not ×4 or more of it
+
+
+def test_a_grad_scalers_overflows_while_it_calibrates_are_not_incidents(tmp_path):
+    """A loss scale of 2**30 overflows float16 for many steps in a row while it halves down: the scaler skips them
+    itself. Before, `patience` of them in a row read as persistent outliers: a rollback and a halved LR."""
+    watchdog = small()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**30, growth_interval=10_000)
+    model = DigitsModel("adamw")
+    fit(tmp_path, model, [watchdog], 40, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert scaler.get_scale() < 2.0**20  # it did calibrate, over more than `patience` steps
+    assert not [e for e in watchdog.events if e.signal == "non_finite" or e.action != "skip"]
+    assert watchdog.scale == 1.0
+
+
 def test_on_the_device_a_fused_optimizer_skips_exactly_through_found_inf(tmp_path):
     spy, watchdog = StepSpy(30), small(sync_every_n_steps=4)
     model = DigitsModel("adamw_fused", faults=Faults(nan_loss=[30]))
@@ -153,6 +180,48 @@ def test_host_reads_once_every_sync_every_n_steps(tmp_path, monkeypatch, sync_ev
     assert all(step < 10 + sync_every for step, _ in probes)  # a read covers the steps since the last one
     assert len({step for step, _ in probes}) == len(probes)  # once per read at most
     assert counts[1] - counts[0] - sum(n for _, n in probes) == reads
+
+
+class AutocastSeen(TinyModel):
+    """Records, for each ``training_step`` call without gradients (the watchdog's reference evaluation), whether
+    it ran under the CPU's autocast."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reference_autocast: list[bool] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            self.reference_autocast.append(torch.is_autocast_enabled("cpu"))
+        return super().training_step(batch, batch_idx)
+
+
+def test_the_reference_batch_is_evaluated_in_the_steps_precision(tmp_path):
+    """Its level is the step's own loss, computed under the precision plugin's autocast; before, the reference ran
+    in float32 (and a model with half-only kernels would fail there)."""
+    model = AutocastSeen(loss_hook=lambda step, loss: loss * 50.0 if step in (40, 41) else loss)
+    watchdog = DivergenceWatchdog(warmup_steps=10, update_every=None)
+    trainer = make_trainer(tmp_path, max_steps=60, precision="bf16-mixed", callbacks=[watchdog])
+    trainer.fit(model, loader(regression_data()))
+    assert model.reference_autocast and all(model.reference_autocast)
+
+
+def test_a_tensor_lr_is_not_read_back_between_reads():
+    """A fused or capturable optimizer's LR may be a tensor on the device: arming the update probe copies it (no
+    read); the next host read takes it as a number. Before, ``float(group["lr"])`` at every armed step synced the
+    device between reads (every ``update_every`` steps)."""
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=torch.tensor(0.01))
+    probe = UpdateProbe()
+    with SyncCounter() as counter:
+        probe.arm(optimizer, step=5)
+        optimizer.param_groups[0]["lr"].fill_(0.02)  # a schedule writing the next LR in place
+    assert counter.count == 0
+    layer.weight.grad, layer.bias.grad = torch.ones(2, 4), torch.ones(2)
+    optimizer.step()
+    probe.measure(optimizer)
+    _, lrs, step = probe.take()
+    assert lrs == [pytest.approx(0.01)] and step == 5  # the LR of the measured update, not the one written since
 
 
 def test_auto_sync_every_is_8_on_an_accelerator_and_1_on_the_cpu():
