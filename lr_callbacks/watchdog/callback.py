@@ -6,6 +6,7 @@ apply its answer (skip, clip, LR scale, rollback, halt) through ``watchdog.devic
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -382,6 +383,7 @@ class DivergenceWatchdog(Callback):
         self.snapshot_mode: str | None = None
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
+        self._saved_snapshot: dict[str, Any] | None = None  # a checkpoint's newest snapshot, kept beside its weights
         self._warned_reference = False
         self._warned_nonpositive = False
         self._warned_lone_skips = False
@@ -534,6 +536,7 @@ class DivergenceWatchdog(Callback):
         self._updates = UpdateProbe()
         self._signals.reset()
         self._restored_reference, self._restored_rngs, self._live, self._held = [], [], None, []
+        self._saved_snapshot = None
         self._batches, self._rngs = [], []
         self._rebaselines_due = []
 
@@ -549,6 +552,7 @@ class DivergenceWatchdog(Callback):
             )
         self._reset_fit()
         self._trainer = trainer
+        self._warn_weights_only(trainer)
         self._halt_path = self._halt_checkpoint or os.path.join(trainer.default_root_dir, HALT_NAME)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if self._sync_every_arg is not None:
@@ -576,6 +580,16 @@ class DivergenceWatchdog(Callback):
         restored_step = self._policy.state.snapshot_step
         self._ring.clear()
         self._ring = self._new_ring(trainer, pl_module, optimizer)
+        saved, self._saved_snapshot = self._saved_snapshot, None
+        if saved is not None and self._live is None and restored_step is not None:
+            # the checkpoint holds the live weights and its newest snapshot beside them: the snapshot goes into the
+            # ring (with its reference batch and level), the live weights back in after it, as for a substitute
+            self._live = {
+                "model": {name: tensor.detach().clone() for name, tensor in pl_module.state_dict().items()},
+                "optimizer": _cloned(optimizer.state_dict()["state"]),
+            }
+            pl_module.load_state_dict(saved["model"])
+            restore_optimizer_state(optimizer, saved["optimizer"])
         batches, rngs = self._restored_reference, self._restored_rngs
         self._restored_reference, self._restored_rngs = [], []
         # a checkpoint's tensors load on the device they were saved from (rank 0's, under DDP on GPUs): onto this one
@@ -848,6 +862,21 @@ class DivergenceWatchdog(Callback):
 
         return probe
 
+    @staticmethod
+    def _warn_weights_only(trainer: Any) -> None:
+        """Say that weights-only checkpoints bypass the watchdog: Lightning writes them without the callbacks'
+        ``on_save_checkpoint``, where a checkpoint written during an incident gets the clean snapshot's weights."""
+        savers = [c for c in trainer.callbacks if getattr(c, "save_weights_only", False) is True]
+        if savers and trainer.is_global_zero:
+            warnings.warn(
+                f"{OWNER}: {type(savers[0]).__name__}(save_weights_only=True) writes its checkpoints without the "
+                "callbacks' on_save_checkpoint, where the watchdog puts the last clean snapshot's weights in a "
+                "checkpoint written while an incident is open: such a file holds the live weights, possibly "
+                "damaged. Full checkpoints (the default) are kept clean; a resume needs them anyway.",
+                UserWarning,
+                stacklevel=2,
+            )
+
     def _warn_lone_skips(self, trainer: Any, step: int) -> None:
         """Say once that bad data keeps coming back between good batches (:meth:`WatchdogPolicy.lone_skips`)."""
         self._warned_lone_skips = True
@@ -969,13 +998,27 @@ class DivergenceWatchdog(Callback):
         step's update ratio, measured but judged only at the next step, is too large (the LR damaged the weights:
         the judgement will undo them), save the last clean snapshot instead, with the live weights in the
         watchdog's state for a resume to go on from."""
-        snapshot = self._ring.get(self._policy.state.snapshot_step)
+        snapshot_step = self._policy.state.snapshot_step
+        snapshot = self._ring.get(snapshot_step)
         # state_dict, called just before, read the device's rows into _held
         unread = bool(self._held) or self._update_too_large(trainer)
+        own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
         if (self._policy.incident_open or unread) and snapshot is not None:
-            own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
             own["live"] = snapshot.substitute(checkpoint)
-        elif not self._policy.state.halted and self._halt_pending is None:
+            return
+        if (
+            snapshot is not None
+            and not self._policy.settled
+            and snapshot_step != int(trainer.global_step)
+            and strategy_kind(trainer.strategy) == "replicated"
+        ):
+            # a climb under way (or a run of outliers read as bad data): the live weights are kept, and the newest
+            # snapshot beside them, for a resumed run to roll back to what the uninterrupted one would. Before, it
+            # took the checkpoint's (climbing) weights for that snapshot, and its rollback restored them
+            scratch: dict[str, Any] = {"state_dict": {}, "optimizer_states": [{"state": {}}]}
+            snapshot.substitute(scratch)
+            own["snapshot"] = {"model": scratch["state_dict"], "optimizer": scratch["optimizer_states"][0]["state"]}
+        if not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
 
     def _update_too_large(self, trainer: Any) -> bool:
@@ -1051,6 +1094,7 @@ class DivergenceWatchdog(Callback):
             return  # trainer.test/validate(ckpt_path=...) loads every callback's state: not a resume
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
+        self._saved_snapshot = state_dict.get("snapshot")
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
         self._rebaselines_due = [(int(k), str(why)) for k, why in state_dict.get("rebaselines_due", [])]
         self._updates.load_state_dict(state_dict.get("update"))
@@ -1099,6 +1143,16 @@ class DivergenceWatchdog(Callback):
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
             )
+
+
+def _cloned(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """A copy of an optimizer's per-parameter state (``state_dict()["state"]`` holds the live tensors)."""
+    return {
+        index: {
+            key: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for key, v in values.items()
+        }
+        for index, values in state.items()
+    }
 
 
 def _check_halt_path(path: object) -> None:

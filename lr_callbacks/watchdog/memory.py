@@ -81,6 +81,12 @@ class PolicyMemory:
         return self._sample_size
 
     @property
+    def settled(self) -> bool:
+        """No run of outliers open and no climb under way (the CUSUM at 0, its pre-climb reference not held): the
+        state of weights the watchdog would take as a snapshot, as far as its signals tell."""
+        return not self.state.run and self.cusum.value == 0.0 and not self.cusum.held
+
+    @property
     def incident_open(self) -> bool:
         """A run of outliers is in progress and the live weights are not known to be clean: the clean reference
         batch did not read them sound at its latest step (or there is none to read), or that step's update was

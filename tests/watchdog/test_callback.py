@@ -441,6 +441,30 @@ def same(a: list[Incident], b: list[Incident]) -> bool:
     return [repr(e) for e in a] == [repr(e) for e in b]  # repr: NaN values compare equal
 
 
+def test_weights_only_checkpoints_are_said_to_bypass_the_watchdog(tmp_path):
+    """Lightning writes them without the callbacks' ``on_save_checkpoint``: one written during an incident held the
+    live, damaged weights (loss 11.6) where a full one held the clean snapshot's (0.94). Said once at fit start."""
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_weights_only=True)
+    with pytest.warns(UserWarning, match=r"ModelCheckpoint\(save_weights_only=True\) writes its checkpoints without"):
+        fit(tmp_path, DigitsModel(), [small(), saver], 10, enable_checkpointing=True)
+
+
+def test_a_checkpoint_written_while_a_climb_is_under_way_keeps_the_newest_snapshot_beside_the_live_weights(tmp_path):
+    """An LR that grows from step 30: the loss climbs (the CUSUM above 0 from step 46) until the weights read as
+    damaged at step 49, rolled back to the snapshot before step 45. A checkpoint after step 47 holds the live
+    weights (no incident is open) and, now, that snapshot beside them. Before, the resumed run took the checkpoint's
+    climbing weights for the snapshot of step 45, and its "rollback to 45" restored them (found by a review)."""
+    faults = Faults(lr_growth_from=30, lr_growth=1.15, lr_growth_max=40.0)
+    full_model, full = run(tmp_path / "full", faults, 80, every=1)
+    assert (49, "damaged_weights", "rollback", 45) in [(e.step, e.signal, e.action, e.rollback_to) for e in full.events]
+    path = tmp_path / "full" / "ckpt" / "epoch=0-step=48.ckpt"
+    own = torch.load(path, weights_only=True)["callbacks"]["DivergenceWatchdog"]
+    assert own["policy"]["cusum"]["value"] > 0 and "live" not in own and "snapshot" in own
+    resumed_model, resumed = run(tmp_path / "resumed", faults, 80, ckpt_path=str(path), every=1)
+    assert same(full.events, resumed.events)
+    assert all(map(torch.equal, full_model.state_dict().values(), resumed_model.state_dict().values()))
+
+
 @pytest.mark.parametrize(
     ("faults", "kwargs"),
     [
