@@ -124,19 +124,29 @@ class KillLossSpike(Callback):
 class ZClip(Callback):
     """ZClip (Kumar et al. 2025, ``bluorion-com/ZClip``), its default ``mode="zscore"`` with reciprocal clipping.
 
-    As in the original: the first ``warmup_steps`` gradient norms fill a buffer (no clipping, since
-    ``max_grad_norm=None`` here, the "pure ZClip" setting of ``research/spike_anchors.md`` §5), then the mean
+    As in the original (``zclip/zclip.py``): the first ``warmup_steps`` gradient norms fill a buffer (clipped at
+    ``max_grad_norm`` alone; none with ``max_grad_norm=None``, the "pure ZClip" setting of
+    ``research/spike_anchors.md`` §5, this port's default; the library's is 1.0), then the mean
     and variance start from it; a norm with ``z = (g − μ) / (σ + eps) > z_thresh`` is clipped to
     ``μ + z_thresh·σ / (z / z_thresh)``, and the EMAs (``alpha``) are updated with the clipped norm. A
-    non-finite norm is passed through untouched, as in the original (``z`` is NaN there).
+    non-finite norm is passed through untouched, as in the original (``z`` is NaN there). With a
+    ``max_grad_norm`` every step is clipped to the smaller of the adaptive value and it, as the original does.
 
     >>> clip = ZClip(warmup_steps=3)
     >>> [clip.target(g) for g in (1.0, 1.1, 0.9)], clip.target(1.0) is None
     ([None, None, None], True)
     """
 
-    def __init__(self, alpha: float = 0.97, z_thresh: float = 2.5, warmup_steps: int = 25, eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.97,
+        z_thresh: float = 2.5,
+        warmup_steps: int = 25,
+        eps: float = 1e-6,
+        max_grad_norm: float | None = None,
+    ) -> None:
         self.alpha, self.z_thresh, self.warmup_steps, self.eps = alpha, z_thresh, warmup_steps, eps
+        self.max_grad_norm = max_grad_norm
         self.buffer: list[float] = []
         self.mean: float | None = None
         self.var = 0.0
@@ -144,12 +154,13 @@ class ZClip(Callback):
 
     def target(self, norm: float) -> float | None:
         """Feed one gradient norm; return the norm to clip it to, or ``None`` to leave it."""
+        cap = self.max_grad_norm
         if self.mean is None:
             self.buffer.append(norm)
             if len(self.buffer) == self.warmup_steps:
                 self.mean = sum(self.buffer) / len(self.buffer)
                 self.var = sum((b - self.mean) ** 2 for b in self.buffer) / len(self.buffer)
-            return None
+            return cap if cap is not None and norm > cap else None  # the warmup clips at the cap alone
         std = self.var**0.5
         z = (norm - self.mean) / (std + self.eps)
         clipped = norm
@@ -158,6 +169,8 @@ class ZClip(Callback):
         if norm == norm and abs(norm) != float("inf"):
             self.mean = self.alpha * self.mean + (1 - self.alpha) * clipped
             self.var = self.alpha * self.var + (1 - self.alpha) * (clipped - self.mean) ** 2
+        if cap is not None:  # the EMAs follow the adaptive value; the clip takes the smaller of it and the cap
+            clipped = min(clipped, cap)
         return clipped if clipped < norm else None
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:

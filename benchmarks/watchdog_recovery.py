@@ -10,7 +10,9 @@ Methods: ``none``; Lightning ``EarlyStopping(monitor="val_loss", check_finite=Tr
 ``SpikeDetection()`` (it raises ``TrainingSpikeException``: the run ends there, as it would without a
 restart harness); :class:`~benchmarks.spike_baselines.KillLossSpike` (LLM Foundry's rule, ``log_only=False``);
 ``grad_clip``: the Trainer's ``gradient_clip_val=1.0``; ``zclip``: :class:`~benchmarks.spike_baselines.ZClip`
-at its defaults; ``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at its defaults. A separate variant,
+at its defaults but without the fixed cap (``max_grad_norm=None``, "pure ZClip"); ``zclip.capped``: ZClip at the
+library's own defaults (``max_grad_norm=1.0``: every step clipped to the smaller of the adaptive value and 1.0);
+``lr_callbacks``: :class:`~lr_callbacks.DivergenceWatchdog` at its defaults. A separate variant,
 ``lr_callbacks.per_sample``: the same watchdog, with the module reporting its per-sample losses
 (:func:`~lr_callbacks.report_sample_losses`), an input the peers do not get; it never replaces ``lr_callbacks``.
 ``--methods`` runs a subset of the methods and keeps the others' runs from the previous ``watchdog.json``.
@@ -62,6 +64,7 @@ METHODS = (
     "kill_loss_spike",
     "grad_clip",
     "zclip",
+    "zclip.capped",
     "lr_callbacks",
     "lr_callbacks.per_sample",
 )
@@ -147,10 +150,10 @@ def _method(name: str) -> tuple[list[Any], Any]:
         from benchmarks.spike_baselines import KillLossSpike
 
         callback = KillLossSpike(log_only=False)
-    elif name == "zclip":
+    elif name in ("zclip", "zclip.capped"):
         from benchmarks.spike_baselines import ZClip
 
-        callback = ZClip()
+        callback = ZClip(max_grad_norm=1.0 if name == "zclip.capped" else None)
     elif name == "grad_clip":
         return [], None  # the Trainer's gradient_clip_val (see run_one)
     elif name in OURS:
@@ -233,7 +236,7 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         interventions, wasted, events = _incidents(handle)
         if halted and not any("halt" in e for e in events):
             interventions += 1
-    elif method == "zclip":
+    elif method in ("zclip", "zclip.capped"):
         interventions = handle.clipped
     elif halted:
         interventions = 1

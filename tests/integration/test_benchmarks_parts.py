@@ -252,6 +252,19 @@ def test_zclip_clips_a_norm_far_above_its_ema_reciprocally() -> None:
     assert clip.target(float("nan")) is None
 
 
+def test_zclip_with_the_librarys_cap_clips_to_the_smaller_of_the_adaptive_value_and_the_cap() -> None:
+    """``zclip.capped``: the library's default ``max_grad_norm=1.0`` (``zclip/zclip.py``): the warmup clips at the
+    cap alone, later steps at ``min(adaptive, cap)``, and the EMAs follow the adaptive value."""
+    from benchmarks.spike_baselines import ZClip
+
+    capped, pure = ZClip(warmup_steps=4, max_grad_norm=1.0), ZClip(warmup_steps=4)
+    assert [capped.target(g) for g in (1.0, 1.2, 0.8, 3.0)] == [None, 1.0, None, 1.0]
+    for g in (1.0, 1.2, 0.8, 3.0):
+        pure.target(g)
+    assert capped.mean == pure.mean and capped.target(1.5) == 1.0 and pure.target(1.5) is None
+    assert capped.mean == pure.mean  # the cap does not enter the EMAs
+
+
 def test_unknown_fault_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"fault must be one of nan_batch, .*, clean, data_switch; got 'gremlins'"):
         fault("gremlins", start=0)
