@@ -37,7 +37,7 @@ from typing import Any
 from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, write_json
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 
-__all__ = ["CANDIDATES", "Scale", "kendall_tau", "run"]
+__all__ = ["CANDIDATES", "Scale", "kendall_tau", "run", "trial_ranking"]
 
 CANDIDATES = {"decades": (1e-4, 1e-5, 1e-6), "bert": (5e-5, 3e-5, 2e-5)}
 """The confirm mode's candidate lists: one decade apart, and the BERT paper's fine-tuning LRs."""
@@ -321,6 +321,26 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return score / len(pairs)
 
 
+def trial_ranking(trials: list[dict[str, Any]]) -> dict[float, int]:
+    """The candidates' places (0 the best) in the ranking the trials make under successive halving: a candidate
+    that reached a later rung ranks above one that did not, and those of the same last rung by their loss there.
+    One place per candidate: before, every rung's trial was an item, so rung-0 losses were compared with longer
+    rung-1 ones and a candidate with itself (a tie), and τ could not reach 1 (0.8 was a perfect agreement).
+
+    >>> trial_ranking([{"lr": 1e-4, "val_loss": 1.77, "rung": 0}, {"lr": 1e-5, "val_loss": 1.79, "rung": 0},
+    ...                {"lr": 1e-6, "val_loss": 1.80, "rung": 0}, {"lr": 1e-4, "val_loss": 1.74, "rung": 1},
+    ...                {"lr": 1e-5, "val_loss": 1.72, "rung": 1}])
+    {1e-05: 0, 0.0001: 1, 1e-06: 2}
+    """
+    last: dict[float, tuple[int, float]] = {}
+    for trial in trials:
+        rung = int(trial.get("rung", 0))
+        if trial["lr"] not in last or rung >= last[trial["lr"]][0]:
+            last[trial["lr"]] = (rung, float(trial["val_loss"]))
+    order = sorted(last, key=lambda lr: (-last[lr][0], last[lr][1]))
+    return {lr: place for place, lr in enumerate(order)}
+
+
 def _sign(value: float) -> int:
     return (value > 0) - (value < 0)
 
@@ -339,8 +359,9 @@ def _confirm_quality(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for run in runs[name]:
             seed, trials = run["seed"], run.get("finder", {}).get("trials", [])
             truth = {v: full[v][seed] for v in values if seed in full[v]}
-            scored = [t for t in trials if t["lr"] in truth]
-            tau = kendall_tau([t["val_loss"] for t in scored], [truth[t["lr"]] for t in scored])
+            ranking = trial_ranking([t for t in trials if t["lr"] in truth])
+            lrs = [lr for lr in truth if lr in ranking]
+            tau = kendall_tau([ranking[lr] for lr in lrs], [truth[lr] for lr in lrs])
             pick = run["lr"]
             ok = pick in truth and truth[pick] <= min(truth.values()) + noise
             seeds.append(

@@ -265,6 +265,24 @@ def test_zclip_with_the_librarys_cap_clips_to_the_smaller_of_the_adaptive_value_
     assert capped.mean == pure.mean  # the cap does not enter the EMAs
 
 
+def test_the_trials_ranking_has_one_place_per_candidate_and_reaches_tau_1() -> None:
+    """Successive halving's ranking: a candidate of a later rung above one of an earlier rung, then by the loss at
+    its last rung. Before, every rung's trial was an item: 0.8 was the highest τ a three-candidate list allowed."""
+    from benchmarks.finetune import kendall_tau, trial_ranking
+
+    trials = [
+        {"lr": 1e-4, "val_loss": 1.77, "rung": 0},
+        {"lr": 1e-5, "val_loss": 1.79, "rung": 0},
+        {"lr": 1e-6, "val_loss": 1.80, "rung": 0},
+        {"lr": 1e-4, "val_loss": 1.74, "rung": 1},
+        {"lr": 1e-5, "val_loss": 1.79, "rung": 1},
+    ]
+    ranking = trial_ranking(trials)
+    assert ranking == {1e-4: 0, 1e-5: 1, 1e-6: 2}
+    full = {1e-4: 0.98, 1e-5: 1.2, 1e-6: 1.7}
+    assert kendall_tau([ranking[lr] for lr in full], list(full.values())) == 1.0
+
+
 def test_unknown_fault_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"fault must be one of nan_batch, .*, clean, data_switch; got 'gremlins'"):
         fault("gremlins", start=0)
