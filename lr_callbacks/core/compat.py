@@ -40,6 +40,7 @@ __all__ = [
     "set_found_inf",
     "supports_found_inf",
     "swa_start_epoch",
+    "to_device",
     "transfer_hook",
     "unscale_fused",
 ]
@@ -174,6 +175,17 @@ def transfer_hook(module: Any, batch: Any) -> Any:
     """
     before = getattr(module, "_on_before_batch_transfer", None)
     return before(batch, dataloader_idx=0) if before is not None else module.on_before_batch_transfer(batch, 0)
+
+
+def to_device(data: Any, device: torch.device) -> Any:
+    """``data``'s tensors moved to ``device`` (Lightning's ``move_data_to_device``), without the module's batch
+    transfer hooks: a batch kept from a step has been through them already (``on_after_batch_transfer`` would run
+    twice: an augmentation or a normalization applied again)."""
+    try:
+        from lightning_fabric.utilities.apply_func import move_data_to_device
+    except ImportError:  # the unified `lightning` package only
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+    return move_data_to_device(data, device)
 
 
 def load_validation_data(trainer: Any) -> None:

@@ -25,6 +25,7 @@ from lr_callbacks.core.compat import (
     grad_scaler,
     optimizer_steps,
     supports_found_inf,
+    to_device,
     unscale_fused,
 )
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
@@ -593,7 +594,7 @@ class DivergenceWatchdog(Callback):
         batches, rngs = self._restored_reference, self._restored_rngs
         self._restored_reference, self._restored_rngs = [], []
         # a checkpoint's tensors load on the device they were saved from (rank 0's, under DDP on GPUs): onto this one
-        batches = [trainer.strategy.batch_to_device(batch) for batch in batches]
+        batches = [to_device(batch, pl_module.device) for batch in batches]
         level = None
         if int(trainer.world_size) > 1 and batches and restored_step is not None:
             # only rank 0 writes the callbacks' state: every rank holds rank 0's batch, whose level was measured as

@@ -441,6 +441,33 @@ def same(a: list[Incident], b: list[Incident]) -> bool:
     return [repr(e) for e in a] == [repr(e) for e in b]  # repr: NaN values compare equal
 
 
+class Halved(DigitsModel):
+    """Its ``on_after_batch_transfer`` halves the inputs (a normalization on the device)."""
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        return x * 0.5, y
+
+
+def test_a_resumed_reference_batch_goes_to_the_device_without_the_transfer_hooks_again(tmp_path):
+    """The reference batch in a checkpoint is the one ``training_step`` got, after ``on_after_batch_transfer``: on
+    resume it is moved to the module's device as it is (the hooks again would halve it twice)."""
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=15, save_top_k=-1, filename="{step}")
+    fit(tmp_path / "full", Halved(), [small(), saver], 20, enable_checkpointing=True)
+    path = tmp_path / "ckpt" / "step=15.ckpt"
+    saved = torch.load(path, weights_only=True)["callbacks"]["DivergenceWatchdog"]["reference"][0]
+    watchdog, seen = small(), []
+
+    class Look(Callback):
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if not seen:
+                seen.append(watchdog._ring.reference_batches()[0])
+
+    trainer = make_trainer(tmp_path / "resumed", max_steps=20, callbacks=[watchdog, Look()])
+    trainer.fit(Halved(), digits_loader(0), ckpt_path=str(path))
+    assert torch.equal(seen[0][0], saved[0]) and torch.equal(seen[0][1], saved[1])
+
+
 def test_weights_only_checkpoints_are_said_to_bypass_the_watchdog(tmp_path):
     """Lightning writes them without the callbacks' ``on_save_checkpoint``: one written during an incident held the
     live, damaged weights (loss 11.6) where a full one held the clean snapshot's (0.94). Said once at fit start."""
