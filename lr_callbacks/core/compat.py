@@ -26,6 +26,7 @@ __all__ = [
     "callback_bases",
     "callback_named",
     "clear_found_inf",
+    "clear_stale_unscale",
     "exit_fit",
     "flatten",
     "fresh_iterator",
@@ -290,6 +291,26 @@ def unscale_fused(trainer: Any, optimizer: torch.optim.Optimizer) -> None:
     state = states.get(id(optimizer)) if isinstance(states, dict) else None
     if state is None or state.get("stage") is OptState.READY:
         scaler.unscale_(optimizer)
+
+
+def clear_stale_unscale(trainer: Any) -> None:
+    """After a step: forget a ``GradScaler``'s "unscaled" mark on an optimizer that was not stepped.
+
+    :func:`unscale_fused` unscales in ``on_before_optimizer_step``, which Lightning calls also for a batch whose
+    ``training_step`` returned ``None``; it then skips the scaler's ``step`` and ``update``, which would have
+    cleared the mark. Left, the next step found its optimizer "unscaled" already: its gradients went unread and
+    were applied as they were, ×(loss scale), or, without gradients, ``update()`` failed ("No inf checks were
+    recorded"). After a stepped batch the scaler's ``update`` has emptied the marks: nothing to forget."""
+    scaler = grad_scaler(trainer)
+    states = getattr(scaler, "_per_optimizer_states", None)
+    if scaler is None or not isinstance(states, dict):
+        return
+    from torch.amp.grad_scaler import OptState
+
+    for optimizer in getattr(trainer, "optimizers", []):
+        state = states.get(id(optimizer))
+        if state is not None and state.get("stage") is OptState.UNSCALED and supports_found_inf(optimizer):
+            del states[id(optimizer)]
 
 
 def set_found_inf(optimizer: torch.optim.Optimizer, flag: torch.Tensor) -> None:

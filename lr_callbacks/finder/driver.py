@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.compat import Callback, accumulation, fresh_iterator, is_lightning, transfer_hook, unscale_fused
+from lr_callbacks.core.compat import (
+    Callback,
+    accumulation,
+    clear_stale_unscale,
+    fresh_iterator,
+    is_lightning,
+    transfer_hook,
+    unscale_fused,
+)
 from lr_callbacks.core.grads import global_norm
 from lr_callbacks.core.lr_model import as_float, set_lr
 from lr_callbacks.core.sharded import plain, plain_shard_group
@@ -300,6 +308,7 @@ class Driver:
                         closure()
         device = trainer.strategy.root_device
         norm = self._probe.take(device)
+        clear_stale_unscale(trainer)  # a step whose training_step returned None unscaled a fused optimizer, unstepped
         if not losses:
             return None
         skipped = torch.tensor(float(scaler is not None and scaler.get_scale() < scale), device=device)

@@ -22,6 +22,7 @@ from lr_callbacks.core.checks import check_choice, check_int, given_arguments
 from lr_callbacks.core.compat import (
     Callback,
     clear_found_inf,
+    clear_stale_unscale,
     grad_scaler,
     optimizer_steps,
     supports_found_inf,
@@ -565,7 +566,6 @@ class DivergenceWatchdog(Callback):
         total = _total_steps(trainer)
         self._last_step = total - 1 if total else None
         self._policy.configure(total, can_roll_back=self._snapshot_mode != "off")
-        self._policy.scaled = self._has_scaler(trainer)
         if self._sync_every > 1:
             clip = self.config.outlier_action == "clip"
             self._judge = DeviceJudge(pl_module.device, self._sync_every, clip, int(trainer.world_size))
@@ -738,6 +738,7 @@ class DivergenceWatchdog(Callback):
         else:
             current = values.tolist()
         (loss, norm), ratios = current[:2], current[width:-1]
+        self._policy.scaled = self._scaler_amplifies(trainer, loss, norm)
         update_norm = current[-1] if pending is not None else math.nan  # the measured step's gradient norm
         if any(row[0] == update_step and row[1].skip for row in rows):
             ratios = []  # the device skipped the measured step: its "update" is none, or momentum's alone
@@ -975,6 +976,7 @@ class DivergenceWatchdog(Callback):
     ) -> None:
         self._clear_found_inf()
         self._restore_clipping(trainer)
+        clear_stale_unscale(trainer)  # a batch whose training_step returned None was not stepped (see there)
         if trainer.optimizers:
             self._updates.measure(trainer.optimizers[0], self._signals.shard_group)
         if self._halt_pending is not None:
@@ -1120,6 +1122,17 @@ class DivergenceWatchdog(Callback):
     @staticmethod
     def _has_scaler(trainer: Any) -> bool:
         return grad_scaler(trainer) is not None
+
+    @staticmethod
+    def _scaler_amplifies(trainer: Any, loss: float, norm: float) -> bool:
+        """Whether a GradScaler may have caused this step's overflowing gradients: one is in use and its scale still
+        amplifies them (at least 1; read only for a finite loss whose gradient norm is not finite). A scale fallen
+        below 1 overflows on gradients that are not finite unscaled either: before, an exemption without that bound
+        let a run whose gradients overflowed every step train on with no decision, its scale at 8e-25."""
+        scaler = grad_scaler(trainer)
+        if scaler is None or math.isfinite(norm) or not math.isfinite(loss):
+            return scaler is not None
+        return float(scaler.get_scale()) >= 1.0
 
     def _report(self, incident: Incident) -> None:
         trainer = self._trainer

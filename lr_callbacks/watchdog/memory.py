@@ -41,7 +41,9 @@ class PolicyMemory:
         self._sample_size = 0.0  # the largest batch recorded, in samples over all ranks (for the device's gate)
         self.state = PolicyState()
         self.events: list[Incident] = []
-        self.scaled = False  # a GradScaler skips the steps whose gradients overflow (set by the callback each fit)
+        # a GradScaler skips this step itself if its gradients overflow, and its scale may be why (set by the
+        # callback at each read: a scaler in use whose scale is still at least 1)
+        self.scaled = False
         self.configure(None)
 
     def configure(self, total_steps: int | None, can_roll_back: bool = True) -> None:

@@ -117,6 +117,63 @@ def test_a_grad_scalers_overflows_while_it_calibrates_are_not_incidents(tmp_path
     assert watchdog.scale == 1.0
 
 
+def test_gradients_that_overflow_every_step_under_a_grad_scaler_get_a_decision_once_its_scale_is_below_1(tmp_path):
+    """The scaler's overflows are not incidents while its scale amplifies the gradients; once it has halved below 1,
+    gradients still overflowing are not finite unscaled either. Before, such a run trained on with no decision
+    (its scale at 8e-25): the exemption had no bound (found by a review of this stop's changes)."""
+    watchdog = small(max_data_skips=20)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**6, growth_interval=10_000)
+    model = DigitsModel("adamw", faults=Faults(inf_grad=list(range(30, 80))))
+    fit(tmp_path, model, [watchdog], 80, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    skips = [e.step for e in watchdog.events if e.signal == "non_finite"]
+    assert skips and 30 < skips[0] <= 38  # after 6 overflows the scale is 1, then below it
+    assert watchdog.halt_reason is not None and "the data stayed bad" in watchdog.halt_reason
+
+
+class SkipsABatch(TinyModel):
+    """A fused SGD; ``training_step`` returns ``None`` once at step 15 (Lightning's way to skip a batch)."""
+
+    def __init__(self) -> None:
+        super().__init__(optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.01, fused=True))
+        self.deltas: dict[int, float] = {}
+        self._before: list[torch.Tensor] | None = None
+        self._skipped = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        if self.global_step == 15 and torch.is_grad_enabled() and not self._skipped:
+            self._skipped = True
+            return None
+        return super().training_step(batch, batch_idx)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        self._before = [p.detach().clone() for p in self.parameters()]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._before is not None:
+            moved = sum(float((p - b).norm()) for p, b in zip(self.parameters(), self._before))
+            self.deltas[int(self.global_step)] = moved
+            self._before = None
+
+
+def test_a_batch_skipped_by_returning_none_leaves_a_fused_optimizer_under_a_grad_scaler_as_without_the_watchdog(
+    tmp_path,
+):
+    """Lightning calls ``on_before_optimizer_step`` for such a batch, where the watchdog unscales a fused optimizer,
+    and then steps neither the optimizer nor the scaler: the scaler's "unscaled" mark stayed, and the next step's
+    gradients went unread and were applied ×(loss scale) (or, without gradients, "No inf checks were recorded")."""
+    deltas = []
+    for callbacks in ([], [small()]):
+        pl.seed_everything(0, verbose=False)
+        model = SkipsABatch()
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=10_000)
+        precision = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+        trainer = make_trainer(tmp_path, max_steps=20, callbacks=callbacks, plugins=[precision])
+        trainer.fit(model, loader(batch_size=4))
+        deltas.append(model.deltas)
+        assert not (callbacks and callbacks[0].events)
+    assert deltas[0] == pytest.approx(deltas[1], rel=1e-6)
+
+
 def test_on_the_device_a_fused_optimizer_skips_exactly_through_found_inf(tmp_path):
     spy, watchdog = StepSpy(30), small(sync_every_n_steps=4)
     model = DigitsModel("adamw_fused", faults=Faults(nan_loss=[30]))
