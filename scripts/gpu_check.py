@@ -61,6 +61,9 @@ class Net(_lightning().LightningModule):  # type: ignore[misc]
             torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Dropout(dropout), torch.nn.Linear(64, 10)
         )
         self.seen_lrs: list[float] = []
+        self.seen_clocks: list[int] = []  # the optimizer's step() calls since the training's first batch
+        self._steps_run = 0
+        self._first: int | None = None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -73,9 +76,16 @@ class Net(_lightning().LightningModule):  # type: ignore[misc]
         # the LR this step will use (LRSchedule writes it after the previous update); the finder's sweep steps
         # do not pass through the training loop, so they are not recorded
         self.seen_lrs.append(float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+        self._first = self._steps_run if self._first is None else self._first
+        self.seen_clocks.append(self._steps_run - self._first)
+
+    def _ran(self, *args: Any) -> None:
+        self._steps_run += 1
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, fused=self.fused or None)
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, fused=self.fused or None)
+        optimizer.register_step_post_hook(self._ran)
+        return optimizer
 
 
 def data(batches: int = 16, seed: int = 0) -> torch.utils.data.DataLoader:
@@ -116,7 +126,9 @@ def check_amp(accelerator: str, root: str, fused: bool = False) -> str:
     assert all(torch.isfinite(p).all() for p in model.parameters()), "non-finite weights"
     skipped = [e.step for e in watchdog.events if e.action == "skip"]
     assert 40 in skipped, f"the inf-loss step 40 was not skipped: {watchdog.events}"
-    planned = [schedule.lr_at(k) for k in range(len(model.seen_lrs))]
+    # LRSchedule's clock counts the updates the optimizer ran: a step a GradScaler skips (where a non-fused
+    # optimizer's step() is not called at all) does not advance it, as in transformers' Trainer
+    planned = [schedule.lr_at(clock) for clock in model.seen_clocks]
     # before the fault every step used the plan; after it the watchdog may lower the LR (its scale), never raise it
     off = [
         k

@@ -40,3 +40,28 @@ def test_its_checks_run_on_the_cpu_and_print_one_table():
         ["| pinned snapshots", "ok"],
     ]
     assert "9 host reads added in 64 steps" in result.stdout  # every 8, and at the first step
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_fp16_checks_pass_under_a_real_grad_scaler_on_the_cpu(tmp_path, monkeypatch, fused):
+    """The dry run's CPU precision is bf16, without a scaler; the GPU's is fp16 with one. Run ``check_amp`` under a
+    CPU GradScaler, as on a GPU: a review found it would fail there (it held the LR to the plan by the trainer's
+    step, while LRSchedule's clock counts the updates the optimizer ran, which a scaler's skips do not advance)."""
+    import importlib.util
+
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(ROOT, "scripts", "gpu_check.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    original = module.trainer
+
+    def with_scaler(accelerator, root, **kwargs):
+        kwargs.pop("precision", None)
+        kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]
+        return original(accelerator, root, **kwargs)
+
+    monkeypatch.setattr(module, "trainer", with_scaler)
+    detail = module.check_amp("cpu", str(tmp_path), fused=fused)
+    assert detail.startswith("scaler GradScaler;") and "skipped steps [40]" in detail
