@@ -56,6 +56,7 @@ __all__ = [
     "RngState",
     "TrainingSnapshot",
     "attribute_generators",
+    "cloned_state",
     "copy_into",
     "evaluation_kept",
     "loader_generators",
@@ -314,11 +315,16 @@ class OptimizerState:
 
     def for_checkpoint(self) -> dict[int, dict[str, Any]]:
         """A copy of the per-parameter state, in ``Optimizer.state_dict()["state"]`` form."""
-        return {
-            index: {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in state.items()}
-            for index, state in self.state.items()
-            if state
-        }
+        return cloned_state({index: state for index, state in self.state.items() if state})
+
+
+def cloned_state(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """A copy of an optimizer's per-parameter state (its tensors cloned, its other values deep-copied): what
+    ``Optimizer.state_dict()["state"]`` hands out holds the live tensors."""
+    return {
+        index: {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in values.items()}
+        for index, values in state.items()
+    }
 
 
 def restore_optimizer_state(
@@ -442,17 +448,26 @@ class ModelSnapshot:
         checkpoint gathered on rank 0 (``save_distributed_checkpoint=False``) gets the snapshot's weights, gathered
         from every rank, and keeps the live optimizer state.
         """
-        synchronize()
         if self.layouts:
+            synchronize()
             self._substitute_shards(checkpoint)
             return None
         optimizer_states = checkpoint.get("optimizer_states") or [{}]
         live = {"model": checkpoint["state_dict"], "optimizer": optimizer_states[0].get("state", {})}
-        checkpoint["state_dict"] = {name: tensor.clone() for name, tensor in self.model.items()}
+        exported = self.export()
+        checkpoint["state_dict"] = exported["model"]
         if checkpoint.get("optimizer_states"):
-            state = self.optimizer.for_checkpoint()
-            checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": state}
+            checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": exported["optimizer"]}
         return live
+
+    def export(self) -> dict[str, Any]:
+        """A copy of the snapshot as a checkpoint holds state: ``{"model": state_dict, "optimizer": per-parameter
+        state by position}`` (not sharded: a sharded snapshot's shards go into a checkpoint by :meth:`substitute`)."""
+        synchronize()
+        return {
+            "model": {name: tensor.clone() for name, tensor in self.model.items()},
+            "optimizer": self.optimizer.for_checkpoint(),
+        }
 
     def _substitute_shards(self, checkpoint: dict[str, Any]) -> None:
         model = checkpoint["state_dict"]

@@ -6,7 +6,6 @@ apply its answer (skip, clip, LR scale, rollback, halt) through ``watchdog.devic
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -32,7 +31,7 @@ from lr_callbacks.core.compat import (
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, require_lr_groups, set_lr_scale
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
-from lr_callbacks.core.snapshot import require_materialized, restore_optimizer_state
+from lr_callbacks.core.snapshot import cloned_state, require_materialized, restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
@@ -556,11 +555,11 @@ class DivergenceWatchdog(Callback):
         self._trainer = trainer
         self._warn_weights_only(trainer)
         self._halt_path = self._halt_checkpoint or os.path.join(trainer.default_root_dir, HALT_NAME)
-        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if self._sync_every_arg is not None:
             self._sync_every = self._sync_every_arg
         else:
-            self._sync_every = 1 if pl_module.device.type == "cpu" or scaler is not None else DEVICE_SYNC_EVERY
+            on_host = pl_module.device.type == "cpu" or self._has_scaler(trainer)
+            self._sync_every = 1 if on_host else DEVICE_SYNC_EVERY
         self._log_every = log_cadence(trainer, self._log_every_arg)
         self._signals.shard_group = plain_shard_group(trainer.strategy)
         total = _total_steps(trainer)
@@ -587,7 +586,7 @@ class DivergenceWatchdog(Callback):
             # ring (with its reference batch and level), the live weights back in after it, as for a substitute
             self._live = {
                 "model": {name: tensor.detach().clone() for name, tensor in pl_module.state_dict().items()},
-                "optimizer": _cloned(optimizer.state_dict()["state"]),
+                "optimizer": cloned_state(optimizer.state_dict()["state"]),
             }
             pl_module.load_state_dict(saved["model"])
             restore_optimizer_state(optimizer, saved["optimizer"])
@@ -1018,15 +1017,13 @@ class DivergenceWatchdog(Callback):
             # a climb under way (or a run of outliers read as bad data): the live weights are kept, and the newest
             # snapshot beside them, for a resumed run to roll back to what the uninterrupted one would. Before, it
             # took the checkpoint's (climbing) weights for that snapshot, and its rollback restored them
-            scratch: dict[str, Any] = {"state_dict": {}, "optimizer_states": [{"state": {}}]}
-            snapshot.substitute(scratch)
-            own["snapshot"] = {"model": scratch["state_dict"], "optimizer": scratch["optimizer_states"][0]["state"]}
+            own["snapshot"] = snapshot.export()
         if not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
 
     def _update_too_large(self, trainer: Any) -> bool:
         """Whether the update ratio measured at the last step, not judged yet, would be judged too large."""
-        pending, lrs = self._updates.pending, [float(lr) for lr in self._updates.pending_lrs]
+        pending, lrs = self._updates.pending, self._updates.pending_lr_values
         if pending is None or not trainer.optimizers:
             return False
         *ratios, grad_norm = pending.reshape(-1).tolist()  # the same values on every rank (global norms)
@@ -1157,16 +1154,6 @@ class DivergenceWatchdog(Callback):
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
             )
-
-
-def _cloned(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-    """A copy of an optimizer's per-parameter state (``state_dict()["state"]`` holds the live tensors)."""
-    return {
-        index: {
-            key: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for key, v in values.items()
-        }
-        for index, values in state.items()
-    }
 
 
 def _check_halt_path(path: object) -> None:

@@ -372,9 +372,14 @@ class UpdateProbe:
     def take(self) -> tuple[torch.Tensor | None, list[float], int | None]:
         """The ratios not read yet followed by the step's gradient norm (``None`` when there are none), their
         groups' LRs and their step."""
-        pending, lrs, step = self.pending, self.pending_lrs, self.pending_step
+        pending, lrs, step = self.pending, self.pending_lr_values, self.pending_step
         self.pending, self.pending_lrs, self.pending_step = None, [], None
-        return pending, [float(lr) for lr in lrs], step
+        return pending, lrs, step
+
+    @property
+    def pending_lr_values(self) -> list[float]:
+        """The LRs of the measurement not read yet, as numbers (a tensor LR is read here, at a host read)."""
+        return [float(lr) for lr in self.pending_lrs]
 
     def reset(self) -> None:
         self._before, self.pending, self.pending_step = None, None, None
@@ -385,8 +390,7 @@ class UpdateProbe:
         if self.pending is None or self.pending_step is None:
             return None
         *ratios, norm = (float(v) for v in self.pending.tolist())
-        lrs = [float(lr) for lr in self.pending_lrs]
-        return {"step": self.pending_step, "ratios": ratios, "lrs": lrs, "grad_norm": norm}
+        return {"step": self.pending_step, "ratios": ratios, "lrs": self.pending_lr_values, "grad_norm": norm}
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
         """Restore a measurement :meth:`state_dict` saved (on the CPU: the next read moves it to the signals)."""

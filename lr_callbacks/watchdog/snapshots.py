@@ -54,6 +54,8 @@ class Snapshot(Protocol):
 
     def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None: ...
 
+    def export(self) -> dict[str, Any]: ...
+
 
 class DiskSnapshot:
     """A :class:`~lr_callbacks.core.snapshot.ModelSnapshot` whose tensors wait in a file between its take and its
@@ -130,6 +132,10 @@ class DiskSnapshot:
     def substitute(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
         with self._loaded() as host:
             return host.substitute(checkpoint)
+
+    def export(self) -> dict[str, Any]:
+        with self._loaded() as host:
+            return host.export()
 
     def remove(self) -> None:
         if self.path is not None and (not self._shared or self._rank == 0):
