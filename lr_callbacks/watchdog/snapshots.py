@@ -289,8 +289,9 @@ class SnapshotRing:
         self._spare = None
         if self.mode == "disk":  # this fit's directory, then ``watchdog-snapshots`` when no other run's is left
             for directory in (self.directory, os.path.dirname(self.directory)):
-                if os.path.isdir(directory) and not os.listdir(directory):
-                    with contextlib.suppress(OSError):  # another rank (or run) removed it first
+                # another rank (or run) may remove it between any two of these calls: listdir fails then too
+                with contextlib.suppress(OSError):
+                    if not os.listdir(directory):
                         os.rmdir(directory)
 
     def newest(self) -> Snapshot | None:
