@@ -278,6 +278,8 @@ def suggest_lr(
     Raises:
         ValueError: for an unknown method, a non-positive window, lengths that differ, or LRs that are
             not positive, finite and strictly increasing.
+        TypeError: for ``lrs`` or ``losses`` that are not sequences of numbers (lists, arrays or 1-d tensors,
+            read as plain floats).
 
     >>> from lr_callbacks.finder.ramp import sweep_lrs
     >>> lrs = sweep_lrs(1e-5, 10.0, 91)
@@ -290,6 +292,7 @@ def suggest_lr(
     >>> suggest_lr([], []).flags
     ('empty',)
     """
+    lrs, losses = _as_floats("lrs", lrs), _as_floats("losses", losses)
     _check(lrs, losses, method, window)
     n_all = len(losses)
     if n_all == 0:
@@ -436,10 +439,43 @@ def _ordered(flags: Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in FLAGS if name in flags)
 
 
+def _as_floats(name: str, values: object) -> list[float]:
+    """``values`` (a list, a numpy array, a 1-d tensor, …) as plain floats.
+
+    Before, the values went through as they were: from tensors (losses collected as ``loss.detach()``), the
+    :class:`Suggestion`'s ``range`` (and ``lr`` for ``"steepest"`` and ``"min_div_10"``) came back as 0-d tensors,
+    which ``LRSchedule(peak_lrs=...)`` refuses and ``json`` cannot write; a value that is no number failed deep in
+    the analysis with a message that named neither the argument nor the point.
+
+    >>> _as_floats("lrs", (1, 0.5))
+    [1.0, 0.5]
+
+    Raises:
+        TypeError: for something that is not a sequence of numbers; the message names the argument and the point.
+    """
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        items = list(values)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"suggest_lr: `{name}` must be a sequence of numbers (a list, an array or a 1-d tensor), got {values!r}"
+        ) from None
+    floats = []
+    for i, value in enumerate(items):
+        try:
+            if isinstance(value, (bool, str, bytes)):
+                raise TypeError
+            floats.append(float(value))
+        except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several elements
+            raise TypeError(f"suggest_lr: `{name}[{i}]` must be a number, got {value!r}") from None
+    return floats
+
+
 def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: float) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown `method` {method!r}; choose one of: {', '.join(map(repr, METHODS))}")
-    if not isinstance(window, (int, float)) or not window > 0 or not math.isfinite(window):
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not window > 0 or not math.isfinite(window):
         raise ValueError(f"`window` must be a positive number of decades of LR, such as 0.2; got {window!r}")
     check_window(window, "suggest_lr")
     if len(lrs) != len(losses):

@@ -342,6 +342,33 @@ def test_bad_input_is_refused(lrs, losses, kwargs, match):
         suggest_lr(lrs, losses, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("lrs", "losses", "kwargs", "match"),
+    [
+        (1e-3, [1.0], {}, r"suggest_lr: `lrs` must be a sequence of numbers .*, got 0.001"),
+        ([1e-3, 1e-2], "12", {}, r"suggest_lr: `losses` must be a sequence of numbers .*, got '12'"),
+        ([1e-3, 1e-2], [1.0, "0.5"], {}, r"suggest_lr: `losses\[1\]` must be a number, got '0.5'"),
+        ([1e-3, 1e-2], [1.0, None], {}, r"suggest_lr: `losses\[1\]` must be a number, got None"),
+        ([1e-3, 1e-2], [1.0, 1.0], {"window": True}, r"`window` must be a positive number of decades.*got True"),
+    ],
+)
+def test_input_that_is_no_numbers_is_refused_naming_the_argument(lrs, losses, kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        suggest_lr(lrs, losses, **kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tensors_and_arrays_give_a_suggestion_of_plain_floats(method):
+    torch, numpy = pytest.importorskip("torch"), pytest.importorskip("numpy")
+    lrs, losses = swept(centre=1e-3, explode=0.3, noise=0.0, seed=0)
+    plain = suggest_lr(lrs, losses, method)
+    assert plain.lr is not None
+    for convert in (lambda v: torch.tensor(v, dtype=torch.float64), numpy.array):
+        s = suggest_lr(convert(lrs), convert(losses), method)
+        assert type(s.lr) is float and all(type(v) is float for v in s.range), (convert, s)
+        assert (s.lr, s.range, s.flags) == (plain.lr, plain.range, plain.flags)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     centre=st.floats(-6.0, -1.0),
