@@ -47,6 +47,27 @@ class Phase:
         return f"{self.schedule.describe()} for {length}"
 
 
+def _phase(index: int, item: object) -> Phase:
+    """One item of ``Phases``'s list as a :class:`Phase`: one already, or a ``(schedule, duration)`` pair.
+
+    Before, any other item was unpacked into ``Phase(*item)``: a bare schedule (``Phases([Warmup(), Cosine()])``)
+    failed with "Phase() argument after * must be an iterable, not Warmup", a string with a count of arguments.
+
+    Raises:
+        TypeError: for an item that is neither; the message names it and shows the pair to write.
+    """
+    if isinstance(item, Phase):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) in (1, 2):
+        return Phase(*item)
+    shown = item.describe() if isinstance(item, Schedule) else repr(item)
+    example = shown if isinstance(item, Schedule) else "Cosine()"
+    raise TypeError(
+        f"Phases: `phases[{index}]` must be a Phase(schedule, duration) or a (schedule, duration) pair "
+        f"(e.g. ({example}, '10%')), got {shown}"
+    )
+
+
 @dataclass(frozen=True)
 class Phases(Schedule):
     """Phases in sequence, each on its own local clock (optax's ``join_schedules``).
@@ -74,7 +95,7 @@ class Phases(Schedule):
             raise TypeError(f"Phases takes a list of Phase(schedule, duration), got {self.phases!r}")
         if not self.phases:
             raise ValueError("Phases needs at least one phase")
-        phases = tuple(p if isinstance(p, Phase) else Phase(*p) for p in self.phases)
+        phases = tuple(_phase(i, p) for i, p in enumerate(self.phases))
         open_phases = [i for i, p in enumerate(phases) if p.duration is None]
         if len(open_phases) > 1:
             raise ValueError(

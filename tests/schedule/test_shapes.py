@@ -332,6 +332,25 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("phases-empty", lambda: Phases([]), ValueError, r"Phases needs at least one phase"),
     ("phases-not-a-list", lambda: Phases(Phase(Cosine())), TypeError, r"Phases takes a list of Phase"),
     (
+        "phases-bare-schedule",
+        lambda: Phases([Warmup(), Cosine()]),
+        TypeError,
+        r"Phases: `phases\[0\]` must be a Phase\(schedule, duration\) or a \(schedule, duration\) pair "
+        r"\(e\.g\. \(Warmup\(\), '10%'\)\), got Warmup\(\)",
+    ),
+    (
+        "phases-name",
+        lambda: Phases([(Warmup(), "5%"), "cosine"]),
+        TypeError,
+        r"`phases\[1\]` must be a Phase.*got 'cosine'",
+    ),
+    (
+        "phases-triple",
+        lambda: Phases([(Warmup(), "5%", "linear")]),
+        TypeError,
+        r"`phases\[0\]` must be a Phase.*got \(Warmup\(.*\), '5%', 'linear'\)",
+    ),
+    (
         "phases-two-open",
         lambda: Phases([(Constant(), None), (Cosine(), None)]),
         ValueError,
