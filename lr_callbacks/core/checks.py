@@ -25,6 +25,9 @@ def check_number(
     """
     where = f"{owner}: " if owner else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
+        foreign = _foreign_scalar(value, "float")
+        if foreign:
+            raise TypeError(f"{where}`{name}` must be a Python int or float, got {value!r}{foreign}")
         raise TypeError(f"{where}`{name}` must be a number, got {value!r}")
     number = float(value)
     if not math.isfinite(number):
@@ -46,6 +49,9 @@ def check_int(name: str, value: object, *, low: int | None = None, owner: str = 
     """
     where = f"{owner}: " if owner else ""
     if not isinstance(value, int) or isinstance(value, bool):
+        foreign = _foreign_scalar(value, "int")
+        if foreign:
+            raise TypeError(f"{where}`{name}` must be a Python int, got {value!r}{foreign}")
         raise TypeError(f"{where}`{name}` must be a whole number, got {value!r}")
     if low is not None and value < low:
         raise ValueError(f"{where}`{name}` must be >= {low}, got {value!r}")
@@ -60,8 +66,28 @@ def check_bool(name: str, value: object, *, owner: str = "") -> bool:
     """
     if not isinstance(value, bool):
         where = f"{owner}: " if owner else ""
-        raise TypeError(f"{where}`{name}` must be True or False, got {value!r}")
+        raise TypeError(f"{where}`{name}` must be True or False, got {value!r}{_foreign_scalar(value, 'bool')}")
     return value
+
+
+def _foreign_scalar(value: object, convert: str) -> str:
+    """The fix for a single number of a type the checks do not take, a numpy scalar (``np.int64(200)`` from
+    ``np.arange``, ``np.float32``) or a one-element tensor or array: the type and the conversion; ``""`` for
+    anything else.
+
+    Before, ``np.int64(200)`` was refused as "must be a whole number" and ``np.float32(0.1)`` as "must be a
+    number": both are, and the message gave no way out.
+
+    >>> _foreign_scalar(3, "int"), _foreign_scalar("3", "int")
+    ('', '')
+    """
+    kind = type(value)
+    if kind.__module__ == "builtins" or not callable(getattr(value, "item", None)):
+        return ""
+    numel = getattr(value, "numel", None)  # a tensor's; an array's (and a numpy scalar's) is `size`
+    if (numel() if callable(numel) else getattr(value, "size", 1)) != 1:
+        return ""
+    return f" (a {kind.__module__}.{kind.__qualname__}); convert it with {convert}(...) or .item()"
 
 
 def check_choice(name: str, value: object, choices: Iterable[str], *, owner: str = "") -> str:

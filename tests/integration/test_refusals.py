@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,33 @@ def test_finder_epochs_past_the_run_are_said_at_fit_start(tmp_path: Any) -> None
     trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[LRFinder(num_steps=10, epochs=[1, 5])])
     with pytest.warns(UserWarning, match=r"LRFinder: epochs \[5\] are past the run's last epoch \(1, max_epochs=2\)"):
         trainer.fit(TinyModel(), loader())
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (
+            lambda: DivergenceWatchdog(window=np.int64(200)),
+            r"DivergenceWatchdog: `window` must be a Python int, got np.int64\(200\) \(a numpy.int64\); convert it "
+            r"with int\(\.\.\.\) or \.item\(\)",
+        ),
+        (
+            lambda: LRFinder(min_lr=np.float32(1e-6)),
+            r"LRFinder: `min_lr` must be a Python int or float, got .* \(a numpy.float32\); convert it with float",
+        ),
+        (
+            lambda: LRSchedule(peak_lrs={"head": torch.tensor(1e-3)}),
+            r"`peak_lrs\['head'\]` must be a Python int or float, got tensor\(.*\) \(a torch.Tensor\); convert",
+        ),
+        (
+            lambda: LRFinder(probe=np.bool_(True)),
+            r"LRFinder: `probe` must be True or False, got np.True_ \(a numpy.bool_?\); convert it with bool",
+        ),
+        (lambda: LRFinder(num_steps=np.array([50, 60])), r"`num_steps` must be a whole number, got array"),
+    ],
+)
+def test_a_numpy_or_torch_scalar_is_refused_with_its_conversion(build: Any, match: str) -> None:
+    """A numpy scalar (``np.arange``'s ``np.int64``, a ``np.float32``) or a one-element tensor is a number, but not a
+    Python one: it was refused as "must be a whole number" or "must be a number", which it is, with no way out."""
+    with pytest.raises(TypeError, match=match):
+        build()
