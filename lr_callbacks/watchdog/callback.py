@@ -1170,6 +1170,30 @@ def _check_halt_path(path: object) -> None:
             f"{OWNER}: `halt_checkpoint` {text!r} is a folder; give a file path in it, e.g. "
             f"{os.path.join(text, HALT_NAME)!r}"
         )
+    blocker = _file_in_the_way(text)
+    if blocker is not None:
+        raise ValueError(
+            f"{OWNER}: `halt_checkpoint` {text!r} cannot be written: {blocker!r} is a file, where its folder would "
+            f"be; give a path in a folder, e.g. {os.path.join(os.path.dirname(blocker), HALT_NAME)!r}"
+        )
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """The nearest existing ancestor of ``path`` when it is a file, not a folder (so that no folder can be made
+    there), else ``None``. Before, such a ``halt_checkpoint`` was accepted and the halt itself, the moment the last
+    good state is to be saved, failed with ``FileExistsError`` and saved nothing.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     open(os.path.join(d, "runs"), "w").close()
+    ...     blocked = _file_in_the_way(os.path.join(d, "runs", "new", "good.ckpt"))
+    ...     os.path.basename(blocked), _file_in_the_way(os.path.join(d, "new", "good.ckpt"))
+    ('runs', None)
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return None if os.path.isdir(folder) else folder
 
 
 def _unused_path(path: str) -> str:

@@ -1437,6 +1437,20 @@ def test_a_halt_checkpoint_that_is_no_file_path_is_refused_at_construction(tmp_p
         DivergenceWatchdog(halt_checkpoint=str(tmp_path / path) if path else "")
 
 
+@pytest.mark.parametrize("below", ["good.ckpt", "new/good.ckpt"])
+def test_a_halt_checkpoint_under_a_file_is_refused_at_construction(tmp_path, below):
+    """A file where the checkpoint's folder would be: the halt, the moment the last good state is to be saved,
+    failed with FileExistsError and saved nothing."""
+    (tmp_path / "runs").write_text("a file")
+    match = (
+        r"`halt_checkpoint` '.*runs/.*good.ckpt' cannot be written: '.*runs' is a file, where its folder would be; "
+        r"give a path in a folder, e.g. '.*watchdog-last-good.ckpt'"
+    )
+    with pytest.raises(ValueError, match=match):
+        DivergenceWatchdog(halt_checkpoint=tmp_path / "runs" / below)
+    DivergenceWatchdog(halt_checkpoint=tmp_path / "new" / "good.ckpt")  # a folder yet to be made is fine
+
+
 def test_a_halt_never_overwrites_an_earlier_halts_checkpoint(tmp_path):
     earlier = tmp_path / "watchdog-last-good.ckpt"
     earlier.write_text("an earlier run's last good state")
