@@ -9,6 +9,8 @@ reads the curve, and the answer goes into the shared LR model (:func:`lr_callbac
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import math
 import sys
@@ -581,6 +583,25 @@ def _warn_adafactor_cap(lrs: list[float], start: int) -> None:
     )
 
 
+def _check_finder_names(finder_kwargs: dict[str, Any]) -> None:
+    """Refuse a keyword of ``find_lr`` that is none of LRFinder's arguments, listing those it takes. Before, a typo
+    (``num_step=50``) surfaced as Python's "LRFinder.__init__() got an unexpected keyword argument 'num_step'",
+    which named a class the caller never called and not the arguments there are.
+
+    Raises:
+        TypeError: for an unknown name.
+    """
+    taken = [n for n in inspect.signature(LRFinder).parameters if n not in ("self", "epochs", "at_fit_start")]
+    unknown = [name for name in finder_kwargs if name not in taken]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], taken, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TypeError(
+            f"find_lr got the unknown argument {unknown[0]!r}{hint}; besides the fit's own it takes LRFinder's: "
+            f"{', '.join(['attr_name', *taken])}"
+        )
+
+
 def find_lr(
     trainer: Any,
     model: Any,
@@ -643,6 +664,7 @@ def find_lr(
     for name in ("epochs", "at_fit_start"):
         if name in finder_kwargs:
             raise ValueError(f"find_lr runs once, before training; `{name}` is for the LRFinder callback")
+    _check_finder_names(finder_kwargs)
     launcher = getattr(trainer.strategy, "launcher", None)
     if any("MultiProcessingLauncher" in cls.__name__ for cls in type(launcher).__mro__):
         raise RuntimeError(

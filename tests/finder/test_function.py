@@ -134,6 +134,11 @@ def test_it_ends_the_fit_right_after_the_sweep_even_with_min_epochs(tmp_path):
         ({"apply": True, "attr_name": "rate"}, r"has no attribute or hparams key 'rate'; pass attr_name="),
         ({"num_steps": 3}, r"`num_steps` must be >= 8, got 3"),
         ({"attr_name": "rate"}, r"attr_name='rate' names the attribute .* but apply is False .*; pass apply=True"),
+        (
+            {"num_step": 50},
+            r"find_lr got the unknown argument 'num_step' \(did you mean 'num_steps'\?\); besides the fit's own it "
+            r"takes LRFinder's: attr_name, min_lr, max_lr, num_steps, .*, probe$",
+        ),
     ],
 )
 def test_bad_calls_are_refused_before_any_work(tmp_path, kwargs, match):
