@@ -986,7 +986,14 @@ class DivergenceWatchdog(Callback):
         assert self._halt_path is not None  # set at fit start
         path = trainer.strategy.broadcast(_unused_path(self._halt_path))  # never over what is there: -v1, -v2, …
         self._halt_path = path
-        trainer.save_checkpoint(path)
+        try:
+            trainer.save_checkpoint(path)
+        except OSError as error:  # a full disk, a folder removed or replaced by a file since the fit began
+            raise OSError(
+                f"{OWNER} halted the run ({reason}) but could not save the last good state to {path}: {error}. The "
+                "model in memory holds it (its weights restored): save it with trainer.save_checkpoint(path) or "
+                "torch.save(model.state_dict(), path) before anything else runs"
+            ) from error
         trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
         message = f"{OWNER} halted the run: {reason}, and saved to {path}"
         log.error(message)

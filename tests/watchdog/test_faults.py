@@ -218,6 +218,22 @@ def test_halt_checkpoint_sets_where_the_last_good_state_goes(tmp_path):
     assert events(no_reference)[-1] == (32, "persistent_outliers", "halt")
 
 
+def test_a_halt_that_cannot_save_says_where_the_last_good_state_is(tmp_path):
+    """The halt's folder replaced by a file during the fit (or a full disk): the halt cannot save. It fails naming
+    the path and what the model in memory holds (before: a bare FileExistsError/OSError from inside Lightning)."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    watchdog = DivergenceWatchdog(warmup_steps=10, patience=3, max_rollbacks=0, halt_checkpoint=folder / "good.ckpt")
+    folder.rmdir()
+    folder.write_text("a file where the folder was")
+    with pytest.raises(
+        OSError,
+        match=r"halted the run .* could not save the last good state to .*good.ckpt: .* "
+        r"The model in memory holds it",
+    ):
+        fit(tmp_path, DigitsModel(faults=Faults(nan_from=30)), [watchdog], 60, logger=False)
+
+
 # --- clean runs -----------------------------------------------------------------------------------------------
 
 
