@@ -624,6 +624,67 @@ class _MetricStates:
 
 
 @dataclass
+class _UserStates:
+    """Copies of the states of the objects ``module``'s submodules keep as attributes that save and restore
+    themselves (``state_dict``/``load_state_dict``) without being a ``Module``: an EMA as torch_ema's
+    ``ExponentialMovingAverage`` or diffusers' ``EMAModel`` keeps it, updated in ``on_before_zero_grad`` or
+    ``optimizer_step``, hooks the finder's steps run (before, it kept the sweep's diverged weights). Optimizers and
+    LR schedulers have their own copies; the tensors are kept on the host. Restorable more than once."""
+
+    saved: list[tuple[Any, Any]]
+
+    @classmethod
+    def capture(cls, module: torch.nn.Module) -> _UserStates:
+        found = [value for submodule in module.modules() for value in vars(submodule).values() if _stateful(value)]
+        states = [(owner, owner.state_dict()) for owner in _unique(found)]
+        # an empty state has nothing to put back (a disabled GradScaler's refuses to load)
+        return cls([(owner, _host_tree(state)) for owner, state in states if state])
+
+    def restore(self) -> None:
+        for owner, state in self.saved:
+            owner.load_state_dict(_device_tree(state))
+
+
+def _stateful(value: Any) -> bool:
+    """An object that saves and restores its own state and that nothing else in the snapshot restores."""
+    if isinstance(value, (type, torch.nn.Module, torch.Tensor, torch.optim.Optimizer)):
+        return False
+    if isinstance(value, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        return False
+    return callable(getattr(value, "state_dict", None)) and callable(getattr(value, "load_state_dict", None))
+
+
+@dataclass(frozen=True)
+class _OnDevice:
+    """A host copy of a tensor and the device it goes back to."""
+
+    host: torch.Tensor
+    device: torch.device
+
+
+def _host_tree(value: Any) -> Any:
+    """``value`` (a state dict: dicts, lists and tuples of tensors and plain values) copied, its tensors to the host."""
+    if isinstance(value, torch.Tensor):
+        return _OnDevice(to_host(value), value.device)
+    if isinstance(value, dict):
+        return type(value)((key, _host_tree(item)) for key, item in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(_host_tree(item) for item in value)
+    return copy.deepcopy(value)
+
+
+def _device_tree(value: Any) -> Any:
+    """A fresh copy of a :func:`_host_tree` copy, its tensors back on their devices."""
+    if isinstance(value, _OnDevice):
+        return value.host.to(value.device, copy=True)
+    if isinstance(value, dict):
+        return type(value)((key, _device_tree(item)) for key, item in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(_device_tree(item) for item in value)
+    return copy.deepcopy(value)
+
+
+@dataclass
 class _Tensors:
     """Tensors owned by modules, by ``(module, name)``, with one host copy per distinct tensor."""
 
@@ -666,6 +727,7 @@ class TrainingSnapshot:
     scaler: tuple[Any, dict[str, Any]] | None
     rng: RngState
     metrics: _MetricStates = field(default_factory=lambda: _MetricStates([]))
+    user_states: _UserStates = field(default_factory=lambda: _UserStates([]))
 
     @classmethod
     def capture(cls, trainer: Any, module: torch.nn.Module, loaders: Any = None) -> TrainingSnapshot:
@@ -683,6 +745,7 @@ class TrainingSnapshot:
             scaler=(scaler, scaler.state_dict()) if scaler is not None and hasattr(scaler, "state_dict") else None,
             rng=RngState.capture(loader_generators(loaders)),
             metrics=_MetricStates.capture(module),
+            user_states=_UserStates.capture(module),
         )
         synchronize()
         return snapshot
@@ -712,5 +775,6 @@ class TrainingSnapshot:
             if state:
                 scaler.load_state_dict(state)
         self.metrics.restore()
+        self.user_states.restore()
         self.rng.restore()
         synchronize()

@@ -79,7 +79,9 @@ class LRFinder(Callback):
     diverges (a rule that works for negative losses and NaN/inf; see
     :func:`~lr_callbacks.finder.ramp.diverged`) or when the data runs out. Then it restores, bit for
     bit, the parameters and buffers, gradients, optimizer and scheduler state, ``GradScaler``, torchmetrics
-    states, the random number generators (Python, NumPy, torch, CUDA, and the ``torch.Generator``s that the data
+    states, the states of objects your module keeps that save and restore themselves (``state_dict`` and
+    ``load_state_dict``: an EMA as torch_ema or diffusers keep it, which the sweep's steps update), the random
+    number generators (Python, NumPy, torch, CUDA, and the ``torch.Generator``s that the data
     loaders, their samplers and datasets keep) and thus the order in which training then sees its data; nothing is
     written to disk, snapshots live in host memory. Training after the finder is exactly the training you would get
     by setting its LR by hand, unless your data keeps other random state (a sampler's NumPy generator, a streaming

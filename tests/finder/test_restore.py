@@ -288,6 +288,53 @@ def test_torchmetrics_states_updated_by_training_step_are_restored(tmp_path):
     assert float(model.mean_loss.compute()) == pytest.approx(sum(real) / 2, rel=1e-6)
 
 
+class ShadowEMA:
+    """An EMA as torch_ema's ``ExponentialMovingAverage`` (or diffusers' ``EMAModel``) keeps it: a plain object with
+    shadow tensors and a counter, saved and restored through ``state_dict``/``load_state_dict``, no ``Module``."""
+
+    def __init__(self, parameters, decay: float = 0.9) -> None:
+        self.decay, self.num_updates = decay, 0
+        self.shadow_params = [p.detach().clone() for p in parameters]
+
+    @torch.no_grad()
+    def update(self, parameters) -> None:
+        self.num_updates += 1
+        for shadow, p in zip(self.shadow_params, parameters):
+            shadow.sub_((1.0 - self.decay) * (shadow - p))
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow_params": self.shadow_params}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.num_updates = state["decay"], state["num_updates"]
+        self.shadow_params = [t.clone() for t in state["shadow_params"]]
+
+
+def test_an_ema_object_the_module_updates_in_a_step_hook_is_restored(tmp_path):
+    """The EMA of torch_ema's Lightning recipe, updated in ``on_before_zero_grad`` (a hook the sweep's steps run):
+    before, it kept every sweep step's update (the diverged weights too), and the run's EMA was not the one
+    trained at the answer by hand."""
+
+    class Averaged(FinderModel):
+        def __init__(self, lr: float) -> None:
+            super().__init__(optimizer=sgd(lr, lr / 10), dropout=0.0)
+            self.ema = ShadowEMA(self.parameters())
+
+        def on_before_zero_grad(self, optimizer):
+            self.ema.update(self.parameters())
+
+    def run(finder: LRFinder | None, lr: float) -> Averaged:
+        torch.manual_seed(0)
+        model = Averaged(lr)
+        make_trainer(tmp_path, max_steps=3, logger=False, callbacks=[finder] if finder else []).fit(model, shuffled())
+        return model
+
+    finder = LRFinder(num_steps=20, probe=False)
+    swept, by_hand = run(finder, 0.1), run(None, finder.result.chosen_lr)
+    assert swept.ema.num_updates == by_hand.ema.num_updates == 3
+    assert_same(swept.ema.shadow_params, by_hand.ema.shadow_params)
+
+
 def test_a_sweep_that_raises_between_unscale_and_update_leaves_the_scaler_usable(tmp_path):
     """The GradScaler marks an optimizer "unscaled" until ``update()``; a failure in between must not leave it."""
 
