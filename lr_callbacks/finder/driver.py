@@ -342,6 +342,11 @@ class Driver:
 def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monitor: str) -> torch.Tensor:
     """The validation loss named ``monitor``, averaged over up to ``max_batches`` batches of the first loader.
 
+    ``loaders`` is ``trainer.val_dataloaders``: one loader, or a list or dict of them, whose first (Lightning's
+    ``dataloader_idx`` 0) is read; with several, ``validation_step`` gets that ``dataloader_idx`` too, as Lightning
+    passes it (before, a dict was iterated as its keys, and a step that takes ``dataloader_idx`` without a default
+    raised a ``TypeError``).
+
     The value is what ``validation_step`` logs under ``monitor`` (``self.log``, weighted by ``batch_size``
     when given), or returns (a tensor, or a dict with ``monitor`` or ``"loss"``). Returns a device tensor
     ``[Σ w·v, Σ w, Σ w·v², batches]`` (``w`` the batch's weight, ``v`` its value) so that several ranks can be
@@ -350,8 +355,8 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
     Raises:
         ValueError: if ``validation_step`` neither logs nor returns ``monitor``.
     """
-    if isinstance(loaders, (list, tuple)):
-        loaders = loaders[0]
+    extra = (0,) if isinstance(loaders, (list, tuple, dict)) and len(loaders) > 1 else ()  # the dataloader_idx
+    loaders = _first_loader(loaders)
     recorder = _Recorder()
     device = trainer.strategy.root_device
     total = torch.zeros(4, dtype=torch.float64, device=device)
@@ -363,7 +368,7 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
                 if index >= max_batches:
                     break
                 recorder.values.clear()
-                output = trainer.strategy.validation_step(_to_device(trainer, module, raw_batch), index)
+                output = trainer.strategy.validation_step(_to_device(trainer, module, raw_batch), index, *extra)
                 value, weight = _monitored(output, recorder, monitor)
                 value = value.to(device, torch.float64)
                 one = _scalar(1.0, device)
@@ -372,6 +377,15 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
         for submodule, training in modes:
             submodule.training = training
     return total
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The loader Lightning numbers ``dataloader_idx`` 0: the first of a list, or of a dict's values."""
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()))
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0]
+    return loaders
 
 
 def _scalar(value: float, device: torch.device) -> torch.Tensor:

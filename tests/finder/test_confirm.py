@@ -340,3 +340,30 @@ def test_the_sweep_and_the_trials_run_at_a_true_precision(tmp_path, precision):
     _, trainer = fit(tmp_path, finder, max_steps=1, precision=precision)
     assert finder.result is not None and finder.result.trials
     assert trainer.global_step == 1
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_trials_score_the_first_of_several_validation_loaders_as_lightning_numbers_it(tmp_path, kind):
+    """With several validation loaders Lightning passes ``dataloader_idx`` to ``validation_step`` (which may take it
+    without a default) and numbers a dict's loaders in order. Before, the trials called the step without it (a
+    ``TypeError``), and iterated a dict as its keys (a string for a batch)."""
+
+    class SeveralLoaders(FinderModel):
+        def __init__(self) -> None:
+            super().__init__(optimizer=sgd())
+            self.indices: list[int] = []
+
+        def validation_step(self, batch, batch_idx, dataloader_idx):  # no default, as Lightning allows
+            self.indices.append(dataloader_idx)
+            self.log("val_loss", batch[1].mean())
+
+    def constant(value: float) -> torch.utils.data.DataLoader:
+        return loader(torch.utils.data.TensorDataset(torch.zeros(16, 4), torch.full((16, 1), value)), batch_size=8)
+
+    first, second = constant(1.0), constant(5.0)
+    model = SeveralLoaders()
+    finder = LRFinder(num_steps=20, confirm=[1e-3, 1e-2], confirm_length="2 steps")
+    trainer = make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder])
+    trainer.fit(model, shuffled(), [first, second] if kind == "list" else {"first": first, "second": second})
+    assert [t.val_loss for t in finder.result.trials] == [1.0, 1.0]  # the first loader's
+    assert set(model.indices) == {0}
