@@ -174,13 +174,17 @@ def _discard(*args: Any, **kwargs: Any) -> None:
 
 
 class _Recorder:
-    """Catches ``self.log(name, value, batch_size=...)`` calls of a validation step."""
+    """Catches ``self.log(name, value, batch_size=...)`` calls of a validation step.
+
+    A value may be a torchmetrics ``Metric`` (Lightning logs its ``compute()`` at the epoch's end): it is kept as
+    it is (before, converting it to a tensor raised, whatever name was monitored)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, tuple[torch.Tensor, int]] = {}
+        self.values: dict[str, tuple[Any, int]] = {}
 
     def log(self, name: str, value: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> None:
-        self.values[name] = (plain(torch.as_tensor(value).detach()), batch_size or 1)
+        kept = value if isinstance(value, torch.nn.Module) else plain(torch.as_tensor(value).detach())
+        self.values[name] = (kept, batch_size or 1)
 
     def log_dict(self, dictionary: Mapping[str, Any], *args: Any, batch_size: int | None = None, **kw: Any) -> None:
         for name, value in dictionary.items():
@@ -348,7 +352,8 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
     raised a ``TypeError``).
 
     The value is what ``validation_step`` logs under ``monitor`` (``self.log``, weighted by ``batch_size``
-    when given), or returns (a tensor, or a dict with ``monitor`` or ``"loss"``). Returns a device tensor
+    when given), or returns (a tensor, or a dict with ``monitor`` or ``"loss"``); a torchmetrics ``Metric`` logged under
+    ``monitor`` counts as its ``compute()`` after the last batch, as Lightning logs it. Returns a device tensor
     ``[Σ w·v, Σ w, Σ w·v², batches]`` (``w`` the batch's weight, ``v`` its value) so that several ranks can be
     summed before dividing, and the spread between batches gives the mean's standard error.
 
@@ -361,6 +366,7 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
     device = trainer.strategy.root_device
     total = torch.zeros(4, dtype=torch.float64, device=device)
     modes = [(m, m.training) for m in module.modules()]
+    metric: Any = None
     module.eval()
     try:
         with _module_logging(module, recorder.log, recorder.log_dict), torch.no_grad():
@@ -370,9 +376,16 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
                 recorder.values.clear()
                 output = trainer.strategy.validation_step(_to_device(trainer, module, raw_batch), index, *extra)
                 value, weight = _monitored(output, recorder, monitor)
+                if isinstance(value, torch.nn.Module):  # a Metric, updated batch after batch: read at the end
+                    metric = value
+                    continue
                 value = value.to(device, torch.float64)
                 one = _scalar(1.0, device)
                 total += torch.stack([value * weight, _scalar(weight, device), value * value * weight, one])
+            if metric is not None:  # its value over the evaluation, as Lightning logs it (no spread between batches)
+                value = plain(torch.as_tensor(metric.compute()).detach()).to(device, torch.float64)
+                one = _scalar(1.0, device)
+                total += torch.stack([value, one, value * value, one])
     finally:
         for submodule, training in modes:
             submodule.training = training
@@ -392,7 +405,7 @@ def _scalar(value: float, device: torch.device) -> torch.Tensor:
     return torch.tensor(float(value), dtype=torch.float64, device=device)
 
 
-def _monitored(output: Any, recorder: _Recorder, monitor: str) -> tuple[torch.Tensor, int]:
+def _monitored(output: Any, recorder: _Recorder, monitor: str) -> tuple[Any, int]:
     if monitor in recorder.values:
         return recorder.values[monitor]
     if isinstance(output, Mapping) and (monitor in output or "loss" in output):

@@ -367,3 +367,29 @@ def test_trials_score_the_first_of_several_validation_loaders_as_lightning_numbe
     trainer.fit(model, shuffled(), [first, second] if kind == "list" else {"first": first, "second": second})
     assert [t.val_loss for t in finder.result.trials] == [1.0, 1.0]  # the first loader's
     assert set(model.indices) == {0}
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_mean"])
+def test_a_validation_step_that_logs_a_torchmetrics_metric_is_scored(tmp_path, monitor):
+    """``self.log(name, metric)`` (a torchmetrics ``Metric``, which Lightning computes at the epoch's end) beside the
+    monitored loss, or monitored itself: its value over the evaluation. Before, the trials converted every logged
+    value to a tensor, and a ``Metric`` raised ``TypeError``."""
+    import torchmetrics
+
+    class Metered(FinderModel):
+        def __init__(self) -> None:
+            super().__init__(optimizer=sgd())
+            self.val_mean = torchmetrics.MeanMetric()
+
+        def validation_step(self, batch, batch_idx):
+            self.val_mean.update(batch[1])  # the targets: a value the trial's weights do not change
+            self.log("val_mean", self.val_mean)
+            self.log("val_loss", batch[1].mean())
+
+    targets = torch.arange(32, dtype=torch.float32).reshape(32, 1)
+    val = loader(torch.utils.data.TensorDataset(torch.zeros(32, 4), targets), batch_size=8)
+    model = Metered()
+    finder = LRFinder(num_steps=20, confirm=[1e-3, 1e-2], confirm_length="2 steps", monitor=monitor)
+    make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder]).fit(model, shuffled(), val)
+    assert [t.val_loss for t in finder.result.trials] == pytest.approx([15.5, 15.5], rel=1e-6)
+    assert float(model.val_mean.update_count) == 0  # the trials' updates are put back
