@@ -24,6 +24,7 @@ import torch
 from lr_callbacks.core.compat import scale_backbone_ramp
 
 __all__ = [
+    "LRScaler",
     "Pausable",
     "ScheduleOwner",
     "as_float",
@@ -76,6 +77,27 @@ class ScheduleOwner(Protocol):
     def _handed_over(self) -> bool:
         """The LR is driven by Lightning's ``StochasticWeightAveraging`` now (SWALR), not by the schedule."""
         ...
+
+
+@runtime_checkable
+class LRScaler(Protocol):
+    """A callback that holds a ``scale(g)`` of the LR model (the watchdog's cut, 1.0 when it has none).
+
+    Without a :class:`ScheduleOwner` the scale is in the optimizers' LRs themselves (:func:`set_lr_scale` rescales
+    them): :func:`set_peak_lr` reads it to set a peak under it, not in its place. Private, like :class:`Pausable`'s.
+    """
+
+    @property
+    def _lr_scale(self) -> float: ...
+
+
+def lr_scale(trainer: Any) -> float:
+    """The product of the scales the trainer's :class:`LRScaler` callbacks hold (1.0 without one)."""
+    scale = 1.0
+    for callback in trainer.callbacks:
+        if isinstance(callback, LRScaler):
+            scale *= callback._lr_scale
+    return scale
 
 
 def schedule_callback(trainer: Any) -> ScheduleOwner | None:
@@ -164,11 +186,15 @@ def set_peak_lr(trainer: Any, lr: float) -> None:
     """Make ``lr`` the reference group's peak; every other group keeps its ratio to it.
 
     With :class:`~lr_callbacks.LRSchedule` this sets its peaks; otherwise it rescales the optimizers'
-    LRs and the user's schedulers by ``lr / reference_lr(trainer)``. ``BackboneFinetuning``'s ramp goes on from
-    the rescaled backbone LR.
+    LRs and the user's schedulers by ``lr × scale / reference_lr(trainer)``, where ``scale`` is the watchdog's
+    cut (:func:`lr_scale`), which those LRs hold: the LR becomes ``lr × scale``, as under LRSchedule. Before, a
+    finder that ran while the watchdog held a cut set ``lr`` itself, and the watchdog giving its cut back then
+    took the LR above the finder's answer (×2 after a ×0.5 cut). ``BackboneFinetuning``'s ramp goes on from the
+    rescaled backbone LR.
     """
     schedule = find_lr_schedule(trainer)
-    factor = lr / (schedule.peak_lrs[0][0] if schedule is not None else reference_lr(trainer))
+    current = schedule.peak_lrs[0][0] if schedule is not None else reference_lr(trainer) / lr_scale(trainer)
+    factor = lr / current
     scale_backbone_ramp(trainer, factor)
     if schedule is not None:
         schedule._set_peak_lr(lr)

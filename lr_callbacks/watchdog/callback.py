@@ -442,6 +442,10 @@ class DivergenceWatchdog(Callback):
         return self._policy.scale
 
     @property
+    def _lr_scale(self) -> float:  # the LR model's scale(g), for the finder (lr_model.LRScaler)
+        return self._policy.scale
+
+    @property
     def halt_reason(self) -> str | None:
         """Why the run was halted, or ``None``."""
         return self._policy.state.halted

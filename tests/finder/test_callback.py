@@ -722,3 +722,48 @@ def test_a_sweep_past_adafactors_cap_says_where_the_lr_stopped_acting(tmp_path):
         warnings.simplefilter("always")
         fit(tmp_path, LRFinder(min_lr=1e-5, max_lr=1e-2, num_steps=30, probe=False, apply=False), adafactor())
     assert not [w for w in caught if "Adafactor" in str(w.message)]
+
+
+class _CutEarly(pl.LightningModule):
+    """Three ×100 losses in the first epoch (steps 20, 24, 28): the watchdog rolls back and halves the LR."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = torch.nn.Linear(4, 16), torch.nn.Linear(16, 1)
+        self.lrs: dict[int, float] = {}
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.head(torch.tanh(self.body(x))), y)
+        return loss * 100.0 if self.trainer.global_step in (20, 24, 28) and torch.is_grad_enabled() else loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.lrs[self.trainer.global_step] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("with_schedule", [True, False])
+def test_an_answer_applied_under_a_watchdog_cut_is_the_peak_the_cut_stays_on(tmp_path, with_schedule):
+    """lr = peak × schedule × scale: the finder sets the peak, the watchdog's cut stays on top of it, with
+    LRSchedule and without. Before, without LRSchedule the answer replaced the cut LR (the LR was 1× the answer while
+    the cut held), and the watchdog giving its cut back took it to 2× the answer, past what the sweep measured."""
+    torch.manual_seed(0)
+    x = torch.randn(400, 4)
+    y = x @ torch.randn(4, 1)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+    finder = LRFinder(num_steps=30, epochs=[1], at_fit_start=False, probe=False)
+    watchdog = DivergenceWatchdog(warmup_steps=10, recover_after=40, cooldown_steps=5, lower_after=3, snapshot_every=5)
+    schedule = [LRSchedule("constant", log_plan=False)] if with_schedule else []
+    model = _CutEarly()
+    trainer = make_trainer(tmp_path, callbacks=[watchdog, finder, *schedule], max_epochs=3, logger=False)
+    trainer.fit(model, data)
+    cut, given_back = (
+        [e for e in watchdog.events if e.action == "rollback"],
+        [e for e in watchdog.events if e.action == "raise_lr"],
+    )
+    assert len(cut) == 1 and cut[0].step < 50 and len(given_back) == 1 and given_back[0].step > 60  # 50 steps/epoch
+    answer = finder.result.chosen_lr
+    assert model.lrs[55] == pytest.approx(0.5 * answer, rel=1e-6)  # the answer as the peak, the cut on it
+    assert model.lrs[given_back[0].step + 1] == pytest.approx(answer, rel=1e-6)  # the cut given back: the peak
