@@ -127,6 +127,7 @@ class LRSchedule(Callback):
     _clock_from_trainer: bool
     _past_end_said: bool
     _checkpoint_lrs: list[list[float]] | None  # a resume from a checkpoint without LRSchedule: its optimizers' LRs
+    _fit_length: int | None  # this fit's own length at its start, before on_length_change="keep" kept the plan's
     _last_fit: tuple[weakref.ref[Any], dict[str, Any]] | None  # the trainer of the last fit, and its state then
     _before_set_up: dict[str, Any] | None
     _training: bool
@@ -444,6 +445,10 @@ class LRSchedule(Callback):
             return
         if trainer.should_stop or not epochs or epochs < 0 or int(trainer.current_epoch) < epochs:
             return  # stopped early (EarlyStopping, an exception) or by max_steps
+        if self._fit_length is not None and done >= self._fit_length:
+            # the run did all the steps it had at fit start: resumed into a shorter run under on_length_change="keep",
+            # said then. Before, this blamed a training loader that shrank ("reloaded every epoch?"), which did not.
+            return
         if 0 < max_steps <= int(trainer.global_step):
             return  # max_steps ended the last epoch (it counts every optimizer's steps: warned at fit start)
         last = self.lr_at(max(self._clocks[0] - 1, 0))
@@ -641,6 +646,7 @@ class LRSchedule(Callback):
         self._clock_from_trainer = False
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
         self._checkpoint_lrs = None
+        self._fit_length = None
         self._last_fit = None
         # from a fit's setup until it sets up, the state it shows (its table is the last fit's): {} or, for a fit
         # continued on the last fit's trainer, that fit's state; None once set up
@@ -658,7 +664,8 @@ class LRSchedule(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an LRSchedule pickled by 0.2.0 before stop 24 has no state before set-up: its table is its last fit's
-        self.__dict__.update({"_before_set_up": None, "_training": False, "_aside": False, **state})
+        defaults = {"_before_set_up": None, "_training": False, "_aside": False, "_fit_length": None}
+        self.__dict__.update({**defaults, **state})
 
     def _setup_for(self, trainer: Any) -> None:
         """Resolve the schedule against ``trainer``'s run and take over its optimizers (once per fit)."""
@@ -678,6 +685,7 @@ class LRSchedule(Callback):
         self._settled = False
         self._log_every = log_cadence(trainer, self._log_every_arg)
         run = setup.resolve_run(trainer, [self._schedule, *self._group_schedules.values()])
+        self._fit_length = run.total_steps
         restored, self._restored = self._restored, None
         if restored is not None:
             setup.check_restored_shape(restored, self._optimizers)

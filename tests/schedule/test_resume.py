@@ -286,6 +286,22 @@ def test_a_shorter_run_under_keep_says_the_plan_does_not_finish(tmp_path: Path, 
         resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, max_steps=10)
 
 
+def test_a_shorter_max_epochs_under_keep_does_not_blame_the_training_loader(tmp_path: Path) -> None:
+    """Resumed into fewer epochs under ``keep``, the run ends before its plan, as the warning at fit start said; at
+    its end it was also told that its training loader had become shorter ("reloaded every epoch?"): it had not."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1, filename="{epoch}")
+    trainer = make_trainer(
+        tmp_path / "before", max_epochs=3, enable_checkpointing=True, callbacks=[LRSchedule("cosine"), checkpoints]
+    )
+    trainer.fit(TinyModel(), loader())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = make_trainer(tmp_path / "after", max_epochs=2, callbacks=[LRSchedule("cosine")])
+        resumed.fit(TinyModel(), loader(), ckpt_path=str(tmp_path / "ckpt" / "epoch=0.ckpt"))
+    said = [str(w.message) for w in caught if str(w.message).startswith("LRSchedule")]
+    assert len(said) == 1 and "now has 16; following the original plan" in said[0], said
+
+
 class _Backbone(TinyModel):
     """TinyModel whose ``body`` is a backbone that BackboneFinetuning unfreezes at epoch 1."""
 
