@@ -169,10 +169,22 @@ class TransformersSchedule(Schedule):
 
     def bound_to(self, reference_lr: float) -> TransformersSchedule:
         """This schedule with ``reference_lr`` as the LR its absolute floor is divided by, if it needs one and
-        has none yet (transformers divides by the optimizer's ``defaults["lr"]``); else itself."""
-        if self.needs_reference_lr() and self.reference_lr is None:
-            return replace(self, reference_lr=float(reference_lr))
-        return self
+        has none yet (transformers divides by the optimizer's ``defaults["lr"]``); else itself.
+
+        The same object for the same LR: every group of an optimizer is bound, and the plan's summary shows one
+        table per schedule object (before, each group of a ``polynomial`` had its own table, under the same name).
+
+        >>> s = TransformersSchedule("polynomial", arguments=(("lr_end", 1e-3),))
+        >>> s.bound_to(0.1) is s.bound_to(0.1), s.bound_to(0.1).reference_lr
+        (True, 0.1)
+        """
+        if not self.needs_reference_lr() or self.reference_lr is not None:
+            return self
+        bound: dict[float, TransformersSchedule] = self.__dict__.setdefault("_bound", {})
+        lr = float(reference_lr)
+        if lr not in bound:
+            bound[lr] = replace(self, reference_lr=lr)
+        return bound[lr]
 
     def _ratio(self, absolute: float) -> float:
         if self.reference_lr is None:

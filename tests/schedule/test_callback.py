@@ -417,6 +417,21 @@ def test_the_plan_image_and_summary_are_written_before_the_first_step(tmp_path: 
     assert curves["head"][1] == pytest.approx([schedule.lr_at(k, 0, 1) for k in range(10)])
 
 
+FLOORS = [("polynomial", {"lr_end": 1e-4}), ("cosine_with_min_lr", {"min_lr": 1e-3})]
+
+
+@pytest.mark.parametrize(("name", "floor"), FLOORS)
+def test_a_transformers_absolute_floor_plans_every_group_in_one_table(
+    tmp_path: Any, name: str, floor: dict[str, Any]
+) -> None:
+    """An absolute floor is bound to the optimizer's LR for each group: the summary showed one table per group,
+    under the same heading, where every other schedule shows one table with a column per group."""
+    schedule = LRSchedule.from_transformers(name, 2, **floor)
+    fit(tmp_path, schedule)
+    table = schedule.plan_table()
+    assert table.count(f"**transformers {name!r}") == 1 and "| step | body | head |" in table, table
+
+
 def test_log_plan_false_writes_no_plan(tmp_path: Any) -> None:
     fit(tmp_path, LRSchedule("cosine", log_plan=False))
     tags = read_events(tmp_path).Tags()
