@@ -97,7 +97,8 @@ class LRSchedule(Callback):
             ``"rescale"`` re-resolves the schedule against the new length (fractions of the run move, the
             LR may jump), ``"error"`` refuses. A warning names the change in the first two cases. Resuming
             from a checkpoint written without LRSchedule, the plan covers the whole run from step 0 and the
-            clock starts at the checkpoint's ``global_step``.
+            clock starts at the checkpoint's ``global_step`` (with several optimizers, each clock at its batches
+            done: Lightning's ``global_step`` counts the steps of all of them).
         log_every_n_steps: log ``lr/<group>`` every this many optimizer steps (each point the exact LR that
             step used); ``None``: the trainer's ``log_every_n_steps``, the cadence of Lightning's own metrics
             and of ``LearningRateMonitor``. ``1`` logs every step, at a host cost of about 50 µs per step
@@ -351,10 +352,12 @@ class LRSchedule(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Resuming from a checkpoint that holds no LRSchedule state: the loops are restored only after
-        # on_fit_start, so the clock takes the restored global_step now (one optimizer: global_step is its steps).
-        if self._clock_from_trainer and len(self._optimizers) == 1 and self._clocks[0] < trainer.global_step:
-            self._clocks[0] = int(trainer.global_step)
-            self._write_all()
+        # on_fit_start, so the clocks take the restored loop's count now.
+        if self._clock_from_trainer and self._optimizers:
+            start = _resumed_clock(trainer, len(self._optimizers))
+            if any(clock < start for clock in self._clocks):
+                self._clocks[:] = [max(clock, start) for clock in self._clocks]
+                self._write_all()
         self._clock_from_trainer = False
         self._training = True
         # a run resumed inside StochasticWeightAveraging's phase, where no epoch start may come before its first
@@ -944,6 +947,17 @@ class LRSchedule(Callback):
             log_image(trainer, "lr_schedule/plan", plan_image(self.plan(), f"LR plan ({length})"), step)
             log_text(trainer, "lr_schedule/summary", f"Run: {length}.\n\n{table}", step)
         log.info("LRSchedule plan (%s):\n%s", length, table)
+
+
+def _resumed_clock(trainer: Any, optimizers: int) -> int:
+    """Where the clocks start on a resume from a checkpoint written without LRSchedule: with one optimizer, the
+    restored ``global_step`` (its steps). With several (manual optimization), ``global_step`` counts the steps of
+    all of them, and their plan counts one step a batch (Lightning's ``estimated_stepping_batches``): the batches
+    done. Before, their clocks stayed at 0: the resumed run trained the plan again from its start, and was told at
+    its end that its optimizers had stepped less often than once a batch."""
+    if optimizers == 1:
+        return int(trainer.global_step)
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
 
 
 class _StepHook:

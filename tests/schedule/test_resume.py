@@ -152,6 +152,46 @@ def test_resuming_a_checkpoint_written_without_the_schedule_starts_at_its_global
     assert [step for step, _ in read_scalars(tmp_path / "after", "lr/body")] == list(range(6, TOTAL))
 
 
+class TwoOptimizers(TinyModel):
+    """Manual optimization: ``body`` and ``head`` each have an SGD, and both step every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.batch_lrs: list[float] = []  # each batch's LRs, body's then head's
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        optimizers = self.optimizers()
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(torch.nn.functional.mse_loss(self(x), y))
+        self.batch_lrs.extend(float(o.optimizer.param_groups[0]["lr"]) for o in optimizers)
+        for optimizer in optimizers:
+            optimizer.step()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD(self.body.parameters(), lr=0.1), torch.optim.SGD(self.head.parameters(), lr=0.01)]
+
+
+def test_resuming_a_checkpoint_written_without_the_schedule_goes_on_with_several_optimizers(tmp_path: Path) -> None:
+    """Lightning's global_step counts the steps of both optimizers (16 after 8 batches): each clock starts at the
+    batches done. Before, both started at 0 and the second epoch trained the plan's first half again."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="first")
+    make_trainer(tmp_path / "before", max_epochs=1, enable_checkpointing=True, callbacks=[checkpoints]).fit(
+        TwoOptimizers(), loader()
+    )
+    callback, model = LRSchedule("linear"), TwoOptimizers()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = make_trainer(tmp_path / "after", max_epochs=2, callbacks=[callback])
+        trainer.fit(model, loader(), ckpt_path=str(tmp_path / "ckpt" / "first.ckpt"))
+    assert callback.run is not None and callback.run.total_steps == 16 and callback.steps == [16, 16]
+    plan = [1 - k / 16 for k in range(8, 16)]
+    assert model.batch_lrs == pytest.approx([lr for m in plan for lr in (0.1 * m, 0.01 * m)])
+    assert not [w for w in caught if "stepped" in str(w.message)]  # each stepped once a batch, as planned
+
+
 # --- resuming into a run of another length: the policy --------------------------------------------------------
 
 
