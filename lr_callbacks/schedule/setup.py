@@ -233,11 +233,15 @@ def no_run_to_plan(trainer: Any) -> str:
 
 def unknown_length_cause(trainer: Any) -> str:
     """Why the run's length is unknown, in words: Lightning sets ``max_epochs=-1`` when only ``max_time`` bounds the
-    run, and an iterable dataset has no length."""
+    run, ``max_epochs=-1`` given alone trains until something stops the run, and an iterable dataset has no length.
+    (Before, ``max_epochs=-1`` on a dataset with a length was blamed on "an iterable dataset".)"""
     timer = callback_named(trainer, "Timer")
     bounded = timer is not None and timer.time_remaining() is not None  # a Timer with a duration: max_time
-    if bounded and int(trainer.max_steps) < 0 and (trainer.max_epochs is None or trainer.max_epochs < 0):
+    unbounded = int(trainer.max_steps) < 0 and (trainer.max_epochs is None or trainer.max_epochs < 0)
+    if bounded and unbounded:
         return "only Trainer(max_time=...) bounds it, and a time counts no steps: Lightning sets max_epochs=-1"
+    if unbounded:
+        return "Trainer(max_epochs=-1) trains until something stops it (EarlyStopping): it has no end to plan for"
     return "an iterable dataset with no max_steps?"
 
 

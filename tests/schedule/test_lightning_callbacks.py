@@ -379,6 +379,13 @@ def test_max_time_alone_is_named_as_why_the_length_is_unknown(tmp_path):
         trainer.fit(TinyModel(), loader(), loader())
 
 
+def test_max_epochs_minus_one_is_named_as_why_the_length_is_unknown(tmp_path):
+    """Before, a run without end on a data set with a length was blamed on "an iterable dataset with no max_steps?"."""
+    trainer = make_trainer(tmp_path, callbacks=[LRSchedule("cosine", log_plan=False)], max_epochs=-1)
+    with pytest.raises(ValueError, match=r"unknown \(Trainer\(max_epochs=-1\) trains until something stops it"):
+        trainer.fit(TinyModel(), loader(), loader())
+
+
 def test_an_iterable_dataset_with_max_epochs_and_max_time_is_not_blamed_on_max_time(tmp_path):
     from tests.helpers import Stream
 
