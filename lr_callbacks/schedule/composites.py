@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
-from lr_callbacks.core.durations import Duration, Run, Steps, is_zero, parse_duration
+from lr_callbacks.core.durations import Duration, Epochs, Run, RunFraction, Steps, is_zero, parse_duration
 from lr_callbacks.schedule.shapes import Schedule
 
 __all__ = ["CosineRestarts", "Cyclic", "OneCycle", "Phase", "Phases", "Reversed"]
@@ -76,6 +76,11 @@ class Phases(Schedule):
     duration. One phase may be open-ended (``duration=None``): it fills what the others leave of the run,
     so ``[warmup "5%", stable None, decay "20%"]`` decays over the last fifth whatever the run's length.
 
+    Each phase's length is rounded up on its own (``"5%"`` of a run is transformers' ``ceil`` of its
+    ``warmup_ratio``). Where that would make phases that fit the run overrun it (``10%`` + ``70%`` + ``20%`` of
+    15 steps: 2 + 11 + 3 steps), each phase ends instead at the rounded-up sum of the lengths so far (2 + 10 + 3):
+    the first phase keeps its length, and the phases add up to the run.
+
     Args:
         phases: the phases, in order (:class:`Phase` objects, or ``(schedule, duration)`` pairs).
 
@@ -117,10 +122,17 @@ class Phases(Schedule):
             None if p.duration is None else float(p.duration.to_steps(run))  # type: ignore[union-attr]
             for p in self.phases
         ]
+        fixed = [(i, p.duration) for i, p in enumerate(self.phases) if p.duration is not None]
+        if span is not None and sum(lengths[i] or 0.0 for i, _ in fixed) > span:
+            # rounded up one by one, phases that fit the run overran it (before, refused at fit start, for most
+            # lengths of the run): round their boundaries instead
+            exact = [_exact_steps(duration, run) for _, duration in fixed]  # type: ignore[arg-type]
+            if sum(exact) <= span + 1e-9:
+                for (i, _), length in zip(fixed, _rounded_at_boundaries(exact)):
+                    lengths[i] = length
         index = self._open_index()
         if index is not None and span is not None:
-            fixed = sum(length for length in lengths if length is not None)
-            lengths[index] = max(span - fixed, 0.0)
+            lengths[index] = max(span - sum(length for length in lengths if length is not None), 0.0)
         object.__setattr__(self, "_last_lengths", (run, span, tuple(lengths)))
         return tuple(lengths)
 
@@ -177,6 +189,35 @@ class Phases(Schedule):
 
     def describe(self) -> str:
         return "Phases(" + "; ".join(p.describe() for p in self.phases) + ")"
+
+
+def _exact_steps(duration: Duration, run: Run) -> float:
+    """``duration`` in steps before it is rounded: a share of the run or a number of epochs as it is.
+
+    >>> _exact_steps(RunFraction(0.1), Run(total_steps=15)), _exact_steps(Steps(4), Run(total_steps=15))
+    (1.5, 4.0)
+    """
+    if isinstance(duration, RunFraction) and run.total_steps is not None:
+        return duration.fraction * run.total_steps
+    if isinstance(duration, Epochs) and run.steps_per_epoch is not None:
+        return duration.epochs * run.steps_per_epoch
+    return float(duration.to_steps(run))
+
+
+def _rounded_at_boundaries(exact: Sequence[float]) -> list[float]:
+    """Lengths that end where the running sums of ``exact`` end, rounded up: the first is ``exact[0]`` rounded up,
+    and they add up to ``sum(exact)`` rounded up.
+
+    >>> _rounded_at_boundaries([1.5, 10.5, 3.0])
+    [2.0, 10.0, 3.0]
+    """
+    lengths, done, total = [], 0.0, 0.0
+    for length in exact:
+        total += length
+        end = float(math.ceil(total - 1e-9))  # the tolerance RunFraction and Epochs round with
+        lengths.append(end - done)
+        done = end
+    return lengths
 
 
 @dataclass(frozen=True)

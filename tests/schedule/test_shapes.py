@@ -202,6 +202,28 @@ def test_durations_resolve_with_visible_units() -> None:
     assert not Steps(3).needs_total() and not Epochs(1).needs_total() and RunFraction(0.1).needs_total()
 
 
+@pytest.mark.parametrize("total", [10, 15, 20, 25, 33, 3127])
+def test_phases_as_shares_that_add_up_to_the_run_fit_it_whatever_its_length(total: int) -> None:
+    """10% + 70% + 20% of 15 steps, each rounded up, is 2 + 11 + 3 = 16 steps: before, refused at fit start ("give them
+    as fractions of the run"), for most lengths of the run. The boundaries are rounded instead; the first phase (a
+    warmup) keeps its ceil, and a length that divides evenly is planned as before."""
+    schedule = Phases([(Warmup(), "10%"), (Constant(), "70%"), (Linear(1.0, 0.0), "20%")])
+    run = Run(total_steps=total)
+    schedule.check(total, run)
+    lengths = schedule._lengths(total, run)
+    assert sum(lengths) == total and lengths[0] == math.ceil(total / 10)
+    assert schedule.multiplier(lengths[0] - 1, run) == 1.0  # the warmup's peak
+    assert schedule.multiplier(total - 1, run) == pytest.approx(1 / lengths[2])
+    with_open = Phases([(Warmup(), "10%"), (Constant(), None), (Linear(1.0, 0.0), "90%")])
+    with_open.check(total, run)
+    assert sum(with_open._lengths(total, run)) == total
+
+
+def test_phases_longer_than_the_run_without_rounding_are_still_refused() -> None:
+    with pytest.raises(ValueError, match=r"the phases add up to 17 steps \(0\.1 of the run = 2 steps \+ 0\.8 of"):
+        Phases([(Warmup(), "10%"), (Constant(), "80%"), (Linear(), "20%")]).check(15, Run(total_steps=15))
+
+
 def test_what_needs_the_total_is_known_before_the_run() -> None:
     assert not Constant().needs_total() and not Step("2 steps").needs_total() and not InverseSqrt().needs_total()
     assert not Exponential(gamma=0.9).needs_total() and not Cyclic().needs_total()
