@@ -757,7 +757,7 @@ class DivergenceWatchdog(Callback):
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))
         probe = self._probe(trainer, pl_module)
         decisions: list[Decision] = []
-        skipped_before = skipped_now = False  # a step whose batch ran forward but was not trained on
+        skipped_before = False  # a step judged on the device whose batch ran forward but was not trained on
         for k, v, lo, no, s in rows:  # the steps judged on the device since the last read, oldest first
             self._rebaseline_now(k)
             decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world)))
@@ -770,7 +770,7 @@ class DivergenceWatchdog(Callback):
             self._drop(trainer, optimizer)  # this step too
         else:
             verdict = self._policy.judge(loss, norm, samples)
-            dropped = skipped_now = verdict.skip
+            dropped = verdict.skip
             if verdict.skip:
                 self._drop(trainer, optimizer)
             elif verdict.clip_factor != 1.0:
@@ -783,7 +783,11 @@ class DivergenceWatchdog(Callback):
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
         if not self._warned_lone_skips and self._policy.lone_skips(step) >= self.config.patience:
             self._warn_lone_skips(trainer, step)
-        if (skipped_before or skipped_now) and not self._acted(decisions) and self._has_buffers:
+        # batches that ran forward and were not trained on leave no trace in the buffers, unless a rollback brought the
+        # snapshot's back; a halt that keeps the live weights puts them back too (before, the halting batch's NaN input
+        # left BatchNorm's statistics NaN in the halt checkpoint, "the last good state")
+        not_trained = skipped_before or dropped or self._acted(decisions)
+        if not_trained and not any(d.rollback for d in decisions) and self._has_buffers:
             self._restore_buffers(pl_module, exact=not skipped_before)
         every = self.config.update_every
         if every is not None and step % every == 0 and not dropped and not self._acted(decisions):

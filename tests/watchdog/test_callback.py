@@ -878,6 +878,35 @@ class EmaDigits(NormedDigits):
             self.ema.mul_(0.9).add_(self.net[0].weight, alpha=0.1)
 
 
+class NanInputFrom(NormedDigits):
+    """NormedDigits one of whose input samples is NaN at every step from ``nan_from`` on (a corrupted shard)."""
+
+    def __init__(self, nan_from: int) -> None:
+        super().__init__(nan_at=-1)
+        self.nan_from = nan_from
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if torch.is_grad_enabled() and self.global_step >= self.nan_from:
+            x = x.clone()
+            x[0, 0] = math.nan
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+
+def test_a_halt_for_bad_data_saves_batchnorm_s_statistics_as_they_were_before_the_halting_batch(tmp_path):
+    """NaN inputs from step 30: each skipped batch's statistics are put back, until the run halts for data that stayed
+    bad (the live weights kept). The halting batch's were not: the halt checkpoint, "the last good state", held NaN
+    running statistics (every evaluation from it NaN), and so did the model in memory."""
+    watchdog = small(patience=3)
+    model = NanInputFrom(nan_from=30)
+    fit(tmp_path, model, [watchdog], 60)
+    assert [(e.signal, e.action) for e in watchdog.events][-1] == ("bad_data", "halt")
+    saved = torch.load(watchdog.halt_checkpoint_path, weights_only=False)["state_dict"]
+    assert all(bool(torch.isfinite(v.float()).all()) for v in saved.values())
+    assert torch.equal(saved["net.1.running_mean"], model.means[29])  # as the last step trained on left them
+    assert all(map(torch.equal, saved.values(), model.state_dict().values()))
+
+
 def test_a_skipped_batch_puts_back_only_what_its_forward_pass_moved(tmp_path):
     """BatchNorm's statistics go back to their values before the skipped step, not to the newest snapshot's (up to
     ``snapshot_every`` steps old); an EMA held in a buffer, updated outside the forward pass, keeps its updates.
