@@ -701,7 +701,11 @@ class DivergenceWatchdog(Callback):
                 self._set_gate()
             self._most_gradients = self._signals.gradients
         if self._policy.state.halted:
-            self._drop(trainer, optimizer)  # Lightning may not stop at once (min_steps): no update after a halt
+            # Lightning may not stop at once (min_steps, min_epochs): no update after a halt, and the batch's forward
+            # pass leaves no trace either (before, BatchNorm's statistics moved on from the state the halt saved)
+            self._drop(trainer, optimizer)
+            if self._has_buffers:
+                self._restore_buffers(pl_module, exact=True)
             return
         values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
         step = int(trainer.global_step)
