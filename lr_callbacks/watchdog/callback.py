@@ -518,8 +518,10 @@ class DivergenceWatchdog(Callback):
         if not pl_module.automatic_optimization:
             raise ValueError(
                 f"{OWNER} supports automatic optimization only: under manual optimization it cannot tell which "
-                "backward belongs to which optimizer step, so it could not skip or judge an update. Remove it, or "
-                "set `self.automatic_optimization = True`"
+                "backward belongs to which optimizer step, so it could not skip or judge an update. Remove it, or, "
+                "for a module that steps one optimizer, set `self.automatic_optimization = True` (Lightning steps "
+                "several optimizers, a GAN's generator and discriminator, only under manual optimization: train such "
+                "a module without the watchdog)"
             )
         if strategy_kind(trainer.strategy) == "deepspeed":
             raise ValueError(

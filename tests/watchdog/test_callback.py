@@ -417,6 +417,28 @@ def test_manual_optimization_is_refused_with_the_reason(tmp_path):
         fit(tmp_path, Manual(), [small()], 5, logger=False)
 
 
+def test_manual_optimization_with_two_optimizers_is_not_told_to_switch_to_automatic(tmp_path):
+    """A GAN steps two optimizers, which Lightning allows only under manual optimization: the refusal told it to set
+    ``automatic_optimization = True``, and Lightning then refused that ("Training with multiple optimizers is only
+    supported with manual optimization")."""
+
+    class TwoOptimizers(DigitsModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+
+        def configure_optimizers(self):
+            return [
+                torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                torch.optim.SGD(self.net[2].parameters(), lr=0.1),
+            ]
+
+    with pytest.raises(
+        ValueError, match=r"for a module that steps one optimizer.*several optimizers.*without the watchdog"
+    ):
+        fit(tmp_path, TwoOptimizers(), [small()], 5, logger=False)
+
+
 def test_lbfgs_is_refused_with_the_reason(tmp_path):
     """LBFGS evaluates its closure several times a step: each evaluation was judged as a step (144 judged for 36
     steps), and after a rollback LBFGS wrote the faulty step's history over the restored state, so the next steps
