@@ -73,6 +73,8 @@ class ScheduleOwner(Protocol):
 
     def _take_changes(self) -> list[int]: ...
 
+    def _planned_lrs(self, index: int) -> list[float] | None: ...
+
     @property
     def _handed_over(self) -> bool:
         """The LR is driven by Lightning's ``StochasticWeightAveraging`` now (SWALR), not by the schedule."""

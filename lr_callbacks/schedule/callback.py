@@ -847,6 +847,17 @@ class LRSchedule(Callback):
             self._sync_groups(index)
         return changed
 
+    def _planned_lrs(self, index: int) -> list[float] | None:
+        """The LRs this schedule wrote for the coming step of optimizer ``index`` (``peak × schedule × scale`` per
+        group), or ``None`` when it does not drive them now (paused, handed over to SWA, standing aside, not set up,
+        or its table not matching the groups). The watchdog judges the update ratio against them: an LR that
+        something else wrote over them for a step (a callback or the module, before the update) is not planned."""
+        if self._idle or index >= len(self._table) or index >= len(self._optimizers):
+            return None
+        if len(self._optimizers[index].param_groups) != len(self._table[index]):
+            return None
+        return [g.lr for g in self._table[index]]
+
     def _stale(self, index: int) -> bool:
         """Whether a group of optimizer ``index`` no longer holds the LR last written, or is new."""
         groups = self._optimizers[index].param_groups

@@ -29,7 +29,14 @@ from lr_callbacks.core.compat import (
     unscale_fused,
 )
 from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
-from lr_callbacks.core.lr_model import as_float, find_lr_schedule, reference_lr, require_lr_groups, set_lr_scale
+from lr_callbacks.core.lr_model import (
+    as_float,
+    find_lr_schedule,
+    reference_lr,
+    require_lr_groups,
+    schedule_callback,
+    set_lr_scale,
+)
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
 from lr_callbacks.core.snapshot import cloned_state, require_materialized, restore_optimizer_state
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
@@ -728,7 +735,7 @@ class DivergenceWatchdog(Callback):
                     self._found_inf_set = optimizer
                 every = self.config.update_every  # measured between reads too; dropped at the read if skipped
                 if every is not None and step % every == 0 and not self._updates.armed:
-                    self._updates.arm(optimizer, step, values[1])
+                    self._updates.arm(optimizer, step, values[1], self._planned_lrs(trainer))
             return
         self._host_step(trainer, pl_module, optimizer, values, step)
 
@@ -797,7 +804,7 @@ class DivergenceWatchdog(Callback):
             self._restore_buffers(pl_module, exact=not skipped_before)
         every = self.config.update_every
         if every is not None and step % every == 0 and not dropped and not self._acted(decisions):
-            self._updates.arm(optimizer, step, norm)
+            self._updates.arm(optimizer, step, norm, self._planned_lrs(trainer))
         if self._policy.wants_snapshot(step):
             self._ring.take(pl_module, optimizer, step, self._batches, self._rngs)
             self._policy.snapshot_taken(step, loss)
@@ -818,6 +825,13 @@ class DivergenceWatchdog(Callback):
         names |= nonfinite_buffers(pl_module)
         if names:
             self._ring.restore_buffers(pl_module, names)
+
+    @staticmethod
+    def _planned_lrs(trainer: Any) -> list[float] | None:
+        """The LRs LRSchedule planned for this step's groups (``None`` without one driving them): the update ratio's
+        reference, so that an LR written over the plan is not taken as planned."""
+        schedule = schedule_callback(trainer)
+        return schedule._planned_lrs(0) if schedule is not None else None
 
     def _planned_share(self, trainer: Any, optimizer: Any) -> float:
         """This step's LR as a share of its planned peak (LRSchedule's peak, the torch scheduler's), without the

@@ -277,7 +277,7 @@ def _verdict(
     return Verdict(skip=bool(skip), clip_factor=factor, signals=signals)
 
 
-def _step_size(group: Mapping[str, Any]) -> float | torch.Tensor:
+def _step_size(group: Mapping[str, Any], planned: float | None = None) -> float | torch.Tensor:
     """The LR as a steady update scales with it: under SGD's (or RMSprop's) momentum ``μ`` an update is
     ``lr · (1 − dampening) / (1 − μ)`` times the gradient, so a momentum that moves is no alarm (``one_cycle``
     co-schedules it, 0.95 → 0.85 → 0.95: updates 3× larger at the end for the same LR); Adam's ``β1`` leaves
@@ -285,11 +285,12 @@ def _step_size(group: Mapping[str, Any]) -> float | torch.Tensor:
 
     A tensor LR (a fused or capturable optimizer's, on the device) stays a tensor, copied: read as a number only
     at the next host read (:meth:`UpdateProbe.take`), not here between reads, where it would sync the device.
+    ``planned``: the LR the schedule planned for the group, in place of the one it holds (:class:`UpdateProbe`).
 
     >>> _step_size({"lr": 0.1, "momentum": 0.9}), _step_size({"lr": 0.1, "betas": (0.9, 0.999)})
     (1.0000000000000002, 0.1)
     """
-    lr = group["lr"]
+    lr = group["lr"] if planned is None else planned
     lr = lr.detach().clone() if isinstance(lr, torch.Tensor) else float(lr)
     momentum = group.get("momentum")
     if isinstance(momentum, (int, float)) and 0.0 < momentum < 1.0:
@@ -325,15 +326,29 @@ class UpdateProbe:
         """Whether a measurement is under way or waits to be read (one at a time)."""
         return self._before is not None or self.pending is not None
 
-    def arm(self, optimizer: torch.optim.Optimizer, step: int, grad_norm: float | torch.Tensor = math.nan) -> None:
-        """Copy the weights the coming update starts from, and each group's LR as the hooks left it.
+    def arm(
+        self,
+        optimizer: torch.optim.Optimizer,
+        step: int,
+        grad_norm: float | torch.Tensor = math.nan,
+        planned: list[float] | None = None,
+    ) -> None:
+        """Copy the weights the coming update starts from, and each group's LR: the one ``LRSchedule`` planned
+        (``planned``, one per group), else the one the hooks left in the group.
+
+        Judged against the planned LR, an LR that something else wrote over the plan for this step (a callback
+        after LRSchedule's, the module's own hook; README: "judged against the LR the schedule planned") shows in
+        the ratio. Before, the group's LR was read: such an LR ×30 made an update 18× its usual size that read as
+        planned, and the damage was seen 14 steps later, by the loss.
 
         ``grad_norm``: the step's gradient norm, read by the host or still on the device (a step judged there);
         it travels with the ratios, as their last value."""
         self._grad_norm = grad_norm
         with torch.no_grad():
             self._before = [_weights(g["params"], copy=True)[0] for g in optimizer.param_groups]
-        self._lrs = [_step_size(g) for g in optimizer.param_groups]
+        groups = optimizer.param_groups
+        plan: list[float | None] = list(planned) if planned is not None else [None] * len(groups)
+        self._lrs = [_step_size(g, lr) for g, lr in zip(groups, plan)]
         self._step = step
 
     def measure(self, optimizer: torch.optim.Optimizer, shard_group: Any = None) -> None:

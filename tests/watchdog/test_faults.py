@@ -144,6 +144,33 @@ def test_an_lr_pulse_is_rolled_back(tmp_path, clean_loss):
     assert raised_at == T + 2 and mean_loss(spiked) > 5 * clean_loss[STEPS]
 
 
+class _RogueLR(pl.Callback):
+    """The LR ×30 for the update of ``step`` alone, written in ``on_before_optimizer_step`` by a callback listed
+    before the watchdog (a second scheduler, a buggy hook): after LRSchedule's plan, before the watchdog's read."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == self.step:
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * 30.0
+
+
+def test_an_lr_written_over_the_plan_before_the_watchdog_reads_it_is_no_planned_lr(tmp_path):
+    """The update ratio is judged against the LR LRSchedule planned, not the one the group holds when the watchdog
+    reads it. Before, an LR ×30 written over the plan by a hook that ran before the watchdog's counted as planned:
+    the update 30× its usual size read as normal, and the damage went unseen by the update ratio."""
+    model, watchdog = DigitsModel(), DivergenceWatchdog()
+    fit(tmp_path, model, [LRSchedule("constant", log_plan=False), _RogueLR(T), watchdog], STEPS, logger=False)
+    kinds = events(watchdog)
+    # as for a pulse the module writes after the watchdog's read (test_an_lr_pulse_is_rolled_back): the damage
+    # rolled back at the next step, and the update, 41× its usual size for the planned LR, cuts the LR until the
+    # pulse has passed
+    assert (T + 1, "damaged_weights", "rollback") in kinds
+    assert (T, "update_ratio", "lower_lr") in kinds and (T + 5, "update_ratio", "raise_lr") in kinds
+
+
 def test_a_slow_climb_that_never_spikes_lowers_the_lr(tmp_path, clean_loss):
     # the LR grows 5% per step from step 120, up to ×20: the loss climbs without a single outlier
     faults = Faults(lr_growth_from=T, lr_growth=1.05, lr_growth_max=20.0)
