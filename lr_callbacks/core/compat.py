@@ -36,6 +36,7 @@ __all__ = [
     "metric_states",
     "move_after_finetuning",
     "optimizer_steps",
+    "overrides",
     "reset_scaler_step_state",
     "scale_backbone_ramp",
     "set_found_inf",
@@ -92,6 +93,18 @@ def is_lightning(obj: Any, name: str) -> bool:
 
 
 _LIGHTNING = ("pytorch_lightning", "lightning")
+
+
+def overrides(obj: Any, name: str) -> bool:
+    """Whether ``obj``'s class defines the method ``name`` itself, not only by inheriting Lightning's (either
+    namespace): Lightning's ``is_overridden``, without importing one of the two.
+
+    >>> class Plain: pass
+    >>> overrides(Plain(), "configure_gradient_clipping")
+    False
+    """
+    owner = next((cls for cls in type(obj).__mro__ if name in vars(cls)), None)
+    return owner is not None and owner.__module__.split(".")[0] not in _LIGHTNING
 
 
 def move_after_finetuning(trainer: Any, callback: Any) -> str | None:

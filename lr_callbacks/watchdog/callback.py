@@ -24,6 +24,7 @@ from lr_callbacks.core.compat import (
     clear_stale_unscale,
     grad_scaler,
     optimizer_steps,
+    overrides,
     supports_found_inf,
     to_device,
     unscale_fused,
@@ -426,15 +427,24 @@ class DivergenceWatchdog(Callback):
         Lightning clips the gradients after this hook: by value, torch's ``clip_grad_value_`` fails on a step
         without any gradient (``RuntimeError: Expected !nested_tensorlist[0].empty()``), so the trainer's
         ``gradient_clip_val`` is held back until the batch ends (:meth:`_restore_clipping`); there is nothing
-        to clip.
+        to clip. A module's own ``configure_gradient_clipping`` (which Lightning calls in its place, e.g.
+        ``self.clip_gradients(optimizer, 0.5, "value")``) is stood in for by one that does nothing, for this step
+        alone: before, it failed the same way at the first skip.
         """
         drop_gradients(optimizer)
         if self._clip_value is None and trainer.gradient_clip_val and trainer.gradient_clip_algorithm == "value":
             self._clip_value, trainer.gradient_clip_val = trainer.gradient_clip_val, None
+        module = trainer.lightning_module
+        own = module is not None and "configure_gradient_clipping" not in vars(module)
+        if own and overrides(module, "configure_gradient_clipping"):
+            module.configure_gradient_clipping = _no_clipping  # an instance attribute: Lightning calls it
 
     def _restore_clipping(self, trainer: Any) -> None:
         if self._clip_value is not None:
             trainer.gradient_clip_val, self._clip_value = self._clip_value, None
+        module = trainer.lightning_module
+        if module is not None and vars(module).get("configure_gradient_clipping") is _no_clipping:
+            del module.configure_gradient_clipping
 
     # --- public read-outs ----------------------------------------------------------------------------
 
@@ -1189,6 +1199,10 @@ class DivergenceWatchdog(Callback):
             warnings.warn(
                 f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
             )
+
+
+def _no_clipping(*args: Any, **kwargs: Any) -> None:
+    """A dropped step's ``configure_gradient_clipping``: its gradients are gone, there is nothing to clip."""
 
 
 def _check_halt_path(path: object) -> None:

@@ -1164,6 +1164,22 @@ def test_a_dropped_update_under_clipping_by_value_trains_on(tmp_path, fault):
     assert trainer.gradient_clip_val == 0.5
 
 
+class ClipsByValueItself(DigitsModel):
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="value")
+        self.clipped = getattr(self, "clipped", 0) + 1
+
+
+def test_a_module_that_clips_by_value_itself_trains_on_after_a_dropped_update(tmp_path):
+    """A module's own ``configure_gradient_clipping`` clipping by value: before, the first skip ended the fit with
+    torch's ``RuntimeError: Expected !nested_tensorlist[0].empty()`` (no gradient left to clip). It is not called for
+    a dropped step, and is again from the next."""
+    watchdog, model = small(), ClipsByValueItself(faults=Faults(nan_loss=[20]))
+    trainer = fit(tmp_path, model, [watchdog], 60)
+    assert trainer.global_step == 60 and [(e.step, e.action) for e in watchdog.events] == [(20, "skip")]
+    assert model.clipped == 59 and "configure_gradient_clipping" not in vars(model)
+
+
 class Raises(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == 45:
