@@ -175,8 +175,9 @@ class DivergenceWatchdog(Callback):
        torch scheduler its ``base_lrs``), at most once per ``cooldown_steps``, down to ``min_lr_scale``; after
        ``recover_after`` steps without incident, one cut is undone;
     4. ``patience`` outliers in a row, a climb that survives a cut, or a cut below the floor: roll back to the
-       newest clean snapshot before the incident (model and optimizer, on the CPU, a ring of ``snapshots``
-       taken every ``snapshot_every`` clean steps), skip
+       newest clean snapshot before the incident (model and optimizer, and the objects the module keeps that save
+       their own state, an EMA as torch_ema or diffusers keep it, but not a Lightning callback's or data loader's;
+       on the CPU, a ring of ``snapshots`` taken every ``snapshot_every`` clean steps), skip
        ``skip_after_rollback`` batches and lower the LR, at most ``max_rollbacks`` times;
     5. the budget is spent: halt. The last good state is restored and saved to ``halt_checkpoint``, every rank
        stops at the same step, and :attr:`halt_reason` (and the log) says why.

@@ -22,7 +22,14 @@ from typing import Any, Protocol
 import torch
 
 from lr_callbacks.core.sharded import is_dtensor, strategy_kind
-from lr_callbacks.core.snapshot import ModelSnapshot, evaluation_kept, synchronize
+from lr_callbacks.core.snapshot import (
+    ModelSnapshot,
+    UserStates,
+    evaluation_kept,
+    host_tree,
+    stateful_owners,
+    synchronize,
+)
 from lr_callbacks.watchdog.device import all_reduce_mean
 
 __all__ = [
@@ -82,22 +89,28 @@ class DiskSnapshot:
         self._shared = world > 1 and strategy_kind(strategy) == "replicated"  # one file, rank 0's
         self._own_files = world > 1 and not self._shared
         self._host = ModelSnapshot()
+        self._owners: list[Any] = []  # the objects the module keeps that save their own state (an EMA), this rank's
+        self._device = torch.device("cpu")  # this rank's module's, for the user states rank 0 wrote
 
     def take(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         self.remove()
         name = f"step-{step}-rank{self._rank}.pt" if self._own_files else f"step-{step}.pt"
         path = os.path.join(self.directory, name)
+        self._owners = stateful_owners(module, model_only=True)
+        self._device = next((p.device for p in module.parameters()), torch.device("cpu"))
         if not self._shared or self._rank == 0:
             os.makedirs(self.directory, exist_ok=True)
             live = module.state_dict()
+            user = [host_tree(owner.state_dict()) for owner in self._owners]
             if self._own_files or any(is_dtensor(t) for t in live.values()):
                 # shards: their local parts through a host snapshot, which keeps how to put them back
                 self._host.take(module, optimizer, step)
                 synchronize()  # the copies into pinned host memory are asynchronous: done before the file reads them
-                torch.save({"model": self._host.model, "optimizer": self._host.optimizer.state}, path)
+                torch.save({"model": self._host.model, "optimizer": self._host.optimizer.state, "user": user}, path)
                 self._unload()
             else:  # whole tensors: written as they are (torch.save copies them off the device), no host copy first
-                torch.save({"model": live, "optimizer": optimizer.state_dict()["state"]}, path)
+                synchronize()  # the user states' copies
+                torch.save({"model": live, "optimizer": optimizer.state_dict()["state"], "user": user}, path)
         if self._shared:
             self.strategy.barrier("watchdog-snapshot")  # rank 0 has written it
         self.path, self.step = path, step
@@ -105,7 +118,7 @@ class DiskSnapshot:
     def _unload(self) -> None:
         """Let the host copies go (the file holds them); the next take allocates anew."""
         host = self._host
-        host.model, host.optimizer.state = {}, {}
+        host.model, host.optimizer.state, host.user = {}, {}, UserStates([])
         host._plan.forget()
         host.optimizer._plan.forget()
 
@@ -116,10 +129,19 @@ class DiskSnapshot:
         saved = torch.load(self.path, map_location="cpu", weights_only=False)
         host = self._host
         host.model, host.optimizer.state, host.step = saved["model"], saved["optimizer"], self.step
+        states = zip(self._owners, saved.get("user", []))
+        host.user = UserStates([(owner, state) for owner, state in states if state], self._device_of)
         try:
             yield host
         finally:
             self._unload()
+
+    def _device_of(self, device: torch.device) -> torch.device:
+        """Where a user state's tensor from ``device`` goes on this rank: rank 0 wrote the shared file, and its
+        accelerator is this rank's own."""
+        if self._shared and device.type == self._device.type and device.type != "cpu":
+            return self._device
+        return device
 
     def restore(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         with self._loaded() as host:
@@ -145,14 +167,27 @@ class DiskSnapshot:
 
 
 def state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """The bytes of the module's ``state_dict`` and of the optimizer's state; before the optimizer's first step
-    (no state yet) its state is counted as two tensors per parameter (Adam's moments), an upper bound."""
+    """The bytes of the module's ``state_dict``, of the optimizer's state and of the objects the module keeps that
+    save their own state (an EMA: a snapshot holds them too); before the optimizer's first step (no state yet) its
+    state is counted as two tensors per parameter (Adam's moments), an upper bound."""
     model = sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
+    model += sum(_tree_bytes(owner.state_dict()) for owner in stateful_owners(module, model_only=True))
     held = [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
     if held:
         return model + sum(t.numel() * t.element_size() for t in held)
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
     return model + 2 * sum(p.numel() * p.element_size() for p in parameters)
+
+
+def _tree_bytes(value: Any) -> int:
+    """The bytes of the tensors in ``value`` (a state dict: dicts, lists and tuples)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tree_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tree_bytes(item) for item in value)
+    return 0
 
 
 def free_host_bytes() -> int | None:
