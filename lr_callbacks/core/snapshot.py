@@ -57,6 +57,7 @@ __all__ = [
     "TrainingSnapshot",
     "UserStates",
     "attribute_generators",
+    "cloned_model_state",
     "cloned_state",
     "copy_into",
     "evaluation_kept",
@@ -321,6 +322,16 @@ class OptimizerState:
         return cloned_state({index: state for index, state in self.state.items() if state})
 
 
+def cloned_model_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a module's ``state_dict`` (its tensors cloned, anything else deep-copied): a module's extra state
+    (``get_extra_state``, which TransformerEngine's layers and torch's quantization observers use) may be any
+    picklable value, not a tensor."""
+    return {
+        name: value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+        for name, value in state.items()
+    }
+
+
 def cloned_state(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     """A copy of an optimizer's per-parameter state (its tensors cloned, its other values deep-copied): what
     ``Optimizer.state_dict()["state"]`` hands out holds the live tensors."""
@@ -408,7 +419,9 @@ class ModelSnapshot:
                 self.step = step
                 return
             self._plan.forget()
-            self.model = {name: to_host(t, self.model.get(name)) for name, t in live.items()}
+            # a module's extra state (get_extra_state) may be any value: deep-copied (before, a dict failed the
+            # snapshot at fit start with "'dict' object has no attribute 'detach'")
+            self.model = {name: _saved(t, self.model.get(name)) for name, t in live.items()}
             self.layouts = {name: layout for name, t in live.items() if (layout := layout_of(t)) is not None}
             self.devices = {name: local(live[name]).device for name in self.layouts}
         if self.layouts:
@@ -434,10 +447,18 @@ class ModelSnapshot:
         synchronize()
         with torch.no_grad():
             if self.layouts:  # sharded: each rank copies its own shards back into the live DTensors
+                extra = {}
                 for name, tensor in module.state_dict().items():
-                    copy_into(tensor, self.model[name])
-            else:
-                module.load_state_dict(self.model)
+                    if isinstance(tensor, torch.Tensor):
+                        copy_into(tensor, self.model[name])
+                    else:
+                        extra[name] = copy.deepcopy(self.model[name])
+                if extra:
+                    module.load_state_dict(extra, strict=False)
+            else:  # a copy of what is no tensor (extra state): the module may keep what it is given, and change it
+                module.load_state_dict(
+                    {k: v if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in self.model.items()}
+                )
         self.optimizer.restore(optimizer)
         self.user.restore()
         synchronize()
@@ -477,10 +498,7 @@ class ModelSnapshot:
         """A copy of the snapshot as a checkpoint holds state: ``{"model": state_dict, "optimizer": per-parameter
         state by position}`` (not sharded: a sharded snapshot's shards go into a checkpoint by :meth:`substitute`)."""
         synchronize()
-        return {
-            "model": {name: tensor.clone() for name, tensor in self.model.items()},
-            "optimizer": self.optimizer.for_checkpoint(),
-        }
+        return {"model": cloned_model_state(self.model), "optimizer": self.optimizer.for_checkpoint()}
 
     def _substitute_shards(self, checkpoint: dict[str, Any]) -> None:
         model = checkpoint["state_dict"]
@@ -488,13 +506,17 @@ class ModelSnapshot:
             # a full checkpoint (ModelParallelStrategy(save_distributed_checkpoint=False)): rank 0 holds whole
             # tensors, gathered from every rank's shard; the optimizer's state stays the live one there
             for name, saved in self.model.items():  # the same order on every rank: one gather each
+                if not isinstance(saved, torch.Tensor):  # a module's extra state
+                    model[name] = copy.deepcopy(saved)
+                    continue
                 layout = self.layouts.get(name)
                 whole = saved if layout is None else plain(rebuild(saved.to(self.devices[name]), layout))
                 if name in model:
                     model[name] = whole.detach().clone().to(model[name].device)
             return
         for name, live in model.items():
-            model[name] = _like(live, self.model[name])
+            saved = self.model[name]
+            model[name] = _like(live, saved) if isinstance(saved, torch.Tensor) else copy.deepcopy(saved)
         for optimizer_state in (checkpoint.get("optimizer_states") or [])[:1]:
             state = optimizer_state.get("state", {})
             for index, values in self.optimizer.state.items():

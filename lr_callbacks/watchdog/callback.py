@@ -39,7 +39,12 @@ from lr_callbacks.core.lr_model import (
     set_lr_scale,
 )
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
-from lr_callbacks.core.snapshot import cloned_state, require_materialized, restore_optimizer_state
+from lr_callbacks.core.snapshot import (
+    cloned_model_state,
+    cloned_state,
+    require_materialized,
+    restore_optimizer_state,
+)
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
@@ -609,7 +614,7 @@ class DivergenceWatchdog(Callback):
             # the checkpoint holds the live weights and its newest snapshot beside them: the snapshot goes into the
             # ring (with its reference batch and level), the live weights back in after it, as for a substitute
             self._live = {
-                "model": {name: tensor.detach().clone() for name, tensor in pl_module.state_dict().items()},
+                "model": cloned_model_state(pl_module.state_dict()),
                 "optimizer": cloned_state(optimizer.state_dict()["state"]),
             }
             pl_module.load_state_dict(saved["model"])

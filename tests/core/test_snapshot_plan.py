@@ -107,3 +107,45 @@ def test_a_recreated_step_goes_where_torch_puts_it(options: dict[str, bool], ste
     state = optimizer.state[parameter]
     assert state["step"].device.type == ("meta" if step_on_device else "cpu")
     assert state["exp_avg"].device.type == "meta" and state["exp_avg_sq"].device.type == "meta"
+
+
+class _Counted(torch.nn.Linear):
+    """A layer with an extra state that is no tensor (``get_extra_state``, as TransformerEngine's layers and torch's
+    quantization observers keep one): a dict it keeps and changes in place."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 2)
+        self.counts = {"forward": 0}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.counts["forward"] += 1
+        return super().forward(x)
+
+    def get_extra_state(self) -> dict[str, int]:
+        return self.counts
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.counts = state
+
+
+def test_a_module_whose_extra_state_is_no_tensor_is_snapshotted_restored_and_exported():
+    """Before, the snapshot failed at the watchdog's fit start: "'dict' object has no attribute 'detach'"."""
+    torch.manual_seed(0)
+    model = _Counted()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    snapshot = ModelSnapshot()
+    snapshot.take(model, optimizer, step=1)
+    weight = model.weight.detach().clone()
+    for _ in range(2):  # restored twice: the value handed back is a copy, not the snapshot's own
+        model(torch.randn(4, 3)).sum().backward()
+        optimizer.step()
+        snapshot.restore(model, optimizer)
+        assert model.counts == {"forward": 1} and torch.equal(model.weight, weight)
+    model(torch.randn(4, 3))
+    exported = snapshot.export()["model"]
+    assert exported["_extra_state"] == {"forward": 1} and model.counts == {"forward": 2}
+    checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
+    live = snapshot.substitute(checkpoint)
+    assert checkpoint["state_dict"]["_extra_state"] == {"forward": 1} and live["model"]["_extra_state"]["forward"] == 2
