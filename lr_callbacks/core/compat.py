@@ -12,6 +12,7 @@ installed, so they work, and pass Lightning's ``isinstance`` checks, whichever n
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
@@ -48,8 +49,10 @@ __all__ = [
 ]
 
 
+@functools.cache
 def callback_bases() -> tuple[type, ...]:
-    """The installed Lightning ``Callback`` classes: ``pytorch_lightning``'s, then ``lightning.pytorch``'s."""
+    """The installed Lightning ``Callback`` classes: ``pytorch_lightning``'s, then ``lightning.pytorch``'s (looked
+    up once: the snapshots ask for every attribute of every submodule)."""
     bases: list[type] = []
     if importlib.util.find_spec("pytorch_lightning") is not None:
         from pytorch_lightning import Callback as PLCallback

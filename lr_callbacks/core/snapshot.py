@@ -666,10 +666,10 @@ class UserStates:
     ``optimizer_step``, hooks the finder's steps run (before, it kept the sweep's diverged weights). Optimizers and
     LR schedulers have their own copies; the tensors are kept on the host. Restorable more than once.
 
-    With ``model_only`` (the watchdog's rollback target) the objects that are no part of the model's training state
-    are left out: a Lightning callback or data module the module keeps a reference to (``self.watchdog``, to call
-    ``rebaseline``: restoring the watchdog's own state at its rollback would undo its budget) and anything iterable
-    (a data loader that saves its position: a rollback does not rewind the data)."""
+    A Lightning callback the module keeps a reference to is never one of them (see :func:`_stateful`). With
+    ``model_only`` (the watchdog's rollback target) the objects that are no part of the model's training state are
+    left out too: a data module the module keeps a reference to and anything iterable (a data loader that saves its
+    position: a rollback does not rewind the data, while the finder's restore does)."""
 
     saved: list[tuple[Any, Any]]
     device_of: Any = None  # maps the device a tensor came from to the one it goes back to (another rank's copy)
@@ -695,14 +695,18 @@ def stateful_owners(module: torch.nn.Module, model_only: bool = False) -> list[A
 
 
 def _outside_the_model(value: Any) -> bool:
-    """A Lightning callback or data module, or an iterable (a data loader, a sampler): state that a rollback of the
-    model must not touch."""
-    return isinstance(value, callback_bases()) or hasattr(value, "train_dataloader") or hasattr(value, "__iter__")
+    """A Lightning data module, or an iterable (a data loader, a sampler): state that a rollback of the model must
+    not touch."""
+    return hasattr(value, "train_dataloader") or hasattr(value, "__iter__")
 
 
 def _stateful(value: Any) -> bool:
-    """An object that saves and restores its own state and that nothing else in the snapshot restores."""
-    if isinstance(value, (type, torch.nn.Module, torch.Tensor, torch.optim.Optimizer)):
+    """An object that saves and restores its own state and that nothing else in the snapshot restores.
+
+    Never a Lightning callback the module keeps a reference to (``self.watchdog``, to call ``rebaseline``): its
+    state is Lightning's to save and load, and loading it mid-fit is a resume to it (the watchdog's rollback would
+    undo its own budget; the finder's restore would reset its baselines to the sweep's start)."""
+    if isinstance(value, (type, torch.nn.Module, torch.Tensor, torch.optim.Optimizer, *callback_bases())):
         return False
     if isinstance(value, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
         return False

@@ -335,6 +335,28 @@ def test_an_ema_object_the_module_updates_in_a_step_hook_is_restored(tmp_path):
     assert_same(swept.ema.shadow_params, by_hand.ema.shadow_params)
 
 
+def test_a_callback_the_module_keeps_a_reference_to_is_not_restored_as_its_state(tmp_path):
+    """A module that keeps its watchdog (``self.watchdog``, to call ``rebaseline``): the callback's state is
+    Lightning's to save and load, and loading it mid-fit is a resume to it. The finder's restore loads only the
+    states of objects that are part of the model's training (an EMA), never a callback's."""
+    from lr_callbacks import DivergenceWatchdog
+
+    class Counted(DivergenceWatchdog):
+        loads = 0
+
+        def load_state_dict(self, state_dict):
+            type(self).loads += 1
+            super().load_state_dict(state_dict)
+
+    watchdog = Counted()
+    model = FinderModel(optimizer=sgd())
+    model.watchdog = watchdog
+    make_trainer(tmp_path, max_steps=3, logger=False, callbacks=[LRFinder(num_steps=20), watchdog]).fit(
+        model, shuffled()
+    )
+    assert Counted.loads == 0
+
+
 def test_a_sweep_that_raises_between_unscale_and_update_leaves_the_scaler_usable(tmp_path):
     """The GradScaler marks an optimizer "unscaled" until ``update()``; a failure in between must not leave it."""
 
