@@ -35,6 +35,7 @@ outside Lightning's loops.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import itertools
@@ -700,13 +701,20 @@ def _outside_the_model(value: Any) -> bool:
     return hasattr(value, "train_dataloader") or hasattr(value, "__iter__")
 
 
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple, set, collections.OrderedDict})
+"""What most of a module's attributes are (its flags, and the dicts of its parameters, buffers, children and hooks):
+told apart at once, for the snapshot asks every attribute of every submodule at every take."""
+
+
 def _stateful(value: Any) -> bool:
     """An object that saves and restores its own state and that nothing else in the snapshot restores.
 
     Never a Lightning callback the module keeps a reference to (``self.watchdog``, to call ``rebaseline``): its
     state is Lightning's to save and load, and loading it mid-fit is a resume to it (the watchdog's rollback would
     undo its own budget; the finder's restore would reset its baselines to the sweep's start)."""
-    if isinstance(value, (type, torch.nn.Module, torch.Tensor, torch.optim.Optimizer, *callback_bases())):
+    if type(value) in _PLAIN or isinstance(value, (type, torch.nn.Module, torch.Tensor, torch.optim.Optimizer)):
+        return False
+    if isinstance(value, callback_bases()):
         return False
     if isinstance(value, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
         return False
