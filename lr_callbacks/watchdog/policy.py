@@ -732,8 +732,18 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             why = f"{change}, and the clean reference batch's loss rose to {self._probe_value:.4g}: damaged weights"
             return self._rollback(step, Signal.DAMAGED_WEIGHTS, self._probe_value, self._probe_limit, why, since)
         if damaged is False and not within:
-            cusum.restart()
-            detail = f"{change}, beyond max_level_shift, while the reference batch shows sound weights: watching"
+            # still rising: the sum's reference is held at the level before the climb, so the climb is read again as it
+            # goes on. Stayed flat: the data's new level, on sound weights, trained on; the sum starts again from the
+            # baseline, which takes that level as its steps are accepted. Held at the old level, the sum alarmed every
+            # ~patience steps for the rest of the run, and no snapshot was taken again: a later fault went back to the
+            # last one before the step up (a regression whose data got harder at step 300: 510 steps undone at 800)
+            if trend(values, spread) == "rising":
+                cusum.restart()
+                shape, watch = "", "watching"
+            else:
+                cusum.reset()
+                shape, watch = " and stayed flat", "trained on, and watched from its new level"
+            detail = f"{change}{shape}, beyond max_level_shift, while the reference batch shows sound weights: {watch}"
             return Decision(incidents=(Incident(step, Signal.BAD_DATA, value, c.cusum_threshold, Action.WARN, detail),))
         if s.clean_since_rollback is not None and not s.normal_since_rollback and within:
             self.loss.reset(values, refill=c.warmup_steps)

@@ -780,6 +780,26 @@ def test_a_slow_climb_on_sound_weights_is_not_rolled_back():
     assert not any(e.action in ("rollback", "lower_lr", "halt") for e in policy.events)
 
 
+def test_a_flat_step_up_beyond_max_level_shift_on_sound_weights_does_not_stop_the_snapshots():
+    """Harder data from step 60: the loss steps up ×1.8 and stays there, its noisy batches never outliers, the
+    reference batch reading the weights sound. The climb is reported, and the sum starts again from the baseline
+    as that takes the new level. Before, the sum was held at the old level: it alarmed every ~10 steps for the rest
+    of the run, and no snapshot was taken again (a regression whose data got harder at step 300 had an LR fault at
+    step 800 rolled back to step 291)."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=20, window=50, recover_after=None, flat_loss_steps=None))
+    feed(policy, noisy(60, noise=0.15, seed=3), start=0)
+    policy.snapshot_taken(59, reference=1.0)
+    snapshots = []
+    for step, loss in enumerate(noisy(300, level=1.8, noise=0.15, seed=4), start=60):
+        policy.record(step, loss, 1.0, policy.judge(loss, 1.0), lambda: 1.0)
+        if policy.wants_snapshot(step):
+            policy.snapshot_taken(step, reference=1.0)
+            snapshots.append(step)
+    assert {(e.signal, e.action) for e in policy.events} == {("bad_data", "warn")}
+    assert len(policy.events) <= 5 and "stayed flat" in policy.events[0].detail
+    assert len(snapshots) == 2 and snapshots[0] < 200  # every snapshot_every (100) steps again
+
+
 def test_cadence_recovery_and_data_budget_are_relative_to_the_run():
     policy = WatchdogPolicy(WatchdogConfig())
     assert (policy.state.snapshot_every, policy.state.recover_steps) == (100, 1000)  # the length is unknown
