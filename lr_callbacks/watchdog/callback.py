@@ -271,8 +271,9 @@ class DivergenceWatchdog(Callback):
         skip_after_rollback: batches skipped after a rollback (PaLM skipped 200–500 because its restart replayed
             them; an in-loop rollback does not rewind the data, so the incident's batches are already dropped).
         flat_loss_steps: after this many accepted steps, warn if the loss fell less than ``flat_loss_drop``
-            from its first level, or from the initial weights' loss when that was lower (the LR may be too low),
-            or rose by more (too high); ``None`` disables it. It only warns.
+            from its first level, or from the initial weights' loss when the first losses stood far above it (the
+            LR may be too low), or rose by more, and by more than the batch noise lets two medians differ (too
+            high); ``None`` disables it. It only warns.
         flat_loss_drop: the relative drop below which the loss counts as flat.
         sync_every_n_steps: read the signals back every this many steps (see *Cost*); ``None`` chooses.
         halt_checkpoint: where a halt saves the last good state (a file path); ``None``:

@@ -802,21 +802,30 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         recent = self.loss.values[-points:]
         if len(s.first_losses) < points or len(recent) < points:
             return None
-        # the first losses' level, or the initial weights' loss when it was lower: a run that blew up at its first
-        # updates (the LR far too high) and sank back to where it began has its first losses far above it
-        early, late = min(statistics.median(s.first_losses), s.first_losses[0]), statistics.median(recent)
+        # the first losses' level, or the initial weights' loss when they stood far above it (by more than an outlier's
+        # z_threshold spreads): a run that blew up at its first updates (the LR far too high) and sank back to where it
+        # began. A first loss a little below their median is one noisy batch: taken as the level (as any lower first
+        # loss was), a flat loss read as a rise in most runs (a flat loss at 15% batch noise: "the LR may be too high",
+        # the callback's "try a lower peak LR", on 125 of 200 seeds; "too low" on 26)
+        first, start = statistics.median(s.first_losses), s.first_losses[0]
+        early = start if first - start > c.z_threshold * self.loss.spread else first
+        late = statistics.median(recent)
         drop = 1.0 - math.exp(late - early)
         if drop >= c.flat_loss_drop:
             return None
-        # a loss that ended higher than it began was not too slow: training made it worse
+        # a loss that ended higher than it began was not too slow: training made it worse. Higher by more than
+        # flat_loss_drop and than the noise of the two medians (two standard errors of their difference, from the
+        # batches' spread), which alone put half the flat runs' medians apart by more than 1% at 15% batch noise
+        noise = 2.0 * 1.2533 * self.loss.spread * math.sqrt(2.0 / points)
+        rise = max(c.flat_loss_drop, math.expm1(noise))  # the threshold the rise is held to, in the drop's units
         cause = (
             "the LR may be too low, or so high that training cannot get going (a loss stuck at its first level "
             "is either; LRFinder tells them apart)"
-            if drop > -c.flat_loss_drop
+            if drop > -rise
             else "the LR may be too high"
         )
         detail = (
             f"the loss went from {math.exp(early):.4g} to {math.exp(late):.4g} ({-drop:+.2%}) over the first "
             f"{s.accepted} steps: {cause}"
         )
-        return Incident(step, Signal.FLAT_LOSS, drop, c.flat_loss_drop, Action.WARN, detail)
+        return Incident(step, Signal.FLAT_LOSS, drop, rise, Action.WARN, detail)
