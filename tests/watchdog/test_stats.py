@@ -794,6 +794,14 @@ def test_a_slow_climb_on_sound_weights_is_not_rolled_back():
     assert not any(e.action in ("rollback", "lower_lr", "halt") for e in policy.events)
 
 
+def test_a_slow_climb_on_sound_weights_is_not_said_to_have_stayed_flat():
+    """A climb rebaselined on the reference batch's reading says it is still rising (it said "stayed flat")."""
+    policy = referenced(cooldown_steps=100)
+    feed(policy, [v * math.exp(0.02 * k) for k, v in enumerate(noisy(80, seed=7))], start=30, probe=lambda: 1.0)
+    rebaselines = [e for e in policy.events if e.action == "rebaseline"]
+    assert len(rebaselines) >= 3 and all("still rising" in e.detail for e in rebaselines[:3])
+
+
 def test_a_flat_step_up_beyond_max_level_shift_on_sound_weights_does_not_stop_the_snapshots():
     """Harder data from step 60: the loss steps up ×1.8 and stays there, its noisy batches never outliers, the
     reference batch reading the weights sound. The climb is reported, and the sum starts again from the baseline
