@@ -435,6 +435,29 @@ def test_a_cut_below_the_floor_escalates_to_a_rollback():
     assert decisions[2].rollback and policy.scale == 0.5
 
 
+def test_a_level_that_comes_back_at_once_on_the_restored_weights_is_the_data_s():
+    """Two sources one after the other, unshuffled: from step 30 every batch is ×5, before the loss has a baseline,
+    while the reference batch reads the weights sound. The level moved, so the run is rolled back (as for a
+    catapult at a high LR, where the reference batch misleads); but on the weights that rollback restored the
+    level is there from the first step, before the cut LR could act: the data's. The cut is undone, the rollback
+    given back, and the new level is the baseline. Before, it was rolled back at steps 39, 49 and 59, the LR left
+    at min_lr_scale with its ceiling there (two tasks of 40 batches in turn: the second ended at 4.52 against
+    0.062 unguarded; found by a review)."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10))
+    first = noisy(30, level=1.0, noise=0.1, seed=1)
+    feed(policy, first[:1], start=0)
+    policy.snapshot_taken(0, first[0])
+    feed(policy, first[1:], start=1, probe=lambda: 1.0)
+    for step, loss in enumerate(noisy(60, level=5.0, noise=0.1, seed=2), start=30):
+        policy.record(step, loss, 1.0, policy.judge(loss, 1.0), lambda: 1.0)
+        if policy.wants_snapshot(step):
+            policy.snapshot_taken(step, reference=1.0)
+    acted = [(e.step, e.signal, e.action) for e in policy.events if e.action != "skip"]
+    assert acted == [(39, "persistent_outliers", "rollback"), (49, "persistent_outliers", "rebaseline")]
+    assert policy.state.scale == 1.0 and policy.state.ceiling == 1.0 and policy.state.rollbacks == 0
+    assert max(e.step for e in policy.events if e.action == "skip") <= 49  # the new level is trained on
+
+
 def test_persistent_outliers_roll_back_and_a_spent_budget_halts():
     policy = warm(patience=3, max_rollbacks=1)
     first = feed(policy, [math.nan] * 3, start=30)
