@@ -813,7 +813,7 @@ class DivergenceWatchdog(Callback):
         if not dropped:
             self._untouched = False
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
-        if not self._warned_lone_skips and self._policy.lone_skips(step) >= self.config.patience:
+        if not self._warned_lone_skips and self._policy.lone_skips_recur(step):
             self._warn_lone_skips(trainer, step)
         # batches that ran forward and were not trained on leave no trace in the buffers, unless a rollback brought the
         # snapshot's back; a halt that keeps the live weights puts them back too (before, the halting batch's NaN input
@@ -948,9 +948,13 @@ class DivergenceWatchdog(Callback):
         """Say once that bad data keeps coming back between good batches (:meth:`WatchdogPolicy.lone_skips`)."""
         self._warned_lone_skips = True
         count, window = self._policy.lone_skips(step), self.config.window
+        if count >= self.config.patience:
+            where = f"{count} of the last {window} steps (to step {step})"
+        else:
+            where = f"{self._policy.state.lone_skips_total} of the run's {step + 1} steps"
         if trainer.is_global_zero:
             warnings.warn(
-                f"{OWNER}: {count} of the last {window} steps (to step {step}) were skipped as bad data one at a time, "
+                f"{OWNER}: {where} were skipped as bad data one at a time, "
                 "between accepted steps, while the clean reference batch read the weights sound. Bad data is the "
                 "exception: batches of a higher loss that keep coming back may be part of your data (a second task "
                 "or source, harder examples), which the skips keep the model from. If they are, put the losses on "

@@ -110,6 +110,7 @@ class DataRules(PolicyMemory):
         s = self.state
         if s.last_accepted == step - 1:
             s.lone_skips = [k for k in s.lone_skips if k > step - self.config.window] + [step]
+            s.lone_skips_total += 1
 
     def lone_skips(self, step: int) -> int:
         """How many of the last ``window`` steps up to ``step`` were skipped as bad data one at a time, between
@@ -118,6 +119,14 @@ class DataRules(PolicyMemory):
         task or source whose loss is higher, harder examples), which the skips keep the model from; the callback
         says so once. A decision on them is the user's: nothing here tells a recurring bad shard from a task."""
         return sum(1 for k in self.state.lone_skips if k > step - self.config.window)
+
+    def lone_skips_recur(self, step: int) -> bool:
+        """Whether such skips keep coming back: ``patience`` of them within a ``window``, or, spread thinner,
+        ``patience`` over the run at one step in a hundred or more. Before, only the first: a long-tailed data
+        set whose hard batches are 3% of the run (5-10× the median loss) had every one of them skipped, all run,
+        and nothing above INFO said so (found by a review). Bad data at one batch in a hundred is no exception."""
+        c, total = self.config, self.state.lone_skips_total
+        return self.lone_skips(step) >= c.patience or (total >= c.patience and 100 * total >= step + 1)
 
     def _data_caused_rollback(self, step: int) -> Decision:
         """Bad data right after a rollback, on the restored (sound) weights: the damage the rollback undid was

@@ -107,6 +107,7 @@ class PolicyState:
     early_steps: list[tuple[int, float, bool]] = field(default_factory=list)
     # the steps of the last ``window`` skipped as bad data one at a time (the step before them was accepted)
     lone_skips: list[int] = field(default_factory=list)
+    lone_skips_total: int = 0  # such skips over the whole run
     level_rollback: int | None = None  # the step of the last rollback for the loss's level moving (before a baseline)
 
     @classmethod
