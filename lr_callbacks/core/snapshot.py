@@ -723,16 +723,21 @@ def _stateful(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class _OnDevice:
-    """A host copy of a tensor and the device it goes back to."""
+    """A host copy of a tensor (of a DTensor, this rank's shard), the device it goes back to and the DTensor's layout.
+
+    The layout puts a DTensor back as one: an EMA of FSDP2's parameters keeps DTensors, and given its shards as plain
+    tensors (before) its next update failed ("aten.sub.Tensor got mixed torch.Tensor and DTensor"), after the
+    finder's sweep and at the watchdog's first rollback."""
 
     host: torch.Tensor
     device: torch.device
+    layout: Layout | None = None
 
 
 def host_tree(value: Any) -> Any:
     """``value`` (a state dict: dicts, lists and tuples of tensors and plain values) copied, its tensors to the host."""
     if isinstance(value, torch.Tensor):
-        return _OnDevice(to_host(value), value.device)
+        return _OnDevice(to_host(value), local(value).device, layout_of(value))
     if isinstance(value, dict):
         return type(value)((key, host_tree(item)) for key, item in value.items())
     if type(value) in (list, tuple):
@@ -744,7 +749,8 @@ def _device_tree(value: Any, device_of: Any = None) -> Any:
     """A fresh copy of a :func:`host_tree` copy, its tensors back on their devices (``device_of(device)``: on
     another, as another rank's copy goes onto this rank's device)."""
     if isinstance(value, _OnDevice):
-        return value.host.to(value.device if device_of is None else device_of(value.device), copy=True)
+        shard = value.host.to(value.device if device_of is None else device_of(value.device), copy=True)
+        return rebuild(shard, value.layout)
     if isinstance(value, dict):
         return type(value)((key, _device_tree(item, device_of)) for key, item in value.items())
     if type(value) in (list, tuple):
