@@ -495,6 +495,11 @@ class ModelSnapshot:
             checkpoint["optimizer_states"][0] = {**checkpoint["optimizer_states"][0], "state": exported["optimizer"]}
         return live
 
+    def user_states(self) -> list[tuple[Any, Any]]:
+        """Copies of the user states (:class:`UserStates`) as their owners' ``load_state_dict`` takes them, their
+        tensors back on their devices: what a checkpoint that carries this snapshot carries of them."""
+        return [(owner, _device_tree(state, self.user.device_of)) for owner, state in self.user.saved]
+
     def export(self) -> dict[str, Any]:
         """A copy of the snapshot as a checkpoint holds state: ``{"model": state_dict, "optimizer": per-parameter
         state by position}`` (not sharded: a sharded snapshot's shards go into a checkpoint by :meth:`substitute`)."""

@@ -41,10 +41,12 @@ from lr_callbacks.core.lr_model import (
 )
 from lr_callbacks.core.sharded import plain_shard_group, strategy_kind
 from lr_callbacks.core.snapshot import (
+    UserStates,
     cloned_model_state,
     cloned_state,
     require_materialized,
     restore_optimizer_state,
+    stateful_owners,
 )
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
@@ -397,6 +399,7 @@ class DivergenceWatchdog(Callback):
         self._updates = UpdateProbe()
         self._restored_reference: list[Any] = []
         self._restored_rngs: list[dict[str, torch.Tensor]] = []
+        self._restored_user: list[Any] = []  # a checkpoint's snapshot's user states (an EMA), by place (see there)
         self.snapshot_mode: str | None = None
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
@@ -568,7 +571,7 @@ class DivergenceWatchdog(Callback):
         self._updates = UpdateProbe()
         self._signals.reset()
         self._restored_reference, self._restored_rngs, self._live, self._held = [], [], None, []
-        self._saved_snapshot = None
+        self._saved_snapshot, self._restored_user = None, []
         self._batches, self._rngs = [], []
         self._rebaselines_due = []
 
@@ -622,6 +625,7 @@ class DivergenceWatchdog(Callback):
             }
             pl_module.load_state_dict(saved["model"])
             restore_optimizer_state(optimizer, saved["optimizer"])
+        live_user = self._put_in_saved_user_states(pl_module, restored_step)
         batches, rngs = self._restored_reference, self._restored_rngs
         self._restored_reference, self._restored_rngs = [], []
         # a checkpoint's tensors load on the device they were saved from (rank 0's, under DDP on GPUs): onto this one
@@ -648,11 +652,38 @@ class DivergenceWatchdog(Callback):
         if live is not None:
             pl_module.load_state_dict(live["model"])
             restore_optimizer_state(optimizer, live["optimizer"])
+        if live_user is not None:
+            live_user.restore()
         else:
             # taken again at the first clean step, with its batch: the reference that tells damaged weights from bad
             # data (at a run's start, an LR that blows the run up at its first updates)
             self._policy.request_snapshot()
         self._set_gate()
+
+    def _put_in_saved_user_states(self, pl_module: Any, restored_step: int | None) -> UserStates | None:
+        """A resume from a checkpoint that carries the newest snapshot beside or under the live weights: put the
+        snapshot's user states (an EMA the module keeps, saved by :meth:`_snapshot_user_states`) into their owners
+        for the ring's take, as the snapshot's weights are; returns the live ones, which go back in after it.
+
+        Before, the ring took the live EMA the checkpoint held (the module's own ``on_save_checkpoint`` writes it)
+        for the snapshot's: the resumed run's rollback put the EMA back to the checkpoint's step, not the snapshot's
+        as the uninterrupted run's did (6 updates ahead, the weights equal)."""
+        saved, self._restored_user = self._restored_user, []
+        if not saved or self._live is None or restored_step is None:
+            return None
+        live = UserStates.capture(pl_module, model_only=True)
+        owners = stateful_owners(pl_module, model_only=True)
+        for place, state in saved:
+            if 0 <= int(place) < len(owners):
+                owners[int(place)].load_state_dict(state)
+        return live
+
+    @staticmethod
+    def _snapshot_user_states(pl_module: Any, snapshot: Any) -> list[list[Any]]:
+        """The snapshot's user states for a checkpoint that carries the snapshot: ``[place, state]`` pairs, ``place``
+        the owner's among :func:`~lr_callbacks.core.snapshot.stateful_owners` (the same in a resumed run's module)."""
+        places = {id(owner): i for i, owner in enumerate(stateful_owners(pl_module, model_only=True))}
+        return [[places[id(owner)], state] for owner, state in snapshot.user_states() if id(owner) in places]
 
     def _set_gate(self) -> None:
         """Hand the policy's current limits to the step's signals (the per-sample limit) and the device judge;
@@ -1084,6 +1115,8 @@ class DivergenceWatchdog(Callback):
         own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
         if (self._policy.incident_open or unread) and snapshot is not None:
             own["live"] = snapshot.substitute(checkpoint)
+            if own["live"] is not None:  # not sharded (the callbacks' state is rank 0's alone): with its user states
+                own["user_states"] = self._snapshot_user_states(pl_module, snapshot)
             return
         if (
             snapshot is not None
@@ -1095,6 +1128,7 @@ class DivergenceWatchdog(Callback):
             # snapshot beside them, for a resumed run to roll back to what the uninterrupted one would. Before, it
             # took the checkpoint's (climbing) weights for that snapshot, and its rollback restored them
             own["snapshot"] = snapshot.export()
+            own["user_states"] = self._snapshot_user_states(pl_module, snapshot)
         if not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
 
@@ -1172,6 +1206,7 @@ class DivergenceWatchdog(Callback):
         self._policy.load_state_dict(state_dict["policy"])
         self._live = state_dict.get("live")
         self._saved_snapshot = state_dict.get("snapshot")
+        self._restored_user = list(state_dict.get("user_states", []))
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
         self._rebaselines_due = [(int(k), str(why)) for k, why in state_dict.get("rebaselines_due", [])]
         self._updates.load_state_dict(state_dict.get("update"))

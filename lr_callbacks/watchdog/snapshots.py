@@ -63,6 +63,8 @@ class Snapshot(Protocol):
 
     def export(self) -> dict[str, Any]: ...
 
+    def user_states(self) -> list[tuple[Any, Any]]: ...
+
 
 class DiskSnapshot:
     """A :class:`~lr_callbacks.core.snapshot.ModelSnapshot` whose tensors wait in a file between its take and its
@@ -158,6 +160,10 @@ class DiskSnapshot:
     def export(self) -> dict[str, Any]:
         with self._loaded() as host:
             return host.export()
+
+    def user_states(self) -> list[tuple[Any, Any]]:
+        with self._loaded() as host:
+            return host.user_states()
 
     def remove(self) -> None:
         if self.path is not None and (not self._shared or self._rank == 0):

@@ -868,6 +868,60 @@ def test_a_rollback_puts_back_the_ema_the_module_keeps(tmp_path, snapshot):
     assert saved["global_step"] == acted[1].step + 1 and watchdog.halt_reason is not None
 
 
+class SavedEMA(DigitsModel):
+    """The digits MLP, its batches fixed by step, with an EMA the module writes into its checkpoints and loads from
+    them (torch_ema's Lightning recipe)."""
+
+    def __init__(self, faults: Faults) -> None:
+        super().__init__(faults=faults, batch_by_step=True)
+        self.ema = ShadowEMA(self.net.parameters(), decay=0.9)
+
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        self.ema.update()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.ema.load_state_dict(checkpoint["ema"])
+
+
+@pytest.mark.parametrize(
+    ("faults", "every", "options"),
+    [
+        # written while a run of outliers is open (the snapshot of step 50 in the checkpoint's state_dict), rolled
+        # back at step 58 to that snapshot
+        (Faults(loss_times={k: 1000.0 for k in range(53, 62)}), 57, {"reference_batch": False}),
+        (Faults(loss_times={k: 1000.0 for k in range(53, 62)}), 57, {"reference_batch": False, "snapshot": "disk"}),
+        # written while a climb is under way (the snapshot of step 45 beside the live weights), rolled back at 49
+        (Faults(lr_growth_from=30, lr_growth=1.15, lr_growth_max=40.0), 48, {}),
+    ],
+    ids=["mid-incident", "mid-incident-disk", "climbing"],
+)
+def test_a_resumed_rollback_puts_back_the_snapshots_ema_as_the_uninterrupted_run(tmp_path, faults, every, options):
+    """A checkpoint that carries the newest snapshot (in its state_dict while an incident is open, beside the live
+    weights while a climb is under way) carries the EMA the module keeps as it was at that snapshot too: the
+    resumed run's rollback puts it back as the uninterrupted run's does. Before, the resumed run's ring took the
+    live EMA the checkpoint held for the snapshot's: its rollback left the EMA 6 updates ahead, weights equal."""
+
+    def run_ema(root: Any, ckpt_path: str | None = None) -> tuple[SavedEMA, DivergenceWatchdog]:
+        pl.seed_everything(0, verbose=False)
+        model, watchdog = SavedEMA(faults), small(patience=6, **options)
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=every, save_top_k=-1)
+        trainer = make_trainer(root, max_steps=80, callbacks=[watchdog, saver], enable_checkpointing=True)
+        trainer.fit(model, epochs_loader(), ckpt_path=ckpt_path)
+        return model, watchdog
+
+    full_model, full = run_ema(tmp_path / "full")
+    assert any(e.action == "rollback" and e.step > every for e in full.events), full.events
+    ckpt = tmp_path / "full" / "ckpt" / f"epoch=0-step={every}.ckpt"
+    resumed_model, resumed = run_ema(tmp_path / "resumed", str(ckpt))
+    assert same(resumed.events, full.events)
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+    assert resumed_model.ema.updates == full_model.ema.updates
+    assert all(map(torch.equal, resumed_model.ema.shadow, full_model.ema.shadow))
+
+
 def test_without_snapshots_damaged_weights_get_an_lr_cut_and_no_rollback(tmp_path):
     faults = Faults(lr_times={k: 30.0 for k in range(30, 33)})
     watchdog = small(snapshot="off", update_every=None)
