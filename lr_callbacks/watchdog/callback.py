@@ -652,8 +652,8 @@ class DivergenceWatchdog(Callback):
         if live is not None:
             pl_module.load_state_dict(live["model"])
             restore_optimizer_state(optimizer, live["optimizer"])
-        if live_user is not None:
-            live_user.restore()
+            if live_user is not None:  # only with live weights to put back (see _put_in_saved_user_states)
+                live_user.restore()
         else:
             # taken again at the first clean step, with its batch: the reference that tells damaged weights from bad
             # data (at a run's start, an LR that blows the run up at its first updates)
@@ -952,8 +952,9 @@ class DivergenceWatchdog(Callback):
         if averaging and trainer.is_global_zero:
             warnings.warn(
                 f"{OWNER}: a rollback puts back the model's weights, not the average {type(averaging[0]).__name__} "
-                "keeps inside the callback: after a rollback it holds the damaged updates averaged in (and so do "
-                "the model it writes at the end and a checkpoint's state_dict, the halt's too). Keep an EMA in the "
+                "keeps inside the callback: updates a rollback undoes may stay averaged in (every step's under "
+                "EMAWeightAveraging; under StochasticWeightAveraging those of an epoch end in its averaging phase), "
+                "and so in the model it writes at the end and a checkpoint's state_dict, the halt's too. Keep an EMA in the "
                 "module instead (torch_ema, diffusers' EMAModel: the watchdog rolls it back), or train without the "
                 "watchdog.",
                 UserWarning,
