@@ -954,9 +954,9 @@ class DivergenceWatchdog(Callback):
                 f"{OWNER}: a rollback puts back the model's weights, not the average {type(averaging[0]).__name__} "
                 "keeps inside the callback: updates a rollback undoes may stay averaged in (every step's under "
                 "EMAWeightAveraging; under StochasticWeightAveraging those of an epoch end in its averaging phase), "
-                "and so in the model it writes at the end and a checkpoint's state_dict, the halt's too. Keep an EMA in the "
-                "module instead (torch_ema, diffusers' EMAModel: the watchdog rolls it back), or train without the "
-                "watchdog.",
+                "and so in the model it writes at the end and a checkpoint's state_dict, the halt's too. Keep an "
+                "EMA in the module instead (torch_ema, diffusers' EMAModel: the watchdog rolls it back), or train "
+                "without the watchdog.",
                 UserWarning,
                 stacklevel=2,
             )
