@@ -168,7 +168,11 @@ def hold_verdict(
 
     - ``nonfinite``: a loss or the gradient norm of a step not ``skipped`` is NaN/inf, or the last ``q`` steps were
       all ``skipped``;
-    - ``loss_rose``: ``end − start > margin``;
+    - ``loss_rose``: ``end − start > margin``, or the hold ended above the restored state's loss by more than
+      ``drop_margin`` (``drop < −drop_margin``): a loss that blows up in the hold's first ``q`` steps puts the
+      blow-up into the start level, and where it settles after it can stand far above the loss training began
+      from (before, SGD held at 4.3 on the digits MLP went from 2.3 to 27 and ended at 4.4, read as "stable, no
+      significant progress", and the probe kept it as its answer);
     - ``grad_norm_grew``: the gradient norm's level (medians, the same ends and the middle) rises at each
       step, start < middle < end, at least doubles, and the loss made no significant progress
       (``end − start > −margin``).
@@ -205,7 +209,7 @@ def hold_verdict(
     rise = end - begin
     growth = _growth(norms, q)
     drop, drop_margin = _drop(initial, end, noise, q)
-    if rise > margin:
+    if rise > margin or drop < -drop_margin:  # NaN drop (no starting losses): only the rise within the hold
         return HoldVerdict("loss_rose", rise, margin, growth, drop, drop_margin)
     if growth >= 2.0 and rise > -margin:
         return HoldVerdict("grad_norm_grew", rise, margin, growth, drop, drop_margin)

@@ -229,6 +229,20 @@ def test_progress_is_measured_from_the_restored_states_loss_not_within_the_hold(
     assert not hold_verdict([0.8] * 20, [1.0] * 20).progressed and math.isnan(hold_verdict([0.8] * 20, [1.0] * 20).drop)
 
 
+def test_a_hold_that_ends_far_above_the_restored_states_loss_is_unstable_even_when_it_blew_up_at_once():
+    """SGD held at 4.3 on the digits MLP: the loss went from 2.3 to 27 within the hold's first quarter, so the
+    start level took in the blow-up, and it settled at twice the starting loss. Before, that read as stable
+    (no significant progress), and with no halving making progress the probe kept it as its answer."""
+    held = [2.3, 3.1, 2.3, 5.6, 21.9, 27.0, 18.4, 18.4, 5.9, 6.4, 6.4, 6.7, 6.5, 7.8, 5.6, 5.7, 3.8, 4.4, 5.2, 4.3]
+    initial = [2.31, 2.35, 2.35, 2.28, 2.31, 2.33, 2.32, 2.31]
+    verdict = hold_verdict(held, [1.0] * 20, initial)
+    assert verdict.rise < verdict.margin  # within the hold, the rise is lost in the blow-up's noise
+    assert verdict.drop < -verdict.drop_margin and verdict.verdict == "loss_rose"
+    assert hold_verdict(held, [1.0] * 20).verdict == "stable"  # without the starting losses, only the hold is read
+    at_the_start = [2.3 + 0.02 * (-1) ** k for k in range(20)]  # a trained model at its floor: no progress, no rise
+    assert hold_verdict(at_the_start, [1.0] * 20, initial).stable
+
+
 class Overflowing(EdgeModel):
     """EdgeModel whose gradient passes through float16 at 4× the GradScaler's scale: while the scale is above 2¹³
     it overflows (a fresh scaler, 2¹⁶, skips 3 steps); with ``always``, its gradient is inf at every step. The
