@@ -46,7 +46,7 @@ from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe, warmup_of
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
-from lr_callbacks.finder.selection import cost_warning, readable_steps, sweep_steps
+from lr_callbacks.finder.selection import cost_warning, readable_steps, sparse_sweep_warning, sweep_steps
 from lr_callbacks.finder.stability import hold_steps, probe_flags
 from lr_callbacks.finder.trials import (
     CONFIRM_FACTORS,
@@ -140,7 +140,7 @@ class LRFinder(Callback):
         max_lr: the last; the sweep usually stops before, when the loss diverges.
         num_steps: optimizer steps of the sweep (at least 8); ``None``: a quarter of the run, at least one
             point per ``window`` of the range (40 by default) and at most 100 (a tenth of the run with a list
-            of confirm candidates).
+            of confirm candidates). Fewer points than that cannot be read, and a warning says so.
         mode: ``"exponential"`` (evenly spaced on the log axis) or ``"linear"`` (over at most two decades: wider,
             it leaves too few steps below its last decade to read the curve).
         method: the suggestion rule: ``"default"``, ``"steepest"``, ``"min_div_10"`` or ``"valley"``
@@ -474,6 +474,14 @@ class LRFinder(Callback):
         message = cost_warning(total, steps, trials, defaults=defaults, probe=probe)
         if message is not None and trainer.is_global_zero:
             warnings.warn(message, UserWarning, stacklevel=2)
+        # the sweep's answer is the finder's (with a list of candidates it only breaks the trials' ties)
+        sparse = (
+            None
+            if listed or self.num_steps is None
+            else sparse_sweep_warning(steps, self.min_lr, self.max_lr, self.window)
+        )
+        if sparse is not None and trainer.is_global_zero:
+            warnings.warn(sparse, UserWarning, stacklevel=2)
         return steps
 
     def _sweep(

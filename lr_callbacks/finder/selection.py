@@ -28,6 +28,7 @@ __all__ = [
     "cost_warning",
     "readable_steps",
     "rungs",
+    "sparse_sweep_warning",
     "survivors",
     "sweep_steps",
     "trial_budget",
@@ -92,6 +93,34 @@ def readable_steps(min_lr: float, max_lr: float, window: float) -> int:
     40
     """
     return math.ceil(math.log10(max_lr / min_lr) / window - 1e-9)
+
+
+def sparse_sweep_warning(num_steps: int, min_lr: float, max_lr: float, window: float) -> str | None:
+    """A warning with the numbers when a sweep of ``num_steps`` (the user's) has fewer points than
+    :func:`readable_steps`, one per smoothing ``window`` of the range: the analysis then widens its window
+    (:func:`~lr_callbacks.finder.analysis.effective_window`) until the descent is smoothed away, and each point's
+    loss, taken before its step, shows the LR of the point before, a decade or more away. On the digits MLP (SGD),
+    12 steps over the default 8 decades suggested 4.3 (``min_at_end``, whose last LR no loss had seen), 10 steps
+    read the clear fall and rise as ``diverged_at_once``; 100 steps suggested 0.29. The default ``num_steps``
+    never goes below the readable count; ``None`` when ``num_steps`` reaches it.
+
+    >>> sparse_sweep_warning(40, 1e-7, 10.0, 0.2) is None
+    True
+    >>> sparse_sweep_warning(12, 1e-7, 10.0, 0.2).split(": ")[1][:60]
+    'num_steps=12 gives the sweep 1.5 points per decade of LR (8 '
+    """
+    readable = readable_steps(min_lr, max_lr, window)
+    if num_steps >= readable:
+        return None
+    decades = math.log10(max_lr / min_lr)
+    return (
+        f"LRFinder: num_steps={num_steps} gives the sweep {num_steps / decades:.2g} points per decade of LR "
+        f"({decades:.3g} decades from min_lr={min_lr:.3g} to max_lr={max_lr:.3g}), fewer than one per smoothing "
+        f"window ({window:g} decades: {readable} steps): the curve cannot be read at that spacing, so its answer "
+        "and flags move with num_steps (too few points can suggest an LR past the edge, or read a fall and a rise "
+        f"as diverged_at_once); give num_steps={readable} or more, or a narrower range, or leave num_steps at its "
+        "default"
+    )
 
 
 def trial_budget(run_steps: int, spent: int) -> int:

@@ -708,6 +708,20 @@ def test_a_flat_sweep_warns_that_its_answer_is_read_from_the_edge(tmp_path):
     assert "flat_curve" in finder.result.flags and finder.result.chosen_lr is not None
 
 
+def test_a_sweep_with_fewer_points_than_smoothing_windows_warns(tmp_path):
+    """num_steps=12 over the default 8 decades is 1.5 points per decade, fewer than one per 0.2-decade window:
+    on the digits MLP such a sweep suggested 4.3 (100 steps: 0.29) and 10 steps read the fall and rise as
+    diverged_at_once, without a word. The same 12 steps over 2 decades, and the default length, say nothing."""
+    sparse = r"num_steps=12 gives the sweep 1.5 points per decade .* give num_steps=40 or more"
+    with pytest.warns(UserWarning, match=sparse):
+        fit(tmp_path / "a", LRFinder(num_steps=12, probe=False, apply=False), logger=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(tmp_path / "b", LRFinder(num_steps=12, min_lr=1e-3, max_lr=0.1, probe=False, apply=False), logger=False)
+        fit(tmp_path / "c", LRFinder(probe=False, apply=False), logger=False, max_steps=400)
+    assert not [w for w in seen if "points per decade" in str(w.message)]
+
+
 def test_a_sweep_past_adafactors_cap_says_where_the_lr_stopped_acting(tmp_path):
     """torch's Adafactor steps with min(lr, 1/√t): past the cap the sweep's LR does nothing, and an answer read there
     is meaningless (one sweep answered 1.64, its whole range above the cap, without a flag)."""
