@@ -115,8 +115,9 @@ class LRFinder(Callback):
     validation loss with a standard error, the budget spent as successive halving. With ``confirm=True`` the
     candidates are the probe's answer and half of it, never more than the probe saw held; another candidate
     replaces the probe's answer only when it is better by more than 2 standard errors, and when the best two
-    are within noise the candidate nearest the finder's own answer is kept (flag ``trials_inconclusive``).
-    See :mod:`lr_callbacks.finder.trials`.
+    are within noise the candidate nearest the finder's own answer is kept (flag ``trials_inconclusive``). When
+    every candidate ends worse than the state the trials began from, or diverges, none is applied (flag
+    ``trials_failed``). See :mod:`lr_callbacks.finder.trials`.
 
     **Cost.** By default the sweep takes a quarter of the run (a tenth when you list the confirm candidates),
     at most 100 steps and, unless you list the candidates, at least one point per smoothing ``window`` of the
@@ -432,6 +433,7 @@ class LRFinder(Callback):
                         )
                         choice = chosen.lr
                         flags += ("trials_inconclusive",) if chosen.inconclusive else ()
+                        flags += ("trials_failed",) if chosen.failed else ()
                         flags += () if trials else ("trials_skipped",)
             finally:
                 snapshot.restore()

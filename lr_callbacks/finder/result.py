@@ -25,6 +25,8 @@ TRIAL_FLAGS = {
     "candidate nearest the finder's own answer (the probe's, or the sweep's) was taken",
     "trials_skipped": "the sweep and the probe left too little of confirm mode's budget for trials long enough to "
     "tell the candidates apart; the probe's answer was applied",
+    "trials_failed": "every candidate ended its trial with a validation loss above the state the trials started "
+    "from (or diverged): none trains here, so none was applied and the run keeps its LR",
 }
 
 ALL_FLAGS = {**FLAGS, **PROBE_FLAGS, **TRIAL_FLAGS}
@@ -234,6 +236,8 @@ class FinderResult:
         else the suggestion as the stability probe left it (halved when it was unstable), else the suggestion."""
         if self.choice is not None:
             return self.choice
+        if "trials_failed" in self.flags:  # every candidate made things worse: none is applied
+            return None
         finite = [t for t in self.trials if math.isfinite(t.val_loss)]
         if finite:
             return min(finite, key=lambda t: t.val_loss).lr
@@ -280,7 +284,9 @@ class FinderResult:
                 f"- stability probe ({self.probe.warmup_steps} warmup steps, then {self.probe.hold_steps} steps held): "
                 f"{held}; answer **{_fmt(self.probe.lr)}**"
             )
-        if self.trials:
+        if "trials_failed" in self.flags:
+            lines.append("- chosen after the trials: none, every candidate made things worse; nothing applied")
+        elif self.trials:
             lines.append(f"- chosen after the trials: **{_fmt(self.chosen_lr)}**")
         elif "trials_skipped" in self.flags:
             lines.append(

@@ -183,10 +183,31 @@ def survivors(scores: Sequence[float], keep: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Choice:
-    """What the trials decided: the LR, and whether the decision was within noise (``inconclusive``)."""
+    """What the trials decided: the LR, whether the decision was within noise (``inconclusive``), and whether
+    every candidate ended worse than the state the trials started from (``failed``: none is chosen)."""
 
     lr: float | None
     inconclusive: bool
+    failed: bool = False
+
+
+def all_worse(scores: Sequence[float], errors: Sequence[float], start: float, start_error: float) -> bool:
+    """Whether every score is non-finite or above ``start`` (the validation loss of the state the trials began
+    from) by more than 2 standard errors of the difference: no candidate trained, each made things worse.
+
+    A candidate that barely moved (a tiny LR, a trial too short) is not worse: only damage counts.
+
+    >>> all_worse([75.7, 175.7], [0.5, 0.5], start=2.3, start_error=0.05)
+    True
+    >>> all_worse([75.7, 2.31], [0.5, 0.05], start=2.3, start_error=0.05), all_worse([], [], 2.3, 0.05)
+    (False, False)
+    """
+    if not scores or not math.isfinite(start):
+        return False
+    return all(
+        not math.isfinite(s) or s - start > _Z * math.hypot(_or_zero(e), _or_zero(start_error))
+        for s, e in zip(scores, errors)
+    )
 
 
 def choose(

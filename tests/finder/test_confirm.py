@@ -137,6 +137,21 @@ def test_a_user_list_of_lrs_and_a_diverging_trial(tmp_path):
     assert f"chosen after the trials: **{finder.result.chosen_lr:.3g}**" in text
 
 
+@pytest.mark.parametrize("candidates", [[50.0, 100.0], [1e6, 1e7]])
+def test_candidates_that_all_end_worse_than_where_they_began_are_not_applied(tmp_path, candidates):
+    """Every candidate of the user's list blows the model up (finite losses far above the start, or NaN): none
+    trains here, so none is applied and the run keeps its LR (flag ``trials_failed``). Before, the least bad was
+    applied as a clear win (a reviewer's digits MLP: 50, 200× the sweep's answer, at a validation loss of 75.7
+    against 2.3 at the start), or, all NaN, the finder's own answer as "within noise"."""
+    finder = LRFinder(num_steps=30, confirm=candidates, confirm_length="16 steps")
+    model, _ = fit(tmp_path, finder)
+    result = finder.result
+    assert "trials_failed" in result.flags and "trials_inconclusive" not in result.flags
+    assert result.chosen_lr is None and result.choice is None
+    assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1)  # the module's own LR, kept
+    assert "every candidate made things worse; nothing applied" in result.summary()
+
+
 def test_confirm_length_sets_the_trials_length(tmp_path):
     finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="50%", apply=False)
     fit(tmp_path, finder, max_steps=6, logger=False)
