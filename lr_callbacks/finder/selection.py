@@ -222,9 +222,9 @@ def choose(
     when too short) is taken, and the choice is ``inconclusive``.
 
     >>> choose([1e-4, 1e-5], [0.30, 0.50], [0.01, 0.01], anchor=1e-5, too_short=False)
-    Choice(lr=0.0001, inconclusive=False)
+    Choice(lr=0.0001, inconclusive=False, failed=False)
     >>> choose([1e-4, 1e-5], [0.30, 0.31], [0.01, 0.01], anchor=1e-5, too_short=False)
-    Choice(lr=1e-05, inconclusive=True)
+    Choice(lr=1e-05, inconclusive=True, failed=False)
     """
     finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
     if not finite:
