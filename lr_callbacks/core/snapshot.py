@@ -323,23 +323,22 @@ class OptimizerState:
         return cloned_state({index: state for index, state in self.state.items() if state})
 
 
+def _cloned(value: Any) -> Any:
+    """A tensor cloned where it is (detached), anything else deep-copied."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+
 def cloned_model_state(state: dict[str, Any]) -> dict[str, Any]:
     """A copy of a module's ``state_dict`` (its tensors cloned, anything else deep-copied): a module's extra state
     (``get_extra_state``, which TransformerEngine's layers and torch's quantization observers use) may be any
     picklable value, not a tensor."""
-    return {
-        name: value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-        for name, value in state.items()
-    }
+    return {name: _cloned(value) for name, value in state.items()}
 
 
 def cloned_state(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     """A copy of an optimizer's per-parameter state (its tensors cloned, its other values deep-copied): what
     ``Optimizer.state_dict()["state"]`` hands out holds the live tensors."""
-    return {
-        index: {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in values.items()}
-        for index, values in state.items()
-    }
+    return {index: {k: _cloned(v) for k, v in values.items()} for index, values in state.items()}
 
 
 def restore_optimizer_state(

@@ -189,7 +189,8 @@ def run_trials(
 
 
 def _score(trainer: Any, module: Any, monitor: str) -> tuple[float, float]:
-    """The validation loss named ``monitor`` and its standard error, at the weights as they are."""
+    """The validation loss named ``monitor`` and its standard error (the spread between validation batches), at
+    the weights as they are: a trial's end, and the state the trials start from."""
     loaders, max_batches = trainer.val_dataloaders, trainer.num_val_batches[0]
     total, count, squares, parts = trainer.strategy.reduce(
         evaluate(trainer, module, loaders, max_batches, monitor), reduce_op="sum"
@@ -230,13 +231,9 @@ def _trial(
                 return Trial(lr, math.inf, tuple(losses), math.inf, rung)
     finally:
         batches.close()
-    loaders, max_batches = trainer.val_dataloaders, trainer.num_val_batches[0]
-    scores = evaluate(trainer, module, loaders, max_batches, monitor)
-    total, count, squares, parts = trainer.strategy.reduce(scores, reduce_op="sum").tolist()
-    value = total / count if count else math.nan
+    value, spread = _score(trainer, module, monitor)
     if not math.isfinite(value):
         return Trial(lr, math.inf, tuple(losses), math.inf, rung)
-    spread = math.sqrt(max(squares / count - value * value, 0.0) / parts) if parts > 1 else 0.0
     return Trial(lr, value, tuple(losses), max(spread, _final_noise(losses)), rung)
 
 

@@ -765,6 +765,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         elevation = statistics.median(values) - center
         change = f"the loss rose {math.exp(elevation) - 1.0:+.1%} over {len(values)} steps"
         within = elevation <= math.log(c.max_level_shift)
+        shape = trend(values, spread)  # "rising": still climbing; "flat": stepped up and stayed
         damaged = self._damaged(probe)
         if damaged is True:
             since = cusum.start
@@ -776,7 +777,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             # baseline, which takes that level as its steps are accepted. Held at the old level, the sum alarmed every
             # ~patience steps for the rest of the run, and no snapshot was taken again: a later fault went back to the
             # last one before the step up (a regression whose data got harder at step 300: 510 steps undone at 800)
-            if trend(values, spread) == "rising":
+            if shape == "rising":
                 cusum.restart()
                 shape, watch = "", "watching"
             else:
@@ -795,7 +796,6 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             )
             note = Incident(step, Signal.LOSS_TREND, value, c.cusum_threshold, Action.REBASELINE, detail)
             return Decision(scale=s.scale if s.scale != old else None, incidents=(note,))
-        shape = trend(values, spread)
         if within and (damaged is False or shape == "flat"):
             self.loss.reset(values, refill=c.warmup_steps)
             cusum.reset()

@@ -103,14 +103,17 @@ class DiskSnapshot:
         if not self._shared or self._rank == 0:
             os.makedirs(self.directory, exist_ok=True)
             live = module.state_dict()
-            user = [host_tree(owner.state_dict()) for owner in self._owners]
             if self._own_files or any(is_dtensor(t) for t in live.values()):
-                # shards: their local parts through a host snapshot, which keeps how to put them back
+                # shards: their local parts through a host snapshot, which keeps how to put them back (and has
+                # copied the user states: an empty one, which it leaves out, loads as nothing, as here)
                 self._host.take(module, optimizer, step)
+                taken = {id(owner): state for owner, state in self._host.user.saved}
+                user = [taken.get(id(owner), {}) for owner in self._owners]
                 synchronize()  # the copies into pinned host memory are asynchronous: done before the file reads them
                 torch.save({"model": self._host.model, "optimizer": self._host.optimizer.state, "user": user}, path)
                 self._unload()
             else:  # whole tensors: written as they are (torch.save copies them off the device), no host copy first
+                user = [host_tree(owner.state_dict()) for owner in self._owners]
                 synchronize()  # the user states' copies
                 torch.save({"model": live, "optimizer": optimizer.state_dict()["state"], "user": user}, path)
         if self._shared:
