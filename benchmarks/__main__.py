@@ -141,6 +141,7 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
                 ("tuning", summary["finder"][m].get("tuning") or {}),
                 ("held out", summary["finder"][m].get("held_out") or {}),
                 ("held out, second set", summary["finder"][m].get("held_out_second") or {}),
+                ("held out, third set", summary["finder"][m].get("held_out_third") or {}),
             )
             if entry.get("runs")
         ]

@@ -3,7 +3,8 @@
 :func:`make_task` builds one by name: ``"digits-mlp"``, ``"digits-cnn"``, ``"charlm"`` or ``"minilm"`` (the
 tuning tasks), or a held-out one (:data:`~benchmarks.models.heldout.HELD_OUT_TASKS`: ``"digits-vit"``,
 ``"digits-lstm"``, ``"tabular"``), which no constant of the finder was tuned on, and the second held-out set
-(:data:`~benchmarks.models.heldout_second.HELD_OUT_SECOND_TASKS`, fixed at stop 24 when the first had been read).
+(:data:`~benchmarks.models.heldout_second.HELD_OUT_SECOND_TASKS`, fixed at stop 24 when the first had been read),
+and the third (:data:`~benchmarks.models.heldout_third.HELD_OUT_THIRD_TASKS`, fixed at stop 31 when both had been).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from benchmarks.models._task import (
 __all__ = [
     "HELD_OUT_SECOND_TASKS",
     "HELD_OUT_TASKS",
+    "HELD_OUT_THIRD_TASKS",
     "OPTIMIZERS",
     "TASKS",
     "Start",
@@ -39,6 +41,7 @@ __all__ = [
 TASKS = ("digits-mlp", "digits-cnn", "charlm", "minilm")
 HELD_OUT_TASKS = ("digits-vit", "digits-lstm", "tabular")
 HELD_OUT_SECOND_TASKS = ("cancer-transformer", "digits-mixer", "digits-gru")
+HELD_OUT_THIRD_TASKS = ("digits-resnet", "docstrings-bag", "digits-autoencoder")
 
 
 def make_task(name: str, steps: int | None = None) -> Task:
@@ -63,6 +66,9 @@ def make_task(name: str, steps: int | None = None) -> Task:
         from benchmarks.models.heldout_second import second_task
 
         return second_task(name) if steps is None else second_task(name, steps=steps)
-    raise ValueError(
-        f"task must be one of {', '.join((*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS))}; got {name!r}"
-    )
+    if name in HELD_OUT_THIRD_TASKS:
+        from benchmarks.models.heldout_third import third_task
+
+        return third_task(name) if steps is None else third_task(name, steps=steps)
+    names = (*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS)
+    raise ValueError(f"task must be one of {', '.join(names)}; got {name!r}")

@@ -37,14 +37,16 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
-"""The optimizers of the tuning tasks; the held-out tasks add ``"nesterov"``, ``"rmsprop"`` and ``"adam"``."""
+"""The optimizers of the tuning tasks; the held-out tasks add ``"nesterov"``, ``"rmsprop"``, ``"adam"``,
+``"adagrad"`` and ``"nadam"``."""
 
-_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop", "adam")
+_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop", "adam", "adagrad", "nadam")
 
 
 def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.Optimizer:
     """The optimizers of the benchmarks: ``"sgd"`` (momentum 0.9) and ``"adamw"`` (weight decay 0.01); for the
-    held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9), ``"rmsprop"`` and ``"adam"`` (torch's defaults).
+    held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9), ``"rmsprop"``, ``"adam"``, ``"adagrad"`` and
+    ``"nadam"`` (torch's defaults).
 
     ``params`` may be parameters or parameter groups (``{"params": ..., "name": ..., "lr": ...}``).
     """
@@ -58,6 +60,10 @@ def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.O
         return torch.optim.RMSprop(params, lr=lr)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr)
     raise ValueError(f"optimizer must be one of {', '.join(_ALL_OPTIMIZERS)}; got {name!r}")
 
 
@@ -187,7 +193,8 @@ def evaluate(task: Task, model: torch.nn.Module) -> dict[str, float]:
         out = model(x)
         n = int(y.numel())
         total += float(task.loss(out, y)) * n
-        correct += float((out.argmax(-1) == y).sum()) if out.dim() > 1 else math.nan  # regression: no accuracy
+        classified = out.dim() == y.dim() + 1  # a class score per target; else a regression: no accuracy
+        correct += float((out.argmax(-1) == y).sum()) if classified else math.nan
         count += n
     model.train(was_training)
     return {"loss": total / count, "accuracy": correct / count}
@@ -351,7 +358,8 @@ class TaskModule(pl.LightningModule):
         x, y = batch
         out = self.model(x)
         self.log("val_loss", self.task.loss(out, y), batch_size=int(y.shape[0]))
-        self.log("val_acc", (out.argmax(-1) == y).float().mean(), batch_size=int(y.shape[0]))
+        if out.dim() == y.dim() + 1:  # a class score per target (a regression has no accuracy)
+            self.log("val_acc", (out.argmax(-1) == y).float().mean(), batch_size=int(y.shape[0]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = self.task.groups(self.model)
