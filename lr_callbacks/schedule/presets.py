@@ -60,16 +60,25 @@ def _warmup(curve: str, start: float) -> Warmup:
     return Warmup(curve=curve, start=start)
 
 
+def _refuse_warmup_shape_without_warmup(curve: str, start: float) -> None:
+    """Refuse ``warmup_curve`` or ``warmup_start`` given without ``warmup``: they would shape no warmup.
+
+    Raises:
+        ValueError: naming what was given, and the fix.
+    """
+    given = [f"warmup_curve={curve!r}"] if curve != "linear" else []
+    given += [f"warmup_start={start!r}"] if start != 0.0 else []
+    if given:
+        raise ValueError(
+            f"LRSchedule: {' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} a warmup, but no "
+            "`warmup` is given, so there is none; "
+            "give its length too, e.g. warmup='5%', or leave them out"
+        )
+
+
 def _with_warmup(body: Schedule, warmup: DurationLike | None, curve: str, start: float) -> Schedule:
     if warmup is None:
-        given = [f"warmup_curve={curve!r}"] if curve != "linear" else []
-        given += [f"warmup_start={start!r}"] if start != 0.0 else []
-        if given:
-            raise ValueError(
-                f"LRSchedule: {' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} a warmup, but no "
-                "`warmup` is given, so there is none; "
-                "give its length too, e.g. warmup='5%', or leave them out"
-            )
+        _refuse_warmup_shape_without_warmup(curve, start)
         return body
     return Phases((Phase(_warmup(curve, start), parse_duration(warmup, "warmup")), Phase(body)))
 
@@ -189,7 +198,10 @@ def wsd(
         "cosine": Cosine(1.0, end),
     }
     phases = [Phase(Constant(), None), Phase(shapes[decay_shape], parse_duration(decay, "decay"))]
-    if warmup is not None:
+    if warmup is None:
+        # before, wsd alone took them without a word: LRSchedule("wsd", warmup_curve="cosine") ran no warmup
+        _refuse_warmup_shape_without_warmup(warmup_curve, warmup_start)
+    else:
         phases.insert(0, Phase(_warmup(warmup_curve, warmup_start), parse_duration(warmup, "warmup")))
     return Phases(tuple(phases))
 

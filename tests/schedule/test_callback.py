@@ -686,6 +686,16 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
             ValueError,
             r"warmup_curve='cosine' and warmup_start=0.1 shape a warmup, but no `warmup` is given",
         ),
+        (  # wsd builds its phases itself: before, it took them without a word and ran no warmup
+            lambda: LRSchedule("wsd", warmup_curve="cosine"),
+            ValueError,
+            r"warmup_curve='cosine' shapes a warmup, but no `warmup` is given, so there is none; give its length too",
+        ),
+        (
+            lambda: LRSchedule("wsd", decay="10%", warmup_start=0.1),
+            ValueError,
+            r"warmup_start=0.1 shapes a warmup, but no `warmup` is given",
+        ),
         (lambda: LRSchedule(log_every_n_steps=2.0), TypeError, r"`log_every_n_steps` must be a whole number"),
         (lambda: LRSchedule(log_plan="yes"), TypeError, r"`log_plan` must be True or False, got 'yes'"),
         (lambda: LRSchedule(preset_args=["end"]), TypeError, r"`preset_args` must be a mapping.*got \['end'\]"),
