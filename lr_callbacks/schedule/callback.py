@@ -88,9 +88,11 @@ class LRSchedule(Callback):
     Args:
         schedule: a :class:`~lr_callbacks.Schedule` (e.g. ``Phases([...])``), or a preset name
             (``"cosine"``, ``"wsd"``, ``"one_cycle"``, … see :func:`~lr_callbacks.preset`).
-        group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]``.
+        group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]`` (every group of
+            that name; one of several that share it by its tag, ``decay-1``).
         peak_lrs: a peak LR for named groups, overriding the configured one (a new run's: a resumed run keeps the
-            checkpoint's peaks, and a warning says so when the plan given then would make the LR jump).
+            checkpoint's peaks, and a warning says so when the plan given then would make the LR jump); named as in
+            ``group_schedules``.
         on_length_change: on resume with a different run length (``max_steps``/``max_epochs``):
             ``"keep"`` follows the original plan (past its end the LR holds the plan's final value, its
             ``end``: 0 for a decay to 0),
@@ -800,10 +802,10 @@ class LRSchedule(Callback):
             while name in taken:
                 suffix += 1
                 name = f"{base}-{suffix}"
-            tag = f"{self._optimizer_names[index]}/{name}" if len(self._optimizers) > 1 else name
-            schedule = setup.bind(
-                self._group_schedules.get(tag, self._group_schedules.get(name, self._schedule)), optimizer
-            )
+            several = len(self._optimizers) > 1
+            tag = f"{self._optimizer_names[index]}/{name}" if several else name
+            keys = setup.group_keys(tag, name, base, self._optimizer_names[index] if several else None)
+            schedule = setup.bind(setup.for_group(self._group_schedules, keys, self._schedule), optimizer)
             scale = groups[0].scale if groups else 1.0
             multiplier = schedule.multiplier(self._clocks[index], run) * scale
             lr = as_float(group["lr"])

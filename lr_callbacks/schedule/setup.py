@@ -25,6 +25,8 @@ __all__ = [
     "check_momentum",
     "check_restored_shape",
     "check_schedule",
+    "for_group",
+    "group_keys",
     "refuse_unusable",
     "resolve_run",
     "unique",
@@ -171,12 +173,14 @@ def build_table(
     known: set[str] = set()
     for index, optimizer in enumerate(optimizers):
         groups = []
-        names = unique([str(g.get("name", f"group{j}")) for j, g in enumerate(optimizer.param_groups)])
+        given = [str(g.get("name", f"group{j}")) for j, g in enumerate(optimizer.param_groups)]
+        names = unique(given)
         for j, (group, name) in enumerate(zip(optimizer.param_groups, names)):
             tag = f"{optimizer_names[index]}/{name}" if several else name
-            known.update({name, tag})
-            chosen = bind(group_schedules.get(tag, group_schedules.get(name, schedule)), optimizer)
-            peak = peak_overrides.get(tag, peak_overrides.get(name, as_float(group["lr"])))
+            keys = group_keys(tag, name, given[j], optimizer_names[index] if several else None)
+            known.update(keys)
+            chosen = bind(for_group(group_schedules, keys, schedule), optimizer)
+            peak = for_group(peak_overrides, keys, as_float(group["lr"]))
             scale = 1.0
             if restored is not None:
                 peak, scale = _restored_group(restored, index, j, name)
@@ -189,6 +193,25 @@ def build_table(
             f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers"
         )
     return table, optimizer_names
+
+
+def group_keys(tag: str, name: str, given: str, optimizer_name: str | None) -> tuple[str, ...]:
+    """The keys ``group_schedules`` and ``peak_lrs`` may name a group by, most specific first: its tag and name as
+    made unique (``decay-1``), then the ``param_group["name"]`` it was given, which several groups may share (every
+    group of that name gets it: before, only the first did, and the others kept the default without a word).
+
+    >>> group_keys("decay-1", "decay-1", "decay", None)
+    ('decay-1', 'decay')
+    >>> group_keys("SGD/decay-1", "decay-1", "decay", "SGD")
+    ('SGD/decay-1', 'decay-1', 'SGD/decay', 'decay')
+    """
+    keys = [tag, name] + ([f"{optimizer_name}/{given}"] if optimizer_name is not None else []) + [given]
+    return tuple(dict.fromkeys(keys))
+
+
+def for_group(mapping: Mapping[str, Any], keys: Sequence[str], default: Any) -> Any:
+    """The value ``mapping`` gives the first of ``keys`` it holds, else ``default``."""
+    return next((mapping[key] for key in keys if key in mapping), default)
 
 
 def _restored_group(restored: Mapping[str, Any], index: int, j: int, name: str) -> tuple[float, float]:

@@ -123,6 +123,33 @@ def test_group_schedules_and_peak_lrs_by_param_group_name(tmp_path: Any) -> None
     assert "Cosine(end=0.1)" in summary and "Linear(end=0.5)" in summary
 
 
+def test_group_schedules_and_peak_lrs_reach_every_group_that_shares_the_name(tmp_path: Any) -> None:
+    """Weight-decay groups per layer share their names: before, ``{"no_decay": ...}`` reached only the first
+    ``no_decay`` group; the second (tagged ``no_decay-1``) kept the cosine and its configured 0.05, without a word."""
+
+    def optimizer(m: TinyModel) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            [
+                {"params": [m.body.weight], "name": "decay", "weight_decay": 0.01},
+                {"params": [m.body.bias], "name": "no_decay", "lr": 0.05},
+                {"params": [m.head.weight], "name": "decay", "weight_decay": 0.01},
+                {"params": [m.head.bias], "name": "no_decay", "lr": 0.05},
+            ],
+            lr=0.1,
+        )
+
+    schedule = LRSchedule("cosine", group_schedules={"no_decay": "constant"}, peak_lrs={"no_decay": 0.02})
+    model = fit(tmp_path, schedule, TinyModel(optimizer=optimizer), max_steps=4)
+    assert schedule.group_tags == [["decay", "no_decay", "decay-1", "no_decay-1"]]
+    assert schedule.peak_lrs == [[0.1, 0.02, 0.1, 0.02]]
+    cosine = [0.1 * Cosine()(k, total_steps=4) for k in range(4)]
+    assert model.seen_lrs == [pytest.approx([c, 0.02, c, 0.02], rel=1e-12) for c in cosine]
+    # one of them by its tag: the tag is the more specific key
+    tagged = LRSchedule("cosine", peak_lrs={"no_decay": 0.02, "no_decay-1": 0.03})
+    fit(tmp_path / "tagged", tagged, TinyModel(optimizer=optimizer), max_steps=1)
+    assert tagged.peak_lrs == [[0.1, 0.02, 0.1, 0.03]]
+
+
 @pytest.mark.parametrize("option", ["group_schedules", "peak_lrs"])
 def test_an_unknown_group_name_is_refused_with_the_groups_listed(tmp_path: Any, option: str) -> None:
     value = {"neck": "constant"} if option == "group_schedules" else {"neck": 0.1}
