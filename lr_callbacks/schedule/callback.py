@@ -830,7 +830,8 @@ class LRSchedule(Callback):
             if isinstance(lr, torch.Tensor) or math.isnan(g.lr) or lr == g.lr:
                 continue  # a tensor LR is not read back (that would sync); nothing written yet; unchanged
             multiplier = g.schedule.multiplier(step, run) * g.scale
-            if multiplier <= 0 or lr <= 0:
+            # an LR of 0 (a group frozen by its LR) is taken too: before, the plan wrote over it, the group trained on
+            if multiplier <= 0 or lr < 0:
                 continue
             old, g.peak = g.peak, float(lr) / multiplier
             log.info("LRSchedule: group %s's LR was set to %.4g outside it; its peak follows: %.4g → %.4g",

@@ -577,6 +577,28 @@ def test_an_lr_the_module_writes_in_its_step_start_is_adopted_as_the_peak(tmp_pa
     assert schedule.peak_lrs[0][0] == pytest.approx(peak)
 
 
+class FreezesThenThaws(TinyModel):
+    """Freezes the first group by its LR at step 4 (``lr = 0``), and thaws it at step 7 (``lr = 0.05``)."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        writes = {4: 0.0, 7: 0.05}
+        if self.trainer.global_step in writes:
+            self.optimizers().param_groups[0]["lr"] = writes[self.trainer.global_step]
+
+
+def test_a_group_frozen_by_an_lr_of_0_stays_frozen_until_thawed(tmp_path: Any) -> None:
+    """An LR of 0 is taken like any other LR written outside: before, the plan wrote over it at once, and the group
+    the user froze at step 4 trained on at the plan's LR (0.06, 0.05, 0.04) without a word."""
+    schedule = LRSchedule("linear")
+    model = fit(tmp_path, schedule, FreezesThenThaws())
+    linear = [1 - k / 10 for k in range(10)]
+    thawed = 0.05 / linear[7]
+    expected = [0.1 * f for f in linear[:4]] + [0.0] * 3 + [thawed * f for f in linear[7:]]
+    assert body(model) == pytest.approx(expected, rel=1e-12, abs=0.0)
+    assert [lrs[1] for lrs in model.seen_lrs] == pytest.approx([0.01 * f for f in linear], rel=1e-12)  # untouched
+    assert schedule.peak_lrs[0][0] == pytest.approx(thawed)
+
+
 class FailsOnce(TinyModel):
     """Raises in its step 5, the first time (a bug the user then fixes)."""
 
