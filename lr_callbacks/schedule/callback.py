@@ -493,7 +493,7 @@ class LRSchedule(Callback):
         if run is None or not run.total_steps or getattr(trainer.lightning_module, "automatic_optimization", True):
             return False
         total = run.total_steps
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+        done = _batches_done(trainer)
         for index, clock in enumerate(self._clocks):
             if clock < total or (clock == total and (ended or done >= total)):
                 continue
@@ -527,7 +527,7 @@ class LRSchedule(Callback):
             return
         manual = not getattr(trainer.lightning_module, "automatic_optimization", True)
         if manual:
-            done, counted, unit = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed), "batches", "batch"
+            done, counted, unit = _batches_done(trainer), "batches", "batch"
             why = "Lightning's estimate under manual optimization"
         else:
             done, counted, unit = int(trainer.global_step), "steps", "global_step"
@@ -971,7 +971,20 @@ def _resumed_clock(trainer: Any, optimizers: int) -> int:
     its end that its optimizers had stepped less often than once a batch."""
     if optimizers == 1:
         return int(trainer.global_step)
-    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+    return _batches_done(trainer)
+
+
+def _batches_done(trainer: Any) -> int:
+    """The training batches the fit has done, counted over its epochs (resumes included): Lightning's ``processed``.
+
+    Not its ``completed``, which a checkpoint written in ``on_train_batch_end`` (``ModelCheckpoint`` every
+    ``n`` steps; at the run's last batch too) saves one short, before the batch is counted: Lightning makes up for
+    it only when the resumed epoch goes on, after ``on_train_start``. Read there, a resume under manual optimization
+    from a checkpoint written without LRSchedule at batch 3 started its clocks at 2 (the plan a step behind, and
+    "stepped 15 times in the run's 16 batches" at its end); one resumed from the last batch's checkpoint was told
+    at its end that its training loader had become shorter.
+    """
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
 
 
 class _StepHook:

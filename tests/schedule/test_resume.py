@@ -192,6 +192,44 @@ def test_resuming_a_checkpoint_written_without_the_schedule_goes_on_with_several
     assert not [w for w in caught if "stepped" in str(w.message)]  # each stepped once a batch, as planned
 
 
+def test_a_mid_epoch_checkpoint_written_without_the_schedule_starts_the_clocks_at_the_batches_done(
+    tmp_path: Path,
+) -> None:
+    """ModelCheckpoint writes every n steps in on_train_batch_end, before Lightning counts the batch as completed:
+    before, the clocks started at 2 after 3 batches, the plan ran a step behind (0.0875 where 0.08125 was due), and
+    each optimizer was told at the end that it had stepped 15 times in the run's 16 batches."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, filename="{step}")  # 3 batches
+    make_trainer(tmp_path / "before", max_steps=6, enable_checkpointing=True, callbacks=[checkpoints]).fit(
+        TwoOptimizers(), loader()
+    )
+    callback, model = LRSchedule("linear"), TwoOptimizers()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = make_trainer(tmp_path / "after", max_epochs=2, callbacks=[callback])
+        trainer.fit(model, loader(), ckpt_path=str(tmp_path / "ckpt" / "step=6.ckpt"))
+    assert callback.steps == [16, 16]
+    plan = [1 - k / 16 for k in range(3, 16)]
+    assert model.batch_lrs == pytest.approx([lr for m in plan for lr in (0.1 * m, 0.01 * m)], rel=1e-12)
+    assert not [w for w in caught if "stepped" in str(w.message)]
+
+
+def test_a_resume_from_the_last_batchs_checkpoint_is_not_told_its_loader_shrank(tmp_path: Path) -> None:
+    """The checkpoint of the run's last batch (written before Lightning counts it): the resumed fit has nothing left
+    to do. Before, under manual optimization, it was told "the run ended after its 1 epochs at 7 batches, short of
+    the 8 planned at fit start: its training loader became shorter since", which it did not."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=16, filename="last-batch")
+    make_trainer(
+        tmp_path / "before", max_epochs=1, enable_checkpointing=True, callbacks=[LRSchedule("linear"), checkpoints]
+    ).fit(TwoOptimizers(), loader())
+    callback = LRSchedule("linear")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = make_trainer(tmp_path / "after", max_epochs=1, callbacks=[callback])
+        trainer.fit(TwoOptimizers(), loader(), ckpt_path=str(tmp_path / "ckpt" / "last-batch.ckpt"))
+    assert callback.steps == [8, 8]
+    assert not [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+
+
 # --- resuming into a run of another length: the policy --------------------------------------------------------
 
 
