@@ -161,7 +161,9 @@ def run_trials(
     if length is None and plan[-1][1] < MIN_TRIAL_STEPS:
         log.info("LRFinder: the budget leaves %d steps per confirm trial, too few to tell; none run", plan[-1][1])
         return (), Choice(None, False)
-    start, start_error = _score(trainer, module, monitor)  # the state every trial starts from, not trained on
+    # the state every trial starts from, not trained on: the sweep (or the probe's last hold) left other weights
+    snapshot.restore()
+    start, start_error = _score(trainer, module, monitor)
     alive, trials = list(lrs), []
     rung: list[Trial] = []
     for index, (_, steps) in enumerate(plan):

@@ -9,6 +9,7 @@ import math
 import re
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from lr_callbacks import LRFinder, LRSchedule, preset
@@ -150,6 +151,43 @@ def test_candidates_that_all_end_worse_than_where_they_began_are_not_applied(tmp
     assert result.chosen_lr is None and result.choice is None
     assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1)  # the module's own LR, kept
     assert "every candidate made things worse; nothing applied" in result.summary()
+
+
+class Bowl(pl.LightningModule):
+    """``0.5 (w − 1)²`` from ``w = 0``, for training and validation alike: SGD multiplies ``w − 1`` by ``1 − lr``
+    each step, so an LR above 2 makes the loss grow ``(lr − 1)²``-fold a step, and the validation loss has no
+    spread between batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def loss(self) -> torch.Tensor:
+        return 0.5 * (self.w - 1.0).pow(2).sum()
+
+    def training_step(self, batch, batch_idx):
+        return self.loss()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.loss())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_trials_are_judged_against_the_restored_state_not_the_sweeps_diverged_end(tmp_path):
+    """16 steps at 2.1 take the validation loss from 0.5 to 10.6, at 2.2 to 171: both worse than the start, so
+    neither is applied. Before, the start was scored at the weights the sweep had left, diverged (4.7e10): 2.1 read
+    as no worse than the start and was applied."""
+    finder = LRFinder(min_lr=1e-3, max_lr=100.0, num_steps=30, confirm=[2.1, 2.2], confirm_length="16 steps")
+    model = Bowl()
+    trainer = make_trainer(tmp_path, max_steps=1, callbacks=[finder], logger=False, limit_val_batches=1.0)
+    trainer.fit(model, shuffled(), val_loader())
+    result = finder.result
+    assert result.stop_reason == "diverged" and result.losses[-1] > 1e6  # the sweep left the weights blown up
+    assert [t.val_loss for t in result.trials] == pytest.approx([10.557, 170.91], rel=1e-3)
+    assert "trials_failed" in result.flags and result.chosen_lr is None
+    assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1)  # the module's own LR, kept
 
 
 def test_confirm_length_sets_the_trials_length(tmp_path):
