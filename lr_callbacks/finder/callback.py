@@ -9,6 +9,7 @@ reads the curve, and the answer goes into the shared LR model (:func:`lr_callbac
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import logging
@@ -410,6 +411,8 @@ class LRFinder(Callback):
                     if capped_from is not None and trainer.is_global_zero:
                         _warn_adafactor_cap(lrs, capped_from)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
+                    if stop == "lr_overridden":  # the step writes the LR: as the warning says, nothing is suggested
+                        analysis = dataclasses.replace(analysis, lr=None, range=None)
                     probe: Probe | None = None
                     if self.probe and not isinstance(self.confirm, tuple) and analysis.lr is not None:
                         probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule, losses)

@@ -253,8 +253,9 @@ class FinderResult:
 
     def alternatives(self) -> dict[str, float | None]:
         """What every suggestion method (``METHODS``) gives on this curve, smoothed as the finder's was (before,
-        at the default window whatever the finder's: the table read "default" unlike the suggestion above it)."""
-        if not self.lrs:
+        at the default window whatever the finder's: the table read "default" unlike the suggestion above it). None
+        when the step wrote over the sweep's LR (``lr_overridden``): nothing is suggested then."""
+        if not self.lrs or self.stop_reason == "lr_overridden":
             return {}
         return {m: suggest_lr(self.lrs, self.losses, m, window=self.window).lr for m in METHODS}
 

@@ -15,6 +15,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
 from lr_callbacks.finder.ramp import sweep_lrs
 from tests.finder.helpers import BatchRecorder, Capture, FinderModel, sgd, shuffled
+from tests.finder.test_probe import EdgeModel
 from tests.helpers import loader, make_trainer, read_events, read_scalars, read_text, regression_data, stream
 
 
@@ -668,6 +669,30 @@ def test_an_lr_written_in_the_step_stops_the_sweep_with_the_reason(tmp_path, cap
     assert result.stop_reason == "lr_overridden" and result.chosen_lr is None and result.lrs == ()  # not measured
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer")]
     assert lines and lines[-1].endswith("; no answer, nothing applied")  # it said "applied"
+
+
+class HandStepDecay(EdgeModel):
+    """A step decay by hand: ``optimizer_step`` halves the LR every 40 batches, before the step."""
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        if batch_idx > 0 and batch_idx % 40 == 0:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
+        optimizer.step(closure=optimizer_closure)
+
+
+def test_an_lr_written_in_the_step_part_way_through_the_sweep_suggests_nothing(tmp_path):
+    """The warning says nothing is suggested; before, the 40 steps before the write were read as a curve: their
+    suggestion (0.0041) was probed and applied."""
+    finder = LRFinder(num_steps=60)
+    model = HandStepDecay(math.inf)
+    with pytest.warns(UserWarning, match=r"set the LR to 0.02653, but optimizer.step\(\) ran at 0.01326.*nothing is"):
+        make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(model, shuffled())
+    result = finder.result
+    assert result.stop_reason == "lr_overridden" and len(result.lrs) == 40  # the curve is kept, for the plot
+    assert result.suggestion is None and result.range is None and result.probe is None and result.chosen_lr is None
+    assert model.optimizers().param_groups[0]["lr"] == 0.1  # configure_optimizers' LR, kept
+    assert "- suggestion (default): **none**" in result.summary() and "| method |" not in result.summary()
 
 
 def test_under_fast_dev_run_the_finder_stands_aside(tmp_path):
