@@ -122,13 +122,20 @@ def plan_trials(trainer: Any, count: int, length: Duration | None, spent: int = 
     run = run_of(trainer)
     if length is None:
         if run.total_steps is None:
+            # epochs only where an epoch's length is known: a training loader without one (a stream) has neither
+            lengths = (
+                "in steps or epochs" if run.steps_per_epoch else "in steps ('200 steps': an epoch's is unknown too)"
+            )
             raise ValueError(
                 "LRFinder: the run's length is unknown, so the confirm trials cannot take their share of it; "
-                "give confirm_length in steps or epochs"
+                f"give confirm_length {lengths}"
             )
         budget = trial_budget(run.total_steps, spent)
         return rungs(count, budget=budget) if budget >= count else [(count, 0)]
-    steps = length.to_steps(run)
+    try:
+        steps = length.to_steps(run)
+    except ValueError as error:  # the run lacks the total or the epoch length the unit needs
+        raise ValueError(f"LRFinder: `confirm_length` {length.describe()}: {error}") from None
     if steps < 1:
         raise ValueError(f"LRFinder: `confirm_length` {length.describe()} is 0 steps for this run; lengthen it")
     return rungs(count, final=steps)

@@ -17,7 +17,7 @@ from lr_callbacks.finder.ramp import sweep_lrs
 from lr_callbacks.finder.selection import choose, cooldown, trial_budget
 from tests.finder.helpers import FinderModel, sgd, shuffled
 from tests.finder.test_probe import EdgeModel
-from tests.helpers import loader, make_trainer, read_scalars, read_text, regression_data
+from tests.helpers import loader, make_trainer, read_scalars, read_text, regression_data, stream
 
 
 def val_loader():
@@ -382,6 +382,25 @@ def test_a_confirm_length_of_zero_steps_for_this_run_is_refused(tmp_path):
     finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="1e-12 epochs")
     with pytest.raises(ValueError, match=r"`confirm_length` 1e-12 epochs is 0 steps for this run; lengthen it"):
         fit(tmp_path, finder, logger=False)
+
+
+@pytest.mark.parametrize(
+    ("length", "match"),
+    [
+        (None, r"LRFinder: the run's length is unknown.*give confirm_length in steps \('200 steps': an epoch's is"),
+        ("1 epochs", r"LRFinder: `confirm_length` 1 epochs: a duration of 1 epochs needs the epoch length"),
+        ("5%", r"LRFinder: `confirm_length` 0.05 of the run: a duration of 0.05 of the run needs the run's total"),
+    ],
+)
+def test_on_a_stream_of_unknown_length_the_error_names_confirm_length_and_a_length_that_works(tmp_path, length, match):
+    """Before, the default's error advised "in steps or epochs", and an epoch's length is unknown there too: given
+    in epochs, the next error named neither the finder nor the argument. Both come before the sweep."""
+    finder = LRFinder(num_steps=30, confirm=True, confirm_length=length)
+    model = FinderModel(optimizer=sgd())
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[finder], logger=False, limit_val_batches=1.0)
+    with pytest.raises(ValueError, match=match):
+        trainer.fit(model, stream(), val_loader())
+    assert model.calls == []
 
 
 @pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
