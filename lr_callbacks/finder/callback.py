@@ -651,8 +651,8 @@ def find_lr(
         The :class:`~lr_callbacks.FinderResult`.
 
     Raises:
-        ValueError: if the trainer already has an LRFinder, for ``epochs``/``at_fit_start``, or with
-            ``apply=True`` when the model has no such attribute.
+        ValueError: if the trainer already has an LRFinder or runs with ``fast_dev_run``, for
+            ``epochs``/``at_fit_start``, or with ``apply=True`` when the model has no such attribute.
         RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
             strategy ran it in other processes, from which the result cannot come back; under ``ddp_spawn``,
             whose processes end with the fit, before any work.
@@ -686,6 +686,12 @@ def find_lr(
         raise RuntimeError(
             f"find_lr cannot bring the result back from {type(trainer.strategy).__name__}, whose processes are "
             "spawned for the fit and end with it (ddp_spawn): use strategy='ddp', or the LRFinder callback"
+        )
+    if trainer.fast_dev_run:  # the finder stands aside there: before, the fit ran and "no sweep ran" gave other causes
+        raise ValueError(
+            f"find_lr does not sweep under fast_dev_run={trainer.fast_dev_run!r}, which checks that the code runs on a "
+            "batch or a few (the LRFinder stands aside there, as Lightning's Tuner does); run find_lr with a Trainer "
+            "without fast_dev_run"
         )
     apply = check_bool("apply", finder_kwargs.pop("apply", False), owner="find_lr")
     if attr_name is not None and not apply:

@@ -301,6 +301,15 @@ def test_no_sweep_in_this_process_is_an_error(tmp_path):
     assert "strategy" not in str(e.value)  # one process, no launcher: not the strategy's doing
 
 
+def test_find_lr_under_fast_dev_run_is_refused_before_any_work_with_the_reason(tmp_path):
+    """The finder stands aside under fast_dev_run; before, find_lr ran the fit and then blamed
+    limit_train_batches=0, max_steps=0 or max_epochs=0, none of which was set."""
+    model = WithLR()
+    with pytest.raises(ValueError, match=r"find_lr does not sweep under fast_dev_run=True, .*without fast_dev_run"):
+        find_lr(make_trainer(tmp_path, logger=False, fast_dev_run=True), model, shuffled())
+    assert model.calls == []
+
+
 def test_find_lr_on_a_trainer_that_has_trained_says_to_use_a_new_one(tmp_path):
     """Before: the message blamed the strategy (SingleDeviceStrategy) and did not list a finished fit."""
     trainer = make_trainer(tmp_path, logger=False, max_steps=5)
