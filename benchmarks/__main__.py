@@ -142,6 +142,7 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
                 ("held out", summary["finder"][m].get("held_out") or {}),
                 ("held out, second set", summary["finder"][m].get("held_out_second") or {}),
                 ("held out, third set", summary["finder"][m].get("held_out_third") or {}),
+                ("held out, fourth set", summary["finder"][m].get("held_out_fourth") or {}),
             )
             if entry.get("runs")
         ]

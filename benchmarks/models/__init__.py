@@ -4,7 +4,9 @@
 tuning tasks), or a held-out one (:data:`~benchmarks.models.heldout.HELD_OUT_TASKS`: ``"digits-vit"``,
 ``"digits-lstm"``, ``"tabular"``), which no constant of the finder was tuned on, and the second held-out set
 (:data:`~benchmarks.models.heldout_second.HELD_OUT_SECOND_TASKS`, fixed at stop 24 when the first had been read),
-and the third (:data:`~benchmarks.models.heldout_third.HELD_OUT_THIRD_TASKS`, fixed at stop 31 when both had been).
+the third (:data:`~benchmarks.models.heldout_third.HELD_OUT_THIRD_TASKS`, fixed at stop 31 when both had been), and
+the fourth (:data:`~benchmarks.models.heldout_fourth.HELD_OUT_FOURTH_TASKS`, fixed at stop 31 when the third had been
+read, before any rule changed in response).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from benchmarks.models._task import (
 )
 
 __all__ = [
+    "HELD_OUT_FOURTH_TASKS",
     "HELD_OUT_SECOND_TASKS",
     "HELD_OUT_TASKS",
     "HELD_OUT_THIRD_TASKS",
@@ -42,6 +45,7 @@ TASKS = ("digits-mlp", "digits-cnn", "charlm", "minilm")
 HELD_OUT_TASKS = ("digits-vit", "digits-lstm", "tabular")
 HELD_OUT_SECOND_TASKS = ("cancer-transformer", "digits-mixer", "digits-gru")
 HELD_OUT_THIRD_TASKS = ("digits-resnet", "docstrings-bag", "digits-autoencoder")
+HELD_OUT_FOURTH_TASKS = ("cancer-logreg", "docstrings-cnn", "charlm-gru")
 
 
 def make_task(name: str, steps: int | None = None) -> Task:
@@ -70,5 +74,9 @@ def make_task(name: str, steps: int | None = None) -> Task:
         from benchmarks.models.heldout_third import third_task
 
         return third_task(name) if steps is None else third_task(name, steps=steps)
-    names = (*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS)
+    if name in HELD_OUT_FOURTH_TASKS:
+        from benchmarks.models.heldout_fourth import fourth_task
+
+        return fourth_task(name) if steps is None else fourth_task(name, steps=steps)
+    names = (*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS, *HELD_OUT_FOURTH_TASKS)
     raise ValueError(f"task must be one of {', '.join(names)}; got {name!r}")

@@ -38,15 +38,15 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adamw")
 """The optimizers of the tuning tasks; the held-out tasks add ``"nesterov"``, ``"rmsprop"``, ``"adam"``,
-``"adagrad"`` and ``"nadam"``."""
+``"adagrad"``, ``"nadam"``, ``"plain_sgd"``, ``"adamax"`` and ``"radam"``."""
 
-_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop", "adam", "adagrad", "nadam")
+_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop", "adam", "adagrad", "nadam", "plain_sgd", "adamax", "radam")
 
 
 def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.Optimizer:
     """The optimizers of the benchmarks: ``"sgd"`` (momentum 0.9) and ``"adamw"`` (weight decay 0.01); for the
-    held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9), ``"rmsprop"``, ``"adam"``, ``"adagrad"`` and
-    ``"nadam"`` (torch's defaults).
+    held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9), ``"plain_sgd"`` (SGD without momentum),
+    ``"rmsprop"``, ``"adam"``, ``"adagrad"``, ``"nadam"``, ``"adamax"`` and ``"radam"`` (torch's defaults).
 
     ``params`` may be parameters or parameter groups (``{"params": ..., "name": ..., "lr": ...}``).
     """
@@ -64,6 +64,12 @@ def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.O
         return torch.optim.Adagrad(params, lr=lr)
     if name == "nadam":
         return torch.optim.NAdam(params, lr=lr)
+    if name == "plain_sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adamax":
+        return torch.optim.Adamax(params, lr=lr)
+    if name == "radam":
+        return torch.optim.RAdam(params, lr=lr)
     raise ValueError(f"optimizer must be one of {', '.join(_ALL_OPTIMIZERS)}; got {name!r}")
 
 

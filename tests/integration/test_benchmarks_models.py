@@ -144,6 +144,29 @@ def test_third_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
         assert math.isnan(result.accuracy) if name == "digits-autoencoder" else 0.0 <= result.accuracy <= 1.0
 
 
+def test_fourth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
+    from benchmarks.models import (
+        HELD_OUT_FOURTH_TASKS,
+        HELD_OUT_SECOND_TASKS,
+        HELD_OUT_TASKS,
+        HELD_OUT_THIRD_TASKS,
+        TASKS,
+        train,
+    )
+
+    assert not set(HELD_OUT_FOURTH_TASKS) & {*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS}
+    kinds = {name: (make_task(name).optimizers, make_task(name).schedule.describe()) for name in HELD_OUT_FOURTH_TASKS}
+    assert kinds["cancer-logreg"][0] == ("plain_sgd",) and "Polynomial" in kinds["cancer-logreg"][1]
+    assert kinds["docstrings-cnn"][0] == ("adamax",) and "Cyclic" in kinds["docstrings-cnn"][1]
+    assert kinds["charlm-gru"][0] == ("radam",) and "Linear" in kinds["charlm-gru"][1]
+    for name in HELD_OUT_FOURTH_TASKS:
+        task = make_task(name, steps=3)
+        torch.manual_seed(0)
+        assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
+        result, _ = train(task, task.optimizers[0], task.default_lr[task.optimizers[0]], seed=0)
+        assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
+
+
 def test_minilm_fresh_head_is_random_and_seeded() -> None:
     task = minilm.minilm_task(steps=2, limit=24, head="fresh")
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ from benchmarks.faults import FaultyLoader, LRFault, fault
 from benchmarks.finder_quality import RunCache, best_lr, regret
 from benchmarks.finders import fastai_sweep, fastai_valley, valley
 from benchmarks.models import (
+    HELD_OUT_FOURTH_TASKS,
     HELD_OUT_SECOND_TASKS,
     HELD_OUT_TASKS,
     HELD_OUT_THIRD_TASKS,
@@ -336,7 +337,7 @@ def test_step_timer_waits_until_ready() -> None:
 
 
 def test_every_task_grid_spans_four_decades_in_half_octaves() -> None:
-    for name in (*TASKS[:3], *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS):
+    for name in (*TASKS[:3], *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS, *HELD_OUT_FOURTH_TASKS):
         task = make_task(name)
         for optimizer in task.optimizers:
             lrs = grid_lrs(*task.grid[optimizer])
