@@ -1005,8 +1005,10 @@ class DivergenceWatchdog(Callback):
                 f"{OWNER}: the loss is {loss:.4g} at step {step}, not positive. The watchdog judges a loss by its "
                 "ratio to the baseline (in log space), so a step whose loss is <= 0 is not judged on its loss (its "
                 "gradient norm, its update size and non-finite values still are), and a clean reference batch whose "
-                "loss was <= 0 when its snapshot was taken cannot tell bad data from damaged weights. A loss that "
-                "is mostly below 0 (a Gaussian NLL, a variational bound) is watched through those signals only.",
+                "loss was <= 0 when its snapshot was taken cannot tell bad data from damaged weights. From the first "
+                "loss below 0 on, no loss is judged, its positive values neither (a loss that can be negative, a "
+                "Gaussian NLL or a variational bound, is no ratio to a level): the run is watched through those "
+                "signals only.",
                 UserWarning,
                 stacklevel=2,
             )

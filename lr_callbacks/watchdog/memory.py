@@ -101,8 +101,10 @@ class PolicyMemory:
     def z_scores(self, loss: float, grad_norm: float) -> dict[str, float]:
         """The robust z-scores of a step's loss and gradient norm (only those that can be computed)."""
         scores = {}
-        for name, value, baseline in (("loss_z", loss, self.loss), ("grad_norm_z", grad_norm, self.grad)):
-            x = log_value(value)
+        for name, x, baseline in (
+            ("loss_z", self._log_loss(loss), self.loss),
+            ("grad_norm_z", log_value(grad_norm), self.grad),
+        ):
             if x is not None and len(baseline):
                 scores[name] = baseline.z(x)
         return scores
@@ -134,7 +136,7 @@ class PolicyMemory:
         if s.first_step is None:
             s.first_step = step
         s.ring = [r for r in s.ring if r["step"] != step]
-        s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": log_value(reference or math.nan)})
+        s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": self._log_loss(reference or math.nan)})
         self._start_lows()
         if len(s.ring) > self.config.snapshots:
             return int(s.ring.pop(0)["step"])
@@ -154,7 +156,7 @@ class PolicyMemory:
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
         reference = entry.get("reference") if keep_reference else None
         if keep_reference and level is not None:
-            reference = log_value(level)
+            reference = self._log_loss(level)
         s.ring = [{**entry, "reference": reference}]
         if level is not None or not (keep_reference and s.low_reference is not None and s.low_loss is not None):
             self._start_lows()
@@ -251,6 +253,30 @@ class PolicyMemory:
         return f"; the optimizer starts afresh there, so the LR warms up again over {step} steps"
 
     # --- shared by the rules -----------------------------------------------------------------------
+
+    def _log_loss(self, loss: float) -> float | None:
+        """The loss in log space, as every loss rule reads it; ``None`` where it is not judged: a loss <= 0, and
+        every loss once one below 0 was seen (:meth:`_loss_signed`)."""
+        return None if self.state.signed_loss else log_value(loss)
+
+    def _loss_signed(self) -> None:
+        """A loss below 0 was seen: the loss can be negative (a Gaussian NLL, a variational bound), so its positive
+        values are no ratio to a level either (a loss around -1 reads +0.05 on one batch and +0.2 on another).
+        From now on no loss is judged: its baseline, CUSUM, first losses, flat-loss check and the snapshots'
+        reference levels are dropped, and the run is watched through non-finite values, the gradient norm and
+        the update size. Before, the rare positive values formed a baseline of their own, a few values wide at
+        the floor spread: a stationary loss around -1 (batch noise 0.45) had its positive batches skipped as
+        outliers and its LR cut for repeated outliers and for a "climb" of them."""
+        s = self.state
+        s.signed_loss = True
+        self.loss.reset([], refill=0)
+        self.cusum.reset()
+        s.first_losses, s.early_steps, s.flat_checked = [], [], True
+        s.low_loss = s.low_reference = s.low_reference_step = None
+        for entry in s.ring:
+            entry["reference"] = None
+        for run_step in s.run:
+            run_step.loss = None
 
     def _emit(self, decision: Decision) -> Decision:
         self.events.extend(decision.incidents)

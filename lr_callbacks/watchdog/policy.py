@@ -85,7 +85,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         c = self.config
         z = c.z_threshold * (GUARD_Z_SHARE if self._guarded() else 1.0)
         return Gate(
-            loss_limit=self.loss.limit(z) if len(self.loss) else math.inf,
+            loss_limit=self.loss.limit(z) if len(self.loss) and not self.state.signed_loss else math.inf,
             grad_limit=self.grad.limit(c.grad_z_threshold) if len(self.grad) else math.inf,
             clip=self.config.outlier_action == "clip",
             sample_limit=self.samples.limit,
@@ -174,6 +174,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s = self.state
         if s.halted:
             return Decision()
+        if loss < 0.0 and math.isfinite(loss) and not s.signed_loss:
+            self._loss_signed()
         if s.rewarm is not None:
             start, length = s.rewarm
             s.ramp = min(1.0, max(step - start, 1) / length)
@@ -218,7 +220,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         first losses then held every later one to ×1.5 of the blown-up level). Only the reference tells: a
         fine-tuned model's first batches may differ by more than the factor, and sound weights train on as
         before, with no skip and no event. ``None``: nothing to do."""
-        x = log_value(loss)
+        x = self._log_loss(loss)
         first = self.state.first_losses
         if self.ready or not first or len(first) >= 5 or x is None or x <= self._first_losses_limit():
             return None
@@ -255,7 +257,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         The reference batch is read only at such a rise and at a new low of the run's loss by √``max_level_shift``
         below the last low read (each new low read cost charlm 1.3% of a 310-step run; the lows of 30× were two
         such steps); sound weights train on with no skip and no event. ``None``: nothing to do."""
-        s, c, x = self.state, self.config, log_value(loss)
+        s, c, x = self.state, self.config, self._log_loss(loss)
         if self.ready or x is None or probe is None or s.low_loss is None or s.low_reference is None:
             return None
         if s.rollbacks >= c.max_rollbacks or s.scale <= c.min_lr_scale:
@@ -296,7 +298,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
     def _note_early(self, step: int, loss: float, outlier: bool) -> None:
         """Before the loss has a baseline: keep the step's loss, and whether it was above the gate, among the last
         2 × ``patience`` steps judged (for :meth:`_frequent_outliers`)."""
-        s, x = self.state, log_value(loss)
+        s, x = self.state, self._log_loss(loss)
         if self.ready:
             if s.early_steps:
                 s.early_steps = []  # the baseline judges from now on
@@ -389,14 +391,14 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.run.append(
             RunStep(
                 step,
-                log_value(loss),
+                self._log_loss(loss),
                 log_value(grad_norm),
                 Signal.NON_FINITE in verdict.signals,
                 Signal.LOSS in verdict.signals,
                 Signal.GRAD_NORM in verdict.signals,
             )
         )
-        x = log_value(loss)
+        x = self._log_loss(loss)
         rise = x - self.loss.center if Signal.LOSS in verdict.signals and x is not None and len(self.loss) else None
         damaged = self._damaged(probe, rise)
         s.run[-1].sound = damaged is False and verdict.skip
@@ -721,7 +723,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             s.guarded = None if s.guarded + 1 >= self.config.patience else s.guarded + 1
             if s.guarded is None:
                 s.data_undo = None  # the restored weights trained clean at the raised LR: the undo stands
-        x, y = log_value(loss), log_value(grad_norm)
+        x, y = self._log_loss(loss), log_value(grad_norm)
         ready = self.ready
         if x is not None:
             if ready and len(self.loss):

@@ -109,6 +109,7 @@ class PolicyState:
     lone_skips: list[int] = field(default_factory=list)
     lone_skips_total: int = 0  # such skips over the whole run
     level_rollback: int | None = None  # the step of the last rollback for the loss's level moving (before a baseline)
+    signed_loss: bool = False  # a loss below 0 was seen: no loss is judged from then on (see ``_log_loss``)
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> PolicyState:

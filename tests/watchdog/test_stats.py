@@ -1234,3 +1234,21 @@ def test_a_reference_loss_at_or_below_zero_on_the_live_weights_is_not_damage():
     assert policy._damaged(lambda: math.nan) is True and policy._damaged(lambda: 5.0) is True
     policy.snapshot_taken(20, reference=-0.3)  # no positive reference: it cannot tell
     assert policy._damaged(lambda: 5.0) is None
+
+
+def test_no_loss_is_judged_once_one_was_below_zero_and_a_resume_keeps_it_so():
+    """A loss that can be negative is no ratio to a level, its positive values neither: after a loss below 0, a
+    positive loss 100× the earlier ones is not an outlier, enters no baseline, and the snapshot keeps no reference
+    level; a resumed policy decides the same."""
+    policy = warm()
+    policy.snapshot_taken(29, reference=1.0)
+    assert policy.state.ring[-1]["reference"] == 0.0
+    feed(policy, [-0.5])
+    assert policy.gate().loss_limit == math.inf and policy.state.ring[-1]["reference"] is None
+    resumed = WatchdogPolicy(policy.config)
+    resumed.load_state_dict(copy.deepcopy(policy.state_dict()))
+    for each in (policy, resumed):
+        [decision] = feed(each, [100.0])
+        assert decision == Decision() and len(each.loss) == 0 and each.z_scores(100.0, 1.0).keys() == {"grad_norm_z"}
+        each.snapshot_taken(40, reference=1.0)
+        assert each.state.ring[-1]["reference"] is None
