@@ -430,6 +430,8 @@ class DivergenceWatchdog(Callback):
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
         self._clip_value: float | None = None  # the trainer's gradient_clip_val, held back for a dropped step
         self._most_gradients = 0  # the most parameter tensors with a gradient at one step of this fit
+        self._last_gradients = 0  # those of the last step, and for how many steps in a row that count held
+        self._gradients_held = 0
         self._untouched = False  # no update can have reached the weights since the last restore of a snapshot
 
     def _drop(self, trainer: Any, optimizer: Any) -> None:
@@ -747,18 +749,7 @@ class DivergenceWatchdog(Callback):
         self._signals.reset()
         if values is None:
             return
-        if self._signals.gradients > self._most_gradients:
-            if self._most_gradients:
-                log.info(
-                    "%s: %d parameter tensors have gradients now, %d before (unfrozen): the gradient norm's and the "
-                    "update ratio's baselines start again",
-                    OWNER,
-                    self._signals.gradients,
-                    self._most_gradients,
-                )
-                self._policy.gradients_widened()
-                self._set_gate()
-            self._most_gradients = self._signals.gradients
+        self._note_gradients(self._signals.gradients)
         if self._policy.state.halted:
             # Lightning may not stop at once (min_steps, min_epochs): no update after a halt, and the batch's forward
             # pass leaves no trace either (before, BatchNorm's statistics moved on from the state the halt saved)
@@ -788,6 +779,32 @@ class DivergenceWatchdog(Callback):
                     self._updates.arm(optimizer, step, values[1], self._planned_lrs(trainer))
             return
         self._host_step(trainer, pl_module, optimizer, values, step)
+
+    def _note_gradients(self, count: int) -> None:
+        """Start the gradient norm's and the update ratio's baselines again when more parameter tensors have
+        gradients than at any step before (a frozen backbone trains from now on), or than at each of the last
+        ``warmup_steps`` steps or more (parameters frozen for a while, long enough for the baselines to hold the
+        narrower set's steps alone, train again). Counts that change from step to step (a mixture of experts whose
+        unused experts get no gradient) do not restart them. Before, only the first: a body frozen for steps
+        100-300 and trained again from 300 had its update, 2.84× the head's alone, taken as an LR too high at step
+        310: a rollback and the LR cut to 0.35."""
+        before, held = self._last_gradients, self._gradients_held
+        if count == before:
+            self._gradients_held += 1
+        else:
+            self._last_gradients, self._gradients_held = count, 1
+        if count > self._most_gradients or (count > before and held >= self.config.warmup_steps):
+            if self._most_gradients:
+                log.info(
+                    "%s: %d parameter tensors have gradients now, %d before (unfrozen): the gradient norm's and the "
+                    "update ratio's baselines start again",
+                    OWNER,
+                    count,
+                    before,
+                )
+                self._policy.gradients_widened()
+                self._set_gate()
+            self._most_gradients = max(self._most_gradients, count)
 
     def _host_step(self, trainer: Any, pl_module: Any, optimizer: Any, values: torch.Tensor, step: int) -> None:
         """Read the signals back (one transfer), replay the device's steps, decide and act on this one."""

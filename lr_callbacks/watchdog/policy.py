@@ -104,7 +104,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
 
     def gradients_widened(self) -> None:
         """More parameter tensors have gradients than at any step before (a frozen backbone trains from now
-        on, as ``BackboneFinetuning`` or a module's own ``requires_grad_`` makes it): the gradient norm and each
+        on, as ``BackboneFinetuning`` or a module's own ``requires_grad_`` makes it), or than at each of the last
+        ``warmup_steps`` steps or more (parameters frozen for a while train again): the gradient norm and each
         group's update change their scale, not their health, so their baselines start again from the steps to
         come (the loss's stays). Before, the first 10-18 steps after an unfreeze were skipped as gradient-norm
         outliers, or the new group's update ratio rolled a clean run back."""

@@ -1534,6 +1534,28 @@ def test_parameters_unfrozen_mid_run_start_the_gradient_baselines_again(tmp_path
     assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(200, "non_finite", "skip")]
 
 
+class FreezeBody(pl.Callback):
+    """Freezes TinyModel's body for the steps ``start`` to ``end`` (excluded), then trains it again."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        pl_module.body.requires_grad_(not self.start <= trainer.global_step < self.end)
+
+
+def test_parameters_frozen_for_a_while_and_trained_again_start_the_gradient_baselines_again(tmp_path):
+    """The body is frozen for steps 100-300, then trained again: the count of tensors with gradients comes back to
+    its earlier most, and the baselines, all of the head's steps alone by then, were kept. Before, the update at
+    step 310 (2.84× the head's alone) was taken as an LR too high: a rollback and the LR cut to 0.35."""
+    torch.manual_seed(0)
+    model = TinyModel(optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=1e-3))
+    watchdog = DivergenceWatchdog()
+    trainer = make_trainer(tmp_path, max_steps=450, logger=False, callbacks=[FreezeBody(100, 300), watchdog])
+    trainer.fit(model, loader(regression_data(n=256)))
+    assert [e for e in watchdog.events if e.step >= 100] == [] and watchdog.scale == 1.0
+
+
 def test_a_checkpoint_written_before_the_device_judged_steps_are_read_holds_the_clean_snapshot(tmp_path):
     """Read back every 4 steps (the GPU path): a ×30 LR update at step 30, caught at the read after it (step 31) by
     the update ratio. The checkpoint written after step 30, before that read, held the damaged weights and no live
