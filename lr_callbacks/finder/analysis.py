@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 __all__ = [
+    "BROAD_BOTTOM",
     "DEFAULT_WINDOW",
     "FLAGS",
     "MAX_WINDOW",
@@ -55,8 +56,9 @@ FLAGS = {
     "too_short": "too few finite points to analyse; run more steps",
     "nonfinite": "the loss became NaN/inf; the curve is cut at the first such point",
     "diverged_at_once": "the loss never fell and then rose: min_lr is already too high, lower it",
-    "flat_curve": "the loss did not fall by more than its noise (a trained model, too low max_lr, or a model that "
-    "learns too slowly for a sweep this short to show it); the answer is read from where the loss rose",
+    "flat_curve": "the loss did not fall by more than its noise, or stayed at its lowest level over more than "
+    "BROAD_BOTTOM decades (a trained model, too low max_lr, or a model that learns too slowly for a sweep this short "
+    "to show it); the answer is read from where the loss rose",
     "no_clear_valley": "the loss falls, but the bottom is broad or noisy; the suggestion is uncertain",
     "min_at_end": "the loss was still falling at max_lr; raise max_lr",
 }
@@ -76,6 +78,11 @@ _Z = 3.0
 
 MIN_RISE = 0.3
 """How long, in decades of LR, a flat curve's rise must last to count as its edge (not a noisy bump)."""
+
+BROAD_BOTTOM = 1.5
+"""How wide, in decades of LR, a curve's bottom (the smoothed values within 3 standard errors of its lowest) may be
+before it is read as a plateau, not a valley: the loss at its lowest level over that much of the sweep did not go
+down by the LR's doing (``no_clear_valley``, and the answer of a flat curve)."""
 
 
 @dataclass(frozen=True)
@@ -264,7 +271,10 @@ def suggest_lr(
     ``"default"`` and ``"steepest"`` (a flat curve has no descent to be steepest on) give its middle,
     ``√(edge/10 · edge)``; ``"min_div_10"`` gives ``edge / 10``, its lower end; ``"valley"`` gives fastai's
     valley of the raw curve, as on any curve. There, the plateau's median is the floor, its noise is measured
-    over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades.
+    over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades. A curve whose
+    bottom (the smoothed values within 3 standard errors of its lowest) spans more than :data:`BROAD_BOTTOM`
+    decades is read the same way, flagged ``no_clear_valley`` too: its drop came at LRs too small to have made it
+    (a hard first batch), and its lowest point is no edge.
 
     Args:
         lrs: the LR of each point, positive and strictly increasing.
@@ -347,7 +357,15 @@ def _analyse(
     if i_min == n - 1:
         flags.append("min_at_end")
     bottom = [x for x, v in zip(xs, values) if v <= values[i_min] + _Z * se_min]
-    if bottom[-1] - bottom[0] > 1.5 or drop <= 2.0 * _Z * math.hypot(se_start, se_min):
+    if bottom[-1] - bottom[0] > BROAD_BOTTOM:
+        # A plateau with a dip where it begins (a hard first batch, a lucky stretch), not a valley: an LR can only
+        # lower the loss from where it is large enough to move the weights, and it then stays lower until the edge;
+        # a bottom this broad was reached at LRs far too small to have done it. Its lowest point, read as the edge,
+        # put answers 10-10,000x below the best (an autoencoder's noisy sweep, a ViT's flat one). Read as a flat
+        # curve instead: the edge is where the lasting rise begins.
+        lr, lr_range, flat = _no_descent(lrs, xs, fit, window, i_min)
+        return lr, lr_range, None, [*flat, "no_clear_valley"]
+    if drop <= 2.0 * _Z * math.hypot(se_start, se_min):
         flags.append("no_clear_valley")
     lower, upper = lrs[i_mid], lrs[i_min]
     return _middle(lower, upper), (lower, upper), lrs[i_steep], flags

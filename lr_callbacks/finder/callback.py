@@ -566,8 +566,9 @@ class LRFinder(Callback):
         if trainer.is_global_zero and "flat_curve" in result.flags and result.chosen_lr is not None and result.range:
             answer, edge = result.chosen_lr, result.range[1]
             warnings.warn(
-                f"LRFinder: the loss did not fall significantly during the {len(result.lrs)}-step sweep (flat_curve), "
-                f"so the answer {answer:.3g} is read from where it rose ({edge:.3g}). That suits a model near its "
+                f"LRFinder: the loss showed no descent the LR made during the {len(result.lrs)}-step sweep "
+                "(flat_curve: within its noise, or at its lowest level from the sweep's start on), so the answer "
+                f"{answer:.3g} is read from where it rose ({edge:.3g}). That suits a model near its "
                 "floor (fine-tuning); a model that learns too slowly for the sweep to show it (e.g. a transformer "
                 "trained from scratch) may need far less: on the benchmark's patch transformer the best LR was "
                 f"1/50 to 1/150 of that edge. To measure rather than read it: a longer sweep (num_steps), or trials, "

@@ -306,6 +306,23 @@ def test_a_broad_bottom_is_flagged_no_clear_valley():
     assert "no_clear_valley" in suggest_lr(lrs, broad).flags
 
 
+def test_a_plateau_with_a_hard_first_batch_is_read_as_a_flat_curve_not_as_a_valley():
+    """A model that learns too slowly for the sweep to show it (an autoencoder on heavy-tailed pixels): a hard
+    batch at the sweep's first LR, then the plateau's noise up to a rise that passes it at about 0.03. The drop
+    from that first batch is significant, but the bottom it reaches spans five decades: read as a valley, its
+    lowest point (a lucky stretch at LRs no model learns at) was the edge, and the answer 10-10,000x below the
+    best. It is read as a flat curve: the edge is where the lasting rise begins."""
+    lrs = sweep_lrs(1e-7, 1.0, 64)
+    rng = random.Random(2)
+    losses = [0.9 + abs(rng.gauss(0, 0.25)) + (lr / 0.1) ** 2 for lr in lrs]
+    losses[0] = 1.8  # the first batch
+    s = suggest_lr(lrs, losses)
+    assert s.flags == ("flat_curve", "no_clear_valley")
+    lower, upper = s.range
+    assert upper / lower == pytest.approx(10.0) and -2.0 < log10(upper) < -1.0  # the rise is above the noise
+    assert s.lr > 1e-3  # before: 6.0e-06, from the first batch to the plateau's lowest point
+
+
 def test_fastai_valley_picks_about_half_way_along_the_longest_decrease():
     """A strictly decreasing run of 60 points after 10 flat ones (trimmed by fastai's first tenth)."""
     lrs = sweep_lrs(1e-5, 1.0, 100)
