@@ -81,9 +81,10 @@ class LRSchedule(Callback):
     schedule's shape goes on from there. One written later, in the update's own hooks
     (``on_before_optimizer_step``), trains that step only.
 
-    Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) for every optimizer step, at x = ``k``;
-    with several optimizers, ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an
-    image of the whole planned curve, and ``lr_schedule/summary``, a table of key steps.
+    Logs ``lr/<group>`` (and ``momentum/<group>`` when co-scheduled) every ``log_every_n_steps`` optimizer
+    steps (by default the trainer's, 50 unless set), at x = ``k``; with several optimizers,
+    ``lr/<optimizer>/<group>``. At fit start it writes ``lr_schedule/plan``, an image of the whole planned
+    curve, and ``lr_schedule/summary``, a table of key steps.
 
     Args:
         schedule: a :class:`~lr_callbacks.Schedule` (e.g. ``Phases([...])``), or a preset name
@@ -104,7 +105,8 @@ class LRSchedule(Callback):
         log_every_n_steps: log ``lr/<group>`` every this many optimizer steps (each point the exact LR that
             step used); ``None``: the trainer's ``log_every_n_steps``, the cadence of Lightning's own metrics
             and of ``LearningRateMonitor``. ``1`` logs every step, at a host cost of about 50 µs per step
-            with TensorBoard (the benchmarks measure it).
+            with TensorBoard (measured when it was the default; the benchmarks now log at the trainer's
+            cadence).
         log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` before the first step (after the
             finder, if any, has set the peak), and again after any later change of the peak.
         preset_args: the preset's arguments as one mapping, the same as ``**preset_kwargs``; the form a
