@@ -94,6 +94,35 @@ def test_every_link_in_the_docs_resolves() -> None:
                 assert fragment in anchors, f"{name} links to a missing heading: #{fragment}"
 
 
+def _readme_section(title: str) -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
+        text = file.read()
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_public_api_names_every_public_object() -> None:
+    """The README's "Public API" lists what ``__all__`` holds (the shapes and composites by the table it points
+    back to); ``report_sample_losses`` was missing from it."""
+    section = _readme_section("Public API")
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
+        shapes = next(line for line in file if line.startswith("| `constant`"))
+    named = set(re.findall(r"`([A-Za-z_]+)", section + shapes))
+    assert set(lr_callbacks.__all__) - {"__version__"} - named == set()
+
+
+def test_readme_layout_names_every_module() -> None:
+    """Every module of the package is on the README's map of it (``watchdog/samples.py`` was not)."""
+    layout = _readme_section("Layout")
+    package = os.path.join(ROOT, "lr_callbacks")
+    modules = {
+        name
+        for _, _, files in os.walk(package)
+        for name in files
+        if name.endswith(".py") and name not in ("__init__.py", "__main__.py")
+    }
+    assert {m for m in modules if not re.search(rf"\b{re.escape(m)}", layout)} == set()
+
+
 def readme_blocks(language: str) -> list[str]:
     with open(os.path.join(DOCS, "README.md"), encoding="utf-8") as file:
         return re.findall(rf"```{language}\n(.*?)```", file.read(), flags=re.DOTALL)
