@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import lr_callbacks, sklearn" 2>/dev/null; then
+# -I: not from the current directory (the repository root holds lr_callbacks/ whether or not it is installed)
+if ! .venv/bin/python -I -c "import lr_callbacks, sklearn" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
     .venv/bin/python -m pip install --quiet torch==2.13.0
     .venv/bin/python -m pip install --quiet -e ".[demo]"

@@ -42,6 +42,42 @@ def test_every_example_is_short_and_tested() -> None:
         assert len(code) <= 110, f"examples/{name}.py has {len(code)} lines of code; keep examples short"
 
 
+def test_demo_installs_into_a_venv_that_lacks_the_package(tmp_path) -> None:
+    """``scripts/demo.sh`` installs when ``.venv`` cannot import lr_callbacks, although the repository root it runs
+    from holds ``lr_callbacks/``: its check imported the package from there, skipped the install, and the demo then
+    failed with ``ModuleNotFoundError: No module named 'lr_callbacks'``. Here ``.venv`` borrows this interpreter's
+    site-packages (torch, scikit-learn; not the package, whose editable ``.pth`` is not read from a borrowed
+    folder), and a stand-in ``pip`` records the install instead of running it."""
+    import glob
+    import shutil
+    import site
+    import subprocess
+    import venv
+
+    root = os.path.dirname(EXAMPLES)
+    os.makedirs(tmp_path / "scripts")
+    shutil.copy(os.path.join(root, "scripts", "demo.sh"), tmp_path / "scripts" / "demo.sh")
+    os.symlink(os.path.join(root, "lr_callbacks"), tmp_path / "lr_callbacks")
+    os.makedirs(tmp_path / "examples")
+    (tmp_path / "examples" / "quickstart.py").write_text("print('the demo ran')\n")
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(tmp_path / ".venv")
+    (own,) = glob.glob(str(tmp_path / ".venv" / "lib" / "python*" / "site-packages"))
+    with open(os.path.join(own, "borrowed.pth"), "w") as file:
+        file.write("\n".join(site.getsitepackages()) + "\n")
+    python = str(tmp_path / ".venv" / "bin" / "python")
+    check = subprocess.run([python, "-I", "-c", "import sklearn, lr_callbacks"], cwd=tmp_path / "examples")
+    if check.returncode == 0:
+        pytest.skip("this interpreter's site-packages hold lr_callbacks itself (not an editable install)")
+    os.makedirs(os.path.join(own, "pip"))
+    log = tmp_path / "pip.log"
+    with open(os.path.join(own, "pip", "__main__.py"), "w") as file:
+        file.write(f"import sys\nwith open({str(log)!r}, 'a') as f:\n    f.write(' '.join(sys.argv[1:]) + '\\n')\n")
+    open(os.path.join(own, "pip", "__init__.py"), "w").close()
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "the demo ran" in done.stdout, done.stderr
+    assert log.exists() and "install --quiet -e .[demo]" in log.read_text(), "demo.sh did not install the package"
+
+
 def test_charlm_wsd_decays_at_the_end_and_learns(tmp_path, capsys) -> None:
     logdir = tmp_path / "logs"
     val_losses = example("charlm_wsd").main(
