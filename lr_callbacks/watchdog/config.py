@@ -70,7 +70,8 @@ class Incident:
             on the live weights), ``"bad_data"`` (it did not: the batches are bad), ``"update_ratio"`` (the
             update is too large for the planned LR), ``"sample_outliers"`` (the batch is dominated by samples
             whose loss is an outlier: the module reports per-sample losses, see
-            :func:`~lr_callbacks.report_sample_losses`).
+            :func:`~lr_callbacks.report_sample_losses`), ``"requested"`` (a call of
+            :meth:`lr_callbacks.DivergenceWatchdog.rebaseline`; its value and threshold are ``nan``).
         value: the signal's value (the loss, the gradient norm, a count, the CUSUM sum, a relative drop).
         threshold: the value it was compared with (``nan`` where there is none, e.g. non-finite values).
         action: what was done, an :class:`Action` (a ``str``): ``"skip"``, ``"clip"``, ``"lower_lr"``,

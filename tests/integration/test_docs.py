@@ -76,6 +76,16 @@ def test_every_public_object_has_a_doctested_example() -> None:
     assert set(MISSING_EXAMPLES) - missing == set(), "these now have an example: take them off MISSING_EXAMPLES"
 
 
+def test_incident_docstring_names_every_signal_and_action() -> None:
+    """``Incident``'s attributes list the values ``signal`` and ``action`` take (``"requested"``, the signal of
+    ``DivergenceWatchdog.rebaseline``, was missing)."""
+    from lr_callbacks.watchdog.config import Action, Signal
+
+    doc = lr_callbacks.Incident.__doc__ or ""
+    missing = [kind.value for kind in (*Signal, *Action) if f'``"{kind.value}"``' not in doc]
+    assert missing == []
+
+
 def test_every_link_in_the_docs_resolves() -> None:
     pages = [os.path.join(DOCS, name) for name in sorted(os.listdir(DOCS)) if name.endswith(".md")]
     pages += [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md")]
