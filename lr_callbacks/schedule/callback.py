@@ -784,7 +784,11 @@ class LRSchedule(Callback):
 
     def _require_run(self) -> Run:
         if self._run is None:
-            raise ValueError("LRSchedule has not started: the run's length is known only once fit starts")
+            raise ValueError(
+                "LRSchedule has not started: the run's length is known only once fit starts; to preview the plan "
+                "before, evaluate `.schedule(step, total_steps=N)` or run `python -m lr_callbacks plot` with the "
+                "run's length"
+            )
         return self._run
 
     def _sync_groups(self, index: int) -> None:

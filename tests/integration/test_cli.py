@@ -59,6 +59,16 @@ def test_an_error_exits_non_zero_with_a_message_and_no_traceback() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_lr_schedule_used_before_fit_points_to_the_preview() -> None:
+    """``plan_table()`` before fit said only that the run's length is unknown; it now names the ways to preview."""
+    schedule = LRSchedule("cosine", warmup="5%")
+    for method in (schedule.plan_table, schedule.plan, lambda: schedule.lr_at(0)):
+        with pytest.raises(
+            ValueError, match=r"once fit starts; to preview the plan before.*python -m lr_callbacks plot"
+        ):
+            method()
+
+
 def test_plot_draws_the_same_image_and_table_as_lr_schedule(tmp_path, capsys) -> None:
     """The preview of a run is pixel for pixel the ``lr_schedule/plan`` LRSchedule logs for it."""
     trainer = make_trainer(tmp_path / "run", max_steps=12, callbacks=[LRSchedule("cosine", warmup="3 steps", end=0.1)])
