@@ -520,13 +520,29 @@ def _presets(argv: list[str]) -> int:
     parser.parse_args(argv)
     for name, builder in PRESETS.items():
         summary = re.sub(r":\w+:`~?(?:lr_callbacks\.)?([^`]+)`", r"\1", (inspect.getdoc(builder) or "").splitlines()[0])
-        summary = summary.replace("``", "")
+        summary = summary.replace("``", "`")  # `every` stays a name: "Multiply by gamma every every" before
         options = [
             f"--{key.replace('_', '-')} {_shown(p.default)}" for key, p in inspect.signature(builder).parameters.items()
         ]
         print(f"{name}: {summary}\n    " + "  ".join(options))
+        needs = _needs(name)
+        if needs:  # defaults that do not make a schedule alone (before, shown as if they did: --milestones '')
+            print(f"    needs: {needs}")
     print(f"\ntransformers names (plot --transformers NAME): {', '.join(TRANSFORMERS_ARGUMENTS)}")
     return 0
+
+
+def _needs(name: str) -> str | None:
+    """What the preset ``name`` needs besides its defaults (its own message), or ``None`` when they make a schedule.
+
+    >>> _needs("cosine") is None, _needs("multistep")
+    (True, 'MultiStep: `milestones` must not be empty; for no decay use Constant()')
+    """
+    try:
+        preset(name)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _shown(value: Any) -> str:

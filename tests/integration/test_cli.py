@@ -211,6 +211,10 @@ def test_presets_lists_every_preset_with_its_arguments(capsys) -> None:
         assert f"\n{name}: " in f"\n{printed}"
     assert "--decay 20%  --decay-shape 1-sqrt" in printed
     assert "--momentum 0.85,0.95" in printed
+    assert "step: Multiply by `gamma` every `every`." in printed  # before: "Multiply by gamma every every."
+    # a preset whose defaults make no schedule says what it needs (before: `--milestones ''` as if it were usable)
+    needs = [line.strip() for line in printed.splitlines() if line.strip().startswith("needs: ")]
+    assert len(needs) == 3 and any("`milestones` must not be empty" in line for line in needs)
 
 
 def test_a_preset_help_shows_its_own_arguments(capsys) -> None:
