@@ -433,6 +433,8 @@ class DivergenceWatchdog(Callback):
         self._last_gradients = 0  # those of the last step, and for how many steps in a row that count held
         self._gradients_held = 0
         self._untouched = False  # no update can have reached the weights since the last restore of a snapshot
+        self._unwritten: list[Incident] = []  # incidents reported since the last write to watchdog/events
+        self._written_step = -1  # the step of that write
 
     def _drop(self, trainer: Any, optimizer: Any) -> None:
         """Drop the coming update (:func:`~lr_callbacks.watchdog.device.drop_gradients`).
@@ -877,6 +879,7 @@ class DivergenceWatchdog(Callback):
             self._policy.snapshot_taken(step, loss)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         self._set_gate()
+        self._write_events(trainer, step)
 
     def _restore_buffers(self, pl_module: Any, exact: bool) -> None:
         """Skipped batches' forward passes moved the buffers (a NaN batch leaves BatchNorm's running statistics NaN
@@ -1089,6 +1092,7 @@ class DivergenceWatchdog(Callback):
                 self._report(incident)
         if self._rebaselines_due:
             self._rebaseline_now(self._rebaselines_due[-1][0])
+        self._write_events(trainer, int(trainer.global_step) - 1)
 
     @override
     def on_train_batch_end(
@@ -1118,8 +1122,23 @@ class DivergenceWatchdog(Callback):
         trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
         message = f"{OWNER} halted the run: {reason}, and saved to {path}"
         log.error(message)
-        if trainer.is_global_zero:
-            log_text(trainer, "watchdog/events", f"**halt**: {message}", int(trainer.global_step))
+        self._write_events(trainer, int(trainer.global_step), f"**halt**: {message}")
+
+    def _write_events(self, trainer: Any, step: int, halt: str = "") -> None:
+        """Write the incidents reported since the last write to ``watchdog/events``, as one table at ``step`` (the
+        read's; a step after the last write's at least), and a halt's message after them.
+
+        TensorBoard's server keeps one entry of a tag per step, the last, and an entry at a step below one it holds
+        drops those at or after it (as after a restart). Before, each incident had an entry at its own step: of a
+        skip for the loss and the gradient norm only one row was served, and an update ratio's incident, judged at
+        the next step and written after that step's, dropped them (a real ``tensorboard`` served 4 of a run's 7
+        incidents; the rollback was not among them)."""
+        rows, self._unwritten = self._unwritten, []
+        if not rows and not halt:
+            return
+        self._written_step = max(step, self._written_step + 1)
+        table = _HEADER + "\n".join(incident.row() for incident in rows) if rows else ""
+        log_text(trainer, "watchdog/events", "\n\n".join(text for text in (table, halt) if text), self._written_step)
 
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -1168,6 +1187,7 @@ class DivergenceWatchdog(Callback):
         (MiniLM: 507 MiB), and the next fit's hooks paid for freeing them."""
         self._clear_found_inf()
         self._restore_clipping(trainer)
+        self._write_events(trainer, int(trainer.global_step) - 1)  # a rebaseline() after the last step
         if self._ring.mode == "disk":
             self._ring.close()
         elif stage == "fit":
@@ -1278,7 +1298,7 @@ class DivergenceWatchdog(Callback):
                 f" {incident.detail}" if incident.detail else "",
             )
         if trainer is not None:
-            log_text(trainer, "watchdog/events", _HEADER + incident.row(), incident.step)
+            self._unwritten.append(incident)  # written with the read's others (_write_events)
         if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
             lr = _reference_lr_text(trainer)
             rose = incident.value <= -incident.threshold  # the drop was negative by the threshold or more

@@ -27,7 +27,7 @@ from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
 from lr_callbacks.watchdog.config import Action, Signal
 from lr_callbacks.watchdog.device import UPDATE_SAMPLE, UpdateProbe, sample_stride
 from lr_callbacks.watchdog.snapshots import reference_loss
-from tests.helpers import TinyModel, loader, make_trainer, read_scalars, read_text, regression_data
+from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars, read_text, regression_data
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data, digits_loader, fit
 
 
@@ -357,8 +357,31 @@ def test_tensorboard_gets_the_statistics_and_a_row_per_intervention(tmp_path):
     assert [v for _, v in read_scalars(tmp_path, "watchdog/lr_scale")] == [1.0] * 40
     assert len(read_scalars(tmp_path, "watchdog/cusum")) == 40
     texts = read_text(tmp_path, "watchdog/events")
-    assert len(texts) == 2 and "| step | signal | value | threshold | action |" in texts[0]
-    assert "| 30 | loss |" in texts[0] and "| skip |" in texts[0]
+    assert len(texts) == 1 and "| step | signal | value | threshold | action |" in texts[0]  # one table a step
+    assert "| 30 | loss |" in texts[0] and "| 30 | grad_norm |" in texts[0] and "| skip |" in texts[0]
+
+
+def test_tensorboard_serves_every_intervention_in_watchdog_events(tmp_path):
+    """TensorBoard's server keeps one text entry per step, the last, and an entry at an earlier step than one it has
+    drops those after it (a restarted run's): the watchdog wrote a row per incident at the incident's step, and the
+    update ratio's incidents, judged at the next step, after that step's. Of this run's 7 incidents, a real
+    ``tensorboard`` served 4 (steps 25, 30, 34, 35): the rollback at step 31 was not among them. Every read now
+    writes one entry, its incidents' rows in order, at steps that only rise (all 7 served)."""
+    watchdog = small()
+    fit(tmp_path, DigitsModel(faults=Faults(nan_loss=[25], lr_times={30: 1000.0})), [watchdog], 40)
+    events = [(e.step, e.signal, e.action) for e in watchdog.events]
+    assert events[:5] == [
+        (25, "non_finite", "skip"),
+        (31, "loss", "skip"),
+        (31, "grad_norm", "skip"),
+        (31, "damaged_weights", "rollback"),
+        (30, "update_ratio", "lower_lr"),
+    ]
+    entries = read_events(tmp_path).Tensors("watchdog/events/text_summary")
+    steps = [entry.step for entry in entries]
+    assert steps == sorted(set(steps))
+    rows = [row for entry in entries for row in entry.tensor_proto.string_val[0].decode().splitlines()[2:]]
+    assert rows == [incident.row() for incident in watchdog.events]
 
 
 def test_log_every_n_steps_thins_the_scalars(tmp_path):
