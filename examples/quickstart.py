@@ -7,7 +7,7 @@
   from a broken data pipeline) arrives at step ``--bad-batch``: the watchdog skips that update.
 
     python examples/quickstart.py             # or `bash scripts/demo.sh`, which installs, then runs it
-    tensorboard --logdir quickstart_logs --samples_per_plugin text=0  # lr/..., lr_finder/curve, watchdog/events
+    tensorboard --logdir quickstart_logs --samples_per_plugin text=100000  # lr/..., lr_finder/curve, watchdog/events
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print("no incident")
     accuracy = float(trainer.callback_metrics["val_acc"])
     print(f"\nvalidation accuracy after {args.epochs} epochs: {accuracy:.3f}")
-    print(f"TensorBoard logs in {trainer.log_dir}: tensorboard --logdir {args.logdir} --samples_per_plugin text=0")
+    print(f"TensorBoard logs in {trainer.log_dir}: tensorboard --logdir {args.logdir} --samples_per_plugin text=100000")
     return {"lr": finder.result.chosen_lr, "accuracy": accuracy, "events": watchdog.events, "schedule": schedule}
 
 

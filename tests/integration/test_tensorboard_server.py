@@ -51,13 +51,13 @@ def free_port() -> int:
 
 
 class Server:
-    """A running ``tensorboard`` process and its HTTP API."""
+    """A running ``tensorboard`` process and its HTTP API (``flags``: more of its command-line flags)."""
 
-    def __init__(self, logdir: str, log_path: str) -> None:
+    def __init__(self, logdir: str, log_path: str, flags: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log = open(log_path, "w+b")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [tensorboard_program(), "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port)],
+            [tensorboard_program(), "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port), *flags],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -204,6 +204,24 @@ def test_tensorboard_serves_the_watchdog_statistics_and_events(served_run) -> No
     assert {lr for _, _, lr in server.json("/data/plugin/scalars/scalars", run=run, tag="watchdog/lr_scale")} == {1.0}
     text = served_text(server, run, "watchdog/events")
     assert f"<td>{SPIKE}</td>" in text and "<td>skip</td>" in text
+
+
+def test_the_documented_tensorboard_command_serves_every_watchdog_event(served_run, tmp_path) -> None:
+    """``docs/tensorboard.md``'s command, with its ``--samples_per_plugin``, serves every text entry. It passed
+    ``text=0``, which TensorBoard's help calls "keep all" but which serves none (tensorflow/tensorboard#5550): the
+    Text tab was empty, the watchdog's incidents with it."""
+    _, run, callbacks, root = served_run
+    with open(os.path.join(ROOT, "docs", "tensorboard.md"), encoding="utf-8") as file:
+        (sampling,) = re.findall(r"^tensorboard --logdir \S+ (--samples_per_plugin \S+)", file.read(), re.MULTILINE)
+    server = Server(root, str(tmp_path / "tensorboard.log"), tuple(sampling.split()))
+    try:
+        # the run is loaded once its last scalar is served (the text tags are listed before their entries)
+        server.wait_for(lambda s: len(s.json("/data/plugin/scalars/scalars", run=run, tag="watchdog/loss")) == 12)
+        served = server.json("/data/plugin/text/text", run=run, tag="watchdog/events/text_summary")
+    finally:
+        server.stop()
+    rows = sum(entry["text"].count(f"<td>{SPIKE}</td>") for entry in served)
+    assert rows == len(callbacks["watchdog"].events) > 0
 
 
 def documented_tags() -> list[re.Pattern[str]]:
