@@ -1188,13 +1188,14 @@ class DivergenceWatchdog(Callback):
         self._clear_found_inf()
         self._restore_clipping(trainer)
         self._write_events(trainer, int(trainer.global_step) - 1)  # a rebaseline() after the last step
-        if self._ring.mode == "disk":
-            self._ring.close()
-        elif stage == "fit":
+        if stage == "fit":
             # a checkpoint the user writes after the fit still gets the newest snapshot's reference batch, and its
-            # weights instead of the live ones when the fit ended in an open incident (see on_save_checkpoint)
+            # weights instead of the live ones when the fit ended in an open incident (see on_save_checkpoint); disk
+            # snapshots leave no file
             unclean = self._policy.incident_open or bool(self._held) or self._update_too_large(trainer)
             self._ring.release(self._policy.state.snapshot_step, keep_snapshot=unclean)
+        elif self._ring.mode == "disk":
+            self._ring.close()
         self._trainer = None
 
     @override

@@ -127,8 +127,8 @@ class DiskSnapshot:
         host._plan.forget()
         host.optimizer._plan.forget()
 
-    @contextlib.contextmanager
-    def _loaded(self) -> Iterator[ModelSnapshot]:
+    def _load(self) -> ModelSnapshot:
+        """The file read back into the host snapshot."""
         if self.path is None or self.step is None:
             raise ValueError("there is no snapshot to restore yet")
         saved = torch.load(self.path, map_location="cpu", weights_only=False)
@@ -136,10 +136,23 @@ class DiskSnapshot:
         host.model, host.optimizer.state, host.step = saved["model"], saved["optimizer"], self.step
         states = zip(self._owners, saved.get("user", []))
         host.user = UserStates([(owner, state) for owner, state in states if state], self._device_of)
+        return host
+
+    @contextlib.contextmanager
+    def _loaded(self) -> Iterator[ModelSnapshot]:
+        host = self._load()
         try:
             yield host
         finally:
             self._unload()
+
+    def to_host(self) -> ModelSnapshot | None:
+        """The snapshot read back into host memory to outlive its file (:meth:`SnapshotRing.release`); ``None`` on a
+        rank that reads rank 0's file, which another rank may remove meanwhile (rank 0 alone writes a checkpoint)."""
+        if self._shared and self._rank != 0:
+            return None
+        host, self._host = self._load(), ModelSnapshot()
+        return host
 
     def _device_of(self, device: torch.device) -> torch.device:
         """Where a user state's tensor from ``device`` goes on this rank: rank 0 wrote the shared file, and its
@@ -318,20 +331,33 @@ class SnapshotRing:
     def release(self, step: int | None, keep_snapshot: bool) -> None:
         """After a fit: give up every snapshot and the spare buffers but the reference batch of ``step`` (a
         checkpoint written after the fit carries it), and ``step``'s snapshot too with ``keep_snapshot`` (the fit
-        ended in an open incident: such a checkpoint holds those weights, not the live ones)."""
+        ended in an open incident: such a checkpoint holds those weights, not the live ones). Every ``"disk"`` file
+        is removed, with the directory (:meth:`close`): a kept snapshot is read back into host memory first.
+        Before, the files went with the snapshot, and a checkpoint written after a fit that ended in an open
+        incident held the live weights, as no checkpoint written during it does."""
         self.keep_only([step] if step is not None else [])
-        if not keep_snapshot and step is not None:
-            snapshot = self.snapshots.pop(step, None)
-            if isinstance(snapshot, DiskSnapshot):
-                snapshot.remove()
+        snapshot = self.snapshots.pop(step, None) if step is not None else None
+        kept: Snapshot | None
+        if isinstance(snapshot, DiskSnapshot):
+            kept = snapshot.to_host() if keep_snapshot else None
+            snapshot.remove()
+        else:
+            kept = snapshot if keep_snapshot else None
+        if kept is not None and step is not None:
+            self.snapshots[step] = kept
         self._spare = None
+        self._remove_directory()
 
     def close(self) -> None:
         """Give up every snapshot and the spare buffers, and remove the ``"disk"`` directory when that leaves it
         empty (it was made for them; a directory that holds anything else stays)."""
         self.clear()
         self._spare = None
-        if self.mode == "disk":  # this fit's directory, then ``watchdog-snapshots`` when no other run's is left
+        self._remove_directory()
+
+    def _remove_directory(self) -> None:
+        """Remove the ``"disk"`` directory when it is empty, then ``watchdog-snapshots`` when no other run's is left."""
+        if self.mode == "disk":
             for directory in (self.directory, os.path.dirname(self.directory)):
                 # another rank (or run) may remove it between any two of these calls: listdir fails then too
                 with contextlib.suppress(OSError):

@@ -1465,6 +1465,29 @@ def test_a_checkpoint_written_after_a_fit_that_ended_mid_incident_holds_the_newe
     assert len(own["reference"]) == 1
 
 
+def test_with_disk_snapshots_a_checkpoint_written_after_a_fit_that_ended_mid_incident_holds_the_clean_weights(
+    tmp_path,
+):
+    """As in host memory (above, without a reference batch): the snapshot the open incident would roll back to
+    holds the checkpoint's weights. On disk the fit's end removed every file, and a checkpoint written then held
+    the live weights of the two ×1000 steps' run of outliers, not known clean, with no live copy beside them
+    and no reference batch. The snapshot is read back into host memory at the fit's end; its file goes."""
+    model = DigitsModel(faults=Faults(loss_times={58: 1000.0, 59: 1000.0}))
+    watchdog = DivergenceWatchdog(warmup_steps=20, reference_batch=False, snapshot="disk")
+    weights = Weights()
+    trainer = make_trainer(tmp_path, max_steps=60, callbacks=[watchdog, weights])
+    trainer.fit(model, digits_loader(0))
+    assert [(e.step, e.action) for e in watchdog.events] == [(58, "skip"), (59, "skip")]
+    assert watchdog._policy.incident_open and watchdog._policy.state.snapshot_step == 50
+    assert not (tmp_path / "watchdog-snapshots").exists()
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    checkpoint = torch.load(tmp_path / "after.ckpt", weights_only=False)
+    own = checkpoint["callbacks"]["DivergenceWatchdog"]
+    assert all(map(torch.equal, checkpoint["state_dict"].values(), weights.before[50]))
+    assert all(map(torch.equal, own["live"]["model"].values(), model.state_dict().values()))
+    assert len(own["reference"]) == 1
+
+
 class Validated(DigitsModel):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.log("val_loss", torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
