@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import uuid
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,7 +22,6 @@ from lr_callbacks.core.compat import (
     clear_found_inf,
     clear_stale_unscale,
     grad_scaler,
-    is_lightning,
     optimizer_steps,
     overrides,
     supports_found_inf,
@@ -48,6 +46,13 @@ from lr_callbacks.core.snapshot import (
     restore_optimizer_state,
     stateful_owners,
 )
+from lr_callbacks.watchdog.advice import (
+    warn_averaging,
+    warn_flat_loss,
+    warn_lone_skips,
+    warn_nonpositive,
+    warn_weights_only,
+)
 from lr_callbacks.watchdog.config import OWNER, Action, Incident, Signal, WatchdogConfig
 from lr_callbacks.watchdog.device import (
     DeviceJudge,
@@ -60,6 +65,7 @@ from lr_callbacks.watchdog.device import (
     row_from_state,
     row_state,
 )
+from lr_callbacks.watchdog.halt import HALT_NAME, check_halt_path, save_last_good, unused_path
 from lr_callbacks.watchdog.policy import WatchdogPolicy
 from lr_callbacks.watchdog.samples import take_sample_losses
 from lr_callbacks.watchdog.snapshots import (
@@ -87,8 +93,6 @@ log = logging.getLogger("lr_callbacks")
 _HEADER = "| step | signal | value | threshold | action | detail |\n|---|---|---|---|---|---|\n"
 DEVICE_SYNC_EVERY = 8
 """``sync_every_n_steps`` chosen on an accelerator without a ``GradScaler``."""
-HALT_NAME = "watchdog-last-good.ckpt"
-"""The halt checkpoint's file name under ``default_root_dir`` when ``halt_checkpoint`` is not given."""
 
 
 class DivergenceWatchdog(Callback):
@@ -377,7 +381,7 @@ class DivergenceWatchdog(Callback):
         if log_every_n_steps is not None:
             check_int("log_every_n_steps", log_every_n_steps, low=1, owner=OWNER)
         if halt_checkpoint is not None:
-            _check_halt_path(halt_checkpoint)
+            check_halt_path(halt_checkpoint)
         if not isinstance(reference_batch, bool):
             raise TypeError(f"{OWNER}: `reference_batch` must be True or False, got {reference_batch!r}")
         self._reference_batch = reference_batch
@@ -591,8 +595,8 @@ class DivergenceWatchdog(Callback):
             )
         self._reset_fit()
         self._trainer = trainer
-        self._warn_weights_only(trainer)
-        self._warn_averaging(trainer)
+        warn_weights_only(trainer)
+        warn_averaging(trainer)
         self._halt_path = self._halt_checkpoint or os.path.join(trainer.default_root_dir, HALT_NAME)
         if self._sync_every_arg is not None:
             self._sync_every = self._sync_every_arg
@@ -831,7 +835,8 @@ class DivergenceWatchdog(Callback):
             below = [(k, lo) for k, _, lo, _, _ in rows if math.isfinite(lo) and lo <= 0.0]  # judged on the device
             below += [(step, loss)] if math.isfinite(loss) and loss <= 0.0 else []
             if below:
-                self._warn_nonpositive(trainer, *below[0])
+                self._warned_nonpositive = True
+                warn_nonpositive(trainer, *below[0])
         world = int(trainer.world_size)
         samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
         scale_before = self._policy.scale
@@ -864,7 +869,8 @@ class DivergenceWatchdog(Callback):
             self._untouched = False
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
         if not self._warned_lone_skips and self._policy.lone_skips_recur(step):
-            self._warn_lone_skips(trainer, step)
+            self._warned_lone_skips = True
+            warn_lone_skips(trainer, self._policy, step)
         # batches that ran forward and were not trained on leave no trace in the buffers, unless a rollback brought the
         # snapshot's back; a halt that keeps the live weights puts them back too (before, the halting batch's NaN input
         # left BatchNorm's statistics NaN in the halt checkpoint, "the last good state")
@@ -961,78 +967,6 @@ class DivergenceWatchdog(Callback):
 
         return probe
 
-    @staticmethod
-    def _warn_averaging(trainer: Any) -> None:
-        """Say that a rollback does not reach the average Lightning's weight-averaging callbacks keep inside the
-        callback (found by a review: one LR ×1000 step, rolled back at the next, left ``EMAWeightAveraging``'s
-        average, which it copies into the model at the end and into a checkpoint's ``state_dict``, at 1.50 against
-        0.20 in the clean run)."""
-        names = ("WeightAveraging", "StochasticWeightAveraging")
-        averaging = [c for c in trainer.callbacks if any(is_lightning(c, name) for name in names)]
-        if averaging and trainer.is_global_zero:
-            warnings.warn(
-                f"{OWNER}: a rollback puts back the model's weights, not the average {type(averaging[0]).__name__} "
-                "keeps inside the callback: updates a rollback undoes may stay averaged in (every step's under "
-                "EMAWeightAveraging; under StochasticWeightAveraging those of an epoch end in its averaging phase), "
-                "and so in the model it writes at the end and a checkpoint's state_dict, the halt's too. Keep an "
-                "EMA in the module instead (torch_ema, diffusers' EMAModel: the watchdog rolls it back), or train "
-                "without the watchdog.",
-                UserWarning,
-                stacklevel=2,
-            )
-
-    @staticmethod
-    def _warn_weights_only(trainer: Any) -> None:
-        """Say that weights-only checkpoints bypass the watchdog: Lightning writes them without the callbacks'
-        ``on_save_checkpoint``, where a checkpoint written during an incident gets the clean snapshot's weights."""
-        savers = [c for c in trainer.callbacks if getattr(c, "save_weights_only", False) is True]
-        if savers and trainer.is_global_zero:
-            warnings.warn(
-                f"{OWNER}: {type(savers[0]).__name__}(save_weights_only=True) writes its checkpoints without the "
-                "callbacks' on_save_checkpoint, where the watchdog puts the last clean snapshot's weights in a "
-                "checkpoint written while an incident is open: such a file holds the live weights, possibly "
-                "damaged. Full checkpoints (the default) are kept clean; a resume needs them anyway.",
-                UserWarning,
-                stacklevel=2,
-            )
-
-    def _warn_lone_skips(self, trainer: Any, step: int) -> None:
-        """Say once that bad data keeps coming back between good batches (:meth:`WatchdogPolicy.lone_skips`)."""
-        self._warned_lone_skips = True
-        count, window = self._policy.lone_skips(step), self.config.window
-        if count >= self.config.patience:
-            where = f"{count} of the last {window} steps (to step {step})"
-        else:
-            where = f"{self._policy.state.lone_skips_total} of the run's {step + 1} steps"
-        if trainer.is_global_zero:
-            warnings.warn(
-                f"{OWNER}: {where} were skipped as bad data one at a time, "
-                "between accepted steps, while the clean reference batch read the weights sound. Bad data is the "
-                "exception: batches of a higher loss that keep coming back may be part of your data (a second task "
-                "or source, harder examples), which the skips keep the model from. If they are, put the losses on "
-                "a common scale (e.g. weigh each task's loss by its typical level), or raise z_threshold, or set "
-                "outlier_action='clip' (trained on with a clipped gradient); if they are bad (a corrupted shard), "
-                "remove them at the source.",
-                UserWarning,
-                stacklevel=2,
-            )
-
-    def _warn_nonpositive(self, trainer: Any, step: int, loss: float) -> None:
-        """Say once that a loss <= 0 is not judged: the loss rules work in log space (a ratio to the baseline)."""
-        self._warned_nonpositive = True
-        if trainer.is_global_zero:
-            warnings.warn(
-                f"{OWNER}: the loss is {loss:.4g} at step {step}, not positive. The watchdog judges a loss by its "
-                "ratio to the baseline (in log space), so a step whose loss is <= 0 is not judged on its loss (its "
-                "gradient norm, its update size and non-finite values still are), and a clean reference batch whose "
-                "loss was <= 0 when its snapshot was taken cannot tell bad data from damaged weights. From the first "
-                "loss below 0 on, no loss is judged, its positive values neither (a loss that can be negative, a "
-                "Gaussian NLL or a variational bound, is no ratio to a level): the run is watched through those "
-                "signals only.",
-                UserWarning,
-                stacklevel=2,
-            )
-
     def _record(
         self,
         step: int,
@@ -1109,16 +1043,9 @@ class DivergenceWatchdog(Callback):
     def _halt(self, trainer: Any) -> None:
         reason, self._halt_pending = self._halt_pending, None
         assert self._halt_path is not None  # set at fit start
-        path = trainer.strategy.broadcast(_unused_path(self._halt_path))  # never over what is there: -v1, -v2, …
+        path = trainer.strategy.broadcast(unused_path(self._halt_path))  # never over what is there: -v1, -v2, …
         self._halt_path = path
-        try:
-            trainer.save_checkpoint(path)
-        except OSError as error:  # a full disk, a folder removed or replaced by a file since the fit began
-            raise OSError(
-                f"{OWNER} halted the run ({reason}) but could not save the last good state to {path}: {error}. The "
-                "model in memory holds it (its weights restored): save it with trainer.save_checkpoint(path) or "
-                "torch.save(model.state_dict(), path) before anything else runs"
-            ) from error
+        save_last_good(trainer, path, str(reason))
         trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(True, all=False))
         message = f"{OWNER} halted the run: {reason}, and saved to {path}"
         log.error(message)
@@ -1301,74 +1228,11 @@ class DivergenceWatchdog(Callback):
         if trainer is not None:
             self._unwritten.append(incident)  # written with the read's others (_write_events)
         if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
-            lr = _reference_lr_text(trainer)
-            rose = incident.value <= -incident.threshold  # the drop was negative by the threshold or more
-            advice = "a lower" if rose else "a higher"
-            warnings.warn(
-                f"{OWNER}: {incident.detail}{lr}; try LRFinder or {advice} peak LR", UserWarning, stacklevel=2
-            )
+            warn_flat_loss(trainer, incident)
 
 
 def _no_clipping(*args: Any, **kwargs: Any) -> None:
     """A dropped step's ``configure_gradient_clipping``: its gradients are gone, there is nothing to clip."""
-
-
-def _check_halt_path(path: object) -> None:
-    """Refuse a ``halt_checkpoint`` that cannot be a checkpoint's path: not a path, empty, or a folder (one that is
-    not a distributed checkpoint, which sharded strategies write as a folder)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{OWNER}: `halt_checkpoint` must be a path or None, got {path!r}")
-    text = os.fspath(path)
-    if not text:
-        raise ValueError(f"{OWNER}: `halt_checkpoint` is empty; give a file path, or None for the default")
-    distributed = os.path.exists(os.path.join(text, ".metadata"))
-    if text.endswith(("/", os.sep)) or (os.path.isdir(text) and not distributed):
-        raise ValueError(
-            f"{OWNER}: `halt_checkpoint` {text!r} is a folder; give a file path in it, e.g. "
-            f"{os.path.join(text, HALT_NAME)!r}"
-        )
-    blocker = _file_in_the_way(text)
-    if blocker is not None:
-        raise ValueError(
-            f"{OWNER}: `halt_checkpoint` {text!r} cannot be written: {blocker!r} is a file, where its folder would "
-            f"be; give a path in a folder, e.g. {os.path.join(os.path.dirname(blocker), HALT_NAME)!r}"
-        )
-
-
-def _file_in_the_way(path: str) -> str | None:
-    """The nearest existing ancestor of ``path`` when it is a file, not a folder (so that no folder can be made
-    there), else ``None``. Before, such a ``halt_checkpoint`` was accepted and the halt itself, the moment the last
-    good state is to be saved, failed with ``FileExistsError`` and saved nothing.
-
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     open(os.path.join(d, "runs"), "w").close()
-    ...     blocked = _file_in_the_way(os.path.join(d, "runs", "new", "good.ckpt"))
-    ...     os.path.basename(blocked), _file_in_the_way(os.path.join(d, "new", "good.ckpt"))
-    ('runs', None)
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)
-    return None if os.path.isdir(folder) else folder
-
-
-def _unused_path(path: str) -> str:
-    """``path``, or when something is there already (an earlier run's halt), the first free ``<name>-v<k><ext>``.
-
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     first = _unused_path(os.path.join(d, "last.ckpt"))
-    ...     open(first, "w").close()
-    ...     os.path.basename(first), os.path.basename(_unused_path(first))
-    ('last.ckpt', 'last-v1.ckpt')
-    """
-    stem, ext = os.path.splitext(path)
-    candidate, version = path, 0
-    while os.path.exists(candidate):
-        version += 1
-        candidate = f"{stem}-v{version}{ext}"
-    return candidate
 
 
 def _total_steps(trainer: Any) -> int | None:
@@ -1378,14 +1242,6 @@ def _total_steps(trainer: Any) -> int | None:
     except Exception:  # no loader length and no max_steps: Lightning cannot tell
         return None
     return total or None  # a run of 0 steps has no length to be relative to
-
-
-def _reference_lr_text(trainer: Any) -> str:
-    if trainer is None or not trainer.optimizers:
-        return ""
-    lr = trainer.optimizers[0].param_groups[0]["lr"]
-    value = float(lr) if not isinstance(lr, torch.Tensor) else math.nan
-    return f" (LR {value:.3g})"
 
 
 def _group_names(optimizer: Any) -> list[str]:
