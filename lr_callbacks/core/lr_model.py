@@ -80,6 +80,12 @@ class ScheduleOwner(Protocol):
         """The LR is driven by Lightning's ``StochasticWeightAveraging`` now (SWALR), not by the schedule."""
         ...
 
+    @property
+    def _aside(self) -> bool:
+        """This fit has no run to plan (``fast_dev_run``, ``limit_train_batches=0``): the schedule stands aside, and
+        the LRs are the optimizer's own."""
+        ...
+
 
 @runtime_checkable
 class LRScaler(Protocol):
@@ -119,15 +125,19 @@ def schedule_callback(trainer: Any) -> ScheduleOwner | None:
 
 def find_lr_schedule(trainer: Any) -> ScheduleOwner | None:
     """The trainer's :class:`ScheduleOwner`, set up for the fit under way (its table of groups built from the
-    trainer's optimizers), or ``None``. Only during a fit: called after one, it would bind the schedule to the
-    finished fit's optimizers (use :func:`schedule_callback` there).
+    trainer's optimizers), or ``None``, also when it stands aside in this fit (``fast_dev_run``): the LRs are then
+    the optimizer's own, as without one. Before, the watchdog set an aside schedule up at its first step, against
+    the smoke test's few batches: ``fast_dev_run`` with ``LRSchedule("cosine", warmup="50 steps")`` and the watchdog
+    failed with "the phases add up to 50 steps, but the run has 3 steps". Only during a fit: called after one, it
+    would bind the schedule to the finished fit's optimizers (use :func:`schedule_callback` there).
 
     Raises:
         ValueError: if there are several (they would fight over the LR).
     """
     schedule = schedule_callback(trainer)
-    if schedule is not None:
-        schedule._setup_for(trainer)
+    if schedule is None or schedule._aside:
+        return None
+    schedule._setup_for(trainer)
     return schedule
 
 

@@ -343,6 +343,18 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
         assert body == pytest.approx(0.1 * scale / (1 + 0.01 * k)) and head == pytest.approx(body / 10)
 
 
+@pytest.mark.parametrize("schedule_first", [True, False], ids=["schedule_first", "watchdog_first"])
+def test_under_fast_dev_run_the_watchdog_leaves_an_aside_schedule_aside(tmp_path, schedule_first):
+    """``fast_dev_run`` smoke-tests the code on a few batches, and LRSchedule stands aside. Before, the watchdog set
+    it up at its first step (reading the planned peak) against those 3 batches: "the phases add up to 50 steps
+    (50 steps), but the run has 3 steps", a failed smoke test of a configuration that trains."""
+    schedule, watchdog = LRSchedule("cosine", warmup="50 steps"), DivergenceWatchdog()
+    model = DigitsModel()
+    callbacks = [schedule, watchdog] if schedule_first else [watchdog, schedule]
+    fit(tmp_path, model, callbacks, 300, fast_dev_run=3, logger=False)
+    assert model.seen_lrs == [0.1, 0.1, 0.1] and schedule.run is None  # configure_optimizers' LR, no plan
+
+
 # --- reporting --------------------------------------------------------------------------------------------------
 
 
