@@ -652,10 +652,13 @@ class DivergenceWatchdog(Callback):
             self._policy.snapshot_taken(step)
         else:
             self._policy.resumed_from(restored_step, keep_reference=bool(batches), level=level)
-            schedule = find_lr_schedule(trainer)
-            if schedule is not None:
-                # the checkpoint's LRSchedule holds this scale already; one added on resume starts at 1 without it
-                schedule._set_scale(self._policy.scale)
+        schedule = find_lr_schedule(trainer)
+        if schedule is not None:
+            # scale(g) is this watchdog's. On resume the checkpoint's LRSchedule holds it already; one added on resume
+            # starts at 1 without it. A new run starts at 1: a fit continued on the last fit's trainer (max_steps
+            # raised) goes on with that fit's LRSchedule, and before kept its last cut (0.5) under a watchdog that
+            # starts afresh at 1, which never gave it back and logged watchdog/lr_scale 1.0 under the halved LR.
+            schedule._set_scale(self._policy.scale)
         live, self._live = self._live, None
         if live is not None:
             pl_module.load_state_dict(live["model"])

@@ -343,6 +343,22 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
         assert body == pytest.approx(0.1 * scale / (1 + 0.01 * k)) and head == pytest.approx(body / 10)
 
 
+def test_a_fit_continued_on_the_same_trainer_does_not_keep_a_cut_the_new_watchdog_run_does_not_hold(tmp_path):
+    """``trainer.fit`` again with max_steps raised: LRSchedule goes on from the last fit, the watchdog starts afresh
+    (no incidents, scale 1). Before, the schedule kept the last fit's cut (scale 0.5) under it: the second fit trained
+    at half the LR, a cut no watchdog held or would give back, while ``watchdog/lr_scale`` read 1.0."""
+    schedule = LRSchedule("constant", log_plan=False)
+    watchdog = small(lower_after=2, lower_window=20, recover_after=None, reference_batch=False)
+    model = DigitsModel(faults=Faults(loss_times={20: 1000.0, 25: 1000.0}))
+    trainer = fit(tmp_path, model, [schedule, watchdog], 30, logger=False)
+    assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(25, "lower_lr")]
+    assert schedule.scales == [[0.5]] and model.seen_lrs[25:] == [0.05] * 5
+    trainer.fit_loop.epoch_loop.max_steps = 40
+    trainer.fit(model, digits_loader())
+    assert trainer.global_step == 40 and watchdog.events == [] and watchdog.scale == 1.0
+    assert schedule.scales == [[1.0]] and model.seen_lrs[30:] == [0.1] * 10
+
+
 @pytest.mark.parametrize("schedule_first", [True, False], ids=["schedule_first", "watchdog_first"])
 def test_under_fast_dev_run_the_watchdog_leaves_an_aside_schedule_aside(tmp_path, schedule_first):
     """``fast_dev_run`` smoke-tests the code on a few batches, and LRSchedule stands aside. Before, the watchdog set
