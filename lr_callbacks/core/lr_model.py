@@ -33,6 +33,7 @@ __all__ = [
     "reference_lr",
     "require_lr_groups",
     "rescale_lrs",
+    "scale_new_swa_scheduler",
     "schedule_callback",
     "set_lr",
     "set_lr_scale",
@@ -253,6 +254,26 @@ def _rescale_scheduler(scheduler: Any, factor: float) -> None:
         values = getattr(scheduler, attribute, None)
         if isinstance(values, list):
             setattr(scheduler, attribute, [v * factor for v in values])
+
+
+def scale_new_swa_scheduler(trainer: Any, scale: float, known: int | None) -> int | None:
+    """Put the watchdog's ``scale`` into the ``swa_lr`` of an ``SWALR`` that Lightning's ``StochasticWeightAveraging``
+    created since the last call (``known``: the ``id`` of the one seen then); returns the ``id`` of the one in force.
+
+    SWALR anneals from the group's LR, which holds the cut, to the ``swa_lrs`` it is given, which do not. Once it
+    drives the LR, :func:`set_lr_scale` rescales its ``swa_lr`` with the LR; a cut taken before it started was
+    not in it, and giving that cut back took the LR above the user's ``swa_lrs`` (0.04 for ``swa_lrs=0.02``
+    after a cut to 0.5 at the step before SWA began, given back in its phase).
+    """
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        if isinstance(scheduler, torch.optim.swa_utils.SWALR) and id(scheduler) != known:
+            if scale != 1.0:
+                for group in scheduler.optimizer.param_groups:
+                    if "swa_lr" in group:
+                        group["swa_lr"] = group["swa_lr"] * scale
+            return id(scheduler)
+    return known
 
 
 def require_lr_groups(trainer: Any, owner: str) -> None:

@@ -34,6 +34,7 @@ from lr_callbacks.core.lr_model import (
     find_lr_schedule,
     reference_lr,
     require_lr_groups,
+    scale_new_swa_scheduler,
     schedule_callback,
     set_lr_scale,
 )
@@ -439,6 +440,7 @@ class DivergenceWatchdog(Callback):
         self._untouched = False  # no update can have reached the weights since the last restore of a snapshot
         self._unwritten: list[Incident] = []  # incidents reported since the last write to watchdog/events
         self._written_step = -1  # the step of that write
+        self._swa_scheduler: int | None = None  # the id of the SWALR whose swa_lr holds this watchdog's scale
 
     def _drop(self, trainer: Any, optimizer: Any) -> None:
         """Drop the coming update (:func:`~lr_callbacks.watchdog.device.drop_gradients`).
@@ -735,6 +737,8 @@ class DivergenceWatchdog(Callback):
         if self._signals.micro_batches == 0:
             self._batches, self._rngs = [], []
             self._norms.capture()  # put back if this step is skipped
+            # StochasticWeightAveraging's SWALR, created at its start epoch, targets swa_lrs without this scale's cut
+            self._swa_scheduler = scale_new_swa_scheduler(trainer, self._policy.scale, self._swa_scheduler)
         self._batches.append(batch)
         self._rngs.append(rng_state(pl_module.device))  # a reference evaluation replays its random draws
         take_sample_losses(pl_module)  # drop any left by an evaluation outside the step (the reference batch's)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from pytorch_lightning.plugins.precision import MixedPrecision
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
@@ -341,6 +341,28 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
     for k, (body, head) in enumerate(model.seen_lrs):
         scale = 0.5 if k >= 22 else 1.0
         assert body == pytest.approx(0.1 * scale / (1 + 0.01 * k)) and head == pytest.approx(body / 10)
+
+
+@pytest.mark.parametrize("with_schedule", [True, False], ids=["LRSchedule", "alone"])
+def test_a_cut_taken_before_swa_starts_and_given_back_in_its_phase_ends_at_the_swa_lrs(tmp_path, with_schedule):
+    """StochasticWeightAveraging starts at step 32 (epoch 1) with swa_lrs=0.02; the watchdog cut the LR to 0.5 at
+    step 31 and to 0.25 at its rollback at step 41, and gives both back at steps 71 and 101. SWALR's swa_lr was set
+    after the first cut, without it: giving the cuts back took it to 0.04, twice the swa_lrs asked for."""
+
+    def hook(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * 1000.0 if step in (20, 22) else loss
+
+    model = TinyModel(loss_hook=hook)
+    watchdog = small(lower_after=2, min_spread=0.05, reference_batch=False, recover_after=15)
+    swa = StochasticWeightAveraging(swa_lrs=0.02, swa_epoch_start=2, annealing_epochs=1)
+    callbacks = [*([LRSchedule("constant", log_plan=False)] if with_schedule else []), watchdog, swa]
+    pl.seed_everything(0, verbose=False)
+    trainer = make_trainer(tmp_path, max_epochs=4, callbacks=callbacks, logger=False)
+    trainer.fit(model, loader(regression_data(n=256)))
+    kinds = [(e.step, e.action) for e in watchdog.events if e.action != "skip"]
+    assert kinds == [(31, "lower_lr"), (41, "rollback"), (71, "raise_lr"), (101, "raise_lr")]
+    assert watchdog.scale == 1.0 and model.seen_lrs[-1] == pytest.approx([0.02, 0.02], rel=1e-12)
+    assert model.seen_lrs[80] == pytest.approx([0.01, 0.01], rel=1e-12)  # swa_lrs at the cut still held, 0.5
 
 
 def test_a_fit_continued_on_the_same_trainer_does_not_keep_a_cut_the_new_watchdog_run_does_not_hold(tmp_path):
