@@ -854,11 +854,13 @@ class DivergenceWatchdog(Callback):
         skipped_before = False  # a step judged on the device whose batch ran forward but was not trained on
         for k, v, lo, no, s in rows:  # the steps judged on the device since the last read, oldest first
             self._rebaseline_now(k)
-            decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world)))
+            # its update ran between reads, at the scale in force then: a decision of this read changes the next ones
+            decisions.append(self._record(k, v, lo, no, probe, self._in_force(s, world), scale_before))
             skipped_before |= v.skip
             if self._acted(decisions):
                 break  # the steps after it ran on the weights the rollback (or halt) undoes: not judged again
         dropped = self._acted(decisions)  # whether this step's update is dropped
+        recorded = not dropped
         self._rebaseline_now(step)
         if dropped:
             self._drop(trainer, optimizer)  # this step too
@@ -875,6 +877,11 @@ class DivergenceWatchdog(Callback):
         if not dropped:
             self._untouched = False
         self._apply(trainer, pl_module, optimizer, decisions, scale_before)
+        if recorded and step % self._log_every == 0:
+            # the scale this step's update uses: after all of this read's decisions (a rollback's cut, the update
+            # ratio's), as lr/<group> shows it. Before, the scale after its first decision: 0.5 where the step
+            # trained at 0.05 (a rollback's cut, then the update ratio's), 0.1 where its LR was back at the plan's
+            log_scalars(self._trainer, {"watchdog/lr_scale": self._policy.scale}, step)
         if not self._warned_lone_skips and self._policy.lone_skips_recur(step):
             self._warned_lone_skips = True
             warn_lone_skips(trainer, self._policy, step)
@@ -982,12 +989,17 @@ class DivergenceWatchdog(Callback):
         norm: float,
         probe: Probe | None = None,
         samples: Samples | None = None,
+        scale: float | None = None,
     ) -> Decision:
+        """Record a step's signals, log them, report its incidents; ``scale``: the LR scale its update used, logged
+        as ``watchdog/lr_scale`` (``None``: this read's own step, whose scale is logged once its decisions apply)."""
         logged = step % self._log_every == 0
         scores = self._policy.z_scores(loss, norm) if logged and self._policy.ready else {}  # against the old baseline
         decision = self._policy.record(step, loss, norm, verdict, probe, samples)
         if logged:
-            metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm, "watchdog/lr_scale": self._policy.scale}
+            metrics = {"watchdog/loss": loss, "watchdog/grad_norm": norm}
+            if scale is not None:
+                metrics["watchdog/lr_scale"] = scale
             metrics.update({f"watchdog/{name}": value for name, value in scores.items()})
             if samples is not None and math.isfinite(samples.limit):
                 metrics["watchdog/sample_outliers"] = samples.share

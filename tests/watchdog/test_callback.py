@@ -393,6 +393,28 @@ def test_under_fast_dev_run_the_watchdog_leaves_an_aside_schedule_aside(tmp_path
     assert model.seen_lrs == [0.1, 0.1, 0.1] and schedule.run is None  # configure_optimizers' LR, no plan
 
 
+@pytest.mark.parametrize(
+    ("faults", "options"),
+    [
+        (Faults(lr_times={k: 30.0 for k in range(35, 39)}), {}),
+        (Faults(loss_times={20: 1000.0, 25: 1000.0}), dict(sync_every_n_steps=8, lower_after=2, reference_batch=False)),
+    ],
+    ids=["host", "device"],
+)
+def test_the_logged_lr_scale_is_the_one_each_update_used(tmp_path, faults, options):
+    """``watchdog/lr_scale`` at step k is the scale of the LR step k trained at, as ``lr/<group>`` shows it. Before, on
+    the host it was the scale after the step's first decision: at step 36 a rollback's cut (0.5) and then the update
+    ratio's (0.05) trained it at 0.005, logged 0.5; at step 41 the LR was back at the plan's 0.1, logged 0.1. On the
+    device (read every 8 steps) the steps judged between reads got the scale decided at the read, which only the
+    steps from the read on used: 0.5 at steps 25-30, which trained at 0.1."""
+    watchdog = small(**options)
+    fit(tmp_path, DigitsModel(faults=faults), [LRSchedule("constant", log_plan=False), watchdog], 60)
+    assert {e.action for e in watchdog.events} >= {"lower_lr", "raise_lr"}
+    scales, lrs = dict(read_scalars(tmp_path, "watchdog/lr_scale")), dict(read_scalars(tmp_path, "lr/group0"))
+    assert len(scales) >= 55 and set(scales) <= set(lrs)
+    assert {k: 0.1 * scale for k, scale in scales.items()} == pytest.approx({k: lrs[k] for k in scales}, rel=1e-6)
+
+
 # --- reporting --------------------------------------------------------------------------------------------------
 
 
