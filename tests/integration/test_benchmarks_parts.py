@@ -375,7 +375,7 @@ def test_train_follows_the_schedule_and_flags_divergence() -> None:
     assert same == calm
     blown, _ = train(task, "sgd", 1e4, seed=0)
     assert blown.diverged and blown.loss == pytest.approx(task.chance_loss)
-    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw, nesterov, rmsprop, adam; got 'lamb'"):
+    with pytest.raises(ValueError, match=r"optimizer must be one of sgd, adamw, nesterov, .*, radam; got 'lamb'"):
         train(task, "lamb", 1e-3, seed=0)
 
 
