@@ -644,14 +644,14 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         early = warming or not self.ready
         ceiling = ""
         if s.raised or refuted:  # damaged again after a clean stretch (or blamed bad data) raised the LR: too high
-            s.ceiling = min(s.ceiling, s.scale * c.lr_factor)
+            s.ceiling = min(s.ceiling, s.scale / s.ratio_cut * c.lr_factor)  # the ladder's part (see _recover)
             ceiling = f"; damaged again after a raise, so clean stretches raise it to {s.ceiling:.3g} at most"
         s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
         if early:
             share = self._share_at(began) if warming else 1.0  # past the warmup, the LR was at its planned peak
             s.scale = max(min(s.scale, old * c.lr_factor * share), c.min_lr_scale)
-            s.ceiling = min(s.ceiling, s.scale)
+            s.ceiling = min(s.ceiling, s.scale / s.ratio_cut)
             when = (
                 f"while the LR warmed up, at {share:.0%} of its planned peak"
                 if warming
@@ -820,10 +820,13 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         """After ``recover_after`` steps (or that share of the run) with no incident, undo one LR cut; the wait
         doubles with each rollback of the run. Never above the ceiling: a scale that was raised back to and
         damaged the weights again (repeated trouble at one LR means that LR is too high) stays ``lr_factor``
-        below it for the rest of the run."""
+        below it for the rest of the run. The ceiling holds the ladder's part of the scale: the update ratio's cut
+        comes on top of it and is that signal's to undo (before, the smaller of the two was the top, so a clean
+        stretch gave an LR fault's cut back while the fault lasted, and the fault's end then raised the scale above
+        the ceiling)."""
         s, c = self.state, self.config
-        top = min(s.ratio_cut, s.ceiling)
-        if s.recover_steps is None or s.scale >= top or s.last_change is None:
+        top = s.ceiling * s.ratio_cut
+        if s.recover_steps is None or s.scale >= top * (1.0 - 1e-9) or s.last_change is None:
             return Decision()
         wait = s.recover_steps * 2**s.rollbacks  # each rollback says an earlier raise may have come too soon
         if step - s.last_change < wait:

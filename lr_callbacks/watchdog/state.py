@@ -87,7 +87,9 @@ class PolicyState:
     undone: tuple[int, int] | None = None  # the last rollback undid the updates of these steps (first, last)
     guarded: int | None = None  # after a rollback: steps accepted in a row (None: no guard; see GUARD_Z_SHARE)
     rollback_cut: float = 1.0  # the LR cut the last rollback of the ladder made (undone if bad data caused it)
-    ceiling: float = 1.0  # the highest scale a clean stretch may raise to: a scale raised back to and damaged again
+    # the highest scale a clean stretch may raise to (times ``ratio_cut`` while that is in force): a scale raised back
+    # to and damaged again
+    ceiling: float = 1.0
     ceiling_before_rollback: float = 1.0
     raised: bool = False  # a clean stretch raised the scale since the last rollback
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback

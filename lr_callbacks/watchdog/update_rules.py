@@ -146,7 +146,9 @@ class UpdateRatioRules(PolicyMemory):
     def _ratio_restore(self, step: int, excess: float) -> Decision:
         s = self.state
         factor = 1.0 / s.ratio_cut  # the cause has passed: the whole cut this signal made goes
-        old, s.scale = s.scale, snap(min(1.0, s.scale * factor))
+        # up to the ceiling a scale that damaged the weights again left (a cut of the ladder that min_lr_scale held
+        # back while this one was in force is not given back with it), and never down
+        old, s.scale = s.scale, snap(max(s.scale, min(s.ceiling, s.scale * factor)))
         s.ratio_cut = snap(min(1.0, s.ratio_cut * factor))
         detail = (
             f"the update is back below its usual size for the planned LR: what made it too large has passed; "

@@ -1001,6 +1001,54 @@ def test_a_single_rollback_sets_no_ceiling():
     assert policy.scale == 1.0 and policy.state.ceiling == 1.0
 
 
+def test_a_clean_stretch_under_a_ceiling_leaves_the_update_ratios_cut_to_it():
+    """The ceiling is 0.5 (damaged again after a raise), and the scale is back at it. An LR fault ×5 from step 120
+    is cut by the update ratio to 0.099; 40 clean steps later a clean stretch may raise the ladder's part (at its
+    ceiling already), not the fault's cut. Before, the smaller of the ceiling and the cut was the top: the clean
+    stretch raised 0.099 → 0.198 while the fault lasted (the LR reaching the weights at the full planned LR, twice
+    the ceiling, which the update ratio, judging the update against the LR set, did not see), and the fault's end
+    then took the scale to 1.0, above the ceiling for the rest of the run."""
+    policy = referenced(patience=3, recover_after=10, update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # damaged: rolled back, 0.5
+    feed(policy, [1.0] * 25, start=31)  # a clean stretch raises it back to 1
+    feed(policy, [1000.0], start=56, probe=lambda: 5.0)  # damaged again: 0.25, ceiling 0.5
+    feed(policy, [1.0] * 59, start=57)  # raised to the ceiling
+    policy.snapshot_taken(115, reference=1.0)
+    assert (policy.scale, policy.state.ceiling) == (0.5, 0.5)
+    for step in range(116, 260):
+        feed(policy, [1.0], start=step)
+        if step % 5 == 0:
+            fault = 5.0 if step < 240 else 1.0  # the LR reaching the weights is ×5 until step 240
+            policy.record_update(step, {"body": (0.01 * fault * policy.scale, 0.1 * policy.scale)}, 1.0)
+    raised = [(e.step, e.signal) for e in policy.events if e.action == "raise_lr" and e.step > 100]
+    assert raised == [(240, "update_ratio")]  # no clean stretch gave the fault's cut back while it lasted
+    assert policy.scale == pytest.approx(0.5) and policy.state.ratio_cut == 1.0
+
+
+def test_the_end_of_an_lr_fault_raises_the_scale_to_the_ceiling_at_most():
+    """Raised back to 1 after a rollback, the scale is cut to min_lr_scale (0.05) by the update ratio (an LR fault
+    ×50), and the weights are damaged again: the ceiling is lr_factor below the scale raised back to, 0.5, and the
+    rollback's own cut is held back by the floor. When the fault has passed, its cut is undone up to the ceiling.
+    Before, the ceiling was taken from the cut scale (0.025, below min_lr_scale: "clean stretches raise it to 0.025
+    at most"), and the fault's end raised the scale to 1.0."""
+    policy = referenced(patience=3, recover_after=10, update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # damaged: rolled back, 0.5
+    feed(policy, [1.0] * 25, start=31)  # a clean stretch raises it back to 1
+    policy.snapshot_taken(55, reference=1.0)
+    policy.record_update(60, {"body": (0.5 * policy.scale, 0.1 * policy.scale)}, 1.0)  # the LR ×50
+    assert policy.scale == policy.state.ratio_cut == 0.05
+    feed(policy, [1.0] * 5, start=56)
+    feed(policy, [1000.0], start=61, probe=lambda: 5.0)  # damaged again, after the raise
+    assert policy.scale == 0.05 and policy.state.ceiling == 0.5
+    assert "raise it to 0.5 at most" in policy.events[-1].detail
+    feed(policy, [1.0] * 4, start=62)
+    policy.record_update(65, {"body": (0.01 * policy.scale, 0.1 * policy.scale)}, 1.0)  # the fault has passed
+    assert (policy.events[-1].signal, policy.events[-1].action) == ("update_ratio", "raise_lr")
+    assert policy.scale == 0.5 and policy.state.ratio_cut == 1.0
+
+
 def early_trouble(shares: Callable[[int], float]) -> WatchdogPolicy:
     """A policy in its 20-step warmup, snapshotted at step 0, whose LR warms up as ``shares`` of its planned peak,
     fed 5 clean steps and then persistent blow-ups (patience 3) from step 5."""
