@@ -109,6 +109,10 @@ class UpdateRatioRules(PolicyMemory):
             s.ratio_rollbacks += 1
             self._restore(target)
             s.undone, s.guarded, s.refundable = (int(target["step"]), step), 0, False
+            # the last rollback is this one, and its cut is this signal's: bad data found on the weights it restored
+            # undoes no ladder cut (before, it undid the cut of the ladder's last rollback, even one a clean stretch
+            # had already given back: an LR fault ×10 cut to 0.099 went to 0.198 while it lasted)
+            s.rollback_cut = 1.0
             undone = (
                 f"; its updates since step {target['step']} are undone (back to the snapshot before step "
                 f"{target['step']}, {s.ratio_rollbacks} of {c.max_rollbacks}){self._rewarm(step)}"

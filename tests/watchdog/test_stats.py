@@ -904,6 +904,28 @@ def test_an_update_too_large_is_only_cut_without_a_snapshot_from_before_it_or_wi
     assert spent.state.halted is None  # the update-ratio signal never halts a run
 
 
+def test_bad_data_after_an_update_ratio_rollback_undoes_no_cut_of_the_ladder():
+    """The ladder's rollback at step 30 cut the LR to 0.5, and a clean stretch gave the cut back at step 50. An LR
+    fault ×10 at step 60 is cut by the update ratio to 0.099, its updates since step 55 undone; the next batch, an
+    outlier on the weights restored, is bad data. It undoes no cut: the last rollback was the update ratio's, whose
+    cut lasts while the fault does. Before, it undid the ladder's cut of step 30 a second time (0.099 → 0.198, the
+    LR reaching the weights twice what the update ratio had set)."""
+    policy = referenced(patience=3, recover_after=10, update_every=5)
+    update_stream(policy, 0, [1.0] * 12)
+    feed(policy, [1000.0], start=30, probe=lambda: 5.0)  # damaged: rolled back, 0.5
+    feed(policy, [1.0] * 25, start=31)  # a clean stretch raises it back to 1
+    assert [e.action for e in policy.events[-1:]] == ["raise_lr"] and policy.scale == 1.0
+    policy.snapshot_taken(55, reference=1.0)
+    feed(policy, [1.0] * 5, start=56)
+    [decision] = update_stream(policy, 60, [10.0])  # the LR reaching the weights is ×10
+    assert decision.rollback and decision.rollback_to == 55
+    cut = policy.scale
+    assert cut == pytest.approx(0.1, rel=0.15)
+    feed(policy, [1000.0], start=61, probe=lambda: 1.0)  # the restored weights are sound: bad data
+    assert [(e.signal, e.action) for e in policy.events if e.step == 61] == [("loss", "skip")]
+    assert policy.scale == cut
+
+
 def test_an_update_already_undone_by_a_rollback_is_not_rolled_back_again():
     policy = referenced(update_every=5, patience=3)
     update_stream(policy, 0, [1.0] * 12)
