@@ -101,6 +101,9 @@ class UpdateRatioRules(PolicyMemory):
         factor = math.exp(-excess)
         old, s.scale = s.scale, max(s.scale * factor, c.min_lr_scale)
         s.ratio_cut *= s.scale / old
+        # a rollback's cut that a change of data undoes gives the scale from before the rollback back, with this
+        # cut in it: it is this signal's to undo (before, the scale went back to 1 while the fault lasted, unseen)
+        s.scale_before_rollback = max(s.scale_before_rollback * s.scale / old, c.min_lr_scale)
         name = max(high, key=lambda n: high[n])
         ratio = ratios[name][0]
         threshold = ratio * math.exp(-excess + c.update_z_threshold * self.updates[name].spread)
@@ -154,6 +157,8 @@ class UpdateRatioRules(PolicyMemory):
         # back while this one was in force is not given back with it), and never down
         old, s.scale = s.scale, snap(max(s.scale, min(s.ceiling, s.scale * factor)))
         s.ratio_cut = snap(min(1.0, s.ratio_cut * factor))
+        before = s.scale_before_rollback
+        s.scale_before_rollback = snap(max(before, min(s.ceiling_before_rollback, before * factor)))
         detail = (
             f"the update is back below its usual size for the planned LR: what made it too large has passed; "
             f"LR scale {old:.3g} → {s.scale:.3g}"

@@ -926,6 +926,29 @@ def test_bad_data_after_an_update_ratio_rollback_undoes_no_cut_of_the_ladder():
     assert policy.scale == cut
 
 
+def test_a_change_of_data_that_undoes_a_rollback_keeps_the_update_ratios_cut_made_since():
+    """Persistent outliers roll the run back at step 32 (LR scale 0.5); the update of step 30, judged after it (as
+    the callback judges an update at the next step), was made at an LR ×5 and is cut to 0.101. The outliers persist
+    on the restored weights, within max_level_shift: a change of data, and the rollback's cut is undone, not the
+    update ratio's (0.101 → 0.202). The fault lasts until step 60: its cut holds until then and is undone there.
+    Before, the scale went back to its value before the rollback, 1.0, and the update ratio, which measures the
+    update against its own cut, read the fault as normal: the LR reaching the weights was ×5 for 25 steps."""
+    policy = warm(patience=3, z_threshold=3.0, update_every=5)
+    update_stream(policy, -60, [1.0] * 12)
+    feed(policy, [1.45] * 3, start=30)  # a rollback, LR × 0.5
+    policy.record_update(30, {"body": (0.05, 0.1)}, 1.0)  # the update of step 30, at scale 1: ×5
+    cut = policy.state.ratio_cut
+    assert policy.scale == pytest.approx(0.5 * cut) and cut == pytest.approx(0.2, rel=0.05)
+    feed(policy, [1.45] * 3, start=33)  # the restored weights see it too: a change of data
+    assert policy.events[-1].action == "rebaseline" and policy.scale == pytest.approx(cut)
+    for step in range(35, 65, 5):
+        feed(policy, [1.45] * 5, start=step - 4)
+        fault = 5.0 if step < 60 else 1.0
+        policy.record_update(step, {"body": (0.01 * fault * policy.scale, 0.1 * policy.scale)}, 1.0)
+        assert policy.scale == (pytest.approx(cut) if step < 60 else 1.0)
+    assert (policy.events[-1].signal, policy.events[-1].action) == ("update_ratio", "raise_lr")
+
+
 def test_an_update_already_undone_by_a_rollback_is_not_rolled_back_again():
     policy = referenced(update_every=5, patience=3)
     update_stream(policy, 0, [1.0] * 12)
