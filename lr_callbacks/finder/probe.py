@@ -36,8 +36,11 @@ log = logging.getLogger("lr_callbacks")
 def warmup_of(schedule: Any, total_steps: int | None) -> tuple[int, int]:
     """``(replayed, real)``: the warmup's steps as the probe replays them, and as the schedule has them.
 
-    The real warmup runs from the schedule's current step to the first planned step at 99% of the peak
-    still ahead; the probe replays at most a tenth of the run (``total_steps``) of it.
+    The real warmup runs from the schedule's current step to the first step at 99% of the peak still ahead; the
+    probe replays at most a tenth of the run (``total_steps``) of it. The plan samples a run longer than its 1,000
+    points (every 100th step of 100,000), so the step is sought exactly between the samples around it: before, a
+    20-step warmup read as 100 steps in a run of 100,000 (and as 20, not 19, in one of 2,000), and the probe
+    replayed 80 steps at the peak as "warmup" and held for 200 steps instead of 38.
     """
     if schedule is None:
         return 0, 0
@@ -47,7 +50,10 @@ def warmup_of(schedule: Any, total_steps: int | None) -> tuple[int, int]:
     if not ahead:
         return 0, 0
     peak = max(lr for _, lr in ahead)
-    real = next(k for k, lr in ahead if lr >= 0.99 * peak) - start
+    index = next(i for i, (_, lr) in enumerate(ahead) if lr >= 0.99 * peak)
+    after = ahead[index - 1][0] + 1 if index else start  # the first step the samples have not read
+    between = (k for k in range(after, ahead[index][0]) if schedule.lr_at(k, 0, 0) >= 0.99 * peak)
+    real = next(between, ahead[index][0]) - start
     cap = max(1, total_steps // 10) if total_steps else real
     return min(real, cap), real
 

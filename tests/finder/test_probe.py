@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from lr_callbacks import LRFinder, LRSchedule
+from lr_callbacks import LRFinder, LRSchedule, find_lr
 from lr_callbacks.finder.probe import warmup_of
 from lr_callbacks.finder.stability import HOLD_MIN_STEPS, MAX_HALVINGS, hold_steps, hold_verdict
 from tests.finder.helpers import FinderModel, sgd, shuffled
@@ -186,6 +186,23 @@ def test_the_probe_replays_lrschedules_warmup_then_holds(tmp_path):
     lr = probe.attempts[0].lr
     assert first[:9] == pytest.approx([lr * (k + 1) / 10 for k in range(9)], rel=1e-9)  # the warmup
     assert first[9:] == pytest.approx([lr] * 20, rel=1e-12)  # then the hold
+
+
+def test_a_short_warmup_in_a_long_run_is_replayed_as_it_is_not_as_far_as_the_plans_next_sample(tmp_path):
+    """The plan samples 1,000 points of a run: every 100th step of 100,000. Before, the probe took the first sample
+    at the peak for the warmup's end: 100 steps for a 20-step warmup, of which it replayed 80 at the peak before a
+    hold of 200 steps (2 × 100) instead of 38."""
+    schedule = LRSchedule("cosine", warmup="20 steps", log_plan=False)
+    model = FinderModel(optimizer=sgd())
+    trainer = make_trainer(tmp_path, max_steps=100_000, logger=False, callbacks=[schedule])
+    result = find_lr(trainer, model, shuffled(), num_steps=40)
+    probe = result.probe
+    assert (probe.warmup_steps, probe.hold_steps) == (19, 38)  # as in a run of 100 steps: the peak from step 19
+    n = len(result.lrs)
+    first = [lr for lr, _ in model.calls[n : n + 19 + 38]]
+    lr = probe.attempts[0].lr
+    assert first[:19] == pytest.approx([lr * (k + 1) / 20 for k in range(19)], rel=1e-9)  # the warmup
+    assert first[19:] == pytest.approx([lr] * 38, rel=1e-12)  # then the hold
 
 
 def test_a_warmup_longer_than_a_tenth_of_the_run_is_replayed_compressed():
