@@ -47,9 +47,10 @@ MAX_HALVINGS = 2
 """How many times the probe may halve an unstable candidate."""
 
 PROBE_FLAGS = {
-    "probe_halved": "held as the real run holds its peak, the suggestion was unstable; the probe halved it",
-    "probe_stalled": "held as the real run holds its peak, the suggestion was stable but the loss made no "
-    "significant progress, and a lower LR did; the probe took the lower one",
+    "probe_halved": "held as the real run holds its peak, an LR above the answer (the suggestion, or its half) was "
+    "unstable; the probe halved it",
+    "probe_stalled": "held as the real run holds its peak, an LR above the answer (the suggestion, or its half) was "
+    "stable but the loss made no significant progress, and a lower LR did; the probe took the lower one",
     "probe_no_progress": "no LR the probe held made significant progress (a trained model at its floor, or a hold "
     "too short to tell); the largest stable one was kept",
     "probe_unstable": "even a quarter of the suggestion was unstable when held; lower max_lr or check the model",

@@ -156,6 +156,24 @@ def test_a_suggestion_that_holds_but_stalls_is_halved_when_the_half_trains(tmp_p
     assert "stable, no significant progress" in result.summary()
 
 
+def test_the_flags_do_not_say_the_suggestion_held_when_it_was_its_half_that_stalled(tmp_path):
+    """The suggestion blew up when held, its half held but stalled, the quarter trained. Before, the summary listed
+    the suggestion as ``loss_rose`` and, under it, ``probe_stalled``: "the suggestion was stable but the loss made
+    no significant progress"."""
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+    result, _ = run(tmp_path / "b", edge=0.75 * suggestion, trains_below=0.3 * suggestion)
+    attempts = result.probe.attempts
+    assert [(a.verdict, a.hold.progressed) for a in attempts] == [
+        ("loss_rose", False),
+        ("stable", False),
+        ("stable", True),
+    ]
+    assert result.flags[-2:] == ("probe_halved", "probe_stalled") and result.chosen_lr == suggestion / 4
+    summary = result.summary()
+    assert f"{suggestion:.3g} loss_rose" in summary and "the suggestion was stable" not in summary
+    assert "the suggestion, or its half) was stable but the loss made no significant progress" in summary
+
+
 def test_when_no_held_lr_makes_progress_the_suggestion_stands(tmp_path):
     """A trained model at its floor makes no progress at any LR: it is not pushed down for it."""
     suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
