@@ -23,8 +23,9 @@ STOP_REASONS = ("completed", "diverged", "data_exhausted", "lr_overridden")
 TRIAL_FLAGS = {
     "trials_inconclusive": "the best trials were within noise of each other (or too short to tell); the "
     "candidate nearest the finder's own answer (the probe's, or the sweep's) was taken",
-    "trials_skipped": "the sweep and the probe left too little of confirm mode's budget for trials long enough to "
-    "tell the candidates apart; the probe's answer was applied",
+    "trials_skipped": "the sweep (and the probe, when it ran) left too little of confirm mode's budget for trials long "
+    "enough to tell the candidates apart; none ran, and the answer is the finder's own (the probe's, else the "
+    "sweep's suggestion)",
     "trials_failed": "every candidate ended its trial with a validation loss above the state the trials started "
     "from (or diverged): none trains here, so none was applied and the run keeps its LR",
 }
@@ -289,10 +290,9 @@ class FinderResult:
             lines.append("- chosen after the trials: none, every candidate made things worse; nothing applied")
         elif self.trials:
             lines.append(f"- chosen after the trials: **{_fmt(self.chosen_lr)}**")
-        elif "trials_skipped" in self.flags:
-            lines.append(
-                f"- confirm trials: none, the sweep and the probe took the budget; answer **{_fmt(self.chosen_lr)}**"
-            )
+        elif "trials_skipped" in self.flags:  # with probe=False or a list of candidates, no probe ran
+            spent = "the sweep and the probe took" if self.probe is not None else "the sweep left too little of"
+            lines.append(f"- confirm trials: none, {spent} the budget; answer **{_fmt(self.chosen_lr)}**")
         lines.append(f"- cost: {self.steps_spent} optimizer steps, {self.seconds:.1f} s")
         for flag in self.flags:
             lines.append(f"- flag `{flag}`: {ALL_FLAGS.get(flag, '')}")

@@ -91,6 +91,21 @@ def test_default_trials_get_what_sweep_and_probe_leave_of_the_budget_or_none(tmp
     )
 
 
+def test_trials_skipped_without_a_probe_do_not_say_that_a_probe_took_the_budget_or_gave_the_answer(tmp_path):
+    """With probe=False no probe runs: before, the summary said "the sweep and the probe took the budget", and the
+    flag "the probe's answer was applied", of a run whose answer was the sweep's suggestion."""
+    finder = LRFinder(num_steps=30, confirm=True, probe=False)
+    fit(tmp_path, finder, max_steps=100, logger=False)  # 35% of 100 steps: the sweep leaves 5, too few for 2 trials
+    result = finder.result
+    assert result.probe is None and result.trials == () and "trials_skipped" in result.flags
+    assert result.chosen_lr == result.suggestion
+    summary = result.summary()
+    assert f"confirm trials: none, the sweep left too little of the budget; answer **{result.chosen_lr:.3g}**" in (
+        summary
+    )
+    assert "the probe took" not in summary and "the probe's answer was applied" not in summary
+
+
 def test_a_trial_is_the_training_you_would_get_with_its_lr(tmp_path):
     """A trial's losses and validation loss are those of a plain run of the same length at the same LR.
 
