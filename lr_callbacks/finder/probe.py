@@ -95,6 +95,7 @@ def _attempt(
     losses: list[float] = []
     norms: list[float] = []
     skipped: list[bool] = []  # by the GradScaler: its overflows after the restore are no sign of the LR
+    ran = 0  # steps (a batch training_step skipped is none), the warmup's too: a NaN/inf loss ends the attempt
     try:
         for step in range(replayed + hold):
             step_batches = batches.take(driver.accumulate)
@@ -108,6 +109,7 @@ def _attempt(
             output = driver.step(step_batches, step)
             if output is None:
                 continue
+            ran += 1
             loss, norm, skip = trainer.strategy.reduce(output, reduce_op="mean").tolist()
             if step >= replayed:
                 losses.append(loss)
@@ -120,7 +122,7 @@ def _attempt(
     v = hold_verdict(losses, norms, initial, skipped)
     skips = tuple(k for k, s in enumerate(skipped) if s)
     return ProbeAttempt(
-        lr, v.verdict, tuple(losses), tuple(norms), v.rise, v.margin, v.growth, v.drop, v.drop_margin, skips
+        lr, v.verdict, tuple(losses), tuple(norms), v.rise, v.margin, v.growth, v.drop, v.drop_margin, skips, ran
     )
 
 

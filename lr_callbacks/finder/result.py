@@ -80,6 +80,9 @@ class ProbeAttempt:
             drop to count as progress (see :func:`~lr_callbacks.finder.stability.hold_verdict`).
         skipped: the hold's steps (0-based) whose update mixed precision's ``GradScaler`` skipped; their gradient
             norms are left out of the verdict.
+        steps: the optimizer steps the attempt ran, its warmup's and its hold's: fewer than the probe's
+            ``warmup_steps + hold_steps`` when the loss turned NaN/inf (in the warmup too); ``None`` in a result
+            saved before it was kept, whose count is the warmup's plus the hold's losses.
     """
 
     lr: float
@@ -92,6 +95,7 @@ class ProbeAttempt:
     drop: float = math.nan
     drop_margin: float = math.nan
     skipped: tuple[int, ...] = ()
+    steps: int | None = None
 
     @property
     def hold(self) -> HoldVerdict:
@@ -110,6 +114,7 @@ class ProbeAttempt:
             "drop": self.drop,
             "drop_margin": self.drop_margin,
             "skipped": list(self.skipped),
+            "steps": self.steps,
         }
 
     @classmethod
@@ -129,6 +134,7 @@ class ProbeAttempt:
             number("drop"),
             number("drop_margin"),
             tuple(int(k) for k in data.get("skipped", ())),
+            None if data.get("steps") is None else int(data["steps"]),
         )
 
 
@@ -165,8 +171,9 @@ class Probe:
 
     @property
     def steps(self) -> int:
-        """The optimizer steps it ran (an attempt whose loss turned NaN/inf stopped there)."""
-        return sum(self.warmup_steps + len(a.losses) for a in self.attempts)
+        """The optimizer steps it ran (an attempt whose loss turned NaN/inf stopped there, in its warmup too: before,
+        such an attempt was counted with its whole warmup)."""
+        return sum(self.warmup_steps + len(a.losses) if a.steps is None else a.steps for a in self.attempts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

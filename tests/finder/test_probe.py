@@ -12,6 +12,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 from lr_callbacks import LRFinder, LRSchedule, find_lr
 from lr_callbacks.finder.probe import warmup_of
+from lr_callbacks.finder.result import Probe
 from lr_callbacks.finder.stability import HOLD_MIN_STEPS, MAX_HALVINGS, hold_steps, hold_verdict
 from tests.finder.helpers import FinderModel, sgd, shuffled
 from tests.helpers import make_trainer, read_scalars
@@ -221,6 +222,35 @@ def test_a_short_warmup_in_a_long_run_is_replayed_as_it_is_not_as_far_as_the_pla
     lr = probe.attempts[0].lr
     assert first[:19] == pytest.approx([lr * (k + 1) / 20 for k in range(19)], rel=1e-9)  # the warmup
     assert first[19:] == pytest.approx([lr] * 38, rel=1e-12)  # then the hold
+
+
+class NanAtCall(EdgeModel):
+    """EdgeModel whose loss is NaN at its ``nan_at``-th ``training_step`` call."""
+
+    def __init__(self, nan_at: int | None = None) -> None:
+        super().__init__(math.inf)
+        self.nan_at = nan_at
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * math.nan if self.calls == self.nan_at else loss
+
+
+def test_an_attempt_whose_loss_turns_nan_in_the_warmup_counts_the_steps_it_ran(tmp_path):
+    """The probe's first attempt stops at the 4th of its 9 warmup steps; before, it counted all 9 in
+    ``steps_spent`` (86 steps for the 81 that ran)."""
+
+    def find(root, model):
+        trainer = make_trainer(root, max_steps=100, logger=False, callbacks=[LRSchedule("cosine", warmup="10 steps")])
+        return find_lr(trainer, model, shuffled(), num_steps=60)
+
+    n = len(find(tmp_path / "a", NanAtCall()).lrs)
+    model = NanAtCall(nan_at=n + 4)
+    result = find(tmp_path / "b", model)
+    assert result.steps_spent == model.calls == n + 4 + 29
+    first, second = result.probe.attempts
+    assert (first.verdict, first.losses, first.steps) == ("nonfinite", (), 4) and second.steps == 9 + 20
+    assert Probe.from_dict(result.probe.to_dict()) == result.probe
 
 
 def test_a_warmup_longer_than_a_tenth_of_the_run_is_replayed_compressed():
