@@ -58,7 +58,7 @@ FLAGS = {
     "diverged_at_once": "the loss never fell and then rose: min_lr is already too high, lower it",
     "flat_curve": "the loss did not fall by more than its noise, or stayed at its lowest level over more than "
     "BROAD_BOTTOM decades (a trained model, too low max_lr, or a model that learns too slowly for a sweep this short "
-    "to show it); the answer is read from where the loss rose",
+    "to show it); the answer is read from where the loss rose for good, and there is none when it never did",
     "no_clear_valley": "the loss falls, but the bottom is broad or noisy; the suggestion is uncertain",
     "min_at_end": "the loss was still falling at max_lr; raise max_lr",
 }
