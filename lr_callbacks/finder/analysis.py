@@ -81,8 +81,8 @@ MIN_RISE = 0.3
 
 BROAD_BOTTOM = 1.5
 """How wide, in decades of LR, a curve's bottom (the smoothed values within 3 standard errors of its lowest) may be
-before it is read as a plateau, not a valley: the loss at its lowest level over that much of the sweep did not go
-down by the LR's doing (``no_clear_valley``, and the answer of a flat curve)."""
+before it is read as a plateau, not a valley (``no_clear_valley``; with a lasting rise after it, the answer of a
+flat curve)."""
 
 
 @dataclass(frozen=True)
@@ -273,8 +273,8 @@ def suggest_lr(
     valley of the raw curve, as on any curve. There, the plateau's median is the floor, its noise is measured
     over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades. A curve whose
     bottom (the smoothed values within 3 standard errors of its lowest) spans more than :data:`BROAD_BOTTOM`
-    decades is read the same way, flagged ``no_clear_valley`` too: its drop came at LRs too small to have made it
-    (a hard first batch), and its lowest point is no edge.
+    decades is read the same way when the loss rises for good after it (flagged ``no_clear_valley`` too): its lowest
+    point lies anywhere along it (after a hard first batch, at LRs too small to have lowered the loss), no edge.
 
     Args:
         lrs: the LR of each point, positive and strictly increasing.
@@ -357,15 +357,16 @@ def _analyse(
     if i_min == n - 1:
         flags.append("min_at_end")
     bottom = [x for x, v in zip(xs, values) if v <= values[i_min] + _Z * se_min]
-    if bottom[-1] - bottom[0] > BROAD_BOTTOM:
-        # A plateau with a dip where it begins (a hard first batch, a lucky stretch), not a valley: an LR can only
-        # lower the loss from where it is large enough to move the weights, and it then stays lower until the edge;
-        # a bottom this broad was reached at LRs far too small to have done it. Its lowest point, read as the edge,
-        # put answers 10-10,000x below the best (an autoencoder's noisy sweep, a ViT's flat one). Read as a flat
-        # curve instead: the edge is where the lasting rise begins.
-        lr, lr_range, flat = _no_descent(lrs, xs, fit, window, i_min)
-        return lr, lr_range, None, [*flat, "no_clear_valley"]
-    if drop <= 2.0 * _Z * math.hypot(se_start, se_min):
+    broad = bottom[-1] - bottom[0] > BROAD_BOTTOM
+    if broad:
+        # A plateau (with a dip where it begins: a hard first batch, a lucky stretch), not a valley: its lowest
+        # point is anywhere along it. Read as the edge, it put answers 10-10,000x below the best (an autoencoder's
+        # noisy sweep, a ViT's flat one). When the loss rises for good after it, the edge is where that rise begins,
+        # as on a flat curve; without such a rise (the sweep ended on the plateau) the valley's answer stands.
+        flat_lr, flat_range, flat = _no_descent(lrs, xs, fit, window, i_min)
+        if flat_lr is not None and flat == ["flat_curve"]:
+            return flat_lr, flat_range, None, [*flat, "no_clear_valley"]
+    if broad or drop <= 2.0 * _Z * math.hypot(se_start, se_min):
         flags.append("no_clear_valley")
     lower, upper = lrs[i_mid], lrs[i_min]
     return _middle(lower, upper), (lower, upper), lrs[i_steep], flags

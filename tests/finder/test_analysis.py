@@ -323,6 +323,18 @@ def test_a_plateau_with_a_hard_first_batch_is_read_as_a_flat_curve_not_as_a_vall
     assert s.lr > 1e-3  # before: 6.0e-06, from the first batch to the plateau's lowest point
 
 
+def test_a_broad_bottom_the_sweep_ends_on_keeps_the_valleys_answer():
+    """Without a lasting rise after the bottom (the sweep ended on it, as a short one on a small model does), the
+    plateau has no edge to read: the valley's answer stands, flagged. Read as a flat curve, it had none."""
+    lrs = sweep_lrs(1e-7, 1e-1, 80)
+    rng = random.Random(0)
+    losses = [2.0 - math.tanh(2.0 * (log10(lr) + 5.0)) + rng.gauss(0, 0.01) for lr in lrs]  # flat from 1e-4 on
+    s = suggest_lr(lrs, losses)
+    assert "no_clear_valley" in s.flags and "flat_curve" not in s.flags and s.lr is not None
+    lower, upper = s.range
+    assert 1e-6 < lower < 1e-4 < upper and s.lr == pytest.approx(math.sqrt(lower * upper))
+
+
 def test_fastai_valley_picks_about_half_way_along_the_longest_decrease():
     """A strictly decreasing run of 60 points after 10 flat ones (trimmed by fastai's first tenth)."""
     lrs = sweep_lrs(1e-5, 1.0, 100)

@@ -383,7 +383,8 @@ def test_unknown_task_lists_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
         match="task must be one of digits-mlp, digits-cnn, charlm, minilm, digits-vit, digits-lstm, tabular, "
-        "cancer-transformer, digits-mixer, digits-gru; got 'mnist'",
+        "cancer-transformer, digits-mixer, digits-gru, digits-resnet, docstrings-bag, digits-autoencoder, "
+        "cancer-logreg, docstrings-cnn, charlm-gru; got 'mnist'",
     ):
         make_task("mnist")
 
