@@ -87,6 +87,12 @@ class ScheduleOwner(Protocol):
         the LRs are the optimizer's own."""
         ...
 
+    @property
+    def _peaks_restored(self) -> bool:
+        """This fit's peaks and scales are a checkpoint's (or, continued on the last fit's trainer, that fit's): they
+        hold the finder's answer, and any LR set outside the schedule since, which it took as the group's peak."""
+        ...
+
 
 @runtime_checkable
 class LRScaler(Protocol):

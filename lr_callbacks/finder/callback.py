@@ -349,10 +349,17 @@ class LRFinder(Callback):
 
     def _keep_on_resume(self, trainer: Any) -> None:
         """A resume after the finder ran: the checkpoint's optimizer holds its answer, and so does the checkpoint's
-        LRSchedule; one added on resume would take its peak from ``configure_optimizers``: give it the answer."""
+        LRSchedule; one added on resume would take its peak from ``configure_optimizers``: give it the answer.
+
+        A schedule resumed from its own state keeps its peaks: they hold the answer, and an LR set outside it since
+        (taken as the group's new peak). Before, the answer was written over them: a group 0 frozen by an LR of 0
+        after the finder ran failed the resume with a ZeroDivisionError, and one set to 0.05 after an answer of
+        0.17 went back to 0.17 on resume (the other groups with it)."""
         lr = self._results[-1].chosen_lr
         schedule = find_lr_schedule(trainer)
-        if not self.apply or lr is None or schedule is None or schedule.peak_lrs[0][0] == lr:
+        if not self.apply or lr is None or schedule is None or schedule._peaks_restored:
+            return
+        if schedule.peak_lrs[0][0] == lr:
             return
         # the schedule's plan only: the optimizer's LRs, and BackboneFinetuning's ramp, come back with the answer
         schedule._set_peak_lr(lr)

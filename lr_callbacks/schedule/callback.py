@@ -137,6 +137,7 @@ class LRSchedule(Callback):
     _before_set_up: dict[str, Any] | None
     _training: bool
     _aside: bool  # this fit trains nothing (limit_train_batches=0) or only smoke-tests the code (fast_dev_run)
+    _peaks_restored: bool  # this fit's peaks and scales are a checkpoint's (or those of the last fit it continues)
 
     def __init__(
         self,
@@ -647,6 +648,7 @@ class LRSchedule(Callback):
         self._settled = False  # a step has started since the fit's setup or the finder's restore
         self._training = False  # this fit's on_train_start has run: a restore from here on is a tuner's, mid-fit
         self._aside = False
+        self._peaks_restored = False
         self._handed_over = False
         self._swa: Any = None
         self._plan_due = False
@@ -671,7 +673,13 @@ class LRSchedule(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an LRSchedule pickled by 0.2.0 before stop 24 has no state before set-up: its table is its last fit's
-        defaults = {"_before_set_up": None, "_training": False, "_aside": False, "_fit_length": None}
+        defaults = {
+            "_before_set_up": None,
+            "_training": False,
+            "_aside": False,
+            "_fit_length": None,
+            "_peaks_restored": False,
+        }
         self.__dict__.update({**defaults, **state})
 
     def _setup_for(self, trainer: Any) -> None:
@@ -705,6 +713,7 @@ class LRSchedule(Callback):
         )
         self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
         self._clock_from_trainer = restored is None
+        self._peaks_restored = restored is not None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
         setup.check_momentum(self._optimizers, self._table)

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lr_callbacks import LRSchedule
+from lr_callbacks import LRFinder, LRSchedule
 from tests.helpers import TinyModel, loader, make_trainer, read_scalars
 
 TOTAL = 14
@@ -228,6 +228,37 @@ def test_a_resume_from_the_last_batchs_checkpoint_is_not_told_its_loader_shrank(
         trainer.fit(TwoOptimizers(), loader(), ckpt_path=str(tmp_path / "ckpt" / "last-batch.ckpt"))
     assert callback.steps == [8, 8]
     assert not [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+
+
+class SetsFirstLRAt2(pl.Callback):
+    """Writes ``lr`` into the first group at the start of step 2 (a group frozen by an LR of 0, or set by hand)."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == 2:
+            trainer.optimizers[0].param_groups[0]["lr"] = self.lr
+
+
+@pytest.mark.parametrize("lr", [0.0, 0.05], ids=["frozen", "set"])
+def test_a_resume_keeps_an_lr_set_after_the_finder_ran(tmp_path: Path, lr: float) -> None:
+    """The checkpoint's LRSchedule holds the peak an LR written after the finder's answer gave the group: on resume the
+    finder's answer was written over it. A group 0 frozen at step 2 (LR 0) failed the resume with a ZeroDivisionError;
+    one set to 0.05 went back to the finder's answer, and the head with it, at its ratio to the answer."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, filename="{step}")
+    finder, first = LRFinder(num_steps=20), LRSchedule("constant")
+    callbacks = [finder, first, SetsFirstLRAt2(lr), checkpoints]
+    make_trainer(tmp_path / "before", max_steps=4, enable_checkpointing=True, callbacks=callbacks).fit(
+        TinyModel(), loader()
+    )
+    peaks = first.peak_lrs
+    assert finder.result.chosen_lr not in (None, lr) and peaks[0][0] == lr  # the LR set is the group's peak
+    callback, model = LRSchedule("constant"), TinyModel()
+    trainer = make_trainer(tmp_path / "after", max_steps=6, callbacks=[LRFinder(num_steps=20), callback])
+    trainer.fit(model, loader(), ckpt_path=str(tmp_path / "ckpt" / "step=4.ckpt"))
+    assert callback.peak_lrs == peaks
+    assert model.seen_lrs == [peaks[0]] * 2
 
 
 # --- resuming into a run of another length: the policy --------------------------------------------------------
