@@ -108,7 +108,8 @@ class LRSchedule(Callback):
             with TensorBoard (measured when it was the default; the benchmarks now log at the trainer's
             cadence).
         log_plan: write ``lr_schedule/plan`` and ``lr_schedule/summary`` before the first step (after the
-            finder, if any, has set the peak), and again after any later change of the peak.
+            finder, if any, has set the peak), and again when a later finder run sets a new one (not for an LR set
+            outside the schedule, which changes a group's peak without a new plan).
         preset_args: the preset's arguments as one mapping, the same as ``**preset_kwargs``; the form a
             YAML config can give (LightningCLI: ``init_args: {schedule: cosine, preset_args: {warmup: 5%}}``).
         **preset_kwargs: the preset's arguments, when ``schedule`` is a name.
