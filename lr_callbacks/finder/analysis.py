@@ -273,8 +273,9 @@ def suggest_lr(
     valley of the raw curve, as on any curve. There, the plateau's median is the floor, its noise is measured
     over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades. A curve whose
     bottom (the smoothed values within 3 standard errors of its lowest) spans more than :data:`BROAD_BOTTOM`
-    decades is read the same way when the loss rises for good after it (flagged ``no_clear_valley`` too): its lowest
-    point lies anywhere along it (after a hard first batch, at LRs too small to have lowered the loss), no edge.
+    decades is read the same way when the loss rises for good after it (flagged ``no_clear_valley`` too), its plateau
+    from the bottom's first point: its lowest point lies anywhere along it (after a hard first batch, at LRs too
+    small to have lowered the loss), no edge.
 
     Args:
         lrs: the LR of each point, positive and strictly increasing.
@@ -363,7 +364,11 @@ def _analyse(
         # point is anywhere along it. Read as the edge, it put answers 10-10,000x below the best (an autoencoder's
         # noisy sweep, a ViT's flat one). When the loss rises for good after it, the edge is where that rise begins,
         # as on a flat curve; without such a rise (the sweep ended on the plateau) the valley's answer stands.
-        flat_lr, flat_range, flat = _no_descent(lrs, xs, fit, window, i_min)
+        # The plateau is read from where the bottom begins: the descent before it (a real one, not one batch) is
+        # no part of its level. Read from the sweep's start, a descent longer than the plateau put its level at
+        # the descent's median and the edge far up the rise: the taller the descent, the higher the answer.
+        i_bottom = next(i for i, v in enumerate(values) if v <= values[i_min] + _Z * se_min)
+        flat_lr, flat_range, flat = _no_descent(lrs, xs, fit, window, i_min, i_bottom)
         if flat_lr is not None and flat == ["flat_curve"]:
             return flat_lr, flat_range, None, [*flat, "no_clear_valley"]
     if broad or drop <= 2.0 * _Z * math.hypot(se_start, se_min):
@@ -378,13 +383,14 @@ def _middle(lower: float, upper: float) -> float:
 
 
 def _no_descent(
-    lrs: Sequence[float], xs: Sequence[float], fit: _Fit, window: float, i_min: int
+    lrs: Sequence[float], xs: Sequence[float], fit: _Fit, window: float, i_min: int, start: int = 0
 ) -> tuple[float | None, tuple[float, float] | None, list[str]]:
     """No significant drop: a flat curve (maybe rising later), or one that rose from the start.
 
-    The edge of a flat curve is where a lasting rise above the plateau begins (:func:`_rise_start`).
+    The edge of a flat curve is where a lasting rise above the plateau begins (:func:`_rise_start`); the plateau
+    begins at point ``start`` (a broad bottom's first point, after the descent to it).
     """
-    i_rise = _rise_start(xs, fit)
+    i_rise = _rise_start(xs, fit, start)
     if i_rise is None:
         return None, None, ["flat_curve"]
     if xs[i_rise] - xs[0] <= 4.0 * window:
@@ -393,23 +399,24 @@ def _no_descent(
     return _middle(edge / 10.0, edge), (edge / 10.0, edge), ["flat_curve"]
 
 
-def _rise_start(xs: Sequence[float], fit: _Fit) -> int | None:
+def _rise_start(xs: Sequence[float], fit: _Fit, start: int = 0) -> int | None:
     """Where a flat curve's lasting rise begins: the first point ``i`` from which every smoothed value stands
     more than 3 standard errors above the plateau before it, for at least :data:`MIN_RISE` decades; ``None``
     when there is no such rise.
 
     The plateau's level is the median of its smoothed values (not their minimum: a lucky stretch of easy
     batches would read the ordinary plateau as a rise), and its noise is measured over the whole plateau;
-    the standard error of that level is the smallest standard error of a smoothed value on it.
+    the standard error of that level is the smallest standard error of a smoothed value on it. The plateau runs
+    from point ``start`` (0 for a flat curve).
     """
     values, n = fit.values, len(xs)
     last = n - 1
-    for i in range(1, n):  # the first start whose rise holds to the end wins
+    for i in range(start + 1, n):  # the first start whose rise holds to the end wins
         if xs[last] - xs[i] < MIN_RISE:
             return None
-        floor = statistics.median(values[:i])
-        noise = 1.4826 * statistics.median(fit.residuals[:i]) if i >= MIN_POINTS else fit.noise
-        se_floor = min(noise / math.sqrt(fit.n_eff[j]) for j in range(i))
+        floor = statistics.median(values[start:i])
+        noise = 1.4826 * statistics.median(fit.residuals[start:i]) if i - start >= MIN_POINTS else fit.noise
+        se_floor = min(noise / math.sqrt(fit.n_eff[j]) for j in range(start, i))
         if all(values[j] - floor > _Z * math.hypot(noise / math.sqrt(fit.n_eff[j]), se_floor) for j in range(i, n)):
             return i
     return None

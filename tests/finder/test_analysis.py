@@ -323,6 +323,26 @@ def test_a_plateau_with_a_hard_first_batch_is_read_as_a_flat_curve_not_as_a_vall
     assert s.lr > 1e-3  # before: 6.0e-06, from the first batch to the plateau's lowest point
 
 
+def test_a_broad_bottom_after_a_real_descent_has_its_edge_where_the_rise_begins_whatever_the_descents_height():
+    """A real descent over 1e-8..1e-4, a floor up to a rise (lr/0.1)² (noise 0.01), read as a flat curve: the
+    plateau's level is the floor's, not the descent's. Before, it was the median from the sweep's start, at the
+    descent's level when the descent had more points than the floor: the edge was where the loss had risen 2, 9
+    and 36 times its noise for a descent of 0.2, 2 and 20 (answers 4.7e-3, 9.3e-3, 1.9e-2)."""
+    lrs = sweep_lrs(1e-9, 10.0, 100)
+    answers = []
+    for height in (0.2, 2.0, 20.0):
+        rng = random.Random(0)
+        losses = [
+            1.0 + height * (1.0 - math.tanh(2.0 * (log10(lr) + 6.0))) / 2.0 + (lr / 0.1) ** 2 + rng.gauss(0, 0.01)
+            for lr in lrs
+        ]
+        s = suggest_lr(lrs, losses)
+        assert s.flags == ("flat_curve", "no_clear_valley")
+        assert (s.range[1] / 0.1) ** 2 < 0.01  # the edge: where the rise is still within the noise
+        answers.append(s.lr)
+    assert answers[0] == answers[1] == answers[2]
+
+
 def test_a_broad_bottom_the_sweep_ends_on_keeps_the_valleys_answer():
     """Without a lasting rise after the bottom (the sweep ended on it, as a short one on a small model does), the
     plateau has no edge to read: the valley's answer stands, flagged. Read as a flat curve, it had none."""
