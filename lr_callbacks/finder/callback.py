@@ -42,7 +42,7 @@ from lr_callbacks.core.snapshot import (
     loader_generators,
     require_materialized,
 )
-from lr_callbacks.finder.analysis import DEFAULT_WINDOW, METHODS, MIN_POINTS, check_window, suggest_lr
+from lr_callbacks.finder.analysis import BROAD_BOTTOM, DEFAULT_WINDOW, METHODS, MIN_POINTS, check_window, suggest_lr
 from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe, warmup_of
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
@@ -571,10 +571,16 @@ class LRFinder(Callback):
             log_image(trainer, "lr_finder/curve", result.image(), result.global_step)
             log_text(trainer, "lr_finder/summary", result.summary(), result.global_step)
         if trainer.is_global_zero and "flat_curve" in result.flags and result.chosen_lr is not None and result.range:
-            answer, edge = result.chosen_lr, result.range[1]
+            answer, edge, steps = result.chosen_lr, result.range[1], len(result.lrs)
+            # with no_clear_valley, a broad bottom: the loss may have fallen far before it (before, "no descent")
+            shape = (
+                f"stayed at its lowest level over more than {BROAD_BOTTOM:g} decades of LR during the {steps}-step "
+                "sweep (flat_curve with no_clear_valley: a plateau, not a valley)"
+                if "no_clear_valley" in result.flags
+                else f"showed no descent the LR made during the {steps}-step sweep (flat_curve: within its noise)"
+            )
             warnings.warn(
-                f"LRFinder: the loss showed no descent the LR made during the {len(result.lrs)}-step sweep "
-                "(flat_curve: within its noise, or at its lowest level from the sweep's start on), so the answer "
+                f"LRFinder: the loss {shape}, so the answer "
                 f"{answer:.3g} is read from where it rose ({edge:.3g}). That suits a model near its "
                 "floor (fine-tuning); a model that learns too slowly for the sweep to show it (e.g. a transformer "
                 "trained from scratch) may need far less: on the benchmark's patch transformer the best LR was "

@@ -733,6 +733,38 @@ def test_a_flat_sweep_warns_that_its_answer_is_read_from_the_edge(tmp_path):
     assert "flat_curve" in finder.result.flags and finder.result.chosen_lr is not None
 
 
+class _DescentThenPlateau(pl.LightningModule):
+    """A scripted loss along the ramp: a real descent from 11 to 1 over 1e-8..1e-4, a plateau at 1 (noise 0.01)
+    up to a rise (lr/0.1)²."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w, self.calls = torch.nn.Parameter(torch.zeros(1)), 0
+
+    def training_step(self, batch, batch_idx):
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.calls += 1
+        loss = 1.0 + 5.0 * (1.0 - math.tanh(2.0 * (math.log10(lr) + 6.0))) + (lr / 0.1) ** 2 + 0.01 * (-1) ** self.calls
+        return self.w.sum() * 0.0 + loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_broad_bottom_after_a_descent_warns_of_a_plateau_not_of_no_descent(tmp_path):
+    """The loss falls from 11 to 1, then stays at 1 over 2.5 decades before it rises: read as a flat curve (its
+    plateau has no edge), flagged flat_curve and no_clear_valley. Before, the warning said the loss showed no
+    descent, at its lowest level from the sweep's start on: a fall of 10, a thousand times the plateau's noise."""
+    finder = LRFinder(min_lr=1e-8, max_lr=10.0, num_steps=60, probe=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, finder, model=_DescentThenPlateau(), logger=False)
+    assert finder.result.flags == ("flat_curve", "no_clear_valley") and finder.result.chosen_lr is not None
+    (message,) = [str(w.message) for w in caught if "(flat_curve" in str(w.message)]
+    assert "no descent" not in message and "from the sweep's start" not in message
+    assert "stayed at its lowest level over more than 1.5 decades" in message
+
+
 def test_a_sweep_with_fewer_points_than_smoothing_windows_warns(tmp_path):
     """num_steps=12 over the default 8 decades is 1.5 points per decade, fewer than one per 0.2-decade window:
     on the digits MLP such a sweep suggested 4.3 (100 steps: 0.29) and 10 steps read the fall and rise as
