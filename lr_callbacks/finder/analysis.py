@@ -51,14 +51,19 @@ __all__ = [
 METHODS = ("default", "steepest", "min_div_10", "valley")
 """The suggestion rules (see :func:`suggest_lr`)."""
 
+BROAD_BOTTOM = 1.5
+"""How wide, in decades of LR, a curve's bottom (the smoothed values within 3 standard errors of its lowest) may be
+before it is read as a plateau, not a valley (``no_clear_valley``; with a lasting rise after it, the answer of a
+flat curve)."""
+
 FLAGS = {
     "empty": "no loss was recorded",
     "too_short": "too few finite points to analyse; run more steps",
     "nonfinite": "the loss became NaN/inf; the curve is cut at the first such point",
     "diverged_at_once": "the loss never fell and then rose: min_lr is already too high, lower it",
     "flat_curve": "the loss did not fall by more than its noise, or stayed at its lowest level over more than "
-    "BROAD_BOTTOM decades (a trained model, too low max_lr, or a model that learns too slowly for a sweep this short "
-    "to show it); the answer is read from where the loss rose for good, and there is none when it never did",
+    f"{BROAD_BOTTOM:g} decades (a trained model, too low max_lr, or a model that learns too slowly for a sweep this "
+    "short to show it); the answer is read from where the loss rose for good, and there is none when it never did",
     "no_clear_valley": "the loss falls, but the bottom is broad or noisy; the suggestion is uncertain",
     "min_at_end": "the loss was still falling at max_lr; raise max_lr",
 }
@@ -78,11 +83,6 @@ _Z = 3.0
 
 MIN_RISE = 0.3
 """How long, in decades of LR, a flat curve's rise must last to count as its edge (not a noisy bump)."""
-
-BROAD_BOTTOM = 1.5
-"""How wide, in decades of LR, a curve's bottom (the smoothed values within 3 standard errors of its lowest) may be
-before it is read as a plateau, not a valley (``no_clear_valley``; with a lasting rise after it, the answer of a
-flat curve)."""
 
 
 @dataclass(frozen=True)

@@ -459,6 +459,13 @@ def test_the_result_round_trips_and_chooses_the_best_finite_trial():
     assert result(trials=(Trial(1e-3, math.inf),)).chosen_lr == result().suggestion
 
 
+def test_the_flat_curve_flag_gives_the_broad_bottoms_width_in_decades_not_a_constants_name():
+    """The summary (TensorBoard's ``lr_finder/summary``) explains each flag: flat_curve's text read "stayed at its
+    lowest level over more than BROAD_BOTTOM decades", the name of a constant that is not public."""
+    text = result(flags=("flat_curve", "no_clear_valley")).summary()
+    assert "more than 1.5 decades" in text and "BROAD_BOTTOM" not in text
+
+
 def test_the_summary_explains_the_answer_the_flags_and_the_alternatives():
     r = result(flags=("no_clear_valley",), trials=(Trial(1e-3, 0.5), Trial(2e-3, 0.25)))
     text = r.summary()
