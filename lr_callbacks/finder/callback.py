@@ -426,7 +426,8 @@ class LRFinder(Callback):
                     trials: tuple[Trial, ...] = ()
                     choice, flags = None, analysis.flags + _probe_flags(probe)
                     anchor = probe.lr if probe is not None else analysis.lr  # the largest LR known to hold
-                    lrs_to_try = candidates(self.confirm, anchor)
+                    # a listed candidate's trial would run at the LR the step writes, as the sweep did: none is tried
+                    lrs_to_try = candidates(self.confirm, anchor) if stop != "lr_overridden" else ()
                     if lrs_to_try:
                         spent = len(lrs) + (probe.steps if probe is not None else 0)
                         trials, chosen = run_trials(

@@ -16,6 +16,7 @@ from lr_callbacks import LRFinder, LRSchedule, preset
 from lr_callbacks.finder.ramp import sweep_lrs
 from lr_callbacks.finder.selection import choose, cooldown, trial_budget
 from tests.finder.helpers import FinderModel, sgd, shuffled
+from tests.finder.test_callback import HandWarmup
 from tests.finder.test_probe import EdgeModel
 from tests.helpers import loader, make_trainer, read_scalars, read_text, regression_data, stream
 
@@ -480,3 +481,19 @@ def test_a_validation_step_that_logs_a_torchmetrics_metric_is_scored(tmp_path, m
     make_trainer(tmp_path, max_steps=1, logger=False, callbacks=[finder]).fit(model, shuffled(), val)
     assert [t.val_loss for t in finder.result.trials] == pytest.approx([15.5, 15.5], rel=1e-6)
     assert float(model.val_mean.update_count) == 0  # the trials' updates are put back
+
+
+def test_listed_candidates_are_not_tried_when_the_step_writes_the_lr(tmp_path, caplog):
+    """The warning says no sweep can measure the LR and nothing is suggested; before, the listed candidates' trials
+    ran anyway (21 steps), every one at the 1e-4 the step wrote (the same validation loss to the last digit), and
+    0.001 was "chosen after the trials" and applied."""
+    import logging
+
+    finder = LRFinder(num_steps=40, confirm=(1e-3, 1e-2, 1e-1), confirm_length="6 steps")
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"), pytest.warns(UserWarning, match=r"nothing is suggested"):
+        fit(tmp_path, finder, model=HandWarmup(optimizer=sgd()), logger=False)
+    result = finder.result
+    assert result.stop_reason == "lr_overridden" and result.trials == () and result.chosen_lr is None
+    assert result.steps_spent == 0 and "trials_inconclusive" not in result.flags
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer")]
+    assert lines and lines[-1].endswith("; no answer, nothing applied")
