@@ -419,7 +419,8 @@ class LRFinder(Callback):
                         _warn_adafactor_cap(lrs, capped_from)
                     analysis = suggest_lr(lrs, losses, self.method, window=self.window)
                     if stop == "lr_overridden":  # the step writes the LR: as the warning says, nothing is suggested
-                        analysis = dataclasses.replace(analysis, lr=None, range=None)
+                        # nor is the cut curve's shape read: its flags' advice (min_at_end: "raise max_lr") is moot
+                        analysis = dataclasses.replace(analysis, lr=None, range=None, flags=())
                     probe: Probe | None = None
                     if self.probe and not isinstance(self.confirm, tuple) and analysis.lr is not None:
                         probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule, losses)

@@ -695,6 +695,17 @@ def test_an_lr_written_in_the_step_part_way_through_the_sweep_suggests_nothing(t
     assert "- suggestion (default): **none**" in result.summary() and "| method |" not in result.summary()
 
 
+def test_an_lr_written_in_the_step_leaves_no_flag_of_the_cut_curves_shape(tmp_path):
+    """A sweep from 1e-5 to 0.1 stopped at 0.0044 by the step's write, while the loss still fell: its summary said
+    "flag `min_at_end`: the loss was still falling at max_lr; raise max_lr", which no max_lr mends."""
+    finder = LRFinder(num_steps=60, min_lr=1e-5, max_lr=0.1)
+    with pytest.warns(UserWarning, match=r"nothing is suggested"):
+        make_trainer(tmp_path, max_steps=2, logger=False, callbacks=[finder]).fit(HandStepDecay(math.inf), shuffled())
+    result = finder.result
+    assert result.stop_reason == "lr_overridden" and len(result.lrs) == 40 and result.lrs[-1] < 0.005
+    assert result.flags == () and "raise max_lr" not in result.summary()
+
+
 def test_under_fast_dev_run_the_finder_stands_aside(tmp_path):
     """``fast_dev_run`` checks that the code runs, on one batch: Lightning's own Tuner and EarlyStopping stand aside,
     and so does the finder (before, it swept 58 steps on the one batch and applied an answer, warning that the
