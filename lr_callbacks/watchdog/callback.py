@@ -1140,8 +1140,8 @@ class DivergenceWatchdog(Callback):
             # snapshots leave no file
             unclean = self._policy.incident_open or bool(self._held) or self._update_too_large(trainer)
             self._ring.release(self._policy.state.snapshot_step, keep_snapshot=unclean)
-        elif self._ring.mode == "disk":
-            self._ring.close()
+        # another stage's end (trainer.validate after the fit) leaves what the fit's end kept: no "disk" file is left
+        # by then. Before, it gave up the disk ring's snapshot read back into host memory, and its reference batch
         self._trainer = None
 
     @override

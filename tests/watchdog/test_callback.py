@@ -1565,6 +1565,29 @@ class Validated(DigitsModel):
         self.log("val_loss", torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
 
 
+@pytest.mark.parametrize("snapshot", ["host", "disk"])
+def test_a_checkpoint_written_after_a_validate_that_followed_a_fit_ended_mid_incident_holds_the_clean_weights(
+    tmp_path, snapshot
+):
+    """As above, with ``trainer.validate`` between the fit and the checkpoint. The validation's teardown gave up
+    the disk ring's snapshot, read back into host memory at the fit's end, and its reference batch: the checkpoint
+    held the live weights of the two ×1000 steps, with no live copy beside them and no reference batch (in host
+    memory it held the snapshot's)."""
+    model = Validated(faults=Faults(loss_times={58: 1000.0, 59: 1000.0}))
+    watchdog = DivergenceWatchdog(warmup_steps=20, reference_batch=False, snapshot=snapshot)
+    weights = Weights()
+    trainer = make_trainer(tmp_path, max_steps=60, callbacks=[watchdog, weights], logger=False)
+    trainer.fit(model, digits_loader(0))
+    assert watchdog._policy.incident_open and watchdog._policy.state.snapshot_step == 50
+    trainer.validate(model, digits_loader(1), verbose=False)
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    checkpoint = torch.load(tmp_path / "after.ckpt", weights_only=False)
+    own = checkpoint["callbacks"]["DivergenceWatchdog"]
+    assert all(map(torch.equal, checkpoint["state_dict"].values(), weights.before[50]))
+    assert all(map(torch.equal, own["live"]["model"].values(), model.state_dict().values()))
+    assert len(own["reference"]) == 1
+
+
 def test_a_checkpoint_after_a_skipped_bad_batch_holds_the_live_weights_it_was_scored_on(tmp_path):
     """A NaN batch at an epoch's last step is skipped exactly, the reference batch reads the weights sound; the
     ``ModelCheckpoint`` that saves at that epoch's end holds the weights it scored. Before, the open incident put
