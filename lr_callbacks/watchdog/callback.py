@@ -1031,10 +1031,12 @@ class DivergenceWatchdog(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Record the steps judged on the device since the last read when the fit ended before its planned last
         step (an early stop, ``max_time``): their incidents and scalars, and the ``rebaseline()``s that waited for
-        that read, nothing more to decide."""
+        that read, nothing more to decide. Those a checkpoint read early (held for the next read) come first: before,
+        they were left out, and a skip among them never reached ``events`` or TensorBoard."""
         if self._judge is None:
             return
-        rows = self._judge.read(None)[0] if self._judge.steps else []
+        rows, self._held = self._held, []
+        rows += self._judge.read(None)[0] if self._judge.steps else []
         for step, verdict, loss, norm, samples in rows:
             self._rebaseline_now(step)
             in_force = self._in_force(samples, int(trainer.world_size))

@@ -1245,6 +1245,30 @@ def test_read_back_every_n_steps_the_last_steps_of_a_fit_are_read_too(tmp_path):
     assert [step for step, _ in read_scalars(tmp_path / "stopped", "watchdog/loss")][-3:] == [50, 51, 52]
 
 
+class SaveAt(pl.Callback):
+    """Writes a checkpoint after the step ``step`` (as ModelCheckpoint(every_n_train_steps=...) would)."""
+
+    def __init__(self, step: int, path: Any) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step + 1:
+            trainer.save_checkpoint(self.path)
+
+
+def test_read_back_every_n_steps_a_fit_that_ends_early_records_the_steps_a_checkpoint_read(tmp_path):
+    """As above, with a checkpoint written after step 51, between reads: it reads the steps judged on the device
+    since the last one (48-51) to hold them for the next read, and the fit ends after step 52, before it. Before,
+    the fit's end recorded only the steps not read yet (52): the NaN step 50's skip never reached ``events`` or
+    TensorBoard, nor did steps 48-51's scalars."""
+    watchdog = small(sync_every_n_steps=8, log_every_n_steps=1)
+    callbacks = [watchdog, SaveAt(51, tmp_path / "mid.ckpt"), StopAt(52)]
+    fit(tmp_path, DigitsModel(faults=Faults(nan_loss=[50])), callbacks, 60)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(50, "non_finite", "skip")]
+    assert [step for step, _ in read_scalars(tmp_path, "watchdog/loss")][-6:] == [47, 48, 49, 50, 51, 52]
+    assert "| 50 | non_finite |" in read_text(tmp_path, "watchdog/events")[-1]
+
+
 @pytest.mark.parametrize(("sync_every", "longest_gap"), [(4, 4), (8, 8)])
 def test_read_back_every_n_steps_the_update_ratio_is_still_measured_every_update_every_steps(
     tmp_path, sync_every, longest_gap
