@@ -661,6 +661,10 @@ class DivergenceWatchdog(Callback):
             # raised) goes on with that fit's LRSchedule, and before kept its last cut (0.5) under a watchdog that
             # starts afresh at 1, which never gave it back and logged watchdog/lr_scale 1.0 under the halved LR.
             schedule._set_scale(self._policy.scale)
+        # an SWALR there already is the module's own: on resume its swa_lr is the checkpoint's, which holds the scale
+        # (before, it was scaled again: 0.005 for swa_lr=0.02 and a cut to 0.5); a new run's scale is 1. Only one
+        # StochasticWeightAveraging creates later is scaled (on_train_batch_start)
+        self._swa_scheduler = scale_new_swa_scheduler(trainer, 1.0, None)
         live, self._live = self._live, None
         if live is not None:
             pl_module.load_state_dict(live["model"])

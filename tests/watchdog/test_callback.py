@@ -365,6 +365,34 @@ def test_a_cut_taken_before_swa_starts_and_given_back_in_its_phase_ends_at_the_s
     assert model.seen_lrs[80] == pytest.approx([0.01, 0.01], rel=1e-12)  # swa_lrs at the cut still held, 0.5
 
 
+class OwnSwalr(DigitsModel):
+    """Its own SWALR (swa_lr 0.02), stepped every step; records each step's ``swa_lr``."""
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        swalr = torch.optim.swa_utils.SWALR(optimizer, swa_lr=0.02, anneal_epochs=100, anneal_strategy="linear")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": swalr, "interval": "step"}}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.swa_lrs = [*getattr(self, "swa_lrs", []), self.trainer.optimizers[0].param_groups[0]["swa_lr"]]
+
+
+def test_a_resume_keeps_the_cut_in_a_module_s_own_swalr_once(tmp_path):
+    """The module's own SWALR targets swa_lr 0.02; the watchdog's cut to 0.5 at step 25 takes it to 0.01, and the
+    checkpoint's optimizer holds that. Before, the resumed fit took the restored SWALR for one StochasticWeightAveraging
+    had just created, without the cut, and cut it again: 0.005, half the LR the uninterrupted run anneals to."""
+    options = dict(lower_after=2, lower_window=20, recover_after=None, reference_batch=False)
+    model, watchdog = OwnSwalr(faults=Faults(loss_times={20: 1000.0, 25: 1000.0})), small(**options)
+    trainer = fit(tmp_path, model, [watchdog], 30, logger=False)
+    assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(25, "lower_lr")]
+    assert model.swa_lrs[-1] == pytest.approx(0.01)
+    trainer.save_checkpoint(tmp_path / "cut.ckpt")
+    resumed, watchdog = OwnSwalr(), small(**options)
+    trainer = make_trainer(tmp_path, max_steps=32, callbacks=[watchdog], logger=False)
+    trainer.fit(resumed, digits_loader(), ckpt_path=tmp_path / "cut.ckpt")
+    assert watchdog.scale == 0.5 and resumed.swa_lrs == pytest.approx([0.01, 0.01])
+
+
 def test_a_fit_continued_on_the_same_trainer_does_not_keep_a_cut_the_new_watchdog_run_does_not_hold(tmp_path):
     """``trainer.fit`` again with max_steps raised: LRSchedule goes on from the last fit, the watchdog starts afresh
     (no incidents, scale 1). Before, the schedule kept the last fit's cut (scale 0.5) under it: the second fit trained
