@@ -240,7 +240,9 @@ def train(
 
     A run **diverged** when its loss turns non-finite (it stops there and is scored at the task's
     ``chance_loss``: the model learned nothing usable), or when it ends no better than chance after its
-    training loss rose above twice its first value (it blew up, then stalled).
+    training loss rose above twice its first value, and above twice what its starting weights score on that
+    same batch (it blew up, then stalled). A batch that is merely harder than the first, such as one holding the
+    autoencoder's rare pixels, scores as high before training, so a run that never learned is not a divergence.
 
     Args:
         task: the sample model.
@@ -270,6 +272,7 @@ def train(
         if task.start is not None:
             task.start.load_model(model)
     model.train()
+    initial = copy.deepcopy(model)  # the starting weights, to tell a blow-up from a hard batch
     groups = task.groups(model)
     reference = groups[0].get("lr", lr)
     ratios = [g.get("lr", reference) / reference for g in groups]
@@ -280,6 +283,7 @@ def train(
     loader = train_loader(task, seed)
     per_epoch = len(loader)
     losses: list[float] = []
+    rises: list[tuple[Any, Any, float]] = []  # the batches whose loss rose above twice the first
     diverged = False
     k = 0
     while k < end and not diverged:
@@ -295,6 +299,8 @@ def train(
             if not math.isfinite(value):
                 diverged = True
                 break
+            if value > 2 * losses[0]:
+                rises.append((x, y, value))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if task.gradient_clip_val is not None:
@@ -306,11 +312,18 @@ def train(
         diverged = True
         classes = task.extra.get("classes", 1)
         metrics = {"loss": task.chance_loss, "accuracy": 1.0 / classes if classes else math.nan}
-    elif metrics["loss"] >= task.chance_loss and losses and max(losses) > 2 * losses[0]:
+    elif metrics["loss"] >= task.chance_loss and _blew_up(task, initial, rises):
         diverged = True
     extra = task.metrics(model) if task.metrics is not None and not diverged else {}
     state = opt.state_dict()
     return TrainResult(metrics["loss"], metrics["accuracy"], diverged, k, tuple(losses), extra, state), model
+
+
+def _blew_up(task: Task, initial: torch.nn.Module, rises: Sequence[tuple[Any, Any, float]]) -> bool:
+    """Whether a training loss above twice the first was the weights' doing: above twice what the starting
+    weights ``initial`` score on the same batch (scored without drawing from the run's random numbers)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        return any(value > 2 * float(task.loss(initial(x), y)) for x, y, value in rises)
 
 
 class TaskModule(pl.LightningModule):

@@ -379,6 +379,17 @@ def test_train_follows_the_schedule_and_flags_divergence() -> None:
         train(task, "lamb", 1e-3, seed=0)
 
 
+def test_train_does_not_call_a_run_that_never_learned_diverged() -> None:
+    # digits-autoencoder at LR 1e-5 never learns (validation 1.12, above the task's chance loss 1.0), and one batch
+    # holding rare pixels scores 2.5× the first (2.67 against 1.09) at any weights: a hard batch, not a blow-up
+    task = make_task("digits-autoencoder", steps=60)
+    stalled, _ = train(task, "nadam", 1e-5, seed=0)
+    assert max(stalled.train_losses) > 2 * stalled.train_losses[0] and stalled.loss >= task.chance_loss
+    assert not stalled.diverged
+    blown, _ = train(make_task("digits-mlp", steps=60), "sgd", 3.5, seed=0)  # blows up, then stalls at chance
+    assert blown.diverged and math.isfinite(blown.loss) and max(blown.train_losses) > 100 * blown.train_losses[0]
+
+
 def test_unknown_task_lists_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
