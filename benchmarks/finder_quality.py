@@ -11,8 +11,9 @@ Protocol (``research/lr_finder_anchors.md`` §11.2, scaled to a 2-core CPU):
 3. **Metrics**, per finder over every (model, optimizer, seed):
 
    - normalized regret ``(L(suggestion) − L*) / (L(default) − L*)``, where the default is the optimizer's own
-     default LR in torch (1e-3 for SGD and AdamW, 1e-2 for RMSprop): 0 is the grid's best, 1 is no better than
-     not tuning; its median, 90th percentile (p90) and worst, and the count of runs above 0.3;
+     default LR in torch (1e-3 for SGD, Adam, AdamW and RAdam, 2e-3 for NAdam and Adamax, 1e-2 for RMSprop and
+     Adagrad): 0 is the grid's best, 1 is no better than not tuning; its median, 90th percentile (p90) and
+     worst, and the count of runs above 0.3;
    - log-LR error ``log10(suggestion / LR*)`` (its sign tells over- from under-shooting);
    - diverged: training at the suggestion diverged (see :func:`benchmarks.models.train`);
    - failed: the finder gave no suggestion (the run then keeps the default LR: regret 1);
@@ -610,6 +611,21 @@ def _profile(ctx: Context, order: Sequence[str], results: dict[str, Any]) -> Non
     )
 
 
+def _defaults(results: dict[str, Any]) -> str:
+    """The default LR of each optimizer of ``results`` (the regret's reference), those sharing one named together.
+
+    >>> _defaults({"a/sgd": {"truth": {"default_lr": 1e-3}}, "b/adagrad": {"truth": {"default_lr": 1e-2}},
+    ...            "c/adam": {"truth": {"default_lr": 1e-3}}})
+    '1.00e-03 for sgd and adam, 0.01 for adagrad'
+    """
+    by_lr: dict[float, list[str]] = {}
+    for key, pair in results.items():
+        names = by_lr.setdefault(pair["truth"]["default_lr"], [])
+        if key.split("/")[1] not in names:
+            names.append(key.split("/")[1])
+    return ", ".join(f"{fmt(lr)} for {' and '.join(names)}" for lr, names in by_lr.items())
+
+
 def _report(
     ctx: Context,
     scale: Scale,
@@ -647,10 +663,11 @@ Tasks: {tasks}. Ground truth: a grid of peak LRs spaced by 2^{scale.grid_step} o
 seed(s) each, trained for the full budget under each task's real schedule. Every finder then runs on
 {scale.finder_seeds} seed(s) (model initialisation and data order), and its suggestion is trained the same way
 as the grid, with the same seed. Normalized regret = (loss at the suggestion − best grid loss) / (loss at
-torch's default LR 1e-3 − best grid loss): 0 is the grid's best, 1 is no better than not tuning; lower is
-better. "As good as the best ±½ octave": the final loss is no worse than that of the best grid LR or of one of
-its two neighbours, trained with the same seed (a paired comparison; seed-to-seed noise cancels). LR* is the
-best grid LR refined by a quadratic fit in log10(LR). A finder that gives no suggestion leaves the default LR.
+the optimizer's default LR in torch − best grid loss; {_defaults(results)}): 0 is the grid's best, 1 is no
+better than not tuning; lower is better. "As good as the best ±½ octave": the final loss is no worse than that
+of the best grid LR or of one of its two neighbours, trained with the same seed (a paired comparison;
+seed-to-seed noise cancels). LR* is the best grid LR refined by a quadratic fit in log10(LR). A finder that
+gives no suggestion leaves the default LR.
 
 Held-out pairs ({", ".join(HELD_OUT)}) were fixed in the code before any constant of the finder's second
 version changed, and no constant was set on them; but the probe's `probe_stalled` rule (halve an answer whose hold

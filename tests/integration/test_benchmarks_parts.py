@@ -390,6 +390,29 @@ def test_train_does_not_call_a_run_that_never_learned_diverged() -> None:
     assert blown.diverged and math.isfinite(blown.loss) and max(blown.train_losses) > 100 * blown.train_losses[0]
 
 
+def test_finder_report_names_each_optimizers_default_lr(tmp_path) -> None:
+    # the regret's reference is the optimizer's own default in torch: 1e-2 for Adagrad and 2e-3 for NAdam, not 1e-3
+    import json
+    import os
+
+    from benchmarks._common import Context
+    from benchmarks.finder_quality import FULL, GROUPS, _aggregate, _report
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "benchmarks", "results", "finder.json")) as handle:
+        tasks = json.load(handle)["tasks"]
+    results = {key: tasks[key] for key in ("docstrings-bag/adagrad", "digits-autoencoder/nadam", "digits-mlp/sgd")}
+    for pair in results.values():
+        pair["suggestions"] = [s for s in pair["suggestions"] if s["finder"] == "lr_callbacks"][:1]
+    rows = [{"task": key, **e} for key, r in results.items() for e in r["suggestions"]]
+    table = _aggregate(rows, results)
+    ctx = Context(out=str(tmp_path), command="python -m benchmarks", quick=False, threads=1)
+    _report(ctx, FULL, results, table, dict.fromkeys(GROUPS, table), {}, 1.0)
+    text = (tmp_path / "finder.md").read_text()
+    assert "default LR in torch − best grid loss; 0.01 for adagrad, 2.00e-03 for nadam, 1.00e-03 for sgd)" in text
+    assert "default LR 1e-3" not in text
+
+
 def test_unknown_task_lists_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
