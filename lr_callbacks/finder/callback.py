@@ -586,7 +586,7 @@ class LRFinder(Callback):
                 f"{answer:.3g} is read from where it rose ({edge:.3g}). That suits a model near its "
                 "floor (fine-tuning); a model that learns too slowly for the sweep to show it (e.g. a transformer "
                 "trained from scratch) may need far less: on the benchmark's patch transformer the best LR was "
-                f"1/50 to 1/150 of that edge. To measure rather than read it: a longer sweep (num_steps), or trials, "
+                f"1/35 to 1/60 of that edge. To measure rather than read it: a longer sweep (num_steps), or trials, "
                 f"e.g. confirm=({answer:.2g}, {answer / 10:.2g}, {answer / 100:.2g})",
                 UserWarning,
                 stacklevel=2,

@@ -733,7 +733,7 @@ def test_the_log_line_says_whether_the_answer_was_applied(tmp_path, caplog, appl
 
 def test_a_flat_sweep_warns_that_its_answer_is_read_from_the_edge(tmp_path):
     """Targets of pure noise: nothing to learn, so the loss stays flat until the LR blows it up. The answer is read
-    from that edge, which on a model learning too slowly for the sweep was 50-150× too high: the user is told how to
+    from that edge, which on a model learning too slowly for the sweep was 35-60× too high: the user is told how to
     measure it instead."""
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(256, 4, generator=generator), torch.randn(256, 1, generator=generator)

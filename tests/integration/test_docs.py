@@ -199,3 +199,33 @@ def test_readme_shows_the_committed_benchmark_summary() -> None:
     missing = [row for row in rows if row not in readme]
     assert not missing, f"README.md lacks these rows of benchmarks/results/summary.md: {missing[:3]}"
     assert "[benchmarks/results/summary.md](benchmarks/results/summary.md)" in "\n".join(readme)
+
+
+def test_the_flat_curve_warning_quotes_the_committed_benchmark(tmp_path) -> None:
+    """The finder's flat-curve warning says how far below its edge the best LR lay on the benchmark's patch
+    transformer. It said 1/50 to 1/150, where ``benchmarks/results/finder.json`` has 1/36 to 1/60 (digits-vit/adamw:
+    the flat curves' edges 0.186-0.307, the grid's best LR 0.00512)."""
+    import json
+    import warnings
+
+    import torch
+
+    from lr_callbacks import LRFinder
+    from tests.finder.test_callback import fit
+
+    with open(os.path.join(ROOT, "benchmarks", "results", "finder.json"), encoding="utf-8") as handle:
+        vit = json.load(handle)["tasks"]["digits-vit/adamw"]
+    flat = [r["result"] for r in vit["suggestions"] if r["finder"] == "lr_callbacks"]
+    ratios = [r["range"][1] / vit["truth"]["best_lr"] for r in flat if "flat_curve" in r["flags"]]
+    assert ratios, "the committed benchmark has no flat curve on the patch transformer"
+    generator = torch.Generator().manual_seed(0)  # pure-noise targets: the loss stays flat until the LR blows it up
+    x, y = torch.randn(256, 4, generator=generator), torch.randn(256, 1, generator=generator)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, LRFinder(min_lr=1e-6, max_lr=10.0, num_steps=60, probe=False), data=data, logger=False)
+    (message,) = [str(w.message) for w in caught if "(flat_curve" in str(w.message)]
+    quoted = re.search(r"the best LR was 1/(\d+) to 1/(\d+) of that edge", message)
+    assert quoted is not None, message
+    low, high = int(quoted[1]), int(quoted[2])
+    assert low <= min(ratios) < 1.1 * low and high / 1.1 < max(ratios) <= high, (low, high, ratios)
