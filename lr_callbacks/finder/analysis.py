@@ -92,7 +92,8 @@ class Suggestion:
     Attributes:
         lr: the suggested LR, or ``None`` when the curve does not support one (see ``flags``).
         range: ``(lower, upper)``, the LRs between the steepest descent and the loss minimum (the band in
-            which training makes fast, stable progress), or ``None``.
+            which training makes fast, stable progress); on a curve read as flat (``flat_curve``, a broad bottom
+            too), ``(edge / 10, edge)``, ``edge`` where the loss's lasting rise begins; or ``None``.
         flags: names from :data:`FLAGS`, in a fixed order; empty for a clean curve.
         method: the rule that chose ``lr``.
         smoothed: the zero-lag smoothed loss at every input point (NaN where it was not analysed).

@@ -197,7 +197,8 @@ class FinderResult:
         losses: the raw training loss of each step (mean over micro-batches, and over ranks).
         grad_norms: the gradient norm of each step, before clipping (after unscaling, with AMP).
         suggestion: the LR the analysis suggests, or ``None`` (see ``flags``).
-        range: ``(lower, upper)``: from the steepest descent to the loss minimum, or ``None``.
+        range: ``(lower, upper)``: from the steepest descent to the loss minimum; on a curve read as flat
+            (``flat_curve``), ``(edge / 10, edge)``, ``edge`` where the loss's lasting rise begins; or ``None``.
         flags: the analysis's warnings (names from ``FLAGS`` in ``lr_callbacks.finder.analysis``).
         method: the suggestion rule used.
         stop_reason: ``"completed"`` (all steps ran), ``"diverged"`` (the stop rule fired, or the loss
