@@ -1604,6 +1604,11 @@ def test_with_disk_snapshots_a_checkpoint_written_after_a_fit_that_ended_mid_inc
     assert [(e.step, e.action) for e in watchdog.events] == [(58, "skip"), (59, "skip")]
     assert watchdog._policy.incident_open and watchdog._policy.state.snapshot_step == 50
     assert not (tmp_path / "watchdog-snapshots").exists()
+    _assert_checkpoint_holds_the_snapshot_of_step_50(trainer, tmp_path, weights, model)
+
+
+def _assert_checkpoint_holds_the_snapshot_of_step_50(trainer: Any, tmp_path: Any, weights: Any, model: Any) -> None:
+    """A checkpoint written now holds step 50's snapshot, the live weights beside it, and one reference batch."""
     trainer.save_checkpoint(tmp_path / "after.ckpt")
     checkpoint = torch.load(tmp_path / "after.ckpt", weights_only=False)
     own = checkpoint["callbacks"]["DivergenceWatchdog"]
@@ -1632,12 +1637,7 @@ def test_a_checkpoint_written_after_a_validate_that_followed_a_fit_ended_mid_inc
     trainer.fit(model, digits_loader(0))
     assert watchdog._policy.incident_open and watchdog._policy.state.snapshot_step == 50
     trainer.validate(model, digits_loader(1), verbose=False)
-    trainer.save_checkpoint(tmp_path / "after.ckpt")
-    checkpoint = torch.load(tmp_path / "after.ckpt", weights_only=False)
-    own = checkpoint["callbacks"]["DivergenceWatchdog"]
-    assert all(map(torch.equal, checkpoint["state_dict"].values(), weights.before[50]))
-    assert all(map(torch.equal, own["live"]["model"].values(), model.state_dict().values()))
-    assert len(own["reference"]) == 1
+    _assert_checkpoint_holds_the_snapshot_of_step_50(trainer, tmp_path, weights, model)
 
 
 def test_a_checkpoint_after_a_skipped_bad_batch_holds_the_live_weights_it_was_scored_on(tmp_path):
