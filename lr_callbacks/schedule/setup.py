@@ -324,18 +324,27 @@ def warn_manual_max_steps(trainer: Any, optimizers: Sequence[Any]) -> None:
 
 
 def unique(names: list[str]) -> list[str]:
-    """Make repeated names distinct, as LearningRateMonitor does: ``Adam``, ``Adam-1``.
+    """Make repeated names distinct, as LearningRateMonitor does: ``Adam``, ``Adam-1``; a suffix never takes a name
+    given to another (before, groups named ``a``, ``a``, ``a-1`` were all tagged ``a``, ``a-1``, ``a-1``: two
+    groups on one TensorBoard tag, and ``peak_lrs={"a-1": ...}`` set both).
 
     >>> unique(["Adam", "SGD", "Adam"])
     ['Adam', 'SGD', 'Adam-1']
+    >>> unique(["a", "a", "a-1"])
+    ['a', 'a-2', 'a-1']
     """
+    taken = set(names)  # each given name stays its first holder's
     seen: dict[str, int] = {}
     out = []
     for name in names:
-        if name in seen:
-            seen[name] += 1
-            out.append(f"{name}-{seen[name]}")
-        else:
+        if name not in seen:
             seen[name] = 0
             out.append(name)
+            continue
+        suffix = seen[name] + 1
+        while f"{name}-{suffix}" in taken:
+            suffix += 1
+        seen[name] = suffix
+        taken.add(f"{name}-{suffix}")
+        out.append(f"{name}-{suffix}")
     return out

@@ -150,6 +150,20 @@ def test_group_schedules_and_peak_lrs_reach_every_group_that_shares_the_name(tmp
     assert tagged.peak_lrs == [[0.1, 0.02, 0.1, 0.03]]
 
 
+def test_a_repeated_group_name_is_never_suffixed_onto_a_name_another_group_was_given(tmp_path: Any) -> None:
+    """Groups named ``a``, ``a``, ``a-1``: before, the second was tagged ``a-1`` like the third (one TensorBoard tag
+    for two groups), and ``peak_lrs={"a-1": 0.03}`` set both groups' peaks."""
+
+    def optimizer(m: TinyModel) -> torch.optim.Optimizer:
+        groups = [[m.body.weight], [m.body.bias], [m.head.weight, m.head.bias]]
+        return torch.optim.SGD([{"params": p, "name": n} for p, n in zip(groups, ["a", "a", "a-1"])], lr=0.1)
+
+    schedule = LRSchedule("constant", peak_lrs={"a-1": 0.03})
+    fit(tmp_path, schedule, TinyModel(optimizer=optimizer), max_steps=1)
+    assert schedule.group_tags == [["a", "a-2", "a-1"]]
+    assert schedule.peak_lrs == [[0.1, 0.1, 0.03]]
+
+
 @pytest.mark.parametrize("option", ["group_schedules", "peak_lrs"])
 def test_an_unknown_group_name_is_refused_with_the_groups_listed(tmp_path: Any, option: str) -> None:
     value = {"neck": "constant"} if option == "group_schedules" else {"neck": 0.1}
