@@ -180,10 +180,11 @@ def build_table(
             keys = group_keys(tag, name, given[j], optimizer_names[index] if several else None)
             known.update(keys)
             chosen = bind(for_group(group_schedules, keys, schedule), optimizer)
-            peak = for_group(peak_overrides, keys, as_float(group["lr"]))
-            scale = 1.0
+            peak, scale = for_group(peak_overrides, keys, None), 1.0
             if restored is not None:
                 peak, scale = _restored_group(restored, index, j, name)
+            elif peak is None:
+                peak = _configured_peak(group, tag)
             groups.append(GroupState(tag=tag, name=name, schedule=chosen, peak=peak, scale=scale))
         table.append(groups)
     unknown = sorted((set(group_schedules) | set(peak_overrides)) - known)
@@ -193,6 +194,19 @@ def build_table(
             f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers"
         )
     return table, optimizer_names
+
+
+def _configured_peak(group: Mapping[str, Any], tag: str) -> float:
+    """A group's LR from ``configure_optimizers``, its peak; refused unless finite and >= 0 (before, an LR of nan
+    or inf became the peak and every step wrote it: the weights turned NaN at the first update, without a word)."""
+    lr = as_float(group["lr"])
+    if not (math.isfinite(lr) and lr >= 0.0):
+        raise ValueError(
+            f"LRSchedule: parameter group {tag!r} has lr={lr!r} from configure_optimizers, and its peak LR must be "
+            f"finite and >= 0. Set a valid lr in configure_optimizers, or give the peak with "
+            f"LRSchedule(..., peak_lrs={{{tag!r}: ...}})"
+        )
+    return lr
 
 
 def group_keys(tag: str, name: str, given: str, optimizer_name: str | None) -> tuple[str, ...]:

@@ -164,6 +164,22 @@ def test_a_repeated_group_name_is_never_suffixed_onto_a_name_another_group_was_g
     assert schedule.peak_lrs == [[0.1, 0.1, 0.03]]
 
 
+@pytest.mark.parametrize("lr", [math.nan, math.inf, -0.1])
+def test_a_configured_lr_that_is_no_peak_is_refused_unless_peak_lrs_gives_one(tmp_path: Any, lr: float) -> None:
+    """Before, an LR of nan or inf from configure_optimizers became the peak, written at every step: the weights
+    turned NaN at the first update, without a word. ``peak_lrs`` for that group still stands in for it."""
+
+    def optimizer(m: TinyModel) -> torch.optim.Optimizer:
+        sgd = torch.optim.SGD(m.parameters(), lr=0.1)
+        sgd.param_groups[0]["lr"] = lr  # as a computed LR (a batch-size rule dividing by zero) leaves it
+        return sgd
+
+    with pytest.raises(ValueError, match=r"parameter group 'group0' has lr=(nan|inf|-0.1) .* finite and >= 0"):
+        fit(tmp_path, LRSchedule("cosine"), TinyModel(optimizer=optimizer), max_steps=1)
+    model = fit(tmp_path / "given", LRSchedule("constant", peak_lrs={"group0": 0.05}), TinyModel(optimizer=optimizer))
+    assert body(model)[0] == pytest.approx(0.05)
+
+
 @pytest.mark.parametrize("option", ["group_schedules", "peak_lrs"])
 def test_an_unknown_group_name_is_refused_with_the_groups_listed(tmp_path: Any, option: str) -> None:
     value = {"neck": "constant"} if option == "group_schedules" else {"neck": 0.1}
