@@ -6,6 +6,7 @@
     python -m benchmarks --only finder --tasks digits-vit,tabular --finders lr_callbacks --seeds 5
     python -m benchmarks --only finder_variants   # the finder at budget ×1/×5, mid-training, with clipping
     python -m benchmarks --only watchdog --methods lr_callbacks.per_sample
+    python -m benchmarks --only finder,finetune --report-only   # render again from the JSON, train nothing
 
 Each benchmark writes a markdown table (and PNG plots) stamped with the command, the machine and the package
 versions; ``summary.json`` gathers the headline numbers. With ``--only``, the other sections of an existing
@@ -24,21 +25,34 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 BENCHMARKS = ("overhead", "finder", "finder_variants", "watchdog", "natural", "finetune")
+REPORTS = {
+    "overhead": "overhead.md",
+    "finder": "finder.md",
+    "finder_variants": "finder_variants.md",
+    "watchdog": "watchdog.md",
+    "natural": "watchdog_natural.md",
+    "finetune": "finetune.md",
+}
+"""The report each benchmark writes; its stamp names the command that produced the benchmark's summary section."""
+RENDERED = ("finder", "finetune")
+"""The benchmarks whose report ``--report-only`` can render again from their JSON."""
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+_MODULES = {
+    "overhead": "overhead",
+    "finder": "finder_quality",
+    "finder_variants": "finder_variants",
+    "watchdog": "watchdog_recovery",
+    "natural": "watchdog_natural",
+    "finetune": "finetune",
+}
 
 
 def _runner(name: str) -> Callable[[Any], Any]:
     import importlib
 
-    module = {
-        "overhead": "overhead",
-        "finder": "finder_quality",
-        "finder_variants": "finder_variants",
-        "watchdog": "watchdog_recovery",
-        "natural": "watchdog_natural",
-        "finetune": "finetune",
-    }
-    run: Callable[[Any], Any] = importlib.import_module(f"benchmarks.{module[name]}").run
+    run: Callable[[Any], Any] = importlib.import_module(f"benchmarks.{_MODULES[name]}").run
     return run
 
 
@@ -46,9 +60,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; bad values exit with a message naming the option and the fix."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Benchmarks of lr_callbacks.")
     parser.add_argument("--quick", action="store_true", help="a smoke size, written to <out>/quick by default")
-    parser.add_argument(
-        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}"
-    )
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--out", default=None, help="output directory (default: benchmarks/results[/quick])")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument(
@@ -70,12 +82,22 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="finetune: run seeds from this one on (the runs of other seeds are kept from the previous results)",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"train nothing: render the reports of {', '.join(RENDERED)} and summary.md again from their JSON, "
+        "keeping each report's stamp",
+    )
     args = parser.parse_args(argv)
+    if args.only is None:
+        args.only = ",".join(RENDERED if args.report_only else BENCHMARKS)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in only if name not in BENCHMARKS]
     if unknown or not only:
         parser.error(f"--only takes names among {', '.join(BENCHMARKS)}; got {args.only!r}")
     args.only = [name for name in BENCHMARKS if name in only]
+    if args.report_only and any(name not in RENDERED for name in args.only):
+        parser.error(f"--report-only renders {', '.join(RENDERED)}; got --only {','.join(args.only)}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}")
     if args.seeds is not None and args.seeds < 1:
@@ -96,13 +118,33 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def summary_markdown(summary: dict[str, Any], header: str) -> str:
-    """``summary.json`` as markdown tables (what the README links to)."""
+def _produced_by(name: str, stamp: str) -> str:
+    """The line under a section of ``summary.md`` that names the run behind it, from its report's stamp.
+
+    >>> _produced_by("natural", "- command: `python -m benchmarks --only natural` at commit `8bd9f`\\n- machine")
+    'From `python -m benchmarks --only natural` at commit `8bd9f` (`watchdog_natural.md` has the machine and versions).'
+    >>> _produced_by("finder", "")
+    'From a run whose `finder.md` has no stamp.'
+    """
+    first = stamp.split("\n", 1)[0]
+    if not first.startswith("- command: "):
+        return f"From a run whose `{REPORTS[name]}` has no stamp."
+    return f"From {first.removeprefix('- command: ')} (`{REPORTS[name]}` has the machine and versions)."
+
+
+def summary_markdown(summary: dict[str, Any], stamps: dict[str, str]) -> str:
+    """``summary.json`` as markdown tables (what the README links to); ``stamps`` holds each section's report stamp.
+
+    The sections come from different runs (``--only``), so each names the command and commit of its own.
+    """
     from benchmarks._common import fmt, markdown_table
 
+    def heading(title: str, name: str) -> str:
+        return f"## {title}\n\n{_produced_by(name, stamps.get(name, ''))}\n\n"
+
     parts = [
-        f"# Benchmark summary\n\n{header}\n\nDetails: `overhead.md`, `finder.md`, `finder_variants.md`, "
-        "`watchdog.md`, `watchdog_natural.md`, `finetune.md`."
+        "# Benchmark summary\n\nEach section comes from the run named under its title. Details: `overhead.md`, "
+        "`finder.md`, `finder_variants.md`, `watchdog.md`, `watchdog_natural.md`, `finetune.md`."
     ]
     if "overhead" in summary:
         rows = [
@@ -122,7 +164,8 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             "A/B median, CPU time (noise ±10%)",
             "added host reads/step",
         ]
-        parts.append("## Overhead (LRSchedule + LRFinder + DivergenceWatchdog)\n\n" + markdown_table(header_row, rows))
+        title = "Overhead (LRSchedule + LRFinder + DivergenceWatchdog)"
+        parts.append(heading(title, "overhead") + markdown_table(header_row, rows))
     if "finder" in summary:
         order = sorted(summary["finder"], key=lambda m: summary["finder"][m]["median_regret"] or 0.0)
         rows = [
@@ -147,10 +190,8 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             if entry.get("runs")
         ]
         header_row = ["finder", "pairs", "median regret", "p90 regret", "worst regret", "regret > 0.3", "diverged runs"]
-        parts.append(
-            "## LR finder quality (normalized regret: 0 = grid best, 1 = torch's default LR)\n\n"
-            + markdown_table(header_row, rows)
-        )
+        title = "LR finder quality (normalized regret: 0 = grid best, 1 = torch's default LR)"
+        parts.append(heading(title, "finder") + markdown_table(header_row, rows))
     if "finder_variants" in summary:
         rows = [
             [
@@ -176,9 +217,8 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             "regret > 0.3",
             "diverged runs",
         ]
-        parts.append(
-            "## LR finder under variants of one pair (each against its own grid)\n\n" + markdown_table(header_row, rows)
-        )
+        title = "LR finder under variants of one pair (each against its own grid)"
+        parts.append(heading(title, "finder_variants") + markdown_table(header_row, rows))
     if "watchdog" in summary:
         rows = [
             [
@@ -202,11 +242,12 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             "false interventions in clean steps",
             "runs worse than none",
         ]
-        parts.append("## Watchdog recovery\n\n" + markdown_table(header_row, rows))
+        parts.append(heading("Watchdog recovery", "watchdog") + markdown_table(header_row, rows))
     if "natural" in summary:
         natural = summary["natural"]
         parts.append(
-            "## Watchdog under natural instability\n\ncharlm at 1-60× its best LR, no injection: the guarded run "
+            heading("Watchdog under natural instability", "natural")
+            + "charlm at 1-60× its best LR, no injection: the guarded run "
             f"within 10% of the best-LR run at {natural['within_10pct']} of {natural['unstable_multiples']} "
             f"unstable LRs; never worse than unguarded: {'yes' if natural['never_worse'] else 'no'}. One snapshot "
             f"of charlm (model + AdamW state): {natural['snapshot_mib']:.2f} MiB, {natural['snapshot_host_ms']:.2f} "
@@ -225,8 +266,15 @@ def summary_markdown(summary: dict[str, Any], header: str) -> str:
             for r in summary["finetune"]
         ]
         header_row = ["setup", "peak LR", "val loss", "test accuracy", "forgetting", "in the good region"]
-        parts.append("## Fine-tuning MiniLM\n\n" + markdown_table(header_row, rows))
+        parts.append(heading("Fine-tuning MiniLM", "finetune") + markdown_table(header_row, rows))
     return "\n\n".join(parts) + "\n"
+
+
+def _stamps(out: str, summary: dict[str, Any]) -> dict[str, str]:
+    """The stamp of each section's report in ``out`` (the run that wrote the section wrote its report too)."""
+    from benchmarks._common import stamp_of
+
+    return {name: stamp_of(os.path.join(out, REPORTS[name])) for name in summary if name in REPORTS}
 
 
 def _read_summary(path: str) -> dict[str, Any]:
@@ -263,6 +311,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     os.makedirs(ctx.out, exist_ok=True)
     summary_path = os.path.join(ctx.out, "summary.json")
+    if args.report_only:
+        import importlib
+
+        for name in args.only:
+            log(f"== {name}: rendering its report again")
+            importlib.import_module(f"benchmarks.{_MODULES[name]}").render(ctx)
+        summary = _read_summary(summary_path)
+        with open(os.path.join(ctx.out, "summary.md"), "w") as handle:
+            handle.write(summary_markdown(summary, _stamps(ctx.out, summary)))
+        return summary
     ours: dict[str, Any] = {}  # the sections this run wrote; the others are read again before each write
     summary: dict[str, Any] = {}
     times: dict[str, float] = {}
@@ -288,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with open(timing_path, "w") as handle:
             handle.write(text + f"\n{stamp(ctx, total)}\n\n" + "\n".join(lines) + "\n")
     with open(os.path.join(ctx.out, "summary.md"), "w") as handle:
-        handle.write(summary_markdown(summary, stamp(ctx)))
+        handle.write(summary_markdown(summary, _stamps(ctx.out, summary)))
     log(f"== done in {total / 60:.1f} min; results in {ctx.out}")
     return summary
 

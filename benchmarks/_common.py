@@ -31,6 +31,7 @@ __all__ = [
     "median",
     "quiet",
     "stamp",
+    "stamp_of",
     "stamped_commit",
     "versions",
     "write_json",
@@ -137,6 +138,19 @@ def stamped_commit(path: str) -> str:
     with open(path, encoding="utf-8") as handle:
         found = re.search(r"at commit `([0-9a-f]+)`", handle.read())
     return found.group(1) if found else ""
+
+
+def stamp_of(path: str) -> str:
+    """The :func:`stamp` at the top of the report at ``path``, as written (``""`` when there is none).
+
+    A report rendered again from its JSON keeps the stamp of the run that measured it.
+    """
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n\n", 2)
+    block = lines[1] if len(lines) > 1 else ""
+    return block if block.startswith("- command: ") else ""
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -57,6 +57,7 @@ from benchmarks._common import (
     median,
     quiet,
     stamp,
+    stamp_of,
     stamped_commit,
     write_json,
 )
@@ -423,6 +424,18 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
+def render(ctx: Context) -> None:
+    """Write ``finder.md`` and its plots again from ``finder.json`` in ``ctx.out``, keeping the report's stamp.
+
+    Nothing is trained: the text follows the renderer's code, the numbers are those of the JSON.
+    """
+    with open(ctx.path("finder.json"), encoding="utf-8") as handle:
+        data = json.load(handle)
+    scale = Scale(**{**data["scale"], "finders": tuple(data["scale"]["finders"])})
+    header = stamp_of(ctx.path("finder.md"))
+    _report(ctx, scale, data["tasks"], data["table"], data["groups"], data["leave_one_task_out"], None, header)
+
+
 def _group_mark(key: str) -> str:
     group = group_of(key.split("/")[0])
     marks = {"held_out": " (held out)", "held_out_second": " (held out, second set)"}
@@ -626,6 +639,44 @@ def _defaults(results: dict[str, Any]) -> str:
     return ", ".join(f"{fmt(lr)} for {' and '.join(names)}" for lr, names in by_lr.items())
 
 
+_GROUP_LABELS = {
+    "tuning": "tuning",
+    "held_out": "held out",
+    "held_out_second": "held out, second set",
+    "held_out_third": "held out, third set",
+    "held_out_fourth": "held out, fourth set",
+}
+
+
+def _seeds_per_finder(results: dict[str, Any]) -> str:
+    """How many finder seeds each finder ran per pair, by group of pairs; finders that ran alike named together.
+
+    >>> def runs(seeds: dict[str, int]) -> dict[str, Any]:
+    ...     return {"suggestions": [{"finder": f, "seed": s} for f, n in seeds.items() for s in range(n)]}
+    >>> _seeds_per_finder({"digits-mlp/sgd": runs({"ours": 5, "peer": 3}), "digits-resnet/sgd": runs({"ours": 5})})
+    'ours 5 on every pair; peer 3 (tuning)'
+    """
+    counts: dict[str, dict[int, list[str]]] = {}
+    for key, pair in results.items():
+        label = _GROUP_LABELS[group_of(key.split("/")[0])]
+        seeds: dict[str, set[int]] = {}
+        for entry in pair["suggestions"]:
+            seeds.setdefault(entry["finder"], set()).add(entry["seed"])
+        for finder, found in seeds.items():
+            groups = counts.setdefault(finder, {}).setdefault(len(found), [])
+            if label not in groups:
+                groups.append(label)
+    every = {_GROUP_LABELS[group_of(key.split("/")[0])] for key in results}
+    alike: dict[str, list[str]] = {}
+    for finder, by_count in counts.items():
+        if len(by_count) == 1 and set(next(iter(by_count.values()))) == every:
+            text = f"{next(iter(by_count))} on every pair"
+        else:
+            text = ", ".join(f"{n} ({'; '.join(groups)})" for n, groups in sorted(by_count.items()))
+        alike.setdefault(text, []).append(finder)
+    return "; ".join(f"{' and '.join(finders)} {text}" for text, finders in alike.items())
+
+
 def _report(
     ctx: Context,
     scale: Scale,
@@ -633,7 +684,8 @@ def _report(
     table: dict[str, Any],
     groups: dict[str, dict[str, Any]],
     left_out: dict[str, dict[str, Any]],
-    seconds: float,
+    seconds: float | None,
+    stamp_text: str = "",
 ) -> None:
     order = sorted(table, key=lambda m: (table[m]["median_regret"], table[m]["worst_regret"]))
     rows = _summary_rows(table, order)
@@ -657,12 +709,13 @@ def _report(
     ]
     text = f"""# LR finder quality
 
-{stamp(ctx, seconds)}
+{stamp_text or stamp(ctx, seconds)}
 
 Tasks: {tasks}. Ground truth: a grid of peak LRs spaced by 2^{scale.grid_step} over ≥ 4 decades, {scale.seeds}
-seed(s) each, trained for the full budget under each task's real schedule. Every finder then runs on
-{scale.finder_seeds} seed(s) (model initialisation and data order), and its suggestion is trained the same way
-as the grid, with the same seed. Normalized regret = (loss at the suggestion − best grid loss) / (loss at
+seed(s) each, trained for the full budget under each task's real schedule. Every finder then runs on several
+seeds (model initialisation and data order), and its suggestion is trained the same way as the grid, with the
+same seed. Finder seeds per pair: {_seeds_per_finder(results)}.
+ Normalized regret = (loss at the suggestion − best grid loss) / (loss at
 the optimizer's default LR in torch − best grid loss; {_defaults(results)}): 0 is the grid's best, 1 is no
 better than not tuning; lower is better. "As good as the best ±½ octave": the final loss is no worse than that
 of the best grid LR or of one of its two neighbours, trained with the same seed (a paired comparison;

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, write_json
+from benchmarks._common import Context, _commit, fmt, log, markdown_table, quiet, stamp, stamp_of, write_json
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 
 __all__ = ["CANDIDATES", "Scale", "kendall_tau", "run", "trial_ranking"]
@@ -261,6 +261,21 @@ def run(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
     return rows
 
 
+def render(ctx: Context) -> None:
+    """Write ``finetune.md`` and its plot again from ``finetune.json`` in ``ctx.out``, keeping the report's stamp.
+
+    Nothing is trained: the text follows the renderer's code, the numbers are those of the JSON.
+    """
+    from benchmarks.models.minilm import minilm_task
+
+    with open(ctx.path("finetune.json"), encoding="utf-8") as handle:
+        data = json.load(handle)
+    scale = QUICK if ctx.quick else FULL
+    task = minilm_task(steps=scale.steps, limit=scale.limit, head=scale.head)
+    header = stamp_of(ctx.path("finetune.md"))
+    _report(ctx, task, scale, data["rows"], data["confirm"], data["good_region"], None, header)
+
+
 def _with_previous(runs: dict[str, list[dict[str, Any]]], path: str) -> dict[str, list[dict[str, Any]]]:
     """``runs`` and, for every setup and seed this invocation did not run, the previous results' run (so that
     seeds and setups can be run in parts); each run keeps the commit it ran at."""
@@ -423,7 +438,8 @@ def _report(
     rows: list[dict[str, Any]],
     confirm: dict[str, Any],
     region: dict[str, Any] | None,
-    seconds: float,
+    seconds: float | None,
+    stamp_text: str = "",
 ) -> None:
     from lr_callbacks.core.plot import Line, Marker, save_png
 
@@ -487,7 +503,7 @@ def _report(
         plot = "![MiniLM full runs](finetune_grid.png)\n"
     text = f"""# The fine-tuning story: MiniLM
 
-{stamp(ctx, seconds)}
+{stamp_text or stamp(ctx, seconds)}
 
 Task: {task.describe}. Every setup trains in a real `Trainer` with `LRSchedule` for {scale.steps} steps,
 {_seed_counts(rows)} each (numbers are means over seeds; runs of earlier invocations are kept, see
@@ -505,7 +521,8 @@ Good region: {region_text}.
 
 A pick is right when the full run at the picked LR (same seed) is the best of the list's full runs on that
 seed, or within the seed-to-seed noise of it. Kendall's τ compares the trials' ranking of the candidates
-with the full runs' (1: the same order).
+with the full runs' (1: the same order); the trials' ranking is the one successive halving makes, one place per
+candidate (a later rung above an earlier one, then the loss at its last rung: `trial_ranking`).
 
 {markdown_table(confirm_header, confirm_rows)}
 

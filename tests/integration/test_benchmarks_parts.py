@@ -574,3 +574,68 @@ def test_a_partial_run_keeps_the_summary_sections_another_process_wrote_meanwhil
     monkeypatch.setattr(entry, "summary_markdown", lambda summary, header: "")
     result = entry.main(["--only", "natural", "--out", str(tmp_path)])
     assert json.loads(summary.read_text()) == {"watchdog": {"new": 2}, "natural": {"new": 3}} == result
+
+
+def test_finder_report_states_the_seeds_each_finder_ran(tmp_path) -> None:
+    # the report said "Every finder then runs on 5 seed(s)" where the peers ran 3 on the tuning pairs
+    import json
+    import os
+
+    from benchmarks._common import Context
+    from benchmarks.finder_quality import FULL, GROUPS, _aggregate, _report
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "benchmarks", "results", "finder.json")) as handle:
+        tasks = json.load(handle)["tasks"]
+    results = {key: tasks[key] for key in ("digits-mlp/sgd", "digits-resnet/sgd")}
+    for pair in results.values():
+        pair["suggestions"] = [s for s in pair["suggestions"] if s["finder"] in ("lr_callbacks", "lightning")]
+    rows = [{"task": key, **e} for key, r in results.items() for e in r["suggestions"]]
+    table = _aggregate(rows, results)
+    ctx = Context(out=str(tmp_path), command="python -m benchmarks", quick=False, threads=1)
+    _report(ctx, FULL, results, table, dict.fromkeys(GROUPS, table), {}, 1.0)
+    text = " ".join((tmp_path / "finder.md").read_text().split())
+    assert "Finder seeds per pair: lr_callbacks 5 on every pair; lightning 3 (tuning), 5 (held out, third set)." in text
+    assert "5 seed(s) (model initialisation" not in text
+
+
+def test_summary_names_the_command_of_each_section(tmp_path) -> None:
+    # sections come from different runs; summary.md gave one command at the top, the last run's
+    from benchmarks.__main__ import _stamps, summary_markdown
+
+    (tmp_path / "watchdog_natural.md").write_text(
+        "# Natural\n\n- command: `python -m benchmarks --only natural` at commit `aaaa`\n- machine: x\n\nText\n"
+    )
+    (tmp_path / "finder_variants.md").write_text(
+        "# Variants\n\n- command: `python -m benchmarks --only finder_variants` at commit `bbbb`\n- machine: y\n\nT\n"
+    )
+    natural = {"within_10pct": 0, "unstable_multiples": 3, "never_worse": True}
+    natural |= {"snapshot_mib": 1.0, "snapshot_host_ms": 1.0, "snapshot_disk_ms": 1.0}
+    summary = {"finder_variants": {}, "natural": natural}
+    text = summary_markdown(summary, _stamps(str(tmp_path), summary))
+    variants = "From `python -m benchmarks --only finder_variants` at commit `bbbb` (`finder_variants.md` has the"
+    assert f"## LR finder under variants of one pair (each against its own grid)\n\n{variants} machine" in text
+    assert (
+        "## Watchdog under natural instability\n\nFrom `python -m benchmarks --only natural` at commit `aaaa`" in text
+    )
+    assert "machine: " not in text
+
+
+def test_committed_reports_are_what_the_renderer_writes_from_their_json(tmp_path) -> None:
+    # a sentence typed into a report by hand (finetune.md's on the τ's ranking) is lost at the next run; the
+    # committed finder.md, finetune.md and summary.md must be exactly what --report-only writes from the JSON
+    import os
+    import shutil
+
+    import benchmarks.__main__ as entry
+
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
+    results = os.path.join(results, "results")
+    for name in ("finder", "finetune", "summary"):
+        shutil.copy(os.path.join(results, f"{name}.json"), tmp_path)
+    for name in entry.REPORTS.values():
+        shutil.copy(os.path.join(results, name), tmp_path)
+    entry.main(["--report-only", "--out", str(tmp_path)])
+    for name in ("finder.md", "finetune.md", "summary.md"):
+        with open(os.path.join(results, name), encoding="utf-8") as handle:
+            assert (tmp_path / name).read_text() == handle.read(), f"{name} differs from what its renderer writes"
