@@ -30,8 +30,10 @@ Protocol (``research/lr_finder_anchors.md`` §11.2, scaled to a 2-core CPU):
    (:data:`HELD_OUT_FOURTH`, :mod:`benchmarks.models.heldout_fourth`) was fixed before any rule changed in
    response.
 
-Training runs are cached by (task fingerprint, optimizer, LR, seed) in ``cache/runs.json`` under the output
-directory, so a rerun only trains what changed; delete the file for a cold run.
+Training runs are cached by (task name and fingerprint, optimizer, LR, seed) in ``cache/runs.json`` under the
+output directory. The fingerprint covers the task's description, schedule, budget, batch size, clip, start state
+and torch version, not the code: after a change to ``lr_callbacks`` or to the training code a cached run is
+reused as it was, so delete the file (or the task's entries) then, and for a cold run.
 """
 
 from __future__ import annotations
