@@ -471,7 +471,10 @@ def _resolve_plot(args: argparse.Namespace) -> tuple[dict[str, Schedule], dict[s
     reference = next(iter(peaks.values()))  # the optimizer's lr, which LRSchedule divides absolute floors by
     for name, schedule in schedules.items():
         if isinstance(schedule, TransformersSchedule):
-            schedules[name] = schedule.bound_to(reference)
+            try:
+                schedules[name] = schedule.bound_to(reference)
+            except ValueError as error:  # a polynomial's lr_end at or above the peak
+                raise UsageError(f"{error} (--peak-lr here)") from None
     for schedule in {id(s): s for s in schedules.values()}.values():
         _check_fits(schedule, run)
     return schedules, peaks, run

@@ -129,6 +129,22 @@ class TransformersSchedule(Schedule):
         if self.reference_lr is not None:
             check_number("reference_lr", self.reference_lr, low=0.0, low_open=True, owner="from_transformers")
         self._validate({**allowed, **args})
+        if self.name == "polynomial" and self.reference_lr is not None:
+            self._check_lr_end(float(self.args["lr_end"]), self.reference_lr)
+
+    def _check_lr_end(self, lr_end: float, reference_lr: float) -> None:
+        """Refuse a polynomial's absolute ``lr_end`` at or above the optimizer's lr, which the decay starts from
+        (transformers refuses it too, when the scheduler is built): the "decay" would climb to it.
+
+        Raises:
+            ValueError: naming both LRs and the fix.
+        """
+        if not reference_lr > lr_end:
+            raise ValueError(
+                f"from_transformers('polynomial'): `lr_end` ({lr_end:g}) must be smaller than the optimizer's lr "
+                f"({reference_lr:g}), the LR the decay starts from (transformers refuses it too): lower lr_end below "
+                f"{reference_lr:g} (it is an absolute LR, not a fraction of the peak), or raise the optimizer's lr"
+            )
 
     def _validate(self, a: dict[str, Any]) -> None:
         owner = f"from_transformers({self.name!r})"
@@ -186,11 +202,13 @@ class TransformersSchedule(Schedule):
             bound[lr] = replace(self, reference_lr=lr)
         return bound[lr]
 
-    def _ratio(self, absolute: float) -> float:
+    def _ratio(self, absolute: float, name: str) -> float:
         if self.reference_lr is None:
             raise ValueError(
-                f"from_transformers({self.name!r}): an absolute floor needs the optimizer's defaults['lr']; "
-                "LRSchedule sets it at fit start"
+                f"from_transformers({self.name!r}): an absolute floor needs the optimizer's defaults['lr']: `{name}` "
+                f"({absolute:g}) is an LR, which transformers divides by it. LRSchedule sets it at fit start; to "
+                f"preview this schedule, give it: TransformersSchedule(..., reference_lr=<the optimizer's lr>) or "
+                f".bound_to(<the optimizer's lr>)"
             )
         return absolute / self.reference_lr
 
@@ -205,19 +223,13 @@ class TransformersSchedule(Schedule):
         if self.name == "cosine_with_restarts":
             return CosineRestarts(cycles=a["num_cycles"], end=0.0)
         if self.name == "polynomial":
-            lr_end = a["lr_end"]
-            if self.reference_lr is not None and not self.reference_lr > lr_end:
-                raise ValueError(
-                    f"from_transformers('polynomial'): `lr_end` ({lr_end}) must be smaller than the optimizer's "
-                    f"lr ({self.reference_lr}), as in transformers"
-                )
-            return Polynomial(1.0, self._ratio(lr_end), power=a["power"])
+            return Polynomial(1.0, self._ratio(a["lr_end"], "lr_end"), power=a["power"])
         if self.name in ("constant", "constant_with_warmup"):
             return Constant()
         if self.name == "inverse_sqrt":
             return InverseSqrt(Steps(a["timescale"] or self.num_warmup_steps or 10_000))
         if self.name == "cosine_with_min_lr":
-            rate = a["min_lr_rate"] if a["min_lr_rate"] is not None else self._ratio(a["min_lr"])
+            rate = a["min_lr_rate"] if a["min_lr_rate"] is not None else self._ratio(a["min_lr"], "min_lr")
             return Cosine(1.0, rate, cycles=a["num_cycles"])
         return self._wsd_body(a)
 

@@ -203,6 +203,16 @@ def test_transformers_form_matches_transformers(capsys) -> None:
     assert table(poly)[9] == [pytest.approx(0.1 - 0.09 * 9 / 10, rel=1e-3)]
 
 
+def test_a_polynomial_lr_end_above_the_peak_is_a_usage_error(capsys) -> None:
+    """An lr_end the decay cannot reach from the peak: a usage error naming both LRs and the fix, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", "--transformers", "polynomial", "--steps", "10", "--peak-lr", "0.1", "--lr-end", "0.5"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "`lr_end` (0.5) must be smaller than the optimizer's lr (0.1)" in err
+    assert "lower lr_end below 0.1" in err and "raise the optimizer's lr (--peak-lr here)" in err
+
+
 def test_presets_lists_every_preset_with_its_arguments(capsys) -> None:
     from lr_callbacks import PRESETS
 

@@ -570,6 +570,19 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         TypeError,
         r"`num_decay_steps` must be a whole number, got 2\.5",
     ),
+    (  # the LR the decay starts from is below its floor: before, refused only once evaluated, with no fix
+        "hf-lr-end-above-lr",
+        lambda: TransformersSchedule("polynomial", 2, (("lr_end", 0.5),), reference_lr=0.1),
+        ValueError,
+        r"`lr_end` \(0\.5\) must be smaller than the optimizer's lr \(0\.1\), the LR the decay starts from .*: "
+        r"lower lr_end below 0\.1 \(it is an absolute LR, not a fraction of the peak\), or raise the optimizer's lr",
+    ),
+    (
+        "hf-lr-end-at-lr-bound",
+        lambda: TransformersSchedule("polynomial", 2, (("lr_end", 0.1),)).bound_to(0.1),
+        ValueError,
+        r"`lr_end` \(0\.1\) must be smaller than the optimizer's lr \(0\.1\).*lower lr_end below 0\.1",
+    ),
     (
         "hf-reference-lr",
         lambda: TransformersSchedule("polynomial", 0, reference_lr=0.0),
@@ -661,13 +674,8 @@ BAD_FOR_THE_RUN: list[tuple[str, Schedule, Run, str]] = [
         "transformers-floor-unbound",
         TransformersSchedule("polynomial", 2),
         Run(total_steps=10),
-        r"an absolute floor needs the optimizer's defaults\['lr'\]",
-    ),
-    (
-        "transformers-lr-end-above-lr",
-        TransformersSchedule("polynomial", 2, (("lr_end", 0.5),), reference_lr=0.1),
-        Run(total_steps=10),
-        r"`lr_end` \(0\.5\) must be smaller than the optimizer's lr \(0\.1\)",
+        r"an absolute floor needs the optimizer's defaults\['lr'\]: `lr_end` \(1e-07\) is an LR.*to preview this "
+        r"schedule, give it: TransformersSchedule\(\.\.\., reference_lr=<the optimizer's lr>\)",
     ),
 ]
 
