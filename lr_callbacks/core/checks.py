@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -56,6 +57,34 @@ def check_int(name: str, value: object, *, low: int | None = None, owner: str = 
     if low is not None and value < low:
         raise ValueError(f"{where}`{name}` must be >= {low}, got {value!r}")
     return value
+
+
+def check_step(name: str, value: object, *, owner: str = "") -> int:
+    """Validate an optimizer step: a whole number >= 0 (an integral float such as ``3.0`` is taken as ``3``);
+    return it as an int.
+
+    Raises:
+        TypeError: if ``value`` is not a real number.
+        ValueError: if it is negative, fractional or not finite; the message names the argument, the value and the
+            fix.
+    """
+    where = f"{owner}: " if owner else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}`{name}` is an optimizer step, a whole number >= 0, got {value!r}; pass an int")
+    if isinstance(value, numbers.Integral):
+        step = int(value)
+    elif math.isfinite(float(value)) and float(value).is_integer():
+        step = int(float(value))
+    else:
+        raise ValueError(
+            f"{where}`{name}` is an optimizer step, a whole number >= 0, got {value!r}; steps are counted, not "
+            "measured: pass an int"
+        )
+    if step < 0:
+        raise ValueError(
+            f"{where}`{name}` is an optimizer step, a whole number >= 0, got {value!r}; the run's first step is 0"
+        )
+    return step
 
 
 def check_bool(name: str, value: object, *, owner: str = "") -> bool:

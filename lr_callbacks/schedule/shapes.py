@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
-from lr_callbacks.core.checks import check_number
+from lr_callbacks.core.checks import check_number, check_step
 from lr_callbacks.core.durations import Duration, Epochs, Run, RunFraction, Steps, is_zero, parse_duration
 
 __all__ = [
@@ -159,7 +159,20 @@ class Schedule(ABC):
         return self.momentum_at(_clamped(step, run), run.total_steps, run)
 
     def __call__(self, step: int, total_steps: int | None = None, steps_per_epoch: int | None = None) -> float:
-        """Evaluate over a whole run of ``total_steps`` optimizer steps; past the end, hold the end value."""
+        """Evaluate over a whole run of ``total_steps`` optimizer steps; past the end, hold the end value.
+
+        The preview of a schedule before a fit: ``step`` counts optimizer steps from 0.
+
+        Raises:
+            ValueError: for a negative or fractional ``step``, or no ``total_steps`` for a schedule that needs the
+                run's length (a decay over the run, a duration in ``"%"``); each names the fix.
+        """
+        step = check_step("step", step, owner=type(self).__name__)
+        if total_steps is None and self.needs_total():
+            raise ValueError(
+                f"{self.describe()} needs the run's length to be evaluated: pass total_steps=N, the run's optimizer "
+                f"steps (Lightning's trainer.estimated_stepping_batches), e.g. schedule({step}, total_steps=1000)"
+            )
         return self.multiplier(step, Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lr_callbacks import (
@@ -694,6 +695,34 @@ def test_what_does_not_fit_the_run_is_refused_by_check(schedule: Schedule, run: 
 def test_a_shape_that_needs_its_span_refuses_to_evaluate_without_one(schedule: Schedule) -> None:
     with pytest.raises(ValueError, match=r"needs a (span|run) of known length"):
         schedule.at(3, None, Run())
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: Cosine()(5),
+            r"Cosine\(\) needs the run's length to be evaluated: pass total_steps=N.*"
+            r"e\.g\. schedule\(5, total_steps=1000\)",
+        ),
+        (lambda: Phases([(Warmup(), "5%"), (Constant(), None)])(5), r"needs the run's length.*pass total_steps=N"),
+        (lambda: TransformersSchedule("cosine", 10)(5), r"transformers 'cosine'.*pass total_steps=N"),
+        (lambda: Cosine()(-1, total_steps=10), r"Cosine: `step` is an optimizer step, a whole number >= 0, got -1"),
+        (lambda: Linear()(1.5, total_steps=10), r"Linear: `step` .* got 1\.5; steps are counted.*pass an int"),
+        (lambda: Constant()(float("nan")), r"Constant: `step` .* got nan"),
+    ],
+    ids=["cosine-no-total", "fraction-no-total", "transformers-no-total", "negative", "fractional", "nan"],
+)
+def test_a_preview_refuses_a_bad_step_or_a_missing_length_and_names_the_fix(call: Any, match: str) -> None:
+    """Before, ``Cosine()(5)`` said only "this shape needs a span of known length", and ``Cosine()(-1, total_steps=10)``
+    and ``Linear()(1.5, total_steps=10)`` returned values (1.0 and 0.85) for steps no run has."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_a_preview_takes_an_integral_step_of_any_type() -> None:
+    assert Cosine()(2.0, total_steps=4) == Cosine()(np.int64(2), total_steps=4) == Cosine()(2, total_steps=4)
+    assert Phases([(Warmup(), "2 steps"), (Cosine(), "4 steps")])(0) == 0.5  # fixed lengths need no total
 
 
 def test_schedules_that_fit_pass_check() -> None:
