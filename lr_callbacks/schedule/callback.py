@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from typing_extensions import override
 
-from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
+from lr_callbacks.core.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_step,
+    given_arguments,
+)
 from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning, swa_start_epoch
 from lr_callbacks.core.durations import Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
@@ -277,11 +284,43 @@ class LRSchedule(Callback):
         """The TensorBoard name of each group: ``lr/<tag>``."""
         return [[g.tag for g in groups] for groups in self._table]
 
-    def lr_at(self, step: int, optimizer: int = 0, group: int = 0) -> float:
-        """The LR that ``group`` of ``optimizer`` gets at ``step`` under the current peak and scale."""
+    def lr_at(self, step: int, optimizer: int = 0, group: int | str = 0) -> float:
+        """The LR that ``group`` of ``optimizer`` gets at ``step`` under the current peak and scale.
+
+        Args:
+            step: the optimizer step, from 0 (past the plan's end, its final LR).
+            optimizer: the optimizer's index, in ``configure_optimizers``' order.
+            group: the parameter group's index in that optimizer, or its tag (see :attr:`group_tags`).
+
+        Raises:
+            ValueError: before fit start (the run's length is unknown), for a negative or fractional ``step``, or an
+                optimizer or group that does not exist; each names the fix.
+        """
         run = self._require_run()
-        g = self._table[optimizer][group]
+        step = check_step("step", step, owner="LRSchedule.lr_at")
+        g = self._group_state(optimizer, group)
         return g.peak * g.schedule.multiplier(step, run) * g.scale
+
+    def _group_state(self, optimizer: int, group: int | str) -> setup.GroupState:
+        """The group ``group`` (an index or a tag) of optimizer ``optimizer``, or a ValueError listing those that
+        exist (before, an IndexError or a TypeError from inside the table)."""
+        count = len(self._table)
+        if isinstance(optimizer, bool) or not isinstance(optimizer, int) or not 0 <= optimizer < count:
+            names = ", ".join(f"{i}: {name}" for i, name in enumerate(self._optimizer_names))
+            raise ValueError(
+                f"LRSchedule.lr_at: no optimizer {optimizer!r}; this fit has {count} ({names}): pass `optimizer` as "
+                f"an index from 0 to {count - 1}"
+            )
+        groups = self._table[optimizer]
+        tags = [g.tag for g in groups]
+        if isinstance(group, str) and group in tags:
+            return groups[tags.index(group)]
+        if not isinstance(group, bool) and isinstance(group, int) and 0 <= group < len(groups):
+            return groups[group]
+        raise ValueError(
+            f"LRSchedule.lr_at: optimizer {optimizer} has no parameter group {group!r}; pass `group` as an index from "
+            f"0 to {len(groups) - 1} or a tag: {', '.join(map(repr, tags))}"
+        )
 
     # --- the ScheduleOwner and Pausable protocols (core.lr_model): used by the finder and the watchdog -----
 
@@ -945,8 +984,17 @@ class LRSchedule(Callback):
     # --- the plan --------------------------------------------------------------------------------------
 
     def plan(self, points: int = 1000) -> dict[str, tuple[list[int], list[float]]]:
-        """The planned LR of every group over the run: ``{tag: (steps, lrs)}``, up to ``points`` each."""
+        """The planned LR of every group over the run: ``{tag: (steps, lrs)}``, up to ``points`` each.
+
+        Raises:
+            ValueError: before fit start (the run's length is unknown), or for ``points`` < 1; each names the fix.
+        """
         run = self._require_run()
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise ValueError(
+                f"LRSchedule.plan: `points` is how many steps to sample, a whole number >= 1, got {points!r}; "
+                "e.g. plan(points=1000) (the first and last step are always among them, from points=2)"
+            )
         total = run.total_steps if run.total_steps is not None else UNKNOWN_LENGTH_PREVIEW
         steps = sample_steps(max(total, 1), points)
         curves = {}

@@ -693,6 +693,29 @@ def test_public_methods_refuse_bad_values_and_use_before_fit() -> None:
 
 
 @pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda s: s.lr_at(-1), r"LRSchedule\.lr_at: `step` is an optimizer step, a whole number >= 0, got -1; the "),
+        (lambda s: s.lr_at(2.5), r"`step` is an optimizer step, a whole number >= 0, got 2\.5; .*pass an int"),
+        (lambda s: s.lr_at(3, 1), r"no optimizer 1; this fit has 1 \(0: SGD\): pass `optimizer` as an index from 0"),
+        (lambda s: s.lr_at(3, 0, 2), r"optimizer 0 has no parameter group 2; pass `group` as an index from 0 to 1 or"),
+        (lambda s: s.lr_at(3, 0, "tail"), r"no parameter group 'tail'; .* or a tag: 'body', 'head'"),
+        (lambda s: s.plan(points=0), r"LRSchedule\.plan: `points` is how many steps to sample.*got 0; e\.g\. plan"),
+    ],
+    ids=["negative-step", "fractional-step", "optimizer", "group-index", "group-tag", "points"],
+)
+def test_lr_at_and_plan_refuse_what_does_not_exist_after_a_fit(tmp_path: Any, call: Any, match: str) -> None:
+    """Before, a negative or fractional step was evaluated (lr_at(-1) gave step 0's LR, lr_at(2.5) one between
+    steps), a missing optimizer or group was an IndexError from inside the table, and plan(points=0) returned empty
+    curves."""
+    schedule = LRSchedule("cosine", log_plan=False)
+    fit(tmp_path, schedule, max_steps=4, logger=False)
+    with pytest.raises(ValueError, match=match):
+        call(schedule)
+    assert schedule.lr_at(2, 0, "head") == schedule.lr_at(2.0, 0, 1) == pytest.approx(0.01 * 0.5)  # by tag, index
+
+
+@pytest.mark.parametrize(
     ("limit", "why", "seen"),
     [
         ({"fast_dev_run": True}, "fast_dev_run", [[0.1, 0.01]]),
