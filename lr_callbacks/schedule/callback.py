@@ -37,7 +37,7 @@ from lr_callbacks.core.checks import (
     given_arguments,
 )
 from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning, swa_start_epoch
-from lr_callbacks.core.durations import Run
+from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, set_lr
 from lr_callbacks.schedule import setup
@@ -146,6 +146,8 @@ class LRSchedule(Callback):
     _training: bool
     _aside: bool  # this fit trains nothing (limit_train_batches=0) or only smoke-tests the code (fast_dev_run)
     _peaks_restored: bool  # this fit's peaks and scales are a checkpoint's (or those of the last fit it continues)
+    _epoch_checked: bool
+    _short_epoch_said: bool
 
     def __init__(
         self,
@@ -367,6 +369,7 @@ class LRSchedule(Callback):
             # a fit's own states, not carried into the next fit of a reused LRSchedule: before, a fit that had
             # handed the LR over to StochasticWeightAveraging left every later fit unscheduled, without a word
             self._handed_over = self._paused = self._past_end_said = self._training = self._aside = False
+            self._epoch_checked = self._short_epoch_said = False
             # until this fit sets up, the state is not this fit's: a tuner callback (BatchSizeFinder,
             # LearningRateFinder) saves a checkpoint at fit start and restores it; given the last fit's clocks, this
             # fit took them as a resume (a reused LRSchedule trained its second fit at LR 0, past the plan's end)
@@ -462,6 +465,45 @@ class LRSchedule(Callback):
             self._write(index)
 
     @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._epoch_checked:
+            self._epoch_checked = True
+            self._warn_short_epoch(trainer)
+
+    def _warn_short_epoch(self, trainer: Any) -> None:
+        """At the first epoch's end: say so when the epoch ran fewer batches than the plan counted (an iterable
+        dataset shorter than ``limit_train_batches``, or whose length Lightning cannot know, and ``max_epochs``), so
+        that the run will end before the plan does. Before, it was said only at the run's end, blaming a loader
+        reloaded shorter. An epoch that ``max_steps`` or a stop cut short is not read."""
+        run = self._run
+        if self._idle or run is None or run.total_steps is None or self._fit_length != run.total_steps:
+            return  # nothing planned, or a resume under on_length_change="keep", said then
+        max_steps = int(trainer.max_steps)
+        if trainer.should_stop or 0 < max_steps <= int(trainer.global_step):
+            return
+        epochs = int(trainer.max_epochs) if trainer.max_epochs is not None else -1
+        accumulation = callback_named(trainer, "GradientAccumulationScheduler")
+        count = max(epochs, 1)
+        factors = (
+            [int(accumulation.get_accumulate_grad_batches(e)) for e in range(count)]
+            if accumulation is not None
+            else [int(trainer.accumulate_grad_batches)] * count
+        )
+        durations = [d for groups in self._table for g in groups for d in g.schedule.durations()]
+        said = setup.short_epoch(
+            _epoch_batches(trainer),
+            float(trainer.num_training_batches),
+            factors,
+            epochs > 0,
+            max_steps,
+            run,
+            any(isinstance(d, Epochs) for d in durations),
+        )
+        if said:
+            self._short_epoch_said = True
+            warnings.warn(f"LRSchedule: {said}", UserWarning, stacklevel=2)
+
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -499,6 +541,8 @@ class LRSchedule(Callback):
             return
         if 0 < max_steps <= int(trainer.global_step):
             return  # max_steps ended the last epoch (it counts every optimizer's steps: warned at fit start)
+        if self._short_epoch_said:
+            return  # said at the first epoch's end, with its cause
         last = self.lr_at(max(self._clocks[0] - 1, 0))
         warnings.warn(
             f"LRSchedule: the run ended after its {epochs} epochs at {done} {counted}, short of the {total} planned at "
@@ -694,6 +738,8 @@ class LRSchedule(Callback):
         self._plan_due = False
         self._clock_from_trainer = False
         self._past_end_said = False  # the warning that the run went past its plan was given (or a resume's was)
+        self._epoch_checked = False  # the first epoch's length was compared with the plan's
+        self._short_epoch_said = False  # ... and found shorter: the run's end does not say it again
         self._checkpoint_lrs = None
         self._fit_length = None
         self._last_fit = None
@@ -719,6 +765,8 @@ class LRSchedule(Callback):
             "_aside": False,
             "_fit_length": None,
             "_peaks_restored": False,
+            "_epoch_checked": False,
+            "_short_epoch_said": False,
         }
         self.__dict__.update({**defaults, **state})
 
@@ -1036,6 +1084,11 @@ def _resumed_clock(trainer: Any, optimizers: int) -> int:
     if optimizers == 1:
         return int(trainer.global_step)
     return _batches_done(trainer)
+
+
+def _epoch_batches(trainer: Any) -> int:
+    """The training batches this epoch has done, those before a resume in it included: Lightning's ``processed``."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
 
 def _batches_done(trainer: Any) -> int:

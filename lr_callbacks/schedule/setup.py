@@ -29,6 +29,7 @@ __all__ = [
     "group_keys",
     "refuse_unusable",
     "resolve_run",
+    "short_epoch",
     "unique",
     "warn_manual_max_steps",
 ]
@@ -304,6 +305,69 @@ def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
         schedule.check(run.total_steps, run)
     except ValueError as error:
         raise ValueError(f"LRSchedule: {error}") from None
+
+
+def short_epoch(
+    batches: int,
+    planned_batches: float,
+    factors: Sequence[int],
+    bounded: bool,
+    max_steps: int,
+    run: Run,
+    epoch_durations: bool,
+) -> str:
+    """Why the plan cannot be right, seen at the first epoch's end, or ``""``: the epoch ran ``batches`` batches where
+    the plan counted ``planned_batches`` (Lightning's ``num_training_batches``: ``limit_train_batches`` on an iterable
+    loader that ran out sooner, or an ``__len__`` that says more than it yields; ``inf`` when it could not know).
+
+    Args:
+        batches: the batches the first epoch ran.
+        planned_batches: the batches per epoch Lightning counted at fit start (``inf``: unknown).
+        factors: the gradient accumulation factor of each epoch of the run, from the first (with unbounded epochs,
+            the first's only).
+        bounded: whether ``max_epochs`` bounds the run (``factors`` then has one factor per epoch).
+        max_steps: the trainer's ``max_steps`` (``-1``: none).
+        run: the run planned at fit start.
+        epoch_durations: whether a schedule has a duration in epochs (planned with the epoch's length).
+
+    >>> print(short_epoch(4, 10, [1, 1, 1], True, -1, Run(total_steps=30, steps_per_epoch=10), False))
+    ... # doctest: +ELLIPSIS
+    the first epoch ran 4 batches (4 optimizer steps), but the plan counted 10 an epoch (...), so the run will end \
+after about 12 of the 30 optimizer steps planned at fit start, its LR short of the plan's end. Give the run's real \
+length: Trainer(max_steps=12) or Trainer(limit_train_batches=4)
+    >>> short_epoch(10, 10, [1, 1, 1], True, -1, Run(total_steps=30, steps_per_epoch=10), False)
+    ''
+    """
+    if batches <= 0 or batches >= planned_batches or run.total_steps is None or not factors:
+        return ""
+    steps = math.ceil(batches / max(factors[0], 1))
+    ends = sum(math.ceil(batches / max(f, 1)) for f in factors) if bounded else math.inf
+    if max_steps > 0:
+        ends = min(ends, max_steps)
+    said = f"the first epoch ran {batches} batches ({steps} optimizer steps)"
+    if math.isfinite(planned_batches):
+        said += (
+            f", but the plan counted {planned_batches:g} an epoch (Lightning's num_training_batches: "
+            "limit_train_batches on an iterable dataset that ran out sooner, or a dataset whose len() says more than "
+            "it yields)"
+        )
+    else:
+        said += (
+            f", and Trainer(max_epochs={len(factors)}) ends the run after its last epoch, but the plan took "
+            f"max_steps={max_steps}: Lightning could not count an epoch's batches (an iterable dataset with no len())"
+        )
+    limit = f" or Trainer(limit_train_batches={batches})" if math.isfinite(planned_batches) else ""
+    if ends < run.total_steps:
+        return (
+            f"{said}, so the run will end after about {ends:g} of the {run.total_steps} optimizer steps planned at "
+            f"fit start, its LR short of the plan's end. Give the run's real length: Trainer(max_steps={ends:g}){limit}"
+        )
+    if epoch_durations and run.steps_per_epoch is not None and steps != run.steps_per_epoch:
+        return (
+            f"{said}, so its durations in epochs are planned at {run.steps_per_epoch} optimizer steps an epoch, not "
+            f"{steps}. Give them in steps ('{steps} steps' an epoch){limit}"
+        )
+    return ""
 
 
 def check_momentum(optimizers: Sequence[Any], table: Sequence[Sequence[GroupState]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from typing import Any
 
@@ -78,6 +79,74 @@ def test_an_iterable_dataset_with_max_steps_has_a_known_length(tmp_path: Any) ->
     model = fit(tmp_path, schedule, max_steps=6, train_dataloaders=stream())
     assert schedule.run == Run(total_steps=6, steps_per_epoch=None)
     assert body(model) == pytest.approx([0.1 * Cosine()(k, total_steps=6) for k in range(6)], rel=1e-12)
+
+
+class WarningsAtSecondEpoch(pl.Callback):
+    """Counts LRSchedule's warnings so far when the second epoch starts."""
+
+    def __init__(self, caught: list[warnings.WarningMessage]) -> None:
+        self.caught, self.count = caught, -1
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.current_epoch == 1:
+            self.count = len(lr_schedule_warnings(self.caught))
+
+
+def lr_schedule_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if str(w.message).startswith("LRSchedule")]
+
+
+@pytest.mark.parametrize(
+    ("limits", "match"),
+    [
+        (
+            {"limit_train_batches": 10, "max_steps": -1},
+            r"the first epoch ran 4 batches \(4 optimizer steps\), but the plan counted 10 an epoch .*limit_train_"
+            r"batches on an iterable dataset.*, so the run will end after about 12 of the 30 optimizer steps planned "
+            r".*Give the run's real length: Trainer\(max_steps=12\) or Trainer\(limit_train_batches=4\)$",
+        ),
+        (
+            {"max_steps": 30},
+            r"the first epoch ran 4 batches \(4 optimizer steps\), and Trainer\(max_epochs=3\) ends the run after its "
+            r"last epoch, but the plan took max_steps=30: .*no len\(\)\), so the run will end after about 12 of the "
+            r"30 .*Trainer\(max_steps=12\)$",
+        ),
+    ],
+    ids=["limit_train_batches", "max_steps"],
+)
+def test_an_epoch_shorter_than_planned_is_said_at_the_first_epochs_end(
+    tmp_path: Any, limits: dict[str, Any], match: str
+) -> None:
+    """An iterable dataset of 4 batches under limit_train_batches=10 (or with no length, under max_steps=30) and
+    max_epochs=3: the cosine planned over 30 steps ends after 12, at 0.07 of its 0.1 peak. Before, this was said
+    only at the run's end, blamed on a loader "reloaded every epoch?"; now once, when the first epoch ends."""
+    schedule = LRSchedule("cosine", log_plan=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probe = WarningsAtSecondEpoch(caught)
+        fit(tmp_path, schedule, train_dataloaders=stream(4), max_epochs=3, callbacks=[schedule, probe], **limits)
+    said = lr_schedule_warnings(caught)
+    assert len(said) == 1 and probe.count == 1, said  # once, by the second epoch's start: not again at the end
+    assert re.search(match, said[0]), said[0]
+    assert schedule.steps == [12] and schedule.run == Run(
+        total_steps=30, steps_per_epoch=limits.get("limit_train_batches")
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"train_dataloaders": stream(4), "limit_train_batches": 10, "max_steps": 12},  # max_steps ends it as planned
+        {"max_steps": -1},  # a loader with a length: the epochs are as counted
+        {"train_dataloaders": stream(4), "max_steps": 6, "max_epochs": -1},  # no bound on the epochs
+    ],
+    ids=["max-steps-as-planned", "sized", "unbounded-epochs"],
+)
+def test_an_epoch_as_planned_is_not_said_short(tmp_path: Any, kwargs: dict[str, Any]) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, LRSchedule("cosine", log_plan=False), **{"max_epochs": 3, **kwargs})
+    assert lr_schedule_warnings(caught) == []
 
 
 def test_no_optimizer_is_refused(tmp_path: Any) -> None:
