@@ -231,7 +231,8 @@ class LRSchedule(Callback):
         Args:
             name: ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial``, ``constant``,
                 ``constant_with_warmup``, ``inverse_sqrt``, ``cosine_with_min_lr`` or ``warmup_stable_decay``.
-            num_warmup_steps: the warmup, in optimizer steps.
+            num_warmup_steps: the warmup, in optimizer steps (none for ``constant``, which has no warmup in
+                transformers: ``constant_with_warmup`` has one).
             **kwargs: transformers' scheduler-specific arguments (``num_cycles``, ``lr_end``, ``power``,
                 ``timescale``, ``min_lr``, ``min_lr_rate``, ``num_stable_steps``, ``num_decay_steps``,
                 ``warmup_type``, ``decay_type``, ``min_lr_ratio``), or LRSchedule's own keyword arguments.

@@ -74,6 +74,17 @@ TRANSFORMERS_ARGUMENTS: dict[str, dict[str, Any]] = {
 
 _WSD_TYPES = ("linear", "cosine", "1-sqrt")
 
+#: transformers' scheduler names that ``TransformersSchedule`` does not take, and why (transformers 5.x).
+_NOT_SCHEDULES = {
+    "reduce_lr_on_plateau": "follows a metric, not the step: it is no schedule LRSchedule can plan. Keep it as "
+    "configure_optimizers' lr_scheduler (with a monitor) and drop LRSchedule",
+    "greedy": "(GreedyLR) follows the loss, not the step: it is no schedule LRSchedule can plan. Keep it as "
+    "configure_optimizers' lr_scheduler and drop LRSchedule",
+    "cosine_warmup_with_min_lr": "is not supported: its warmup and decay run a step ahead of 'cosine_with_min_lr' "
+    "(step 0 at 1/num_warmup_steps, the floor reached at the run's last step). Use 'cosine_with_min_lr' (the same "
+    "floor, min_lr or min_lr_rate), or keep transformers' scheduler without LRSchedule",
+}
+
 
 @dataclass(frozen=True)
 class TransformersSchedule(Schedule):
@@ -92,7 +103,10 @@ class TransformersSchedule(Schedule):
             fit start by :class:`~lr_callbacks.LRSchedule`. Needed only for ``lr_end`` and ``min_lr``.
 
     Raises:
-        ValueError: for an unknown name or a value transformers would reject.
+        ValueError: for an unknown name, one of transformers' that is no schedule of the step
+            (``reduce_lr_on_plateau``, ``greedy``) or not supported (``cosine_warmup_with_min_lr``), a warmup given to
+            ``constant`` (transformers drops it: ``constant_with_warmup`` has one), or a value transformers would
+            reject.
         TypeError: for an argument the named scheduler does not take.
 
     >>> cosine = TransformersSchedule("cosine", num_warmup_steps=10)
@@ -106,6 +120,11 @@ class TransformersSchedule(Schedule):
     reference_lr: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.name in _NOT_SCHEDULES:
+            raise ValueError(
+                f"from_transformers: transformers' {self.name!r} {_NOT_SCHEDULES[self.name]}; the names LRSchedule "
+                f"takes: {', '.join(map(repr, TRANSFORMERS_ARGUMENTS))}"
+            )
         check_choice("name", self.name, TRANSFORMERS_ARGUMENTS, owner="from_transformers")
         if isinstance(self.num_warmup_steps, float):
             raise TypeError(
@@ -113,6 +132,12 @@ class TransformersSchedule(Schedule):
                 "for a ratio of the run use LRSchedule('cosine', warmup='5%') instead"
             )
         check_int("num_warmup_steps", self.num_warmup_steps, low=0, owner="from_transformers")
+        if self.name == "constant" and self.num_warmup_steps > 0:
+            raise ValueError(
+                f"from_transformers('constant'): num_warmup_steps={self.num_warmup_steps} would warm nothing up: "
+                "transformers' 'constant' has no warmup (get_scheduler drops num_warmup_steps for it); for a warmup "
+                f"use from_transformers('constant_with_warmup', num_warmup_steps={self.num_warmup_steps}), or drop it"
+            )
         args = dict(self.arguments)
         allowed = TRANSFORMERS_ARGUMENTS[self.name]
         unknown = sorted(set(args) - set(allowed))
@@ -259,7 +284,7 @@ class TransformersSchedule(Schedule):
 
     @cached_property
     def _schedule(self) -> Schedule:
-        if self.name == "constant" or self.num_warmup_steps == 0:
+        if self.num_warmup_steps == 0:  # always for "constant", which takes no warmup
             return self._body
         return Phases((Phase(self._warmup, Steps(self.num_warmup_steps)), Phase(self._body, None)))
 
@@ -281,7 +306,7 @@ class TransformersSchedule(Schedule):
 
     def check(self, span: float | None, run: Run) -> None:
         owner = f"from_transformers({self.name!r})"
-        if span is not None and self.name != "constant" and self.num_warmup_steps > span:
+        if span is not None and self.num_warmup_steps > span:
             raise ValueError(
                 f"{owner}: num_warmup_steps={self.num_warmup_steps} is longer than the run's {span:g} optimizer "
                 "steps, so the LR would never reach its peak (transformers runs it silently); lower "

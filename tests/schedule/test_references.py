@@ -125,6 +125,8 @@ def test_transformers_get_scheduler_gives_the_same_lr_per_group_per_step(name: s
             continue  # refused by ours at fit start (tested in schedule/test_shapes.py)
         if name == "polynomial" and warmup == total:
             continue  # transformers divides by zero there (tested below)
+        if name == "constant" and warmup > 0:
+            continue  # transformers drops the warmup, ours refuses it (tested below)
         optimizer = two_group_optimizer()
         reference = stepped(optimizer, get_scheduler(name, optimizer, warmup, total, dict(kwargs)), total)
         got = ours(TransformersSchedule(name, warmup, tuple(sorted(kwargs.items()))), total, total)
@@ -162,6 +164,27 @@ def test_past_the_end_ours_holds_where_transformers_climbs_or_keeps_decaying(
         assert got[2 * total - warmup][0] < 0.11 * GROUP_LRS[0]
     else:  # inverse_sqrt keeps decaying
         assert reference[3 * total - 1][0] < got[3 * total - 1][0]
+
+
+def test_a_warmup_given_to_constant_is_dropped_by_transformers_and_refused_by_ours() -> None:
+    """Before, ours dropped it too, without a word: a run asked for 5 warmup steps trained at its peak from step 0."""
+    optimizer = two_group_optimizer()
+    reference = stepped(optimizer, get_scheduler("constant", optimizer, 5, 24, {}), 3)
+    assert reference == [list(GROUP_LRS)] * 3  # no warmup: step 0 at the peak
+    with pytest.raises(ValueError, match=r"num_warmup_steps=5 would warm nothing up.*'constant_with_warmup', num_warm"):
+        TransformersSchedule("constant", 5)
+    TransformersSchedule("constant_with_warmup", 5)  # the fix it names (its steps are compared above)
+
+
+def test_transformers_names_ours_does_not_take_are_refused_with_why_and_the_names_it_takes() -> None:
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+
+    from lr_callbacks import TRANSFORMERS_ARGUMENTS
+
+    missing = sorted({t.value for t in TYPE_TO_SCHEDULER_FUNCTION} - set(TRANSFORMERS_ARGUMENTS))
+    for name in missing:  # 'cosine_warmup_with_min_lr', 'greedy', 'reduce_lr_on_plateau' in transformers 5.24
+        with pytest.raises(ValueError, match=rf"transformers' '{name}' .*; the names LRSchedule takes: 'linear', "):
+            TransformersSchedule(name)
 
 
 def test_polynomial_with_a_warmup_as_long_as_the_run_divides_by_zero_in_transformers_not_in_ours() -> None:
