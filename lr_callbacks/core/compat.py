@@ -39,6 +39,7 @@ __all__ = [
     "optimizer_steps",
     "overrides",
     "reset_scaler_step_state",
+    "run_step",
     "scale_backbone_ramp",
     "set_found_inf",
     "supports_found_inf",
@@ -155,6 +156,14 @@ def accumulation(trainer: Any) -> int:
     if scheduler is not None:
         return max(int(scheduler.get_accumulate_grad_batches(int(trainer.current_epoch))), 1)
     return max(int(trainer.accumulate_grad_batches), 1)
+
+
+def run_step(trainer: Any) -> int:
+    """The step at which Lightning logs the run's metrics (``self.log``, ``LearningRateMonitor``): the training
+    steps so far, the fit loop's private ``_batches_that_stepped``. It is ``trainer.global_step`` with one optimizer;
+    with several, stepped by hand, ``global_step`` counts every optimizer's steps (16 after 8 training steps with
+    two) and this counts each training step once (8)."""
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
 def adafactor_steps(optimizer: Any) -> int | None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, adafactor_steps, exit_fit, move_after_finetuning
+from lr_callbacks.core.compat import Callback, adafactor_steps, exit_fit, move_after_finetuning, run_step
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks.core.lr_model import (
@@ -130,10 +130,12 @@ class LRFinder(Callback):
     hold, the least it costs).
 
     Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
-    (the sweep's) and ``lr_finder/chosen_lr`` (the answer, after the probe and the trials; x = ``global_step``),
-    the image ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch
-    ``e`` logs its curve under ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss``
-    (x = trial) and ``.../trial<k>/loss``. A progress bar shows when the trainer shows one.
+    (the sweep's) and ``lr_finder/chosen_lr`` (the answer, after the probe and the trials; x = the run's step, at
+    which Lightning logs the run's metrics: ``global_step``, or with several optimizers stepped by hand the
+    training steps, which ``global_step`` counts once per optimizer), the image ``lr_finder/curve`` and the text
+    ``lr_finder/summary``; a run at epoch ``e`` logs its curve under ``lr_finder/epoch<e>/...``. Trials:
+    ``.../trial_lr``, ``.../trial_val_loss`` (x = trial) and ``.../trial<k>/loss``. A progress bar shows when the
+    trainer shows one.
 
     On resume from a checkpoint it does not run again: its results are in its ``state_dict``.
 
@@ -460,7 +462,7 @@ class LRFinder(Callback):
             stop_reason=stop,
             smoothed=analysis.smoothed,
             trials=trials,
-            global_step=int(trainer.global_step),
+            global_step=run_step(trainer),
             epoch=int(trainer.current_epoch),
             probe=probe,
             choice=choice,

@@ -207,7 +207,9 @@ class FinderResult:
             such as a warmup by hand in the module's ``optimizer_step``, writes the LR; nothing is suggested).
         smoothed: the zero-lag smoothed loss at each step (NaN where not analysed).
         trials: the confirm trials, if confirm mode ran (every rung of the successive halving).
-        global_step: the trainer's ``global_step`` when the finder ran.
+        global_step: the run's step when the finder ran, the step Lightning logs the run's metrics at: the
+            trainer's ``global_step``, except with several optimizers stepped by hand, where ``global_step`` counts
+            every optimizer's steps and this counts each training step once.
         epoch: the epoch at whose start it ran.
         probe: the stability probe of the suggestion, if it ran (see :class:`Probe`).
         choice: the LR the trials chose (``None`` without trials).

@@ -104,6 +104,43 @@ def test_load_validation_data_loads_what_the_fit_loop_left_for_its_first_validat
     assert seen == [True, given, True]  # not loaded yet at fit start; loaded when given; the stage kept
 
 
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_run_step_is_the_step_lightning_logs_the_runs_metrics_at(namespace, tmp_path):
+    """With two optimizers stepped by hand ``global_step`` counts both (2 a training step); ``self.log`` logs at the
+    training step, which ``run_step`` reads."""
+    pl = importlib.import_module(namespace)
+    logged, seen = [], []
+
+    class Two(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.a, self.b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.append((compat.run_step(self.trainer), self.trainer.global_step))
+            loss = (self.a(batch[0]) + self.b(batch[0])).pow(2).mean()
+            self.manual_backward(loss)
+            for optimizer in self.optimizers():
+                optimizer.step()
+            self.log("loss", loss)
+
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.a.parameters(), lr=0.1), torch.optim.SGD(self.b.parameters(), lr=0.1)]
+
+    class Steps(pl.loggers.CSVLogger):
+        def log_metrics(self, metrics, step=None):
+            logged.append(step)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(6, 2)), batch_size=2)
+    trainer = pl.Trainer(
+        max_epochs=1, logger=Steps(tmp_path), log_every_n_steps=1, default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Two(), data)
+    assert seen == [(0, 0), (1, 2), (2, 4)] and logged[:3] == [0, 1, 2]
+
+
 def test_fresh_iterator_clears_the_cached_persistent_iterator():
     data = torch.utils.data.TensorDataset(torch.arange(4.0))
     loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1, persistent_workers=True)

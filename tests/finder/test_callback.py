@@ -340,6 +340,42 @@ def test_manual_optimization_sweeps_one_step_per_training_step(tmp_path):
     assert [lr for lr, _ in model.calls[-2:]] == pytest.approx([finder.result.chosen_lr] * 2, rel=1e-12)
 
 
+class TwoOptimizers(FinderModel):
+    """Manual optimization stepping two optimizers every training step (body, then head and norm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def configure_optimizers(self):
+        rest = [p for n, p in self.named_parameters() if not n.startswith("body")]
+        return [torch.optim.SGD(self.body.parameters(), lr=0.1), torch.optim.SGD(rest, lr=0.01)]
+
+    def training_step(self, batch, batch_idx):
+        optimizers = self.optimizers()
+        loss = torch.nn.functional.mse_loss(self(batch[0]), batch[1])
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(loss)
+        for optimizer in optimizers:
+            optimizer.step()
+        self.log("train_loss", loss, on_step=True)
+        return loss
+
+
+def test_with_two_optimizers_it_reports_at_the_runs_step_not_at_both_optimizers_step_count(tmp_path):
+    """Lightning's ``global_step`` counts each optimizer's steps: 16 after 8 training steps with two optimizers, while
+    the run's own metrics are logged at step 8. Before, a finder at epoch 1 reported step 16 and logged its answer
+    and cost there, past the run's own curves."""
+    finder = LRFinder(num_steps=20, epochs=[1])
+    _model, trainer = fit(tmp_path, finder, TwoOptimizers(), max_steps=-1, max_epochs=2)
+    assert trainer.global_step == 32  # 2 epochs of 8 training steps, 2 optimizer steps each
+    assert [r.global_step for r in finder.results] == [0, 8]
+    assert [s for s, _ in read_scalars(tmp_path, "lr_finder/epoch1/steps_spent")] == [8]
+    assert [s for s, _ in read_scalars(tmp_path, "train_loss")] == list(range(16))
+    assert read_text(tmp_path, "lr_finder/summary")[-1].startswith("**LR finder** at step 8 (epoch 1)")
+
+
 # --- errors ----------------------------------------------------------------------------------------------
 
 
