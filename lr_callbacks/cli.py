@@ -195,6 +195,12 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
             "name one schedule: a preset (e.g. `plot cosine`), `--transformers NAME` or `--config YAML`"
             + (", not several" if given else "; none was given")
         )
+    if args.schedule is not None and args.schedule not in PRESETS:
+        raise UsageError(
+            f"unknown preset {args.schedule!r}; choose one of: {', '.join(PRESETS)} "
+            f"(`{_PROG} presets` lists their arguments)"
+        )
+    options = dict(kwargs)
     try:
         if args.transformers is not None:
             if args.transformers not in TRANSFORMERS_ARGUMENTS:
@@ -206,7 +212,20 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
             return TransformersSchedule(args.transformers, warmup, tuple(sorted(kwargs.items())))
         return preset(args.schedule, **kwargs)
     except (ValueError, TypeError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_as_flags(str(error), options)) from None
+
+
+def _as_flags(message: str, given: dict[str, Any]) -> str:
+    """The schedule's message with each of the given arguments spelled as its option, as typed.
+
+    >>> _as_flags("Cosine: `end` must be >= 0, got -1", {"end": -1})
+    'Cosine: --end must be >= 0, got -1'
+    >>> _as_flags("wsd: unknown `decay_shape` 'square'", {"decay_shape": "square"})
+    "wsd: unknown --decay-shape 'square'"
+    """
+    for name in given:
+        message = message.replace(f"`{name}`", f"--{name.replace('_', '-')}")
+    return message
 
 
 def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -> Run:

@@ -55,7 +55,7 @@ def test_an_error_exits_non_zero_with_a_message_and_no_traceback() -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "unknown `schedule` 'cosinus'; choose one of: 'constant', 'linear', 'cosine'" in done.stderr
+    assert "unknown preset 'cosinus'; choose one of: constant, linear, cosine" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -250,7 +250,9 @@ def test_a_missing_value_shows_the_plot_usage(capsys, option) -> None:
     [
         ([], "choose a command: plot, presets"),
         (["draw"], "invalid choice: 'draw'"),
-        (["plot", "cosinus", "--steps", "10"], "unknown `schedule` 'cosinus'; choose one of: 'constant'"),
+        # the CLI's spelling, not the Python's (before: "preset: unknown `schedule` 'cosine_warmup'; ...")
+        (["plot", "cosine_warmup", "--steps", "10"], "error: unknown preset 'cosine_warmup'; choose one of: constant,"),
+        (["plot", "cosinus", "--steps", "10"], "(`python -m lr_callbacks presets` lists their arguments)"),
         (["plot", "--transformers", "cosinus", "--steps", "10"], "unknown transformers scheduler 'cosinus'; choose"),
         (["plot", "--steps", "10"], "`--transformers NAME` or `--config YAML`; none was given"),
         (["plot", "cosine", "--transformers", "cosine", "--steps", "10"], "or `--config YAML`, not several"),
@@ -276,7 +278,7 @@ def test_a_missing_value_shows_the_plot_usage(capsys, option) -> None:
         (["plot", "cosine", "--steps", "10", "-o", "plan.jpg"], "the image is a PNG; give the file a .png name"),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "a=1", "--peak-lr", "a=2"], "distinct names"),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "1", "--peak-lr", "a=2"], "one name=lr per parameter group"),
-        (["plot", "cosine", "--steps", "10", "--warmup", "20"], "`warmup` needs its unit: got the bare number 20"),
+        (["plot", "cosine", "--steps", "10", "--warmup", "20"], "error: --warmup needs its unit: got the bare number"),
         (["plot", "cosine", "--steps", "10", "--warmup", "20 steps"], "does not fit this run: the phases add up to 20"),
         (["plot", "step", "--steps", "10"], "needs the epoch length: pass --steps-per-epoch M (optimizer steps"),
         (
@@ -284,8 +286,9 @@ def test_a_missing_value_shows_the_plot_usage(capsys, option) -> None:
             "'body=0.1,head=0.01' is not one name=lr; repeat --peak-lr for each group",
         ),
         (["plot", "cosine", "--steps", "10", "--peak-lr", "=0.1"], "'=0.1' is not one name=lr; repeat --peak-lr"),
-        (["plot", "wsd", "--steps", "10", "--decay-shape", "square"], "unknown `decay_shape` 'square'; choose one"),
-        (["plot", "--transformers", "cosine", "--steps", "10", "--num-warmup-steps", "0.1"], "is a number of steps"),
+        (["plot", "wsd", "--steps", "10", "--decay-shape", "square"], "unknown --decay-shape 'square'; choose one"),
+        (["plot", "one_cycle", "--steps", "10", "--pct-start", "2"], "OneCycle: --pct-start must be <= 1, got 2"),
+        (["plot", "--transformers", "cosine", "--steps", "10", "--num-warmup-steps", "0.1"], "--num-warmup-steps is a"),
     ],
 )
 def test_errors_name_the_problem_and_exit_with_status_2(capsys, argv, message) -> None:
