@@ -244,9 +244,10 @@ def suggest_lr(
     the smoothed curve ``ŷ(x)``, ``x = log10(lr)``, with ``D = ŷ(first) − ŷ(lowest)`` the drop:
 
     - ``lr_min``: where ``ŷ`` is lowest: the edge of stability, past which the loss climbs.
-    - ``lr_mid``: the middle of the descent, where ``ŷ`` has done half of the drop (the last point above
-      that level, before ``lr_min``). For an S-shaped descent this is its steepest point; as a level
-      crossing far from the noise it is much steadier than the argmin of a derivative.
+    - ``lr_mid``: the middle of the descent, where ``ŷ`` has done half of the drop: the point just after the
+      last one above that level before ``lr_min`` (where the descent crosses it for the last time). For an
+      S-shaped descent this is its steepest point; as a level crossing far from the noise it is much steadier
+      than the argmin of a derivative.
     - ``range = (lr_mid, lr_min)``: from fast progress to the edge.
 
     Methods:
