@@ -4,8 +4,8 @@ A :class:`ScheduleOwner` (:class:`~lr_callbacks.LRSchedule`) owns the formula wh
 writes ``peak`` through :func:`set_peak_lr`, the watchdog writes ``scale`` through :func:`set_lr_scale`, and the
 schedule writes the product into the optimizer. This module knows the schedule callback only through that
 protocol, so ``core`` imports no callback. When the user drives the LR with their own torch scheduler instead, the
-same functions rescale the scheduler's ``base_lrs`` (and ``max_lrs``, and the ``initial_lr``, ``max_lr``
-and ``min_lr`` that OneCycleLR keeps in each group, and the ``swa_lr`` of SWALR's) together with ``group["lr"]``,
+same functions rescale the scheduler's ``base_lrs`` (and ``max_lrs``, a cosine's ``eta_min``, the ``initial_lr``,
+``max_lr`` and ``min_lr`` that OneCycleLR keeps in each group, and the ``swa_lr`` of SWALR's) with ``group["lr"]``,
 so that the next ``scheduler.step()`` keeps the change instead of undoing it. The same holds once ``LRSchedule``
 has handed the LR over to Lightning's ``StochasticWeightAveraging``.
 
@@ -239,7 +239,9 @@ def set_lr_scale(trainer: Any, scale: float, previous: float) -> None:
 def rescale_lrs(trainer: Any, factor: float) -> None:
     """Multiply every group's LR by ``factor``, in the optimizers and in the user's torch schedulers.
 
-    Scheduler fields that are absolute floors (``eta_min``, ReduceLROnPlateau's ``min_lrs``) are left alone.
+    ``CosineAnnealingLR``'s and ``CosineAnnealingWarmRestarts``' ``eta_min`` is scaled too: it is where their
+    curve goes, so left alone it would pull a cut LR back up to it. ReduceLROnPlateau's ``min_lrs``, a clamp that
+    never raises an LR, is left alone.
     """
     if factor == 1.0:
         return
@@ -260,6 +262,8 @@ def _rescale_scheduler(scheduler: Any, factor: float) -> None:
         values = getattr(scheduler, attribute, None)
         if isinstance(values, list):
             setattr(scheduler, attribute, [v * factor for v in values])
+    if isinstance(getattr(scheduler, "eta_min", None), (int, float)):  # the cosine's end, one for all groups
+        scheduler.eta_min = scheduler.eta_min * factor
 
 
 def scale_new_swa_scheduler(trainer: Any, scale: float, known: int | None) -> int | None:

@@ -343,6 +343,29 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
         assert body == pytest.approx(0.1 * scale / (1 + 0.01 * k)) and head == pytest.approx(body / 10)
 
 
+def test_lowering_the_lr_scales_a_cosine_annealing_floor_with_it(tmp_path):
+    """CosineAnnealingLR's ``eta_min`` is where its curve goes, not a clamp: left unscaled, it pulled a cut LR back
+    up (the head group, cut from 0.0050 to 0.0025 at step 22, climbed back to 0.0040 by step 29; the body's cut
+    from 0.0199 to 0.0099 ended at 0.0041, not 0.0021). It is now scaled with the cut: every step's LR is the
+    scale times the schedule's."""
+
+    def hook(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * 1000.0 if step in (20, 22) else loss
+
+    model = TinyModel(
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30, eta_min=0.004),
+        loss_hook=hook,
+    )
+    watchdog = small(lower_after=2, min_spread=0.05, reference_batch=False, recover_after=None)
+    trainer = make_trainer(tmp_path, max_steps=30, callbacks=[watchdog])
+    trainer.fit(model, loader(regression_data(n=256)))
+    assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(22, "lower_lr")]
+    for k, lrs in enumerate(model.seen_lrs):
+        scale = 0.5 if k >= 22 else 1.0
+        cosine = [0.004 + (base - 0.004) * (1 + math.cos(math.pi * k / 30)) / 2 for base in (0.1, 0.01)]
+        assert lrs == pytest.approx([scale * lr for lr in cosine], rel=1e-9)
+
+
 @pytest.mark.parametrize("with_schedule", [True, False], ids=["LRSchedule", "alone"])
 def test_a_cut_taken_before_swa_starts_and_given_back_in_its_phase_ends_at_the_swa_lrs(tmp_path, with_schedule):
     """StochasticWeightAveraging starts at step 32 (epoch 1) with swa_lrs=0.02; the watchdog cut the LR to 0.5 at
