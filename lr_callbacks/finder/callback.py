@@ -129,13 +129,14 @@ class LRFinder(Callback):
     and trials planned beyond 35% of the run get a warning with the numbers (the probe counted at its first
     hold, the least it costs).
 
-    Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step), ``lr_finder/suggestion``
-    (the sweep's) and ``lr_finder/chosen_lr`` (the answer, after the probe and the trials; x = the run's step, at
-    which Lightning logs the run's metrics: ``global_step``, or with several optimizers stepped by hand the
-    training steps, which ``global_step`` counts once per optimizer), the image ``lr_finder/curve`` and the text
-    ``lr_finder/summary``; a run at epoch ``e`` logs its curve under ``lr_finder/epoch<e>/...``. Trials:
-    ``.../trial_lr``, ``.../trial_val_loss`` (x = trial) and ``.../trial<k>/loss``. A progress bar shows when the
-    trainer shows one.
+    Logs ``lr_finder/loss``, ``lr_finder/lr``, ``lr_finder/grad_norm`` (x = sweep step, from 0 in every run of
+    the finder: mid-fit behind the run's step, under tags of their own; see ``docs/tensorboard.md``),
+    ``lr_finder/suggestion`` (the sweep's) and ``lr_finder/chosen_lr`` (the answer, after the probe and the trials;
+    x = the run's step, at which Lightning logs the run's metrics: ``global_step``, or with several optimizers
+    stepped by hand the training steps, which ``global_step`` counts once per optimizer), the image
+    ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch ``e`` logs its curve under
+    ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss`` (x = trial) and
+    ``.../trial<k>/loss``. A progress bar shows when the trainer shows one.
 
     On resume from a checkpoint it does not run again: its results are in its ``state_dict``.
 
