@@ -65,7 +65,8 @@ FLAGS = {
     f"{BROAD_BOTTOM:g} decades (a trained model, too low max_lr, or a model that learns too slowly for a sweep this "
     "short to show it); the answer is read from where the loss rose for good, and there is none when it never did",
     "no_clear_valley": "the loss falls, but the bottom is broad or noisy; the suggestion is uncertain",
-    "min_at_end": "the loss was still falling at max_lr; raise max_lr",
+    "min_at_end": "the loss was still falling at max_lr; raise max_lr (never raised on a curve cut at a NaN/inf, whose "
+    "end is a blow-up)",
 }
 """Every flag :func:`suggest_lr` may raise, with what it means and what to do."""
 
@@ -319,7 +320,7 @@ def suggest_lr(
     window = effective_window(xs, window)
     fit = _fit(xs, ys, window)
     smoothed = fit.values + (math.nan,) * (n_all - cut)
-    lr, lr_range, lr_steep, shape_flags = _analyse(lrs[:cut], xs, fit, window)
+    lr, lr_range, lr_steep, shape_flags = _analyse(lrs[:cut], xs, fit, window, blew_up=cut < n_all)
     flags = _ordered([*found, *shape_flags])
     if lr is None or lr_range is None or method == "default":
         return Suggestion(lr, lr_range, flags, method, smoothed)
@@ -333,9 +334,10 @@ def suggest_lr(
 
 
 def _analyse(
-    lrs: Sequence[float], xs: Sequence[float], fit: _Fit, window: float
+    lrs: Sequence[float], xs: Sequence[float], fit: _Fit, window: float, blew_up: bool = False
 ) -> tuple[float | None, tuple[float, float] | None, float | None, list[str]]:
-    """``(suggestion, range, lr_steep, flags)`` from the smoothed curve."""
+    """``(suggestion, range, lr_steep, flags)`` from the smoothed curve; ``blew_up``: the curve was cut where the
+    loss became NaN/inf, so its last point is the edge, not a loss still falling at max_lr."""
     values, n = fit.values, len(xs)
     i_min = min(range(n), key=values.__getitem__)
     # The noise, from the residuals up to just past the minimum: beyond, where the loss explodes, the fit
@@ -357,7 +359,9 @@ def _analyse(
     slopes = [i for i in range(i_top, i_min + 1) if not math.isnan(fit.slopes[i])]
     i_steep = min(slopes, key=fit.slopes.__getitem__) if slopes else i_mid
     flags = []
-    if i_min == n - 1:
+    # A curve cut at a NaN/inf ends where the loss blew up: its lowest point at the cut is the edge, and the flag's
+    # advice (raise max_lr) would send the next sweep further into the blow-up.
+    if i_min == n - 1 and not blew_up:
         flags.append("min_at_end")
     bottom = [x for x, v in zip(xs, values) if v <= values[i_min] + _Z * se_min]
     broad = bottom[-1] - bottom[0] > BROAD_BOTTOM

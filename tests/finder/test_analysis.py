@@ -300,6 +300,21 @@ def test_a_loss_still_falling_at_max_lr_is_flagged_min_at_end():
     assert "min_at_end" in s.flags and s.range[1] == lrs[-1]
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_curve_cut_at_nan_while_still_falling_is_not_flagged_min_at_end(method):
+    """The loss still fell at 0.0085 and was NaN from 0.01 on: its end is a blow-up, not a loss still falling at
+    max_lr (before, the flags read ("nonfinite", "min_at_end"): "raise max_lr", deeper into the blow-up)."""
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    losses = [v if lr < 1e-2 else math.nan for lr, v in zip(lrs, curve(lrs))]
+    finite = next(i for i, v in enumerate(losses) if math.isnan(v))
+    s = suggest_lr(lrs, losses, method)
+    assert s.flags == ("nonfinite",) and s.range[1] == lrs[finite - 1]  # the edge: the last finite point
+    uncut = suggest_lr(lrs[:finite], losses[:finite], method)  # the same points, as a sweep that ended there
+    assert uncut.flags == ("min_at_end",) and uncut.range == s.range
+    if method != "valley":  # fastai's valley reads the raw curve, NaN tail included
+        assert s.lr == uncut.lr
+
+
 def test_a_broad_bottom_is_flagged_no_clear_valley():
     lrs = sweep_lrs(1e-7, 10.0, 100)
     broad = [2.0 - math.tanh(2.0 * (log10(lr) + 5.0)) + (lr / 0.5) ** 2 for lr in lrs]  # flat from 1e-4 to 0.1

@@ -110,6 +110,25 @@ def test_it_stops_at_once_on_nan(tmp_path):
     assert finder.result.suggestion is None and finder.result.flags == ("too_short", "nonfinite")
 
 
+def test_a_sweep_stopped_by_nan_while_the_loss_fell_is_not_flagged_min_at_end(tmp_path):
+    """The loss fell at every one of the 30 steps, then turned NaN: the sweep stopped at the blow-up, where "raise
+    max_lr" (min_at_end, before) was the wrong advice."""
+    calls: list[int] = []
+
+    def script(step: int, loss: torch.Tensor) -> torch.Tensor:
+        calls.append(step)
+        k = len(calls)
+        value = math.nan if k == 31 else 2.0 - 0.05 * k + 0.01 * (-1) ** k
+        return loss - loss.detach() + value
+
+    finder = LRFinder(num_steps=40, min_lr=1e-5, max_lr=1e-1, apply=False, probe=False)
+    fit(tmp_path, finder, FinderModel(optimizer=sgd(), loss_hook=script), logger=False)
+    result = finder.result
+    assert result.stop_reason == "diverged" and len(result.lrs) == 31 and math.isnan(result.losses[-1])
+    assert result.flags == ("nonfinite",) and result.range[1] == result.lrs[29]
+    assert "raise max_lr" not in result.summary()
+
+
 def test_a_pass_shorter_than_a_step_is_a_step_as_lightning_trains_it(tmp_path):
     """Two batches a pass, three per optimizer step: Lightning steps at the end of each epoch on the two, and so
     does the sweep (before, it found no complete step and gave no answer, silently)."""
