@@ -14,7 +14,9 @@ few spiky batches do not move it either. The fit gives the slope on the log-LR a
 **Invariance.** Every rule below compares differences of losses with other differences (the drop from the
 start to the minimum, the residual noise), never with the loss's own value, so the answer does not move
 when the loss is multiplied by a positive number or shifted: it works for negative losses (Gaussian NLL)
-and for near-zero ones (a trained model), where ``loss > 4 × best`` rules break.
+and for near-zero ones (a trained model), where ``loss > 4 × best`` rules break. The one exception is a floor
+on the noise, 1e-12 of the loss's level, below which a difference is float round-off (a constant loss), not a
+feature.
 
 >>> from lr_callbacks.finder.ramp import sweep_lrs
 >>> lrs = sweep_lrs(1e-6, 1.0, 61)
@@ -85,6 +87,10 @@ _Z = 3.0
 MIN_RISE = 0.3
 """How long, in decades of LR, a flat curve's rise must last to count as its edge (not a noisy bump)."""
 
+_NOISE_FLOOR = 1e-12
+"""The least noise, relative to the loss's level (the median of its smoothed values' magnitudes): a constant loss
+has no residual noise but float round-off, which would otherwise read as a significant descent or rise."""
+
 
 @dataclass(frozen=True)
 class Suggestion:
@@ -118,6 +124,7 @@ class _Fit:
     n_eff: tuple[float, ...]  # 1 / Σ l_j²: the value's variance is noise² / n_eff
     residuals: tuple[float, ...]  # |loss − smoothed|
     noise: float = 0.0  # the residuals' robust standard deviation, up to just past the minimum
+    noise_floor: float = 0.0  # the least noise: float round-off, not a feature (_NOISE_FLOOR × the loss's level)
 
     def se(self, i: int) -> float:
         """The standard error of the smoothed value at point ``i``."""
@@ -267,7 +274,8 @@ def suggest_lr(
 
     Flags (see :data:`FLAGS`) say when the curve does not support a clean answer. A drop or a rise counts
     when it exceeds 3 standard errors of the smoothed curve (the residual noise, measured up to just past
-    the minimum, over the square root of the effective number of points in the window). With no
+    the minimum, at least 1e-12 of the loss's level, over the square root of the effective number of points in the
+    window; so a constant loss, whose only wobble is float round-off, reads as ``flat_curve``). With no
     significant drop, ``lr`` is ``None`` if the loss rose from the start (``diverged_at_once``) or never
     moved; if it stayed flat and then rose for good (``flat_curve``, e.g. a trained model), the range is
     ``(edge / 10, edge)``, ``edge`` the LR where the rise begins, and ``lr`` depends on the method:
@@ -343,7 +351,10 @@ def _analyse(
     # The noise, from the residuals up to just past the minimum: beyond, where the loss explodes, the fit
     # lags the curve and its residuals are lack of fit, not noise.
     end = max(MIN_POINTS, next((i for i in range(i_min, n) if xs[i] > xs[i_min] + 2.0 * window), n))
-    fit = replace(fit, noise=1.4826 * statistics.median(fit.residuals[:end]))
+    # A constant loss leaves residuals of float round-off only (1e-17 on a loss of 0.3): a noise that small read a
+    # constant curve's round-off as a descent, and suggested an LR. The floor reads it as flat.
+    floor = _NOISE_FLOOR * statistics.median(abs(v) for v in values)
+    fit = replace(fit, noise=max(floor, 1.4826 * statistics.median(fit.residuals[:end])), noise_floor=floor)
     se_start, se_min = fit.se(0), fit.se(i_min)
     drop = values[0] - values[i_min]
     if drop <= _Z * math.hypot(se_start, se_min):
@@ -421,7 +432,11 @@ def _rise_start(xs: Sequence[float], fit: _Fit, start: int = 0) -> int | None:
         if xs[last] - xs[i] < MIN_RISE:
             return None
         floor = statistics.median(values[start:i])
-        noise = 1.4826 * statistics.median(fit.residuals[start:i]) if i - start >= MIN_POINTS else fit.noise
+        noise = (
+            max(fit.noise_floor, 1.4826 * statistics.median(fit.residuals[start:i]))
+            if i - start >= MIN_POINTS
+            else fit.noise
+        )
         se_floor = min(noise / math.sqrt(fit.n_eff[j]) for j in range(start, i))
         if all(values[j] - floor > _Z * math.hypot(noise / math.sqrt(fit.n_eff[j]), se_floor) for j in range(i, n)):
             return i

@@ -274,6 +274,22 @@ def test_a_flat_curve_gives_no_answer_or_a_tenth_of_where_it_rises():
     assert -2.5 < log10(upper) < -0.5
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [0.3] * 100,  # 0.3 is no binary fraction: the smoothing's round-off (1e-17) read as a valley at 1.7e-7
+        [-0.3] * 100,
+        [2.5 - (i // 10) * 4.4e-16 for i in range(100)],  # falling by one ulp a decade: an answer of 0.045, no flag
+        [2.5 + (i // 10) * 4.4e-16 for i in range(100)],  # rising by one ulp a decade: an edge at 0.0071
+    ],
+    ids=["0.3", "-0.3", "ulp_steps_down", "ulp_steps_up"],
+)
+def test_a_constant_loss_is_a_flat_curve_with_no_answer_not_an_answer_from_round_off(losses, method):
+    s = suggest_lr(sweep_lrs(1e-7, 10.0, 100), losses, method)
+    assert s.lr is None and s.range is None and s.flags == ("flat_curve",)
+
+
 def test_on_a_flat_curve_each_method_answers_as_the_docstring_says():
     """The range is ``(edge / 10, edge)`` for every method; the LR is its middle for ``default`` and ``steepest``,
     its lower end for ``min_div_10``, and fastai's valley of the raw curve, one of the sweep's LRs, for ``valley``."""
