@@ -148,13 +148,15 @@ def scale_backbone_ramp(trainer: Any, factor: float) -> None:
             callback.previous_backbone_lr = previous * factor
 
 
-def accumulation(trainer: Any) -> int:
-    """The micro-batches of an optimizer step in the current epoch. Lightning's ``GradientAccumulationScheduler``
-    sets ``trainer.accumulate_grad_batches`` only in its ``on_train_epoch_start``: before it, at ``on_train_start``
-    or in an epoch-start hook that runs first, the trainer still holds the last epoch's factor (or 1)."""
+def accumulation(trainer: Any, epoch: int | None = None) -> int:
+    """The micro-batches of an optimizer step in the current epoch (or in ``epoch``). Lightning's
+    ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only in its ``on_train_epoch_start``:
+    before it, at ``on_train_start`` or in an epoch-start hook that runs first, the trainer still holds the last
+    epoch's factor (or 1)."""
     scheduler = callback_named(trainer, "GradientAccumulationScheduler")
     if scheduler is not None:
-        return max(int(scheduler.get_accumulate_grad_batches(int(trainer.current_epoch))), 1)
+        epoch = int(trainer.current_epoch) if epoch is None else epoch
+        return max(int(scheduler.get_accumulate_grad_batches(epoch)), 1)
     return max(int(trainer.accumulate_grad_batches), 1)
 
 

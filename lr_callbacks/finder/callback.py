@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number, given_arguments
-from lr_callbacks.core.compat import Callback, adafactor_steps, exit_fit, move_after_finetuning, run_step
+from lr_callbacks.core.compat import (
+    Callback,
+    accumulation,
+    adafactor_steps,
+    exit_fit,
+    move_after_finetuning,
+    run_step,
+)
 from lr_callbacks.core.durations import Duration, parse_duration
 from lr_callbacks.core.logs import log_image, log_scalars, log_text, summary_writers
 from lr_callbacks.core.lr_model import (
@@ -156,7 +163,8 @@ class LRFinder(Callback):
             fine-tuning callbacks (``BackboneFinetuning``) wherever they are listed, so that the layers they
             unfreeze at that epoch are swept with the rest. A fit resumed from a checkpoint written on the
             previous epoch's last batch enters such an epoch without Lightning's ``on_train_epoch_start``: the
-            finder runs before its first batch instead, as the uninterrupted run did.
+            finder runs before its first batch instead, as the uninterrupted run did. An epoch the fit never starts
+            (past ``max_epochs``, or past the epoch in which ``max_steps`` ends the run) is warned of at fit start.
         divergence_threshold: stop when the loss has given back this many times what it gained
             (1.0: back to where it started); ``None`` stops only on NaN/inf.
         window: the smoothing width of the analysis, in decades of LR.
@@ -303,18 +311,11 @@ class LRFinder(Callback):
             after = move_after_finetuning(trainer, self) if self.epochs else None
             if after is not None and trainer.is_global_zero:
                 log.info("LRFinder: runs after %s at each epoch's start", after)
-            last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
-            beyond = [e for e in self.epochs if last is not None and e >= last]
-            if last is not None and beyond and trainer.is_global_zero:
-                warnings.warn(
-                    f"LRFinder: epochs {beyond} are past the run's last epoch ({last - 1}, max_epochs={last}): the "
-                    "finder never runs at them; give epochs within the run",
-                    UserWarning,
-                    stacklevel=2,
-                )
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.epochs and trainer.is_global_zero:
+            _warn_epochs_past_the_run(trainer, self.epochs)
         if self.at_fit_start and _FIT_START not in self._done:
             self._run(trainer, pl_module, _FIT_START)
         elif self._results:
@@ -811,6 +812,39 @@ def _progress_bar(total: int, show: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="LRFinder", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _warn_epochs_past_the_run(trainer: Any, epochs: Sequence[int]) -> None:
+    """Warn, at fit start, of listed epochs the fit never starts: past ``max_epochs``, or past the epoch in which
+    ``max_steps`` ends the run (epoch ``e`` starts when fewer than ``max_steps`` optimizer steps came before it).
+
+    Before, only ``max_epochs`` was checked: ``epochs=[3]`` with ``max_steps=16`` at 8 steps an epoch ended the run
+    in epoch 1, and the finder never ran at epoch 3, without a word."""
+    limits: list[tuple[int, str, str]] = []  # (the last epoch that starts, the run's length, the fix)
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+        limits.append((trainer.max_epochs - 1, f"max_epochs={trainer.max_epochs}", "max_epochs"))
+    batches, max_steps = trainer.num_training_batches, int(trainer.max_steps)
+    if max_steps >= 0 and batches is not None and not math.isinf(batches) and batches > 0:
+        before = 0  # the optimizer steps before epoch e
+        for e in range(max(epochs) + 1):
+            if before >= max_steps:
+                lengths = {math.ceil(int(batches) / accumulation(trainer, k)) for k in range(e)}
+                per_epoch = lengths.pop() if len(lengths) == 1 else None
+                each = f" at {per_epoch} steps an epoch" if per_epoch is not None else ""
+                limits.append((e - 1, f"max_steps={max_steps}{each}", "max_steps"))
+                break
+            before += math.ceil(int(batches) / accumulation(trainer, e))
+    if not limits:
+        return
+    last, length, fix = min(limits)
+    beyond = [e for e in epochs if e > last]
+    if beyond:
+        warnings.warn(
+            f"LRFinder: epochs {beyond} are past the run's last epoch ({last}, {length}): the finder never runs at "
+            f"them; give epochs within the run (at most {last}), or raise {fix}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_epochs(epochs: Sequence[int]) -> tuple[int, ...]:

@@ -276,6 +276,33 @@ def test_at_fit_start_false_runs_only_at_the_epochs(tmp_path):
     assert [r.epoch for r in finder.results] == [1]
 
 
+@pytest.mark.parametrize(
+    ("max_steps", "accumulate", "listed", "said"),
+    [
+        (16, 1, [1, 3], r"epochs \[3\] are past the run's last epoch \(1, max_steps=16 at 8 steps an epoch\)"),
+        (16, 2, [3, 4, 6], r"epochs \[4, 6\] are past the run's last epoch \(3, max_steps=16 at 4 steps an epoch\)"),
+    ],
+)
+def test_epochs_past_the_end_max_steps_sets_are_said_at_fit_start(tmp_path, max_steps, accumulate, listed, said):
+    """8 batches an epoch, max_steps=16: the fit ends with epoch 1, and the finder listed at epoch 3 never ran, without
+    a word (only max_epochs was checked)."""
+    finder = LRFinder(num_steps=10, min_lr=1e-3, max_lr=0.1, at_fit_start=False, epochs=listed, probe=False)
+    with pytest.warns(UserWarning, match=said + r": the finder never runs at them; .*raise max_steps") as caught:
+        _model, trainer = fit(tmp_path, finder, max_steps=max_steps, max_epochs=-1, accumulate_grad_batches=accumulate)
+    assert sum("past the run" in str(w.message) for w in caught) == 1  # once
+    assert trainer.global_step == max_steps and [r.epoch for r in finder.results] == [listed[0]]
+
+
+def test_an_epoch_max_steps_ends_inside_is_not_said_to_be_past_the_run(tmp_path):
+    """17 steps at 8 an epoch: epoch 2 starts (16 steps before it) and the finder runs there."""
+    finder = LRFinder(num_steps=10, min_lr=1e-3, max_lr=0.1, at_fit_start=False, epochs=[2], apply=False, probe=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, finder, max_steps=17, max_epochs=-1, logger=False)
+    assert not [w for w in caught if "past the run" in str(w.message)]
+    assert [r.epoch for r in finder.results] == [2]
+
+
 # --- reporting -------------------------------------------------------------------------------------------
 
 
