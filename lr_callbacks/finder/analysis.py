@@ -267,7 +267,8 @@ def suggest_lr(
       about 0.1 worse, ``valley`` 0.1-1.8 worse.
     - ``"steepest"``: where ``dŷ/dx`` is most negative on the descent (between the end of the plateau
       and ``lr_min``): fastai's ``steep`` and Lightning's PR #21171, without their lag.
-    - ``"min_div_10"``: ``lr_min / 10``, "one order of magnitude before the minimum".
+    - ``"min_div_10"``: ``lr_min / 10``, "one order of magnitude before the minimum"; never below the sweep's
+      first LR, where the loss was not measured (when ``lr_min`` is less than a decade into the sweep).
     - ``"valley"``: fastai's ``valley``, as a reference, reproduced exactly: its debiased EMA (β = 0.98),
       the first tenth and the last five points trimmed, the longest decreasing subsequence, and the pick at
       about half of it. ``range`` and ``flags`` are still ours.
@@ -280,13 +281,13 @@ def suggest_lr(
     moved; if it stayed flat and then rose for good (``flat_curve``, e.g. a trained model), the range is
     ``(edge / 10, edge)``, ``edge`` the LR where the rise begins, and ``lr`` depends on the method:
     ``"default"`` and ``"steepest"`` (a flat curve has no descent to be steepest on) give its middle,
-    ``√(edge/10 · edge)``; ``"min_div_10"`` gives ``edge / 10``, its lower end; ``"valley"`` gives fastai's
-    valley of the raw curve, as on any curve. There, the plateau's median is the floor, its noise is measured
-    over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE` decades. A curve whose
-    bottom (the smoothed values within 3 standard errors of its lowest) spans more than :data:`BROAD_BOTTOM`
-    decades is read the same way when the loss rises for good after it (flagged ``no_clear_valley`` too), its plateau
-    from the bottom's first point: its lowest point lies anywhere along it (after a hard first batch, at LRs too
-    small to have lowered the loss), no edge.
+    ``√(edge/10 · edge)``; ``"min_div_10"`` gives ``edge / 10``, its lower end (the sweep's first LR, if higher);
+    ``"valley"`` gives fastai's valley of the raw curve, as on any curve. There, the plateau's median is the floor,
+    its noise is measured over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE`
+    decades. A curve whose bottom (the smoothed values within 3 standard errors of its lowest) spans more than
+    :data:`BROAD_BOTTOM` decades is read the same way when the loss rises for good after it (flagged
+    ``no_clear_valley`` too), its plateau from the bottom's first point: its lowest point lies anywhere along it
+    (after a hard first batch, at LRs too small to have lowered the loss), no edge.
 
     Args:
         lrs: the LR of each point, positive and strictly increasing.
@@ -335,7 +336,9 @@ def suggest_lr(
     if method == "steepest":
         lr = lr_steep if lr_steep is not None else lr
     elif method == "min_div_10":
-        lr = lr_range[1] / 10.0
+        # no lower than the sweep's first LR: below it no loss was measured (a minimum 0.8 decades into a sweep from
+        # 1e-4 answered 6.5e-5, on a clean curve, with no flag)
+        lr = max(lr_range[1] / 10.0, lrs[0])
     else:
         lr = _fastai_valley(lrs[:n_all], losses)
     return Suggestion(lr, lr_range, flags, method, smoothed)

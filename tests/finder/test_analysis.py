@@ -304,6 +304,20 @@ def test_on_a_flat_curve_each_method_answers_as_the_docstring_says():
     assert answers["valley"].lr in lrs and answers["valley"].lr not in (lower, answers["default"].lr)
 
 
+def test_min_div_10_never_answers_below_the_sweeps_first_lr():
+    """A minimum less than a decade into the sweep: lr_min / 10 lay below min_lr, where no loss was measured (6.5e-5
+    from a sweep from 1e-4, on a clean curve; 6.4e-8 from a flat one swept from 1e-7)."""
+    lrs = sweep_lrs(1e-4, 1.0, 60)
+    s = suggest_lr(lrs, curve(lrs, centre=1e-4, explode=3e-3), "min_div_10")
+    assert s.flags == () and s.range[1] < 10 * lrs[0] and s.lr == lrs[0]
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    rng = random.Random(0)
+    trained = [0.3 + (lr / 5e-6) ** 2 + rng.gauss(0, 0.02) for lr in lrs]  # flat, then a rise soon after min_lr
+    s = suggest_lr(lrs, trained, "min_div_10")
+    assert s.flags == ("flat_curve",) and s.range[0] < lrs[0] and s.lr == lrs[0]
+    assert suggest_lr(lrs, curve(lrs), "min_div_10").lr == suggest_lr(lrs, curve(lrs)).range[1] / 10  # unclamped
+
+
 def test_a_loss_that_rises_from_the_start_is_flagged_diverged_at_once():
     lrs = sweep_lrs(1e-2, 10.0, 40)
     s = suggest_lr(lrs, [1.0 + (lr / 0.05) for lr in lrs])
