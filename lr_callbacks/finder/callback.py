@@ -214,6 +214,13 @@ class LRFinder(Callback):
         self.max_lr = check_number("max_lr", max_lr, low=0.0, low_open=True, owner=_OWNER)
         if self.max_lr <= self.min_lr:
             raise ValueError(f"LRFinder: `max_lr` must be above `min_lr`, got min_lr={min_lr!r}, max_lr={max_lr!r}")
+        if math.isinf(self.max_lr / self.min_lr):  # a subnormal min_lr: the sweep's spacing overflowed at fit time
+            decades = math.log10(self.max_lr) - math.log10(self.min_lr)
+            raise ValueError(
+                f"LRFinder: `min_lr` is too small for `max_lr`: from min_lr={min_lr!r} to max_lr={max_lr!r} is "
+                f"{decades:.0f} decades, and max_lr / min_lr overflows a float, so the sweep's LRs cannot be computed; "
+                "give a min_lr a few decades below where the model starts to learn, such as 1e-7 (the default)"
+            )
         self.num_steps = None if num_steps is None else check_int("num_steps", num_steps, low=MIN_POINTS, owner=_OWNER)
         self.mode = check_choice("mode", mode, MODES, owner=_OWNER)
         if self.mode == "linear" and self.max_lr > LINEAR_SPAN * self.min_lr:

@@ -431,6 +431,12 @@ def test_with_two_optimizers_it_reports_at_the_runs_step_not_at_both_optimizers_
         ({"min_lr": 0.0}, ValueError, r"`min_lr` must be > 0, got 0.0"),
         ({"max_lr": "1"}, TypeError, r"`max_lr` must be a number"),
         ({"min_lr": 1.0, "max_lr": 0.1}, ValueError, r"`max_lr` must be above `min_lr`, got min_lr=1.0, max_lr=0.1"),
+        (
+            {"min_lr": 1e-320},  # a subnormal: before, accepted, and the fit failed with an OverflowError
+            ValueError,
+            r"LRFinder: `min_lr` is too small for `max_lr`: from min_lr=1e-320 to max_lr=10.0 is 321 decades, and "
+            r"max_lr / min_lr overflows a float, .* such as 1e-7 \(the default\)",
+        ),
         ({"num_steps": 5}, ValueError, r"`num_steps` must be >= 8, got 5"),
         ({"num_steps": 10.0}, TypeError, r"`num_steps` must be a whole number"),
         ({"mode": "log"}, ValueError, r"unknown `mode` 'log'; choose one of: 'exponential', 'linear'"),
