@@ -219,10 +219,13 @@ class DivergenceWatchdog(Callback):
     a step that will undo it: steps judged on the device and not read yet, an update ratio measured after the
     step and judged too large at the next one) holds the last clean
     snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
-    it continues exactly as the uninterrupted run. Snapshots are not saved otherwise (they would double the
-    checkpoint): after any checkpoint both runs take a fresh snapshot at the next clean step, and only an
-    incident that begins before it (usually: at the first step after the resume) rolls back to the checkpoint's
-    weights rather than to the older snapshot the uninterrupted run held.
+    it continues exactly as the uninterrupted run. While a climb is under way, or a rollback's probation lasts
+    (until ``patience`` steps in a row are accepted), no snapshot can be taken soon: the checkpoint holds the live
+    weights and the newest snapshot beside them, and a resumed run rolls back where the uninterrupted one would
+    (not under sharded training). Snapshots are not saved otherwise (they would double the checkpoint): after any
+    checkpoint both runs take a fresh snapshot at the next clean step, and only an incident that begins before it
+    (usually: at the first step after the resume) rolls back to the checkpoint's weights rather than to the older
+    snapshot the uninterrupted run held.
 
     **Sharded training.** Under FSDP2 (Lightning's ``ModelParallelStrategy``, ``fully_shard`` in
     ``configure_model``) the gradient norm is the whole gradient's, from the shards (one all-reduce), each rank
@@ -1109,15 +1112,19 @@ class DivergenceWatchdog(Callback):
             if own["live"] is not None:  # not sharded (the callbacks' state is rank 0's alone): with its user states
                 own["user_states"] = self._snapshot_user_states(pl_module, snapshot)
             return
+        # a rollback's probation (until `patience` steps in a row are accepted), once an update reached the restored
+        # weights: no snapshot can be taken before its end, and what damaged the weights may still be coming
+        probation = self._policy.state.guarded is not None and not self._untouched
         if (
             snapshot is not None
-            and not self._policy.settled
+            and (not self._policy.settled or probation)
             and snapshot_step != int(trainer.global_step)
             and strategy_kind(trainer.strategy) == "replicated"
         ):
-            # a climb under way (or a run of outliers read as bad data): the live weights are kept, and the newest
-            # snapshot beside them, for a resumed run to roll back to what the uninterrupted one would. Before, it
-            # took the checkpoint's (climbing) weights for that snapshot, and its rollback restored them
+            # a climb under way (or a run of outliers read as bad data), or a rollback's probation: the live weights
+            # are kept, and the newest snapshot beside them, for a resumed run to roll back to what the uninterrupted
+            # one would. Before, it took the checkpoint's weights for that snapshot (climbing ones; in probation,
+            # those an LR pulse had just damaged), and its rollback restored them
             own["snapshot"] = snapshot.export()
             own["user_states"] = self._snapshot_user_states(pl_module, snapshot)
         if not self._policy.state.halted and self._halt_pending is None:

@@ -727,6 +727,26 @@ def test_a_checkpoint_written_while_a_climb_is_under_way_keeps_the_newest_snapsh
     assert all(map(torch.equal, full_model.state_dict().values(), resumed_model.state_dict().values()))
 
 
+@pytest.mark.parametrize("saved_at", [43, 44])
+def test_a_checkpoint_in_a_rollback_s_probation_keeps_the_snapshot_the_next_rollback_goes_to(tmp_path, saved_at):
+    """LR pulses at steps 40 and 43: the first is rolled back at step 41 to the snapshot before step 40, the second
+    (its damage read at step 44, while the restored weights are still in probation) to the same snapshot. A
+    checkpoint written in between (after step 42's update, or after step 43's, the damaging one) now carries that
+    snapshot beside its live weights. Before, the resumed run took the checkpoint's weights for the snapshot of step
+    40: its rollback at step 44 restored them (from the checkpoint after step 43: the damaged weights, trained on
+    after a new baseline), where the uninterrupted run went back to step 40's."""
+    faults = Faults(lr_times={40: 50.0, 43: 300.0})
+    full_model, full = run(tmp_path / "full", faults, 60, every=1)
+    rollbacks = [(e.step, e.rollback_to) for e in full.events if e.action == "rollback"]
+    assert rollbacks == [(41, 40), (44, 40)]
+    path = tmp_path / "full" / "ckpt" / f"epoch=0-step={saved_at}.ckpt"
+    own = torch.load(path, weights_only=True)["callbacks"]["DivergenceWatchdog"]
+    assert own["policy"]["state"]["guarded"] is not None and "live" not in own and "snapshot" in own
+    resumed_model, resumed = run(tmp_path / "resumed", faults, 60, ckpt_path=str(path), every=1)
+    assert same(full.events, resumed.events)
+    assert all(map(torch.equal, full_model.state_dict().values(), resumed_model.state_dict().values()))
+
+
 @pytest.mark.parametrize(
     ("faults", "kwargs"),
     [
