@@ -474,8 +474,12 @@ class DivergenceWatchdog(Callback):
 
     @property
     def events(self) -> list[Incident]:
-        """Every intervention so far, oldest first."""
-        return list(self._policy.events)
+        """Every intervention so far, oldest first: by step, those of one step in the order they were decided.
+
+        An update ratio's incident concerns the step whose update was measured and is decided at a later read
+        (the next step's, or after ``sync_every_n_steps``), after that read's own incidents: it is listed at its
+        step."""
+        return sorted(self._policy.events, key=_step_of)
 
     @property
     def scale(self) -> float:
@@ -1088,7 +1092,7 @@ class DivergenceWatchdog(Callback):
         skip for the loss and the gradient norm only one row was served, and an update ratio's incident, judged at
         the next step and written after that step's, dropped them (a real ``tensorboard`` served 4 of a run's 7
         incidents; the rollback was not among them)."""
-        rows, self._unwritten = self._unwritten, []
+        rows, self._unwritten = sorted(self._unwritten, key=_step_of), []  # in step order, as `events` lists them
         if not rows and not halt:
             return
         self._written_step = max(step, self._written_step + 1)
@@ -1261,6 +1265,10 @@ class DivergenceWatchdog(Callback):
             self._unwritten.append(incident)  # written with the read's others (_write_events)
         if incident.signal is Signal.FLAT_LOSS and (trainer is None or trainer.is_global_zero):
             warn_flat_loss(trainer, incident)
+
+
+def _step_of(incident: Incident) -> int:
+    return incident.step
 
 
 def _no_clipping(*args: Any, **kwargs: Any) -> None:

@@ -489,17 +489,21 @@ def test_tensorboard_serves_every_intervention_in_watchdog_events(tmp_path):
     drops those after it (a restarted run's): the watchdog wrote a row per incident at the incident's step, and the
     update ratio's incidents, judged at the next step, after that step's. Of this run's 7 incidents, a real
     ``tensorboard`` served 4 (steps 25, 30, 34, 35): the rollback at step 31 was not among them. Every read now
-    writes one entry, its incidents' rows in order, at steps that only rise (all 7 served)."""
+    writes one entry, its incidents' rows in order, at steps that only rise (all 7 served).
+
+    In step order: the update ratio's incident of step 30, decided at step 31's read after that step's rollback,
+    came after it in ``events`` and in the table (25, 31, 31, 31, 30, ...)."""
     watchdog = small()
     fit(tmp_path, DigitsModel(faults=Faults(nan_loss=[25], lr_times={30: 1000.0})), [watchdog], 40)
     events = [(e.step, e.signal, e.action) for e in watchdog.events]
     assert events[:5] == [
         (25, "non_finite", "skip"),
+        (30, "update_ratio", "lower_lr"),
         (31, "loss", "skip"),
         (31, "grad_norm", "skip"),
         (31, "damaged_weights", "rollback"),
-        (30, "update_ratio", "lower_lr"),
     ]
+    assert [step for step, _, _ in events] == sorted(step for step, _, _ in events)
     entries = read_events(tmp_path).Tensors("watchdog/events/text_summary")
     steps = [entry.step for entry in entries]
     assert steps == sorted(set(steps))
