@@ -181,7 +181,7 @@ class WatchdogConfig:
         check_number("min_lr_scale", self.min_lr_scale, low=0.0, low_open=True, high=1.0, owner=OWNER)
         check_int("cooldown_steps", self.cooldown_steps, low=0, owner=OWNER)
         if self.recover_after is not None:
-            _check_steps_or_fraction("recover_after", self.recover_after)
+            _check_steps_or_fraction("recover_after", self.recover_after, "recover_after=None keeps the cuts")
         check_number("cusum_drift", self.cusum_drift, low=0.0, owner=OWNER)
         check_number("cusum_threshold", self.cusum_threshold, low=0.0, low_open=True, owner=OWNER)
         check_number("max_level_shift", self.max_level_shift, low=1.0, owner=OWNER)
@@ -199,9 +199,21 @@ class WatchdogConfig:
         check_number("flat_loss_drop", self.flat_loss_drop, low=0.0, low_open=True, high=1.0, owner=OWNER)
 
 
-def _check_steps_or_fraction(name: str, value: object) -> None:
+def _check_steps_or_fraction(name: str, value: object, off: str = "") -> None:
     """``value`` is a step count (an int ≥ 1, or ``"200 steps"``) or a fraction of the run written as a percentage
-    (``"5%"``)."""
+    (``"5%"``); ``off``: how to turn the setting off, said to a bool.
+
+    A float or a bool was refused as "must be a whole number", which hid the percentage: ``recover_after=0.05``
+    (5% of the run) now reads ``write recover_after="5%"``."""
+    if isinstance(value, (float, bool)):
+        if isinstance(value, float) and 0.0 < value < 1.0:
+            fix = f'a share of the run is written as a percentage: {name}="{value * 100:g}%"'
+        else:
+            fix = f'write e.g. {name}=200 or {name}="5%"' + (f" ({off})" if off and isinstance(value, bool) else "")
+        raise TypeError(
+            f'{OWNER}: `{name}` must be a whole number of steps or a percentage of the run such as "5%", got '
+            f"{value!r}; {fix}"
+        )
     if isinstance(value, str):
         text = value.strip()
         if _count_of(text) is not None:
@@ -228,7 +240,8 @@ def _check_steps_or_fraction(name: str, value: object) -> None:
 def _count_of(text: str) -> int | None:
     """The step count written as ``"200 steps"`` (or ``"1 step"``), else ``None``."""
     number, _, unit = text.partition(" ")
-    if unit.strip() not in ("steps", "step") or not number.isdigit() or int(number) < 1:
+    # isdecimal, not isdigit: "²" is a digit int() refuses (a bare ValueError from inside, before)
+    if unit.strip() not in ("steps", "step") or not number.isdecimal() or int(number) < 1:
         return None
     return int(number)
 
