@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from typing import Any
 
-__all__ = ["LOGGER_NAME", "setup_console"]
+__all__ = ["LOGGER_NAME", "setup_console", "warn_rank_zero"]
 
 LOGGER_NAME = "lr_callbacks"
 
@@ -54,3 +56,20 @@ def setup_console() -> logging.Logger:
     if not any(isinstance(h, _Console) for h in log.handlers):
         log.addHandler(_Console())
     return log
+
+
+def warn_rank_zero(trainer: Any, message: str, stacklevel: int = 2) -> None:
+    """``warnings.warn(message, UserWarning)`` on the global rank 0 only, as Lightning's ``rank_zero_warn`` (and
+    every process when ``trainer`` is ``None``): what holds for the whole run is said once, not once per process.
+    ``stacklevel`` is what the caller would give ``warnings.warn`` itself.
+
+    >>> class Rank1:
+    ...     is_global_zero = False
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_rank_zero(Rank1(), "said on rank 0 only")
+    >>> caught
+    []
+    """
+    if trainer is None or bool(getattr(trainer, "is_global_zero", True)):
+        warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)

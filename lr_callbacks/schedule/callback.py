@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from lr_callbacks.core.checks import (
     given_arguments,
 )
 from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning, swa_start_epoch
+from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
 from lr_callbacks.core.lr_model import as_float, set_lr
@@ -502,7 +502,7 @@ class LRSchedule(Callback):
         )
         if said:
             self._short_epoch_said = True
-            warnings.warn(f"LRSchedule: {said}", UserWarning, stacklevel=2)
+            warn_rank_zero(trainer, f"LRSchedule: {said}", stacklevel=2)
 
     @override
     def on_train_batch_end(
@@ -526,11 +526,11 @@ class LRSchedule(Callback):
         if trainer.should_stop and remaining is not None and remaining <= 0:
             last, peak = self.lr_at(max(self._clocks[0] - 1, 0)), self._table[0][0].peak * self._table[0][0].scale
             share = f" ({last / peak:.0%} of its peak)" if peak > 0 else ""
-            warnings.warn(
+            warn_rank_zero(
+                trainer,
                 f"LRSchedule: Trainer(max_time=...) ended the run at {done} {counted} of the {total} planned at fit "
                 f"start, its LR at {last:.4g}{share}, short of the plan's end. To have the decay happen in the time, "
                 "give Trainer(max_steps=...) that fit in it",
-                UserWarning,
                 stacklevel=2,
             )
             return
@@ -545,12 +545,12 @@ class LRSchedule(Callback):
         if self._short_epoch_said:
             return  # said at the first epoch's end, with its cause
         last = self.lr_at(max(self._clocks[0] - 1, 0))
-        warnings.warn(
+        warn_rank_zero(
+            trainer,
             f"LRSchedule: the run ended after its {epochs} epochs at {done} {counted}, short of the {total} planned at "
             f"fit start: its training loader became shorter since (reloaded every epoch?). The LR ended at {last:.4g}, "
             f"not at the plan's end ({self.lr_at(total - 1):.4g}). To plan on the run's real length, give "
             "Trainer(max_steps=...)",
-            UserWarning,
             stacklevel=2,
         )
 
@@ -561,13 +561,13 @@ class LRSchedule(Callback):
         if max(self._clocks) < total or self._warn_stepped_past(trainer) or self._clocks[0] < total:
             return
         self._past_end_said = True
-        warnings.warn(
+        warn_rank_zero(
+            trainer,
             f"LRSchedule: the run goes on past the {total} optimizer steps planned at fit start (its "
             "length changed since: a training loader whose length changes with "
             "reload_dataloaders_every_n_epochs); from here the LR holds the plan's final value, "
             f"{self.lr_at(total):.3g} for the first group (a decay to 0 trains these steps at LR 0). Set max_steps "
             "to the run's real length",
-            UserWarning,
             stacklevel=3,
         )
 
@@ -590,14 +590,14 @@ class LRSchedule(Callback):
             own = math.ceil(clock * total / max(done, 1))  # its steps over the whole run, at its rate so far
             example = f"{{{g.tag!r}: Phases([(Warmup(), '50 steps'), (Cosine(), '{own} steps')])}}"
             final = self.lr_at(total, index)
-            warnings.warn(
+            warn_rank_zero(
+                trainer,
                 f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's first {done} "
                 f"batches, past the {total} steps of its plan, which counts one step a batch (Lightning's estimate "
                 f"under manual optimization): from here it trains at the plan's final LR, {final:.3g} "
                 f"for its first group (a decay to 0 trains these steps at LR 0). Give an optimizer that steps more "
                 f"often than once a batch a schedule whose durations are in its own steps (group_schedules={example}, "
                 f"about {own} steps at its rate so far)",
-                UserWarning,
                 stacklevel=3,
             )
             return True
@@ -632,12 +632,12 @@ class LRSchedule(Callback):
             last = self.lr_at(max(clock - 1, 0), index)
             example = f"Phases([(Warmup(), '50 steps'), (Cosine(), '{clock} steps')])"
             fix = f"group_schedules, e.g. {example}" if manual else f"LRSchedule({example})"
-            warnings.warn(
+            warn_rank_zero(
+                trainer,
                 f"LRSchedule: optimizer {self._optimizer_names[index]} stepped {clock} times in the run's {done} "
                 f"{counted}, but its plan counts one step a {unit} ({run.total_steps} "
                 f"steps; {why}): it ended at step {clock} of its plan, its LR at {last:.4g}, short of the plan's end. "
                 f"Give an optimizer that steps less often a schedule whose durations are in its own steps ({fix})",
-                UserWarning,
                 stacklevel=2,
             )
 
@@ -794,7 +794,7 @@ class LRSchedule(Callback):
         if restored is not None:
             setup.check_restored_shape(restored, self._optimizers)
             planned = run
-            run = setup.apply_length_policy(restored, run, self._on_length_change)
+            run = setup.apply_length_policy(trainer, restored, run, self._on_length_change)
             self._past_end_said = run.total_steps != planned.total_steps  # "keep" said so already
         self._run = run
         self._table, self._optimizer_names = setup.build_table(
@@ -828,11 +828,11 @@ class LRSchedule(Callback):
             for g, before in zip(groups, plans):
                 now = g.schedule.describe()
                 if now != before:
-                    warnings.warn(
+                    warn_rank_zero(
+                        self._trainer,
                         f"LRSchedule: resuming, group {g.tag!r} has a schedule other than the checkpoint's: {before} "
                         f"then, {now} now. The LR goes on from the same value, and follows the schedule given now "
                         "from here; resume with the original schedule to go on exactly",
-                        UserWarning,
                         stacklevel=4,
                     )
                     return
@@ -848,12 +848,12 @@ class LRSchedule(Callback):
             for j, (g, before) in enumerate(zip(groups, lrs)):
                 now = self.lr_at(self._clocks[index], index, j)
                 if before is not None and not math.isclose(now, before, rel_tol=1e-9, abs_tol=1e-15):
-                    warnings.warn(
+                    warn_rank_zero(
+                        self._trainer,
                         f"LRSchedule: resuming at step {self._clocks[index]}, group {g.tag!r} was to train at LR "
                         f"{before:.4g}; the schedule given now plans {now:.4g} there, so the LR jumps: the schedule "
                         "or its arguments changed since the checkpoint. The peaks and LR scales are the checkpoint's "
                         "(peak_lrs given now are not used); resume with the original schedule to go on exactly",
-                        UserWarning,
                         stacklevel=4,
                     )
                     return True
@@ -868,12 +868,12 @@ class LRSchedule(Callback):
         for index, (groups, lrs) in enumerate(zip(self._table, checkpoint_lrs)):
             for g, before in zip(groups, lrs):
                 if not math.isclose(g.lr, before, rel_tol=1e-6, abs_tol=1e-15):
-                    warnings.warn(
+                    warn_rank_zero(
+                        self._trainer,
                         f"LRSchedule: resuming at step {self._clocks[index]} from a checkpoint written without "
                         f"LRSchedule: group {g.tag!r} trained at LR {before:.4g} there, and the plan now writes "
                         f"{g.lr:.4g} (its peak {g.peak:.4g}). To go on near the checkpoint's LR, give its peak "
                         "(configure_optimizers or peak_lrs); to go on exactly, resume without LRSchedule",
-                        UserWarning,
                         stacklevel=2,
                     )
                     return

@@ -5,12 +5,12 @@ parameter groups, and check that the schedule fits; every refusal names the fix.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lr_callbacks.core.compat import callback_named, optimizer_steps
+from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.core.lr_model import as_float, require_lr_groups
 from lr_callbacks.schedule.shapes import Schedule
@@ -112,8 +112,9 @@ def _accumulation_run(
     return Run(total_steps=total_steps, steps_per_epoch=math.ceil(batches / max(factors[0], 1)))
 
 
-def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> Run:
-    """The run to plan for on resume, when its length differs from the checkpoint's (see ``on_length_change``).
+def apply_length_policy(trainer: Any, restored: Mapping[str, Any], run: Run, policy: str) -> Run:
+    """The run to plan for on resume, when its length differs from the checkpoint's (see ``on_length_change``); the
+    warning said on ``trainer``'s global rank 0.
 
     Raises:
         ValueError: under ``"error"``, when the length changed.
@@ -139,17 +140,17 @@ def apply_length_policy(restored: Mapping[str, Any], run: Run, policy: str) -> R
             else f"past step {before.total_steps} the LR holds the plan's final value, its `end` (a decay to 0 "
             "trains the extra steps at LR 0)"
         )
-        warnings.warn(
+        warn_rank_zero(
+            trainer,
             f"LRSchedule: {change}; following the original plan (on_length_change='keep'), so {effect}; "
             "on_length_change='rescale' re-plans for the new length instead",
-            UserWarning,
             stacklevel=3,
         )
         return before
-    warnings.warn(
+    warn_rank_zero(
+        trainer,
         f"LRSchedule: {change}; re-planning the schedule for the new length "
         "(on_length_change='rescale'): boundaries given as fractions of the run move",
-        UserWarning,
         stacklevel=3,
     )
     return run
@@ -391,12 +392,12 @@ def warn_manual_max_steps(trainer: Any, optimizers: Sequence[Any]) -> None:
     module = trainer.lightning_module
     if len(optimizers) < 2 or getattr(module, "automatic_optimization", True) or trainer.max_steps == -1:
         return
-    warnings.warn(
+    warn_rank_zero(
+        trainer,
         f"LRSchedule: under manual optimization Lightning counts max_steps={trainer.max_steps} over the steps of "
         f"all {len(optimizers)} optimizers, but plans each optimizer's schedule over {trainer.max_steps} of "
         "its own steps, so each covers only part of its plan (half, with two optimizers stepping every batch). "
         "Set Trainer(max_epochs=...) instead of max_steps, or give the schedule's durations in steps",
-        UserWarning,
         stacklevel=3,
     )
 

@@ -8,6 +8,7 @@ the same length, and reads rank 0's TensorBoard events back.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from lr_callbacks import LRSchedule, Run
-from tests.helpers import TinyModel, loader, make_trainer, read_scalars, regression_data
+from tests.helpers import TinyModel, loader, make_trainer, read_scalars, regression_data, stream
 
 
 class RecordPerRank(pl.Callback):
@@ -76,3 +77,39 @@ def test_every_rank_uses_the_same_lr_at_every_step_and_it_is_the_plan(tmp_path: 
     logged = read_scalars(tmp_path / "tb", "lr/body")  # rank 0 logs; the single run logs under single/
     assert [step for step, _ in logged] == list(range(12))
     assert [value for _, value in logged] == pytest.approx([row[0] for row in plan], rel=1e-6)
+
+
+class WarningsPerRank(pl.Callback):
+    """Writes, per rank, the LRSchedule warnings the rank issued during the fit."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.recording = warnings.catch_warnings(record=True)
+        self.caught = self.recording.__enter__()
+        warnings.simplefilter("always")
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        said = [str(w.message) for w in self.caught if str(w.message).startswith("LRSchedule")]
+        self.recording.__exit__(None, None, None)
+        Path(self.directory, f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
+
+
+def test_a_warning_about_the_whole_run_is_said_once_not_once_per_rank(tmp_path: Path) -> None:
+    """An iterable dataset of 4 batches under limit_train_batches=10 and max_epochs=3: the plan's 30 steps end
+    after 12. Before, each of the 2 ranks said so (N copies on N devices); now rank 0 alone, as the finder and the
+    watchdog say theirs."""
+    trainer = make_trainer(
+        tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=3,
+        limit_train_batches=10,
+        callbacks=[LRSchedule("cosine", log_plan=False), WarningsPerRank(str(tmp_path))],
+    )
+    trainer.fit(TinyModel(), stream(4))
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(said[0]) == 1 and "the first epoch ran 4 batches" in said[0][0], said
+    assert said[1] == []
