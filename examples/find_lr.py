@@ -5,6 +5,8 @@ the trainer you will train with, returns a ``FinderResult`` (the curve, a sugges
 say when the curve does not support a clean answer, and what every suggestion rule gives), and leaves the
 model and the random number generators as they were. The script saves the curve, sets the LR it found as
 the model's ``lr``, and trains with a cosine decay from it (``LRSchedule`` takes the peak from the optimizer).
+On a run this short (225 steps) the finder warns that its sweep and probe (120 steps) take 53% of it; the
+warning is expected here, as in the quickstart.
 
     python examples/find_lr.py                 # writes find_lr.png
     python examples/find_lr.py --method valley # fastai's rule, for comparison
