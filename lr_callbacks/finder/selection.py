@@ -137,24 +137,28 @@ def rungs(candidates: int, budget: int | None = None, final: int | None = None) 
     """Successive halving: ``(trials, steps)`` per rung. Every candidate runs first; each rung keeps the better
     half (rounded up) for a rung twice as long, until two are left; the last rung decides.
 
-    Give either the steps of all trials together (``budget``) or the last rung's length (``final``).
+    Give either the steps of all trials together (``budget``) or the last rung's length (``final``): the last
+    rung is then exactly ``final`` steps, and each rung before it half the next one (rounded down, at least 1).
+    Before, the rungs were doubled up from the first: ``rungs(3, final=15)`` ended in 14 steps and
+    ``rungs(5, final=2)`` in 4, not the ``confirm_length`` asked for.
 
     >>> rungs(3, budget=60)
     [(3, 8), (2, 16)]
     >>> rungs(3, final=40), rungs(2, final=40), rungs(5, budget=100)
     ([(3, 20), (2, 40)], [(2, 40)], [(5, 5), (3, 10), (2, 20)])
+    >>> rungs(3, final=15), rungs(5, final=10), rungs(5, final=2)
+    ([(3, 7), (2, 15)], [(5, 2), (3, 5), (2, 10)], [(5, 1), (3, 1), (2, 2)])
     """
     counts = [candidates]
     while counts[-1] > 2:
         counts.append(math.ceil(counts[-1] / 2))
     depth = len(counts) - 1
-    if final is None:
-        if budget is None:
-            raise ValueError("rungs needs `budget` (all trials' steps) or `final` (the last rung's steps)")
-        weight = sum(count * 2**r for r, count in enumerate(counts))
-        first = max(1, budget // weight)
-    else:
-        first = max(1, final // 2**depth)
+    if final is not None:  # halved down from the last rung, which is the length asked for
+        return [(count, max(1, final // 2 ** (depth - r))) for r, count in enumerate(counts)]
+    if budget is None:
+        raise ValueError("rungs needs `budget` (all trials' steps) or `final` (the last rung's steps)")
+    weight = sum(count * 2**r for r, count in enumerate(counts))
+    first = max(1, budget // weight)
     return [(count, first * 2**r) for r, count in enumerate(counts)]
 
 

@@ -14,7 +14,7 @@ import torch
 
 from lr_callbacks import LRFinder, LRSchedule, preset
 from lr_callbacks.finder.ramp import sweep_lrs
-from lr_callbacks.finder.selection import choose, cooldown, trial_budget
+from lr_callbacks.finder.selection import choose, cooldown, rungs, trial_budget
 from tests.finder.helpers import FinderModel, sgd, shuffled
 from tests.finder.test_callback import HandWarmup
 from tests.finder.test_probe import EdgeModel
@@ -497,3 +497,12 @@ def test_listed_candidates_are_not_tried_when_the_step_writes_the_lr(tmp_path, c
     assert result.steps_spent == 0 and "trials_inconclusive" not in result.flags
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LRFinder: answer")]
     assert lines and lines[-1].endswith("; no answer, nothing applied")
+
+
+def test_the_last_rung_is_as_long_as_confirm_length_asks(tmp_path):
+    """Three candidates and "15 steps": the first rung 7 steps, the deciding rung 15. Before, the rungs were doubled
+    up from the first (15 // 2 = 7, then 14), and the deciding trials ran 14 steps, not the 15 asked for."""
+    assert rungs(3, final=15) == [(3, 7), (2, 15)] and rungs(5, final=2)[-1] == (2, 2)
+    finder = LRFinder(num_steps=30, confirm=[1e-3, 3e-3, 1e-2], confirm_length="15 steps", apply=False)
+    fit(tmp_path, finder, logger=False)
+    assert [(t.rung, len(t.losses)) for t in finder.result.trials] == [(0, 7)] * 3 + [(1, 15)] * 2
