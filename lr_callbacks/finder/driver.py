@@ -41,7 +41,7 @@ from lr_callbacks.core.compat import (
     unscale_fused,
 )
 from lr_callbacks.core.grads import global_norm
-from lr_callbacks.core.lr_model import as_float, set_lr
+from lr_callbacks.core.lr_model import as_float, lr_scale, set_lr
 from lr_callbacks.core.sharded import plain, plain_shard_group
 
 if TYPE_CHECKING:
@@ -235,6 +235,10 @@ class Driver:
 
     Use as a context manager: on entry the trainer's callbacks are replaced by a probe and ``self.log`` is
     silenced; on exit both come back.
+
+    Attributes:
+        lr_scale: the watchdog's cut of the LR (:func:`~lr_callbacks.core.lr_model.lr_scale`) when the driver was
+            made, read while its callbacks are still in the trainer.
     """
 
     def __init__(self, trainer: Any, module: Any, ratios: Sequence[Sequence[float]]) -> None:
@@ -244,6 +248,7 @@ class Driver:
         self._probe = _Probe(plain_shard_group(trainer.strategy))
         self._stack = contextlib.ExitStack()
         self._set = math.nan  # the reference group's LR that set_lr set last
+        self.lr_scale = lr_scale(trainer)  # inside, the trainer's callbacks are set aside: it reads 1.0 there
 
     def __enter__(self) -> Driver:
         callbacks = self.trainer.callbacks

@@ -20,7 +20,8 @@ compressed into ``T`` steps (its warmup, its decay), with the candidate as the r
 groups keep their ratio); a schedule that does not end below half its peak (constant, one with steps) gets
 a ``1 − √`` cooldown over the trial's last quarter (:func:`~lr_callbacks.finder.selection.cooldown`). A
 score taken at the peak LR favours small LRs (short-horizon bias); one taken after a cooldown does not.
-Without ``LRSchedule``, the candidate is set as the peak through the shared LR model and the user's schedulers
+Without ``LRSchedule``, the candidate is set as the peak through the shared LR model (under the watchdog's cut, as
+the run after the choice trains; ``LRSchedule``'s LRs hold it) and the user's schedulers
 are stepped on Lightning's clock (:func:`_step_schedulers`): the trial is the first ``T`` steps of the real run
 (its schedule cannot be compressed). A ``"step"`` scheduler steps after an optimizer step whose last batch's
 ``batch_idx + 1`` (batches, not optimizer steps: under gradient accumulation they differ) is a multiple of its
@@ -214,7 +215,9 @@ def _trial(
 ) -> Trial:
     batches = Batches(trainer.train_dataloader, trainer.num_training_batches)
     if schedule is None:
-        set_peak_lr(trainer, lr)  # the optimizer's groups and the user's schedulers; the snapshot undoes it
+        # the optimizer's groups and the user's schedulers, under the watchdog's cut as the run after the choice
+        # trains (with LRSchedule, lr_at holds it); the snapshot undoes it
+        set_peak_lr(trainer, lr * driver.lr_scale)
     else:
         lr_of = _compressed(trainer, schedule, lr, steps)
     stepped = schedule is None and not driver.manual  # where Lightning steps the user's schedulers

@@ -506,3 +506,25 @@ def test_the_last_rung_is_as_long_as_confirm_length_asks(tmp_path):
     finder = LRFinder(num_steps=30, confirm=[1e-3, 3e-3, 1e-2], confirm_length="15 steps", apply=False)
     fit(tmp_path, finder, logger=False)
     assert [(t.rung, len(t.losses)) for t in finder.result.trials] == [(0, 7)] * 3 + [(1, 15)] * 2
+
+
+class HeldCut(pl.Callback):
+    """Stands for a DivergenceWatchdog holding a ×0.5 cut of the LR (core.lr_model.LRScaler): without LRSchedule the
+    cut is in the optimizer's LRs, as the watchdog's set_lr_scale leaves it."""
+
+    _lr_scale = 0.5
+
+    def on_train_start(self, trainer, pl_module):
+        for group in trainer.optimizers[0].param_groups:
+            group["lr"] *= self._lr_scale
+
+
+def test_without_lrschedule_a_trial_trains_under_the_watchdogs_cut_as_the_run_after_the_choice_does(tmp_path):
+    """Under a ×0.5 cut, the trial of 0.04 ran at 0.04 while the run, 0.04 applied, trained at 0.02 (with LRSchedule
+    the trials' lr_at holds the cut): the trials compared LRs twice those the run would train at."""
+    finder = LRFinder(num_steps=20, confirm=[0.01, 0.04], confirm_length="4 steps", probe=False)
+    model, _ = fit(tmp_path, finder, FinderModel(optimizer=sgd(), dropout=0.0), [HeldCut()], max_steps=2)
+    trial_lrs = [lr for lr, _ in model.calls[20:28]]
+    assert trial_lrs == pytest.approx([0.005] * 4 + [0.02] * 4, rel=1e-9)
+    run_lrs = [lr for lr, _ in model.calls[28:]]
+    assert run_lrs == pytest.approx([finder.result.chosen_lr * 0.5] * 2, rel=1e-9)
