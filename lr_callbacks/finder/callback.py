@@ -233,6 +233,7 @@ class LRFinder(Callback):
                 f"give a range of at most {math.log10(LINEAR_SPAN):.0f} decades (e.g. min_lr="
                 f"{self.max_lr / LINEAR_SPAN:.3g}), or use mode='exponential' (the default)"
             )
+        _check_distinct_lrs(self.min_lr, self.max_lr, self.num_steps or MIN_POINTS, self.mode)
         self.method = check_choice("method", method, METHODS, owner=_OWNER)
         self.apply = check_bool("apply", apply, owner=_OWNER)
         self.at_fit_start = check_bool("at_fit_start", at_fit_start, owner=_OWNER)
@@ -487,6 +488,7 @@ class LRFinder(Callback):
         readable = readable_steps(self.min_lr, self.max_lr, self.window)
         listed = isinstance(self.confirm, tuple)
         steps = self.num_steps or sweep_steps(total, listed=listed, minimum=MIN_POINTS, readable=readable)
+        _check_distinct_lrs(self.min_lr, self.max_lr, steps, self.mode)  # the default's length is known only now
         count = len(self.confirm) if isinstance(self.confirm, tuple) else len(CONFIRM_FACTORS) if self.confirm else 0
         plan = plan_trials(trainer, count, self.confirm_length, spent=steps) if count else []
         trials = sum(n * k for n, k in plan)  # at most: by default the probe's steps come out of the trials' share
@@ -866,6 +868,33 @@ def _duration(name: str, value: Duration | str) -> Duration:
         return parse_duration(value, name)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{_OWNER}: {error}") from None
+
+
+def _check_distinct_lrs(min_lr: float, max_lr: float, steps: int, mode: str) -> None:
+    """Refuse a range so narrow that the sweep's ``steps`` LRs cannot be told apart: neighbours closer than
+    :data:`MIN_LR_GAP` (relative), while each LR is kept to 15 significant digits. Before,
+    ``LRFinder(min_lr=0.01, max_lr=0.01 * (1 + 1e-15))`` was taken, swept, and the fit then failed in the analysis
+    with "`lrs` must be strictly increasing", which named neither LRFinder's arguments nor the fix.
+
+    Raises:
+        ValueError: naming the range, the gap and the fix.
+    """
+    if mode == "linear":  # the smallest gap, relative to the LR, is the last one
+        gap = (max_lr - min_lr) / (steps - 1) / max_lr
+    else:
+        gap = math.expm1(math.log(max_lr / min_lr) / (steps - 1))
+    if gap < MIN_LR_GAP:
+        raise ValueError(
+            f"{_OWNER}: from min_lr={min_lr!r} to max_lr={max_lr!r} the sweep's {steps} steps are {gap:.2g} apart "
+            f"(relative), below {MIN_LR_GAP:g}: an LR is kept to 15 significant digits, so steps would repeat one, "
+            "and the curve needs a new LR at each step; a range test spans decades: widen the range "
+            f"(e.g. max_lr={min_lr * 1e3:g}){', or give fewer num_steps' if steps > MIN_POINTS else ''}"
+        )
+
+
+MIN_LR_GAP = 1e-13
+"""The smallest relative gap between the sweep's neighbouring LRs: each is kept to 15 significant digits
+(:func:`~lr_callbacks.finder.ramp.sweep_lrs`), so closer ones could round to the same LR."""
 
 
 LINEAR_SPAN = 100.0

@@ -437,6 +437,12 @@ def test_with_two_optimizers_it_reports_at_the_runs_step_not_at_both_optimizers_
             r"LRFinder: `min_lr` is too small for `max_lr`: from min_lr=1e-320 to max_lr=10.0 is 321 decades, and "
             r"max_lr / min_lr overflows a float, .* such as 1e-7 \(the default\)",
         ),
+        (
+            {"min_lr": 0.01, "max_lr": 0.01 * (1 + 1e-15)},  # before, accepted, and the fit failed after the sweep
+            ValueError,
+            r"LRFinder: from min_lr=0.01 to max_lr=0.01000000000000001 the sweep's 8 steps are 1.6e-16 apart "
+            r"\(relative\), below 1e-13: .* widen the range \(e.g. max_lr=10\)$",
+        ),
         ({"num_steps": 5}, ValueError, r"`num_steps` must be >= 8, got 5"),
         ({"num_steps": 10.0}, TypeError, r"`num_steps` must be a whole number"),
         ({"mode": "log"}, ValueError, r"unknown `mode` 'log'; choose one of: 'exponential', 'linear'"),
@@ -471,6 +477,21 @@ def test_with_two_optimizers_it_reports_at_the_runs_step_not_at_both_optimizers_
 def test_bad_arguments_are_refused_at_construction(kwargs, error, match):
     with pytest.raises(error, match=match):
         LRFinder(**kwargs)
+
+
+def test_a_range_too_narrow_for_the_default_sweep_is_refused_before_it_runs(tmp_path):
+    """The default num_steps is known only at fit start: 0.01 to 0.01·e^1e-12 has 8 distinct LRs (taken at
+    construction) but not 25, the default for 100 steps. Before, the sweep ran and the analysis failed with
+    "`lrs` must be strictly increasing", naming neither LRFinder's arguments nor the fix."""
+    finder = LRFinder(min_lr=0.01, max_lr=0.01 * math.exp(1e-12))
+    model = FinderModel(optimizer=sgd())
+    with pytest.raises(
+        ValueError,
+        match=r"LRFinder: from min_lr=0.01 .* the sweep's 25 steps are 4.2e-14 apart .*"
+        r"widen the range \(e.g. max_lr=10\), or give fewer num_steps",
+    ):
+        fit(tmp_path, finder, model, logger=False, max_steps=100)
+    assert model.calls == [] and finder.result is None
 
 
 def test_a_strategy_that_accumulates_itself_is_refused(tmp_path):
