@@ -56,6 +56,24 @@ __all__ = ["LRSchedule"]
 log = logging.getLogger("lr_callbacks")
 
 
+def _refuse_names_that_collide(argument: str, mapping: Mapping[Any, Any]) -> None:
+    """Refuse two keys of ``group_schedules`` or ``peak_lrs`` that name one group: a group is named by
+    ``str(param_group["name"])``, so ``{0: 1e-3, "0": 1e-2}`` gave group ``"0"`` one of the two, the other dropped
+    without a word.
+
+    Raises:
+        ValueError: naming both keys and the fix.
+    """
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        if str(key) in seen:
+            raise ValueError(
+                f"{_OWNER}: `{argument}` names the group {str(key)!r} twice, as {seen[str(key)]!r} and {key!r} "
+                "(a group is named by str(param_group['name'])), and only one of the two would be kept; give it once"
+            )
+        seen[str(key)] = key
+
+
 class LRSchedule(Callback):
     """Drive every parameter group's LR with a closed-form schedule, exact on resume.
 
@@ -167,6 +185,12 @@ class LRSchedule(Callback):
                 raise TypeError(
                     f"LRSchedule: `preset_args` must be a mapping such as {{'warmup': '5%'}}, got {preset_args!r}"
                 )
+            named = [key for key in preset_args if not isinstance(key, str)]
+            if named:  # before, Python's bare "keywords must be strings"
+                raise TypeError(
+                    f"LRSchedule: `preset_args` is keyed by the preset's argument names, such as {{'warmup': '5%'}}, "
+                    f"got the key {named[0]!r} in {dict(preset_args)!r}; write it as a name"
+                )
             twice = sorted(set(preset_args) & set(preset_kwargs))
             if twice:
                 raise TypeError(
@@ -180,6 +204,7 @@ class LRSchedule(Callback):
                     f"LRSchedule: `{name}` must be a dict keyed by param_group['name'], e.g. {{'head': ...}}, "
                     f"got {mapping!r}"
                 )
+            _refuse_names_that_collide(name, mapping or {})
         self._group_schedules = {
             str(name): self._to_schedule(value, {}, f"group_schedules[{name!r}]")
             for name, value in (group_schedules or {}).items()

@@ -875,6 +875,21 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
             TypeError,
             r"end given both in `preset_args` and as keywords; give each once",
         ),
+        (  # before, Python's bare "keywords must be strings"
+            lambda: LRSchedule("cosine", preset_args={1: 0.1}),
+            TypeError,
+            r"LRSchedule: `preset_args` is keyed by the preset's argument names, .* got the key 1 in \{1: 0\.1\}",
+        ),
+        (  # before, group "0" got one of the two peaks and the other was dropped without a word
+            lambda: LRSchedule(peak_lrs={0: 1e-3, "0": 1e-2}),
+            ValueError,
+            r"LRSchedule: `peak_lrs` names the group '0' twice, as 0 and '0' .* only one of the two would be kept",
+        ),
+        (
+            lambda: LRSchedule(group_schedules={"0": "cosine", 0: "linear"}),
+            ValueError,
+            r"LRSchedule: `group_schedules` names the group '0' twice, as '0' and 0 .*; give it once",
+        ),
         (lambda: LRSchedule.from_transformers("onecycle"), ValueError, r"unknown `name` 'onecycle'"),
         (lambda: LRSchedule.from_transformers("cosine", lr_end=0.1), TypeError, r"'cosine' does not take 'lr_end'"),
     ],
