@@ -186,7 +186,13 @@ class TransformersSchedule(Schedule):
             if (a["min_lr"] is None) == (a["min_lr_rate"] is None):
                 raise ValueError(f"{owner}: set exactly one of `min_lr` (absolute) or `min_lr_rate` (a ratio)")
             if a["min_lr_rate"] is not None:
-                check_number("min_lr_rate", a["min_lr_rate"], low=0.0, owner=owner)
+                rate = check_number("min_lr_rate", a["min_lr_rate"], low=0.0, owner=owner)
+                if rate > 1.0:  # before, taken: the "decay" climbed from the peak to rate × the peak
+                    raise ValueError(
+                        f"{owner}: `min_lr_rate` is the floor as a fraction of the peak LR, at most 1, got {rate!r}, "
+                        "which would make the cosine climb above the peak; for a floor of 10% of the peak write "
+                        "min_lr_rate=0.1, or give the floor as an LR with min_lr"
+                    )
             else:
                 check_number("min_lr", a["min_lr"], low=0.0, owner=owner)
         if self.name == "polynomial":

@@ -529,6 +529,12 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         ValueError,
         r"`min_lr_rate` must be >= 0, got -0\.1",
     ),
+    (  # before, taken: the cosine climbed from the peak to 10 times it
+        "hf-min-lr-rate-above-1",
+        lambda: TransformersSchedule("cosine_with_min_lr", 0, (("min_lr_rate", 10.0),)),
+        ValueError,
+        r"`min_lr_rate` is the floor as a fraction of the peak LR, at most 1, got 10\.0, .* write min_lr_rate=0\.1",
+    ),
     (
         "hf-min-lr",
         lambda: TransformersSchedule("cosine_with_min_lr", 0, (("min_lr", "1e-4"),)),
