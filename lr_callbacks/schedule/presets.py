@@ -76,6 +76,22 @@ def _refuse_warmup_shape_without_warmup(curve: str, start: float) -> None:
         )
 
 
+def _decay_to(end: float, name: str) -> float:
+    """``end``, the floor a decaying preset ends at, refused above 1 (its other checks are the shape's).
+
+    Raises:
+        ValueError: for a floor above the peak, with the fix.
+    """
+    if isinstance(end, (int, float)) and not isinstance(end, bool) and end > 1.0:
+        # before, taken: LRSchedule("cosine", end=10) (meant as 10%) climbed from the peak to 10 times it
+        raise ValueError(
+            f"LRSchedule: `end` is the floor the {name!r} schedule decays to, as a fraction of each group's peak LR, "
+            f"so at most 1; got {end!r}, which would make it climb above the peak. For a floor of 10% of the peak "
+            "write end=0.1 (the peak itself is the group's lr, or peak_lrs)"
+        )
+    return end
+
+
 def _with_warmup(body: Schedule, warmup: DurationLike | None, curve: str, start: float) -> Schedule:
     if warmup is None:
         _refuse_warmup_shape_without_warmup(curve, start)
@@ -98,7 +114,7 @@ def linear(
     warmup_start: float = 0.0,
 ) -> Schedule:
     """Linear decay to ``end`` (a fraction of each group's peak) over the rest of the run."""
-    return _with_warmup(Linear(1.0, end), warmup, warmup_curve, warmup_start)
+    return _with_warmup(Linear(1.0, _decay_to(end, "linear")), warmup, warmup_curve, warmup_start)
 
 
 def cosine(
@@ -111,7 +127,9 @@ def cosine(
     warmup_start: float = 0.0,
 ) -> Schedule:
     """Cosine decay to the floor ``end`` (a fraction of each group's peak)."""
-    return _with_warmup(Cosine(1.0, end, exponent=exponent, k_decay=k_decay), warmup, warmup_curve, warmup_start)
+    return _with_warmup(
+        Cosine(1.0, _decay_to(end, "cosine"), exponent=exponent, k_decay=k_decay), warmup, warmup_curve, warmup_start
+    )
 
 
 def polynomial(
@@ -123,7 +141,7 @@ def polynomial(
     warmup_start: float = 0.0,
 ) -> Schedule:
     """Polynomial decay ``end + (1 − end)(1 − p)^power``."""
-    return _with_warmup(Polynomial(1.0, end, power=power), warmup, warmup_curve, warmup_start)
+    return _with_warmup(Polynomial(1.0, _decay_to(end, "polynomial"), power=power), warmup, warmup_curve, warmup_start)
 
 
 def exponential(
@@ -192,6 +210,7 @@ def wsd(
 ) -> Schedule:
     """Warmup-stable-decay: hold the peak, then decay to ``end`` over the last ``decay`` of the run."""
     check_choice("decay_shape", decay_shape, _DECAY_SHAPES, owner="wsd")
+    _decay_to(end, "wsd")
     shapes: dict[str, Schedule] = {
         "1-sqrt": OneMinusSqrt(1.0, end),
         "linear": Linear(1.0, end),
@@ -219,6 +238,7 @@ def cosine_restarts(
     warmup_start: float = 0.0,
 ) -> Schedule:
     """SGDR: cosine cycles with warm restarts (see :class:`~lr_callbacks.CosineRestarts`)."""
+    _decay_to(end, "cosine_restarts")
     body = CosineRestarts(period=period, cycles=cycles, period_mult=period_mult, decay=decay, limit=limit, end=end)
     return _with_warmup(body, warmup, warmup_curve, warmup_start)
 

@@ -890,6 +890,20 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
             ValueError,
             r"LRSchedule: `group_schedules` names the group '0' twice, as '0' and 0 .*; give it once",
         ),
+        (  # before, taken: the "decay" climbed from the peak to 10 times it
+            lambda: LRSchedule("cosine", end=10),
+            ValueError,
+            r"LRSchedule: `end` is the floor the 'cosine' schedule decays to, as a fraction of each group's peak LR, "
+            r"so at most 1; got 10, .* write end=0\.1",
+        ),
+        (lambda: LRSchedule("wsd", end=1.5), ValueError, r"`end` is the floor the 'wsd' schedule decays to.*got 1\.5"),
+        (lambda: LRSchedule("linear", end=2.0), ValueError, r"`end` is the floor the 'linear' schedule.*got 2\.0"),
+        (lambda: LRSchedule("polynomial", end=2.0), ValueError, r"the 'polynomial' schedule decays to.*got 2\.0"),
+        (
+            lambda: LRSchedule("cosine_restarts", cycles=2, end=2.0),
+            ValueError,
+            r"`end` is the floor the 'cosine_restarts' schedule decays to.*got 2\.0",
+        ),
         (lambda: LRSchedule.from_transformers("onecycle"), ValueError, r"unknown `name` 'onecycle'"),
         (lambda: LRSchedule.from_transformers("cosine", lr_end=0.1), TypeError, r"'cosine' does not take 'lr_end'"),
     ],
