@@ -682,6 +682,8 @@ def find_lr(
     Raises:
         ValueError: if the trainer already has an LRFinder or runs with ``fast_dev_run``, for
             ``epochs``/``at_fit_start``, or with ``apply=True`` when the model has no such attribute.
+        TypeError: for a keyword LRFinder does not take, or an ``attr_name`` that is no name (not a non-empty
+            string).
         RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
             strategy ran it in other processes, from which the result cannot come back; under ``ddp_spawn``,
             whose processes end with the fit, before any work.
@@ -723,6 +725,13 @@ def find_lr(
             "without fast_dev_run"
         )
     apply = check_bool("apply", finder_kwargs.pop("apply", False), owner="find_lr")
+    if attr_name is not None and (not isinstance(attr_name, str) or not attr_name):
+        # before: 3 failed with Python's "attribute name must be string", ['lr'] with "unhashable type: 'list'", and
+        # "" fell back to 'lr' or 'learning_rate' without a word
+        raise TypeError(
+            f"find_lr: `attr_name` must be the name of the model attribute (or hparams key) that configure_optimizers "
+            f"reads the LR from, such as 'lr', got {attr_name!r}; or leave it out for 'lr' or 'learning_rate'"
+        )
     if attr_name is not None and not apply:
         raise ValueError(
             f"find_lr: attr_name={attr_name!r} names the attribute the answer is set on, but apply is False (the "

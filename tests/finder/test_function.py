@@ -133,6 +133,13 @@ def test_it_ends_the_fit_right_after_the_sweep_even_with_min_epochs(tmp_path):
         ({"at_fit_start": False}, r"`at_fit_start` is for the LRFinder callback"),
         ({"apply": True, "attr_name": "rate"}, r"has no attribute or hparams key 'rate'; pass attr_name="),
         ({"num_steps": 3}, r"`num_steps` must be >= 8, got 3"),
+        # before: Python's "attribute name must be string", "unhashable type: 'list'", and for "" the default 'lr'
+        ({"apply": True, "attr_name": 3}, r"find_lr: `attr_name` must be the name of the model attribute .*, got 3;"),
+        ({"apply": True, "attr_name": ["lr"]}, r"find_lr: `attr_name` must be the name .* got \['lr'\]; or leave"),
+        (
+            {"apply": True, "attr_name": ""},
+            r"find_lr: `attr_name` must be the name .* got ''; or leave it out for 'lr'",
+        ),
         ({"attr_name": "rate"}, r"attr_name='rate' names the attribute .* but apply is False .*; pass apply=True"),
         (
             {"num_step": 50},
