@@ -85,8 +85,8 @@ class Phases(Schedule):
         phases: the phases, in order (:class:`Phase` objects, or ``(schedule, duration)`` pairs).
 
     Raises:
-        ValueError: at construction for more than one open phase; at fit start, if the phases add up to
-            more than the run.
+        ValueError: at construction for more than one open phase, or fractions of the run that add up to more than
+            100%; at fit start, if the phases add up to more than the run.
 
     >>> warm_cos = Phases([(Warmup(), "4 steps"), (Cosine(end=0.1), None)])
     >>> [round(warm_cos(k, total_steps=8), 3) for k in range(9)]
@@ -106,6 +106,14 @@ class Phases(Schedule):
             raise ValueError(
                 f"Phases: at most one phase may be open-ended (duration=None), but phases {open_phases} are; "
                 "give all but one a duration, e.g. '10%'"
+            )
+        shares = [p.duration for p in phases if isinstance(p.duration, RunFraction)]
+        total = sum(d.fraction for d in shares)
+        if total > 1.0 + 1e-9:  # before, refused only at fit start: no run fits them
+            parts = " + ".join(f"{d.fraction * 100:g}%" for d in shares)
+            raise ValueError(
+                f"Phases: the phases given as fractions of the run add up to more than the whole run ({parts} = "
+                f"{total * 100:g}%); shorten them to 100% at most"
             )
         object.__setattr__(self, "phases", phases)
 

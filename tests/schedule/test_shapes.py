@@ -221,8 +221,10 @@ def test_phases_as_shares_that_add_up_to_the_run_fit_it_whatever_its_length(tota
 
 
 def test_phases_longer_than_the_run_without_rounding_are_still_refused() -> None:
-    with pytest.raises(ValueError, match=r"the phases add up to 17 steps \(0\.1 of the run = 2 steps \+ 0\.8 of"):
-        Phases([(Warmup(), "10%"), (Constant(), "80%"), (Linear(), "20%")]).check(15, Run(total_steps=15))
+    # fractions alone that add up to more than 100% (10% + 80% + 20%) are refused at construction
+    # (phases-fractions-over-the-run); with steps among them, only the run tells
+    with pytest.raises(ValueError, match=r"the phases add up to 16 steps \(0\.1 of the run = 2 steps \+ 0\.8 of"):
+        Phases([(Warmup(), "10%"), (Constant(), "80%"), (Linear(), "2 steps")]).check(15, Run(total_steps=15))
 
 
 def test_what_needs_the_total_is_known_before_the_run() -> None:
@@ -378,6 +380,19 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         lambda: Phases([(Constant(), None), (Cosine(), None)]),
         ValueError,
         r"at most one phase may be open-ended.*phases \[0, 1\].*'10%'",
+    ),
+    (  # before, taken, and refused only at fit start: no run fits 120% of it
+        "phases-fractions-over-the-run",
+        lambda: Phases([(Constant(), "60%"), (Cosine(), "60%")]),
+        ValueError,
+        r"Phases: the phases given as fractions of the run add up to more than the whole run \(60% \+ 60% = 120%\); "
+        r"shorten them to 100% at most",
+    ),
+    (
+        "wsd-fractions-over-the-run",
+        lambda: preset("wsd", warmup="90%", decay="20%"),
+        ValueError,
+        r"add up to more than the whole run \(90% \+ 20% = 110%\)",
     ),
     ("reversed-type", lambda: Reversed(Cosine), TypeError, r"Reversed: `inner` must be a Schedule"),
     (
