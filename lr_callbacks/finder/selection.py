@@ -163,8 +163,10 @@ def rungs(candidates: int, budget: int | None = None, final: int | None = None) 
 
 
 def cooldown(step: int, steps: int) -> float:
-    """A ``1 − √`` cooldown over the last quarter of a trial: 1 before, then ``1 − √((t − ¾T) / ¼T)``, 0 after the
-    last step. A trial scored after its cooldown predicts a full run far better than one scored at its peak LR.
+    """A ``1 − √`` cooldown over the last quarter of a trial: 1 before, then ``1 − √((t + 1 − ¾T) / ¼T)`` at step
+    ``t``, so that the last step (``t = T − 1``) runs at 0 and does not move the weights; the trial is scored on the
+    weights the step before it left. A trial scored after its cooldown predicts a full run far better than one
+    scored at its peak LR.
 
     >>> [round(cooldown(t, 8), 3) for t in range(8)]
     [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.293, 0.0]
