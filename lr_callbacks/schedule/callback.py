@@ -35,7 +35,13 @@ from lr_callbacks.core.checks import (
     check_step,
     given_arguments,
 )
-from lr_callbacks.core.compat import Callback, callback_named, move_after_finetuning, swa_start_epoch
+from lr_callbacks.core.compat import (
+    Callback,
+    accumulation,
+    callback_named,
+    move_after_finetuning,
+    swa_start_epoch,
+)
 from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
@@ -508,13 +514,7 @@ class LRSchedule(Callback):
         if trainer.should_stop or 0 < max_steps <= int(trainer.global_step):
             return
         epochs = int(trainer.max_epochs) if trainer.max_epochs is not None else -1
-        accumulation = callback_named(trainer, "GradientAccumulationScheduler")
-        count = max(epochs, 1)
-        factors = (
-            [int(accumulation.get_accumulate_grad_batches(e)) for e in range(count)]
-            if accumulation is not None
-            else [int(trainer.accumulate_grad_batches)] * count
-        )
+        factors = [accumulation(trainer, e) for e in range(max(epochs, 1))]
         durations = [d for groups in self._table for g in groups for d in g.schedule.durations()]
         said = setup.short_epoch(
             _epoch_batches(trainer),
