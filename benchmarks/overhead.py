@@ -6,6 +6,9 @@ cadence):
 - ``bare``: no callbacks of ours;
 - ``LRSchedule``: the task's schedule alone;
 - ``DivergenceWatchdog``: the watchdog alone;
+- ``gradient norm alone``: :class:`GradientNormFloor`, a hook that reads the step's gradient norm back and does
+  nothing else: the least any guard that looks at every step's gradients costs (the watchdog's cost budget is
+  set against it in ``overhead.md``);
 - ``all``: ``LRSchedule`` + ``LRFinder`` + ``DivergenceWatchdog``, at their defaults (on the CPU the
   watchdog reads its two numbers back every step: there is no device to wait for);
 - ``all, sync every 8``: the same with ``DivergenceWatchdog(sync_every_n_steps=8)``, its default on a GPU
@@ -37,7 +40,7 @@ from benchmarks._common import Context, fmt, log, markdown_table, quiet, stamp, 
 from benchmarks.models import Task, TaskModule, train_loader
 from lr_callbacks.core.compat import Callback
 
-__all__ = ["HookClock", "HostReads", "Scale", "StepTimer", "run"]
+__all__ = ["GradientNormFloor", "HookClock", "HostReads", "Scale", "StepTimer", "run"]
 
 HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
 
@@ -160,6 +163,30 @@ class StepTimer(Callback):
         return self._per_step(self.hook_times, self.warmup)
 
 
+class GradientNormFloor(Callback):
+    """The floor of a per-step guard: the step's gradient norm, one pass over the gradients
+    (:func:`~lr_callbacks.core.grads.global_norm`, as the watchdog computes it) and one host read, nothing kept.
+
+    >>> import torch
+    >>> layer = torch.nn.Linear(2, 1)
+    >>> layer(torch.ones(1, 2)).sum().backward()
+    >>> floor = GradientNormFloor()
+    >>> floor.on_before_optimizer_step(None, None, torch.optim.SGD(layer.parameters(), lr=0.1))
+    >>> round(floor.norm, 4)
+    1.7321
+    """
+
+    def __init__(self) -> None:
+        self.norm = math.nan
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        from lr_callbacks.core.grads import global_norm
+
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self.norm = global_norm(grads, grads[0].device).item()
+
+
 @dataclass(frozen=True)
 class Scale:
     """How much to run: rounds of every arm, measured steps per run (per model: a model not named is not run),
@@ -177,7 +204,7 @@ class Scale:
 
 FULL = Scale(rounds=8, steps={"digits": 600, "charlm": 300, "minilm": 60}, rounds_of={"minilm": 3})
 QUICK = Scale(rounds=2, steps={"digits": 40, "charlm": 15}, warmup=3, finder_steps=10)
-ARMS = ("bare", "LRSchedule", "DivergenceWatchdog", "all", "all, sync every 8")
+ARMS = ("bare", "LRSchedule", "DivergenceWatchdog", "gradient norm alone", "all", "all, sync every 8")
 
 
 def _callbacks(arm: str, task: Task, scale: Scale) -> tuple[list[Any], Callable[[], bool]]:
@@ -189,6 +216,8 @@ def _callbacks(arm: str, task: Task, scale: Scale) -> tuple[list[Any], Callable[
         return [LRSchedule(task.schedule)], lambda: True
     if arm == "DivergenceWatchdog":
         return [DivergenceWatchdog()], lambda: True
+    if arm == "gradient norm alone":
+        return [GradientNormFloor()], lambda: True
     finder = LRFinder() if scale.finder_steps is None else LRFinder(num_steps=scale.finder_steps)
     watchdog = DivergenceWatchdog() if arm == "all" else DivergenceWatchdog(sync_every_n_steps=8)
     return [LRSchedule(task.schedule), finder, watchdog], lambda: finder.result is not None
@@ -346,6 +375,12 @@ def _report(ctx: Context, results: dict[str, Any], seconds: float) -> None:
         f"- **{name}**: {r['task']}; AdamW; {r['rounds']} rounds of {r['steps']} timed steps"
         for name, r in results.items()
     )
+    floor = "; ".join(
+        f"{name} {r['gradient norm alone']['hook_us_per_step']:.0f} µs "
+        f"({r['gradient norm alone']['hook_share'] * 100:.2f}% of a bare step; the watchdog "
+        f"{r['DivergenceWatchdog']['hook_us_per_step']:.0f} µs, {r['DivergenceWatchdog']['hook_share'] * 100:.2f}%)"
+        for name, r in results.items()
+    )
     text = f"""# Overhead of the callbacks
 
 {stamp(ctx, seconds)}
@@ -368,6 +403,11 @@ is the headline `ratio` in `summary.json` (`ab_ratio` is the A/B median of CPU t
 On this CPU every small tensor op runs synchronously, so the watchdog's device-side judging (`sync every 8`,
 its default on a GPU, where it saves a host-device sync per step) costs more here than reading two numbers
 back every step (its default on the CPU).
+
+`gradient norm alone` is the floor of any guard that looks at every step's gradients: a hook that computes the
+step's gradient norm as the watchdog does (one `_foreach_norm` pass over the gradients) and reads it back, nothing
+else. Measured the same way, inside the same steps, that alone costs {floor}. A budget below the floor cannot be met by a guard
+that reads every step's gradient norm, which is what catches a NaN or exploding gradient before the update.
 
 digits and charlm are small: a step's fixed costs (the watchdog's Python, one dispatch per tensor) weigh
 most there. MiniLM (22.7M parameters, fully fine-tuned) shows the cost at a real model's size, where the
