@@ -154,8 +154,16 @@ def given_arguments(function: Callable[..., Any], values: Mapping[str, Any]) -> 
 
 
 def _same(value: object, default: object) -> bool:
+    """Whether ``value`` is the default as given: of its type, or a list for a tuple default (LightningCLI passes
+    every argument, a ``Sequence`` default as a list: ``epochs=[]`` for ``()``).
+
+    >>> _same([], ()), _same([1], (1,)), _same(1, 1.0), _same(True, 1)
+    (True, True, False, False)
+    """
     if value is default:
         return True
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
     try:
         return type(value) is type(default) and bool(value == default)
     except Exception:  # an object whose == is not a truth value (a tensor)

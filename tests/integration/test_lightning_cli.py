@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lr_callbacks import (
+    Constant,
     Cosine,
     DivergenceWatchdog,
     LRFinder,
@@ -200,3 +201,56 @@ def test_the_three_callbacks_from_yaml(namespace: str, tmp_path) -> None:
     assert schedule.peak_lrs[0][0] == pytest.approx(finder.result.chosen_lr)
     assert {(i.step, i.action) for i in watchdog.events} == {(10, "clip")}  # outlier_action from the YAML
     assert watchdog.halt_checkpoint_path == str(tmp_path / "halt.ckpt")
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_print_config_rebuilds_the_callbacks_built_in_python(namespace: str, tmp_path, capsys) -> None:
+    """Every kind of argument from YAML (a preset's arguments, ``1e-3`` floats, dicts keyed by group, ``null``, a
+    list of LRs), and the config ``--print_config`` prints from it, build the callbacks that Python builds, ``repr``
+    for ``repr``. The finder's was ``LRFinder(..., epochs=[])``: LightningCLI passes every argument, the default
+    ``epochs=()`` as a list, which the ``repr`` took for one given."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        TRAINER.format(max_steps=6)
+        + textwrap.indent(
+            textwrap.dedent(
+                """\
+                - class_path: lr_callbacks.LRFinder
+                  init_args: {min_lr: 1e-4, max_lr: 1, num_steps: 20, divergence_threshold: null, confirm: [1e-3, 1e-2]}
+                - class_path: lr_callbacks.LRSchedule
+                  init_args:
+                    schedule: cosine
+                    preset_args: {warmup: 5%, end: 1e-3}
+                    group_schedules: {head: {class_path: lr_callbacks.Constant}}
+                    peak_lrs: {head: 1e-3}
+                - class_path: lr_callbacks.DivergenceWatchdog
+                  init_args: {recover_after: null, max_data_skips: 10%, snapshot: host}
+                """
+            ),
+            "    ",
+        )
+    )
+    cli_module = importlib.import_module(f"{namespace}.cli")
+    model_class, data_class = MODULES[namespace]
+
+    def callbacks(path: Any, *extra: str) -> list[str]:
+        args = ["--config", str(path), *extra]
+        cli = cli_module.LightningCLI(model_class, data_class, args=args, run=False, save_config_callback=None)
+        return [repr(c) for c in cli.trainer.callbacks if type(c).__module__.startswith("lr_callbacks")]
+
+    expected = [
+        LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=20, divergence_threshold=None, confirm=[1e-3, 1e-2]),
+        LRSchedule(
+            "cosine",
+            preset_args={"warmup": "5%", "end": 1e-3},
+            group_schedules={"head": Constant()},
+            peak_lrs={"head": 1e-3},
+        ),
+        DivergenceWatchdog(recover_after=None, max_data_skips="10%", snapshot="host"),
+    ]
+    assert callbacks(config) == [repr(c) for c in expected]
+    with pytest.raises(SystemExit):
+        callbacks(config, "--print_config")
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert callbacks(printed) == [repr(c) for c in expected]
