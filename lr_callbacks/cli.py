@@ -337,6 +337,7 @@ def load_config(path: str) -> tuple[Any, dict[str, Any]]:
             f"--config: {path} must have one LRSchedule in trainer.callbacks, it has {len(found)} "
             f"(callbacks: {', '.join(paths) or 'none'})"
         )
+    _refuse_unknown_init_args(found[0], path, LRSchedule)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--callback", type=LRSchedule)
     try:
@@ -345,6 +346,33 @@ def load_config(path: str) -> tuple[Any, dict[str, Any]]:
         return instantiate(namespace).callback, trainer
     except Exception as error:  # jsonargparse wraps the constructor's error; show its message
         raise UsageError(f"--config: the LRSchedule in {path} cannot be built: {error}") from None
+
+
+def _refuse_unknown_init_args(callback: Any, path: str, kind: type) -> None:
+    """Refuse what LightningCLI would refuse in the LRSchedule's ``init_args``, naming the fix. A preset's arguments
+    written beside ``schedule`` (the Python form, ``LRSchedule("cosine", warmup="5%")``) were reported as
+    jsonargparse reports them, "Option 'warmup' is not accepted", without saying that they go in ``preset_args``.
+
+    Raises:
+        UsageError: for a key that is not one of LRSchedule's own arguments.
+    """
+    init_args = callback.get("init_args") if isinstance(callback, dict) else None
+    if not isinstance(init_args, dict):
+        return
+    own = [n for n, p in inspect.signature(kind).parameters.items() if p.kind is not p.VAR_KEYWORD]
+    unknown = [key for key in init_args if key not in own]
+    if not unknown:
+        return
+    schedule = init_args.get("schedule", "cosine")
+    takes = inspect.signature(PRESETS[schedule]).parameters if isinstance(schedule, str) and schedule in PRESETS else {}
+    where = f"--config: the LRSchedule in {path} has {', '.join(map(repr, unknown))} in its init_args"
+    if all(key in takes for key in unknown):
+        given = ", ".join(f"{key}: {init_args[key]}" for key in unknown)
+        raise UsageError(
+            f"{where}; LightningCLI takes a preset's arguments in preset_args: write "
+            f"init_args: {{schedule: {schedule}, preset_args: {{{given}}}}}"
+        )
+    raise UsageError(f"{where}, which LRSchedule does not take; its arguments are: {', '.join(own)}")
 
 
 def group_schedules(callback: Any, peaks: dict[str, float]) -> tuple[dict[str, Schedule], dict[str, float]]:

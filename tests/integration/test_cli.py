@@ -413,6 +413,17 @@ def test_config_peak_lrs_set_their_groups_and_win_over_peak_lr(tmp_path, capsys)
             ["--steps", "9"],
             "the groups 'head' their own schedule; name every such group with its configured LR",
         ),
+        (  # the Python form, LRSchedule("wsd", warmup="5%"): jsonargparse said only "Option ... is not accepted"
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {schedule: wsd, warmup: 5%, decay: 10%}}]}",
+            ["--steps", "9"],
+            r"'warmup', 'decay' in its init_args; LightningCLI takes a preset's arguments in preset_args: write "
+            r"init_args: \{schedule: wsd, preset_args: \{warmup: 5%, decay: 10%\}\}$",
+        ),
+        (
+            "trainer: {callbacks: [{class_path: LRSchedule, init_args: {schedul: wsd}}]}",
+            ["--steps", "9"],
+            r"'schedul' in its init_args, which LRSchedule does not take; its arguments are: schedule, group_sched",
+        ),
         ("trainer: {callbacks: [{class_path: LRSchedule}]}", [], "give the run's length"),
         (
             "trainer: {callbacks: [{class_path: LRSchedule}]}",
