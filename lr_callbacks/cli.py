@@ -296,7 +296,8 @@ def plan_curves(
 
 def load_config(path: str) -> tuple[Any, dict[str, Any]]:
     """The ``LRSchedule`` in a LightningCLI config's ``trainer.callbacks``, built as LightningCLI builds it
-    (with jsonargparse), and the config's ``trainer`` section.
+    (with jsonargparse), and the config's ``trainer`` section. A config of the whole CLI, whose ``fit`` holds the
+    ``trainer``, is read as LightningCLI reads it for ``fit``.
 
     Raises:
         UsageError: for a file that cannot be read, a ``trainer`` that is not a mapping, ``callbacks`` that are not
@@ -317,6 +318,8 @@ def load_config(path: str) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"--config: cannot read {path}: {error}") from None
     if not isinstance(config, dict):
         raise UsageError(f"--config: {path} must be a LightningCLI config (a mapping), got {type(config).__name__}")
+    if "trainer" not in config and isinstance(config.get("fit"), dict):  # `python main.py --config it.yaml fit`
+        config = config["fit"]
     trainer = config.get("trainer") or {}
     if not isinstance(trainer, dict):
         raise UsageError(

@@ -355,6 +355,18 @@ def test_config_length_comes_from_the_options_or_the_trainer(tmp_path, capsys) -
     assert "Run: 7 optimizer steps" in run_cli(capsys, "plot", "--config", str(config), "--steps", "7")
 
 
+def test_config_of_the_whole_cli_is_read_for_fit(tmp_path, capsys) -> None:
+    """A config that LightningCLI takes before its subcommand (``main.py --config it.yaml fit``), with the
+    ``trainer`` under ``fit:``, was refused with "it has 0 (callbacks: none)", although it holds the LRSchedule."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "fit:\n  trainer:\n    max_steps: 4\n    callbacks:\n      - class_path: lr_callbacks.LRSchedule\n"
+        "        init_args: {schedule: linear}\n"
+    )
+    printed = run_cli(capsys, "plot", "--config", str(config))
+    assert printed.startswith("Linear()\nRun: 4 optimizer steps") and table(printed)[1] == [0.75]
+
+
 def test_config_plans_the_shorter_of_max_steps_and_max_epochs(tmp_path, capsys) -> None:
     """As ``estimated_stepping_batches``: max_epochs × steps per epoch ends the run first when it is shorter."""
     config = tmp_path / "config.yaml"
