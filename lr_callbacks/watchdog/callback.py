@@ -435,6 +435,7 @@ class DivergenceWatchdog(Callback):
         self._found_inf_set: Any = None
         self._has_buffers = False  # whether the module has buffers a skipped batch's forward pass may move
         self._norms = NormStatistics(torch.nn.Module())  # its normalization layers' statistics at the step's start
+        self._norms_step: int | None = None  # the optimizer step they were captured at
         self._last_step: int | None = None  # the fit's planned last step: read back there, whatever the cadence
         self._clip_value: float | None = None  # the trainer's gradient_clip_val, held back for a dropped step
         self._most_gradients = 0  # the most parameter tensors with a gradient at one step of this fit
@@ -745,9 +746,14 @@ class DivergenceWatchdog(Callback):
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if int(trainer.global_step) != self._norms_step:
+            # put back if this step is skipped: captured at its first micro-batch, one whose training_step returns None
+            # included (its forward pass moved them too). Before, at the first micro-batch with a loss: a skipped step
+            # under accumulation kept the forward pass of a first micro-batch that returned None
+            self._norms_step = int(trainer.global_step)
+            self._norms.capture()
         if self._signals.micro_batches == 0:
-            self._batches, self._rngs = [], []
-            self._norms.capture()  # put back if this step is skipped
+            self._batches, self._rngs = [], []  # the micro-batches of the step's loss: the reference batch
             # StochasticWeightAveraging's SWALR, created at its start epoch, targets swa_lrs without this scale's cut
             self._swa_scheduler = scale_new_swa_scheduler(trainer, self._policy.scale, self._swa_scheduler)
         self._batches.append(batch)

@@ -558,6 +558,70 @@ def test_micro_batches_of_one_step_are_combined(tmp_path):
     assert logged == pytest.approx(means, rel=1e-6)
 
 
+class NormedMicroBatches(DigitsModel):
+    """The digits MLP with BatchNorm under ``accumulate_grad_batches=4``: at step ``at`` one input sample of the 3rd
+    micro-batch is NaN, and with ``none_first`` the 1st micro-batch's ``training_step`` returns ``None`` (after its
+    forward pass). Records the running statistics at each step's start and end, and the state before each update."""
+
+    def __init__(self, at: int, none_first: bool) -> None:
+        super().__init__("adamw")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
+            )
+        self.at, self.none_first = at, none_first
+        self.statistics: dict[tuple[int, str], list[torch.Tensor]] = {}
+        self.states: dict[int, list[torch.Tensor]] = {}
+
+    def _statistics(self) -> list[torch.Tensor]:
+        norm = self.net[1]
+        return [norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.clone()]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx % 4 == 0:
+            self.statistics[(self.global_step, "start")] = self._statistics()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        if torch.is_grad_enabled() and self.global_step == self.at and batch_idx % 4 == 2:
+            x = x.clone()
+            x[0, 0] = math.nan
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        first = torch.is_grad_enabled() and self.global_step == self.at and batch_idx % 4 == 0
+        return None if first and self.none_first else loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.states[self.global_step] = state_of(self, optimizer)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx % 4 == 3:  # the step's last micro-batch: global_step counts it already
+            self.statistics[(self.global_step - 1, "end")] = self._statistics()
+            self.states[self.global_step - 1] = (
+                state_of(self, self.trainer.optimizers[0]) + self.states[self.global_step - 1]
+            )
+
+
+@pytest.mark.parametrize("none_first", [False, True])
+def test_a_fault_in_the_third_micro_batch_skips_the_whole_step_and_puts_batchnorm_back_to_its_start(
+    tmp_path, none_first
+):
+    """Under ``accumulate_grad_batches=4`` a NaN input in the 3rd micro-batch of step 20: the step is skipped (weights,
+    AdamW's moments and step count as before it), and BatchNorm's statistics are those of the step's start, before
+    its 1st micro-batch's forward pass. Before, when that 1st micro-batch's ``training_step`` returned ``None``, they
+    were captured at the 2nd, and the 1st's forward pass stayed in them (running_mean off by up to 0.009,
+    num_batches_tracked by 1)."""
+    model = NormedMicroBatches(at=20, none_first=none_first)
+    watchdog = small()
+    fit(tmp_path, model, [watchdog], 24, accumulate_grad_batches=4, logger=False)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(20, "non_finite", "skip")]
+    after_and_before = model.states[20]
+    half = len(after_and_before) // 2
+    assert all(map(torch.equal, after_and_before[:half], after_and_before[half:]))
+    assert all(map(torch.equal, model.statistics[(20, "end")], model.statistics[(20, "start")]))
+    assert not all(map(torch.equal, model.statistics[(19, "end")], model.statistics[(19, "start")]))  # they move
+
+
 def test_manual_optimization_is_refused_with_the_reason(tmp_path):
     class Manual(DigitsModel):
         def __init__(self) -> None:
