@@ -307,6 +307,43 @@ def test_clip_scales_the_gradient_down_to_the_threshold(tmp_path):
     assert loss_limit < 1000.0
 
 
+class ClippedDigits(DigitsModel):
+    """Records each step's gradients after the trainer's clipping (Lightning calls this hook to clip)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clipped: dict[int, tuple[float, float]] = {}  # step: (norm, largest |g|) after clipping
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        largest = max(float(g.abs().max()) for g in grads)
+        self.clipped[self.global_step] = (float(torch.nn.utils.get_total_norm(grads)), largest)
+
+
+@pytest.mark.parametrize(("algorithm", "value"), [("norm", 0.5), ("value", 0.01)])
+def test_the_gradient_norm_is_read_before_the_trainers_clipping_which_still_applies_after(tmp_path, algorithm, value):
+    """The watchdog judges the gradient the step computed (its norm logged before ``gradient_clip_val`` clips it);
+    its own ``"clip"`` of an outlier comes first, and the trainer's clipping still applies to every step after it."""
+    norms: dict[int, float] = {}
+
+    class Norm(pl.Callback):  # after the watchdog, before Lightning's clipping
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            norms[trainer.global_step] = float(torch.nn.utils.get_total_norm(grads))
+
+    watchdog = small(outlier_action="clip", log_every_n_steps=1)
+    model = ClippedDigits(faults=Faults(loss_times={30: 1000.0}))
+    fit(tmp_path, model, [watchdog, Norm()], 40, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+    assert {(e.step, e.action) for e in watchdog.events} == {(30, "clip")}
+    logged = dict(read_scalars(tmp_path, "watchdog/grad_norm"))
+    assert all(logged[k] == pytest.approx(norms[k], rel=1e-6) for k in range(40) if k != 30)
+    assert max(norms.values()) > 4 * value  # the clipping below had work to do
+    assert sorted(model.clipped) == list(range(40))
+    measure = 0 if algorithm == "norm" else 1
+    assert all(clipped[measure] <= value * (1 + 1e-5) for clipped in model.clipped.values())
+
+
 # --- the shared LR model --------------------------------------------------------------------------------------
 
 
