@@ -270,6 +270,9 @@ class CosineRestarts(Schedule):
     ``end``. Give either ``period`` (a duration) or ``cycles`` (equal cycles that fill the span, as
     transformers' ``cosine_with_restarts``; they may fall between steps).
 
+    After its span (past the end of the run, or of its phase) it holds its value at the span's end; where the span
+    ends exactly on a restart, that is the closing cycle's floor ``end``, not the next cycle's peak.
+
     Args:
         period: the first cycle's length.
         cycles: the number of equal cycles over the span (instead of ``period``).
@@ -354,6 +357,8 @@ class CosineRestarts(Schedule):
                 index = _cycle_index(step, period, mult)
                 length = mult**index * period
                 within = (step - _cycle_start(index, period, mult)) / length
+            if span is not None and step >= span and within == 0.0 and index > 0:
+                index, within = index - 1, 1.0  # the span ends on a restart: hold the end of the cycle it closes
         if limit is not None and index >= limit:
             return self.end
         peak = self.start * self.decay**index
@@ -506,6 +511,11 @@ class OneCycle(Schedule):
         three_phase: use torch's three-phase variant.
         anneal: ``"cos"`` or ``"linear"``.
         momentum: ``(base_momentum, max_momentum)`` to co-schedule, or ``None``.
+
+    Raises:
+        ValueError: at fit start, where the rising phase is empty (``pct_start·n ≤ 1``: a run of 3 steps at the
+            default 0.3). This differs from torch on purpose: there ``OneCycleLR`` divides by zero
+            (``pct_start·n = 1``) or, below it, starts on the way down, past a peak it never reaches.
 
     >>> [round(OneCycle(momentum=None)(k, total_steps=10), 2) for k in range(10)]
     [0.04, 0.52, 1.0, 0.95, 0.81, 0.61, 0.39, 0.19, 0.05, 0.0]

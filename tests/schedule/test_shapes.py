@@ -856,3 +856,28 @@ def test_the_key_steps_hold_one_cycles_peak_and_both_sides_of_each_drop_read_or_
     # a warm restart every 50 steps: both sides of the first ones, at most 12 of them in all
     restarts = [s for s in key_steps(CosineRestarts(Steps(50)), run) if s % 50 in (0, 49) and 0 < s < 600]
     assert restarts[:4] == [49, 50, 99, 100] and len(restarts) <= 12
+
+
+def test_restarts_whose_span_ends_on_a_restart_hold_the_floor_not_the_next_peak(tmp_path: Any) -> None:
+    """A span that ends exactly on a restart holds the cycle it closes at its floor ``end``.
+
+    Before, it held the value of the restart step that follows the span: a last phase of 8 steps of 4-step cycles
+    ran its remaining steps at the peak (1.0, here 0.1 of the group's 0.1), and past the end of a run of 300 steps
+    of 100-step cycles the LR jumped from ~0 back to the peak and stayed there.
+    """
+    from lr_callbacks import LRSchedule
+    from tests.helpers import TinyModel, loader, make_trainer
+
+    model = TinyModel()
+    schedule = Phases([(CosineRestarts("4 steps", end=0.1), "8 steps")])
+    trainer = make_trainer(tmp_path, max_steps=12, callbacks=[LRSchedule(schedule)])
+    trainer.fit(model, loader())
+    seen = [lrs[0] / 0.1 for lrs in model.seen_lrs]
+    cycle = [0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t / 4)) for t in range(4)]  # 1.0, 0.868, 0.55, 0.232
+    assert seen[:8] == pytest.approx(cycle * 2, abs=1e-12)  # two cycles, as planned
+    assert seen[8:] == pytest.approx([0.1] * 4, abs=1e-12)  # then the floor the last cycle closed on
+    past_the_end = [CosineRestarts("100 steps")(k, total_steps=300) for k in (299, 300, 500)]
+    assert past_the_end[0] < 1e-3 and past_the_end[1:] == [0.0, 0.0]
+    growing = CosineRestarts("5 steps", period_mult=2.0, decay=0.5, end=0.2)  # restarts at 0, 5, 15, 35
+    assert [growing(k, total_steps=35) for k in (35, 60)] == [0.2, 0.2]
+    assert growing(35, total_steps=36) == 0.2 + (0.125 - 0.2) * 1.0  # a restart inside the run is kept (as torch's)
