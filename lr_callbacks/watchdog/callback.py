@@ -912,11 +912,21 @@ class DivergenceWatchdog(Callback):
         if every is not None and step % every == 0 and not dropped and not self._acted(decisions):
             self._updates.arm(optimizer, step, norm, self._planned_lrs(trainer))
         if self._policy.wants_snapshot(step):
+            self._make_room(step)
             self._ring.take(pl_module, optimizer, step, self._batches, self._rngs)
             self._policy.snapshot_taken(step, loss)
             self._ring.keep_only([int(r["step"]) for r in self._policy.state.ring])
         self._set_gate()
         self._write_events(trainer, step)
+
+    def _make_room(self, step: int) -> None:
+        """Before a full ring takes the snapshot of ``step``, give up the oldest one, which the policy drops for it:
+        the new snapshot is copied into its buffers. Before, it was given up after the take, and a host ring of
+        ``snapshots=3`` held four copies of the model and its optimizer state (the fourth as the spare buffers),
+        a third more than ``snapshot="auto"`` counts and the docs say."""
+        ring = self._policy.state.ring
+        if len(ring) >= self.config.snapshots and all(int(r["step"]) != step for r in ring):
+            self._ring.drop(int(ring[0]["step"]))
 
     def _restore_buffers(self, pl_module: Any, exact: bool) -> None:
         """Skipped batches' forward passes moved the buffers (a NaN batch leaves BatchNorm's running statistics NaN

@@ -26,7 +26,7 @@ from lr_callbacks.core.lr_model import paused
 from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
 from lr_callbacks.watchdog.config import Action, Signal
 from lr_callbacks.watchdog.device import UPDATE_SAMPLE, UpdateProbe, sample_stride
-from lr_callbacks.watchdog.snapshots import reference_loss
+from lr_callbacks.watchdog.snapshots import reference_loss, state_bytes
 from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars, read_text, regression_data
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data, digits_loader, fit
 
@@ -1709,6 +1709,38 @@ def test_the_snapshots_are_given_up_when_the_fit_ends(tmp_path, snapshot):
     assert not (tmp_path / "watchdog-snapshots").exists()
     fit(tmp_path / "again", DigitsModel(), [watchdog], 40)  # the same watchdog takes a new ring for the next fit
     assert not watchdog.events and not watchdog._ring.snapshots
+
+
+class HostBytes(Callback):
+    """Records, after every step, the bytes of the host copies the watchdog's ring holds (its spare buffers too), and
+    what ``snapshot="auto"`` counts for the ring (``snapshots`` × :func:`state_bytes`, on the optimizer's state)."""
+
+    def __init__(self, watchdog: DivergenceWatchdog) -> None:
+        self.watchdog = watchdog
+        self.held: list[int] = []
+        self.counted: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        ring = self.watchdog._ring
+        storages: dict[int, int] = {}
+        for snapshot in [*ring.snapshots.values(), *([ring._spare] if ring._spare is not None else [])]:
+            tensors = [*snapshot.model.values()]
+            tensors += [v for state in snapshot.optimizer.state.values() for v in state.values()]
+            storages.update((t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in tensors)
+        self.held.append(sum(storages.values()))
+        self.counted.append(self.watchdog.config.snapshots * state_bytes(pl_module, trainer.optimizers[0]))
+
+
+def test_a_full_host_ring_holds_as_many_copies_as_snapshots_and_as_many_bytes_as_auto_counts(tmp_path):
+    """Before, the oldest snapshot was given up after the new one was taken, and kept as the next take's buffers: a
+    ring of ``snapshots=3`` held four copies of the model and its momentum from its fourth snapshot on (here 4 ×
+    38,480 bytes against the 3 × 38,480 that ``"auto"`` counts)."""
+    watchdog = small(snapshot="host", snapshots=3)
+    recorder = HostBytes(watchdog)
+    fit(tmp_path, DigitsModel(optimizer="sgd"), [watchdog, recorder], 60)
+    assert not watchdog.events and len(watchdog._policy.state.ring) == 3
+    assert recorder.held[-1] == recorder.counted[-1]  # three snapshots after step 50: what "auto" counts
+    assert max(recorder.held) == recorder.counted[-1]
 
 
 @pytest.mark.parametrize("reference_batch", [True, False])
