@@ -295,8 +295,8 @@ class DivergenceWatchdog(Callback):
             trainer's strategy and loaded back at a rollback (removed at the end of the fit); ``"off"``, none:
             damaged weights get the LR cut of a rollback but keep their state, and training goes on from them
             (judged against their own level; a halt keeps them too); ``"auto"`` (the default), host memory when
-            ``snapshots`` copies fit in a quarter of the free host memory, else disk, said in the log
-            (:attr:`snapshot_mode`).
+            ``snapshots`` copies fit in a quarter of the free host memory (under DDP, those of every rank on the
+            host: each keeps its own ring), else disk, said in the log (:attr:`snapshot_mode`).
         reference_batch: tell bad data from damaged weights at an incident by evaluating the live weights on the
             batch of the newest snapshot (``training_step`` without gradients, its ``self.log`` calls silenced,
             the RNG forked, the buffers and torchmetrics states put back); ``False`` if ``training_step`` has
@@ -731,7 +731,9 @@ class DivergenceWatchdog(Callback):
         mode = self._snapshot_mode
         if mode == "auto":
             size = self.config.snapshots * state_bytes(pl_module, optimizer)
-            mode, why = choose_snapshot(size, free_host_bytes())
+            # every rank on this host keeps a ring in its memory (before, one rank's was held to all of it)
+            ranks = max(int(trainer.world_size) // max(int(trainer.num_nodes), 1), 1)
+            mode, why = choose_snapshot(size, free_host_bytes(), ranks)
             if int(trainer.world_size) > 1 and not trainer.strategy.reduce_boolean_decision(mode == "host", all=True):
                 mode, why = "disk", "another rank's host memory cannot hold the ring"
             if trainer.is_global_zero:

@@ -4,7 +4,7 @@ with the batch of its step, and the probe that tells damaged weights from bad da
 Where a snapshot lives (``snapshot=``): ``"host"``, a :class:`~lr_callbacks.core.snapshot.ModelSnapshot` in host
 memory; ``"disk"``, a :class:`DiskSnapshot`, its tensors in a file until a rollback reads them back;
 ``"off"``, none (the reference batches are still kept: the watchdog still tells the cause, but never rolls
-back); ``"auto"``, host memory when the ring fits in a quarter of the free host memory, else disk
+back); ``"auto"``, host memory when the rings of the ranks on the host fit in a quarter of its free memory, else disk
 (:func:`choose_snapshot`).
 
 Nothing here imports Lightning; the callback passes in the module, the optimizer and the trainer's strategy.
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lr_callbacks.core.sharded import is_dtensor, strategy_kind
+from lr_callbacks.core.sharded import is_dtensor, local, strategy_kind
 from lr_callbacks.core.snapshot import (
     ModelSnapshot,
     UserStates,
@@ -189,22 +189,29 @@ class DiskSnapshot:
 
 
 def state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """The bytes of the module's ``state_dict``, of the optimizer's state and of the objects the module keeps that
-    save their own state (an EMA: a snapshot holds them too); before the optimizer's first step (no state yet) its
-    state is counted as two tensors per parameter (Adam's moments), an upper bound."""
-    model = sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
+    """The bytes one snapshot of this rank holds: the module's ``state_dict``, the optimizer's state and the objects
+    the module keeps that save their own state (an EMA: a snapshot holds them too), of a sharded tensor this rank's
+    shard; before the optimizer's first step (no state yet) its state is counted as two tensors per parameter
+    (Adam's moments)."""
+    model = sum(_bytes(t) for t in module.state_dict().values() if isinstance(t, torch.Tensor))
     model += sum(_tree_bytes(owner.state_dict()) for owner in stateful_owners(module, model_only=True))
     held = [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
     if held:
-        return model + sum(t.numel() * t.element_size() for t in held)
+        return model + sum(_bytes(t) for t in held)
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
-    return model + 2 * sum(p.numel() * p.element_size() for p in parameters)
+    return model + 2 * sum(_bytes(p) for p in parameters)
+
+
+def _bytes(tensor: torch.Tensor) -> int:
+    """The bytes of ``tensor`` on this rank (of a DTensor, its local shard: what a host snapshot copies)."""
+    shard = local(tensor)
+    return shard.numel() * shard.element_size()
 
 
 def _tree_bytes(value: Any) -> int:
     """The bytes of the tensors in ``value`` (a state dict: dicts, lists and tuples)."""
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        return _bytes(value)
     if isinstance(value, dict):
         return sum(_tree_bytes(item) for item in value.values())
     if isinstance(value, (list, tuple)):
@@ -220,14 +227,20 @@ def free_host_bytes() -> int | None:
         return None
 
 
-def choose_snapshot(ring_bytes: int, free: int | None) -> tuple[str, str]:
-    """``"host"`` when the ring fits in a quarter of the free host memory (or the free memory is unknown), else
-    ``"disk"``; with the sentence that says why.
+def choose_snapshot(ring_bytes: int, free: int | None, ranks: int = 1) -> tuple[str, str]:
+    """``"host"`` when the rings of the ``ranks`` processes on this host (``ring_bytes`` each) fit in a quarter of its
+    free memory (or the free memory is unknown), else ``"disk"``; with the sentence that says why.
 
     >>> choose_snapshot(10 * 2**20, 64 * 2**30)[0], choose_snapshot(40 * 2**30, 64 * 2**30)[0]
     ('host', 'disk')
+    >>> choose_snapshot(3 * 2**30, 64 * 2**30)[0], choose_snapshot(3 * 2**30, 64 * 2**30, ranks=8)[0]
+    ('host', 'disk')
     """
-    size = f"{ring_bytes / 2**20:.1f} MiB"
+    if ranks > 1:
+        ring_bytes *= ranks
+        size = f"{ring_bytes / 2**20:.1f} MiB for the rings of the {ranks} ranks on this host"
+    else:
+        size = f"{ring_bytes / 2**20:.1f} MiB"
     if free is None:
         return "host", f"the ring needs {size}; the free host memory is unknown"
     verdict = "host" if ring_bytes <= free // 4 else "disk"

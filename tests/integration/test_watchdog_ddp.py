@@ -236,3 +236,39 @@ def test_a_resume_right_after_damage_rolls_back_as_the_uninterrupted_run_on_ever
     assert any("step=26, signal='damaged_weights'" in e and "action='rollback'" in e for e in full[0]["events"])
     assert resumed[0]["events"] == full[0]["events"] and resumed[0]["weights"] == full[0]["weights"]
     assert resumed[0]["lrs"] == full[0]["lrs"][26:]
+
+
+class FreeMemoryForOneRing(pl.Callback):
+    """This host's free memory reads 18 snapshots' worth: a quarter of it holds one rank's ring of 3, not two ranks'.
+    Each rank writes the snapshot mode its watchdog chose."""
+
+    def __init__(self, directory: str, watchdog: DivergenceWatchdog) -> None:
+        self.directory, self.watchdog = directory, watchdog
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        import lr_callbacks.watchdog.callback as module
+        from lr_callbacks.watchdog.snapshots import state_bytes
+
+        module.free_host_bytes = lambda: 18 * state_bytes(pl_module, trainer.optimizers[0])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with open(f"{self.directory}/rank{trainer.global_rank}.json", "w") as handle:
+            json.dump({"mode": self.watchdog.snapshot_mode}, handle)
+
+
+def test_auto_counts_the_ring_of_every_rank_on_the_host(tmp_path):
+    """Each DDP rank keeps its own ring in host memory: two ranks on one host hold twice one ring. Before, ``"auto"``
+    held one rank's ring to a quarter of the host's free memory, and chose host memory for rings that together needed
+    more than that (8 ranks on a node: 8 times as much)."""
+    watchdog = DivergenceWatchdog(warmup_steps=5, window=10, snapshot_every=5, flat_loss_steps=None, snapshots=3)
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=6,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        callbacks=[watchdog, FreeMemoryForOneRing(str(tmp_path), watchdog)],
+    )
+    trainer.fit(DigitsModel(), DataLoader(digits_data(), batch_size=32))
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["mode"] for r in (0, 1)] == ["disk", "disk"]
+    assert not (tmp_path / "watchdog-snapshots").exists()
