@@ -145,7 +145,9 @@ class LRFinder(Callback):
     ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss`` (x = trial) and
     ``.../trial<k>/loss``. A progress bar shows when the trainer shows one.
 
-    On resume from a checkpoint it does not run again: its results are in its ``state_dict``.
+    On resume from a checkpoint it does not run again: its results are in its ``state_dict``. Nor does it run at
+    the start of a fit resumed past step 0 from a checkpoint written without its run there (a warning says so):
+    a sweep of the trained weights would move the LR in the middle of the run.
 
     Args:
         min_lr: the first LR of the sweep (reference group).
@@ -324,7 +326,7 @@ class LRFinder(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.epochs and trainer.is_global_zero:
             _warn_epochs_past_the_run(trainer, self.epochs)
-        if self.at_fit_start and _FIT_START not in self._done:
+        if self.at_fit_start and _FIT_START not in self._done and not self._past_fit_start(trainer):
             self._run(trainer, pl_module, _FIT_START)
         elif self._results:
             self._keep_on_resume(trainer)
@@ -358,6 +360,24 @@ class LRFinder(Callback):
                 UserWarning,
                 stacklevel=2,
             )
+
+    def _past_fit_start(self, trainer: Any) -> bool:
+        """Whether the fit resumed past its start from a checkpoint of a fit that did not run the finder there (so
+        it does not run: as at a listed epoch whose start is past). Before, it swept the trained weights at the
+        resume and wrote its answer over the LR the run trained at, in the middle of its schedule."""
+        step = int(trainer.global_step)
+        if trainer.ckpt_path is None or step == 0:
+            return False
+        if trainer.is_global_zero:
+            warnings.warn(
+                f"LRFinder: the fit resumed at step {step} from a checkpoint of a fit that did not run the finder at "
+                "its start; it does not run now (a sweep of the trained weights would move the LR in the middle of "
+                "the run), and the run goes on at the checkpoint's LR. To find an LR for these weights, start a new "
+                "fit from them (the module's weights, without ckpt_path), or list an epoch to come in `epochs`",
+                UserWarning,
+                stacklevel=2,
+            )
+        return True
 
     def _keep_on_resume(self, trainer: Any) -> None:
         """A resume after the finder ran: the checkpoint's optimizer holds its answer, and so does the checkpoint's

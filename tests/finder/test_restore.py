@@ -238,6 +238,19 @@ def test_a_resume_inside_a_listed_epoch_from_a_fit_that_did_not_run_there_says_s
     assert finder.results == ()
 
 
+def test_a_finder_added_on_resume_does_not_sweep_the_trained_weights_mid_run(tmp_path):
+    """Resumed at step 6 from a checkpoint of a fit without the finder: the fit's start is past. Before, the finder
+    swept the weights trained 6 steps at the resume and wrote its answer over the LR the run trained at (0.1 became
+    0.0654, said only as "applied"), where a listed epoch's finder whose start is past does not run. Now it does
+    not run either, and says so: the run goes on at the checkpoint's LR."""
+    whole = fit_epochs(tmp_path / "first", every=2)  # no finder
+    finder = LRFinder(num_steps=20)
+    with pytest.warns(UserWarning, match=r"LRFinder: the fit resumed at step 6 .* did not run the finder at its start"):
+        model = fit_epochs(tmp_path / "resumed", finder, str(tmp_path / "first" / "step=6.ckpt"))
+    assert finder.results == ()
+    assert [lr for lr, _ in model.calls] == [lr for lr, _ in whole.calls[6:]] == [0.1] * 6  # no sweep, the same LR
+
+
 @pytest.mark.parametrize(
     ("with_finder", "apply"), [(True, True), (False, True), (True, False)], ids=["resumed", "dropped", "not-applied"]
 )
