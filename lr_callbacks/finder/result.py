@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -34,14 +34,56 @@ ALL_FLAGS = {**FLAGS, **PROBE_FLAGS, **TRIAL_FLAGS}
 """Every flag a result may carry (the analysis's, the probe's, the trials'), with what it means."""
 
 
-@dataclass(frozen=True)
-class Trial:
+class _Record:
+    """Equality of a result's records field by field, NaN equal to NaN (``compare=False`` fields left out).
+
+    Before, the dataclasses' own ``==`` held a NaN equal only to the same float object: a result saved and loaded
+    (``json``, a checkpoint's pickle) or made twice by the same run (a loss of NaN read from a tensor twice) was
+    unequal to itself wherever it held a NaN: an unanalysed point's ``smoothed``, a probe attempt's ``rise``, a
+    trial's loss.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in _compared(self))
+
+    def __hash__(self) -> int:
+        return hash(tuple(_hashable(getattr(self, f.name)) for f in _compared(self)))
+
+
+def _compared(record: Any) -> list[Any]:
+    return [f for f in fields(record) if f.compare]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b``, NaN equal to NaN, in tuples too."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` with every NaN as one placeholder: equal records hash alike (a NaN's hash is its object's)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, tuple):
+        return tuple(map(_hashable, value))
+    return value
+
+
+@dataclass(frozen=True, eq=False)  # _Record's ==: NaN equal to NaN
+class Trial(_Record):
     """One confirm trial: a short run of the real schedule with ``lr`` as the peak.
 
     Attributes:
         lr: the reference group's peak LR of the trial.
         val_loss: the validation loss at its end (``inf`` if the training loss became NaN/inf).
         losses: the training loss of each of its optimizer steps.
+        se: the standard error of ``val_loss`` (``inf`` with it; NaN in a result saved before it was kept).
+        rung: the round of the successive halving it ran in (0 first; the survivors of each run again, longer).
 
     >>> trials = (Trial(1e-4, 0.31), Trial(1e-5, 0.27), Trial(1e-6, 0.40))
     >>> min(trials, key=lambda t: t.val_loss).lr
@@ -65,8 +107,8 @@ class Trial:
         )
 
 
-@dataclass(frozen=True)
-class ProbeAttempt:
+@dataclass(frozen=True, eq=False)  # _Record's ==: NaN equal to NaN
+class ProbeAttempt(_Record):
     """One hold of the stability probe: the warmup, then ``lr`` held.
 
     Attributes:
@@ -138,8 +180,8 @@ class ProbeAttempt:
         )
 
 
-@dataclass(frozen=True)
-class Probe:
+@dataclass(frozen=True, eq=False)  # _Record's ==: NaN equal to NaN
+class Probe(_Record):
     """The stability probe: each attempt replays ``warmup_steps`` of the run's warmup, then holds its LR for
     ``hold_steps``; an LR that was unstable, or stable without significant progress, is halved, at most twice,
     and the probe keeps the attempt :func:`~lr_callbacks.finder.stability.settle` picks.
@@ -188,8 +230,8 @@ class Probe:
         return cls(int(data["warmup_steps"]), int(data["hold_steps"]), attempts)
 
 
-@dataclass(frozen=True)
-class FinderResult:
+@dataclass(frozen=True, eq=False)  # _Record's ==: NaN equal to NaN
+class FinderResult(_Record):
     """One LR range test: the sweep's raw curve and what was concluded from it.
 
     Attributes:
@@ -199,7 +241,8 @@ class FinderResult:
         suggestion: the LR the analysis suggests, or ``None`` (see ``flags``).
         range: ``(lower, upper)``: from the steepest descent to the loss minimum; on a curve read as flat
             (``flat_curve``), ``(edge / 10, edge)``, ``edge`` where the loss's lasting rise begins; or ``None``.
-        flags: the analysis's warnings (names from ``FLAGS`` in ``lr_callbacks.finder.analysis``).
+        flags: the warnings of the analysis, the probe and the trials (names from ``ALL_FLAGS`` in
+            ``lr_callbacks.finder.result``, which says what each means).
         method: the suggestion rule used.
         stop_reason: ``"completed"`` (all steps ran), ``"diverged"`` (the stop rule fired, or the loss
             became NaN/inf), ``"data_exhausted"`` (no complete optimizer step was left in the data) or
@@ -319,7 +362,9 @@ class FinderResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists, floats and strings (for a checkpoint)."""
+        """Plain lists, floats and strings (for a checkpoint, or ``json``); :meth:`from_dict` gives back an equal
+        result. NaN and inf stay floats, which ``json.dumps`` writes as ``NaN`` and ``Infinity``: Python's ``json``
+        reads them back, a strict JSON reader does not."""
         return {
             "lrs": list(self.lrs),
             "losses": list(self.losses),

@@ -7,7 +7,9 @@ The curves are sigmoid descents centred at a known LR followed by an explosion, 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import pickle
 import random
 import statistics
 
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 from lr_callbacks import FinderResult, Suggestion, Trial, suggest_lr
 from lr_callbacks.finder.analysis import FLAGS, METHODS, effective_window, smooth
 from lr_callbacks.finder.ramp import diverged, sweep_lrs
+from lr_callbacks.finder.result import Probe, ProbeAttempt
 
 
 def curve(lrs, centre=1e-3, explode=0.3, noise=0.0, seed=0, scale=1.0, offset=0.0):
@@ -502,6 +505,36 @@ def test_the_result_round_trips_and_chooses_the_best_finite_trial():
     back = FinderResult.from_dict(r.to_dict())
     assert back.to_dict() == r.to_dict()
     assert result(trials=(Trial(1e-3, math.inf),)).chosen_lr == result().suggestion
+
+
+def test_a_result_with_nan_and_inf_is_equal_to_itself_after_json_and_pickle():
+    """A diverged sweep (NaN from the blow-up on, in the losses and the smoothed curve), a probe attempt that turned
+    NaN (its rise, margin, ... NaN), trials with an inf validation loss and a NaN loss. Before, ``==`` held a NaN equal
+    only to the same float object: loaded from JSON or a checkpoint's pickle, such a result was unequal to itself."""
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    losses = [v if lr < 1e-1 else float("nan") for lr, v in zip(lrs, curve(lrs))]
+    losses[-1] = math.inf
+    attempts = (
+        ProbeAttempt(1e-2, "nonfinite", (1.0, float("nan")), (1.0, math.inf), skipped=(1,), steps=12),
+        ProbeAttempt(5e-3, "stable", (1.0,) * 4, (1.0,) * 4, rise=-0.5, margin=0.1, drop=0.5, drop_margin=0.1),
+    )
+    trials = (Trial(5e-3, math.inf, (1.0, float("nan")), math.inf), Trial(2.5e-3, 0.3, (1.0, 0.5)))
+    r = result(
+        lrs=lrs, losses=tuple(losses), smoothed=suggest_lr(lrs, losses).smoothed, trials=trials,
+        probe=Probe(10, 20, attempts), choice=2.5e-3, flags=("nonfinite", "probe_halved", "trials_inconclusive"),
+    )  # fmt: skip
+    assert any(math.isnan(v) for v in r.smoothed) and math.isnan(r.probe.attempts[0].rise)
+    for back in (
+        FinderResult.from_dict(json.loads(json.dumps(r.to_dict()))),
+        pickle.loads(pickle.dumps(r)),
+        FinderResult.from_dict(pickle.loads(pickle.dumps(r.to_dict()))),  # a checkpoint's state_dict
+    ):
+        assert back == r and hash(back) == hash(r) and back.to_dict().keys() == r.to_dict().keys()
+        assert back.trials == r.trials and back.probe == r.probe
+    moved = list(losses)
+    moved[0] = float("nan")  # a NaN where the other has a number is still a difference
+    assert result(lrs=lrs, losses=tuple(moved)) != result(lrs=lrs, losses=tuple(losses))
+    assert Trial(1e-3, float("nan")) != Trial(1e-3, 0.5) and Trial(1e-3, float("nan")) == Trial(1e-3, float("nan"))
 
 
 def test_the_flat_curve_flag_gives_the_broad_bottoms_width_in_decades_not_a_constants_name():
