@@ -33,6 +33,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from lr_callbacks.core.checks import _foreign_scalar
+
 __all__ = [
     "BROAD_BOTTOM",
     "DEFAULT_WINDOW",
@@ -299,10 +301,10 @@ def suggest_lr(
         A :class:`Suggestion`.
 
     Raises:
-        ValueError: for an unknown method, a non-positive window, lengths that differ, or LRs that are
-            not positive, finite and strictly increasing.
-        TypeError: for ``lrs`` or ``losses`` that are not sequences of numbers (lists, arrays or 1-d tensors,
-            read as plain floats).
+        ValueError: for an unknown method, a window that is not positive and finite, lengths that differ, or LRs
+            that are not positive, finite and strictly increasing.
+        TypeError: for ``lrs`` or ``losses`` that are not 1-d sequences of numbers (lists, tuples, arrays or 1-d
+            tensors, read as plain floats), or a ``window`` that is no Python number.
 
     >>> from lr_callbacks.finder.ramp import sweep_lrs
     >>> lrs = sweep_lrs(1e-5, 10.0, 91)
@@ -503,6 +505,12 @@ def _as_floats(name: str, values: object) -> list[float]:
     Raises:
         TypeError: for something that is not a sequence of numbers; the message names the argument and the point.
     """
+    shape = getattr(values, "shape", None)
+    if shape is not None and math.prod(shape[1:]) != 1:  # before: "`lrs[0]` must be a number", and the whole row
+        raise TypeError(
+            f"suggest_lr: `{name}` must be 1-d, one value per point, got a {type(values).__name__} of shape "
+            f"{tuple(shape)}; flatten it (.ravel() for an array, .flatten() for a tensor)"
+        )
     try:
         if isinstance(values, (str, bytes)):
             raise TypeError
@@ -525,8 +533,16 @@ def _as_floats(name: str, values: object) -> list[float]:
 def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: float) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown `method` {method!r}; choose one of: {', '.join(map(repr, METHODS))}")
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or not window > 0 or not math.isfinite(window):
-        raise ValueError(f"`window` must be a positive number of decades of LR, such as 0.2; got {window!r}")
+    if isinstance(window, bool) or not isinstance(window, (int, float)):
+        # before: np.float32(0.3) was refused as "must be a positive number", which it is, with no way out
+        raise TypeError(
+            f"suggest_lr: `window` must be a positive number of decades of LR, such as 0.2; got {window!r}"
+            f"{_foreign_scalar(window, 'float')}"
+        )
+    if not window > 0 or not math.isfinite(window):
+        raise ValueError(
+            f"suggest_lr: `window` must be a positive number of decades of LR, such as 0.2; got {window!r}"
+        )
     check_window(window, "suggest_lr")
     if len(lrs) != len(losses):
         raise ValueError(f"`lrs` and `losses` must have the same length, got {len(lrs)} and {len(losses)}")
@@ -536,5 +552,5 @@ def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: f
         if i and lr <= lrs[i - 1]:
             raise ValueError(
                 f"`lrs` must be strictly increasing (a range test's ramp); lrs[{i}]={lr!r} <= lrs[{i - 1}]="
-                f"{lrs[i - 1]!r}"
+                f"{lrs[i - 1]!r}: sort the points by LR, losses with them, and keep one point per LR"
             )

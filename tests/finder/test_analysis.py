@@ -428,6 +428,7 @@ def test_every_flag_is_documented():
     [
         ([1e-3, 1e-2], [1.0], {}, r"`lrs` and `losses` must have the same length, got 2 and 1"),
         ([1e-3, 1e-3], [1.0, 1.0], {}, r"`lrs` must be strictly increasing"),
+        ([1e-2, 1e-3], [1.0, 1.0], {}, r"lrs\[1\]=0.001 <= lrs\[0\]=0.01: sort the points by LR, losses with them"),
         ([0.0, 1e-3], [1.0, 1.0], {}, r"every LR must be positive and finite; lrs\[0\] is 0.0"),
         ([1e-3, 1e-2], [1.0, 1.0], {"method": "slide"}, r"unknown `method` 'slide'; choose one of: 'default'"),
         ([1e-3, 1e-2], [1.0, 1.0], {"window": 0}, r"`window` must be a positive number of decades"),
@@ -464,6 +465,24 @@ def test_tensors_and_arrays_give_a_suggestion_of_plain_floats(method):
         s = suggest_lr(convert(lrs), convert(losses), method)
         assert type(s.lr) is float and all(type(v) is float for v in s.range), (convert, s)
         assert (s.lr, s.range, s.flags) == (plain.lr, plain.range, plain.flags)
+
+
+def test_arrays_of_two_dimensions_and_numpy_or_tensor_windows_are_refused_with_the_fix():
+    """Before: a (1, n) array was refused as "`losses[0]` must be a number", followed by the whole row; a window of
+    np.float32(0.3) as "must be a positive number", which it is. An (n, 1) column holds one value per point: read."""
+    torch, numpy = pytest.importorskip("torch"), pytest.importorskip("numpy")
+    lrs, losses = swept()
+    for row in (numpy.array([losses]), torch.tensor([losses])):
+        with pytest.raises(TypeError, match=r"^suggest_lr: `losses` must be 1-d, one value per point, got a \w+ of "
+                           rf"shape \(1, {len(losses)}\); flatten it \(\.ravel\(\) .* \.flatten\(\)"):  # fmt: skip
+            suggest_lr(lrs, row)
+    column = torch.tensor(losses, dtype=torch.float64).reshape(-1, 1)  # one value per point, in 1-element rows
+    assert suggest_lr(lrs, column) == suggest_lr(lrs, losses)
+    for window in (numpy.float32(0.3), torch.tensor(0.3)):
+        with pytest.raises(TypeError, match=r"^suggest_lr: `window` must be a positive number of decades of LR, .*"
+                           r"\(a (numpy|torch)\.\w+\); convert it with float\(\.\.\.\) or \.item\(\)$"):  # fmt: skip
+            suggest_lr(lrs, losses, window=window)
+    assert suggest_lr(lrs, losses, window=float(numpy.float32(0.3))).lr is not None
 
 
 @settings(max_examples=40, deadline=None)
