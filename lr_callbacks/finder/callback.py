@@ -28,6 +28,7 @@ from lr_callbacks.core.compat import (
     accumulation,
     adafactor_steps,
     exit_fit,
+    is_lightning,
     move_after_finetuning,
     run_step,
 )
@@ -702,8 +703,8 @@ def find_lr(
     Raises:
         ValueError: if the trainer already has an LRFinder or runs with ``fast_dev_run``, for
             ``epochs``/``at_fit_start``, or with ``apply=True`` when the model has no such attribute.
-        TypeError: for a keyword LRFinder does not take, or an ``attr_name`` that is no name (not a non-empty
-            string).
+        TypeError: for a ``trainer`` that is no Lightning ``Trainer``, a keyword LRFinder does not take, or an
+            ``attr_name`` that is no name (not a non-empty string).
         RuntimeError: if no sweep ran in this process: the fit ended before training started, or the
             strategy ran it in other processes, from which the result cannot come back; under ``ddp_spawn``,
             whose processes end with the fit, before any work.
@@ -726,6 +727,12 @@ def find_lr(
     >>> model.lr == result.chosen_lr, result.stop_reason
     (True, 'diverged')
     """
+    if not is_lightning(trainer, "Trainer"):  # before: "'Net' object has no attribute 'callbacks'"
+        swapped = " (the model and the trainer are swapped)" if is_lightning(model, "Trainer") else ""
+        raise TypeError(
+            f"find_lr: `trainer` must be a Lightning Trainer, got a {type(trainer).__name__}{swapped}; the call is "
+            "find_lr(trainer, model, train_dataloaders, ...)"
+        )
     if any(isinstance(c, LRFinder) for c in trainer.callbacks):
         raise ValueError("find_lr: the trainer already has an LRFinder callback; use one or the other")
     for name in ("epochs", "at_fit_start"):

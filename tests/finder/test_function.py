@@ -155,6 +155,17 @@ def test_bad_calls_are_refused_before_any_work(tmp_path, kwargs, match):
     assert model.calls == []
 
 
+def test_a_trainer_that_is_no_trainer_is_refused_naming_the_argument(tmp_path):
+    """Before: find_lr(model, trainer, data) failed with "'WithLR' object has no attribute 'callbacks'"."""
+    model, trainer = WithLR(), make_trainer(tmp_path, logger=False)
+    swapped = r"^find_lr: `trainer` must be a Lightning Trainer, got a WithLR \(the model and the trainer are swapped\)"
+    with pytest.raises(TypeError, match=swapped + r"; the call is find_lr\(trainer, model, train_dataloaders, ...\)$"):
+        find_lr(model, trainer, shuffled())
+    with pytest.raises(TypeError, match=r"`trainer` must be a Lightning Trainer, got a dict; the call is"):
+        find_lr({}, model, shuffled())
+    assert model.calls == [] and not any(isinstance(c, LRFinder) for c in trainer.callbacks)
+
+
 def test_a_model_without_an_lr_attribute_cannot_apply(tmp_path):
     with pytest.raises(ValueError, match=r"has no attribute or hparams key 'lr' or 'learning_rate'"):
         find_lr(make_trainer(tmp_path, logger=False), FinderModel(optimizer=sgd()), shuffled(), apply=True)
