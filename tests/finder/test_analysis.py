@@ -600,6 +600,31 @@ def test_plot_gives_a_figure_and_image_an_rgb_array():
     assert image.dtype.name == "uint8" and image.shape[2] == 3 and image.shape[0] > 200
 
 
+@pytest.mark.parametrize(
+    ("lrs", "losses"),
+    [
+        ((), ()),
+        ((1e-3,), (1.0,)),
+        ((1e-3,), (math.nan,)),
+        (sweep_lrs(1e-7, 10.0, 100), (0.3,) * 100),
+        (sweep_lrs(1e-7, 10.0, 100), (math.nan,) * 100),
+        (sweep_lrs(1e-7, 10.0, 100), (*curve(sweep_lrs(1e-7, 1e-1, 90)), math.inf, *(math.nan,) * 9)),
+    ],
+    ids=["empty", "one_point", "one_nan", "flat", "all_nan", "diverged"],
+)
+def test_plot_and_image_draw_any_curve_and_leave_no_pyplot_figure_open(lrs, losses):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    before = plt.get_fignums()
+    s = suggest_lr(lrs, losses)
+    r = result(lrs=lrs, losses=losses, grad_norms=(1.0,) * len(lrs), suggestion=s.lr, range=s.range, flags=s.flags,
+               smoothed=s.smoothed, trials=(Trial(1e-3, math.inf),))  # fmt: skip
+    assert r.plot().axes[0].get_xscale() == "log"
+    image = r.image()
+    assert image.dtype.name == "uint8" and image.shape[2] == 3 and image.std() > 0
+    assert plt.get_fignums() == before
+    assert r.headline().startswith("answer ") and r.summary().startswith("**LR finder**")
+
+
 def test_a_flat_curve_with_a_lucky_stretch_puts_the_edge_where_the_lasting_rise_begins():
     """A head that starts as a fitted probe: the loss is flat, a stretch of easy batches (1e-6 to 1e-5) dips
     below the plateau, and the loss rises for good only above 1e-2. The floor is the plateau's median, not
