@@ -406,8 +406,9 @@ back every step (its default on the CPU).
 
 `gradient norm alone` is the floor of any guard that looks at every step's gradients: a hook that computes the
 step's gradient norm as the watchdog does (one `_foreach_norm` pass over the gradients) and reads it back, nothing
-else. Measured the same way, inside the same steps, that alone costs {floor}. A budget below the floor cannot be met by a guard
-that reads every step's gradient norm, which is what catches a NaN or exploding gradient before the update.
+else. Measured the same way, inside the same steps, that alone costs {floor}.
+A budget below the floor cannot be met by a guard that reads every step's gradient norm, which is what catches
+a NaN or exploding gradient before the update.
 
 digits and charlm are small: a step's fixed costs (the watchdog's Python, one dispatch per tensor) weigh
 most there. MiniLM (22.7M parameters, fully fine-tuned) shows the cost at a real model's size, where the
