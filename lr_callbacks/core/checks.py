@@ -26,7 +26,7 @@ def check_number(
     """
     where = f"{owner}: " if owner else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        foreign = _foreign_scalar(value, "float")
+        foreign = foreign_scalar(value, "float")
         if foreign:
             raise TypeError(f"{where}`{name}` must be a Python int or float, got {value!r}{foreign}")
         raise TypeError(f"{where}`{name}` must be a number, got {value!r}")
@@ -50,7 +50,7 @@ def check_int(name: str, value: object, *, low: int | None = None, owner: str = 
     """
     where = f"{owner}: " if owner else ""
     if not isinstance(value, int) or isinstance(value, bool):
-        foreign = _foreign_scalar(value, "int")
+        foreign = foreign_scalar(value, "int")
         if foreign:
             raise TypeError(f"{where}`{name}` must be a Python int, got {value!r}{foreign}")
         raise TypeError(f"{where}`{name}` must be a whole number, got {value!r}")
@@ -95,11 +95,11 @@ def check_bool(name: str, value: object, *, owner: str = "") -> bool:
     """
     if not isinstance(value, bool):
         where = f"{owner}: " if owner else ""
-        raise TypeError(f"{where}`{name}` must be True or False, got {value!r}{_foreign_scalar(value, 'bool')}")
+        raise TypeError(f"{where}`{name}` must be True or False, got {value!r}{foreign_scalar(value, 'bool')}")
     return value
 
 
-def _foreign_scalar(value: object, convert: str) -> str:
+def foreign_scalar(value: object, convert: str) -> str:
     """The fix for a single number of a type the checks do not take, a numpy scalar (``np.int64(200)`` from
     ``np.arange``, ``np.float32``) or a one-element tensor or array: the type and the conversion; ``""`` for
     anything else.
@@ -107,7 +107,7 @@ def _foreign_scalar(value: object, convert: str) -> str:
     Before, ``np.int64(200)`` was refused as "must be a whole number" and ``np.float32(0.1)`` as "must be a
     number": both are, and the message gave no way out.
 
-    >>> _foreign_scalar(3, "int"), _foreign_scalar("3", "int")
+    >>> foreign_scalar(3, "int"), foreign_scalar("3", "int")
     ('', '')
     """
     kind = type(value)

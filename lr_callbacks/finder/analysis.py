@@ -33,7 +33,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from lr_callbacks.core.checks import _foreign_scalar
+from lr_callbacks.core.checks import foreign_scalar
 
 __all__ = [
     "BROAD_BOTTOM",
@@ -537,7 +537,7 @@ def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: f
         # before: np.float32(0.3) was refused as "must be a positive number", which it is, with no way out
         raise TypeError(
             f"suggest_lr: `window` must be a positive number of decades of LR, such as 0.2; got {window!r}"
-            f"{_foreign_scalar(window, 'float')}"
+            f"{foreign_scalar(window, 'float')}"
         )
     if not window > 0 or not math.isfinite(window):
         raise ValueError(
