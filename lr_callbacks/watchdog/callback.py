@@ -926,9 +926,9 @@ class DivergenceWatchdog(Callback):
         the new snapshot is copied into its buffers. Before, it was given up after the take, and a host ring of
         ``snapshots=3`` held four copies of the model and its optimizer state (the fourth as the spare buffers),
         a third more than ``snapshot="auto"`` counts and the docs say."""
-        ring = self._policy.state.ring
-        if len(ring) >= self.config.snapshots and all(int(r["step"]) != step for r in ring):
-            self._ring.drop(int(ring[0]["step"]))
+        leaving = self._policy.leaving(step)
+        if leaving is not None:
+            self._ring.drop(leaving)
 
     def _restore_buffers(self, pl_module: Any, exact: bool) -> None:
         """Skipped batches' forward passes moved the buffers (a NaN batch leaves BatchNorm's running statistics NaN

@@ -124,6 +124,12 @@ class PolicyMemory:
             return False
         return s.snapshot_requested or s.snapshot_step is None or step - s.snapshot_step >= s.snapshot_every
 
+    def leaving(self, step: int) -> int | None:
+        """The step of the snapshot that :meth:`snapshot_taken` of ``step`` will drop from a full ring (its buffers
+        can take the new one before the take), or ``None``: the oldest, when the ring holds ``snapshots`` others."""
+        kept = [r for r in self.state.ring if r["step"] != step]
+        return int(kept[0]["step"]) if len(kept) >= self.config.snapshots else None
+
     def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
         """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).
 
