@@ -229,3 +229,88 @@ def test_the_flat_curve_warning_quotes_the_committed_benchmark(tmp_path) -> None
     assert quoted is not None, message
     low, high = int(quoted[1]), int(quoted[2])
     assert low <= min(ratios) < 1.1 * low and high / 1.1 < max(ratios) <= high, (low, high, ratios)
+
+
+def _readme_blocks(language: str) -> list[str]:
+    """The README's own code blocks (``readme_blocks`` reads those of ``docs/README.md``), indented ones too."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
+        blocks = re.findall(rf"^( *)```{language}\n(.*?)^ *```", file.read(), flags=re.DOTALL | re.MULTILINE)
+    return [re.sub(rf"^{indent}", "", body, flags=re.MULTILINE) for indent, body in blocks]
+
+
+def test_readme_preview_commands_and_config_run(tmp_path, monkeypatch, capsys) -> None:
+    """The README's own preview commands run, ``--config`` on the README's own YAML ("the config below"); before,
+    only those of ``docs/README.md`` were run."""
+    from lr_callbacks.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (config,) = _readme_blocks("yaml")
+    (tmp_path / "config.yaml").write_text(config)
+    commands = [line for block in _readme_blocks("bash") for line in block.splitlines()]
+    commands = [line for line in commands if line.startswith("python -m lr_callbacks")]
+    assert len(commands) >= 3
+    for command in commands:
+        status = main(shlex.split(command, comments=True)[3:])
+        assert status == 0, (command, capsys.readouterr().err)
+    assert (tmp_path / "plan.png").exists()
+
+
+def test_readme_schedule_examples_build() -> None:
+    """The README's block of schedules (presets with their arguments, a composed ``Phases``, per-group schedules,
+    ``from_transformers``) builds as written: a renamed argument would fail here."""
+    (block,) = [b for b in _readme_blocks("python") if "from lr_callbacks import LRSchedule, Phases" in b]
+    exec(compile(block, "README.md", "exec"), {})
+
+
+#: Words the README uses for some of the numbers below.
+_WORDS = {0.25: "a quarter", 0.1: "a tenth", 0.5: "half", 2: "twice", (0.5, 1.0): "the probe's answer and half of it"}
+
+
+def _short(value: float) -> str:
+    """A number as the README writes it: ``1e-7``, not Python's ``1e-07``."""
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}").replace("e+", "e")
+
+
+def test_readme_states_the_code_defaults() -> None:
+    """Every default and constant the README states in its prose is the code's: each phrase is rebuilt from the
+    code's value, so a changed default fails here until the prose follows (only the CLI and the tables were
+    checked before)."""
+    from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
+    from lr_callbacks.finder import analysis, selection, stability, trials
+    from lr_callbacks.watchdog import halt, policy
+    from lr_callbacks.watchdog.callback import DEVICE_SYNC_EVERY
+    from lr_callbacks.watchdog.device import UPDATE_SAMPLE
+
+    finder = {k: p.default for k, p in inspect.signature(LRFinder).parameters.items()}
+    watchdog = {k: p.default for k, p in inspect.signature(DivergenceWatchdog).parameters.items()}
+    schedule = {k: p.default for k, p in inspect.signature(LRSchedule).parameters.items()}
+    readable = selection.readable_steps(finder["min_lr"], finder["max_lr"], analysis.DEFAULT_WINDOW)
+    phrases = [
+        f"sweeps {_short(finder['min_lr'])} → {finder['max_lr']:g} at fit start "
+        f"({_WORDS[selection.SWEEP_SHARE]} of the run, ≤ {selection.MAX_SWEEP_STEPS} steps)",
+        f"the sweep takes {_WORDS[selection.SWEEP_SHARE]} of the run "
+        f"({_WORDS[selection.LIST_SWEEP_SHARE]} with a listed candidate set), at most {selection.MAX_SWEEP_STEPS} "
+        f"steps",
+        f"at least the {readable} steps a curve needs to be read (one per {analysis.DEFAULT_WINDOW:g} decade",
+        f"max({stability.HOLD_MIN_STEPS}, 2 × warmup) steps",
+        f"more than {stability._Z:g} standard errors above where the hold began",
+        f"it halves the LR (at most {_WORDS[stability.MAX_HALVINGS]};",
+        f"trials at {_WORDS[trials.CONFIRM_FACTORS]}",
+        f"better by more than {selection._Z:g} standard errors",
+        f"share {selection.CONFIRM_SHARE:.0%} of the run, and when that leaves under {selection.MIN_TRIAL_STEPS} "
+        "steps per trial none run",
+        f'`on_length_change`: `"{schedule["on_length_change"]}"` (default',
+        f"(z > {watchdog['z_threshold']:g} on the loss, z > {watchdog['grad_z_threshold']:g} on the gradient norm)",
+        f"every {watchdog['update_every']} steps the update's size",
+        f"a group of more than 2^{UPDATE_SAMPLE.bit_length() - 1} elements",
+        f"a cut is undone after {watchdog['recover_after']} of the run without incident",
+        f"`<default_root_dir>/{halt.HALT_NAME}`",
+        f"reads back every {DEVICE_SYNC_EVERY} steps (`sync_every_n_steps`)",
+        f"(`sync_every_n_steps={DEVICE_SYNC_EVERY}`, the GPU default)",
+        f"`patience` ({watchdog['patience']}) of the last `window` ({watchdog['window']}) steps",
+        f"the loss gate is stricter ({_WORDS[policy.GUARD_Z_SHARE]} the z threshold)",
+    ]
+    assert UPDATE_SAMPLE.bit_count() == 1  # a power of two, as the README writes it
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
+        text = " ".join(file.read().split())  # a phrase may wrap across lines
+    assert [phrase for phrase in phrases if phrase not in text] == []
