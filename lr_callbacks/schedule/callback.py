@@ -45,7 +45,7 @@ from lr_callbacks.core.compat import (
 from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
-from lr_callbacks.core.lr_model import as_float, set_lr
+from lr_callbacks.core.lr_model import LRScaler, as_float, set_lr
 from lr_callbacks.schedule import setup
 from lr_callbacks.schedule.plan import UNKNOWN_LENGTH_PREVIEW, plan_image, plan_tables, sample_steps
 from lr_callbacks.schedule.presets import preset
@@ -89,7 +89,8 @@ class LRSchedule(Callback):
       unless ``peak_lrs`` or :class:`~lr_callbacks.LRFinder` sets it;
     - ``schedule(k)``: the multiplier, resolved against the run's length at fit start
       (``trainer.estimated_stepping_batches``);
-    - ``scale(g)``: the :class:`~lr_callbacks.DivergenceWatchdog`'s multiplier, 1 until it intervenes.
+    - ``scale(g)``: the :class:`~lr_callbacks.DivergenceWatchdog`'s multiplier, 1 until it intervenes; a run
+      resumed without it keeps the checkpoint's (its cut), and a warning says so, with how to drop it.
 
     The clock ``k`` counts the optimizer's real updates (see the module's notes): with gradient
     accumulation it advances once per accumulated step; a step that a mixed-precision ``GradScaler`` skips
@@ -172,6 +173,7 @@ class LRSchedule(Callback):
     _peaks_restored: bool  # this fit's peaks and scales are a checkpoint's (or those of the last fit it continues)
     _epoch_checked: bool
     _short_epoch_said: bool
+    _scaled_at: int | None  # the trainer's global_step when the scale last changed (None: never, or not known)
 
     def __init__(
         self,
@@ -376,6 +378,8 @@ class LRSchedule(Callback):
     def _set_scale(self, scale: float) -> None:
         """Set ``scale(g)`` of every group (the watchdog's multiplier) and apply it at once."""
         check_number("scale", scale, low=0.0, low_open=True, owner=_OWNER)
+        if any(g.scale != scale for groups in self._table for g in groups) and self._trainer is not None:
+            self._scaled_at = int(self._trainer.global_step)
         for groups in self._table:
             for g in groups:
                 g.scale = scale
@@ -706,6 +710,8 @@ class LRSchedule(Callback):
             "lrs": [[self.lr_at(self._clocks[i], i, j) for j in range(len(gs))] for i, gs in enumerate(self._table)],
             # each group's schedule in words: a resume under a plan changed further on is told so too
             "plans": [[g.schedule.describe() for g in groups] for groups in self._table],
+            # the step the scales were set at: a resume without the watchdog that set them is told it keeps them
+            "scaled_at": self._scaled_at,
         }
 
     @override
@@ -769,6 +775,7 @@ class LRSchedule(Callback):
         self._checkpoint_lrs = None
         self._fit_length = None
         self._last_fit = None
+        self._scaled_at = None
         # from a fit's setup until it sets up, the state it shows (its table is the last fit's): {} or, for a fit
         # continued on the last fit's trainer, that fit's state; None once set up
         self._before_set_up = None
@@ -793,6 +800,7 @@ class LRSchedule(Callback):
             "_peaks_restored": False,
             "_epoch_checked": False,
             "_short_epoch_said": False,
+            "_scaled_at": None,
         }
         self.__dict__.update({**defaults, **state})
 
@@ -828,6 +836,7 @@ class LRSchedule(Callback):
         self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
         self._clock_from_trainer = restored is None
         self._peaks_restored = restored is not None
+        self._scaled_at = restored.get("scaled_at") if restored is not None else None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
         setup.check_momentum(self._optimizers, self._table)
@@ -835,6 +844,8 @@ class LRSchedule(Callback):
             jumped = self._warn_changed_plan(restored.get("lrs"))
             if not jumped:
                 self._warn_changed_schedule(restored.get("plans"))
+        if restored is not None:
+            self._warn_kept_scale(trainer)
         setup.warn_manual_max_steps(trainer, self._optimizers)
         self._swa = callback_named(trainer, "StochasticWeightAveraging")
         for index, optimizer in enumerate(self._optimizers):
@@ -842,6 +853,31 @@ class LRSchedule(Callback):
         self._write_all()
         self._plan_due = self._log_plan
         self._before_set_up = None
+
+    def _warn_kept_scale(self, trainer: Any) -> None:
+        """On resume without the :class:`~lr_callbacks.DivergenceWatchdog`: say so when the checkpoint's scales hold
+        its LR cut. They are kept, so that the LR goes on as the checkpoint's run trained (dropping them would change
+        it without being asked), but nothing gives them back now. Before, only Lightning's generic warning about a
+        callback missing from the checkpoint's said anything, and the run trained at the cut LR to its end."""
+        if any(isinstance(c, LRScaler) for c in trainer.callbacks):
+            return  # the watchdog sets its own scale at its train start, and gives its cut back itself
+        kept = [(g.tag, g.scale) for groups in self._table for g in groups if g.scale != 1.0]
+        if not kept:
+            return
+        when = f" at step {self._scaled_at}" if self._scaled_at is not None else ""
+        scales = ", ".join(f"{tag!r} {scale:.3g}" for tag, scale in kept)
+        ones = [[1.0] * len(groups) for groups in self._table]
+        warn_rank_zero(
+            trainer,
+            f"LRSchedule: resuming with the LR scales DivergenceWatchdog set{when} ({scales}), but this run has no "
+            "DivergenceWatchdog to give them back: the groups train at that share of the plan's LR for the rest of "
+            "the run. Keep DivergenceWatchdog in the callbacks to have the cut given back after a clean stretch "
+            "(`recover_after`); or, to train at the plan's LR from here, set the scales to 1 in the checkpoint before "
+            f"resuming (and drop the LRs it was to train at, which a resume compares with): ckpt = torch.load(path, "
+            f"weights_only=False); state = ckpt['callbacks'][{self.state_key!r}]; state['scales'] = {ones}; "
+            "state.pop('lrs'); torch.save(ckpt, path)",
+            stacklevel=4,
+        )
 
     def _warn_changed_schedule(self, saved: list[list[str]] | None) -> None:
         """On resume, when the LR goes on as before: say so when a group's schedule differs from the checkpoint's

@@ -469,6 +469,48 @@ def test_a_fit_continued_on_the_same_trainer_does_not_keep_a_cut_the_new_watchdo
     assert schedule.scales == [[1.0]] and model.seen_lrs[30:] == [0.1] * 10
 
 
+def test_a_resume_without_the_watchdog_keeps_its_cut_and_says_so(tmp_path):
+    """The watchdog cut the LR to 0.5 at step 25; the run resumes from step 30 without it. LRSchedule keeps the cut
+    (the LR goes on as the checkpoint's run trained, 0.05) and says so once: the scale per group, the step of the cut,
+    and the fix, which works (the checkpoint's scales set to 1 train at the plan's 0.1, without a word). Before, only
+    Lightning's generic warning about a callback missing from the checkpoint's said anything."""
+    options = dict(lower_after=2, lower_window=20, recover_after=None, reference_batch=False)
+    model, watchdog = DigitsModel(faults=Faults(loss_times={20: 1000.0, 25: 1000.0})), small(**options)
+    trainer = fit(tmp_path, model, [LRSchedule("constant", log_plan=False), watchdog], 30, logger=False)
+    assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(25, "lower_lr")]
+    path = tmp_path / "cut.ckpt"
+    trainer.save_checkpoint(path)
+
+    def resume(*watchdog: DivergenceWatchdog) -> tuple[DigitsModel, LRSchedule, list[str]]:
+        model, schedule = DigitsModel(), LRSchedule("constant", log_plan=False)
+        trainer = make_trainer(tmp_path, max_steps=34, callbacks=[schedule, *watchdog], logger=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, digits_loader(), ckpt_path=str(path))
+        return model, schedule, [str(w.message) for w in caught if "LRSchedule: resuming" in str(w.message)]
+
+    model, schedule, said = resume()
+    assert schedule.scales == [[0.5]] and model.seen_lrs == [0.05] * 4
+    assert len(said) == 1
+    assert said[0].startswith(
+        "LRSchedule: resuming with the LR scales DivergenceWatchdog set at step 25 ('group0' 0.5), but this run has no "
+        "DivergenceWatchdog to give them back"
+    )
+    assert "Keep DivergenceWatchdog in the callbacks" in said[0]
+    assert "state = ckpt['callbacks']['LRSchedule']; state['scales'] = [[1.0]]; state.pop('lrs')" in said[0]
+    # with the watchdog, which holds the cut and gives it back itself: nothing to say
+    model, schedule, said = resume(small(**options))
+    assert said == [] and schedule.scales == [[0.5]] and model.seen_lrs == [0.05] * 4
+    # the fix it names
+    ckpt = torch.load(path, weights_only=False)
+    state = ckpt["callbacks"]["LRSchedule"]
+    state["scales"] = [[1.0]]
+    state.pop("lrs")
+    torch.save(ckpt, path)
+    model, schedule, said = resume()
+    assert said == [] and schedule.scales == [[1.0]] and model.seen_lrs == [0.1] * 4
+
+
 @pytest.mark.parametrize("schedule_first", [True, False], ids=["schedule_first", "watchdog_first"])
 def test_under_fast_dev_run_the_watchdog_leaves_an_aside_schedule_aside(tmp_path, schedule_first):
     """``fast_dev_run`` smoke-tests the code on a few batches, and LRSchedule stands aside. Before, the watchdog set
