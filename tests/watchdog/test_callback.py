@@ -380,6 +380,55 @@ def test_lowering_the_lr_rescales_a_user_torch_scheduler(tmp_path):
         assert body == pytest.approx(0.1 * scale / (1 + 0.01 * k)) and head == pytest.approx(body / 10)
 
 
+TORCH_SCHEDULERS = {
+    # recursive: each step's LR is the group's last one (× gamma every 10 steps)
+    "StepLR": lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5),
+    # closed form, from the initial_lr, max_lr and min_lr it keeps in each group
+    "OneCycleLR": lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.1, total_steps=70, pct_start=0.25
+    ),
+    # closed form, from its base_lrs
+    "LambdaLR": lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 / (1.0 + 0.01 * k)),
+}
+
+
+class OwnScheduler(DigitsModel):
+    """DigitsModel (SGD, LR 0.1) with a torch scheduler of its own, stepped every step, instead of LRSchedule."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scheduler_name = name
+
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        scheduler = TORCH_SCHEDULERS[self.scheduler_name](optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_SCHEDULERS))
+def test_a_cut_of_a_user_torch_scheduler_is_kept_and_given_back(tmp_path, name):
+    """The user's scheduler writes group['lr'] every step: the watchdog's cut at step 25 holds through its steps (a
+    StepLR decay at step 30 included) and the clean stretch gives it back at step 40, each step at the scheduler's
+    own LR times the scale (the same scheduler stepped alone is the reference), and ``watchdog/lr_scale`` logs that
+    scale at every step."""
+    watchdog = small(lower_after=2, lower_window=20, recover_after=15, reference_batch=False)
+    model = OwnScheduler(name, faults=Faults(loss_times={20: 1000.0, 25: 1000.0}))
+    fit(tmp_path, model, [watchdog], 60)
+    assert [(e.step, e.action) for e in watchdog.events if e.action != "skip"] == [(25, "lower_lr"), (40, "raise_lr")]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    scheduler, alone = TORCH_SCHEDULERS[name](optimizer), []
+    for _ in range(60):
+        alone.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    scales = [0.5 if 25 <= k < 40 else 1.0 for k in range(60)]
+    assert model.seen_lrs == pytest.approx([lr * scale for lr, scale in zip(alone, scales)], rel=1e-12)
+    assert dict(read_scalars(tmp_path, "watchdog/lr_scale")) == dict(enumerate(scales))
+    # the update ratio, judged against the group's LR (the cut in it), under the group's lr/<group> name
+    assert [k for k, _ in read_scalars(tmp_path, "watchdog/update_ratio/group0")] == [0, 5, 10, 15, *range(30, 60, 5)]
+    assert watchdog.scale == 1.0
+
+
 def test_lowering_the_lr_scales_a_cosine_annealing_floor_with_it(tmp_path):
     """CosineAnnealingLR's ``eta_min`` is where its curve goes, not a clamp: left unscaled, it pulled a cut LR back
     up (the head group, cut from 0.0050 to 0.0025 at step 22, climbed back to 0.0040 by step 29; the body's cut
