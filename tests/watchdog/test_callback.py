@@ -750,6 +750,29 @@ def test_a_fault_in_the_third_micro_batch_skips_the_whole_step_and_puts_batchnor
     assert not all(map(torch.equal, model.statistics[(19, "end")], model.statistics[(19, "start")]))  # they move
 
 
+class NoneGroupBeforeTheFault(NormedMicroBatches):
+    """NormedMicroBatches whose every micro-batch of step ``at - 1`` returns ``None`` (after its forward pass)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        loss = super().training_step(batch, batch_idx)
+        return None if torch.is_grad_enabled() and self.global_step == self.at - 1 else loss
+
+
+def test_an_all_none_accumulation_group_keeps_its_batchnorm_updates_when_the_next_step_is_skipped(tmp_path):
+    """Every micro-batch of step 19 returns ``None`` (no update; Lightning still counts the step), and step 20 is
+    skipped for a NaN input. Only step 20's forward passes are put back: BatchNorm ends step 20 with the statistics
+    step 19's four forward passes left, as it would without the watchdog (its capture is taken at each step's first
+    micro-batch, and ``global_step`` moves on after an all-``None`` step too). No defect found; not covered before."""
+    model = NoneGroupBeforeTheFault(at=20, none_first=False)
+    watchdog = small()
+    fit(tmp_path, model, [watchdog], 24, accumulate_grad_batches=4, logger=False)
+    assert [(e.step, e.signal, e.action) for e in watchdog.events] == [(20, "non_finite", "skip")]
+    assert all(map(torch.equal, model.statistics[(20, "end")], model.statistics[(20, "start")]))
+    assert all(map(torch.equal, model.statistics[(19, "end")], model.statistics[(20, "start")]))
+    assert not any(map(torch.equal, model.statistics[(19, "end")][:2], model.statistics[(19, "start")][:2]))
+    assert model.statistics[(20, "end")][2] == model.statistics[(19, "start")][2] + 4  # 19's passes counted
+
+
 def test_manual_optimization_is_refused_with_the_reason(tmp_path):
     class Manual(DigitsModel):
         def __init__(self) -> None:
