@@ -12,6 +12,7 @@ from typing import Any
 from lr_callbacks.core.compat import callback_named, optimizer_steps
 from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
+from lr_callbacks.core.logs import unique
 from lr_callbacks.core.lr_model import as_float, require_lr_groups
 from lr_callbacks.schedule.shapes import Schedule
 from lr_callbacks.schedule.transformers import TransformersSchedule
@@ -30,7 +31,6 @@ __all__ = [
     "refuse_unusable",
     "resolve_run",
     "short_epoch",
-    "unique",
     "warn_manual_max_steps",
 ]
 
@@ -400,30 +400,3 @@ def warn_manual_max_steps(trainer: Any, optimizers: Sequence[Any]) -> None:
         "Set Trainer(max_epochs=...) instead of max_steps, or give the schedule's durations in steps",
         stacklevel=3,
     )
-
-
-def unique(names: list[str]) -> list[str]:
-    """Make repeated names distinct, as LearningRateMonitor does: ``Adam``, ``Adam-1``; a suffix never takes a name
-    given to another (before, groups named ``a``, ``a``, ``a-1`` were all tagged ``a``, ``a-1``, ``a-1``: two
-    groups on one TensorBoard tag, and ``peak_lrs={"a-1": ...}`` set both).
-
-    >>> unique(["Adam", "SGD", "Adam"])
-    ['Adam', 'SGD', 'Adam-1']
-    >>> unique(["a", "a", "a-1"])
-    ['a', 'a-2', 'a-1']
-    """
-    taken = set(names)  # each given name stays its first holder's
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        if name not in seen:
-            seen[name] = 0
-            out.append(name)
-            continue
-        suffix = seen[name] + 1
-        while f"{name}-{suffix}" in taken:
-            suffix += 1
-        seen[name] = suffix
-        taken.add(f"{name}-{suffix}")
-        out.append(f"{name}-{suffix}")
-    return out

@@ -28,7 +28,7 @@ from lr_callbacks.core.compat import (
     to_device,
     unscale_fused,
 )
-from lr_callbacks.core.logs import log_cadence, log_scalars, log_text
+from lr_callbacks.core.logs import group_names, log_cadence, log_scalars, log_text
 from lr_callbacks.core.lr_model import (
     as_float,
     find_lr_schedule,
@@ -986,7 +986,7 @@ class DivergenceWatchdog(Callback):
     def _record_update(
         self, step: int, ratios: list[float], lrs: list[float], grad_norm: float, optimizer: Any
     ) -> Decision:
-        names = _group_names(optimizer)
+        names = group_names(optimizer)
         decision = self._policy.record_update(step, dict(zip(names, zip(ratios, lrs))), grad_norm)
         if step % self._log_every == 0 or decision.incidents:
             log_scalars(self._trainer, {f"watchdog/update_ratio/{n}": r for n, r in zip(names, ratios)}, step)
@@ -1158,7 +1158,7 @@ class DivergenceWatchdog(Callback):
         if pending is None or not trainer.optimizers:
             return False
         *ratios, grad_norm = pending.reshape(-1).tolist()  # the same values on every rank (global norms)
-        return self._policy.would_cut(dict(zip(_group_names(trainer.optimizers[0]), zip(ratios, lrs))), grad_norm)
+        return self._policy.would_cut(dict(zip(group_names(trainer.optimizers[0]), zip(ratios, lrs))), grad_norm)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -1300,9 +1300,3 @@ def _total_steps(trainer: Any) -> int | None:
     except Exception:  # no loader length and no max_steps: Lightning cannot tell
         return None
     return total or None  # a run of 0 steps has no length to be relative to
-
-
-def _group_names(optimizer: Any) -> list[str]:
-    """The update-ratio signal's name for each group: its ``name``, else ``group<i>``, as in the ``lr/<group>`` tags
-    (the index alone, before, gave ``watchdog/update_ratio/0`` beside ``lr/group0``)."""
-    return [str(g.get("name", f"group{index}")) for index, g in enumerate(optimizer.param_groups)]

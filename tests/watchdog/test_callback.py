@@ -1346,6 +1346,31 @@ def test_the_update_ratio_is_logged_per_group_every_update_every_steps(tmp_path)
     assert all(0.0 < value < 1.0 for _, value in ratios)
 
 
+def test_groups_that_share_a_name_get_an_update_ratio_each_under_their_lr_tags(tmp_path):
+    """Two groups named ``w`` (0.1 and 0.01): ``lr/w`` and ``lr/w-1``, and an update ratio for each under the same
+    names. Before, both ratios went to one key, ``w``: only the second group's was logged and judged (the first
+    group, at ten times the LR, was never watched)."""
+
+    def same_names(module: TinyModel) -> torch.optim.Optimizer:
+        groups = [{"params": module.body.parameters(), "name": "w"}, {"params": module.head.parameters(), "name": "w"}]
+        groups[1]["lr"] = 0.01
+        return torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+    watchdog = small(update_every=2, log_every_n_steps=1)
+    trainer = make_trainer(tmp_path, max_steps=12, callbacks=[LRSchedule("constant"), watchdog])
+    trainer.fit(TinyModel(optimizer=same_names), loader(regression_data()))
+    tags = set(read_events(tmp_path).Tags()["scalars"])
+    assert {t for t in tags if t.startswith("lr/")} == {"lr/w", "lr/w-1"}
+    assert {t for t in tags if t.startswith("watchdog/update_ratio/")} == {
+        "watchdog/update_ratio/w",
+        "watchdog/update_ratio/w-1",
+    }
+    body, head = (read_scalars(tmp_path, f"watchdog/update_ratio/{name}") for name in ("w", "w-1"))
+    assert [step for step, _ in body] == [step for step, _ in head] == list(range(0, 12, 2))
+    assert [value for _, value in body] != [value for _, value in head]  # two groups, not one logged twice
+    assert set(watchdog.state_dict()["policy"]["updates"]) == {"w", "w-1"}  # both judged
+
+
 class NormedDigits(DigitsModel):
     """The digits MLP with BatchNorm, one of whose input samples turns NaN at step ``nan_at``; it records the
     running statistics after every step."""
