@@ -617,11 +617,18 @@ class DivergenceWatchdog(Callback):
         self._signals.shard_group = plain_shard_group(trainer.strategy)
         total = _total_steps(trainer)
         self._last_step = total - 1 if total else None
-        self._policy.configure(total, can_roll_back=self._snapshot_mode != "off")
+        self._configure_policy()
         if self._sync_every > 1:
             clip = self.config.outlier_action == "clip"
             self._judge = DeviceJudge(pl_module.device, self._sync_every, clip, int(trainer.world_size))
         self._signals.reset()
+
+    def _configure_policy(self) -> None:
+        """Resolve the policy's settings against this fit's run (its length read at fit start): the snapshot
+        cadence, ``recover_after`` and ``max_data_skips`` given as shares of the run, and whether a rollback has a
+        snapshot to go back to (not with ``snapshot="off"``)."""
+        total = None if self._last_step is None else self._last_step + 1
+        self._policy.configure(total, can_roll_back=self._snapshot_mode != "off")
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -1226,6 +1233,13 @@ class DivergenceWatchdog(Callback):
         if self._stage not in (None, "fit"):
             return  # trainer.test/validate(ckpt_path=...) loads every callback's state: not a resume
         self._policy.load_state_dict(state_dict["policy"])
+        if self._trainer is not None:
+            # a strategy that restores the checkpoint after its own set-up (ModelParallelStrategy, FSDP) loads this
+            # state after on_fit_start, where the settings were resolved against this fit's run: resolved again, as
+            # on one device or under DDP, whose on_fit_start comes after the load. Before, such a resume kept the
+            # checkpoint's: snapshot_every=2 and max_data_skips=3 where the resumed fit gave 5 and 7, "50%" of the
+            # checkpoint's 6-step run for recover_after in a 12-step one, and rollbacks under snapshot="off"
+            self._configure_policy()
         self._live = state_dict.get("live")
         self._saved_snapshot = state_dict.get("snapshot")
         self._restored_user = list(state_dict.get("user_states", []))

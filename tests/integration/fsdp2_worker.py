@@ -198,6 +198,24 @@ class LRs(pl.Callback):
         Path(self.out, f"{self.name}{trainer.global_rank}.json").write_text(json.dumps(self.lrs))
 
 
+class Settings(pl.Callback):
+    """Writes, per rank, the watchdog's settings resolved against the run, as a resumed fit starts training."""
+
+    def __init__(self, out: str, watchdog: DivergenceWatchdog) -> None:
+        self.out, self.watchdog = out, watchdog
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        state = self.watchdog._policy.state
+        record = {
+            "step": trainer.global_step,
+            "snapshot_every": state.snapshot_every,
+            "recover_steps": state.recover_steps,
+            "data_budget": state.data_budget,
+            "can_roll_back": state.can_roll_back,
+        }
+        Path(self.out, f"settings{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
 def halt_watchdog(snapshot: str = "host") -> DivergenceWatchdog:
     # without the reference batch (which would tell that these scripted spikes are bad data, skip them and never
     # roll back): the plain ladder, so that a rollback and a halt happen on the shards
@@ -255,6 +273,16 @@ def main(scenario: str, out: str) -> None:
         fit(out, [LRSchedule("cosine"), CutAt(5), keep, LRs(out, "full")], Faults(), 20)
         resumed = [LRSchedule("cosine"), LRs(out, "resumed")]
         fit(f"{out}/resumed", resumed, Faults(), 20, ckpt_path=f"{out}/ckpt/epoch=0-step=10.ckpt")
+        # the watchdog's state too comes after on_fit_start: a fit resumed for a longer run with other settings
+        # resolves them against its own run, as on one device
+        first = DivergenceWatchdog(snapshot_every=2, max_data_skips=3, recover_after="50%", flat_loss_steps=None)
+        keep = ModelCheckpoint(dirpath=f"{out}/watchdog", every_n_train_steps=3, save_top_k=-1)
+        fit(f"{out}/watchdog-full", [first, keep], Faults(), 6)
+        second = DivergenceWatchdog(
+            snapshot_every=5, max_data_skips=7, recover_after="50%", flat_loss_steps=None, snapshot="off"
+        )
+        callbacks = [second, Settings(out, second)]
+        fit(f"{out}/watchdog-resumed", callbacks, Faults(), 12, ckpt_path=f"{out}/watchdog/epoch=0-step=3.ckpt")
     else:
         raise SystemExit(f"unknown scenario {scenario!r}: together, halt, halt-disk or resume")
     torch.distributed.destroy_process_group()  # Lightning leaves it up; end it before the interpreter exits

@@ -150,7 +150,7 @@ def test_a_fault_on_one_rank_halts_both_at_the_same_step_with_a_distributed_chec
     assert resumed[0]["weights"] == record["weights"]
 
 
-def test_a_resume_keeps_the_lr_scale_the_schedule_held_at_the_checkpoint(tmp_path: Path) -> None:
+def test_a_resume_after_the_strategys_set_up_restores_the_callbacks_as_on_one_device(tmp_path: Path) -> None:
     # ModelParallelStrategy restores the callbacks' state after on_fit_start, where LRSchedule sets up its plan
     launch("resume", tmp_path)
     full, resumed = (
@@ -160,3 +160,16 @@ def test_a_resume_keeps_the_lr_scale_the_schedule_held_at_the_checkpoint(tmp_pat
     planned = [0.1 * Cosine()(k, total_steps=20) * (0.5 if k >= 5 else 1.0) for k in range(20)]
     assert full[0] == pytest.approx(planned, rel=1e-9)  # halved from step 5
     assert resumed[0] == pytest.approx(full[0][10:], rel=1e-12)  # steps 10-19 at the scale the checkpoint held
+
+    # and where the watchdog resolved its settings against the run: the resumed fit's (12 steps, snapshot_every=5,
+    # max_data_skips=7, recover_after 50% of it, snapshot="off": no rollback), as on one device or under DDP, not
+    # the checkpoint's 6-step fit's (2, 3, 3 steps, rollbacks). Before, the loaded state kept the checkpoint's
+    settings = [json.loads((tmp_path / f"settings{r}.json").read_text()) for r in (0, 1)]
+    assert settings[0] == settings[1]
+    assert settings[0] == {
+        "step": 3,
+        "snapshot_every": 5,
+        "recover_steps": 6,
+        "data_budget": 7,
+        "can_roll_back": False,
+    }
