@@ -725,6 +725,11 @@ class LRSchedule(Callback):
         states = checkpoint.get("optimizer_states")
         if isinstance(states, list) and all(isinstance(s, dict) and "param_groups" in s for s in states):
             self._checkpoint_lrs = [[as_float(g["lr"]) for g in s["param_groups"]] for s in states]
+        elif states is None and self._trainer is trainer and self._optimizers:
+            # a distributed checkpoint (ModelParallelStrategy) is loaded after on_fit_start, the optimizers' states in
+            # place and none of them here: the groups hold the checkpoint's LRs now. Before, such a resume was never
+            # told that the plan moved the LR (0.1 at the checkpoint, 0.08536 planned), as a resume on one device is
+            self._checkpoint_lrs = [[as_float(g["lr"]) for g in o.param_groups] for o in self._optimizers]
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

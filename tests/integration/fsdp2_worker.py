@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -216,6 +217,23 @@ class Settings(pl.Callback):
         Path(self.out, f"settings{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
+class Said(pl.Callback):
+    """Writes, per rank, the warnings LRSchedule gave during the fit."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.recording = warnings.catch_warnings(record=True)
+        self.caught = self.recording.__enter__()
+        warnings.simplefilter("always")
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        said = [str(w.message) for w in self.caught if str(w.message).startswith("LRSchedule")]
+        self.recording.__exit__(None, None, None)
+        Path(self.out, f"said{trainer.global_rank}.json").write_text(json.dumps(said))
+
+
 def halt_watchdog(snapshot: str = "host") -> DivergenceWatchdog:
     # without the reference batch (which would tell that these scripted spikes are bad data, skip them and never
     # roll back): the plain ladder, so that a rollback and a halt happen on the shards
@@ -274,14 +292,15 @@ def main(scenario: str, out: str) -> None:
         resumed = [LRSchedule("cosine"), LRs(out, "resumed")]
         fit(f"{out}/resumed", resumed, Faults(), 20, ckpt_path=f"{out}/ckpt/epoch=0-step=10.ckpt")
         # the watchdog's state too comes after on_fit_start: a fit resumed for a longer run with other settings
-        # resolves them against its own run, as on one device
+        # resolves them against its own run, as on one device; and an LRSchedule added on resume (the checkpoint has
+        # no state of its own) compares its plan with the LR the checkpoint's optimizer held
         first = DivergenceWatchdog(snapshot_every=2, max_data_skips=3, recover_after="50%", flat_loss_steps=None)
         keep = ModelCheckpoint(dirpath=f"{out}/watchdog", every_n_train_steps=3, save_top_k=-1)
         fit(f"{out}/watchdog-full", [first, keep], Faults(), 6)
         second = DivergenceWatchdog(
             snapshot_every=5, max_data_skips=7, recover_after="50%", flat_loss_steps=None, snapshot="off"
         )
-        callbacks = [second, Settings(out, second)]
+        callbacks = [LRSchedule("cosine", log_plan=False), second, Settings(out, second), Said(out)]
         fit(f"{out}/watchdog-resumed", callbacks, Faults(), 12, ckpt_path=f"{out}/watchdog/epoch=0-step=3.ckpt")
     else:
         raise SystemExit(f"unknown scenario {scenario!r}: together, halt, halt-disk or resume")

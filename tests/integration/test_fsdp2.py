@@ -173,3 +173,11 @@ def test_a_resume_after_the_strategys_set_up_restores_the_callbacks_as_on_one_de
         "data_budget": 7,
         "can_roll_back": False,
     }
+
+    # an LRSchedule added on resume says that its plan moves the LR from the checkpoint's (0.1, the SGD's own) to
+    # cosine's at step 3 of 12 (0.08536), once (rank 0), as on one device. Before, nothing was said: the distributed
+    # checkpoint's optimizer states are loaded in place, and the hook that read their LRs got none
+    said = [json.loads((tmp_path / f"said{r}.json").read_text()) for r in (0, 1)]
+    resumed_without = [m for m in said[0] if "from a checkpoint written without LRSchedule" in m]
+    assert len(resumed_without) == 1 and "LR 0.1 there" in resumed_without[0] and "0.08536" in resumed_without[0]
+    assert said[1] == []
