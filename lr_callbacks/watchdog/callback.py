@@ -1093,7 +1093,7 @@ class DivergenceWatchdog(Callback):
         self._restore_clipping(trainer)
         clear_stale_unscale(trainer)  # a batch whose training_step returned None was not stepped (see there)
         if trainer.optimizers:
-            self._updates.measure(trainer.optimizers[0], self._signals.shard_group)
+            self._updates.measure(trainer.optimizers[0], self._signals.shard_group, trainer.strategy.root_device)
         if self._halt_pending is not None:
             self._halt(trainer)
 

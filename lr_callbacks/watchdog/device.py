@@ -351,12 +351,17 @@ class UpdateProbe:
         self._lrs = [_step_size(g, lr) for g, lr in zip(groups, plan)]
         self._step = step
 
-    def measure(self, optimizer: torch.optim.Optimizer, shard_group: Any = None) -> None:
+    def measure(
+        self, optimizer: torch.optim.Optimizer, shard_group: Any = None, device: torch.device | None = None
+    ) -> None:
         """After the update: the ratio per group, kept on the device.
 
         The norms are :func:`~lr_callbacks.core.grads.global_norm`'s: of the whole weights when they are sharded
         (FSDP2 ``DTensor``s, or FSDP1's plain shards over ``shard_group``), the same on every rank; a sampled
-        group of ``DTensor``s is summed over the process groups that shard it.
+        group of ``DTensor``s is summed over the process groups that shard it. ``device``: where the norms are
+        reduced (the strategy's root device; by default the weights'). Under FSDP2 with ``CPUOffloadPolicy`` the
+        shards live on the host while the process group is NCCL's, which reduces only GPU tensors: before, the
+        norms were reduced on the weights' device there, a host tensor NCCL refuses.
         """
         before, self._before = self._before, None
         if before is None:
@@ -370,11 +375,11 @@ class UpdateProbe:
                 if not new:
                     ratios.append(torch.zeros((), device=home))  # an empty group: nothing moved
                     continue
-                device = local(new[0]).device
+                where = device if device is not None else local(new[0]).device
                 torch._foreach_sub_(old, new)  # the copy becomes θ_before − θ_after: no third copy of the weights
                 groups = shard_group if over is None else over
-                step_norm = global_norm(old, device, groups)
-                weight_norm = global_norm(new, device, groups)
+                step_norm = global_norm(old, where, groups)
+                weight_norm = global_norm(new, where, groups)
                 ratios.append((step_norm / weight_norm).float().to(home))
         norm = self._grad_norm
         if isinstance(norm, torch.Tensor):

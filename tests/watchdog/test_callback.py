@@ -282,6 +282,33 @@ def test_a_tensor_lr_is_not_read_back_between_reads():
     assert lrs == [pytest.approx(0.01)] and step == 5  # the LR of the measured update, not the one written since
 
 
+def test_the_update_ratio_is_reduced_on_the_device_it_is_given_not_the_weights(monkeypatch):
+    """Under FSDP2 with ``CPUOffloadPolicy`` the weight shards live on the host while the process group is NCCL's,
+    which reduces GPU tensors only: the callback passes the strategy's root device, and both norms are reduced
+    there. Before, they were reduced on the weights' device (the host), which NCCL refuses at the first measured
+    step. (No second device here: the device the norms are asked on is recorded.)"""
+    import lr_callbacks.watchdog.device as device_module
+
+    asked: list[torch.device] = []
+    real = device_module.global_norm
+
+    def recording(tensors, device, shard_group=None):
+        asked.append(device)
+        return real(tensors, torch.device("cpu"), shard_group)
+
+    monkeypatch.setattr(device_module, "global_norm", recording)
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    probe = UpdateProbe()
+    probe.arm(optimizer, step=5)
+    layer.weight.grad, layer.bias.grad = torch.ones(2, 4), torch.ones(2)
+    optimizer.step()
+    probe.measure(optimizer, device=torch.device("meta"))
+    assert asked == [torch.device("meta")] * 2
+    ratios, _, _ = probe.take()
+    assert ratios is not None and float(ratios[0]) > 0
+
+
 def test_auto_sync_every_is_8_on_an_accelerator_and_1_on_the_cpu():
     assert DEVICE_SYNC_EVERY == 8
     assert DivergenceWatchdog().sync_every_n_steps == 1  # before fit: not resolved yet
