@@ -369,7 +369,7 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
     loaders = _first_loader(loaders)
     recorder = _Recorder()
     device = trainer.strategy.root_device
-    total = torch.zeros(4, dtype=torch.float64, device=device)
+    total = torch.zeros(4, dtype=_sums_dtype(device), device=device)
     modes = [(m, m.training) for m in module.modules()]
     metric: Any = None
     module.eval()
@@ -384,11 +384,11 @@ def evaluate(trainer: Any, module: Any, loaders: Any, max_batches: float, monito
                 if isinstance(value, torch.nn.Module):  # a Metric, updated batch after batch: read at the end
                     metric = value
                     continue
-                value = value.to(device, torch.float64)
+                value = value.to(device, total.dtype)
                 one = _scalar(1.0, device)
                 total += torch.stack([value * weight, _scalar(weight, device), value * value * weight, one])
             if metric is not None:  # its value over the evaluation, as Lightning logs it (no spread between batches)
-                value = plain(torch.as_tensor(metric.compute()).detach()).to(device, torch.float64)
+                value = plain(torch.as_tensor(metric.compute()).detach()).to(device, total.dtype)
                 one = _scalar(1.0, device)
                 total += torch.stack([value, one, value * value, one])
     finally:
@@ -406,8 +406,24 @@ def _first_loader(loaders: Any) -> Any:
     return loaders
 
 
+def _sums_dtype(device: torch.device) -> torch.dtype:
+    """The sums' precision: float64, but float32 on Apple's MPS, which has no float64 (the confirm trials'
+    validation failed there before).
+
+    >>> _sums_dtype(torch.device("cpu")), _sums_dtype(torch.device("mps"))
+    (torch.float64, torch.float32)
+    """
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _scalar(value: float, device: torch.device) -> torch.Tensor:
-    return torch.tensor(float(value), dtype=torch.float64, device=device)
+    """``value`` as a 0-d tensor on ``device``, filled there: before, ``torch.tensor(value, device=...)`` copied it
+    from the host, two copies per validation batch, each of which waits for the GPU's queue under CUDA.
+
+    >>> _scalar(2.5, torch.device("cpu"))
+    tensor(2.5000, dtype=torch.float64)
+    """
+    return torch.full((), float(value), dtype=_sums_dtype(device), device=device)
 
 
 def _monitored(output: Any, recorder: _Recorder, monitor: str) -> tuple[Any, int]:
