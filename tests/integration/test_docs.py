@@ -262,6 +262,27 @@ def test_readme_schedule_examples_build() -> None:
     exec(compile(block, "README.md", "exec"), {})
 
 
+def test_readme_python_blocks_import_what_they_use() -> None:
+    """Each Python block of the README imports every name it uses but ``model`` and ``data`` (which the README
+    says stand for the user's module and data); the watchdog's block used ``pl`` and ``LRSchedule``, the finder's
+    ``pl``, without importing them."""
+    import ast
+    import builtins
+
+    blocks = _readme_blocks("python")
+    assert len(blocks) >= 4
+    for block in blocks:
+        tree = ast.parse(block)
+        bound = {"model", "data", *dir(builtins)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+        used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+        assert used - bound == set(), block
+
+
 #: Words the README uses for some of the numbers below.
 _WORDS = {0.25: "a quarter", 0.1: "a tenth", 0.5: "half", 2: "twice", (0.5, 1.0): "the probe's answer and half of it"}
 
