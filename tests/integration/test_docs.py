@@ -330,6 +330,8 @@ def test_readme_states_the_code_defaults() -> None:
         f"(`sync_every_n_steps={DEVICE_SYNC_EVERY}`, the GPU default)",
         f"`patience` ({watchdog['patience']}) of the last `window` ({watchdog['window']}) steps",
         f"the loss gate is stricter ({_WORDS[policy.GUARD_Z_SHARE]} the z threshold)",
+        f"`max_level_shift`, the largest factor by which the loss may step up and stay flat, "
+        f"{watchdog['max_level_shift']:g} by default",
     ]
     assert UPDATE_SAMPLE.bit_count() == 1  # a power of two, as the README writes it
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
