@@ -15,7 +15,7 @@ import torch
 from lr_callbacks import LRFinder, LRSchedule, preset
 from lr_callbacks.finder.ramp import sweep_lrs
 from lr_callbacks.finder.selection import choose, cooldown, rungs, trial_budget
-from tests.finder.helpers import FinderModel, sgd, shuffled
+from tests.finder.helpers import Capture, FinderModel, assert_same, sgd, shuffled
 from tests.finder.test_callback import HandWarmup
 from tests.finder.test_probe import EdgeModel
 from tests.helpers import loader, make_trainer, read_scalars, read_text, regression_data, stream
@@ -90,6 +90,30 @@ def test_default_trials_get_what_sweep_and_probe_leave_of_the_budget_or_none(tmp
     assert f"confirm trials: none, the sweep and the probe took the budget; answer **{result.chosen_lr:.3g}**" in (
         result.summary()
     )
+
+
+def test_on_a_run_long_enough_the_trials_run_in_what_sweep_and_probe_leave_of_35_percent_and_all_is_restored(tmp_path):
+    """A run of hundreds of steps (the benchmark's leave no trials): the trials run as rungs() of trial_budget(), the
+    whole finder stays within 35% of the run, everything is reported, and training starts from the state before it
+    (here under gradient accumulation: the budget and the trials count optimizer steps). No defect found; the path
+    where the default trials run was covered only with confirm_length."""
+    before, after = Capture(), Capture()
+    finder = LRFinder(confirm=True, apply=False)
+    trainer = make_trainer(
+        tmp_path, max_steps=400, accumulate_grad_batches=2, limit_val_batches=1.0, callbacks=[before, finder, after]
+    )
+    trainer.fit(FinderModel(optimizer=sgd()), shuffled(), val_loader())
+    result = finder.result
+    spent = len(result.lrs) + result.probe.steps
+    ((count, steps),) = rungs(2, budget=trial_budget(400, spent))
+    assert steps >= 8 and "trials_skipped" not in result.flags  # the trials ran
+    assert [(t.rung, len(t.losses)) for t in result.trials] == [(0, steps)] * count
+    assert result.steps_spent == spent + count * steps <= 0.35 * 400
+    assert read_scalars(tmp_path, "lr_finder/steps_spent") == [(0, result.steps_spent)]
+    for k, trial in enumerate(result.trials):
+        assert [v for _, v in read_scalars(tmp_path, f"lr_finder/trial{k}/loss")] == pytest.approx(trial.losses)
+    assert f"- cost: {result.steps_spent} optimizer steps" in result.summary()
+    assert_same(before.states[0], after.states[0])  # apply=False: weights, optimizer, RNG, loops, all as before
 
 
 def test_trials_skipped_without_a_probe_do_not_say_that_a_probe_took_the_budget_or_gave_the_answer(tmp_path):
