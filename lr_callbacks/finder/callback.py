@@ -55,7 +55,13 @@ from lr_callbacks.finder.driver import Batches, Driver
 from lr_callbacks.finder.probe import run_probe, warmup_of
 from lr_callbacks.finder.ramp import MODES, diverged, sweep_lrs
 from lr_callbacks.finder.result import FinderResult, Probe, Trial
-from lr_callbacks.finder.selection import cost_warning, readable_steps, sparse_sweep_warning, sweep_steps
+from lr_callbacks.finder.selection import (
+    cost_warning,
+    probe_cost_warning,
+    readable_steps,
+    sparse_sweep_warning,
+    sweep_steps,
+)
 from lr_callbacks.finder.stability import hold_steps, probe_flags
 from lr_callbacks.finder.trials import (
     CONFIRM_FACTORS,
@@ -457,6 +463,11 @@ class LRFinder(Callback):
                     probe: Probe | None = None
                     if self.probe and not isinstance(self.confirm, tuple) and analysis.lr is not None:
                         probe = run_probe(trainer, driver, snapshot, analysis.lr, schedule, losses)
+                        first_hold = probe.warmup_steps + probe.hold_steps
+                        total = run_of(trainer).total_steps
+                        overrun = probe_cost_warning(total, len(lrs), first_hold, probe.steps, len(probe.attempts))
+                        if overrun is not None and trainer.is_global_zero:
+                            warnings.warn(overrun, UserWarning, stacklevel=2)
                     trials: tuple[Trial, ...] = ()
                     choice, flags = None, analysis.flags + _probe_flags(probe)
                     anchor = probe.lr if probe is not None else analysis.lr  # the largest LR known to hold

@@ -26,6 +26,7 @@ __all__ = [
     "choose",
     "cooldown",
     "cost_warning",
+    "probe_cost_warning",
     "readable_steps",
     "rungs",
     "sparse_sweep_warning",
@@ -305,4 +306,36 @@ def cost_warning(run_steps: int | None, sweep: int, trials: int, defaults: bool 
         f"LRFinder: {spent} {'are planned to take' if len(parts) > 1 else 'is planned to take'} {total} optimizer "
         "steps, "
         f"{total / run_steps:.0%} of the training run ({run_steps} steps; more than {WARN_SHARE:.0%}); {advice}"
+    )
+
+
+def probe_cost_warning(
+    run_steps: int | None, sweep: int, first_hold: int, probe_steps: int, attempts: int
+) -> str | None:
+    """After the stability probe: a warning with the numbers when its halvings took the sweep and the probe past
+    :data:`WARN_SHARE` of the run, where the plan (the sweep and the probe's first hold, ``first_hold`` steps: what
+    :func:`cost_warning` counts before the sweep) stayed within it. Before, nothing said so: on a 3,000-step run
+    with a 15% warmup the first hold is 900 steps, and two halvings would have taken the finder to 93% of the run
+    without a word. ``probe_steps``: the steps its ``attempts`` (holds) ran. ``None`` when the probe stayed
+    within, or when :func:`cost_warning` already spoke.
+
+    >>> probe_cost_warning(240, 60, 20, 20, 1) is None, probe_cost_warning(240, 60, 20, 40, 2)[:62]
+    (True, "LRFinder: the stability probe halved the sweep's answer 1 time")
+    >>> probe_cost_warning(100, 60, 20, 60, 3) is None  # already over before the sweep: cost_warning said so
+    True
+    """
+    if not run_steps or attempts < 2:
+        return None
+    limit = WARN_SHARE * run_steps
+    spent = sweep + probe_steps
+    if spent <= limit or sweep + first_hold > limit:
+        return None
+    halvings = attempts - 1
+    return (
+        f"LRFinder: the stability probe halved the sweep's answer {halvings} time{'s' if halvings > 1 else ''} "
+        f"(the LR it held did not hold), each halving a hold of {first_hold} steps more: the sweep ({sweep} steps) "
+        f"and the probe ({probe_steps} steps) took {spent} optimizer steps, {spent / run_steps:.0%} of the training "
+        f"run ({run_steps} steps; more than the {WARN_SHARE:.0%} planned). The run itself is unchanged (everything "
+        "is restored); to spend less next time, set the LR the probe kept by hand (result.chosen_lr), or "
+        "probe=False to skip the probe and take the sweep's answer unchecked"
     )

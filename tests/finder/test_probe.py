@@ -4,6 +4,7 @@ suggestion that is unstable when held, keeps a stable one, replays LRSchedule's 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -127,6 +128,32 @@ def test_an_unstable_suggestion_is_halved_and_the_half_is_applied(tmp_path):
     assert result.probe.warmup_steps == 0 and result.probe.hold_steps == 20  # no LRSchedule: no known warmup
     assert len(first.losses) == len(second.losses) == 20
     assert result.steps_spent == len(result.lrs) + 40
+
+
+def test_a_halving_that_takes_the_finder_past_its_share_of_the_run_says_so(tmp_path):
+    """The plan (a 60-step sweep and a 20-step hold: 80 of 240 steps, 33%) stays within 35% of the run, so nothing
+    is said before the sweep; the halving adds a second hold (the sweep stops where the loss diverged, at 48 steps:
+    88 steps, 37%): a warning says so, with the numbers. Before, nothing did. A probe that holds at once says
+    nothing."""
+    suggestion = run(tmp_path / "a", edge=math.inf, probe=False)[0].suggestion
+
+    def fitted(root, edge):
+        finder = LRFinder(num_steps=60)
+        trainer = make_trainer(root, max_steps=240, callbacks=[finder], logger=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(EdgeModel(edge), shuffled())
+        return finder.result, [str(w.message) for w in caught if "LRFinder" in str(w.message)]
+
+    result, said = fitted(tmp_path / "b", 0.75 * suggestion)
+    spent = result.steps_spent
+    assert len(result.probe.attempts) == 2 and spent == len(result.lrs) + 40 and spent > 0.35 * 240
+    overrun = [m for m in said if "halved" in m]
+    assert len(overrun) == 1
+    assert f"took {spent} optimizer steps, {spent / 240:.0%} of the training run (240 steps" in overrun[0]
+    assert not [m for m in said if "planned to take" in m]  # the plan was within: no warning before the sweep
+    held, said = fitted(tmp_path / "c", math.inf)
+    assert len(held.probe.attempts) == 1 and not [m for m in said if "halved" in m]
 
 
 def test_a_candidate_unstable_at_every_halving_is_flagged_and_stops_at_a_quarter(tmp_path):
