@@ -8,11 +8,22 @@ global rank 0 only, so the other ranks do no rendering. A parameter group is nam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["group_names", "log_cadence", "log_image", "log_scalars", "log_text", "summary_writers", "unique"]
+__all__ = [
+    "given_names",
+    "group_names",
+    "log_cadence",
+    "log_image",
+    "log_scalars",
+    "log_text",
+    "names_of",
+    "summary_writers",
+    "unique",
+]
 
 
 def log_cadence(trainer: Any, chosen: int | None) -> int:
@@ -60,17 +71,65 @@ def log_text(trainer: Any, tag: str, text: str, step: int) -> None:
         writer.flush()
 
 
-def group_names(optimizer: Any) -> list[str]:
-    """The name of each parameter group of ``optimizer`` in the tags (``lr/<group>``,
-    ``watchdog/update_ratio/<group>``): its ``param_group["name"]``, else ``group<i>``, repeated names made
-    :func:`unique` (``decay``, ``decay-1``), so that no two groups share a tag.
+def given_names(optimizer: Any) -> list[str]:
+    """Each parameter group's ``param_group["name"]``, else ``group<i>``: the names :func:`group_names` starts from.
 
     >>> import torch
-    >>> groups = [{"params": [torch.zeros(1, requires_grad=True)], "name": "decay"} for _ in range(2)]
-    >>> group_names(torch.optim.SGD([*groups, {"params": [torch.zeros(1, requires_grad=True)]}], lr=0.1))
-    ['decay', 'decay-1', 'group2']
+    >>> given_names(torch.optim.SGD([{"params": [torch.zeros(1)], "name": "decay"}, {"params": [torch.zeros(1)]}]))
+    ['decay', 'group1']
     """
-    return unique([str(g.get("name", f"group{index}")) for index, g in enumerate(optimizer.param_groups)])
+    return [str(g.get("name", f"group{index}")) for index, g in enumerate(optimizer.param_groups)]
+
+
+def group_names(given: Sequence[str], named: Sequence[str] = ()) -> list[str]:
+    """The name of each parameter group in the tags (``lr/<group>``, ``watchdog/update_ratio/<group>``), so that no
+    two groups share a tag and no group is renamed once logged.
+
+    The groups ``named`` already keep their names: at fit start none are, and the groups there take their ``given``
+    names made :func:`unique` (``decay``, ``decay-1``); on resume they are the checkpoint's. A group added after
+    them (unfrozen mid-run) takes its given name or, taken, the first free ``<name>-<k>``. So groups ``a``, ``h``
+    and then ``a`` and ``a-1`` added one at a time are ``a``, ``h``, ``a-1``, ``a-1-1``: the first added kept the
+    ``a-1`` it was logged under. Named all at once they would be ``a``, ``h``, ``a-2``, ``a-1``, and a resumed run
+    would call the checkpoint's groups by other names: it keeps the checkpoint's (those that are
+    :func:`names_of` their groups).
+
+    Args:
+        given: each group's ``param_group["name"]``, else ``group<i>`` (:func:`given_names`).
+        named: the names of the first groups, kept (``()``: the groups at fit start, none named yet).
+
+    >>> group_names(["decay", "decay", "group2"])
+    ['decay', 'decay-1', 'group2']
+    >>> group_names(["a", "h", "a", "a-1"], named=["a", "h"]), group_names(["a", "h", "a", "a-1"])
+    (['a', 'h', 'a-1', 'a-1-1'], ['a', 'h', 'a-2', 'a-1'])
+    """
+    if not named:
+        return unique(list(given))
+    out = list(named[: len(given)])
+    taken = set(out)
+    for base in given[len(out) :]:
+        name, suffix = base, 0
+        while name in taken:
+            suffix += 1
+            name = f"{base}-{suffix}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def names_of(names: Sequence[str], given: Sequence[str]) -> bool:
+    """Whether :func:`group_names` could have named groups ``given`` so: each name is its group's given name or
+    that name with a suffix (``decay-2`` for ``decay``). A checkpoint's names are kept on resume when they are.
+
+    >>> names_of(["a", "h", "a-1", "a-1-1"], ["a", "h", "a", "a-1"]), names_of(["body", "head"], ["body", "neck"])
+    (True, False)
+    """
+    if len(names) != len(given):
+        return False
+    for name, base in zip(names, given):
+        suffix = name[len(base) + 1 :] if name.startswith(f"{base}-") else ""
+        if name != base and not (suffix.isascii() and suffix.isdigit()):
+            return False
+    return True
 
 
 def unique(names: list[str]) -> list[str]:

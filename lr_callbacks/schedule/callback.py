@@ -44,7 +44,7 @@ from lr_callbacks.core.compat import (
 )
 from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
-from lr_callbacks.core.logs import log_cadence, log_image, log_scalars, log_text
+from lr_callbacks.core.logs import given_names, group_names, log_cadence, log_image, log_scalars, log_text
 from lr_callbacks.core.lr_model import LRScaler, as_float, set_lr
 from lr_callbacks.schedule import setup
 from lr_callbacks.schedule.plan import UNKNOWN_LENGTH_PREVIEW, plan_image, plan_tables, sample_steps
@@ -964,14 +964,10 @@ class LRSchedule(Callback):
         """
         optimizer, groups = self._optimizers[index], self._table[index]
         run = self._require_run()
+        given = given_names(optimizer)
+        names = group_names(given, [g.name for g in groups])
         for j in range(len(groups), len(optimizer.param_groups)):
-            group = optimizer.param_groups[j]
-            taken = {g.name for g in groups}
-            name = str(group.get("name", f"group{j}"))
-            base, suffix = name, 0
-            while name in taken:
-                suffix += 1
-                name = f"{base}-{suffix}"
+            group, name, base = optimizer.param_groups[j], names[j], given[j]
             several = len(self._optimizers) > 1
             tag = f"{self._optimizer_names[index]}/{name}" if several else name
             keys = setup.group_keys(tag, name, base, self._optimizer_names[index] if several else None)

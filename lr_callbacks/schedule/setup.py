@@ -12,7 +12,7 @@ from typing import Any
 from lr_callbacks.core.compat import callback_named, optimizer_steps
 from lr_callbacks.core.console import warn_rank_zero
 from lr_callbacks.core.durations import Epochs, Run
-from lr_callbacks.core.logs import unique
+from lr_callbacks.core.logs import given_names, group_names, names_of, unique
 from lr_callbacks.core.lr_model import as_float, require_lr_groups
 from lr_callbacks.schedule.shapes import Schedule
 from lr_callbacks.schedule.transformers import TransformersSchedule
@@ -175,8 +175,8 @@ def build_table(
     known: set[str] = set()
     for index, optimizer in enumerate(optimizers):
         groups = []
-        given = [str(g.get("name", f"group{j}")) for j, g in enumerate(optimizer.param_groups)]
-        names = unique(given)
+        given = given_names(optimizer)
+        names = _restored_names(restored, index, given) if restored is not None else group_names(given)
         for j, (group, name) in enumerate(zip(optimizer.param_groups, names)):
             tag = f"{optimizer_names[index]}/{name}" if several else name
             keys = group_keys(tag, name, given[j], optimizer_names[index] if several else None)
@@ -184,7 +184,7 @@ def build_table(
             chosen = bind(for_group(group_schedules, keys, schedule), optimizer)
             peak, scale = for_group(peak_overrides, keys, None), 1.0
             if restored is not None:
-                peak, scale = _restored_group(restored, index, j, name)
+                peak, scale = float(restored["peaks"][index][j]), float(restored["scales"][index][j])
             elif peak is None:
                 peak = _configured_peak(group, tag)
             groups.append(GroupState(tag=tag, name=name, schedule=chosen, peak=peak, scale=scale))
@@ -230,14 +230,22 @@ def for_group(mapping: Mapping[str, Any], keys: Sequence[str], default: Any) -> 
     return next((mapping[key] for key in keys if key in mapping), default)
 
 
-def _restored_group(restored: Mapping[str, Any], index: int, j: int, name: str) -> tuple[float, float]:
-    saved = restored["names"][index][j]
-    if saved != name:
+def _restored_names(restored: Mapping[str, Any], index: int, given: Sequence[str]) -> list[str]:
+    """The checkpoint's names of optimizer ``index``'s groups, kept: groups added during its run were named as they
+    came (``a``, ``h``, then ``a-1``, ``a-1-1`` for groups named ``a`` and ``a-1``), which naming them all at once now
+    would not repeat (``a-2``, ``a-1``). Before, such a resume was refused, its names taken for other groups.
+
+    Raises:
+        ValueError: if a group's name is not the checkpoint's, nor a suffixed form of it.
+    """
+    saved = [str(name) for name in restored["names"][index]]
+    if not names_of(saved, given):
+        j, then, now = next((j, s, g) for j, (s, g) in enumerate(zip(saved, given)) if not names_of([s], [g]))
         raise ValueError(
-            f"LRSchedule: group {j} of optimizer {index} was {saved!r} in the checkpoint and is {name!r} now; "
+            f"LRSchedule: group {j} of optimizer {index} was {then!r} in the checkpoint and is {now!r} now; "
             "resume with the same configure_optimizers"
         )
-    return float(restored["peaks"][index][j]), float(restored["scales"][index][j])
+    return saved
 
 
 def check_restored_shape(restored: Mapping[str, Any], optimizers: Sequence[Any]) -> None:

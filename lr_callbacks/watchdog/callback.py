@@ -28,7 +28,7 @@ from lr_callbacks.core.compat import (
     to_device,
     unscale_fused,
 )
-from lr_callbacks.core.logs import group_names, log_cadence, log_scalars, log_text
+from lr_callbacks.core.logs import given_names, group_names, log_cadence, log_scalars, log_text, names_of
 from lr_callbacks.core.lr_model import (
     as_float,
     find_lr_schedule,
@@ -418,6 +418,7 @@ class DivergenceWatchdog(Callback):
         self._held: list[Row] = []  # device rows read early (at a checkpoint)
         # rebaseline()s announced while steps judged on the device wait to be read: (its step, its detail)
         self._rebaselines_due: list[tuple[int, str]] = []
+        self._group_names: list[str] = []  # each group's name in the tags, kept once given (see _names)
         # the stage of the trainer's last setup: a state loaded outside a fit (validate, test) is not kept
         self._stage: str | None = None
         self._paused = False
@@ -592,6 +593,7 @@ class DivergenceWatchdog(Callback):
         self._saved_snapshot, self._restored_user = None, []
         self._batches, self._rngs = [], []
         self._rebaselines_due = []
+        self._group_names = []
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -605,6 +607,8 @@ class DivergenceWatchdog(Callback):
             )
         self._reset_fit()
         self._trainer = trainer
+        if not self._group_names:  # a new run's groups, named as LRSchedule names them at fit start; on resume, kept
+            self._group_names = group_names(given_names(trainer.optimizers[0]))
         warn_weights_only(trainer)
         warn_averaging(trainer)
         self._halt_path = self._halt_checkpoint or os.path.join(trainer.default_root_dir, HALT_NAME)
@@ -993,13 +997,26 @@ class DivergenceWatchdog(Callback):
     def _record_update(
         self, step: int, ratios: list[float], lrs: list[float], grad_norm: float, optimizer: Any
     ) -> Decision:
-        names = group_names(optimizer)
+        names = self._names(optimizer)
         decision = self._policy.record_update(step, dict(zip(names, zip(ratios, lrs))), grad_norm)
         if step % self._log_every == 0 or decision.incidents:
             log_scalars(self._trainer, {f"watchdog/update_ratio/{n}": r for n, r in zip(names, ratios)}, step)
         for incident in decision.incidents:
             self._report(incident)
         return decision
+
+    def _names(self, optimizer: Any) -> list[str]:
+        """Each group's name in its update ratio's tag and in the policy's baselines, as in ``lr/<group>``
+        (:func:`~lr_callbacks.core.logs.group_names`): a group named keeps its name, one added since is named as it
+        comes, and a resumed run goes on with its checkpoint's names. Before, every group was named afresh at every
+        step: groups ``a``, ``h``, then ``a`` and ``a-1`` added, moved the first added from ``a-1`` to ``a-2`` (its
+        baseline given to the user's ``a-1``), while LRSchedule kept ``lr/a-1`` and tagged the user's ``a-1-1``."""
+        given = given_names(optimizer)
+        named = self._group_names[: len(given)]
+        if not names_of(named, given[: len(named)]):
+            named = []  # not these groups' names (the groups were replaced): named afresh
+        self._group_names = group_names(given, named)
+        return self._group_names
 
     def _probe(self, trainer: Any, pl_module: Any) -> Probe | None:
         """The live weights' loss on the newest snapshot's batches, evaluated only if the policy asks, and once per
@@ -1165,7 +1182,7 @@ class DivergenceWatchdog(Callback):
         if pending is None or not trainer.optimizers:
             return False
         *ratios, grad_norm = pending.reshape(-1).tolist()  # the same values on every rank (global norms)
-        return self._policy.would_cut(dict(zip(group_names(trainer.optimizers[0]), zip(ratios, lrs))), grad_norm)
+        return self._policy.would_cut(dict(zip(self._names(trainer.optimizers[0]), zip(ratios, lrs))), grad_norm)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -1224,6 +1241,7 @@ class DivergenceWatchdog(Callback):
             "reference": reference,  # the clean reference batch of the snapshot a resumed run starts from
             "reference_rngs": rngs,  # the RNG states its evaluation replays
             "update": self._updates.state_dict(),  # an update-ratio measurement not read yet
+            "group_names": list(self._group_names),  # a resumed run names its groups so (groups added mid-run)
         }
 
     @override
@@ -1248,6 +1266,7 @@ class DivergenceWatchdog(Callback):
         self._updates.load_state_dict(state_dict.get("update"))
         self._restored_reference = list(state_dict.get("reference", []))
         self._restored_rngs = list(state_dict.get("reference_rngs", []))
+        self._group_names = [str(name) for name in state_dict.get("group_names", [])]
         if self._policy.state.halted:
             log.warning("%s: resuming a halted run (%s); the rollback budget is renewed", OWNER, self.halt_reason)
             self._policy.state.halted = None

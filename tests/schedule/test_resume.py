@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lr_callbacks import LRFinder, LRSchedule
-from tests.helpers import TinyModel, loader, make_trainer, read_scalars
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
+from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
 
 TOTAL = 14
 
@@ -449,3 +449,73 @@ def test_a_resume_after_backbone_finetuning_unfroze_goes_on_in_either_order(
     resumed = run(tmp_path / "resumed", tmp_path / "whole" / f"step={at}.ckpt")
     assert [len(lrs) for lrs in resumed.seen_lrs] == [2] * (24 - at)
     assert resumed.seen_lrs == [pytest.approx(lrs, rel=1e-12) for lrs in whole.seen_lrs[at:]]
+
+
+class _Unfreezing(TinyModel):
+    """Groups ``a`` (the body's weight) and ``h`` (the head's weight); the biases start frozen, and
+    :class:`_Unfreeze` adds them mid-run as groups named ``a`` and then ``a-1``. ``resumed``: all four groups come from
+    ``configure_optimizers``, as they must for a fit resumed after they were added."""
+
+    def __init__(self, resumed: bool = False) -> None:
+        super().__init__()
+        self.resumed = resumed
+        for p in (self.body.bias, self.head.bias):
+            p.requires_grad_(resumed)
+
+    def added(self) -> dict[int, tuple[torch.nn.Parameter, str]]:
+        """The group added at the start of each step: its parameter and name."""
+        return {2: (self.body.bias, "a"), 4: (self.head.bias, "a-1")}
+
+    def configure_optimizers(self) -> Any:
+        groups: list[dict[str, Any]] = [
+            {"params": [self.body.weight], "name": "a"},
+            {"params": [self.head.weight], "lr": 0.01, "name": "h"},
+        ]
+        if self.resumed:
+            groups += [{"params": [p], "lr": 0.05, "name": name} for p, name in self.added().values()]
+        return torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+
+class _Unfreeze(pl.Callback):
+    """Unfreezes a bias of :class:`_Unfreezing` at the start of steps 2 and 4, in a group of its own at LR 0.05."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        assert isinstance(pl_module, _Unfreezing)
+        step, optimizer = trainer.global_step, trainer.optimizers[0]
+        if step in pl_module.added() and len(optimizer.param_groups) < 4:
+            param, name = pl_module.added()[step]
+            param.requires_grad_(True)
+            optimizer.add_param_group({"params": [param], "lr": 0.05, "name": name})
+
+
+def test_a_resume_after_groups_were_added_names_them_as_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Groups ``a``, ``h``; ``a`` and then ``a-1`` added mid-run: tagged ``a-1`` and ``a-1-1`` (each new name made
+    distinct from those taken; a group being logged is never renamed). Before, the resumed fit named its four
+    groups at once (``a``, ``h``, ``a-2``, ``a-1``) and refused the checkpoint ("group 2 of optimizer 0 was 'a-1' in
+    the checkpoint and is 'a-2' now"); and the watchdog, naming every group afresh at every step, moved the first
+    added group's update ratio from ``a-1`` to ``a-2`` once the user's ``a-1`` came, and logged that one's as ``a-1``
+    (beside ``lr/a-1-1``)."""
+
+    def run(root: Path, ckpt: Path | None = None) -> None:
+        callbacks: list[Any] = [LRSchedule("cosine", warmup="3 steps"), _Unfreeze(), DivergenceWatchdog()]
+        if ckpt is None:
+            callbacks.append(ModelCheckpoint(dirpath=root, every_n_train_steps=6, save_top_k=-1, filename="{step}"))
+        trainer = make_trainer(root, max_steps=10, enable_checkpointing=ckpt is None, callbacks=callbacks)
+        trainer.fit(_Unfreezing(resumed=ckpt is not None), loader(), ckpt_path=None if ckpt is None else str(ckpt))
+
+    def names(root: Path, prefix: str) -> set[str]:
+        return {tag[len(prefix) :] for tag in read_events(root).Tags()["scalars"] if tag.startswith(prefix)}
+
+    torch.manual_seed(0)
+    run(tmp_path / "whole")
+    tagged = {"a", "h", "a-1", "a-1-1"}
+    assert names(tmp_path / "whole", "lr/") == names(tmp_path / "whole", "watchdog/update_ratio/") == tagged
+    run(tmp_path / "resumed", tmp_path / "whole" / "step=6.ckpt")
+    assert names(tmp_path / "resumed", "lr/") == names(tmp_path / "resumed", "watchdog/update_ratio/") == tagged
+    for name in sorted(tagged):
+        whole = read_scalars(tmp_path / "whole", f"lr/{name}")
+        assert read_scalars(tmp_path / "resumed", f"lr/{name}") == [(s, lr) for s, lr in whole if s >= 6], name
+        # the update of step 5, measured before the checkpoint and read after it, is the resumed run's to log
+        whole = read_scalars(tmp_path / "whole", f"watchdog/update_ratio/{name}")
+        assert read_scalars(tmp_path / "resumed", f"watchdog/update_ratio/{name}") == whole[-1:], name
+        assert whole[-1][0] == 5
