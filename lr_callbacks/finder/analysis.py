@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -400,8 +401,15 @@ def _analyse(
 
 
 def _middle(lower: float, upper: float) -> float:
-    """The geometric middle of a range: halfway on the log axis."""
-    return math.sqrt(lower * upper)
+    """The geometric middle of a range: halfway on the log axis.
+
+    ``sqrt(lower * upper)`` wherever that product is finite and normal; beyond (LRs near 1e300 or subnormal), the
+    product overflowed to inf or underflowed to 0 and was answered as the LR, so the roots are taken apart.
+    """
+    product = lower * upper
+    if product >= sys.float_info.min and math.isfinite(product):
+        return math.sqrt(product)
+    return math.sqrt(lower) * math.sqrt(upper)
 
 
 def _no_descent(

@@ -228,6 +228,22 @@ def test_moving_the_curve_by_a_decade_and_a_half_moves_the_answer_by_as_much():
     assert log10(moved) - log10(base) == pytest.approx(-1.5, abs=0.06)
 
 
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e-309], ids=["near_1e300", "near_1e-300", "subnormal"])
+def test_a_curve_moved_to_the_ends_of_the_float_range_answers_the_lr_moved_by_as_much(scale):
+    """The answer is the range's geometric middle: taken as sqrt(lower * upper), the product overflowed to inf for
+    LRs near 1e300 (an answer of inf) and underflowed to 0 for LRs near 1e-300 (an answer of 0.0, below the range)."""
+    rng = random.Random(0)
+    flat_lrs = sweep_lrs(1e-7, 10.0, 100)
+    flat = [0.3 + (lr / 0.1) ** 2 + rng.gauss(0, 0.02) for lr in flat_lrs]  # read from its edge, (edge / 10, edge)
+    for lrs, losses in (swept(centre=1e-3, explode=0.3), (flat_lrs, flat)):
+        base = suggest_lr(lrs, losses)
+        moved = suggest_lr([lr * scale for lr in lrs], losses)
+        assert moved.range is not None and moved.flags == base.flags
+        lower, upper = moved.range
+        assert lower < moved.lr < upper
+        assert moved.lr / scale == pytest.approx(base.lr, rel=1e-6)
+
+
 def test_noise_and_spikes_move_it_little():
     clean = log10(suggest_lr(*swept()).lr)
     noisy = [log10(suggest_lr(*swept(noise=0.15, seed=s)).lr) for s in range(10)]
