@@ -114,7 +114,8 @@ class LRFinder(Callback):
     The curve is analysed without smoothing lag (:func:`~lr_callbacks.suggest_lr`): a suggestion, a range
     and flags. The ramp's edge is not the run's: the ramp holds each LR for one step, the run holds its peak
     for many. So a **stability probe** then replays the run's warmup from the restored state and holds the
-    suggestion for ``max(20, 2 × warmup)`` steps; if the loss ends significantly above where the hold began
+    suggestion for ``max(20, 2 × warmup)`` steps (under a ``DivergenceWatchdog``'s cut where one is held, as the
+    run after the choice trains); if the loss ends significantly above where the hold began
     (or above the loss it started from), or the gradient norm grows geometrically, or the hold ends no lower
     than the loss it started from (an LR past the edge can leave the model stuck there), it halves the
     suggestion and tries again, at most twice, and keeps the first stable hold that made progress, else the

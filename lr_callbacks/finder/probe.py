@@ -13,6 +13,11 @@ The warmup is ``LRSchedule``'s, from the current step to where the schedule firs
 one longer than a tenth of the run is replayed compressed into a tenth (its shape kept), so that the probe
 stays short beside the run. Without ``LRSchedule`` the warmup is unknown and the candidate is held from the
 first step.
+
+The candidate is the peak, and the probe trains at what the run after the choice would train at: under a
+``DivergenceWatchdog``'s cut (the shared LR model's scale, :func:`~lr_callbacks.core.lr_model.lr_scale`) the
+warmup's LRs and the hold are ``candidate × cut``, as the trials'. Before, the warmup was replayed under the cut but
+the raw candidate held (×2 the warmup's end under a ×0.5 cut), so the verdict was about an LR the run would not get.
 """
 
 from __future__ import annotations
@@ -104,8 +109,8 @@ def _attempt(
             assert step_batches is not None
             if step < replayed:
                 driver.set_lrs(_warmup_lrs(schedule, lr, step, replayed, real))
-            else:
-                driver.set_lr(lr)
+            else:  # under the watchdog's cut, as the warmup's LRs (lr_at) and the run after the choice
+                driver.set_lr(lr * driver.lr_scale)
             output = driver.step(step_batches, step)
             if output is None:
                 continue

@@ -112,7 +112,8 @@ class ProbeAttempt(_Record):
     """One hold of the stability probe: the warmup, then ``lr`` held.
 
     Attributes:
-        lr: the reference group's LR held.
+        lr: the reference group's peak LR held (trained at ``lr`` × the watchdog's cut where one is held, as the run
+            after the choice trains).
         verdict: ``"stable"``, ``"loss_rose"``, ``"grad_norm_grew"`` or ``"nonfinite"``.
         losses: the training loss of every step of the hold (after the warmup).
         grad_norms: the gradient norm of every step of the hold.

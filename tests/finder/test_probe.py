@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from lr_callbacks import LRFinder, LRSchedule, find_lr
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule, find_lr
+from lr_callbacks.core.lr_model import lr_scale
 from lr_callbacks.finder.probe import warmup_of
 from lr_callbacks.finder.result import Probe
 from lr_callbacks.finder.stability import HOLD_MIN_STEPS, MAX_HALVINGS, hold_steps, hold_verdict
@@ -209,6 +210,54 @@ def test_when_no_held_lr_makes_progress_the_suggestion_stands(tmp_path):
     assert [a.lr for a in result.probe.attempts] == [suggestion, suggestion / 2, suggestion / 4]
     assert result.probe.stable and result.chosen_lr == suggestion
     assert "probe_no_progress" in result.flags and "probe_stalled" not in result.flags
+
+
+class _AtEpochStart(pl.Callback):
+    """How many ``training_step`` calls the model had made when epoch ``epoch`` began (before a finder listed after
+    it runs there), and the watchdog's cut of the LR then."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.calls, self.cut = epoch, -1, math.nan
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            self.calls, self.cut = len(pl_module.calls), lr_scale(trainer)
+
+
+@pytest.mark.parametrize("schedule", [None, "warmup"])
+def test_a_probe_mid_fit_holds_the_candidate_under_the_watchdogs_cut_as_the_run_after_the_choice_trains(
+    tmp_path, schedule
+):
+    """A cut held when the finder runs at epoch 1 (×0.5 without LRSchedule): the run after the choice trains at
+    answer × cut (the shared LR model), and so do the trials, but the probe held the raw candidate: its verdict was
+    about an LR 2× the one the run would get, and with LRSchedule its warmup, replayed under the cut, ended far below
+    the hold that followed it."""
+
+    def spikes(step, loss):  # ×100 losses in the first epoch (50 steps): the watchdog rolls back and cuts the LR
+        return loss * 100.0 if step in (20, 24, 28) else loss
+
+    model = FinderModel(optimizer=sgd(0.05, 0.005), loss_hook=spikes)
+    watchdog = DivergenceWatchdog(warmup_steps=10, recover_after=40, cooldown_steps=5, lower_after=3, snapshot_every=5)
+    finder = LRFinder(num_steps=30, epochs=[1], at_fit_start=False)
+    marker = _AtEpochStart(1)
+    callbacks = [watchdog, marker, finder]
+    if schedule is not None:  # the warmup still ahead at the finder (to step 59), replayed before the hold
+        callbacks.append(LRSchedule("cosine", warmup="60 steps", log_plan=False))
+    trainer = make_trainer(tmp_path, callbacks=callbacks, max_epochs=2, logger=False)
+    trainer.fit(model, shuffled(n=400))
+    cut = marker.cut
+    assert cut < 1.0 and (schedule is not None or cut == 0.5)  # the cut the watchdog held at epoch 1
+    result, probe = finder.result, finder.result.probe
+    assert probe is not None and probe.warmup_steps == (0 if schedule is None else 9)
+    start = marker.calls + len(result.lrs)
+    for attempt in probe.attempts:
+        calls = [lr for lr, _ in model.calls[start : start + attempt.steps]]
+        assert calls[probe.warmup_steps :] == pytest.approx([attempt.lr * cut] * (attempt.steps - probe.warmup_steps))
+        if schedule is not None:  # the replayed warmup climbs to the hold, not to a fraction of it
+            assert calls[probe.warmup_steps - 1] == pytest.approx(attempt.lr * cut * 59 / 60)  # step 58 of 60
+        start += attempt.steps
+    warmup = 1.0 if schedule is None else 51 / 60  # the run goes on at step 50 of its warmup
+    assert model.calls[start][0] == pytest.approx(result.chosen_lr * cut * warmup)  # the run after the choice
 
 
 def test_probe_false_and_a_list_of_confirm_candidates_run_no_probe(tmp_path):
