@@ -150,8 +150,9 @@ class LRFinder(Callback):
     x = the run's step, at which Lightning logs the run's metrics: ``global_step``, or with several optimizers
     stepped by hand the training steps, which ``global_step`` counts once per optimizer), the image
     ``lr_finder/curve`` and the text ``lr_finder/summary``; a run at epoch ``e`` logs its curve under
-    ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss`` (x = trial) and
-    ``.../trial<k>/loss``. A progress bar shows when the trainer shows one.
+    ``lr_finder/epoch<e>/...``. Trials: ``.../trial_lr``, ``.../trial_val_loss`` (x = trial),
+    ``.../trial<k>/loss``, and ``.../start_val_loss`` (x = the run's step: the state they were compared with). A
+    progress bar shows when the trainer shows one.
 
     On resume from a checkpoint it does not run again: its results are in its ``state_dict``. Nor does it run at
     the start of a fit resumed past step 0 from a checkpoint written without its run there (a warning says so):
@@ -470,13 +471,14 @@ class LRFinder(Callback):
                         if overrun is not None and trainer.is_global_zero:
                             warnings.warn(overrun, UserWarning, stacklevel=2)
                     trials: tuple[Trial, ...] = ()
+                    start = (math.nan, math.nan)  # the score of the state the trials start from, when they run
                     choice, flags = None, analysis.flags + _probe_flags(probe)
                     anchor = probe.lr if probe is not None else analysis.lr  # the largest LR known to hold
                     # a listed candidate's trial would run at the LR the step writes, as the sweep did: none is tried
                     lrs_to_try = candidates(self.confirm, anchor) if stop != "lr_overridden" else ()
                     if lrs_to_try:
                         spent = len(lrs) + (probe.steps if probe is not None else 0)
-                        trials, chosen = run_trials(
+                        trials, chosen, start = run_trials(
                             trainer,
                             module,
                             driver,
@@ -511,6 +513,8 @@ class LRFinder(Callback):
             choice=choice,
             seconds=time.perf_counter() - started,
             window=self.window,
+            start_val_loss=start[0],
+            start_se=start[1],
         )
 
     def _sweep_length(self, trainer: Any, schedule: Any = None) -> int:
@@ -604,6 +608,9 @@ class LRFinder(Callback):
             log_scalars(trainer, {**values, f"{prefix}/trial_se": trial.se, f"{prefix}/trial_rung": trial.rung}, index)
             for step, loss in enumerate(trial.losses):
                 log_scalars(trainer, {f"{prefix}/trial{index}/loss": loss}, step)
+        if result.trials:  # what the trials were compared with (trials_failed: every candidate ended above it)
+            start = {f"{prefix}/start_val_loss": result.start_val_loss, f"{prefix}/start_se": result.start_se}
+            log_scalars(trainer, start, result.global_step)
         for index, attempt in enumerate(result.probe.attempts if result.probe is not None else ()):
             held = {f"{prefix}/probe_lr": attempt.lr, f"{prefix}/probe_stable": float(attempt.verdict == "stable")}
             log_scalars(trainer, {**held, f"{prefix}/probe_progressed": float(attempt.hold.progressed)}, index)

@@ -259,6 +259,10 @@ class FinderResult(_Record):
         choice: the LR the trials chose (``None`` without trials).
         seconds: the wall time the finder took (sweep, probe and trials).
         window: the smoothing window the analysis used (decades; ``suggest_lr``'s ``window``).
+        start_val_loss: the validation loss of the state the trials started from (scored once, untrained): what
+            every candidate of the last rung was compared with, ``trials_failed`` when all ended above it by more
+            than 2 standard errors (or diverged); NaN when no trial ran, and in a result saved before it was kept.
+        start_se: the standard error of ``start_val_loss`` (the spread between validation batches); NaN with it.
 
     >>> r = FinderResult(lrs=(1e-3, 1e-2), losses=(1.0, 0.5), grad_norms=(2.0, 1.0), suggestion=1e-2,
     ...                  range=(1e-3, 1e-2), flags=(), method="default", stop_reason="completed")
@@ -284,6 +288,8 @@ class FinderResult(_Record):
     choice: float | None = None
     seconds: float = field(default=0.0, compare=False)  # wall time differs between identical runs
     window: float = DEFAULT_WINDOW
+    start_val_loss: float = math.nan
+    start_se: float = math.nan
 
     @property
     def chosen_lr(self) -> float | None:
@@ -325,7 +331,8 @@ class FinderResult(_Record):
         )
 
     def summary(self) -> str:
-        """A markdown summary: the answer, the flags explained, the other methods, the trials."""
+        """A markdown summary: the answer, the flags explained, the other methods, the trials and the state they
+        started from."""
         lines = [
             f"**LR finder** at step {self.global_step} (epoch {self.epoch}): {len(self.lrs)} steps from "
             f"{_fmt(self.lrs[0] if self.lrs else None)} to {_fmt(self.lrs[-1] if self.lrs else None)}, "
@@ -355,6 +362,12 @@ class FinderResult(_Record):
             lines += ["", "| method | LR |", "|---|---|"]
             lines += [f"| {name} | {_fmt(lr)} |" for name, lr in alternatives.items()]
         if self.trials:
+            if not math.isnan(self.start_val_loss):  # what the trials were compared with (trials_failed: all above)
+                lines += [
+                    "",
+                    f"The state the trials started from: validation loss {self.start_val_loss:.6g} "
+                    f"± {self.start_se:.2g}.",
+                ]
             lines += ["", "| trial | rung | steps | peak LR | validation loss | ± |", "|---|---|---|---|---|---|"]
             lines += [
                 f"| {i} | {t.rung} | {len(t.losses)} | {_fmt(t.lr)} | {t.val_loss:.6g} | {t.se:.2g} |"
@@ -383,6 +396,8 @@ class FinderResult(_Record):
             "choice": self.choice,
             "seconds": self.seconds,
             "window": self.window,
+            "start_val_loss": self.start_val_loss,
+            "start_se": self.start_se,
         }
 
     @classmethod
@@ -405,6 +420,8 @@ class FinderResult(_Record):
             choice=data.get("choice"),
             seconds=float(data.get("seconds", 0.0)),
             window=float(data.get("window", DEFAULT_WINDOW)),
+            start_val_loss=_number(data.get("start_val_loss")),
+            start_se=_number(data.get("start_se")),
         )
 
     def plot(self) -> Any:
@@ -419,6 +436,11 @@ class FinderResult(_Record):
         _, canvas = _curve_figure(self)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _number(value: Any) -> float:
+    """A saved float, NaN where it is missing (a result saved before the field was kept) or ``None``."""
+    return math.nan if value is None else float(value)
 
 
 def _fmt(value: float | None) -> str:

@@ -153,13 +153,16 @@ def run_trials(
     schedule: Any,
     anchor: float | None = None,
     spent: int = 0,
-) -> tuple[tuple[Trial, ...], Choice]:
-    """Every rung's trials (each from ``snapshot``) and the choice; the caller restores the snapshot afterwards.
+) -> tuple[tuple[Trial, ...], Choice, tuple[float, float]]:
+    """Every rung's trials (each from ``snapshot``), the choice, and the score of the state they start from
+    (validation loss and standard error: what the last rung is compared with); the caller restores the snapshot
+    afterwards.
 
     ``anchor`` is the probe's answer (or the sweep's with a list of candidates): the choice unless another
     candidate is better beyond noise. ``spent``: the steps the sweep and the probe took. When the default
     budget leaves the last rung under :data:`~lr_callbacks.finder.selection.MIN_TRIAL_STEPS`, no trial runs:
-    the result is no trials and ``Choice(None, inconclusive=False)`` (the caller flags ``trials_skipped``).
+    the result is no trials, ``Choice(None, inconclusive=False)`` (the caller flags ``trials_skipped``) and no
+    score (NaN).
 
     Raises:
         ValueError: if the trainer has no validation data, or a trial would be 0 steps long.
@@ -168,7 +171,7 @@ def run_trials(
     plan = plan_trials(trainer, len(lrs), length, spent)
     if length is None and plan[-1][1] < MIN_TRIAL_STEPS:
         log.info("LRFinder: the budget leaves %d steps per confirm trial, too few to tell; none run", plan[-1][1])
-        return (), Choice(None, False)
+        return (), Choice(None, False), (math.nan, math.nan)
     # the state every trial starts from, not trained on: the sweep (or the probe's last hold) left other weights
     snapshot.restore()
     start, start_error = _score(trainer, module, monitor)
@@ -193,9 +196,9 @@ def run_trials(
             monitor,
             start,
         )
-        return tuple(trials), Choice(None, False, failed=True)
+        return tuple(trials), Choice(None, False, failed=True), (start, start_error)
     choice = choose([t.lr for t in rung], scores, errors, anchor, too_short)
-    return tuple(trials), choice
+    return tuple(trials), choice, (start, start_error)
 
 
 def _score(trainer: Any, module: Any, monitor: str) -> tuple[float, float]:

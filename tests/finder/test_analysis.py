@@ -542,6 +542,21 @@ def test_the_result_round_trips_and_chooses_the_best_finite_trial():
     assert result(trials=(Trial(1e-3, math.inf),)).chosen_lr == result().suggestion
 
 
+def test_the_score_of_the_trials_start_round_trips_and_an_older_result_without_it_loads():
+    """``start_val_loss``/``start_se`` (what the trials were compared with) are saved and read back, shown with
+    the trials; a result saved before they were kept loads with NaN and no such line."""
+    trials = (Trial(1e-3, 0.5, (1.0, 0.9), 0.01), Trial(2e-3, 0.6, (1.0, 0.8), 0.01))
+    r = result(trials=trials, flags=("trials_failed",), start_val_loss=0.412, start_se=0.0103)
+    back = FinderResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back == r and (back.start_val_loss, back.start_se) == (0.412, 0.0103)
+    assert "The state the trials started from: validation loss 0.412 ± 0.01." in r.summary()
+    old = {k: v for k, v in r.to_dict().items() if k not in ("start_val_loss", "start_se")}
+    loaded = FinderResult.from_dict(old)
+    assert math.isnan(loaded.start_val_loss) and math.isnan(loaded.start_se) and loaded.trials == trials
+    summary = loaded.summary()
+    assert "The state the trials started from:" not in summary and "| 1 | 0 | 2 | 0.002 | 0.6 |" in summary
+
+
 def test_a_result_with_nan_and_inf_is_equal_to_itself_after_json_and_pickle():
     """A diverged sweep (NaN from the blow-up on, in the losses and the smoothed curve), a probe attempt that turned
     NaN (its rise, margin, ... NaN), trials with an inf validation loss and a NaN loss. Before, ``==`` held a NaN equal

@@ -12,9 +12,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lr_callbacks import LRFinder, LRSchedule, preset
+from lr_callbacks import FinderResult, LRFinder, LRSchedule, preset
 from lr_callbacks.finder.ramp import sweep_lrs
-from lr_callbacks.finder.selection import choose, cooldown, rungs, trial_budget
+from lr_callbacks.finder.selection import all_worse, choose, cooldown, rungs, trial_budget
 from tests.finder.helpers import Capture, FinderModel, assert_same, sgd, shuffled
 from tests.finder.test_callback import HandWarmup
 from tests.finder.test_probe import EdgeModel
@@ -87,6 +87,7 @@ def test_default_trials_get_what_sweep_and_probe_leave_of_the_budget_or_none(tmp
     assert result.probe.steps >= 20 and len(result.lrs) + result.probe.steps > 35
     assert result.trials == () and "trials_skipped" in result.flags and "trials_inconclusive" not in result.flags
     assert result.choice is None and result.chosen_lr == result.probe.lr
+    assert math.isnan(result.start_val_loss) and math.isnan(result.start_se)  # no trial ran: nothing was scored
     assert f"confirm trials: none, the sweep and the probe took the budget; answer **{result.chosen_lr:.3g}**" in (
         result.summary()
     )
@@ -228,6 +229,46 @@ def test_the_trials_are_judged_against_the_restored_state_not_the_sweeps_diverge
     assert [t.val_loss for t in result.trials] == pytest.approx([10.557, 170.91], rel=1e-3)
     assert "trials_failed" in result.flags and result.chosen_lr is None
     assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1)  # the module's own LR, kept
+
+
+def test_the_result_and_tensorboard_carry_the_score_of_the_state_the_trials_started_from(tmp_path):
+    """The trials are compared with the validation loss of the state they start from (``all_worse``): the result
+    keeps it with its standard error, and TensorBoard shows it beside the trials. Before, it was only in the log
+    warning of a ``trials_failed`` run: a reader of the result could not see what the trials were compared with."""
+    torch.manual_seed(0)
+    model = FinderModel(optimizer=sgd())
+    torch.manual_seed(0)
+    untrained = FinderModel(optimizer=sgd())  # the same weights, validated by Lightning
+    (plain,) = make_trainer(tmp_path / "plain", logger=False).validate(untrained, val_loader(), verbose=False)
+    finder = LRFinder(num_steps=30, confirm=[1e-3, 1e-2], confirm_length="8 steps", apply=False)
+    fit(tmp_path / "run", finder, model=model)
+    result = finder.result
+    assert len(result.trials) == 2
+    assert result.start_val_loss == pytest.approx(plain["val_loss"], rel=1e-6) and result.start_se > 0
+    failed = all_worse(
+        [t.val_loss for t in result.trials], [t.se for t in result.trials], result.start_val_loss, result.start_se
+    )
+    assert failed == ("trials_failed" in result.flags)  # the very numbers the decision was taken on
+    assert read_scalars(tmp_path / "run", "lr_finder/start_val_loss") == [(0, pytest.approx(result.start_val_loss))]
+    assert read_scalars(tmp_path / "run", "lr_finder/start_se") == [(0, pytest.approx(result.start_se))]
+    (text,) = read_text(tmp_path / "run", "lr_finder/summary")
+    assert f"The state the trials started from: validation loss {result.start_val_loss:.6g} ±" in text
+
+
+def test_a_trials_failed_summary_shows_the_score_every_candidate_ended_above(tmp_path):
+    """On the bowl the state the trials start from scores 0.5 (w = 0), with no spread between batches; both
+    candidates end far above it. The summary says so with the numbers (before, it said "every candidate made things
+    worse" without what they were compared with)."""
+    finder = LRFinder(min_lr=1e-3, max_lr=100.0, num_steps=30, confirm=[2.1, 2.2], confirm_length="16 steps")
+    trainer = make_trainer(tmp_path, max_steps=1, callbacks=[finder], logger=False, limit_val_batches=1.0)
+    trainer.fit(Bowl(), shuffled(), val_loader())
+    result = finder.result
+    assert "trials_failed" in result.flags
+    assert (result.start_val_loss, result.start_se) == (0.5, 0.0)
+    summary = result.summary()
+    assert "every candidate made things worse; nothing applied" in summary
+    assert "The state the trials started from: validation loss 0.5 ± 0." in summary
+    assert FinderResult.from_dict(result.to_dict()) == result
 
 
 def test_confirm_length_sets_the_trials_length(tmp_path):
