@@ -60,7 +60,7 @@ from lr_callbacks.watchdog.device import (
     Row,
     StepSignals,
     UpdateProbe,
-    all_reduce_mean,
+    all_reduce_signals,
     clip_gradients,
     drop_gradients,
     row_from_state,
@@ -788,7 +788,8 @@ class DivergenceWatchdog(Callback):
         if self._paused:
             return
         unscale_fused(trainer, optimizer)  # a fused optimizer's gradients, still scaled under a GradScaler
-        values = self._signals.collect(optimizer, max(int(trainer.accumulate_grad_batches), 1))
+        world = int(trainer.world_size)
+        values = self._signals.collect(optimizer, max(int(trainer.accumulate_grad_batches), 1), world)
         self._signals.reset()
         if values is None:
             return
@@ -800,7 +801,7 @@ class DivergenceWatchdog(Callback):
             if self._has_buffers:
                 self._restore_buffers(pl_module, exact=True)
             return
-        values = all_reduce_mean(values, int(trainer.world_size), trainer.strategy)
+        values = all_reduce_signals(values, world, trainer.strategy)
         step = int(trainer.global_step)
         judge = self._judge
         # read at a fresh run's first step too: its snapshot is retaken there with the batch, the reference that tells
@@ -875,7 +876,8 @@ class DivergenceWatchdog(Callback):
                 self._warned_nonpositive = True
                 warn_nonpositive(trainer, *below[0])
         world = int(trainer.world_size)
-        samples = self._in_force(Samples(*current[2:width]) if width > 2 else None, world)
+        reported = width > 2 and current[4] > 0  # under DDP the summary always comes, with 0 samples for none
+        samples = self._in_force(Samples(*current[2:width]) if reported else None, world)
         scale_before = self._policy.scale
         if self._policy.wants_share:
             self._policy.planned_share(step, self._planned_share(trainer, optimizer))

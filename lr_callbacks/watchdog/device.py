@@ -26,6 +26,7 @@ __all__ = [
     "StepSignals",
     "UpdateProbe",
     "all_reduce_mean",
+    "all_reduce_signals",
     "clip_gradients",
     "drop_gradients",
     "row_from_state",
@@ -81,13 +82,19 @@ class StepSignals:
         """Add a micro-batch's per-sample losses."""
         self._samples.append(losses)
 
-    def collect(self, optimizer: torch.optim.Optimizer, accumulate: int) -> torch.Tensor | None:
+    def collect(self, optimizer: torch.optim.Optimizer, accumulate: int, world_size: int = 1) -> torch.Tensor | None:
         """``[loss, grad_norm]`` of the step as a float32 tensor on the loss's device, followed by
         ``[largest, outliers, samples]`` of its per-sample losses if any were reported
         (:func:`~lr_callbacks.watchdog.samples.sample_statistics`); ``None`` without a loss.
 
         The loss is the mean over the step's micro-batches: Lightning divides each by ``accumulate``, so the
         sum is rescaled by ``accumulate / micro_batches`` for a shorter last group of an epoch.
+
+        With more than one rank (``world_size``), always 6 values: the per-sample part and ``reported`` (1 with
+        per-sample losses; all four 0 without), for :func:`all_reduce_signals`. Every rank must send a tensor of
+        one size: before, a rank whose module reported per-sample losses at a step where another's did not sent
+        5 values against 2, and the all-reduce aborted the job under gloo (``Received data size doesn't match
+        expected size``) or hung.
         """
         if self._loss is None:
             return None
@@ -98,8 +105,31 @@ class StepSignals:
         self.gradients = len(gradients)
         values = torch.stack([loss, global_norm(gradients, loss.device, self.shard_group)])
         if self._samples:
-            values = torch.cat([values, sample_statistics(self._samples, self.sample_limit).to(values.device)])
+            summary = sample_statistics(self._samples, self.sample_limit).to(values.device)
+            if world_size > 1:
+                summary = torch.cat([summary, torch.ones(1, device=values.device)])
+        elif world_size > 1:
+            summary = torch.zeros(4, device=values.device)
+        else:
+            return values
+        return torch.cat([values, summary])
+
+
+def all_reduce_signals(values: torch.Tensor, world_size: int, strategy: Any) -> torch.Tensor:
+    """A step's :meth:`StepSignals.collect` values combined over the ranks: ``[loss, grad_norm]`` and, with more
+    than one rank, ``[largest, outliers, samples]``, each the mean over all ranks (:func:`all_reduce_mean`; the
+    caller turns the two counts into totals) except ``largest``, the mean over the ranks that reported per-sample
+    losses (``samples`` 0 when none did). One ``all_reduce`` of 6 values, and no barrier.
+
+    ``largest`` is ``Σ largest / k`` for the ``k`` ranks that reported: the mean of all ranks, the same to the bit,
+    when every rank did; before, only a step where every rank reported could be combined at all.
+    """
+    if world_size <= 1:
         return values
+    reduced = all_reduce_mean(values, world_size, strategy)
+    largest, reported = reduced[2], reduced[5]
+    largest = torch.where(reported > 0, largest / reported, torch.zeros_like(largest))
+    return torch.cat([reduced[:2], largest.reshape(1), reduced[3:5]])
 
 
 def all_reduce_mean(tensor: torch.Tensor, world_size: int, strategy: Any) -> torch.Tensor:

@@ -302,3 +302,84 @@ def test_under_ddp_every_rank_takes_the_same_decision(tmp_path):
     assert "action='skip'" in skip and "bad data" in skip
     count = float(skip.split("value=")[1].split(",")[0])
     assert 16 <= count <= 20 and "of 64 samples" in skip  # counted over both ranks: 16 wrong labels, a few hard
+
+
+class SilentOnRank1(PerSampleModel):
+    """:class:`PerSampleModel` whose rank 1 reports no per-sample losses at the steps of ``silent`` (a batch that
+    took another code path)."""
+
+    def __init__(self, silent: Sequence[int], corrupt: dict[int, float], rank: int) -> None:
+        super().__init__(corrupt, rank=rank)
+        self.silent = set(silent)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.report = not (self.global_rank == 1 and self.global_step in self.silent)
+        return super().training_step(batch, batch_idx)
+
+
+def test_under_ddp_a_step_where_only_some_ranks_report_per_sample_losses_is_judged_on_theirs(tmp_path):
+    """Rank 1 reports no per-sample losses at steps 20-22 and CORRUPT_AT, where rank 0's batch has half its labels
+    wrong. Before, the ranks all-reduced 2 values against 5 at step 20: gloo aborted the job ("Received data size
+    doesn't match expected size"). Now every rank sends the per-sample summary, and the step is judged on rank 0's
+    32 samples alone."""
+    import faulthandler
+
+    from tests.integration.test_watchdog_ddp import Record
+
+    faulthandler.dump_traceback_later(240, exit=True)  # a hang (NCCL's answer to the mismatch) ends the test run
+    try:
+        watchdog = quiet_watchdog()
+        trainer = make_trainer(
+            tmp_path,
+            max_steps=CORRUPT_AT + 5,
+            accelerator="cpu",
+            devices=2,
+            strategy="ddp_spawn",
+            callbacks=[watchdog, Record(str(tmp_path), watchdog)],
+        )
+        pl.seed_everything(0, verbose=False)
+        model = SilentOnRank1([20, 21, 22, CORRUPT_AT], {CORRUPT_AT: 0.5}, rank=0)
+        trainer.fit(model, DataLoader(digits_data(), batch_size=32, shuffle=True))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]  # same incidents, same scale, same weights, bit for bit
+    assert ranks[0]["steps"] == CORRUPT_AT + 5
+    (skip,) = [e for e in ranks[0]["events"] if "signal='sample_outliers'" in e]
+    assert f"step={CORRUPT_AT}," in skip and "action='skip'" in skip and "bad data" in skip
+    count = float(skip.split("value=")[1].split(",")[0])
+    assert 16 <= count <= 20 and "of 32 samples" in skip  # rank 0's 32: 16 wrong labels, a few hard
+
+
+class OtherRank:
+    """A strategy stand-in for one process without a process group: the mean with the other rank's ``values``."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = torch.tensor(values)
+
+    def reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "mean"
+        return (tensor + self.values) / 2
+
+
+def test_the_per_sample_summary_over_ranks_counts_only_the_ranks_that_reported():
+    from lr_callbacks.watchdog.device import StepSignals, all_reduce_signals
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    optimizer.param_groups[0]["params"][0].grad = torch.full((2,), 3.0)  # norm √18
+    signals = StepSignals()
+    signals.add_loss(torch.tensor(1.0))
+    assert signals.collect(optimizer, 1).numel() == 2  # one process: as before, nothing added
+    assert signals.collect(optimizer, 1, world_size=2).tolist()[2:] == [0.0, 0.0, 0.0, 0.0]  # reported none
+    signals.add_samples(torch.tensor([0.5, 4.0, 1.0]))
+    signals.sample_limit = 0.75
+    assert signals.collect(optimizer, 1).tolist()[2:] == [4.0, 2.0, 3.0]
+    mine = signals.collect(optimizer, 1, world_size=2)
+    assert mine.tolist()[2:] == [4.0, 2.0, 3.0, 1.0]
+    # the other rank reported none: its largest is not averaged in; the counts stay means (the caller's totals / 2)
+    combined = all_reduce_signals(mine.clone(), 2, OtherRank([3.0, 1.0, 0.0, 0.0, 0.0, 0.0]))
+    assert combined.tolist()[2:] == [4.0, 1.0, 1.5]
+    both = all_reduce_signals(mine.clone(), 2, OtherRank([3.0, 1.0, 2.0, 1.0, 5.0, 1.0]))
+    assert both.tolist()[2:] == [3.0, 1.5, 4.0]
+    none = all_reduce_signals(torch.tensor([1.0, 2.0, 0.0, 0.0, 0.0, 0.0]), 2, OtherRank([3.0, 1.0, 0, 0, 0, 0]))
+    assert none.tolist() == [2.0, 1.5, 0.0, 0.0, 0.0]  # no samples anywhere: n = 0, read as no per-sample summary
