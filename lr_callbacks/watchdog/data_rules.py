@@ -17,7 +17,7 @@ import statistics
 from lr_callbacks.watchdog.config import Action, Incident, Signal
 from lr_callbacks.watchdog.memory import PolicyMemory
 from lr_callbacks.watchdog.state import Decision, Probe, RunStep, snap
-from lr_callbacks.watchdog.stats import Samples, log_value
+from lr_callbacks.watchdog.stats import Samples, exp_value, log_value
 
 __all__ = ["DataRules"]
 
@@ -58,7 +58,7 @@ class DataRules(PolicyMemory):
             else min(math.log(self.config.max_level_shift), rise / 2)
         )
         limit = reference + shared
-        self._probe_value, self._probe_limit = value, math.exp(limit)
+        self._probe_value, self._probe_limit = value, exp_value(limit)
         x = log_value(value)
         if x is not None and x > limit and self._snapshot_weights():
             # nothing trained since the rollback: these are the snapshot's weights, whose loss on the reference was
@@ -160,11 +160,11 @@ class DataRules(PolicyMemory):
         """The weights are sound and the data changed: a new baseline from the run's values."""
         c, s = self.config, self.state
         bound = "within" if elevation <= math.log(c.max_level_shift) else "beyond"
-        change = f"the loss stepped up {math.exp(elevation) - 1.0:+.1%} ({bound} max_level_shift)"
+        change = f"the loss stepped up {exp_value(elevation) - 1.0:+.1%} ({bound} max_level_shift)"
         grads = [r.grad for r in run if r.grad is not None]
         if grads and len(self.grad) and not any(r.loss_out for r in run):  # the gradient norm's outliers alone
             lift = statistics.median(grads) - self.grad.center
-            change = f"the gradient norm stepped up ×{math.exp(lift):.3g} (the loss {math.exp(elevation) - 1.0:+.1%})"
+            change = f"the gradient norm stepped up ×{exp_value(lift):.3g} (the loss {exp_value(elevation) - 1.0:+.1%})"
         self.loss.reset([r.loss for r in run if r.loss is not None], refill=c.warmup_steps)
         if any(r.grad_out for r in run):
             self.grad.reset(grads, refill=c.warmup_steps)

@@ -41,7 +41,7 @@ import statistics
 from lr_callbacks.watchdog.config import Action, Incident, Signal
 from lr_callbacks.watchdog.data_rules import DataRules
 from lr_callbacks.watchdog.state import Decision, Probe, RunStep, snap
-from lr_callbacks.watchdog.stats import Gate, Samples, Verdict, judge, log_value, trend
+from lr_callbacks.watchdog.stats import Gate, Samples, Verdict, exp_value, judge, log_value, trend
 from lr_callbacks.watchdog.update_rules import UpdateRatioRules
 
 __all__ = ["GUARD_Z_SHARE", "WatchdogPolicy"]
@@ -286,7 +286,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             s.ring[-1]["reference"] = s.low_reference = reading
             s.low_loss, s.low_reference_step = x, int(s.ring[-1]["step"])
             return None
-        limit = math.exp(max(s.low_reference + shift, start))
+        limit = exp_value(max(s.low_reference + shift, start))
         why = (
             f"the loss {loss:.4g} at step {step}, while the LR warms up and before the watchdog has a baseline, is "
             f"above max_level_shift × the run's lowest since its snapshot ({math.exp(s.low_loss):.4g}), and the "
@@ -766,7 +766,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         center, spread = cusum.reference
         values, value = list(cusum.since_start), cusum.value
         elevation = statistics.median(values) - center
-        change = f"the loss rose {math.exp(elevation) - 1.0:+.1%} over {len(values)} steps"
+        change = f"the loss rose {exp_value(elevation) - 1.0:+.1%} over {len(values)} steps"
         within = elevation <= math.log(c.max_level_shift)
         shape = trend(values, spread)  # "rising": still climbing; "flat": stepped up and stayed
         damaged = self._damaged(probe)
@@ -859,14 +859,15 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         first, start = statistics.median(s.first_losses), s.first_losses[0]
         early = start if first - start > c.z_threshold * self.loss.spread else first
         late = statistics.median(recent)
-        drop = 1.0 - math.exp(late - early)
+        drop = 1.0 - exp_value(late - early)
         if drop >= c.flat_loss_drop:
             return None
         # a loss that ended higher than it began was not too slow: training made it worse. Higher by more than
         # flat_loss_drop and than the noise of the two medians (two standard errors of their difference, from the
         # batches' spread), which alone put half the flat runs' medians apart by more than 1% at 15% batch noise
         noise = 2.0 * 1.2533 * self.loss.spread * math.sqrt(2.0 / points)
-        rise = max(c.flat_loss_drop, math.expm1(noise))  # the threshold the rise is held to, in the drop's units
+        # the threshold the rise is held to, in the drop's units (inf for a spread past the float range)
+        rise = max(c.flat_loss_drop, math.expm1(noise) if noise < 700.0 else math.inf)
         cause = (
             "the LR may be too low, or so high that training cannot get going (a loss stuck at its first level "
             "is either; LRFinder tells them apart)"

@@ -37,6 +37,7 @@ __all__ = [
     "Samples",
     "Verdict",
     "binomial_limit",
+    "exp_value",
     "judge",
     "log_value",
     "trend",
@@ -55,6 +56,22 @@ def log_value(value: float) -> float | None:
     if not math.isfinite(value) or value <= 0.0:
         return None
     return math.log(value)
+
+
+def exp_value(x: float) -> float:
+    """``exp(x)``, the ratio a difference of log values stands for, ``inf`` past the float range.
+
+    Log values are bounded by the float range, their differences not by ``log`` of it: a float64 loss from
+    1e-10 to 1e300 is a step of 714 in log units, and ``math.exp`` raised ``OverflowError`` in the middle of the
+    watchdog's decision (its log line's ratio), ending the fit it watches.
+
+    >>> exp_value(0.0), exp_value(714.0)
+    (1.0, inf)
+    """
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 class RollingBaseline:

@@ -15,7 +15,7 @@ from typing import Any
 from lr_callbacks.watchdog.config import Action, Incident, Signal
 from lr_callbacks.watchdog.memory import PolicyMemory
 from lr_callbacks.watchdog.state import Decision, snap
-from lr_callbacks.watchdog.stats import log_value
+from lr_callbacks.watchdog.stats import exp_value, log_value
 
 __all__ = ["UpdateRatioRules"]
 
@@ -123,7 +123,7 @@ class UpdateRatioRules(PolicyMemory):
         else:
             undone = ""
         detail = (
-            f"the update of group {name!r} is {math.exp(excess):.3g}× its usual size for the planned LR: the LR "
+            f"the update of group {name!r} is {exp_value(excess):.3g}× its usual size for the planned LR: the LR "
             f"reaching the weights is too high; LR scale {old:.3g} → {s.scale:.3g}{undone}"
         )
         if target is None:

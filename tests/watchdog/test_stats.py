@@ -1350,3 +1350,38 @@ def test_no_loss_is_judged_once_one_was_below_zero_and_a_resume_keeps_it_so():
         assert decision == Decision() and len(each.loss) == 0 and each.z_scores(100.0, 1.0).keys() == {"grad_norm_z"}
         each.snapshot_taken(40, reference=1.0)
         assert each.state.ring[-1]["reference"] is None
+
+
+# --- ratios past the float range (found by tests/watchdog/test_policy_properties.py) ----------------------------
+
+
+def test_a_float64_loss_stepping_up_past_the_float_range_of_its_ratio_is_rebaselined_without_an_overflow():
+    """A float64 loss at 1e-10 whose bad data reads 1e300 (the reference batch: sound weights): once
+    ``max_data_skips`` are spent the data changed, and the log line's ratio, exp(714), is past the float range.
+    Before, ``math.exp`` raised ``OverflowError`` there, in the middle of the decision."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=20, window=50, max_data_skips=3, flat_loss_steps=None))
+    feed(policy, noisy(30, level=1e-10), start=0)
+    policy.snapshot_taken(29, reference=1e-10)
+    decisions = feed(policy, [1e300] * 3, start=30, probe=lambda: 1e-10)
+    assert (policy.events[-1].signal, policy.events[-1].action) == ("bad_data", "rebaseline")
+    assert "+inf%" in policy.events[-1].detail and not any(d.rollback or d.halt for d in decisions)
+
+
+def test_an_update_past_the_float_range_of_its_usual_size_is_cut_without_an_overflow():
+    """An update ratio of 1e300 at an LR of 1e-10, against a usual 1e-3 at 1e-3: ×e^714 its usual size. Before,
+    the log line's ``math.exp(714)`` raised ``OverflowError``; now the scale goes to its floor, as for ×1e6."""
+    policy = warm(update_every=1)
+    for step in range(30, 50):
+        policy.record_update(step, {"body": (1e-3, 1e-3)}, 1.0)
+    decision = policy.record_update(50, {"body": (1e300, 1e-10)}, 1.0)
+    assert decision.scale == policy.config.min_lr_scale and "inf×" in policy.events[-1].detail
+
+
+def test_a_flat_loss_check_across_the_float_range_is_a_rise_without_an_overflow():
+    """A float64 run whose first losses read 1e-160 and whose losses at the check read 1e160 (a ``max_level_shift``
+    of 1e200 lets them through): the ratio of the two, e^737, is past the float range. Before, ``OverflowError``; now
+    the loss rose without bound: "the LR may be too high"."""
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=20, window=50, max_level_shift=1e200, flat_loss_steps=10))
+    feed(policy, [1e-160] * 5 + [1e40] + [1e160] * 4, start=0)
+    flat = policy.events[-1]
+    assert (flat.signal, flat.step, flat.value) == ("flat_loss", 9, -math.inf) and "too high" in flat.detail
