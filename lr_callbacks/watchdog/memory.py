@@ -172,7 +172,8 @@ class PolicyMemory:
         self.state.snapshot_requested = True
 
     def _target(self, since: int | None) -> dict[str, Any] | None:
-        """The newest snapshot taken before ``since`` (the incident's first step), or the newest one."""
+        """The newest snapshot taken before ``since`` (the incident's first step); when none held is, the oldest
+        held, the nearest to the incident's start (``None``: the ring is empty)."""
         ring = self.state.ring
         before = [r for r in ring if since is None or r["step"] <= since]
         return before[-1] if before else (ring[0] if ring else None)
