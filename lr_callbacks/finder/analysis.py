@@ -284,10 +284,11 @@ def suggest_lr(
     moved; if it stayed flat and then rose for good (``flat_curve``, e.g. a trained model), the range is
     ``(edge / 10, edge)``, ``edge`` the LR where the rise begins, and ``lr`` depends on the method:
     ``"default"`` and ``"steepest"`` (a flat curve has no descent to be steepest on) give its middle,
-    ``√(edge/10 · edge)``; ``"min_div_10"`` gives ``edge / 10``, its lower end (the sweep's first LR, if higher);
-    ``"valley"`` gives fastai's valley of the raw curve, as on any curve. There, the plateau's median is the floor,
-    its noise is measured over the whole plateau, and a rise counts only when it lasts at least :data:`MIN_RISE`
-    decades. A curve whose bottom (the smoothed values within 3 standard errors of its lowest) spans more than
+    ``√(edge/10 · edge)``; ``"min_div_10"`` gives ``edge / 10``, its lower end; either answer is never below the first
+    LR swept, where no loss was measured (the range keeps its lower end); ``"valley"`` gives fastai's valley of the raw
+    curve, as on any curve. There, the plateau's median is the floor, its noise is measured over the whole plateau,
+    and a rise counts only when it lasts at least :data:`MIN_RISE` decades.
+    A curve whose bottom (the smoothed values within 3 standard errors of its lowest) spans more than
     :data:`BROAD_BOTTOM` decades is read the same way when the loss rises for good after it (flagged
     ``no_clear_valley`` too), its plateau from the bottom's first point: its lowest point lies anywhere along it
     (after a hard first batch, at LRs too small to have lowered the loss), no edge.
@@ -426,7 +427,9 @@ def _no_descent(
     if xs[i_rise] - xs[0] <= 4.0 * window:
         return None, None, ["diverged_at_once"]
     edge = lrs[i_rise - 1]
-    return _middle(edge / 10.0, edge), (edge / 10.0, edge), ["flat_curve"]
+    # no lower than the sweep's first LR, where no loss was measured: with an edge less than half a decade into the
+    # sweep (a narrow window on a short one), the middle fell below it (0.77 from a sweep over 1..10, edge 2.4)
+    return max(_middle(edge / 10.0, edge), lrs[0]), (edge / 10.0, edge), ["flat_curve"]
 
 
 def _rise_start(xs: Sequence[float], fit: _Fit, start: int = 0) -> int | None:

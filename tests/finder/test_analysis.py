@@ -337,6 +337,18 @@ def test_min_div_10_never_answers_below_the_sweeps_first_lr():
     assert suggest_lr(lrs, curve(lrs), "min_div_10").lr == suggest_lr(lrs, curve(lrs)).range[1] / 10  # unclamped
 
 
+@pytest.mark.parametrize("method", ["default", "steepest"])
+def test_on_a_flat_curve_whose_edge_is_near_min_lr_the_answer_is_never_below_the_sweeps_first_lr(method):
+    """Found by the property test below: a sweep over 1..10 in 14 steps at window=0.0625, flat up to a rise whose edge
+    is 2.42, 0.38 decades in. The middle of (edge / 10, edge) was 0.77, below min_lr, where no loss was measured; it is
+    min_lr, as min_div_10's answer is. The range keeps its documented (edge / 10, edge)."""
+    lrs = sweep_lrs(1.0, 10.0, 14)
+    losses = [max(0.0, i / 13 - 0.7) ** 2 for i in range(14)]
+    s = suggest_lr(lrs, losses, method, window=0.0625)
+    assert s.flags == ("flat_curve",) and s.range == pytest.approx((0.2424462, 2.424462), rel=1e-6)
+    assert s.lr == lrs[0] == suggest_lr(lrs, losses, "min_div_10", window=0.0625).lr
+
+
 def test_a_loss_that_rises_from_the_start_is_flagged_diverged_at_once():
     lrs = sweep_lrs(1e-2, 10.0, 40)
     s = suggest_lr(lrs, [1.0 + (lr / 0.05) for lr in lrs])
