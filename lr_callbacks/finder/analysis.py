@@ -372,10 +372,17 @@ def _analyse(
     # the steepest point, and it is a level crossing far from the noise, not the argmin of a derivative.
     # Crossings are taken as the last point above the level (+1), not the first below it: the loss is
     # noisier on the plateau (it is higher there) than near the bottom, so the last crossing is the stabler.
-    i_mid = 1 + max(i for i in range(i_min) if values[i] > values[0] - 0.5 * drop)
-    i_top = max(i for i in range(i_mid) if values[i] >= values[0] - 0.1 * drop)
+    # A value within float round-off of a level is at it, not above it; a slope within round-off of the steepest is as
+    # steep (the first wins): on a straight line, whose points fall on the levels and share one slope, the round-off
+    # of the smoothing chose, and multiplying the loss by 1000 moved the answer a point (31.6 to 42.2). The tolerance
+    # is a tenth of the noise floor (at most a tenth of the drop, so a point above half of it remains), scaled as the
+    # loss is.
+    tie = min(0.1 * fit.noise_floor, 0.1 * drop)
+    i_mid = 1 + max(i for i in range(i_min) if values[i] > values[0] - 0.5 * drop + tie)
+    i_top = max(i for i in range(i_mid) if values[i] >= values[0] - 0.1 * drop - tie)
     slopes = [i for i in range(i_top, i_min + 1) if not math.isnan(fit.slopes[i])]
-    i_steep = min(slopes, key=fit.slopes.__getitem__) if slopes else i_mid
+    steepest = min((fit.slopes[i] for i in slopes), default=math.nan)
+    i_steep = next((i for i in slopes if fit.slopes[i] <= steepest + tie / window), i_mid)
     flags = []
     # A curve cut at a NaN/inf ends where the loss blew up: its lowest point at the cut is the edge, and the flag's
     # advice (raise max_lr) would send the next sweep further into the blow-up.
