@@ -303,8 +303,8 @@ def suggest_lr(
         A :class:`Suggestion`.
 
     Raises:
-        ValueError: for an unknown method, a window that is not positive and finite, lengths that differ, or LRs
-            that are not positive, finite and strictly increasing.
+        ValueError: for an unknown method, a window that is not positive and finite, lengths that differ, LRs
+            that are not positive, finite and strictly increasing, or a number too large for a float.
         TypeError: for ``lrs`` or ``losses`` that are not 1-d sequences of numbers (lists, tuples, arrays or 1-d
             tensors, read as plain floats), or a ``window`` that is no Python number.
 
@@ -543,6 +543,11 @@ def _as_floats(name: str, values: object) -> list[float]:
             if isinstance(value, (bool, str, bytes)):
                 raise TypeError
             floats.append(float(value))
+        except OverflowError:  # before: an OverflowError from float(), with neither the argument nor the point
+            raise ValueError(
+                f"suggest_lr: `{name}[{i}]` is a number too large for a float ({type(value).__name__} of "
+                f"{len(str(value))} characters); pass float('inf') for a loss that blew up"
+            ) from None
         except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several elements
             raise TypeError(f"suggest_lr: `{name}[{i}]` must be a number, got {value!r}") from None
     return floats
@@ -557,7 +562,8 @@ def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: f
             f"suggest_lr: `window` must be a positive number of decades of LR, such as 0.2; got {window!r}"
             f"{foreign_scalar(window, 'float')}"
         )
-    if not window > 0 or not math.isfinite(window):
+    # an int is finite (math.isfinite(10**400) raised an OverflowError): check_window refuses it, as any above 1
+    if not window > 0 or (isinstance(window, float) and not math.isfinite(window)):
         raise ValueError(
             f"suggest_lr: `window` must be a positive number of decades of LR, such as 0.2; got {window!r}"
         )

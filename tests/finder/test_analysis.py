@@ -494,6 +494,16 @@ def test_input_that_is_no_numbers_is_refused_naming_the_argument(lrs, losses, kw
         suggest_lr(lrs, losses, **kwargs)
 
 
+def test_a_number_too_large_for_a_float_is_refused_as_documented_not_with_an_overflow_error():
+    """Found by a fuzz of invalid input: an int loss of 10**400 (or a window of 10**400) escaped as Python's bare
+    "OverflowError: int too large to convert to float", an exception the docstring does not list, naming nothing."""
+    with pytest.raises(ValueError, match=r"^suggest_lr: `losses\[1\]` is a number too large for a float \(int of 401 "
+                       r"characters\); pass float\('inf'\) for a loss that blew up$"):  # fmt: skip
+        suggest_lr([1e-3, 1e-2], [1.0, 10**400])
+    with pytest.raises(ValueError, match=r"`window` is the smoothing width in decades .* at most 1; got 1000"):
+        suggest_lr([1e-3, 1e-2], [1.0, 1.0], window=10**400)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_tensors_and_arrays_give_a_suggestion_of_plain_floats(method):
     torch, numpy = pytest.importorskip("torch"), pytest.importorskip("numpy")
