@@ -274,7 +274,8 @@ def suggest_lr(
       first LR, where the loss was not measured (when ``lr_min`` is less than a decade into the sweep).
     - ``"valley"``: fastai's ``valley``, as a reference, reproduced exactly: its debiased EMA (β = 0.98),
       the first tenth and the last five points trimmed, the longest decreasing subsequence, and the pick at
-      about half of it. ``range`` and ``flags`` are still ours.
+      about half of it; on a curve whose NaN/inf comes before the trimmed first tenth, that of the curve up to it
+      (fastai's sweep stops there). ``range`` and ``flags`` are still ours.
 
     Flags (see :data:`FLAGS`) say when the curve does not support a clean answer. A drop or a rise counts
     when it exceeds 3 standard errors of the smoothed curve (the residual noise, measured up to just past
@@ -345,6 +346,11 @@ def suggest_lr(
         lr = max(lr_range[1] / 10.0, lrs[0])
     else:
         lr = _fastai_valley(lrs[:n_all], losses)
+        if cut < n_all and not lr < lrs[cut]:
+            # The NaN/inf came before fastai's trimmed first tenth, so the trimmed curve began after it: its valley was
+            # NaN, or an LR where the loss was inf (300 points cut at the 20th: NaN). fastai stops its sweep at such a
+            # point, so its valley is that of the curve up to it.
+            lr = _fastai_valley(lrs[:cut], losses[:cut])
     return Suggestion(lr, lr_range, flags, method, smoothed)
 
 

@@ -213,9 +213,10 @@ def test_the_answer_does_not_move_when_the_loss_is_scaled_or_shifted(scale, offs
 
 @pytest.mark.parametrize("method", ["default", "steepest"])
 def test_on_a_straight_line_scaling_the_loss_does_not_move_the_answer_by_a_point_of_round_off(method):
-    """Found by the property test below: a loss falling by 1.25 a step over 1..100 in 9 steps (window=1), where the
-    smoothed points fall on the half-drop level and share one slope. Round-off chose the crossing and the steepest
-    point: multiplied by 1000, the default answer moved from 31.6 to 42.2. Now a tie is a tie at any scale."""
+    """Found by a hypothesis sweep of adversarial curves: a loss falling by 1.25 a step over 1..100 in 9 steps
+    (window=1), where the smoothed points fall on the half-drop level and share one slope. Round-off chose the
+    crossing and the steepest point: multiplied by 1000, the default answer moved from 31.6 to 42.2. Now a tie is a
+    tie at any scale."""
     lrs = sweep_lrs(1.0, 100.0, 9)
     line = [-1.25 * i for i in range(9)]
     answers = {scale: suggest_lr(lrs, [scale * v for v in line], method, window=1.0) for scale in (1.0, 1e3, 2.0, 7.3)}
@@ -350,9 +351,9 @@ def test_min_div_10_never_answers_below_the_sweeps_first_lr():
 
 @pytest.mark.parametrize("method", ["default", "steepest"])
 def test_on_a_flat_curve_whose_edge_is_near_min_lr_the_answer_is_never_below_the_sweeps_first_lr(method):
-    """Found by the property test below: a sweep over 1..10 in 14 steps at window=0.0625, flat up to a rise whose edge
-    is 2.42, 0.38 decades in. The middle of (edge / 10, edge) was 0.77, below min_lr, where no loss was measured; it is
-    min_lr, as min_div_10's answer is. The range keeps its documented (edge / 10, edge)."""
+    """Found by a hypothesis sweep of adversarial curves: a sweep over 1..10 in 14 steps at window=0.0625, flat up to a
+    rise whose edge is 2.42, 0.38 decades in. The middle of (edge / 10, edge) was 0.77, below min_lr, where no loss
+    was measured; it is min_lr, as min_div_10's answer is. The range keeps its documented (edge / 10, edge)."""
     lrs = sweep_lrs(1.0, 10.0, 14)
     losses = [max(0.0, i / 13 - 0.7) ** 2 for i in range(14)]
     s = suggest_lr(lrs, losses, method, window=0.0625)
@@ -448,6 +449,18 @@ def test_fastai_valley_picks_about_half_way_along_the_longest_decrease():
     losses = [10.0] * 10 + [10.0 - 0.1 * i for i in range(60)] + [4.0 + 0.5 * i for i in range(30)]
     pick = suggest_lr(lrs, losses, "valley").lr
     assert lrs.index(pick) == pytest.approx(10 + 30, abs=6)  # ½ of the valley, not the documented ⅔
+
+
+@pytest.mark.parametrize("tail", [math.nan, math.inf], ids=["nan", "inf"])
+def test_fastai_valley_on_a_long_sweep_cut_before_its_first_tenth_answers_an_lr_of_the_finite_curve(tail):
+    """Found by a hypothesis sweep of adversarial curves: 300 points whose loss is NaN (or inf) from the 21st on.
+    fastai's valley trims the first tenth (30 points), so its curve began after the cut: the answer was NaN, or
+    6.3e-7, an LR where the loss was inf. fastai stops its sweep there: the valley is that of the 20 finite points."""
+    lrs = sweep_lrs(1e-7, 10.0, 300)
+    losses = [2.0 - 0.1 * i for i in range(20)] + [tail] * 280
+    s = suggest_lr(lrs, losses, "valley")
+    assert s.flags == ("nonfinite",) and s.lr == suggest_lr(lrs[:20], losses[:20], "valley").lr
+    assert s.lr in lrs[:20]
 
 
 def test_every_flag_is_documented():
