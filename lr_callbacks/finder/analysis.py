@@ -101,9 +101,11 @@ class Suggestion:
 
     Attributes:
         lr: the suggested LR, or ``None`` when the curve does not support one (see ``flags``).
-        range: ``(lower, upper)``, the LRs between the steepest descent and the loss minimum (the band in
-            which training makes fast, stable progress); on a curve read as flat (``flat_curve``, a broad bottom
-            too), ``(edge / 10, edge)``, ``edge`` where the loss's lasting rise begins; or ``None``.
+        range: ``(lower, upper)``, the LRs between the middle of the descent (where half the drop is done: for an
+            S-shaped descent its steepest point) and the loss minimum (the band in which training makes fast, stable
+            progress); on a curve read as flat (``flat_curve``, a broad bottom too), ``(edge / 10, edge)``, ``edge``
+            where the loss's lasting rise begins; or ``None``. The ``"default"`` answer lies in it; the other
+            methods' may lie outside it (``lr_min / 10`` and the steepest point below it, fastai's valley either side).
         flags: names from :data:`FLAGS`, in a fixed order; empty for a clean curve.
         method: the rule that chose ``lr``.
         smoothed: the zero-lag smoothed loss at every input point (NaN where it was not analysed).
