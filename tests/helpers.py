@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import json
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -101,6 +103,26 @@ class HalveLRAt(pl.Callback):
             from lr_callbacks.core.lr_model import set_lr_scale
 
             set_lr_scale(trainer, 0.5, 1.0)
+
+
+class WarningsPerRank(pl.Callback):
+    """Writes, per rank, the ``LRSchedule`` warnings the rank issued during the fit, as a JSON list in
+    ``<directory>/<name><rank>.json``."""
+
+    def __init__(self, directory: str, name: str = "rank") -> None:
+        self.directory, self.name = directory, name
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.recording = warnings.catch_warnings(record=True)
+        self.caught = self.recording.__enter__()
+        warnings.simplefilter("always")
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        said = [str(w.message) for w in self.caught if str(w.message).startswith("LRSchedule")]
+        self.recording.__exit__(None, None, None)
+        path = os.path.join(self.directory, f"{self.name}{trainer.global_rank}.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(said, handle)
 
 
 class DestroyProcessGroupAtExit(Callback):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -27,6 +26,7 @@ from lr_callbacks.core.lr_model import set_lr_scale
 from lr_callbacks.core.sharded import is_dtensor, local, plain
 from lr_callbacks.watchdog import device
 from lr_callbacks.watchdog.device import UpdateProbe
+from tests.helpers import WarningsPerRank
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data
 
 #: The batch each rank sees; the unsharded reference run takes twice as many in one batch (the same samples).
@@ -217,23 +217,6 @@ class Settings(pl.Callback):
         Path(self.out, f"settings{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-class Said(pl.Callback):
-    """Writes, per rank, the warnings LRSchedule gave during the fit."""
-
-    def __init__(self, out: str) -> None:
-        self.out = out
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self.recording = warnings.catch_warnings(record=True)
-        self.caught = self.recording.__enter__()
-        warnings.simplefilter("always")
-
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        said = [str(w.message) for w in self.caught if str(w.message).startswith("LRSchedule")]
-        self.recording.__exit__(None, None, None)
-        Path(self.out, f"said{trainer.global_rank}.json").write_text(json.dumps(said))
-
-
 def halt_watchdog(snapshot: str = "host") -> DivergenceWatchdog:
     # without the reference batch (which would tell that these scripted spikes are bad data, skip them and never
     # roll back): the plain ladder, so that a rollback and a halt happen on the shards
@@ -300,7 +283,12 @@ def main(scenario: str, out: str) -> None:
         second = DivergenceWatchdog(
             snapshot_every=5, max_data_skips=7, recover_after="50%", flat_loss_steps=None, snapshot="off"
         )
-        callbacks = [LRSchedule("cosine", log_plan=False), second, Settings(out, second), Said(out)]
+        callbacks = [
+            LRSchedule("cosine", log_plan=False),
+            second,
+            Settings(out, second),
+            WarningsPerRank(out, name="said"),
+        ]
         fit(f"{out}/watchdog-resumed", callbacks, Faults(), 12, ckpt_path=f"{out}/watchdog/epoch=0-step=3.ckpt")
     else:
         raise SystemExit(f"unknown scenario {scenario!r}: together, halt, halt-disk or resume")

@@ -8,7 +8,6 @@ the same length, and reads rank 0's TensorBoard events back.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,15 @@ import pytorch_lightning as pl
 import torch
 
 from lr_callbacks import LRSchedule, Run
-from tests.helpers import TinyModel, loader, make_trainer, read_scalars, regression_data, stream
+from tests.helpers import (
+    TinyModel,
+    WarningsPerRank,
+    loader,
+    make_trainer,
+    read_scalars,
+    regression_data,
+    stream,
+)
 
 
 class RecordPerRank(pl.Callback):
@@ -77,23 +84,6 @@ def test_every_rank_uses_the_same_lr_at_every_step_and_it_is_the_plan(tmp_path: 
     logged = read_scalars(tmp_path / "tb", "lr/body")  # rank 0 logs; the single run logs under single/
     assert [step for step, _ in logged] == list(range(12))
     assert [value for _, value in logged] == pytest.approx([row[0] for row in plan], rel=1e-6)
-
-
-class WarningsPerRank(pl.Callback):
-    """Writes, per rank, the LRSchedule warnings the rank issued during the fit."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self.recording = warnings.catch_warnings(record=True)
-        self.caught = self.recording.__enter__()
-        warnings.simplefilter("always")
-
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        said = [str(w.message) for w in self.caught if str(w.message).startswith("LRSchedule")]
-        self.recording.__exit__(None, None, None)
-        Path(self.directory, f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
 
 
 def test_a_warning_about_the_whole_run_is_said_once_not_once_per_rank(tmp_path: Path) -> None:
