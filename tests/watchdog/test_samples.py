@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -281,10 +283,11 @@ def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, kwargs):
 # --- DDP -------------------------------------------------------------------------------------------------
 
 
-def test_under_ddp_every_rank_takes_the_same_decision(tmp_path):
+def fit_on_two_ranks(tmp_path: Path, model: PerSampleModel) -> list[dict[str, Any]]:
+    """Fit ``model`` under the quiet watchdog on 2 gloo processes (``ddp_spawn``) to ``CORRUPT_AT + 5`` steps; each
+    rank's record (:class:`~tests.integration.test_watchdog_ddp.Record`: events, scale, weights)."""
     from tests.integration.test_watchdog_ddp import Record
 
-    # rank 1's batch at CORRUPT_AT has half its labels wrong, rank 0's is clean: a quarter of the global batch
     watchdog = quiet_watchdog()
     trainer = make_trainer(
         tmp_path,
@@ -295,8 +298,13 @@ def test_under_ddp_every_rank_takes_the_same_decision(tmp_path):
         callbacks=[watchdog, Record(str(tmp_path), watchdog)],
     )
     pl.seed_everything(0, verbose=False)
-    trainer.fit(PerSampleModel({CORRUPT_AT: 0.5}, rank=1), DataLoader(digits_data(), batch_size=32, shuffle=True))
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    trainer.fit(model, DataLoader(digits_data(), batch_size=32, shuffle=True))
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_under_ddp_every_rank_takes_the_same_decision(tmp_path):
+    # rank 1's batch at CORRUPT_AT has half its labels wrong, rank 0's is clean: a quarter of the global batch
+    ranks = fit_on_two_ranks(tmp_path, PerSampleModel({CORRUPT_AT: 0.5}, rank=1))
     assert ranks[0] == ranks[1]  # same incidents, same scale, same weights, bit for bit
     (skip,) = [e for e in ranks[0]["events"] if f"step={CORRUPT_AT}, signal='sample_outliers'" in e]
     assert "action='skip'" in skip and "bad data" in skip
@@ -324,25 +332,11 @@ def test_under_ddp_a_step_where_only_some_ranks_report_per_sample_losses_is_judg
     32 samples alone."""
     import faulthandler
 
-    from tests.integration.test_watchdog_ddp import Record
-
     faulthandler.dump_traceback_later(240, exit=True)  # a hang (NCCL's answer to the mismatch) ends the test run
     try:
-        watchdog = quiet_watchdog()
-        trainer = make_trainer(
-            tmp_path,
-            max_steps=CORRUPT_AT + 5,
-            accelerator="cpu",
-            devices=2,
-            strategy="ddp_spawn",
-            callbacks=[watchdog, Record(str(tmp_path), watchdog)],
-        )
-        pl.seed_everything(0, verbose=False)
-        model = SilentOnRank1([20, 21, 22, CORRUPT_AT], {CORRUPT_AT: 0.5}, rank=0)
-        trainer.fit(model, DataLoader(digits_data(), batch_size=32, shuffle=True))
+        ranks = fit_on_two_ranks(tmp_path, SilentOnRank1([20, 21, 22, CORRUPT_AT], {CORRUPT_AT: 0.5}, rank=0))
     finally:
         faulthandler.cancel_dump_traceback_later()
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]  # same incidents, same scale, same weights, bit for bit
     assert ranks[0]["steps"] == CORRUPT_AT + 5
     (skip,) = [e for e in ranks[0]["events"] if "signal='sample_outliers'" in e]
