@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lr_callbacks.core.checks import check_choice, check_number
-from lr_callbacks.core.durations import Duration, parse_duration
+from lr_callbacks.core.durations import Duration, is_zero, parse_duration
 from lr_callbacks.schedule.composites import CosineRestarts, Cyclic, OneCycle, Phase, Phases
 from lr_callbacks.schedule.shapes import (
     WARMUP_CURVES,
@@ -53,6 +53,13 @@ def _warmup(curve: str, start: float) -> Warmup:
     """
     check_choice("warmup_curve", curve, WARMUP_CURVES, owner="LRSchedule")
     check_number("warmup_start", start, low=0.0, owner="LRSchedule")
+    if start > 1.0:
+        # before, taken: warmup_start=3 ran the "warmup" down from 3 times the peak (2.6x at step 0 of 5)
+        raise ValueError(
+            f"LRSchedule: `warmup_start` is the multiplier of each group's peak LR the warmup ramps up from, so at "
+            f"most 1; got {start!r}, which would start the run above the peak. For a warmup from 10% of the peak "
+            "write warmup_start=0.1"
+        )
     if curve == "exponential" and start <= 0.0:
         raise ValueError(
             f"LRSchedule: an exponential warmup needs `warmup_start` > 0, got {start!r}; try warmup_start=0.01"
@@ -153,6 +160,15 @@ def exponential(
     warmup_start: float = 0.0,
 ) -> Schedule:
     """Exponential decay: to ``end`` over the run, or by ``gamma`` per step (floored at ``end``)."""
+    if end is not None:
+        _decay_to(end, "exponential")
+    if isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma > 1.0:
+        # before, taken: gamma=1.5 climbed above the peak from step 1, and 1.5^k overflowed (OverflowError) at
+        # step 1751, at fit start already for a longer run, where the plan reads every step
+        raise ValueError(
+            f"LRSchedule: `gamma` is the factor the 'exponential' schedule decays by at each step, so at most 1; got "
+            f"{gamma!r}, which would climb above the peak without bound. For a decay of 0.1% a step write gamma=0.999"
+        )
     return _with_warmup(Exponential(1.0, end=end, gamma=gamma), warmup, warmup_curve, warmup_start)
 
 
@@ -189,10 +205,14 @@ def inverse_sqrt(
 ) -> Schedule:
     """Inverse square root decay after the warmup; ``timescale`` defaults to the warmup's length, else 10,000 steps.
 
-    The fallback is transformers' (``get_inverse_sqrt_schedule``): without a warmup, a run much shorter than
-    10,000 steps barely decays; give ``timescale`` for it."""
+    The fallback is transformers' (``get_inverse_sqrt_schedule``): without a warmup (or with one of zero length, as
+    transformers' ``num_warmup_steps=0``), a run much shorter than 10,000 steps barely decays; give ``timescale``
+    for it."""
     if timescale is None:
-        timescale = warmup if warmup is not None else "10000 steps"
+        # before, warmup="0 steps" became a timescale of 0, refused as "`timescale` must be longer than zero"
+        # though no timescale was given
+        given = None if warmup is None else parse_duration(warmup, "warmup")
+        timescale = given if given is not None and not is_zero(given) else "10000 steps"
     return _with_warmup(InverseSqrt(timescale), warmup, warmup_curve, warmup_start)
 
 

@@ -898,6 +898,27 @@ def test_a_step_the_grad_scaler_skips_does_not_advance_the_clock(tmp_path: Any) 
         ),
         (lambda: LRSchedule("wsd", end=1.5), ValueError, r"`end` is the floor the 'wsd' schedule decays to.*got 1\.5"),
         (lambda: LRSchedule("linear", end=2.0), ValueError, r"`end` is the floor the 'linear' schedule.*got 2\.0"),
+        (  # before, taken: the "decay" climbed to twice the peak
+            lambda: LRSchedule("exponential", end=2.0),
+            ValueError,
+            r"`end` is the floor the 'exponential' schedule decays to.*got 2\.0",
+        ),
+        (  # before, taken: above the peak from step 1, and 1.5^k overflowed (OverflowError) at step 1751
+            lambda: LRSchedule("exponential", gamma=1.5),
+            ValueError,
+            r"LRSchedule: `gamma` is the factor the 'exponential' schedule decays by at each step, so at most 1; "
+            r"got 1\.5, .* write gamma=0\.999",
+        ),
+        (  # before, taken: the "warmup" ran down from 3 times the peak (2.6 times it at step 0 of 5)
+            lambda: LRSchedule("cosine", warmup="5 steps", warmup_start=3.0),
+            ValueError,
+            r"LRSchedule: `warmup_start` is the multiplier .* so at most 1; got 3\.0, .* write warmup_start=0\.1",
+        ),
+        (
+            lambda: LRSchedule("wsd", warmup="5 steps", warmup_curve="exponential", warmup_start=1.5),
+            ValueError,
+            r"`warmup_start` is the multiplier .* so at most 1; got 1\.5",
+        ),
         (lambda: LRSchedule("polynomial", end=2.0), ValueError, r"the 'polynomial' schedule decays to.*got 2\.0"),
         (
             lambda: LRSchedule("cosine_restarts", cycles=2, end=2.0),

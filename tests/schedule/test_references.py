@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 from torch.optim import lr_scheduler as torch_schedulers
-from transformers import get_scheduler
+from transformers import get_inverse_sqrt_schedule, get_scheduler
 
 from lr_callbacks import (
     Constant,
@@ -38,6 +38,7 @@ from lr_callbacks import (
     Schedule,
     Step,
     TransformersSchedule,
+    preset,
 )
 from tests.helpers import TinyModel, loader, make_trainer, read_scalars
 
@@ -185,6 +186,20 @@ def test_transformers_names_ours_does_not_take_are_refused_with_why_and_the_name
     for name in missing:  # 'cosine_warmup_with_min_lr', 'greedy', 'reduce_lr_on_plateau' in transformers 5.24
         with pytest.raises(ValueError, match=rf"transformers' '{name}' .*; the names LRSchedule takes: 'linear', "):
             TransformersSchedule(name)
+
+
+@pytest.mark.parametrize("warmup", ["0 steps", "0%", "0 epochs"])
+def test_the_inverse_sqrt_preset_with_a_warmup_of_zero_falls_back_to_transformers_timescale(warmup: str) -> None:
+    """transformers takes ``timescale = num_warmup_steps or 10_000``; before, ours took the zero warmup as the
+    timescale and refused it ("`timescale` must be longer than zero"), a timescale the user never gave."""
+    optimizer = two_group_optimizer()
+    reference = stepped(optimizer, get_inverse_sqrt_schedule(optimizer, num_warmup_steps=0), 30)
+    schedule = preset("inverse_sqrt", warmup=warmup)
+    run = Run(total_steps=30_000, steps_per_epoch=10)
+    schedule.check(run.total_steps, run)
+    got = [[lr * schedule.multiplier(k, run) for lr in GROUP_LRS] for k in range(30)]
+    assert got == [pytest.approx(row, rel=1e-12) for row in reference]
+    assert preset("inverse_sqrt", warmup=warmup) == preset("inverse_sqrt", warmup=warmup, timescale="10000 steps")
 
 
 def test_polynomial_with_a_warmup_as_long_as_the_run_divides_by_zero_in_transformers_not_in_ours() -> None:
