@@ -12,8 +12,18 @@ import pickle
 from dataclasses import dataclass
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.optim import lr_scheduler
+from transformers import (
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_inverse_sqrt_schedule,
+    get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup,
+    get_wsd_schedule,
+)
 
 from lr_callbacks import (
     Constant,
@@ -31,11 +41,14 @@ from lr_callbacks import (
     Polynomial,
     Reversed,
     Run,
+    RunFraction,
     Schedule,
     Step,
     Steps,
     Warmup,
 )
+from lr_callbacks.schedule.presets import PRESETS, preset
+from lr_callbacks.schedule.shapes import WARMUP_CURVES
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 EPS = 1e-12
@@ -316,3 +329,187 @@ def test_restart_cycles_growing_by_a_hair_behave_like_equal_cycles() -> None:
     equal = CosineRestarts("10 steps")
     grown = CosineRestarts("10 steps", period_mult=1.0 + 1e-12)
     assert [grown(k) for k in range(1000)] == pytest.approx([equal(k) for k in range(1000)], abs=1e-6)
+
+
+# Every preset, through ``preset(...)`` as LRSchedule builds it.
+
+DECAYING_PRESETS = ("constant", "linear", "cosine", "polynomial", "exponential", "step", "multistep", "inverse_sqrt")
+
+
+@st.composite
+def presets(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
+    """A preset's name and random valid arguments, with a warmup in steps, epochs or % (or none) where it takes one."""
+    name = draw(st.sampled_from(sorted(PRESETS)))
+    end = draw(st.floats(0.0, 1.0))
+    kwargs: dict[str, object] = {
+        "linear": {"end": end},
+        "cosine": {"end": end, "exponent": draw(powers), "k_decay": draw(powers)},
+        "polynomial": {"end": end, "power": draw(powers)},
+        "exponential": draw(st.sampled_from([{"end": max(end, 1e-3)}, {"gamma": draw(st.floats(0.5, 1.0))}])),
+        "step": {"every": f"{draw(st.integers(1, 9))} steps", "gamma": draw(st.floats(0.0, 1.0))},
+        "multistep": {
+            "milestones": [f"{m} steps" for m in sorted(draw(st.lists(st.integers(1, 90), min_size=1, max_size=3)))]
+        },
+        "inverse_sqrt": {},
+        "wsd": {"decay": f"{draw(st.integers(0, 40))}%", "decay_shape": draw(st.sampled_from(["1-sqrt", "linear"]))},
+        "cosine_restarts": {"period": f"{draw(st.integers(1, 20))} steps", "period_mult": draw(st.floats(1.0, 3.0))},
+        "cyclic": {"low": end, "up": f"{draw(st.integers(1, 9))} steps", "mode": "triangular2"},
+        "one_cycle": {"pct_start": draw(st.floats(0.1, 0.5)), "three_phase": draw(st.booleans())},
+        "constant": {},
+    }[name]
+    if name not in ("cyclic", "one_cycle") and draw(st.booleans()):
+        kwargs["warmup"] = draw(st.sampled_from(["1 steps", "7 steps", "1 epochs", "2.5 epochs", "5%", "60%", "100%"]))
+        kwargs["warmup_curve"] = draw(st.sampled_from(WARMUP_CURVES))
+        kwargs["warmup_start"] = draw(st.floats(0.01, 1.0))
+    return name, kwargs
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(chosen=presets(), total=st.integers(1, 120), per_epoch=st.integers(1, 13))
+def test_every_preset_is_finite_non_negative_and_never_above_the_peak(
+    chosen: tuple[str, dict[str, object]], total: int, per_epoch: int
+) -> None:
+    """Over any run it fits (1-step runs and a warmup as long as the run included), a preset's multiplier is a finite
+    number in [0, 1] at every step and past the end; a warmup reaches the peak (1) on its last step."""
+    name, kwargs = chosen
+    schedule = preset(name, **kwargs)
+    run = Run(total_steps=total, steps_per_epoch=per_epoch)
+    try:
+        schedule.check(total, run)
+    except ValueError as refused:  # the run is too short for it: refused at fit start, with the phases' lengths
+        assert "add up to" in str(refused) or "rising phase is empty" in str(refused), str(refused)
+        return
+    xs = [schedule.multiplier(k, run) for k in range(total + 3)]
+    assert all(math.isfinite(x) and 0.0 <= x <= 1.0 + EPS for x in xs), xs
+    if "warmup" in kwargs:
+        assert isinstance(schedule, Phases)
+        warm = schedule._lengths(total, run)[0]
+        assert warm is not None
+        if warm:
+            assert xs[int(warm) - 1] == pytest.approx(1.0, abs=1e-12)
+    elif name in DECAYING_PRESETS or name in ("wsd", "cosine_restarts"):
+        assert xs[0] == 1.0
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    name=st.sampled_from(sorted(set(PRESETS) - {"cyclic", "one_cycle"})),
+    per_epoch=st.integers(1, 12),
+    epochs=st.integers(1, 10),
+    data=st.data(),
+)
+def test_a_warmup_in_percent_steps_or_epochs_resolves_the_same_curve(
+    name: str, per_epoch: int, epochs: int, data: st.DataObject
+) -> None:
+    """``"10%"`` of 1000 steps is ``"100 steps"`` is one epoch of 100: the same curve, float for float."""
+    total = per_epoch * epochs
+    warm_epochs = data.draw(st.integers(0, epochs))
+    required = {"exponential": {"end": 0.01}, "multistep": {"milestones": ["3 steps"]}}
+    required |= {"cosine_restarts": {"period": "4 steps"}, "wsd": {"decay": "0 steps"}}
+    kwargs = required.get(name, {})
+    run = Run(total_steps=total, steps_per_epoch=per_epoch)
+    curves = []
+    for warmup in (f"{warm_epochs * per_epoch} steps", f"{warm_epochs} epochs", RunFraction(warm_epochs / epochs)):
+        schedule = preset(name, warmup=warmup, **kwargs)
+        schedule.check(total, run)
+        curves.append([schedule.multiplier(k, run) for k in range(total + 2)])
+    assert curves[1] == curves[0] and curves[2] == curves[0]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=4), total=st.integers(1, 80), open_end=st.booleans())
+def test_phases_longer_than_the_run_are_refused_at_fit_start_and_any_that_fit_are_taken(
+    lengths: list[int], total: int, open_end: bool
+) -> None:
+    phases = [(Warmup(), Steps(n)) for n in lengths] + ([(Cosine(), None)] if open_end else [])
+    schedule = Phases(phases)
+    run = Run(total_steps=total)
+    if sum(lengths) > total:
+        with pytest.raises(ValueError, match=rf"the phases add up to {sum(lengths)} steps .* but the run has {total}"):
+            schedule.check(total, run)
+    else:
+        schedule.check(total, run)
+        assert all(0.0 <= schedule.multiplier(k, run) <= 1.0 for k in range(total + 1))
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(shares=st.lists(st.integers(1, 100), min_size=2, max_size=4))
+def test_fractions_of_the_run_adding_up_to_more_than_it_are_refused_at_construction(shares: list[int]) -> None:
+    phases = [(Warmup(), f"{share}%") for share in shares]
+    if sum(shares) > 100:
+        with pytest.raises(ValueError, match=r"add up to more than the whole run .*; shorten them to 100% at most"):
+            Phases(phases)
+    else:
+        Phases(phases).check(100, Run(total_steps=100))
+
+
+TRANSFORMERS_PRESETS = {
+    "constant": lambda o, w, n: get_constant_schedule_with_warmup(o, w),
+    "linear": lambda o, w, n: get_linear_schedule_with_warmup(o, w, n),
+    "cosine": lambda o, w, n: get_cosine_schedule_with_warmup(o, w, n),
+    "polynomial": lambda o, w, n: get_polynomial_decay_schedule_with_warmup(o, w, n, lr_end=0.0, power=2.0),
+    "inverse_sqrt": lambda o, w, n: get_inverse_sqrt_schedule(o, w),
+    "wsd": lambda o, w, n: get_wsd_schedule(o, w, 3, n, decay_type="1-sqrt"),
+}
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(name=st.sampled_from(sorted(TRANSFORMERS_PRESETS)), total=st.integers(1, 60), data=st.data())
+def test_presets_with_a_warmup_match_transformers_one_step_ahead_in_the_warmup_and_exactly_after(
+    name: str, total: int, data: st.DataObject
+) -> None:
+    """Side by side with transformers' ``get_*_schedule``: after the warmup, the same LR at every step; within it,
+    ours trains step ``k`` at transformers' step ``k + 1`` (our warmup's first step is not spent at LR 0), and
+    reaches the peak on its last step (transformers' next step, past its run where the warmup fills it)."""
+    # room for wsd's 3 decay steps; transformers' polynomial divides by zero for a warmup as long as the run
+    longest = total - {"wsd": 3, "polynomial": 1}.get(name, 0)
+    if longest < 1:
+        return
+    warm = data.draw(st.integers(1, longest))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = TRANSFORMERS_PRESETS[name](optimizer, warm, total)
+    reference = []
+    for _ in range(total + 1):
+        reference.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    kwargs = {"polynomial": {"power": 2.0}, "wsd": {"decay": "3 steps"}}.get(name, {})
+    schedule = preset(name, warmup=f"{warm} steps", **kwargs)
+    run = Run(total_steps=total)
+    schedule.check(total, run)
+    ours = [schedule.multiplier(k, run) for k in range(total)]
+    assert ours[:warm] == pytest.approx([*reference[1:warm], 1.0], rel=1e-12)
+    assert ours[warm:] == pytest.approx(reference[warm:total], rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    per_epoch=st.integers(1, 9),
+    every=st.sampled_from(["1 epochs", "2 epochs", "1.5 epochs", "0.5 epochs"]),
+    milestones=st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.5]), min_size=1, max_size=4, unique=True),
+)
+def test_step_presets_in_epochs_match_torch_step_and_multistep_at_the_steps_the_epochs_round_up_to(
+    per_epoch: int, every: str, milestones: list[float]
+) -> None:
+    """Epochs that an epoch's steps do not divide (1.5 epochs of 5 steps) are rounded up, to 8 steps, and then the
+    curves are torch's StepLR / MultiStepLR stepped at each optimizer step, run side by side."""
+    run = Run(total_steps=60, steps_per_epoch=per_epoch)
+    epochs = float(every.split()[0])
+    size = math.ceil(epochs * per_epoch - 1e-9)
+    marks = [math.ceil(m * per_epoch - 1e-9) for m in sorted(milestones)]
+    for ours, make in (
+        (preset("step", every=every, gamma=0.5), lambda o: lr_scheduler.StepLR(o, step_size=size, gamma=0.5)),
+        (
+            preset("multistep", milestones=[f"{m} epochs" for m in sorted(milestones)], gamma=0.5),
+            lambda o: lr_scheduler.MultiStepLR(o, milestones=marks, gamma=0.5),
+        ),
+    ):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = make(optimizer)
+        reference = []
+        for _ in range(60):
+            reference.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        ours.check(60, run)
+        assert [ours.multiplier(k, run) for k in range(60)] == pytest.approx(reference, rel=1e-12)
