@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule
+from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule, OneCycle, Phases, Warmup
 from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
 
 TOTAL = 14
@@ -86,6 +86,42 @@ def test_resume_from_a_real_checkpoint_reproduces_the_lr_sequence(
     assert model.seen_lrs == uninterrupted.lrs[step:]  # exactly: the same floats
     assert read_scalars(tmp_path, "lr/body") == uninterrupted.logged[step:]
     assert [lr for lr, _ in uninterrupted.lrs[:6]] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1])
+
+
+COMPOSITES = {
+    # three phases (warmup 2, stable 6, decay 6 of 14 steps): step 10 is in the third, mid-decay, mid-epoch
+    "wsd-mid-decay": (lambda: LRSchedule("wsd", warmup="2 steps", decay="40%", decay_shape="cosine"), 10),
+    # cycles of 2 up and 3 down (momentum co-scheduled): step 7 is on the way down of the second cycle
+    "cyclic-mid-cycle": (lambda: LRSchedule("cyclic", low=0.2, up="2 steps", down="3 steps", momentum=(0.8, 0.9)), 7),
+    # a warmup, then restarts every 4 steps (at steps 2, 6, 10): step 7 is mid-cycle, in the second phase
+    "restarts-mid-cycle": (lambda: LRSchedule("cosine_restarts", period="4 steps", warmup="2 steps", end=0.1), 7),
+    # a warmup, then one-cycle up and down (a phase of a phase): step 9 is in the one-cycle's fall
+    "one-cycle-in-a-phase": (
+        lambda: LRSchedule(Phases([(Warmup(), "2 steps"), (OneCycle(momentum=None), None)])),
+        9,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPOSITES))
+def test_a_resume_inside_a_later_phase_or_mid_cycle_continues_the_curve_exactly(tmp_path: Path, name: str) -> None:
+    """A checkpoint saved inside a composite's later phase, or in the middle of a cycle, resumes on the very LR
+    (and momentum) the uninterrupted fit used at each step after it, read from the optimizer."""
+    make, step = COMPOSITES[name]
+    torch.manual_seed(0)
+    whole = TinyModel()
+    save = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=step, save_top_k=-1, filename="{step}")
+    options: dict[str, Any] = {"max_steps": TOTAL, "accumulate_grad_batches": 2}
+    make_trainer(tmp_path / "whole", enable_checkpointing=True, callbacks=[make(), save], **options).fit(
+        whole, loader()
+    )
+    moved = {round(lr, 12) for lr, _ in whole.seen_lrs[step - 1 : step + 2]}
+    assert len(moved) > 1  # the LR moves across the checkpoint: a resume one step off would show
+
+    resumed = resume(tmp_path / "resumed", tmp_path / "ckpt" / f"step={step}.ckpt", make())
+    assert resumed.seen_lrs == whole.seen_lrs[step:]  # exactly: the same floats
+    momenta = [group.get("momentum") for group in resumed.optimizers().optimizer.param_groups]
+    assert momenta == [group.get("momentum") for group in whole.optimizers().optimizer.param_groups]
 
 
 def test_state_dict_round_trips_into_a_fresh_instance_and_continues_the_plan(tmp_path: Path) -> None:
