@@ -30,7 +30,10 @@ def check_number(
         if foreign:
             raise TypeError(f"{where}`{name}` must be a Python int or float, got {value!r}{foreign}")
         raise TypeError(f"{where}`{name}` must be a number, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past float's range, 10**400
+        number = math.inf
     if not math.isfinite(number):
         raise ValueError(f"{where}`{name}` must be finite, got {value!r}")
     if low is not None and (number <= low if low_open else number < low):
@@ -101,17 +104,26 @@ def check_bool(name: str, value: object, *, owner: str = "") -> bool:
 
 def foreign_scalar(value: object, convert: str) -> str:
     """The fix for a single number of a type the checks do not take, a numpy scalar (``np.int64(200)`` from
-    ``np.arange``, ``np.float32``) or a one-element tensor or array: the type and the conversion; ``""`` for
-    anything else.
+    ``np.arange``, ``np.float32``), a one-element tensor or array, or another number type (``Fraction``): the type and
+    the conversion; ``""`` for anything else.
 
     Before, ``np.int64(200)`` was refused as "must be a whole number" and ``np.float32(0.1)`` as "must be a
     number": both are, and the message gave no way out.
 
+    A ``Fraction`` or a ``Decimal`` is a number too: it was refused as "must be a number", with no way out.
+
     >>> foreign_scalar(3, "int"), foreign_scalar("3", "int")
     ('', '')
+    >>> from fractions import Fraction
+    >>> foreign_scalar(Fraction(1, 2), "float")
+    ' (a fractions.Fraction); convert it with float(...)'
     """
     kind = type(value)
-    if kind.__module__ == "builtins" or not callable(getattr(value, "item", None)):
+    if kind.__module__ == "builtins":
+        return ""
+    if isinstance(value, numbers.Number) and not callable(getattr(value, "item", None)):  # a Fraction, a Decimal
+        return f" (a {kind.__module__}.{kind.__qualname__}); convert it with {convert}(...)"
+    if not callable(getattr(value, "item", None)):
         return ""
     numel = getattr(value, "numel", None)  # a tensor's; an array's (and a numpy scalar's) is `size`
     if (numel() if callable(numel) else getattr(value, "size", 1)) != 1:

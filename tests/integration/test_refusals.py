@@ -3,6 +3,7 @@ optimizer whose groups have no ``lr``."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,11 @@ def test_finder_epochs_past_the_run_are_said_at_fit_start(tmp_path: Any) -> None
             r"LRFinder: `probe` must be True or False, got np.True_ \(a numpy.bool_?\); convert it with bool",
         ),
         (lambda: LRFinder(num_steps=np.array([50, 60])), r"`num_steps` must be a whole number, got array"),
+        (  # a Fraction was "must be a number", which it is
+            lambda: LRFinder(min_lr=Fraction(1, 10**6)),
+            r"LRFinder: `min_lr` must be a Python int or float, got Fraction\(1, 1000000\) \(a fractions.Fraction\); "
+            r"convert it with float\(\.\.\.\)$",
+        ),
     ],
 )
 def test_a_numpy_or_torch_scalar_is_refused_with_its_conversion(build: Any, match: str) -> None:
@@ -98,3 +104,9 @@ def test_a_numpy_or_torch_scalar_is_refused_with_its_conversion(build: Any, matc
     Python one: it was refused as "must be a whole number" or "must be a number", which it is, with no way out."""
     with pytest.raises(TypeError, match=match):
         build()
+
+
+def test_an_int_past_floats_range_is_refused_as_not_finite() -> None:
+    """``10**400`` raised float()'s bare OverflowError ("int too large to convert to float"), naming no argument."""
+    with pytest.raises(ValueError, match=r"^LRFinder: `max_lr` must be finite, got 1000"):
+        LRFinder(max_lr=10**400)
