@@ -16,9 +16,12 @@ optimizer steps only when the run's length is known (at fit start), from a :clas
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+
+from lr_callbacks.core.checks import foreign_scalar
 
 __all__ = ["Duration", "Epochs", "Run", "RunFraction", "Steps", "is_zero", "known_total", "parse_duration"]
 
@@ -99,7 +102,9 @@ class Steps(Duration):
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or isinstance(self.steps, bool):
-            raise TypeError(f"Steps takes a whole number of optimizer steps, got {self.steps!r}")
+            raise TypeError(
+                f"Steps takes a whole number of optimizer steps, got {self.steps!r}{foreign_scalar(self.steps, 'int')}"
+            )
         if self.steps < 0:
             raise ValueError(f"Steps: `steps` must be >= 0, got {self.steps}")
 
@@ -125,7 +130,9 @@ class Epochs(Duration):
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool):
-            raise TypeError(f"Epochs takes a number of epochs, got {self.epochs!r}")
+            raise TypeError(
+                f"Epochs takes a number of epochs, got {self.epochs!r}{foreign_scalar(self.epochs, 'float')}"
+            )
         if not math.isfinite(self.epochs) or self.epochs < 0:
             raise ValueError(f"Epochs: `epochs` must be finite and >= 0, got {self.epochs}")
         object.__setattr__(self, "epochs", float(self.epochs))
@@ -161,7 +168,9 @@ class RunFraction(Duration):
 
     def __post_init__(self) -> None:
         if not isinstance(self.fraction, (int, float)) or isinstance(self.fraction, bool):
-            raise TypeError(f"RunFraction takes a number in [0, 1], got {self.fraction!r}")
+            raise TypeError(
+                f"RunFraction takes a number in [0, 1], got {self.fraction!r}{foreign_scalar(self.fraction, 'float')}"
+            )
         if not 0.0 <= self.fraction <= 1.0:
             raise ValueError(
                 f"RunFraction: `fraction` must be in [0, 1], got {self.fraction}; for a length in steps use Steps(...)"
@@ -183,13 +192,15 @@ class RunFraction(Duration):
         return f"{self.fraction:.4g} of the run"
 
 
-_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(steps?|epochs?|%)\s*$")
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(steps?|epochs?|%)\s*$", re.IGNORECASE)
 
 
 def _readings(value: float) -> str:
     """What a bare number could have meant, each in both spellings (a whole number as steps or epochs, a number
     in [0, 1] as a share of the run too: ``0.05`` is ``'5%'``, not ``'0.05%'``)."""
     options = []
+    if not math.isfinite(value):
+        return "Write a length such as '500 steps', '2 epochs' or '5%'"
     if float(value).is_integer() and value >= 0:
         options.append(f"'{int(value)} step{'' if value == 1 else 's'}' (Steps({int(value)}))")
     if value > 0:
@@ -204,7 +215,8 @@ def _readings(value: float) -> str:
 def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
     """Turn ``"500 steps"``, ``"2 epochs"``, ``"2.5 epochs"`` or ``"5%"`` into a :class:`Duration`.
 
-    A bare number is rejected: ``100`` could mean steps, epochs or a percentage.
+    The unit may be written in any case (``"500 Steps"``). A bare number is rejected, whatever its type (an int, a
+    float, a numpy scalar, a ``Fraction``): ``100`` could mean steps, epochs or a percentage.
 
     Args:
         value: a :class:`Duration` (returned as is) or a string with its unit.
@@ -219,8 +231,9 @@ def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
     """
     if isinstance(value, Duration):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise TypeError(f"`{name}` needs its unit: got the bare number {value!r}. {_readings(value)}")
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # a numpy scalar or a Fraction too
+        shown = value if isinstance(value, (int, float)) else float(f"{float(value):.7g}")  # np.float32(0.05)
+        raise TypeError(f"`{name}` needs its unit: got the bare number {value!r}. {_readings(shown)}")
     if not isinstance(value, str):
         raise TypeError(
             f"`{name}` must be a Duration or a string such as '500 steps', '2 epochs' or '5%', got {value!r}"
@@ -233,7 +246,9 @@ def parse_duration(value: Duration | str, name: str = "duration") -> Duration:
             f"`{name}` could not be read: {value!r}. Use '<n> steps', '<n> epochs' or '<p>%' "
             "(e.g. '500 steps', '2 epochs', '5%')"
         )
-    number, unit = match.group(1), match.group(2)
+    number, unit = match.group(1), match.group(2).lower()
+    if not math.isfinite(float(number)):
+        raise ValueError(f"`{name}` must be finite, got {value!r}; write a length such as '500 steps' or '5%'")
     if unit.startswith("step"):
         if not float(number).is_integer():
             raise ValueError(f"`{name}` must be a whole number of steps, got {value!r}; e.g. '500 steps'")

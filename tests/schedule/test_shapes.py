@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import fields
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -201,6 +202,49 @@ def test_durations_resolve_with_visible_units() -> None:
         "0.05 of the run",
     ]
     assert not Steps(3).needs_total() and not Epochs(1).needs_total() and RunFraction(0.1).needs_total()
+
+
+def test_a_duration_unit_may_be_written_in_any_case() -> None:
+    """``"5 Steps"`` or ``"2 EPOCHS"`` was refused as "could not be read", though it cannot be misread."""
+    assert [parse_duration(text) for text in ("5 Steps", "2 EPOCHS", "1E2 steps", " 1 Step ")] == [
+        Steps(5),
+        Epochs(2.0),
+        Steps(100),
+        Steps(1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        # a bare number of another type was "must be a Duration or a string", not "needs its unit"
+        (np.int64(5), TypeError, r"`warmup` needs its unit: got the bare number np.int64\(5\)\. Write '5 steps'"),
+        (np.float32(0.05), TypeError, r"bare number np.float32\(0.05\)\. .*'5%' of the run \(RunFraction\(0.05\)\)$"),
+        (Fraction(1, 2), TypeError, r"bare number Fraction\(1, 2\)\. .*'50%' of the run \(RunFraction\(0.5\)\)$"),
+        # inf was answered "Write 'inf epochs' (Epochs(inf))", which Epochs refuses
+        (math.inf, TypeError, r"bare number inf\. Write a length such as '500 steps', '2 epochs' or '5%'$"),
+        # '1e400 steps' was "must be a whole number of steps", '1e400 epochs' an Epochs error without the argument
+        ("1e400 steps", ValueError, r"^`warmup` must be finite, got '1e400 steps'; write a length such as"),
+        ("1e400 epochs", ValueError, r"^`warmup` must be finite, got '1e400 epochs'"),
+    ],
+)
+def test_parse_duration_names_the_fix_for_numbers_of_any_type(value: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        parse_duration(value, "warmup")
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: Steps(np.int64(5)), r"got np.int64\(5\) \(a numpy.int64\); convert it with int\(\.\.\.\) or \.item"),
+        (lambda: Epochs(np.float32(1.5)), r"got np.float32\(1.5\) \(a numpy.float32\); convert it with float"),
+        (lambda: RunFraction(Fraction(1, 3)), r"got Fraction\(1, 3\) \(a fractions.Fraction\); convert it with float"),
+    ],
+)
+def test_a_duration_of_a_foreign_number_type_names_the_conversion(build: Callable[[], Any], match: str) -> None:
+    """``Steps(np.int64(5))`` was refused as "takes a whole number of optimizer steps", which it is."""
+    with pytest.raises(TypeError, match=match):
+        build()
 
 
 @pytest.mark.parametrize("total", [10, 15, 20, 25, 33, 3127])
