@@ -110,6 +110,29 @@ def parse_peak_lrs(values: Sequence[str] | None) -> dict[str, float]:
     return peaks
 
 
+def _whole_number(text: str) -> int:
+    """A count of steps as typed: ``1000``, or ``1e3`` as a duration takes ``'1e3 steps'`` (``int`` refused it as
+    "invalid int value" without the fix).
+
+    >>> _whole_number("1e3"), _whole_number(" 20 "), _whole_number("-5")
+    (1000, 20, -5)
+
+    Raises:
+        argparse.ArgumentTypeError: for a value that is not a whole number (argparse names the option).
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not number.is_integer():
+        raise argparse.ArgumentTypeError(f"must be a whole number of optimizer steps, got {text!r}; e.g. 1000 or 1e3")
+    return int(number)
+
+
 def _option_help(default: Any) -> str:
     text = f"default: {default!r}" if default is not inspect.Parameter.empty else "required"
     return text.replace("%", "%%")  # argparse formats help strings with %
@@ -168,9 +191,13 @@ def _plot_parser(schedule: str | None = None, transformers: str | None = None) -
         help="a LightningCLI config: plot the LRSchedule in its trainer.callbacks, as LightningCLI builds it; "
         "the run's length defaults to its trainer.max_steps (or max_epochs × --steps-per-epoch)",
     )
-    parser.add_argument("--steps", type=int, help="optimizer steps in the run (trainer.estimated_stepping_batches)")
+    parser.add_argument(
+        "--steps", type=_whole_number, help="optimizer steps in the run (trainer.estimated_stepping_batches)"
+    )
     parser.add_argument("--epochs", type=float, help="epochs in the run, with --steps-per-epoch, instead of --steps")
-    parser.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (for durations in epochs)")
+    parser.add_argument(
+        "--steps-per-epoch", type=_whole_number, help="optimizer steps per epoch (for durations in epochs)"
+    )
     parser.add_argument(
         "--peak-lr", action="append", metavar="LR|NAME=LR", help="the peak LR (default 1: the multiplier itself)"
     )
@@ -200,7 +227,10 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
             f"unknown preset {args.schedule!r}; choose one of: {', '.join(PRESETS)} "
             f"(`{_PROG} presets` lists their arguments)"
         )
-    options = dict(kwargs)
+    if args.transformers in TRANSFORMERS_ARGUMENTS:
+        options = ["num_warmup_steps", *TRANSFORMERS_ARGUMENTS[args.transformers]]
+    else:  # every argument of the preset: a message may name one not given (`end` or `gamma`, for exponential)
+        options = list(inspect.signature(PRESETS[args.schedule]).parameters) if args.schedule in PRESETS else []
     try:
         if args.transformers is not None:
             if args.transformers not in TRANSFORMERS_ARGUMENTS:
@@ -215,15 +245,15 @@ def build_schedule(args: argparse.Namespace) -> Schedule:
         raise UsageError(_as_flags(str(error), options)) from None
 
 
-def _as_flags(message: str, given: dict[str, Any]) -> str:
-    """The schedule's message with each of the given arguments spelled as its option, as typed.
+def _as_flags(message: str, names: Sequence[str]) -> str:
+    """The schedule's message with each of its arguments spelled as its option, as typed.
 
-    >>> _as_flags("Cosine: `end` must be >= 0, got -1", {"end": -1})
+    >>> _as_flags("Cosine: `end` must be >= 0, got -1", ["end", "warmup"])
     'Cosine: --end must be >= 0, got -1'
-    >>> _as_flags("wsd: unknown `decay_shape` 'square'", {"decay_shape": "square"})
+    >>> _as_flags("wsd: unknown `decay_shape` 'square'", ["decay_shape"])
     "wsd: unknown --decay-shape 'square'"
     """
-    for name in given:
+    for name in names:
         message = message.replace(f"`{name}`", f"--{name.replace('_', '-')}")
     return message
 
@@ -238,7 +268,8 @@ def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -
 
     Raises:
         UsageError: when the length is missing, given twice, or not positive, or the config's ``max_steps`` or
-            ``max_epochs`` is not a number.
+            ``max_epochs`` is not a number, or its ``max_epochs`` alone (no ``max_steps``) has no
+            ``--steps-per-epoch``.
     """
     per_epoch = args.steps_per_epoch
     if trainer and args.steps is None and args.epochs is None:
@@ -246,6 +277,16 @@ def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -
         max_epochs = _trainer_number(trainer, "max_epochs", float)
         steps = max_steps if max_steps is not None and max_steps > 0 else None
         epochs = max_epochs if max_epochs is not None and max_epochs != -1 else None  # -1: no limit, as Lightning
+        if epochs is not None and not 0 < epochs < math.inf:  # was reported as "--epochs must be ...", not typed
+            raise UsageError(
+                f"--config: trainer.max_epochs must be > 0 (or -1: no limit), got {max_epochs!r}; "
+                "or give the run's length: --steps N"
+            )
+        if epochs is not None and steps is None and per_epoch is None:
+            raise UsageError(
+                f"--config: trainer.max_epochs ({epochs:g}) counts the run in epochs: give --steps-per-epoch M "
+                "(optimizer steps per epoch) to count its steps, or the run's length: --steps N"
+            )
         if epochs is not None and per_epoch is not None and (steps is None or epochs * per_epoch < steps):
             args.epochs = epochs
         elif steps is not None:
@@ -466,19 +507,20 @@ def _parse_plot(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Name
     return parser, args
 
 
-_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")  # no option starts so: every one is a name
 
 
 def _join_negative_values(arguments: list[str]) -> list[str]:
-    """``--option -3e-4`` as ``--option=-3e-4``: argparse reads a negative number in scientific notation as an
-    option, and says only "expected one argument"; joined, the value reaches the option's own check.
+    """``--option -3e-4`` as ``--option=-3e-4``: argparse reads a negative value other than a plain number (in
+    scientific notation, or with a unit: ``--warmup -5%``) as an option, and says only "expected one argument";
+    joined, the value reaches the option's own check.
 
-    >>> _join_negative_values(["plot", "--peak-lr", "-3e-4", "-o", "x.png"])
-    ['plot', '--peak-lr=-3e-4', '-o', 'x.png']
+    >>> _join_negative_values(["plot", "--peak-lr", "-3e-4", "--warmup", "-5%", "-o", "x.png"])
+    ['plot', '--peak-lr=-3e-4', '--warmup=-5%', '-o', 'x.png']
     """
     joined: list[str] = []
     for argument in arguments:
-        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and _NEGATIVE_NUMBER.match(argument):
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and _NEGATIVE_VALUE.match(argument):
             joined[-1] = f"{joined[-1]}={argument}"
         else:
             joined.append(argument)

@@ -137,6 +137,13 @@ def test_without_output_no_file_is_written(tmp_path, capsys, monkeypatch) -> Non
     assert table(printed) == {0: [1.0], 1: [0.75], 2: [0.5], 3: [0.25]}
 
 
+def test_steps_may_be_written_in_scientific_notation(capsys) -> None:
+    """``--steps 1e3`` was "invalid int value: '1e3'", though a duration takes '1e3 steps'."""
+    assert run_cli(capsys, "plot", "linear", "--steps", "1e3", "--steps-per-epoch", "1E2").startswith(
+        "Linear()\nRun: 1000 optimizer steps, 100 per epoch\n"
+    )
+
+
 def test_steps_sets_the_length_of_the_run(capsys) -> None:
     short = table(run_cli(capsys, "plot", "linear", "--steps", "4"))
     long = table(run_cli(capsys, "plot", "linear", "--steps", "8"))
@@ -289,6 +296,18 @@ def test_a_missing_value_shows_the_plot_usage(capsys, option) -> None:
         (["plot", "wsd", "--steps", "10", "--decay-shape", "square"], "unknown --decay-shape 'square'; choose one"),
         (["plot", "one_cycle", "--steps", "10", "--pct-start", "2"], "OneCycle: --pct-start must be <= 1, got 2"),
         (["plot", "--transformers", "cosine", "--steps", "10", "--num-warmup-steps", "0.1"], "--num-warmup-steps is a"),
+        # a count that is not whole: before, "argument --steps: invalid int value: '1.5'", with no fix
+        (
+            ["plot", "cosine", "--steps", "1.5"],
+            "argument --steps: must be a whole number of optimizer steps, got '1.5'",
+        ),
+        (["plot", "cosine", "--steps", "10", "--steps-per-epoch", "2.5"], "--steps-per-epoch: must be a whole number"),
+        # a negative value with a unit: before, "argument --warmup: expected one argument"
+        (["plot", "cosine", "--steps", "10", "--warmup", "-5%"], "error: --warmup must not be negative, got '-5%'"),
+        # an argument the user did not type, spelled as its option: before, "Exponential needs `end` (...) or `gamma`"
+        (["plot", "exponential", "--steps", "10"], "error: Exponential needs --end (interpolate"),
+        (["plot", "--transformers", "warmup_stable_decay", "--steps", "10"], "--num-decay-steps is required"),
+        (["plot", "--transformers", "cosine_with_min_lr", "--steps", "10"], "exactly one of --min-lr (absolute) or"),
     ],
 )
 def test_errors_name_the_problem_and_exit_with_status_2(capsys, argv, message) -> None:
@@ -456,6 +475,16 @@ def test_config_peak_lrs_set_their_groups_and_win_over_peak_lr(tmp_path, capsys)
             "trainer: {max_epochs: abc, callbacks: [{class_path: LRSchedule}]}",
             ["--steps-per-epoch", "9"],
             "plot: error: --config: trainer.max_epochs must be a number, got 'abc'$",
+        ),
+        (  # before: "--epochs must be a finite number > 0, got 0", an option not typed
+            "trainer: {max_epochs: 0, callbacks: [{class_path: LRSchedule}]}",
+            ["--steps-per-epoch", "9"],
+            r"error: --config: trainer.max_epochs must be > 0 \(or -1: no limit\), got 0; or give the run's length",
+        ),
+        (  # before: "give the run's length: --steps N, or --epochs E with --steps-per-epoch M", the epochs unsaid
+            "trainer: {max_steps: -1, max_epochs: 3, callbacks: [{class_path: LRSchedule}]}",
+            [],
+            r"error: --config: trainer.max_epochs \(3\) counts the run in epochs: give --steps-per-epoch M",
         ),
         (
             "trainer: {max_steps: '1000', callbacks: [{class_path: LRSchedule}]}",
