@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lr_callbacks.core.durations import Run
+from lr_callbacks.core.durations import Epochs, Run
 from lr_callbacks.schedule.plan import by_schedule, plan_image, plan_table, plan_tables, sample_steps
 from lr_callbacks.schedule.presets import PRESETS, preset
 from lr_callbacks.schedule.shapes import Schedule
@@ -259,7 +259,8 @@ def _as_flags(message: str, names: Sequence[str]) -> str:
 
 
 def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -> Run:
-    """The run's length from ``--steps``, or ``--epochs`` × ``--steps-per-epoch``.
+    """The run's length from ``--steps``, or ``--epochs`` × ``--steps-per-epoch`` rounded up, as a duration of
+    ``'<E> epochs'`` is.
 
     With a config's ``trainer`` section and neither option given, the length Lightning's
     ``estimated_stepping_batches`` gives: the shorter of its ``max_steps`` (if > 0) and its ``max_epochs`` ×
@@ -309,7 +310,8 @@ def build_run(args: argparse.Namespace, trainer: dict[str, Any] | None = None) -
         raise UsageError("--epochs needs --steps-per-epoch to count the run's optimizer steps")
     if not 0 < args.epochs < math.inf:
         raise UsageError(f"--epochs must be a finite number > 0, got {args.epochs:g}")
-    return Run(total_steps=max(round(args.epochs * per_epoch), 1), steps_per_epoch=per_epoch)
+    epochs = Epochs(args.epochs).to_steps(Run(steps_per_epoch=per_epoch))  # as a duration of as many epochs
+    return Run(total_steps=max(epochs, 1), steps_per_epoch=per_epoch)
 
 
 def _trainer_number(trainer: dict[str, Any], key: str, kind: type[int] | type[float]) -> Any:

@@ -144,6 +144,13 @@ def test_steps_may_be_written_in_scientific_notation(capsys) -> None:
     )
 
 
+def test_a_fractional_epochs_run_is_as_long_as_that_many_epochs_of_a_duration(capsys) -> None:
+    """--epochs 2.5 --steps-per-epoch 5 was a run of round(12.5) = 12 steps, so a warmup of '2.5 epochs' (13 steps,
+    rounded up as every duration in epochs is) was refused as longer than the run; the run is now 13 steps."""
+    printed = run_cli(capsys, "plot", "cosine", "--epochs", "2.5", "--steps-per-epoch", "5", "--warmup", "2.5 epochs")
+    assert "Run: 13 optimizer steps, 5 per epoch" in printed and table(printed)[12] == [1.0]
+
+
 def test_steps_sets_the_length_of_the_run(capsys) -> None:
     short = table(run_cli(capsys, "plot", "linear", "--steps", "4"))
     long = table(run_cli(capsys, "plot", "linear", "--steps", "8"))
