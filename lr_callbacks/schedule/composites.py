@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
 from lr_callbacks.core.durations import Duration, Epochs, Run, RunFraction, Steps, is_zero, parse_duration
-from lr_callbacks.schedule.shapes import Schedule
+from lr_callbacks.schedule.shapes import MAX_MULTIPLIER, Schedule, _first_over, _refuse_growth, _Unbounded
 
 __all__ = ["CosineRestarts", "Cyclic", "OneCycle", "Phase", "Phases", "Reversed"]
 
@@ -171,8 +171,13 @@ class Phases(Schedule):
                 f"the phases add up to {fixed:g} steps ({parts}), but {room} {span:g} steps; "
                 "shorten the phases or give them as fractions of the run (e.g. '10%')"
             )
-        for phase, length in zip(self.phases, lengths):
-            phase.schedule.check(length, run)
+        start = 0.0
+        for i, (phase, length) in enumerate(zip(self.phases, lengths)):
+            try:
+                phase.schedule.check(length, run)
+            except _Unbounded as error:  # a growth over a phase's span: say which phase, and the step of the run
+                raise error.in_phase(f"phase {i + 1} of {len(self.phases)} ({phase.describe()})", start) from None
+            start += length or 0.0
 
     def _locate(self, step: int, span: float | None, run: Run) -> tuple[Phase, int, float | None]:
         start = 0.0
@@ -250,7 +255,11 @@ class Reversed(Schedule):
 
     def check(self, span: float | None, run: Run) -> None:
         super().check(span, run)
-        self.inner.check(span, run)
+        try:
+            self.inner.check(span, run)
+        except _Unbounded as error:  # played backwards, the span's last value comes first: at step 0
+            label = f"Reversed plays {self.inner.describe()} backwards, from the end of its span"
+            raise error.in_phase(label, 0, step=0) from None
 
     def at(self, step: int, span: float | None, run: Run) -> float:
         if span is None:
@@ -335,6 +344,36 @@ class CosineRestarts(Schedule):
                 f"CosineRestarts: `period` must be at least one step, got {self.period.describe()} = 0 steps "  # type: ignore[union-attr]
                 "for this run; give it in steps"
             )
+        if self.decay > 1.0 and self.start > 0.0:
+            cycle = _first_over(
+                lambda i: self.start * self.decay**i, math.log(MAX_MULTIPLIER / self.start) / math.log(self.decay)
+            )
+            limit = self.limit if self.cycles is None else min(self.limit or self.cycles, self.cycles)
+            first = None if limit is not None and cycle >= limit else self._cycle_begins(cycle, span, run)
+            _refuse_growth(
+                self,
+                first,
+                span,
+                run,
+                f"raises each cycle's peak by decay={self.decay!r}",
+                f"use a decay of at most 1 or a `limit` of at most {cycle} cycles",
+            )
+
+    def _cycle_begins(self, index: int, span: float | None, run: Run) -> int | None:
+        """The first step of cycle ``index`` (``None``: past any step a float counts)."""
+        if self.cycles is not None:
+            assert span is not None  # needs_span: Schedule.check refused a span of unknown length
+            step = max(math.ceil(index * span / self.cycles) - 1, 0)
+            while math.floor(step * self.cycles / span) < index:
+                step += 1
+            return step
+        period = float(self.period.to_steps(run))  # type: ignore[union-attr]
+        if self.period_mult == 1.0:
+            return int(index * period)
+        try:
+            return math.ceil(_cycle_start(index, period, self.period_mult))
+        except OverflowError:
+            return None
 
     def at(self, step: int, span: float | None, run: Run) -> float:
         step = max(step, 0)
@@ -458,6 +497,21 @@ class Cyclic(Schedule):
             raise ValueError(
                 f"Cyclic: `up` must be at least one step, got {self.up.describe()} = 0 steps for this run; "  # type: ignore[union-attr]
                 "give it in steps"
+            )
+        if self.mode == "exp_range" and self.gamma > 1.0 and self.high > self.low:
+            amplitude = self.high - self.low
+            first = _first_over(
+                lambda k: self.low + amplitude * self.gamma**k,
+                math.log(MAX_MULTIPLIER / amplitude) / math.log(self.gamma),
+            )
+            _refuse_growth(
+                self,
+                first,
+                span,
+                run,
+                f"scales its cycles by gamma={self.gamma!r} at each step (mode='exp_range')",
+                "use a gamma of at most 1 (below 1, exp_range shrinks the cycles)",
+                what="the top of its cycles",
             )
 
     def co_schedules_momentum(self) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 from lr_callbacks.core.checks import check_number, check_step
@@ -41,6 +41,104 @@ __all__ = [
     "Step",
     "Warmup",
 ]
+
+
+#: The largest multiplier of a group's peak LR that a shape growing step by step (``Exponential(gamma > 1)``,
+#: ``Step(gamma > 1)``, ``MultiStep(gamma > 1)``, ``Cyclic(mode="exp_range", gamma > 1)``, ``CosineRestarts(decay >
+#: 1)``) may reach within its span. Such a shape is fine in a short phase (a warmup that doubles the LR each step), but
+#: over a long span its multiplier grows without bound, then stops being a finite float (``1.01^k`` overflows at
+#: ``k = 71,333``). Its ``check`` refuses the span at fit start, naming the step where the multiplier passes this bound
+#: (10⁶ × the peak: no LR schedule trains there, and it stays far below where a float, or a float32 LR, overflows).
+MAX_MULTIPLIER = 1e6
+
+
+class _Unbounded(ValueError):
+    """A growing shape's multiplier passes :data:`MAX_MULTIPLIER` within its span.
+
+    ``step`` is that step in the shape's own span; :class:`~lr_callbacks.Phases` add their phase's start to
+    ``offset`` and name the phase in ``where`` (outermost first), so the message gives the step of the run too.
+    """
+
+    def __init__(self, shape: str, growth: str, step: int, span: float | None, fix: str, what: str) -> None:
+        super().__init__(shape, growth, step, span, fix, what)
+        self.shape, self.growth, self.step, self.span, self.fix, self.what = shape, growth, step, span, fix, what
+        self.offset = 0
+        self.where: list[str] = []
+
+    def in_phase(self, label: str, start: float, step: int | None = None) -> _Unbounded:
+        """This error as seen from the enclosing span, where its phase ``label`` starts at step ``start`` (and, for a
+        phase played backwards, passes the bound at its own ``step`` instead)."""
+        error = _Unbounded(self.shape, self.growth, self.step, self.span, self.fix, self.what)
+        error.offset, error.where = (
+            int(start) + (self.offset if step is None else step - self.step),
+            [label, *self.where],
+        )
+        return error
+
+    def __str__(self) -> str:
+        where = "".join(f"{label}: " for label in self.where)
+        span = "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
+        at = (
+            f"step {self.offset + self.step} of the run (its own step {self.step})"
+            if self.where
+            else f"step {self.step}"
+        )
+        return (
+            f"{where}{self.shape} {self.growth}, without bound, {span}: {self.what} passes "
+            f"{MAX_MULTIPLIER:g} × the peak LR at {at}; {self.fix}"
+        )
+
+
+def _first_over(value_at: Callable[[int], float], guess: float) -> int:
+    """The first ``k >= 0`` where ``value_at(k)``, non-decreasing in ``k``, passes :data:`MAX_MULTIPLIER` or stops
+    being a finite float; ``guess`` (from logarithms) is within a step or two of it.
+
+    >>> _first_over(lambda k: 10.0**k, guess=5.9)
+    7
+    """
+
+    def over(k: int) -> bool:
+        try:
+            return not value_at(k) <= MAX_MULTIPLIER
+        except OverflowError:
+            return True
+
+    k = max(math.floor(guess), 0)
+    while k > 0 and over(k - 1):
+        k -= 1
+    while not over(k):
+        k += 1
+    return k
+
+
+def _refuse_growth(
+    schedule: Schedule,
+    first: int | None,
+    span: float | None,
+    run: Run,
+    growth: str,
+    fix: str,
+    what: str = "its multiplier",
+) -> None:
+    """Refuse ``schedule`` over a span of ``span`` steps if ``what`` passes :data:`MAX_MULTIPLIER` at step ``first``
+    (``None``: never) within it; the step the span ends on counts where it is the value held after it.
+
+    ``fix`` is completed with the longest phase that would fit: ``"use a smaller gamma"`` reads
+    ``"use a smaller gamma, or put it in a phase of at most 99 steps"``.
+
+    Raises:
+        _Unbounded: naming the shape, how it grows, the step and the fix.
+    """
+    if first is None or (span is not None and first > span):
+        return
+    if span is not None and first == span:
+        try:
+            if schedule.at(first, span, run) <= MAX_MULTIPLIER:
+                return
+        except OverflowError:
+            pass
+    shorter = f", or put it in a phase of at most {first - 1} steps" if first > 1 else ""
+    raise _Unbounded(schedule.describe(), growth, first, span, fix + shorter, what)
 
 
 def progress(step: int, span: float | None) -> float:
@@ -119,8 +217,13 @@ class Schedule(ABC):
     def check(self, span: float | None, run: Run) -> None:
         """Check that this schedule fits a span of ``span`` steps of ``run``.
 
+        A shape that grows at each step (``Exponential``, ``Step`` or ``MultiStep`` with ``gamma > 1``,
+        ``Cyclic(mode="exp_range", gamma > 1)``, ``CosineRestarts(decay > 1)``) fits a span where its multiplier stays
+        at most 10⁶ (× the peak LR); past it, it grows without bound, to where a float overflows.
+
         Raises:
-            ValueError: naming what does not fit, and the fix.
+            ValueError: naming what does not fit, and the fix; for a growing shape, the step (of the run, and of its
+                phase) where its multiplier passes 10⁶.
         """
         if span is None and self.needs_span():
             raise ValueError(
@@ -165,7 +268,9 @@ class Schedule(ABC):
 
         Raises:
             ValueError: for a negative or fractional ``step``, or no ``total_steps`` for a schedule that needs the
-                run's length (a decay over the run, a duration in ``"%"``); each names the fix.
+                run's length (a decay over the run, a duration in ``"%"``); or where a shape that grows each step has
+                passed :data:`MAX_MULTIPLIER` by ``step``, as its :meth:`check` refuses it at fit start. Each names the
+                fix.
         """
         step = check_step("step", step, owner=type(self).__name__)
         if total_steps is None and self.needs_total():
@@ -173,7 +278,15 @@ class Schedule(ABC):
                 f"{self.describe()} needs the run's length to be evaluated: pass total_steps=N, the run's optimizer "
                 f"steps (Lightning's trainer.estimated_stepping_batches), e.g. schedule({step}, total_steps=1000)"
             )
-        return self.multiplier(step, Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch))
+        run = Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        try:
+            value = self.multiplier(step, run)
+        except OverflowError:
+            self.check(total_steps, run)  # a growth past its bound: its fit-start refusal, not a traceback
+            raise
+        if not value <= MAX_MULTIPLIER:
+            self.check(total_steps, run)
+        return value
 
 
 def _clamped(step: int, run: Run) -> int:
@@ -357,11 +470,36 @@ class Exponential(Schedule):
     def needs_span(self) -> bool:
         return self.gamma is None
 
+    def check(self, span: float | None, run: Run) -> None:
+        """Also refuse a growth (``gamma > 1``) that passes :data:`MAX_MULTIPLIER` within the span.
+
+        Raises:
+            ValueError: as :meth:`Schedule.check`; or, with ``gamma > 1`` and no ``end`` at or below the bound, a
+                span that reaches the step where ``start·gamma^k`` passes it (``gamma=1.01``: step 1389).
+        """
+        super().check(span, run)
+        gamma = self.gamma
+        if gamma is None or gamma <= 1.0 or (self.end is not None and self.end <= MAX_MULTIPLIER):
+            return
+        guess = math.log(MAX_MULTIPLIER / self.start) / math.log(gamma)
+        first = _first_over(lambda k: self.at(k, None, run), guess)
+        _refuse_growth(
+            self,
+            first,
+            span,
+            run,
+            f"grows by gamma={gamma!r} at each step",
+            "use a smaller gamma, give it an `end` (its ceiling, e.g. end=10.0)",
+        )
+
     def at(self, step: int, span: float | None, run: Run) -> float:
         if self.gamma is None:
             assert self.end is not None  # guaranteed by __post_init__
             return self.start * (self.end / self.start) ** progress(step, span)
-        value = self.start * self.gamma ** max(step, 0)
+        try:
+            value = self.start * self.gamma ** max(step, 0)
+        except OverflowError:  # gamma > 1 far along: held at a ceiling `end`, else refused by check before a fit
+            value = math.inf
         if self.end is None:
             return value
         return max(value, self.end) if self.gamma <= 1.0 else min(value, self.end)
@@ -447,6 +585,17 @@ class Step(Schedule):
                 f"Step: `every` must be at least one step, got {self.every.describe()} = 0 steps for this run; "  # type: ignore[union-attr]
                 "give it in steps"
             )
+        if self.gamma > 1.0:
+            every = self._every(run)
+            count = _first_over(lambda c: self.gamma**c, math.log(MAX_MULTIPLIER) / math.log(self.gamma))
+            _refuse_growth(
+                self,
+                count * every,
+                span,
+                run,
+                f"multiplies by gamma={self.gamma!r} every {self.every.describe()}",  # type: ignore[union-attr]
+                "use a gamma of at most 1 (a decay), a smaller one or a longer `every`",
+            )
 
     def _every(self, run: Run) -> int:
         assert isinstance(self.every, Duration)
@@ -495,6 +644,16 @@ class MultiStep(Schedule):
         steps = self._steps(run)
         if steps != sorted(steps):
             raise ValueError(f"MultiStep: `milestones` must not decrease, got {steps} steps for this run; sort them")
+        if self.gamma > 1.0:
+            count = _first_over(lambda c: self.gamma**c, math.log(MAX_MULTIPLIER) / math.log(self.gamma))
+            _refuse_growth(
+                self,
+                steps[count - 1] if count <= len(steps) else None,
+                span,
+                run,
+                f"multiplies by gamma={self.gamma!r} at each of its {len(steps)} milestones",
+                "use a smaller gamma or fewer milestones",
+            )
 
     def at(self, step: int, span: float | None, run: Run) -> float:
         return float(self.gamma ** bisect.bisect_right(self._steps(run), step))

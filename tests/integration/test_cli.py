@@ -296,6 +296,11 @@ def test_a_missing_value_shows_the_plot_usage(capsys, option) -> None:
         (["plot", "cosine", "--steps", "10", "--warmup", "20 steps"], "does not fit this run: the phases add up to 20"),
         (["plot", "step", "--steps", "10"], "needs the epoch length: pass --steps-per-epoch M (optimizer steps"),
         (
+            ["plot", "step", "--steps", "5000", "--every", "1 steps", "--gamma", "2"],
+            "does not fit this run: Step(every=1 steps, gamma=2) multiplies by gamma=2 every 1 steps, without bound, "
+            "and it spans 5000 steps: its multiplier passes 1e+06 × the peak LR at step 20",
+        ),
+        (
             ["plot", "cosine", "--steps", "10", "--peak-lr", "body=0.1,head=0.01"],
             "'body=0.1,head=0.01' is not one name=lr; repeat --peak-lr for each group",
         ),

@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import BackboneFinetuning
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from lr_callbacks import Cosine, Linear, LRSchedule, Phases, Run, Warmup
+from lr_callbacks import Cosine, Exponential, Linear, LRSchedule, Phases, Run, Step, Warmup
 from lr_callbacks.core.lr_model import find_lr_schedule, paused, reference_lr, set_lr_scale, set_peak_lr
 from tests.helpers import HalveLRAt, TinyModel, loader, make_trainer, read_events, read_scalars, read_text, stream
 
@@ -168,6 +168,37 @@ def test_phases_longer_than_the_run_are_refused_at_fit_start(tmp_path: Any) -> N
     schedule = LRSchedule(Phases([(Warmup(), "8 steps"), (Cosine(), "4 steps")]))
     with pytest.raises(ValueError, match=r"LRSchedule: the phases add up to 12 steps.*the run has 10 steps"):
         fit(tmp_path, schedule)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "kwargs", "match"),
+    [
+        (
+            Phases([(Warmup(), "2 steps"), (Step("1 steps", gamma=2.0), None)]),
+            {"max_steps": 30},
+            r"^LRSchedule: phase 2 of 2 \(Step\(every=1 steps, gamma=2\.0\) for the rest of the run\): .* it spans 28 "
+            r"steps: its multiplier passes 1e\+06 × the peak LR at step 22 of the run \(its own step 20\); use a gamma "
+            r"of at most 1 \(a decay\), a smaller one or a longer `every`, or put it in a phase of at most 19 steps$",
+        ),
+        (
+            Exponential(gamma=1.01),
+            {"max_steps": -1, "max_epochs": 2, "train_dataloaders": stream()},
+            r"^LRSchedule: Exponential\(gamma=1\.01\) .* and the run's length is unknown: its multiplier passes "
+            r"1e\+06 × the peak LR at step 1389",
+        ),
+    ],
+    ids=["phase-of-the-run", "run-of-unknown-length"],
+)
+def test_a_shape_growing_past_the_bound_within_the_run_is_refused_at_fit_start(
+    tmp_path: Any, schedule: Any, kwargs: dict[str, Any], match: str
+) -> None:
+    """Before, a step warmup doubling the LR each step, left in the run's last phase, trained at 2^27 × the peak by
+    step 29 of a 30-step run without a word (and raised a bare OverflowError at fit start over 1,100 steps); an
+    exponential growth on a run of unknown length trained on until ``1.01 ** k`` overflowed mid-run."""
+    model = TinyModel()
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, LRSchedule(schedule), model, **kwargs)
+    assert model.seen_lrs == []
 
 
 def test_a_transformers_warmup_longer_than_the_run_is_refused_at_fit_start(tmp_path: Any) -> None:

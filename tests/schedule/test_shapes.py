@@ -743,6 +743,61 @@ BAD_FOR_THE_RUN: list[tuple[str, Schedule, Run, str]] = [
         r"an absolute floor needs the optimizer's defaults\['lr'\]: `lr_end` \(1e-07\) is an LR.*to preview this "
         r"schedule, give it: TransformersSchedule\(\.\.\., reference_lr=<the optimizer's lr>\)",
     ),
+    # shapes that grow each step, fine in a short phase, refused over a span where they pass 1e6 × the peak (before:
+    # an OverflowError from gamma ** k at fit start or mid-run, or LRs of 1e20 × the peak with no word)
+    (
+        "exponential-growth-over-the-run",
+        Exponential(gamma=1.01),
+        Run(total_steps=100_000),
+        r"^Exponential\(gamma=1\.01\) grows by gamma=1\.01 at each step, without bound, and it spans 100000 steps: its "
+        r"multiplier passes 1e\+06 × the peak LR at step 1389; use a smaller gamma, give it an `end` \(its ceiling, "
+        r"e\.g\. end=10\.0\), or put it in a phase of at most 1388 steps$",
+    ),
+    (
+        "exponential-growth-run-of-unknown-length",
+        Exponential(gamma=1.01),
+        Run(),
+        r"without bound, and the run's length is unknown: its multiplier passes 1e\+06 × the peak LR at step 1389",
+    ),
+    (
+        "step-growth",
+        Step("10 steps", gamma=2.0),
+        Run(total_steps=1000),
+        r"Step\(every=10 steps, gamma=2\.0\) multiplies by gamma=2\.0 every 10 steps, without bound.*passes 1e\+06 × "
+        r"the peak LR at step 200; use a gamma of at most 1 \(a decay\), a smaller one or a longer `every`",
+    ),
+    (
+        "multistep-growth",
+        MultiStep(tuple(f"{k} steps" for k in range(1, 8)), gamma=10.0),
+        Run(total_steps=100),
+        r"multiplies by gamma=10\.0 at each of its 7 milestones.*at step 7; use a smaller gamma or fewer milestones",
+    ),
+    (
+        "cyclic-exp-range-growth",
+        Cyclic(up="10 steps", mode="exp_range", gamma=1.01),
+        Run(total_steps=100_000),
+        r"scales its cycles by gamma=1\.01 at each step \(mode='exp_range'\).*the top of its cycles passes 1e\+06 × "
+        r"the peak LR at step 1400; use a gamma of at most 1",
+    ),
+    (
+        "restarts-growing-peaks",
+        CosineRestarts(period="1 steps", decay=2.0),
+        Run(total_steps=5000),
+        r"raises each cycle's peak by decay=2\.0.*at step 20; use a decay of at most 1 or a `limit` of at most 20",
+    ),
+    (
+        "growth-in-the-open-phase",
+        Phases([(Warmup(), "100 steps"), (Exponential(gamma=1.01), None)]),
+        Run(total_steps=100_000),
+        r"^phase 2 of 2 \(Exponential\(gamma=1\.01\) for the rest of the run\): Exponential\(gamma=1\.01\) .* it spans "
+        r"99900 steps: its multiplier passes 1e\+06 × the peak LR at step 1489 of the run \(its own step 1389\)",
+    ),
+    (
+        "growth-played-backwards",
+        Reversed(Exponential(gamma=1.01)),
+        Run(total_steps=5000),
+        r"^Reversed plays Exponential\(gamma=1\.01\) backwards, from the end of its span: .* at step 0 of the run",
+    ),
 ]
 
 
@@ -752,6 +807,26 @@ BAD_FOR_THE_RUN: list[tuple[str, Schedule, Run, str]] = [
 def test_what_does_not_fit_the_run_is_refused_by_check(schedule: Schedule, run: Run, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         schedule.check(run.total_steps, run)
+
+
+def test_a_shape_that_grows_each_step_fits_a_span_where_it_stays_below_the_bound() -> None:
+    """A doubling warmup phase, growth held at a ceiling, and growth whose bound lies past the span all pass check;
+    and a ceiling is held however far the step (before, ``1.01 ** 100000`` raised an OverflowError under it)."""
+    run = Run(total_steps=100_000)
+    doubling = Phases([(Exponential(start=2.0**-10, gamma=2.0), "10 steps"), (Cosine(), None)])
+    for schedule in (
+        doubling,
+        Exponential(gamma=1.01, end=10.0),
+        Step("10000 steps", gamma=2.0),  # 2^10 × the peak at the end of the run: below 1e6
+        Cyclic(up="10 steps", mode="exp_range", gamma=1.0001),
+        CosineRestarts(period="1 steps", decay=2.0, limit=19),
+    ):
+        schedule.check(run.total_steps, run)
+    assert Exponential(gamma=1.01, end=10.0)(100_000, total_steps=200_000) == 10.0
+    assert Exponential(gamma=1.01)(1388) < 1e6 and [doubling(k, total_steps=100_000) for k in (9, 10)] == [0.5, 1.0]
+    Phases([(Exponential(gamma=1.01), "1388 steps"), (Cosine(), None)]).check(run.total_steps, run)  # the fix it names
+    with pytest.raises(ValueError, match=r"at step 1389 of the run"):
+        Phases([(Exponential(gamma=1.01), "1389 steps"), (Cosine(), None)]).check(run.total_steps, run)
 
 
 @pytest.mark.parametrize(
@@ -775,8 +850,24 @@ def test_a_shape_that_needs_its_span_refuses_to_evaluate_without_one(schedule: S
         (lambda: Cosine()(-1, total_steps=10), r"Cosine: `step` is an optimizer step, a whole number >= 0, got -1"),
         (lambda: Linear()(1.5, total_steps=10), r"Linear: `step` .* got 1\.5; steps are counted.*pass an int"),
         (lambda: Constant()(float("nan")), r"Constant: `step` .* got nan"),
+        (lambda: Exponential(gamma=1.01)(100_000, total_steps=200_000), r"passes 1e\+06 × the peak LR at step 1389"),
+        (lambda: Exponential(gamma=1.01)(5000), r"the run's length is unknown: .* at step 1389"),
+        (
+            lambda: Phases([(Warmup(), "2 steps"), (Step("1 steps", gamma=2.0), None)])(3000, total_steps=5000),
+            r"phase 2 of 2 .* at step 22 of the run \(its own step 20\)",
+        ),
     ],
-    ids=["cosine-no-total", "fraction-no-total", "transformers-no-total", "negative", "fractional", "nan"],
+    ids=[
+        "cosine-no-total",
+        "fraction-no-total",
+        "transformers-no-total",
+        "negative",
+        "fractional",
+        "nan",
+        "growth-past-the-bound",
+        "growth-no-total",
+        "growth-in-a-phase",
+    ],
 )
 def test_a_preview_refuses_a_bad_step_or_a_missing_length_and_names_the_fix(call: Any, match: str) -> None:
     """Before, ``Cosine()(5)`` said only "this shape needs a span of known length", and ``Cosine()(-1, total_steps=10)``
