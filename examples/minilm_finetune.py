@@ -7,8 +7,9 @@ head at 1e-3: ``LRSchedule`` warms both up over 10% of the run and decays them l
 ratio; ``DivergenceWatchdog`` judges every step before the update, a safety net that stays silent on a
 healthy run (the quickstart shows it act).
 
-    python examples/minilm_finetune.py
+    python examples/minilm_finetune.py                                # logs to minilm_logs/
     python examples/minilm_finetune.py --epochs 1 --per-class 50     # a quick look
+    tensorboard --logdir minilm_logs                                  # lr/encoder, lr/head, watchdog/..., val_acc
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ class Classifier(pl.LightningModule):
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--per-class", type=int, default=150, help="docstrings per package")
+    parser.add_argument("--per-class", type=int, default=150, help="docstrings per package, at most")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--logdir", default="minilm_logs")
+    parser.add_argument("--logdir", default="minilm_logs", help="where the TensorBoard logs go")
     args = parser.parse_args(argv)
 
     pl.seed_everything(0, verbose=False)
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(
         "watchdog: " + ("; ".join(f"step {i.step}: {i.signal} -> {i.action}" for i in watchdog.events) or "no incident")
     )
+    print(f"TensorBoard logs in {trainer.log_dir}: tensorboard --logdir {args.logdir}")
     return {"before": before, "after": after, "events": watchdog.events, "schedule": schedule}
 
 

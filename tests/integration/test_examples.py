@@ -156,4 +156,6 @@ def test_minilm_finetune_warms_up_and_decays_both_groups(tmp_path, capsys) -> No
     assert schedule.lr_at(0, 0, 1) == pytest.approx(1e-3)
     assert out["events"] == []
     assert 0.0 <= out["before"] <= 1.0 and 0.0 <= out["after"] <= 1.0
-    assert "validation accuracy:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "validation accuracy:" in printed
+    assert f"TensorBoard logs in {tmp_path}" in printed  # it says where it wrote them (minilm_logs/ by default)
