@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import re
 import sys
 from types import ModuleType
 
@@ -40,6 +41,21 @@ def test_every_example_is_short_and_tested() -> None:
             source = file.read()
         code = [line for line in source.split('"""', 2)[2].splitlines() if line.strip()]
         assert len(code) <= 110, f"examples/{name}.py has {len(code)} lines of code; keep examples short"
+
+
+def test_what_the_examples_write_by_default_is_ignored_by_git() -> None:
+    """Run from the repository root as their docstrings show, the examples write their logs and plots there:
+    ``.gitignore`` keeps each default output path (``--logdir``, ``--plot``) out of ``git status``."""
+    root = os.path.dirname(EXAMPLES)
+    with open(os.path.join(root, ".gitignore"), encoding="utf-8") as file:
+        ignored = {line.strip().strip("/") for line in file}
+    outputs = {}
+    for name in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")):
+        with open(os.path.join(EXAMPLES, name), encoding="utf-8") as file:
+            for path in re.findall(r'add_argument\("--(?:logdir|plot)", default="([^"]+)"', file.read()):
+                outputs[path] = name
+    assert len(outputs) == 4, outputs  # one per example: a changed argparse line must not empty this test
+    assert {path: name for path, name in outputs.items() if path not in ignored} == {}
 
 
 def test_demo_installs_into_a_venv_that_lacks_the_package(tmp_path) -> None:
