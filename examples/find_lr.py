@@ -63,7 +63,8 @@ class DigitsCNN(pl.LightningModule):
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="default", help="default, steepest, min_div_10 or valley")
+    methods = ("default", "steepest", "min_div_10", "valley")  # suggest_lr's rules
+    parser.add_argument("--method", default="default", choices=methods, help="the rule that picks the LR")
     parser.add_argument("--num-steps", type=int, default=100, help="optimizer steps of the sweep")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of training at the LR found")
     parser.add_argument("--plot", default="find_lr.png", help="where to save the curve")

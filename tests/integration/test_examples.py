@@ -134,6 +134,12 @@ def test_find_lr_method_chooses_the_rule(tmp_path) -> None:
     assert valley["lr"] == valley["result"].chosen_lr
 
 
+def test_find_lr_refuses_an_unknown_method_before_it_loads_anything(capsys) -> None:
+    with pytest.raises(SystemExit):  # argparse's usage error, not a ValueError from inside find_lr
+        example("find_lr").main(["--method", "vally"])
+    assert "invalid choice: 'vally'" in capsys.readouterr().err
+
+
 def test_quickstart_finds_the_lr_schedules_from_it_and_skips_the_bad_batch(tmp_path, capsys) -> None:
     logdir = tmp_path / "logs"
     argv = ["--epochs", "3", "--finder-steps", "20", "--bad-batch", "60", "--logdir", str(logdir)]
