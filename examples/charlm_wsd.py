@@ -6,8 +6,8 @@ validation loss falls faster during that decay than before it (default run, torc
 script prints it at each point. The text is real and already on the machine: every ``*.py`` file of the
 running Python's stdlib.
 
-    python examples/charlm_wsd.py                      # 600 steps: about 5 minutes on a 2-core CPU
-    python examples/charlm_wsd.py --steps 2000 --logdir charlm_logs
+    python examples/charlm_wsd.py                      # 600 steps, about 5 minutes on a 2-core CPU; logs: charlm_logs/
+    python examples/charlm_wsd.py --steps 2000         # a multiple of 5: it validates at each fifth of the run
     python -m lr_callbacks plot wsd --steps 600 --warmup 5% --decay 20% --peak-lr 3e-3   # the plan, before training
 """
 
@@ -80,12 +80,17 @@ class CharGPT(pl.LightningModule):
 
 def main(argv: list[str] | None = None) -> dict[int, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=600,
+        help="optimizer steps: a multiple of 5 (else it validates more often, up to every step)",
+    )
     parser.add_argument("--chars", type=int, default=2_000_000, help="characters of stdlib source to use")
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--val-batches", type=int, default=20, help="batches of 64 windows per validation")
-    parser.add_argument("--logdir", default="charlm_logs")
+    parser.add_argument("--logdir", default="charlm_logs", help="where the TensorBoard logs go")
     args = parser.parse_args(argv)
 
     pl.seed_everything(0, verbose=False)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--finder-steps", type=int, default=100, help="optimizer steps of the range test")
     parser.add_argument("--bad-batch", type=int, default=120, help="the step of the corrupted batch (-1: none)")
-    parser.add_argument("--logdir", default="quickstart_logs")
+    parser.add_argument("--logdir", default="quickstart_logs", help="where the TensorBoard logs go")
     args = parser.parse_args(argv)
 
     pl.seed_everything(0, verbose=False)
