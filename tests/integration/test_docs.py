@@ -262,6 +262,41 @@ def test_readme_schedule_examples_build() -> None:
     exec(compile(block, "README.md", "exec"), {})
 
 
+@pytest.mark.filterwarnings("ignore:LRFinder:UserWarning")  # a run of 64 steps is short for the finder
+def test_readme_training_blocks_run(tmp_path, monkeypatch, capsys) -> None:
+    """The README's blocks that train (a schedule, the finder as a callback and as ``find_lr``, the watchdog) run
+    as written on a stand-in ``model`` (with the ``lr`` that ``find_lr(apply=True)`` sets) and ``data``, their
+    sizes cut (``max_epochs=10`` to 2, ``max_steps=10_000`` to 40); before, only their imports were checked."""
+    import pytorch_lightning as pl
+    import torch
+
+    from tests.helpers import TinyModel, loader, regression_data
+
+    class Model(TinyModel):
+        def __init__(self) -> None:
+            super().__init__(optimizer=lambda module: torch.optim.SGD(module.parameters(), lr=module.lr))
+            self.lr = 0.01
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self) -> torch.utils.data.DataLoader:
+            return loader(regression_data(256), shuffle=True)
+
+        def val_dataloader(self) -> torch.utils.data.DataLoader:
+            return loader(regression_data(32, seed=1))
+
+    monkeypatch.chdir(tmp_path)  # the blocks' trainers log to ./lightning_logs
+    blocks = [b for b in _readme_blocks("python") if "trainer.fit(model, datamodule=data)" in b]
+    assert len(blocks) == 3
+    for block in blocks:
+        block = block.replace("max_epochs=10", "max_epochs=2").replace("max_steps=10_000", "max_steps=40")
+        scope = {"model": Model(), "data": Data()}
+        exec(compile(block, "README.md", "exec"), scope)
+        assert scope["trainer"].state.finished, block
+        if "find_lr" in block:
+            assert scope["model"].lr == scope["result"].chosen_lr  # apply=True: "sets model.lr"
+    assert "**LR finder**" in capsys.readouterr().out  # print(finder.result.summary())
+
+
 def test_readme_python_blocks_import_what_they_use() -> None:
     """Each Python block of the README imports every name it uses but ``model`` and ``data`` (which the README
     says stand for the user's module and data); the watchdog's block used ``pl`` and ``LRSchedule``, the finder's
