@@ -117,17 +117,25 @@ def group_names(given: Sequence[str], named: Sequence[str] = ()) -> list[str]:
 
 
 def names_of(names: Sequence[str], given: Sequence[str]) -> bool:
-    """Whether :func:`group_names` could have named groups ``given`` so: each name is its group's given name or
-    that name with a suffix (``decay-2`` for ``decay``). A checkpoint's names are kept on resume when they are.
+    """Whether :func:`group_names` could have named groups ``given`` so: each name is its group's given name or,
+    where an earlier group holds that name, the name with a suffix (``decay-2`` for a second ``decay``). A
+    checkpoint's names are kept on resume when they are. Groups ``x``, ``x-1`` and groups ``x``, ``x`` are both named
+    ``x``, ``x-1``: to tell them apart, compare the given names themselves, where a checkpoint saved them.
+
+    Before, any suffixed form passed: a group given ``x`` was taken for a checkpoint's ``x-1`` with no ``x`` before
+    it, a name the rule gives only to a second ``x``.
 
     >>> names_of(["a", "h", "a-1", "a-1-1"], ["a", "h", "a", "a-1"]), names_of(["body", "head"], ["body", "neck"])
     (True, False)
+    >>> names_of(["body", "x-1"], ["body", "x"])
+    False
     """
     if len(names) != len(given):
         return False
-    for name, base in zip(names, given):
+    for index, (name, base) in enumerate(zip(names, given)):
         suffix = name[len(base) + 1 :] if name.startswith(f"{base}-") else ""
-        if name != base and not (suffix.isascii() and suffix.isdigit()):
+        suffixed = suffix.isascii() and suffix.isdigit() and base in names[:index]
+        if name != base and not suffixed:
             return False
     return True
 

@@ -704,6 +704,7 @@ class LRSchedule(Callback):
             "peaks": self.peak_lrs,
             "scales": self.scales,
             "names": [[g.name for g in groups] for groups in self._table],
+            "given": [[g.given for g in groups] for groups in self._table],  # told apart on resume: x, x-1 and x, x
             "total_steps": self._run.total_steps,
             "steps_per_epoch": self._run.steps_per_epoch,
             # the plan's LR for each group's next step: a resume under a changed plan is told the LR jumps
@@ -976,7 +977,7 @@ class LRSchedule(Callback):
             multiplier = schedule.multiplier(self._clocks[index], run) * scale
             lr = as_float(group["lr"])
             peak = lr / multiplier if multiplier > 0 else lr
-            groups.append(setup.GroupState(tag=tag, name=name, schedule=schedule, peak=peak, scale=scale))
+            groups.append(setup.GroupState(tag=tag, name=name, given=base, schedule=schedule, peak=peak, scale=scale))
 
     def _adopt(self, index: int) -> None:
         """Take an LR that something else wrote into a group between steps (``BackboneFinetuning``'s ramp of the

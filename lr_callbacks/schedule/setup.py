@@ -42,7 +42,8 @@ class GroupState:
     """What the schedule knows of one parameter group."""
 
     tag: str  # "group0", "head", or "Adam/head" with several optimizers
-    name: str  # param_group["name"] or "group<i>"
+    name: str  # its name in the tags: the given name, made unique (group_names)
+    given: str  # param_group["name"] or "group<i>", which several groups may share
     schedule: Schedule
     peak: float
     scale: float = 1.0
@@ -187,7 +188,7 @@ def build_table(
                 peak, scale = float(restored["peaks"][index][j]), float(restored["scales"][index][j])
             elif peak is None:
                 peak = _configured_peak(group, tag)
-            groups.append(GroupState(tag=tag, name=name, schedule=chosen, peak=peak, scale=scale))
+            groups.append(GroupState(tag=tag, name=name, given=given[j], schedule=chosen, peak=peak, scale=scale))
         table.append(groups)
     unknown = sorted((set(group_schedules) | set(peak_overrides)) - known)
     if unknown:
@@ -235,14 +236,26 @@ def _restored_names(restored: Mapping[str, Any], index: int, given: Sequence[str
     came (``a``, ``h``, then ``a-1``, ``a-1-1`` for groups named ``a`` and ``a-1``), which naming them all at once now
     would not repeat (``a-2``, ``a-1``). Before, such a resume was refused, its names taken for other groups.
 
+    The groups' given names must be the checkpoint's; a checkpoint that did not save them (``"given"``, written
+    since) is checked by its names (:func:`~lr_callbacks.core.logs.names_of`). Before, only the names were: groups
+    given ``x``, ``x``, ``x-1`` (tagged ``x``, ``x-2``, ``x-1``) resumed as ``x``, ``x``, ``x`` without a word, the
+    third group renamed from ``x-1`` to ``x``.
+
     Raises:
-        ValueError: if a group's name is not the checkpoint's, nor a suffixed form of it.
+        ValueError: if a group's given name is not the checkpoint's (without them: if a group's name is not the
+            checkpoint's, nor a suffixed form of it after a group of that name).
     """
     saved = [str(name) for name in restored["names"][index]]
-    if not names_of(saved, given):
-        j, then, now = next((j, s, g) for j, (s, g) in enumerate(zip(saved, given)) if not names_of([s], [g]))
+    if "given" in restored:
+        then = [str(name) for name in restored["given"][index]]
+        differs = [j for j, (was, now) in enumerate(zip(then, given)) if was != now]
+    else:  # a checkpoint written before the given names were saved: checked by its names
+        then = saved
+        differs = [j for j in range(len(given)) if not names_of(saved[: j + 1], [*saved[:j], given[j]])]
+    if differs:
+        j = differs[0]
         raise ValueError(
-            f"LRSchedule: group {j} of optimizer {index} was {then!r} in the checkpoint and is {now!r} now; "
+            f"LRSchedule: group {j} of optimizer {index} was {then[j]!r} in the checkpoint and is {given[j]!r} now; "
             "resume with the same configure_optimizers"
         )
     return saved

@@ -141,6 +141,7 @@ def test_state_dict_round_trips_into_a_fresh_instance_and_continues_the_plan(tmp
         "peaks": [[0.1, 0.01]],
         "scales": [[0.5, 0.5]],
         "names": [["body", "head"]],
+        "given": [["body", "head"]],  # the groups' param_group["name"]: compared on resume
         "total_steps": TOTAL,
         "steps_per_epoch": None,
         "lrs": [[first.lr_at(5, 0, 0), first.lr_at(5, 0, 1)]],  # the next step's, as written: compared on resume
@@ -378,6 +379,53 @@ def test_resuming_into_other_parameter_groups_is_refused(
     with pytest.raises(ValueError, match=match):
         # the optimizer state would not load either; ours is checked first, at fit start, with a clearer message
         resume(tmp_path, uninterrupted.checkpoints / "step=6.ckpt", callback, model=model)
+
+
+def _given(*names: str) -> TinyModel:
+    """A TinyModel whose three parameter tensors are groups given ``names``."""
+
+    def optimizer(module: TinyModel) -> torch.optim.Optimizer:
+        params = [module.body.weight, module.body.bias, *module.head.parameters()]
+        return torch.optim.SGD([{"params": p, "name": n} for p, n in zip([params[0], params[1], params[2:]], names)])
+
+    return TinyModel(optimizer=optimizer)
+
+
+@pytest.mark.parametrize(
+    ("then", "now", "saved_given", "match"),
+    [
+        # both tagged x, x-2, x-1: the checkpoint's given names tell them apart
+        (
+            ("x", "x", "x-1"),
+            ("x", "x", "x"),
+            True,
+            r"group 2 of optimizer 0 was 'x-1' in the checkpoint and is 'x' now",
+        ),
+        # a checkpoint written before the given names were saved: x-1 is a second x's name, and there is no first
+        (("body", "x-1", "head"), ("body", "x", "head"), False, r"group 1 of optimizer 0 was 'x-1' .* is 'x' now"),
+    ],
+)
+def test_a_resume_whose_groups_were_given_other_names_is_refused_where_the_tags_would_match(
+    tmp_path: Path, then: tuple[str, ...], now: tuple[str, ...], saved_given: bool, match: str
+) -> None:
+    """Groups given ``x``, ``x``, ``x-1`` are tagged ``x``, ``x-2``, ``x-1``, and so would groups given ``x``,
+    ``x``, ``x`` be if resumed with the checkpoint's names; a group given ``x`` passed for a checkpoint's ``x-1``.
+    Before, both resumes went on without a word; the same groups resume (a checkpoint with or without the given
+    names)."""
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, filename="{step}")
+    callbacks = [LRSchedule("cosine"), checkpoints]
+    trainer = make_trainer(tmp_path, max_steps=3, enable_checkpointing=True, callbacks=callbacks)
+    trainer.fit(_given(*then), loader())
+    checkpoint = tmp_path / "ckpt" / "step=3.ckpt"
+    if not saved_given:
+        saved = torch.load(checkpoint, weights_only=False)
+        saved["callbacks"]["LRSchedule"].pop("given", None)
+        torch.save(saved, checkpoint)
+    with pytest.raises(ValueError, match=match):
+        resume(tmp_path / "other", checkpoint, LRSchedule("cosine"), model=_given(*now), max_steps=6)
+    callback = LRSchedule("cosine")
+    resume(tmp_path / "same", checkpoint, callback, model=_given(*then), max_steps=6)
+    assert [g.name for g in callback._table[0]] == (["x", "x-2", "x-1"] if saved_given else list(then))
 
 
 @pytest.mark.parametrize(

@@ -1398,6 +1398,33 @@ def test_groups_that_share_a_name_get_an_update_ratio_each_under_their_lr_tags(t
     assert set(watchdog.state_dict()["policy"]["updates"]) == {"w", "w-1"}  # both judged
 
 
+def test_a_checkpoint_written_before_the_group_names_were_saved_names_the_groups_as_then(tmp_path):
+    """A checkpoint whose state has no ``group_names`` (written before they were saved) still loads, and the
+    resumed fit names its groups at fit start, as the watchdog then did: groups ``w``, ``w``, ``h`` are ``w``,
+    ``w-1``, ``h`` in the update ratios' tags and the policy's baselines, as in ``lr/<group>``."""
+
+    def optimizer(module: TinyModel) -> torch.optim.Optimizer:
+        params = [[module.body.weight], [module.body.bias], list(module.head.parameters())]
+        return torch.optim.SGD([{"params": p, "name": n} for p, n in zip(params, "wwh")], lr=0.1, momentum=0.9)
+
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, filename="{step}")
+    callbacks = [small(update_every=1, log_every_n_steps=1), checkpoints]
+    trainer = make_trainer(tmp_path / "then", max_steps=3, enable_checkpointing=True, callbacks=callbacks)
+    trainer.fit(TinyModel(optimizer=optimizer), loader(regression_data()))
+    path = tmp_path / "ckpt" / "step=3.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["callbacks"]["DivergenceWatchdog"].pop("group_names") == ["w", "w-1", "h"]
+    torch.save(checkpoint, path)
+    watchdog = small(update_every=1, log_every_n_steps=1)
+    trainer = make_trainer(tmp_path / "now", max_steps=6, callbacks=[watchdog])
+    trainer.fit(TinyModel(optimizer=optimizer), loader(regression_data()), ckpt_path=str(path))
+    names = ["w", "w-1", "h"]
+    assert watchdog.state_dict()["group_names"] == names
+    tags = {t for t in read_events(tmp_path / "now").Tags()["scalars"] if t.startswith("watchdog/update_ratio/")}
+    assert tags == {f"watchdog/update_ratio/{name}" for name in names}
+    assert set(watchdog.state_dict()["policy"]["updates"]) == set(names)
+
+
 class NormedDigits(DigitsModel):
     """The digits MLP with BatchNorm, one of whose input samples turns NaN at step ``nan_at``; it records the
     running statistics after every step."""
