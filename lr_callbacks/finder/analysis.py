@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
 from lr_callbacks.core.checks import foreign_scalar
@@ -309,7 +309,8 @@ def suggest_lr(
         ValueError: for an unknown method, a window that is not positive and finite, lengths that differ, LRs
             that are not positive, finite and strictly increasing, or a number too large for a float.
         TypeError: for ``lrs`` or ``losses`` that are not 1-d sequences of numbers (lists, tuples, arrays or 1-d
-            tensors, read as plain floats), or a ``window`` that is no Python number.
+            tensors, read as plain floats; a mapping such as ``{lr: loss}`` or a set is not), or a ``window`` that
+            is no Python number.
 
     >>> from lr_callbacks.finder.ramp import sweep_lrs
     >>> lrs = sweep_lrs(1e-5, 10.0, 91)
@@ -528,9 +529,24 @@ def _as_floats(name: str, values: object) -> list[float]:
     >>> _as_floats("lrs", (1, 0.5))
     [1.0, 0.5]
 
+    A mapping (``{lr: loss}``) or a set is refused: ``list()`` of a dict is its keys, and of a set an order of its
+    own. Before, ``suggest_lr(curve, losses)`` for a ``curve`` kept as ``{lr: loss}`` read the LRs silently, and
+    ``suggest_lr(lrs, curve)`` took the LRs for the losses.
+
     Raises:
         TypeError: for something that is not a sequence of numbers; the message names the argument and the point.
     """
+    if isinstance(values, Mapping):
+        raise TypeError(
+            f"suggest_lr: `{name}` must be a sequence of numbers, one per point, got a {type(values).__name__}, which "
+            "would be read by its keys; for a curve kept as {lr: loss}, pass "
+            "suggest_lr(list(curve), list(curve.values()))"
+        )
+    if isinstance(values, Set):
+        raise TypeError(
+            f"suggest_lr: `{name}` must be a sequence of numbers, one per point, got a {type(values).__name__}, which "
+            "has no order; pass a list, the points sorted by LR and the losses in the same order"
+        )
     shape = getattr(values, "shape", None)
     if shape is not None and math.prod(shape[1:]) != 1:  # before: "`lrs[0]` must be a number", and the whole row
         raise TypeError(
@@ -563,7 +579,7 @@ def _as_floats(name: str, values: object) -> list[float]:
 
 def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: float) -> None:
     if method not in METHODS:
-        raise ValueError(f"unknown `method` {method!r}; choose one of: {', '.join(map(repr, METHODS))}")
+        raise ValueError(f"suggest_lr: unknown `method` {method!r}; choose one of: {', '.join(map(repr, METHODS))}")
     if isinstance(window, bool) or not isinstance(window, (int, float)):
         # before: np.float32(0.3) was refused as "must be a positive number", which it is, with no way out
         raise TypeError(
@@ -577,12 +593,12 @@ def _check(lrs: Sequence[float], losses: Sequence[float], method: str, window: f
         )
     check_window(window, "suggest_lr")
     if len(lrs) != len(losses):
-        raise ValueError(f"`lrs` and `losses` must have the same length, got {len(lrs)} and {len(losses)}")
+        raise ValueError(f"suggest_lr: `lrs` and `losses` must have the same length, got {len(lrs)} and {len(losses)}")
     for i, lr in enumerate(lrs):
         if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"every LR must be positive and finite; lrs[{i}] is {lr!r}")
+            raise ValueError(f"suggest_lr: every LR must be positive and finite; lrs[{i}] is {lr!r}")
         if i and lr <= lrs[i - 1]:
             raise ValueError(
-                f"`lrs` must be strictly increasing (a range test's ramp); lrs[{i}]={lr!r} <= lrs[{i - 1}]="
+                f"suggest_lr: `lrs` must be strictly increasing (a range test's ramp); lrs[{i}]={lr!r} <= lrs[{i - 1}]="
                 f"{lrs[i - 1]!r}: sort the points by LR, losses with them, and keep one point per LR"
             )

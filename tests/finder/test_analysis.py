@@ -488,7 +488,7 @@ def test_every_flag_is_documented():
     ],
 )
 def test_bad_input_is_refused(lrs, losses, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"^suggest_lr: .*{match}"):  # every message names the function it came from
         suggest_lr(lrs, losses, **kwargs)
 
 
@@ -505,6 +505,29 @@ def test_bad_input_is_refused(lrs, losses, kwargs, match):
 def test_input_that_is_no_numbers_is_refused_naming_the_argument(lrs, losses, kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
         suggest_lr(lrs, losses, **kwargs)
+
+
+@pytest.mark.parametrize("argument", ["lrs", "losses"])
+def test_a_curve_kept_as_a_dict_or_a_set_is_refused_not_read_by_its_keys(argument):
+    """A curve kept as ``{lr: loss}``: before, ``list()`` read its keys without a word, so ``suggest_lr(curve,
+    losses)`` took the LRs and ``suggest_lr(lrs, curve)`` took the LRs for the losses (and answered); a set has an
+    order of its own."""
+    lrs = sweep_lrs(1e-5, 10.0, 31)
+    losses = [2.0 - math.tanh(math.log10(lr) + 3.0) + (lr / 0.5) ** 2 for lr in lrs]
+    curve = dict(zip(lrs, losses))
+    points = {"lrs": lrs, "losses": losses}
+    with pytest.raises(
+        TypeError,
+        match=rf"^suggest_lr: `{argument}` must be a sequence of numbers, one per point, got a dict, which would be "
+        r"read by its keys; for a curve kept as \{lr: loss\}, pass "
+        r"suggest_lr\(list\(curve\), list\(curve.values\(\)\)\)$",
+    ):
+        suggest_lr(**{**points, argument: curve})
+    with pytest.raises(
+        TypeError, match=rf"^suggest_lr: `{argument}` .* got a frozenset, which has no order; pass a list"
+    ):
+        suggest_lr(**{**points, argument: frozenset(points[argument])})
+    assert suggest_lr(list(curve), list(curve.values())) == suggest_lr(lrs, losses)  # the fix the message gives
 
 
 def test_a_number_too_large_for_a_float_is_refused_as_documented_not_with_an_overflow_error():
