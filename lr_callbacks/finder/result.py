@@ -377,8 +377,24 @@ class FinderResult(_Record):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists, floats and strings (for a checkpoint, or ``json``); :meth:`from_dict` gives back an equal
-        result. NaN and inf stay floats, which ``json.dumps`` writes as ``NaN`` and ``Infinity``: Python's ``json``
-        reads them back, a strict JSON reader does not."""
+        result.
+
+        NaN and inf stay floats, so that a round trip keeps them apart (the losses of a sweep that diverged, a
+        trial's validation loss of inf). ``json.dumps`` writes them as ``NaN`` and ``Infinity``, which Python's
+        ``json`` reads back but strict JSON does not allow: ``json.dumps(..., allow_nan=False)``, JavaScript or
+        ``jq`` refuse them, even in a clean result, whose ``start_val_loss`` and ``start_se`` are NaN when no trial
+        ran. For such a reader, write them as ``null`` (``benchmarks/_common.py``'s ``write_json`` does); that file
+        is for reading, as :meth:`from_dict` takes floats.
+
+        >>> import json
+        >>> r = FinderResult(lrs=(1e-3, 1e-2), losses=(1.0, math.inf), grad_norms=(2.0, 1.0), suggestion=None,
+        ...                  range=None, flags=("too_short", "nonfinite"), method="default", stop_reason="diverged")
+        >>> FinderResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+        True
+        >>> json.dumps(r.to_dict(), allow_nan=False)
+        Traceback (most recent call last):
+        ValueError: Out of range float values are not JSON compliant...
+        """
         return {
             "lrs": list(self.lrs),
             "losses": list(self.losses),
