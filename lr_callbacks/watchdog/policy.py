@@ -41,7 +41,7 @@ import statistics
 from lr_callbacks.watchdog.config import Action, Incident, Signal
 from lr_callbacks.watchdog.data_rules import DataRules
 from lr_callbacks.watchdog.state import Decision, Probe, RunStep, snap
-from lr_callbacks.watchdog.stats import Gate, Samples, Verdict, exp_value, judge, log_value, trend
+from lr_callbacks.watchdog.stats import Gate, Samples, Verdict, exp_value, expm1_value, judge, log_value, trend
 from lr_callbacks.watchdog.update_rules import UpdateRatioRules
 
 __all__ = ["GUARD_Z_SHARE", "WatchdogPolicy"]
@@ -867,7 +867,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         # batches' spread), which alone put half the flat runs' medians apart by more than 1% at 15% batch noise
         noise = 2.0 * 1.2533 * self.loss.spread * math.sqrt(2.0 / points)
         # the threshold the rise is held to, in the drop's units (inf for a spread past the float range)
-        rise = max(c.flat_loss_drop, math.expm1(noise) if noise < 700.0 else math.inf)
+        rise = max(c.flat_loss_drop, expm1_value(noise))
         cause = (
             "the LR may be too low, or so high that training cannot get going (a loss stuck at its first level "
             "is either; LRFinder tells them apart)"

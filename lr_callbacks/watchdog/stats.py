@@ -38,6 +38,7 @@ __all__ = [
     "Verdict",
     "binomial_limit",
     "exp_value",
+    "expm1_value",
     "judge",
     "log_value",
     "trend",
@@ -70,6 +71,21 @@ def exp_value(x: float) -> float:
     """
     try:
         return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def expm1_value(x: float) -> float:
+    """``exp(x) − 1``, the relative change a difference of log values stands for, ``inf`` past the float range.
+
+    As :func:`exp_value`, for a change near 0, where ``math.expm1`` keeps the digits that ``exp(x) − 1`` loses
+    (``exp(1e-12) − 1`` is 1.000088900582341e-12).
+
+    >>> expm1_value(1e-12), expm1_value(710.0)
+    (1.0000000000005e-12, inf)
+    """
+    try:
+        return math.expm1(x)
     except OverflowError:
         return math.inf
 

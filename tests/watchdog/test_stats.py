@@ -18,7 +18,17 @@ from lr_callbacks import DivergenceWatchdog
 from lr_callbacks.watchdog.config import Incident, WatchdogConfig, resolve_steps
 from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, WatchdogPolicy
 from lr_callbacks.watchdog.state import Decision
-from lr_callbacks.watchdog.stats import MAD_TO_SIGMA, Cusum, Gate, RollingBaseline, judge, log_value, trend
+from lr_callbacks.watchdog.stats import (
+    MAD_TO_SIGMA,
+    Cusum,
+    Gate,
+    RollingBaseline,
+    exp_value,
+    expm1_value,
+    judge,
+    log_value,
+    trend,
+)
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -1385,3 +1395,17 @@ def test_a_flat_loss_check_across_the_float_range_is_a_rise_without_an_overflow(
     feed(policy, [1e-160] * 5 + [1e40] + [1e160] * 4, start=0)
     flat = policy.events[-1]
     assert (flat.signal, flat.step, flat.value) == ("flat_loss", 9, -math.inf) and "too high" in flat.detail
+
+
+def test_exp_value_and_expm1_value_give_inf_past_the_float_range_and_expm1_keeps_its_digits_near_0():
+    """The one rule for the ratio a difference of log values stands for: the flat-loss check's threshold guarded
+    ``math.expm1`` with a bound of its own (700) beside :func:`exp_value`; both now go through one helper each.
+    A log value of 710 is past the float range (``math.expm1(710)`` raises ``OverflowError``): ``inf``. Below it the
+    value is ``math.expm1``'s, its digits kept near 0 (where ``exp(x) - 1`` loses them)."""
+    with pytest.raises(OverflowError):
+        math.expm1(710.0)
+    assert exp_value(710.0) == expm1_value(710.0) == math.inf
+    assert expm1_value(709.0) == math.expm1(709.0) and math.isfinite(expm1_value(709.0))
+    for x in (1e-12, -1e-12, 1e-300, 0.0, -745.0, -1e308):
+        assert expm1_value(x) == math.expm1(x)
+    assert expm1_value(1e-12) != exp_value(1e-12) - 1.0  # exp(1e-12) - 1 is 1.000088900582341e-12
