@@ -34,6 +34,7 @@ def main() -> None:
     import pytorch_lightning as pl
     import torch
 
+    from benchmarks.finders import trainer as make_trainer
     from benchmarks.models import TaskModule, evaluate, train_loader
     from benchmarks.models.charlm import charlm_task
     from benchmarks.watchdog_natural import BEST_LR, _Losses
@@ -53,20 +54,9 @@ def main() -> None:
     def train(cut: bool) -> tuple[float, list[float]]:
         losses = _Losses()
         module = TaskModule(task, "adamw", BEST_LR * args.multiple, seed=args.seed, log_loss=False)
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=task.steps,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            default_root_dir=tempfile.mkdtemp(),
-            callbacks=[LRSchedule(task.schedule, log_plan=False), *([OracleCut()] if cut else []), losses.callback],
-        )
-        trainer.fit(module, train_dataloaders=train_loader(task, args.seed))
+        callbacks = [LRSchedule(task.schedule, log_plan=False), *([OracleCut()] if cut else []), losses.callback]
+        with tempfile.TemporaryDirectory() as root:
+            make_trainer(root, task.steps, callbacks).fit(module, train_dataloaders=train_loader(task, args.seed))
         return evaluate(task, module.model)["loss"], losses.values
 
     plain, _ = train(cut=False)
