@@ -528,7 +528,7 @@ class Cyclic(Schedule):
         if self.mode == "triangular":
             f = 1.0
         elif self.mode == "triangular2":
-            f = 1 / (2.0 ** (cycle - 1))
+            f = 0.5 ** (cycle - 1)  # 1 / 2.0 ** (cycle - 1) overflowed from cycle 1025 on
         else:
             f = self.gamma**step
         return s, f

@@ -1016,3 +1016,13 @@ def test_restarts_whose_span_ends_on_a_restart_hold_the_floor_not_the_next_peak(
     growing = CosineRestarts("5 steps", period_mult=2.0, decay=0.5, end=0.2)  # restarts at 0, 5, 15, 35
     assert [growing(k, total_steps=35) for k in (35, 60)] == [0.2, 0.2]
     assert growing(35, total_steps=36) == 0.2 + (0.125 - 0.2) * 1.0  # a restart inside the run is kept (as torch's)
+
+
+def test_triangular2_goes_on_past_1024_cycles() -> None:
+    """Before, its amplitude ``1 / 2.0 ** (cycle - 1)`` raised OverflowError from cycle 1025 on: a fit with
+    Cyclic(up="1 steps", mode="triangular2") stopped at step 2048 (at step 8192 with up="4 steps")."""
+    clr = Cyclic(low=0.1, up="1 steps", mode="triangular2", momentum=(0.85, 0.95))
+    run = Run(total_steps=3000)
+    assert [clr(k) for k in (1, 3)] == pytest.approx([1.0, 0.55])
+    assert [clr(k, total_steps=3000) for k in (2048, 2049, 2999)] == pytest.approx([0.1, 0.1, 0.1])
+    assert clr.momentum_for(2049, run) == pytest.approx(0.95)
