@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from lr_callbacks.core.checks import check_bool, check_choice, check_int, check_number
 from lr_callbacks.core.durations import Duration, Epochs, Run, RunFraction, Steps, is_zero, parse_duration
-from lr_callbacks.schedule.shapes import MAX_MULTIPLIER, Schedule, _first_over, _refuse_growth, _Unbounded
+from lr_callbacks.schedule.shapes import (
+    MAX_MULTIPLIER,
+    Schedule,
+    _first_over,
+    _OutsideSpan,
+    _refuse_growth,
+    _Unbounded,
+)
 
 __all__ = ["CosineRestarts", "Cyclic", "OneCycle", "Phase", "Phases", "Reversed"]
 
@@ -175,7 +182,16 @@ class Phases(Schedule):
         for i, (phase, length) in enumerate(zip(self.phases, lengths)):
             try:
                 phase.schedule.check(length, run)
-            except _Unbounded as error:  # a growth over a phase's span: say which phase, and the step of the run
+            except _OutsideSpan as error:  # a growth over a phase's span: say which phase, and the step of the run
+                raise error.in_phase(f"phase {i + 1} of {len(self.phases)} ({phase.describe()})", start) from None
+            start += length or 0.0
+
+    def check_momentum(self, span: float | None, run: Run) -> None:
+        start = 0.0
+        for i, (phase, length) in enumerate(zip(self.phases, self._lengths(span, run))):
+            try:
+                phase.schedule.check_momentum(length, run)
+            except _OutsideSpan as error:  # say which phase, and the step of the run
                 raise error.in_phase(f"phase {i + 1} of {len(self.phases)} ({phase.describe()})", start) from None
             start += length or 0.0
 
@@ -451,7 +467,12 @@ class Cyclic(Schedule):
         down: the length of the falling half (``None``: the same as ``up``).
         mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
         gamma: the per-step amplitude factor in ``exp_range`` mode.
-        momentum: ``(base_momentum, max_momentum)`` to co-schedule, or ``None``.
+        momentum: ``(base_momentum, max_momentum)`` to co-schedule (``0 <= base <= max < 1``), or ``None``.
+
+    Raises:
+        ValueError: at construction, for a ``momentum`` not within ``0 <= base <= max < 1``; at fit start, for
+            ``mode="exp_range"`` with ``gamma > 1`` over a span where the top of the cycles passes 10⁶ × the peak LR,
+            or where the co-scheduled momentum falls below 0 (see :meth:`check_momentum`).
 
     >>> clr = Cyclic(low=0.1, up="4 steps")
     >>> [round(clr(k), 3) for k in range(9)]
@@ -514,6 +535,46 @@ class Cyclic(Schedule):
                 what="the top of its cycles",
             )
 
+    def check_momentum(self, span: float | None, run: Run) -> None:
+        """Also refuse, with ``mode="exp_range"`` and ``gamma > 1``, a span over which the momentum falls below 0.
+
+        The momentum ``max − (max − base)·s·gamma^k`` is below 0 once ``s·gamma^k > max / (max − base)`` (9.5 for
+        ``(0.85, 0.95)``), long before the top of the LR's cycles passes 10⁶ × the peak. In the other modes, and with
+        ``gamma <= 1``, ``s·f <= 1`` keeps it within ``[base, max]``.
+
+        Raises:
+            ValueError: naming the step where the momentum falls below 0, its value there, and the fix.
+        """
+        if (
+            self.momentum is None
+            or self.mode != "exp_range"
+            or self.gamma <= 1.0
+            or self.momentum[0] == self.momentum[1]
+        ):
+            return
+        base, top = self.momentum
+        up, down = self._sizes(run)
+        # no step before the first where (max − base)·gamma^k passes max can go below 0 (s <= 1); from there, s
+        # reaches 1 within a cycle
+        step = max(math.floor(math.log(top / (top - base)) / math.log(self.gamma)) - 1, 0)
+        for k in range(step, step + up + down + 2):
+            if span is not None and k > span:
+                return
+            value = self._momentum_at(k, run)
+            if value < 0.0:
+                shorter = f", or put it in a phase of at most {k - 1} steps" if k > 1 else ""
+                fix = f"use a gamma of at most 1 (below 1, exp_range shrinks the cycles) or momentum=None{shorter}"
+                raise _MomentumOut(self.describe(), self.gamma, k, value, span, fix)
+
+    def _momentum_at(self, step: int, run: Run) -> float:
+        """The co-scheduled momentum at ``step``; ``-inf`` where ``gamma^k`` overflows."""
+        try:
+            value = self.momentum_at(step, None, run)
+        except OverflowError:
+            return -math.inf
+        assert value is not None  # only asked with a momentum
+        return value
+
     def co_schedules_momentum(self) -> bool:
         return self.momentum is not None
 
@@ -564,10 +625,11 @@ class OneCycle(Schedule):
         final_div_factor: the end is ``1/(div_factor·final_div_factor)`` of the peak.
         three_phase: use torch's three-phase variant.
         anneal: ``"cos"`` or ``"linear"``.
-        momentum: ``(base_momentum, max_momentum)`` to co-schedule, or ``None``.
+        momentum: ``(base_momentum, max_momentum)`` to co-schedule (``0 <= base <= max < 1``), or ``None``.
 
     Raises:
-        ValueError: at fit start, where the rising phase is empty (``pct_start·n ≤ 1``: a run of 3 steps at the
+        ValueError: at construction, for a ``momentum`` not within ``0 <= base <= max < 1``; at fit start, where the
+            rising phase is empty (``pct_start·n ≤ 1``: a run of 3 steps at the
             default 0.3). This differs from torch on purpose: there ``OneCycleLR`` divides by zero
             (``pct_start·n = 1``) or, below it, starts on the way down, past a peak it never reaches.
 
@@ -648,6 +710,26 @@ class OneCycle(Schedule):
         return self._anneal(levels[a], levels[b], pct)
 
 
+class _MomentumOut(_OutsideSpan):
+    """``Cyclic(mode="exp_range", gamma > 1)``'s co-scheduled momentum falls below 0 at its own ``step``."""
+
+    def __init__(self, shape: str, gamma: float, step: int, value: float, span: float | None, fix: str) -> None:
+        super().__init__(shape, gamma, step, value, span, fix)
+        self.shape, self.gamma, self.step, self.value, self.span, self.fix = shape, gamma, step, value, span, fix
+        self.offset = 0
+        self.where = []
+
+    def __str__(self) -> str:
+        where, at = self._located()
+        span = "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
+        return (
+            f"{where}{self.shape} co-schedules the momentum (SGD's `momentum`, Adam's `betas[0]`) as "
+            f"max − (max − base)·s·gamma^k with gamma={self.gamma!r} > 1 (mode='exp_range'), {span}: the momentum is "
+            f"{self.value:.4g}, below 0, at {at}, and torch, which checks it only when the optimizer is built, trains "
+            f"with it as written; {self.fix}"
+        )
+
+
 def _check_momentum(momentum: object, owner: str) -> tuple[float, float] | None:
     if momentum is None:
         return None
@@ -657,4 +739,9 @@ def _check_momentum(momentum: object, owner: str) -> tuple[float, float] | None:
     top = check_number("momentum[1]", momentum[1], low=0.0, high=1.0, owner=owner)
     if base > top:
         raise ValueError(f"{owner}: `momentum` is (base, max) with base <= max, got {momentum!r}")
+    if top >= 1.0:  # before, taken: Adam with beta1 = 1 divided by zero at its first step (torch checks at build only)
+        raise ValueError(
+            f"{owner}: `momentum[1]` must be < 1 (SGD's `momentum` and Adam's `betas[0]` are in [0, 1); at 1 Adam "
+            f"divides by zero and SGD never forgets a gradient), got {momentum!r}; e.g. (0.85, 0.95)"
+        )
     return (base, top)

@@ -309,7 +309,8 @@ def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
     """Check that ``schedule`` fits ``run`` (``cause``: why the run's length is unknown, for the message).
 
     Raises:
-        ValueError: for a run of unknown length the schedule needs, or a plan that does not fit it.
+        ValueError: for a run of unknown length the schedule needs, a plan that does not fit it, or a co-scheduled
+            momentum that leaves [0, 1) within it.
     """
     if run.total_steps is None and schedule.needs_total():
         described = schedule.describe()
@@ -325,6 +326,7 @@ def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
         )
     try:
         schedule.check(run.total_steps, run)
+        schedule.check_momentum(run.total_steps, run)
     except ValueError as error:
         raise ValueError(f"LRSchedule: {error}") from None
 

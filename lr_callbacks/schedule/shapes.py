@@ -20,6 +20,7 @@ value, so past the end the LR never climbs again.
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -52,37 +53,49 @@ __all__ = [
 MAX_MULTIPLIER = 1e6
 
 
-class _Unbounded(ValueError):
-    """A growing shape's multiplier passes :data:`MAX_MULTIPLIER` within its span.
+class _OutsideSpan(ValueError):
+    """A shape leaves what it may reach at ``step`` of its own span: its LR multiplier passes :data:`MAX_MULTIPLIER`
+    (:class:`_Unbounded`), or its co-scheduled momentum leaves ``[0, 1)`` (``Cyclic``'s ``_MomentumOut``).
 
-    ``step`` is that step in the shape's own span; :class:`~lr_callbacks.Phases` add their phase's start to
-    ``offset`` and name the phase in ``where`` (outermost first), so the message gives the step of the run too.
+    :class:`~lr_callbacks.Phases` add their phase's start to ``offset`` and name the phase in ``where`` (outermost
+    first), so the message gives the step of the run too.
     """
 
-    def __init__(self, shape: str, growth: str, step: int, span: float | None, fix: str, what: str) -> None:
-        super().__init__(shape, growth, step, span, fix, what)
-        self.shape, self.growth, self.step, self.span, self.fix, self.what = shape, growth, step, span, fix, what
-        self.offset = 0
-        self.where: list[str] = []
+    step: int
+    offset: int
+    where: list[str]
 
-    def in_phase(self, label: str, start: float, step: int | None = None) -> _Unbounded:
+    def in_phase(self, label: str, start: float, step: int | None = None) -> _OutsideSpan:
         """This error as seen from the enclosing span, where its phase ``label`` starts at step ``start`` (and, for a
         phase played backwards, passes the bound at its own ``step`` instead)."""
-        error = _Unbounded(self.shape, self.growth, self.step, self.span, self.fix, self.what)
-        error.offset, error.where = (
-            int(start) + (self.offset if step is None else step - self.step),
-            [label, *self.where],
-        )
+        error = copy.copy(self)
+        error.offset = int(start) + (self.offset if step is None else step - self.step)
+        error.where = [label, *self.where]
         return error
 
-    def __str__(self) -> str:
+    def _located(self) -> tuple[str, str]:
+        """The phases it is in ``"phase 2 of 2 (...): "``; and its step: ``"step 22 of the run (its own step 20)"``."""
         where = "".join(f"{label}: " for label in self.where)
-        span = "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
         at = (
             f"step {self.offset + self.step} of the run (its own step {self.step})"
             if self.where
             else f"step {self.step}"
         )
+        return where, at
+
+
+class _Unbounded(_OutsideSpan):
+    """A growing shape's multiplier passes :data:`MAX_MULTIPLIER` within its span, at its own ``step``."""
+
+    def __init__(self, shape: str, growth: str, step: int, span: float | None, fix: str, what: str) -> None:
+        super().__init__(shape, growth, step, span, fix, what)
+        self.shape, self.growth, self.step, self.span, self.fix, self.what = shape, growth, step, span, fix, what
+        self.offset = 0
+        self.where = []
+
+    def __str__(self) -> str:
+        where, at = self._located()
+        span = "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
         return (
             f"{where}{self.shape} {self.growth}, without bound, {span}: {self.what} passes "
             f"{MAX_MULTIPLIER:g} × the peak LR at {at}; {self.fix}"
@@ -234,6 +247,19 @@ class Schedule(ABC):
         for value in _field_values(self):
             if isinstance(value, Duration):
                 value.to_steps(run)
+
+    def check_momentum(self, span: float | None, run: Run) -> None:
+        """Check that the momentum this schedule co-schedules stays in ``[0, 1)`` over a span of ``span`` steps.
+
+        torch checks SGD's ``momentum`` and Adam's ``betas[0]`` only when the optimizer is built; a value written
+        after that is used as it is (Adam divides by zero at ``beta1 = 1``, and trains on with ``beta1 < 0``).
+        A shape that co-schedules none has nothing to check.
+
+        Raises:
+            ValueError: naming the step (of the run, and of its phase) where the momentum leaves ``[0, 1)``, its
+                value there, and the fix.
+        """
+        return  # a shape that co-schedules no momentum has none to check
 
     def co_schedules_momentum(self) -> bool:
         """Whether this schedule also sets the momentum (or Adam ``beta1``)."""

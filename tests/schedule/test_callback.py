@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import BackboneFinetuning
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from lr_callbacks import Cosine, Exponential, Linear, LRSchedule, Phases, Run, Step, Warmup
+from lr_callbacks import Cosine, Cyclic, Exponential, Linear, LRSchedule, Phases, Run, Step, Warmup
 from lr_callbacks.core.lr_model import find_lr_schedule, paused, reference_lr, set_lr_scale, set_peak_lr
 from tests.helpers import HalveLRAt, TinyModel, loader, make_trainer, read_events, read_scalars, read_text, stream
 
@@ -198,6 +198,17 @@ def test_a_shape_growing_past_the_bound_within_the_run_is_refused_at_fit_start(
     model = TinyModel()
     with pytest.raises(ValueError, match=match):
         fit(tmp_path, LRSchedule(schedule), model, **kwargs)
+    assert model.seen_lrs == []
+
+
+def test_a_co_scheduled_momentum_falling_below_0_within_the_run_is_refused_at_fit_start(tmp_path: Any) -> None:
+    """Before, Cyclic(mode="exp_range", gamma=1.5, momentum=(0.85, 0.95)) wrote Adam's beta1 = -0.011 at step 9 of a
+    20-step run and -165 at step 19, and the fit trained on without a word (torch checks betas only at build)."""
+    model = TinyModel(optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=0.01))
+    schedule = LRSchedule(Cyclic(low=0.1, up="4 steps", mode="exp_range", gamma=1.5, momentum=(0.85, 0.95)))
+    match = r"^LRSchedule: Cyclic\(.*\) co-schedules the momentum .* the momentum is -0\.01108, below 0, at step 9, "
+    with pytest.raises(ValueError, match=match + r".*momentum=None, or put it in a phase of at most 8 steps$"):
+        fit(tmp_path, schedule, model, max_steps=20)
     assert model.seen_lrs == []
 
 

@@ -492,6 +492,15 @@ BAD_INPUT: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         r"three_phase=True.*must be <= 0\.5, got 0\.6",
     ),
     ("one-cycle-momentum", lambda: OneCycle(momentum=(0.9,)), TypeError, r"`momentum` must be a pair"),
+    # a momentum of 1 was taken: Adam with beta1 = 1 divided by zero at its first step
+    (
+        "one-cycle-momentum-one",
+        lambda: OneCycle(momentum=(0.85, 1.0)),
+        ValueError,
+        r"^OneCycle: `momentum\[1\]` must be < 1 .*at 1 Adam divides by zero.*got \(0\.85, 1\.0\); "
+        r"e\.g\. \(0\.85, 0\.95\)$",
+    ),
+    ("cyclic-momentum-one", lambda: Cyclic(momentum=(1.0, 1.0)), ValueError, r"Cyclic: `momentum\[1\]` must be < 1"),
     ("preset-name", lambda: preset("cosinus"), ValueError, r"unknown `schedule` 'cosinus'; choose one of: 'constant'"),
     (
         "preset-argument",
@@ -827,6 +836,43 @@ def test_a_shape_that_grows_each_step_fits_a_span_where_it_stays_below_the_bound
     Phases([(Exponential(gamma=1.01), "1388 steps"), (Cosine(), None)]).check(run.total_steps, run)  # the fix it names
     with pytest.raises(ValueError, match=r"at step 1389 of the run"):
         Phases([(Exponential(gamma=1.01), "1389 steps"), (Cosine(), None)]).check(run.total_steps, run)
+
+
+def test_a_co_scheduled_momentum_that_falls_below_0_within_the_span_is_refused_by_check_momentum() -> None:
+    """Cyclic(mode="exp_range", gamma > 1) moves the momentum as ``max − (max − base)·s·gamma^k``: below 0 once
+    ``s·gamma^k > 9.5`` for (0.85, 0.95), long before its LR's cycles pass 10⁶ × the peak. Before, nothing refused it,
+    and a fit wrote beta1 = -0.011 at step 9 of 20, -165 at step 19, into Adam."""
+    run = Run(total_steps=20)
+    cyclic = Cyclic(low=0.1, up="4 steps", mode="exp_range", gamma=1.5, momentum=(0.85, 0.95))
+    assert cyclic.momentum_at(8, None, run) == pytest.approx(0.95) and cyclic.momentum_at(9, None, run) < 0
+    cyclic.check(20, run)  # its LR stays below the bound over 20 steps
+    with pytest.raises(ValueError) as caught:
+        cyclic.check_momentum(20, run)
+    assert str(caught.value) == (
+        "Cyclic(up=4 steps, mode='exp_range', gamma=1.5, momentum=(0.85, 0.95)) co-schedules the momentum (SGD's "
+        "`momentum`, Adam's `betas[0]`) as max − (max − base)·s·gamma^k with gamma=1.5 > 1 (mode='exp_range'), and "
+        "it spans 20 steps: the momentum is -0.01108, below 0, at step 9, and torch, which checks it only when the "
+        "optimizer is built, trains with it as written; use a gamma of at most 1 (below 1, exp_range shrinks the "
+        "cycles) or momentum=None, or put it in a phase of at most 8 steps"
+    )
+    phased = Phases([(Warmup(), "2 steps"), (cyclic, None)])
+    with pytest.raises(ValueError, match=r"^phase 2 of 2 \(Cyclic\(.*for the rest of the run\): .* it spans 18 steps: "
+                       r"the momentum is -0\.01108, below 0, at step 11 of the run \(its own step 9\)"):  # fmt: skip
+        phased.check_momentum(20, run)
+    with pytest.raises(ValueError, match=r"the run's length is unknown: the momentum is -0\.01108, below 0, at step 9"):
+        cyclic.check_momentum(None, Run())
+    Phases([(cyclic, "8 steps"), (Cosine(), None)]).check_momentum(20, run)  # the fix it names
+    # the modes whose amplitude does not grow keep the momentum within [base, max], however long the span
+    long = Run(total_steps=10_000)
+    for fits in (
+        Cyclic(up="4 steps", mode="exp_range", gamma=0.99, momentum=(0.85, 0.95)),
+        Cyclic(up="4 steps", mode="triangular2", momentum=(0.0, 0.99)),
+        OneCycle(three_phase=True, momentum=(0.0, 0.99)),
+    ):
+        fits.check_momentum(long.total_steps, long)
+        momenta = [fits.momentum_for(k, long) for k in range(0, 10_000, 7)]
+        assert all(0.0 <= m < 1.0 for m in momenta if m is not None)
+    Cyclic(up="4 steps", mode="exp_range", gamma=1.5, momentum=(0.9, 0.9)).check_momentum(20, run)  # held at 0.9
 
 
 @pytest.mark.parametrize(
