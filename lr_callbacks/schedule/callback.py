@@ -961,7 +961,11 @@ class LRSchedule(Callback):
 
         A group is added with the LR it should train at now, at step ``k``: its peak is that LR divided by
         ``schedule(k) × scale``, so it keeps its ratio to the other groups from then on (if the schedule is
-        at 0 at step ``k``, the LR it was added with is its peak).
+        at 0 at step ``k``, the LR it was added with is its peak). Its schedule is checked as at fit start.
+
+        Raises:
+            ValueError: for a schedule that does not fit the run, or co-schedules a momentum the group lacks or
+                leaves ``[0, 1)``, naming the group.
         """
         optimizer, groups = self._optimizers[index], self._table[index]
         run = self._require_run()
@@ -973,6 +977,12 @@ class LRSchedule(Callback):
             tag = f"{self._optimizer_names[index]}/{name}" if several else name
             keys = setup.group_keys(tag, name, base, self._optimizer_names[index] if several else None)
             schedule = setup.bind(setup.for_group(self._group_schedules, keys, self._schedule), optimizer)
+            # the checks a group present at fit start had (before, a group added later took its schedule unchecked:
+            # a default that no group used then, growing past 10⁶ × the peak within the run, trained without a word)
+            named = f"parameter group {tag!r}, added during the fit at step {self._clocks[index]}"
+            cause = setup.unknown_length_cause(self._trainer) if self._trainer is not None else ""
+            setup.check_schedule(schedule, run, cause, named)
+            setup.check_group_momentum(optimizer, group, schedule, named)
             scale = groups[0].scale if groups else 1.0
             multiplier = schedule.multiplier(self._clocks[index], run) * scale
             lr = as_float(group["lr"])

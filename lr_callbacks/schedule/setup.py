@@ -23,6 +23,7 @@ __all__ = [
     "apply_length_policy",
     "bind",
     "build_table",
+    "check_group_momentum",
     "check_momentum",
     "check_restored_shape",
     "check_schedule",
@@ -305,8 +306,9 @@ def unknown_length_cause(trainer: Any) -> str:
     return "an iterable dataset with no max_steps?"
 
 
-def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
-    """Check that ``schedule`` fits ``run`` (``cause``: why the run's length is unknown, for the message).
+def check_schedule(schedule: Schedule, run: Run, cause: str, group: str = "") -> None:
+    """Check that ``schedule`` fits ``run`` (``cause``: why the run's length is unknown, for the message; ``group``:
+    the group it is checked for, named in the message, for a group added during the fit).
 
     Raises:
         ValueError: for a run of unknown length the schedule needs, a plan that does not fit it, or a co-scheduled
@@ -319,8 +321,9 @@ def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
             if run.steps_per_epoch is None and "epoch" in described
             else ""
         )
+        named = f" ({group})" if group else ""
         raise ValueError(
-            f"LRSchedule needs a run of known length for {described}, but this run's length is "
+            f"LRSchedule needs a run of known length for {described}{named}, but this run's length is "
             f"unknown ({cause}). Set Trainer(max_steps=...){epochs}, or use a "
             "schedule that needs no total: 'constant', 'inverse_sqrt', 'step', 'multistep', or durations in steps"
         )
@@ -328,7 +331,7 @@ def check_schedule(schedule: Schedule, run: Run, cause: str) -> None:
         schedule.check(run.total_steps, run)
         schedule.check_momentum(run.total_steps, run)
     except ValueError as error:
-        raise ValueError(f"LRSchedule: {error}") from None
+        raise ValueError(f"LRSchedule: {group + ': ' if group else ''}{error}") from None
 
 
 def short_epoch(
@@ -402,12 +405,22 @@ def check_momentum(optimizers: Sequence[Any], table: Sequence[Sequence[GroupStat
     """
     for optimizer, groups in zip(optimizers, table):
         for group, g in zip(optimizer.param_groups, groups):
-            if g.schedule.co_schedules_momentum() and "momentum" not in group and "betas" not in group:
-                raise ValueError(
-                    f"LRSchedule: {g.schedule.describe()} co-schedules the momentum, but "
-                    f"{type(optimizer).__name__} has neither `momentum` nor `betas`; pass momentum=None to "
-                    "the schedule, or use SGD(momentum=...) or Adam/AdamW"
-                )
+            check_group_momentum(optimizer, group, g.schedule)
+
+
+def check_group_momentum(optimizer: Any, group: Mapping[str, Any], schedule: Schedule, named: str = "") -> None:
+    """Refuse to co-schedule the momentum of a parameter ``group`` that has none (``named``: the group, for the
+    message, for a group added during the fit).
+
+    Raises:
+        ValueError: naming the optimizer and the fix.
+    """
+    if schedule.co_schedules_momentum() and "momentum" not in group and "betas" not in group:
+        raise ValueError(
+            f"LRSchedule: {named + ': ' if named else ''}{schedule.describe()} co-schedules the momentum, but "
+            f"{type(optimizer).__name__} has neither `momentum` nor `betas`; pass momentum=None to "
+            "the schedule, or use SGD(momentum=...) or Adam/AdamW"
+        )
 
 
 def warn_manual_max_steps(trainer: Any, optimizers: Sequence[Any]) -> None:

@@ -521,6 +521,23 @@ def test_a_group_added_mid_fit_joins_at_its_lr_and_keeps_its_ratio(tmp_path: Any
     assert logged(tmp_path, "lr/group1")[0] == list(range(8, 24))
 
 
+def test_a_group_added_mid_fit_gets_the_fit_start_checks_of_its_schedule(tmp_path: Any) -> None:
+    """The default schedule, used by no group at fit start (``group_schedules`` covers the head), was never checked:
+    the backbone added at step 8 took Step("1 steps", gamma=2.0) and trained at 2^15 × its LR by step 23 of 24,
+    where a group present at fit start would have been refused (its multiplier passes 1e6 at step 20)."""
+    schedule = LRSchedule(Step("1 steps", gamma=2.0), group_schedules={"head": "cosine"})
+    model = Backbone()
+    finetuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1)
+    match = (
+        r"^LRSchedule: parameter group 'group1', added during the fit at step 8: Step\(every=1 steps, gamma=2\.0\) "
+        r"multiplies by gamma=2\.0 every 1 steps, without bound, and it spans 24 steps: its multiplier passes 1e\+06 × "
+        r"the peak LR at step 20; "
+    )
+    with pytest.raises(ValueError, match=match):
+        make_trainer(tmp_path, max_epochs=3, callbacks=[schedule, finetuning]).fit(model, loader())
+    assert [len(lrs) for lrs in model.seen_lrs] == [1] * 8
+
+
 def test_backbone_finetuning_s_ramp_is_kept_under_a_constant_schedule(tmp_path: Any) -> None:
     """Composed, not fought: under LRSchedule("constant") the LRs are those of BackboneFinetuning alone (before,
     the schedule wrote its own LR over the ramp: 0.01, 0.01, 0.01 where the ramp is 0.01, 0.02, 0.04)."""
