@@ -254,7 +254,8 @@ class Reversed(Schedule):
     """A schedule played backwards over its span: ``inner(n − k)``.
 
     A decay reversed is the matching warmup: ``Reversed(OneMinusSqrt())`` rises as ``1 − √(1 − p)``,
-    transformers' ``1-sqrt`` warmup.
+    transformers' ``1-sqrt`` warmup. A momentum that ``inner`` co-schedules (``OneCycle``, ``Cyclic``) is played
+    backwards with its LR: ``inner``'s momentum at ``n − k``.
 
     >>> [Reversed(Linear(1.0, 0.0))(k, total_steps=100) for k in (0, 25, 100)]
     [0.0, 0.25, 1.0]
@@ -274,13 +275,32 @@ class Reversed(Schedule):
         try:
             self.inner.check(span, run)
         except _Unbounded as error:  # played backwards, the span's last value comes first: at step 0
-            label = f"Reversed plays {self.inner.describe()} backwards, from the end of its span"
-            raise error.in_phase(label, 0, step=0) from None
+            raise error.in_phase(self._backwards(), 0, step=0) from None
 
-    def at(self, step: int, span: float | None, run: Run) -> float:
+    def check_momentum(self, span: float | None, run: Run) -> None:
+        try:
+            self.inner.check_momentum(span, run)
+        except _OutsideSpan as error:  # named at the step that plays the inner's step (its momentum oscillates)
+            at = round(span) - error.step if span is not None else None
+            raise error.in_phase(self._backwards(), 0, step=at) from None
+
+    def co_schedules_momentum(self) -> bool:
+        # before, not passed on: Reversed(OneCycle()) left the momentum as configure_optimizers set it
+        return self.inner.co_schedules_momentum()
+
+    def _backwards(self) -> str:
+        return f"Reversed plays {self.inner.describe()} backwards, from the end of its span"
+
+    def _inner_step(self, step: int, span: float | None) -> int:
         if span is None:
             raise ValueError("Reversed needs a span of known length")
-        return self.inner.at(max(round(span) - max(step, 0), 0), span, run)
+        return max(round(span) - max(step, 0), 0)
+
+    def at(self, step: int, span: float | None, run: Run) -> float:
+        return self.inner.at(self._inner_step(step, span), span, run)
+
+    def momentum_at(self, step: int, span: float | None, run: Run) -> float | None:
+        return self.inner.momentum_at(self._inner_step(step, span), span, run)
 
     def describe(self) -> str:
         return f"Reversed({self.inner.describe()})"

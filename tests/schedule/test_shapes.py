@@ -186,6 +186,28 @@ def test_momentum_is_co_scheduled_inversely() -> None:
     assert phased.co_schedules_momentum() and phased.momentum_at(3, 10, run) == pytest.approx(0.85)
 
 
+def test_reversed_plays_a_co_scheduled_momentum_backwards_with_its_lr() -> None:
+    """``Reversed(inner)`` is ``inner(n − k)``, its momentum too. Before, it passed on no momentum: Reversed(OneCycle())
+    said it co-scheduled none, and a fit left the momentum as configure_optimizers set it, where OneCycle played
+    backwards moves it from 0.95 (step 0, the cycle's end) down to 0.85 (at its LR's peak) and back up to 0.95."""
+    run = Run(total_steps=10)
+    one_cycle = OneCycle(anneal="linear", momentum=(0.85, 0.95))  # its LR peaks at step 2 of 10 (pct_start 0.3)
+    backwards = Reversed(one_cycle)
+    assert backwards.co_schedules_momentum() and not Reversed(OneCycle(momentum=None)).co_schedules_momentum()
+    lrs = [backwards.multiplier(k, run) for k in range(11)]
+    momenta = [backwards.momentum_for(k, run) for k in range(11)]
+    assert lrs == pytest.approx([one_cycle.at(10 - k, 10, run) for k in range(11)])
+    assert momenta == pytest.approx([one_cycle.momentum_at(10 - k, 10, run) for k in range(11)])
+    assert lrs[8] == 1.0 and [momenta[k] for k in (0, 8, 10)] == pytest.approx([0.95, 0.85, 0.95])  # peak: 10 − 2
+    assert momenta[5] == pytest.approx(0.85 + 0.1 * 3 / 7)  # OneCycle's step 5: 3 of the 7 steps from its peak up
+    # its momentum's check is passed on too, naming the step of the run that plays the inner's step 9 (20 − 9)
+    falling = Cyclic(low=0.1, up="4 steps", mode="exp_range", gamma=1.5, momentum=(0.85, 0.95))
+    with pytest.raises(ValueError, match=r"^Reversed plays Cyclic\(.*\) backwards, from the end of its span: .* "
+                       r"the momentum is -0\.01108, below 0, at step 11 of the run \(its own step 9\)"):  # fmt: skip
+        Reversed(falling).check_momentum(20, Run(total_steps=20))
+    assert Reversed(falling).momentum_for(11, Run(total_steps=20)) == pytest.approx(-0.01108, abs=1e-5)
+
+
 def test_durations_resolve_with_visible_units() -> None:
     run = Run(total_steps=15, steps_per_epoch=4)
     assert parse_duration("7 steps").to_steps(run) == 7
