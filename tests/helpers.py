@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import BaseFinetuning
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -90,6 +91,20 @@ class TinyModel(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self._scheduler(optimizer), "interval": "step"},
         }
+
+
+class NamedFinetuning(BaseFinetuning):
+    """Unfreezes the module's ``backbone`` at epoch 1 as a parameter group named ``backbone``, at 0.1 × the first
+    group's LR then: Lightning's ``BaseFinetuning``, the documented way to add a group during the fit, with a name."""
+
+    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        self.freeze(pl_module.backbone)
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if epoch == 1:
+            self.make_trainable(pl_module.backbone)
+            lr = 0.1 * float(optimizer.param_groups[0]["lr"])
+            optimizer.add_param_group({"params": list(pl_module.backbone.parameters()), "lr": lr, "name": "backbone"})
 
 
 class HalveLRAt(pl.Callback):

@@ -122,7 +122,12 @@ class LRSchedule(Callback):
         schedule: a :class:`~lr_callbacks.Schedule` (e.g. ``Phases([...])``), or a preset name
             (``"cosine"``, ``"wsd"``, ``"one_cycle"``, … see :func:`~lr_callbacks.preset`).
         group_schedules: a schedule (or preset name) for named groups, by ``param_group["name"]`` (every group of
-            that name; one of several that share it by its tag, ``decay-1``).
+            that name; one of several that share it by its tag, ``decay-1``). Under a fine-tuning callback (Lightning's
+            ``BaseFinetuning``, e.g. ``BackboneFinetuning``), a name that no group has at fit start waits for the group
+            of that name it adds during the fit (an unnamed group is ``group<i>``: ``BackboneFinetuning``'s backbone,
+            added after one group, is ``group1``): an info line says so, its schedule is checked against the run at
+            fit start, and a warning at the fit's end names one that no group took (a typo). Without one, such a name
+            is refused at fit start.
         peak_lrs: a peak LR for named groups, overriding the configured one (a new run's: a resumed run keeps the
             checkpoint's peaks, and a warning says so when the plan given then would make the LR jump); named as in
             ``group_schedules``.
@@ -543,6 +548,7 @@ class LRSchedule(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush_logs()
         self._warn_unfinished(trainer)
+        self._warn_unused_names(trainer)
 
     def _warn_short(self, trainer: Any, done: int, total: int, counted: str) -> None:
         """A run that ended before its plan's end with all its epochs done (not stopped early): its training loader
@@ -780,6 +786,7 @@ class LRSchedule(Callback):
         self._short_epoch_said = False  # ... and found shorter: the run's end does not say it again
         self._checkpoint_lrs = None
         self._fit_length = None
+        self._waiting: list[str] = []  # names of group_schedules that wait for a group added during the fit
         self._last_fit = None
         self._scaled_at = None
         # from a fit's setup until it sets up, the state it shows (its table is the last fit's): {} or, for a fit
@@ -798,7 +805,7 @@ class LRSchedule(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an LRSchedule pickled by 0.2.0 before stop 24 has no state before set-up: its table is its last fit's
-        defaults = {
+        defaults: dict[str, Any] = {
             "_before_set_up": None,
             "_training": False,
             "_aside": False,
@@ -807,6 +814,7 @@ class LRSchedule(Callback):
             "_epoch_checked": False,
             "_short_epoch_said": False,
             "_scaled_at": None,
+            "_waiting": [],
         }
         self.__dict__.update({**defaults, **state})
 
@@ -836,8 +844,10 @@ class LRSchedule(Callback):
             run = setup.apply_length_policy(trainer, restored, run, self._on_length_change)
             self._past_end_said = run.total_steps != planned.total_steps  # "keep" said so already
         self._run = run
-        self._table, self._optimizer_names = setup.build_table(
-            self._optimizers, self._schedule, self._group_schedules, self._peak_overrides, restored
+        finetuning = callback_named(trainer, "BaseFinetuning")  # adds groups during the fit: names may wait for them
+        adds_groups = type(finetuning).__name__ if finetuning is not None else None
+        self._table, self._optimizer_names, self._waiting = setup.build_table(
+            self._optimizers, self._schedule, self._group_schedules, self._peak_overrides, restored, adds_groups
         )
         self._clocks = list(restored["steps"]) if restored else [int(trainer.global_step)] * len(self._optimizers)
         self._clock_from_trainer = restored is None
@@ -845,6 +855,7 @@ class LRSchedule(Callback):
         self._scaled_at = restored.get("scaled_at") if restored is not None else None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
+        self._wait_for_groups(trainer, run, adds_groups)
         setup.check_momentum(self._optimizers, self._table)
         if restored is not None and run.total_steps == restored["total_steps"]:  # a length change warned already
             jumped = self._warn_changed_plan(restored.get("lrs"))
@@ -859,6 +870,38 @@ class LRSchedule(Callback):
         self._write_all()
         self._plan_due = self._log_plan
         self._before_set_up = None
+
+    def _wait_for_groups(self, trainer: Any, run: Run, adds_groups: str | None) -> None:
+        """The schedules of ``group_schedules`` whose name no group has at fit start wait for a group of that name that
+        the fine-tuning callback ``adds_groups`` adds during the fit (its backbone, at its unfreeze epoch): checked
+        against the run now, so that one that does not fit is refused before the first step, not at the unfreeze
+        epoch; said in one info line (and at the fit's end, in a warning, if no such group came: a typo)."""
+        for name in self._waiting:
+            named = f"group_schedules[{name!r}], waiting for a group added during the fit"
+            setup.check_schedule(self._group_schedules[name], run, setup.unknown_length_cause(trainer), named)
+        if self._waiting and trainer.is_global_zero:
+            log.info(
+                "LRSchedule: group_schedules names %s, which no parameter group has at fit start (the groups: %s); "
+                "its schedule waits for a group of that name that %s adds during the fit",
+                ", ".join(map(repr, self._waiting)),
+                ", ".join(g.tag for groups in self._table for g in groups),
+                adds_groups,
+            )
+
+    def _warn_unused_names(self, trainer: Any) -> None:
+        """At the fit's end: say which names of ``group_schedules`` still wait, no group of that name having come
+        during the fit (a typo passed at fit start, where a fine-tuning callback might have added the group)."""
+        if not self._waiting:
+            return
+        tags = ", ".join(g.tag for groups in self._table for g in groups)
+        warn_rank_zero(
+            trainer,
+            f"LRSchedule: group_schedules names {', '.join(map(repr, self._waiting))}, but no parameter group of that "
+            f"name was at fit start or joined during the fit (the groups: {tags}), so its schedule was never used. "
+            "Name a group by its param_group['name'] (an unnamed group is group<i>, i its index in the optimizer: "
+            "BackboneFinetuning's backbone, added after one group, is group1)",
+            stacklevel=2,
+        )
 
     def _warn_kept_scale(self, trainer: Any) -> None:
         """On resume without the :class:`~lr_callbacks.DivergenceWatchdog`: say so when the checkpoint's scales hold
@@ -983,6 +1026,10 @@ class LRSchedule(Callback):
             cause = setup.unknown_length_cause(self._trainer) if self._trainer is not None else ""
             setup.check_schedule(schedule, run, cause, named)
             setup.check_group_momentum(optimizer, group, schedule, named)
+            came = [name for name in self._waiting if name in keys]
+            if came:  # a name of group_schedules that waited for it since fit start
+                self._waiting = [name for name in self._waiting if name not in keys]
+                log.info("LRSchedule: %s takes group_schedules[%r]: %s", named, came[0], schedule.describe())
             scale = groups[0].scale if groups else 1.0
             multiplier = schedule.multiplier(self._clocks[index], run) * scale
             lr = as_float(group["lr"])

@@ -164,12 +164,15 @@ def build_table(
     group_schedules: Mapping[str, Schedule],
     peak_overrides: Mapping[str, float],
     restored: Mapping[str, Any] | None,
-) -> tuple[list[list[GroupState]], list[str]]:
-    """Every group of every optimizer with its tag, schedule, peak and scale; and the optimizers' names.
+    adds_groups: str | None = None,
+) -> tuple[list[list[GroupState]], list[str], list[str]]:
+    """Every group of every optimizer with its tag, schedule, peak and scale; the optimizers' names; and the names in
+    ``group_schedules`` that no group has yet, which wait for a group added during the fit (``adds_groups``: the class
+    name of the fine-tuning callback that adds groups, ``None`` when the trainer has none).
 
     Raises:
-        ValueError: if ``group_schedules`` or ``peak_overrides`` name a group that does not exist, or a restored
-            group's name differs from this run's.
+        ValueError: if ``peak_overrides`` names a group that does not exist, or ``group_schedules`` does with no
+            fine-tuning callback to add it; or a restored group's name differs from this run's.
     """
     several = len(optimizers) > 1
     optimizer_names = unique([type(o).__name__ for o in optimizers])
@@ -191,13 +194,26 @@ def build_table(
                 peak = _configured_peak(group, tag)
             groups.append(GroupState(tag=tag, name=name, given=given[j], schedule=chosen, peak=peak, scale=scale))
         table.append(groups)
-    unknown = sorted((set(group_schedules) | set(peak_overrides)) - known)
+    waiting = sorted(set(group_schedules) - known)
+    unknown = sorted(set(peak_overrides) - known) + ([] if adds_groups is not None else waiting)
     if unknown:
+        if adds_groups is not None:  # only peak_lrs names
+            fix = (
+                f"; a group that {adds_groups} adds during the fit cannot be named in `peak_lrs`: it trains at the "
+                f"LR it is added with (set it in {adds_groups}), and follows its schedule from there"
+            )
+        elif waiting:
+            fix = (
+                "; a name in `group_schedules` waits for a group added during the fit when a fine-tuning callback "
+                "adds it (Lightning's BaseFinetuning, e.g. BackboneFinetuning)"
+            )
+        else:
+            fix = ""
         raise ValueError(
-            f"LRSchedule: no parameter group is named {', '.join(map(repr, unknown))}; the groups are "
-            f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers"
+            f"LRSchedule: no parameter group is named {', '.join(map(repr, sorted(unknown)))}; the groups are "
+            f"{', '.join(sorted(known))}. Name a group with param_group['name'] in configure_optimizers{fix}"
         )
-    return table, optimizer_names
+    return table, optimizer_names, waiting
 
 
 def _configured_peak(group: Mapping[str, Any], tag: str) -> float:

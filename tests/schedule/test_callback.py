@@ -20,7 +20,17 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 from lr_callbacks import Cosine, Cyclic, Exponential, Linear, LRSchedule, Phases, Run, Step, Warmup
 from lr_callbacks.core.lr_model import find_lr_schedule, paused, reference_lr, set_lr_scale, set_peak_lr
-from tests.helpers import HalveLRAt, TinyModel, loader, make_trainer, read_events, read_scalars, read_text, stream
+from tests.helpers import (
+    HalveLRAt,
+    NamedFinetuning,
+    TinyModel,
+    loader,
+    make_trainer,
+    read_events,
+    read_scalars,
+    read_text,
+    stream,
+)
 
 
 def fit(tmp_path: Any, callback: LRSchedule, model: pl.LightningModule | None = None, **kwargs: Any) -> TinyModel:
@@ -294,7 +304,12 @@ def test_a_configured_lr_that_is_no_peak_is_refused_unless_peak_lrs_gives_one(tm
 @pytest.mark.parametrize("option", ["group_schedules", "peak_lrs"])
 def test_an_unknown_group_name_is_refused_with_the_groups_listed(tmp_path: Any, option: str) -> None:
     value = {"neck": "constant"} if option == "group_schedules" else {"neck": 0.1}
-    with pytest.raises(ValueError, match=r"no parameter group is named 'neck'; the groups are body, head"):
+    fix = (
+        r"configure_optimizers; a name in `group_schedules` waits"
+        if option == "group_schedules"
+        else r"configure_optimizers$"
+    )
+    with pytest.raises(ValueError, match=r"no parameter group is named 'neck'; the groups are body, head\. .*" + fix):
         fit(tmp_path, LRSchedule("cosine", **{option: value}))
 
 
@@ -536,6 +551,79 @@ def test_a_group_added_mid_fit_gets_the_fit_start_checks_of_its_schedule(tmp_pat
     with pytest.raises(ValueError, match=match):
         make_trainer(tmp_path, max_epochs=3, callbacks=[schedule, finetuning]).fit(model, loader())
     assert [len(lrs) for lrs in model.seen_lrs] == [1] * 8
+
+
+@pytest.mark.parametrize("name", ["group1", "backbone"], ids=["BackboneFinetuning", "named-by-BaseFinetuning"])
+def test_group_schedules_can_name_a_group_that_a_finetuning_callback_adds_mid_fit(
+    tmp_path: Any, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a name that no group had at fit start was refused then ("no parameter group is named 'backbone'"), so
+    the backbone that a fine-tuning callback adds at its unfreeze epoch could never have a schedule of its own. Now the
+    name waits for it (one info line): added at step 8 of 16 at 0.1 × the head's cosine LR (0.0005), the backbone
+    follows its linear decay from there, its peak 0.001 (0.0005 over Linear's 0.5 at step 8), logged as lr/<name>."""
+    finetuning = (
+        BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1, verbose=False)
+        if name == "group1"
+        else NamedFinetuning()
+    )
+    schedule = LRSchedule("cosine", group_schedules={name: "linear"})
+    model = Backbone()
+    with caplog.at_level(logging.INFO, logger="lr_callbacks"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, max_epochs=2, callbacks=[schedule, finetuning]).fit(model, loader())
+    cosine = [0.01 * Cosine()(k, total_steps=16) for k in range(16)]
+    linear = [0.001 * Linear()(k, total_steps=16) for k in range(8, 16)]
+    assert [lrs[0] for lrs in model.seen_lrs] == pytest.approx(cosine, rel=1e-12)
+    assert [lrs[1] for lrs in model.seen_lrs[8:]] == pytest.approx(linear, rel=1e-12)
+    assert schedule.group_tags == [["head", name]] and schedule.peak_lrs == [pytest.approx([0.01, 0.001])]
+    steps, values = logged(tmp_path, f"lr/{name}")
+    assert steps == list(range(8, 16)) and values == pytest.approx(linear, rel=1e-6)
+    said = [r.getMessage() for r in caplog.records if "waits for" in r.getMessage()]
+    kind = type(finetuning).__name__
+    assert said == [
+        f"LRSchedule: group_schedules names {name!r}, which no parameter group has at fit start (the groups: head); "
+        f"its schedule waits for a group of that name that {kind} adds during the fit"
+    ]
+    assert not [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+
+
+def test_a_group_schedules_name_that_no_group_takes_is_told_at_the_fit_s_end(tmp_path: Any) -> None:
+    """A typo must not pass silently: under a fine-tuning callback 'backbnoe' waits at fit start, and at the fit's end,
+    no group of that name having come, a warning names it and the groups; the backbone trained on the default cosine
+    (0.1 × the head's LR throughout). Without a fine-tuning callback the name is still refused at fit start, and
+    ``peak_lrs`` cannot name a group added during the fit (it trains at the LR it is added with)."""
+    schedule = LRSchedule("cosine", group_schedules={"backbnoe": "linear"})
+    model = Backbone()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, max_epochs=2, callbacks=[schedule, NamedFinetuning()]).fit(model, loader())
+    told = [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+    assert len(told) == 1 and told[0].startswith(
+        "LRSchedule: group_schedules names 'backbnoe', but no parameter group of that name was at fit start or joined "
+        "during the fit (the groups: head, backbone), so its schedule was never used."
+    ), told
+    assert [lrs[1] / lrs[0] for lrs in model.seen_lrs[8:]] == pytest.approx([0.1] * 8, rel=1e-12)
+    with pytest.raises(ValueError, match=r"no parameter group is named 'backbone'.*waits for a group added during the "
+                       r"fit when a fine-tuning callback adds it \(Lightning's BaseFinetuning"):  # fmt: skip
+        fit(tmp_path / "alone", LRSchedule("cosine", group_schedules={"backbone": "linear"}), Backbone())
+    peak = LRSchedule("cosine", peak_lrs={"backbone": 1e-3})
+    with pytest.raises(ValueError, match=r"a group that NamedFinetuning adds during the fit cannot be named in "
+                       r"`peak_lrs`: it trains at the LR it is added with"):  # fmt: skip
+        fit(tmp_path / "peak", peak, Backbone(), max_epochs=2, callbacks=[peak, NamedFinetuning()])
+
+
+def test_a_waiting_group_schedule_that_does_not_fit_the_run_is_refused_at_fit_start(tmp_path: Any) -> None:
+    """Checked against the run before the first step, as the schedules of the groups present then, not at the
+    unfreeze epoch (hours into a real fine-tuning run)."""
+    schedule = LRSchedule("cosine", group_schedules={"backbone": Step("1 steps", gamma=2.0)})
+    model = Backbone()
+    match = (
+        r"^LRSchedule: group_schedules\['backbone'\], waiting for a group added during the fit: Step\(every=1 steps, "
+        r"gamma=2\.0\) multiplies by gamma=2\.0 every 1 steps, without bound, and it spans 24 steps: .* at step 20; "
+    )
+    with pytest.raises(ValueError, match=match):
+        make_trainer(tmp_path, max_epochs=3, callbacks=[schedule, NamedFinetuning()]).fit(model, loader())
+    assert model.seen_lrs == []
 
 
 def test_backbone_finetuning_s_ramp_is_kept_under_a_constant_schedule(tmp_path: Any) -> None:

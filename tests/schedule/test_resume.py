@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lr_callbacks import DivergenceWatchdog, LRFinder, LRSchedule, OneCycle, Phases, Warmup
-from tests.helpers import TinyModel, loader, make_trainer, read_events, read_scalars
+from lr_callbacks import DivergenceWatchdog, Linear, LRFinder, LRSchedule, OneCycle, Phases, Warmup
+from tests.helpers import NamedFinetuning, TinyModel, loader, make_trainer, read_events, read_scalars
 
 TOTAL = 14
 
@@ -533,6 +533,35 @@ def test_a_resume_after_backbone_finetuning_unfroze_goes_on_in_either_order(
     resumed = run(tmp_path / "resumed", tmp_path / "whole" / f"step={at}.ckpt")
     assert [len(lrs) for lrs in resumed.seen_lrs] == [2] * (24 - at)
     assert resumed.seen_lrs == [pytest.approx(lrs, rel=1e-12) for lrs in whole.seen_lrs[at:]]
+
+
+@pytest.mark.parametrize("at", [4, 12], ids=["before-the-unfreeze", "after-it"])
+def test_a_group_schedule_for_a_group_added_mid_fit_resumes_exactly(tmp_path: Path, at: int) -> None:
+    """``group_schedules={"backbone": "linear"}`` for the group that NamedFinetuning adds at step 8 (before, refused at
+    fit start). Resumed from step 12, the group is there at fit start (BaseFinetuning puts it back) and keeps its
+    schedule and peak; from step 4 its name waits again. Either way the LRs are the uninterrupted run's, step for step,
+    without a warning, and lr/backbone goes on from the step the group joined or the resume."""
+
+    def run(root: Path, ckpt: Path | None = None) -> tuple[TinyModel, list[str]]:
+        schedule = LRSchedule("cosine", group_schedules={"backbone": "linear"})
+        callbacks: list[Any] = [schedule, NamedFinetuning()]
+        if ckpt is None:
+            callbacks.append(ModelCheckpoint(dirpath=root, every_n_train_steps=4, save_top_k=-1, filename="{step}"))
+        model = _Backbone()
+        trainer = make_trainer(root, max_epochs=3, enable_checkpointing=ckpt is None, callbacks=callbacks)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, loader(), ckpt_path=None if ckpt is None else str(ckpt))
+        return model, [str(w.message) for w in caught if "LRSchedule" in str(w.message)]
+
+    torch.manual_seed(0)
+    whole, told = run(tmp_path / "whole")
+    resumed, told_resumed = run(tmp_path / "resumed", tmp_path / "whole" / f"step={at}.ckpt")
+    backbone = [lrs[1] / Linear()(k, total_steps=24) for k, lrs in enumerate(whole.seen_lrs) if k >= 8]
+    assert backbone == pytest.approx([backbone[0]] * 16, rel=1e-12)  # its linear decay from the LR it joined at
+    assert resumed.seen_lrs == [pytest.approx(lrs, rel=1e-12) for lrs in whole.seen_lrs[at:]]
+    assert [step for step, _ in read_scalars(tmp_path / "resumed", "lr/backbone")] == list(range(max(at, 8), 24))
+    assert told == told_resumed == []
 
 
 class _Unfreezing(TinyModel):
