@@ -171,6 +171,14 @@ def with_process_group_cleanup(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+FORKED_RANKS = "ddp_fork"
+"""The strategy of the tests' 2-rank DDP fits: two real gloo ranks, forked from the test process rather than spawned
+(``ddp_spawn`` starts fresh interpreters that import torch and Lightning again, about 5 s of CPU each per fit). The
+callbacks' pickling into spawned workers is still run by the ``ddp_spawn`` fits that keep it: the three callbacks in
+``test_namespaces.py``, LRSchedule's plan in ``test_schedule_ddp.py`` and ``find_lr``'s refusal in
+``test_finder_ddp.py``. A forked rank leaves by ``os._exit``: no interpreter finalization for a gloo thread to abort."""
+
+
 def make_trainer(root: os.PathLike[str] | str, **kwargs: Any) -> pl.Trainer:
     """A quiet CPU Trainer logging to TensorBoard under ``root``."""
     options: dict[str, Any] = dict(

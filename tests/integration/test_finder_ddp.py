@@ -11,7 +11,7 @@ import torch
 
 from lr_callbacks import FinderResult, LRFinder
 from tests.finder.helpers import FinderModel, sgd
-from tests.helpers import loader, make_trainer, regression_data
+from tests.helpers import FORKED_RANKS, loader, make_trainer, regression_data
 
 
 class RankReport(FinderModel):
@@ -39,7 +39,7 @@ class RankReport(FinderModel):
 def test_ddp_ranks_average_the_loss_and_agree_on_the_answer(tmp_path):
     finder = LRFinder(num_steps=30, confirm=[0.01, 0.03], confirm_length="2 steps")
     trainer = make_trainer(
-        tmp_path, accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False, callbacks=[finder]
+        tmp_path, accelerator="cpu", devices=2, strategy=FORKED_RANKS, max_steps=3, logger=False, callbacks=[finder]
     )
     trainer.fit(RankReport(str(tmp_path)), loader(regression_data(128), batch_size=8, shuffle=True),
                 loader(regression_data(32, seed=1), batch_size=8))  # fmt: skip

@@ -17,6 +17,7 @@ import torch
 
 from lr_callbacks import LRSchedule, Run
 from tests.helpers import (
+    FORKED_RANKS,
     TinyModel,
     WarningsPerRank,
     loader,
@@ -94,7 +95,7 @@ def test_a_warning_about_the_whole_run_is_said_once_not_once_per_rank(tmp_path: 
         tmp_path,
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=FORKED_RANKS,
         max_epochs=3,
         limit_train_batches=10,
         callbacks=[LRSchedule("cosine", log_plan=False), WarningsPerRank(str(tmp_path))],

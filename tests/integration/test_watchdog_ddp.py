@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lr_callbacks import DivergenceWatchdog
-from tests.helpers import make_trainer
+from tests.helpers import FORKED_RANKS, make_trainer
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data
 
 
@@ -46,11 +46,11 @@ def test_a_fault_on_one_rank_gets_the_same_answer_on_every_rank(tmp_path):
         max_steps=60,
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=FORKED_RANKS,
         callbacks=[watchdog, Record(str(tmp_path), watchdog)],
     )
     pl.seed_everything(0, verbose=False)
-    # no torch.Generator in the loader: ddp_spawn cannot send one to the workers; DistributedSampler shuffles
+    # no torch.Generator in the loader (ddp_spawn could not send one to its workers): DistributedSampler shuffles
     trainer.fit(DigitsModel(faults=faults), DataLoader(digits_data(), batch_size=32, shuffle=True))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]  # same incidents, same scale, same weights, bit for bit
@@ -95,7 +95,7 @@ def test_a_resume_mid_incident_decides_as_the_uninterrupted_run_on_every_rank(tm
             max_steps=80,
             accelerator="cpu",
             devices=2,
-            strategy="ddp_spawn",
+            strategy=FORKED_RANKS,
             use_distributed_sampler=False,
             enable_checkpointing=True,
             callbacks=[watchdog, saver, Record(str(root), watchdog)],
@@ -171,7 +171,7 @@ def test_disk_snapshots_need_no_collective_to_be_read_and_auto_agrees_on_every_r
         )
         callbacks = [watchdog, Mode(str(tmp_path), watchdog)] + ([LittleMemoryOnRank1()] if snapshot == "auto" else [])
         trainer = make_trainer(
-            tmp_path, max_steps=30, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks
+            tmp_path, max_steps=30, accelerator="cpu", devices=2, strategy=FORKED_RANKS, callbacks=callbacks
         )
         pl.seed_everything(0, verbose=False)
         trainer.fit(InputMean(), DataLoader(digits_data(), batch_size=32, shuffle=False))
@@ -222,7 +222,7 @@ def test_a_resume_right_after_damage_rolls_back_as_the_uninterrupted_run_on_ever
             max_steps=40,
             accelerator="cpu",
             devices=2,
-            strategy="ddp_spawn",
+            strategy=FORKED_RANKS,
             use_distributed_sampler=False,
             enable_checkpointing=resume is None,
             callbacks=callbacks,
@@ -266,7 +266,7 @@ def test_auto_counts_the_ring_of_every_rank_on_the_host(tmp_path):
         max_steps=6,
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=FORKED_RANKS,
         callbacks=[watchdog, FreeMemoryForOneRing(str(tmp_path), watchdog)],
     )
     trainer.fit(DigitsModel(), DataLoader(digits_data(), batch_size=32))

@@ -25,7 +25,7 @@ from lr_callbacks.watchdog.config import WatchdogConfig
 from lr_callbacks.watchdog.policy import WatchdogPolicy
 from lr_callbacks.watchdog.samples import take_sample_losses
 from lr_callbacks.watchdog.stats import SampleBaseline, Samples, Verdict, binomial_limit
-from tests.helpers import make_trainer
+from tests.helpers import FORKED_RANKS, make_trainer
 from tests.watchdog.test_callback import StepSpy, SyncCounter
 from tests.watchdog.test_models import DigitsModel, Faults, digits_data, fit
 
@@ -284,7 +284,7 @@ def test_resuming_behaves_like_the_uninterrupted_run(tmp_path, kwargs):
 
 
 def fit_on_two_ranks(tmp_path: Path, model: PerSampleModel) -> list[dict[str, Any]]:
-    """Fit ``model`` under the quiet watchdog on 2 gloo processes (``ddp_spawn``) to ``CORRUPT_AT + 5`` steps; each
+    """Fit ``model`` under the quiet watchdog on 2 forked gloo processes to ``CORRUPT_AT + 5`` steps; each
     rank's record (:class:`~tests.integration.test_watchdog_ddp.Record`: events, scale, weights)."""
     from tests.integration.test_watchdog_ddp import Record
 
@@ -294,7 +294,7 @@ def fit_on_two_ranks(tmp_path: Path, model: PerSampleModel) -> list[dict[str, An
         max_steps=CORRUPT_AT + 5,
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=FORKED_RANKS,
         callbacks=[watchdog, Record(str(tmp_path), watchdog)],
     )
     pl.seed_everything(0, verbose=False)
