@@ -126,9 +126,28 @@ class PolicyMemory:
 
     def leaving(self, step: int) -> int | None:
         """The step of the snapshot that :meth:`snapshot_taken` of ``step`` will drop from a full ring (its buffers
-        can take the new one before the take), or ``None``: the oldest, when the ring holds ``snapshots`` others."""
+        can take the new one before the take), or ``None``: the oldest, when the ring holds ``snapshots`` others,
+        but never the run's first while it may still be the target of trouble at the peak (:meth:`_keeps_start`)."""
         kept = [r for r in self.state.ring if r["step"] != step]
-        return int(kept[0]["step"]) if len(kept) >= self.config.snapshots else None
+        if len(kept) < self.config.snapshots:
+            return None
+        return int(kept[self._oldest_leaving(kept, step)]["step"])
+
+    def _oldest_leaving(self, ring: list[dict[str, Any]], step: int) -> int:
+        """The index in ``ring`` of the snapshot a full ring gives up at ``step``: the oldest, or the one after the
+        run's first while :meth:`_keeps_start`."""
+        keep_first = len(ring) > 1 and ring[0]["step"] == self.state.first_step and self._keeps_start(step)
+        return 1 if keep_first else 0
+
+    def _keeps_start(self, step: int) -> bool:
+        """Whether the snapshot of the run's first step stays in the ring at ``step``: while the planned LR warms up
+        and for as many steps again after its peak, trouble is the peak being too high, and the rollback for it
+        goes back to before the LR first passed the cut one (:meth:`_peak_target`), often the run's start. A ring
+        of one snapshot keeps none."""
+        s = self.state
+        if self.config.snapshots < 2 or not s.shares:
+            return False
+        return s.warmup_end is None or step < 2 * s.warmup_end
 
     def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
         """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).
@@ -145,7 +164,7 @@ class PolicyMemory:
         s.ring.append({"step": step, "stats": s.snapshot_stats, "reference": self._log_loss(reference or math.nan)})
         self._start_lows()
         if len(s.ring) > self.config.snapshots:
-            return int(s.ring.pop(0)["step"])
+            return int(s.ring.pop(self._oldest_leaving(s.ring, step))["step"])
         return None
 
     def resumed_from(self, step: int, keep_reference: bool, level: float | None = None) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from typing import Any
 
 from lr_callbacks.watchdog.config import Action, Incident, Signal
 from lr_callbacks.watchdog.data_rules import DataRules
@@ -50,6 +51,17 @@ GUARD_Z_SHARE = 0.5
 """After a rollback, until ``patience`` steps in a row are accepted, a step's loss is judged at this share of
 ``z_threshold``: what damaged the weights may still be coming (a burst of bad batches that each stayed under
 the threshold), and the clean reference batch tells bad data from damaged weights at every such outlier."""
+
+
+PEAK_CUT = 0.1
+"""Trouble while the planned LR warms up, or at its peak before the run has trained there as long as the warmup took,
+means the peak is too high for the run: the rollback cuts the scale to this × the LR's share of its peak when the
+trouble began (an order of magnitude below the LR that broke the run, as an LR range test reads its edge: fastai's
+``minimum / 10``), and goes back to before the LR first passed the cut LR, the run's start when it broke early in the
+warmup. A run is far more forgiving of an LR below its best than above: charlm at 30× its best LR, caught at its
+peak (step 50 of a 40-step warmup), ended at 2.95 after a ×0.5 cut from the snapshot before step 40, 2.85 after a ×0.1
+cut from there (the weights trained at 15-30× had already lost what a good LR learns), and 2.25 sent back to its start
+with this cut (the best LR ends at 2.24)."""
 
 
 class WatchdogPolicy(UpdateRatioRules, DataRules):
@@ -613,7 +625,19 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         self.cusum.reset()
         if not s.can_roll_back:
             return self._cut_instead(step, signal, value, threshold, why, run or [])
+        began = step if since is None else since
+        # trouble that began while the LR warmed up, or at its peak before the run had trained there as long as it
+        # took to get there: the planned peak is too high (the LR, not a passing fault)
+        warming = bool(s.shares) and (s.warmup_end is None or began < s.warmup_end)
+        at_peak = bool(s.shares) and s.warmup_end is not None and began < 2 * s.warmup_end
+        share = (self._share_at(began) if warming else 1.0) if warming or at_peak else None
         target = self._target(since)
+        if share is not None and s.rollbacks < c.max_rollbacks:  # a halt keeps the newest clean weights
+            back = self._peak_target(PEAK_CUT * share)
+            if back is not None and (target is None or back["step"] < target["step"]):
+                target = back
+        # the run's start chosen over later snapshots: each of them was taken after the LR passed the cut one
+        restart = share is not None and target is not None and target["step"] == s.first_step and len(s.ring) > 1
         if target is not None:
             self._point_to(target)
         if s.rollbacks >= c.max_rollbacks or s.snapshot_step is None:
@@ -638,10 +662,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
-        began = step if since is None else since
-        # trouble that began while the LR warmed up (or before the loss had a baseline): the LR, not a passing fault
-        warming = bool(s.shares) and (s.warmup_end is None or began < s.warmup_end)
-        early = warming or not self.ready
+        early = share is not None or not self.ready
         ceiling = ""
         if s.raised or refuted:  # damaged again after a clean stretch (or blamed bad data) raised the LR: too high
             s.ceiling = min(s.ceiling, s.scale / s.ratio_cut * c.lr_factor)  # the ladder's part (see _recover)
@@ -649,18 +670,21 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.raised = False
         old, s.scale = s.scale, max(s.scale * c.lr_factor**s.rollbacks, c.min_lr_scale)
         if early:
-            share = self._share_at(began) if warming else 1.0  # past the warmup, the LR was at its planned peak
-            s.scale = max(min(s.scale, old * c.lr_factor * share), c.min_lr_scale)
+            # the planned peak broke the run: an order of magnitude below the LR it broke at (as an LR range test reads
+            # its edge), with the share of the peak the LR had then. Without a known plan, lr_factor below the LR
+            factor = PEAK_CUT if share is not None else c.lr_factor
+            s.scale = max(min(s.scale, old * factor * (1.0 if share is None else share)), c.min_lr_scale)
             s.ceiling = min(s.ceiling, s.scale / s.ratio_cut)
-            when = (
-                f"while the LR warmed up, at {share:.0%} of its planned peak"
-                if warming
-                else "before the loss had a baseline (the watchdog's warmup_steps)"
-            )
+            if warming:
+                when = f"while the LR warmed up, at {share:.0%} of its planned peak"
+            elif at_peak:
+                when = "at the planned LR's peak, before the run had trained there as long as its warmup took"
+            else:
+                when = "before the loss had a baseline (the watchdog's warmup_steps)"
+            below = f"{PEAK_CUT:g} × the LR's share of its peak then" if share is not None else "lr_factor × the LR"
             ceiling = (
                 f"; the trouble began at step {began}, {when}: the peak is too high for this run, so the scale goes "
-                f"below lr_factor × the LR's share of its peak then, and clean stretches do not raise it above "
-                f"{s.ceiling:.3g}"
+                f"below {below}, and clean stretches do not raise it above {s.ceiling:.3g}"
             )
         if refuted:
             ceiling = (
@@ -668,13 +692,29 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 f"again: the LR is the cause, so this cut stays and clean stretches raise it to {s.ceiling:.3g} at most"
             )
         s.last_cut, s.rollback_cut = step, 1.0 if refuted else s.scale / old  # 1.0: no cut for bad data to undo
+        start = (
+            ", the start of the run: every later snapshot was taken after the LR had passed the cut one"
+            if restart
+            else self._start_note()
+        )
         detail = (
-            f"{why}; back to the snapshot before step {s.snapshot_step}{self._start_note()} "
+            f"{why}; back to the snapshot before step {s.snapshot_step}{start} "
             f"(rollback {s.rollbacks} of {c.max_rollbacks}), LR scale {old:.3g} → {s.scale:.3g}{ceiling}"
             f"{self._rewarm(step)}"
         )
         note = Incident(step, signal, value, threshold, Action.ROLLBACK, detail, rollback_to=s.snapshot_step)
         return Decision(scale=s.scale, rollback=True, incidents=(note,), rollback_to=s.snapshot_step)
+
+    def _peak_target(self, share: float) -> dict[str, Any] | None:
+        """The newest snapshot taken before the planned LR first passed ``share`` of its peak (``None``: none held):
+        what the run learnt at LRs above the cut one was learnt at an LR too high. The first noted share already
+        above it (the oldest notes are dropped past ``window`` steps) counts as the first to pass it."""
+        s = self.state
+        passed = next((noted for noted, value in s.shares if value > share), None)
+        if passed is None:
+            return None
+        before = [r for r in s.ring if r["step"] <= passed]
+        return before[-1] if before else None
 
     def _cut_instead(
         self, step: int, signal: Signal, value: float, threshold: float, why: str, run: list[RunStep]
