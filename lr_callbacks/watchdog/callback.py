@@ -147,14 +147,19 @@ class DivergenceWatchdog(Callback):
     reference batch of 8 may not see): the run rolls back with the LR cut of early trouble, instead of training
     on the easy half of its batches.
 
-    **Trouble while the LR warms up** (before the planned LR first reaches its peak, or before the loss has a
-    baseline) is the planned LR being too high, not a passing fault: the LR of each step of the warmup is noted
-    as a share of its planned peak (``LRSchedule``'s peak; a torch scheduler's base LR, ``OneCycleLR``'s
-    ``max_lr``), and a rollback for trouble that began then lowers the scale to at most ``lr_factor`` × the share
-    at which it began (a run that broke at 20% of its peak gets at most 10% of it), and no clean stretch raises it
-    back above that. A rollback to the run's start (where the optimizer had no state: Adam's moments are empty)
-    warms the LR up again, linearly over as many steps as it undid, instead of giving the fresh optimizer the
-    full LR at once; the log says it went back to the start.
+    **Trouble while the LR warms up** (before the planned LR first reaches its peak), or at its peak before the run
+    has trained there as long as the warmup took, is the planned peak being too high, not a passing fault: the LR
+    of each step of the warmup is noted as a share of its planned peak (``LRSchedule``'s peak; a torch scheduler's
+    base LR, ``OneCycleLR``'s ``max_lr``), and a rollback for trouble that began then lowers the scale to at most
+    a tenth of the share at which it began (an order of magnitude below the LR that broke the run, as an LR range
+    test reads its edge; a run that broke at 50% of its peak gets at most 5% of it, never below ``min_lr_scale``),
+    no clean stretch raises it back above that, and it goes back to the newest snapshot taken before the planned
+    LR first passed the cut one: what the run learnt at higher LRs was learnt at an LR too high. Often that is the
+    run's start, which the ring keeps until then (in place of the snapshot after it, so no more copies than
+    ``snapshots``); a resumed run holds only its checkpoint's weights. Trouble before the loss has a baseline with
+    no known plan gets ``lr_factor`` × the LR. A rollback to the run's start (where the optimizer had no state:
+    Adam's moments are empty) warms the LR up again, linearly over as many steps as it undid, instead of giving the
+    fresh optimizer the full LR at once; the log says it went back to the start and why.
 
     After a rollback, what
     damaged the weights may still be coming (a burst of bad batches that each stayed under ``z_threshold``):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lr_callbacks import DivergenceWatchdog
 from lr_callbacks.watchdog.config import Incident, WatchdogConfig, resolve_steps
-from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, WatchdogPolicy
+from lr_callbacks.watchdog.policy import GUARD_Z_SHARE, PEAK_CUT, WatchdogPolicy
 from lr_callbacks.watchdog.state import Decision
 from lr_callbacks.watchdog.stats import (
     MAD_TO_SIGMA,
@@ -1130,11 +1130,14 @@ def test_trouble_while_the_lr_warms_up_cuts_below_the_share_of_the_peak_it_broke
         "rollback",
         0,
     )
-    # the ladder's first cut would be × 0.5; the run broke at 15% of its peak, so the scale goes to 0.5 × 0.15
-    assert policy.state.scale == pytest.approx(0.5 * 0.15) and policy.state.ceiling == policy.state.scale
+    # the ladder's first cut would be × 0.5; the run broke at 15% of its peak, so the scale goes to PEAK_CUT × 0.15,
+    # held at min_lr_scale (0.05)
+    assert (
+        policy.state.scale == pytest.approx(max(PEAK_CUT * 0.15, 0.05)) and policy.state.ceiling == policy.state.scale
+    )
     assert "at 15% of its planned peak" in rollback.detail
     feed(policy, [1.0] * 200, start=8)  # a long clean stretch raises nothing: the peak was too high, not a fault
-    assert policy.state.scale == pytest.approx(0.075)
+    assert policy.state.scale == pytest.approx(0.05)
     assert not any(e.action == "raise_lr" for e in policy.events)
 
 
@@ -1156,14 +1159,37 @@ def test_trouble_after_a_short_warmup_before_the_loss_has_a_baseline_is_judged_a
 
 
 def test_trouble_after_the_warmup_is_a_fault_whose_cut_a_clean_stretch_undoes():
+    """Past twice the warmup's length (the peak reached at step 28; trouble at 60), trouble is a passing fault."""
     policy = warm(patience=3, recover_after=10)
     for step, share in ((27, 0.5), (28, 1.0), (29, 0.9)):  # the plan reached its peak: the warmup is over
         policy.planned_share(step, share)
     assert not policy.warming_up and policy.state.shares == [(27, 0.5)]
-    feed(policy, [1000.0] * 3, start=30)
+    feed(policy, noisy(30), start=30)
+    feed(policy, [1000.0] * 3, start=60)
     assert policy.events[-1].action == "rollback" and policy.scale == 0.5 and policy.state.ceiling == 1.0
-    feed(policy, [1.0] * 25, start=33)
+    feed(policy, [1.0] * 25, start=63)
     assert policy.scale == 1.0
+
+
+def test_trouble_at_the_peak_soon_after_the_warmup_goes_back_before_the_lr_passed_the_cut_one():
+    """The peak reached at step 8, trouble at step 12, before the run has trained at the peak as long as it took to
+    get there: the peak is too high. The scale goes to PEAK_CUT (the LR's share at the peak: 1) and stays there, and
+    the run goes back to its start, kept in the ring for this (the LR passed 0.1 of its peak at step 0), not to the
+    newest snapshot before the trouble."""
+    config = WatchdogConfig(warmup_steps=5, window=50, patience=3, recover_after=10, flat_loss_steps=None)
+    policy = WatchdogPolicy(config)
+    for step, loss in enumerate(noisy(12)):
+        policy.planned_share(step, min((step + 1) / 9, 1.0))  # a 9-step linear warmup: the peak at step 8
+        policy.record(step, loss, 1.0, policy.judge(loss, 1.0))
+        if step in (0, 4, 8, 10):
+            policy.snapshot_taken(step, loss)
+    assert [r["step"] for r in policy.state.ring] == [0, 8, 10]  # a full ring gives up the one after the start
+    feed(policy, [1000.0] * 3, start=12)
+    rollback = policy.events[-1]
+    assert rollback.action == "rollback" and rollback.rollback_to == 0
+    assert "at the planned LR's peak" in rollback.detail and "every later snapshot was taken after" in rollback.detail
+    assert policy.state.scale == pytest.approx(PEAK_CUT) and policy.state.ceiling == pytest.approx(PEAK_CUT)
+    assert "warms up again" in rollback.detail  # from the start the LR ramps back up to the cut one
 
 
 def test_trouble_late_in_a_long_warmup_is_the_lr_too():
@@ -1171,10 +1197,12 @@ def test_trouble_late_in_a_long_warmup_is_the_lr_too():
     for step in range(20, 33):
         policy.planned_share(step, step / 100)
     assert policy.ready and policy.warming_up
-    feed(policy, [1000.0] * 3, start=30)  # broke at 30% of the peak
-    assert policy.state.scale == pytest.approx(0.5 * 0.30) and policy.state.ceiling == policy.state.scale
+    feed(policy, [1000.0] * 3, start=30)  # broke at 30% of the peak: PEAK_CUT × 0.3, held at min_lr_scale
+    assert (
+        policy.state.scale == pytest.approx(max(PEAK_CUT * 0.30, 0.05)) and policy.state.ceiling == policy.state.scale
+    )
     feed(policy, [1.0] * 200, start=33)
-    assert policy.state.scale == pytest.approx(0.15)
+    assert policy.state.scale == pytest.approx(0.05)
 
 
 def test_the_warmup_ends_when_the_plan_falls_short_of_its_peak():
