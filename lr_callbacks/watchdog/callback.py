@@ -272,7 +272,8 @@ class DivergenceWatchdog(Callback):
         snapshot_every: steps between clean snapshots; ``None`` (the default): max(10 steps, 1% of the run), or
             100 steps when the run's length is unknown.
         snapshots: how many snapshots the ring keeps (this many copies of the model and optimizer state); a
-            rollback goes to the newest one taken before the incident began.
+            rollback goes to the newest one taken before the incident began (for trouble at the planned peak, before
+            the LR passed the cut one: the ring keeps the run's first snapshot until then).
         max_rollbacks: rollbacks allowed before the run halts.
         max_data_skips: consecutive batches that may be skipped as bad data (the reference batch shows sound
             weights) before the watchdog decides: a new baseline when they are finite, a halt that keeps the
@@ -940,7 +941,8 @@ class DivergenceWatchdog(Callback):
         self._write_events(trainer, step)
 
     def _make_room(self, step: int) -> None:
-        """Before a full ring takes the snapshot of ``step``, give up the oldest one, which the policy drops for it:
+        """Before a full ring takes the snapshot of ``step``, give up the one the policy drops for it (the oldest, or
+        the one after the run's first while trouble at the planned peak may still send the run back to its start):
         the new snapshot is copied into its buffers. Before, it was given up after the take, and a host ring of
         ``snapshots=3`` held four copies of the model and its optimizer state (the fourth as the spare buffers),
         a third more than ``snapshot="auto"`` counts and the docs say."""
