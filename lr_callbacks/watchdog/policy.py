@@ -707,14 +707,17 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
 
     def _peak_target(self, share: float) -> dict[str, Any] | None:
         """The newest snapshot taken before the planned LR first passed ``share`` of its peak (``None``: none held):
-        what the run learnt at LRs above the cut one was learnt at an LR too high. The first noted share already
-        above it (the oldest notes are dropped past ``window`` steps) counts as the first to pass it."""
+        what the run learnt at LRs above the cut one was learnt at an LR too high. When the oldest share still noted
+        is already above it (the notes keep the last ``window`` steps: a long warmup passed it earlier), the oldest
+        snapshot held from before that step, the run's start if the ring kept it."""
         s = self.state
-        passed = next((noted for noted, value in s.shares if value > share), None)
-        if passed is None:
+        index = next((i for i, (_, value) in enumerate(s.shares) if value > share), None)
+        if index is None:
             return None
-        before = [r for r in s.ring if r["step"] <= passed]
-        return before[-1] if before else None
+        before = [r for r in s.ring if r["step"] <= s.shares[index][0]]
+        if not before:
+            return None
+        return before[0] if index == 0 else before[-1]
 
     def _cut_instead(
         self, step: int, signal: Signal, value: float, threshold: float, why: str, run: list[RunStep]

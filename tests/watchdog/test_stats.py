@@ -1192,6 +1192,22 @@ def test_trouble_at_the_peak_soon_after_the_warmup_goes_back_before_the_lr_passe
     assert "warms up again" in rollback.detail  # from the start the LR ramps back up to the cut one
 
 
+def test_trouble_at_the_end_of_a_warmup_longer_than_the_notes_goes_back_to_the_start():
+    """The shares are noted for the last ``window`` steps only: at the end of a 20-step warmup noted over 5, every
+    share noted is above the cut one, so the LR passed it before the notes begin: back to the oldest snapshot held
+    from before them, the run's start, not the newest (step 8, trained at 45% of the peak)."""
+    config = WatchdogConfig(warmup_steps=5, window=5, patience=3, recover_after=10, flat_loss_steps=None)
+    policy = WatchdogPolicy(config)
+    for step, loss in enumerate(noisy(19)):
+        policy.planned_share(step, min((step + 1) / 20, 1.0))
+        policy.record(step, loss, 1.0, policy.judge(loss, 1.0))
+        if step in (0, 8, 16):
+            policy.snapshot_taken(step, loss)
+    assert [r["step"] for r in policy.state.ring] == [0, 8, 16] and policy.state.shares[0][0] == 14
+    feed(policy, [1000.0] * 3, start=19)
+    assert policy.events[-1].action == "rollback" and policy.events[-1].rollback_to == 0
+
+
 def test_trouble_late_in_a_long_warmup_is_the_lr_too():
     policy = warm(patience=3, recover_after=10)  # the loss has its baseline; the LR still rises
     for step in range(20, 33):
