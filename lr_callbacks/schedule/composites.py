@@ -734,17 +734,15 @@ class _MomentumOut(_OutsideSpan):
     """``Cyclic(mode="exp_range", gamma > 1)``'s co-scheduled momentum falls below 0 at its own ``step``."""
 
     def __init__(self, shape: str, gamma: float, step: int, value: float, span: float | None, fix: str) -> None:
-        super().__init__(shape, gamma, step, value, span, fix)
-        self.shape, self.gamma, self.step, self.value, self.span, self.fix = shape, gamma, step, value, span, fix
-        self.offset = 0
-        self.where = []
+        super().__init__(shape, gamma, step, value, span, fix, step=step, span=span)
+        self.shape, self.gamma, self.value, self.fix = shape, gamma, value, fix
 
     def __str__(self) -> str:
         where, at = self._located()
-        span = "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
         return (
             f"{where}{self.shape} co-schedules the momentum (SGD's `momentum`, Adam's `betas[0]`) as "
-            f"max − (max − base)·s·gamma^k with gamma={self.gamma!r} > 1 (mode='exp_range'), {span}: the momentum is "
+            f"max − (max − base)·s·gamma^k with gamma={self.gamma!r} > 1 (mode='exp_range'), {self._spans()}: the "
+            "momentum is "
             f"{self.value:.4g}, below 0, at {at}, and torch, which checks it only when the optimizer is built, trains "
             f"with it as written; {self.fix}"
         )

@@ -61,9 +61,11 @@ class _OutsideSpan(ValueError):
     first), so the message gives the step of the run too.
     """
 
-    step: int
-    offset: int
-    where: list[str]
+    def __init__(self, *args: object, step: int, span: float | None) -> None:
+        super().__init__(*args)
+        self.step, self.span = step, span
+        self.offset = 0
+        self.where: list[str] = []
 
     def in_phase(self, label: str, start: float, step: int | None = None) -> _OutsideSpan:
         """This error as seen from the enclosing span, where its phase ``label`` starts at step ``start`` (and, for a
@@ -83,21 +85,21 @@ class _OutsideSpan(ValueError):
         )
         return where, at
 
+    def _spans(self) -> str:
+        return "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
+
 
 class _Unbounded(_OutsideSpan):
     """A growing shape's multiplier passes :data:`MAX_MULTIPLIER` within its span, at its own ``step``."""
 
     def __init__(self, shape: str, growth: str, step: int, span: float | None, fix: str, what: str) -> None:
-        super().__init__(shape, growth, step, span, fix, what)
-        self.shape, self.growth, self.step, self.span, self.fix, self.what = shape, growth, step, span, fix, what
-        self.offset = 0
-        self.where = []
+        super().__init__(shape, growth, step, span, fix, what, step=step, span=span)
+        self.shape, self.growth, self.fix, self.what = shape, growth, fix, what
 
     def __str__(self) -> str:
         where, at = self._located()
-        span = "and the run's length is unknown" if self.span is None else f"and it spans {self.span:g} steps"
         return (
-            f"{where}{self.shape} {self.growth}, without bound, {span}: {self.what} passes "
+            f"{where}{self.shape} {self.growth}, without bound, {self._spans()}: {self.what} passes "
             f"{MAX_MULTIPLIER:g} × the peak LR at {at}; {self.fix}"
         )
 
