@@ -140,14 +140,16 @@ class PolicyMemory:
         return 1 if keep_first else 0
 
     def _keeps_start(self, step: int) -> bool:
-        """Whether the snapshot of the run's first step stays in the ring at ``step``: while the planned LR warms up
-        and for as many steps again after its peak, trouble is the peak being too high, and the rollback for it
-        goes back to before the LR first passed the cut one (:meth:`_peak_target`), often the run's start. A ring
-        of one snapshot keeps none."""
+        """Whether the snapshot of the run's first step stays in the ring at ``step``: within :meth:`_at_the_peak`,
+        the rollback for trouble goes back to before the LR first passed the cut one (:meth:`_peak_target`), often
+        the run's start. A ring of one snapshot keeps none."""
+        return self.config.snapshots >= 2 and self._at_the_peak(step)
+
+    def _at_the_peak(self, step: int) -> bool:
+        """Whether trouble that began at ``step`` means the planned peak is too high: the planned LR warms up (its
+        shares are noted), or reached its peak less than the warmup's length ago."""
         s = self.state
-        if self.config.snapshots < 2 or not s.shares:
-            return False
-        return s.warmup_end is None or step < 2 * s.warmup_end
+        return bool(s.shares) and (s.warmup_end is None or step < 2 * s.warmup_end)
 
     def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
         """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).

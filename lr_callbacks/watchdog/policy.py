@@ -629,8 +629,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         # trouble that began while the LR warmed up, or at its peak before the run had trained there as long as it
         # took to get there: the planned peak is too high (the LR, not a passing fault)
         warming = bool(s.shares) and (s.warmup_end is None or began < s.warmup_end)
-        at_peak = bool(s.shares) and s.warmup_end is not None and began < 2 * s.warmup_end
-        share = (self._share_at(began) if warming else 1.0) if warming or at_peak else None
+        share = (self._share_at(began) if warming else 1.0) if self._at_the_peak(began) else None
         target = self._target(since)
         if share is not None and s.rollbacks < c.max_rollbacks:  # a halt keeps the newest clean weights
             back = self._peak_target(PEAK_CUT * share)
@@ -677,7 +676,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             s.ceiling = min(s.ceiling, s.scale / s.ratio_cut)
             if warming:
                 when = f"while the LR warmed up, at {share:.0%} of its planned peak"
-            elif at_peak:
+            elif share is not None:
                 when = "at the planned LR's peak, before the run had trained there as long as its warmup took"
             else:
                 when = "before the loss had a baseline (the watchdog's warmup_steps)"
