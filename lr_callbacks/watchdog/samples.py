@@ -59,7 +59,10 @@ def report_sample_losses(module: Any, losses: torch.Tensor) -> None:
 
 def take_sample_losses(module: Any) -> torch.Tensor | None:
     """The per-sample losses reported since the last call (removed from the module), or ``None``."""
-    losses: torch.Tensor | None = getattr(module, _ATTRIBUTE, None)
+    # report_sample_losses's setattr keeps the tensor in the instance's __dict__ (a Module's too): read there, the
+    # steps without a report (two reads a step) raise no AttributeError from a Module's __getattr__ (3 µs each)
+    own = getattr(module, "__dict__", None)
+    losses: torch.Tensor | None = own.get(_ATTRIBUTE) if own is not None else getattr(module, _ATTRIBUTE, None)
     if losses is not None:
         delattr(module, _ATTRIBUTE)
     return losses
