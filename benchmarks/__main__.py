@@ -186,6 +186,7 @@ def summary_markdown(summary: dict[str, Any], stamps: dict[str, str]) -> str:
                 ("held out, second set", summary["finder"][m].get("held_out_second") or {}),
                 ("held out, third set", summary["finder"][m].get("held_out_third") or {}),
                 ("held out, fourth set", summary["finder"][m].get("held_out_fourth") or {}),
+                ("held out, fifth set", summary["finder"][m].get("held_out_fifth") or {}),
             )
             if entry.get("runs")
         ]

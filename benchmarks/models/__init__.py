@@ -4,9 +4,11 @@
 tuning tasks), or a held-out one (:data:`~benchmarks.models.heldout.HELD_OUT_TASKS`: ``"digits-vit"``,
 ``"digits-lstm"``, ``"tabular"``), which no constant of the finder was tuned on, and the second held-out set
 (:data:`~benchmarks.models.heldout_second.HELD_OUT_SECOND_TASKS`, fixed at stop 24 when the first had been read),
-the third (:data:`~benchmarks.models.heldout_third.HELD_OUT_THIRD_TASKS`, fixed at stop 31 when both had been), and
-the fourth (:data:`~benchmarks.models.heldout_fourth.HELD_OUT_FOURTH_TASKS`, fixed at stop 31 when the third had been
-read, before any rule changed in response).
+the third (:data:`~benchmarks.models.heldout_third.HELD_OUT_THIRD_TASKS`, fixed at stop 31 when both had been), the
+fourth (:data:`~benchmarks.models.heldout_fourth.HELD_OUT_FOURTH_TASKS`, fixed at stop 31 when the third had been
+read, before any rule changed in response) and the fifth
+(:data:`~benchmarks.models.heldout_fifth.HELD_OUT_FIFTH_TASKS`, fixed at stop 37 when all four had been read, before
+any rule changed in response and before its first run).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from benchmarks.models._task import (
 )
 
 __all__ = [
+    "HELD_OUT_FIFTH_TASKS",
     "HELD_OUT_FOURTH_TASKS",
     "HELD_OUT_SECOND_TASKS",
     "HELD_OUT_TASKS",
@@ -46,6 +49,7 @@ HELD_OUT_TASKS = ("digits-vit", "digits-lstm", "tabular")
 HELD_OUT_SECOND_TASKS = ("cancer-transformer", "digits-mixer", "digits-gru")
 HELD_OUT_THIRD_TASKS = ("digits-resnet", "docstrings-bag", "digits-autoencoder")
 HELD_OUT_FOURTH_TASKS = ("cancer-logreg", "docstrings-cnn", "charlm-gru")
+HELD_OUT_FIFTH_TASKS = ("docstrings-transformer", "digits-deepmlp", "charlm-conv")
 
 
 def make_task(name: str, steps: int | None = None) -> Task:
@@ -78,5 +82,16 @@ def make_task(name: str, steps: int | None = None) -> Task:
         from benchmarks.models.heldout_fourth import fourth_task
 
         return fourth_task(name) if steps is None else fourth_task(name, steps=steps)
-    names = (*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS, *HELD_OUT_FOURTH_TASKS)
+    if name in HELD_OUT_FIFTH_TASKS:
+        from benchmarks.models.heldout_fifth import fifth_task
+
+        return fifth_task(name) if steps is None else fifth_task(name, steps=steps)
+    names = (
+        *TASKS,
+        *HELD_OUT_TASKS,
+        *HELD_OUT_SECOND_TASKS,
+        *HELD_OUT_THIRD_TASKS,
+        *HELD_OUT_FOURTH_TASKS,
+        *HELD_OUT_FIFTH_TASKS,
+    )
     raise ValueError(f"task must be one of {', '.join(names)}; got {name!r}")

@@ -38,15 +38,28 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adamw")
 """The optimizers of the tuning tasks; the held-out tasks add ``"nesterov"``, ``"rmsprop"``, ``"adam"``,
-``"adagrad"``, ``"nadam"``, ``"plain_sgd"``, ``"adamax"`` and ``"radam"``."""
+``"adagrad"``, ``"nadam"``, ``"plain_sgd"``, ``"adamax"``, ``"radam"``, ``"asgd"`` and ``"amsgrad"``."""
 
-_ALL_OPTIMIZERS = (*OPTIMIZERS, "nesterov", "rmsprop", "adam", "adagrad", "nadam", "plain_sgd", "adamax", "radam")
+_ALL_OPTIMIZERS = (
+    *OPTIMIZERS,
+    "nesterov",
+    "rmsprop",
+    "adam",
+    "adagrad",
+    "nadam",
+    "plain_sgd",
+    "adamax",
+    "radam",
+    "asgd",
+    "amsgrad",
+)
 
 
 def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.Optimizer:
     """The optimizers of the benchmarks: ``"sgd"`` (momentum 0.9) and ``"adamw"`` (weight decay 0.01); for the
     held-out tasks ``"nesterov"`` (SGD, Nesterov momentum 0.9), ``"plain_sgd"`` (SGD without momentum),
-    ``"rmsprop"``, ``"adam"``, ``"adagrad"``, ``"nadam"``, ``"adamax"`` and ``"radam"`` (torch's defaults).
+    ``"rmsprop"``, ``"adam"``, ``"adagrad"``, ``"nadam"``, ``"adamax"``, ``"radam"`` and ``"asgd"`` (torch's
+    defaults), and ``"amsgrad"`` (Adam with ``amsgrad=True``, torch's defaults otherwise).
 
     ``params`` may be parameters or parameter groups (``{"params": ..., "name": ..., "lr": ...}``).
     """
@@ -70,6 +83,10 @@ def make_optimizer(name: str, params: Iterable[Any], lr: float) -> torch.optim.O
         return torch.optim.Adamax(params, lr=lr)
     if name == "radam":
         return torch.optim.RAdam(params, lr=lr)
+    if name == "asgd":
+        return torch.optim.ASGD(params, lr=lr)
+    if name == "amsgrad":
+        return torch.optim.Adam(params, lr=lr, amsgrad=True)
     raise ValueError(f"optimizer must be one of {', '.join(_ALL_OPTIMIZERS)}; got {name!r}")
 
 

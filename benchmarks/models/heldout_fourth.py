@@ -64,17 +64,17 @@ class CharCNN(torch.nn.Module):
         return self.head(h.amax(-1))
 
 
-@lru_cache(maxsize=1)
-def docstring_chars() -> tuple[TensorDataset, TensorDataset]:
+@lru_cache(maxsize=2)
+def docstring_chars(chars: int = DOC_CHARS) -> tuple[TensorDataset, TensorDataset]:
     """``(train, val)``: the docstring task's examples (:func:`benchmarks.models.minilm._examples`) as their first
-    :data:`DOC_CHARS` characters (charlm's encoding, padded with newlines), labelled by package."""
+    ``chars`` characters (charlm's encoding, padded with newlines), labelled by package."""
     from benchmarks.models.charlm import encode
     from benchmarks.models.minilm import _examples
 
     train, val, _, _ = _examples()
 
     def dataset(examples: list[tuple[str, int]]) -> TensorDataset:
-        ids = torch.stack([encode(text[:DOC_CHARS].ljust(DOC_CHARS, "\n")) for text, _ in examples])
+        ids = torch.stack([encode(text[:chars].ljust(chars, "\n")) for text, _ in examples])
         return TensorDataset(ids, torch.tensor([label for _, label in examples]))
 
     return dataset(train), dataset(val)

@@ -167,6 +167,52 @@ def test_fourth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
         assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
 
 
+def test_fifth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
+    from benchmarks.models import (
+        HELD_OUT_FIFTH_TASKS,
+        HELD_OUT_FOURTH_TASKS,
+        HELD_OUT_SECOND_TASKS,
+        HELD_OUT_TASKS,
+        HELD_OUT_THIRD_TASKS,
+        TASKS,
+        train,
+    )
+
+    earlier = {*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS, *HELD_OUT_FOURTH_TASKS}
+    assert not set(HELD_OUT_FIFTH_TASKS) & earlier
+    kinds = {name: (make_task(name).optimizers, make_task(name).schedule.describe()) for name in HELD_OUT_FIFTH_TASKS}
+    assert (
+        kinds["docstrings-transformer"][0] == ("adam",)
+        and "Step(every=100 steps, gamma=0.3)" in kinds["docstrings-transformer"][1]
+    )
+    assert kinds["digits-deepmlp"][0] == ("asgd",) and "Warmup" in kinds["digits-deepmlp"][1]
+    assert "Constant" in kinds["digits-deepmlp"][1]
+    assert kinds["charlm-conv"][0] == ("amsgrad",) and kinds["charlm-conv"][1] == "Cosine()"  # no warmup
+    for name in HELD_OUT_FIFTH_TASKS:
+        task = make_task(name, steps=3)
+        torch.manual_seed(0)
+        assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
+        result, _ = train(task, task.optimizers[0], task.default_lr[task.optimizers[0]], seed=0)
+        assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
+
+
+def test_fifth_set_character_cnn_is_causal() -> None:
+    # position t's next-character logits see characters t − 30 … t only: changing character 20 leaves the logits
+    # at 0..19 exactly as they were, and changes those at 20 and after
+    task = make_task("charlm-conv", steps=3)
+    torch.manual_seed(0)
+    model = task.build().eval()
+    ids = task.train_set[0][0].unsqueeze(0)
+    changed = ids.clone()
+    vocab = task.extra["classes"]
+    changed[0, 20] = (changed[0, 20] + 1) % vocab
+    with torch.no_grad():
+        before, after = model(ids), model(changed)
+    assert before.shape == (1, 32, vocab)
+    assert torch.equal(before[0, :20], after[0, :20])
+    assert not torch.allclose(before[0, 20:], after[0, 20:])
+
+
 def test_minilm_fresh_head_is_random_and_seeded() -> None:
     task = minilm.minilm_task(steps=2, limit=24, head="fresh")
     torch.manual_seed(0)

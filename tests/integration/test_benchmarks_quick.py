@@ -69,7 +69,7 @@ def _summary_structure(summary: dict, all_setups: bool = True, scale: Scale = QU
     assert {"lr_callbacks", "lightning", "torch_lr_finder", "fastai_valley"} <= set(summary["finder"])
     keys = {"median_regret", "p90_regret", "worst_regret", "over_0_3", "diverged", "runs"}
     for entry in summary["finder"].values():
-        groups = {"tuning", "held_out", "held_out_second", "held_out_third", "held_out_fourth"}
+        groups = {"tuning", "held_out", "held_out_second", "held_out_third", "held_out_fourth", "held_out_fifth"}
         assert set(entry) == keys | groups
         for part in (entry, *(entry[g] for g in groups)):
             assert set(part) - groups == keys
@@ -157,7 +157,9 @@ def test_quick_run_details_are_consistent(quick: str) -> None:
             assert entry["steps"] > 0 and entry["seconds"] > 0
             if entry["finder"] in ("lr_callbacks", "lr_callbacks.confirm"):  # not the re-analysed variants
                 assert "trials" in entry["result"]  # every trial's losses are kept
-    assert {"tuning", "held_out", "held_out_second", "held_out_third", "held_out_fourth"} == set(finder["groups"])
+    assert {"tuning", "held_out", "held_out_second", "held_out_third", "held_out_fourth", "held_out_fifth"} == set(
+        finder["groups"]
+    )
     assert finder["leave_one_task_out"]
     with open(os.path.join(quick, "finder_variants.json")) as handle:
         variants = json.load(handle)["variants"]
