@@ -647,7 +647,7 @@ def test_committed_reports_are_what_the_renderer_writes_from_their_json(tmp_path
 
 def test_the_committed_sweeps_give_today_the_answers_finder_json_reports() -> None:
     """The committed finder benchmark's numbers come from the committed analysis: each of our default's and confirm
-    mode's sweeps in ``finder.json`` (95 each), read by today's ``suggest_lr``, gives the suggestion, the range and
+    mode's sweeps in ``finder.json`` (110 each), read by today's ``suggest_lr``, gives the suggestion, the range and
     the sweep's flags its result records. A change to the analysis that moves any of them must rerun the benchmark
     (``python -m benchmarks --only finder``) before it lands. The ``lr_callbacks.<method>`` rows are left out: they
     re-analysed older sweeps at their first run (benchmarks/README.md)."""
@@ -665,7 +665,7 @@ def test_the_committed_sweeps_give_today_the_answers_finder_json_reports() -> No
         for run in pair["suggestions"]
         if run["finder"] in ("lr_callbacks", "lr_callbacks.confirm")
     ]
-    assert len(runs) == 190
+    assert len(runs) == 220
     moved = []
     for key, run in runs:
         result, sweep = run["result"], run["sweep"]
