@@ -331,8 +331,11 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         batches' median loss went from 0.26 to about 1 over the LR's warmup and the first losses held the gate at
         0.74; 36 of steps 20-84 were skipped as bad data, interleaved with accepted ones (never ``patience`` in a
         row), and the run ended at a validation loss of 0.455, against 0.378 unguarded and 0.322 at 1e-4.
-        Not when the LR scale is at ``min_lr_scale`` or the rollbacks are spent (as for damage while the LR warms
-        up: a halt would end a run that may yet settle; the batches are skipped as bad data, as before).
+        Not when every step since the first of those outliers was one (each skipped): no update has moved the weights
+        since, so the level that moved is the data's (fifty batches of random labels from step 25 of the digits MLP
+        under AdamW were rolled back to the run's start with the peak's cut, and the run ended at 0.66 against 0.17
+        unguarded). Not when the LR scale is at ``min_lr_scale`` or the rollbacks are spent (as for damage while the LR
+        warms up: a halt would end a run that may yet settle; the batches are skipped as bad data, as before).
         ``None``: nothing to do (a loss below the gate resets nothing: the stretch is the last steps judged)."""
         s, c = self.state, self.config
         recent = s.early_steps
@@ -341,6 +344,10 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             return None
         start, level = statistics.median(s.first_losses[:5]), statistics.median(x for _, x, _ in recent)
         if level - start <= math.log(c.max_level_shift):
+            return None
+        if all(out for k, _, out in recent if k >= outliers[0]):
+            # every step since the first outlier was one, each skipped: no update has moved the weights since, and
+            # the reference batch reads them sound, so the level that moved is the data's, not the LR's doing
             return None
         if s.level_rollback is not None and self._above_from_the_restored_weights(recent):
             return self._level_of_the_data(step, math.exp(level), math.exp(start) * c.max_level_shift)

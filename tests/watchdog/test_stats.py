@@ -355,6 +355,30 @@ def test_during_warmup_outliers_at_half_the_steps_with_the_level_moved_are_rolle
     assert [e.step for e in clone.events if e.action == "rollback"] == [23]
 
 
+def test_during_warmup_outliers_in_a_row_every_one_skipped_are_the_datas_level_not_the_lrs():
+    """Fifty batches of random labels from step 25 of the digits MLP (AdamW, a 20-step warmup): every batch above the
+    gate, each skipped, the reference batch reading the weights sound. Before, ten of them in a row made "the loss's
+    level moved" (the rule for a catapult, whose outliers come between accepted steps that train at the high LR):
+    a rollback to the run's start with the peak's cut (×0.1, kept), and the run ended at 0.66-0.68 against
+    0.16-0.18 unguarded. No update moved the weights since the first outlier, so the level that moved is the data's:
+    they stay skipped as bad data (within max_data_skips), with no rollback and no cut."""
+    first = [0.26, 0.19, 0.14, 0.22, 0.33]
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10))
+    feed(policy, first[:1], start=0)
+    policy.snapshot_taken(0, first[0])
+    feed(policy, [*first[1:], 0.2, 0.25], start=1, probe=lambda: 0.1)
+    feed(policy, [1.2] * 12, start=7, probe=lambda: 0.1)  # the median ×5 the first five's, every step an outlier
+    assert not any(e.action == "rollback" for e in policy.events) and policy.state.scale == 1.0
+    skips = [e for e in policy.events if e.action == "skip"]
+    assert [e.step for e in skips] == list(range(7, 19)) and all(e.signal == "loss" for e in skips)
+    # between accepted steps (which train at the LR), the same level is the LR's: rolled back, as before
+    mixed = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10))
+    feed(mixed, first[:1], start=0)
+    mixed.snapshot_taken(0, first[0])
+    feed(mixed, [*first[1:], *[1.2, 0.4] * 12], start=1, probe=lambda: 0.1)
+    assert [e.signal for e in mixed.events if e.action == "rollback"] == ["persistent_outliers"]
+
+
 def test_a_spike_is_skipped_and_kept_out_of_the_baseline():
     policy = warm()
     before = (policy.loss.center, policy.loss.spread)
