@@ -331,11 +331,12 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         batches' median loss went from 0.26 to about 1 over the LR's warmup and the first losses held the gate at
         0.74; 36 of steps 20-84 were skipped as bad data, interleaved with accepted ones (never ``patience`` in a
         row), and the run ended at a validation loss of 0.455, against 0.378 unguarded and 0.322 at 1e-4.
-        Not when every step since the first of those outliers was one (each skipped): no update has moved the weights
-        since, so the level that moved is the data's (fifty batches of random labels from step 25 of the digits MLP
-        under AdamW were rolled back to the run's start with the peak's cut, and the run ended at 0.66 against 0.17
-        unguarded). Not when the LR scale is at ``min_lr_scale`` or the rollbacks are spent (as for damage while the LR
-        warms up: a halt would end a run that may yet settle; the batches are skipped as bad data, as before).
+        When every step since the first of those outliers was one (each skipped), no update has moved the weights
+        since, so the LR cannot have moved the level: the rollback is a passing fault's, never the planned peak's
+        (fifty batches of random labels from step 25 of the digits MLP under AdamW were rolled back to the run's
+        start with the peak's cut, kept, and the run ended at 0.66 against 0.17 unguarded). Not when the LR scale is
+        at ``min_lr_scale`` or the rollbacks are spent (as for damage while the LR warms up: a halt would end a run
+        that may yet settle; the batches are skipped as bad data, as before).
         ``None``: nothing to do (a loss below the gate resets nothing: the stretch is the last steps judged)."""
         s, c = self.state, self.config
         recent = s.early_steps
@@ -344,10 +345,6 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             return None
         start, level = statistics.median(s.first_losses[:5]), statistics.median(x for _, x, _ in recent)
         if level - start <= math.log(c.max_level_shift):
-            return None
-        if all(out for k, _, out in recent if k >= outliers[0]):
-            # every step since the first outlier was one, each skipped: no update has moved the weights since, and
-            # the reference batch reads them sound, so the level that moved is the data's, not the LR's doing
             return None
         if s.level_rollback is not None and self._above_from_the_restored_weights(recent):
             return self._level_of_the_data(step, math.exp(level), math.exp(start) * c.max_level_shift)
@@ -358,8 +355,17 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             f"and their median loss {math.exp(level):.4g} is above max_level_shift × the median of the run's first "
             f"five ({math.exp(start):.4g}): the loss's level moved, not the data"
         )
+        # every step since the first outlier was one, each skipped: no update has moved the weights since, so the LR
+        # cannot have moved the level: no peak's rollback (a passing fault's, whose cut the data may yet undo)
+        frozen = all(out for k, _, out in recent if k >= outliers[0])
         decision = self._rollback(
-            step, Signal.PERSISTENT_OUTLIERS, math.exp(level), math.exp(start) * c.max_level_shift, why, outliers[0]
+            step,
+            Signal.PERSISTENT_OUTLIERS,
+            math.exp(level),
+            math.exp(start) * c.max_level_shift,
+            why,
+            outliers[0],
+            not_the_lr=frozen,
         )
         s.refundable, s.rollback_cut = False, 1.0  # not a bad batch's doing: the batches after it undo no cut
         s.level_rollback = step if decision.rollback and not decision.halt else None
@@ -622,10 +628,12 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         why: str,
         since: int | None = None,
         run: list[RunStep] | None = None,
+        not_the_lr: bool = False,
     ) -> Decision:
         """Rung 4: restore the newest snapshot before the incident and cut the LR, by ``lr_factor`` more at each
         rollback (× lr_factor, then lr_factor², …: a spike that comes back means the LR is still too high);
-        rung 5 when the budget is spent. ``run``: the outliers of the incident, if it was a run of them."""
+        rung 5 when the budget is spent. ``run``: the outliers of the incident, if it was a run of them.
+        ``not_the_lr``: no update moved the weights since the trouble began, so it is not the planned peak's."""
         s, c = self.state, self.config
         s.run, s.run_starts, s.early_steps = [], [], []
         s.level_rollback = None  # set again by _frequent_outliers when this is its rollback
@@ -636,7 +644,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         # trouble that began while the LR warmed up, or at its peak before the run had trained there as long as it
         # took to get there: the planned peak is too high (the LR, not a passing fault)
         warming = bool(s.shares) and (s.warmup_end is None or began < s.warmup_end)
-        share = (self._share_at(began) if warming else 1.0) if self._at_the_peak(began) else None
+        share = (self._share_at(began) if warming else 1.0) if self._at_the_peak(began) and not not_the_lr else None
         target = self._target(since)
         if share is not None and s.rollbacks < c.max_rollbacks:  # a halt keeps the newest clean weights
             back = self._peak_target(PEAK_CUT * share)
@@ -681,7 +689,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             factor = PEAK_CUT if share is not None else c.lr_factor
             s.scale = max(min(s.scale, old * factor * (1.0 if share is None else share)), c.min_lr_scale)
             s.ceiling = min(s.ceiling, s.scale / s.ratio_cut)
-            if warming:
+            if warming and share is not None:
                 when = f"while the LR warmed up, at {share:.0%} of its planned peak"
             elif share is not None:
                 when = "at the planned LR's peak, before the run had trained there as long as its warmup took"
