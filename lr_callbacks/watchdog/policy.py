@@ -331,12 +331,13 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         batches' median loss went from 0.26 to about 1 over the LR's warmup and the first losses held the gate at
         0.74; 36 of steps 20-84 were skipped as bad data, interleaved with accepted ones (never ``patience`` in a
         row), and the run ended at a validation loss of 0.455, against 0.378 unguarded and 0.322 at 1e-4.
-        When every step since the first of those outliers was one (each skipped), no update has moved the weights
-        since, so the LR cannot have moved the level: the rollback is a passing fault's, never the planned peak's
-        (fifty batches of random labels from step 25 of the digits MLP under AdamW were rolled back to the run's
-        start with the peak's cut, kept, and the run ended at 0.66 against 0.17 unguarded). Not when the LR scale is
-        at ``min_lr_scale`` or the rollbacks are spent (as for damage while the LR warms up: a halt would end a run
-        that may yet settle; the batches are skipped as bad data, as before).
+        When every step since the first of those outliers was one, each skipped (``outlier_action="skip"``; a
+        clipped one trained at the LR), no update has moved the weights since, so the LR cannot have moved the
+        level: the rollback is a passing fault's, never the planned peak's (fifty batches of random labels from step
+        25 of the digits MLP under AdamW were rolled back to the run's start with the peak's cut, kept, and the run
+        ended at 0.66 against 0.17 unguarded). Not when the LR scale is at ``min_lr_scale`` or the rollbacks are
+        spent (as for damage while the LR warms up: a halt would end a run that may yet settle; the batches are
+        skipped as bad data, as before).
         ``None``: nothing to do (a loss below the gate resets nothing: the stretch is the last steps judged)."""
         s, c = self.state, self.config
         recent = s.early_steps
@@ -356,8 +357,10 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             f"five ({math.exp(start):.4g}): the loss's level moved, not the data"
         )
         # every step since the first outlier was one, each skipped: no update has moved the weights since, so the LR
-        # cannot have moved the level: no peak's rollback (a passing fault's, whose cut the data may yet undo)
-        frozen = all(out for k, _, out in recent if k >= outliers[0])
+        # cannot have moved the level: no peak's rollback (a passing fault's, whose cut the data may yet undo). With
+        # outlier_action="clip" each of them trained, clipped, at the LR: the peak's rule, as for any other outliers
+        skipped = c.outlier_action == "skip"
+        frozen = skipped and all(out for k, _, out in recent if k >= outliers[0])
         decision = self._rollback(
             step,
             Signal.PERSISTENT_OUTLIERS,

@@ -393,6 +393,27 @@ def test_outliers_in_a_row_while_the_lr_warms_up_every_one_skipped_are_not_the_p
     assert mixed.state.scale == pytest.approx(max(PEAK_CUT * 13 / 40, 0.05))
 
 
+def test_outliers_in_a_row_while_the_lr_warms_up_clipped_not_skipped_are_the_peaks_trouble():
+    """With ``outlier_action="clip"`` an above-gate step is trained on, its gradient clipped, at the warming LR: the
+    weights moved at every one of them, so outliers in a row get the peak's rollback (to the run's start, the
+    PEAK_CUT × share cut) as any others do. Before, the same twelve outliers as in skip mode were taken for steps
+    that left the weights untouched: back to step 10 with lr_factor's cut (scale 0.5), the peak never blamed."""
+    first = [0.26, 0.19, 0.14, 0.22, 0.33, 0.2, 0.25, 0.21, 0.24, 0.2, 0.23, 0.22]
+    policy = WatchdogPolicy(WatchdogConfig(warmup_steps=50, window=100, patience=10, outlier_action="clip"))
+    for step, loss in enumerate([*first, *[1.2] * 12]):
+        policy.planned_share(step, min((step + 1) / 40, 1.0))  # a 40-step warmup: the window lasts to step 78
+        if step in (0, 10):
+            policy.snapshot_taken(step, loss)
+        verdict = policy.judge(loss, 1.0)
+        assert not verdict.skip  # clipped and trained on, never skipped
+        if policy.record(step, loss, 1.0, verdict, lambda: 0.1).rollback:
+            break
+    [back] = [e for e in policy.events if e.action == "rollback"]
+    assert (back.step, back.signal, back.rollback_to) == (21, "persistent_outliers", 0)
+    assert "while the LR warmed up, at 32% of its planned peak" in back.detail
+    assert policy.state.scale == pytest.approx(max(PEAK_CUT * 13 / 40, 0.05))
+
+
 def test_a_spike_is_skipped_and_kept_out_of_the_baseline():
     policy = warm()
     before = (policy.loss.center, policy.loss.spread)
