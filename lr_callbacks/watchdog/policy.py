@@ -699,9 +699,13 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             else:
                 when = "before the loss had a baseline (the watchdog's warmup_steps)"
             below = f"{PEAK_CUT:g} × the LR's share of its peak then" if share is not None else "lr_factor × the LR"
+            # skipped steps since the trouble began: the same cut and ceiling, but the peak is not blamed
+            blame = ": the peak is too high for this run"
+            if not_the_lr:
+                blame = ", every step since skipped: not the LR's doing"
             ceiling = (
-                f"; the trouble began at step {began}, {when}: the peak is too high for this run, so the scale goes "
-                f"below {below}, and clean stretches do not raise it above {s.ceiling:.3g}"
+                f"; the trouble began at step {began}, {when}{blame}, so the scale goes below {below}, and clean "
+                f"stretches do not raise it above {s.ceiling:.3g}"
             )
         if refuted:
             ceiling = (

@@ -383,7 +383,8 @@ def test_outliers_in_a_row_while_the_lr_warms_up_every_one_skipped_are_not_the_p
     frozen = run([1.2] * 12, after=(1.2,) * 12)
     back, level = [e for e in frozen.events if e.action != "skip"]
     assert (back.step, back.signal, back.action, back.rollback_to) == (21, "persistent_outliers", "rollback", 10)
-    assert "of its planned peak" not in back.detail and "PEAK" not in back.detail
+    assert "of its planned peak" not in back.detail and "the peak is too high" not in back.detail
+    assert "every step since skipped: not the LR's doing" in back.detail
     # on the restored weights the level is there at once: the data's; the cut undone, its rollback given back
     assert (level.step, level.action) == (31, "rebaseline")
     assert frozen.state.scale == frozen.state.ceiling == 1.0 and frozen.state.rollbacks == 0
