@@ -76,6 +76,8 @@ class ScheduleOwner(Protocol):
 
     def _planned_lrs(self, index: int) -> list[float] | None: ...
 
+    def _take_written_over(self) -> tuple[int, float] | None: ...
+
     @property
     def _handed_over(self) -> bool:
         """The LR is driven by Lightning's ``StochasticWeightAveraging`` now (SWALR), not by the schedule."""

@@ -772,6 +772,9 @@ class LRSchedule(Callback):
         self._optimizer_names: list[str] = []
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
+        # the last step whose update ran at an LR above the one written for it (written over after this schedule's
+        # write: by a callback after it, a second scheduler), and by how much; taken by the watchdog
+        self._written_over: tuple[int, float] | None = None
         self._paused = False
         self._settled = False  # a step has started since the fit's setup or the finder's restore
         self._training = False  # this fit's on_train_start has run: a restore from here on is a tuner's, mid-fit
@@ -1133,6 +1136,8 @@ class LRSchedule(Callback):
         if self._idle or not self._table:
             return
         step = self._clocks[index]
+        if index == 0 and not self._paused:
+            self._note_written_over(step)
         if step % self._log_every == 0:
             metrics = {f"lr/{g.tag}": g.lr for g in self._table[index]}
             optimizer = self._optimizers[index]
@@ -1142,6 +1147,22 @@ class LRSchedule(Callback):
             self._pending.append((step, metrics))
         self._clocks[index] = step + 1
         self._write(index)
+
+    def _note_written_over(self, step: int) -> None:
+        """After ``step``'s update: whether a group of the first optimizer ran at an LR above the one written for it
+        (a tensor LR is not read back: that would sync); noted as ``(step, the largest ratio)``."""
+        ratio = 1.0
+        for group, g in zip(self._optimizers[0].param_groups, self._table[0]):
+            lr = group["lr"]
+            if not isinstance(lr, torch.Tensor) and g.lr > 0.0 and lr > g.lr:
+                ratio = max(ratio, lr / g.lr)
+        if ratio > 1.0:
+            self._written_over = (step, ratio)
+
+    def _take_written_over(self) -> tuple[int, float] | None:
+        """The last step whose LR was written over upwards, and by how much (see :meth:`_note_written_over`); once."""
+        written, self._written_over = self._written_over, None
+        return written
 
     def _flush_logs(self) -> None:
         if not self._pending or self._trainer is None:

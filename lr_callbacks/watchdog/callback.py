@@ -809,6 +809,8 @@ class DivergenceWatchdog(Callback):
             return
         values = all_reduce_signals(values, world, trainer.strategy)
         step = int(trainer.global_step)
+        if self._policy.in_the_peak_window(step):
+            self._note_written_over(trainer)
         judge = self._judge
         # read at a fresh run's first step too: its snapshot is retaken there with the batch, the reference that tells
         # damaged weights (an LR that blows the run up at its first updates) from bad data
@@ -829,6 +831,15 @@ class DivergenceWatchdog(Callback):
                     self._updates.arm(optimizer, step, values[1], self._planned_lrs(trainer))
             return
         self._host_step(trainer, pl_module, optimizer, values, step)
+
+    def _note_written_over(self, trainer: Any) -> None:
+        """Tell the policy when the last step ran at an LR above the one ``LRSchedule`` wrote for it by more than the
+        ladder's step (1 / ``lr_factor``): trouble right after it is that LR's, not the planned peak's. The same on
+        every rank (the LR is)."""
+        schedule = find_lr_schedule(trainer)
+        written = schedule._take_written_over() if schedule is not None else None
+        if written is not None and written[1] > 1.0 / self.config.lr_factor:
+            self._policy.lr_written(*written)
 
     def _note_gradients(self, count: int) -> None:
         """Start the gradient norm's and the update ratio's baselines again when more parameter tensors have

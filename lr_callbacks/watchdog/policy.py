@@ -679,7 +679,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
-        early = share is not None or not self.ready
+        written = self._written_before(began)  # an LR the plan did not set: a passing fault's, whenever it came
+        early = share is not None or (not self.ready and not written)
         ceiling = ""
         if s.raised or refuted:  # damaged again after a clean stretch (or blamed bad data) raised the LR: too high
             s.ceiling = min(s.ceiling, s.scale / s.ratio_cut * c.lr_factor)  # the ladder's part (see _recover)
@@ -711,6 +712,11 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
             ceiling = (
                 "; bad data was blamed for the last rollback and its LR cut undone, and the weights are damaged "
                 f"again: the LR is the cause, so this cut stays and clean stretches raise it to {s.ceiling:.3g} at most"
+            )
+        if written and s.lr_written is not None and self._in_the_peak_window(began):
+            ceiling += (
+                f"; the LR of step {s.lr_written[0]} ran ×{s.lr_written[1]:.3g} above the one LRSchedule wrote for it "
+                "(written over after it, not by the plan): that LR's trouble, not the planned peak's"
             )
         s.last_cut, s.rollback_cut = step, 1.0 if refuted else s.scale / old  # 1.0: no cut for bad data to undo
         start = (

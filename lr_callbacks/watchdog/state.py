@@ -92,6 +92,8 @@ class PolicyState:
     ceiling: float = 1.0
     ceiling_before_rollback: float = 1.0
     raised: bool = False  # a clean stretch raised the scale since the last rollback
+    # the last step whose LR something wrote up after the watchdog's hook, by more than 1 / lr_factor, and by how much
+    lr_written: tuple[int, float] | None = None
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
     rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
     ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback
@@ -118,7 +120,7 @@ class PolicyState:
         """The state from its ``dataclasses.asdict`` form (a checkpoint's), tuples and runs rebuilt."""
         values = dict(plain)
         values["run"] = [RunStep(**r) for r in values["run"]]
-        for key in ("undone", "rewarm"):
+        for key in ("undone", "rewarm", "lr_written"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         values["shares"] = [tuple(pair) for pair in values.get("shares", [])]

@@ -277,6 +277,32 @@ def test_clean_runs_see_no_intervention(tmp_path, optimizer):
 # --- a peak LR too high from the start ----------------------------------------------------------------------------
 
 
+def test_an_lr_pulse_at_the_peak_written_over_lrschedules_is_a_passing_fault_not_the_peaks(tmp_path):
+    """SGD on the digits MLP, warmed up over 20 steps, its LR ×10 for 20 steps from step 25, written after the
+    watchdog's hook (as a second scheduler or a callback after it would): the weights are damaged at once, inside the
+    window where trouble is read as the planned peak's. Before, the run went back to its start at a tenth of the LR for
+    good and ended far above the unguarded run (the benchmark's pulse, seeds 0, 1, 3, 4: 0.36-0.47 against
+    0.13-0.18). ``LRSchedule`` sees the LR its step ran at above the one it wrote: the rollback is a passing fault's
+    (the newest snapshot before it, a cut that clean stretches give back), and the run ends near the clean one."""
+    pulse = Faults(lr_times={k: 10.0 for k in range(25, 45)})
+
+    def run(root, callbacks, faults):
+        model = DigitsModel("sgd", lr=0.1, faults=faults)
+        fit(root, model, [LRSchedule("cosine", warmup="20 steps"), *callbacks], 240, logger=False)
+        return model
+
+    clean = mean_loss(run(tmp_path / "clean", [], Faults()))
+    watchdog = DivergenceWatchdog()
+    guarded = mean_loss(run(tmp_path / "guarded", [watchdog], pulse))
+    rollbacks = [e for e in watchdog.events if e.action == "rollback"]
+    assert rollbacks and 25 <= rollbacks[0].step <= 30
+    first = rollbacks[0]
+    assert first.rollback_to != 0 and "above the one LRSchedule wrote for it" in first.detail
+    assert "the peak is too high" not in first.detail and "PEAK_CUT" not in first.detail
+    assert any(e.action == "raise_lr" for e in watchdog.events) and watchdog.scale == 1.0  # the cut given back
+    assert guarded < 1.5 * clean
+
+
 def test_an_lr_that_breaks_the_run_while_it_warms_up_is_cut_below_where_it_broke_and_kept_there(tmp_path):
     """SGD at 100× the digits MLP's good LR (0.1), warmed up over 40 steps: unguarded, the run ends at chance.
 

@@ -1252,6 +1252,39 @@ def test_trouble_at_the_peak_soon_after_the_warmup_goes_back_before_the_lr_passe
     assert "warms up again" in rollback.detail  # from the start the LR ramps back up to the cut one
 
 
+def test_trouble_at_the_peak_right_after_an_lr_written_over_the_plan_is_that_lrs_not_the_peaks():
+    """The setup above (the peak at step 8, trouble at 12), with the LR of step 11 run ×10 above the one LRSchedule
+    wrote (``lr_written``): the trouble is that LR's, a passing fault's rollback (the newest snapshot before it, the
+    ladder's cut, given back by clean stretches). Written more than ``patience`` steps before the trouble began, it
+    says nothing of it: the peak's rule, as without it. The note survives a checkpoint."""
+
+    def policy_with(written: tuple[int, float] | None) -> WatchdogPolicy:
+        config = WatchdogConfig(warmup_steps=5, window=50, patience=3, recover_after=10, flat_loss_steps=None)
+        policy = WatchdogPolicy(config)
+        for step, loss in enumerate(noisy(12)):
+            policy.planned_share(step, min((step + 1) / 9, 1.0))
+            policy.record(step, loss, 1.0, policy.judge(loss, 1.0))
+            if step in (0, 4, 8, 10):
+                policy.snapshot_taken(step, loss)
+        if written is not None:
+            policy.lr_written(*written)
+        feed(policy, [1000.0] * 3, start=12)
+        return policy
+
+    pulse = policy_with((11, 10.0))
+    rollback = pulse.events[-1]
+    assert rollback.action == "rollback" and rollback.rollback_to == 10
+    assert "ran ×10 above the one LRSchedule wrote for it" in rollback.detail and "too high" not in rollback.detail
+    assert pulse.state.scale == 0.5 and pulse.state.ceiling == 1.0
+    feed(pulse, [1.0] * 25, start=15)
+    assert pulse.state.scale == 1.0  # a clean stretch gives the cut back
+    for long_ago in (policy_with((7, 10.0)), policy_with(None)):  # 7 < 12 - patience
+        assert long_ago.events[-1].rollback_to == 0 and long_ago.state.scale == pytest.approx(PEAK_CUT)
+    restored = WatchdogPolicy(pulse.config)
+    restored.load_state_dict(pulse.state_dict())
+    assert restored.state.lr_written == (11, 10.0)
+
+
 def test_trouble_at_the_end_of_a_warmup_longer_than_the_notes_goes_back_to_the_start():
     """The shares are noted for the last ``window`` steps only: at the end of a 20-step warmup noted over 5, every
     share noted is above the cut one, so the LR passed it before the notes begin: back to the oldest snapshot held
