@@ -680,6 +680,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
         written = self._written_before(began)  # an LR the plan did not set: a passing fault's, whenever it came
+        s.written_rollback = written
         early = share is not None or (not self.ready and not written)
         ceiling = ""
         if s.raised or refuted:  # damaged again after a clean stretch (or blamed bad data) raised the LR: too high
@@ -901,6 +902,8 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         wait = s.recover_steps * 2**s.rollbacks  # each rollback says an earlier raise may have come too soon
         if step - s.last_change < wait:
             return Decision()
+        if s.written_rollback and s.lr_written is not None and step - s.lr_written[0] < wait:
+            return Decision()  # the LR that caused the rollback is still written over the plan: the fault goes on
         old, s.scale = s.scale, snap(min(top, s.scale / c.lr_factor))
         s.raised = True
         detail = f"{step - s.last_change} steps without incident; LR scale {old:.3g} → {s.scale:.3g}"

@@ -92,8 +92,10 @@ class PolicyState:
     ceiling: float = 1.0
     ceiling_before_rollback: float = 1.0
     raised: bool = False  # a clean stretch raised the scale since the last rollback
-    # the last step whose LR something wrote up after the watchdog's hook, by more than 1 / lr_factor, and by how much
+    # the last step whose LR ran above the one LRSchedule wrote for it, by more than 1 / lr_factor, and by how much
     lr_written: tuple[int, float] | None = None
+    # the last rollback was for such an LR's trouble: no clean stretch raises the scale while it is still written over
+    written_rollback: bool = False
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback
     rewarm: tuple[int, int] | None = None  # after a rollback to the run's start: (that step, ramp length)
     ramp: float = 1.0  # the share of ``scale`` applied while the LR warms up again after such a rollback

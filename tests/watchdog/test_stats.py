@@ -1256,7 +1256,9 @@ def test_trouble_at_the_peak_right_after_an_lr_written_over_the_plan_is_that_lrs
     """The setup above (the peak at step 8, trouble at 12), with the LR of step 11 run ×10 above the one LRSchedule
     wrote (``lr_written``): the trouble is that LR's, a passing fault's rollback (the newest snapshot before it, the
     ladder's cut, given back by clean stretches). Written more than ``patience`` steps before the trouble began, it
-    says nothing of it: the peak's rule, as without it. The note survives a checkpoint."""
+    says nothing of it: the peak's rule, as without it. While the LR is still written over, no clean stretch gives
+    the cut back (an LR written ×5 for good was raised back to, and damaged the run again). The note survives a
+    checkpoint."""
 
     def policy_with(written: tuple[int, float] | None) -> WatchdogPolicy:
         config = WatchdogConfig(warmup_steps=5, window=50, patience=3, recover_after=10, flat_loss_steps=None)
@@ -1276,6 +1278,13 @@ def test_trouble_at_the_peak_right_after_an_lr_written_over_the_plan_is_that_lrs
     assert rollback.action == "rollback" and rollback.rollback_to == 10
     assert "ran ×10 above the one LRSchedule wrote for it" in rollback.detail and "too high" not in rollback.detail
     assert pulse.state.scale == 0.5 and pulse.state.ceiling == 1.0
+    persistent = policy_with((11, 10.0))
+    for step in range(15, 60):  # the LR is still written over at every step: no clean stretch gives the cut back
+        persistent.lr_written(step, 10.0)
+        feed(persistent, [1.0], start=step)
+    assert persistent.state.scale == 0.5 and not any(e.action == "raise_lr" for e in persistent.events)
+    feed(persistent, [1.0] * 25, start=60)  # the writes stopped: the fault has passed
+    assert persistent.state.scale == 1.0
     feed(pulse, [1.0] * 25, start=15)
     assert pulse.state.scale == 1.0  # a clean stretch gives the cut back
     for long_ago in (policy_with((7, 10.0)), policy_with(None)):  # 7 < 12 - patience
