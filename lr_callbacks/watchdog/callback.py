@@ -809,7 +809,7 @@ class DivergenceWatchdog(Callback):
             return
         values = all_reduce_signals(values, world, trainer.strategy)
         step = int(trainer.global_step)
-        if self._policy.in_the_peak_window(step) or self._policy.state.written_rollback:
+        if self._policy.watches_written_lrs(step):
             self._note_written_over(trainer)
         judge = self._judge
         # read at a fresh run's first step too: its snapshot is retaken there with the batch, the reference that tells

@@ -169,11 +169,12 @@ class PolicyMemory:
         unguarded (AdamW)."""
         self.state.lr_written = (step, ratio)
 
-    def in_the_peak_window(self, step: int) -> bool:
-        """Whether trouble at ``step`` could be read as the planned peak's (the warmup, or less than its length
-        after it): only then does an LR written over matter (:meth:`lr_written`)."""
+    def watches_written_lrs(self, step: int) -> bool:
+        """Whether the callback should pass on, at ``step``, an LR written over the plan (:meth:`lr_written`): while
+        trouble could be read as the planned peak's (the warmup, or less than its length after it; the plan's end not
+        yet seen), and while a rollback for such an LR stands (no raise while it is still written over)."""
         s = self.state
-        return not s.warmed_up or s.warmup_end is None or step < 2 * s.warmup_end
+        return s.written_rollback or not s.warmed_up or s.warmup_end is None or step < 2 * s.warmup_end
 
     def snapshot_taken(self, step: int, reference: float | None = None) -> int | None:
         """Note that the state before ``step``'s update was snapshotted (a rollback restores these baselines).
