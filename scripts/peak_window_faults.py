@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,14 +32,14 @@ WORSE = 1.05
 """A guarded run counts as worse than the unguarded one above this ratio of their final losses."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=int, default=25, help="the fault's first step for seed 0 (+2 per seed)")
     parser.add_argument("--faults", default="", help="comma-separated (default: the benchmark's seven)")
     parser.add_argument("--optimizers", default="sgd,adamw")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", default="peak_window_faults.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
 
@@ -46,12 +47,22 @@ def main() -> None:
     from benchmarks.faults import FAULTS, applies, fault
     from benchmarks.models.digits import digits_task
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    # the benchmark's runs as they are, the fault's start moved into the window
+    # the benchmark's runs as they are, the fault's start moved into the window (both put back at the end: a test
+    # runs this script in its own process)
     watchdog_recovery.fault = lambda name, start, seed=0: fault(name, args.start + 2 * seed, seed)  # type: ignore[assignment]
+    try:
+        _run(args, watchdog_recovery, applies, FAULTS, digits_task)
+    finally:
+        watchdog_recovery.fault = fault
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, watchdog_recovery: Any, applies: Any, all_faults: Any, digits_task: Any) -> None:
     scale = watchdog_recovery.FULL
     task = digits_task("mlp", steps=scale.steps)
-    faults = [f for f in args.faults.split(",") if f] or list(FAULTS)
+    faults = [f for f in args.faults.split(",") if f] or list(all_faults)
     rows, worse = [], 0
     for optimizer in args.optimizers.split(","):
         for name in faults:

@@ -675,3 +675,33 @@ def test_the_committed_sweeps_give_today_the_answers_finder_json_reports() -> No
         if now != (result["suggestion"], result["range"]) or not set(answer.flags) <= set(result["flags"]):
             moved.append((key, run["finder"], run["seed"], now, result["suggestion"], answer.flags, result["flags"]))
     assert not moved, f"{len(moved)} committed sweeps answer otherwise today, e.g. {moved[:2]}"
+
+
+def test_peak_window_faults_script_runs_the_benchmark_runs_with_the_fault_moved_into_the_window(tmp_path) -> None:
+    """``scripts/peak_window_faults.py`` runs the watchdog benchmark's run with its fault at step 25 (inside the
+    window where trouble is read as the peak's) unguarded and guarded, and puts the benchmark's fault back after.
+    An LR pulse ×10 there (AdamW, seed 0) was sent back to the run's start at a tenth of the LR for good: 0.364
+    against 0.128 unguarded; told from a peak too high now (the LR ran above the one LRSchedule wrote), it ends
+    below the unguarded run."""
+    import importlib.util
+    import json
+    import os
+
+    import benchmarks.watchdog_recovery
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        "peak_window_faults", os.path.join(root, "scripts", "peak_window_faults.py")
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = str(tmp_path / "runs.json")
+    threads = torch.get_num_threads()
+    script.main(["--start", "25", "--faults", "lr_pulse_x10", "--optimizers", "adamw", "--seeds", "1", "--out", out])
+    assert benchmarks.watchdog_recovery.fault is fault and torch.get_num_threads() == threads  # put back
+    with open(out) as handle:
+        (run,) = json.load(handle)["runs"]
+    assert (run["fault"], run["optimizer"], run["seed"]) == ("lr_pulse_x10", "adamw", 0)
+    assert any("rollback" in e for e in run["events"])  # the pulse damaged the weights, and the watchdog acted
+    assert run["lr_callbacks"] <= run["none"] < 0.2
