@@ -140,18 +140,15 @@ class PolicyMemory:
         return 1 if keep_first else 0
 
     def _keeps_start(self, step: int) -> bool:
-        """Whether the snapshot of the run's first step stays in the ring at ``step``: within :meth:`_at_the_peak`,
-        the rollback for trouble goes back to before the LR first passed the cut one (:meth:`_peak_target`), often
-        the run's start. A ring of one snapshot keeps none."""
+        """Whether the snapshot of the run's first step stays in the ring at ``step``: within
+        :meth:`_in_the_peak_window`, the rollback for trouble goes back to before the LR first passed the cut one
+        (:meth:`_peak_target`), often the run's start. A ring of one snapshot keeps none."""
         return self.config.snapshots >= 2 and self._in_the_peak_window(step)
 
-    def _at_the_peak(self, step: int) -> bool:
-        """Whether trouble that began at ``step`` means the planned peak is too high: the planned LR warms up (its
-        shares are noted), or reached its peak less than the warmup's length ago; and no LR the plan did not set
-        ran in the ``patience`` steps before it (:meth:`lr_written`)."""
-        return self._in_the_peak_window(step) and not self._written_before(step)
-
     def _in_the_peak_window(self, step: int) -> bool:
+        """Whether trouble that began at ``step`` is read as the planned peak being too high: the planned LR warms up
+        (its shares are noted), or reached its peak less than the warmup's length ago. Unless no update moved the
+        weights since, or an LR the plan did not set ran just before (:meth:`_written_before`): see ``_rollback``."""
         s = self.state
         return bool(s.shares) and (s.warmup_end is None or step < 2 * s.warmup_end)
 
@@ -164,7 +161,7 @@ class PolicyMemory:
         """Note that ``step``'s update ran at an LR ``ratio`` × above the one ``LRSchedule`` wrote for it (written
         over after it: by a callback after it, a second scheduler): trouble that begins within ``patience`` steps
         after it is that LR's doing, not the planned peak's, and gets the rollback of a passing fault
-        (:meth:`_at_the_peak`). An LR pulse ×10 at step 25 of the digits MLP (its warmup ending at 20) was taken
+        (:meth:`_in_the_peak_window`). An LR pulse ×10 at step 25 of the digits MLP (its warmup ending at 20) was taken
         for a peak too high: back to the run's start at a tenth of the LR for good, 0.36-0.47 against 0.13-0.18
         unguarded (AdamW)."""
         self.state.lr_written = (step, ratio)

@@ -647,7 +647,10 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         # trouble that began while the LR warmed up, or at its peak before the run had trained there as long as it
         # took to get there: the planned peak is too high (the LR, not a passing fault)
         warming = bool(s.shares) and (s.warmup_end is None or began < s.warmup_end)
-        share = (self._share_at(began) if warming else 1.0) if self._at_the_peak(began) and not not_the_lr else None
+        window = self._in_the_peak_window(began)
+        written = self._written_before(began)  # an LR the plan did not set: a passing fault's, whenever it came
+        at_the_peak = window and not written and not not_the_lr
+        share = (self._share_at(began) if warming else 1.0) if at_the_peak else None
         target = self._target(since)
         if share is not None and s.rollbacks < c.max_rollbacks:  # a halt keeps the newest clean weights
             back = self._peak_target(PEAK_CUT * share)
@@ -679,7 +682,6 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
         s.clean_since_rollback, s.normal_since_rollback, s.skip_pending = 0, False, c.skip_after_rollback
         self._load_snapshot_baselines()
         s.scale_before_rollback, s.ceiling_before_rollback = s.scale, s.ceiling
-        written = self._written_before(began)  # an LR the plan did not set: a passing fault's, whenever it came
         s.written_rollback = written
         early = share is not None or (not self.ready and not written)
         ceiling = ""
@@ -714,7 +716,7 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 "; bad data was blamed for the last rollback and its LR cut undone, and the weights are damaged "
                 f"again: the LR is the cause, so this cut stays and clean stretches raise it to {s.ceiling:.3g} at most"
             )
-        if written and s.lr_written is not None and self._in_the_peak_window(began):
+        if written and s.lr_written is not None and window:
             ceiling += (
                 f"; the LR of step {s.lr_written[0]} ran ×{s.lr_written[1]:.3g} above the one LRSchedule wrote for it "
                 "(written over after it, not by the plan): that LR's trouble, not the planned peak's"
