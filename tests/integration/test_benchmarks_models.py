@@ -9,7 +9,7 @@ import sysconfig
 import pytest
 import torch
 
-from benchmarks.models import TaskModule, charlm, digits, evaluate, make_task, minilm
+from benchmarks.models import TaskModule, TrainResult, charlm, digits, evaluate, make_task, minilm
 from tests.helpers import make_trainer
 
 
@@ -127,8 +127,21 @@ def test_second_held_out_set_differs_from_the_first_and_trains() -> None:
         assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
 
 
+def near_chance_then_trains(name: str) -> TrainResult:
+    """Task ``name`` at 3 steps: untrained, its loss is near chance; trained at its optimizer's default LR, the loss
+    is finite. Returns the training result."""
+    from benchmarks.models import train
+
+    task = make_task(name, steps=3)
+    torch.manual_seed(0)
+    assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
+    result, _ = train(task, task.optimizers[0], task.default_lr[task.optimizers[0]], seed=0)
+    assert math.isfinite(result.loss)
+    return result
+
+
 def test_third_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
-    from benchmarks.models import HELD_OUT_SECOND_TASKS, HELD_OUT_TASKS, HELD_OUT_THIRD_TASKS, TASKS, train
+    from benchmarks.models import HELD_OUT_SECOND_TASKS, HELD_OUT_TASKS, HELD_OUT_THIRD_TASKS, TASKS
 
     assert not set(HELD_OUT_THIRD_TASKS) & {*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS}
     kinds = {name: (make_task(name).optimizers, make_task(name).schedule.describe()) for name in HELD_OUT_THIRD_TASKS}
@@ -136,11 +149,7 @@ def test_third_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
     assert kinds["docstrings-bag"][0] == ("adagrad",) and "CosineRestarts" in kinds["docstrings-bag"][1]
     assert kinds["digits-autoencoder"][0] == ("nadam",) and "Exponential" in kinds["digits-autoencoder"][1]
     for name in HELD_OUT_THIRD_TASKS:
-        task = make_task(name, steps=3)
-        torch.manual_seed(0)
-        assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
-        result, _ = train(task, task.optimizers[0], task.default_lr[task.optimizers[0]], seed=0)
-        assert math.isfinite(result.loss)
+        result = near_chance_then_trains(name)
         assert math.isnan(result.accuracy) if name == "digits-autoencoder" else 0.0 <= result.accuracy <= 1.0
 
 
@@ -151,7 +160,6 @@ def test_fourth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
         HELD_OUT_TASKS,
         HELD_OUT_THIRD_TASKS,
         TASKS,
-        train,
     )
 
     assert not set(HELD_OUT_FOURTH_TASKS) & {*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS}
@@ -160,11 +168,7 @@ def test_fourth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
     assert kinds["docstrings-cnn"][0] == ("adamax",) and "Cyclic" in kinds["docstrings-cnn"][1]
     assert kinds["charlm-gru"][0] == ("radam",) and "Linear" in kinds["charlm-gru"][1]
     for name in HELD_OUT_FOURTH_TASKS:
-        task = make_task(name, steps=3)
-        torch.manual_seed(0)
-        assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
-        result, _ = train(task, task.optimizers[0], task.default_lr[task.optimizers[0]], seed=0)
-        assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
+        assert 0.0 <= near_chance_then_trains(name).accuracy <= 1.0
 
 
 def test_fifth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
@@ -175,7 +179,6 @@ def test_fifth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
         HELD_OUT_TASKS,
         HELD_OUT_THIRD_TASKS,
         TASKS,
-        train,
     )
 
     earlier = {*TASKS, *HELD_OUT_TASKS, *HELD_OUT_SECOND_TASKS, *HELD_OUT_THIRD_TASKS, *HELD_OUT_FOURTH_TASKS}
@@ -189,11 +192,7 @@ def test_fifth_held_out_set_differs_from_the_earlier_ones_and_trains() -> None:
     assert "Constant" in kinds["digits-deepmlp"][1]
     assert kinds["charlm-conv"][0] == ("amsgrad",) and kinds["charlm-conv"][1] == "Cosine()"  # no warmup
     for name in HELD_OUT_FIFTH_TASKS:
-        task = make_task(name, steps=3)
-        torch.manual_seed(0)
-        assert abs(evaluate(task, task.build())["loss"] - task.chance_loss) < 1.0  # untrained: near chance
-        result, _ = train(task, task.optimizers[0], task.default_lr[task.optimizers[0]], seed=0)
-        assert math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
+        assert 0.0 <= near_chance_then_trains(name).accuracy <= 1.0
 
 
 def test_fifth_set_deep_tanh_mlp_learns_at_asgds_default_lr() -> None:
