@@ -78,6 +78,8 @@ class ScheduleOwner(Protocol):
 
     def _take_written_over(self) -> tuple[int, float] | None: ...
 
+    def _last_written_over(self) -> tuple[int, float, int] | None: ...
+
     @property
     def _handed_over(self) -> bool:
         """The LR is driven by Lightning's ``StochasticWeightAveraging`` now (SWALR), not by the schedule."""

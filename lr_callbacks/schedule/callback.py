@@ -719,6 +719,9 @@ class LRSchedule(Callback):
             "plans": [[g.schedule.describe() for g in groups] for groups in self._table],
             # the step the scales were set at: a resume without the watchdog that set them is told it keeps them
             "scaled_at": self._scaled_at,
+            # the last step's LR written over, not yet taken by the watchdog (it reads it at the next step), and the
+            # first step of the stretch written over that it ends
+            "written_over": [*self._written_over, self._written_since] if self._written_over is not None else None,
         }
 
     @override
@@ -775,6 +778,7 @@ class LRSchedule(Callback):
         # the last step whose update ran at an LR above the one written for it (written over after this schedule's
         # write: by a callback after it, a second scheduler), and by how much; taken by the watchdog
         self._written_over: tuple[int, float] | None = None
+        self._written_since: int | None = None  # the first of the steps written over in a row up to the last one
         self._paused = False
         self._settled = False  # a step has started since the fit's setup or the finder's restore
         self._training = False  # this fit's on_train_start has run: a restore from here on is a tuner's, mid-fit
@@ -856,6 +860,9 @@ class LRSchedule(Callback):
         self._clock_from_trainer = restored is None
         self._peaks_restored = restored is not None
         self._scaled_at = restored.get("scaled_at") if restored is not None else None
+        written = restored.get("written_over") if restored is not None else None
+        self._written_over = (int(written[0]), float(written[1])) if written else None
+        self._written_since = int(written[2]) if written and written[2] is not None else None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
         self._wait_for_groups(trainer, run, adds_groups)
@@ -1158,11 +1165,22 @@ class LRSchedule(Callback):
                 ratio = max(ratio, lr / g.lr)
         if ratio > 1.0:
             self._written_over = (step, ratio)
+            self._written_since = step if self._written_since is None else self._written_since
+        else:
+            self._written_since = None
 
     def _take_written_over(self) -> tuple[int, float] | None:
         """The last step whose LR was written over upwards, and by how much (see :meth:`_note_written_over`); once."""
         written, self._written_over = self._written_over, None
         return written
+
+    def _last_written_over(self) -> tuple[int, float, int] | None:
+        """Whether the last step ran above the LR written for it: ``(that step, the ratio, the first step of the
+        stretch of steps written over in a row that it ends)``, or ``None``. Its note is left for the watchdog's
+        next step (:meth:`_take_written_over`): a checkpoint is written between."""
+        if self._written_over is None or self._written_since is None:
+            return None
+        return (*self._written_over, self._written_since)
 
     def _flush_logs(self) -> None:
         if not self._pending or self._trainer is None:

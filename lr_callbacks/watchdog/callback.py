@@ -222,7 +222,8 @@ class DivergenceWatchdog(Callback):
     **Checkpoints.** Statistics, scale, incidents, budgets and the steps judged on the device but not read yet
     round-trip through ``state_dict``. A checkpoint written while an incident is open (or before the judgement of
     a step that will undo it: steps judged on the device and not read yet, an update ratio measured after the
-    step and judged too large at the next one) holds the last clean
+    step and judged too large at the next one, a step just run at an LR written over ``LRSchedule``'s for fewer than
+    ``patience`` steps) holds the last clean
     snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
     it continues exactly as the uninterrupted run. While a climb is under way, or a rollback's probation lasts
     (until ``patience`` steps in a row are accepted), no snapshot can be taken soon: the checkpoint holds the live
@@ -1166,12 +1167,13 @@ class DivergenceWatchdog(Callback):
         """Never write poisoned weights: while an incident is open, or steps judged on the device are not read
         yet (``sync_every_n_steps`` > 1: one of them may have done damage the host has not seen), or the last
         step's update ratio, measured but judged only at the next step, is too large (the LR damaged the weights:
-        the judgement will undo them), save the last clean snapshot instead, with the live weights in the
+        the judgement will undo them), or the last step ran at an LR written over ``LRSchedule``'s
+        (:meth:`_lr_written_unread`), save the last clean snapshot instead, with the live weights in the
         watchdog's state for a resume to go on from."""
         snapshot_step = self._policy.state.snapshot_step
         snapshot = self._ring.get(snapshot_step)
         # state_dict, called just before, read the device's rows into _held
-        unread = bool(self._held) or self._update_too_large(trainer)
+        unread = bool(self._held) or self._update_too_large(trainer) or self._lr_written_unread(trainer)
         own = checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})
         if (self._policy.incident_open or unread) and snapshot is not None:
             own["live"] = snapshot.substitute(checkpoint)
@@ -1196,6 +1198,20 @@ class DivergenceWatchdog(Callback):
         if not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
 
+    def _lr_written_unread(self, trainer: Any) -> bool:
+        """Whether the last step ran at an LR above the one ``LRSchedule`` wrote for it by more than the ladder's step,
+        for fewer than ``patience`` steps in a row: its loss is not read yet (the next step's), and a checkpoint
+        written now may hold weights that LR damaged. An LR pulse ×30 at step 25 of the digits MLP, checkpointed after
+        it: the uninterrupted run rolled back to step 20's snapshot; resumed, the checkpoint's damaged weights were the
+        only snapshot, and the run trained on at a loss of 150, taken for a new level of the data. Written over for
+        longer, without trouble, that LR is the run's."""
+        schedule = schedule_callback(trainer)  # a lookup: at teardown the schedule has let its fit go
+        written = schedule._last_written_over() if schedule is not None else None
+        if written is None:
+            return False
+        step, ratio, since = written
+        return ratio > 1.0 / self.config.lr_factor and step - since < self.config.patience
+
     def _update_too_large(self, trainer: Any) -> bool:
         """Whether the update ratio measured at the last step, not judged yet, would be judged too large."""
         pending, lrs = self._updates.pending, self._updates.pending_lr_values
@@ -1217,7 +1233,12 @@ class DivergenceWatchdog(Callback):
             # a checkpoint the user writes after the fit still gets the newest snapshot's reference batch, and its
             # weights instead of the live ones when the fit ended in an open incident (see on_save_checkpoint); disk
             # snapshots leave no file
-            unclean = self._policy.incident_open or bool(self._held) or self._update_too_large(trainer)
+            unclean = (
+                self._policy.incident_open
+                or bool(self._held)
+                or self._update_too_large(trainer)
+                or self._lr_written_unread(trainer)
+            )
             self._ring.release(self._policy.state.snapshot_step, keep_snapshot=unclean)
         # another stage's end (trainer.validate after the fit) leaves what the fit's end kept: no "disk" file is left
         # by then. Before, it gave up the disk ring's snapshot read back into host memory, and its reference batch

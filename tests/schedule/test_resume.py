@@ -147,6 +147,7 @@ def test_state_dict_round_trips_into_a_fresh_instance_and_continues_the_plan(tmp
         "lrs": [[first.lr_at(5, 0, 0), first.lr_at(5, 0, 1)]],  # the next step's, as written: compared on resume
         "plans": [[first.schedule.describe()] * 2],  # each group's schedule in words: compared on resume
         "scaled_at": None,  # the step the watchdog set the scales at (set here by hand, after the fit)
+        "written_over": None,  # the last step's LR written over, for the watchdog's next step: none here
     }
     assert json.loads(json.dumps(state)) == state  # plain data, safe in any checkpoint
 

@@ -303,6 +303,64 @@ def test_an_lr_pulse_at_the_peak_written_over_lrschedules_is_a_passing_fault_not
     assert guarded < 1.5 * clean
 
 
+def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_uninterrupted_run(tmp_path):
+    """An LR ×30 for one step (25) at the peak, written over ``LRSchedule``'s, and a checkpoint right after it: the
+    loss that shows the damage is the next step's, after the checkpoint. Uninterrupted, step 26 rolls back to the
+    snapshot of step 20 as for a passing fault. Before, the checkpoint held the damaged weights as if clean, and the
+    note of the LR written over only lived in the running schedule: resumed, the run read the trouble as the planned
+    peak's, its only snapshot was the damaged weights, and it trained on at a loss of 150 taken for a new level of the
+    data. The checkpoint now holds the last clean snapshot's weights (the live ones in the watchdog's state) and the
+    note, and the resumed run decides and ends as the uninterrupted one."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    pulse = Faults(lr_times={25: 30.0})
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        model, watchdog = DigitsModel("sgd", lr=0.1, faults=pulse, batch_by_step=True), DivergenceWatchdog()
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=26, save_top_k=-1, filename="{step}")
+        callbacks = [LRSchedule("cosine", warmup="20 steps", log_plan=False), watchdog, saver]
+        trainer = make_trainer(root, max_steps=80, callbacks=callbacks, enable_checkpointing=True, logger=False)
+        trainer.fit(model, DataLoader(digits_data(), batch_size=32, shuffle=False), ckpt_path=ckpt_path)
+        return model, watchdog
+
+    full_model, full = run(tmp_path / "full")
+    first = next(e for e in full.events if e.action == "rollback")
+    assert first.step == 26 and "ran ×30 above the one LRSchedule wrote for it" in first.detail
+    ckpt = tmp_path / "full" / "ckpt" / "step=26.ckpt"
+    saved = torch.load(ckpt, weights_only=False)["callbacks"]
+    assert (
+        saved["LRSchedule"]["written_over"] == [25, pytest.approx(30.0), 25] and "live" in saved["DivergenceWatchdog"]
+    )
+    resumed_model, resumed = run(tmp_path / "resumed", str(ckpt))
+    assert [repr(e) for e in resumed.events] == [repr(e) for e in full.events] and resumed.scale == full.scale
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+
+
+def test_an_lr_written_over_for_longer_than_patience_is_the_runs_and_its_checkpoints_hold_the_live_weights(tmp_path):
+    """An LR written ×2.5 over ``LRSchedule``'s from step 25 to the end (a second scheduler): the checkpoint right after
+    its first step holds the last clean snapshot (its loss is not read yet), those after ``patience`` steps of it
+    without trouble hold the live weights, as any other."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    model, watchdog = (
+        DigitsModel("sgd", lr=0.05, faults=Faults(lr_times={k: 2.5 for k in range(25, 60)})),
+        DivergenceWatchdog(),
+    )
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=13, save_top_k=-1, filename="{step}")
+    schedule = LRSchedule("cosine", warmup="20 steps", log_plan=False)
+    fit(tmp_path, model, [schedule, watchdog, saver], 60, enable_checkpointing=True, logger=False)
+    assert not watchdog.events
+
+    def saved(step):
+        return torch.load(tmp_path / "ckpt" / f"step={step}.ckpt", weights_only=False)["callbacks"]
+
+    assert "live" not in saved(13)["DivergenceWatchdog"] and saved(13)["LRSchedule"]["written_over"] is None
+    assert "live" in saved(26)["DivergenceWatchdog"]
+    assert "live" not in saved(39)["DivergenceWatchdog"] and saved(39)["LRSchedule"]["written_over"][2] == 25
+
+
 def test_an_lr_that_breaks_the_run_while_it_warms_up_is_cut_below_where_it_broke_and_kept_there(tmp_path):
     """SGD at 100× the digits MLP's good LR (0.1), warmed up over 40 steps: unguarded, the run ends at chance.
 
