@@ -6,6 +6,7 @@
     python -m benchmarks --only finder --tasks digits-vit,tabular --finders lr_callbacks --seeds 5
     python -m benchmarks --only finder_variants   # the finder at budget ×1/×5, mid-training, with clipping
     python -m benchmarks --only watchdog --methods lr_callbacks.per_sample
+    python -m benchmarks --only early         # the watchdog's faults moved into the peak window (steps 25, 12)
     python -m benchmarks --only finder,finetune --report-only   # render again from the JSON, train nothing
 
 Each benchmark writes a markdown table (and PNG plots) stamped with the command, the machine and the package
@@ -24,12 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-BENCHMARKS = ("overhead", "finder", "finder_variants", "watchdog", "natural", "finetune")
+BENCHMARKS = ("overhead", "finder", "finder_variants", "watchdog", "early", "natural", "finetune")
 REPORTS = {
     "overhead": "overhead.md",
     "finder": "finder.md",
     "finder_variants": "finder_variants.md",
     "watchdog": "watchdog.md",
+    "early": "watchdog_early.md",
     "natural": "watchdog_natural.md",
     "finetune": "finetune.md",
 }
@@ -44,6 +46,7 @@ _MODULES = {
     "finder": "finder_quality",
     "finder_variants": "finder_variants",
     "watchdog": "watchdog_recovery",
+    "early": "watchdog_early",
     "natural": "watchdog_natural",
     "finetune": "finetune",
 }
@@ -75,7 +78,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="",
         help="a subset of the watchdog benchmark's methods (the others' runs are kept from the previous results)",
     )
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per setup (finder: finder seeds; finetune)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds per setup (finder: finder seeds; finetune; early: fault seeds)"
+    )
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -144,7 +149,7 @@ def summary_markdown(summary: dict[str, Any], stamps: dict[str, str]) -> str:
 
     parts = [
         "# Benchmark summary\n\nEach section comes from the run named under its title. Details: `overhead.md`, "
-        "`finder.md`, `finder_variants.md`, `watchdog.md`, `watchdog_natural.md`, `finetune.md`."
+        "`finder.md`, `finder_variants.md`, `watchdog.md`, `watchdog_early.md`, `watchdog_natural.md`, `finetune.md`."
     ]
     if "overhead" in summary:
         rows = [
@@ -244,6 +249,26 @@ def summary_markdown(summary: dict[str, Any], stamps: dict[str, str]) -> str:
             "runs worse than none",
         ]
         parts.append(heading("Watchdog recovery", "watchdog") + markdown_table(header_row, rows))
+    if "early" in summary:
+        rows = [
+            [
+                f"{start} + 2 × seed",
+                f"{r['recovered']}/{r['runs']}",
+                f"{r['none_recovered']}/{r['runs']}",
+                f"{fmt(r['damage_undone'])} [{fmt(r['damage_undone_ci'][0])}, {fmt(r['damage_undone_ci'][1])}]",
+                f"{r['worse_than_none']}/{r['runs']}",
+            ]
+            for start, r in summary["early"].items()
+        ]
+        header_row = [
+            "faults from step",
+            "recovered (lr_callbacks)",
+            "recovered (none)",
+            "damage undone, median [95% CI]",
+            "runs worse than none",
+        ]
+        title = "Watchdog under faults in the peak window (the recovery benchmark's faults, started early)"
+        parts.append(heading(title, "early") + markdown_table(header_row, rows))
     if "natural" in summary:
         natural = summary["natural"]
         parts.append(

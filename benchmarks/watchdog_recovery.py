@@ -55,7 +55,19 @@ from benchmarks.faults import CONTROLS, FAULTS, HELD_OUT, FaultyLoader, LRFault,
 from benchmarks.models import Task, TaskModule, evaluate, train_loader
 from benchmarks.overhead import StepTimer
 
-__all__ = ["INTERVENTIONS", "METHODS", "Outcome", "Scale", "run"]
+__all__ = [
+    "INTERVENTIONS",
+    "METHODS",
+    "Outcome",
+    "References",
+    "Scale",
+    "bootstrap_median",
+    "fault_scores",
+    "fault_start",
+    "pooled",
+    "run",
+    "run_one",
+]
 
 METHODS = (
     "none",
@@ -132,6 +144,7 @@ class Outcome:
     seconds_per_step: float = math.nan
     events: list[str] = field(default_factory=list)
     commit: str = ""  # the code it ran at (runs kept by a --methods rerun keep theirs)
+    start: int | None = None  # the fault's first step (None: a run written before runs kept theirs)
 
 
 def _method(name: str) -> tuple[list[Any], Any]:
@@ -188,14 +201,35 @@ def _incidents(callback: Any) -> tuple[int, int, list[str]]:
     return interventions, wasted, lines
 
 
-def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int, scale: Scale, root: str) -> Outcome:
-    """Train once with ``method`` under ``fault_name`` and score the result."""
+def fault_start(scale: Scale, seed: int) -> int:
+    """The step this benchmark's fault starts at: 40% of the run, plus 7 steps per seed.
+
+    >>> fault_start(FULL, 0), fault_start(FULL, 2)
+    (160, 174)
+    """
+    return int(0.4 * scale.steps) + 7 * seed
+
+
+def run_one(
+    task: Task,
+    method: str,
+    optimizer: str,
+    fault_name: str,
+    seed: int,
+    scale: Scale,
+    root: str,
+    start_step: int | None = None,
+) -> Outcome:
+    """Train once with ``method`` under ``fault_name`` and score the result.
+
+    ``start_step`` is the fault's first step; ``None`` is this benchmark's, :func:`fault_start`.
+    """
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
     from lr_callbacks import LRSchedule
 
-    start = int(0.4 * scale.steps) + 7 * seed
+    start = fault_start(scale, seed) if start_step is None else start_step
     the_fault = fault(fault_name, start, seed)
     callbacks, handle = _method(method)
     timer = StepTimer(warmup=5)
@@ -255,6 +289,7 @@ def run_one(task: Task, method: str, optimizer: str, fault_name: str, seed: int,
         timer.seconds_per_step(),
         events,
         _commit(),
+        start,
     )
 
 
@@ -278,7 +313,7 @@ def _finite(loss: float, chance: float) -> float:
     return loss if math.isfinite(loss) else chance
 
 
-class _References:
+class References:
     """The unguarded runs every score is measured against, and the recovery tolerance per optimizer."""
 
     def __init__(self, outcomes: Sequence[Outcome], optimizer: str, chance: float) -> None:
@@ -308,7 +343,7 @@ class _References:
         return _finite(o.loss, self.chance) > unguarded + self.tolerance(o.seed)
 
 
-def _fault_scores(faulted: Sequence[Outcome], refs: _References) -> dict[str, Any]:
+def fault_scores(faulted: Sequence[Outcome], refs: References) -> dict[str, Any]:
     recovered, diverged, excess, undone = 0, 0, [], []
     by_fault: dict[str, list[int]] = {}
     for o in faulted:
@@ -348,7 +383,7 @@ def _score(outcomes: Sequence[Outcome], scale: Scale, chance: float) -> dict[str
     """Per optimizer and method: the original faults, the held-out faults and the controls, scored apart."""
     table: dict[str, Any] = {}
     for optimizer in scale.optimizers:
-        refs = _References(outcomes, optimizer, chance)
+        refs = References(outcomes, optimizer, chance)
         none_time = statistics.median(
             o.seconds_per_step
             for o in outcomes
@@ -359,8 +394,8 @@ def _score(outcomes: Sequence[Outcome], scale: Scale, chance: float) -> dict[str
             controls = [o for o in mine if o.fault in CONTROLS]
             clean_steps = sum(o.steps for o in controls)
             false = sum(o.interventions for o in controls)
-            entry = _fault_scores([o for o in mine if o.fault in scale.faults], refs)
-            entry["held_out"] = _fault_scores([o for o in mine if o.fault in scale.held_out], refs)
+            entry = fault_scores([o for o in mine if o.fault in scale.faults], refs)
+            entry["held_out"] = fault_scores([o for o in mine if o.fault in scale.held_out], refs)
             entry.update(
                 {
                     "false_interventions": false,
@@ -385,7 +420,7 @@ def _plan(scale: Scale, optimizer: str, method: str) -> list[tuple[str, int]]:
     return plan + [("clean", s) for s in range(clean)] + [("data_switch", 0)]
 
 
-def _pooled(per: dict[str, Any], part: str | None) -> dict[str, Any]:
+def pooled(per: dict[str, Any], part: str | None) -> dict[str, Any]:
     """One method's fault scores over both optimizers (``part="held_out"`` for the held-out faults)."""
     entries = [t if part is None else t[part] for t in per.values()]
     middle, low, high = bootstrap_median([v for e in entries for v in e["damage_values"]])
@@ -402,7 +437,7 @@ def summarize(table: dict[str, Any]) -> dict[str, Any]:
     """The summary part: per method, the original faults, the held-out faults and the clean runs."""
     out = {}
     for method, per in table.items():
-        faults, held = _pooled(per, None), _pooled(per, "held_out")
+        faults, held = pooled(per, None), pooled(per, "held_out")
         clean_steps = sum(t["clean_steps"] for t in per.values())
         out[method] = {
             "recovered": faults["recovered"],

@@ -15,6 +15,8 @@ import benchmarks.finder_quality
 import benchmarks.finetune
 import benchmarks.overhead
 import benchmarks.spike_baselines
+import benchmarks.watchdog_early
+import benchmarks.watchdog_recovery
 from benchmarks._common import grid_lrs
 from benchmarks.faults import FaultyLoader, LRFault, fault
 from benchmarks.finder_quality import RunCache, best_lr, regret
@@ -46,6 +48,8 @@ from tests.helpers import TinyModel, loader, make_trainer, regression_data
         benchmarks.finetune,
         benchmarks.overhead,
         benchmarks.spike_baselines,
+        benchmarks.watchdog_early,
+        benchmarks.watchdog_recovery,
     ],
 )
 def test_doctests(module) -> None:
@@ -677,31 +681,25 @@ def test_the_committed_sweeps_give_today_the_answers_finder_json_reports() -> No
     assert not moved, f"{len(moved)} committed sweeps answer otherwise today, e.g. {moved[:2]}"
 
 
-def test_peak_window_faults_script_runs_the_benchmark_runs_with_the_fault_moved_into_the_window(tmp_path) -> None:
-    """``scripts/peak_window_faults.py`` runs the watchdog benchmark's run with its fault at step 25 (inside the
-    window where trouble is read as the peak's) unguarded and guarded, and puts the benchmark's fault back after.
-    An LR pulse ×10 there (AdamW, seed 0) was sent back to the run's start at a tenth of the LR for good: 0.364
-    against 0.128 unguarded; told from a peak too high now (the LR ran above the one LRSchedule wrote), it ends
-    below the unguarded run."""
-    import importlib.util
-    import json
-    import os
+def test_the_early_fault_benchmark_runs_the_recovery_benchmarks_run_with_the_fault_moved_into_the_window() -> None:
+    """``benchmarks.watchdog_early`` runs the watchdog benchmark's run with its fault at step 25 (inside the window
+    where trouble is read as the peak's), unguarded and guarded. An LR pulse ×10 there (AdamW, seed 0) was sent back
+    to the run's start at a tenth of the LR for good at stop 36's rules: 0.364 against 0.128 unguarded; told from a
+    peak too high now (the LR ran above the one LRSchedule wrote), it ends below the unguarded run."""
+    import dataclasses
+    import tempfile
 
-    import benchmarks.watchdog_recovery
+    from benchmarks.models.digits import digits_task
+    from benchmarks.watchdog_early import FULL, run_start
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location(
-        "peak_window_faults", os.path.join(root, "scripts", "peak_window_faults.py")
+    scale = dataclasses.replace(
+        FULL, runs=dataclasses.replace(FULL.runs, optimizers=("adamw",), faults=("lr_pulse_x10",), fault_seeds=1)
     )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = str(tmp_path / "runs.json")
-    threads = torch.get_num_threads()
-    script.main(["--start", "25", "--faults", "lr_pulse_x10", "--optimizers", "adamw", "--seeds", "1", "--out", out])
-    assert benchmarks.watchdog_recovery.fault is fault and torch.get_num_threads() == threads  # put back
-    with open(out) as handle:
-        (run,) = json.load(handle)["runs"]
-    assert (run["fault"], run["optimizer"], run["seed"]) == ("lr_pulse_x10", "adamw", 0)
-    assert any("rollback" in e for e in run["events"])  # the pulse damaged the weights, and the watchdog acted
-    assert run["lr_callbacks"] <= run["none"] < 0.2
+    task = digits_task("mlp", steps=scale.runs.steps)
+    with tempfile.TemporaryDirectory() as root, benchmarks._common.quiet():
+        none, guarded = run_start(task, scale, 25, root)
+    for run in (none, guarded):
+        assert (run.fault, run.optimizer, run.seed, run.start) == ("lr_pulse_x10", "adamw", 0, 25)
+    assert (none.method, guarded.method) == ("none", "lr_callbacks")
+    assert any("rollback" in e for e in guarded.events)  # the pulse damaged the weights, and the watchdog acted
+    assert guarded.loss <= none.loss < 0.2

@@ -1,4 +1,4 @@
-"""``python -m benchmarks --quick`` runs all six benchmarks end to end and writes well-formed, sane results.
+"""``python -m benchmarks --quick`` runs all seven benchmarks end to end and writes well-formed, sane results.
 
 The run is real (a subprocess, as a user would start it) at the smoke size; the checks are on structure and
 sanity, not on exact numbers. The committed full results are checked for the same structure, so they cannot
@@ -17,11 +17,13 @@ import pytest
 
 from benchmarks.__main__ import BENCHMARKS, parse
 from benchmarks.overhead import FULL, QUICK, Scale
+from benchmarks.watchdog_early import FULL as EARLY_FULL
+from benchmarks.watchdog_early import QUICK as EARLY_QUICK
 from benchmarks.watchdog_recovery import METHODS as WATCHDOG_METHODS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-RESULT_NAMES = ("overhead", "finder", "finder_variants", "watchdog", "watchdog_natural", "finetune")
+RESULT_NAMES = ("overhead", "finder", "finder_variants", "watchdog", "watchdog_early", "watchdog_natural", "finetune")
 RESULT_NAMES += ("timing", "summary")  # every result a full run writes: the benchmarks', then the run's
 WATCHDOG_KEYS = {
     "recovered",
@@ -38,6 +40,7 @@ WATCHDOG_KEYS = {
     "clean_steps",
     "false_interventions_per_1k",
 }
+EARLY_KEYS = {"worse_than_none", "runs", "damage_undone", "damage_undone_ci", "recovered", "none_recovered"}
 STAMP = ("- command: `python -m benchmarks", "- machine: ", "- versions: ", "torch ", "pytorch-lightning ")
 
 
@@ -97,6 +100,15 @@ def _summary_structure(summary: dict, all_setups: bool = True, scale: Scale = QU
         low, high = entry["held_out_damage_undone_ci"]
         if entry["held_out_damage_undone"] is not None:
             assert low <= entry["held_out_damage_undone"] <= high
+    early = summary["early"]
+    assert list(early) == [str(start) for start in (EARLY_FULL if scale is FULL else EARLY_QUICK).starts]
+    for entry in early.values():
+        assert set(entry) == EARLY_KEYS
+        assert 0 <= entry["worse_than_none"] <= entry["runs"] and entry["runs"] > 0
+        assert 0 <= entry["recovered"] <= entry["runs"] and 0 <= entry["none_recovered"] <= entry["runs"]
+        low, high = entry["damage_undone_ci"]
+        if entry["damage_undone"] is not None:
+            assert low <= entry["damage_undone"] <= high
     natural = summary["natural"]
     assert set(natural) == {
         "unstable_multiples",
@@ -237,7 +249,8 @@ def test_only_keeps_the_other_sections(tmp_path) -> None:
     [
         (
             ["--only", "bogus"],
-            "--only takes names among overhead, finder, finder_variants, watchdog, natural, finetune; got 'bogus'",
+            "--only takes names among overhead, finder, finder_variants, watchdog, early, natural, finetune; "
+            "got 'bogus'",
         ),
         (["--only", ","], "--only takes names among"),
         (["--threads", "0"], "--threads must be at least 1; got 0"),
