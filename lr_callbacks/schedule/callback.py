@@ -719,9 +719,8 @@ class LRSchedule(Callback):
             "plans": [[g.schedule.describe() for g in groups] for groups in self._table],
             # the step the scales were set at: a resume without the watchdog that set them is told it keeps them
             "scaled_at": self._scaled_at,
-            # the last step's LR written over, not yet taken by the watchdog (it reads it at the next step), and the
-            # first step of the stretch written over that it ends
-            "written_over": [*self._written_over, self._written_since] if self._written_over is not None else None,
+            # the last step's LR written over, for the watchdog's next step (see _last_written_over)
+            "written_over": list(last) if (last := self._last_written_over()) is not None else None,
         }
 
     @override
@@ -862,7 +861,7 @@ class LRSchedule(Callback):
         self._scaled_at = restored.get("scaled_at") if restored is not None else None
         written = restored.get("written_over") if restored is not None else None
         self._written_over = (int(written[0]), float(written[1])) if written else None
-        self._written_since = int(written[2]) if written and written[2] is not None else None
+        self._written_since = int(written[2]) if written else None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
         self._wait_for_groups(trainer, run, adds_groups)
