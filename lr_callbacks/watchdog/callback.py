@@ -766,11 +766,12 @@ class DivergenceWatchdog(Callback):
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if int(trainer.global_step) != self._norms_step:
+        step = int(trainer.global_step)
+        if step != self._norms_step:
             # put back if this step is skipped: captured at its first micro-batch, one whose training_step returns None
             # included (its forward pass moved them too). Before, at the first micro-batch with a loss: a skipped step
             # under accumulation kept the forward pass of a first micro-batch that returned None
-            self._norms_step = int(trainer.global_step)
+            self._norms_step = step
             self._norms.capture()
         if self._signals.micro_batches == 0:
             self._batches, self._rngs = [], []  # the micro-batches of the step's loss: the reference batch
