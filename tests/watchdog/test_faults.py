@@ -23,7 +23,16 @@ from pytorch_lightning.callbacks import EarlyStopping, SpikeDetection
 
 from lr_callbacks import DivergenceWatchdog, LRSchedule
 from tests.helpers import make_trainer, read_text
-from tests.watchdog.test_models import DigitsModel, Faults, digits_data, digits_loader, fit, mean_loss
+from tests.watchdog.test_models import (
+    DigitsModel,
+    Faults,
+    StepDigitsModel,
+    digits_data,
+    digits_loader,
+    fit,
+    index_loader,
+    mean_loss,
+)
 
 T = 120
 STEPS = 160
@@ -312,17 +321,16 @@ def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_
     data. The checkpoint now holds the last clean snapshot's weights (the live ones in the watchdog's state) and the
     note, and the resumed run decides and ends as the uninterrupted one."""
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from torch.utils.data import DataLoader
 
     pulse = Faults(lr_times={25: 30.0})
 
     def run(root, ckpt_path=None):
         pl.seed_everything(0, verbose=False)
-        model, watchdog = DigitsModel("sgd", lr=0.1, faults=pulse, batch_by_step=True), DivergenceWatchdog()
+        model, watchdog = StepDigitsModel("sgd", lr=0.1, faults=pulse), DivergenceWatchdog()
         saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=26, save_top_k=-1, filename="{step}")
         callbacks = [LRSchedule("cosine", warmup="20 steps", log_plan=False), watchdog, saver]
         trainer = make_trainer(root, max_steps=80, callbacks=callbacks, enable_checkpointing=True, logger=False)
-        trainer.fit(model, DataLoader(digits_data(), batch_size=32, shuffle=False), ckpt_path=ckpt_path)
+        trainer.fit(model, index_loader(), ckpt_path=ckpt_path)
         return model, watchdog
 
     full_model, full = run(tmp_path / "full")

@@ -137,6 +137,30 @@ class DigitsModel(pl.LightningModule):
         raise ValueError(self.optimizer_name)
 
 
+class StepDigitsModel(DigitsModel):
+    """``DigitsModel(batch_by_step=True)`` fed by :func:`index_loader`: step ``k`` trains on batch ``k`` whatever the
+    loader yields, and the batch the watchdog keeps as its reference is that one too (the loader's index tensor is
+    overwritten in place with the step's indices). With ``DigitsModel`` alone the reference batch is the loader's,
+    which a mid-epoch resume restarts from the epoch's first batch: a resumed run's reference batch differed from the
+    uninterrupted run's though the weights were the same."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, batch_by_step=True, **kwargs)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        assert self.by_step is not None
+        (indices,) = batch
+        if torch.is_grad_enabled():
+            start = (self.global_step * 32) % (len(self.by_step[1]) - 31)
+            indices.copy_(torch.arange(start, start + 32))
+        return super().training_step((self.by_step[0][indices], self.by_step[1][indices]), batch_idx)
+
+
+def index_loader() -> DataLoader:
+    """Batches of 32 indices into the digits, for :class:`StepDigitsModel`."""
+    return DataLoader(TensorDataset(torch.arange(len(digits_data().tensors[1]))), batch_size=32, drop_last=True)
+
+
 class _InfGradient(torch.autograd.Function):
     """Identity forward; infinite gradient backward (a finite loss with an overflowing backward pass)."""
 
@@ -193,3 +217,21 @@ def test_label_noise_raises_the_loss(tmp_path):
     fit(tmp_path, noisy, [], 61, logger=False)
     assert noisy.losses[:60] == clean.losses[:60]
     assert noisy.losses[60] > 3 * clean.losses[60]
+
+
+def test_step_digits_model_trains_on_the_steps_batch_and_keeps_it_as_the_reference(tmp_path):
+    """Past the loader's epoch (56 batches) step k still trains on batch k, and the loader's batch (what the watchdog
+    keeps as its reference batch) holds that batch's indices after the step."""
+
+    class Seen(pl.Callback):
+        def __init__(self) -> None:
+            self.indices: list[torch.Tensor] = []
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            self.indices.append(batch[0].clone())
+
+    seen, model = Seen(), StepDigitsModel()
+    pl.seed_everything(0, verbose=False)
+    make_trainer(tmp_path, max_steps=60, callbacks=[seen], logger=False).fit(model, index_loader())
+    assert [int(i[0]) for i in seen.indices] == [(k * 32) % 1766 for k in range(60)]
+    assert all(torch.equal(i, torch.arange(int(i[0]), int(i[0]) + 32)) for i in seen.indices)
