@@ -220,18 +220,21 @@ class DivergenceWatchdog(Callback):
     anyway), else 8.
 
     **Checkpoints.** Statistics, scale, incidents, budgets and the steps judged on the device but not read yet
-    round-trip through ``state_dict``. A checkpoint written while an incident is open (or before the judgement of
-    a step that will undo it: steps judged on the device and not read yet, an update ratio measured after the
-    step and judged too large at the next one, a step just run at an LR written over ``LRSchedule``'s for fewer than
-    ``patience`` steps) holds the last clean
-    snapshot as its weights (never poisoned ones), and the live weights in the watchdog's state, so resuming from
-    it continues exactly as the uninterrupted run. While a climb is under way, or a rollback's probation lasts
-    (until ``patience`` steps in a row are accepted), no snapshot can be taken soon: the checkpoint holds the live
-    weights and the newest snapshot beside them, and a resumed run rolls back where the uninterrupted one would
-    (not under sharded training). Snapshots are not saved otherwise (they would double the checkpoint): after any
-    checkpoint both runs take a fresh snapshot at the next clean step, and only an incident that begins before it
-    (usually: at the first step after the resume) rolls back to the checkpoint's weights rather than to the older
-    snapshot the uninterrupted run held.
+    round-trip through ``state_dict``. A checkpoint written while an incident is open (or before the judgement of a
+    step that will undo it: steps judged on the device and not read yet, an update ratio measured after the step and
+    judged too large at the next one, a step just run at an LR written over ``LRSchedule``'s for fewer than
+    ``patience`` steps) holds the last clean snapshot as its weights (never poisoned ones), and the live weights in
+    the watchdog's state (and, where the update ratio's rollback will go back further, to the newest snapshot from
+    before the updates since its last normal sample, that snapshot too), so resuming from it continues exactly as
+    the uninterrupted run. While a climb is under way, or a rollback's probation lasts (until ``patience`` steps in
+    a row are accepted), no snapshot can be taken soon: the checkpoint holds the live weights and the newest
+    snapshot beside them, and a resumed run rolls back where the uninterrupted one would (not under sharded
+    training). Snapshots are not saved otherwise (they would double the checkpoint): after any checkpoint both runs
+    take a fresh snapshot at the next clean step, and only an incident that begins before it (usually: at the first
+    step after the resume) rolls back to the checkpoint's weights rather than to the older
+    snapshot the uninterrupted run held. A checkpoint written after a halt (the halt checkpoint, or one written at
+    the halting step) resumes training where the uninterrupted run stopped: the halt is cleared and the rollback
+    budget renewed, with a warning.
 
     **Sharded training.** Under FSDP2 (Lightning's ``ModelParallelStrategy``, ``fully_shard`` in
     ``configure_model``) the gradient norm is the whole gradient's, from the shards (one all-reduce), each rank
@@ -419,6 +422,7 @@ class DivergenceWatchdog(Callback):
         """Where the snapshots of the current fit live: ``"host"``, ``"disk"`` or ``"off"`` (``"auto"`` resolved)."""
         self._live: dict[str, Any] | None = None
         self._saved_snapshot: dict[str, Any] | None = None  # a checkpoint's newest snapshot, kept beside its weights
+        self._ratio_snapshot: dict[str, Any] | None = None  # a checkpoint's older snapshot, an update ratio's target
         self._warned_reference = False
         self._warned_nonpositive = False
         self._warned_lone_skips = False
@@ -597,7 +601,7 @@ class DivergenceWatchdog(Callback):
         self._updates = UpdateProbe()
         self._signals.reset()
         self._restored_reference, self._restored_rngs, self._live, self._held = [], [], None, []
-        self._saved_snapshot, self._restored_user = None, []
+        self._saved_snapshot, self._ratio_snapshot, self._restored_user = None, None, []
         self._batches, self._rngs = [], []
         self._rebaselines_due = []
         self._group_names = []
@@ -675,11 +679,12 @@ class DivergenceWatchdog(Callback):
             # until `patience` ran out.
             level = reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs)
             batches = batches if level is not None else []
+        older = self._take_ratio_snapshot(trainer, pl_module, optimizer, restored_step)
         self._ring.take(pl_module, optimizer, step if restored_step is None else restored_step, batches, rngs)
         if restored_step is None:
             self._policy.snapshot_taken(step)
         else:
-            self._policy.resumed_from(restored_step, keep_reference=bool(batches), level=level)
+            self._policy.resumed_from(restored_step, keep_reference=bool(batches), level=level, older=older)
         schedule = find_lr_schedule(trainer)
         if schedule is not None:
             # scale(g) is this watchdog's. On resume the checkpoint's LRSchedule holds it already; one added on resume
@@ -702,6 +707,36 @@ class DivergenceWatchdog(Callback):
             # data (at a run's start, an LR that blows the run up at its first updates)
             self._policy.request_snapshot()
         self._set_gate()
+
+    def _take_ratio_snapshot(
+        self, trainer: Any, pl_module: Any, optimizer: Any, restored_step: int | None
+    ) -> tuple[int, bool, float | None] | None:
+        """A resume from a checkpoint written before an update ratio judged too large at the next step, whose rollback
+        goes back to an older snapshot than the newest (:meth:`_ratio_snapshot_for`): that snapshot goes into the ring
+        first, with its reference batch, and the module gets the checkpoint's weights back. Returns what the policy's
+        ring needs of it (its step, whether its reference batch came, its level measured again under DDP)."""
+        saved, self._ratio_snapshot = self._ratio_snapshot, None
+        if saved is None or restored_step is None or self._live is None:
+            return None
+        step = int(saved["step"])
+        if step >= restored_step or not any(r["step"] == step for r in self._policy.state.ring):
+            return None
+        here = {
+            "model": cloned_model_state(pl_module.state_dict()),
+            "optimizer": cloned_state(optimizer.state_dict()["state"]),
+        }
+        pl_module.load_state_dict(saved["model"])
+        restore_optimizer_state(optimizer, saved["optimizer"])
+        batches = [to_device(batch, pl_module.device) for batch in saved.get("reference", [])]
+        rngs = list(saved.get("reference_rngs", []))
+        level = None
+        if int(trainer.world_size) > 1 and batches:  # rank 0's batch on every rank: its level measured again
+            level = reference_loss(pl_module, batches, int(trainer.world_size), trainer.strategy, rngs)
+            batches = batches if level is not None else []
+        self._ring.take(pl_module, optimizer, step, batches, rngs)
+        pl_module.load_state_dict(here["model"])
+        restore_optimizer_state(optimizer, here["optimizer"])
+        return step, bool(batches), level
 
     def _put_in_saved_user_states(self, pl_module: Any, restored_step: int | None) -> UserStates | None:
         """A resume from a checkpoint that carries the newest snapshot beside or under the live weights: put the
@@ -1180,6 +1215,9 @@ class DivergenceWatchdog(Callback):
             own["live"] = snapshot.substitute(checkpoint)
             if own["live"] is not None:  # not sharded (the callbacks' state is rank 0's alone): with its user states
                 own["user_states"] = self._snapshot_user_states(pl_module, snapshot)
+                older = self._ratio_snapshot_for(trainer, snapshot_step)
+                if older is not None:
+                    own["ratio_snapshot"] = older
             return
         # a rollback's probation (until `patience` steps in a row are accepted), once an update reached the restored
         # weights: no snapshot can be taken before its end, and what damaged the weights may still be coming
@@ -1198,6 +1236,27 @@ class DivergenceWatchdog(Callback):
             own["user_states"] = self._snapshot_user_states(pl_module, snapshot)
         if not self._policy.state.halted and self._halt_pending is None:
             self._policy.request_snapshot()
+
+    def _ratio_snapshot_for(self, trainer: Any, newest: int | None) -> dict[str, Any] | None:
+        """The snapshot that the update ratio measured at the last sample, judged too large at the next read, will
+        send the run back to, when it is older than the newest (the checkpoint's weights): the newest from before the
+        updates since the sample before, and one may have been taken among them. A resumed run needs it in its ring to
+        go back where the uninterrupted one does. Before, it held the newest alone: an LR ×30 from step 60 of the
+        digits MLP under ``sync_every_n_steps=4``, checkpointed after step 60, went back to step 59's snapshot resumed
+        and to 47's uninterrupted (final weights 0.12 apart)."""
+        step = self._updates.pending_step
+        if step is None or newest is None or not self._update_too_large(trainer):
+            return None
+        target = self._policy._ratio_target(step)
+        snapshot = self._ring.get(int(target["step"])) if target is not None else None
+        if target is None or int(target["step"]) >= newest or snapshot is None:
+            return None
+        older = int(target["step"])
+        reference = self._ring.batches.get(older, [])
+        rngs = self._ring.rngs.get(older, []) if reference else []
+        if reference and not loads_safely(reference):
+            reference, rngs = [], []
+        return {"step": older, **snapshot.export(), "reference": reference, "reference_rngs": rngs}
 
     def _lr_written_unread(self, trainer: Any) -> bool:
         """Whether the last step ran at an LR above the one ``LRSchedule`` wrote for it by more than the ladder's step,
@@ -1302,6 +1361,7 @@ class DivergenceWatchdog(Callback):
             self._configure_policy()
         self._live = state_dict.get("live")
         self._saved_snapshot = state_dict.get("snapshot")
+        self._ratio_snapshot = state_dict.get("ratio_snapshot")
         self._restored_user = list(state_dict.get("user_states", []))
         self._held = [row_from_state(row) for row in state_dict.get("pending", [])]
         self._rebaselines_due = [(int(k), str(why)) for k, why in state_dict.get("rebaselines_due", [])]

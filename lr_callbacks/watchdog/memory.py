@@ -191,7 +191,13 @@ class PolicyMemory:
             return int(s.ring.pop(self._oldest_leaving(s.ring, step))["step"])
         return None
 
-    def resumed_from(self, step: int, keep_reference: bool, level: float | None = None) -> None:
+    def resumed_from(
+        self,
+        step: int,
+        keep_reference: bool,
+        level: float | None = None,
+        older: tuple[int, bool, float | None] | None = None,
+    ) -> None:
         """After a resume only the checkpoint's weights exist, as the snapshot of ``step``: the ring holds that
         one, with its reference batch if the checkpoint brought it back (``keep_reference``). With it, the lows
         that tell damage while the LR warms up stay as the checkpoint saved them, so the resumed run decides as
@@ -200,13 +206,26 @@ class PolicyMemory:
 
         ``level``: the reference batch's loss measured again at the checkpoint's weights (under DDP, where the
         batch is rank 0's and its level was the ranks' mean): the reference reads against it, and the lows start
-        from it (they were read on the ranks' own batches)."""
+        from it (they were read on the ranks' own batches).
+
+        ``older``: an older snapshot the checkpoint carried too (an update ratio's rollback target, see the callback's
+        ``_ratio_snapshot_for``): its step, whether its reference batch came, and its level measured again; the ring
+        keeps it before the checkpoint's."""
         s = self.state
         entry = next((r for r in s.ring if r["step"] == step), {"step": step, "stats": s.snapshot_stats})
         reference = entry.get("reference") if keep_reference else None
         if keep_reference and level is not None:
             reference = self._log_loss(level)
-        s.ring = [{**entry, "reference": reference}]
+        kept = []
+        if older is not None:
+            old_step, old_keep, old_level = older
+            old = next((r for r in s.ring if r["step"] == old_step), None)
+            if old is not None:
+                old_reference = old.get("reference") if old_keep else None
+                if old_keep and old_level is not None:
+                    old_reference = self._log_loss(old_level)
+                kept = [{**old, "reference": old_reference}]
+        s.ring = [*kept, {**entry, "reference": reference}]
         if level is not None or not (keep_reference and s.low_reference is not None and s.low_loss is not None):
             self._start_lows()
 

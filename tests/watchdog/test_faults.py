@@ -346,6 +346,38 @@ def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_
     assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
 
 
+def test_a_checkpoint_before_an_update_ratio_is_judged_holds_the_older_snapshot_its_rollback_goes_back_to(tmp_path):
+    """An LR ×30 from step 60, under ``sync_every_n_steps=4``: the update ratio measured at step 60 is judged too large
+    at the read of step 63, and the rollback goes back to the newest snapshot from before the updates since the last
+    normal sample (56), step 47's, though the ring holds step 59's too. A checkpoint written after step 60 holds
+    step 59's snapshot as its weights (the live ones in the watchdog's state); before, a run resumed from it had
+    that snapshot alone and went back to it (in scripts/resume_sweep.py's pulse_sync4, final weights 0.12 apart). It
+    now also holds step 47's, and the resumed run decides and ends as the uninterrupted one."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    pulse = Faults(lr_times={k: 30.0 for k in range(60, 70)})
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        model, watchdog = StepDigitsModel("sgd", lr=0.1, faults=pulse), DivergenceWatchdog(sync_every_n_steps=4)
+        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=61, save_top_k=-1, filename="{step}")
+        callbacks = [LRSchedule("cosine", warmup="20 steps", log_plan=False), watchdog, saver]
+        trainer = make_trainer(root, max_steps=80, callbacks=callbacks, enable_checkpointing=True, logger=False)
+        trainer.fit(model, index_loader(), ckpt_path=ckpt_path)
+        return model, watchdog
+
+    full_model, full = run(tmp_path / "full")
+    first = full.events[0]
+    assert (first.step, first.signal, first.action, first.rollback_to) == (60, "update_ratio", "rollback", 47)
+    ckpt = tmp_path / "full" / "ckpt" / "step=61.ckpt"
+    saved = torch.load(ckpt, weights_only=False)["callbacks"]["DivergenceWatchdog"]
+    assert "live" in saved and saved["policy"]["state"]["snapshot_step"] == 59
+    resumed_model, resumed = run(tmp_path / "resumed", str(ckpt))
+    assert [repr(e) for e in resumed.events] == [repr(e) for e in full.events] and resumed.scale == full.scale
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+    assert saved["ratio_snapshot"]["step"] == 47
+
+
 def test_an_lr_written_over_for_longer_than_patience_is_the_runs_and_its_checkpoints_hold_the_live_weights(tmp_path):
     """An LR written ×2.5 over ``LRSchedule``'s from step 25 to the end (a second scheduler): the checkpoint right after
     its first step holds the last clean snapshot (its loss is not read yet), those after ``patience`` steps of it
