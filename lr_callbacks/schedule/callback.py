@@ -720,7 +720,7 @@ class LRSchedule(Callback):
             # the step the scales were set at: a resume without the watchdog that set them is told it keeps them
             "scaled_at": self._scaled_at,
             # the last step's LR written over, for the watchdog's next step (see _last_written_over)
-            "written_over": list(last) if (last := self._last_written_over()) is not None else None,
+            "written_over": list(self._written_over) if self._written_over is not None else None,
         }
 
     @override
@@ -774,10 +774,10 @@ class LRSchedule(Callback):
         self._optimizer_names: list[str] = []
         self._handles = []
         self._pending: list[tuple[int, dict[str, float]]] = []
-        # the last step whose update ran at an LR above the one written for it (written over after this schedule's
-        # write: by a callback after it, a second scheduler), and by how much; taken by the watchdog
-        self._written_over: tuple[int, float] | None = None
-        self._written_since: int | None = None  # the first of the steps written over in a row up to the last one
+        # (the last step, whose update ran at an LR above the one written for it, the ratio, the first of the steps
+        # in a row up to it that did): written over after this schedule's write, by a callback after it or a second
+        # scheduler; read by the watchdog. None when the last step ran at the LR written for it
+        self._written_over: tuple[int, float, int] | None = None
         self._paused = False
         self._settled = False  # a step has started since the fit's setup or the finder's restore
         self._training = False  # this fit's on_train_start has run: a restore from here on is a tuner's, mid-fit
@@ -860,8 +860,7 @@ class LRSchedule(Callback):
         self._peaks_restored = restored is not None
         self._scaled_at = restored.get("scaled_at") if restored is not None else None
         written = restored.get("written_over") if restored is not None else None
-        self._written_over = (int(written[0]), float(written[1])) if written else None
-        self._written_since = int(written[2]) if written else None
+        self._written_over = (int(written[0]), float(written[1]), int(written[2])) if written else None
         for schedule in {id(g.schedule): g.schedule for groups in self._table for g in groups}.values():
             setup.check_schedule(schedule, run, setup.unknown_length_cause(trainer))
         self._wait_for_groups(trainer, run, adds_groups)
@@ -1156,30 +1155,23 @@ class LRSchedule(Callback):
 
     def _note_written_over(self, step: int) -> None:
         """After ``step``'s update: whether a group of the first optimizer ran at an LR above the one written for it
-        (a tensor LR is not read back: that would sync); noted as ``(step, the largest ratio)``."""
+        (a tensor LR is not read back: that would sync)."""
         ratio = 1.0
         for group, g in zip(self._optimizers[0].param_groups, self._table[0]):
             lr = group["lr"]
             if not isinstance(lr, torch.Tensor) and g.lr > 0.0 and lr > g.lr:
                 ratio = max(ratio, lr / g.lr)
         if ratio > 1.0:
-            self._written_over = (step, ratio)
-            self._written_since = step if self._written_since is None else self._written_since
+            since = self._written_over[2] if self._written_over is not None else step
+            self._written_over = (step, ratio, since)
         else:
-            self._written_since = None
-
-    def _take_written_over(self) -> tuple[int, float] | None:
-        """The last step whose LR was written over upwards, and by how much (see :meth:`_note_written_over`); once."""
-        written, self._written_over = self._written_over, None
-        return written
+            self._written_over = None
 
     def _last_written_over(self) -> tuple[int, float, int] | None:
-        """Whether the last step ran above the LR written for it: ``(that step, the ratio, the first step of the
-        stretch of steps written over in a row that it ends)``, or ``None``. Its note is left for the watchdog's
-        next step (:meth:`_take_written_over`): a checkpoint is written between."""
-        if self._written_over is None or self._written_since is None:
-            return None
-        return (*self._written_over, self._written_since)
+        """Whether the last step ran above the LR written for it: ``(that step, the largest ratio, the first of the
+        steps in a row up to it that did)``, or ``None`` (see :meth:`_note_written_over`). The watchdog reads it at
+        the next step; a checkpoint written between keeps it."""
+        return self._written_over
 
     def _flush_logs(self) -> None:
         if not self._pending or self._trainer is None:

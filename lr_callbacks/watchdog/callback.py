@@ -871,10 +871,10 @@ class DivergenceWatchdog(Callback):
 
     def _note_written_over(self, trainer: Any) -> None:
         """Tell the policy when the last step ran at an LR above the one ``LRSchedule`` wrote for it by more than the
-        ladder's step (1 / ``lr_factor``): trouble right after it is that LR's, not the planned peak's. The same on
-        every rank (the LR is)."""
+        ladder's step (1 / ``lr_factor``), and since which step it did: trouble right after it is that LR's, not the
+        planned peak's. The same on every rank (the LR is)."""
         schedule = find_lr_schedule(trainer)
-        written = schedule._take_written_over() if schedule is not None else None
+        written = schedule._last_written_over() if schedule is not None else None
         if written is not None and written[1] > 1.0 / self.config.lr_factor:
             self._policy.lr_written(*written)
 

@@ -153,18 +153,25 @@ class PolicyMemory:
         return bool(s.shares) and (s.warmup_end is None or step < 2 * s.warmup_end)
 
     def _written_before(self, step: int) -> bool:
-        """Whether an LR the plan did not set ran within ``patience`` steps before ``step`` (:meth:`lr_written`)."""
-        written = self.state.lr_written
-        return written is not None and step - self.config.patience <= written[0] <= step
+        """Whether an LR the plan did not set ran within ``patience`` steps before ``step`` (:meth:`lr_written`): the
+        steps it ran at in a row, from ``lr_written_since`` to the last, meet that stretch. Before, only the last of
+        them counted: an LR ×10 over steps 20-29 of the digits MLP's warmup, trouble from step 20, judged a second
+        time at step 23 (the LR of step 22 the last noted), was read as the planned peak's, back to the run's
+        start at a twentieth of the LR for good (0.357 against 0.105 clean)."""
+        s = self.state
+        if s.lr_written is None:
+            return False
+        since = s.lr_written[0] if s.lr_written_since is None else s.lr_written_since
+        return since <= step and s.lr_written[0] >= step - self.config.patience
 
-    def lr_written(self, step: int, ratio: float) -> None:
+    def lr_written(self, step: int, ratio: float, since: int | None = None) -> None:
         """Note that ``step``'s update ran at an LR ``ratio`` × above the one ``LRSchedule`` wrote for it (written
         over after it: by a callback after it, a second scheduler): trouble that begins within ``patience`` steps
         after it is that LR's doing, not the planned peak's, and gets the rollback of a passing fault
         (:meth:`_in_the_peak_window`). An LR pulse ×10 at step 25 of the digits MLP (its warmup ending at 20) was taken
         for a peak too high: back to the run's start at a tenth of the LR for good, 0.36-0.47 against 0.13-0.18
-        unguarded (AdamW)."""
-        self.state.lr_written = (step, ratio)
+        unguarded (AdamW). ``since``: the first of the steps in a row up to ``step`` that ran above it (``step``)."""
+        self.state.lr_written, self.state.lr_written_since = (step, ratio), step if since is None else since
 
     def watches_written_lrs(self, step: int) -> bool:
         """Whether the callback should pass on, at ``step``, an LR written over the plan (:meth:`lr_written`): while

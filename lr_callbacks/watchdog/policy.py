@@ -717,8 +717,10 @@ class WatchdogPolicy(UpdateRatioRules, DataRules):
                 f"again: the LR is the cause, so this cut stays and clean stretches raise it to {s.ceiling:.3g} at most"
             )
         if written and s.lr_written is not None and window:
+            last, since = s.lr_written[0], s.lr_written_since
+            steps = f"steps {since}-{last}" if since is not None and since < last else f"step {last}"
             ceiling += (
-                f"; the LR of step {s.lr_written[0]} ran ×{s.lr_written[1]:.3g} above the one LRSchedule wrote for it "
+                f"; the LR of {steps} ran ×{s.lr_written[1]:.3g} above the one LRSchedule wrote for it "
                 "(written over after it, not by the plan): that LR's trouble, not the planned peak's"
             )
         s.last_cut, s.rollback_cut = step, 1.0 if refuted else s.scale / old  # 1.0: no cut for bad data to undo

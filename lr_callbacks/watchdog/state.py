@@ -94,6 +94,7 @@ class PolicyState:
     raised: bool = False  # a clean stretch raised the scale since the last rollback
     # the last step whose LR ran above the one LRSchedule wrote for it, by more than 1 / lr_factor, and by how much
     lr_written: tuple[int, float] | None = None
+    lr_written_since: int | None = None  # the first of the steps in a row up to that one whose LR was written over
     # the last rollback was for such an LR's trouble: no clean stretch raises the scale while it is still written over
     written_rollback: bool = False
     can_roll_back: bool = True  # False with snapshot="off": damaged weights get an LR cut, never a rollback

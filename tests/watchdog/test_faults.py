@@ -312,6 +312,22 @@ def test_an_lr_pulse_at_the_peak_written_over_lrschedules_is_a_passing_fault_not
     assert guarded < 1.5 * clean
 
 
+def test_an_lr_written_over_for_steps_in_a_row_counts_from_the_first_of_them(tmp_path):
+    """SGD at 0.5 on the digits MLP warmed up over 40 steps, its LR ×10 over steps 20-29, written over LRSchedule's:
+    the weights are damaged at step 20 and rolled back as for a passing fault; at step 23 the damage is judged
+    again, begun at step 20. Before, only the last step noted (22) counted as written over, after the trouble began:
+    the second rollback read the trouble as the planned peak's, went back to the run's start and kept a twentieth of
+    the LR for good (0.357 against 0.105 clean). Now the steps 20-22 in a row count from the first."""
+    pulse = Faults(lr_times={k: 10.0 for k in range(20, 30)})
+    model, watchdog = DigitsModel("sgd", lr=0.5, faults=pulse), DivergenceWatchdog()
+    fit(tmp_path, model, [LRSchedule("cosine", warmup="40 steps"), watchdog], 240, logger=False)
+    rollbacks = [e for e in watchdog.events if e.action == "rollback"]
+    assert [e.step for e in rollbacks] == [21, 23]
+    assert rollbacks[1].rollback_to == 20 and "the LR of steps 20-22 ran ×10" in rollbacks[1].detail
+    assert "the peak is too high" not in rollbacks[1].detail
+    assert watchdog.scale == 1.0 and mean_loss(model) < 0.15  # the cuts given back; 0.053 here
+
+
 def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_uninterrupted_run(tmp_path):
     """An LR ×30 for one step (25) at the peak, written over ``LRSchedule``'s, and a checkpoint right after it: the
     loss that shows the damage is the next step's, after the checkpoint. Uninterrupted, step 26 rolls back to the
