@@ -232,27 +232,16 @@ with ``--head probe``). The other tasks run at their reference LR."""
 
 
 def _fit(task: Task, optimizer: str, arm: str, scale: Scale, steps: int, root: str, count: bool) -> StepTimer:
-    import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
+
+    from benchmarks.finders import trainer as quiet_trainer
 
     gc.collect()  # the last arm's trainer and callbacks (cycles): collected here, not inside this arm's steps
     callbacks, ready = _callbacks(arm, task, scale)
     reads = HostReads() if count else None
     timer = StepTimer(ready, scale.warmup, reads, None if count else HookClock(callbacks))
     module = TaskModule(task, optimizer, MEASURED_LR.get(task.name, task.default_lr[optimizer]), seed=0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps + scale.warmup,
-        logger=TensorBoardLogger(root, name=arm),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=root,
-        callbacks=[*callbacks, timer],
-    )
+    trainer = quiet_trainer(root, steps + scale.warmup, [*callbacks, timer], logger=TensorBoardLogger(root, name=arm))
     if reads is not None:
         with reads:
             trainer.fit(module, train_dataloaders=train_loader(task, 0))

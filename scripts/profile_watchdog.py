@@ -78,9 +78,9 @@ def _task(model: str, steps: int) -> Any:
 def measure(model: str, steps: int, warmup: int, profile: bool) -> tuple[dict[str, float], str]:
     """µs per step in each hook (and ``total``, the hooks together) over ``steps`` steps after ``warmup``, on the
     wall clock and (``<name> cpu``) on this thread's CPU time; and the profile's report ('' without ``profile``)."""
-    import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from benchmarks.finders import trainer as quiet_trainer
     from benchmarks.models import TaskModule, train_loader
     from benchmarks.overhead import MEASURED_LR
     from lr_callbacks import DivergenceWatchdog
@@ -101,19 +101,9 @@ def measure(model: str, steps: int, warmup: int, profile: bool) -> tuple[dict[st
     gc.collect()
     module = TaskModule(task, "adamw", MEASURED_LR.get(task.name, task.default_lr["adamw"]), seed=0)
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=steps + warmup,
-            logger=TensorBoardLogger(root, name="watchdog"),
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            default_root_dir=root,
-            callbacks=[Start(), watchdog],
-        )
+        # the overhead benchmark's trainer (benchmarks.overhead._fit): quiet, no validation, a TensorBoard logger
+        logger = TensorBoardLogger(root, name="watchdog")
+        trainer = quiet_trainer(root, steps + warmup, [Start(), watchdog], logger=logger)
         trainer.fit(module, train_dataloaders=train_loader(task, 0))
     takes = ", ".join(f"{seconds * 1e3:.1f}" for seconds in watchdog._ring.seconds)
     print(f"snapshot takes (ms, in order, the fit start's first): {takes}")
