@@ -19,7 +19,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.spike import TrainingSpikeException
-from pytorch_lightning.callbacks import EarlyStopping, SpikeDetection
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, SpikeDetection
 
 from lr_callbacks import DivergenceWatchdog, LRSchedule
 from tests.helpers import make_trainer, read_text
@@ -328,6 +328,27 @@ def test_an_lr_written_over_for_steps_in_a_row_counts_from_the_first_of_them(tmp
     assert watchdog.scale == 1.0 and mean_loss(model) < 0.15  # the cuts given back; 0.053 here
 
 
+def fit_checkpointed(root, faults, every, ckpt_path=None, **watchdog_kwargs):
+    """SGD at 0.1 on the digits MLP (step k on batch k, also after a mid-epoch resume) under a cosine warmed up over
+    20 steps and a ``DivergenceWatchdog``, 80 steps, checkpointed every ``every`` steps (``step=<k>.ckpt``);
+    resumed from ``ckpt_path`` if given. Returns the model and the watchdog."""
+    pl.seed_everything(0, verbose=False)
+    model, watchdog = StepDigitsModel("sgd", lr=0.1, faults=faults), DivergenceWatchdog(**watchdog_kwargs)
+    saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=every, save_top_k=-1, filename="{step}")
+    callbacks = [LRSchedule("cosine", warmup="20 steps", log_plan=False), watchdog, saver]
+    trainer = make_trainer(root, max_steps=80, callbacks=callbacks, enable_checkpointing=True, logger=False)
+    trainer.fit(model, index_loader(), ckpt_path=ckpt_path)
+    return model, watchdog
+
+
+def assert_resumed_as_uninterrupted(resumed, full):
+    """The resumed run's ``(model, watchdog)`` took the uninterrupted run's decisions and ended with its weights."""
+    (resumed_model, resumed_watchdog), (full_model, full_watchdog) = resumed, full
+    assert [repr(e) for e in resumed_watchdog.events] == [repr(e) for e in full_watchdog.events]
+    assert resumed_watchdog.scale == full_watchdog.scale
+    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+
+
 def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_uninterrupted_run(tmp_path):
     """An LR ×30 for one step (25) at the peak, written over ``LRSchedule``'s, and a checkpoint right after it: the
     loss that shows the damage is the next step's, after the checkpoint. Uninterrupted, step 26 rolls back to the
@@ -336,20 +357,8 @@ def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_
     peak's, its only snapshot was the damaged weights, and it trained on at a loss of 150 taken for a new level of the
     data. The checkpoint now holds the last clean snapshot's weights (the live ones in the watchdog's state) and the
     note, and the resumed run decides and ends as the uninterrupted one."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     pulse = Faults(lr_times={25: 30.0})
-
-    def run(root, ckpt_path=None):
-        pl.seed_everything(0, verbose=False)
-        model, watchdog = StepDigitsModel("sgd", lr=0.1, faults=pulse), DivergenceWatchdog()
-        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=26, save_top_k=-1, filename="{step}")
-        callbacks = [LRSchedule("cosine", warmup="20 steps", log_plan=False), watchdog, saver]
-        trainer = make_trainer(root, max_steps=80, callbacks=callbacks, enable_checkpointing=True, logger=False)
-        trainer.fit(model, index_loader(), ckpt_path=ckpt_path)
-        return model, watchdog
-
-    full_model, full = run(tmp_path / "full")
+    full_model, full = fit_checkpointed(tmp_path / "full", pulse, 26)
     first = next(e for e in full.events if e.action == "rollback")
     assert first.step == 26 and "ran ×30 above the one LRSchedule wrote for it" in first.detail
     ckpt = tmp_path / "full" / "ckpt" / "step=26.ckpt"
@@ -357,9 +366,8 @@ def test_a_checkpoint_between_an_lr_written_over_and_its_trouble_resumes_as_the_
     assert (
         saved["LRSchedule"]["written_over"] == [25, pytest.approx(30.0), 25] and "live" in saved["DivergenceWatchdog"]
     )
-    resumed_model, resumed = run(tmp_path / "resumed", str(ckpt))
-    assert [repr(e) for e in resumed.events] == [repr(e) for e in full.events] and resumed.scale == full.scale
-    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+    resumed = fit_checkpointed(tmp_path / "resumed", pulse, 26, str(ckpt))
+    assert_resumed_as_uninterrupted(resumed, (full_model, full))
 
 
 def test_a_checkpoint_before_an_update_ratio_is_judged_holds_the_older_snapshot_its_rollback_goes_back_to(tmp_path):
@@ -369,28 +377,15 @@ def test_a_checkpoint_before_an_update_ratio_is_judged_holds_the_older_snapshot_
     step 59's snapshot as its weights (the live ones in the watchdog's state); before, a run resumed from it had
     that snapshot alone and went back to it (in scripts/resume_sweep.py's pulse_sync4, final weights 0.12 apart). It
     now also holds step 47's, and the resumed run decides and ends as the uninterrupted one."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     pulse = Faults(lr_times={k: 30.0 for k in range(60, 70)})
-
-    def run(root, ckpt_path=None):
-        pl.seed_everything(0, verbose=False)
-        model, watchdog = StepDigitsModel("sgd", lr=0.1, faults=pulse), DivergenceWatchdog(sync_every_n_steps=4)
-        saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=61, save_top_k=-1, filename="{step}")
-        callbacks = [LRSchedule("cosine", warmup="20 steps", log_plan=False), watchdog, saver]
-        trainer = make_trainer(root, max_steps=80, callbacks=callbacks, enable_checkpointing=True, logger=False)
-        trainer.fit(model, index_loader(), ckpt_path=ckpt_path)
-        return model, watchdog
-
-    full_model, full = run(tmp_path / "full")
+    full_model, full = fit_checkpointed(tmp_path / "full", pulse, 61, sync_every_n_steps=4)
     first = full.events[0]
     assert (first.step, first.signal, first.action, first.rollback_to) == (60, "update_ratio", "rollback", 47)
     ckpt = tmp_path / "full" / "ckpt" / "step=61.ckpt"
     saved = torch.load(ckpt, weights_only=False)["callbacks"]["DivergenceWatchdog"]
     assert "live" in saved and saved["policy"]["state"]["snapshot_step"] == 59
-    resumed_model, resumed = run(tmp_path / "resumed", str(ckpt))
-    assert [repr(e) for e in resumed.events] == [repr(e) for e in full.events] and resumed.scale == full.scale
-    assert all(map(torch.equal, resumed_model.state_dict().values(), full_model.state_dict().values()))
+    resumed = fit_checkpointed(tmp_path / "resumed", pulse, 61, str(ckpt), sync_every_n_steps=4)
+    assert_resumed_as_uninterrupted(resumed, (full_model, full))
     assert saved["ratio_snapshot"]["step"] == 47
 
 
@@ -398,8 +393,6 @@ def test_an_lr_written_over_for_longer_than_patience_is_the_runs_and_its_checkpo
     """An LR written ×2.5 over ``LRSchedule``'s from step 25 to the end (a second scheduler): the checkpoint right after
     its first step holds the last clean snapshot (its loss is not read yet), those after ``patience`` steps of it
     without trouble hold the live weights, as any other."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     model, watchdog = (
         DigitsModel("sgd", lr=0.05, faults=Faults(lr_times={k: 2.5 for k in range(25, 60)})),
         DivergenceWatchdog(),
