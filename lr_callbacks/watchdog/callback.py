@@ -873,10 +873,15 @@ class DivergenceWatchdog(Callback):
         """Tell the policy when the last step ran at an LR above the one ``LRSchedule`` wrote for it by more than the
         ladder's step (1 / ``lr_factor``), and since which step it did: trouble right after it is that LR's, not the
         planned peak's. The same on every rank (the LR is)."""
-        schedule = find_lr_schedule(trainer)
-        written = schedule._last_written_over() if schedule is not None else None
-        if written is not None and written[1] > 1.0 / self.config.lr_factor:
+        written = self._written_beyond_the_ladder(find_lr_schedule(trainer))
+        if written is not None:
             self._policy.lr_written(*written)
+
+    def _written_beyond_the_ladder(self, schedule: Any) -> tuple[int, float, int] | None:
+        """``schedule``'s note that the last step ran above the LR it wrote (``(step, ratio, since)``, see
+        ``LRSchedule._last_written_over``) when the ratio is beyond the ladder's step (1 / ``lr_factor``)."""
+        written = schedule._last_written_over() if schedule is not None else None
+        return written if written is not None and written[1] > 1.0 / self.config.lr_factor else None
 
     def _note_gradients(self, count: int) -> None:
         """Start the gradient norm's and the update ratio's baselines again when more parameter tensors have
@@ -1265,12 +1270,9 @@ class DivergenceWatchdog(Callback):
         it: the uninterrupted run rolled back to step 20's snapshot; resumed, the checkpoint's damaged weights were the
         only snapshot, and the run trained on at a loss of 150, taken for a new level of the data. Written over for
         longer, without trouble, that LR is the run's."""
-        schedule = schedule_callback(trainer)  # a lookup: at teardown the schedule has let its fit go
-        written = schedule._last_written_over() if schedule is not None else None
-        if written is None:
-            return False
-        step, ratio, since = written
-        return ratio > 1.0 / self.config.lr_factor and step - since < self.config.patience
+        # a lookup: at teardown the schedule has let its fit go
+        written = self._written_beyond_the_ladder(schedule_callback(trainer))
+        return written is not None and written[0] - written[2] < self.config.patience
 
     def _update_too_large(self, trainer: Any) -> bool:
         """Whether the update ratio measured at the last step, not judged yet, would be judged too large."""
